@@ -1,0 +1,115 @@
+# Longmen - build, run, test, bench.
+#   make run        install missing Debian packages, build, start on 127.0.0.1:8080
+#   make test       install, build, run every test (ends with "N passed, N failed")
+#   make test-asan  the same suite under ASan+UBSan
+# Output goes to $(O) (default build/); plugins to plugins/<name>.so.
+
+O        ?= build
+CC       ?= cc
+OPT      ?= -O2 -g
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
+CFLAGS   += -std=c11 $(OPT) $(WARN) -D_GNU_SOURCE -fno-strict-aliasing $(SAN)
+LDFLAGS  += $(SAN)
+PKGS     := evhtp libcurl jansson libevent_pthreads libcrypto
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -levent -lpthread -ldl
+PLUGIN_DIR ?= plugins
+
+DEBS := build-essential pkg-config libevhtp-dev libevent-dev libcurl4-openssl-dev \
+        libjansson-dev liblua5.4-dev libssl-dev python3 curl
+
+KIT_SRCS    := buf frame host plugin conf log errors stream response
+SERVER_SRCS := main server worker relay upstream auth
+KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o)
+SERVER_OBJS := $(SERVER_SRCS:%=$(O)/kernel/%.o)
+
+PLUGINS      := $(patsubst plugins/%/,%,$(sort $(dir $(wildcard plugins/*/*.c))))
+PLUGIN_SOS   := $(PLUGINS:%=$(PLUGIN_DIR)/%.so)
+TEST_PLUGINS := $(patsubst tests/plugins/%.c,$(O)/test-plugins/%.so,$(wildcard tests/plugins/*.c))
+UNIT_SRCS    := $(wildcard tests/unit/test_*.c)
+UNIT_BINS    := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
+FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
+
+PLUGIN_CFLAGS := -std=c11 $(OPT) $(WARN) -fPIC -fvisibility=hidden -I sdk $(SAN)
+PLUGIN_LDFLAGS := -shared -Wl,-z,defs $(SAN)
+
+.PHONY: all plugins unit test test-asan run deps bench fuzz clean format format-check check-config
+
+all: $(O)/longmen $(O)/liblmtest.a plugins $(TEST_PLUGINS)
+
+plugins: $(PLUGIN_SOS)
+
+$(O)/kernel/%.o: kernel/%.c $(wildcard kernel/*.h) sdk/longmen.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(O)/kernel/lmtest.o: kernel/lmtest.c sdk/lmtest.h $(wildcard kernel/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(O)/longmen: $(SERVER_OBJS) $(KIT_OBJS)
+	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(PKG_LIBS)
+
+$(O)/liblmtest.a: $(KIT_OBJS) $(O)/kernel/lmtest.o
+	rm -f $@ && ar rcs $@ $^
+
+# One folder per plugin: plugins/<name>/*.c -> plugins/<name>.so
+.SECONDEXPANSION:
+$(PLUGIN_DIR)/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) sdk/longmen.h
+	@mkdir -p $(dir $@)
+	$(CC) $(PLUGIN_CFLAGS) $(PLUGIN_LDFLAGS) -o $@ $(filter %.c,$^) -ljansson
+
+$(O)/test-plugins/%.so: tests/plugins/%.c sdk/longmen.h
+	@mkdir -p $(dir $@)
+	$(CC) $(PLUGIN_CFLAGS) $(PLUGIN_LDFLAGS) -o $@ $< -ljansson
+
+$(O)/tests/%: tests/unit/%.c $(O)/liblmtest.a tests/unit/t.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -I sdk -I kernel -o $@ $< $(O)/liblmtest.a $(PKG_LIBS)
+
+unit: $(UNIT_BINS) plugins $(TEST_PLUGINS)
+	@O=$(O) tests/run.sh unit
+
+deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (run as root: apt-get install$$missing)"; exit 1; fi; \
+	fi
+
+test: deps
+	$(MAKE) all $(UNIT_BINS)
+	@O=$(O) PLUGIN_DIR=$(PLUGIN_DIR) tests/run.sh all
+
+test-asan: deps
+	$(MAKE) O=build-asan PLUGIN_DIR=build-asan/plugins OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all build-asan/tests/.stamp
+	@O=build-asan PLUGIN_DIR=build-asan/plugins LM_SANITIZER=1 \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  tests/run.sh all
+
+$(O)/tests/.stamp: $(UNIT_BINS)
+	@touch $@
+
+run: deps
+	$(MAKE) all
+	./$(O)/longmen -c plugins.conf
+
+check-config: all
+	./$(O)/longmen -t -c plugins.conf
+
+bench: deps all
+	tests/bench/run.sh
+
+fuzz: deps
+	tests/fuzz/run.sh
+
+format:
+	clang-format -i kernel/*.[ch] sdk/*.h plugins/*/*.[ch] tests/unit/*.[ch] tests/plugins/*.c
+
+format-check:
+	clang-format --dry-run --Werror kernel/*.[ch] sdk/*.h plugins/*/*.[ch] tests/unit/*.[ch] tests/plugins/*.c
+
+clean:
+	rm -rf build build-asan build-fuzz $(PLUGIN_SOS)

@@ -1,0 +1,77 @@
+/*
+ * conf.h - plugins.conf: parsed into an immutable snapshot.
+ *
+ * Syntax: one directive per line, `name arg...`; `name arg {` opens a block
+ * closed by a lone `}`; `#` starts a comment; "double quotes" keep spaces.
+ * Errors are reported as "file:line: what is wrong". The snapshot is owned
+ * by whoever loaded it and freed with lm_conf_free.
+ */
+#ifndef LM_CONF_H
+#define LM_CONF_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lm_kv_s {
+    char *key;
+    char *val;    /* resolved: env:NAME already read */
+    int   line;
+    int   secret; /* came from env: or names a key/secret: never logged */
+} lm_kv_t;
+
+typedef struct lm_model_s {
+    char *name;     /* what clients ask for */
+    char *upstream; /* what the channel is sent (same as name unless "a=b") */
+} lm_model_t;
+
+typedef struct lm_chan_conf_s {
+    char       *name;
+    char       *plugin;
+    int         line;
+    lm_model_t *models;
+    size_t      nmodels;
+    lm_kv_t    *kv; /* plugin-specific settings */
+    size_t      nkv;
+    int         connect_timeout_ms;
+    int         first_byte_timeout_ms;
+    int         idle_timeout_ms;
+} lm_chan_conf_t;
+
+typedef struct lm_key_conf_s {
+    char         *name;
+    unsigned char hash[32]; /* SHA-256 of the secret */
+    int           line;
+} lm_key_conf_t;
+
+typedef struct lm_conf_s {
+    char           *path;
+    char           *listen_host;
+    int             listen_port;
+    char           *admin_host;
+    int             admin_port;
+    int             workers; /* 0 = number of cores */
+    uint64_t        max_body;
+    char           *plugin_dir;
+    int             drain_timeout_ms;
+    int             log_level;
+    size_t          stream_high_water; /* bytes queued to a client before pausing upstream */
+    lm_key_conf_t  *keys;
+    size_t          nkeys;
+    lm_chan_conf_t *chans;
+    size_t          nchans;
+} lm_conf_t;
+
+/* Parse `text` (len bytes) named `path` for messages. On error returns -1
+ * with "path:line: message" in err. *out is owned by the caller. */
+int lm_conf_parse(const char *path, const char *text, size_t len, lm_conf_t **out, char *err,
+                  size_t errlen);
+/* Read and parse a file. */
+int lm_conf_load(const char *path, lm_conf_t **out, char *err, size_t errlen);
+void lm_conf_free(lm_conf_t *c);
+/* The built-in default config text (mock channel, demo key): used when no
+ * config file exists, so `make run` answers without network or keys. */
+extern const char lm_conf_default_text[];
+#define LM_DEMO_KEY "sk-longmen-demo"
+
+/* Plugin setting `key` of a channel, or NULL. Borrowed. */
+const lm_kv_t *lm_conf_chan_kv(const lm_chan_conf_t *ch, const char *key);
+#endif

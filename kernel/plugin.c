@@ -1,0 +1,246 @@
+#include "plugin.h"
+
+#include "log.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The smallest table a v1.0 plugin can have: through req_close. */
+#define LM_PROVIDER_V1_0_SIZE (offsetof(lm_provider, req_close) + sizeof(void (*)(void)))
+
+static int valid_name(const char *s)
+{
+    if (*s == '\0' || strlen(s) >= 64)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_' || *s == '-'))
+            return 0;
+    return 1;
+}
+
+/* Copy the file into a memfd so that a later rename/overwrite of the .so on
+ * disk cannot affect the mapping, and so that reloading the same path gives
+ * a fresh handle (glibc returns the existing one for a known path). */
+static int private_copy(const char *path, char *dlpath, size_t dlpathlen, int *memfd, char *err,
+                        size_t errlen)
+{
+    int         in = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (in < 0) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(in, &st) < 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file", path);
+        close(in);
+        return -1;
+    }
+    if (st.st_mode & S_IWOTH) {
+        snprintf(err, errlen, "%s: refusing a world-writable plugin", path);
+        close(in);
+        return -1;
+    }
+    int fd = memfd_create("longmen-plugin", MFD_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: memfd_create: %s", path, strerror(errno));
+        close(in);
+        return -1;
+    }
+    char    buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof(buf))) > 0) {
+        if (write(fd, buf, (size_t)n) != n) {
+            n = -1;
+            break;
+        }
+    }
+    close(in);
+    if (n < 0) {
+        snprintf(err, errlen, "%s: copy failed: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    snprintf(dlpath, dlpathlen, "/proc/self/fd/%d", fd);
+    *memfd = fd;
+    return 0;
+}
+
+static int validate(const lm_provider *vt, const char *path, char *err, size_t errlen)
+{
+    if (vt->hdr.major != LM_ABI_MAJOR) {
+        snprintf(err, errlen, "%s: plugin built for ABI %u.%u, host is %d.%d", path,
+                 vt->hdr.major, vt->hdr.minor, LM_ABI_MAJOR, LM_ABI_MINOR);
+        return -1;
+    }
+    if (vt->hdr.size < LM_PROVIDER_V1_0_SIZE) {
+        snprintf(err, errlen, "%s: provider table too small (%u bytes, ABI 1.0 needs %zu)", path,
+                 vt->hdr.size, (size_t)LM_PROVIDER_V1_0_SIZE);
+        return -1;
+    }
+    return 0;
+}
+
+static int validate_callbacks(const lm_provider *vt, const char *path, char *err, size_t errlen)
+{
+    const char *missing = NULL;
+    if (vt->name == NULL || !valid_name(vt->name))
+        missing = "a valid name";
+    else if (vt->init == NULL)
+        missing = "init";
+    else if (vt->build_request == NULL)
+        missing = "build_request";
+    else if (vt->parse_response == NULL)
+        missing = "parse_response";
+    else if ((vt->caps & LM_CAP_STREAM) && vt->parse_event == NULL)
+        missing = "parse_event (caps has LM_CAP_STREAM)";
+    if (missing) {
+        snprintf(err, errlen, "%s: provider table lacks %s", path, missing);
+        return -1;
+    }
+    if (vt->framing != LM_FRAME_SSE && vt->framing != LM_FRAME_NDJSON) {
+        snprintf(err, errlen, "%s: unsupported framing %d", path, vt->framing);
+        return -1;
+    }
+    return 0;
+}
+
+lm_plugin_t *lm_plugin_load_path(const char *path, char *err, size_t errlen)
+{
+    char dlpath[64];
+    int  memfd = -1;
+
+    if (private_copy(path, dlpath, sizeof(dlpath), &memfd, err, errlen) < 0)
+        return NULL;
+    void *dl = dlopen(dlpath, RTLD_NOW | RTLD_LOCAL);
+    close(memfd); /* the mapping keeps the object alive */
+    if (dl == NULL) {
+        const char *why = dlerror();
+        snprintf(err, errlen, "%s: cannot load: %s", path, why ? why : "dlopen failed");
+        return NULL;
+    }
+    lm_plugin_entry_fn entry;
+    *(void **)&entry = dlsym(dl, LM_PLUGIN_ENTRY);
+    if (entry == NULL) {
+        snprintf(err, errlen, "%s: no entry point (%s)", path, LM_PLUGIN_ENTRY);
+        dlclose(dl);
+        return NULL;
+    }
+    const lm_provider *vt = entry();
+    if (vt == NULL) {
+        snprintf(err, errlen, "%s: %s returned NULL", path, LM_PLUGIN_ENTRY);
+        dlclose(dl);
+        return NULL;
+    }
+    if (validate(vt, path, err, errlen) < 0) {
+        dlclose(dl);
+        return NULL;
+    }
+    lm_plugin_t *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        dlclose(dl);
+        return NULL;
+    }
+    /* Fields beyond the plugin's table size stay zero (= NULL). */
+    memcpy(&p->vt, vt, vt->hdr.size < sizeof(p->vt) ? vt->hdr.size : sizeof(p->vt));
+    if (validate_callbacks(&p->vt, path, err, errlen) < 0) {
+        free(p);
+        dlclose(dl);
+        return NULL;
+    }
+    p->dl = dl;
+    p->abi_minor = vt->hdr.minor;
+    atomic_init(&p->refs, 1);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    snprintf(p->name, sizeof(p->name), "%.*s", (int)strcspn(base, "."), base);
+    return p;
+}
+
+lm_plugin_t *lm_plugin_load(const char *dir, const char *name, char *err, size_t errlen)
+{
+    char path[4096];
+    if (!valid_name(name)) {
+        snprintf(err, errlen, "plugin name \"%s\" must match [a-z0-9_-]+ (plugins load only from "
+                 "the plugin directory)", name);
+        return NULL;
+    }
+    snprintf(path, sizeof(path), "%s/%s.so", dir, name);
+    return lm_plugin_load_path(path, err, errlen);
+}
+
+void lm_plugin_ref(lm_plugin_t *p)
+{
+    atomic_fetch_add(&p->refs, 1);
+}
+
+void lm_plugin_unref(lm_plugin_t *p)
+{
+    if (p && atomic_fetch_sub(&p->refs, 1) == 1) {
+        dlclose(p->dl);
+        free(p);
+    }
+}
+
+static int check_cfg_keys(const lm_plugin_t *p, const lm_chan_conf_t *ch, const char *conf_path,
+                          char *err, size_t errlen)
+{
+    const lm_cfg_key *keys = p->vt.cfg_keys;
+    for (size_t i = 0; i < ch->nkv; i++) {
+        const lm_cfg_key *k = keys;
+        while (k && k->name && strcmp(k->name, ch->kv[i].key) != 0)
+            k++;
+        if (k == NULL || k->name == NULL) {
+            snprintf(err, errlen, "%s:%d: unknown setting \"%s\" for plugin %s in channel %s",
+                     conf_path, ch->kv[i].line, ch->kv[i].key, p->vt.name, ch->name);
+            return -1;
+        }
+    }
+    for (const lm_cfg_key *k = keys; k && k->name; k++) {
+        if (k->required && k->dflt == NULL && lm_conf_chan_kv(ch, k->name) == NULL) {
+            snprintf(err, errlen, "%s:%d: channel %s: plugin %s requires \"%s\" (%s)", conf_path,
+                     ch->line, ch->name, p->vt.name, k->name, k->help ? k->help : "");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int lm_inst_init(lm_inst_t *inst, lm_plugin_t *p, const lm_chan_conf_t *ch, const char *conf_path,
+                 char *err, size_t errlen)
+{
+    lm_err e;
+
+    memset(inst, 0, sizeof(*inst));
+    if (check_cfg_keys(p, ch, conf_path, err, errlen) < 0)
+        return -1;
+    inst->plugin = p;
+    inst->chan = ch;
+    snprintf(inst->logname, sizeof(inst->logname), "[%s/%s]", ch->name, p->vt.name);
+    memset(&e, 0, sizeof(e));
+    if (p->vt.init(&lm_host_table, inst, &inst->istate, &e) < 0) {
+        snprintf(err, errlen, "%s:%d: channel %s: plugin %s init failed: %s", conf_path, ch->line,
+                 ch->name, p->vt.name, e.msg[0] ? e.msg : "(no message)");
+        inst->plugin = NULL;
+        return -1;
+    }
+    lm_plugin_ref(p);
+    inst->inited = 1;
+    return 0;
+}
+
+void lm_inst_fini(lm_inst_t *inst)
+{
+    if (inst->inited && inst->plugin->vt.fini)
+        inst->plugin->vt.fini(inst->istate);
+    if (inst->plugin)
+        lm_plugin_unref(inst->plugin);
+    memset(inst, 0, sizeof(*inst));
+}

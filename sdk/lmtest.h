@@ -1,0 +1,74 @@
+/*
+ * lmtest.h - the plugin test kit: drive a provider plugin through recorded
+ * cases without starting the server. It uses the kernel's own host table,
+ * frame splitter and usage merge, so what passes here behaves the same in
+ * the gateway. Link with build/liblmtest.a (see sdk/README.md).
+ *
+ * All returned strings are malloc'd and freed by lmt_result_clear().
+ */
+#ifndef LONGMEN_LMTEST_H
+#define LONGMEN_LMTEST_H
+
+#include "longmen.h"
+
+typedef struct lmt_plugin lmt_plugin;
+
+/* What build_request produced. */
+typedef struct lmt_ureq {
+    char   *method;   /* "POST" unless the plugin changed it */
+    char   *url;
+    char  **headers;  /* "Name: value" strings, in order */
+    size_t  nheaders;
+    char   *body;     /* NUL-terminated copy of the body ("" if none) */
+    size_t  body_len;
+} lmt_ureq;
+
+/* What a response or a stream produced. */
+typedef struct lmt_result {
+    int      rc;       /* last plugin return code */
+    lm_err   err;      /* filled when rc < 0 */
+    char    *json;     /* parse_response: the OpenAI body (forwarded or translated);
+                          stream: a JSON array of every chunk the client would get,
+                          in order, excluding the usage chunk and [DONE] */
+    lm_usage usage;    /* merged usage */
+    int      done;     /* stream: the plugin returned LM_DONE */
+} lmt_result;
+
+/*
+ * Load `so_path` and create one instance with the given channel config:
+ * cfg is a NULL-terminated list of alternating key, value strings, e.g.
+ *   const char *cfg[] = {"base_url", "http://mock", "api_key", "k", NULL};
+ * Returns NULL and writes a message to errbuf on failure (the same message
+ * the gateway would log: wrong ABI, no entry point, failing init, ...).
+ */
+lmt_plugin *lmt_load(const char *so_path, const char *const *cfg, char *errbuf, size_t errlen);
+void lmt_unload(lmt_plugin *p);
+
+/* The provider table (borrowed). */
+const lm_provider *lmt_provider(lmt_plugin *p);
+
+/*
+ * Run build_request for `canon_json` (the OpenAI request body as the client
+ * sent it; the kit maps nothing, so put the upstream model id in it).
+ * op is LM_OP_CHAT or LM_OP_EMBED; stream is taken from canon "stream".
+ * Returns the plugin's rc; on rc < 0, *e is filled.
+ */
+int lmt_build(lmt_plugin *p, int op, const char *canon_json, lmt_ureq *out, lm_err *e);
+void lmt_ureq_clear(lmt_ureq *u);
+/* The value of header `name` (case-insensitive) in u, or NULL. Borrowed. */
+const char *lmt_header(const lmt_ureq *u, const char *name);
+
+/* The next two act on the call opened by the last lmt_build (same lm_call,
+ * same rstate), as the gateway does; build again for each new case.
+ *
+ * Run parse_response (2xx) or map_error (else) on a whole upstream body,
+ * the way the gateway would (including its default error mapping). */
+void lmt_response(lmt_plugin *p, int status, const char *body, size_t len, lmt_result *out);
+
+/* Feed a streamed upstream body through the kernel splitter in pieces of
+ * `split` bytes (0 = all at once) and collect what the client would get. */
+void lmt_stream(lmt_plugin *p, const char *body, size_t len, size_t split, lmt_result *out);
+
+void lmt_result_clear(lmt_result *r);
+
+#endif

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# tests/run.sh [unit|integration|all] - run the suite, print one line per
+# test ("PASS name" / "FAIL name: why") and end with "N passed, N failed".
+# A test program that crashes or times out counts as one failure.
+set -u
+mode=${1:-all}
+O=${O:-build}
+export O PLUGIN_DIR=${PLUGIN_DIR:-plugins}
+cd "$(dirname "$0")/.." || exit 2
+passed=0
+failed=0
+log=$(mktemp)
+
+run_one() { # name, command...
+    local name=$1; shift
+    local rc
+    timeout -k 5 "${TEST_TIMEOUT:-300}" "$@" >"$log" 2>&1
+    rc=$?
+    grep -E '^(PASS|FAIL|     )' "$log"
+    local p f
+    p=$(grep -c '^PASS ' "$log")
+    f=$(grep -c '^FAIL ' "$log")
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "FAIL $name: exited with status $rc"
+        tail -n 30 "$log" | sed 's/^/    | /'
+        f=1
+    elif [ "$f" -gt 0 ] || grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$log"; then
+        if [ "$f" -eq 0 ]; then
+            echo "FAIL $name: sanitizer report"; f=1
+        fi
+        grep -E 'Sanitizer|runtime error' "$log" | head -n 5 | sed 's/^/    | /'
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+}
+
+if [ "$mode" = unit ] || [ "$mode" = all ]; then
+    for t in "$O"/tests/test_*; do
+        [ -x "$t" ] || continue
+        run_one "$(basename "$t")" "$t"
+    done
+fi
+if [ "$mode" = integration ] || [ "$mode" = all ]; then
+    for t in tests/integration/test_*.py; do
+        [ -f "$t" ] || continue
+        run_one "$(basename "$t")" python3 "$t"
+    done
+fi
+rm -f "$log"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
