@@ -193,8 +193,26 @@ static int deliver(lm_emit_t *e, json_t *chunk)
     return LM_OK;
 }
 
+/* The first upstream chunk's id/created/model become the stream's, so the
+ * kernel's own chunks (deltas, usage) match them. */
+static void adopt_ids(lm_emit_t *e, json_t *chunk)
+{
+    json_t *id = json_object_get(chunk, "id");
+    json_t *created = json_object_get(chunk, "created");
+    json_t *model = json_object_get(chunk, "model");
+    e->ids_adopted = 1;
+    if (json_is_string(id) && json_string_length(id) < sizeof(e->id))
+        snprintf(e->id, sizeof(e->id), "%s", json_string_value(id));
+    if (json_is_integer(created))
+        e->created = json_integer_value(created);
+    if (json_is_string(model) && json_string_length(model) < sizeof(e->model))
+        snprintf(e->model, sizeof(e->model), "%s", json_string_value(model));
+}
+
 static void fill_chunk_ids(lm_emit_t *e, json_t *chunk)
 {
+    if (!e->ids_adopted)
+        adopt_ids(e, chunk);
     if (!json_is_string(json_object_get(chunk, "id")))
         json_object_set_new(chunk, "id", json_string(e->id));
     if (!json_is_string(json_object_get(chunk, "object")))
@@ -224,6 +242,8 @@ static int h_emit_chunk(lm_emit *e, json_t *chunk)
         json_decref(chunk);
         return LM_EINVAL;
     }
+    if (!e->ids_adopted)
+        adopt_ids(e, chunk);
     json_t *usage = json_object_get(chunk, "usage");
     if (json_is_object(usage)) {
         lm_usage u;

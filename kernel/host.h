@@ -50,6 +50,7 @@ struct lm_emit {
     int             usage_seen;
     unsigned        nchunks;   /* chunks delivered to the sink */
     unsigned        ncontent;  /* chunks that carried content or tool calls */
+    int             ids_adopted;
 };
 typedef struct lm_emit lm_emit_t;
 

@@ -118,9 +118,12 @@ lm_plugin_t *lm_plugin_load_path(const char *path, char *err, size_t errlen)
 
     if (private_copy(path, dlpath, sizeof(dlpath), &memfd, err, errlen) < 0)
         return NULL;
+    /* The memfd stays open while the plugin is loaded: glibc matches
+     * already-loaded objects by path, and a reused fd number would make
+     * /proc/self/fd/N name a different plugin. */
     void *dl = dlopen(dlpath, RTLD_NOW | RTLD_LOCAL);
-    close(memfd); /* the mapping keeps the object alive */
     if (dl == NULL) {
+        close(memfd);
         const char *why = dlerror();
         snprintf(err, errlen, "%s: cannot load: %s", path, why ? why : "dlopen failed");
         return NULL;
@@ -129,39 +132,38 @@ lm_plugin_t *lm_plugin_load_path(const char *path, char *err, size_t errlen)
     *(void **)&entry = dlsym(dl, LM_PLUGIN_ENTRY);
     if (entry == NULL) {
         snprintf(err, errlen, "%s: no entry point (%s)", path, LM_PLUGIN_ENTRY);
-        dlclose(dl);
-        return NULL;
+        goto fail;
     }
     const lm_provider *vt = entry();
     if (vt == NULL) {
         snprintf(err, errlen, "%s: %s returned NULL", path, LM_PLUGIN_ENTRY);
-        dlclose(dl);
-        return NULL;
+        goto fail;
     }
-    if (validate(vt, path, err, errlen) < 0) {
-        dlclose(dl);
-        return NULL;
-    }
+    if (validate(vt, path, err, errlen) < 0)
+        goto fail;
     lm_plugin_t *p = calloc(1, sizeof(*p));
     if (p == NULL) {
         snprintf(err, errlen, "%s: out of memory", path);
-        dlclose(dl);
-        return NULL;
+        goto fail;
     }
     /* Fields beyond the plugin's table size stay zero (= NULL). */
     memcpy(&p->vt, vt, vt->hdr.size < sizeof(p->vt) ? vt->hdr.size : sizeof(p->vt));
     if (validate_callbacks(&p->vt, path, err, errlen) < 0) {
         free(p);
-        dlclose(dl);
-        return NULL;
+        goto fail;
     }
     p->dl = dl;
+    p->memfd = memfd;
     p->abi_minor = vt->hdr.minor;
     atomic_init(&p->refs, 1);
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     snprintf(p->name, sizeof(p->name), "%.*s", (int)strcspn(base, "."), base);
     return p;
+fail:
+    dlclose(dl);
+    close(memfd);
+    return NULL;
 }
 
 lm_plugin_t *lm_plugin_load(const char *dir, const char *name, char *err, size_t errlen)
@@ -185,6 +187,7 @@ void lm_plugin_unref(lm_plugin_t *p)
 {
     if (p && atomic_fetch_sub(&p->refs, 1) == 1) {
         dlclose(p->dl);
+        close(p->memfd);
         free(p);
     }
 }

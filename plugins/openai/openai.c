@@ -94,7 +94,7 @@ static int resolve_base(const lm_host_api *h, void *ictx, lm_str *base, lm_err *
 
 static int oa_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 {
-    lm_str base, key;
+    lm_str base, key = {NULL, 0};
     if (resolve_base(h, ictx, &base, e) < 0)
         return LM_EINVAL;
     if (!(base.n > 7 && (strncmp(base.p, "http://", 7) == 0 || strncmp(base.p, "https://", 8) == 0)))

@@ -1,0 +1,469 @@
+#include "relay.h"
+
+#include "auth.h"
+#include "errors.h"
+#include "log.h"
+#include "reqcheck.h"
+#include "response.h"
+#include "server.h"
+#include "stream.h"
+#include "upstream.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define LM_RESPONSE_MAX (64u * 1024 * 1024) /* whole non-stream upstream body */
+#define LM_ERROR_BODY_MAX (1024u * 1024)    /* upstream error body kept for mapping */
+
+struct lm_relay_s {
+    lm_worker_t      *w;
+    lm_http_req_t    *req;       /* NULL once the client is gone */
+    int               fini_seen; /* the HTTP request object was freed */
+    const lm_rt_t    *rt;
+    const lm_route_t *route;
+    json_t           *canon;
+    lm_call           call;
+    int               call_open;
+    int               op;
+    int               want_usage;
+    char              id[40];
+    char              upstream_model[256];
+    lm_ureq_t         ureq;
+    lm_upstream_t    *up;
+    int               status;
+    int               headers_sent; /* stream reply started */
+    int               finished;     /* client reply complete */
+    int               paused;
+    int               too_large;  /* request body passed max_body */
+    size_t            discarded;  /* request bytes dropped past the limit */
+    lm_buf_t          body;  /* non-stream body or upstream error body */
+    lm_stream_t       st;
+    int               st_init;
+    lm_buf_t          out;   /* SSE bytes produced by one upstream read */
+    struct event     *timer; /* first-byte, then idle timeout */
+    struct event     *reap;
+    uint64_t          t_start_ms;
+    lm_relay_t       *next, *prev;
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- lifecycle ---- */
+
+static void relay_free(lm_relay_t *r)
+{
+    lm_worker_t *w = r->w;
+    if (r->call_open && r->route && r->route->inst->plugin->vt.req_close)
+        r->route->inst->plugin->vt.req_close(r->route->inst->istate, &r->call);
+    if (r->st_init)
+        lm_stream_free(&r->st);
+    json_decref(r->canon);
+    lm_ureq_free(&r->ureq);
+    lm_buf_free(&r->body);
+    lm_buf_free(&r->out);
+    if (r->timer)
+        event_free(r->timer);
+    if (r->reap)
+        event_free(r->reap);
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        w->inflight = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    lm_server_inflight_add(w->srv, -1);
+    free(r);
+}
+
+/* Frees the relay once both sides are done: the upstream transfer is
+ * released and the HTTP request object is gone. */
+static void maybe_free(lm_relay_t *r)
+{
+    if (r->up == NULL && r->fini_seen)
+        relay_free(r);
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    lm_relay_t *r = arg;
+    (void)fd;
+    (void)what;
+    if (r->up) { /* client left mid-transfer: stop upstream tokens now */
+        lm_upstream_cancel(r->up);
+        r->up = NULL;
+        lm_log(LM_LOG_INFO, "%s: client went away; upstream transfer cancelled", r->id);
+    }
+    maybe_free(r);
+}
+
+void lm_relay_client_gone(lm_relay_t *r)
+{
+    r->req = NULL;
+    event_active(r->reap, 0, 0);
+}
+
+void lm_relay_client_fini(lm_relay_t *r)
+{
+    r->req = NULL;
+    r->fini_seen = 1;
+    event_active(r->reap, 0, 0);
+}
+
+static lm_relay_t *relay_new(lm_http_req_t *req, lm_worker_t *w, int op)
+{
+    lm_relay_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->w = w;
+    r->req = req;
+    r->rt = w->rt;
+    r->op = op;
+    r->t_start_ms = mono_ms();
+    r->reap = event_new(w->base, -1, 0, on_reap, r);
+    if (r->reap == NULL) {
+        free(r);
+        return NULL;
+    }
+    lm_ureq_init(&r->ureq);
+    snprintf(r->id, sizeof(r->id), "%x%02x%08llx", (unsigned)time(NULL), (unsigned)w->index & 0xff,
+             (unsigned long long)++w->next_id);
+    r->next = w->inflight;
+    if (w->inflight)
+        w->inflight->prev = r;
+    w->inflight = r;
+    lm_server_inflight_add(w->srv, 1);
+    lm_http_bind_relay(req, r);
+    return r;
+}
+
+/* ---- replies ---- */
+
+static int reply_error(lm_relay_t *r, const lm_err *e)
+{
+    if (r->finished)
+        return 0;
+    r->finished = 1;
+    if (r->req)
+        lm_http_reply_error(r->req, e, r->id);
+    return 0;
+}
+
+static int reply_err(lm_relay_t *r, int status, const char *type, const char *code,
+                     const char *msg)
+{
+    lm_err e;
+    lm_error_set(&e, -1, status, type, code, msg);
+    return reply_error(r, &e);
+}
+
+static void flush_out(lm_relay_t *r)
+{
+    if (r->out.len && r->req)
+        lm_http_stream_write(r->req, r->out.p, r->out.len);
+    lm_buf_reset(&r->out);
+}
+
+static void stream_end(lm_relay_t *r, const lm_err *e)
+{
+    if (r->finished)
+        return;
+    r->finished = 1;
+    if (e) {
+        char *body = lm_error_body(e);
+        lm_buf_adds(&r->out, "data: ");
+        lm_buf_adds(&r->out, body);
+        lm_buf_adds(&r->out, "\n\n");
+        free(body);
+    } else if (r->want_usage) {
+        char *u = lm_emit_usage_chunk(&r->st.emit);
+        if (u) {
+            lm_buf_adds(&r->out, "data: ");
+            lm_buf_adds(&r->out, u);
+            lm_buf_adds(&r->out, "\n\n");
+            free(u);
+        }
+    }
+    lm_buf_adds(&r->out, "data: [DONE]\n\n");
+    flush_out(r);
+    if (r->req)
+        lm_http_stream_end(r->req);
+}
+
+/* Emit sink: each canonical chunk becomes one SSE event in r->out. */
+static int sse_sink(void *arg, const char *json, size_t len)
+{
+    lm_relay_t *r = arg;
+    if (r->req == NULL)
+        return -1;
+    if (lm_buf_add(&r->out, "data: ", 6) < 0 || lm_buf_add(&r->out, json, len) < 0
+        || lm_buf_add(&r->out, "\n\n", 2) < 0)
+        return -1;
+    return 0;
+}
+
+/* ---- timers ---- */
+
+static void arm_timer(lm_relay_t *r, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    if (r->timer)
+        evtimer_add(r->timer, &tv);
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    lm_relay_t *r = arg;
+    (void)fd;
+    (void)what;
+    if (r->up == NULL)
+        return;
+    lm_upstream_cancel(r->up);
+    r->up = NULL;
+    lm_relay_on_done(r, 0, 1, r->headers_sent ? "upstream idle timeout" : "upstream timeout");
+}
+
+/* ---- upstream data ---- */
+
+static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
+{
+    if (!r->headers_sent) {
+        r->headers_sent = 1;
+        lm_http_stream_start(r->req, r->id);
+    } else if (lm_http_out_pending(r->req) > r->rt->conf->stream_high_water) {
+        r->paused = 1; /* slow reader: let the kernel socket buffer drain */
+        return LM_UP_PAUSE;
+    }
+    int rc = lm_stream_feed(&r->st, p, n);
+    if (rc < 0) {
+        stream_end(r, &r->st.err);
+        return 0; /* abort the transfer */
+    }
+    if (rc == LM_DONE) {
+        stream_end(r, NULL);
+        return n;
+    }
+    flush_out(r);
+    return n;
+}
+
+size_t lm_relay_on_data(lm_relay_t *r, int status, const char *p, size_t n)
+{
+    if (r->req == NULL)
+        return 0; /* client gone: abort, stop paying for tokens */
+    if (r->finished)
+        return n; /* trailing bytes after the end marker */
+    r->status = status;
+    arm_timer(r, r->route->inst->chan->idle_timeout_ms);
+    if (status >= 200 && status < 300 && r->call.stream)
+        return on_stream_data(r, p, n);
+    size_t cap = (status >= 200 && status < 300) ? LM_RESPONSE_MAX : LM_ERROR_BODY_MAX;
+    if (r->body.len + n > cap) {
+        if (status >= 200 && status < 300) {
+            reply_err(r, 502, "api_error", "upstream_error", "upstream response too large");
+            return 0;
+        }
+        return n; /* error bodies: keep the first part for mapping */
+    }
+    if (lm_buf_add(&r->body, p, n) < 0) {
+        reply_err(r, 500, "api_error", NULL, "out of memory");
+        return 0;
+    }
+    return n;
+}
+
+static void finish_whole(lm_relay_t *r, int status, lm_str body)
+{
+    char    *out = NULL;
+    lm_usage usage;
+    lm_err   e;
+    int rc = lm_response_translate(r->route->inst, &r->call, status, body, &out, &usage, &e);
+    if (rc < 0) {
+        lm_log(LM_LOG_INFO, "%s: upstream %d -> %d %s", r->id, status, e.http_status, e.code);
+        reply_error(r, &e);
+    } else {
+        r->finished = 1;
+        if (r->req)
+            lm_http_reply(r->req, 200, "application/json", out, strlen(out), r->id);
+    }
+    free(out);
+}
+
+void lm_relay_on_done(lm_relay_t *r, int ok, int timeout, const char *why)
+{
+    r->up = NULL;
+    if (r->timer)
+        evtimer_del(r->timer);
+    if (r->req && !r->finished) {
+        int success = r->status >= 200 && r->status < 300;
+        if (!ok && !r->headers_sent) {
+            lm_log(LM_LOG_WARN, "%s: upstream failed: %s", r->id, why);
+            if (timeout)
+                reply_err(r, 504, "api_error", "upstream_timeout", "upstream timed out");
+            else
+                reply_err(r, 502, "api_error", "upstream_error", "upstream connection failed");
+        } else if (!ok) {
+            lm_err e;
+            lm_error_set(&e, -1, timeout ? 504 : 502, "api_error",
+                         timeout ? "upstream_timeout" : "upstream_error",
+                         timeout ? "upstream stream timed out" : "upstream stream was cut off");
+            stream_end(r, &e);
+        } else if (r->call.stream && success) {
+            int rc = r->headers_sent ? lm_stream_finish(&r->st) : LM_OK;
+            if (!r->headers_sent)
+                reply_err(r, 502, "api_error", "upstream_error", "upstream sent an empty stream");
+            else if (rc < 0)
+                stream_end(r, &r->st.err);
+            else {
+                flush_out(r);
+                stream_end(r, NULL); /* a clean end of body ends the stream */
+            }
+        } else {
+            finish_whole(r, r->status, (lm_str){lm_buf_cstr(&r->body), r->body.len});
+        }
+    }
+    maybe_free(r);
+}
+
+void lm_relay_client_writable(lm_relay_t *r)
+{
+    if (r->paused && r->up && r->req) {
+        r->paused = 0;
+        lm_upstream_resume(r->up);
+    }
+}
+
+void lm_relay_cancel_all(lm_worker_t *w)
+{
+    lm_relay_t *r = w->inflight;
+    while (r) {
+        lm_relay_t *next = r->next;
+        if (r->up) {
+            lm_upstream_cancel(r->up);
+            r->up = NULL;
+        }
+        r = next;
+    }
+}
+
+/* ---- request pipeline ---- */
+
+static int run_local(lm_relay_t *r)
+{
+    lm_str body = {lm_buf_cstr(&r->ureq.body), r->ureq.body.len};
+    int    status = r->ureq.local_status;
+    if (r->call.stream && status >= 200 && status < 300) {
+        r->headers_sent = 1;
+        lm_http_stream_start(r->req, r->id);
+        int rc = lm_stream_feed(&r->st, body.p, body.n);
+        if (rc == LM_OK)
+            rc = lm_stream_finish(&r->st);
+        stream_end(r, rc < 0 ? &r->st.err : NULL);
+        return 0;
+    }
+    finish_whole(r, status, body);
+    return 0;
+}
+
+static int start(lm_relay_t *r)
+{
+    const lm_route_t *route = r->route;
+    const lm_provider *vt = &route->inst->plugin->vt;
+    lm_err e;
+
+    r->call = (lm_call){.hdr = LM_ABI_HDR(lm_call), .op = r->op,
+                        .stream = r->op == LM_OP_CHAT && json_is_true(json_object_get(r->canon, "stream")),
+                        .model = r->upstream_model, .request_id = r->id};
+    if (r->call.stream && !(vt->caps & LM_CAP_STREAM))
+        return reply_err(r, 400, "invalid_request_error", "stream_unsupported",
+                         "this model does not support streaming");
+    if (r->op == LM_OP_EMBED && !(vt->caps & LM_CAP_EMBED))
+        return reply_err(r, 400, "invalid_request_error", "model_not_supported",
+                         "this model does not support embeddings");
+    json_t *so = json_object_get(r->canon, "stream_options");
+    r->want_usage = json_is_true(json_object_get(so, "include_usage"));
+    json_object_set_new(r->canon, "model", json_string(r->upstream_model));
+    memset(&e, 0, sizeof(e));
+    r->call_open = 1;
+    int rc = vt->build_request(route->inst->istate, &r->call, r->canon, &r->ureq, &e);
+    if (rc < 0) {
+        if (e.http_status == 0)
+            lm_error_set(&e, rc, 400, "invalid_request_error", NULL,
+                         "the request cannot be sent to this provider");
+        return reply_error(r, &e);
+    }
+    if (r->call.stream) {
+        lm_stream_init(&r->st, route->inst, &r->call, (int64_t)time(NULL), sse_sink, r);
+        r->st_init = 1;
+    }
+    if (r->ureq.local_status)
+        return run_local(r);
+    if (r->ureq.url.len == 0)
+        return reply_err(r, 500, "api_error", "plugin_error", "plugin built no upstream URL");
+    char why[256];
+    r->up = lm_upstream_start(r->w->up, &r->ureq, route->inst->chan->connect_timeout_ms, r, why,
+                              sizeof(why));
+    if (r->up == NULL)
+        return reply_err(r, 502, "api_error", "upstream_error", why);
+    r->timer = evtimer_new(r->w->base, on_timeout, r);
+    arm_timer(r, route->inst->chan->first_byte_timeout_ms);
+    return 0;
+}
+
+lm_relay_t *lm_relay_begin(lm_http_req_t *req, lm_worker_t *w, int op)
+{
+    return relay_new(req, w, op);
+}
+
+/* Past the limit the body is read and dropped (so the client can read our
+ * 413) for up to 64 KiB more, then the connection is closed (IN-3). */
+int lm_relay_body(lm_relay_t *r, size_t have, size_t n)
+{
+    if (!r->too_large && have + n <= r->rt->conf->max_body)
+        return 1;
+    r->too_large = 1;
+    r->discarded += n;
+    return r->discarded > 64 * 1024 ? -1 : 0;
+}
+
+static int handle(lm_relay_t *r, int method_ok)
+{
+    lm_http_req_t *req = r->req;
+    lm_err         e;
+    if (!method_ok)
+        return reply_err(r, 405, "invalid_request_error", "method_not_allowed",
+                         "method not allowed for this path");
+    if (lm_auth_check(r->rt->conf, lm_http_header(req, "Authorization")) == NULL)
+        return reply_err(r, 401, "invalid_request_error", "invalid_api_key",
+                         "missing or invalid API key (send Authorization: Bearer <key>)");
+    lm_str body = lm_http_body(req);
+    if (r->too_large || body.n > r->rt->conf->max_body)
+        return reply_err(r, 413, "invalid_request_error", "request_too_large",
+                         "request body exceeds the configured limit");
+    r->canon = lm_reqcheck_parse(body.p, body.n, &e);
+    if (r->canon == NULL)
+        return reply_error(r, &e);
+    if ((r->op == LM_OP_CHAT ? lm_reqcheck_chat(r->canon, &e) : lm_reqcheck_embed(r->canon, &e)) < 0)
+        return reply_error(r, &e);
+    const char *model = json_string_value(json_object_get(r->canon, "model"));
+    r->route = lm_rt_route(r->rt, model);
+    if (r->route == NULL) {
+        lm_err_set(&e, -1, 404, "invalid_request_error", "model_not_found",
+                   "The model '%.128s' does not exist or you do not have access to it.", model);
+        return reply_error(r, &e);
+    }
+    snprintf(r->upstream_model, sizeof(r->upstream_model), "%s", r->route->upstream);
+    return start(r);
+}
+
+void lm_relay_run(lm_relay_t *r, int method_ok)
+{
+    (void)handle(r, method_ok);
+}

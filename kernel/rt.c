@@ -1,0 +1,105 @@
+#include "rt.h"
+
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static lm_plugin_t *get_plugin(lm_rt_t *rt, const char *dir, const char *name, char *err,
+                               size_t errlen)
+{
+    for (size_t i = 0; i < rt->nplugins; i++)
+        if (!strcmp(rt->plugins[i]->name, name))
+            return rt->plugins[i];
+    lm_plugin_t *p = lm_plugin_load(dir, name, err, errlen);
+    if (p == NULL)
+        return NULL;
+    lm_plugin_t **np = realloc(rt->plugins, (rt->nplugins + 1) * sizeof(*np));
+    if (np == NULL) {
+        lm_plugin_unref(p);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    rt->plugins = np;
+    rt->plugins[rt->nplugins++] = p;
+    lm_log(LM_LOG_INFO, "loaded plugin %s (%s %s, ABI %u.%u)", name, p->vt.name,
+           p->vt.version ? p->vt.version : "?", p->vt.hdr.major, p->abi_minor);
+    return p;
+}
+
+static int add_routes(lm_rt_t *rt, lm_inst_t *inst)
+{
+    const lm_chan_conf_t *ch = inst->chan;
+    lm_route_t *nr = realloc(rt->routes, (rt->nroutes + ch->nmodels) * sizeof(*nr));
+    if (nr == NULL)
+        return -1;
+    rt->routes = nr;
+    for (size_t i = 0; i < ch->nmodels; i++) {
+        if (lm_rt_route(rt, ch->models[i].name))
+            continue; /* an earlier channel serves it: first wins */
+        rt->routes[rt->nroutes++] =
+            (lm_route_t){ch->models[i].name, ch->models[i].upstream, inst};
+    }
+    return 0;
+}
+
+lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, char *err, size_t errlen)
+{
+    lm_rt_t *rt = calloc(1, sizeof(*rt));
+    if (rt == NULL) {
+        lm_conf_free(conf);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    rt->conf = conf;
+    const char *dir = plugin_dir ? plugin_dir : conf->plugin_dir;
+    rt->insts = calloc(conf->nchans + 1, sizeof(lm_inst_t));
+    if (rt->insts == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < conf->nchans; i++) {
+        lm_chan_conf_t *ch = &conf->chans[i];
+        char            perr[1024];
+        lm_plugin_t    *p = get_plugin(rt, dir, ch->plugin, perr, sizeof(perr));
+        if (p == NULL) {
+            snprintf(err, errlen, "%s:%d: channel %s: %s", conf->path, ch->line, ch->name, perr);
+            goto fail;
+        }
+        if (lm_inst_init(&rt->insts[i], p, ch, conf->path, err, errlen) < 0)
+            goto fail;
+        rt->ninsts++;
+        if (add_routes(rt, &rt->insts[i]) < 0) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
+    return rt;
+fail:
+    lm_rt_free(rt);
+    return NULL;
+}
+
+void lm_rt_free(lm_rt_t *rt)
+{
+    if (rt == NULL)
+        return;
+    for (size_t i = 0; i < rt->ninsts; i++)
+        lm_inst_fini(&rt->insts[i]);
+    for (size_t i = 0; i < rt->nplugins; i++)
+        lm_plugin_unref(rt->plugins[i]);
+    free(rt->insts);
+    free(rt->plugins);
+    free(rt->routes);
+    lm_conf_free(rt->conf);
+    free(rt);
+}
+
+const lm_route_t *lm_rt_route(const lm_rt_t *rt, const char *model)
+{
+    for (size_t i = 0; i < rt->nroutes; i++)
+        if (!strcmp(rt->routes[i].model, model))
+            return &rt->routes[i];
+    return NULL;
+}

@@ -1,0 +1,34 @@
+/*
+ * rt.h - the runtime snapshot: a parsed config plus its loaded plugins,
+ * channel instances and model table. Immutable once built; shared read-only
+ * by all workers. Built and freed on the control thread.
+ */
+#ifndef LM_RT_H
+#define LM_RT_H
+#include "conf.h"
+#include "plugin.h"
+
+typedef struct lm_route_s {
+    const char *model;    /* client-facing name (borrowed from conf) */
+    const char *upstream; /* upstream id */
+    lm_inst_t  *inst;
+} lm_route_t;
+
+typedef struct lm_rt_s {
+    lm_conf_t  *conf;   /* owned */
+    lm_plugin_t **plugins; /* one reference each */
+    size_t      nplugins;
+    lm_inst_t  *insts;  /* one per channel, same order as conf->chans */
+    size_t      ninsts;
+    lm_route_t *routes; /* in config order: first channel listing a model wins */
+    size_t      nroutes;
+} lm_rt_t;
+
+/* Build a runtime from conf (takes ownership of conf, even on failure).
+ * Plugins load from conf->plugin_dir unless plugin_dir is non-NULL.
+ * Returns NULL with a message naming the file and line. */
+lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, char *err, size_t errlen);
+void lm_rt_free(lm_rt_t *rt);
+/* The route for a client model name, or NULL. */
+const lm_route_t *lm_rt_route(const lm_rt_t *rt, const char *model);
+#endif

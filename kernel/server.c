@@ -1,0 +1,430 @@
+/* server.c - the HTTP front: libevhtp's only home. */
+#include "server.h"
+
+#include "auth.h"
+#include "errors.h"
+#include "http.h"
+#include "log.h"
+#include "relay.h"
+#include "upstream.h"
+#include "worker.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <evhtp/evhtp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct lm_server_s {
+    lm_rt_t           *rt;
+    evhtp_t           *htp;
+    struct event_base *base;
+    atomic_long        inflight;
+    atomic_int         next_worker;
+    struct event      *sig_term, *sig_int, *drain_timer;
+    struct timespec    drain_deadline;
+    int                stopping;
+    char              *models_json; /* GET /v1/models body, built once */
+};
+
+void lm_server_inflight_add(lm_server_t *s, int delta)
+{
+    atomic_fetch_add(&s->inflight, delta);
+}
+
+/* ---- lm_http_* (http.h) ---- */
+
+const char *lm_http_header(lm_http_req_t *r, const char *name)
+{
+    return r ? evhtp_header_find(r->headers_in, name) : NULL;
+}
+
+lm_str lm_http_body(lm_http_req_t *r)
+{
+    size_t n = evbuffer_get_length(r->buffer_in);
+    lm_str s = {"", 0};
+    if (n) {
+        s.p = (const char *)evbuffer_pullup(r->buffer_in, -1);
+        s.n = n;
+    }
+    return s;
+}
+
+static void add_header(lm_http_req_t *r, const char *k, const char *v)
+{
+    evhtp_headers_add_header(r->headers_out, evhtp_header_new(k, v, 0, 1));
+}
+
+void lm_http_reply(lm_http_req_t *r, int status, const char *ctype, const char *body, size_t n,
+                   const char *request_id)
+{
+    if (r == NULL)
+        return;
+    add_header(r, "Content-Type", ctype);
+    if (request_id && *request_id)
+        add_header(r, "X-Request-Id", request_id);
+    evbuffer_add(r->buffer_out, body, n);
+    evhtp_send_reply(r, (evhtp_res)status);
+}
+
+void lm_http_reply_error(lm_http_req_t *r, const lm_err *e, const char *request_id)
+{
+    char *body = lm_error_body(e);
+    lm_http_reply(r, e->http_status ? e->http_status : 500, "application/json", body, strlen(body),
+                  request_id);
+    free(body);
+}
+
+void lm_http_stream_start(lm_http_req_t *r, const char *request_id)
+{
+    if (r == NULL)
+        return;
+    add_header(r, "Content-Type", "text/event-stream");
+    add_header(r, "Cache-Control", "no-cache");
+    if (request_id && *request_id)
+        add_header(r, "X-Request-Id", request_id);
+    evhtp_send_reply_chunk_start(r, EVHTP_RES_OK);
+}
+
+void lm_http_stream_write(lm_http_req_t *r, const char *p, size_t n)
+{
+    if (r == NULL || n == 0)
+        return;
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL)
+        return;
+    evbuffer_add(b, p, n);
+    evhtp_send_reply_chunk(r, b);
+    evbuffer_free(b);
+}
+
+void lm_http_stream_end(lm_http_req_t *r)
+{
+    if (r)
+        evhtp_send_reply_chunk_end(r);
+}
+
+size_t lm_http_out_pending(lm_http_req_t *r)
+{
+    evhtp_connection_t *c = r ? evhtp_request_get_connection(r) : NULL;
+    struct bufferevent *bev = c ? evhtp_connection_get_bev(c) : NULL;
+    return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+}
+
+static void on_req_error(evhtp_request_t *req, evhtp_error_flags flags, void *arg)
+{
+    (void)req;
+    (void)flags;
+    lm_relay_client_gone(arg);
+}
+
+static evhtp_res on_req_fini(evhtp_request_t *req, void *arg)
+{
+    (void)req;
+    lm_relay_client_fini(arg);
+    return EVHTP_RES_OK;
+}
+
+/* Output drained: resume a paused upstream of the connection's request. */
+static evhtp_res on_conn_write(evhtp_connection_t *conn, void *arg)
+{
+    evhtp_request_t *req = conn->request;
+    (void)arg;
+    if (req && req->hooks && req->hooks->on_request_fini == on_req_fini)
+        lm_relay_client_writable(req->hooks->on_request_fini_arg);
+    return EVHTP_RES_OK;
+}
+
+static evhtp_res on_relay_body(evhtp_request_t *req, struct evbuffer *buf, void *arg);
+
+void lm_http_bind_relay(lm_http_req_t *r, struct lm_relay_s *relay)
+{
+    evhtp_request_set_hook(r, evhtp_hook_on_read, (evhtp_hook)(void (*)(void))on_relay_body, relay);
+    evhtp_request_set_hook(r, evhtp_hook_on_error, (evhtp_hook)(void (*)(void))on_req_error, relay);
+    evhtp_request_set_hook(r, evhtp_hook_on_request_fini, (evhtp_hook)(void (*)(void))on_req_fini, relay);
+    evhtp_connection_set_hook(evhtp_request_get_connection(r), evhtp_hook_on_write,
+                              (evhtp_hook)(void (*)(void))on_conn_write, NULL);
+}
+
+/* ---- routes ---- */
+
+static lm_worker_t *worker_of(evhtp_request_t *req)
+{
+    return evthr_get_aux(req->conn->thread);
+}
+
+static void reply_simple(evhtp_request_t *req, int status, const char *type, const char *code,
+                         const char *msg)
+{
+    lm_err e;
+    lm_error_set(&e, -1, status, type, code, msg);
+    lm_http_reply_error(req, &e, NULL);
+}
+
+static int require_method(evhtp_request_t *req, htp_method m)
+{
+    if (req->method == m)
+        return 1;
+    reply_simple(req, 405, "invalid_request_error", "method_not_allowed",
+                 "method not allowed for this path");
+    return 0;
+}
+
+static lm_relay_t *relay_of(evhtp_request_t *req)
+{
+    if (req->hooks && req->hooks->on_request_fini == on_req_fini)
+        return req->hooks->on_request_fini_arg;
+    return NULL;
+}
+
+/* Headers complete on a relay route: the relay exists from here on, so the
+ * body can be capped as it arrives. */
+static evhtp_res on_relay_headers(evhtp_request_t *req, evhtp_headers_t *hdrs, void *arg)
+{
+    (void)hdrs;
+    lm_relay_begin(req, worker_of(req), (int)(intptr_t)arg);
+    return EVHTP_RES_OK;
+}
+
+static evhtp_res on_relay_body(evhtp_request_t *req, struct evbuffer *buf, void *arg)
+{
+    size_t n = evbuffer_get_length(buf);
+    int    keep = lm_relay_body(arg, evbuffer_get_length(req->buffer_in), n);
+    if (keep < 0)
+        return EVHTP_RES_DATA_TOO_LONG;
+    if (keep)
+        evbuffer_add_buffer(req->buffer_in, buf);
+    else
+        evbuffer_drain(buf, n);
+    return EVHTP_RES_OK;
+}
+
+static void route_relay(evhtp_request_t *req, void *arg)
+{
+    lm_relay_t *r = relay_of(req);
+    (void)arg;
+    if (r == NULL) {
+        reply_simple(req, 500, "api_error", NULL, "out of memory");
+        return;
+    }
+    lm_relay_run(r, req->method == htp_method_POST);
+}
+
+static int authorized(evhtp_request_t *req, const lm_rt_t *rt)
+{
+    if (lm_auth_check(rt->conf, lm_http_header(req, "Authorization")))
+        return 1;
+    reply_simple(req, 401, "invalid_request_error", "invalid_api_key",
+                 "missing or invalid API key (send Authorization: Bearer <key>)");
+    return 0;
+}
+
+static void route_models(evhtp_request_t *req, void *arg)
+{
+    lm_server_t *s = arg;
+    if (!require_method(req, htp_method_GET) || !authorized(req, s->rt))
+        return;
+    const char *path = req->uri && req->uri->path ? req->uri->path->full : "/v1/models";
+    if (strcmp(path, "/v1/models") == 0) {
+        lm_http_reply(req, 200, "application/json", s->models_json, strlen(s->models_json), NULL);
+        return;
+    }
+    const char *id = path + strlen("/v1/models/");
+    const lm_route_t *rt = lm_rt_route(s->rt, id);
+    if (rt == NULL) {
+        reply_simple(req, 404, "invalid_request_error", "model_not_found",
+                     "The model does not exist or you do not have access to it.");
+        return;
+    }
+    json_t *o = json_pack("{s:s,s:s,s:i,s:s}", "id", rt->model, "object", "model", "created", 0,
+                          "owned_by", rt->inst->chan->plugin);
+    char *body = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    lm_http_reply(req, 200, "application/json", body, strlen(body), NULL);
+    free(body);
+}
+
+static void route_health(evhtp_request_t *req, void *arg)
+{
+    (void)arg;
+    static const char ok[] = "{\"status\":\"ok\"}";
+    lm_http_reply(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
+}
+
+static void route_default(evhtp_request_t *req, void *arg)
+{
+    (void)arg;
+    reply_simple(req, 404, "invalid_request_error", "not_found", "unknown path");
+}
+
+static char *build_models_json(const lm_rt_t *rt)
+{
+    json_t *data = json_array();
+    for (size_t i = 0; i < rt->nroutes; i++)
+        json_array_append_new(data, json_pack("{s:s,s:s,s:i,s:s}", "id", rt->routes[i].model,
+                                              "object", "model", "created", 0, "owned_by",
+                                              rt->routes[i].inst->chan->plugin));
+    json_t *o = json_pack("{s:s,s:o}", "object", "list", "data", data);
+    char   *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+/* ---- workers ---- */
+
+static void worker_init(evhtp_t *htp, evthr_t *thr, void *arg)
+{
+    lm_server_t *s = arg;
+    lm_worker_t *w = calloc(1, sizeof(*w));
+    (void)htp;
+    if (w == NULL)
+        abort(); /* no way to run a worker without its state */
+    w->index = atomic_fetch_add(&s->next_worker, 1);
+    w->base = evthr_get_base(thr);
+    w->srv = s;
+    w->rt = s->rt;
+    w->up = lm_upstream_pool_new(w->base);
+    if (w->up == NULL)
+        abort();
+    evthr_set_aux(thr, w);
+}
+
+static void worker_exit(evhtp_t *htp, evthr_t *thr, void *arg)
+{
+    lm_worker_t *w = evthr_get_aux(thr);
+    (void)htp;
+    (void)arg;
+    if (w == NULL)
+        return;
+    lm_relay_cancel_all(w);
+    lm_upstream_pool_free(w->up);
+    free(w);
+}
+
+/* ---- signals and drain ---- */
+
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    lm_server_t    *s = arg;
+    struct timespec now;
+    (void)fd;
+    (void)what;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long n = atomic_load(&s->inflight);
+    int  late = now.tv_sec > s->drain_deadline.tv_sec
+               || (now.tv_sec == s->drain_deadline.tv_sec
+                   && now.tv_nsec >= s->drain_deadline.tv_nsec);
+    if (n == 0 || late) {
+        if (n)
+            lm_log(LM_LOG_WARN, "drain timeout: %ld requests still in flight are cancelled", n);
+        event_base_loopbreak(s->base);
+    }
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    lm_server_t *s = arg;
+    (void)what;
+    if (s->stopping) {
+        lm_log(LM_LOG_WARN, "second signal: stopping now");
+        event_base_loopbreak(s->base);
+        return;
+    }
+    s->stopping = 1;
+    lm_log(LM_LOG_INFO, "signal %d: no longer accepting; draining %ld in-flight requests "
+           "(up to %d ms)", (int)sig, atomic_load(&s->inflight), s->rt->conf->drain_timeout_ms);
+    evhtp_unbind_socket(s->htp);
+    clock_gettime(CLOCK_MONOTONIC, &s->drain_deadline);
+    s->drain_deadline.tv_sec += s->rt->conf->drain_timeout_ms / 1000;
+    s->drain_deadline.tv_nsec += (long)(s->rt->conf->drain_timeout_ms % 1000) * 1000000L;
+    if (s->drain_deadline.tv_nsec >= 1000000000L) {
+        s->drain_deadline.tv_sec++;
+        s->drain_deadline.tv_nsec -= 1000000000L;
+    }
+    struct timeval tick = {0, 50000};
+    s->drain_timer = event_new(s->base, -1, EV_PERSIST, on_drain_tick, s);
+    event_add(s->drain_timer, &tick);
+}
+
+static int setup(lm_server_t *s, char *err, size_t errlen)
+{
+    const lm_conf_t *c = s->rt->conf;
+    long workers = c->workers ? c->workers : sysconf(_SC_NPROCESSORS_ONLN);
+    if (workers < 1)
+        workers = 1;
+    s->base = event_base_new();
+    s->htp = s->base ? evhtp_new(s->base, NULL) : NULL;
+    s->models_json = build_models_json(s->rt);
+    if (s->htp == NULL || s->models_json == NULL) {
+        snprintf(err, errlen, "cannot initialise the HTTP server");
+        return -1;
+    }
+    evhtp_callback_t *chat = evhtp_set_cb(s->htp, "/v1/chat/completions", route_relay, s);
+    evhtp_callback_t *emb = evhtp_set_cb(s->htp, "/v1/embeddings", route_relay, s);
+    if (chat == NULL || emb == NULL) {
+        snprintf(err, errlen, "cannot register routes");
+        return -1;
+    }
+    evhtp_callback_set_hook(chat, evhtp_hook_on_headers,
+                            (evhtp_hook)(void (*)(void))on_relay_headers, (void *)(intptr_t)LM_OP_CHAT);
+    evhtp_callback_set_hook(emb, evhtp_hook_on_headers,
+                            (evhtp_hook)(void (*)(void))on_relay_headers, (void *)(intptr_t)LM_OP_EMBED);
+    evhtp_set_cb(s->htp, "/v1/models", route_models, s);
+    evhtp_set_glob_cb(s->htp, "/v1/models/*", route_models, s);
+    evhtp_set_cb(s->htp, "/healthz", route_health, s);
+    evhtp_set_gencb(s->htp, route_default, s);
+    evhtp_enable_flag(s->htp, EVHTP_FLAG_ENABLE_NODELAY);
+    /* Threads start before bind (libevhtp #63). */
+    if (evhtp_use_threads_wexit(s->htp, worker_init, worker_exit, (int)workers, s) != 0) {
+        snprintf(err, errlen, "cannot start %ld worker threads", workers);
+        return -1;
+    }
+    if (evhtp_bind_socket(s->htp, c->listen_host, (uint16_t)c->listen_port, 1024) != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d", c->listen_host, c->listen_port);
+        return -1;
+    }
+    s->sig_term = evsignal_new(s->base, SIGTERM, on_signal, s);
+    s->sig_int = evsignal_new(s->base, SIGINT, on_signal, s);
+    event_add(s->sig_term, NULL);
+    event_add(s->sig_int, NULL);
+    lm_log(LM_LOG_INFO, "listening on %s:%d with %ld workers, %zu channels, %zu models",
+           c->listen_host, c->listen_port, workers, s->rt->ninsts, s->rt->nroutes);
+    return 0;
+}
+
+int lm_server_run(lm_rt_t *rt, char *err, size_t errlen)
+{
+    lm_server_t s;
+    memset(&s, 0, sizeof(s));
+    s.rt = rt;
+    signal(SIGPIPE, SIG_IGN);
+    json_object_seed(0);
+    int rc = lm_upstream_global_init();
+    if (rc == 0)
+        rc = setup(&s, err, errlen);
+    if (rc == 0) {
+        event_base_dispatch(s.base);
+        lm_log(LM_LOG_INFO, "stopped");
+    }
+    if (s.htp)
+        evhtp_free(s.htp);
+    if (s.sig_term)
+        event_free(s.sig_term);
+    if (s.sig_int)
+        event_free(s.sig_int);
+    if (s.drain_timer)
+        event_free(s.drain_timer);
+    if (s.base)
+        event_base_free(s.base);
+    free(s.models_json);
+    lm_rt_free(rt);
+    lm_upstream_global_cleanup();
+    return rc;
+}

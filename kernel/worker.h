@@ -1,0 +1,26 @@
+/*
+ * worker.h - per-worker-thread state. Everything here is touched only by
+ * the thread that owns it (its event base, its curl multi, its requests).
+ */
+#ifndef LM_WORKER_H
+#define LM_WORKER_H
+#include "rt.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+struct event_base;
+struct lm_upstream_pool_s;
+struct lm_relay_s;
+struct lm_server_s;
+
+typedef struct lm_worker_s {
+    int                        index;
+    struct event_base         *base;     /* this thread's loop (never the main base) */
+    struct lm_upstream_pool_s *up;       /* curl multi driven by `base` */
+    struct lm_server_s        *srv;      /* borrowed; lives longer than workers */
+    const lm_rt_t             *rt;       /* borrowed runtime snapshot */
+    uint64_t                   next_id;  /* request id counter */
+    struct lm_relay_s         *inflight; /* list of live relays (for shutdown) */
+} lm_worker_t;
+#endif
