@@ -71,7 +71,7 @@ int main(int argc, char **argv)
         return 1;
     }
     lm_log_set_level(conf->log_level);
-    lm_rt_t *rt = lm_rt_build(conf, plugin_dir, err, sizeof(err));
+    lm_rt_t *rt = lm_rt_build(conf, plugin_dir, test_only, err, sizeof(err));
     if (rt == NULL) {
         fprintf(stderr, "longmen: %s\n", err);
         return 1;

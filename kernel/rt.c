@@ -44,7 +44,8 @@ static int add_routes(lm_rt_t *rt, lm_inst_t *inst)
     return 0;
 }
 
-lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, char *err, size_t errlen)
+lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, char *err,
+                     size_t errlen)
 {
     lm_rt_t *rt = calloc(1, sizeof(*rt));
     if (rt == NULL) {
@@ -65,12 +66,20 @@ lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, char *err, size_t 
         lm_plugin_t    *p = get_plugin(rt, dir, ch->plugin, perr, sizeof(perr));
         if (p == NULL) {
             snprintf(err, errlen, "%s:%d: channel %s: %s", conf->path, ch->line, ch->name, perr);
-            goto fail;
+            if (strict)
+                goto fail;
+            lm_log(LM_LOG_ERROR, "%s; channel disabled", err);
+            continue;
         }
-        if (lm_inst_init(&rt->insts[i], p, ch, conf->path, err, errlen) < 0)
-            goto fail;
+        lm_inst_t *inst = &rt->insts[rt->ninsts];
+        if (lm_inst_init(inst, p, ch, conf->path, err, errlen) < 0) {
+            if (strict)
+                goto fail;
+            lm_log(LM_LOG_ERROR, "%s; channel disabled", err);
+            continue;
+        }
         rt->ninsts++;
-        if (add_routes(rt, &rt->insts[i]) < 0) {
+        if (add_routes(rt, inst) < 0) {
             snprintf(err, errlen, "out of memory");
             goto fail;
         }
