@@ -128,6 +128,19 @@ def usage_chunk(p, c, cid="chatcmpl-up"):
             "choices": [], "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "WARNING: ThreadSanitizer")
+
+
+def sanitizer_report(text):
+    """The sanitizer lines in a log (empty when clean)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if any(m in line for m in SANITIZER_MARKS):
+            return "\n".join(lines[i:i + 40])
+    return ""
+
+
 class Gateway:
     """A running longmen with a generated config."""
 
@@ -160,6 +173,7 @@ class Gateway:
             return f.read()
 
     def stop(self, sig=15, timeout=15):
+        """Stop the gateway; fail if it printed a sanitizer report."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -167,6 +181,9 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        report = sanitizer_report(self.logtext())
+        if report:
+            raise AssertionError("sanitizer report from longmen:\n" + report)
         return self.proc.returncode
 
     def request(self, method, path, body=None, key=KEY, headers=None, timeout=10):

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import tempfile
 
-from lib import BUILD, PLUGIN_DIR, ROOT, TEST_PLUGIN_DIR, Gateway, check, run
+from lib import BUILD, PLUGIN_DIR, ROOT, TEST_PLUGIN_DIR, Gateway, check, run, sanitizer_report
 
 BIN = os.path.join(BUILD, "longmen")
 
@@ -14,6 +14,7 @@ def lm(*args, env=None):
     e = dict(os.environ)
     e.update(env or {})
     p = subprocess.run([BIN] + list(args), capture_output=True, text=True, timeout=20, env=e, cwd=ROOT)
+    check(not sanitizer_report(p.stdout + p.stderr), "sanitizer: " + sanitizer_report(p.stdout + p.stderr))
     return p.returncode, p.stdout + p.stderr
 
 
