@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Writes a bench config: listen on $BENCH_PORT, one openai channel to
+# $BENCH_UPSTREAM serving the model the wrk script asks for. The keys are the
+# harness's fixed bench keys (loopback only, not secrets).
+cat <<CONF
+listen 127.0.0.1:${BENCH_PORT:-18083}
+workers ${BENCH_WORKERS:-auto}
+plugin_dir ${BENCH_PLUGIN_DIR:-plugins}
+log_level warn
+key bench-preflight sk-bench
+key bench-wrk sk-bench-0000000000000000000000000000000000000000
+channel mock-upstream {
+    plugin openai
+    base_url ${BENCH_UPSTREAM:-http://127.0.0.1:18080/v1}
+    models gpt-4o-mini
+}
+CONF
