@@ -389,7 +389,10 @@ static int start(lm_relay_t *r)
                          "this model does not support embeddings");
     json_t *so = json_object_get(r->canon, "stream_options");
     r->want_usage = json_is_true(json_object_get(so, "include_usage"));
-    json_object_set_new(r->canon, "model", json_string(r->upstream_model));
+    if (strcmp(json_string_value(json_object_get(r->canon, "model")), r->upstream_model) != 0)
+        json_object_set_new(r->canon, "model", json_string(r->upstream_model));
+    else if (r->req)
+        r->call.raw_body = lm_http_body(r->req);
     memset(&e, 0, sizeof(e));
     r->call_open = 1;
     int rc = vt->build_request(route->inst->istate, &r->call, r->canon, &r->ureq, &e);

@@ -9,11 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define LM_IDLE_EASY_MAX 64
+
 struct lm_upstream_pool_s {
     struct event_base *base;
     CURLM             *multi;
     struct event      *timer;
     int                running;
+    CURL              *idle[LM_IDLE_EASY_MAX]; /* reset easy handles kept for reuse */
+    int                nidle;
 };
 
 struct lm_upstream_s {
@@ -151,6 +155,8 @@ void lm_upstream_pool_free(lm_upstream_pool_t *pool)
 {
     if (pool == NULL)
         return;
+    while (pool->nidle > 0)
+        curl_easy_cleanup(pool->idle[--pool->nidle]);
     if (pool->multi)
         curl_multi_cleanup(pool->multi);
     if (pool->timer)
@@ -208,7 +214,9 @@ lm_upstream_t *lm_upstream_start(lm_upstream_pool_t *pool, const lm_ureq_t *u,
     }
     t->pool = pool;
     t->relay = relay;
-    t->easy = curl_easy_init(); /* the only easy-handle factory in the tree */
+    /* The only easy-handle factory in the tree. Handles are reused (after
+     * curl_easy_reset) to save their allocations on every request. */
+    t->easy = pool->nidle > 0 ? pool->idle[--pool->nidle] : curl_easy_init();
     if (t->easy == NULL || set_headers(t, u) < 0) {
         snprintf(err, errlen, "cannot create an upstream transfer");
         goto fail;
@@ -252,8 +260,14 @@ void lm_upstream_cancel(lm_upstream_t *t)
 {
     if (t == NULL)
         return;
-    curl_multi_remove_handle(t->pool->multi, t->easy);
-    curl_easy_cleanup(t->easy);
+    lm_upstream_pool_t *pool = t->pool;
+    curl_multi_remove_handle(pool->multi, t->easy);
+    if (pool->nidle < LM_IDLE_EASY_MAX) {
+        curl_easy_reset(t->easy);
+        pool->idle[pool->nidle++] = t->easy;
+    } else {
+        curl_easy_cleanup(t->easy);
+    }
     curl_slist_free_all(t->headers);
     free(t);
 }

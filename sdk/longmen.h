@@ -167,6 +167,11 @@ typedef struct lm_call {
     const char *model;      /* upstream model id after mapping (NUL-term.) */
     const char *request_id; /* gateway request id (NUL-term.) */
     void       *rstate;     /* plugin-owned per-request state; freed by req_close */
+    /* The client's request body exactly as received, set only while it is
+     * identical in meaning to `canon` (no model mapping or rewrite), so a
+     * pass-through plugin can forward it without re-serialising. Empty
+     * otherwise. Borrowed; duplicate keys were already rejected. */
+    lm_str      raw_body;
 } lm_call;
 
 /* One stream event after the host split the frames. Borrowed. */

@@ -124,9 +124,48 @@ static int oa_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
     return LM_OK;
 }
 
+/* Forward the client's bytes when nothing needs to change: a non-stream
+ * request as is, a stream with stream_options spliced in before the final
+ * '}'. Saves a parse-tree copy and a serialisation per request. Returns 1
+ * when the body was set. */
+static int raw_body(openai_t *st, lm_call *c, const json_t *canon, lm_ureq *u)
+{
+    lm_str raw = LM_HOST_HAS(st->h, ureq_set_body) ? c->raw_body : (lm_str){NULL, 0};
+    if (raw.n == 0 || (c->stream && json_object_get(canon, "stream_options") != NULL))
+        return 0;
+    if (!c->stream)
+        return st->h->ureq_set_body(u, raw) == LM_OK;
+    size_t end = raw.n;
+    while (end > 0 && raw.p[end - 1] != '}')
+        end--;
+    if (end == 0)
+        return 0;
+    static const char opt[] = ",\"stream_options\":{\"include_usage\":true}";
+    char *b = st->h->alloc(raw.n + sizeof(opt));
+    if (b == NULL)
+        return 0;
+    memcpy(b, raw.p, end - 1);
+    memcpy(b + end - 1, opt, sizeof(opt) - 1);
+    memcpy(b + end - 1 + sizeof(opt) - 1, raw.p + end - 1, raw.n - end + 1);
+    int ok = st->h->ureq_set_body(u, (lm_str){b, raw.n + sizeof(opt) - 1}) == LM_OK;
+    st->h->free(b);
+    return ok;
+}
+
 static int oa_build(void *istate, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e)
 {
     openai_t *st = istate;
+    const char *url = c->op == LM_OP_EMBED ? st->embed_url : st->chat_url;
+    if (st->h->ureq_set_url(u, lm_cstr(url)) < 0)
+        return lm_err_set(e, LM_EINVAL, 500, "api_error", NULL, "bad upstream URL");
+    if (st->auth)
+        st->h->ureq_add_header(u, LM_STR("Authorization"), lm_cstr(st->auth));
+    if (c->stream)
+        st->h->ureq_add_header(u, LM_STR("Accept"), LM_STR("text/event-stream"));
+    if (raw_body(st, c, canon, u)) {
+        st->h->ureq_add_header(u, LM_STR("Content-Type"), LM_STR("application/json"));
+        return LM_OK;
+    }
     /* A shallow copy: only top-level fields change, nested values are shared
      * (read-only) with the canonical request. */
     json_t *body = json_copy((json_t *)canon);
@@ -134,15 +173,6 @@ static int oa_build(void *istate, lm_call *c, const json_t *canon, lm_ureq *u, l
         return lm_err_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
     if (c->op == LM_OP_CHAT && c->stream)
         json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1));
-    const char *url = c->op == LM_OP_EMBED ? st->embed_url : st->chat_url;
-    if (st->h->ureq_set_url(u, lm_cstr(url)) < 0) {
-        json_decref(body);
-        return lm_err_set(e, LM_EINVAL, 500, "api_error", NULL, "bad upstream URL");
-    }
-    if (st->auth)
-        st->h->ureq_add_header(u, LM_STR("Authorization"), lm_cstr(st->auth));
-    if (c->stream)
-        st->h->ureq_add_header(u, LM_STR("Accept"), LM_STR("text/event-stream"));
     return st->h->ureq_set_json_body(u, body);
 }
 

@@ -103,6 +103,18 @@ def test_stream_without_usage_drops_usage_chunk():
     check(content_of(ev) == "Hi!" and ev[-1] == "[DONE]" and ev.count("[DONE]") == 1, raw)
 
 
+def test_stream_usage_false_still_asked_upstream():
+    route(lambda h, b: sse_reply(h, stream_events()))
+    st, ev, raw, _ = gw.stream(G1(stream=True, stream_options={"include_usage": False}))
+    check(st == 200 and mock.last_json()["stream_options"] == {"include_usage": True}, raw)
+    check(all("usage" not in e for e in sse_json(ev)) and content_of(ev) == "Hi!", raw)
+    # the pass-through path keeps every client field byte for byte
+    body = b'{"model":"gpt-x","messages":[{"role":"user","content":"caf\\u00e9"}],"stream":true, "seed": 7 }\n'
+    st, js, raw, _ = gw.chat(body)
+    up = mock.requests[-1]["body"]
+    check(json.loads(up) == dict(json.loads(body), stream_options={"include_usage": True}), up)
+
+
 def test_stream_upstream_without_done_marker():
     route(lambda h, b: sse_reply(h, [chunk("a"), chunk(finish="stop")]))
     st, ev, raw, _ = gw.stream(G1(stream=True))
@@ -327,7 +339,8 @@ def test_clean_shutdown():
 
 setup()
 run([test_plain, test_model_alias_maps_upstream_id, test_stream_with_usage,
-     test_stream_without_usage_drops_usage_chunk, test_stream_upstream_without_done_marker,
+     test_stream_without_usage_drops_usage_chunk, test_stream_usage_false_still_asked_upstream,
+     test_stream_upstream_without_done_marker,
      test_tool_call_passthrough, test_upstream_errors_mapped, test_upstream_error_before_stream,
      test_upstream_timeout_504, test_upstream_refused_502, test_stream_cut_midway_gets_error_event,
      test_stream_idle_timeout, test_bad_input, test_truncated_at_every_offset, test_deep_nesting,

@@ -1,0 +1,213 @@
+/*
+ * lua_host.h - the Lua 5.4 script host: policy scripts hooked into the
+ * request pipeline (routing, prompt rewriting, billing rules, guards).
+ *
+ * Objects and their owners
+ *   lm_lua_gen_t     a *generation*: every script read from disk at one time,
+ *                    compiled and validated together. Immutable once loaded
+ *                    (except atomic counters). Reference counted (atomic);
+ *                    shared by all workers. A reload builds a new generation
+ *                    and swaps the lead's pointer; a failed load keeps the old.
+ *   lm_lua_vm_t      one lua_State running one generation on one worker.
+ *                    Never shared across threads. Reference counted (plain
+ *                    int, worker only): the worker holds one reference, each
+ *                    call holds one, so a worker can switch to a new
+ *                    generation while requests on the old one finish.
+ *   lm_lua_call_t    one client request's view of a vm: which scripts apply
+ *                    (filters), the current request JSON, per-script lm.ctx
+ *                    tables. Created at request start, ended at request end.
+ *   lm_lua_shared_t  an optional process-wide counter dictionary (lm.shared)
+ *                    owned by the lead; thread-safe (one mutex). It must
+ *                    outlive every generation that points to it.
+ *
+ * Threads: lm_lua_gen_* may be called from any thread. lm_lua_vm_*,
+ * lm_lua_call_* and the stage functions only on the worker that created
+ * the vm. No function here keeps global mutable state.
+ *
+ * Stage functions return LM_LUA_OK (continue), LM_LUA_REJECT (the script
+ * refused: answer res->status / res->message / res->code), LM_LUA_RETRY
+ * (on_error only: try the next channel, optionally with res->model) or
+ * LM_LUA_ERROR (a script error or a limit hit: answer 500 with res->errid;
+ * the error is already logged and counted). Stages for which no applicable
+ * script defines a function cost one bit test.
+ *
+ * JSON: values cross as Jansson json_t. "borrowed" means the caller keeps
+ * its reference; "in-out" objects are updated in place (the caller's
+ * pointer stays valid); "new ref" outputs are the caller's to json_decref.
+ */
+#ifndef LM_LUA_HOST_H
+#define LM_LUA_HOST_H
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lm_lua_gen_s    lm_lua_gen_t;
+typedef struct lm_lua_vm_s     lm_lua_vm_t;
+typedef struct lm_lua_call_s   lm_lua_call_t;
+typedef struct lm_lua_shared_s lm_lua_shared_t;
+
+enum {
+    LM_LUA_OK     = 0,
+    LM_LUA_REJECT = 1,
+    LM_LUA_RETRY  = 2,
+    LM_LUA_ERROR  = -1,
+};
+
+/* Stages, in pipeline order. LM_LUA_STAGE_LOAD is the top-level chunk. */
+typedef enum {
+    LM_LUA_STAGE_LOAD = 0,
+    LM_LUA_STAGE_REQUEST,          /* on_request(req) */
+    LM_LUA_STAGE_ROUTE,            /* on_route(req, candidates) */
+    LM_LUA_STAGE_UPSTREAM_REQUEST, /* on_upstream_request(req, up) */
+    LM_LUA_STAGE_EVENT,            /* on_event(ev) */
+    LM_LUA_STAGE_RESPONSE,         /* on_response(body) */
+    LM_LUA_STAGE_USAGE,            /* on_usage(usage, price, charge) */
+    LM_LUA_STAGE_ERROR,            /* on_error(err) */
+    LM_LUA_STAGE_LOG,              /* on_log(record) */
+    LM_LUA_NSTAGES
+} lm_lua_stage_t;
+#define LM_LUA_BIT(stage) (1u << (stage))
+
+/* Stage name without the "on_" prefix ("request", "route", ...). */
+const char *lm_lua_stage_name(lm_lua_stage_t stage);
+
+/* Per-call limits; zero fields take the defaults. */
+typedef struct lm_lua_limits_s {
+    uint64_t instructions; /* VM instructions per stage call (1,000,000) */
+    uint32_t deadline_ms;  /* wall clock per stage call, CLOCK_MONOTONIC (10) */
+    size_t   memory;       /* bytes per lua_State (16 MiB) */
+} lm_lua_limits_t;
+
+/* One script as configured (plugins.conf). Strings are borrowed for the
+ * duration of lm_lua_gen_load only (the generation copies them). */
+typedef struct lm_lua_script_spec_s {
+    const char        *name;    /* for logs and stats; unique */
+    const char        *path;    /* file to read */
+    const char *const *models;  /* fnmatch(3) patterns on the requested model; */
+    size_t             nmodels; /*   none = every model */
+    const char *const *keys;    /* fnmatch(3) patterns on the key name; */
+    size_t             nkeys;   /*   none = every key */
+    json_t            *args;    /* borrowed, may be NULL: the chunk's `...` */
+} lm_lua_script_spec_t;
+
+/* Error counters of one script (summed over all workers). */
+typedef struct lm_lua_stats_s {
+    uint64_t errors; /* runtime errors, limit hits included */
+    uint64_t limits; /* of which: instruction, time or memory limit */
+} lm_lua_stats_t;
+
+/* What a stage decided, beyond its return code. Fixed buffers: nothing to
+ * free. Fields are "" when unused. */
+typedef struct lm_lua_result_s {
+    int  status;       /* REJECT: HTTP status (400..599); ERROR: 500 */
+    char code[64];     /* REJECT: OpenAI error code ("" = none) */
+    char message[512]; /* REJECT: message for the client; ERROR: the script's
+                          error "file:line: message" (log only, not for clients) */
+    char errid[24];    /* ERROR: "lua-<16 hex>", for the client and the log */
+    char script[64];   /* REJECT/RETRY/ERROR: the deciding script */
+    char model[128];   /* RETRY: model for the next attempt ("" = same model) */
+} lm_lua_result_t;
+
+/* ---- generations (any thread) ---- */
+
+/* Read and compile every script, run each top-level chunk in a fresh
+ * sandboxed state, check its stage functions. On any failure return NULL
+ * and write "file:line: message" to err. On success the generation has one
+ * reference (the caller's). shared may be NULL (lm.shared then raises).
+ * limits may be NULL (defaults). */
+lm_lua_gen_t *lm_lua_gen_load(const lm_lua_script_spec_t *specs, size_t n,
+                              const lm_lua_limits_t *limits, lm_lua_shared_t *shared,
+                              char *err, size_t errlen);
+/* Reference counting (atomic). Returns gen. release(NULL) is a no-op. */
+lm_lua_gen_t *lm_lua_gen_acquire(lm_lua_gen_t *gen);
+void          lm_lua_gen_release(lm_lua_gen_t *gen);
+/* Stages defined by at least one script (LM_LUA_BIT mask). */
+unsigned    lm_lua_gen_stages(const lm_lua_gen_t *gen);
+size_t      lm_lua_gen_nscripts(const lm_lua_gen_t *gen);
+const char *lm_lua_gen_script_name(const lm_lua_gen_t *gen, size_t i); /* borrowed */
+void        lm_lua_gen_stats(const lm_lua_gen_t *gen, size_t i, lm_lua_stats_t *out);
+
+/* ---- per-worker states (worker only) ---- */
+
+/* A fresh state for gen (takes a generation reference): compiles the
+ * scripts from the generation's copy of their text (never from disk, so
+ * every worker runs the same code). NULL with err on failure. The vm has
+ * one reference, the caller's. */
+lm_lua_vm_t  *lm_lua_vm_new(lm_lua_gen_t *gen, char *err, size_t errlen);
+void          lm_lua_vm_release(lm_lua_vm_t *vm); /* closes the state at 0 */
+lm_lua_gen_t *lm_lua_vm_gen(const lm_lua_vm_t *vm); /* borrowed */
+/* Bytes currently allocated by the state (for stats and tests). */
+size_t lm_lua_vm_memory(const lm_lua_vm_t *vm);
+
+/* ---- per-request calls (worker only) ---- */
+
+/* Start a request on vm (takes a vm reference). key_name and model select
+ * the scripts that apply (each script's filters, evaluated once here with
+ * the requested model); key_group may be NULL. req is the canonical request
+ * body (borrowed; the call keeps its own reference and follows rewrites by
+ * on_request). NULL when out of memory. */
+lm_lua_call_t *lm_lua_call_begin(lm_lua_vm_t *vm, const char *key_name, const char *key_group,
+                                 json_t *req);
+/* Releases the lm.ctx tables and the vm reference. NULL is a no-op. */
+void lm_lua_call_end(lm_lua_call_t *call);
+/* Stages that some applicable script defines (LM_LUA_BIT mask): the lead
+ * may skip building stage inputs (candidate figures, log records) that no
+ * script will read. */
+unsigned lm_lua_call_stages(const lm_lua_call_t *call);
+/* The request metadata table scripts wrote (req.meta); borrowed, an object. */
+json_t *lm_lua_call_meta(lm_lua_call_t *call);
+
+/* ---- stages (worker only; res may not be NULL) ---- */
+
+/* After auth, before admission. req (in-out, the same object given to
+ * call_begin or a later one): model, messages and parameters as rewritten.
+ * OK, REJECT or ERROR. */
+int lm_lua_on_request(lm_lua_call_t *call, json_t *req, lm_lua_result_t *res);
+
+/* After the candidate list is built. candidates (borrowed): array of
+ * objects, each with at least "name" (see scripts/README.md for the
+ * figures). *order (new ref, NULL when unchanged or on error): the channel
+ * names to try, in order; names not among the candidates are dropped; an
+ * empty array means "no channel". OK, REJECT or ERROR. */
+int lm_lua_on_route(lm_lua_call_t *call, json_t *candidates, json_t **order, lm_lua_result_t *res);
+
+/* Per attempt, after plugin.build_request. up (in-out): {"channel", "model",
+ * "attempt", "url", "headers": {name: value}, "body": "<string>"}; scripts may
+ * change "headers" and "body" (other fields are informational). OK, REJECT
+ * or ERROR. */
+int lm_lua_on_upstream_request(lm_lua_call_t *call, json_t *up, lm_lua_result_t *res);
+
+/* Per parsed stream event (OpenAI chunk object, borrowed). *out (new ref on
+ * OK): array of the events to send instead (empty = dropped, or several
+ * when scripts add events). ERROR ends the stream with an error event. */
+int lm_lua_on_event(lm_lua_call_t *call, json_t *ev, json_t **out, lm_lua_result_t *res);
+
+/* Non-stream response body (in-out, OpenAI chat completion object), before
+ * it is written. OK, REJECT or ERROR. */
+int lm_lua_on_response(lm_lua_call_t *call, json_t *body, lm_lua_result_t *res);
+
+/* Settlement. usage (borrowed): the OpenAI usage object. price (borrowed):
+ * {"input", "output", "cached_input"} in micro-units per 1M tokens.
+ * *charge (in-out): the kernel's charge in micro-units; scripts may return
+ * a new one (an integer >= 0). OK or ERROR (then *charge is unchanged and
+ * the lead bills its own figure). */
+int lm_lua_on_usage(lm_lua_call_t *call, json_t *usage, json_t *price, int64_t *charge,
+                    lm_lua_result_t *res);
+
+/* An attempt failed. err (in-out): {"status", "type", "code", "message",
+ * "channel", "model", "attempt"}; scripts may map status/type/code/message.
+ * started != 0 when bytes already reached the client (RETRY is then not
+ * possible and is turned into OK with a warning). OK (answer err), RETRY
+ * (next channel; res->model switches the model) or ERROR. */
+int lm_lua_on_error(lm_lua_call_t *call, json_t *err, int started, lm_lua_result_t *res);
+
+/* Always runs last. record (in-out): scripts may add fields (existing fields
+ * never change). Errors are logged and counted, never returned. */
+void lm_lua_on_log(lm_lua_call_t *call, json_t *record);
+
+/* ---- lm.shared: process-wide counters (any thread) ---- */
+
+/* max_entries 0 = 65536. NULL when out of memory. */
+lm_lua_shared_t *lm_lua_shared_new(size_t max_entries);
+void             lm_lua_shared_free(lm_lua_shared_t *sh);
+#endif
