@@ -138,6 +138,9 @@ void          lm_lua_vm_release(lm_lua_vm_t *vm); /* closes the state at 0 */
 lm_lua_gen_t *lm_lua_vm_gen(const lm_lua_vm_t *vm); /* borrowed */
 /* Bytes currently allocated by the state (for stats and tests). */
 size_t lm_lua_vm_memory(const lm_lua_vm_t *vm);
+/* A full garbage collection (e.g. when the worker is idle); returns
+ * lm_lua_vm_memory afterwards. Not while a stage runs. */
+size_t lm_lua_vm_collect(lm_lua_vm_t *vm);
 
 /* ---- per-request calls (worker only) ---- */
 

@@ -340,16 +340,36 @@ void lm_relay_client_writable(lm_relay_t *r)
     }
 }
 
-void lm_relay_cancel_all(lm_worker_t *w)
+void lm_relay_shutdown_all(lm_worker_t *w)
 {
     lm_relay_t *r = w->inflight;
+    lm_err      e;
+    lm_error_set(&e, -1, 503, "api_error", "shutting_down", "the gateway is shutting down");
     while (r) {
         lm_relay_t *next = r->next;
         if (r->up) {
             lm_upstream_cancel(r->up);
             r->up = NULL;
         }
+        if (r->timer)
+            evtimer_del(r->timer);
+        if (r->headers_sent)
+            stream_end(r, &e);
+        else
+            reply_error(r, &e);
         r = next;
+    }
+}
+
+void lm_relay_free_all(lm_worker_t *w)
+{
+    while (w->inflight) {
+        lm_relay_t *r = w->inflight;
+        if (r->up) {
+            lm_upstream_cancel(r->up);
+            r->up = NULL;
+        }
+        relay_free(r);
     }
 }
 

@@ -34,6 +34,9 @@ size_t lm_relay_on_data(lm_relay_t *r, int status, const char *p, size_t n);
  * the failure was a timeout. The pool has already released the handle. */
 void lm_relay_on_done(lm_relay_t *r, int ok, int timeout, const char *why);
 
-/* Cancel every live relay of a worker (shutdown after the drain timeout). */
-void lm_relay_cancel_all(lm_worker_t *w);
+/* Drain timeout: end every live relay of the worker: an error event for a
+ * started stream, 503 otherwise; upstream transfers are cancelled. */
+void lm_relay_shutdown_all(lm_worker_t *w);
+/* Thread exit (loop stopped, connections closed): free every relay. */
+void lm_relay_free_all(lm_worker_t *w);
 #endif

@@ -22,8 +22,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#define LM_MAX_WORKERS 256
+
 struct lm_server_s {
     lm_rt_t           *rt;
+    evthr_t           *threads[LM_MAX_WORKERS]; /* set once by each worker's init */
+    atomic_int         draining;
+    int                cancel_sent;
     evhtp_t           *htp;
     struct event_base *base;
     atomic_long        inflight;
@@ -39,7 +44,17 @@ void lm_server_inflight_add(lm_server_t *s, int delta)
     atomic_fetch_add(&s->inflight, delta);
 }
 
+int lm_server_draining(lm_server_t *s)
+{
+    return atomic_load(&s->draining);
+}
+
 /* ---- lm_http_* (http.h) ---- */
+
+static lm_worker_t *worker_of_conn(evhtp_request_t *req)
+{
+    return evthr_get_aux(req->conn->thread);
+}
 
 const char *lm_http_header(lm_http_req_t *r, const char *name)
 {
@@ -67,6 +82,8 @@ void lm_http_reply(lm_http_req_t *r, int status, const char *ctype, const char *
 {
     if (r == NULL)
         return;
+    if (lm_server_draining(worker_of_conn(r)->srv))
+        evhtp_request_set_keepalive(r, 0); /* close after the last in-flight reply */
     add_header(r, "Content-Type", ctype);
     if (request_id && *request_id)
         add_header(r, "X-Request-Id", request_id);
@@ -86,6 +103,8 @@ void lm_http_stream_start(lm_http_req_t *r, const char *request_id)
 {
     if (r == NULL)
         return;
+    if (lm_server_draining(worker_of_conn(r)->srv))
+        evhtp_request_set_keepalive(r, 0);
     add_header(r, "Content-Type", "text/event-stream");
     add_header(r, "Cache-Control", "no-cache");
     if (request_id && *request_id)
@@ -107,8 +126,11 @@ void lm_http_stream_write(lm_http_req_t *r, const char *p, size_t n)
 
 void lm_http_stream_end(lm_http_req_t *r)
 {
-    if (r)
-        evhtp_send_reply_chunk_end(r);
+    if (r == NULL)
+        return;
+    if (lm_server_draining(worker_of_conn(r)->srv))
+        evhtp_request_set_keepalive(r, 0);
+    evhtp_send_reply_chunk_end(r);
 }
 
 size_t lm_http_out_pending(lm_http_req_t *r)
@@ -277,6 +299,49 @@ static char *build_models_json(const lm_rt_t *rt)
     return s;
 }
 
+/* ---- connection tracking (so shutdown can close what clients left open) ---- */
+
+typedef struct conn_node_s {
+    evhtp_connection_t  *conn;
+    struct conn_node_s  *prev, *next;
+    lm_worker_t         *w;
+} conn_node_t;
+
+static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg)
+{
+    conn_node_t *n = arg;
+    (void)conn;
+    if (n->prev)
+        n->prev->next = n->next;
+    else
+        n->w->conns = n->next;
+    if (n->next)
+        n->next->prev = n->prev;
+    free(n);
+    return EVHTP_RES_OK;
+}
+
+/* Runs on the worker that owns the new connection. */
+static evhtp_res on_accept(evhtp_connection_t *conn, void *arg)
+{
+    lm_worker_t *w = conn->thread ? evthr_get_aux(conn->thread) : NULL;
+    (void)arg;
+    if (w == NULL)
+        return EVHTP_RES_OK;
+    conn_node_t *n = calloc(1, sizeof(*n));
+    if (n == NULL)
+        return EVHTP_RES_ERROR;
+    n->conn = conn;
+    n->w = w;
+    n->next = w->conns;
+    if (n->next)
+        n->next->prev = n;
+    w->conns = n;
+    evhtp_connection_set_hook(conn, evhtp_hook_on_connection_fini,
+                              (evhtp_hook)(void (*)(void))on_conn_fini, n);
+    return EVHTP_RES_OK;
+}
+
 /* ---- workers ---- */
 
 static void worker_init(evhtp_t *htp, evthr_t *thr, void *arg)
@@ -294,6 +359,8 @@ static void worker_init(evhtp_t *htp, evthr_t *thr, void *arg)
     if (w->up == NULL)
         abort();
     evthr_set_aux(thr, w);
+    if (w->index < LM_MAX_WORKERS)
+        s->threads[w->index] = thr;
 }
 
 static void worker_exit(evhtp_t *htp, evthr_t *thr, void *arg)
@@ -303,12 +370,26 @@ static void worker_exit(evhtp_t *htp, evthr_t *thr, void *arg)
     (void)arg;
     if (w == NULL)
         return;
-    lm_relay_cancel_all(w);
+    /* Close connections clients left open; their requests' fini hooks run
+     * here, then every relay is released without the loop. */
+    while (w->conns)
+        evhtp_connection_free(((conn_node_t *)w->conns)->conn);
+    lm_relay_free_all(w);
     lm_upstream_pool_free(w->up);
     free(w);
 }
 
 /* ---- signals and drain ---- */
+
+/* Runs on a worker thread (evthr_defer): end its in-flight requests. */
+static void worker_cancel(evthr_t *thr, void *cmd_arg, void *shared)
+{
+    (void)cmd_arg;
+    (void)shared;
+    lm_worker_t *w = evthr_get_aux(thr);
+    if (w)
+        lm_relay_shutdown_all(w);
+}
 
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 {
@@ -318,13 +399,18 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     clock_gettime(CLOCK_MONOTONIC, &now);
     long n = atomic_load(&s->inflight);
-    int  late = now.tv_sec > s->drain_deadline.tv_sec
-               || (now.tv_sec == s->drain_deadline.tv_sec
-                   && now.tv_nsec >= s->drain_deadline.tv_nsec);
-    if (n == 0 || late) {
-        if (n)
-            lm_log(LM_LOG_WARN, "drain timeout: %ld requests still in flight are cancelled", n);
+    long late_ms = (now.tv_sec - s->drain_deadline.tv_sec) * 1000
+                   + (now.tv_nsec - s->drain_deadline.tv_nsec) / 1000000;
+    if (n == 0 || late_ms >= 1000) {
         event_base_loopbreak(s->base);
+    } else if (late_ms >= 0 && !s->cancel_sent) {
+        /* Past the drain timeout: each worker ends its streams with an
+         * error event (503 before the first byte); one more second lets
+         * those last writes reach the clients. */
+        lm_log(LM_LOG_WARN, "drain timeout: ending %ld in-flight requests", n);
+        s->cancel_sent = 1;
+        for (int i = 0; i < LM_MAX_WORKERS && s->threads[i]; i++)
+            evthr_defer(s->threads[i], worker_cancel, NULL);
     }
 }
 
@@ -338,6 +424,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         return;
     }
     s->stopping = 1;
+    atomic_store(&s->draining, 1);
     lm_log(LM_LOG_INFO, "signal %d: no longer accepting; draining %ld in-flight requests "
            "(up to %d ms)", (int)sig, atomic_load(&s->inflight), s->rt->conf->drain_timeout_ms);
     evhtp_unbind_socket(s->htp);
@@ -381,6 +468,7 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
     evhtp_set_cb(s->htp, "/healthz", route_health, s);
     evhtp_set_gencb(s->htp, route_default, s);
     evhtp_enable_flag(s->htp, EVHTP_FLAG_ENABLE_NODELAY);
+    evhtp_set_post_accept_cb(s->htp, on_accept, s);
     /* Threads start before bind (libevhtp #63). */
     if (evhtp_use_threads_wexit(s->htp, worker_init, worker_exit, (int)workers, s) != 0) {
         snprintf(err, errlen, "cannot start %ld worker threads", workers);

@@ -12,4 +12,6 @@ typedef struct lm_server_s lm_server_t;
 int lm_server_run(lm_rt_t *rt, char *err, size_t errlen);
 /* In-flight relay accounting (any thread). */
 void lm_server_inflight_add(lm_server_t *s, int delta);
+/* 1 once SIGTERM/SIGINT started the drain (any thread). */
+int lm_server_draining(lm_server_t *s);
 #endif

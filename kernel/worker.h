@@ -22,5 +22,6 @@ typedef struct lm_worker_s {
     const lm_rt_t             *rt;       /* borrowed runtime snapshot */
     uint64_t                   next_id;  /* request id counter */
     struct lm_relay_s         *inflight; /* list of live relays (for shutdown) */
+    void                      *conns;    /* open client connections (server.c) */
 } lm_worker_t;
 #endif
