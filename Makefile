@@ -27,11 +27,14 @@ PLUGINS      := $(patsubst plugins/%/,%,$(sort $(dir $(wildcard plugins/*/*.c)))
 PLUGIN_SOS   := $(PLUGINS:%=$(PLUGIN_DIR)/%.so)
 TEST_PLUGINS := $(patsubst tests/plugins/%.c,$(O)/test-plugins/%.so,$(wildcard tests/plugins/*.c))
 UNIT_SRCS    := $(wildcard tests/unit/test_*.c)
-UNIT_BINS    := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
 FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
+UNIT_BINS    := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%) \
+                $(FUZZ_SRCS:tests/fuzz/fuzz_%.c=$(O)/tests/test_fuzz_%)
 
 PLUGIN_CFLAGS := -std=c11 $(OPT) $(WARN) -fPIC -fvisibility=hidden -I sdk $(SAN)
 PLUGIN_LDFLAGS := -shared -Wl,-z,defs $(SAN)
+
+FORMAT_FILES = $(wildcard kernel/*.[ch] sdk/*.h plugins/*/*.[ch] tests/unit/*.[ch] tests/plugins/*.c tests/fuzz/*.c)
 
 .PHONY: all plugins unit test test-asan run deps bench fuzz clean format format-check check-config
 
@@ -66,6 +69,11 @@ $(O)/test-plugins/%.so: tests/plugins/%.c sdk/longmen.h
 $(O)/tests/%: tests/unit/%.c $(O)/liblmtest.a tests/unit/t.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -I sdk -I kernel -o $@ $< $(O)/liblmtest.a $(PKG_LIBS)
+
+# Fuzz targets also run in the suite: corpus replay plus deterministic mutations.
+$(O)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(O)/liblmtest.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -I sdk -I kernel -o $@ $< tests/fuzz/replay.c $(O)/liblmtest.a $(PKG_LIBS)
 
 unit: $(UNIT_BINS) plugins $(TEST_PLUGINS)
 	@O=$(O) tests/run.sh unit
@@ -106,10 +114,10 @@ fuzz: deps
 	tests/fuzz/run.sh
 
 format:
-	clang-format -i kernel/*.[ch] sdk/*.h plugins/*/*.[ch] tests/unit/*.[ch] tests/plugins/*.c
+	clang-format -i $(FORMAT_FILES)
 
 format-check:
-	clang-format --dry-run --Werror kernel/*.[ch] sdk/*.h plugins/*/*.[ch] tests/unit/*.[ch] tests/plugins/*.c
+	clang-format --dry-run --Werror $(FORMAT_FILES)
 
 clean:
 	rm -rf build build-asan build-fuzz $(PLUGIN_SOS)

@@ -12,7 +12,7 @@ int lm_auth_digest_eq(const unsigned char *a, const unsigned char *b)
 
 const lm_key_conf_t *lm_auth_check(const lm_conf_t *conf, const char *authz)
 {
-    unsigned char        digest[32];
+    unsigned char digest[32];
     const lm_key_conf_t *match = NULL;
 
     if (authz == NULL || strncasecmp(authz, "Bearer ", 7) != 0)

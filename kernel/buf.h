@@ -4,7 +4,7 @@
 #include <stddef.h>
 
 typedef struct lm_buf_s {
-    char  *p;   /* owned; NUL-terminated when len > 0 or after lm_buf_cstr */
+    char *p; /* owned; NUL-terminated when len > 0 or after lm_buf_cstr */
     size_t len;
     size_t cap;
 } lm_buf_t;

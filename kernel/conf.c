@@ -26,10 +26,10 @@ const char lm_conf_default_text[] =
 
 typedef struct parser_s {
     const char *path;
-    int         line;
-    char       *err;
-    size_t      errlen;
-    lm_conf_t  *conf;
+    int line;
+    char *err;
+    size_t errlen;
+    lm_conf_t *conf;
     lm_chan_conf_t *chan; /* inside a channel block */
 } parser_t;
 
@@ -37,7 +37,7 @@ static int fail(parser_t *ps, const char *fmt, ...) __attribute__((format(printf
 static int fail(parser_t *ps, const char *fmt, ...)
 {
     va_list ap;
-    int     n = snprintf(ps->err, ps->errlen, "%s:%d: ", ps->path, ps->line);
+    int n = snprintf(ps->err, ps->errlen, "%s:%d: ", ps->path, ps->line);
     va_start(ap, fmt);
     if (n >= 0 && (size_t)n < ps->errlen)
         vsnprintf(ps->err + n, ps->errlen - (size_t)n, fmt, ap);
@@ -87,7 +87,7 @@ static int split_words(parser_t *ps, char *line, char **w, int *nw)
 
 static int parse_duration_ms(const char *s, int *out)
 {
-    char  *end;
+    char *end;
     errno = 0;
     double v = strtod(s, &end);
     if (end == s || errno || v < 0)
@@ -131,7 +131,7 @@ static int parse_size(const char *s, uint64_t *out)
 static int parse_hostport(parser_t *ps, const char *s, char **host, int *port)
 {
     const char *colon = strrchr(s, ':');
-    char       *end;
+    char *end;
     if (colon == NULL || colon == s)
         return fail(ps, "expected host:port, got \"%s\"", s);
     long p = strtol(colon + 1, &end, 10);
@@ -190,7 +190,7 @@ static int directive_key(parser_t *ps, char **w, int nw)
         }
     } else {
         char *secret;
-        int   env;
+        int env;
         if (resolve_value(ps, w[2], &secret, &env) < 0)
             return -1;
         if (strlen(secret) < 8) {
@@ -229,7 +229,7 @@ static int directive_models(parser_t *ps, char **w, int nw)
 static int chan_directive(parser_t *ps, char **w, int nw)
 {
     lm_chan_conf_t *ch = ps->chan;
-    int            *ms = NULL;
+    int *ms = NULL;
 
     if (!strcmp(w[0], "plugin")) {
         if (nw != 2)
@@ -300,8 +300,8 @@ static int close_channel(parser_t *ps)
     if (ch->plugin == NULL)
         return fail(ps, "channel %s (line %d) has no plugin", ch->name, ch->line);
     if (ch->nmodels == 0)
-        return fail(ps, "channel %s (line %d) serves no models (add: models <name> ...)",
-                    ch->name, ch->line);
+        return fail(ps, "channel %s (line %d) serves no models (add: models <name> ...)", ch->name,
+                    ch->line);
     ps->chan = NULL;
     return 0;
 }
@@ -323,7 +323,7 @@ static int top_directive(parser_t *ps, char **w, int nw)
         return parse_hostport(ps, w[1], &c->admin_host, &c->admin_port);
     if (!strcmp(d, "workers")) {
         char *end;
-        long  n = strtol(w[1], &end, 10);
+        long n = strtol(w[1], &end, 10);
         if (!strcmp(w[1], "auto"))
             c->workers = 0;
         else if (*end || n < 1 || n > 256)
@@ -384,9 +384,9 @@ int lm_conf_parse(const char *path, const char *text, size_t len, lm_conf_t **ou
                   size_t errlen)
 {
     parser_t ps = {path, 0, err, errlen, conf_new(path), NULL};
-    char    *w[MAX_WORDS];
-    int      nw, rc = 0;
-    size_t   off = 0;
+    char *w[MAX_WORDS];
+    int nw, rc = 0;
+    size_t off = 0;
 
     *out = NULL;
     if (ps.conf == NULL)
@@ -397,7 +397,7 @@ int lm_conf_parse(const char *path, const char *text, size_t len, lm_conf_t **ou
     }
     while (rc == 0 && off < len) {
         const char *nl = memchr(text + off, '\n', len - off);
-        size_t      n = nl ? (size_t)(nl - text - off) : len - off;
+        size_t n = nl ? (size_t)(nl - text - off) : len - off;
         ps.line++;
         if (n > 4096) {
             rc = fail(&ps, "line longer than 4096 bytes");
@@ -435,9 +435,9 @@ int lm_conf_load(const char *path, lm_conf_t **out, char *err, size_t errlen)
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
-    char  *text = NULL;
+    char *text = NULL;
     size_t len = 0, cap = 0, n;
-    char   chunk[8192];
+    char chunk[8192];
     while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
         if (len + n > 1024 * 1024) {
             fclose(f);

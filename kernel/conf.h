@@ -13,9 +13,9 @@
 
 typedef struct lm_kv_s {
     char *key;
-    char *val;    /* resolved: env:NAME already read */
-    int   line;
-    int   secret; /* came from env: or names a key/secret: never logged */
+    char *val; /* resolved: env:NAME already read */
+    int line;
+    int secret; /* came from env: or names a key/secret: never logged */
 } lm_kv_t;
 
 typedef struct lm_model_s {
@@ -24,40 +24,40 @@ typedef struct lm_model_s {
 } lm_model_t;
 
 typedef struct lm_chan_conf_s {
-    char       *name;
-    char       *plugin;
-    int         line;
+    char *name;
+    char *plugin;
+    int line;
     lm_model_t *models;
-    size_t      nmodels;
-    lm_kv_t    *kv; /* plugin-specific settings */
-    size_t      nkv;
-    int         connect_timeout_ms;
-    int         first_byte_timeout_ms;
-    int         idle_timeout_ms;
+    size_t nmodels;
+    lm_kv_t *kv; /* plugin-specific settings */
+    size_t nkv;
+    int connect_timeout_ms;
+    int first_byte_timeout_ms;
+    int idle_timeout_ms;
 } lm_chan_conf_t;
 
 typedef struct lm_key_conf_s {
-    char         *name;
+    char *name;
     unsigned char hash[32]; /* SHA-256 of the secret */
-    int           line;
+    int line;
 } lm_key_conf_t;
 
 typedef struct lm_conf_s {
-    char           *path;
-    char           *listen_host;
-    int             listen_port;
-    char           *admin_host;
-    int             admin_port;
-    int             workers; /* 0 = number of cores */
-    uint64_t        max_body;
-    char           *plugin_dir;
-    int             drain_timeout_ms;
-    int             log_level;
-    size_t          stream_high_water; /* bytes queued to a client before pausing upstream */
-    lm_key_conf_t  *keys;
-    size_t          nkeys;
+    char *path;
+    char *listen_host;
+    int listen_port;
+    char *admin_host;
+    int admin_port;
+    int workers; /* 0 = number of cores */
+    uint64_t max_body;
+    char *plugin_dir;
+    int drain_timeout_ms;
+    int log_level;
+    size_t stream_high_water; /* bytes queued to a client before pausing upstream */
+    lm_key_conf_t *keys;
+    size_t nkeys;
     lm_chan_conf_t *chans;
-    size_t          nchans;
+    size_t nchans;
 } lm_conf_t;
 
 /* Parse `text` (len bytes) named `path` for messages. On error returns -1

@@ -4,8 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int lm_error_set(lm_err *e, int rc, int status, const char *type, const char *code,
-                 const char *msg)
+int lm_error_set(lm_err *e, int rc, int status, const char *type, const char *code, const char *msg)
 {
     return lm_err_set(e, rc, status, type, code, "%s", msg);
 }
@@ -65,9 +64,9 @@ void lm_error_map_default(int status, lm_str body, lm_err *e)
 char *lm_error_body(const lm_err *e)
 {
     const char *type = e->type[0] ? e->type : lm_error_type_for(e->http_status);
-    json_t *o = json_pack("{s:{s:s,s:s,s:n,s:o}}", "error", "message",
-                          e->msg[0] ? e->msg : "error", "type", type, "param", "code",
-                          e->code[0] ? json_string(e->code) : json_null());
+    json_t *o =
+        json_pack("{s:{s:s,s:s,s:n,s:o}}", "error", "message", e->msg[0] ? e->msg : "error", "type",
+                  type, "param", "code", e->code[0] ? json_string(e->code) : json_null());
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (s == NULL) /* invalid UTF-8 in msg, or no memory: a safe fixed body */

@@ -57,9 +57,9 @@ static int sse_line(lm_frame_t *f, const char *p, size_t n, lm_frame_cb cb, void
     if (p[0] == ':')
         return 0;
     const char *colon = memchr(p, ':', n);
-    size_t      nlen = colon ? (size_t)(colon - p) : n;
+    size_t nlen = colon ? (size_t)(colon - p) : n;
     const char *val = colon ? colon + 1 : p + n;
-    size_t      vlen = colon ? n - nlen - 1 : 0;
+    size_t vlen = colon ? n - nlen - 1 : 0;
 
     if (nlen == 4 && memcmp(p, "data", 4) == 0) {
         if (f->has_data && lm_buf_add(&f->data, "\n", 1) < 0)
@@ -100,7 +100,7 @@ static int on_line(lm_frame_t *f, const char *p, size_t n, lm_frame_cb cb, void 
 int lm_frame_feed(lm_frame_t *f, const char *p, size_t n, lm_frame_cb cb, void *arg)
 {
     const char *end = p + n;
-    int         rc;
+    int rc;
 
     while (p < end) {
         if (f->skip_lf) {

@@ -19,14 +19,14 @@
 typedef int (*lm_frame_cb)(void *arg, const lm_event *ev);
 
 typedef struct lm_frame_s {
-    int      framing;   /* LM_FRAME_SSE or LM_FRAME_NDJSON */
-    size_t   max_event;
-    int      skip_lf;   /* last byte seen was CR: a following LF is not a new line */
-    int      has_data;  /* SSE: a data: line was seen in this event */
-    lm_buf_t line;      /* the incomplete current line */
-    lm_buf_t data;      /* SSE: joined data lines of the current event */
-    lm_buf_t event;     /* SSE: event name */
-    lm_buf_t id;        /* SSE: id */
+    int framing; /* LM_FRAME_SSE or LM_FRAME_NDJSON */
+    size_t max_event;
+    int skip_lf;    /* last byte seen was CR: a following LF is not a new line */
+    int has_data;   /* SSE: a data: line was seen in this event */
+    lm_buf_t line;  /* the incomplete current line */
+    lm_buf_t data;  /* SSE: joined data lines of the current event */
+    lm_buf_t event; /* SSE: event name */
+    lm_buf_t id;    /* SSE: id */
 } lm_frame_t;
 
 void lm_frame_init(lm_frame_t *f, int framing, size_t max_event);

@@ -38,8 +38,8 @@ static int has_ctl(lm_str s)
 
 static int h_ureq_set_method(lm_ureq *u, const char *m)
 {
-    if (m == NULL || (strcmp(m, "GET") && strcmp(m, "POST") && strcmp(m, "PUT")
-                      && strcmp(m, "DELETE")))
+    if (m == NULL ||
+        (strcmp(m, "GET") && strcmp(m, "POST") && strcmp(m, "PUT") && strcmp(m, "DELETE")))
         return LM_EINVAL;
     strcpy(u->method, m);
     return LM_OK;
@@ -47,9 +47,9 @@ static int h_ureq_set_method(lm_ureq *u, const char *m)
 
 static int h_ureq_set_url(lm_ureq *u, lm_str url)
 {
-    if (url.p == NULL || has_ctl(url)
-        || !((url.n > 7 && strncasecmp(url.p, "http://", 7) == 0)
-             || (url.n > 8 && strncasecmp(url.p, "https://", 8) == 0)))
+    if (url.p == NULL || has_ctl(url) ||
+        !((url.n > 7 && strncasecmp(url.p, "http://", 7) == 0) ||
+          (url.n > 8 && strncasecmp(url.p, "https://", 8) == 0)))
         return LM_EINVAL;
     lm_buf_reset(&u->url);
     return lm_buf_add(&u->url, url.p, url.n) < 0 ? LM_ENOMEM : LM_OK;
@@ -58,8 +58,8 @@ static int h_ureq_set_url(lm_ureq *u, lm_str url)
 static int h_ureq_add_header(lm_ureq *u, lm_str name, lm_str value)
 {
     /* Header injection is refused: no CR/LF in names or values. */
-    if (name.p == NULL || name.n == 0 || has_ctl(name) || memchr(name.p, ':', name.n)
-        || (value.n && has_ctl(value)))
+    if (name.p == NULL || name.n == 0 || has_ctl(name) || memchr(name.p, ':', name.n) ||
+        (value.n && has_ctl(value)))
         return LM_EINVAL;
     char **nh = realloc(u->headers, (u->nheaders + 1) * sizeof(*nh));
     if (nh == NULL)
@@ -225,10 +225,9 @@ static void fill_chunk_ids(lm_emit_t *e, json_t *chunk)
 
 static int chunk_has_content(json_t *choices)
 {
-    size_t  i;
+    size_t i;
     json_t *c;
-    json_array_foreach(choices, i, c)
-    {
+    json_array_foreach (choices, i, c) {
         json_t *d = json_object_get(c, "delta");
         if (json_object_size(d) > 0 || json_is_string(json_object_get(c, "finish_reason")))
             return 1;
@@ -278,9 +277,9 @@ static int h_emit_delta(lm_emit *e, int index, json_t *delta, const char *finish
                                "finish_reason", finish_reason);
     if (choice && finish_reason == NULL)
         json_object_set_new(choice, "finish_reason", json_null());
-    json_t *chunk = json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", e->id, "object",
-                              "chat.completion.chunk", "created", (json_int_t)e->created, "model",
-                              e->model, "choices", choice);
+    json_t *chunk =
+        json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", e->id, "object", "chat.completion.chunk",
+                  "created", (json_int_t)e->created, "model", e->model, "choices", choice);
     if (chunk == NULL)
         return LM_ENOMEM;
     return deliver(e, chunk);
@@ -311,10 +310,11 @@ char *lm_emit_usage_chunk(lm_emit_t *e)
 
 /* ---- logging, memory, config, time ---- */
 
+static void h_log(void *ictx, int level, const char *fmt, ...) LM_PRINTF(3, 4);
 static void h_log(void *ictx, int level, const char *fmt, ...)
 {
     lm_inst_t *inst = ictx;
-    va_list    ap;
+    va_list ap;
     va_start(ap, fmt);
     lm_logv(level, inst ? inst->logname : "[plugin]", fmt, ap);
     va_end(ap);
@@ -365,7 +365,7 @@ static int h_cfg_str(void *ictx, const char *key, lm_str *out)
 static int h_cfg_int(void *ictx, const char *key, int64_t *out)
 {
     const char *v = cfg_lookup(ictx, key);
-    char       *end;
+    char *end;
     if (v == NULL)
         return LM_DECLINED;
     long long n = strtoll(v, &end, 10);

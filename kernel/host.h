@@ -13,22 +13,22 @@ struct lm_plugin_s;
 
 /* One plugin instance = one channel (the ictx plugins get). */
 typedef struct lm_inst_s {
-    struct lm_plugin_s   *plugin; /* counted reference */
-    const lm_chan_conf_t *chan;   /* borrowed from the config snapshot */
-    void                 *istate; /* plugin-owned */
-    int                   inited;
-    char                  logname[96];
+    struct lm_plugin_s *plugin; /* counted reference */
+    const lm_chan_conf_t *chan; /* borrowed from the config snapshot */
+    void *istate;               /* plugin-owned */
+    int inited;
+    char logname[96];
 } lm_inst_t;
 
 struct lm_ureq {
-    char     method[8];
+    char method[8];
     lm_buf_t url;
-    char   **headers; /* "Name: value", owned */
-    size_t   nheaders;
+    char **headers; /* "Name: value", owned */
+    size_t nheaders;
     lm_buf_t body;
-    int      has_body;
-    int      json_body;
-    int      local_status; /* > 0: answered locally by the plugin, body is the answer */
+    int has_body;
+    int json_body;
+    int local_status; /* > 0: answered locally by the plugin, body is the answer */
 };
 typedef struct lm_ureq lm_ureq_t;
 
@@ -41,16 +41,16 @@ typedef int (*lm_emit_sink_fn)(void *arg, const char *json, size_t len);
 
 struct lm_emit {
     lm_emit_sink_fn sink;
-    void           *arg;
-    char            id[64];
-    int64_t         created;
-    char            model[128];
-    int             usage_mode;
-    lm_usage        usage;
-    int             usage_seen;
-    unsigned        nchunks;   /* chunks delivered to the sink */
-    unsigned        ncontent;  /* chunks that carried content or tool calls */
-    int             ids_adopted;
+    void *arg;
+    char id[64];
+    int64_t created;
+    char model[128];
+    int usage_mode;
+    lm_usage usage;
+    int usage_seen;
+    unsigned nchunks;  /* chunks delivered to the sink */
+    unsigned ncontent; /* chunks that carried content or tool calls */
+    int ids_adopted;
 };
 typedef struct lm_emit lm_emit_t;
 

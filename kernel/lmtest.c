@@ -13,12 +13,12 @@
 #include <strings.h>
 
 struct lmt_plugin {
-    lm_plugin_t   *plugin;
+    lm_plugin_t *plugin;
     lm_chan_conf_t chan;
-    lm_inst_t      inst;
-    lm_call        call;
-    int            call_open;
-    char           model[128];
+    lm_inst_t inst;
+    lm_call call;
+    int call_open;
+    char model[128];
 };
 
 static void close_call(lmt_plugin *p)
@@ -82,8 +82,8 @@ const lm_provider *lmt_provider(lmt_plugin *p)
 int lmt_build(lmt_plugin *p, int op, const char *canon_json, lmt_ureq *out, lm_err *e)
 {
     lm_ureq_t u;
-    json_t   *canon;
-    int       rc;
+    json_t *canon;
+    int rc;
 
     memset(out, 0, sizeof(*out));
     memset(e, 0, sizeof(*e));
@@ -96,9 +96,11 @@ int lmt_build(lmt_plugin *p, int op, const char *canon_json, lmt_ureq *out, lm_e
              json_is_string(json_object_get(canon, "model"))
                  ? json_string_value(json_object_get(canon, "model"))
                  : "");
-    p->call = (lm_call){.hdr = LM_ABI_HDR(lm_call), .op = op,
+    p->call = (lm_call){.hdr = LM_ABI_HDR(lm_call),
+                        .op = op,
                         .stream = json_is_true(json_object_get(canon, "stream")),
-                        .model = p->model, .request_id = "lmtest-1"};
+                        .model = p->model,
+                        .request_id = "lmtest-1"};
     p->call_open = 1;
     lm_ureq_init(&u);
     rc = p->plugin->vt.build_request(p->inst.istate, &p->call, canon, &u, e);
@@ -153,8 +155,8 @@ static int collect(void *arg, const char *json, size_t len)
 void lmt_stream(lmt_plugin *p, const char *body, size_t len, size_t split, lmt_result *out)
 {
     lm_stream_t s;
-    lm_buf_t    chunks = {0};
-    int         rc = LM_OK;
+    lm_buf_t chunks = {0};
+    int rc = LM_OK;
 
     memset(out, 0, sizeof(*out));
     lm_buf_add(&chunks, "[", 1);

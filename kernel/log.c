@@ -31,19 +31,18 @@ int lm_log_parse_level(const char *s)
 
 void lm_logv(int level, const char *prefix, const char *fmt, va_list ap)
 {
-    char            line[2048];
+    char line[2048];
     struct timespec ts;
-    struct tm       tm;
-    int             n;
+    struct tm tm;
+    int n;
 
     if (level > atomic_load(&log_level) || level < 0 || level > 3)
         return;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ [%s] %s%s",
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                 tm.tm_sec, ts.tv_nsec / 1000000, level_names[level], prefix ? prefix : "",
-                 prefix ? " " : "");
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 ts.tv_nsec / 1000000, level_names[level], prefix ? prefix : "", prefix ? " " : "");
     if (n < 0 || (size_t)n >= sizeof(line) - 2)
         n = (int)sizeof(line) - 2;
     int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);

@@ -20,11 +20,11 @@ const char lm_lua_array_key = 'A';
 /* ---- a capped byte buffer ---- */
 
 typedef struct sb_s {
-    char     *p;
-    size_t    len;
-    size_t    cap;
+    char *p;
+    size_t len;
+    size_t cap;
     lua_Alloc f;
-    void     *ud;
+    void *ud;
 } sb_t;
 
 static int sb_gc(lua_State *L)
@@ -32,7 +32,7 @@ static int sb_gc(lua_State *L)
     sb_t *b = lua_touserdata(L, 1);
     if (b && b->p) {
         b->f(b->ud, b->p, b->cap, 0);
-        b->p   = NULL;
+        b->p = NULL;
         b->cap = b->len = 0;
     }
     return 0;
@@ -56,7 +56,7 @@ static sb_t *sb_new(lua_State *L)
 static void sb_need(lua_State *L, sb_t *b, size_t n)
 {
     size_t ncap;
-    char  *np;
+    char *np;
 
     if (b->cap - b->len >= n)
         return;
@@ -68,7 +68,7 @@ static void sb_need(lua_State *L, sb_t *b, size_t n)
     np = b->f(b->ud, b->p, b->p ? b->cap : 0, ncap);
     if (!np)
         luaL_error(L, "not enough memory");
-    b->p   = np;
+    b->p = np;
     b->cap = ncap;
 }
 
@@ -91,7 +91,7 @@ static void sb_push(lua_State *L, sb_t *b)
     lua_pushlstring(L, b->p ? b->p : "", b->len);
     if (b->p) {
         b->f(b->ud, b->p, b->cap, 0);
-        b->p   = NULL;
+        b->p = NULL;
         b->cap = b->len = 0;
     }
 }
@@ -109,7 +109,7 @@ int lm_lua_utf8_ok(const char *s, size_t n)
             p++;
             continue;
         }
-        int      k;
+        int k;
         unsigned cp, min;
         if (c >= 0xC2 && c <= 0xDF) {
             k = 1, cp = c & 0x1F, min = 0x80;
@@ -137,7 +137,7 @@ int lm_lua_utf8_ok(const char *s, size_t n)
 int lm_lua_table_kind(lua_State *L, int idx, size_t *n)
 {
     size_t count = 0, len;
-    int    marked = 0, intkeys = 1;
+    int marked = 0, intkeys = 1;
 
     idx = lua_absindex(L, idx);
     len = (size_t)lua_rawlen(L, idx);
@@ -174,7 +174,7 @@ static void enc_string(lua_State *L, sb_t *b, const char *s, size_t n)
     b->p[b->len++] = '"';
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        char          esc[6];
+        char esc[6];
         if (c >= 0x20 && c != '"' && c != '\\') {
             sb_addc(L, b, (char)c);
             continue;
@@ -199,9 +199,9 @@ static void enc_string(lua_State *L, sb_t *b, const char *s, size_t n)
 
 static void enc_value(lua_State *L, sb_t *b, int idx, int depth)
 {
-    char   num[64];
+    char num[64];
     size_t n, len;
-    int    kind;
+    int kind;
 
     idx = lua_absindex(L, idx);
     switch (lua_type(L, idx)) {
@@ -292,10 +292,10 @@ int lm_lua_json_encode(lua_State *L)
 /* ---- JSON decode ---- */
 
 typedef struct jd_s {
-    lua_State  *L;
+    lua_State *L;
     const char *p;
     const char *end;
-    sb_t       *b;
+    sb_t *b;
     const char *err; /* set on malformed input */
 } jd_t;
 
@@ -327,7 +327,7 @@ static int jd_hex4(const char *p, unsigned *out)
 static void jd_utf8(jd_t *d, unsigned cp)
 {
     char u[4];
-    int  n;
+    int n;
 
     if (cp < 0x80) {
         u[0] = (char)cp, n = 1;
@@ -404,8 +404,8 @@ static int jd_string(jd_t *d)
 static int jd_number(jd_t *d)
 {
     const char *p = d->p, *s = p;
-    int         isint = 1;
-    char        tmp[64];
+    int isint = 1;
+    char tmp[64];
 
     if (p < d->end && *p == '-')
         p++;
@@ -438,12 +438,12 @@ static int jd_number(jd_t *d)
         return d->err = "number too long", -1;
     memcpy(tmp, s, (size_t)(p - s));
     tmp[p - s] = 0;
-    d->p       = p;
+    d->p = p;
     if (isint) {
-        char     *e;
+        char *e;
         long long v;
         errno = 0;
-        v     = strtoll(tmp, &e, 10);
+        v = strtoll(tmp, &e, 10);
         if (errno != ERANGE && *e == 0) {
             lua_pushinteger(d->L, (lua_Integer)v);
             return 0;
@@ -464,7 +464,7 @@ static int jd_value(jd_t *d, int depth)
     switch (*d->p) {
     case '{':
     case '[': {
-        int      obj = (*d->p == '{');
+        int obj = (*d->p == '{');
         lua_Integer i = 1;
         if (depth >= LM_LUA_JSON_DEPTH)
             return d->err = "nested too deep", -1;
@@ -544,14 +544,14 @@ int lm_lua_json_decode(lua_State *L)
 {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
-    jd_t        d;
+    jd_t d;
 
     lua_settop(L, 1);
-    d.L   = L;
-    d.p   = s;
+    d.L = L;
+    d.p = s;
     d.end = s + n;
     d.err = NULL;
-    d.b   = sb_new(L); /* index 2 */
+    d.b = sb_new(L); /* index 2 */
     if (jd_value(&d, 0) == 0) {
         jd_ws(&d);
         if (d.p == d.end) {
@@ -572,22 +572,22 @@ static const char b64_alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu
 
 int lm_lua_b64_encode(lua_State *L)
 {
-    size_t               n;
+    size_t n;
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
-    luaL_Buffer          b;
-    size_t               i;
+    luaL_Buffer b;
+    size_t i;
 
     luaL_buffinit(L, &b);
     for (i = 0; i + 2 < n; i += 3) {
         unsigned v = (unsigned)s[i] << 16 | (unsigned)s[i + 1] << 8 | s[i + 2];
-        char     o[4] = {b64_alpha[v >> 18], b64_alpha[(v >> 12) & 63], b64_alpha[(v >> 6) & 63],
-                         b64_alpha[v & 63]};
+        char o[4] = {b64_alpha[v >> 18], b64_alpha[(v >> 12) & 63], b64_alpha[(v >> 6) & 63],
+                     b64_alpha[v & 63]};
         luaL_addlstring(&b, o, 4);
     }
     if (i < n) {
         unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0);
-        char     o[4] = {b64_alpha[v >> 18], b64_alpha[(v >> 12) & 63],
-                         i + 1 < n ? b64_alpha[(v >> 6) & 63] : '=', '='};
+        char o[4] = {b64_alpha[v >> 18], b64_alpha[(v >> 12) & 63],
+                     i + 1 < n ? b64_alpha[(v >> 6) & 63] : '=', '='};
         luaL_addlstring(&b, o, 4);
     }
     luaL_pushresult(&b);
@@ -613,11 +613,11 @@ static int b64_val(unsigned char c)
  * Returns the bytes, or nil + message. */
 int lm_lua_b64_decode(lua_State *L)
 {
-    size_t               n;
+    size_t n;
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
-    luaL_Buffer          b;
-    unsigned             acc  = 0;
-    int                  bits = 0;
+    luaL_Buffer b;
+    unsigned acc = 0;
+    int bits = 0;
 
     while (n > 0 && s[n - 1] == '=')
         n--;

@@ -56,80 +56,80 @@ static const char *const stage_names[LM_LUA_NSTAGES] = {
     "load", "request", "route", "upstream_request", "event", "response", "usage", "error", "log",
 };
 static const char *const stage_fns[LM_LUA_NSTAGES] = {
-    NULL,       "on_request",  "on_route", "on_upstream_request", "on_event",
-    "on_response", "on_usage", "on_error", "on_log",
+    NULL,       "on_request", "on_route", "on_upstream_request", "on_event", "on_response",
+    "on_usage", "on_error",   "on_log",
 };
 
 /* registry keys (their addresses) */
-static const char base_key   = 'B';
+static const char base_key = 'B';
 static const char frozen_key = 'F';
 
 typedef struct gen_script_s {
-    char            *name;
-    char            *path;
-    char            *src;
-    size_t           srclen;
-    char           **models;
-    size_t           nmodels;
-    char           **keys;
-    size_t           nkeys;
-    json_t          *args;
-    unsigned         stages;
+    char *name;
+    char *path;
+    char *src;
+    size_t srclen;
+    char **models;
+    size_t nmodels;
+    char **keys;
+    size_t nkeys;
+    json_t *args;
+    unsigned stages;
     _Atomic uint64_t errors;
     _Atomic uint64_t limits;
 } gen_script_t;
 
 struct lm_lua_gen_s {
-    atomic_long      refs;
-    lm_lua_limits_t  lim;
+    atomic_long refs;
+    lm_lua_limits_t lim;
     lm_lua_shared_t *shared;
-    size_t           n;
-    gen_script_t    *s;
-    unsigned         stages;
+    size_t n;
+    gen_script_t *s;
+    unsigned stages;
 };
 
 typedef struct vm_script_s {
-    int      env;
-    int      fn[LM_LUA_NSTAGES];
+    int env;
+    int fn[LM_LUA_NSTAGES];
     unsigned stages;
 } vm_script_t;
 
 struct lm_lua_vm_s {
-    lua_State     *L;
-    lm_lua_gen_t  *gen;
-    int            refs;
-    vm_script_t   *s;
-    size_t         mem;
-    size_t         mem_cap;
+    lua_State *L;
+    lm_lua_gen_t *gen;
+    int refs;
+    vm_script_t *s;
+    size_t mem;
+    size_t mem_cap;
     /* the running stage call */
-    int            running;
-    int            stage;
-    size_t         script;
-    int            expired;
-    uint64_t       steps, budget;
-    uint64_t       pat_steps, pat_budget;
-    int64_t        deadline_ns;
-    uint32_t       deadline_ms;
+    int running;
+    int stage;
+    size_t script;
+    int expired;
+    uint64_t steps, budget;
+    uint64_t pat_steps, pat_budget;
+    int64_t deadline_ns;
+    uint32_t deadline_ms;
     lm_lua_call_t *call;
-    int            cur_req;
-    int            cur_resp;
+    int cur_req;
+    int cur_resp;
     /* decisions by lm.reject / lm.retry */
-    int            reject_status;
-    char           reject_code[64];
-    char           reject_msg[512];
-    int            retry;
-    char           retry_model[128];
+    int reject_status;
+    char reject_code[64];
+    char reject_msg[512];
+    int retry;
+    char retry_model[128];
 };
 
 struct lm_lua_call_s {
-    lm_lua_vm_t   *vm;
-    json_t        *req;
-    json_t        *meta;
-    char          *key_name;
-    char          *key_group;
-    unsigned       stages;
+    lm_lua_vm_t *vm;
+    json_t *req;
+    json_t *meta;
+    char *key_name;
+    char *key_group;
+    unsigned stages;
     unsigned char *applies;
-    int           *ctx;
+    int *ctx;
 };
 
 /* ------------------------------------------------------------------ */
@@ -180,7 +180,7 @@ static const char *script_name(lm_lua_vm_t *vm)
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     lm_lua_vm_t *vm = ud;
-    void        *p;
+    void *p;
 
     if (!ptr)
         osize = 0;
@@ -247,24 +247,24 @@ void lm_lua_charge(lua_State *L, uint64_t steps)
 static void lim_start(lm_lua_vm_t *vm, size_t script, int stage)
 {
     const lm_lua_limits_t *lim = &vm->gen->lim;
-    uint32_t               ms  = lim->deadline_ms;
-    uint64_t               bud = lim->instructions;
+    uint32_t ms = lim->deadline_ms;
+    uint64_t bud = lim->instructions;
 
     if (stage == LM_LUA_STAGE_LOAD) {
         ms = ms < LOAD_MIN_MS ? LOAD_MIN_MS : ms;
         bud *= 10;
     }
-    vm->script        = script;
-    vm->stage         = stage;
-    vm->expired       = LIM_NONE;
-    vm->steps         = 0;
-    vm->budget        = bud;
-    vm->pat_steps     = 0;
-    vm->pat_budget    = bud * 10;
-    vm->deadline_ms   = ms;
-    vm->deadline_ns   = now_ns() + (int64_t)ms * 1000000;
+    vm->script = script;
+    vm->stage = stage;
+    vm->expired = LIM_NONE;
+    vm->steps = 0;
+    vm->budget = bud;
+    vm->pat_steps = 0;
+    vm->pat_budget = bud * 10;
+    vm->deadline_ms = ms;
+    vm->deadline_ns = now_ns() + (int64_t)ms * 1000000;
     vm->reject_status = 0;
-    vm->retry         = 0;
+    vm->retry = 0;
     vm->retry_model[0] = 0;
     vm->cur_req = vm->cur_resp = LUA_NOREF;
     vm->running = 1;
@@ -288,7 +288,7 @@ static void push_json(lua_State *L, json_t *j, int depth)
     switch (json_typeof(j)) {
     case JSON_OBJECT: {
         const char *k;
-        json_t     *v;
+        json_t *v;
         lua_createtable(L, 0, (int)json_object_size(j));
         json_object_foreach (j, k, v) {
             lua_pushlstring(L, k, json_object_iter_key_len(json_object_key_to_iter(k)));
@@ -328,7 +328,8 @@ static void push_json_or_nil(lua_State *L, json_t *j)
 /* Attach v to parent (array append, or object key k/kl) or to *root. v is
  * attached before a container is filled, so a Lua error while filling
  * leaks nothing: the caller frees the root. */
-static void tj_attach(lua_State *L, json_t *v, json_t *parent, const char *k, size_t kl, json_t **root)
+static void tj_attach(lua_State *L, json_t *v, json_t *parent, const char *k, size_t kl,
+                      json_t **root)
 {
     if (!v)
         luaL_error(L, "out of memory");
@@ -341,17 +342,19 @@ static void tj_attach(lua_State *L, json_t *v, json_t *parent, const char *k, si
 
 /* The Lua value at idx to JSON, attached as tj_attach says. No metamethods
  * run. `what` names the value in error messages. */
-static void to_json(lua_State *L, int idx, int depth, const char *what, json_t *parent, const char *k,
-                    size_t kl, json_t **root)
+static void to_json(lua_State *L, int idx, int depth, const char *what, json_t *parent,
+                    const char *k, size_t kl, json_t **root)
 {
     json_t *v;
-    size_t  n;
-    int     kind;
+    size_t n;
+    int kind;
 
     idx = lua_absindex(L, idx);
     switch (lua_type(L, idx)) {
     case LUA_TNIL: tj_attach(L, json_null(), parent, k, kl, root); return;
-    case LUA_TBOOLEAN: tj_attach(L, json_boolean(lua_toboolean(L, idx)), parent, k, kl, root); return;
+    case LUA_TBOOLEAN:
+        tj_attach(L, json_boolean(lua_toboolean(L, idx)), parent, k, kl, root);
+        return;
     case LUA_TLIGHTUSERDATA:
         if (lm_lua_isnull(L, idx)) {
             tj_attach(L, json_null(), parent, k, kl, root);
@@ -397,7 +400,7 @@ static void to_json(lua_State *L, int idx, int depth, const char *what, json_t *
         lua_pushnil(L);
         while (lua_next(L, idx)) {
             const char *key;
-            size_t      klen;
+            size_t klen;
             if (lua_type(L, -2) != LUA_TSTRING)
                 luaL_error(L, "%s: object keys must be strings (got a %s)", what,
                            luaL_typename(L, -2));
@@ -531,7 +534,7 @@ static int pcall_finish(lua_State *L, int status, lua_KContext extra)
 static int sb_pcall(lua_State *L)
 {
     lm_lua_vm_t *vm = vm_of(L);
-    int          status;
+    int status;
 
     luaL_checkany(L, 1);
     if (vm->expired)
@@ -545,7 +548,7 @@ static int sb_pcall(lua_State *L)
 static int sb_xpcall(lua_State *L)
 {
     lm_lua_vm_t *vm = vm_of(L);
-    int          status, n = lua_gettop(L);
+    int status, n = lua_gettop(L);
 
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (vm->expired)
@@ -560,12 +563,12 @@ static int sb_xpcall(lua_State *L)
 static int sb_load(lua_State *L)
 {
     lm_lua_vm_t *vm = vm_of(L);
-    size_t       n;
-    const char  *s, *name;
+    size_t n;
+    const char *s, *name;
 
     if (lua_type(L, 1) != LUA_TSTRING)
         return luaL_error(L, "load: only string chunks are allowed");
-    s    = lua_tolstring(L, 1, &n);
+    s = lua_tolstring(L, 1, &n);
     name = luaL_optstring(L, 2, "=(load)");
     /* the mode argument is ignored: always text only */
     if (luaL_loadbufferx(L, s, n, name, "t") != LUA_OK) {
@@ -585,8 +588,8 @@ static int sb_load(lua_State *L)
 static int sb_print(lua_State *L)
 {
     lm_lua_vm_t *vm = vm_of(L);
-    int          n  = lua_gettop(L);
-    luaL_Buffer  b;
+    int n = lua_gettop(L);
+    luaL_Buffer b;
 
     luaL_buffinit(L, &b);
     for (int i = 1; i <= n; i++) {
@@ -644,8 +647,8 @@ static int co_aux(lua_State *L, lua_State *co, int narg)
 static int co_resume(lua_State *L)
 {
     lm_lua_vm_t *vm = vm_of(L);
-    lua_State   *co = lua_tothread(L, 1);
-    int          r;
+    lua_State *co = lua_tothread(L, 1);
+    int r;
 
     luaL_argexpected(L, co, 1, "coroutine");
     r = co_aux(L, co, lua_gettop(L) - 1);
@@ -664,8 +667,8 @@ static int co_resume(lua_State *L)
 static int co_wrap_aux(lua_State *L)
 {
     lm_lua_vm_t *vm = vm_of(L);
-    lua_State   *co = lua_tothread(L, lua_upvalueindex(1));
-    int          r  = co_aux(L, co, lua_gettop(L));
+    lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+    int r = co_aux(L, co, lua_gettop(L));
 
     if (vm->expired)
         return raise_limit(L, vm);
@@ -690,7 +693,7 @@ static int co_wrap(lua_State *L)
 static int co_close(lua_State *L)
 {
     lm_lua_vm_t *vm = vm_of(L);
-    int          n  = lua_gettop(L);
+    int n = lua_gettop(L);
 
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
@@ -705,12 +708,13 @@ static int co_close(lua_State *L)
 
 static int lm_log_fn(lua_State *L)
 {
-    lm_lua_vm_t *vm    = vm_of(L);
-    int          level = lm_log_parse_level(luaL_checkstring(L, 1));
-    const char  *msg   = luaL_checkstring(L, 2);
+    lm_lua_vm_t *vm = vm_of(L);
+    int level = lm_log_parse_level(luaL_checkstring(L, 1));
+    const char *msg = luaL_checkstring(L, 2);
 
     if (level < 0)
-        return luaL_error(L, "lm.log: unknown level '%s' (error, warn, info, debug)", lua_tostring(L, 1));
+        return luaL_error(L, "lm.log: unknown level '%s' (error, warn, info, debug)",
+                          lua_tostring(L, 1));
     lm_log(level, "lua[%s] %s", script_name(vm), msg);
     return 0;
 }
@@ -734,14 +738,14 @@ static int lm_now_ms_fn(lua_State *L)
 static void push_digest(lua_State *L, const unsigned char *md, unsigned n, int raw)
 {
     static const char hex[] = "0123456789abcdef";
-    char              out[2 * EVP_MAX_MD_SIZE];
+    char out[2 * EVP_MAX_MD_SIZE];
 
     if (raw) {
         lua_pushlstring(L, (const char *)md, n);
         return;
     }
     for (unsigned i = 0; i < n; i++) {
-        out[2 * i]     = hex[md[i] >> 4];
+        out[2 * i] = hex[md[i] >> 4];
         out[2 * i + 1] = hex[md[i] & 15];
     }
     lua_pushlstring(L, out, 2 * (size_t)n);
@@ -749,10 +753,10 @@ static void push_digest(lua_State *L, const unsigned char *md, unsigned n, int r
 
 static int lm_sha256_fn(lua_State *L)
 {
-    size_t        n;
-    const char   *s = luaL_checklstring(L, 1, &n);
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
     unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned      mdlen = 0;
+    unsigned mdlen = 0;
 
     if (!EVP_Digest(s, n, md, &mdlen, EVP_sha256(), NULL))
         return luaL_error(L, "lm.sha256: digest failed");
@@ -762,11 +766,11 @@ static int lm_sha256_fn(lua_State *L)
 
 static int lm_hmac_fn(lua_State *L)
 {
-    size_t        kl, ml;
-    const char   *k = luaL_checklstring(L, 1, &kl);
-    const char   *m = luaL_checklstring(L, 2, &ml);
+    size_t kl, ml;
+    const char *k = luaL_checklstring(L, 1, &kl);
+    const char *m = luaL_checklstring(L, 2, &ml);
     unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned      mdlen = 0;
+    unsigned mdlen = 0;
 
     if (kl > INT32_MAX || !HMAC(EVP_sha256(), k, (int)kl, (const unsigned char *)m, ml, md, &mdlen))
         return luaL_error(L, "lm.hmac_sha256: failed");
@@ -776,13 +780,14 @@ static int lm_hmac_fn(lua_State *L)
 
 static int lm_reject_fn(lua_State *L)
 {
-    lm_lua_vm_t *vm     = vm_of(L);
-    lua_Integer  status = luaL_checkinteger(L, 1);
-    const char  *msg    = luaL_checkstring(L, 2);
-    const char  *code   = luaL_optstring(L, 3, "");
+    lm_lua_vm_t *vm = vm_of(L);
+    lua_Integer status = luaL_checkinteger(L, 1);
+    const char *msg = luaL_checkstring(L, 2);
+    const char *code = luaL_optstring(L, 3, "");
 
-    gate(L, LM_LUA_BIT(LM_LUA_STAGE_REQUEST) | LM_LUA_BIT(LM_LUA_STAGE_ROUTE) |
-                LM_LUA_BIT(LM_LUA_STAGE_UPSTREAM_REQUEST) | LM_LUA_BIT(LM_LUA_STAGE_RESPONSE),
+    gate(L,
+         LM_LUA_BIT(LM_LUA_STAGE_REQUEST) | LM_LUA_BIT(LM_LUA_STAGE_ROUTE) |
+             LM_LUA_BIT(LM_LUA_STAGE_UPSTREAM_REQUEST) | LM_LUA_BIT(LM_LUA_STAGE_RESPONSE),
          "lm.reject");
     if (status < 400 || status > 599)
         return luaL_error(L, "lm.reject: status must be 400..599");
@@ -794,8 +799,8 @@ static int lm_reject_fn(lua_State *L)
 
 static int lm_retry_fn(lua_State *L)
 {
-    lm_lua_vm_t *vm    = vm_of(L);
-    const char  *model = luaL_optstring(L, 1, "");
+    lm_lua_vm_t *vm = vm_of(L);
+    const char *model = luaL_optstring(L, 1, "");
 
     gate(L, LM_LUA_BIT(LM_LUA_STAGE_ERROR), "lm.retry");
     vm->retry = 1;
@@ -838,9 +843,9 @@ static const char *shared_key(lua_State *L, size_t *n)
 static int lm_shared_get(lua_State *L)
 {
     lm_lua_shared_t *sh = shared_of(L, "lm.shared.get");
-    size_t           n;
-    const char      *k = shared_key(L, &n);
-    int64_t          v;
+    size_t n;
+    const char *k = shared_key(L, &n);
+    int64_t v;
 
     if (lm_lua_shared_get(sh, k, n, &v))
         lua_pushnil(L);
@@ -860,10 +865,10 @@ static int64_t ttl_arg(lua_State *L, int idx)
 static int lm_shared_incr(lua_State *L)
 {
     lm_lua_shared_t *sh = shared_of(L, "lm.shared.incr");
-    size_t           n;
-    const char      *k = shared_key(L, &n);
-    lua_Integer      d = luaL_checkinteger(L, 2);
-    int64_t          v;
+    size_t n;
+    const char *k = shared_key(L, &n);
+    lua_Integer d = luaL_checkinteger(L, 2);
+    int64_t v;
 
     if (lm_lua_shared_incr(sh, k, n, (int64_t)d, ttl_arg(L, 3), &v)) {
         luaL_pushfail(L);
@@ -877,9 +882,9 @@ static int lm_shared_incr(lua_State *L)
 static int lm_shared_set(lua_State *L)
 {
     lm_lua_shared_t *sh = shared_of(L, "lm.shared.set");
-    size_t           n;
-    const char      *k = shared_key(L, &n);
-    lua_Integer      v = luaL_checkinteger(L, 2);
+    size_t n;
+    const char *k = shared_key(L, &n);
+    lua_Integer v = luaL_checkinteger(L, 2);
 
     if (lm_lua_shared_set(sh, k, n, (int64_t)v, ttl_arg(L, 3))) {
         luaL_pushfail(L);
@@ -893,8 +898,8 @@ static int lm_shared_set(lua_State *L)
 static int lm_shared_delete(lua_State *L)
 {
     lm_lua_shared_t *sh = shared_of(L, "lm.shared.delete");
-    size_t           n;
-    const char      *k = shared_key(L, &n);
+    size_t n;
+    const char *k = shared_key(L, &n);
 
     lm_lua_shared_del(sh, k, n);
     return 0;
@@ -1003,14 +1008,13 @@ static void set_fn(lua_State *L, const char *name, lua_CFunction f)
 
 static int vm_setup(lua_State *L)
 {
-    static const char *const base_keep[] = {"assert", "error",  "getmetatable", "ipairs",
-                                            "next",   "pairs",  "rawequal",     "rawget",
-                                            "rawlen", "select", "tonumber",     "tostring",
-                                            "type",   "_VERSION", NULL};
-    static const char *const str_skip[]  = {"dump", "find", "match", "gmatch", "gsub", NULL};
-    static const char *const co_keep[]   = {"yield", "status", "isyieldable", "running", NULL};
-    static const char *const os_keep[]   = {"time", "clock", "date", NULL};
-    int                      B, G, t;
+    static const char *const base_keep[] = {
+        "assert", "error",  "getmetatable", "ipairs",   "next", "pairs",    "rawequal", "rawget",
+        "rawlen", "select", "tonumber",     "tostring", "type", "_VERSION", NULL};
+    static const char *const str_skip[] = {"dump", "find", "match", "gmatch", "gsub", NULL};
+    static const char *const co_keep[] = {"yield", "status", "isyieldable", "running", NULL};
+    static const char *const os_keep[] = {"time", "clock", "date", NULL};
+    int B, G, t;
 
     lua_sethook(L, vm_hook, LUA_MASKCOUNT, HOOK_EVERY);
     /* frozen set (weak keys) */
@@ -1146,19 +1150,19 @@ static int vm_setup(lua_State *L)
 
 typedef struct load_s {
     lm_lua_vm_t *vm;
-    size_t       i;
+    size_t i;
 } load_t;
 
 /* Compile and run script i's top-level chunk in a new _ENV, collect its
  * stage functions, then freeze the _ENV. */
 static int vm_load_script(lua_State *L)
 {
-    load_t       *ld = lua_touserdata(L, 1);
-    lm_lua_vm_t  *vm = ld->vm;
+    load_t *ld = lua_touserdata(L, 1);
+    lm_lua_vm_t *vm = ld->vm;
     gen_script_t *gs = &vm->gen->s[ld->i];
-    vm_script_t  *vs = &vm->s[ld->i];
-    char          chunk[1100];
-    int           E, D;
+    vm_script_t *vs = &vm->s[ld->i];
+    char chunk[1100];
+    int E, D;
 
     lua_settop(L, 0);
     lua_newtable(L);
@@ -1191,8 +1195,8 @@ static int vm_load_script(lua_State *L)
     lua_pushnil(L);
     while (lua_next(L, E)) {
         if (lua_type(L, -2) == LUA_TSTRING && strncmp(lua_tostring(L, -2), "on_", 3) == 0) {
-            const char *k  = lua_tostring(L, -2);
-            int         st = -1;
+            const char *k = lua_tostring(L, -2);
+            int st = -1;
             for (int s = 1; s < LM_LUA_NSTAGES; s++)
                 if (strcmp(k, stage_fns[s]) == 0)
                     st = s;
@@ -1272,7 +1276,7 @@ static void first_line(char *dst, size_t cap, const char *msg)
 lm_lua_vm_t *lm_lua_vm_new(lm_lua_gen_t *gen, char *err, size_t errlen)
 {
     lm_lua_vm_t *vm = calloc(1, sizeof(*vm));
-    lua_State   *L;
+    lua_State *L;
 
     if (err && errlen)
         err[0] = 0;
@@ -1282,8 +1286,8 @@ lm_lua_vm_t *lm_lua_vm_new(lm_lua_gen_t *gen, char *err, size_t errlen)
             snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    vm->refs    = 1;
-    vm->gen     = lm_lua_gen_acquire(gen);
+    vm->refs = 1;
+    vm->gen = lm_lua_gen_acquire(gen);
     vm->mem_cap = gen->lim.memory;
     vm->cur_req = vm->cur_resp = LUA_NOREF;
     for (size_t i = 0; i < gen->n; i++) {
@@ -1308,17 +1312,17 @@ lm_lua_vm_t *lm_lua_vm_new(lm_lua_gen_t *gen, char *err, size_t errlen)
     }
     for (size_t i = 0; i < gen->n; i++) {
         load_t ld = {vm, i};
-        int    st;
+        int st;
         lua_settop(L, 0);
         lim_start(vm, i, LM_LUA_STAGE_LOAD);
         lua_pushcfunction(L, vm_msgh);
         lua_pushcfunction(L, vm_load_script);
         lua_pushlightuserdata(L, &ld);
-        st          = lua_pcall(L, 1, 0, 1);
+        st = lua_pcall(L, 1, 0, 1);
         vm->running = 0;
         if (st != LUA_OK) {
             const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error";
-            char        line[900];
+            char line[900];
             first_line(line, sizeof(line), m);
             if (err) {
                 /* runtime and syntax errors already start with "path:line:" */
@@ -1399,7 +1403,7 @@ static char **dup_list(const char *const *v, size_t n, int *oom)
 static int read_file(const char *path, char **out, size_t *len, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
-    long  n;
+    long n;
     char *p;
 
     if (!f) {
@@ -1431,16 +1435,16 @@ static int read_file(const char *path, char **out, size_t *len, char *err, size_
 }
 
 lm_lua_gen_t *lm_lua_gen_load(const lm_lua_script_spec_t *specs, size_t n,
-                              const lm_lua_limits_t *limits, lm_lua_shared_t *shared,
-                              char *err, size_t errlen)
+                              const lm_lua_limits_t *limits, lm_lua_shared_t *shared, char *err,
+                              size_t errlen)
 {
     lm_lua_gen_t *gen = calloc(1, sizeof(*gen));
-    lm_lua_vm_t  *vm;
-    char          dummy[8];
-    int           oom = 0;
+    lm_lua_vm_t *vm;
+    char dummy[8];
+    int oom = 0;
 
     if (!err || !errlen) {
-        err    = dummy;
+        err = dummy;
         errlen = sizeof(dummy);
     }
     err[0] = 0;
@@ -1450,14 +1454,15 @@ lm_lua_gen_t *lm_lua_gen_load(const lm_lua_script_spec_t *specs, size_t n,
         return NULL;
     }
     atomic_init(&gen->refs, 1);
-    gen->shared           = shared;
-    gen->lim.instructions = limits && limits->instructions ? limits->instructions : DEF_INSTRUCTIONS;
-    gen->lim.deadline_ms  = limits && limits->deadline_ms ? limits->deadline_ms : DEF_DEADLINE_MS;
-    gen->lim.memory       = limits && limits->memory ? limits->memory : DEF_MEMORY;
-    gen->n                = n;
+    gen->shared = shared;
+    gen->lim.instructions =
+        limits && limits->instructions ? limits->instructions : DEF_INSTRUCTIONS;
+    gen->lim.deadline_ms = limits && limits->deadline_ms ? limits->deadline_ms : DEF_DEADLINE_MS;
+    gen->lim.memory = limits && limits->memory ? limits->memory : DEF_MEMORY;
+    gen->n = n;
     for (size_t i = 0; i < n; i++) {
         const lm_lua_script_spec_t *sp = &specs[i];
-        gen_script_t               *s  = &gen->s[i];
+        gen_script_t *s = &gen->s[i];
         atomic_init(&s->errors, 0);
         atomic_init(&s->limits, 0);
         if (!sp->name || !*sp->name || !sp->path || !*sp->path) {
@@ -1469,13 +1474,13 @@ lm_lua_gen_t *lm_lua_gen_load(const lm_lua_script_spec_t *specs, size_t n,
                 snprintf(err, errlen, "%s: duplicate script name \"%s\"", sp->path, sp->name);
                 goto fail;
             }
-        s->name    = dup_str(sp->name);
-        s->path    = dup_str(sp->path);
-        s->models  = dup_list(sp->models, sp->nmodels, &oom);
+        s->name = dup_str(sp->name);
+        s->path = dup_str(sp->path);
+        s->models = dup_list(sp->models, sp->nmodels, &oom);
         s->nmodels = s->models ? sp->nmodels : 0;
-        s->keys    = dup_list(sp->keys, sp->nkeys, &oom);
-        s->nkeys   = s->keys ? sp->nkeys : 0;
-        s->args    = sp->args ? json_deep_copy(sp->args) : NULL;
+        s->keys = dup_list(sp->keys, sp->nkeys, &oom);
+        s->nkeys = s->keys ? sp->nkeys : 0;
+        s->args = sp->args ? json_deep_copy(sp->args) : NULL;
         if (oom || !s->name || !s->path || (sp->args && !s->args)) {
             snprintf(err, errlen, "out of memory");
             goto fail;
@@ -1551,19 +1556,20 @@ static int match_any(char *const *pats, size_t n, const char *s)
 lm_lua_call_t *lm_lua_call_begin(lm_lua_vm_t *vm, const char *key_name, const char *key_group,
                                  json_t *req)
 {
-    lm_lua_gen_t  *gen  = vm->gen;
+    lm_lua_gen_t *gen = vm->gen;
     lm_lua_call_t *call = calloc(1, sizeof(*call));
-    const char    *model = NULL;
-    json_t        *m;
+    const char *model = NULL;
+    json_t *m;
 
     if (!call)
         return NULL;
-    call->applies   = calloc(gen->n ? gen->n : 1, 1);
-    call->ctx       = calloc(gen->n ? gen->n : 1, sizeof(int));
-    call->meta      = json_object();
-    call->key_name  = dup_str(key_name ? key_name : "");
+    call->applies = calloc(gen->n ? gen->n : 1, 1);
+    call->ctx = calloc(gen->n ? gen->n : 1, sizeof(int));
+    call->meta = json_object();
+    call->key_name = dup_str(key_name ? key_name : "");
     call->key_group = key_group ? dup_str(key_group) : NULL;
-    if (!call->applies || !call->ctx || !call->meta || !call->key_name || (key_group && !call->key_group)) {
+    if (!call->applies || !call->ctx || !call->meta || !call->key_name ||
+        (key_group && !call->key_group)) {
         free(call->applies);
         free(call->ctx);
         json_decref(call->meta);
@@ -1627,7 +1633,7 @@ static void push_reqview(lua_State *L, lm_lua_call_t *call)
     p = lua_gettop(L);
     if (call->req && json_is_object(call->req)) {
         const char *k;
-        json_t     *v;
+        json_t *v;
         json_object_foreach (call->req, k, v) {
             int dst = (strcmp(k, "model") == 0 || strcmp(k, "messages") == 0) ? t : p;
             lua_pushstring(L, k);
@@ -1653,21 +1659,21 @@ typedef struct run_s run_t;
 struct run_s {
     lm_lua_call_t *call;
     lm_lua_stage_t stage;
-    json_t        *in[3];  /* borrowed inputs */
-    int64_t        charge; /* usage: in and out */
-    int            started;
-    int            changed;
-    json_t        *out[2]; /* new refs made by collect */
-    int            nargs;
+    json_t *in[3];  /* borrowed inputs */
+    int64_t charge; /* usage: in and out */
+    int started;
+    int changed;
+    json_t *out[2]; /* new refs made by collect */
+    int nargs;
     void (*push)(lua_State *L, run_t *r);
     void (*collect)(lua_State *L, run_t *r, int args, int res, int nres);
 };
 
 static int run_protected(lua_State *L)
 {
-    run_t       *r  = lua_touserdata(L, 1);
+    run_t *r = lua_touserdata(L, 1);
     lm_lua_vm_t *vm = vm_of(L);
-    int          args, res, nres;
+    int args, res, nres;
 
     lua_settop(L, 1);
     r->push(L, r);
@@ -1677,7 +1683,7 @@ static int run_protected(lua_State *L)
     for (int i = 0; i < r->nargs; i++)
         lua_pushvalue(L, args + i);
     lua_call(L, r->nargs, LUA_MULTRET);
-    res  = args + r->nargs;
+    res = args + r->nargs;
     nres = lua_gettop(L) - res + 1;
     if (!vm->reject_status)
         r->collect(L, r, args, res, nres);
@@ -1687,8 +1693,8 @@ static int run_protected(lua_State *L)
 static void make_errid(char *dst, size_t cap)
 {
     static const char hex[] = "0123456789abcdef";
-    unsigned char     rnd[8];
-    char              s[24];
+    unsigned char rnd[8];
+    char s[24];
 
     if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
         uint64_t x = (uint64_t)now_ns() ^ (uint64_t)(uintptr_t)dst;
@@ -1696,19 +1702,20 @@ static void make_errid(char *dst, size_t cap)
     }
     memcpy(s, "lua-", 4);
     for (int i = 0; i < 8; i++) {
-        s[4 + 2 * i]     = hex[rnd[i] >> 4];
+        s[4 + 2 * i] = hex[rnd[i] >> 4];
         s[4 + 2 * i + 1] = hex[rnd[i] & 15];
     }
     s[20] = 0;
     copy_str(dst, cap, s);
 }
 
-static void vm_fail(lm_lua_vm_t *vm, size_t i, int stage, int st, const char *msg, lm_lua_result_t *res)
+static void vm_fail(lm_lua_vm_t *vm, size_t i, int stage, int st, const char *msg,
+                    lm_lua_result_t *res)
 {
-    gen_script_t *gs    = &vm->gen->s[i];
-    int           limit = vm->expired || st == LUA_ERRMEM;
-    char          flat[1024];
-    size_t        o = 0;
+    gen_script_t *gs = &vm->gen->s[i];
+    int limit = vm->expired || st == LUA_ERRMEM;
+    char flat[1024];
+    size_t o = 0;
 
     res->status = 500;
     make_errid(res->errid, sizeof(res->errid));
@@ -1727,8 +1734,8 @@ static void vm_fail(lm_lua_vm_t *vm, size_t i, int stage, int st, const char *ms
         }
     }
     flat[o] = 0;
-    lm_log(stage == LM_LUA_STAGE_LOG ? LM_LOG_WARN : LM_LOG_ERROR, "lua %s: script %s, stage %s: %s",
-           res->errid, gs->name, stage_names[stage], flat);
+    lm_log(stage == LM_LUA_STAGE_LOG ? LM_LOG_WARN : LM_LOG_ERROR,
+           "lua %s: script %s, stage %s: %s", res->errid, gs->name, stage_names[stage], flat);
     if (limit)
         lua_gc(vm->L, LUA_GCCOLLECT, 0);
 }
@@ -1737,11 +1744,11 @@ static void vm_fail(lm_lua_vm_t *vm, size_t i, int stage, int st, const char *ms
  * r->out (new refs, caller frees); on other codes r->out is empty. */
 static int vm_run(lm_lua_vm_t *vm, size_t i, run_t *r, lm_lua_result_t *res)
 {
-    lua_State *L    = vm->L;
-    int        base = lua_gettop(L), st, rc = LM_LUA_OK;
+    lua_State *L = vm->L;
+    int base = lua_gettop(L), st, rc = LM_LUA_OK;
 
     r->out[0] = r->out[1] = NULL;
-    r->changed            = 0;
+    r->changed = 0;
     if (!lua_checkstack(L, 4)) {
         vm_fail(vm, i, r->stage, LUA_ERRMEM, "stack overflow", res);
         return LM_LUA_ERROR;
@@ -1751,7 +1758,7 @@ static int vm_run(lm_lua_vm_t *vm, size_t i, run_t *r, lm_lua_result_t *res)
     lua_pushcfunction(L, vm_msgh);
     lua_pushcfunction(L, run_protected);
     lua_pushlightuserdata(L, r);
-    st          = lua_pcall(L, 1, 0, base + 1);
+    st = lua_pcall(L, 1, 0, base + 1);
     vm->running = 0;
     if (st != LUA_OK) {
         const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error";
@@ -1766,7 +1773,7 @@ static int vm_run(lm_lua_vm_t *vm, size_t i, run_t *r, lm_lua_result_t *res)
         json_decref(r->out[0]);
         json_decref(r->out[1]);
         r->out[0] = r->out[1] = NULL;
-        res->status           = vm->reject_status;
+        res->status = vm->reject_status;
         copy_str(res->message, sizeof(res->message), vm->reject_msg);
         copy_str(res->code, sizeof(res->code), vm->reject_code);
         copy_str(res->script, sizeof(res->script), vm->gen->s[i].name);
@@ -1781,7 +1788,7 @@ static int vm_run(lm_lua_vm_t *vm, size_t i, run_t *r, lm_lua_result_t *res)
     if (vm->cur_resp != LUA_NOREF)
         luaL_unref(L, LUA_REGISTRYINDEX, vm->cur_resp);
     vm->cur_req = vm->cur_resp = LUA_NOREF;
-    vm->call                   = NULL;
+    vm->call = NULL;
     lua_settop(L, base);
     return rc;
 }
@@ -1801,7 +1808,8 @@ static int pick_table(lua_State *L, int arg, int res, int nres, const char *fn)
 {
     if (nres >= 1 && !lua_isnil(L, res)) {
         if (lua_type(L, res) != LUA_TTABLE)
-            luaL_error(L, "%s must return nothing or a table (got a %s)", fn, luaL_typename(L, res));
+            luaL_error(L, "%s must return nothing or a table (got a %s)", fn,
+                       luaL_typename(L, res));
         return res;
     }
     if (lua_type(L, arg) != LUA_TTABLE)
@@ -1817,12 +1825,12 @@ static void push_request(lua_State *L, run_t *r)
     push_reqview(L, r->call);
     lua_pushvalue(L, -1);
     vm->cur_req = luaL_ref(L, LUA_REGISTRYINDEX);
-    r->nargs    = 1;
+    r->nargs = 1;
 }
 
 static void collect_request(lua_State *L, run_t *r, int args, int res, int nres)
 {
-    int     t = pick_table(L, args, res, nres, "on_request");
+    int t = pick_table(L, args, res, nres, "on_request");
     json_t *body;
 
     r->out[0] = body = json_object();
@@ -1831,8 +1839,9 @@ static void collect_request(lua_State *L, run_t *r, int args, int res, int nres)
     /* unknown fields are a mistake worth reporting */
     lua_pushnil(L);
     while (lua_next(L, t)) {
-        static const char *const known[] = {"model", "messages", "params", "key", "group", "meta", NULL};
-        int                      ok      = 0;
+        static const char *const known[] = {"model", "messages", "params", "key",
+                                            "group", "meta",     NULL};
+        int ok = 0;
         if (lua_type(L, -2) == LUA_TSTRING)
             for (const char *const *k = known; *k; k++)
                 if (strcmp(*k, lua_tostring(L, -2)) == 0)
@@ -1850,7 +1859,7 @@ static void collect_request(lua_State *L, run_t *r, int args, int res, int nres)
         lua_pushnil(L);
         while (lua_next(L, p)) {
             const char *k;
-            size_t      kl;
+            size_t kl;
             if (lua_type(L, -2) != LUA_TSTRING)
                 luaL_error(L, "req.params: keys must be strings");
             k = lua_tolstring(L, -2, &kl);
@@ -1916,9 +1925,11 @@ int lm_lua_on_request(lm_lua_call_t *call, json_t *req, lm_lua_result_t *res)
         call->req = req;
     }
     for (size_t i = 0; i < call->vm->gen->n; i++) {
-        run_t r = {.call = call, .stage = LM_LUA_STAGE_REQUEST, .push = push_request,
+        run_t r = {.call = call,
+                   .stage = LM_LUA_STAGE_REQUEST,
+                   .push = push_request,
                    .collect = collect_request};
-        int   rc;
+        int rc;
         if (!runs(call, i, LM_LUA_STAGE_REQUEST))
             continue;
         rc = vm_run(call->vm, i, &r, res);
@@ -1953,14 +1964,15 @@ static void push_route(lua_State *L, run_t *r)
 
 static void collect_route(lua_State *L, run_t *r, int args, int res, int nres)
 {
-    size_t  n;
+    size_t n;
     json_t *names;
 
     (void)args;
     if (nres < 1 || lua_isnil(L, res))
         return;
     if (lua_type(L, res) != LUA_TTABLE)
-        luaL_error(L, "on_route must return a list of channel names (got a %s)", luaL_typename(L, res));
+        luaL_error(L, "on_route must return a list of channel names (got a %s)",
+                   luaL_typename(L, res));
     r->out[0] = names = json_array();
     if (!names)
         luaL_error(L, "out of memory");
@@ -1982,7 +1994,7 @@ static void collect_route(lua_State *L, run_t *r, int args, int res, int nres)
 
 static json_t *find_candidate(json_t *list, const char *name)
 {
-    size_t  i;
+    size_t i;
     json_t *c;
     json_array_foreach (list, i, c) {
         json_t *nm = json_object_get(c, "name");
@@ -1995,7 +2007,7 @@ static json_t *find_candidate(json_t *list, const char *name)
 int lm_lua_on_route(lm_lua_call_t *call, json_t *candidates, json_t **order, lm_lua_result_t *res)
 {
     json_t *cur;
-    int     changed = 0;
+    int changed = 0;
 
     res_clear(res);
     *order = NULL;
@@ -2003,11 +2015,14 @@ int lm_lua_on_route(lm_lua_call_t *call, json_t *candidates, json_t **order, lm_
         return LM_LUA_OK;
     cur = json_incref(candidates);
     for (size_t i = 0; i < call->vm->gen->n; i++) {
-        run_t   r = {.call = call, .stage = LM_LUA_STAGE_ROUTE, .in = {cur}, .push = push_route,
-                     .collect = collect_route};
+        run_t r = {.call = call,
+                   .stage = LM_LUA_STAGE_ROUTE,
+                   .in = {cur},
+                   .push = push_route,
+                   .collect = collect_route};
         json_t *next, *nm;
-        size_t  j;
-        int     rc;
+        size_t j;
+        int rc;
         if (!runs(call, i, LM_LUA_STAGE_ROUTE))
             continue;
         rc = vm_run(call->vm, i, &r, res);
@@ -2025,11 +2040,11 @@ int lm_lua_on_route(lm_lua_call_t *call, json_t *candidates, json_t **order, lm_
         }
         json_decref(r.out[0]);
         json_decref(cur);
-        cur     = next;
+        cur = next;
         changed = 1;
     }
     if (changed) {
-        size_t  j;
+        size_t j;
         json_t *c;
         *order = json_array();
         json_array_foreach (cur, j, c)
@@ -2065,7 +2080,7 @@ static int header_name_ok(const char *s, size_t n)
 
 static void collect_upstream(lua_State *L, run_t *r, int args, int res, int nres)
 {
-    int     t = pick_table(L, args + 1, res, nres, "on_upstream_request");
+    int t = pick_table(L, args + 1, res, nres, "on_upstream_request");
     json_t *h;
 
     lua_pushliteral(L, "headers");
@@ -2077,7 +2092,7 @@ static void collect_upstream(lua_State *L, run_t *r, int args, int res, int nres
     lua_pushnil(L);
     while (lua_next(L, -2)) {
         const char *k, *v;
-        size_t      kl, vl;
+        size_t kl, vl;
         if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) == LUA_TTABLE)
             luaL_error(L, "up.headers: names and values must be strings");
         k = lua_tolstring(L, -2, &kl);
@@ -2096,9 +2111,9 @@ static void collect_upstream(lua_State *L, run_t *r, int args, int res, int nres
     if (lua_rawget(L, t) != LUA_TSTRING)
         luaL_error(L, "up.body must be a string");
     {
-        size_t      n;
+        size_t n;
         const char *b = lua_tolstring(L, -1, &n);
-        r->out[1]     = json_stringn_nocheck(b, n);
+        r->out[1] = json_stringn_nocheck(b, n);
         if (!r->out[1])
             luaL_error(L, "out of memory");
     }
@@ -2111,9 +2126,12 @@ int lm_lua_on_upstream_request(lm_lua_call_t *call, json_t *up, lm_lua_result_t 
     if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_UPSTREAM_REQUEST)) || !json_is_object(up))
         return LM_LUA_OK;
     for (size_t i = 0; i < call->vm->gen->n; i++) {
-        run_t r = {.call = call, .stage = LM_LUA_STAGE_UPSTREAM_REQUEST, .in = {up},
-                   .push = push_upstream, .collect = collect_upstream};
-        int   rc;
+        run_t r = {.call = call,
+                   .stage = LM_LUA_STAGE_UPSTREAM_REQUEST,
+                   .in = {up},
+                   .push = push_upstream,
+                   .collect = collect_upstream};
+        int rc;
         if (!runs(call, i, LM_LUA_STAGE_UPSTREAM_REQUEST))
             continue;
         rc = vm_run(call->vm, i, &r, res);
@@ -2164,7 +2182,7 @@ int lm_lua_on_event(lm_lua_call_t *call, json_t *ev, json_t **out, lm_lua_result
 
     res_clear(res);
     *out = NULL;
-    cur  = json_array();
+    cur = json_array();
     if (!cur || json_array_append(cur, ev)) {
         json_decref(cur);
         return LM_LUA_ERROR;
@@ -2175,15 +2193,18 @@ int lm_lua_on_event(lm_lua_call_t *call, json_t *ev, json_t **out, lm_lua_result
     }
     for (size_t i = 0; i < call->vm->gen->n; i++) {
         json_t *next;
-        size_t  j;
+        size_t j;
         json_t *e;
         if (!runs(call, i, LM_LUA_STAGE_EVENT))
             continue;
         next = json_array();
         json_array_foreach (cur, j, e) {
-            run_t r = {.call = call, .stage = LM_LUA_STAGE_EVENT, .in = {e}, .push = push_one,
+            run_t r = {.call = call,
+                       .stage = LM_LUA_STAGE_EVENT,
+                       .in = {e},
+                       .push = push_one,
                        .collect = collect_event};
-            int   rc = vm_run(call->vm, i, &r, res);
+            int rc = vm_run(call->vm, i, &r, res);
             if (rc != LM_LUA_OK) {
                 json_decref(next);
                 json_decref(cur);
@@ -2207,7 +2228,7 @@ static void push_response(lua_State *L, run_t *r)
     push_json(L, r->in[0], 0);
     lua_pushvalue(L, -1);
     vm->cur_resp = luaL_ref(L, LUA_REGISTRYINDEX);
-    r->nargs     = 1;
+    r->nargs = 1;
 }
 
 static void collect_object(lua_State *L, run_t *r, int args, int res, int nres)
@@ -2215,7 +2236,7 @@ static void collect_object(lua_State *L, run_t *r, int args, int res, int nres)
     const char *fn = r->stage == LM_LUA_STAGE_RESPONSE ? "on_response"
                      : r->stage == LM_LUA_STAGE_ERROR  ? "on_error"
                                                        : "on_log";
-    int         t  = pick_table(L, args, res, nres, fn);
+    int t = pick_table(L, args, res, nres, fn);
     to_json_object(L, t, fn, &r->out[0]);
 }
 
@@ -2225,9 +2246,12 @@ int lm_lua_on_response(lm_lua_call_t *call, json_t *body, lm_lua_result_t *res)
     if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_RESPONSE)) || !json_is_object(body))
         return LM_LUA_OK;
     for (size_t i = 0; i < call->vm->gen->n; i++) {
-        run_t r = {.call = call, .stage = LM_LUA_STAGE_RESPONSE, .in = {body},
-                   .push = push_response, .collect = collect_object};
-        int   rc;
+        run_t r = {.call = call,
+                   .stage = LM_LUA_STAGE_RESPONSE,
+                   .in = {body},
+                   .push = push_response,
+                   .collect = collect_object};
+        int rc;
         if (!runs(call, i, LM_LUA_STAGE_RESPONSE))
             continue;
         rc = vm_run(call->vm, i, &r, res);
@@ -2251,8 +2275,8 @@ static void push_usage(lua_State *L, run_t *r)
 
 static void collect_usage(lua_State *L, run_t *r, int args, int res, int nres)
 {
-    lua_Integer v  = 0;
-    int         ok = 0;
+    lua_Integer v = 0;
+    int ok = 0;
 
     (void)args;
     if (nres < 1 || lua_isnil(L, res))
@@ -2260,8 +2284,9 @@ static void collect_usage(lua_State *L, run_t *r, int args, int res, int nres)
     if (lua_type(L, res) == LUA_TNUMBER)
         v = lua_tointegerx(L, res, &ok);
     if (!ok || v < 0)
-        luaL_error(L, "on_usage must return an integer charge >= 0 in micro-units (use math.floor)");
-    r->charge  = (int64_t)v;
+        luaL_error(L,
+                   "on_usage must return an integer charge >= 0 in micro-units (use math.floor)");
+    r->charge = (int64_t)v;
     r->changed = 1;
 }
 
@@ -2274,9 +2299,13 @@ int lm_lua_on_usage(lm_lua_call_t *call, json_t *usage, json_t *price, int64_t *
     if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_USAGE)))
         return LM_LUA_OK;
     for (size_t i = 0; i < call->vm->gen->n; i++) {
-        run_t r = {.call = call, .stage = LM_LUA_STAGE_USAGE, .in = {usage, price}, .charge = c,
-                   .push = push_usage, .collect = collect_usage};
-        int   rc;
+        run_t r = {.call = call,
+                   .stage = LM_LUA_STAGE_USAGE,
+                   .in = {usage, price},
+                   .charge = c,
+                   .push = push_usage,
+                   .collect = collect_usage};
+        int rc;
         if (!runs(call, i, LM_LUA_STAGE_USAGE))
             continue;
         rc = vm_run(call->vm, i, &r, res);
@@ -2306,10 +2335,14 @@ int lm_lua_on_error(lm_lua_call_t *call, json_t *err, int started, lm_lua_result
     if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_ERROR)) || !json_is_object(err))
         return LM_LUA_OK;
     for (size_t i = 0; i < call->vm->gen->n; i++) {
-        run_t   r = {.call = call, .stage = LM_LUA_STAGE_ERROR, .in = {err}, .started = started,
-                     .push = push_error, .collect = collect_object};
+        run_t r = {.call = call,
+                   .stage = LM_LUA_STAGE_ERROR,
+                   .in = {err},
+                   .started = started,
+                   .push = push_error,
+                   .collect = collect_object};
         json_t *st;
-        int     rc;
+        int rc;
         if (!runs(call, i, LM_LUA_STAGE_ERROR))
             continue;
         rc = vm_run(call->vm, i, &r, res);
@@ -2317,9 +2350,11 @@ int lm_lua_on_error(lm_lua_call_t *call, json_t *err, int started, lm_lua_result
             return rc;
         json_object_del(r.out[0], "started");
         st = json_object_get(r.out[0], "status");
-        if (st && (!json_is_integer(st) || json_integer_value(st) < 100 || json_integer_value(st) > 599)) {
+        if (st && (!json_is_integer(st) || json_integer_value(st) < 100 ||
+                   json_integer_value(st) > 599)) {
             /* a bad mapping: keep the original error, report the script */
-            lm_log(LM_LOG_WARN, "lua: script %s, stage error: err.status must be an integer 100..599",
+            lm_log(LM_LOG_WARN,
+                   "lua: script %s, stage error: err.status must be an integer 100..599",
                    call->vm->gen->s[i].name);
             json_decref(r.out[0]);
             continue;
@@ -2352,7 +2387,10 @@ void lm_lua_on_log(lm_lua_call_t *call, json_t *record)
     if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_LOG)) || !json_is_object(record))
         return;
     for (size_t i = 0; i < call->vm->gen->n; i++) {
-        run_t r = {.call = call, .stage = LM_LUA_STAGE_LOG, .in = {record}, .push = push_one,
+        run_t r = {.call = call,
+                   .stage = LM_LUA_STAGE_LOG,
+                   .in = {record},
+                   .push = push_one,
                    .collect = collect_object};
         if (!runs(call, i, LM_LUA_STAGE_LOG))
             continue;

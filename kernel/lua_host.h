@@ -41,16 +41,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct lm_lua_gen_s    lm_lua_gen_t;
-typedef struct lm_lua_vm_s     lm_lua_vm_t;
-typedef struct lm_lua_call_s   lm_lua_call_t;
+typedef struct lm_lua_gen_s lm_lua_gen_t;
+typedef struct lm_lua_vm_s lm_lua_vm_t;
+typedef struct lm_lua_call_s lm_lua_call_t;
 typedef struct lm_lua_shared_s lm_lua_shared_t;
 
 enum {
-    LM_LUA_OK     = 0,
+    LM_LUA_OK = 0,
     LM_LUA_REJECT = 1,
-    LM_LUA_RETRY  = 2,
-    LM_LUA_ERROR  = -1,
+    LM_LUA_RETRY = 2,
+    LM_LUA_ERROR = -1,
 };
 
 /* Stages, in pipeline order. LM_LUA_STAGE_LOAD is the top-level chunk. */
@@ -75,19 +75,19 @@ const char *lm_lua_stage_name(lm_lua_stage_t stage);
 typedef struct lm_lua_limits_s {
     uint64_t instructions; /* VM instructions per stage call (1,000,000) */
     uint32_t deadline_ms;  /* wall clock per stage call, CLOCK_MONOTONIC (10) */
-    size_t   memory;       /* bytes per lua_State (16 MiB) */
+    size_t memory;         /* bytes per lua_State (16 MiB) */
 } lm_lua_limits_t;
 
 /* One script as configured (plugins.conf). Strings are borrowed for the
  * duration of lm_lua_gen_load only (the generation copies them). */
 typedef struct lm_lua_script_spec_s {
-    const char        *name;    /* for logs and stats; unique */
-    const char        *path;    /* file to read */
-    const char *const *models;  /* fnmatch(3) patterns on the requested model; */
-    size_t             nmodels; /*   none = every model */
-    const char *const *keys;    /* fnmatch(3) patterns on the key name; */
-    size_t             nkeys;   /*   none = every key */
-    json_t            *args;    /* borrowed, may be NULL: the chunk's `...` */
+    const char *name;          /* for logs and stats; unique */
+    const char *path;          /* file to read */
+    const char *const *models; /* fnmatch(3) patterns on the requested model; */
+    size_t nmodels;            /*   none = every model */
+    const char *const *keys;   /* fnmatch(3) patterns on the key name; */
+    size_t nkeys;              /*   none = every key */
+    json_t *args;              /* borrowed, may be NULL: the chunk's `...` */
 } lm_lua_script_spec_t;
 
 /* Error counters of one script (summed over all workers). */
@@ -99,7 +99,7 @@ typedef struct lm_lua_stats_s {
 /* What a stage decided, beyond its return code. Fixed buffers: nothing to
  * free. Fields are "" when unused. */
 typedef struct lm_lua_result_s {
-    int  status;       /* REJECT: HTTP status (400..599); ERROR: 500 */
+    int status;        /* REJECT: HTTP status (400..599); ERROR: 500 */
     char code[64];     /* REJECT: OpenAI error code ("" = none) */
     char message[512]; /* REJECT: message for the client; ERROR: the script's
                           error "file:line: message" (log only, not for clients) */
@@ -116,16 +116,16 @@ typedef struct lm_lua_result_s {
  * reference (the caller's). shared may be NULL (lm.shared then raises).
  * limits may be NULL (defaults). */
 lm_lua_gen_t *lm_lua_gen_load(const lm_lua_script_spec_t *specs, size_t n,
-                              const lm_lua_limits_t *limits, lm_lua_shared_t *shared,
-                              char *err, size_t errlen);
+                              const lm_lua_limits_t *limits, lm_lua_shared_t *shared, char *err,
+                              size_t errlen);
 /* Reference counting (atomic). Returns gen. release(NULL) is a no-op. */
 lm_lua_gen_t *lm_lua_gen_acquire(lm_lua_gen_t *gen);
-void          lm_lua_gen_release(lm_lua_gen_t *gen);
+void lm_lua_gen_release(lm_lua_gen_t *gen);
 /* Stages defined by at least one script (LM_LUA_BIT mask). */
-unsigned    lm_lua_gen_stages(const lm_lua_gen_t *gen);
-size_t      lm_lua_gen_nscripts(const lm_lua_gen_t *gen);
+unsigned lm_lua_gen_stages(const lm_lua_gen_t *gen);
+size_t lm_lua_gen_nscripts(const lm_lua_gen_t *gen);
 const char *lm_lua_gen_script_name(const lm_lua_gen_t *gen, size_t i); /* borrowed */
-void        lm_lua_gen_stats(const lm_lua_gen_t *gen, size_t i, lm_lua_stats_t *out);
+void lm_lua_gen_stats(const lm_lua_gen_t *gen, size_t i, lm_lua_stats_t *out);
 
 /* ---- per-worker states (worker only) ---- */
 
@@ -133,8 +133,8 @@ void        lm_lua_gen_stats(const lm_lua_gen_t *gen, size_t i, lm_lua_stats_t *
  * scripts from the generation's copy of their text (never from disk, so
  * every worker runs the same code). NULL with err on failure. The vm has
  * one reference, the caller's. */
-lm_lua_vm_t  *lm_lua_vm_new(lm_lua_gen_t *gen, char *err, size_t errlen);
-void          lm_lua_vm_release(lm_lua_vm_t *vm); /* closes the state at 0 */
+lm_lua_vm_t *lm_lua_vm_new(lm_lua_gen_t *gen, char *err, size_t errlen);
+void lm_lua_vm_release(lm_lua_vm_t *vm);            /* closes the state at 0 */
 lm_lua_gen_t *lm_lua_vm_gen(const lm_lua_vm_t *vm); /* borrowed */
 /* Bytes currently allocated by the state (for stats and tests). */
 size_t lm_lua_vm_memory(const lm_lua_vm_t *vm);
@@ -212,5 +212,5 @@ void lm_lua_on_log(lm_lua_call_t *call, json_t *record);
 
 /* max_entries 0 = 65536. NULL when out of memory. */
 lm_lua_shared_t *lm_lua_shared_new(size_t max_entries);
-void             lm_lua_shared_free(lm_lua_shared_t *sh);
+void lm_lua_shared_free(lm_lua_shared_t *sh);
 #endif

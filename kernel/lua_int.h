@@ -17,7 +17,7 @@ extern const char lm_lua_array_key;
 #define LM_LUA_JSON_DEPTH 64
 
 /* The null sentinel (lm.null / lm.json.null) is the NULL light userdata. */
-#define lm_lua_pushnull(L) lua_pushlightuserdata((L), NULL)
+#define lm_lua_pushnull(L)  lua_pushlightuserdata((L), NULL)
 #define lm_lua_isnull(L, i) (lua_islightuserdata((L), (i)) && lua_touserdata((L), (i)) == NULL)
 
 /* Charge `steps` units of C-side work (pattern matching) to the running
@@ -44,10 +44,9 @@ int lm_lua_b64_decode(lua_State *L);
 
 /* lm.shared backend (thread-safe). Return 0 or -1 (absent / full). ttl_ms
  * 0 = no expiry; applied when the entry is created (incr) or written (set). */
-int  lm_lua_shared_get(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t *val);
-int  lm_lua_shared_incr(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t delta,
-                        int64_t ttl_ms, int64_t *val);
-int  lm_lua_shared_set(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t val,
-                       int64_t ttl_ms);
+int lm_lua_shared_get(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t *val);
+int lm_lua_shared_incr(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t delta,
+                       int64_t ttl_ms, int64_t *val);
+int lm_lua_shared_set(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t val, int64_t ttl_ms);
 void lm_lua_shared_del(lm_lua_shared_t *sh, const char *k, size_t klen);
 #endif

@@ -25,13 +25,13 @@ typedef struct pm_s {
     const char *src_init;
     const char *src_end;
     const char *p_end;
-    lua_State  *L;
-    int         depth; /* remaining recursion */
-    int         level; /* captures open or closed */
-    uint64_t    steps; /* not yet charged */
+    lua_State *L;
+    int depth;      /* remaining recursion */
+    int level;      /* captures open or closed */
+    uint64_t steps; /* not yet charged */
     struct {
         const char *init;
-        ptrdiff_t   len;
+        ptrdiff_t len;
     } cap[PM_MAXCAP];
 } pm_t;
 
@@ -41,7 +41,7 @@ static void pm_tick(pm_t *m)
 {
     if (++m->steps >= PM_CHARGE_AT) {
         uint64_t n = m->steps;
-        m->steps   = 0;
+        m->steps = 0;
         lm_lua_charge(m->L, n);
     }
 }
@@ -49,20 +49,20 @@ static void pm_tick(pm_t *m)
 static void pm_flush(pm_t *m)
 {
     uint64_t n = m->steps;
-    m->steps   = 0;
+    m->steps = 0;
     if (n)
         lm_lua_charge(m->L, n);
 }
 
 static void pm_prep(pm_t *m, lua_State *L, const char *s, size_t ls, const char *p, size_t lp)
 {
-    m->L        = L;
+    m->L = L;
     m->src_init = s;
-    m->src_end  = s + ls;
-    m->p_end    = p + lp;
-    m->depth    = PM_MAXDEPTH;
-    m->level    = 0;
-    m->steps    = 0;
+    m->src_end = s + ls;
+    m->p_end = p + lp;
+    m->depth = PM_MAXDEPTH;
+    m->level = 0;
+    m->steps = 0;
 }
 
 static void pm_reprep(pm_t *m)
@@ -212,7 +212,7 @@ static const char *pm_start_cap(pm_t *m, const char *s, const char *p, ptrdiff_t
     if (m->level >= PM_MAXCAP)
         luaL_error(m->L, "too many captures");
     m->cap[m->level].init = s;
-    m->cap[m->level].len  = what;
+    m->cap[m->level].len = what;
     m->level++;
     r = pm_match(m, s, p);
     if (!r)
@@ -222,7 +222,7 @@ static const char *pm_start_cap(pm_t *m, const char *s, const char *p, ptrdiff_t
 
 static const char *pm_end_cap(pm_t *m, const char *s, const char *p)
 {
-    int         l;
+    int l;
     const char *r;
 
     for (l = m->level - 1; l >= 0; l--)
@@ -231,7 +231,7 @@ static const char *pm_end_cap(pm_t *m, const char *s, const char *p)
     if (l < 0)
         luaL_error(m->L, "invalid pattern capture");
     m->cap[l].len = s - m->cap[l].init;
-    r             = pm_match(m, s, p);
+    r = pm_match(m, s, p);
     if (!r)
         m->cap[l].len = PM_CAP_UNF;
     return r;
@@ -239,7 +239,7 @@ static const char *pm_end_cap(pm_t *m, const char *s, const char *p)
 
 static const char *pm_backref(pm_t *m, const char *s, int c)
 {
-    int    l = c - '1';
+    int l = c - '1';
     size_t len;
 
     if (l < 0 || l >= m->level || m->cap[l].len == PM_CAP_UNF)
@@ -265,9 +265,7 @@ static const char *pm_match(pm_t *m, const char *s, const char *p)
             else
                 s = pm_start_cap(m, s, p + 1, PM_CAP_UNF);
             goto done;
-        case ')':
-            s = pm_end_cap(m, s, p + 1);
-            goto done;
+        case ')': s = pm_end_cap(m, s, p + 1); goto done;
         case '$':
             if (p + 1 == m->p_end) {
                 s = (s == m->src_end) ? s : NULL;
@@ -287,10 +285,11 @@ static const char *pm_match(pm_t *m, const char *s, const char *p)
                 p += 2;
                 if (*p != '[')
                     luaL_error(m->L, "missing '[' after '%%f' in pattern");
-                ep   = pm_class_end(m, p);
+                ep = pm_class_end(m, p);
                 prev = (s == m->src_init) ? '\0' : s[-1];
-                cur  = (s < m->src_end) ? *s : '\0';
-                if (!pm_set((unsigned char)prev, p, ep - 1) && pm_set((unsigned char)cur, p, ep - 1)) {
+                cur = (s < m->src_end) ? *s : '\0';
+                if (!pm_set((unsigned char)prev, p, ep - 1) &&
+                    pm_set((unsigned char)cur, p, ep - 1)) {
                     p = ep;
                     continue;
                 }
@@ -389,12 +388,12 @@ static int pm_nospecials(const char *p, size_t lp)
 
 static int pm_find_aux(lua_State *L, int find)
 {
-    size_t      ls, lp, init;
+    size_t ls, lp, init;
     const char *s = luaL_checklstring(L, 1, &ls);
     const char *p = luaL_checklstring(L, 2, &lp);
     const char *s1, *e;
-    int         anchor;
-    pm_t        m;
+    int anchor;
+    pm_t m;
 
     init = pm_posrel(luaL_optinteger(L, 3, 1), ls) - 1;
     if (init > ls) {
@@ -452,11 +451,11 @@ typedef struct pm_gm_s {
 
 static int pm_gmatch_aux(lua_State *L)
 {
-    size_t      ls, lp;
-    const char *s  = lua_tolstring(L, lua_upvalueindex(1), &ls);
-    const char *p  = lua_tolstring(L, lua_upvalueindex(2), &lp);
-    pm_gm_t    *gm = lua_touserdata(L, lua_upvalueindex(3));
-    pm_t        m;
+    size_t ls, lp;
+    const char *s = lua_tolstring(L, lua_upvalueindex(1), &ls);
+    const char *p = lua_tolstring(L, lua_upvalueindex(2), &lp);
+    pm_gm_t *gm = lua_touserdata(L, lua_upvalueindex(3));
+    pm_t m;
 
     pm_prep(&m, L, s, ls, p, lp);
     for (size_t off = gm->pos; off <= ls; off++) {
@@ -476,7 +475,7 @@ static int pm_gmatch_aux(lua_State *L)
 
 static int pm_gmatch(lua_State *L)
 {
-    size_t   ls, init;
+    size_t ls, init;
     pm_gm_t *gm;
 
     luaL_checklstring(L, 1, &ls);
@@ -485,8 +484,8 @@ static int pm_gmatch(lua_State *L)
     if (init > ls)
         init = ls + 1;
     lua_settop(L, 2);
-    gm       = lua_newuserdatauv(L, sizeof(*gm), 0);
-    gm->pos  = init;
+    gm = lua_newuserdatauv(L, sizeof(*gm), 0);
+    gm->pos = init;
     gm->last = SIZE_MAX;
     lua_pushcclosure(L, pm_gmatch_aux, 3);
     return 1;
@@ -494,8 +493,8 @@ static int pm_gmatch(lua_State *L)
 
 static void pm_add_s(pm_t *m, luaL_Buffer *b, const char *s, const char *e)
 {
-    lua_State  *L = m->L;
-    size_t      l;
+    lua_State *L = m->L;
+    size_t l;
     const char *news = lua_tolstring(L, 3, &l);
     const char *p;
 
@@ -552,19 +551,20 @@ static void pm_add_value(pm_t *m, luaL_Buffer *b, const char *s, const char *e, 
 
 static int pm_gsub(lua_State *L)
 {
-    size_t       srcl, lp;
-    const char  *src = luaL_checklstring(L, 1, &srcl);
-    const char  *p   = luaL_checklstring(L, 2, &lp);
-    const char  *lastmatch = NULL;
-    int          tr        = lua_type(L, 3);
-    lua_Integer  max_s     = luaL_optinteger(L, 4, (lua_Integer)srcl + 1);
-    int          anchor    = (*p == '^');
-    lua_Integer  n         = 0;
-    pm_t         m;
-    luaL_Buffer  b;
+    size_t srcl, lp;
+    const char *src = luaL_checklstring(L, 1, &srcl);
+    const char *p = luaL_checklstring(L, 2, &lp);
+    const char *lastmatch = NULL;
+    int tr = lua_type(L, 3);
+    lua_Integer max_s = luaL_optinteger(L, 4, (lua_Integer)srcl + 1);
+    int anchor = (*p == '^');
+    lua_Integer n = 0;
+    pm_t m;
+    luaL_Buffer b;
 
-    luaL_argexpected(L, tr == LUA_TNUMBER || tr == LUA_TSTRING || tr == LUA_TFUNCTION || tr == LUA_TTABLE,
-                     3, "string/function/table");
+    luaL_argexpected(
+        L, tr == LUA_TNUMBER || tr == LUA_TSTRING || tr == LUA_TFUNCTION || tr == LUA_TTABLE, 3,
+        "string/function/table");
     luaL_buffinit(L, &b);
     if (anchor) {
         p++;

@@ -15,18 +15,18 @@
 
 typedef struct sh_ent_s {
     struct sh_ent_s *next;
-    int64_t          val;
-    int64_t          exp_ms; /* 0 = never */
-    size_t           klen;
-    char             k[];
+    int64_t val;
+    int64_t exp_ms; /* 0 = never */
+    size_t klen;
+    char k[];
 } sh_ent_t;
 
 struct lm_lua_shared_s {
     pthread_mutex_t mu;
-    size_t          max;
-    size_t          count;
-    size_t          nb; /* buckets, a power of two */
-    sh_ent_t      **b;
+    size_t max;
+    size_t count;
+    size_t nb; /* buckets, a power of two */
+    sh_ent_t **b;
 };
 
 static int64_t sh_now_ms(void)
@@ -51,7 +51,7 @@ lm_lua_shared_t *lm_lua_shared_new(size_t max_entries)
     if (!sh)
         return NULL;
     sh->max = max_entries ? max_entries : 65536;
-    sh->nb  = 64;
+    sh->nb = 64;
     while (sh->nb < sh->max && sh->nb < ((size_t)1 << 24))
         sh->nb <<= 1;
     sh->b = calloc(sh->nb, sizeof(*sh->b));
@@ -122,7 +122,7 @@ static sh_ent_t *sh_get_or_add(lm_lua_shared_t *sh, const char *k, size_t klen, 
                                int64_t now)
 {
     sh_ent_t **pp = sh_find(sh, k, klen, now);
-    sh_ent_t  *e;
+    sh_ent_t *e;
 
     if (*pp)
         return *pp;
@@ -136,26 +136,26 @@ static sh_ent_t *sh_get_or_add(lm_lua_shared_t *sh, const char *k, size_t klen, 
     if (!e)
         return NULL;
     memcpy(e->k, k, klen);
-    e->klen   = klen;
-    e->val    = 0;
+    e->klen = klen;
+    e->val = 0;
     e->exp_ms = ttl_ms > 0 ? now + ttl_ms : 0;
-    e->next   = NULL;
-    *pp       = e;
+    e->next = NULL;
+    *pp = e;
     sh->count++;
     return e;
 }
 
 int lm_lua_shared_get(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t *val)
 {
-    int64_t    now = sh_now_ms();
+    int64_t now = sh_now_ms();
     sh_ent_t **pp;
-    int        rc = -1;
+    int rc = -1;
 
     pthread_mutex_lock(&sh->mu);
     pp = sh_find(sh, k, klen, now);
     if (*pp) {
         *val = (*pp)->val;
-        rc   = 0;
+        rc = 0;
     }
     pthread_mutex_unlock(&sh->mu);
     return rc;
@@ -164,7 +164,7 @@ int lm_lua_shared_get(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t *
 int lm_lua_shared_incr(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t delta,
                        int64_t ttl_ms, int64_t *val)
 {
-    int64_t   now = sh_now_ms();
+    int64_t now = sh_now_ms();
     sh_ent_t *e;
 
     pthread_mutex_lock(&sh->mu);
@@ -185,13 +185,13 @@ int lm_lua_shared_incr(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t 
 
 int lm_lua_shared_set(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t val, int64_t ttl_ms)
 {
-    int64_t   now = sh_now_ms();
+    int64_t now = sh_now_ms();
     sh_ent_t *e;
 
     pthread_mutex_lock(&sh->mu);
     e = sh_get_or_add(sh, k, klen, ttl_ms, now);
     if (e) {
-        e->val    = val;
+        e->val = val;
         e->exp_ms = ttl_ms > 0 ? now + ttl_ms : 0;
     }
     pthread_mutex_unlock(&sh->mu);
@@ -200,14 +200,14 @@ int lm_lua_shared_set(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t v
 
 void lm_lua_shared_del(lm_lua_shared_t *sh, const char *k, size_t klen)
 {
-    int64_t    now = sh_now_ms();
+    int64_t now = sh_now_ms();
     sh_ent_t **pp;
 
     pthread_mutex_lock(&sh->mu);
     pp = sh_find(sh, k, klen, now);
     if (*pp) {
         sh_ent_t *e = *pp;
-        *pp         = e->next;
+        *pp = e->next;
         free(e);
         sh->count--;
     }

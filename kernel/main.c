@@ -14,18 +14,17 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "longmen " LM_VERSION " - a self-hosted AI gateway\n"
-            "\n"
-            "usage: longmen [-c FILE] [-p DIR] [-t] [-h] [-v]\n"
-            "  -c FILE   configuration file (default: plugins.conf; if it does not exist\n"
-            "            and -c is not given, a built-in offline default is used)\n"
-            "  -p DIR    plugin directory (overrides plugin_dir in the file)\n"
-            "  -t        check the configuration (syntax, plugins, channels) and exit\n"
-            "  -h        print this help and exit\n"
-            "  -v        print the version and exit\n"
-            "\n"
-            "Signals: SIGTERM/SIGINT stop accepting and drain in-flight requests.\n");
+    fprintf(f, "longmen " LM_VERSION " - a self-hosted AI gateway\n"
+               "\n"
+               "usage: longmen [-c FILE] [-p DIR] [-t] [-h] [-v]\n"
+               "  -c FILE   configuration file (default: plugins.conf; if it does not exist\n"
+               "            and -c is not given, a built-in offline default is used)\n"
+               "  -p DIR    plugin directory (overrides plugin_dir in the file)\n"
+               "  -t        check the configuration (syntax, plugins, channels) and exit\n"
+               "  -h        print this help and exit\n"
+               "  -v        print the version and exit\n"
+               "\n"
+               "Signals: SIGTERM/SIGINT stop accepting and drain in-flight requests.\n");
 }
 
 static lm_conf_t *load_conf(const char *path, int explicit_path, char *err, size_t errlen)
@@ -47,16 +46,21 @@ static lm_conf_t *load_conf(const char *path, int explicit_path, char *err, size
 int main(int argc, char **argv)
 {
     const char *path = "plugins.conf", *plugin_dir = NULL;
-    int         explicit_path = 0, test_only = 0, opt;
-    char        err[2048];
+    int explicit_path = 0, test_only = 0, opt;
+    char err[2048];
 
     while ((opt = getopt(argc, argv, "c:p:thv")) != -1) {
         switch (opt) {
-        case 'c': path = optarg; explicit_path = 1; break;
+        case 'c':
+            path = optarg;
+            explicit_path = 1;
+            break;
         case 'p': plugin_dir = optarg; break;
         case 't': test_only = 1; break;
         case 'h': usage(stdout); return 0;
-        case 'v': printf("longmen %s (plugin ABI %d.%d)\n", LM_VERSION, LM_ABI_MAJOR, LM_ABI_MINOR); return 0;
+        case 'v':
+            printf("longmen %s (plugin ABI %d.%d)\n", LM_VERSION, LM_ABI_MAJOR, LM_ABI_MINOR);
+            return 0;
         default: usage(stderr); return 2;
         }
     }

@@ -31,7 +31,7 @@ static int valid_name(const char *s)
 static int private_copy(const char *path, char *dlpath, size_t dlpathlen, int *memfd, char *err,
                         size_t errlen)
 {
-    int         in = open(path, O_RDONLY | O_CLOEXEC);
+    int in = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (in < 0) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
@@ -53,7 +53,7 @@ static int private_copy(const char *path, char *dlpath, size_t dlpathlen, int *m
         close(in);
         return -1;
     }
-    char    buf[65536];
+    char buf[65536];
     ssize_t n;
     while ((n = read(in, buf, sizeof(buf))) > 0) {
         if (write(fd, buf, (size_t)n) != n) {
@@ -75,8 +75,8 @@ static int private_copy(const char *path, char *dlpath, size_t dlpathlen, int *m
 static int validate(const lm_provider *vt, const char *path, char *err, size_t errlen)
 {
     if (vt->hdr.major != LM_ABI_MAJOR) {
-        snprintf(err, errlen, "%s: plugin built for ABI %u.%u, host is %d.%d", path,
-                 vt->hdr.major, vt->hdr.minor, LM_ABI_MAJOR, LM_ABI_MINOR);
+        snprintf(err, errlen, "%s: plugin built for ABI %u.%u, host is %d.%d", path, vt->hdr.major,
+                 vt->hdr.minor, LM_ABI_MAJOR, LM_ABI_MINOR);
         return -1;
     }
     if (vt->hdr.size < LM_PROVIDER_V1_0_SIZE) {
@@ -114,7 +114,7 @@ static int validate_callbacks(const lm_provider *vt, const char *path, char *err
 lm_plugin_t *lm_plugin_load_path(const char *path, char *err, size_t errlen)
 {
     char dlpath[64];
-    int  memfd = -1;
+    int memfd = -1;
 
     if (private_copy(path, dlpath, sizeof(dlpath), &memfd, err, errlen) < 0)
         return NULL;
@@ -170,8 +170,10 @@ lm_plugin_t *lm_plugin_load(const char *dir, const char *name, char *err, size_t
 {
     char path[4096];
     if (!valid_name(name)) {
-        snprintf(err, errlen, "plugin name \"%s\" must match [a-z0-9_-]+ (plugins load only from "
-                 "the plugin directory)", name);
+        snprintf(err, errlen,
+                 "plugin name \"%s\" must match [a-z0-9_-]+ (plugins load only from "
+                 "the plugin directory)",
+                 name);
         return NULL;
     }
     snprintf(path, sizeof(path), "%s/%s.so", dir, name);

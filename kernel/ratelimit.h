@@ -28,33 +28,32 @@
 #define LM_RL_WINDOW 60 /* seconds, one bucket per second */
 
 enum {
-  LM_RL_OK = 0,
-  LM_RL_RPM = 1,       /* requests per minute exhausted */
-  LM_RL_TPM = 2,       /* tokens per minute exhausted */
-  LM_RL_CONC = 3,      /* max concurrent requests reached */
-  LM_RL_TOO_LARGE = 4, /* est_tokens alone exceeds tpm: never admissible */
+    LM_RL_OK = 0,
+    LM_RL_RPM = 1,       /* requests per minute exhausted */
+    LM_RL_TPM = 2,       /* tokens per minute exhausted */
+    LM_RL_CONC = 3,      /* max concurrent requests reached */
+    LM_RL_TOO_LARGE = 4, /* est_tokens alone exceeds tpm: never admissible */
 };
 
 typedef struct lm_rl_limits_s {
-  int64_t rpm;            /* 0 = no limit */
-  int64_t tpm;            /* 0 = no limit */
-  int64_t max_concurrent; /* 0 = no limit */
+    int64_t rpm;            /* 0 = no limit */
+    int64_t tpm;            /* 0 = no limit */
+    int64_t max_concurrent; /* 0 = no limit */
 } lm_rl_limits_t;
 
 typedef struct lm_rl_s {
-  pthread_mutex_t mu;
-  int64_t
-      sec[LM_RL_WINDOW]; /* the second each bucket holds, INT64_MIN = empty */
-  int64_t reqs[LM_RL_WINDOW];
-  int64_t toks[LM_RL_WINDOW];
-  int64_t inflight;
+    pthread_mutex_t mu;
+    int64_t sec[LM_RL_WINDOW]; /* the second each bucket holds, INT64_MIN = empty */
+    int64_t reqs[LM_RL_WINDOW];
+    int64_t toks[LM_RL_WINDOW];
+    int64_t inflight;
 } lm_rl_t;
 
 /* What an admission booked; hand it back to lm_rl_finish(). */
 typedef struct lm_rl_ticket_s {
-  int64_t sec;
-  int64_t est_tokens;
-  int active;
+    int64_t sec;
+    int64_t est_tokens;
+    int active;
 } lm_rl_ticket_t;
 
 void lm_rl_init(lm_rl_t *rl);
@@ -65,13 +64,12 @@ void lm_rl_destroy(lm_rl_t *rl);
  * Retry-After in whole seconds (>= 1) and nothing is booked. *why (may be
  * NULL) gets an LM_RL_* code. Limits are passed per call so a key update
  * takes effect at once. */
-int64_t lm_rl_admit(lm_rl_t *rl, const lm_rl_limits_t *lim, int64_t now_ms,
-                    int64_t est_tokens, lm_rl_ticket_t *ticket, int *why);
+int64_t lm_rl_admit(lm_rl_t *rl, const lm_rl_limits_t *lim, int64_t now_ms, int64_t est_tokens,
+                    lm_rl_ticket_t *ticket, int *why);
 /* The request ended: inflight - 1 and the booked tokens corrected to
  * actual_tokens. Safe to call once per admitted ticket; a zeroed ticket is
  * ignored. */
 void lm_rl_finish(lm_rl_t *rl, lm_rl_ticket_t *ticket, int64_t actual_tokens);
 /* Window sums at now_ms (for tests, metrics and the admin API). */
-void lm_rl_usage(lm_rl_t *rl, int64_t now_ms, int64_t *reqs, int64_t *toks,
-                 int64_t *inflight);
+void lm_rl_usage(lm_rl_t *rl, int64_t now_ms, int64_t *reqs, int64_t *toks, int64_t *inflight);
 #endif

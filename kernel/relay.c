@@ -15,38 +15,38 @@
 #include <string.h>
 #include <time.h>
 
-#define LM_RESPONSE_MAX (64u * 1024 * 1024) /* whole non-stream upstream body */
-#define LM_ERROR_BODY_MAX (1024u * 1024)    /* upstream error body kept for mapping */
+#define LM_RESPONSE_MAX   (64u * 1024 * 1024) /* whole non-stream upstream body */
+#define LM_ERROR_BODY_MAX (1024u * 1024)      /* upstream error body kept for mapping */
 
 struct lm_relay_s {
-    lm_worker_t      *w;
-    lm_http_req_t    *req;       /* NULL once the client is gone */
-    int               fini_seen; /* the HTTP request object was freed */
-    const lm_rt_t    *rt;
+    lm_worker_t *w;
+    lm_http_req_t *req; /* NULL once the client is gone */
+    int fini_seen;      /* the HTTP request object was freed */
+    const lm_rt_t *rt;
     const lm_route_t *route;
-    json_t           *canon;
-    lm_call           call;
-    int               call_open;
-    int               op;
-    int               want_usage;
-    char              id[40];
-    char              upstream_model[256];
-    lm_ureq_t         ureq;
-    lm_upstream_t    *up;
-    int               status;
-    int               headers_sent; /* stream reply started */
-    int               finished;     /* client reply complete */
-    int               paused;
-    int               too_large;  /* request body passed max_body */
-    size_t            discarded;  /* request bytes dropped past the limit */
-    lm_buf_t          body;  /* non-stream body or upstream error body */
-    lm_stream_t       st;
-    int               st_init;
-    lm_buf_t          out;   /* SSE bytes produced by one upstream read */
-    struct event     *timer; /* first-byte, then idle timeout */
-    struct event     *reap;
-    uint64_t          t_start_ms;
-    lm_relay_t       *next, *prev;
+    json_t *canon;
+    lm_call call;
+    int call_open;
+    int op;
+    int want_usage;
+    char id[40];
+    char upstream_model[256];
+    lm_ureq_t ureq;
+    lm_upstream_t *up;
+    int status;
+    int headers_sent; /* stream reply started */
+    int finished;     /* client reply complete */
+    int paused;
+    int too_large;    /* request body passed max_body */
+    size_t discarded; /* request bytes dropped past the limit */
+    lm_buf_t body;    /* non-stream body or upstream error body */
+    lm_stream_t st;
+    int st_init;
+    lm_buf_t out;        /* SSE bytes produced by one upstream read */
+    struct event *timer; /* first-byte, then idle timeout */
+    struct event *reap;
+    uint64_t t_start_ms;
+    lm_relay_t *next, *prev;
 };
 
 static uint64_t mono_ms(void)
@@ -156,8 +156,7 @@ static int reply_error(lm_relay_t *r, const lm_err *e)
     return 0;
 }
 
-static int reply_err(lm_relay_t *r, int status, const char *type, const char *code,
-                     const char *msg)
+static int reply_err(lm_relay_t *r, int status, const char *type, const char *code, const char *msg)
 {
     lm_err e;
     lm_error_set(&e, -1, status, type, code, msg);
@@ -203,8 +202,8 @@ static int sse_sink(void *arg, const char *json, size_t len)
     lm_relay_t *r = arg;
     if (r->req == NULL)
         return -1;
-    if (lm_buf_add(&r->out, "data: ", 6) < 0 || lm_buf_add(&r->out, json, len) < 0
-        || lm_buf_add(&r->out, "\n\n", 2) < 0)
+    if (lm_buf_add(&r->out, "data: ", 6) < 0 || lm_buf_add(&r->out, json, len) < 0 ||
+        lm_buf_add(&r->out, "\n\n", 2) < 0)
         return -1;
     return 0;
 }
@@ -281,9 +280,9 @@ size_t lm_relay_on_data(lm_relay_t *r, int status, const char *p, size_t n)
 
 static void finish_whole(lm_relay_t *r, int status, lm_str body)
 {
-    char    *out = NULL;
+    char *out = NULL;
     lm_usage usage;
-    lm_err   e;
+    lm_err e;
     int rc = lm_response_translate(r->route->inst, &r->call, status, body, &out, &usage, &e);
     if (rc < 0) {
         lm_log(LM_LOG_INFO, "%s: upstream %d -> %d %s", r->id, status, e.http_status, e.code);
@@ -343,7 +342,7 @@ void lm_relay_client_writable(lm_relay_t *r)
 void lm_relay_shutdown_all(lm_worker_t *w)
 {
     lm_relay_t *r = w->inflight;
-    lm_err      e;
+    lm_err e;
     lm_error_set(&e, -1, 503, "api_error", "shutting_down", "the gateway is shutting down");
     while (r) {
         lm_relay_t *next = r->next;
@@ -378,7 +377,7 @@ void lm_relay_free_all(lm_worker_t *w)
 static int run_local(lm_relay_t *r)
 {
     lm_str body = {lm_buf_cstr(&r->ureq.body), r->ureq.body.len};
-    int    status = r->ureq.local_status;
+    int status = r->ureq.local_status;
     if (r->call.stream && status >= 200 && status < 300) {
         r->headers_sent = 1;
         lm_http_stream_start(r->req, r->id);
@@ -398,9 +397,12 @@ static int start(lm_relay_t *r)
     const lm_provider *vt = &route->inst->plugin->vt;
     lm_err e;
 
-    r->call = (lm_call){.hdr = LM_ABI_HDR(lm_call), .op = r->op,
-                        .stream = r->op == LM_OP_CHAT && json_is_true(json_object_get(r->canon, "stream")),
-                        .model = r->upstream_model, .request_id = r->id};
+    r->call = (lm_call){.hdr = LM_ABI_HDR(lm_call),
+                        .op = r->op,
+                        .stream = r->op == LM_OP_CHAT &&
+                                  json_is_true(json_object_get(r->canon, "stream")),
+                        .model = r->upstream_model,
+                        .request_id = r->id};
     if (r->call.stream && !(vt->caps & LM_CAP_STREAM))
         return reply_err(r, 400, "invalid_request_error", "stream_unsupported",
                          "this model does not support streaming");
@@ -459,7 +461,7 @@ int lm_relay_body(lm_relay_t *r, size_t have, size_t n)
 static int handle(lm_relay_t *r, int method_ok)
 {
     lm_http_req_t *req = r->req;
-    lm_err         e;
+    lm_err e;
     if (!method_ok)
         return reply_err(r, 405, "invalid_request_error", "method_not_allowed",
                          "method not allowed for this path");
@@ -473,7 +475,8 @@ static int handle(lm_relay_t *r, int method_ok)
     r->canon = lm_reqcheck_parse(body.p, body.n, &e);
     if (r->canon == NULL)
         return reply_error(r, &e);
-    if ((r->op == LM_OP_CHAT ? lm_reqcheck_chat(r->canon, &e) : lm_reqcheck_embed(r->canon, &e)) < 0)
+    if ((r->op == LM_OP_CHAT ? lm_reqcheck_chat(r->canon, &e) : lm_reqcheck_embed(r->canon, &e)) <
+        0)
         return reply_error(r, &e);
     const char *model = json_string_value(json_object_get(r->canon, "model"));
     r->route = lm_rt_route(r->rt, model);

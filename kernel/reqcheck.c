@@ -87,8 +87,7 @@ static int check_int(const json_t *req, const char *k, json_int_t lo, json_int_t
 static int check_model(const json_t *req, lm_err *e)
 {
     json_t *model = json_object_get(req, "model");
-    if (!json_is_string(model) || json_string_length(model) == 0
-        || json_string_length(model) > 256)
+    if (!json_is_string(model) || json_string_length(model) == 0 || json_string_length(model) > 256)
         return bad(e, "model", "'model' is required and must be a non-empty string");
     return 0;
 }
@@ -96,24 +95,23 @@ static int check_model(const json_t *req, lm_err *e)
 static int check_messages(const json_t *req, lm_err *e)
 {
     json_t *msgs = json_object_get(req, "messages");
-    size_t  i;
+    size_t i;
     json_t *m;
     if (!json_is_array(msgs) || json_array_size(msgs) == 0)
         return bad(e, "messages", "'messages' is required and must be a non-empty array");
-    json_array_foreach(msgs, i, m)
-    {
+    json_array_foreach (msgs, i, m) {
         json_t *role = json_object_get(m, "role");
         json_t *content = json_object_get(m, "content");
         if (!json_is_object(m) || !json_is_string(role))
             return lm_err_set(e, -1, 400, "invalid_request_error", "invalid_value",
                               "messages[%zu] must be an object with a string 'role'", i);
         const char *r = json_string_value(role);
-        if (strcmp(r, "system") && strcmp(r, "developer") && strcmp(r, "user")
-            && strcmp(r, "assistant") && strcmp(r, "tool") && strcmp(r, "function"))
+        if (strcmp(r, "system") && strcmp(r, "developer") && strcmp(r, "user") &&
+            strcmp(r, "assistant") && strcmp(r, "tool") && strcmp(r, "function"))
             return lm_err_set(e, -1, 400, "invalid_request_error", "invalid_value",
                               "messages[%zu].role '%.32s' is not a known role", i, r);
-        if (content && !json_is_string(content) && !json_is_array(content)
-            && !json_is_null(content))
+        if (content && !json_is_string(content) && !json_is_array(content) &&
+            !json_is_null(content))
             return lm_err_set(e, -1, 400, "invalid_request_error", "invalid_type",
                               "messages[%zu].content must be a string, an array or null", i);
     }
@@ -130,12 +128,12 @@ int lm_reqcheck_chat(const json_t *req, lm_err *e)
     json_t *so = json_object_get(req, "stream_options");
     if (so && !json_is_object(so) && !json_is_null(so))
         return bad(e, "stream_options", "'stream_options' must be an object");
-    if (check_number(req, "temperature", 0, 2, e) < 0 || check_number(req, "top_p", 0, 1, e) < 0
-        || check_number(req, "presence_penalty", -2, 2, e) < 0
-        || check_number(req, "frequency_penalty", -2, 2, e) < 0
-        || check_int(req, "max_tokens", 1, 100000000, e) < 0
-        || check_int(req, "max_completion_tokens", 1, 100000000, e) < 0
-        || check_int(req, "n", 1, 128, e) < 0)
+    if (check_number(req, "temperature", 0, 2, e) < 0 || check_number(req, "top_p", 0, 1, e) < 0 ||
+        check_number(req, "presence_penalty", -2, 2, e) < 0 ||
+        check_number(req, "frequency_penalty", -2, 2, e) < 0 ||
+        check_int(req, "max_tokens", 1, 100000000, e) < 0 ||
+        check_int(req, "max_completion_tokens", 1, 100000000, e) < 0 ||
+        check_int(req, "n", 1, 128, e) < 0)
         return -1;
     json_t *tools = json_object_get(req, "tools");
     if (tools && !json_is_array(tools) && !json_is_null(tools))

@@ -10,17 +10,17 @@ static int map_error(lm_inst_t *inst, lm_call *call, int status, lm_str body, lm
 {
     const lm_provider *vt = &inst->plugin->vt;
     memset(e, 0, sizeof(*e));
-    if (vt->map_error == NULL || vt->map_error(inst->istate, call, status, body, e) != LM_OK
-        || e->http_status == 0)
+    if (vt->map_error == NULL || vt->map_error(inst->istate, call, status, body, e) != LM_OK ||
+        e->http_status == 0)
         lm_error_map_default(status, body, e);
     return LM_EUPSTREAM;
 }
 
-int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str body,
-                          char **out_json, lm_usage *usage, lm_err *e)
+int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str body, char **out_json,
+                          lm_usage *usage, lm_err *e)
 {
     const lm_provider *vt = &inst->plugin->vt;
-    json_t            *out = NULL;
+    json_t *out = NULL;
 
     *out_json = NULL;
     *usage = (lm_usage)LM_USAGE_UNKNOWN;

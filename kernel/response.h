@@ -8,6 +8,6 @@
  * default map). On success returns LM_OK and sets *out_json to the client
  * body (new, free()) and *usage. On failure returns < 0 with e filled.
  */
-int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str body,
-                          char **out_json, lm_usage *usage, lm_err *e);
+int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str body, char **out_json,
+                          lm_usage *usage, lm_err *e);
 #endif

@@ -38,14 +38,12 @@ static int add_routes(lm_rt_t *rt, lm_inst_t *inst)
     for (size_t i = 0; i < ch->nmodels; i++) {
         if (lm_rt_route(rt, ch->models[i].name))
             continue; /* an earlier channel serves it: first wins */
-        rt->routes[rt->nroutes++] =
-            (lm_route_t){ch->models[i].name, ch->models[i].upstream, inst};
+        rt->routes[rt->nroutes++] = (lm_route_t){ch->models[i].name, ch->models[i].upstream, inst};
     }
     return 0;
 }
 
-lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, char *err,
-                     size_t errlen)
+lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, char *err, size_t errlen)
 {
     lm_rt_t *rt = calloc(1, sizeof(*rt));
     if (rt == NULL) {
@@ -62,8 +60,8 @@ lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, char *
     }
     for (size_t i = 0; i < conf->nchans; i++) {
         lm_chan_conf_t *ch = &conf->chans[i];
-        char            perr[1024];
-        lm_plugin_t    *p = get_plugin(rt, dir, ch->plugin, perr, sizeof(perr));
+        char perr[1024];
+        lm_plugin_t *p = get_plugin(rt, dir, ch->plugin, perr, sizeof(perr));
         if (p == NULL) {
             snprintf(err, errlen, "%s:%d: channel %s: %s", conf->path, ch->line, ch->name, perr);
             if (strict)

@@ -11,17 +11,17 @@
 typedef struct lm_route_s {
     const char *model;    /* client-facing name (borrowed from conf) */
     const char *upstream; /* upstream id */
-    lm_inst_t  *inst;
+    lm_inst_t *inst;
 } lm_route_t;
 
 typedef struct lm_rt_s {
-    lm_conf_t  *conf;   /* owned */
+    lm_conf_t *conf;       /* owned */
     lm_plugin_t **plugins; /* one reference each */
-    size_t      nplugins;
-    lm_inst_t  *insts;  /* one per working channel, in config order */
-    size_t      ninsts;
+    size_t nplugins;
+    lm_inst_t *insts; /* one per working channel, in config order */
+    size_t ninsts;
     lm_route_t *routes; /* in config order: first channel listing a model wins */
-    size_t      nroutes;
+    size_t nroutes;
 } lm_rt_t;
 
 /* Build a runtime from conf (takes ownership of conf, even on failure).
@@ -29,8 +29,7 @@ typedef struct lm_rt_s {
  * strict: a channel whose plugin cannot be loaded or initialised fails the
  * build (longmen -t); otherwise it is logged and left out, and the other
  * channels serve. Returns NULL with a message naming the file and line. */
-lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, char *err,
-                     size_t errlen);
+lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, char *err, size_t errlen);
 void lm_rt_free(lm_rt_t *rt);
 /* The route for a client model name, or NULL. */
 const lm_route_t *lm_rt_route(const lm_rt_t *rt, const char *model);

@@ -14,8 +14,8 @@
 #include <event2/event.h>
 #include <evhtp/evhtp.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,18 +25,18 @@
 #define LM_MAX_WORKERS 256
 
 struct lm_server_s {
-    lm_rt_t           *rt;
-    evthr_t           *threads[LM_MAX_WORKERS]; /* set once by each worker's init */
-    atomic_int         draining;
-    int                cancel_sent;
-    evhtp_t           *htp;
+    lm_rt_t *rt;
+    evthr_t *threads[LM_MAX_WORKERS]; /* set once by each worker's init */
+    atomic_int draining;
+    int cancel_sent;
+    evhtp_t *htp;
     struct event_base *base;
-    atomic_long        inflight;
-    atomic_int         next_worker;
-    struct event      *sig_term, *sig_int, *drain_timer;
-    struct timespec    drain_deadline;
-    int                stopping;
-    char              *models_json; /* GET /v1/models body, built once */
+    atomic_long inflight;
+    atomic_int next_worker;
+    struct event *sig_term, *sig_int, *drain_timer;
+    struct timespec drain_deadline;
+    int stopping;
+    char *models_json; /* GET /v1/models body, built once */
 };
 
 void lm_server_inflight_add(lm_server_t *s, int delta)
@@ -170,7 +170,8 @@ void lm_http_bind_relay(lm_http_req_t *r, struct lm_relay_s *relay)
 {
     evhtp_request_set_hook(r, evhtp_hook_on_read, (evhtp_hook)(void (*)(void))on_relay_body, relay);
     evhtp_request_set_hook(r, evhtp_hook_on_error, (evhtp_hook)(void (*)(void))on_req_error, relay);
-    evhtp_request_set_hook(r, evhtp_hook_on_request_fini, (evhtp_hook)(void (*)(void))on_req_fini, relay);
+    evhtp_request_set_hook(r, evhtp_hook_on_request_fini, (evhtp_hook)(void (*)(void))on_req_fini,
+                           relay);
     evhtp_connection_set_hook(evhtp_request_get_connection(r), evhtp_hook_on_write,
                               (evhtp_hook)(void (*)(void))on_conn_write, NULL);
 }
@@ -218,7 +219,7 @@ static evhtp_res on_relay_headers(evhtp_request_t *req, evhtp_headers_t *hdrs, v
 static evhtp_res on_relay_body(evhtp_request_t *req, struct evbuffer *buf, void *arg)
 {
     size_t n = evbuffer_get_length(buf);
-    int    keep = lm_relay_body(arg, evbuffer_get_length(req->buffer_in), n);
+    int keep = lm_relay_body(arg, evbuffer_get_length(req->buffer_in), n);
     if (keep < 0)
         return EVHTP_RES_DATA_TOO_LONG;
     if (keep)
@@ -294,7 +295,7 @@ static char *build_models_json(const lm_rt_t *rt)
                                               "object", "model", "created", 0, "owned_by",
                                               rt->routes[i].inst->chan->plugin));
     json_t *o = json_pack("{s:s,s:o}", "object", "list", "data", data);
-    char   *s = json_dumps(o, JSON_COMPACT);
+    char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
 }
@@ -302,9 +303,9 @@ static char *build_models_json(const lm_rt_t *rt)
 /* ---- connection tracking (so shutdown can close what clients left open) ---- */
 
 typedef struct conn_node_s {
-    evhtp_connection_t  *conn;
-    struct conn_node_s  *prev, *next;
-    lm_worker_t         *w;
+    evhtp_connection_t *conn;
+    struct conn_node_s *prev, *next;
+    lm_worker_t *w;
 } conn_node_t;
 
 static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg)
@@ -393,14 +394,14 @@ static void worker_cancel(evthr_t *thr, void *cmd_arg, void *shared)
 
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 {
-    lm_server_t    *s = arg;
+    lm_server_t *s = arg;
     struct timespec now;
     (void)fd;
     (void)what;
     clock_gettime(CLOCK_MONOTONIC, &now);
     long n = atomic_load(&s->inflight);
-    long late_ms = (now.tv_sec - s->drain_deadline.tv_sec) * 1000
-                   + (now.tv_nsec - s->drain_deadline.tv_nsec) / 1000000;
+    long late_ms = (now.tv_sec - s->drain_deadline.tv_sec) * 1000 +
+                   (now.tv_nsec - s->drain_deadline.tv_nsec) / 1000000;
     if (n == 0 || late_ms >= 1000) {
         event_base_loopbreak(s->base);
     } else if (late_ms >= 0 && !s->cancel_sent) {
@@ -425,8 +426,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     }
     s->stopping = 1;
     atomic_store(&s->draining, 1);
-    lm_log(LM_LOG_INFO, "signal %d: no longer accepting; draining %ld in-flight requests "
-           "(up to %d ms)", (int)sig, atomic_load(&s->inflight), s->rt->conf->drain_timeout_ms);
+    lm_log(LM_LOG_INFO,
+           "signal %d: no longer accepting; draining %ld in-flight requests "
+           "(up to %d ms)",
+           (int)sig, atomic_load(&s->inflight), s->rt->conf->drain_timeout_ms);
     evhtp_unbind_socket(s->htp);
     clock_gettime(CLOCK_MONOTONIC, &s->drain_deadline);
     s->drain_deadline.tv_sec += s->rt->conf->drain_timeout_ms / 1000;
@@ -460,9 +463,11 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
         return -1;
     }
     evhtp_callback_set_hook(chat, evhtp_hook_on_headers,
-                            (evhtp_hook)(void (*)(void))on_relay_headers, (void *)(intptr_t)LM_OP_CHAT);
+                            (evhtp_hook)(void (*)(void))on_relay_headers,
+                            (void *)(intptr_t)LM_OP_CHAT);
     evhtp_callback_set_hook(emb, evhtp_hook_on_headers,
-                            (evhtp_hook)(void (*)(void))on_relay_headers, (void *)(intptr_t)LM_OP_EMBED);
+                            (evhtp_hook)(void (*)(void))on_relay_headers,
+                            (void *)(intptr_t)LM_OP_EMBED);
     evhtp_set_cb(s->htp, "/v1/models", route_models, s);
     evhtp_set_glob_cb(s->htp, "/v1/models/*", route_models, s);
     evhtp_set_cb(s->htp, "/healthz", route_health, s);

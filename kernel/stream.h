@@ -9,13 +9,13 @@
 #include "host.h"
 
 typedef struct lm_stream_s {
-    lm_inst_t *inst;  /* borrowed */
-    lm_call   *call;  /* borrowed */
+    lm_inst_t *inst; /* borrowed */
+    lm_call *call;   /* borrowed */
     lm_frame_t frame;
-    lm_emit_t  emit;
-    int        done;  /* plugin returned LM_DONE */
-    int        failed;
-    lm_err     err;   /* set when failed */
+    lm_emit_t emit;
+    int done; /* plugin returned LM_DONE */
+    int failed;
+    lm_err err; /* set when failed */
 } lm_stream_t;
 
 void lm_stream_init(lm_stream_t *s, lm_inst_t *inst, lm_call *call, int64_t created,

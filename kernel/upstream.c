@@ -13,21 +13,21 @@
 
 struct lm_upstream_pool_s {
     struct event_base *base;
-    CURLM             *multi;
-    struct event      *timer;
-    int                running;
-    CURL              *idle[LM_IDLE_EASY_MAX]; /* reset easy handles kept for reuse */
-    int                nidle;
+    CURLM *multi;
+    struct event *timer;
+    int running;
+    CURL *idle[LM_IDLE_EASY_MAX]; /* reset easy handles kept for reuse */
+    int nidle;
 };
 
 struct lm_upstream_s {
     lm_upstream_pool_t *pool;
-    CURL               *easy;
-    struct curl_slist  *headers;
-    lm_relay_t         *relay;
-    int                 status;
-    int                 in_callback; /* inside a curl callback: cancel must wait */
-    char                errbuf[CURL_ERROR_SIZE];
+    CURL *easy;
+    struct curl_slist *headers;
+    lm_relay_t *relay;
+    int status;
+    int in_callback; /* inside a curl callback: cancel must wait */
+    char errbuf[CURL_ERROR_SIZE];
 };
 
 /* Per-socket event, attached with curl_multi_assign. */
@@ -48,9 +48,9 @@ void lm_upstream_global_cleanup(void)
 static void finish_transfer(lm_upstream_t *t, CURLcode res)
 {
     lm_relay_t *relay = t->relay;
-    char        why[CURL_ERROR_SIZE + 64];
-    int         ok = res == CURLE_OK;
-    int         timeout = res == CURLE_OPERATION_TIMEDOUT;
+    char why[CURL_ERROR_SIZE + 64];
+    int ok = res == CURLE_OK;
+    int timeout = res == CURLE_OPERATION_TIMEDOUT;
 
     snprintf(why, sizeof(why), "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(res));
     lm_upstream_cancel(t); /* release the handle before the relay runs */
@@ -60,7 +60,7 @@ static void finish_transfer(lm_upstream_t *t, CURLcode res)
 static void check_multi_info(lm_upstream_pool_t *pool)
 {
     CURLMsg *msg;
-    int      left;
+    int left;
     while ((msg = curl_multi_info_read(pool->multi, &left))) {
         if (msg->msg != CURLMSG_DONE)
             continue;
@@ -74,7 +74,8 @@ static void check_multi_info(lm_upstream_pool_t *pool)
 static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 {
     lm_upstream_pool_t *pool = arg;
-    int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int flags =
+        ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     curl_multi_socket_action(pool->multi, fd, flags, &pool->running);
     check_multi_info(pool);
 }
@@ -91,7 +92,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     lm_upstream_pool_t *pool = userp;
-    sock_ev_t          *se = socketp;
+    sock_ev_t *se = socketp;
     (void)easy;
     if (what == CURL_POLL_REMOVE) {
         if (se) {
@@ -101,8 +102,8 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         }
         return 0;
     }
-    short kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0)
-                 | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+    short kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
+                 ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
     if (se == NULL) {
         se = calloc(1, sizeof(*se));
         if (se == NULL)
@@ -167,7 +168,7 @@ void lm_upstream_pool_free(lm_upstream_pool_t *pool)
 static size_t write_cb(char *p, size_t size, size_t nmemb, void *userdata)
 {
     lm_upstream_t *t = userdata;
-    size_t         n = size * nmemb;
+    size_t n = size * nmemb;
     if (t->status == 0) {
         long code = 0;
         curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);

@@ -10,10 +10,10 @@
 struct event_base;
 struct lm_relay_s;
 typedef struct lm_upstream_pool_s lm_upstream_pool_t;
-typedef struct lm_upstream_s      lm_upstream_t;
+typedef struct lm_upstream_s lm_upstream_t;
 
 /* Process-wide init/cleanup (main thread, before/after the workers). */
-int  lm_upstream_global_init(void);
+int lm_upstream_global_init(void);
 void lm_upstream_global_cleanup(void);
 
 lm_upstream_pool_t *lm_upstream_pool_new(struct event_base *base);

@@ -15,13 +15,13 @@ struct lm_relay_s;
 struct lm_server_s;
 
 typedef struct lm_worker_s {
-    int                        index;
-    struct event_base         *base;     /* this thread's loop (never the main base) */
-    struct lm_upstream_pool_s *up;       /* curl multi driven by `base` */
-    struct lm_server_s        *srv;      /* borrowed; lives longer than workers */
-    const lm_rt_t             *rt;       /* borrowed runtime snapshot */
-    uint64_t                   next_id;  /* request id counter */
-    struct lm_relay_s         *inflight; /* list of live relays (for shutdown) */
-    void                      *conns;    /* open client connections (server.c) */
+    int index;
+    struct event_base *base;       /* this thread's loop (never the main base) */
+    struct lm_upstream_pool_s *up; /* curl multi driven by `base` */
+    struct lm_server_s *srv;       /* borrowed; lives longer than workers */
+    const lm_rt_t *rt;             /* borrowed runtime snapshot */
+    uint64_t next_id;              /* request id counter */
+    struct lm_relay_s *inflight;   /* list of live relays (for shutdown) */
+    void *conns;                   /* open client connections (server.c) */
 } lm_worker_t;
 #endif

@@ -15,23 +15,23 @@ typedef struct lmt_plugin lmt_plugin;
 
 /* What build_request produced. */
 typedef struct lmt_ureq {
-    char   *method;   /* "POST" unless the plugin changed it */
-    char   *url;
-    char  **headers;  /* "Name: value" strings, in order */
-    size_t  nheaders;
-    char   *body;     /* NUL-terminated copy of the body ("" if none) */
-    size_t  body_len;
+    char *method; /* "POST" unless the plugin changed it */
+    char *url;
+    char **headers; /* "Name: value" strings, in order */
+    size_t nheaders;
+    char *body; /* NUL-terminated copy of the body ("" if none) */
+    size_t body_len;
 } lmt_ureq;
 
 /* What a response or a stream produced. */
 typedef struct lmt_result {
-    int      rc;       /* last plugin return code */
-    lm_err   err;      /* filled when rc < 0 */
-    char    *json;     /* parse_response: the OpenAI body (forwarded or translated);
-                          stream: a JSON array of every chunk the client would get,
-                          in order, excluding the usage chunk and [DONE] */
-    lm_usage usage;    /* merged usage */
-    int      done;     /* stream: the plugin returned LM_DONE */
+    int rc;         /* last plugin return code */
+    lm_err err;     /* filled when rc < 0 */
+    char *json;     /* parse_response: the OpenAI body (forwarded or translated);
+                       stream: a JSON array of every chunk the client would get,
+                       in order, excluding the usage chunk and [DONE] */
+    lm_usage usage; /* merged usage */
+    int done;       /* stream: the plugin returned LM_DONE */
 } lmt_result;
 
 /*

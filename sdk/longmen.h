@@ -53,7 +53,7 @@ extern "C" {
 #define LM_ABI_MINOR 0
 
 #if defined(__GNUC__)
-#define LM_EXPORT __attribute__((visibility("default")))
+#define LM_EXPORT       __attribute__((visibility("default")))
 #define LM_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
 #define LM_EXPORT
@@ -63,7 +63,7 @@ extern "C" {
 /* A borrowed byte slice; not NUL-terminated unless stated. */
 typedef struct lm_str {
     const char *p;
-    size_t      n;
+    size_t n;
 } lm_str;
 
 #define LM_STR(lit) ((lm_str){(lit), sizeof(lit) - 1})
@@ -74,7 +74,10 @@ typedef struct lm_abi_hdr {
     uint32_t size;  /* sizeof() the table as its builder saw it */
 } lm_abi_hdr;
 
-#define LM_ABI_HDR(type) {LM_ABI_MAJOR, LM_ABI_MINOR, (uint32_t)sizeof(type)}
+#define LM_ABI_HDR(type)                                                                           \
+    {                                                                                              \
+        LM_ABI_MAJOR, LM_ABI_MINOR, (uint32_t)sizeof(type)                                         \
+    }
 
 /* Return codes. >= 0 is success-like; < 0 is an error with lm_err filled. */
 enum {
@@ -96,7 +99,7 @@ enum {
  * secret (key, token, signed URL) into msg.
  */
 typedef struct lm_err {
-    int  http_status;
+    int http_status;
     char type[32];
     char code[48];
     char msg[256];
@@ -111,7 +114,10 @@ typedef struct lm_usage {
     int64_t reasoning; /* completion tokens spent on reasoning */
 } lm_usage;
 
-#define LM_USAGE_UNKNOWN {-1, -1, -1, -1, -1}
+#define LM_USAGE_UNKNOWN                                                                           \
+    {                                                                                              \
+        -1, -1, -1, -1, -1                                                                         \
+    }
 
 /* Capabilities (lm_provider.caps). */
 #define LM_CAP_CHAT   (1u << 0)
@@ -145,8 +151,8 @@ enum { LM_CFG_STR = 0, LM_CFG_INT = 1, LM_CFG_BOOL = 2 };
  */
 typedef struct lm_cfg_key {
     const char *name;
-    int         type;
-    int         required;
+    int type;
+    int required;
     const char *dflt; /* textual default, or NULL */
     const char *help;
 } lm_cfg_key;
@@ -161,17 +167,17 @@ typedef struct lm_emit lm_emit; /* sink for canonical stream chunks */
  * plugin. Fields may be appended (check hdr.size before reading new ones).
  */
 typedef struct lm_call {
-    lm_abi_hdr  hdr;
-    int         op;         /* LM_OP_CHAT or LM_OP_EMBED */
-    int         stream;     /* 1 when the client asked for a stream */
+    lm_abi_hdr hdr;
+    int op;                 /* LM_OP_CHAT or LM_OP_EMBED */
+    int stream;             /* 1 when the client asked for a stream */
     const char *model;      /* upstream model id after mapping (NUL-term.) */
     const char *request_id; /* gateway request id (NUL-term.) */
-    void       *rstate;     /* plugin-owned per-request state; freed by req_close */
+    void *rstate;           /* plugin-owned per-request state; freed by req_close */
     /* The client's request body exactly as received, set only while it is
      * identical in meaning to `canon` (no model mapping or rewrite), so a
      * pass-through plugin can forward it without re-serialising. Empty
      * otherwise. Borrowed; duplicate keys were already rejected. */
-    lm_str      raw_body;
+    lm_str raw_body;
 } lm_call;
 
 /* One stream event after the host split the frames. Borrowed. */
@@ -239,9 +245,8 @@ typedef struct lm_host_api {
     /* minor >= 1: append below this line, never above. */
 } lm_host_api;
 
-#define LM_HOST_HAS(h, fn)                                                      \
-    ((h) != NULL && offsetof(lm_host_api, fn) + sizeof((h)->fn) <= (h)->hdr.size \
-     && (h)->fn != NULL)
+#define LM_HOST_HAS(h, fn)                                                                         \
+    ((h) != NULL && offsetof(lm_host_api, fn) + sizeof((h)->fn) <= (h)->hdr.size && (h)->fn != NULL)
 
 /*
  * The provider table: static const data in the plugin.
@@ -251,13 +256,13 @@ typedef struct lm_host_api {
  * req_close.
  */
 typedef struct lm_provider {
-    lm_abi_hdr        hdr;
-    const char       *name;    /* provider name, [a-z0-9_-]+ */
-    const char       *version; /* plugin version, semver */
-    uint32_t          caps;    /* LM_CAP_* */
-    int               framing; /* LM_FRAME_* for streamed responses */
-    int               usage_mode; /* LM_USAGE_* */
-    const lm_cfg_key *cfg_keys;   /* NULL-name terminated; may be NULL */
+    lm_abi_hdr hdr;
+    const char *name;           /* provider name, [a-z0-9_-]+ */
+    const char *version;        /* plugin version, semver */
+    uint32_t caps;              /* LM_CAP_* */
+    int framing;                /* LM_FRAME_* for streamed responses */
+    int usage_mode;             /* LM_USAGE_* */
+    const lm_cfg_key *cfg_keys; /* NULL-name terminated; may be NULL */
 
     /* Create the instance state for one channel. Control thread.
      * On failure fill e and return < 0; *istate is then ignored. */
@@ -275,8 +280,7 @@ typedef struct lm_provider {
      * body, borrowed; "model" already mapped to the upstream id) through
      * host->ureq_*. Return LM_EINVAL with e filled for a request the
      * provider cannot take. For streams, ask the upstream for usage. */
-    int (*build_request)(void *istate, lm_call *c, const json_t *canon, lm_ureq *u,
-                         lm_err *e);
+    int (*build_request)(void *istate, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e);
 
     /* Translate a complete 2xx upstream body. On success set *out to a new
      * reference to the OpenAI response object (chat.completion or the
@@ -290,8 +294,7 @@ typedef struct lm_provider {
     /* Translate one stream event into zero or more emit_* calls. Return
      * LM_OK to continue, LM_DONE when the upstream says the stream ended,
      * or LM_EUPSTREAM with e filled for an in-stream error. */
-    int (*parse_event)(void *istate, lm_call *c, const lm_event *ev, lm_emit *out,
-                       lm_err *e);
+    int (*parse_event)(void *istate, lm_call *c, const lm_event *ev, lm_emit *out, lm_err *e);
 
     /* Map a non-2xx upstream response to the client error. Return LM_OK
      * with e filled, or LM_DECLINED for the host's default mapping. */
@@ -315,11 +318,10 @@ typedef const lm_provider *(*lm_plugin_entry_fn)(void);
 /* Fill an lm_err. type/code may be NULL. Returns `rc` for tail calls:
  *     return lm_err_set(e, LM_EINVAL, 400, "invalid_request_error", NULL,
  *                       "messages must be an array");                    */
-static inline int lm_err_set(lm_err *e, int rc, int status, const char *type,
-                             const char *code, const char *fmt, ...)
-    LM_PRINTF(6, 7);
-static inline int lm_err_set(lm_err *e, int rc, int status, const char *type,
-                             const char *code, const char *fmt, ...)
+static inline int lm_err_set(lm_err *e, int rc, int status, const char *type, const char *code,
+                             const char *fmt, ...) LM_PRINTF(6, 7);
+static inline int lm_err_set(lm_err *e, int rc, int status, const char *type, const char *code,
+                             const char *fmt, ...)
 {
     va_list ap;
     if (e == NULL)

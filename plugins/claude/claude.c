@@ -15,12 +15,12 @@
 
 typedef struct cl_inst {
     const lm_host_api *h;
-    void              *ictx;
-    lm_str             base_url; /* no trailing '/' */
-    lm_str             api_key;
-    lm_str             version;
-    lm_str             beta; /* n == 0: not sent */
-    int64_t            max_tokens_default;
+    void *ictx;
+    lm_str base_url; /* no trailing '/' */
+    lm_str api_key;
+    lm_str version;
+    lm_str beta; /* n == 0: not sent */
+    int64_t max_tokens_default;
 } cl_inst;
 
 enum { BK_OTHER = 0, BK_TEXT, BK_TOOL, BK_THINK };
@@ -32,12 +32,12 @@ typedef struct cl_block {
 } cl_block;
 
 typedef struct cl_req {
-    int       started;  /* role chunk emitted */
-    int       finished; /* finish_reason emitted */
-    int       ntools;
+    int started;  /* role chunk emitted */
+    int finished; /* finish_reason emitted */
+    int ntools;
     cl_block *blocks;
-    size_t    nblocks;
-    int64_t   in, cache_create, cache_read, out; /* -1 = unknown */
+    size_t nblocks;
+    int64_t in, cache_create, cache_read, out; /* -1 = unknown */
 } cl_req;
 
 #define CL_MAX_BLOCKS 4096
@@ -69,8 +69,7 @@ static int streq(const char *a, const char *b)
 static void log_drop(const cl_inst *is, const char *key)
 {
     if (LM_HOST_HAS(is->h, log))
-        is->h->log(is->ictx, LM_LOG_DEBUG, "anthropic: dropping unsupported parameter '%s'",
-                   key);
+        is->h->log(is->ictx, LM_LOG_DEBUG, "anthropic: dropping unsupported parameter '%s'", key);
 }
 
 /* Steal-safe object set: returns -1 when v is NULL or the set failed. */
@@ -91,8 +90,8 @@ static int aadd(json_t *a, json_t *v)
 /* Compact JSON text of v as a new JSON string (arguments). */
 static json_t *dump_string(const json_t *v)
 {
-    size_t  n = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
-    char   *buf;
+    size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *buf;
     json_t *s;
     if (n == 0)
         return NULL;
@@ -116,9 +115,9 @@ static int64_t jint(const json_t *o, const char *k)
 
 /* Growable text buffer for joined system prompts. */
 typedef struct sbuf {
-    char  *p;
+    char *p;
     size_t n, cap;
-    int    oom;
+    int oom;
 } sbuf;
 
 static void sb_add(sbuf *b, const char *s, size_t n)
@@ -127,7 +126,7 @@ static void sb_add(sbuf *b, const char *s, size_t n)
         return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
-        char  *np;
+        char *np;
         while (cap < b->n + n + 1)
             cap *= 2;
         np = realloc(b->p, cap);
@@ -146,8 +145,7 @@ static void sb_add(sbuf *b, const char *s, size_t n)
 /* ---- config / lifecycle ------------------------------------------------- */
 
 static const lm_cfg_key cl_cfg_keys[] = {
-    {"base_url", LM_CFG_STR, 0, "https://api.anthropic.com",
-     "Anthropic API base URL, without /v1"},
+    {"base_url", LM_CFG_STR, 0, "https://api.anthropic.com", "Anthropic API base URL, without /v1"},
     {"api_key", LM_CFG_STR, 1, NULL, "Anthropic API key (sent as x-api-key)"},
     {"anthropic_version", LM_CFG_STR, 0, "2023-06-01", "anthropic-version header value"},
     {"anthropic_beta", LM_CFG_STR, 0, NULL, "optional anthropic-beta header value"},
@@ -169,8 +167,8 @@ static int header_safe(lm_str s)
 static int cl_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 {
     cl_inst *is;
-    lm_str   s;
-    int64_t  v;
+    lm_str s;
+    int64_t v;
 
     if (h == NULL || !LM_HOST_HAS(h, cfg_str) || !LM_HOST_HAS(h, alloc))
         return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "host table too old");
@@ -254,7 +252,7 @@ static int cl_list_models(void *ist, json_t **out, lm_err *e)
 static void cl_req_close(void *ist, lm_call *c)
 {
     cl_inst *is = ist;
-    cl_req  *rs = c->rstate;
+    cl_req *rs = c->rstate;
     if (rs == NULL)
         return;
     if (rs->blocks != NULL)
@@ -278,10 +276,9 @@ static int text_of(const json_t *content, sbuf *b, lm_err *e)
         return LM_OK;
     if (!json_is_array(content))
         return bad_req(e, "system message content must be a string or an array", NULL);
-    json_array_foreach(content, i, part) {
+    json_array_foreach (content, i, part) {
         json_t *t = json_object_get(part, "text");
-        if (!streq(json_string_value(json_object_get(part, "type")), "text") ||
-            !json_is_string(t))
+        if (!streq(json_string_value(json_object_get(part, "type")), "text") || !json_is_string(t))
             return bad_req(e, "system message parts must be text parts", NULL);
         sb_add(b, json_string_value(t), json_string_length(t));
     }
@@ -291,7 +288,7 @@ static int text_of(const json_t *content, sbuf *b, lm_err *e)
 /* data:<media>;base64,<data> or http(s) URL -> Anthropic image block. */
 static int image_block(const json_t *part, json_t **out, lm_err *e)
 {
-    json_t     *iu = json_object_get(part, "image_url");
+    json_t *iu = json_object_get(part, "image_url");
     const char *url = json_string_value(json_is_object(iu) ? json_object_get(iu, "url") : iu);
     *out = NULL;
     if (url == NULL)
@@ -299,16 +296,13 @@ static int image_block(const json_t *part, json_t **out, lm_err *e)
     if (strncmp(url, "data:", 5) == 0) {
         const char *semi = strchr(url + 5, ';');
         if (semi == NULL || semi == url + 5 || strncmp(semi, ";base64,", 8) != 0)
-            return bad_req(e, "image data URL must be data:<media type>;base64,<data>",
-                           NULL);
-        *out = json_pack("{s:s,s:{s:s,s:s%,s:s}}", "type", "image", "source", "type",
-                         "base64", "media_type", url + 5, (size_t)(semi - (url + 5)), "data",
-                         semi + 8);
+            return bad_req(e, "image data URL must be data:<media type>;base64,<data>", NULL);
+        *out = json_pack("{s:s,s:{s:s,s:s%,s:s}}", "type", "image", "source", "type", "base64",
+                         "media_type", url + 5, (size_t)(semi - (url + 5)), "data", semi + 8);
         return *out ? LM_OK : oom(e);
     }
     if (strncmp(url, "https://", 8) == 0 || strncmp(url, "http://", 7) == 0) {
-        *out = json_pack("{s:s,s:{s:s,s:s}}", "type", "image", "source", "type", "url", "url",
-                         url);
+        *out = json_pack("{s:s,s:{s:s,s:s}}", "type", "image", "source", "type", "url", "url", url);
         return *out ? LM_OK : oom(e);
     }
     return bad_req(e, "unsupported image URL scheme (use data: or https:)", NULL);
@@ -317,7 +311,7 @@ static int image_block(const json_t *part, json_t **out, lm_err *e)
 /* User/tool content (string or parts) -> array of Anthropic blocks. */
 static int content_blocks(const json_t *content, json_t *blocks, lm_err *e)
 {
-    size_t  i;
+    size_t i;
     json_t *part;
     if (content == NULL || json_is_null(content))
         return LM_OK;
@@ -329,7 +323,7 @@ static int content_blocks(const json_t *content, json_t *blocks, lm_err *e)
     }
     if (!json_is_array(content))
         return bad_req(e, "message content must be a string, an array or null", NULL);
-    json_array_foreach(content, i, part) {
+    json_array_foreach (content, i, part) {
         const char *type = json_string_value(json_object_get(part, "type"));
         if (streq(type, "text") || streq(type, "refusal")) {
             json_t *t = json_object_get(part, streq(type, "text") ? "text" : "refusal");
@@ -341,14 +335,14 @@ static int content_blocks(const json_t *content, json_t *blocks, lm_err *e)
                 return oom(e);
         } else if (streq(type, "image_url")) {
             json_t *b;
-            int     rc = image_block(part, &b, e);
+            int rc = image_block(part, &b, e);
             if (rc != LM_OK)
                 return rc;
             if (aadd(blocks, b))
                 return oom(e);
         } else {
-            return bad_req(e, "unsupported content part type for Anthropic: ",
-                           type ? type : "(none)");
+            return bad_req(e,
+                           "unsupported content part type for Anthropic: ", type ? type : "(none)");
         }
     }
     return LM_OK;
@@ -358,7 +352,7 @@ static int content_blocks(const json_t *content, json_t *blocks, lm_err *e)
  * when it has the same role. Steals blocks. */
 static int push_blocks(json_t *msgs, const char *role, json_t *blocks, lm_err *e)
 {
-    size_t  n = json_array_size(msgs);
+    size_t n = json_array_size(msgs);
     json_t *last = n ? json_array_get(msgs, n - 1) : NULL;
     if (json_array_size(blocks) == 0) {
         json_decref(blocks);
@@ -377,9 +371,9 @@ static int push_blocks(json_t *msgs, const char *role, json_t *blocks, lm_err *e
 /* A message whose content is one text block is sent as a plain string. */
 static void collapse_single_text(json_t *msgs)
 {
-    size_t  i;
+    size_t i;
     json_t *m;
-    json_array_foreach(msgs, i, m) {
+    json_array_foreach (msgs, i, m) {
         json_t *c = json_object_get(m, "content");
         json_t *b = json_array_get(c, 0);
         if (json_array_size(c) == 1 && json_object_size(b) == 2 &&
@@ -390,19 +384,19 @@ static void collapse_single_text(json_t *msgs)
 
 static int tool_use_blocks(const json_t *calls, json_t *blocks, lm_err *e)
 {
-    size_t  i;
+    size_t i;
     json_t *tc;
     if (calls == NULL || json_is_null(calls))
         return LM_OK;
     if (!json_is_array(calls))
         return bad_req(e, "assistant tool_calls must be an array", NULL);
-    json_array_foreach(calls, i, tc) {
-        json_t       *fn = json_object_get(tc, "function");
-        const char   *id = json_string_value(json_object_get(tc, "id"));
-        const char   *name = json_string_value(json_object_get(fn, "name"));
-        json_t       *args = json_object_get(fn, "arguments");
-        json_t       *input;
-        json_error_t  jerr;
+    json_array_foreach (calls, i, tc) {
+        json_t *fn = json_object_get(tc, "function");
+        const char *id = json_string_value(json_object_get(tc, "id"));
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        json_t *args = json_object_get(fn, "arguments");
+        json_t *input;
+        json_error_t jerr;
         if (id == NULL || name == NULL)
             return bad_req(e, "tool_calls entries need id and function.name", NULL);
         if (args == NULL || json_is_null(args) ||
@@ -414,34 +408,32 @@ static int tool_use_blocks(const json_t *calls, json_t *blocks, lm_err *e)
             input = json_loadb(json_string_value(args), json_string_length(args), 0, &jerr);
             if (input == NULL || !json_is_object(input)) {
                 json_decref(input);
-                return bad_req(e, "tool_calls function.arguments must be a JSON object: ",
-                               name);
+                return bad_req(e, "tool_calls function.arguments must be a JSON object: ", name);
             }
         } else {
             return bad_req(e, "tool_calls function.arguments must be a string", NULL);
         }
-        if (aadd(blocks, json_pack("{s:s,s:s,s:s,s:o}", "type", "tool_use", "id", id, "name",
-                                   name, "input", input)))
+        if (aadd(blocks, json_pack("{s:s,s:s,s:s,s:o}", "type", "tool_use", "id", id, "name", name,
+                                   "input", input)))
             return oom(e);
     }
     return LM_OK;
 }
 
-static int convert_messages(cl_inst *is, const json_t *in, json_t *msgs, json_t **system,
-                            lm_err *e)
+static int convert_messages(cl_inst *is, const json_t *in, json_t *msgs, json_t **system, lm_err *e)
 {
-    size_t  i;
+    size_t i;
     json_t *m;
-    sbuf    sys = {NULL, 0, 0, 0};
-    int     nsys = 0, rc = LM_OK;
+    sbuf sys = {NULL, 0, 0, 0};
+    int nsys = 0, rc = LM_OK;
 
     *system = NULL;
     if (!json_is_array(in) || json_array_size(in) == 0)
         return bad_req(e, "messages must be a non-empty array", NULL);
-    json_array_foreach(in, i, m) {
+    json_array_foreach (in, i, m) {
         const char *role = json_string_value(json_object_get(m, "role"));
-        json_t     *content = json_object_get(m, "content");
-        json_t     *blocks;
+        json_t *content = json_object_get(m, "content");
+        json_t *blocks;
         if (!json_is_object(m) || role == NULL) {
             rc = bad_req(e, "each message needs a string role", NULL);
             break;
@@ -477,7 +469,7 @@ static int convert_messages(cl_inst *is, const json_t *in, json_t *msgs, json_t 
                 json_decref(blocks);
         } else if (streq(role, "tool")) {
             const char *id = json_string_value(json_object_get(m, "tool_call_id"));
-            json_t     *res;
+            json_t *res;
             if (id == NULL) {
                 json_decref(blocks);
                 rc = bad_req(e, "tool message needs tool_call_id", NULL);
@@ -533,7 +525,7 @@ static int convert_messages(cl_inst *is, const json_t *in, json_t *msgs, json_t 
 
 static int convert_tools(cl_inst *is, const json_t *tools, json_t *body, lm_err *e)
 {
-    size_t  i;
+    size_t i;
     json_t *t, *out;
     if (tools == NULL || json_is_null(tools))
         return LM_OK;
@@ -542,12 +534,12 @@ static int convert_tools(cl_inst *is, const json_t *tools, json_t *body, lm_err 
     out = json_array();
     if (out == NULL)
         return oom(e);
-    json_array_foreach(tools, i, t) {
-        json_t     *fn = json_object_get(t, "function");
+    json_array_foreach (tools, i, t) {
+        json_t *fn = json_object_get(t, "function");
         const char *name = json_string_value(json_object_get(fn, "name"));
-        json_t     *desc = json_object_get(fn, "description");
-        json_t     *params = json_object_get(fn, "parameters");
-        json_t     *o;
+        json_t *desc = json_object_get(fn, "description");
+        json_t *params = json_object_get(fn, "parameters");
+        json_t *o;
         if (!streq(json_string_value(json_object_get(t, "type")), "function")) {
             log_drop(is, "tools[] of a non-function type");
             continue;
@@ -560,8 +552,8 @@ static int convert_tools(cl_inst *is, const json_t *tools, json_t *body, lm_err 
         if (o == NULL || (json_is_string(desc) && json_object_set(o, "description", desc)) ||
             (json_is_object(params)
                  ? json_object_set(o, "input_schema", params)
-                 : oset(o, "input_schema", json_pack("{s:s,s:{}}", "type", "object",
-                                                     "properties"))) ||
+                 : oset(o, "input_schema",
+                        json_pack("{s:s,s:{}}", "type", "object", "properties"))) ||
             aadd(out, o)) {
             json_decref(out);
             return oom(e);
@@ -578,9 +570,9 @@ static int convert_tools(cl_inst *is, const json_t *tools, json_t *body, lm_err 
 
 static int convert_tool_choice(const json_t *canon, json_t *body, lm_err *e)
 {
-    json_t     *tc = json_object_get(canon, "tool_choice");
-    json_t     *ptc = json_object_get(canon, "parallel_tool_calls");
-    json_t     *out = NULL;
+    json_t *tc = json_object_get(canon, "tool_choice");
+    json_t *ptc = json_object_get(canon, "parallel_tool_calls");
+    json_t *out = NULL;
     const char *s = json_string_value(tc);
 
     if (tc == NULL || json_is_null(tc)) {
@@ -599,8 +591,7 @@ static int convert_tool_choice(const json_t *canon, json_t *body, lm_err *e)
             return bad_req(e, "tool_choice object needs function.name", NULL);
         out = json_pack("{s:s,s:s}", "type", "tool", "name", name);
     } else {
-        return bad_req(e, "tool_choice must be auto, none, required or a function object",
-                       NULL);
+        return bad_req(e, "tool_choice must be auto, none, required or a function object", NULL);
     }
     if (out == NULL)
         return (tc == NULL || json_is_null(tc)) ? LM_OK : oom(e);
@@ -612,14 +603,14 @@ static int convert_tool_choice(const json_t *canon, json_t *body, lm_err *e)
 static int convert_stop(const json_t *stop, json_t *body, lm_err *e)
 {
     json_t *arr;
-    size_t  i;
+    size_t i;
     json_t *s;
     if (stop == NULL || json_is_null(stop))
         return LM_OK;
     if (json_is_string(stop)) {
         arr = json_pack("[O]", stop);
     } else if (json_is_array(stop)) {
-        json_array_foreach(stop, i, s) {
+        json_array_foreach (stop, i, s) {
             if (!json_is_string(s))
                 return bad_req(e, "stop must be a string or an array of strings", NULL);
         }
@@ -635,13 +626,13 @@ static int convert_stop(const json_t *stop, json_t *body, lm_err *e)
 static int cl_build_chat(cl_inst *is, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e)
 {
     const lm_host_api *h = is->h;
-    json_t            *body, *msgs, *system = NULL, *v;
-    const char        *model = c->model;
-    const char        *key;
-    int64_t            max_tokens = is->max_tokens_default;
-    int                rc;
-    char              *url;
-    size_t             ulen;
+    json_t *body, *msgs, *system = NULL, *v;
+    const char *model = c->model;
+    const char *key;
+    int64_t max_tokens = is->max_tokens_default;
+    int rc;
+    char *url;
+    size_t ulen;
 
     if (model == NULL || model[0] == '\0')
         model = json_string_value(json_object_get(canon, "model"));
@@ -684,7 +675,7 @@ static int cl_build_chat(cl_inst *is, lm_call *c, const json_t *canon, lm_ureq *
         goto nomem;
 
     /* Sampling and the rest, in canon order; unknown keys are dropped. */
-    json_object_foreach((json_t *)canon, key, v) {
+    json_object_foreach ((json_t *)canon, key, v) {
         if (streq(key, "model") || streq(key, "messages") || streq(key, "max_tokens") ||
             streq(key, "max_completion_tokens") || streq(key, "stream") ||
             streq(key, "stream_options") || streq(key, "tool_choice") ||
@@ -701,8 +692,7 @@ static int cl_build_chat(cl_inst *is, lm_call *c, const json_t *canon, lm_ureq *
             t = json_number_value(v);
             if (t < 0 || t > 1) {
                 if (LM_HOST_HAS(h, log))
-                    h->log(is->ictx, LM_LOG_DEBUG,
-                           "anthropic: clamping temperature to [0,1]");
+                    h->log(is->ictx, LM_LOG_DEBUG, "anthropic: clamping temperature to [0,1]");
                 t = t < 0 ? 0 : 1;
                 if (oset(body, "temperature", json_real(t)))
                     goto nomem;
@@ -721,8 +711,7 @@ static int cl_build_chat(cl_inst *is, lm_call *c, const json_t *canon, lm_ureq *
             if (rc != LM_OK)
                 goto fail;
         } else if (streq(key, "user")) {
-            if (json_is_string(v) &&
-                oset(body, "metadata", json_pack("{s:O}", "user_id", v)))
+            if (json_is_string(v) && oset(body, "metadata", json_pack("{s:O}", "user_id", v)))
                 goto nomem;
         } else if (streq(key, "tools")) {
             rc = convert_tools(is, v, body, e);
@@ -779,11 +768,10 @@ fail:
     return rc;
 }
 
-static int cl_build_request(void *ist, lm_call *c, const json_t *canon, lm_ureq *u,
-                            lm_err *e)
+static int cl_build_request(void *ist, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e)
 {
     cl_inst *is = ist;
-    cl_req  *rs;
+    cl_req *rs;
 
     if (c->op != LM_OP_CHAT)
         return lm_err_set(e, LM_ENOTSUP, 404, "invalid_request_error", "model_not_found",
@@ -804,7 +792,7 @@ static int cl_build_request(void *ist, lm_call *c, const json_t *canon, lm_ureq 
 /* Fill e from an Anthropic error type / HTTP status (0 = in-stream). */
 static void map_anthropic_error(const char *atype, int status, const char *msg, lm_err *e)
 {
-    int         st = status;
+    int st = status;
     const char *type = "api_error", *code = NULL;
 
     if (streq(atype, "overloaded_error") || status == 529) {
@@ -846,11 +834,11 @@ static void map_anthropic_error(const char *atype, int status, const char *msg, 
 static int cl_map_error(void *ist, lm_call *c, int status, lm_str body, lm_err *e)
 {
     json_error_t jerr;
-    json_t      *root = json_loadb(body.p, body.n, 0, &jerr);
-    json_t      *err = json_object_get(root, "error");
-    const char  *atype = json_string_value(json_object_get(err, "type"));
-    const char  *msg = json_string_value(json_object_get(err, "message"));
-    char         fallback[64];
+    json_t *root = json_loadb(body.p, body.n, 0, &jerr);
+    json_t *err = json_object_get(root, "error");
+    const char *atype = json_string_value(json_object_get(err, "type"));
+    const char *msg = json_string_value(json_object_get(err, "message"));
+    char fallback[64];
     (void)ist;
     (void)c;
     if (msg == NULL) {
@@ -866,8 +854,7 @@ static int cl_map_error(void *ist, lm_call *c, int status, lm_str body, lm_err *
 
 static const char *map_stop(const char *r)
 {
-    if (r == NULL || streq(r, "end_turn") || streq(r, "stop_sequence") ||
-        streq(r, "pause_turn"))
+    if (r == NULL || streq(r, "end_turn") || streq(r, "stop_sequence") || streq(r, "pause_turn"))
         return "stop";
     if (streq(r, "max_tokens") || streq(r, "model_context_window_exceeded"))
         return "length";
@@ -908,10 +895,10 @@ static void read_usage(cl_req *rs, const json_t *usage)
 
 static json_t *usage_json(const lm_usage *u)
 {
-    json_t *o = json_pack("{s:I,s:I,s:I}", "prompt_tokens",
-                          (json_int_t)(u->prompt > 0 ? u->prompt : 0), "completion_tokens",
-                          (json_int_t)(u->completion > 0 ? u->completion : 0), "total_tokens",
-                          (json_int_t)(u->total > 0 ? u->total : 0));
+    json_t *o =
+        json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)(u->prompt > 0 ? u->prompt : 0),
+                  "completion_tokens", (json_int_t)(u->completion > 0 ? u->completion : 0),
+                  "total_tokens", (json_int_t)(u->total > 0 ? u->total : 0));
     if (o != NULL && u->cached >= 0)
         json_object_set_new(o, "prompt_tokens_details",
                             json_pack("{s:I}", "cached_tokens", (json_int_t)u->cached));
@@ -921,16 +908,16 @@ static json_t *usage_json(const lm_usage *u)
 static int cl_parse_response(void *ist, lm_call *c, int status, lm_str body, json_t **out,
                              lm_usage *usage, lm_err *e)
 {
-    cl_inst     *is = ist;
+    cl_inst *is = ist;
     json_error_t jerr;
-    json_t      *root, *content, *blk, *msg, *tcs, *resp;
-    size_t       i;
-    sbuf         text = {NULL, 0, 0, 0}, think = {NULL, 0, 0, 0};
-    cl_req       tmp;
-    lm_usage     u;
-    const char  *id, *model;
-    char         idbuf[160];
-    int          ntext = 0, rc = LM_OK;
+    json_t *root, *content, *blk, *msg, *tcs, *resp;
+    size_t i;
+    sbuf text = {NULL, 0, 0, 0}, think = {NULL, 0, 0, 0};
+    cl_req tmp;
+    lm_usage u;
+    const char *id, *model;
+    char idbuf[160];
+    int ntext = 0, rc = LM_OK;
 
     (void)status;
     *out = NULL;
@@ -956,7 +943,7 @@ static int cl_parse_response(void *ist, lm_call *c, int status, lm_str body, jso
     msg = json_pack("{s:s}", "role", "assistant");
     if (tcs == NULL || msg == NULL)
         goto nomem;
-    json_array_foreach(content, i, blk) {
+    json_array_foreach (content, i, blk) {
         const char *type = json_string_value(json_object_get(blk, "type"));
         if (streq(type, "text")) {
             json_t *t = json_object_get(blk, "text");
@@ -968,8 +955,8 @@ static int cl_parse_response(void *ist, lm_call *c, int status, lm_str body, jso
             if (json_is_string(t))
                 sb_add(&think, json_string_value(t), json_string_length(t));
         } else if (streq(type, "tool_use")) {
-            json_t     *input = json_object_get(blk, "input");
-            json_t     *args = input ? dump_string(input) : json_string("{}");
+            json_t *input = json_object_get(blk, "input");
+            json_t *args = input ? dump_string(input) : json_string("{}");
             const char *tid = json_string_value(json_object_get(blk, "id"));
             const char *name = json_string_value(json_object_get(blk, "name"));
             if (tid == NULL || name == NULL) {
@@ -1010,9 +997,8 @@ static int cl_parse_response(void *ist, lm_call *c, int status, lm_str body, jso
         model = c->model ? c->model : "";
     resp = json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:O,s:n,s:s}]}", "id", idbuf, "object",
                      "chat.completion", "created",
-                     (json_int_t)(LM_HOST_HAS(is->h, unix_time) ? is->h->unix_time() : 0),
-                     "model", model, "choices", "index", 0, "message", msg, "logprobs",
-                     "finish_reason",
+                     (json_int_t)(LM_HOST_HAS(is->h, unix_time) ? is->h->unix_time() : 0), "model",
+                     model, "choices", "index", 0, "message", msg, "logprobs", "finish_reason",
                      map_stop(json_string_value(json_object_get(root, "stop_reason"))));
     if (resp == NULL || oset(resp, "usage", usage_json(&u))) {
         json_decref(resp);
@@ -1056,7 +1042,7 @@ static int ensure_started(cl_inst *is, cl_req *rs, lm_emit *out, lm_err *e)
 static int emit_usage(cl_inst *is, cl_req *rs, lm_emit *out, lm_err *e)
 {
     lm_usage u;
-    int      rc;
+    int rc;
     fill_usage(rs, &u);
     rc = is->h->emit_usage(out, &u);
     if (rc < 0)
@@ -1073,7 +1059,7 @@ static cl_block *block_at(cl_inst *is, cl_req *rs, json_t *idx)
     if (i < 0 || i >= CL_MAX_BLOCKS)
         return NULL;
     if ((size_t)i >= rs->nblocks) {
-        size_t    n = (size_t)i + 8;
+        size_t n = (size_t)i + 8;
         cl_block *nb = is->h->realloc(rs->blocks, n * sizeof(*nb));
         if (nb == NULL)
             return NULL;
@@ -1086,16 +1072,16 @@ static cl_block *block_at(cl_inst *is, cl_req *rs, json_t *idx)
 
 static json_t *tool_delta(int k, json_t *args)
 {
-    return json_pack("{s:[{s:i,s:{s:o}}]}", "tool_calls", "index", k, "function",
-                     "arguments", args);
+    return json_pack("{s:[{s:i,s:{s:o}}]}", "tool_calls", "index", k, "function", "arguments",
+                     args);
 }
 
 static int on_block_start(cl_inst *is, cl_req *rs, json_t *d, lm_emit *out, lm_err *e)
 {
-    json_t     *cb = json_object_get(d, "content_block");
+    json_t *cb = json_object_get(d, "content_block");
     const char *type = json_string_value(json_object_get(cb, "type"));
-    cl_block   *b = block_at(is, rs, json_object_get(d, "index"));
-    int         rc;
+    cl_block *b = block_at(is, rs, json_object_get(d, "index"));
+    int rc;
 
     if (b == NULL)
         return bad_upstream(e, "content_block_start without a valid index");
@@ -1121,9 +1107,9 @@ static int on_block_start(cl_inst *is, cl_req *rs, json_t *d, lm_emit *out, lm_e
         b->tool = rs->ntools++;
         b->has_args = 0;
         return emit(is, out,
-                    json_pack("{s:[{s:i,s:s,s:s,s:{s:s,s:s}}]}", "tool_calls", "index",
-                              b->tool, "id", id, "type", "function", "function", "name",
-                              name, "arguments", ""),
+                    json_pack("{s:[{s:i,s:s,s:s,s:{s:s,s:s}}]}", "tool_calls", "index", b->tool,
+                              "id", id, "type", "function", "function", "name", name, "arguments",
+                              ""),
                     NULL, e);
     } else {
         b->kind = BK_OTHER; /* redacted_thinking, server tools, ... */
@@ -1133,10 +1119,10 @@ static int on_block_start(cl_inst *is, cl_req *rs, json_t *d, lm_emit *out, lm_e
 
 static int on_block_delta(cl_inst *is, cl_req *rs, json_t *d, lm_emit *out, lm_err *e)
 {
-    json_t     *delta = json_object_get(d, "delta");
+    json_t *delta = json_object_get(d, "delta");
     const char *type = json_string_value(json_object_get(delta, "type"));
-    cl_block   *b = block_at(is, rs, json_object_get(d, "index"));
-    int         rc;
+    cl_block *b = block_at(is, rs, json_object_get(d, "index"));
+    int rc;
 
     if (b == NULL)
         return bad_upstream(e, "content_block_delta without a valid index");
@@ -1166,13 +1152,13 @@ static int on_block_delta(cl_inst *is, cl_req *rs, json_t *d, lm_emit *out, lm_e
 
 static int cl_parse_event(void *ist, lm_call *c, const lm_event *ev, lm_emit *out, lm_err *e)
 {
-    cl_inst     *is = ist;
-    cl_req      *rs = c->rstate;
+    cl_inst *is = ist;
+    cl_req *rs = c->rstate;
     json_error_t jerr;
-    json_t      *d;
-    const char  *type;
-    char         evname[40];
-    int          rc = LM_OK;
+    json_t *d;
+    const char *type;
+    char evname[40];
+    int rc = LM_OK;
 
     if (rs == NULL)
         return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "no request state");
@@ -1206,7 +1192,7 @@ static int cl_parse_event(void *ist, lm_call *c, const lm_event *ev, lm_emit *ou
             rc = emit(is, out, tool_delta(b->tool, json_string("{}")), NULL, e);
         }
     } else if (streq(type, "message_delta")) {
-        json_t     *delta = json_object_get(d, "delta");
+        json_t *delta = json_object_get(d, "delta");
         const char *reason = json_string_value(json_object_get(delta, "stop_reason"));
         read_usage(rs, json_object_get(d, "usage"));
         rc = emit_usage(is, rs, out, e);
@@ -1219,7 +1205,7 @@ static int cl_parse_event(void *ist, lm_call *c, const lm_event *ev, lm_emit *ou
     } else if (streq(type, "message_stop")) {
         rc = LM_DONE;
     } else if (streq(type, "error")) {
-        json_t     *err = json_object_get(d, "error");
+        json_t *err = json_object_get(d, "error");
         const char *m = json_string_value(json_object_get(err, "message"));
         map_anthropic_error(json_string_value(json_object_get(err, "type")), 0,
                             m ? m : "Anthropic stream error", e);

@@ -20,22 +20,22 @@
 
 typedef struct eb_inst {
     const lm_host_api *h;
-    void              *ictx;
-    char              *url_chat;
-    char              *url_embed;
-    char              *auth;  /* "Bearer <key>" */
-    const char        *key;   /* points into auth; only used to scrub messages */
-    char              *appid; /* optional "appid" header */
+    void *ictx;
+    char *url_chat;
+    char *url_embed;
+    char *auth;      /* "Bearer <key>" */
+    const char *key; /* points into auth; only used to scrub messages */
+    char *appid;     /* optional "appid" header */
 } eb_inst;
 
 typedef struct eb_req {
-    int      op;
-    int      stream;
-    int      role_sent;
-    int      emitted;    /* stream: something reached the client */
-    int      saw_tools;
-    int      finished;   /* stream: a finish_reason chunk was emitted */
-    uint64_t tc_seen;    /* stream: tool call indexes (<64) whose head was sent */
+    int op;
+    int stream;
+    int role_sent;
+    int emitted; /* stream: something reached the client */
+    int saw_tools;
+    int finished;     /* stream: a finish_reason chunk was emitted */
+    uint64_t tc_seen; /* stream: tool call indexes (<64) whose head was sent */
 } eb_req;
 
 static const lm_cfg_key eb_cfg_keys[] = {
@@ -60,7 +60,7 @@ static char *eb_strndup(const lm_host_api *h, const char *s, size_t n)
 static char *eb_concat(const lm_host_api *h, const char *a, size_t an, const char *b)
 {
     size_t bn = strlen(b);
-    char  *p = h->alloc(an + bn + 1);
+    char *p = h->alloc(an + bn + 1);
     if (p == NULL)
         return NULL;
     memcpy(p, a, an);
@@ -89,7 +89,7 @@ static void eb_debug(const eb_inst *in, const char *what, const char *name)
 static void eb_scrub(const eb_inst *in, char *msg)
 {
     size_t kn = in->key ? strlen(in->key) : 0;
-    char  *hit;
+    char *hit;
     if (kn < 4)
         return;
     while ((hit = strstr(msg, in->key)) != NULL) {
@@ -115,18 +115,27 @@ static const char *eb_type_for_status(int st)
 static int eb_status_for_v1code(json_int_t c)
 {
     switch (c) {
-    case 110: case 111: case 13: case 14:
-        return 401;
-    case 6: case 336004:
-        return 403;
-    case 4: case 17: case 18: case 19: case 336501: case 336502:
-        return 429;
-    case 1: case 2: case 336000: case 336100:
-        return 503;
-    case 100: case 336001: case 336002: case 336003:
-        return 400;
-    default:
-        return 500;
+    case 110:
+    case 111:
+    case 13:
+    case 14: return 401;
+    case 6:
+    case 336004: return 403;
+    case 4:
+    case 17:
+    case 18:
+    case 19:
+    case 336501:
+    case 336502: return 429;
+    case 1:
+    case 2:
+    case 336000:
+    case 336100: return 503;
+    case 100:
+    case 336001:
+    case 336002:
+    case 336003: return 400;
+    default: return 500;
     }
 }
 
@@ -139,8 +148,8 @@ static int eb_fill_error(const eb_inst *in, const json_t *j, int status, lm_err 
 {
     const json_t *err = json_object_get(j, "error");
     const json_t *ec = json_object_get(j, "error_code");
-    char          codebuf[32];
-    const char   *code = NULL, *msg = NULL, *type = NULL;
+    char codebuf[32];
+    const char *code = NULL, *msg = NULL, *type = NULL;
 
     if (json_is_object(err)) {
         const json_t *jc = json_object_get(err, "code");
@@ -177,8 +186,8 @@ static int eb_fill_error(const eb_inst *in, const json_t *j, int status, lm_err 
 
 static int eb_bad_upstream(lm_err *e, const char *what)
 {
-    return lm_err_set(e, LM_EUPSTREAM, 502, "api_error", "upstream_error",
-                      "Qianfan returned %s", what);
+    return lm_err_set(e, LM_EUPSTREAM, 502, "api_error", "upstream_error", "Qianfan returned %s",
+                      what);
 }
 
 static int eb_oom(lm_err *e)
@@ -217,10 +226,10 @@ static int eb_usage(const json_t *u, lm_usage *out)
 
 static json_t *eb_usage_json(const lm_usage *u)
 {
-    json_t *o = json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)(u->prompt < 0 ? 0 : u->prompt),
-                          "completion_tokens",
-                          (json_int_t)(u->completion < 0 ? 0 : u->completion), "total_tokens",
-                          (json_int_t)(u->total < 0 ? 0 : u->total));
+    json_t *o =
+        json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)(u->prompt < 0 ? 0 : u->prompt),
+                  "completion_tokens", (json_int_t)(u->completion < 0 ? 0 : u->completion),
+                  "total_tokens", (json_int_t)(u->total < 0 ? 0 : u->total));
     if (o == NULL)
         return NULL;
     if (u->cached >= 0)
@@ -237,13 +246,13 @@ static json_t *eb_usage_json(const lm_usage *u)
 static int eb_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 {
     eb_inst *in;
-    lm_str   base = {NULL, 0}, key = {NULL, 0}, appid = {NULL, 0};
-    size_t   n;
+    lm_str base = {NULL, 0}, key = {NULL, 0}, appid = {NULL, 0};
+    size_t n;
 
-    if (!LM_HOST_HAS(h, alloc) || !LM_HOST_HAS(h, free) || !LM_HOST_HAS(h, cfg_str)
-        || !LM_HOST_HAS(h, ureq_set_url) || !LM_HOST_HAS(h, ureq_add_header)
-        || !LM_HOST_HAS(h, ureq_set_json_body) || !LM_HOST_HAS(h, emit_delta)
-        || !LM_HOST_HAS(h, emit_usage))
+    if (!LM_HOST_HAS(h, alloc) || !LM_HOST_HAS(h, free) || !LM_HOST_HAS(h, cfg_str) ||
+        !LM_HOST_HAS(h, ureq_set_url) || !LM_HOST_HAS(h, ureq_add_header) ||
+        !LM_HOST_HAS(h, ureq_set_json_body) || !LM_HOST_HAS(h, emit_delta) ||
+        !LM_HOST_HAS(h, emit_usage))
         return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "ernie2: host table too old");
     if (h->cfg_str(ictx, "base_url", &base) != LM_OK || base.n == 0)
         base = LM_STR(EB_DEFAULT_BASE);
@@ -251,8 +260,8 @@ static int eb_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
         return lm_err_set(e, LM_EINVAL, 500, "api_error", NULL, "ernie2: api_key is required");
     if (h->cfg_str(ictx, "appid", &appid) != LM_OK)
         appid.n = 0;
-    if (!(base.n > 7 && strncmp(base.p, "http://", 7) == 0)
-        && !(base.n > 8 && strncmp(base.p, "https://", 8) == 0))
+    if (!(base.n > 7 && strncmp(base.p, "http://", 7) == 0) &&
+        !(base.n > 8 && strncmp(base.p, "https://", 8) == 0))
         return lm_err_set(e, LM_EINVAL, 500, "api_error", NULL,
                           "ernie2: base_url must start with http:// or https://");
     n = base.n;
@@ -276,8 +285,8 @@ static int eb_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
     }
     if (appid.n > 0)
         in->appid = eb_strndup(h, appid.p, appid.n);
-    if (in->url_chat == NULL || in->url_embed == NULL || in->auth == NULL
-        || (appid.n > 0 && in->appid == NULL)) {
+    if (in->url_chat == NULL || in->url_embed == NULL || in->auth == NULL ||
+        (appid.n > 0 && in->appid == NULL)) {
         h->free(in->url_chat);
         h->free(in->url_embed);
         h->free(in->auth);
@@ -291,7 +300,7 @@ static int eb_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 
 static void eb_fini(void *istate)
 {
-    eb_inst           *in = istate;
+    eb_inst *in = istate;
     const lm_host_api *h;
     if (in == NULL)
         return;
@@ -326,20 +335,20 @@ static int eb_is(const char *k, const char *const *list)
 static int eb_messages(const json_t *msgs, json_t **out, lm_err *e)
 {
     json_t *arr = json_array(), *m;
-    size_t  i;
+    size_t i;
     if (arr == NULL)
         return eb_oom(e);
-    json_array_foreach(msgs, i, m) {
+    json_array_foreach (msgs, i, m) {
         const char *role = eb_jstr(m, "role");
-        json_t     *nm;
+        json_t *nm;
         const json_t *ct;
         if (!json_is_object(m) || role == NULL) {
             json_decref(arr);
             return eb_inval(e, "each message needs a string role");
         }
-        if (strcmp(role, "system") != 0 && strcmp(role, "user") != 0
-            && strcmp(role, "assistant") != 0 && strcmp(role, "tool") != 0
-            && strcmp(role, "developer") != 0) {
+        if (strcmp(role, "system") != 0 && strcmp(role, "user") != 0 &&
+            strcmp(role, "assistant") != 0 && strcmp(role, "tool") != 0 &&
+            strcmp(role, "developer") != 0) {
             json_decref(arr);
             return eb_inval(e, "unsupported message role");
         }
@@ -367,7 +376,7 @@ static int eb_finish_req(eb_inst *in, lm_call *c, const char *url, json_t *body,
                          lm_err *e)
 {
     const lm_host_api *h = in->h;
-    int                rc = h->ureq_set_url(u, lm_cstr(url));
+    int rc = h->ureq_set_url(u, lm_cstr(url));
     if (rc == LM_OK)
         rc = h->ureq_add_header(u, LM_STR("Authorization"), lm_cstr(in->auth));
     if (rc == LM_OK && in->appid != NULL)
@@ -389,16 +398,30 @@ static int eb_finish_req(eb_inst *in, lm_call *c, const char *url, json_t *body,
 static int eb_build_chat(eb_inst *in, lm_call *c, const json_t *canon, const char *model,
                          lm_ureq *u, lm_err *e)
 {
-    static const char *const pass[] = {
-        "temperature",  "top_p",           "penalty_score",   "max_tokens",
-        "seed",         "frequency_penalty", "presence_penalty", "repetition_penalty",
-        "tools",        "tool_choice",     "parallel_tool_calls", "web_search",
-        "response_format", "metadata",     "enable_thinking", "thinking_budget",
-        "thinking_strategy", "reasoning_effort", "user",      NULL};
+    static const char *const pass[] = {"temperature",
+                                       "top_p",
+                                       "penalty_score",
+                                       "max_tokens",
+                                       "seed",
+                                       "frequency_penalty",
+                                       "presence_penalty",
+                                       "repetition_penalty",
+                                       "tools",
+                                       "tool_choice",
+                                       "parallel_tool_calls",
+                                       "web_search",
+                                       "response_format",
+                                       "metadata",
+                                       "enable_thinking",
+                                       "thinking_budget",
+                                       "thinking_strategy",
+                                       "reasoning_effort",
+                                       "user",
+                                       NULL};
     const json_t *msgs = json_object_get(canon, "messages"), *v;
-    const char   *k;
-    json_t       *body, *jm = NULL;
-    int           rc;
+    const char *k;
+    json_t *body, *jm = NULL;
+    int rc;
 
     if (!json_is_array(msgs) || json_array_size(msgs) == 0)
         return eb_inval(e, "messages must be a non-empty array");
@@ -412,10 +435,9 @@ static int eb_build_chat(eb_inst *in, lm_call *c, const json_t *canon, const cha
     if (body == NULL)
         return eb_oom(e);
 
-    json_object_foreach((json_t *)canon, k, v) {
-        if (json_is_null(v) || strcmp(k, "model") == 0 || strcmp(k, "messages") == 0
-            || strcmp(k, "stream") == 0 || strcmp(k, "stream_options") == 0
-            || strcmp(k, "n") == 0)
+    json_object_foreach ((json_t *)canon, k, v) {
+        if (json_is_null(v) || strcmp(k, "model") == 0 || strcmp(k, "messages") == 0 ||
+            strcmp(k, "stream") == 0 || strcmp(k, "stream_options") == 0 || strcmp(k, "n") == 0)
             continue;
         if (eb_is(k, pass)) {
             json_object_set_new(body, k, json_deep_copy(v));
@@ -443,12 +465,12 @@ static int eb_build_embed(eb_inst *in, lm_call *c, const json_t *canon, const ch
                           lm_ureq *u, lm_err *e)
 {
     const json_t *inp = json_object_get(canon, "input"), *v;
-    const char   *k;
-    json_t       *body;
-    size_t        i;
+    const char *k;
+    json_t *body;
+    size_t i;
 
     if (json_is_array(inp) && json_array_size(inp) > 0) {
-        json_array_foreach(inp, i, v) {
+        json_array_foreach (inp, i, v) {
             if (!json_is_string(v))
                 return eb_inval(e, "Qianfan embeddings take text input only (no token arrays)");
         }
@@ -458,7 +480,7 @@ static int eb_build_embed(eb_inst *in, lm_call *c, const json_t *canon, const ch
     body = json_pack("{s:s,s:O}", "model", model, "input", inp);
     if (body == NULL)
         return eb_oom(e);
-    json_object_foreach((json_t *)canon, k, v) {
+    json_object_foreach ((json_t *)canon, k, v) {
         if (strcmp(k, "model") == 0 || strcmp(k, "input") == 0 || json_is_null(v))
             continue;
         if (strcmp(k, "user") == 0)
@@ -471,8 +493,8 @@ static int eb_build_embed(eb_inst *in, lm_call *c, const json_t *canon, const ch
 
 static int eb_build_request(void *istate, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e)
 {
-    eb_inst    *in = istate;
-    eb_req     *rs;
+    eb_inst *in = istate;
+    eb_req *rs;
     const char *model;
 
     rs = in->h->alloc(sizeof *rs);
@@ -516,9 +538,9 @@ static const char *eb_finish(const char *fr, int has_tools)
 static int eb_blocked(const json_t *ch, const json_t *top)
 {
     const json_t *f = json_object_get(ch, "flag");
-    return json_is_true(json_object_get(ch, "need_clear_history"))
-           || json_is_true(json_object_get(top, "need_clear_history"))
-           || (json_is_integer(f) && json_integer_value(f) >= 3);
+    return json_is_true(json_object_get(ch, "need_clear_history")) ||
+           json_is_true(json_object_get(top, "need_clear_history")) ||
+           (json_is_integer(f) && json_integer_value(f) >= 3);
 }
 
 static json_t *eb_synth_id(const lm_call *c, size_t n)
@@ -531,8 +553,8 @@ static json_t *eb_synth_id(const lm_call *c, size_t n)
 static json_t *eb_args(const json_t *fn)
 {
     const json_t *a = json_object_get(fn, "arguments");
-    char         *s;
-    json_t       *r;
+    char *s;
+    json_t *r;
     if (json_is_string(a))
         return json_deep_copy(a);
     if (a == NULL || json_is_null(a))
@@ -548,17 +570,16 @@ static json_t *eb_args(const json_t *fn)
 static json_t *eb_tool_calls(const lm_call *c, const json_t *arr)
 {
     json_t *out = json_array(), *tc;
-    size_t  i;
+    size_t i;
     if (out == NULL)
         return NULL;
-    json_array_foreach(arr, i, tc) {
+    json_array_foreach (arr, i, tc) {
         const json_t *fn = json_object_get(tc, "function");
-        const char   *id = eb_jstr(tc, "id");
-        const char   *name = eb_jstr(fn, "name");
-        json_t       *o = json_pack("{s:o,s:s,s:{s:s,s:o}}", "id",
-                                    eb_nonempty(id) ? json_string(id) : eb_synth_id(c, i), "type",
-                                    "function", "function", "name", name ? name : "", "arguments",
-                                    eb_args(fn));
+        const char *id = eb_jstr(tc, "id");
+        const char *name = eb_jstr(fn, "name");
+        json_t *o = json_pack(
+            "{s:o,s:s,s:{s:s,s:o}}", "id", eb_nonempty(id) ? json_string(id) : eb_synth_id(c, i),
+            "type", "function", "function", "name", name ? name : "", "arguments", eb_args(fn));
         if (o == NULL) {
             json_decref(out);
             return NULL;
@@ -571,7 +592,7 @@ static json_t *eb_tool_calls(const lm_call *c, const json_t *arr)
 static json_t *eb_id(const lm_call *c, const json_t *j)
 {
     const char *id = eb_jstr(j, "id");
-    char        buf[160];
+    char buf[160];
     if (eb_nonempty(id))
         return json_string(id);
     snprintf(buf, sizeof buf, "chatcmpl-%s", eb_nonempty(c->request_id) ? c->request_id : "lm");
@@ -582,24 +603,24 @@ static int eb_parse_chat(eb_inst *in, lm_call *c, const json_t *j, json_t **out,
                          lm_err *e)
 {
     const json_t *choices = json_object_get(j, "choices"), *ch, *cr;
-    json_t       *jch, *resp;
-    lm_usage      us = LM_USAGE_UNKNOWN;
-    size_t        i;
+    json_t *jch, *resp;
+    lm_usage us = LM_USAGE_UNKNOWN;
+    size_t i;
 
     if (!json_is_array(choices))
         return eb_bad_upstream(e, "a response without choices");
     jch = json_array();
     if (jch == NULL)
         return eb_oom(e);
-    json_array_foreach(choices, i, ch) {
+    json_array_foreach (choices, i, ch) {
         const json_t *m = json_object_get(ch, "message");
         const json_t *tc = json_object_get(m, "tool_calls");
         const json_t *ct = json_object_get(m, "content");
         const json_t *idx = json_object_get(ch, "index");
-        const char   *rsn = eb_jstr(m, "reasoning_content");
-        int           has_tools = json_is_array(tc) && json_array_size(tc) > 0;
-        const char   *fr = eb_finish(eb_jstr(ch, "finish_reason"), has_tools);
-        json_t       *msg, *choice, *content;
+        const char *rsn = eb_jstr(m, "reasoning_content");
+        int has_tools = json_is_array(tc) && json_array_size(tc) > 0;
+        const char *fr = eb_finish(eb_jstr(ch, "finish_reason"), has_tools);
+        json_t *msg, *choice, *content;
 
         if (eb_blocked(ch, j))
             fr = "content_filter";
@@ -613,9 +634,10 @@ static int eb_parse_chat(eb_inst *in, lm_call *c, const json_t *j, json_t **out,
             json_object_set_new(msg, "tool_calls", eb_tool_calls(c, tc));
         if (msg != NULL && eb_nonempty(rsn))
             json_object_set_new(msg, "reasoning_content", json_string(rsn));
-        choice = json_pack("{s:I,s:o,s:n,s:s}", "index",
-                           (json_int_t)(json_is_integer(idx) ? json_integer_value(idx) : (json_int_t)i),
-                           "message", msg, "logprobs", "finish_reason", fr ? fr : (has_tools ? "tool_calls" : "stop"));
+        choice = json_pack(
+            "{s:I,s:o,s:n,s:s}", "index",
+            (json_int_t)(json_is_integer(idx) ? json_integer_value(idx) : (json_int_t)i), "message",
+            msg, "logprobs", "finish_reason", fr ? fr : (has_tools ? "tool_calls" : "stop"));
         if (choice == NULL) {
             json_decref(jch);
             return eb_oom(e);
@@ -625,8 +647,9 @@ static int eb_parse_chat(eb_inst *in, lm_call *c, const json_t *j, json_t **out,
     cr = json_object_get(j, "created");
     resp = json_pack("{s:o,s:s,s:I,s:s,s:o}", "id", eb_id(c, j), "object", "chat.completion",
                      "created",
-                     (json_int_t)(json_is_integer(cr) ? json_integer_value(cr)
-                                  : LM_HOST_HAS(in->h, unix_time) ? in->h->unix_time() : 0),
+                     (json_int_t)(json_is_integer(cr)             ? json_integer_value(cr)
+                                  : LM_HOST_HAS(in->h, unix_time) ? in->h->unix_time()
+                                                                  : 0),
                      "model", c->model ? c->model : "", "choices", jch);
     if (resp == NULL)
         return eb_oom(e);
@@ -642,26 +665,27 @@ static int eb_parse_chat(eb_inst *in, lm_call *c, const json_t *j, json_t **out,
 static int eb_parse_embed(lm_call *c, const json_t *j, json_t **out, lm_usage *usage, lm_err *e)
 {
     const json_t *data = json_object_get(j, "data"), *it;
-    json_t       *arr, *resp;
-    lm_usage      us = LM_USAGE_UNKNOWN;
-    size_t        i;
+    json_t *arr, *resp;
+    lm_usage us = LM_USAGE_UNKNOWN;
+    size_t i;
 
     if (!json_is_array(data))
         return eb_bad_upstream(e, "an embeddings response without data");
     arr = json_array();
     if (arr == NULL)
         return eb_oom(e);
-    json_array_foreach(data, i, it) {
+    json_array_foreach (data, i, it) {
         const json_t *vec = json_object_get(it, "embedding");
         const json_t *ix = json_object_get(it, "index");
         if (!json_is_array(vec) && !json_is_string(vec)) {
             json_decref(arr);
             return eb_bad_upstream(e, "an embedding that is not a list");
         }
-        json_array_append_new(arr, json_pack("{s:s,s:I,s:O}", "object", "embedding", "index",
-                                             (json_int_t)(json_is_integer(ix) ? json_integer_value(ix)
-                                                                              : (json_int_t)i),
-                                             "embedding", vec));
+        json_array_append_new(
+            arr,
+            json_pack("{s:s,s:I,s:O}", "object", "embedding", "index",
+                      (json_int_t)(json_is_integer(ix) ? json_integer_value(ix) : (json_int_t)i),
+                      "embedding", vec));
     }
     eb_usage(json_object_get(j, "usage"), &us);
     if (us.prompt < 0)
@@ -686,9 +710,9 @@ static int eb_parse_response(void *istate, lm_call *c, int status, lm_str body, 
                              lm_usage *usage, lm_err *e)
 {
     eb_inst *in = istate;
-    eb_req  *rs = c->rstate;
-    json_t  *j;
-    int      rc;
+    eb_req *rs = c->rstate;
+    json_t *j;
+    int rc;
 
     (void)status;
     *out = NULL;
@@ -712,8 +736,8 @@ static int eb_parse_response(void *istate, lm_call *c, int status, lm_str body, 
 static int eb_map_error(void *istate, lm_call *c, int status, lm_str body, lm_err *e)
 {
     eb_inst *in = istate;
-    json_t  *j = json_loadb(body.p, body.n, 0, NULL);
-    int      ok;
+    json_t *j = json_loadb(body.p, body.n, 0, NULL);
+    int ok;
     (void)c;
     ok = json_is_object(j) && eb_fill_error(in, j, status, e);
     json_decref(j);
@@ -733,18 +757,18 @@ static int eb_emit(eb_inst *in, lm_emit *out, int index, json_t *delta, const ch
 static json_t *eb_stream_tools(const lm_call *c, eb_req *rs, const json_t *arr)
 {
     json_t *out = json_array(), *tc;
-    size_t  i;
+    size_t i;
     if (out == NULL)
         return NULL;
-    json_array_foreach(arr, i, tc) {
+    json_array_foreach (arr, i, tc) {
         const json_t *fn = json_object_get(tc, "function");
         const json_t *ji = json_object_get(tc, "index");
-        const char   *id = eb_jstr(tc, "id");
-        const char   *name = eb_jstr(fn, "name");
+        const char *id = eb_jstr(tc, "id");
+        const char *name = eb_jstr(fn, "name");
         const json_t *args = json_object_get(fn, "arguments");
-        json_int_t    idx = json_is_integer(ji) ? json_integer_value(ji) : (json_int_t)i;
-        int           first;
-        json_t       *o, *f;
+        json_int_t idx = json_is_integer(ji) ? json_integer_value(ji) : (json_int_t)i;
+        int first;
+        json_t *o, *f;
 
         if (idx < 0)
             idx = 0;
@@ -758,7 +782,8 @@ static json_t *eb_stream_tools(const lm_call *c, eb_req *rs, const json_t *arr)
             return NULL;
         }
         if (first) {
-            json_object_set_new(o, "id", eb_nonempty(id) ? json_string(id) : eb_synth_id(c, (size_t)idx));
+            json_object_set_new(o, "id",
+                                eb_nonempty(id) ? json_string(id) : eb_synth_id(c, (size_t)idx));
             json_object_set_new(o, "type", json_string("function"));
             json_object_set_new(f, "name", json_string(name ? name : ""));
             json_object_set_new(f, "arguments", eb_args(fn));
@@ -790,13 +815,13 @@ static int eb_close(eb_inst *in, eb_req *rs, lm_emit *out, lm_err *e)
 
 static int eb_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit *out, lm_err *e)
 {
-    eb_inst      *in = istate;
-    eb_req       *rs = c->rstate;
-    json_t       *j;
+    eb_inst *in = istate;
+    eb_req *rs = c->rstate;
+    json_t *j;
     const json_t *choices, *ch, *ie;
-    lm_usage      us;
-    size_t        i;
-    int           rc = LM_OK;
+    lm_usage us;
+    size_t i;
+    int rc = LM_OK;
 
     if (rs == NULL)
         return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "ernie2: no request state");
@@ -815,15 +840,15 @@ static int eb_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit 
     }
     ie = json_object_get(j, "is_end");
     choices = json_object_get(j, "choices");
-    json_array_foreach(choices, i, ch) {
+    json_array_foreach (choices, i, ch) {
         const json_t *d = json_object_get(ch, "delta");
         const json_t *ct = json_object_get(d, "content");
         const json_t *tc = json_object_get(d, "tool_calls");
         const json_t *ji = json_object_get(ch, "index");
-        const char   *rsn = eb_jstr(d, "reasoning_content");
-        int           idx = json_is_integer(ji) ? (int)json_integer_value(ji) : (int)i;
-        const char   *fr;
-        json_t       *delta = json_object();
+        const char *rsn = eb_jstr(d, "reasoning_content");
+        int idx = json_is_integer(ji) ? (int)json_integer_value(ji) : (int)i;
+        const char *fr;
+        json_t *delta = json_object();
 
         if (delta == NULL) {
             rc = eb_oom(e);
@@ -847,10 +872,12 @@ static int eb_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit 
             fr = NULL;
         if (eb_blocked(ch, j))
             fr = "content_filter";
-        if (json_object_size(delta) > 0 || (!rs->role_sent && json_is_string(json_object_get(d, "role")))) {
+        if (json_object_size(delta) > 0 ||
+            (!rs->role_sent && json_is_string(json_object_get(d, "role")))) {
             if (!rs->role_sent) {
                 json_object_set_new(delta, "role", json_string("assistant"));
-                if (json_object_get(delta, "content") == NULL && json_object_get(delta, "tool_calls") == NULL)
+                if (json_object_get(delta, "content") == NULL &&
+                    json_object_get(delta, "tool_calls") == NULL)
                     json_object_set_new(delta, "content", json_string(""));
                 rs->role_sent = 1;
             }
@@ -862,8 +889,8 @@ static int eb_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit 
         if (rc == LM_OK && fr != NULL && !rs->finished) {
             if (!rs->role_sent) {
                 rs->role_sent = 1;
-                rc = eb_emit(in, out, idx, json_pack("{s:s,s:s}", "role", "assistant", "content", ""),
-                             NULL, e);
+                rc = eb_emit(in, out, idx,
+                             json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL, e);
             }
             if (rc == LM_OK)
                 rc = eb_emit(in, out, idx, NULL, fr, e);

@@ -18,9 +18,9 @@
 
 typedef struct gm_inst {
     const lm_host_api *h;
-    void              *ictx;
-    lm_str             base_url; /* no trailing '/' */
-    lm_str             api_key;
+    void *ictx;
+    lm_str base_url; /* no trailing '/' */
+    lm_str api_key;
 } gm_inst;
 
 typedef struct gm_cand {
@@ -28,9 +28,9 @@ typedef struct gm_cand {
 } gm_cand;
 
 typedef struct gm_req {
-    int     b64;    /* embeddings: encoding_format base64 */
-    int     ncalls; /* tool-call ids synthesized so far */
-    char    idbase[40];
+    int b64;    /* embeddings: encoding_format base64 */
+    int ncalls; /* tool-call ids synthesized so far */
+    char idbase[40];
     gm_cand cand[GM_MAX_CAND];
 } gm_req;
 
@@ -80,8 +80,8 @@ static int aadd(json_t *a, json_t *v)
 
 static json_t *dump_string(const json_t *v)
 {
-    size_t  n = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
-    char   *buf;
+    size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *buf;
     json_t *s;
     if (n == 0)
         return NULL;
@@ -115,9 +115,9 @@ static int header_safe(lm_str s)
 }
 
 typedef struct sbuf {
-    char  *p;
+    char *p;
     size_t n, cap;
-    int    oom;
+    int oom;
 } sbuf;
 
 static void sb_add(sbuf *b, const char *s, size_t n)
@@ -126,7 +126,7 @@ static void sb_add(sbuf *b, const char *s, size_t n)
         return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
-        char  *np;
+        char *np;
         while (cap < b->n + n + 1)
             cap *= 2;
         np = realloc(b->p, cap);
@@ -153,7 +153,7 @@ static const lm_cfg_key gm_cfg_keys[] = {
 static int gm_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 {
     gm_inst *is;
-    lm_str   s;
+    lm_str s;
 
     if (h == NULL || !LM_HOST_HAS(h, cfg_str) || !LM_HOST_HAS(h, alloc))
         return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "host table too old");
@@ -219,7 +219,7 @@ static void gm_req_close(void *ist, lm_call *c)
 static const char *model_id(const lm_call *c, const json_t *canon)
 {
     const char *m = c->model;
-    size_t      i;
+    size_t i;
     if (m == NULL || m[0] == '\0')
         m = json_string_value(json_object_get(canon, "model"));
     if (m == NULL)
@@ -242,10 +242,10 @@ static int send_request(gm_inst *is, lm_ureq *u, const char *model, const char *
                         json_t *body, lm_err *e)
 {
     const lm_host_api *h = is->h;
-    size_t             ml = strlen(model), sl = strlen(suffix);
-    size_t             n = is->base_url.n + 8 + ml + sl;
-    char              *url = malloc(n + 1);
-    int                rc;
+    size_t ml = strlen(model), sl = strlen(suffix);
+    size_t n = is->base_url.n + 8 + ml + sl;
+    char *url = malloc(n + 1);
+    int rc;
     if (url == NULL) {
         json_decref(body);
         return oom(e);
@@ -274,19 +274,20 @@ static int send_request(gm_inst *is, lm_ureq *u, const char *model, const char *
 static void strip_schema(json_t *s)
 {
     const char *k;
-    json_t     *v;
-    size_t      i;
-    void       *tmp;
+    json_t *v;
+    size_t i;
+    void *tmp;
     if (json_is_object(s)) {
         json_object_del(s, "additionalProperties");
         json_object_del(s, "$schema");
         json_object_del(s, "strict");
-        json_object_foreach_safe(s, tmp, k, v) {
+        json_object_foreach_safe (s, tmp, k, v) {
             (void)k;
             strip_schema(v);
         }
     } else if (json_is_array(s)) {
-        json_array_foreach(s, i, v) strip_schema(v);
+        json_array_foreach (s, i, v)
+            strip_schema(v);
     }
 }
 
@@ -294,7 +295,7 @@ static void strip_schema(json_t *s)
 
 static int push_parts(json_t *contents, const char *role, json_t *parts, lm_err *e)
 {
-    size_t  n = json_array_size(contents);
+    size_t n = json_array_size(contents);
     json_t *last = n ? json_array_get(contents, n - 1) : NULL;
     if (json_array_size(parts) == 0) {
         json_decref(parts);
@@ -305,20 +306,21 @@ static int push_parts(json_t *contents, const char *role, json_t *parts, lm_err 
         json_decref(parts);
         return rc ? oom(e) : LM_OK;
     }
-    return aadd(contents, json_pack("{s:s,s:o}", "role", role, "parts", parts)) ? oom(e)
-                                                                                : LM_OK;
+    return aadd(contents, json_pack("{s:s,s:o}", "role", role, "parts", parts)) ? oom(e) : LM_OK;
 }
 
 static int image_part(const json_t *part, json_t *parts, lm_err *e)
 {
-    json_t     *iu = json_object_get(part, "image_url");
+    json_t *iu = json_object_get(part, "image_url");
     const char *url = json_string_value(json_is_object(iu) ? json_object_get(iu, "url") : iu);
     const char *semi;
     if (url == NULL)
         return bad_req(e, "image_url part needs image_url.url", NULL);
     if (strncmp(url, "data:", 5) != 0)
-        return bad_req(e, "Gemini takes inline images only: send the image as a "
-                          "data:<type>;base64,<data> URL", NULL);
+        return bad_req(e,
+                       "Gemini takes inline images only: send the image as a "
+                       "data:<type>;base64,<data> URL",
+                       NULL);
     semi = strchr(url + 5, ';');
     if (semi == NULL || semi == url + 5 || strncmp(semi, ";base64,", 8) != 0)
         return bad_req(e, "image data URL must be data:<media type>;base64,<data>", NULL);
@@ -331,7 +333,7 @@ static int image_part(const json_t *part, json_t *parts, lm_err *e)
 /* string or parts -> Gemini parts (text, inlineData). */
 static int content_parts(const json_t *content, json_t *parts, int allow_images, lm_err *e)
 {
-    size_t  i;
+    size_t i;
     json_t *p;
     if (content == NULL || json_is_null(content))
         return LM_OK;
@@ -342,7 +344,7 @@ static int content_parts(const json_t *content, json_t *parts, int allow_images,
     }
     if (!json_is_array(content))
         return bad_req(e, "message content must be a string, an array or null", NULL);
-    json_array_foreach(content, i, p) {
+    json_array_foreach (content, i, p) {
         const char *type = json_string_value(json_object_get(p, "type"));
         if (streq(type, "text") || streq(type, "refusal")) {
             json_t *t = json_object_get(p, streq(type, "text") ? "text" : "refusal");
@@ -355,8 +357,7 @@ static int content_parts(const json_t *content, json_t *parts, int allow_images,
             if (rc != LM_OK)
                 return rc;
         } else {
-            return bad_req(e, "unsupported content part type for Gemini: ",
-                           type ? type : "(none)");
+            return bad_req(e, "unsupported content part type for Gemini: ", type ? type : "(none)");
         }
     }
     return LM_OK;
@@ -365,7 +366,7 @@ static int content_parts(const json_t *content, json_t *parts, int allow_images,
 /* Text of a tool message's content (string or text parts). */
 static int tool_text(const json_t *content, sbuf *b, lm_err *e)
 {
-    size_t  i;
+    size_t i;
     json_t *p;
     if (json_is_string(content)) {
         sb_add(b, json_string_value(content), json_string_length(content));
@@ -375,7 +376,7 @@ static int tool_text(const json_t *content, sbuf *b, lm_err *e)
         return LM_OK;
     if (!json_is_array(content))
         return bad_req(e, "tool message content must be a string or text parts", NULL);
-    json_array_foreach(content, i, p) {
+    json_array_foreach (content, i, p) {
         json_t *t = json_object_get(p, "text");
         if (!json_is_string(t))
             return bad_req(e, "tool message content must be a string or text parts", NULL);
@@ -386,18 +387,18 @@ static int tool_text(const json_t *content, sbuf *b, lm_err *e)
 
 static int function_calls(const json_t *calls, json_t *parts, json_t *names, lm_err *e)
 {
-    size_t  i;
+    size_t i;
     json_t *tc;
     if (calls == NULL || json_is_null(calls))
         return LM_OK;
     if (!json_is_array(calls))
         return bad_req(e, "assistant tool_calls must be an array", NULL);
-    json_array_foreach(calls, i, tc) {
-        json_t      *fn = json_object_get(tc, "function");
-        const char  *id = json_string_value(json_object_get(tc, "id"));
-        json_t      *name = json_object_get(fn, "name");
-        json_t      *a = json_object_get(fn, "arguments");
-        json_t      *args;
+    json_array_foreach (calls, i, tc) {
+        json_t *fn = json_object_get(tc, "function");
+        const char *id = json_string_value(json_object_get(tc, "id"));
+        json_t *name = json_object_get(fn, "name");
+        json_t *a = json_object_get(fn, "arguments");
+        json_t *args;
         json_error_t jerr;
         if (!json_is_string(name))
             return bad_req(e, "tool_calls entries need function.name", NULL);
@@ -426,8 +427,8 @@ static int convert_messages(gm_inst *is, const json_t *in, json_t *body, lm_err 
 {
     json_t *contents = json_array(), *sys = json_array(), *names = json_object();
     json_t *m, *parts;
-    size_t  i;
-    int     rc = LM_OK;
+    size_t i;
+    int rc = LM_OK;
 
     if (contents == NULL || sys == NULL || names == NULL) {
         rc = oom(e);
@@ -437,9 +438,9 @@ static int convert_messages(gm_inst *is, const json_t *in, json_t *body, lm_err 
         rc = bad_req(e, "messages must be a non-empty array", NULL);
         goto out;
     }
-    json_array_foreach(in, i, m) {
+    json_array_foreach (in, i, m) {
         const char *role = json_string_value(json_object_get(m, "role"));
-        json_t     *content = json_object_get(m, "content");
+        json_t *content = json_object_get(m, "content");
         if (role == NULL) {
             rc = bad_req(e, "each message needs a string role", NULL);
             break;
@@ -468,16 +469,18 @@ static int convert_messages(gm_inst *is, const json_t *in, json_t *body, lm_err 
             if (rc == LM_OK)
                 rc = push_parts(contents, "model", parts, e), parts = NULL;
         } else if (streq(role, "tool")) {
-            const char  *id = json_string_value(json_object_get(m, "tool_call_id"));
-            json_t      *name = id ? json_object_get(names, id) : NULL;
-            json_t      *resp = NULL;
-            sbuf         t = {NULL, 0, 0, 0};
+            const char *id = json_string_value(json_object_get(m, "tool_call_id"));
+            json_t *name = id ? json_object_get(names, id) : NULL;
+            json_t *resp = NULL;
+            sbuf t = {NULL, 0, 0, 0};
             json_error_t jerr;
             if (name == NULL)
                 name = json_object_get(m, "name");
             if (!json_is_string(name)) {
-                rc = bad_req(e, "tool message: tool_call_id matches no earlier assistant "
-                                "tool call", NULL);
+                rc = bad_req(e,
+                             "tool message: tool_call_id matches no earlier assistant "
+                             "tool call",
+                             NULL);
             } else {
                 rc = tool_text(content, &t, e);
                 if (rc == LM_OK && t.oom)
@@ -520,7 +523,7 @@ out:
 static int convert_tools(gm_inst *is, const json_t *tools, json_t *body, lm_err *e)
 {
     json_t *decls, *t;
-    size_t  i;
+    size_t i;
     if (tools == NULL || json_is_null(tools))
         return LM_OK;
     if (!json_is_array(tools))
@@ -528,7 +531,7 @@ static int convert_tools(gm_inst *is, const json_t *tools, json_t *body, lm_err 
     decls = json_array();
     if (decls == NULL)
         return oom(e);
-    json_array_foreach(tools, i, t) {
+    json_array_foreach (tools, i, t) {
         json_t *fn = json_object_get(t, "function");
         json_t *name = json_object_get(fn, "name");
         json_t *desc = json_object_get(fn, "description");
@@ -570,13 +573,13 @@ static int convert_tools(gm_inst *is, const json_t *tools, json_t *body, lm_err 
         return LM_OK;
     }
     return oset(body, "tools", json_pack("[{s:o}]", "functionDeclarations", decls)) ? oom(e)
-                                                                                   : LM_OK;
+                                                                                    : LM_OK;
 }
 
 static int convert_tool_choice(const json_t *tc, json_t *body, lm_err *e)
 {
     const char *s = json_string_value(tc);
-    json_t     *cfg;
+    json_t *cfg;
     if (tc == NULL || json_is_null(tc))
         return LM_OK;
     if (streq(s, "auto"))
@@ -591,10 +594,9 @@ static int convert_tool_choice(const json_t *tc, json_t *body, lm_err *e)
             return bad_req(e, "tool_choice object needs function.name", NULL);
         cfg = json_pack("{s:s,s:[O]}", "mode", "ANY", "allowedFunctionNames", name);
     } else
-        return bad_req(e, "tool_choice must be auto, none, required or a function object",
-                       NULL);
+        return bad_req(e, "tool_choice must be auto, none, required or a function object", NULL);
     return oset(body, "toolConfig", json_pack("{s:o}", "functionCallingConfig", cfg)) ? oom(e)
-                                                                                    : LM_OK;
+                                                                                      : LM_OK;
 }
 
 static int response_format(gm_inst *is, const json_t *rf, json_t *gc, lm_err *e)
@@ -620,13 +622,13 @@ static int response_format(gm_inst *is, const json_t *rf, json_t *gc, lm_err *e)
     return LM_OK;
 }
 
-static int gm_build_chat(gm_inst *is, gm_req *rs, lm_call *c, const json_t *canon,
-                         lm_ureq *u, lm_err *e)
+static int gm_build_chat(gm_inst *is, gm_req *rs, lm_call *c, const json_t *canon, lm_ureq *u,
+                         lm_err *e)
 {
     const char *model = model_id(c, canon);
-    json_t     *body, *gc, *v;
+    json_t *body, *gc, *v;
     const char *key;
-    int         rc;
+    int rc;
 
     (void)rs;
     if (model == NULL)
@@ -642,7 +644,7 @@ static int gm_build_chat(gm_inst *is, gm_req *rs, lm_call *c, const json_t *cano
     if (rc != LM_OK)
         goto fail;
 
-    json_object_foreach((json_t *)canon, key, v) {
+    json_object_foreach ((json_t *)canon, key, v) {
         const char *gkey = NULL;
         if (streq(key, "model") || streq(key, "messages") || streq(key, "stream") ||
             streq(key, "stream_options") || json_is_null(v))
@@ -685,13 +687,13 @@ static int gm_build_chat(gm_inst *is, gm_req *rs, lm_call *c, const json_t *cano
                                 v))
                 goto nomem;
         } else if (streq(key, "stop")) {
-            size_t  i;
+            size_t i;
             json_t *s;
             if (json_is_string(v)) {
                 if (oset(gc, "stopSequences", json_pack("[O]", v)))
                     goto nomem;
             } else if (json_is_array(v)) {
-                json_array_foreach(v, i, s) {
+                json_array_foreach (v, i, s) {
                     if (!json_is_string(s)) {
                         rc = bad_req(e, "stop must be a string or an array of strings", NULL);
                         goto fail;
@@ -723,8 +725,7 @@ static int gm_build_chat(gm_inst *is, gm_req *rs, lm_call *c, const json_t *cano
         goto nomem;
     json_decref(gc);
     return send_request(is, u, model,
-                        c->stream ? ":streamGenerateContent?alt=sse" : ":generateContent", body,
-                        e);
+                        c->stream ? ":streamGenerateContent?alt=sse" : ":generateContent", body, e);
 nomem:
     rc = oom(e);
 fail:
@@ -735,17 +736,17 @@ fail:
 
 /* ---- embeddings request ------------------------------------------------- */
 
-static int gm_build_embed(gm_inst *is, gm_req *rs, lm_call *c, const json_t *canon,
-                          lm_ureq *u, lm_err *e)
+static int gm_build_embed(gm_inst *is, gm_req *rs, lm_call *c, const json_t *canon, lm_ureq *u,
+                          lm_err *e)
 {
     const char *model = model_id(c, canon);
-    json_t     *input = json_object_get(canon, "input");
-    json_t     *dims = json_object_get(canon, "dimensions");
-    json_t     *fmt = json_object_get(canon, "encoding_format");
-    json_t     *body, *v;
+    json_t *input = json_object_get(canon, "input");
+    json_t *dims = json_object_get(canon, "dimensions");
+    json_t *fmt = json_object_get(canon, "encoding_format");
+    json_t *body, *v;
     const char *key;
-    char        mref[160];
-    size_t      i;
+    char mref[160];
+    size_t i;
 
     if (model == NULL)
         return bad_req(e, "model is missing or not a valid Gemini model id", NULL);
@@ -759,17 +760,15 @@ static int gm_build_embed(gm_inst *is, gm_req *rs, lm_call *c, const json_t *can
         rs->b64 = 1;
     else if (fmt != NULL && !json_is_null(fmt) && !streq(json_string_value(fmt), "float"))
         return bad_req(e, "encoding_format must be float or base64", NULL);
-    json_object_foreach((json_t *)canon, key, v) {
+    json_object_foreach ((json_t *)canon, key, v) {
         if (!streq(key, "model") && !streq(key, "input") && !streq(key, "dimensions") &&
             !streq(key, "encoding_format"))
             log_drop(is, key);
     }
 
     if (json_is_string(input)) {
-        body = json_pack("{s:s,s:{s:[{s:O}]}}", "model", mref, "content", "parts", "text",
-                         input);
-        if (body && json_is_integer(dims) &&
-            json_object_set(body, "outputDimensionality", dims)) {
+        body = json_pack("{s:s,s:{s:[{s:O}]}}", "model", mref, "content", "parts", "text", input);
+        if (body && json_is_integer(dims) && json_object_set(body, "outputDimensionality", dims)) {
             json_decref(body);
             body = NULL;
         }
@@ -782,12 +781,11 @@ static int gm_build_embed(gm_inst *is, gm_req *rs, lm_call *c, const json_t *can
     body = json_pack("{s:[]}", "requests");
     if (body == NULL)
         return oom(e);
-    json_array_foreach(input, i, v) {
+    json_array_foreach (input, i, v) {
         json_t *r;
         if (!json_is_string(v)) {
             json_decref(body);
-            return bad_req(e, "Gemini embeddings take text input only (no token arrays)",
-                           NULL);
+            return bad_req(e, "Gemini embeddings take text input only (no token arrays)", NULL);
         }
         r = json_pack("{s:s,s:{s:[{s:O}]}}", "model", mref, "content", "parts", "text", v);
         if (r && json_is_integer(dims) && json_object_set(r, "outputDimensionality", dims)) {
@@ -802,13 +800,12 @@ static int gm_build_embed(gm_inst *is, gm_req *rs, lm_call *c, const json_t *can
     return send_request(is, u, model, ":batchEmbedContents", body, e);
 }
 
-static int gm_build_request(void *ist, lm_call *c, const json_t *canon, lm_ureq *u,
-                            lm_err *e)
+static int gm_build_request(void *ist, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e)
 {
-    gm_inst    *is = ist;
-    gm_req     *rs;
+    gm_inst *is = ist;
+    gm_req *rs;
     const char *rid = c->request_id;
-    size_t      i, n = 0;
+    size_t i, n = 0;
 
     if (!json_is_object(canon))
         return bad_req(e, "request body must be a JSON object", NULL);
@@ -824,8 +821,7 @@ static int gm_build_request(void *ist, lm_call *c, const json_t *canon, lm_ureq 
             rs->idbase[n++] = ch;
     }
     if (n == 0 && LM_HOST_HAS(is->h, now_ms))
-        snprintf(rs->idbase, sizeof(rs->idbase), "%llx",
-                 (unsigned long long)is->h->now_ms());
+        snprintf(rs->idbase, sizeof(rs->idbase), "%llx", (unsigned long long)is->h->now_ms());
     if (c->op == LM_OP_EMBED)
         return gm_build_embed(is, rs, c, canon, u, e);
     if (c->op != LM_OP_CHAT)
@@ -838,9 +834,9 @@ static int gm_build_request(void *ist, lm_call *c, const json_t *canon, lm_ureq 
 
 static int has_reason(const json_t *err, const char *reason)
 {
-    size_t  i;
+    size_t i;
     json_t *d;
-    json_array_foreach(json_object_get(err, "details"), i, d) {
+    json_array_foreach (json_object_get(err, "details"), i, d) {
         if (streq(json_string_value(json_object_get(d, "reason")), reason))
             return 1;
     }
@@ -852,9 +848,9 @@ static void map_google_error(const json_t *err, int status, lm_err *e)
 {
     const char *msg = json_string_value(json_object_get(err, "message"));
     const char *gst = json_string_value(json_object_get(err, "status"));
-    int         st = status;
+    int st = status;
     const char *type = "api_error", *code = NULL;
-    char        fb[64];
+    char fb[64];
 
     if (st <= 0 || st == 200)
         st = (int)jint(err, "code");
@@ -887,8 +883,8 @@ static void map_google_error(const json_t *err, int status, lm_err *e)
 static int gm_map_error(void *ist, lm_call *c, int status, lm_str body, lm_err *e)
 {
     json_error_t jerr;
-    json_t      *root = json_loadb(body.p, body.n, 0, &jerr);
-    json_t      *err = json_object_get(root, "error");
+    json_t *root = json_loadb(body.p, body.n, 0, &jerr);
+    json_t *err = json_object_get(root, "error");
     (void)ist;
     (void)c;
     /* Google sometimes wraps the error in a one-element array. */
@@ -928,10 +924,10 @@ static void read_usage(const json_t *um, lm_usage *u)
 
 static json_t *usage_json(const lm_usage *u)
 {
-    json_t *o = json_pack("{s:I,s:I,s:I}", "prompt_tokens",
-                          (json_int_t)(u->prompt > 0 ? u->prompt : 0), "completion_tokens",
-                          (json_int_t)(u->completion > 0 ? u->completion : 0), "total_tokens",
-                          (json_int_t)(u->total > 0 ? u->total : 0));
+    json_t *o =
+        json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)(u->prompt > 0 ? u->prompt : 0),
+                  "completion_tokens", (json_int_t)(u->completion > 0 ? u->completion : 0),
+                  "total_tokens", (json_int_t)(u->total > 0 ? u->total : 0));
     if (o != NULL && u->cached >= 0)
         json_object_set_new(o, "prompt_tokens_details",
                             json_pack("{s:I}", "cached_tokens", (json_int_t)u->cached));
@@ -943,7 +939,7 @@ static json_t *usage_json(const lm_usage *u)
 
 static json_t *make_call_id(gm_req *rs, const json_t *fc)
 {
-    char        buf[80];
+    char buf[80];
     const char *given = json_string_value(json_object_get(fc, "id"));
     if (given != NULL && given[0] != '\0')
         return json_string(given);
@@ -952,20 +948,19 @@ static json_t *make_call_id(gm_req *rs, const json_t *fc)
 }
 
 /* One candidate -> one OpenAI choice. */
-static int candidate_choice(gm_req *rs, const json_t *cand, size_t pos, json_t **out,
-                            lm_err *e)
+static int candidate_choice(gm_req *rs, const json_t *cand, size_t pos, json_t **out, lm_err *e)
 {
     json_t *parts = json_object_get(json_object_get(cand, "content"), "parts");
     json_t *tcs = json_array(), *msg = NULL, *p;
     json_t *idx = json_object_get(cand, "index");
-    sbuf    text = {NULL, 0, 0, 0}, think = {NULL, 0, 0, 0};
-    size_t  i;
-    int     ntext = 0, rc = LM_OK;
+    sbuf text = {NULL, 0, 0, 0}, think = {NULL, 0, 0, 0};
+    size_t i;
+    int ntext = 0, rc = LM_OK;
 
     *out = NULL;
     if (tcs == NULL)
         return oom(e);
-    json_array_foreach(parts, i, p) {
+    json_array_foreach (parts, i, p) {
         json_t *t = json_object_get(p, "text");
         json_t *fc = json_object_get(p, "functionCall");
         if (json_is_string(t)) {
@@ -984,10 +979,9 @@ static int candidate_choice(gm_req *rs, const json_t *cand, size_t pos, json_t *
                 rc = bad_upstream(e, "functionCall without a name");
                 goto out;
             }
-            if (astr == NULL || aadd(tcs, json_pack("{s:o,s:s,s:{s:O,s:o}}", "id",
-                                                    make_call_id(rs, fc), "type", "function",
-                                                    "function", "name", name, "arguments",
-                                                    astr))) {
+            if (astr == NULL ||
+                aadd(tcs, json_pack("{s:o,s:s,s:{s:O,s:o}}", "id", make_call_id(rs, fc), "type",
+                                    "function", "function", "name", name, "arguments", astr))) {
                 rc = oom(e);
                 goto out;
             }
@@ -1024,15 +1018,14 @@ out:
 
 static void b64_float32(const json_t *values, sbuf *b)
 {
-    static const char tbl[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t        n = json_array_size(values), i, k = 0;
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = json_array_size(values), i, k = 0;
     unsigned char in[3];
-    char          o[4];
+    char o[4];
     for (i = 0; i < n; i++) {
-        float    f = (float)json_number_value(json_array_get(values, i));
+        float f = (float)json_number_value(json_array_get(values, i));
         uint32_t w;
-        int      j;
+        int j;
         memcpy(&w, &f, 4);
         for (j = 0; j < 4; j++) {
             in[k++] = (unsigned char)(w >> (8 * j)); /* little endian */
@@ -1064,7 +1057,7 @@ static int embed_response(gm_inst *is, gm_req *rs, lm_call *c, json_t *root, jso
 {
     json_t *list = json_array(), *one = json_object_get(root, "embedding"), *v;
     json_t *embs = json_object_get(root, "embeddings");
-    size_t  i, n = one ? 1 : json_array_size(embs);
+    size_t i, n = one ? 1 : json_array_size(embs);
     (void)is;
     if (list == NULL)
         return oom(e);
@@ -1086,8 +1079,8 @@ static int embed_response(gm_inst *is, gm_req *rs, lm_call *c, json_t *root, jso
         } else {
             v = json_incref(vals);
         }
-        if (aadd(list, json_pack("{s:s,s:I,s:o}", "object", "embedding", "index",
-                                 (json_int_t)i, "embedding", v))) {
+        if (aadd(list, json_pack("{s:s,s:I,s:o}", "object", "embedding", "index", (json_int_t)i,
+                                 "embedding", v))) {
             json_decref(list);
             return oom(e);
         }
@@ -1106,15 +1099,15 @@ static int embed_response(gm_inst *is, gm_req *rs, lm_call *c, json_t *root, jso
 static int gm_parse_response(void *ist, lm_call *c, int status, lm_str body, json_t **out,
                              lm_usage *usage, lm_err *e)
 {
-    gm_inst     *is = ist;
-    gm_req      *rs = c->rstate;
+    gm_inst *is = ist;
+    gm_req *rs = c->rstate;
     json_error_t jerr;
-    json_t      *root, *cands, *choices, *cand, *resp;
-    lm_usage     u;
-    size_t       i;
-    int          rc = LM_OK;
-    const char  *rid, *model;
-    char         idbuf[160];
+    json_t *root, *cands, *choices, *cand, *resp;
+    lm_usage u;
+    size_t i;
+    int rc = LM_OK;
+    const char *rid, *model;
+    char idbuf[160];
 
     (void)status;
     *out = NULL;
@@ -1141,7 +1134,7 @@ static int gm_parse_response(void *ist, lm_call *c, int status, lm_str body, jso
         return oom(e);
     }
     cands = json_object_get(root, "candidates");
-    json_array_foreach(cands, i, cand) {
+    json_array_foreach (cands, i, cand) {
         json_t *ch;
         rc = candidate_choice(rs, cand, i, &ch, e);
         if (rc != LM_OK)
@@ -1153,8 +1146,8 @@ static int gm_parse_response(void *ist, lm_call *c, int status, lm_str body, jso
     }
     if (json_array_size(choices) == 0) {
         /* Blocked prompt (promptFeedback.blockReason) or an empty answer. */
-        int blocked = json_object_get(json_object_get(root, "promptFeedback"), "blockReason") !=
-                      NULL;
+        int blocked =
+            json_object_get(json_object_get(root, "promptFeedback"), "blockReason") != NULL;
         if (aadd(choices, json_pack("{s:i,s:{s:s,s:s},s:n,s:s}", "index", 0, "message", "role",
                                     "assistant", "content", "", "logprobs", "finish_reason",
                                     blocked ? "content_filter" : "stop"))) {
@@ -1170,10 +1163,9 @@ static int gm_parse_response(void *ist, lm_call *c, int status, lm_str body, jso
     model = json_string_value(json_object_get(root, "modelVersion"));
     if (model == NULL)
         model = c->model ? c->model : "";
-    resp = json_pack("{s:s,s:s,s:I,s:s,s:O}", "id", idbuf, "object", "chat.completion",
-                     "created",
-                     (json_int_t)(LM_HOST_HAS(is->h, unix_time) ? is->h->unix_time() : 0),
-                     "model", model, "choices", choices);
+    resp = json_pack("{s:s,s:s,s:I,s:s,s:O}", "id", idbuf, "object", "chat.completion", "created",
+                     (json_int_t)(LM_HOST_HAS(is->h, unix_time) ? is->h->unix_time() : 0), "model",
+                     model, "choices", choices);
     if (resp == NULL || oset(resp, "usage", usage_json(&u))) {
         json_decref(resp);
         rc = oom(e);
@@ -1204,20 +1196,19 @@ static int ensure_started(gm_inst *is, gm_cand *cs, int idx, lm_emit *out, lm_er
     if (cs->started)
         return LM_OK;
     cs->started = 1;
-    return emit(is, out, idx, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL,
-                e);
+    return emit(is, out, idx, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL, e);
 }
 
-static int stream_candidate(gm_inst *is, gm_req *rs, const json_t *cand, size_t pos,
-                            lm_emit *out, lm_err *e)
+static int stream_candidate(gm_inst *is, gm_req *rs, const json_t *cand, size_t pos, lm_emit *out,
+                            lm_err *e)
 {
-    json_t     *idxj = json_object_get(cand, "index");
-    json_int_t  idx = json_is_integer(idxj) ? json_integer_value(idxj) : (json_int_t)pos;
-    json_t     *parts = json_object_get(json_object_get(cand, "content"), "parts"), *p;
+    json_t *idxj = json_object_get(cand, "index");
+    json_int_t idx = json_is_integer(idxj) ? json_integer_value(idxj) : (json_int_t)pos;
+    json_t *parts = json_object_get(json_object_get(cand, "content"), "parts"), *p;
     const char *fr = json_string_value(json_object_get(cand, "finishReason"));
-    gm_cand    *cs;
-    size_t      i;
-    int         rc;
+    gm_cand *cs;
+    size_t i;
+    int rc;
 
     if (idx < 0 || idx >= GM_MAX_CAND)
         return bad_upstream(e, "candidate index out of range");
@@ -1225,7 +1216,7 @@ static int stream_candidate(gm_inst *is, gm_req *rs, const json_t *cand, size_t 
     rc = ensure_started(is, cs, (int)idx, out, e);
     if (rc != LM_OK)
         return rc;
-    json_array_foreach(parts, i, p) {
+    json_array_foreach (parts, i, p) {
         json_t *t = json_object_get(p, "text");
         json_t *fc = json_object_get(p, "functionCall");
         if (json_is_string(t) && json_string_length(t) > 0) {
@@ -1260,12 +1251,12 @@ static int stream_candidate(gm_inst *is, gm_req *rs, const json_t *cand, size_t 
 
 static int gm_parse_event(void *ist, lm_call *c, const lm_event *ev, lm_emit *out, lm_err *e)
 {
-    gm_inst     *is = ist;
-    gm_req      *rs = c->rstate;
+    gm_inst *is = ist;
+    gm_req *rs = c->rstate;
     json_error_t jerr;
-    json_t      *d, *cands, *cand, *um;
-    size_t       i;
-    int          rc = LM_OK;
+    json_t *d, *cands, *cand, *um;
+    size_t i;
+    int rc = LM_OK;
 
     if (rs == NULL)
         return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "no request state");
@@ -1282,7 +1273,7 @@ static int gm_parse_event(void *ist, lm_call *c, const lm_event *ev, lm_emit *ou
         return LM_EUPSTREAM;
     }
     cands = json_object_get(d, "candidates");
-    json_array_foreach(cands, i, cand) {
+    json_array_foreach (cands, i, cand) {
         rc = stream_candidate(is, rs, cand, i, out, e);
         if (rc != LM_OK)
             goto out;

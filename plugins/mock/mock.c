@@ -42,23 +42,21 @@ static void mock_fini(void *istate)
 /* The text of the last user message (string content or text parts). */
 static const char *last_user_text(const json_t *canon)
 {
-    json_t     *msgs = json_object_get(canon, "messages");
+    json_t *msgs = json_object_get(canon, "messages");
     const char *text = "";
-    size_t      i;
-    json_t     *m;
-    json_array_foreach(msgs, i, m)
-    {
-        if (!json_is_string(json_object_get(m, "role"))
-            || strcmp(json_string_value(json_object_get(m, "role")), "user"))
+    size_t i;
+    json_t *m;
+    json_array_foreach (msgs, i, m) {
+        if (!json_is_string(json_object_get(m, "role")) ||
+            strcmp(json_string_value(json_object_get(m, "role")), "user"))
             continue;
         json_t *content = json_object_get(m, "content");
         if (json_is_string(content)) {
             text = json_string_value(content);
         } else if (json_is_array(content)) {
-            size_t  j;
+            size_t j;
             json_t *part;
-            json_array_foreach(content, j, part)
-            {
+            json_array_foreach (content, j, part) {
                 if (json_is_string(json_object_get(part, "text")))
                     text = json_string_value(json_object_get(part, "text"));
             }
@@ -72,7 +70,7 @@ static const char *last_user_text(const json_t *canon)
 static int64_t count_words(const char *s)
 {
     int64_t n = 0;
-    int     in = 0;
+    int in = 0;
     for (; *s; s++) {
         int sp = (*s == ' ' || *s == '\n' || *s == '\t');
         if (!sp && !in)
@@ -86,10 +84,9 @@ static int64_t prompt_words(const json_t *canon)
 {
     json_t *msgs = json_object_get(canon, "messages");
     int64_t n = 0;
-    size_t  i;
+    size_t i;
     json_t *m;
-    json_array_foreach(msgs, i, m)
-    {
+    json_array_foreach (msgs, i, m) {
         json_t *c = json_object_get(m, "content");
         if (json_is_string(c))
             n += count_words(json_string_value(c));
@@ -105,18 +102,17 @@ static json_t *tool_call(const json_t *canon, const char *text)
     const char *name = json_string_value(json_object_get(fn, "name"));
     json_t *params = json_object_get(fn, "parameters");
     json_t *args = json_object();
-    size_t  i;
+    size_t i;
     json_t *req;
-    json_array_foreach(json_object_get(params, "required"), i, req)
-    {
+    json_array_foreach (json_object_get(params, "required"), i, req) {
         if (json_is_string(req))
             json_object_set_new(args, json_string_value(req), json_string(text));
     }
     char *argstr = json_dumps(args, JSON_COMPACT);
     json_decref(args);
-    json_t *call = json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", "call_mock_1", "type", "function",
-                             "function", "name", name ? name : "tool", "arguments",
-                             argstr ? argstr : "{}");
+    json_t *call =
+        json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", "call_mock_1", "type", "function", "function",
+                  "name", name ? name : "tool", "arguments", argstr ? argstr : "{}");
     free(argstr);
     return call;
 }
@@ -144,7 +140,7 @@ static void sse_add(char **buf, size_t *len, json_t *chunk)
     if (s == NULL)
         return;
     size_t n = strlen(s);
-    char  *nb = realloc(*buf, *len + n + 9);
+    char *nb = realloc(*buf, *len + n + 9);
     if (nb) {
         *buf = nb;
         memcpy(*buf + *len, "data: ", 6);
@@ -167,10 +163,11 @@ static json_t *chunk_of(const lm_call *c, json_t *delta, const char *finish)
 static char *stream_body(const json_t *canon, const lm_call *c, int want_tool, const char *reply,
                          size_t *len)
 {
-    char   *buf = NULL;
+    char *buf = NULL;
     int64_t p = prompt_words(canon), n = 0;
     *len = 0;
-    sse_add(&buf, len, chunk_of(c, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL));
+    sse_add(&buf, len,
+            chunk_of(c, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL));
     if (want_tool) {
         json_t *call = tool_call(canon, last_user_text(canon));
         json_object_set_new(call, "index", json_integer(0));
@@ -180,8 +177,8 @@ static char *stream_body(const json_t *canon, const lm_call *c, int want_tool, c
         const char *w = reply;
         while (*w) {
             const char *e = strchr(w + 1, ' ');
-            size_t      wl = e ? (size_t)(e - w) : strlen(w);
-            json_t     *d = json_object();
+            size_t wl = e ? (size_t)(e - w) : strlen(w);
+            json_t *d = json_object();
             json_object_set_new(d, "content", json_stringn(w, wl));
             sse_add(&buf, len, chunk_of(c, d, NULL));
             w += wl;
@@ -209,11 +206,11 @@ static json_t *embed_body(const json_t *canon, const lm_call *c)
     json_t *input = json_object_get(canon, "input");
     json_t *data = json_array();
     int64_t tokens = 0;
-    size_t  count = json_is_array(input) ? json_array_size(input) : 1;
+    size_t count = json_is_array(input) ? json_array_size(input) : 1;
     for (size_t i = 0; i < count; i++) {
-        json_t     *item = json_is_array(input) ? json_array_get(input, i) : input;
+        json_t *item = json_is_array(input) ? json_array_get(input, i) : input;
         const char *s = json_is_string(item) ? json_string_value(item) : "";
-        uint32_t    hsh = 2166136261u;
+        uint32_t hsh = 2166136261u;
         for (const char *q = s; *q; q++)
             hsh = (hsh ^ (unsigned char)*q) * 16777619u;
         json_t *vec = json_array();
@@ -223,8 +220,8 @@ static json_t *embed_body(const json_t *canon, const lm_call *c)
                                               (json_int_t)i, "embedding", vec));
         tokens += count_words(s);
     }
-    return json_pack("{s:s,s:o,s:s,s:{s:I,s:I}}", "object", "list", "data", data, "model",
-                     c->model, "usage", "prompt_tokens", (json_int_t)tokens, "total_tokens",
+    return json_pack("{s:s,s:o,s:s,s:{s:I,s:I}}", "object", "list", "data", data, "model", c->model,
+                     "usage", "prompt_tokens", (json_int_t)tokens, "total_tokens",
                      (json_int_t)tokens);
 }
 
@@ -233,7 +230,7 @@ static int mock_build(void *istate, lm_call *c, const json_t *canon, lm_ureq *u,
     mock_t *st = istate;
     if (c->op == LM_OP_EMBED) {
         json_t *body = embed_body(canon, c);
-        char   *s = json_dumps(body, JSON_COMPACT);
+        char *s = json_dumps(body, JSON_COMPACT);
         json_decref(body);
         int rc = st->h->ureq_local_response(u, 200, lm_cstr(s ? s : "{}"));
         free(s);
@@ -247,7 +244,7 @@ static int mock_build(void *istate, lm_call *c, const json_t *canon, lm_ureq *u,
     snprintf(reply, sizeof(reply), "Hello from Longmen! You said: %s", last_user_text(canon));
     if (c->stream) {
         size_t len;
-        char  *body = stream_body(canon, c, want_tool, reply, &len);
+        char *body = stream_body(canon, c, want_tool, reply, &len);
         if (body == NULL)
             return lm_err_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
         int rc = st->h->ureq_local_response(u, 200, (lm_str){body, len});
@@ -255,7 +252,7 @@ static int mock_build(void *istate, lm_call *c, const json_t *canon, lm_ureq *u,
         return rc;
     }
     json_t *body = chat_body(canon, c, want_tool, reply);
-    char   *s = json_dumps(body, JSON_COMPACT);
+    char *s = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     int rc = st->h->ureq_local_response(u, 200, lm_cstr(s ? s : "{}"));
     free(s);

@@ -13,15 +13,15 @@
 
 typedef struct ol_inst {
     const lm_host_api *h;
-    void              *ictx;
-    lm_str             base_url; /* no trailing '/' */
-    char              *auth;     /* "Bearer <key>" or NULL */
-    size_t             auth_n;
+    void *ictx;
+    lm_str base_url; /* no trailing '/' */
+    char *auth;      /* "Bearer <key>" or NULL */
+    size_t auth_n;
 } ol_inst;
 
 typedef struct ol_req {
-    int  started, finished, ntools, ncalls;
-    int  b64; /* embeddings: encoding_format base64 */
+    int started, finished, ntools, ncalls;
+    int b64; /* embeddings: encoding_format base64 */
     char idbase[40];
 } ol_req;
 
@@ -71,8 +71,8 @@ static int aadd(json_t *a, json_t *v)
 
 static json_t *dump_string(const json_t *v)
 {
-    size_t  n = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
-    char   *buf;
+    size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *buf;
     json_t *s;
     if (n == 0)
         return NULL;
@@ -106,9 +106,9 @@ static int header_safe(lm_str s)
 }
 
 typedef struct sbuf {
-    char  *p;
+    char *p;
     size_t n, cap;
-    int    oom;
+    int oom;
 } sbuf;
 
 static void sb_add(sbuf *b, const char *s, size_t n)
@@ -117,7 +117,7 @@ static void sb_add(sbuf *b, const char *s, size_t n)
         return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
-        char  *np;
+        char *np;
         while (cap < b->n + n + 1)
             cap *= 2;
         np = realloc(b->p, cap);
@@ -144,7 +144,7 @@ static const lm_cfg_key ol_cfg_keys[] = {
 static int ol_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 {
     ol_inst *is;
-    lm_str   s;
+    lm_str s;
 
     if (h == NULL || !LM_HOST_HAS(h, cfg_str) || !LM_HOST_HAS(h, alloc))
         return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "host table too old");
@@ -209,9 +209,9 @@ static void ol_req_close(void *ist, lm_call *c)
 static int send_request(ol_inst *is, lm_ureq *u, const char *path, json_t *body, lm_err *e)
 {
     const lm_host_api *h = is->h;
-    size_t             pl = strlen(path), n = is->base_url.n + pl;
-    char              *url = malloc(n + 1);
-    int                rc;
+    size_t pl = strlen(path), n = is->base_url.n + pl;
+    char *url = malloc(n + 1);
+    int rc;
     if (url == NULL) {
         json_decref(body);
         return oom(e);
@@ -239,9 +239,9 @@ static int send_request(ol_inst *is, lm_ureq *u, const char *path, json_t *body,
 /* Content (string or parts) -> joined text in b, images (base64) in imgs. */
 static int flatten(const json_t *content, sbuf *b, json_t *imgs, lm_err *e)
 {
-    size_t  i;
+    size_t i;
     json_t *p;
-    int     ntext = 0;
+    int ntext = 0;
     if (content == NULL || json_is_null(content))
         return LM_OK;
     if (json_is_string(content)) {
@@ -250,7 +250,7 @@ static int flatten(const json_t *content, sbuf *b, json_t *imgs, lm_err *e)
     }
     if (!json_is_array(content))
         return bad_req(e, "message content must be a string, an array or null", NULL);
-    json_array_foreach(content, i, p) {
+    json_array_foreach (content, i, p) {
         const char *type = json_string_value(json_object_get(p, "type"));
         if (streq(type, "text") || streq(type, "refusal")) {
             json_t *t = json_object_get(p, streq(type, "text") ? "text" : "refusal");
@@ -260,24 +260,24 @@ static int flatten(const json_t *content, sbuf *b, json_t *imgs, lm_err *e)
                 sb_add(b, "\n", 1);
             sb_add(b, json_string_value(t), json_string_length(t));
         } else if (streq(type, "image_url") && imgs != NULL) {
-            json_t     *iu = json_object_get(p, "image_url");
+            json_t *iu = json_object_get(p, "image_url");
             const char *url =
                 json_string_value(json_is_object(iu) ? json_object_get(iu, "url") : iu);
             const char *comma;
             if (url == NULL)
                 return bad_req(e, "image_url part needs image_url.url", NULL);
             if (strncmp(url, "data:", 5) != 0)
-                return bad_req(e, "Ollama takes inline images only: send the image as a "
-                                  "data:<type>;base64,<data> URL", NULL);
+                return bad_req(e,
+                               "Ollama takes inline images only: send the image as a "
+                               "data:<type>;base64,<data> URL",
+                               NULL);
             comma = strchr(url, ',');
             if (comma == NULL || comma - url < 7 || strncmp(comma - 7, ";base64", 7) != 0)
-                return bad_req(e, "image data URL must be data:<media type>;base64,<data>",
-                               NULL);
+                return bad_req(e, "image data URL must be data:<media type>;base64,<data>", NULL);
             if (aadd(imgs, json_string(comma + 1)))
                 return oom(e);
         } else {
-            return bad_req(e, "unsupported content part type for Ollama: ",
-                           type ? type : "(none)");
+            return bad_req(e, "unsupported content part type for Ollama: ", type ? type : "(none)");
         }
     }
     return LM_OK;
@@ -286,7 +286,7 @@ static int flatten(const json_t *content, sbuf *b, json_t *imgs, lm_err *e)
 static int tool_calls_out(const json_t *calls, json_t *msg, json_t *names, lm_err *e)
 {
     json_t *out, *tc;
-    size_t  i;
+    size_t i;
     if (calls == NULL || json_is_null(calls))
         return LM_OK;
     if (!json_is_array(calls))
@@ -294,12 +294,12 @@ static int tool_calls_out(const json_t *calls, json_t *msg, json_t *names, lm_er
     out = json_array();
     if (out == NULL)
         return oom(e);
-    json_array_foreach(calls, i, tc) {
-        json_t      *fn = json_object_get(tc, "function");
-        const char  *id = json_string_value(json_object_get(tc, "id"));
-        json_t      *name = json_object_get(fn, "name");
-        json_t      *a = json_object_get(fn, "arguments");
-        json_t      *args;
+    json_array_foreach (calls, i, tc) {
+        json_t *fn = json_object_get(tc, "function");
+        const char *id = json_string_value(json_object_get(tc, "id"));
+        json_t *name = json_object_get(fn, "name");
+        json_t *a = json_object_get(fn, "arguments");
+        json_t *args;
         json_error_t jerr;
         if (!json_is_string(name)) {
             json_decref(out);
@@ -333,8 +333,8 @@ static int tool_calls_out(const json_t *calls, json_t *msg, json_t *names, lm_er
 static int convert_messages(ol_inst *is, const json_t *in, json_t *body, lm_err *e)
 {
     json_t *msgs = json_array(), *names = json_object(), *m;
-    size_t  i;
-    int     rc = LM_OK;
+    size_t i;
+    int rc = LM_OK;
 
     if (msgs == NULL || names == NULL) {
         rc = oom(e);
@@ -344,11 +344,11 @@ static int convert_messages(ol_inst *is, const json_t *in, json_t *body, lm_err 
         rc = bad_req(e, "messages must be a non-empty array", NULL);
         goto out;
     }
-    json_array_foreach(in, i, m) {
+    json_array_foreach (in, i, m) {
         const char *role = json_string_value(json_object_get(m, "role"));
-        json_t     *content = json_object_get(m, "content");
-        json_t     *imgs = NULL, *om = NULL;
-        sbuf        text = {NULL, 0, 0, 0};
+        json_t *content = json_object_get(m, "content");
+        json_t *imgs = NULL, *om = NULL;
+        sbuf text = {NULL, 0, 0, 0};
         const char *orole;
 
         if (role == NULL) {
@@ -373,8 +373,7 @@ static int convert_messages(ol_inst *is, const json_t *in, json_t *body, lm_err 
         if (rc == LM_OK && text.oom)
             rc = oom(e);
         if (rc == LM_OK) {
-            om = json_pack("{s:s,s:s%}", "role", orole, "content", text.p ? text.p : "",
-                           text.n);
+            om = json_pack("{s:s,s:s%}", "role", orole, "content", text.p ? text.p : "", text.n);
             if (om == NULL)
                 rc = oom(e);
         }
@@ -386,7 +385,7 @@ static int convert_messages(ol_inst *is, const json_t *in, json_t *body, lm_err 
             rc = tool_calls_out(json_object_get(m, "tool_calls"), om, names, e);
         if (rc == LM_OK && streq(orole, "tool")) {
             const char *id = json_string_value(json_object_get(m, "tool_call_id"));
-            json_t     *name = id ? json_object_get(names, id) : NULL;
+            json_t *name = id ? json_object_get(names, id) : NULL;
             if (name == NULL)
                 name = json_object_get(m, "name");
             if (json_is_string(name) && json_object_set(om, "tool_name", name))
@@ -412,9 +411,9 @@ out:
 static int ol_build_chat(ol_inst *is, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e)
 {
     const char *model = c->model;
-    json_t     *body, *opts, *v;
+    json_t *body, *opts, *v;
     const char *key;
-    int         rc;
+    int rc;
 
     if (model == NULL || model[0] == '\0')
         model = json_string_value(json_object_get(canon, "model"));
@@ -433,7 +432,7 @@ static int ol_build_chat(ol_inst *is, lm_call *c, const json_t *canon, lm_ureq *
     if (json_object_set_new(body, "stream", json_boolean(c->stream)))
         goto nomem;
 
-    json_object_foreach((json_t *)canon, key, v) {
+    json_object_foreach ((json_t *)canon, key, v) {
         if (streq(key, "model") || streq(key, "messages") || streq(key, "stream") ||
             streq(key, "stream_options") || json_is_null(v))
             continue;
@@ -464,13 +463,13 @@ static int ol_build_chat(ol_inst *is, lm_call *c, const json_t *canon, lm_ureq *
             if (json_object_set(opts, "num_predict", v))
                 goto nomem;
         } else if (streq(key, "stop")) {
-            size_t  i;
+            size_t i;
             json_t *s;
             if (json_is_string(v)) {
                 if (oset(opts, "stop", json_pack("[O]", v)))
                     goto nomem;
             } else if (json_is_array(v)) {
-                json_array_foreach(v, i, s) {
+                json_array_foreach (v, i, s) {
                     if (!json_is_string(s)) {
                         rc = bad_req(e, "stop must be a string or an array of strings", NULL);
                         goto fail;
@@ -520,16 +519,16 @@ fail:
     return rc;
 }
 
-static int ol_build_embed(ol_inst *is, ol_req *rs, lm_call *c, const json_t *canon,
-                          lm_ureq *u, lm_err *e)
+static int ol_build_embed(ol_inst *is, ol_req *rs, lm_call *c, const json_t *canon, lm_ureq *u,
+                          lm_err *e)
 {
     const char *model = c->model;
-    json_t     *input = json_object_get(canon, "input");
-    json_t     *dims = json_object_get(canon, "dimensions");
-    json_t     *fmt = json_object_get(canon, "encoding_format");
-    json_t     *body, *v;
+    json_t *input = json_object_get(canon, "input");
+    json_t *dims = json_object_get(canon, "dimensions");
+    json_t *fmt = json_object_get(canon, "encoding_format");
+    json_t *body, *v;
     const char *key;
-    size_t      i;
+    size_t i;
 
     if (model == NULL || model[0] == '\0')
         model = json_string_value(json_object_get(canon, "model"));
@@ -542,15 +541,14 @@ static int ol_build_embed(ol_inst *is, ol_req *rs, lm_call *c, const json_t *can
     if (json_is_array(input)) {
         if (json_array_size(input) == 0)
             return bad_req(e, "input must not be empty", NULL);
-        json_array_foreach(input, i, v) {
+        json_array_foreach (input, i, v) {
             if (!json_is_string(v))
-                return bad_req(e, "Ollama embeddings take text input only (no token arrays)",
-                               NULL);
+                return bad_req(e, "Ollama embeddings take text input only (no token arrays)", NULL);
         }
     } else if (!json_is_string(input)) {
         return bad_req(e, "input must be a string or an array of strings", NULL);
     }
-    json_object_foreach((json_t *)canon, key, v) {
+    json_object_foreach ((json_t *)canon, key, v) {
         if (!streq(key, "model") && !streq(key, "input") && !streq(key, "dimensions") &&
             !streq(key, "encoding_format"))
             log_drop(is, key);
@@ -571,13 +569,12 @@ static int ol_build_embed(ol_inst *is, ol_req *rs, lm_call *c, const json_t *can
     return send_request(is, u, "/api/embed", body, e);
 }
 
-static int ol_build_request(void *ist, lm_call *c, const json_t *canon, lm_ureq *u,
-                            lm_err *e)
+static int ol_build_request(void *ist, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e)
 {
-    ol_inst    *is = ist;
-    ol_req     *rs;
+    ol_inst *is = ist;
+    ol_req *rs;
     const char *rid = c->request_id;
-    size_t      i, n = 0;
+    size_t i, n = 0;
 
     if (!json_is_object(canon))
         return bad_req(e, "request body must be a JSON object", NULL);
@@ -592,8 +589,7 @@ static int ol_build_request(void *ist, lm_call *c, const json_t *canon, lm_ureq 
             rs->idbase[n++] = ch;
     }
     if (n == 0 && LM_HOST_HAS(is->h, now_ms))
-        snprintf(rs->idbase, sizeof(rs->idbase), "%llx",
-                 (unsigned long long)is->h->now_ms());
+        snprintf(rs->idbase, sizeof(rs->idbase), "%llx", (unsigned long long)is->h->now_ms());
     if (c->op == LM_OP_EMBED)
         return ol_build_embed(is, rs, c, canon, u, e);
     if (c->op != LM_OP_CHAT)
@@ -607,8 +603,8 @@ static int ol_build_request(void *ist, lm_call *c, const json_t *canon, lm_ureq 
 static void map_status(int status, const char *msg, lm_err *e)
 {
     const char *type = "api_error", *code = NULL;
-    int         st = status;
-    char        fb[64];
+    int st = status;
+    char fb[64];
     if (msg == NULL) {
         snprintf(fb, sizeof(fb), "Ollama returned HTTP %d", status);
         msg = fb;
@@ -635,9 +631,9 @@ static void map_status(int status, const char *msg, lm_err *e)
 static int ol_map_error(void *ist, lm_call *c, int status, lm_str body, lm_err *e)
 {
     json_error_t jerr;
-    json_t      *root = json_loadb(body.p, body.n, 0, &jerr);
-    json_t      *err = json_object_get(root, "error");
-    const char  *msg = json_string_value(err);
+    json_t *root = json_loadb(body.p, body.n, 0, &jerr);
+    json_t *err = json_object_get(root, "error");
+    const char *msg = json_string_value(err);
     (void)ist;
     (void)c;
     if (msg == NULL && json_is_object(err)) /* OpenAI-shaped proxy error */
@@ -669,16 +665,15 @@ static void read_usage(const json_t *o, lm_usage *u)
 
 static json_t *usage_json(const lm_usage *u)
 {
-    return json_pack("{s:I,s:I,s:I}", "prompt_tokens",
-                     (json_int_t)(u->prompt > 0 ? u->prompt : 0), "completion_tokens",
-                     (json_int_t)(u->completion > 0 ? u->completion : 0), "total_tokens",
-                     (json_int_t)(u->total > 0 ? u->total : 0));
+    return json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)(u->prompt > 0 ? u->prompt : 0),
+                     "completion_tokens", (json_int_t)(u->completion > 0 ? u->completion : 0),
+                     "total_tokens", (json_int_t)(u->total > 0 ? u->total : 0));
 }
 
 /* "2024-07-22T20:33:28.123648Z" / "...-08:00" -> Unix seconds, or -1. */
 static int64_t parse_time(const char *s)
 {
-    int     y, mo, d, hh, mi, ss, n = 0;
+    int y, mo, d, hh, mi, ss, n = 0;
     int64_t days, t;
     const char *p;
     if (s == NULL || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &hh, &mi, &ss, &n) != 6)
@@ -687,8 +682,8 @@ static int64_t parse_time(const char *s)
         return -1;
     /* days from civil (Howard Hinnant) */
     {
-        int      yy = y - (mo <= 2);
-        int64_t  era = (yy >= 0 ? yy : yy - 399) / 400;
+        int yy = y - (mo <= 2);
+        int64_t era = (yy >= 0 ? yy : yy - 399) / 400;
         unsigned yoe = (unsigned)(yy - era * 400);
         unsigned doy = (unsigned)((153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1);
         unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
@@ -709,7 +704,7 @@ static int64_t parse_time(const char *s)
 
 static json_t *make_call_id(ol_req *rs, const json_t *tc)
 {
-    char        buf[80];
+    char buf[80];
     const char *given = json_string_value(json_object_get(tc, "id"));
     if (given != NULL && given[0] != '\0')
         return json_string(given);
@@ -749,17 +744,17 @@ static int embed_response(ol_req *rs, lm_call *c, json_t *root, json_t **out, lm
 static int ol_parse_response(void *ist, lm_call *c, int status, lm_str body, json_t **out,
                              lm_usage *usage, lm_err *e)
 {
-    ol_inst     *is = ist;
-    ol_req      *rs = c->rstate;
+    ol_inst *is = ist;
+    ol_req *rs = c->rstate;
     json_error_t jerr;
-    json_t      *root, *msg, *om = NULL, *tcs = NULL, *tc, *resp;
-    lm_usage     u;
-    size_t       i;
-    int64_t      created;
-    char         idbuf[80];
-    json_t      *content, *thinking;
-    const char  *model;
-    int          rc = LM_OK;
+    json_t *root, *msg, *om = NULL, *tcs = NULL, *tc, *resp;
+    lm_usage u;
+    size_t i;
+    int64_t created;
+    char idbuf[80];
+    json_t *content, *thinking;
+    const char *model;
+    int rc = LM_OK;
 
     (void)status;
     *out = NULL;
@@ -790,7 +785,7 @@ static int ol_parse_response(void *ist, lm_call *c, int status, lm_str body, jso
     tcs = json_array();
     if (tcs == NULL)
         goto nomem;
-    json_array_foreach(json_object_get(msg, "tool_calls"), i, tc) {
+    json_array_foreach (json_object_get(msg, "tool_calls"), i, tc) {
         if (aadd(tcs, tool_call(rs, tc, -1))) {
             rc = bad_upstream(e, "tool call without a function name");
             goto out;
@@ -821,8 +816,8 @@ static int ol_parse_response(void *ist, lm_call *c, int status, lm_str body, jso
     if (model == NULL)
         model = c->model ? c->model : "";
     resp = json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:O,s:n,s:s}]}", "id", idbuf, "object",
-                     "chat.completion", "created", (json_int_t)created, "model", model,
-                     "choices", "index", 0, "message", om, "logprobs", "finish_reason",
+                     "chat.completion", "created", (json_int_t)created, "model", model, "choices",
+                     "index", 0, "message", om, "logprobs", "finish_reason",
                      map_done(json_string_value(json_object_get(root, "done_reason")),
                               json_array_size(tcs) > 0));
     if (resp == NULL || oset(resp, "usage", usage_json(&u))) {
@@ -842,15 +837,14 @@ out:
 
 static void b64_float32(const json_t *values, sbuf *b)
 {
-    static const char tbl[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t        n = json_array_size(values), i, k = 0;
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = json_array_size(values), i, k = 0;
     unsigned char in[3];
-    char          o[4];
+    char o[4];
     for (i = 0; i < n; i++) {
-        float    f = (float)json_number_value(json_array_get(values, i));
+        float f = (float)json_number_value(json_array_get(values, i));
         uint32_t w;
-        int      j;
+        int j;
         memcpy(&w, &f, 4);
         for (j = 0; j < 4; j++) {
             in[k++] = (unsigned char)(w >> (8 * j)); /* little endian */
@@ -880,17 +874,17 @@ static void b64_float32(const json_t *values, sbuf *b)
 static int embed_response(ol_req *rs, lm_call *c, json_t *root, json_t **out, lm_usage *usage,
                           lm_err *e)
 {
-    json_t  *embs = json_object_get(root, "embeddings"), *vals, *v;
-    json_t  *list = json_array();
-    size_t   i;
-    int64_t  pt = jint(root, "prompt_eval_count");
+    json_t *embs = json_object_get(root, "embeddings"), *vals, *v;
+    json_t *list = json_array();
+    size_t i;
+    int64_t pt = jint(root, "prompt_eval_count");
     if (list == NULL)
         return oom(e);
     if (!json_is_array(embs)) {
         json_decref(list);
         return bad_upstream(e, "no embeddings array");
     }
-    json_array_foreach(embs, i, vals) {
+    json_array_foreach (embs, i, vals) {
         if (!json_is_array(vals)) {
             json_decref(list);
             return bad_upstream(e, "embedding is not an array");
@@ -903,8 +897,8 @@ static int embed_response(ol_req *rs, lm_call *c, json_t *root, json_t **out, lm
         } else {
             v = json_incref(vals);
         }
-        if (aadd(list, json_pack("{s:s,s:I,s:o}", "object", "embedding", "index",
-                                 (json_int_t)i, "embedding", v))) {
+        if (aadd(list, json_pack("{s:s,s:I,s:o}", "object", "embedding", "index", (json_int_t)i,
+                                 "embedding", v))) {
             json_decref(list);
             return oom(e);
         }
@@ -938,12 +932,12 @@ static int emit(ol_inst *is, lm_emit *out, json_t *delta, const char *fin, lm_er
 
 static int ol_parse_event(void *ist, lm_call *c, const lm_event *ev, lm_emit *out, lm_err *e)
 {
-    ol_inst     *is = ist;
-    ol_req      *rs = c->rstate;
+    ol_inst *is = ist;
+    ol_req *rs = c->rstate;
     json_error_t jerr;
-    json_t      *d, *msg, *t, *tc;
-    size_t       i;
-    int          rc = LM_OK;
+    json_t *d, *msg, *t, *tc;
+    size_t i;
+    int rc = LM_OK;
 
     if (rs == NULL)
         return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "no request state");
@@ -955,7 +949,7 @@ static int ol_parse_event(void *ist, lm_call *c, const lm_event *ev, lm_emit *ou
         return bad_upstream(e, "stream line is not a JSON object");
     }
     if (json_object_get(d, "error") != NULL) {
-        json_t     *err = json_object_get(d, "error");
+        json_t *err = json_object_get(d, "error");
         const char *m = json_string_value(err);
         if (m == NULL)
             m = json_string_value(json_object_get(err, "message"));
@@ -975,7 +969,7 @@ static int ol_parse_event(void *ist, lm_call *c, const lm_event *ev, lm_emit *ou
     if (rc == LM_OK && json_string_length(t) > 0)
         rc = emit(is, out, json_pack("{s:O}", "content", t), NULL, e);
     if (rc == LM_OK) {
-        json_array_foreach(json_object_get(msg, "tool_calls"), i, tc) {
+        json_array_foreach (json_object_get(msg, "tool_calls"), i, tc) {
             json_t *call = tool_call(rs, tc, rs->ntools);
             if (call == NULL) {
                 rc = bad_upstream(e, "tool call without a function name");
@@ -994,10 +988,9 @@ static int ol_parse_event(void *ist, lm_call *c, const lm_event *ev, lm_emit *ou
             rc = lm_err_set(e, LM_ERR, 500, "api_error", NULL, "cannot record usage");
         if (rc == LM_OK && !rs->finished) {
             rs->finished = 1;
-            rc = emit(is, out, json_object(),
-                      map_done(json_string_value(json_object_get(d, "done_reason")),
-                               rs->ntools > 0),
-                      e);
+            rc = emit(
+                is, out, json_object(),
+                map_done(json_string_value(json_object_get(d, "done_reason")), rs->ntools > 0), e);
         }
         if (rc == LM_OK)
             rc = LM_DONE;

@@ -33,10 +33,10 @@ static const preset_t presets[] = {
 
 typedef struct openai_s {
     const lm_host_api *h;
-    void              *ictx;
-    char              *chat_url;
-    char              *embed_url;
-    char              *auth; /* "Bearer <key>" or NULL */
+    void *ictx;
+    char *chat_url;
+    char *embed_url;
+    char *auth; /* "Bearer <key>" or NULL */
 } openai_t;
 
 static const lm_cfg_key cfg_keys[] = {
@@ -53,7 +53,7 @@ static char *join_url(const lm_host_api *h, lm_str base, const char *path)
     while (base.n && base.p[base.n - 1] == '/')
         base.n--;
     size_t plen = strlen(path);
-    char  *s = h->alloc(base.n + plen + 1);
+    char *s = h->alloc(base.n + plen + 1);
     if (s == NULL)
         return NULL;
     memcpy(s, base.p, base.n);
@@ -97,7 +97,8 @@ static int oa_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
     lm_str base, key = {NULL, 0};
     if (resolve_base(h, ictx, &base, e) < 0)
         return LM_EINVAL;
-    if (!(base.n > 7 && (strncmp(base.p, "http://", 7) == 0 || strncmp(base.p, "https://", 8) == 0)))
+    if (!(base.n > 7 &&
+          (strncmp(base.p, "http://", 7) == 0 || strncmp(base.p, "https://", 8) == 0)))
         return lm_err_set(e, LM_EINVAL, 500, "api_error", NULL,
                           "base_url must start with http:// or https://");
     openai_t *st = h->alloc(sizeof(*st));

@@ -16,36 +16,37 @@
 #include <string.h>
 
 #define QW_DEFAULT_BASE "https://dashscope.aliyuncs.com"
-#define QW_PATH_TEXT "/api/v1/services/aigc/text-generation/generation"
-#define QW_PATH_MM "/api/v1/services/aigc/multimodal-generation/generation"
-#define QW_PATH_EMBED "/api/v1/services/embeddings/text-embedding/text-embedding"
+#define QW_PATH_TEXT    "/api/v1/services/aigc/text-generation/generation"
+#define QW_PATH_MM      "/api/v1/services/aigc/multimodal-generation/generation"
+#define QW_PATH_EMBED   "/api/v1/services/embeddings/text-embedding/text-embedding"
 
 typedef struct qw_inst {
     const lm_host_api *h;
-    void              *ictx;
-    char              *url_text;
-    char              *url_mm;
-    char              *url_embed;
-    char              *auth;      /* "Bearer <key>" */
-    const char        *key;       /* points into auth; used only to scrub messages */
-    char              *workspace; /* X-DashScope-WorkSpace, or NULL */
+    void *ictx;
+    char *url_text;
+    char *url_mm;
+    char *url_embed;
+    char *auth;      /* "Bearer <key>" */
+    const char *key; /* points into auth; used only to scrub messages */
+    char *workspace; /* X-DashScope-WorkSpace, or NULL */
 } qw_inst;
 
 typedef struct qw_req {
-    int      op;
-    int      stream;
-    int      multimodal;
-    int      embed_b64;  /* client asked encoding_format=base64 */
-    int      role_sent;  /* stream: the first delta carried role */
-    int      content_sent; /* stream: some content/tool call reached the client */
-    int      saw_tools;  /* stream: a tool_calls fragment was seen */
-    int      finished;   /* stream: a final finish_reason was emitted */
-    uint64_t tc_seen;    /* stream: tool call indexes (<64) whose head was sent */
+    int op;
+    int stream;
+    int multimodal;
+    int embed_b64;    /* client asked encoding_format=base64 */
+    int role_sent;    /* stream: the first delta carried role */
+    int content_sent; /* stream: some content/tool call reached the client */
+    int saw_tools;    /* stream: a tool_calls fragment was seen */
+    int finished;     /* stream: a final finish_reason was emitted */
+    uint64_t tc_seen; /* stream: tool call indexes (<64) whose head was sent */
 } qw_req;
 
 static const lm_cfg_key qw_cfg_keys[] = {
     {"base_url", LM_CFG_STR, 0, QW_DEFAULT_BASE,
-     "DashScope root URL (intl: https://dashscope-intl.aliyuncs.com); a trailing /api/v1 is accepted"},
+     "DashScope root URL (intl: https://dashscope-intl.aliyuncs.com); a trailing /api/v1 is "
+     "accepted"},
     {"api_key", LM_CFG_STR, 1, NULL, "DashScope API key (sent as Authorization: Bearer)"},
     {"workspace", LM_CFG_STR, 0, NULL, "optional X-DashScope-WorkSpace id"},
     {NULL, 0, 0, NULL, NULL}};
@@ -66,7 +67,7 @@ static char *qw_strndup(const lm_host_api *h, const char *s, size_t n)
 static char *qw_concat(const lm_host_api *h, const char *a, size_t an, const char *b)
 {
     size_t bn = strlen(b);
-    char  *p = h->alloc(an + bn + 1);
+    char *p = h->alloc(an + bn + 1);
     if (p == NULL)
         return NULL;
     memcpy(p, a, an);
@@ -102,7 +103,7 @@ static void qw_debug(const qw_inst *in, const char *what, const char *name)
 static void qw_scrub(const qw_inst *in, char *msg)
 {
     size_t kn = in->key ? strlen(in->key) : 0;
-    char  *hit;
+    char *hit;
     if (kn < 4)
         return;
     while ((hit = strstr(msg, in->key)) != NULL) {
@@ -141,19 +142,18 @@ static int qw_status_for_code(const char *code, int dflt)
         return 504;
     if (strcmp(code, "BadRequest.TooLarge") == 0)
         return 413;
-    if (strcmp(code, "DataInspectionFailed") == 0 || strcmp(code, "data_inspection_failed") == 0
-        || strcmp(code, "InvalidParameter") == 0 || qw_prefix(code, "BadRequest")
-        || strcmp(code, "InvalidURL") == 0 || strcmp(code, "Arrearage") == 0
-        || strcmp(code, "invalid_parameter_error") == 0)
+    if (strcmp(code, "DataInspectionFailed") == 0 || strcmp(code, "data_inspection_failed") == 0 ||
+        strcmp(code, "InvalidParameter") == 0 || qw_prefix(code, "BadRequest") ||
+        strcmp(code, "InvalidURL") == 0 || strcmp(code, "Arrearage") == 0 ||
+        strcmp(code, "invalid_parameter_error") == 0)
         return 400;
     return dflt;
 }
 
 static int qw_is_inspection(const char *code)
 {
-    return code != NULL
-           && (strcmp(code, "DataInspectionFailed") == 0
-               || strcmp(code, "data_inspection_failed") == 0);
+    return code != NULL && (strcmp(code, "DataInspectionFailed") == 0 ||
+                            strcmp(code, "data_inspection_failed") == 0);
 }
 
 /*
@@ -165,8 +165,8 @@ static int qw_fill_error(const qw_inst *in, const json_t *j, int status, lm_err 
 {
     const json_t *err = json_object_get(j, "error");
     const json_t *jc;
-    const char   *code = NULL, *msg = NULL;
-    char          codebuf[32];
+    const char *code = NULL, *msg = NULL;
+    char codebuf[32];
 
     if (json_is_object(err)) {
         jc = json_object_get(err, "code");
@@ -199,8 +199,8 @@ static int qw_fill_error(const qw_inst *in, const json_t *j, int status, lm_err 
 
 static int qw_bad_upstream(lm_err *e, const char *what)
 {
-    return lm_err_set(e, LM_EUPSTREAM, 502, "api_error", "upstream_error",
-                      "DashScope returned %s", what);
+    return lm_err_set(e, LM_EUPSTREAM, 502, "api_error", "upstream_error", "DashScope returned %s",
+                      what);
 }
 
 static int qw_oom(lm_err *e)
@@ -218,11 +218,11 @@ static int qw_inval(lm_err *e, const char *param, const char *msg)
  * or the text parts of an OpenAI content array. Returns a new json string. */
 static json_t *qw_join_text(const json_t *arr, const char *sep)
 {
-    size_t  i, total = 0, seplen = strlen(sep), nparts = 0;
+    size_t i, total = 0, seplen = strlen(sep), nparts = 0;
     json_t *v, *out;
-    char   *buf, *w;
+    char *buf, *w;
 
-    json_array_foreach(arr, i, v) {
+    json_array_foreach (arr, i, v) {
         const json_t *t = json_object_get(v, "text");
         if (json_is_string(t)) {
             total += json_string_length(t) + seplen;
@@ -236,7 +236,7 @@ static json_t *qw_join_text(const json_t *arr, const char *sep)
         return NULL;
     w = buf;
     nparts = 0;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach (arr, i, v) {
         const json_t *t = json_object_get(v, "text");
         if (!json_is_string(t))
             continue;
@@ -285,10 +285,10 @@ static int qw_usage(const json_t *u, lm_usage *out)
 
 static json_t *qw_usage_json(const lm_usage *u)
 {
-    json_t *o = json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)(u->prompt < 0 ? 0 : u->prompt),
-                          "completion_tokens",
-                          (json_int_t)(u->completion < 0 ? 0 : u->completion), "total_tokens",
-                          (json_int_t)(u->total < 0 ? 0 : u->total));
+    json_t *o =
+        json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)(u->prompt < 0 ? 0 : u->prompt),
+                  "completion_tokens", (json_int_t)(u->completion < 0 ? 0 : u->completion),
+                  "total_tokens", (json_int_t)(u->total < 0 ? 0 : u->total));
     if (o == NULL)
         return NULL;
     if (u->cached >= 0)
@@ -305,14 +305,14 @@ static json_t *qw_usage_json(const lm_usage *u)
 static int qw_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 {
     qw_inst *in;
-    lm_str   base = {NULL, 0}, key = {NULL, 0}, ws = {NULL, 0};
-    char    *root;
-    size_t   n;
+    lm_str base = {NULL, 0}, key = {NULL, 0}, ws = {NULL, 0};
+    char *root;
+    size_t n;
 
-    if (!LM_HOST_HAS(h, alloc) || !LM_HOST_HAS(h, free) || !LM_HOST_HAS(h, cfg_str)
-        || !LM_HOST_HAS(h, ureq_set_url) || !LM_HOST_HAS(h, ureq_add_header)
-        || !LM_HOST_HAS(h, ureq_set_json_body) || !LM_HOST_HAS(h, emit_delta)
-        || !LM_HOST_HAS(h, emit_usage))
+    if (!LM_HOST_HAS(h, alloc) || !LM_HOST_HAS(h, free) || !LM_HOST_HAS(h, cfg_str) ||
+        !LM_HOST_HAS(h, ureq_set_url) || !LM_HOST_HAS(h, ureq_add_header) ||
+        !LM_HOST_HAS(h, ureq_set_json_body) || !LM_HOST_HAS(h, emit_delta) ||
+        !LM_HOST_HAS(h, emit_usage))
         return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "qwen: host table too old");
 
     if (h->cfg_str(ictx, "base_url", &base) != LM_OK || base.n == 0)
@@ -322,8 +322,8 @@ static int qw_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
     if (h->cfg_str(ictx, "workspace", &ws) != LM_OK)
         ws.n = 0;
 
-    if (!(base.n > 7 && strncmp(base.p, "http://", 7) == 0)
-        && !(base.n > 8 && strncmp(base.p, "https://", 8) == 0))
+    if (!(base.n > 7 && strncmp(base.p, "http://", 7) == 0) &&
+        !(base.n > 8 && strncmp(base.p, "https://", 8) == 0))
         return lm_err_set(e, LM_EINVAL, 500, "api_error", NULL,
                           "qwen: base_url must start with http:// or https://");
     n = base.n;
@@ -354,8 +354,8 @@ static int qw_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
     }
     if (ws.n > 0)
         in->workspace = qw_strndup(h, ws.p, ws.n);
-    if (in->url_text == NULL || in->url_mm == NULL || in->url_embed == NULL || in->auth == NULL
-        || (ws.n > 0 && in->workspace == NULL)) {
+    if (in->url_text == NULL || in->url_mm == NULL || in->url_embed == NULL || in->auth == NULL ||
+        (ws.n > 0 && in->workspace == NULL)) {
         h->free(in->url_text);
         h->free(in->url_mm);
         h->free(in->url_embed);
@@ -396,20 +396,20 @@ static void qw_req_close(void *istate, lm_call *c)
 
 static int qw_is_vl_model(const char *m)
 {
-    return strstr(m, "-vl") != NULL || strstr(m, "-VL") != NULL || qw_prefix(m, "qvq")
-           || qw_prefix(m, "QVQ");
+    return strstr(m, "-vl") != NULL || strstr(m, "-VL") != NULL || qw_prefix(m, "qvq") ||
+           qw_prefix(m, "QVQ");
 }
 
 /* Does any message carry an image part? */
 static int qw_has_image(const json_t *msgs)
 {
-    size_t  i, k;
+    size_t i, k;
     json_t *m, *p;
-    json_array_foreach(msgs, i, m) {
+    json_array_foreach (msgs, i, m) {
         const json_t *ct = json_object_get(m, "content");
         if (!json_is_array(ct))
             continue;
-        json_array_foreach(ct, k, p) {
+        json_array_foreach (ct, k, p) {
             const char *t = qw_jstr(p, "type");
             if (t != NULL && strcmp(t, "image_url") == 0)
                 return 1;
@@ -422,7 +422,7 @@ static int qw_has_image(const json_t *msgs)
  * multimodal ones). Returns LM_OK and *out, or LM_EINVAL. */
 static int qw_content(const json_t *ct, int mm, json_t **out, lm_err *e)
 {
-    size_t  i;
+    size_t i;
     json_t *p, *list;
 
     *out = NULL;
@@ -432,9 +432,10 @@ static int qw_content(const json_t *ct, int mm, json_t **out, lm_err *e)
         *out = mm ? json_pack("[{s:O}]", "text", ct) : json_deep_copy(ct);
     } else if (json_is_array(ct)) {
         if (!mm) {
-            json_array_foreach(ct, i, p) {
+            json_array_foreach (ct, i, p) {
                 const char *t = qw_jstr(p, "type");
-                if (t == NULL || strcmp(t, "text") != 0 || !json_is_string(json_object_get(p, "text")))
+                if (t == NULL || strcmp(t, "text") != 0 ||
+                    !json_is_string(json_object_get(p, "text")))
                     return qw_inval(e, "messages", "unsupported content part for this model");
             }
             *out = qw_join_text(ct, "\n");
@@ -442,11 +443,11 @@ static int qw_content(const json_t *ct, int mm, json_t **out, lm_err *e)
             list = json_array();
             if (list == NULL)
                 return qw_oom(e);
-            json_array_foreach(ct, i, p) {
-                const char   *t = qw_jstr(p, "type");
+            json_array_foreach (ct, i, p) {
+                const char *t = qw_jstr(p, "type");
                 const json_t *v;
-                if (t != NULL && strcmp(t, "text") == 0
-                    && json_is_string(v = json_object_get(p, "text"))) {
+                if (t != NULL && strcmp(t, "text") == 0 &&
+                    json_is_string(v = json_object_get(p, "text"))) {
                     json_array_append_new(list, json_pack("{s:O}", "text", v));
                 } else if (t != NULL && strcmp(t, "image_url") == 0) {
                     v = json_object_get(p, "image_url");
@@ -472,16 +473,16 @@ static int qw_content(const json_t *ct, int mm, json_t **out, lm_err *e)
 
 static int qw_messages(const json_t *msgs, int mm, json_t **out, lm_err *e)
 {
-    size_t  i;
+    size_t i;
     json_t *m, *arr = json_array();
-    int     rc;
+    int rc;
 
     if (arr == NULL)
         return qw_oom(e);
-    json_array_foreach(msgs, i, m) {
-        const char   *role = qw_jstr(m, "role");
+    json_array_foreach (msgs, i, m) {
+        const char *role = qw_jstr(m, "role");
         const json_t *tc;
-        json_t       *nm, *content;
+        json_t *nm, *content;
 
         if (!json_is_object(m) || role == NULL) {
             json_decref(arr);
@@ -489,8 +490,8 @@ static int qw_messages(const json_t *msgs, int mm, json_t **out, lm_err *e)
         }
         if (strcmp(role, "developer") == 0)
             role = "system";
-        if (strcmp(role, "system") != 0 && strcmp(role, "user") != 0
-            && strcmp(role, "assistant") != 0 && strcmp(role, "tool") != 0) {
+        if (strcmp(role, "system") != 0 && strcmp(role, "user") != 0 &&
+            strcmp(role, "assistant") != 0 && strcmp(role, "tool") != 0) {
             json_decref(arr);
             return qw_inval(e, "messages", "unsupported message role");
         }
@@ -523,17 +524,26 @@ enum { QW_K_DROP = 0, QW_K_PASS, QW_K_SPECIAL };
 
 static int qw_chat_key(const char *k)
 {
-    static const char *const pass[] = {"seed",          "stop",
-                                       "presence_penalty", "tools",
-                                       "tool_choice",   "parallel_tool_calls",
-                                       "response_format", "top_k",
-                                       "repetition_penalty", "enable_search",
-                                       "search_options", "enable_thinking",
-                                       "thinking_budget", "vl_high_resolution_images",
+    static const char *const pass[] = {"seed",
+                                       "stop",
+                                       "presence_penalty",
+                                       "tools",
+                                       "tool_choice",
+                                       "parallel_tool_calls",
+                                       "response_format",
+                                       "top_k",
+                                       "repetition_penalty",
+                                       "enable_search",
+                                       "search_options",
+                                       "enable_thinking",
+                                       "thinking_budget",
+                                       "vl_high_resolution_images",
                                        NULL};
-    static const char *const special[] = {"model",  "messages", "stream", "stream_options",
-                                          "max_tokens", "max_completion_tokens", "temperature",
-                                          "top_p", "n", NULL};
+    static const char *const special[] = {"model",       "messages",
+                                          "stream",      "stream_options",
+                                          "max_tokens",  "max_completion_tokens",
+                                          "temperature", "top_p",
+                                          "n",           NULL};
     size_t i;
     for (i = 0; special[i]; i++)
         if (strcmp(k, special[i]) == 0)
@@ -548,10 +558,10 @@ static int qw_build_chat(qw_inst *in, lm_call *c, qw_req *rs, const json_t *cano
                          const char *model, lm_ureq *u, lm_err *e)
 {
     const lm_host_api *h = in->h;
-    const json_t      *msgs = json_object_get(canon, "messages"), *v;
-    const char        *k;
-    json_t            *body, *params, *input, *jm = NULL;
-    int                rc;
+    const json_t *msgs = json_object_get(canon, "messages"), *v;
+    const char *k;
+    json_t *body, *params, *input, *jm = NULL;
+    int rc;
 
     if (!json_is_array(msgs) || json_array_size(msgs) == 0)
         return qw_inval(e, "messages", "messages must be a non-empty array");
@@ -614,7 +624,7 @@ static int qw_build_chat(qw_inst *in, lm_call *c, qw_req *rs, const json_t *cano
             p = 0.0001;
         json_object_set_new(params, "top_p", json_real(p));
     }
-    json_object_foreach((json_t *)canon, k, v) {
+    json_object_foreach ((json_t *)canon, k, v) {
         int kind = qw_chat_key(k);
         if (kind == QW_K_PASS) {
             if (!json_is_null(v))
@@ -656,16 +666,16 @@ static int qw_build_embed(qw_inst *in, qw_req *rs, const json_t *canon, const ch
                           lm_ureq *u, lm_err *e)
 {
     const lm_host_api *h = in->h;
-    const json_t      *inp = json_object_get(canon, "input"), *v;
-    const char        *k;
-    json_t            *texts, *params, *body;
-    size_t             i;
-    int                rc;
+    const json_t *inp = json_object_get(canon, "input"), *v;
+    const char *k;
+    json_t *texts, *params, *body;
+    size_t i;
+    int rc;
 
     if (json_is_string(inp)) {
         texts = json_pack("[O]", inp);
     } else if (json_is_array(inp) && json_array_size(inp) > 0) {
-        json_array_foreach(inp, i, v) {
+        json_array_foreach (inp, i, v) {
             if (!json_is_string(v))
                 return qw_inval(e, "input",
                                 "DashScope embeddings take text input only (no token arrays)");
@@ -680,7 +690,7 @@ static int qw_build_embed(qw_inst *in, qw_req *rs, const json_t *canon, const ch
         json_decref(params);
         return qw_oom(e);
     }
-    json_object_foreach((json_t *)canon, k, v) {
+    json_object_foreach ((json_t *)canon, k, v) {
         if (strcmp(k, "model") == 0 || strcmp(k, "input") == 0 || json_is_null(v))
             continue;
         if (strcmp(k, "dimensions") == 0) {
@@ -728,8 +738,8 @@ static int qw_build_embed(qw_inst *in, qw_req *rs, const json_t *canon, const ch
 
 static int qw_build_request(void *istate, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e)
 {
-    qw_inst    *in = istate;
-    qw_req     *rs;
+    qw_inst *in = istate;
+    qw_req *rs;
     const char *model;
 
     rs = in->h->alloc(sizeof *rs);
@@ -779,8 +789,8 @@ static json_t *qw_synth_id(const lm_call *c, size_t n)
 static json_t *qw_args(const json_t *fn)
 {
     const json_t *a = json_object_get(fn, "arguments");
-    char         *s;
-    json_t       *r;
+    char *s;
+    json_t *r;
     if (json_is_string(a))
         return json_deep_copy(a);
     if (a == NULL || json_is_null(a))
@@ -797,17 +807,16 @@ static json_t *qw_args(const json_t *fn)
 static json_t *qw_tool_calls(const lm_call *c, const json_t *arr)
 {
     json_t *out = json_array(), *tc;
-    size_t  i;
+    size_t i;
     if (out == NULL)
         return NULL;
-    json_array_foreach(arr, i, tc) {
+    json_array_foreach (arr, i, tc) {
         const json_t *fn = json_object_get(tc, "function");
-        const char   *id = qw_jstr(tc, "id");
-        const char   *name = qw_jstr(fn, "name");
-        json_t       *o = json_pack("{s:o,s:s,s:{s:s,s:o}}", "id",
-                                    qw_nonempty(id) ? json_string(id) : qw_synth_id(c, i), "type",
-                                    "function", "function", "name", name ? name : "", "arguments",
-                                    qw_args(fn));
+        const char *id = qw_jstr(tc, "id");
+        const char *name = qw_jstr(fn, "name");
+        json_t *o = json_pack(
+            "{s:o,s:s,s:{s:s,s:o}}", "id", qw_nonempty(id) ? json_string(id) : qw_synth_id(c, i),
+            "type", "function", "function", "name", name ? name : "", "arguments", qw_args(fn));
         if (o == NULL) {
             json_decref(out);
             return NULL;
@@ -829,7 +838,7 @@ static json_t *qw_content_out(const json_t *ct)
 static json_t *qw_chat_completion_id(const lm_call *c, const json_t *j)
 {
     const char *rid = qw_jstr(j, "request_id");
-    char        buf[160];
+    char buf[160];
     snprintf(buf, sizeof buf, "chatcmpl-%s",
              qw_nonempty(rid) ? rid : (qw_nonempty(c->request_id) ? c->request_id : "lm"));
     return json_string(buf);
@@ -839,9 +848,9 @@ static int qw_parse_chat(qw_inst *in, lm_call *c, const json_t *j, json_t **out,
                          lm_err *e)
 {
     const json_t *output = json_object_get(j, "output"), *choices, *ch;
-    json_t       *resp, *jchoices;
-    lm_usage      us = LM_USAGE_UNKNOWN;
-    size_t        i;
+    json_t *resp, *jchoices;
+    lm_usage us = LM_USAGE_UNKNOWN;
+    size_t i;
 
     if (!json_is_object(output))
         return qw_bad_upstream(e, "a response without output");
@@ -850,14 +859,14 @@ static int qw_parse_chat(qw_inst *in, lm_call *c, const json_t *j, json_t **out,
     if (jchoices == NULL)
         return qw_oom(e);
     if (json_is_array(choices)) {
-        json_array_foreach(choices, i, ch) {
+        json_array_foreach (choices, i, ch) {
             const json_t *m = json_object_get(ch, "message");
             const json_t *tc = json_object_get(m, "tool_calls");
             const json_t *idx = json_object_get(ch, "index");
-            const char   *rc_ = qw_jstr(m, "reasoning_content");
-            int           has_tools = json_is_array(tc) && json_array_size(tc) > 0;
-            const char   *fr = qw_finish(qw_jstr(ch, "finish_reason"), has_tools);
-            json_t       *msg, *content, *choice;
+            const char *rc_ = qw_jstr(m, "reasoning_content");
+            int has_tools = json_is_array(tc) && json_array_size(tc) > 0;
+            const char *fr = qw_finish(qw_jstr(ch, "finish_reason"), has_tools);
+            json_t *msg, *content, *choice;
 
             content = qw_content_out(json_object_get(m, "content"));
             if (content == NULL) {
@@ -873,9 +882,10 @@ static int qw_parse_chat(qw_inst *in, lm_call *c, const json_t *j, json_t **out,
                 json_object_set_new(msg, "tool_calls", qw_tool_calls(c, tc));
             if (msg != NULL && qw_nonempty(rc_))
                 json_object_set_new(msg, "reasoning_content", json_string(rc_));
-            choice = json_pack("{s:I,s:o,s:n,s:s}", "index",
-                               (json_int_t)(json_is_integer(idx) ? json_integer_value(idx) : (json_int_t)i),
-                               "message", msg, "logprobs", "finish_reason", fr ? fr : "stop");
+            choice = json_pack(
+                "{s:I,s:o,s:n,s:s}", "index",
+                (json_int_t)(json_is_integer(idx) ? json_integer_value(idx) : (json_int_t)i),
+                "message", msg, "logprobs", "finish_reason", fr ? fr : "stop");
             if (choice == NULL) {
                 json_decref(jchoices);
                 return qw_oom(e);
@@ -885,10 +895,10 @@ static int qw_parse_chat(qw_inst *in, lm_call *c, const json_t *j, json_t **out,
     } else if (json_is_string(json_object_get(output, "text"))) {
         /* result_format "text" fallback: {"output":{"text":..,"finish_reason":..}} */
         const char *fr = qw_finish(qw_jstr(output, "finish_reason"), 0);
-        json_array_append_new(
-            jchoices, json_pack("{s:i,s:{s:s,s:O},s:n,s:s}", "index", 0, "message", "role",
-                                "assistant", "content", json_object_get(output, "text"), "logprobs",
-                                "finish_reason", fr ? fr : "stop"));
+        json_array_append_new(jchoices,
+                              json_pack("{s:i,s:{s:s,s:O},s:n,s:s}", "index", 0, "message", "role",
+                                        "assistant", "content", json_object_get(output, "text"),
+                                        "logprobs", "finish_reason", fr ? fr : "stop"));
     } else {
         json_decref(jchoices);
         return qw_bad_upstream(e, "a response without choices");
@@ -914,10 +924,10 @@ static const char b64tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /* float list -> base64 of little-endian float32, as OpenAI's encoding_format=base64. */
 static json_t *qw_b64_floats(const json_t *arr)
 {
-    size_t         n = json_array_size(arr), nb = n * 4, i, o = 0;
+    size_t n = json_array_size(arr), nb = n * 4, i, o = 0;
     unsigned char *raw;
-    char          *txt;
-    json_t        *r;
+    char *txt;
+    json_t *r;
 
     raw = malloc(nb + 1);
     txt = malloc((nb + 2) / 3 * 4 + 1);
@@ -927,7 +937,7 @@ static json_t *qw_b64_floats(const json_t *arr)
         return NULL;
     }
     for (i = 0; i < n; i++) {
-        float    f = (float)json_number_value(json_array_get(arr, i));
+        float f = (float)json_number_value(json_array_get(arr, i));
         uint32_t b;
         memcpy(&b, &f, 4);
         raw[i * 4] = (unsigned char)(b & 0xff);
@@ -972,10 +982,10 @@ static int qw_parse_embed(lm_call *c, const qw_req *rs, const json_t *j, json_t 
                           lm_usage *usage, lm_err *e)
 {
     const json_t *embs = json_object_get(json_object_get(j, "output"), "embeddings"), *it;
-    json_t      **items, *data, *resp;
-    size_t        i, n;
-    lm_usage      us = LM_USAGE_UNKNOWN;
-    int64_t       tot;
+    json_t **items, *data, *resp;
+    size_t i, n;
+    lm_usage us = LM_USAGE_UNKNOWN;
+    int64_t tot;
 
     if (!json_is_array(embs))
         return qw_bad_upstream(e, "an embeddings response without output.embeddings");
@@ -983,7 +993,7 @@ static int qw_parse_embed(lm_call *c, const qw_req *rs, const json_t *j, json_t 
     items = calloc(n ? n : 1, sizeof *items);
     if (items == NULL)
         return qw_oom(e);
-    json_array_foreach(embs, i, it) {
+    json_array_foreach (embs, i, it) {
         const json_t *vec = json_object_get(it, "embedding");
         const json_t *ti = json_object_get(it, "text_index");
         if (!json_is_array(vec)) {
@@ -992,9 +1002,10 @@ static int qw_parse_embed(lm_call *c, const qw_req *rs, const json_t *j, json_t 
             free(items);
             return qw_bad_upstream(e, "an embedding that is not a list");
         }
-        items[i] = json_pack("{s:s,s:I,s:o}", "object", "embedding", "index",
-                             (json_int_t)(json_is_integer(ti) ? json_integer_value(ti) : (json_int_t)i),
-                             "embedding", rs->embed_b64 ? qw_b64_floats(vec) : json_deep_copy(vec));
+        items[i] =
+            json_pack("{s:s,s:I,s:o}", "object", "embedding", "index",
+                      (json_int_t)(json_is_integer(ti) ? json_integer_value(ti) : (json_int_t)i),
+                      "embedding", rs->embed_b64 ? qw_b64_floats(vec) : json_deep_copy(vec));
         if (items[i] == NULL) {
             for (n = 0; n < i; n++)
                 json_decref(items[n]);
@@ -1016,9 +1027,10 @@ static int qw_parse_embed(lm_call *c, const qw_req *rs, const json_t *j, json_t 
     tot = qw_int(json_object_get(j, "usage"), "total_tokens");
     if (tot < 0)
         tot = qw_int(json_object_get(j, "usage"), "input_tokens");
-    resp = json_pack("{s:s,s:o,s:s,s:{s:I,s:I}}", "object", "list", "data", data, "model",
-                     c->model ? c->model : "", "usage", "prompt_tokens",
-                     (json_int_t)(tot < 0 ? 0 : tot), "total_tokens", (json_int_t)(tot < 0 ? 0 : tot));
+    resp =
+        json_pack("{s:s,s:o,s:s,s:{s:I,s:I}}", "object", "list", "data", data, "model",
+                  c->model ? c->model : "", "usage", "prompt_tokens",
+                  (json_int_t)(tot < 0 ? 0 : tot), "total_tokens", (json_int_t)(tot < 0 ? 0 : tot));
     if (resp == NULL)
         return qw_oom(e);
     if (tot >= 0 && usage != NULL) {
@@ -1035,9 +1047,9 @@ static int qw_parse_response(void *istate, lm_call *c, int status, lm_str body, 
                              lm_usage *usage, lm_err *e)
 {
     qw_inst *in = istate;
-    qw_req  *rs = c->rstate;
-    json_t  *j;
-    int      rc;
+    qw_req *rs = c->rstate;
+    json_t *j;
+    int rc;
 
     (void)status;
     *out = NULL;
@@ -1062,8 +1074,8 @@ static int qw_parse_response(void *istate, lm_call *c, int status, lm_str body, 
 static int qw_map_error(void *istate, lm_call *c, int status, lm_str body, lm_err *e)
 {
     qw_inst *in = istate;
-    json_t  *j = json_loadb(body.p, body.n, 0, NULL);
-    int      ok;
+    json_t *j = json_loadb(body.p, body.n, 0, NULL);
+    int ok;
     (void)c;
     ok = json_is_object(j) && qw_fill_error(in, j, status, e);
     json_decref(j);
@@ -1085,18 +1097,18 @@ static int qw_emit(qw_inst *in, lm_emit *out, int index, json_t *delta, const ch
 static json_t *qw_stream_tools(const lm_call *c, qw_req *rs, const json_t *arr)
 {
     json_t *out = json_array(), *tc;
-    size_t  i;
+    size_t i;
     if (out == NULL)
         return NULL;
-    json_array_foreach(arr, i, tc) {
+    json_array_foreach (arr, i, tc) {
         const json_t *fn = json_object_get(tc, "function");
         const json_t *ji = json_object_get(tc, "index");
-        const char   *id = qw_jstr(tc, "id");
-        const char   *name = qw_jstr(fn, "name");
+        const char *id = qw_jstr(tc, "id");
+        const char *name = qw_jstr(fn, "name");
         const json_t *args = json_object_get(fn, "arguments");
-        json_int_t    idx = json_is_integer(ji) ? json_integer_value(ji) : (json_int_t)i;
-        int           first;
-        json_t       *o, *f;
+        json_int_t idx = json_is_integer(ji) ? json_integer_value(ji) : (json_int_t)i;
+        int first;
+        json_t *o, *f;
 
         if (idx < 0)
             idx = 0;
@@ -1110,7 +1122,8 @@ static json_t *qw_stream_tools(const lm_call *c, qw_req *rs, const json_t *arr)
             return NULL;
         }
         if (first) {
-            json_object_set_new(o, "id", qw_nonempty(id) ? json_string(id) : qw_synth_id(c, (size_t)idx));
+            json_object_set_new(o, "id",
+                                qw_nonempty(id) ? json_string(id) : qw_synth_id(c, (size_t)idx));
             json_object_set_new(o, "type", json_string("function"));
             json_object_set_new(f, "name", json_string(name ? name : ""));
             json_object_set_new(f, "arguments", qw_args(fn));
@@ -1150,13 +1163,13 @@ static int qw_stream_error(qw_inst *in, lm_call *c, qw_req *rs, const json_t *j,
 
 static int qw_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit *out, lm_err *e)
 {
-    qw_inst      *in = istate;
-    qw_req       *rs = c->rstate;
-    json_t       *j;
+    qw_inst *in = istate;
+    qw_req *rs = c->rstate;
+    json_t *j;
     const json_t *output, *choices, *ch;
-    lm_usage      us;
-    size_t        i;
-    int           rc = LM_OK, final = 0;
+    lm_usage us;
+    size_t i;
+    int rc = LM_OK, final = 0;
 
     if (rs == NULL)
         return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "qwen: no request state");
@@ -1182,14 +1195,14 @@ static int qw_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit 
         return rc;
     }
     choices = json_object_get(output, "choices");
-    json_array_foreach(choices, i, ch) {
+    json_array_foreach (choices, i, ch) {
         const json_t *m = json_object_get(ch, "message");
         const json_t *ji = json_object_get(ch, "index");
         const json_t *tc = json_object_get(m, "tool_calls");
-        const char   *rcn = qw_jstr(m, "reasoning_content");
-        int           idx = json_is_integer(ji) ? (int)json_integer_value(ji) : (int)i;
-        const char   *fr;
-        json_t       *delta = json_object(), *content;
+        const char *rcn = qw_jstr(m, "reasoning_content");
+        int idx = json_is_integer(ji) ? (int)json_integer_value(ji) : (int)i;
+        const char *fr;
+        json_t *delta = json_object(), *content;
 
         if (delta == NULL) {
             rc = qw_oom(e);
@@ -1224,8 +1237,8 @@ static int qw_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit 
         if (rc == LM_OK && fr != NULL) {
             if (!rs->role_sent) {
                 rs->role_sent = 1;
-                rc = qw_emit(in, out, idx, json_pack("{s:s,s:s}", "role", "assistant", "content", ""),
-                             NULL, e);
+                rc = qw_emit(in, out, idx,
+                             json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL, e);
             }
             if (rc == LM_OK)
                 rc = qw_emit(in, out, idx, NULL, fr, e);

@@ -22,19 +22,19 @@
 
 typedef struct sp_inst {
     const lm_host_api *h;
-    void              *ictx;
-    char              *url_chat;
-    char              *auth; /* "Bearer <password>" */
-    const char        *key;  /* points into auth; only used to scrub messages */
-    int                stream_usage; /* send stream_options.include_usage */
+    void *ictx;
+    char *url_chat;
+    char *auth;       /* "Bearer <password>" */
+    const char *key;  /* points into auth; only used to scrub messages */
+    int stream_usage; /* send stream_options.include_usage */
 } sp_inst;
 
 typedef struct sp_req {
-    int      stream;
-    int      role_sent;
-    int      emitted;
-    int      saw_tools;
-    int      finished;
+    int stream;
+    int role_sent;
+    int emitted;
+    int saw_tools;
+    int finished;
     uint64_t tc_seen;
 } sp_req;
 
@@ -46,15 +46,21 @@ static const lm_cfg_key sp_cfg_keys[] = {
     {NULL, 0, 0, NULL, NULL}};
 
 /* Friendly names -> Spark "domain" model ids. Unknown names pass unchanged. */
-static const char *const sp_aliases[][2] = {
-    {"spark-lite", "lite"},          {"lite", "lite"},
-    {"general", "lite"},             {"spark-pro", "generalv3"},
-    {"generalv3", "generalv3"},      {"spark-pro-128k", "pro-128k"},
-    {"pro-128k", "pro-128k"},        {"spark-max", "generalv3.5"},
-    {"generalv3.5", "generalv3.5"},  {"spark-max-32k", "max-32k"},
-    {"max-32k", "max-32k"},          {"spark-ultra", "4.0Ultra"},
-    {"spark-4.0-ultra", "4.0Ultra"}, {"4.0ultra", "4.0Ultra"},
-    {NULL, NULL}};
+static const char *const sp_aliases[][2] = {{"spark-lite", "lite"},
+                                            {"lite", "lite"},
+                                            {"general", "lite"},
+                                            {"spark-pro", "generalv3"},
+                                            {"generalv3", "generalv3"},
+                                            {"spark-pro-128k", "pro-128k"},
+                                            {"pro-128k", "pro-128k"},
+                                            {"spark-max", "generalv3.5"},
+                                            {"generalv3.5", "generalv3.5"},
+                                            {"spark-max-32k", "max-32k"},
+                                            {"max-32k", "max-32k"},
+                                            {"spark-ultra", "4.0Ultra"},
+                                            {"spark-4.0-ultra", "4.0Ultra"},
+                                            {"4.0ultra", "4.0Ultra"},
+                                            {NULL, NULL}};
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -78,7 +84,7 @@ static void sp_debug(const sp_inst *in, const char *what, const char *name)
 static void sp_scrub(const sp_inst *in, char *msg)
 {
     size_t kn = in->key ? strlen(in->key) : 0;
-    char  *hit;
+    char *hit;
     if (kn < 4)
         return;
     while ((hit = strstr(msg, in->key)) != NULL) {
@@ -128,8 +134,8 @@ static int sp_fill_error(const sp_inst *in, const json_t *j, int status, lm_err 
 {
     const json_t *err = json_object_get(j, "error");
     const json_t *jc = json_object_get(j, "code");
-    const char   *msg = NULL, *type = NULL, *code = NULL;
-    char          codebuf[32];
+    const char *msg = NULL, *type = NULL, *code = NULL;
+    char codebuf[32];
 
     if (json_is_object(err)) {
         const json_t *ec = json_object_get(err, "code");
@@ -222,14 +228,14 @@ static json_t *sp_usage_json(const lm_usage *u)
 static int sp_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 {
     sp_inst *in;
-    lm_str   base = {NULL, 0}, key = {NULL, 0};
-    int      su = 1;
-    size_t   n;
+    lm_str base = {NULL, 0}, key = {NULL, 0};
+    int su = 1;
+    size_t n;
 
-    if (!LM_HOST_HAS(h, alloc) || !LM_HOST_HAS(h, free) || !LM_HOST_HAS(h, cfg_str)
-        || !LM_HOST_HAS(h, ureq_set_url) || !LM_HOST_HAS(h, ureq_add_header)
-        || !LM_HOST_HAS(h, ureq_set_json_body) || !LM_HOST_HAS(h, emit_delta)
-        || !LM_HOST_HAS(h, emit_usage))
+    if (!LM_HOST_HAS(h, alloc) || !LM_HOST_HAS(h, free) || !LM_HOST_HAS(h, cfg_str) ||
+        !LM_HOST_HAS(h, ureq_set_url) || !LM_HOST_HAS(h, ureq_add_header) ||
+        !LM_HOST_HAS(h, ureq_set_json_body) || !LM_HOST_HAS(h, emit_delta) ||
+        !LM_HOST_HAS(h, emit_usage))
         return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "spark: host table too old");
     if (h->cfg_str(ictx, "base_url", &base) != LM_OK || base.n == 0)
         base = LM_STR(SP_DEFAULT_BASE);
@@ -237,8 +243,8 @@ static int sp_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
         return lm_err_set(e, LM_EINVAL, 500, "api_error", NULL, "spark: api_key is required");
     if (LM_HOST_HAS(h, cfg_bool) && h->cfg_bool(ictx, "stream_usage", &su) != LM_OK)
         su = 1;
-    if (!(base.n > 7 && strncmp(base.p, "http://", 7) == 0)
-        && !(base.n > 8 && strncmp(base.p, "https://", 8) == 0))
+    if (!(base.n > 7 && strncmp(base.p, "http://", 7) == 0) &&
+        !(base.n > 8 && strncmp(base.p, "https://", 8) == 0))
         return lm_err_set(e, LM_EINVAL, 500, "api_error", NULL,
                           "spark: base_url must start with http:// or https://");
     n = base.n;
@@ -314,17 +320,17 @@ static const char *sp_domain(const char *model)
 /* OpenAI content -> a plain string (text parts joined with "\n"). */
 static int sp_text(const json_t *ct, json_t **out, lm_err *e)
 {
-    size_t  i, total = 0, np = 0;
+    size_t i, total = 0, np = 0;
     json_t *p;
-    char   *buf, *w;
+    char *buf, *w;
 
     if (ct == NULL || json_is_null(ct)) {
         *out = json_string("");
     } else if (json_is_string(ct)) {
         *out = json_deep_copy(ct);
     } else if (json_is_array(ct)) {
-        json_array_foreach(ct, i, p) {
-            const char   *t = sp_jstr(p, "type");
+        json_array_foreach (ct, i, p) {
+            const char *t = sp_jstr(p, "type");
             const json_t *tx = json_object_get(p, "text");
             if (t == NULL || strcmp(t, "text") != 0 || !json_is_string(tx))
                 return sp_inval(e, "Spark takes text content only (no images or other parts)");
@@ -334,7 +340,7 @@ static int sp_text(const json_t *ct, json_t **out, lm_err *e)
         if (buf == NULL)
             return sp_oom(e);
         w = buf;
-        json_array_foreach(ct, i, p) {
+        json_array_foreach (ct, i, p) {
             const json_t *tx = json_object_get(p, "text");
             if (np++)
                 *w++ = '\n';
@@ -352,23 +358,23 @@ static int sp_text(const json_t *ct, json_t **out, lm_err *e)
 static int sp_messages(const json_t *msgs, json_t **out, lm_err *e)
 {
     json_t *arr = json_array(), *m;
-    size_t  i;
-    int     rc;
+    size_t i;
+    int rc;
 
     if (arr == NULL)
         return sp_oom(e);
-    json_array_foreach(msgs, i, m) {
-        const char   *role = sp_jstr(m, "role");
+    json_array_foreach (msgs, i, m) {
+        const char *role = sp_jstr(m, "role");
         const json_t *tc, *id;
-        json_t       *nm, *txt;
+        json_t *nm, *txt;
         if (!json_is_object(m) || role == NULL) {
             json_decref(arr);
             return sp_inval(e, "each message needs a string role");
         }
         if (strcmp(role, "developer") == 0)
             role = "system";
-        if (strcmp(role, "system") != 0 && strcmp(role, "user") != 0
-            && strcmp(role, "assistant") != 0 && strcmp(role, "tool") != 0) {
+        if (strcmp(role, "system") != 0 && strcmp(role, "user") != 0 &&
+            strcmp(role, "assistant") != 0 && strcmp(role, "tool") != 0) {
             json_decref(arr);
             return sp_inval(e, "unsupported message role");
         }
@@ -396,16 +402,16 @@ static int sp_messages(const json_t *msgs, json_t **out, lm_err *e)
 
 static int sp_build_request(void *istate, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e)
 {
-    static const char *const pass[] = {"presence_penalty", "frequency_penalty", "tools",
-                                       "tool_choice", "user", NULL};
-    sp_inst           *in = istate;
+    static const char *const pass[] = {
+        "presence_penalty", "frequency_penalty", "tools", "tool_choice", "user", NULL};
+    sp_inst *in = istate;
     const lm_host_api *h = in->h;
-    sp_req            *rs;
-    const json_t      *msgs, *v;
-    const char        *model, *k;
-    json_t            *body, *jm = NULL;
-    size_t             i;
-    int                rc;
+    sp_req *rs;
+    const json_t *msgs, *v;
+    const char *model, *k;
+    json_t *body, *jm = NULL;
+    size_t i;
+    int rc;
 
     rs = h->alloc(sizeof *rs);
     if (rs == NULL)
@@ -435,9 +441,9 @@ static int sp_build_request(void *istate, lm_call *c, const json_t *canon, lm_ur
     if (body == NULL)
         return sp_oom(e);
 
-    json_object_foreach((json_t *)canon, k, v) {
-        if (json_is_null(v) || strcmp(k, "model") == 0 || strcmp(k, "messages") == 0
-            || strcmp(k, "stream") == 0 || strcmp(k, "stream_options") == 0 || strcmp(k, "n") == 0)
+    json_object_foreach ((json_t *)canon, k, v) {
+        if (json_is_null(v) || strcmp(k, "model") == 0 || strcmp(k, "messages") == 0 ||
+            strcmp(k, "stream") == 0 || strcmp(k, "stream_options") == 0 || strcmp(k, "n") == 0)
             continue;
         if (strcmp(k, "temperature") == 0) {
             double t;
@@ -528,15 +534,18 @@ static json_t *sp_synth_id(const lm_call *c, const char *sid, size_t n)
 {
     char buf[160];
     snprintf(buf, sizeof buf, "call_%s_%zu",
-             sp_nonempty(sid) ? sid : sp_nonempty(c->request_id) ? c->request_id : "lm", n);
+             sp_nonempty(sid)             ? sid
+             : sp_nonempty(c->request_id) ? c->request_id
+                                          : "lm",
+             n);
     return json_string(buf);
 }
 
 static json_t *sp_args(const json_t *fn)
 {
     const json_t *a = json_object_get(fn, "arguments");
-    char         *s;
-    json_t       *r;
+    char *s;
+    json_t *r;
     if (json_is_string(a))
         return json_deep_copy(a);
     if (a == NULL || json_is_null(a))
@@ -566,17 +575,17 @@ static const json_t *sp_tc_list(const json_t *tc, json_t **tmp)
 static json_t *sp_tool_calls(const lm_call *c, const char *sid, const json_t *arr)
 {
     json_t *out = json_array(), *tc;
-    size_t  i;
+    size_t i;
     if (out == NULL)
         return NULL;
-    json_array_foreach(arr, i, tc) {
+    json_array_foreach (arr, i, tc) {
         const json_t *fn = json_object_get(tc, "function");
-        const char   *id = sp_jstr(tc, "id");
-        const char   *name = sp_jstr(fn, "name");
-        json_t       *o = json_pack("{s:o,s:s,s:{s:s,s:o}}", "id",
-                                    sp_nonempty(id) ? json_string(id) : sp_synth_id(c, sid, i),
-                                    "type", "function", "function", "name", name ? name : "",
-                                    "arguments", sp_args(fn));
+        const char *id = sp_jstr(tc, "id");
+        const char *name = sp_jstr(fn, "name");
+        json_t *o =
+            json_pack("{s:o,s:s,s:{s:s,s:o}}", "id",
+                      sp_nonempty(id) ? json_string(id) : sp_synth_id(c, sid, i), "type",
+                      "function", "function", "name", name ? name : "", "arguments", sp_args(fn));
         if (o == NULL) {
             json_decref(out);
             return NULL;
@@ -589,13 +598,13 @@ static json_t *sp_tool_calls(const lm_call *c, const char *sid, const json_t *ar
 static int sp_parse_response(void *istate, lm_call *c, int status, lm_str body, json_t **out,
                              lm_usage *usage, lm_err *e)
 {
-    sp_inst      *in = istate;
-    json_t       *j, *jch, *resp;
+    sp_inst *in = istate;
+    json_t *j, *jch, *resp;
     const json_t *choices, *ch, *cr;
-    const char   *id, *sid;
-    char          idbuf[160];
-    lm_usage      us = LM_USAGE_UNKNOWN;
-    size_t        i;
+    const char *id, *sid;
+    char idbuf[160];
+    lm_usage us = LM_USAGE_UNKNOWN;
+    size_t i;
 
     (void)status;
     *out = NULL;
@@ -619,14 +628,14 @@ static int sp_parse_response(void *istate, lm_call *c, int status, lm_str body, 
         json_decref(j);
         return sp_oom(e);
     }
-    json_array_foreach(choices, i, ch) {
+    json_array_foreach (choices, i, ch) {
         const json_t *m = json_object_get(ch, "message");
         const json_t *ct = json_object_get(m, "content");
         const json_t *idx = json_object_get(ch, "index");
-        json_t       *tmp;
+        json_t *tmp;
         const json_t *tcl = sp_tc_list(json_object_get(m, "tool_calls"), &tmp);
-        const char   *fr = sp_finish(sp_jstr(ch, "finish_reason"), tcl != NULL);
-        json_t       *msg, *choice, *content;
+        const char *fr = sp_finish(sp_jstr(ch, "finish_reason"), tcl != NULL);
+        json_t *msg, *choice, *content;
 
         content = json_is_string(ct) ? json_deep_copy(ct) : json_null();
         if (tcl != NULL && json_is_string(content) && json_string_length(content) == 0) {
@@ -637,10 +646,10 @@ static int sp_parse_response(void *istate, lm_call *c, int status, lm_str body, 
         if (msg != NULL && tcl != NULL)
             json_object_set_new(msg, "tool_calls", sp_tool_calls(c, sid, tcl));
         json_decref(tmp);
-        choice = json_pack("{s:I,s:o,s:n,s:s}", "index",
-                           (json_int_t)(json_is_integer(idx) ? json_integer_value(idx) : (json_int_t)i),
-                           "message", msg, "logprobs", "finish_reason",
-                           fr ? fr : (tcl != NULL ? "tool_calls" : "stop"));
+        choice = json_pack(
+            "{s:I,s:o,s:n,s:s}", "index",
+            (json_int_t)(json_is_integer(idx) ? json_integer_value(idx) : (json_int_t)i), "message",
+            msg, "logprobs", "finish_reason", fr ? fr : (tcl != NULL ? "tool_calls" : "stop"));
         if (choice == NULL) {
             json_decref(jch);
             json_decref(j);
@@ -651,13 +660,16 @@ static int sp_parse_response(void *istate, lm_call *c, int status, lm_str body, 
     id = sp_jstr(j, "id");
     if (!sp_nonempty(id)) {
         snprintf(idbuf, sizeof idbuf, "chatcmpl-%s",
-                 sp_nonempty(sid) ? sid : sp_nonempty(c->request_id) ? c->request_id : "lm");
+                 sp_nonempty(sid)             ? sid
+                 : sp_nonempty(c->request_id) ? c->request_id
+                                              : "lm");
         id = idbuf;
     }
     cr = json_object_get(j, "created");
     resp = json_pack("{s:s,s:s,s:I,s:s,s:o}", "id", id, "object", "chat.completion", "created",
-                     (json_int_t)(json_is_integer(cr) ? json_integer_value(cr)
-                                  : LM_HOST_HAS(in->h, unix_time) ? in->h->unix_time() : 0),
+                     (json_int_t)(json_is_integer(cr)             ? json_integer_value(cr)
+                                  : LM_HOST_HAS(in->h, unix_time) ? in->h->unix_time()
+                                                                  : 0),
                      "model", c->model ? c->model : "", "choices", jch);
     if (resp == NULL) {
         json_decref(j);
@@ -676,8 +688,8 @@ static int sp_parse_response(void *istate, lm_call *c, int status, lm_str body, 
 static int sp_map_error(void *istate, lm_call *c, int status, lm_str body, lm_err *e)
 {
     sp_inst *in = istate;
-    json_t  *j = json_loadb(body.p, body.n, 0, NULL);
-    int      ok;
+    json_t *j = json_loadb(body.p, body.n, 0, NULL);
+    int ok;
     (void)c;
     ok = json_is_object(j) && sp_fill_error(in, j, status, e);
     json_decref(j);
@@ -697,18 +709,18 @@ static int sp_emit(sp_inst *in, lm_emit *out, int index, json_t *delta, const ch
 static json_t *sp_stream_tools(const lm_call *c, sp_req *rs, const char *sid, const json_t *arr)
 {
     json_t *out = json_array(), *tc;
-    size_t  i;
+    size_t i;
     if (out == NULL)
         return NULL;
-    json_array_foreach(arr, i, tc) {
+    json_array_foreach (arr, i, tc) {
         const json_t *fn = json_object_get(tc, "function");
         const json_t *ji = json_object_get(tc, "index");
-        const char   *id = sp_jstr(tc, "id");
-        const char   *name = sp_jstr(fn, "name");
+        const char *id = sp_jstr(tc, "id");
+        const char *name = sp_jstr(fn, "name");
         const json_t *args = json_object_get(fn, "arguments");
-        json_int_t    idx = json_is_integer(ji) ? json_integer_value(ji) : (json_int_t)i;
-        int           first;
-        json_t       *o, *f;
+        json_int_t idx = json_is_integer(ji) ? json_integer_value(ji) : (json_int_t)i;
+        int first;
+        json_t *o, *f;
 
         if (idx < 0)
             idx = 0;
@@ -722,8 +734,8 @@ static json_t *sp_stream_tools(const lm_call *c, sp_req *rs, const char *sid, co
             return NULL;
         }
         if (first) {
-            json_object_set_new(o, "id",
-                                sp_nonempty(id) ? json_string(id) : sp_synth_id(c, sid, (size_t)idx));
+            json_object_set_new(
+                o, "id", sp_nonempty(id) ? json_string(id) : sp_synth_id(c, sid, (size_t)idx));
             json_object_set_new(o, "type", json_string("function"));
             json_object_set_new(f, "name", json_string(name ? name : ""));
             json_object_set_new(f, "arguments", sp_args(fn));
@@ -761,14 +773,14 @@ static int sp_close(sp_inst *in, sp_req *rs, lm_emit *out, const char *fr, lm_er
 
 static int sp_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit *out, lm_err *e)
 {
-    sp_inst      *in = istate;
-    sp_req       *rs = c->rstate;
-    json_t       *j;
+    sp_inst *in = istate;
+    sp_req *rs = c->rstate;
+    json_t *j;
     const json_t *choices, *ch, *jc;
-    const char   *sid;
-    lm_usage      us;
-    size_t        i;
-    int           rc = LM_OK;
+    const char *sid;
+    lm_usage us;
+    size_t i;
+    int rc = LM_OK;
 
     if (rs == NULL)
         return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "spark: no request state");
@@ -783,8 +795,8 @@ static int sp_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit 
     }
     jc = json_object_get(j, "code");
     /* Output moderation after text was streamed: finish with content_filter. */
-    if (json_is_integer(jc) && sp_is_filter_code(json_integer_value(jc)) && rs->emitted
-        && !rs->finished) {
+    if (json_is_integer(jc) && sp_is_filter_code(json_integer_value(jc)) && rs->emitted &&
+        !rs->finished) {
         json_decref(j);
         return sp_close(in, rs, out, "content_filter", e);
     }
@@ -794,15 +806,15 @@ static int sp_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit 
     }
     sid = sp_jstr(j, "sid");
     choices = json_object_get(j, "choices");
-    json_array_foreach(choices, i, ch) {
+    json_array_foreach (choices, i, ch) {
         const json_t *d = json_object_get(ch, "delta");
         const json_t *ct = json_object_get(d, "content");
         const json_t *ji = json_object_get(ch, "index");
-        const char   *rsn = sp_jstr(d, "reasoning_content");
-        int           idx = json_is_integer(ji) ? (int)json_integer_value(ji) : (int)i;
-        json_t       *tmp, *delta = json_object();
+        const char *rsn = sp_jstr(d, "reasoning_content");
+        int idx = json_is_integer(ji) ? (int)json_integer_value(ji) : (int)i;
+        json_t *tmp, *delta = json_object();
         const json_t *tcl = sp_tc_list(json_object_get(d, "tool_calls"), &tmp);
-        const char   *fr;
+        const char *fr;
 
         if (delta == NULL) {
             json_decref(tmp);
@@ -836,8 +848,8 @@ static int sp_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit 
         if (rc == LM_OK && fr != NULL && !rs->finished) {
             if (!rs->role_sent) {
                 rs->role_sent = 1;
-                rc = sp_emit(in, out, idx, json_pack("{s:s,s:s}", "role", "assistant", "content", ""),
-                             NULL, e);
+                rc = sp_emit(in, out, idx,
+                             json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL, e);
             }
             if (rc == LM_OK)
                 rc = sp_emit(in, out, idx, NULL, fr, e);

@@ -18,8 +18,12 @@ static int p_parse(void *s, lm_call *c, int st, lm_str b, json_t **o, lm_usage *
 }
 static const lm_provider provider = {
     .hdr = LM_ABI_HDR(lm_provider),
-    .name = "fails_init", .version = "0.0.1", .caps = LM_CAP_CHAT,
-    .init = p_init, .build_request = p_build, .parse_response = p_parse,
+    .name = "fails_init",
+    .version = "0.0.1",
+    .caps = LM_CAP_CHAT,
+    .init = p_init,
+    .build_request = p_build,
+    .parse_response = p_parse,
 };
 LM_EXPORT const lm_provider *longmen_plugin_entry(void);
 LM_EXPORT const lm_provider *longmen_plugin_entry(void)

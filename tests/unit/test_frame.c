@@ -6,7 +6,7 @@
 
 typedef struct {
     char out[8192];
-    int  n;
+    int n;
 } sink_t;
 
 static int collect(void *arg, const lm_event *ev)
@@ -14,8 +14,8 @@ static int collect(void *arg, const lm_event *ev)
     sink_t *s = arg;
     s->n++;
     size_t len = strlen(s->out);
-    snprintf(s->out + len, sizeof(s->out) - len, "[%.*s|%.*s|%.*s]", (int)ev->event.n,
-             ev->event.p, (int)ev->id.n, ev->id.p, (int)ev->data.n, ev->data.p);
+    snprintf(s->out + len, sizeof(s->out) - len, "[%.*s|%.*s|%.*s]", (int)ev->event.n, ev->event.p,
+             (int)ev->id.n, ev->id.p, (int)ev->data.n, ev->data.p);
     return 0;
 }
 
@@ -27,7 +27,7 @@ static void split_all(const char *name, int framing, const char *in, const char 
     for (size_t a = 0; a <= len; a++) {
         for (size_t b = a; b <= len; b++) {
             lm_frame_t f;
-            sink_t     s = {{0}, 0};
+            sink_t s = {{0}, 0};
             lm_frame_init(&f, framing, 0);
             int rc = lm_frame_feed(&f, in, a, collect, &s);
             rc |= lm_frame_feed(&f, in + a, b - a, collect, &s);
@@ -49,8 +49,8 @@ static void test_cap(void)
 {
     T_BEGIN("frame_event_cap");
     lm_frame_t f;
-    sink_t     s = {{0}, 0};
-    char      *big = malloc(2000);
+    sink_t s = {{0}, 0};
+    char *big = malloc(2000);
     memset(big, 'x', 2000);
     lm_frame_init(&f, LM_FRAME_SSE, 1000);
     int rc = lm_frame_feed(&f, "data: ", 6, collect, &s);

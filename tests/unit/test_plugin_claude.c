@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 /* Test JSON is written with ' for " to keep it readable. */
-static char  *kept[512];
+static char *kept[512];
 static size_t nkept;
 
 static const char *Q(const char *s)
@@ -32,7 +32,7 @@ static const char *so_path(void)
 
 static lmt_plugin *load(const char *const *cfg)
 {
-    char        err[512];
+    char err[512];
     lmt_plugin *p = lmt_load(so_path(), cfg, err, sizeof(err));
     if (p == NULL)
         printf("load failed: %s\n", err);
@@ -45,12 +45,12 @@ static const char *CFG[] = {"api_key", "k", NULL};
 
 typedef struct tool_agg {
     char id[128], name[64], args[1024];
-    int  nid, ntype;
+    int nid, ntype;
 } tool_agg;
 
 typedef struct agg {
-    char     content[4096], reasoning[4096], finish[64];
-    int      nfinish, nchunks, role_first, ntools, same_ids, content_after_finish;
+    char content[4096], reasoning[4096], finish[64];
+    int nfinish, nchunks, role_first, ntools, same_ids, content_after_finish;
     tool_agg tools[8];
 } agg;
 
@@ -63,17 +63,17 @@ static void cat(char *dst, size_t n, const char *s)
 /* Fold the stream chunks of choice `ci` into an agg. */
 static void aggregate(const char *json, int ci, agg *a)
 {
-    json_t     *arr = json_loads(json, 0, NULL), *ch;
-    size_t      i;
+    json_t *arr = json_loads(json, 0, NULL), *ch;
+    size_t i;
     const char *id0 = NULL;
     memset(a, 0, sizeof(*a));
     a->same_ids = 1;
-    json_array_foreach(arr, i, ch) {
+    json_array_foreach (arr, i, ch) {
         const char *id = json_string_value(json_object_get(ch, "id"));
-        json_t     *c = json_array_get(json_object_get(ch, "choices"), 0);
-        json_t     *d = json_object_get(c, "delta");
-        json_t     *tcs = json_object_get(d, "tool_calls"), *tc;
-        size_t      k;
+        json_t *c = json_array_get(json_object_get(ch, "choices"), 0);
+        json_t *d = json_object_get(c, "delta");
+        json_t *tcs = json_object_get(d, "tool_calls"), *tc;
+        size_t k;
         if (i == 0)
             id0 = id;
         else if (!id || !id0 || strcmp(id, id0) != 0)
@@ -88,10 +88,10 @@ static void aggregate(const char *json, int ci, agg *a)
         cat(a->content, sizeof(a->content), json_string_value(json_object_get(d, "content")));
         cat(a->reasoning, sizeof(a->reasoning),
             json_string_value(json_object_get(d, "reasoning_content")));
-        json_array_foreach(tcs, k, tc) {
+        json_array_foreach (tcs, k, tc) {
             json_int_t ix = json_integer_value(json_object_get(tc, "index"));
-            json_t    *fn = json_object_get(tc, "function");
-            tool_agg  *t;
+            json_t *fn = json_object_get(tc, "function");
+            tool_agg *t;
             if (ix < 0 || ix >= 8)
                 continue;
             t = &a->tools[ix];
@@ -118,7 +118,7 @@ static void aggregate(const char *json, int ci, agg *a)
 static int same_json(const char *a, const char *b)
 {
     json_t *x = json_loads(a, 0, NULL), *y = json_loads(b, 0, NULL);
-    int     r = x && y && json_equal(x, y);
+    int r = x && y && json_equal(x, y);
     json_decref(x);
     json_decref(y);
     return r;
@@ -134,9 +134,9 @@ static int usage_eq(const lm_usage *a, const lm_usage *b)
  * builds `canon` first. Every run must give the identical result. */
 static void stream_all(lmt_plugin *p, const char *canon, const char *body, lmt_result *first)
 {
-    size_t     len = strlen(body);
-    lmt_ureq   u;
-    lm_err     e;
+    size_t len = strlen(body);
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
     lmt_build(p, LM_OP_CHAT, canon, &u, &e);
     lmt_ureq_clear(&u);
@@ -183,29 +183,29 @@ static void init_golden(void)
     G1_RESP = Q("{'id':'msg_g1','type':'message','role':'assistant','model':'claude-sonnet-4-5',"
                 "'content':[{'type':'text','text':'Hi!'}],'stop_reason':'end_turn',"
                 "'stop_sequence':null,'usage':{'input_tokens':12,'output_tokens':2}}");
-    G2_SSE = Q(
-        "event: message_start\n"
-        "data: {'type':'message_start','message':{'id':'msg_g2','type':'message','role':"
-        "'assistant','content':[],'model':'claude-sonnet-4-5','stop_reason':null,"
-        "'stop_sequence':null,'usage':{'input_tokens':12,'output_tokens':1}}}\n\n"
-        "event: content_block_start\n"
-        "data: {'type':'content_block_start','index':0,'content_block':{'type':'text','text':''}}"
-        "\n\n"
-        "event: ping\n"
-        "data: {'type':'ping'}\n\n"
-        "event: content_block_delta\n"
-        "data: {'type':'content_block_delta','index':0,'delta':{'type':'text_delta','text':'Hi'}}"
-        "\n\n"
-        "event: content_block_delta\n"
-        "data: {'type':'content_block_delta','index':0,'delta':{'type':'text_delta','text':'!'}}"
-        "\n\n"
-        "event: content_block_stop\n"
-        "data: {'type':'content_block_stop','index':0}\n\n"
-        "event: message_delta\n"
-        "data: {'type':'message_delta','delta':{'stop_reason':'end_turn','stop_sequence':null},"
-        "'usage':{'output_tokens':2}}\n\n"
-        "event: message_stop\n"
-        "data: {'type':'message_stop'}\n\n");
+    G2_SSE =
+        Q("event: message_start\n"
+          "data: {'type':'message_start','message':{'id':'msg_g2','type':'message','role':"
+          "'assistant','content':[],'model':'claude-sonnet-4-5','stop_reason':null,"
+          "'stop_sequence':null,'usage':{'input_tokens':12,'output_tokens':1}}}\n\n"
+          "event: content_block_start\n"
+          "data: {'type':'content_block_start','index':0,'content_block':{'type':'text','text':''}}"
+          "\n\n"
+          "event: ping\n"
+          "data: {'type':'ping'}\n\n"
+          "event: content_block_delta\n"
+          "data: {'type':'content_block_delta','index':0,'delta':{'type':'text_delta','text':'Hi'}}"
+          "\n\n"
+          "event: content_block_delta\n"
+          "data: {'type':'content_block_delta','index':0,'delta':{'type':'text_delta','text':'!'}}"
+          "\n\n"
+          "event: content_block_stop\n"
+          "data: {'type':'content_block_stop','index':0}\n\n"
+          "event: message_delta\n"
+          "data: {'type':'message_delta','delta':{'stop_reason':'end_turn','stop_sequence':null},"
+          "'usage':{'output_tokens':2}}\n\n"
+          "event: message_stop\n"
+          "data: {'type':'message_stop'}\n\n");
     G3_RESP = Q("{'id':'msg_g3','type':'message','role':'assistant','model':'claude-sonnet-4-5',"
                 "'content':[{'type':'tool_use','id':'toolu_01A','name':'get_weather','input':"
                 "{'city':'Paris'}}],'stop_reason':'tool_use','stop_sequence':null,'usage':"
@@ -216,10 +216,10 @@ static void init_golden(void)
 
 static void test_g1(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    json_t    *b, *m;
+    json_t *b, *m;
 
     T_BEGIN("claude_g1_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G1, &u, &e) == LM_OK, "build: %s", e.msg);
@@ -267,11 +267,11 @@ static void test_g1(lmt_plugin *p)
 
 static void test_g2(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    agg        a;
-    json_t    *b;
+    agg a;
+    json_t *b;
 
     T_BEGIN("claude_g2_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G2, &u, &e) == LM_OK, "build");
@@ -303,9 +303,9 @@ static void test_g2(lmt_plugin *p)
     {
         /* The same stream with CRLF line ends must give the same chunks. */
         const char *lf = G2_SSE;
-        size_t      n = strlen(lf), k = 0;
-        char       *crlf = malloc(2 * n + 1);
-        lmt_result  r2;
+        size_t n = strlen(lf), k = 0;
+        char *crlf = malloc(2 * n + 1);
+        lmt_result r2;
         for (size_t i = 0; i < n; i++) {
             if (lf[i] == '\n')
                 crlf[k++] = '\r';
@@ -328,10 +328,10 @@ static void test_g2(lmt_plugin *p)
 
 static void test_g3(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    json_t    *b, *t, *m, *tc, *args;
+    json_t *b, *t, *m, *tc, *args;
 
     T_BEGIN("claude_g3_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G3, &u, &e) == LM_OK, "build");
@@ -362,10 +362,9 @@ static void test_g3(lmt_plugin *p)
     T_STREQ(JSTR(tc, "id"), "toolu_01A");
     T_STREQ(JSTR(tc, "type"), "function");
     T_STREQ(JSTR(JGET(tc, "function"), "name"), "get_weather");
-    args = json_loads(JSTR(JGET(tc, "function"), "arguments") ? JSTR(JGET(tc, "function"),
-                                                                     "arguments")
-                                                                : "",
-                      0, NULL);
+    args = json_loads(
+        JSTR(JGET(tc, "function"), "arguments") ? JSTR(JGET(tc, "function"), "arguments") : "", 0,
+        NULL);
     T_STREQ(JSTR(args, "city"), "Paris");
     T_CHECK(json_object_size(args) == 1, "only city");
     T_CHECK(json_is_null(JGET(JGET(m, "message"), "content")), "content null");
@@ -379,8 +378,8 @@ static void test_g3(lmt_plugin *p)
 
 static void test_errors(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
     const char *b529 = Q("{'type':'error','error':{'type':'overloaded_error','message':"
                          "'Overloaded'}}");
@@ -451,85 +450,85 @@ static void test_errors(lmt_plugin *p)
 static void test_stream_quirks(lmt_plugin *p)
 {
     lmt_result r;
-    agg        a;
-    const char *tools = Q(
-        "event: message_start\n"
-        "data: {'type':'message_start','message':{'id':'msg_t','type':'message','role':"
-        "'assistant','content':[],'model':'claude-sonnet-4-5','usage':{'input_tokens':50,"
-        "'cache_read_input_tokens':8,'cache_creation_input_tokens':2,'output_tokens':1}}}\n\n"
-        "event: content_block_start\n"
-        "data: {'type':'content_block_start','index':0,'content_block':{'type':'text','text':''}}"
-        "\n\n"
-        "event: content_block_delta\n"
-        "data: {'type':'content_block_delta','index':0,'delta':{'type':'text_delta','text':"
-        "'Checking.'}}\n\n"
-        "event: content_block_stop\n"
-        "data: {'type':'content_block_stop','index':0}\n\n"
-        "event: content_block_start\n"
-        "data: {'type':'content_block_start','index':1,'content_block':{'type':'tool_use','id':"
-        "'toolu_A','name':'get_weather','input':{}}}\n\n"
-        "event: content_block_delta\n"
-        "data: {'type':'content_block_delta','index':1,'delta':{'type':'input_json_delta',"
-        "'partial_json':''}}\n\n"
-        "event: content_block_delta\n"
-        "data: {'type':'content_block_delta','index':1,'delta':{'type':'input_json_delta',"
-        "'partial_json':'{\\'city\\': \\'Par'}}\n\n"
-        "event: ping\n"
-        "data: {'type': 'ping'}\n\n"
-        "event: content_block_delta\n"
-        "data: {'type':'content_block_delta','index':1,'delta':{'type':'input_json_delta',"
-        "'partial_json':'is\\'}'}}\n\n"
-        "event: content_block_stop\n"
-        "data: {'type':'content_block_stop','index':1}\n\n"
-        "event: content_block_start\n"
-        "data: {'type':'content_block_start','index':2,'content_block':{'type':'tool_use','id':"
-        "'toolu_B','name':'get_time','input':{}}}\n\n"
-        "event: content_block_stop\n"
-        "data: {'type':'content_block_stop','index':2}\n\n"
-        "event: content_block_start\n"
-        "data: {'type':'content_block_start','index':3,'content_block':{'type':'tool_use','id':"
-        "'toolu_C','name':'get_weather','input':{}}}\n\n"
-        "event: content_block_delta\n"
-        "data: {'type':'content_block_delta','index':3,'delta':{'type':'input_json_delta',"
-        "'partial_json':'{\\'city\\':\\'Rome\\'}'}}\n\n"
-        "event: content_block_stop\n"
-        "data: {'type':'content_block_stop','index':3}\n\n"
-        "event: message_delta\n"
-        "data: {'type':'message_delta','delta':{'stop_reason':'tool_use','stop_sequence':null},"
-        "'usage':{'output_tokens':25}}\n\n"
-        "event: message_stop\n"
-        "data: {'type':'message_stop'}\n\n");
-    const char *think = Q(
-        "event: message_start\n"
-        "data: {'type':'message_start','message':{'id':'msg_k','usage':{'input_tokens':5,"
-        "'output_tokens':1}}}\n\n"
-        "event: content_block_start\n"
-        "data: {'type':'content_block_start','index':0,'content_block':{'type':'thinking',"
-        "'thinking':''}}\n\n"
-        "event: content_block_delta\n"
-        "data: {'type':'content_block_delta','index':0,'delta':{'type':'thinking_delta',"
-        "'thinking':'Let me think'}}\n\n"
-        "event: content_block_delta\n"
-        "data: {'type':'content_block_delta','index':0,'delta':{'type':'thinking_delta',"
-        "'thinking':' hard.'}}\n\n"
-        "event: content_block_delta\n"
-        "data: {'type':'content_block_delta','index':0,'delta':{'type':'signature_delta',"
-        "'signature':'EqQBCgIYAhIM'}}\n\n"
-        "event: content_block_stop\n"
-        "data: {'type':'content_block_stop','index':0}\n\n"
-        "event: content_block_start\n"
-        "data: {'type':'content_block_start','index':1,'content_block':{'type':'text','text':''}}"
-        "\n\n"
-        "event: content_block_delta\n"
-        "data: {'type':'content_block_delta','index':1,'delta':{'type':'text_delta','text':"
-        "'42'}}\n\n"
-        "event: content_block_stop\n"
-        "data: {'type':'content_block_stop','index':1}\n\n"
-        "event: message_delta\n"
-        "data: {'type':'message_delta','delta':{'stop_reason':'max_tokens'},'usage':"
-        "{'output_tokens':30}}\n\n"
-        "event: message_stop\n"
-        "data: {'type':'message_stop'}\n\n");
+    agg a;
+    const char *tools =
+        Q("event: message_start\n"
+          "data: {'type':'message_start','message':{'id':'msg_t','type':'message','role':"
+          "'assistant','content':[],'model':'claude-sonnet-4-5','usage':{'input_tokens':50,"
+          "'cache_read_input_tokens':8,'cache_creation_input_tokens':2,'output_tokens':1}}}\n\n"
+          "event: content_block_start\n"
+          "data: {'type':'content_block_start','index':0,'content_block':{'type':'text','text':''}}"
+          "\n\n"
+          "event: content_block_delta\n"
+          "data: {'type':'content_block_delta','index':0,'delta':{'type':'text_delta','text':"
+          "'Checking.'}}\n\n"
+          "event: content_block_stop\n"
+          "data: {'type':'content_block_stop','index':0}\n\n"
+          "event: content_block_start\n"
+          "data: {'type':'content_block_start','index':1,'content_block':{'type':'tool_use','id':"
+          "'toolu_A','name':'get_weather','input':{}}}\n\n"
+          "event: content_block_delta\n"
+          "data: {'type':'content_block_delta','index':1,'delta':{'type':'input_json_delta',"
+          "'partial_json':''}}\n\n"
+          "event: content_block_delta\n"
+          "data: {'type':'content_block_delta','index':1,'delta':{'type':'input_json_delta',"
+          "'partial_json':'{\\'city\\': \\'Par'}}\n\n"
+          "event: ping\n"
+          "data: {'type': 'ping'}\n\n"
+          "event: content_block_delta\n"
+          "data: {'type':'content_block_delta','index':1,'delta':{'type':'input_json_delta',"
+          "'partial_json':'is\\'}'}}\n\n"
+          "event: content_block_stop\n"
+          "data: {'type':'content_block_stop','index':1}\n\n"
+          "event: content_block_start\n"
+          "data: {'type':'content_block_start','index':2,'content_block':{'type':'tool_use','id':"
+          "'toolu_B','name':'get_time','input':{}}}\n\n"
+          "event: content_block_stop\n"
+          "data: {'type':'content_block_stop','index':2}\n\n"
+          "event: content_block_start\n"
+          "data: {'type':'content_block_start','index':3,'content_block':{'type':'tool_use','id':"
+          "'toolu_C','name':'get_weather','input':{}}}\n\n"
+          "event: content_block_delta\n"
+          "data: {'type':'content_block_delta','index':3,'delta':{'type':'input_json_delta',"
+          "'partial_json':'{\\'city\\':\\'Rome\\'}'}}\n\n"
+          "event: content_block_stop\n"
+          "data: {'type':'content_block_stop','index':3}\n\n"
+          "event: message_delta\n"
+          "data: {'type':'message_delta','delta':{'stop_reason':'tool_use','stop_sequence':null},"
+          "'usage':{'output_tokens':25}}\n\n"
+          "event: message_stop\n"
+          "data: {'type':'message_stop'}\n\n");
+    const char *think =
+        Q("event: message_start\n"
+          "data: {'type':'message_start','message':{'id':'msg_k','usage':{'input_tokens':5,"
+          "'output_tokens':1}}}\n\n"
+          "event: content_block_start\n"
+          "data: {'type':'content_block_start','index':0,'content_block':{'type':'thinking',"
+          "'thinking':''}}\n\n"
+          "event: content_block_delta\n"
+          "data: {'type':'content_block_delta','index':0,'delta':{'type':'thinking_delta',"
+          "'thinking':'Let me think'}}\n\n"
+          "event: content_block_delta\n"
+          "data: {'type':'content_block_delta','index':0,'delta':{'type':'thinking_delta',"
+          "'thinking':' hard.'}}\n\n"
+          "event: content_block_delta\n"
+          "data: {'type':'content_block_delta','index':0,'delta':{'type':'signature_delta',"
+          "'signature':'EqQBCgIYAhIM'}}\n\n"
+          "event: content_block_stop\n"
+          "data: {'type':'content_block_stop','index':0}\n\n"
+          "event: content_block_start\n"
+          "data: {'type':'content_block_start','index':1,'content_block':{'type':'text','text':''}}"
+          "\n\n"
+          "event: content_block_delta\n"
+          "data: {'type':'content_block_delta','index':1,'delta':{'type':'text_delta','text':"
+          "'42'}}\n\n"
+          "event: content_block_stop\n"
+          "data: {'type':'content_block_stop','index':1}\n\n"
+          "event: message_delta\n"
+          "data: {'type':'message_delta','delta':{'stop_reason':'max_tokens'},'usage':"
+          "{'output_tokens':30}}\n\n"
+          "event: message_stop\n"
+          "data: {'type':'message_stop'}\n\n");
 
     T_BEGIN("claude_stream_several_tool_calls");
     stream_all(p, G2, tools, &r);
@@ -599,7 +598,7 @@ static void test_stream_quirks(lmt_plugin *p)
     {
         /* G2 without message_delta / message_stop. */
         const char *end = strstr(G2_SSE, "event: message_delta");
-        char       *cut = strndup(G2_SSE, (size_t)(end - G2_SSE));
+        char *cut = strndup(G2_SSE, (size_t)(end - G2_SSE));
         stream_all(p, G2, cut, &r);
         T_CHECK(r.rc == LM_OK && r.done == 0, "rc %d done %d", r.rc, r.done);
         aggregate(r.json, 0, &a);
@@ -633,31 +632,31 @@ static void test_stream_quirks(lmt_plugin *p)
 
 static void test_request_mapping(lmt_plugin *p)
 {
-    lmt_ureq    u;
-    lm_err      e;
-    json_t     *b, *ms, *m, *c;
-    const char *conv = Q(
-        "{'model':'claude-sonnet-4-5','messages':["
-        "{'role':'system','content':'Rule one.'},"
-        "{'role':'developer','content':[{'type':'text','text':'Rule two.'}]},"
-        "{'role':'user','content':'Look at this.'},"
-        "{'role':'user','content':[{'type':'text','text':'And this:'},"
-        "{'type':'image_url','image_url':{'url':'data:image/png;base64,iVBORw0KGgo='}},"
-        "{'type':'image_url','image_url':{'url':'https://example.com/cat.jpg'}}]},"
-        "{'role':'assistant','content':null,'tool_calls':["
-        "{'id':'call_1','type':'function','function':{'name':'get_weather','arguments':"
-        "'{\\'city\\':\\'Paris\\'}'}},"
-        "{'id':'call_2','type':'function','function':{'name':'get_time','arguments':''}}]},"
-        "{'role':'tool','tool_call_id':'call_1','content':'18C sunny'},"
-        "{'role':'tool','tool_call_id':'call_2','content':'noon'},"
-        "{'role':'user','content':'Thanks'},"
-        "{'role':'assistant','content':'You are welcome.'},"
-        "{'role':'assistant','content':'Anything else?'}],"
-        "'stop':'END','user':'u1','temperature':1.7,'top_p':0.9,'n':1,'logprobs':true,"
-        "'presence_penalty':0.5,'max_completion_tokens':99,'max_tokens':7,"
-        "'tools':[{'type':'function','function':{'name':'get_weather','parameters':"
-        "{'type':'object','properties':{}}}}],"
-        "'tool_choice':'required','parallel_tool_calls':false}");
+    lmt_ureq u;
+    lm_err e;
+    json_t *b, *ms, *m, *c;
+    const char *conv =
+        Q("{'model':'claude-sonnet-4-5','messages':["
+          "{'role':'system','content':'Rule one.'},"
+          "{'role':'developer','content':[{'type':'text','text':'Rule two.'}]},"
+          "{'role':'user','content':'Look at this.'},"
+          "{'role':'user','content':[{'type':'text','text':'And this:'},"
+          "{'type':'image_url','image_url':{'url':'data:image/png;base64,iVBORw0KGgo='}},"
+          "{'type':'image_url','image_url':{'url':'https://example.com/cat.jpg'}}]},"
+          "{'role':'assistant','content':null,'tool_calls':["
+          "{'id':'call_1','type':'function','function':{'name':'get_weather','arguments':"
+          "'{\\'city\\':\\'Paris\\'}'}},"
+          "{'id':'call_2','type':'function','function':{'name':'get_time','arguments':''}}]},"
+          "{'role':'tool','tool_call_id':'call_1','content':'18C sunny'},"
+          "{'role':'tool','tool_call_id':'call_2','content':'noon'},"
+          "{'role':'user','content':'Thanks'},"
+          "{'role':'assistant','content':'You are welcome.'},"
+          "{'role':'assistant','content':'Anything else?'}],"
+          "'stop':'END','user':'u1','temperature':1.7,'top_p':0.9,'n':1,'logprobs':true,"
+          "'presence_penalty':0.5,'max_completion_tokens':99,'max_tokens':7,"
+          "'tools':[{'type':'function','function':{'name':'get_weather','parameters':"
+          "{'type':'object','properties':{}}}}],"
+          "'tool_choice':'required','parallel_tool_calls':false}");
 
     T_BEGIN("claude_merged_roles_and_blocks");
     T_CHECK(lmt_build(p, LM_OP_CHAT, conv, &u, &e) == LM_OK, "build: %s", e.msg);
@@ -754,13 +753,15 @@ static void test_request_mapping(lmt_plugin *p)
     T_CHECK(lmt_build(p, LM_OP_CHAT, Q("{'model':'m','messages':[]}"), &u, &e) == LM_EINVAL,
             "empty messages -> 400");
     lmt_ureq_clear(&u);
-    T_CHECK(lmt_build(p, LM_OP_CHAT, Q("{'model':'m','messages':[{'role':'user','content':'x'}],"
-                                       "'max_tokens':'big'}"),
+    T_CHECK(lmt_build(p, LM_OP_CHAT,
+                      Q("{'model':'m','messages':[{'role':'user','content':'x'}],"
+                        "'max_tokens':'big'}"),
                       &u, &e) == LM_EINVAL,
             "max_tokens string -> 400");
     lmt_ureq_clear(&u);
-    T_CHECK(lmt_build(p, LM_OP_CHAT, Q("{'model':'m','messages':[{'role':'wizard','content':'x'}]}"),
-                      &u, &e) == LM_EINVAL,
+    T_CHECK(lmt_build(p, LM_OP_CHAT,
+                      Q("{'model':'m','messages':[{'role':'wizard','content':'x'}]}"), &u,
+                      &e) == LM_EINVAL,
             "unknown role -> 400");
     lmt_ureq_clear(&u);
     T_CHECK(lmt_build(p, LM_OP_EMBED, Q("{'model':'m','input':'hi'}"), &u, &e) == LM_ENOTSUP &&
@@ -771,7 +772,7 @@ static void test_request_mapping(lmt_plugin *p)
 
     T_BEGIN("claude_thinking_response");
     {
-        lmt_result  r;
+        lmt_result r;
         const char *resp = Q("{'id':'msg_t','type':'message','content':[{'type':'thinking',"
                              "'thinking':'Hmm.','signature':'sig'},{'type':'text','text':'A'},"
                              "{'type':'tool_use','id':'toolu_X','name':'f','input':{}},"
@@ -798,18 +799,18 @@ static void test_request_mapping(lmt_plugin *p)
 
 static void test_config(void)
 {
-    char        err[512];
-    lmt_ureq    u;
-    lm_err      e;
-    lmt_result  r;
-    const char *cfg[] = {"api_key",        "sk-ant-SECRET", "base_url", "http://127.0.0.1:9/",
-                         "anthropic_version", "2024-01-01", "max_tokens_default", "100",
-                         "anthropic_beta", "tools-2024",   NULL};
+    char err[512];
+    lmt_ureq u;
+    lm_err e;
+    lmt_result r;
+    const char *cfg[] = {
+        "api_key",    "sk-ant-SECRET",      "base_url", "http://127.0.0.1:9/", "anthropic_version",
+        "2024-01-01", "max_tokens_default", "100",      "anthropic_beta",      "tools-2024",
+        NULL};
     lmt_plugin *p;
 
     T_BEGIN("claude_config");
-    p = lmt_load(so_path(), (const char *const[]){"base_url", "http://x", NULL}, err,
-                 sizeof(err));
+    p = lmt_load(so_path(), (const char *const[]){"base_url", "http://x", NULL}, err, sizeof(err));
     T_CHECK(p == NULL, "api_key is required");
     lmt_unload(p);
     p = load(cfg);

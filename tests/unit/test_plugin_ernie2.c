@@ -21,22 +21,24 @@ static const char *so_path(void)
 static const char *CFG[] = {"base_url", "http://mock/v2/", "api_key", "bce-v3/ALTAK-test/secret",
                             NULL};
 
-static const char *G1 = "{\"model\":\"ernie-3.5-8k\",\"messages\":[{\"role\":\"system\",\"content\":"
-                        "\"You are terse.\"},{\"role\":\"user\",\"content\":\"Say hi\"}],"
-                        "\"max_tokens\":16,\"temperature\":0.2}";
-static const char *G2 = "{\"model\":\"ernie-3.5-8k\",\"messages\":[{\"role\":\"system\",\"content\":"
-                        "\"You are terse.\"},{\"role\":\"user\",\"content\":\"Say hi\"}],"
-                        "\"max_tokens\":16,\"temperature\":0.2,\"stream\":true,"
-                        "\"stream_options\":{\"include_usage\":true}}";
-#define TOOLS                                                                                  \
-    "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Get "   \
-    "weather\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":"       \
+static const char *G1 =
+    "{\"model\":\"ernie-3.5-8k\",\"messages\":[{\"role\":\"system\",\"content\":"
+    "\"You are terse.\"},{\"role\":\"user\",\"content\":\"Say hi\"}],"
+    "\"max_tokens\":16,\"temperature\":0.2}";
+static const char *G2 =
+    "{\"model\":\"ernie-3.5-8k\",\"messages\":[{\"role\":\"system\",\"content\":"
+    "\"You are terse.\"},{\"role\":\"user\",\"content\":\"Say hi\"}],"
+    "\"max_tokens\":16,\"temperature\":0.2,\"stream\":true,"
+    "\"stream_options\":{\"include_usage\":true}}";
+#define TOOLS                                                                                      \
+    "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Get "        \
+    "weather\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":"            \
     "\"string\"}},\"required\":[\"city\"]}}}]"
 static const char *G3 = "{\"model\":\"ernie-3.5-8k\",\"messages\":[{\"role\":\"user\",\"content\":"
                         "\"Weather in Paris?\"}],\"tools\":" TOOLS ",\"tool_choice\":\"auto\"}";
-static const char *G3S = "{\"model\":\"ernie-3.5-8k\",\"messages\":[{\"role\":\"user\",\"content\":"
-                         "\"Weather in Paris?\"}],\"tools\":" TOOLS
-                         ",\"tool_choice\":\"auto\",\"stream\":true}";
+static const char *G3S =
+    "{\"model\":\"ernie-3.5-8k\",\"messages\":[{\"role\":\"user\",\"content\":"
+    "\"Weather in Paris?\"}],\"tools\":" TOOLS ",\"tool_choice\":\"auto\",\"stream\":true}";
 
 static const char *G1_RESP =
     "{\"id\":\"as-g1\",\"object\":\"chat.completion\",\"created\":1700000000,\"model\":"
@@ -44,22 +46,25 @@ static const char *G1_RESP =
     "\"Hi!\"},\"finish_reason\":\"normal\",\"flag\":0}],\"usage\":{\"prompt_tokens\":12,"
     "\"completion_tokens\":2,\"total_tokens\":14}}";
 
-#define CHUNK(body) "data: {\"id\":\"as-g2\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"ernie-3.5-8k\"," body "}\n\n"
-static const char *G2_STREAM =
-    CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},"
-          "\"finish_reason\":null,\"flag\":0}],\"usage\":null")
+#define CHUNK(body)                                                                                \
+    "data: "                                                                                       \
+    "{\"id\":\"as-g2\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":"     \
+    "\"ernie-3.5-8k\"," body "}\n\n"
+static const char *G2_STREAM = CHUNK(
+    "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},"
+    "\"finish_reason\":null,\"flag\":0}],\"usage\":null")
     CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"!\"},\"finish_reason\":null,"
           "\"flag\":0}],\"usage\":null")
-    CHUNK("\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"normal\",\"flag\":0}],"
-          "\"usage\":null")
-    CHUNK("\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2,"
-          "\"total_tokens\":14}")
-    "data: [DONE]\n\n";
+        CHUNK("\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"normal\",\"flag\":0}],"
+              "\"usage\":null")
+            CHUNK("\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2,"
+                  "\"total_tokens\":14}") "data: [DONE]\n\n";
 
 static const char *G3_RESP =
     "{\"id\":\"as-g3\",\"object\":\"chat.completion\",\"created\":1700000000,\"model\":"
     "\"ernie-3.5-8k\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
-    "\"\",\"tool_calls\":[{\"id\":\"04fed17840d34b1e\",\"type\":\"function\",\"function\":{\"name\":"
+    "\"\",\"tool_calls\":[{\"id\":\"04fed17840d34b1e\",\"type\":\"function\",\"function\":{"
+    "\"name\":"
     "\"get_weather\",\"arguments\":\"{\\\"city\\\": \\\"Paris\\\"}\"}}]},\"finish_reason\":"
     "\"tool_calls\",\"flag\":0}],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":10,"
     "\"total_tokens\":40}}";
@@ -68,7 +73,7 @@ static const char *G3_RESP =
 
 static lmt_plugin *load(const char *const *cfg)
 {
-    char        err[512];
+    char err[512];
     lmt_plugin *p = lmt_load(SO, cfg, err, sizeof(err));
     if (p == NULL)
         printf("load failed: %s\n", err);
@@ -85,7 +90,7 @@ static void stream_once(lmt_plugin *p, const char *canon, const char *body, size
                         lmt_result *r)
 {
     lmt_ureq u;
-    lm_err   e;
+    lm_err e;
     lmt_build(p, LM_OP_CHAT, canon, &u, &e);
     lmt_ureq_clear(&u);
     lmt_stream(p, body, strlen(body), split, r);
@@ -101,10 +106,10 @@ static size_t stream_every_split(lmt_plugin *p, const char *canon, const char *b
     for (s = 1; s <= len && bad == 0; s++) {
         lmt_result r;
         stream_once(p, canon, body, s, &r);
-        if (strcmp(r.json, ref->json) != 0 || r.rc != ref->rc || r.done != ref->done
-            || memcmp(&r.usage, &ref->usage, sizeof r.usage) != 0
-            || r.err.http_status != ref->err.http_status || strcmp(r.err.code, ref->err.code) != 0
-            || strcmp(r.err.type, ref->err.type) != 0)
+        if (strcmp(r.json, ref->json) != 0 || r.rc != ref->rc || r.done != ref->done ||
+            memcmp(&r.usage, &ref->usage, sizeof r.usage) != 0 ||
+            r.err.http_status != ref->err.http_status || strcmp(r.err.code, ref->err.code) != 0 ||
+            strcmp(r.err.type, ref->err.type) != 0)
             bad = s;
         lmt_result_clear(&r);
     }
@@ -112,41 +117,41 @@ static size_t stream_every_split(lmt_plugin *p, const char *canon, const char *b
 }
 
 typedef struct {
-    char   content[512];
-    char   args[512];    /* tool call index 0 arguments, concatenated */
-    char   finish[32];   /* last finish_reason */
-    int    nfinish;
-    int    nchunks;
-    int    ncontent;     /* chunks with non-empty content */
-    int    role_first;   /* first chunk's delta.role == assistant */
-    int    nrole;        /* chunks carrying delta.role */
-    int    tc_heads;     /* tool call fragments with an id */
-    int    tc_names;     /* tool call fragments with a name */
-    char   tc_id[64];
-    char   tc_name[64];
-    int    ids_const;    /* id/created/model identical over chunks */
+    char content[512];
+    char args[512];  /* tool call index 0 arguments, concatenated */
+    char finish[32]; /* last finish_reason */
+    int nfinish;
+    int nchunks;
+    int ncontent;   /* chunks with non-empty content */
+    int role_first; /* first chunk's delta.role == assistant */
+    int nrole;      /* chunks carrying delta.role */
+    int tc_heads;   /* tool call fragments with an id */
+    int tc_names;   /* tool call fragments with a name */
+    char tc_id[64];
+    char tc_name[64];
+    int ids_const; /* id/created/model identical over chunks */
 } summary;
 
 static void summarize(const char *json, summary *s)
 {
-    json_t     *arr = jparse(json), *ch;
-    size_t      i;
+    json_t *arr = jparse(json), *ch;
+    size_t i;
     const char *id0 = NULL;
     memset(s, 0, sizeof *s);
     s->ids_const = 1;
-    json_array_foreach(arr, i, ch) {
-        json_t     *c0 = json_array_get(json_object_get(ch, "choices"), 0);
-        json_t     *d = json_object_get(c0, "delta");
-        json_t     *fr = json_object_get(c0, "finish_reason");
-        json_t     *ct = json_object_get(d, "content");
-        json_t     *tcs = json_object_get(d, "tool_calls"), *tc;
+    json_array_foreach (arr, i, ch) {
+        json_t *c0 = json_array_get(json_object_get(ch, "choices"), 0);
+        json_t *d = json_object_get(c0, "delta");
+        json_t *fr = json_object_get(c0, "finish_reason");
+        json_t *ct = json_object_get(d, "content");
+        json_t *tcs = json_object_get(d, "tool_calls"), *tc;
         const char *role = json_string_value(json_object_get(d, "role"));
-        size_t      k;
+        size_t k;
         s->nchunks++;
         if (i == 0)
             id0 = json_string_value(json_object_get(ch, "id"));
-        else if (!id0 || !json_string_value(json_object_get(ch, "id"))
-                 || strcmp(id0, json_string_value(json_object_get(ch, "id"))) != 0)
+        else if (!id0 || !json_string_value(json_object_get(ch, "id")) ||
+                 strcmp(id0, json_string_value(json_object_get(ch, "id"))) != 0)
             s->ids_const = 0;
         if (role) {
             s->nrole++;
@@ -157,8 +162,8 @@ static void summarize(const char *json, summary *s)
             s->ncontent++;
             strncat(s->content, json_string_value(ct), sizeof s->content - strlen(s->content) - 1);
         }
-        json_array_foreach(tcs, k, tc) {
-            json_t     *fn = json_object_get(tc, "function");
+        json_array_foreach (tcs, k, tc) {
+            json_t *fn = json_object_get(tc, "function");
             const char *a = json_string_value(json_object_get(fn, "arguments"));
             if (json_integer_value(json_object_get(tc, "index")) != 0)
                 continue;
@@ -191,7 +196,7 @@ static int usage_is(const lm_usage *u, int64_t p, int64_t c, int64_t t)
 static int args_are_paris(const char *args)
 {
     json_t *a = jparse(args), *want = json_pack("{s:s}", "city", "Paris");
-    int     ok = a && json_equal(a, want);
+    int ok = a && json_equal(a, want);
     json_decref(a);
     json_decref(want);
     return ok;
@@ -207,8 +212,8 @@ static int near(double a, double b)
 static void check_error(lmt_plugin *p, int status, const char *body, int want_status,
                         const char *want_type, const char *want_code)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
     lmt_build(p, LM_OP_CHAT, G1, &u, &e);
     lmt_ureq_clear(&u);
@@ -228,12 +233,12 @@ static void check_error(lmt_plugin *p, int status, const char *body, int want_st
 
 static void test_golden(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    summary    s;
-    json_t    *b, *want;
-    size_t     bad;
+    summary s;
+    json_t *b, *want;
+    size_t bad;
 
     T_BEGIN("ernie2_g1_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G1, &u, &e) == LM_OK, "build: %s", e.msg);
@@ -268,8 +273,8 @@ static void test_golden(lmt_plugin *p)
         T_STREQ(json_string_value(json_object_get(m, "content")), "Hi!");
         T_STREQ(json_string_value(json_object_get(c0, "finish_reason")), "stop");
         T_CHECK(json_object_get(c0, "flag") == NULL, "Qianfan extras dropped");
-        T_CHECK(json_integer_value(json_object_get(json_object_get(b, "usage"), "total_tokens"))
-                    == 14,
+        T_CHECK(json_integer_value(json_object_get(json_object_get(b, "usage"), "total_tokens")) ==
+                    14,
                 "body usage");
     }
     T_CHECK(usage_is(&r.usage, 12, 2, 14), "usage 12/2/14");
@@ -285,8 +290,9 @@ static void test_golden(lmt_plugin *p)
         T_CHECK(lmt_build(p, LM_OP_CHAT, canon, &u, &e) == LM_OK, "build");
         b = jparse(u.body);
         T_CHECK(json_is_true(json_object_get(b, "stream")), "stream:true");
-        T_CHECK(json_is_true(json_object_get(json_object_get(b, "stream_options"), "include_usage")),
-                "include_usage forced");
+        T_CHECK(
+            json_is_true(json_object_get(json_object_get(b, "stream_options"), "include_usage")),
+            "include_usage forced");
         T_STREQ(lmt_header(&u, "Accept"), "text/event-stream");
         json_decref(b);
         lmt_ureq_clear(&u);
@@ -327,7 +333,8 @@ static void test_golden(lmt_plugin *p)
     b = jparse(r.json);
     {
         json_t *c0 = json_array_get(json_object_get(b, "choices"), 0);
-        json_t *tc = json_array_get(json_object_get(json_object_get(c0, "message"), "tool_calls"), 0);
+        json_t *tc =
+            json_array_get(json_object_get(json_object_get(c0, "message"), "tool_calls"), 0);
         json_t *fn = json_object_get(tc, "function");
         T_STREQ(json_string_value(json_object_get(tc, "id")), "04fed17840d34b1e");
         T_STREQ(json_string_value(json_object_get(tc, "type")), "function");
@@ -354,8 +361,9 @@ static void test_golden(lmt_plugin *p)
                 "{\"error\":{\"code\":\"invalid_iam_token\",\"message\":\"IAM Certification "
                 "failed\",\"type\":\"invalid_request_error\"}}",
                 401, "invalid_request_error", "invalid_iam_token");
-    check_error(p, 401, "{\"error\":{\"code\":\"invalid_api_key\",\"message\":\"bad key "
-                        "bce-v3/ALTAK-test/secret\"}}",
+    check_error(p, 401,
+                "{\"error\":{\"code\":\"invalid_api_key\",\"message\":\"bad key "
+                "bce-v3/ALTAK-test/secret\"}}",
                 401, "authentication_error", "invalid_api_key");
     check_error(p, 429,
                 "{\"error\":{\"code\":\"rpm_rate_limit_exceeded\",\"message\":\"Rpm limit "
@@ -371,8 +379,8 @@ static void test_golden(lmt_plugin *p)
                 "rate_limit_error", "336501");
     check_error(p, 200, "{\"error_code\":110,\"error_msg\":\"Access token invalid\"}", 401,
                 "authentication_error", "110");
-    check_error(p, 200, "{\"error\":{\"code\":\"x\",\"message\":\"y\",\"type\":\"api_error\"}}", 502,
-                "api_error", "x");
+    check_error(p, 200, "{\"error\":{\"code\":\"x\",\"message\":\"y\",\"type\":\"api_error\"}}",
+                502, "api_error", "x");
     T_END();
 
     T_BEGIN("ernie2_malformed_upstream_json");
@@ -382,8 +390,8 @@ static void test_golden(lmt_plugin *p)
             lmt_build(p, LM_OP_CHAT, G1, &u, &e);
             lmt_ureq_clear(&u);
             lmt_response(p, 200, bodies[i], strlen(bodies[i]), &r);
-            T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "body %d: rc %d status %d",
-                    i, r.rc, r.err.http_status);
+            T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "body %d: rc %d status %d", i,
+                    r.rc, r.err.http_status);
             lmt_result_clear(&r);
         }
     }
@@ -393,31 +401,29 @@ static void test_golden(lmt_plugin *p)
 static void test_streams(lmt_plugin *p)
 {
     lmt_result r;
-    summary    s;
-    size_t     bad;
+    summary s;
+    size_t bad;
 
     T_BEGIN("ernie2_stream_tool_calls_every_split");
     {
-        const char *body =
-            CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\","
-                  "\"tool_calls\":[{\"index\":0,\"id\":\"call_q1\",\"type\":\"function\","
-                  "\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]},"
-                  "\"finish_reason\":null}]")
+        const char *body = CHUNK(
+            "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\","
+            "\"tool_calls\":[{\"index\":0,\"id\":\"call_q1\",\"type\":\"function\","
+            "\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]},"
+            "\"finish_reason\":null}]")
             CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":"
                   "{\"arguments\":\"{\\\"city\\\":\"}}]},\"finish_reason\":null}]")
-            CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":"
-                  "\"call_q1\",\"function\":{\"arguments\":\"\\\"Paris\\\"}\"}}]},"
-                  "\"finish_reason\":null}]")
-            CHUNK("\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]")
-            CHUNK("\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":10,"
-                  "\"total_tokens\":40}")
-            "data: [DONE]\n\n";
+                CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":"
+                      "\"call_q1\",\"function\":{\"arguments\":\"\\\"Paris\\\"}\"}}]},"
+                      "\"finish_reason\":null}]") CHUNK("\"choices\":[{\"index\":0,\"delta\":{},"
+                                                        "\"finish_reason\":\"tool_calls\"}]")
+                    CHUNK("\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":10,"
+                          "\"total_tokens\":40}") "data: [DONE]\n\n";
         bad = stream_every_split(p, G3S, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d (%s)", r.rc, r.err.msg);
         summarize(r.json, &s);
-        T_CHECK(s.tc_heads == 1 && s.tc_names == 1, "id/name once (%d/%d)", s.tc_heads,
-                s.tc_names);
+        T_CHECK(s.tc_heads == 1 && s.tc_names == 1, "id/name once (%d/%d)", s.tc_heads, s.tc_names);
         T_STREQ(s.tc_id, "call_q1");
         T_STREQ(s.tc_name, "get_weather");
         T_CHECK(args_are_paris(s.args), "args %s", s.args);
@@ -432,8 +438,7 @@ static void test_streams(lmt_plugin *p)
         const char *body =
             CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":"
                   "\"Hi!\"}}],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2,"
-                  "\"total_tokens\":14}")
-            "data: [DONE]\n\n";
+                  "\"total_tokens\":14}") "data: [DONE]\n\n";
         bad = stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         summarize(r.json, &s);
@@ -450,9 +455,8 @@ static void test_streams(lmt_plugin *p)
         const char *body =
             CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":"
                   "\"Hi\"},\"finish_reason\":null}]")
-            CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":"
-                  "\"normal\",\"flag\":3,\"ban_round\":-1}]")
-            "data: [DONE]\n\n";
+                CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":"
+                      "\"normal\",\"flag\":3,\"ban_round\":-1}]") "data: [DONE]\n\n";
         bad = stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         summarize(r.json, &s);
@@ -463,12 +467,13 @@ static void test_streams(lmt_plugin *p)
 
     T_BEGIN("ernie2_stream_error_chunk_midway_every_split");
     {
-        const char *body =
-            CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":"
-                  "\"Hi\"},\"finish_reason\":null}]")
-            "data: {\"error\":{\"code\":\"tpm_rate_limit_exceeded\",\"message\":\"Tpm limit "
-            "exceeded\",\"type\":\"rate_limit_error\"}}\n\n"
-            "data: [DONE]\n\n";
+        const char *body = CHUNK(
+            "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":"
+            "\"Hi\"},\"finish_reason\":null}]") "data: "
+                                                "{\"error\":{\"code\":\"tpm_rate_limit_exceeded\","
+                                                "\"message\":\"Tpm limit "
+                                                "exceeded\",\"type\":\"rate_limit_error\"}}\n\n"
+                                                "data: [DONE]\n\n";
         bad = stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM, "rc %d", r.rc);
@@ -497,8 +502,10 @@ static void test_streams(lmt_plugin *p)
 
     T_BEGIN("ernie2_stream_malformed_chunk");
     {
-        const char *body = CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]")
-            "data: {\"choices\":[{\"delta\":\n\n";
+        const char *body =
+            CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]") "data: "
+                                                                                "{\"choices\":[{"
+                                                                                "\"delta\":\n\n";
         bad = stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "rc %d status %d", r.rc,
@@ -511,8 +518,8 @@ static void test_streams(lmt_plugin *p)
 static void test_requests(lmt_plugin *p)
 {
     lmt_ureq u;
-    lm_err   e;
-    json_t  *b;
+    lm_err e;
+    json_t *b;
 
     T_BEGIN("ernie2_request_parameter_map");
     {
@@ -530,8 +537,9 @@ static void test_requests(lmt_plugin *p)
                 "max_completion_tokens -> max_tokens");
         T_CHECK(json_object_get(b, "max_completion_tokens") == NULL, "no max_completion_tokens");
         T_STREQ(json_string_value(json_array_get(json_object_get(b, "stop"), 0)), "END");
-        T_CHECK(json_object_get(b, "logprobs") == NULL && json_object_get(b, "top_logprobs") == NULL
-                    && json_object_get(b, "logit_bias") == NULL && json_object_get(b, "n") == NULL,
+        T_CHECK(json_object_get(b, "logprobs") == NULL &&
+                    json_object_get(b, "top_logprobs") == NULL &&
+                    json_object_get(b, "logit_bias") == NULL && json_object_get(b, "n") == NULL,
                 "unsupported parameters dropped");
         T_CHECK(near(json_number_value(json_object_get(b, "penalty_score")), 1.2), "penalty_score");
         T_CHECK(json_is_true(json_object_get(json_object_get(b, "web_search"), "enable")),
@@ -543,7 +551,8 @@ static void test_requests(lmt_plugin *p)
             json_t *ms = json_object_get(b, "messages");
             T_STREQ(json_string_value(json_object_get(json_array_get(ms, 0), "role")), "system");
             T_STREQ(json_string_value(json_object_get(json_array_get(ms, 2), "content")), "");
-            T_STREQ(json_string_value(json_object_get(json_array_get(ms, 3), "tool_call_id")), "c1");
+            T_STREQ(json_string_value(json_object_get(json_array_get(ms, 3), "tool_call_id")),
+                    "c1");
         }
         json_decref(b);
         lmt_ureq_clear(&u);
@@ -553,7 +562,8 @@ static void test_requests(lmt_plugin *p)
     T_BEGIN("ernie2_request_rejects");
     {
         const char *bad[] = {
-            "{\"model\":\"ernie-4.0-8k\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":3}",
+            "{\"model\":\"ernie-4.0-8k\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+            "\"n\":3}",
             "{\"model\":\"ernie-4.0-8k\",\"messages\":[]}",
             "{\"model\":\"ernie-4.0-8k\",\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}",
             "{\"model\":\"ernie-4.0-8k\",\"messages\":[{\"content\":\"x\"}]}",
@@ -591,7 +601,7 @@ static void test_requests(lmt_plugin *p)
     T_BEGIN("ernie2_appid_header_and_default_base");
     {
         const char *cfg[] = {"api_key", "k-1234", "appid", "app-9", NULL};
-        char        err[256];
+        char err[256];
         lmt_plugin *q = lmt_load(SO, cfg, err, sizeof err);
         T_CHECK(q != NULL, "load: %s", err);
         if (q) {
@@ -607,19 +617,20 @@ static void test_requests(lmt_plugin *p)
 
 static void test_embed(lmt_plugin *p)
 {
-    lmt_ureq    u;
-    lm_err      e;
-    lmt_result  r;
-    json_t     *b, *want;
+    lmt_ureq u;
+    lm_err e;
+    lmt_result r;
+    json_t *b, *want;
     const char *resp = "{\"id\":\"as-e\",\"object\":\"list\",\"created\":1,\"data\":[{\"object\":"
                        "\"embedding\",\"embedding\":[0.1,0.2],\"index\":0}],\"usage\":"
                        "{\"prompt_tokens\":4,\"total_tokens\":4}}";
 
     T_BEGIN("ernie2_embed");
-    T_CHECK(lmt_build(p, LM_OP_EMBED,
-                      "{\"model\":\"embedding-v1\",\"input\":[\"a\"],\"encoding_format\":\"float\"}",
-                      &u, &e) == LM_OK,
-            "build: %s", e.msg);
+    T_CHECK(
+        lmt_build(p, LM_OP_EMBED,
+                  "{\"model\":\"embedding-v1\",\"input\":[\"a\"],\"encoding_format\":\"float\"}",
+                  &u, &e) == LM_OK,
+        "build: %s", e.msg);
     T_STREQ(u.url, "http://mock/v2/embeddings");
     b = jparse(u.body);
     want = jparse("{\"model\":\"embedding-v1\",\"input\":[\"a\"]}");
@@ -638,8 +649,8 @@ static void test_embed(lmt_plugin *p)
     json_decref(want);
     json_decref(b);
     lmt_result_clear(&r);
-    T_CHECK(lmt_build(p, LM_OP_EMBED, "{\"model\":\"embedding-v1\",\"input\":[[1,2]]}", &u, &e)
-                == LM_EINVAL,
+    T_CHECK(lmt_build(p, LM_OP_EMBED, "{\"model\":\"embedding-v1\",\"input\":[[1,2]]}", &u, &e) ==
+                LM_EINVAL,
             "token arrays rejected");
     lmt_ureq_clear(&u);
     T_END();

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 /* Test JSON is written with ' for " to keep it readable. */
-static char  *kept[512];
+static char *kept[512];
 static size_t nkept;
 
 static const char *Q(const char *s)
@@ -32,7 +32,7 @@ static const char *so_path(void)
 
 static lmt_plugin *load(const char *const *cfg)
 {
-    char        err[512];
+    char err[512];
     lmt_plugin *p = lmt_load(so_path(), cfg, err, sizeof(err));
     if (p == NULL)
         printf("load failed: %s\n", err);
@@ -45,12 +45,12 @@ static const char *CFG[] = {"api_key", "k", NULL};
 
 typedef struct tool_agg {
     char id[128], name[64], args[1024];
-    int  nid, ntype;
+    int nid, ntype;
 } tool_agg;
 
 typedef struct agg {
-    char     content[4096], reasoning[4096], finish[64];
-    int      nfinish, nchunks, role_first, ntools, same_ids, content_after_finish;
+    char content[4096], reasoning[4096], finish[64];
+    int nfinish, nchunks, role_first, ntools, same_ids, content_after_finish;
     tool_agg tools[8];
 } agg;
 
@@ -63,17 +63,17 @@ static void cat(char *dst, size_t n, const char *s)
 /* Fold the stream chunks of choice `ci` into an agg. */
 static void aggregate(const char *json, int ci, agg *a)
 {
-    json_t     *arr = json_loads(json, 0, NULL), *ch;
-    size_t      i;
+    json_t *arr = json_loads(json, 0, NULL), *ch;
+    size_t i;
     const char *id0 = NULL;
     memset(a, 0, sizeof(*a));
     a->same_ids = 1;
-    json_array_foreach(arr, i, ch) {
+    json_array_foreach (arr, i, ch) {
         const char *id = json_string_value(json_object_get(ch, "id"));
-        json_t     *c = json_array_get(json_object_get(ch, "choices"), 0);
-        json_t     *d = json_object_get(c, "delta");
-        json_t     *tcs = json_object_get(d, "tool_calls"), *tc;
-        size_t      k;
+        json_t *c = json_array_get(json_object_get(ch, "choices"), 0);
+        json_t *d = json_object_get(c, "delta");
+        json_t *tcs = json_object_get(d, "tool_calls"), *tc;
+        size_t k;
         if (i == 0)
             id0 = id;
         else if (!id || !id0 || strcmp(id, id0) != 0)
@@ -88,10 +88,10 @@ static void aggregate(const char *json, int ci, agg *a)
         cat(a->content, sizeof(a->content), json_string_value(json_object_get(d, "content")));
         cat(a->reasoning, sizeof(a->reasoning),
             json_string_value(json_object_get(d, "reasoning_content")));
-        json_array_foreach(tcs, k, tc) {
+        json_array_foreach (tcs, k, tc) {
             json_int_t ix = json_integer_value(json_object_get(tc, "index"));
-            json_t    *fn = json_object_get(tc, "function");
-            tool_agg  *t;
+            json_t *fn = json_object_get(tc, "function");
+            tool_agg *t;
             if (ix < 0 || ix >= 8)
                 continue;
             t = &a->tools[ix];
@@ -118,7 +118,7 @@ static void aggregate(const char *json, int ci, agg *a)
 static int same_json(const char *a, const char *b)
 {
     json_t *x = json_loads(a, 0, NULL), *y = json_loads(b, 0, NULL);
-    int     r = x && y && json_equal(x, y);
+    int r = x && y && json_equal(x, y);
     json_decref(x);
     json_decref(y);
     return r;
@@ -134,9 +134,9 @@ static int usage_eq(const lm_usage *a, const lm_usage *b)
  * builds `canon` first. Every run must give the identical result. */
 static void stream_all(lmt_plugin *p, const char *canon, const char *body, lmt_result *first)
 {
-    size_t     len = strlen(body);
-    lmt_ureq   u;
-    lm_err     e;
+    size_t len = strlen(body);
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
     lmt_build(p, LM_OP_CHAT, canon, &u, &e);
     lmt_ureq_clear(&u);
@@ -206,16 +206,17 @@ static json_t *resp_json(const lmt_result *r)
 
 static void test_g1(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    json_t    *b, *m, *gc;
+    json_t *b, *m, *gc;
 
     T_BEGIN("gemini_g1_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G1, &u, &e) == LM_OK, "build: %s", e.msg);
     T_STREQ(u.method, "POST");
-    T_STREQ(u.url,
-            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent");
+    T_STREQ(
+        u.url,
+        "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent");
     T_STREQ(lmt_header(&u, "x-goog-api-key"), "k");
     T_CHECK(strstr(u.url, "key=") == NULL, "no key in the URL");
     b = body_of(&u);
@@ -255,10 +256,10 @@ static void test_g1(lmt_plugin *p)
 
 static void test_g2(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    agg        a;
+    agg a;
 
     T_BEGIN("gemini_g2_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G2, &u, &e) == LM_OK, "build");
@@ -287,10 +288,10 @@ static void test_g2(lmt_plugin *p)
 
 static void test_g3(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    json_t    *b, *d, *m, *tc, *args;
+    json_t *b, *d, *m, *tc, *args;
 
     T_BEGIN("gemini_g3_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G3, &u, &e) == LM_OK, "build");
@@ -316,10 +317,9 @@ static void test_g3(lmt_plugin *p)
     T_CHECK(JSTR(tc, "id") && JSTR(tc, "id")[0], "non-empty id");
     T_STREQ(JSTR(tc, "type"), "function");
     T_STREQ(JSTR(JGET(tc, "function"), "name"), "get_weather");
-    args = json_loads(JSTR(JGET(tc, "function"), "arguments") ? JSTR(JGET(tc, "function"),
-                                                                     "arguments")
-                                                                : "",
-                      0, NULL);
+    args = json_loads(
+        JSTR(JGET(tc, "function"), "arguments") ? JSTR(JGET(tc, "function"), "arguments") : "", 0,
+        NULL);
     T_CHECK(same_json(JSTR(JGET(tc, "function"), "arguments"), "{\"city\":\"Paris\"}"), "args");
     T_STREQ(JSTR(m, "finish_reason"), "tool_calls");
     T_CHECK(json_is_null(JGET(JGET(m, "message"), "content")), "content null");
@@ -332,12 +332,13 @@ static void test_g3(lmt_plugin *p)
 
 static void test_errors(lmt_plugin *p)
 {
-    lmt_ureq    u;
-    lm_err      e;
-    lmt_result  r;
-    const char *bkey = Q("{'error':{'code':400,'message':'API key not valid. Please pass a valid "
-                         "API key.','status':'INVALID_ARGUMENT','details':[{'@type':"
-                         "'type.googleapis.com/google.rpc.ErrorInfo','reason':'API_KEY_INVALID'}]}}");
+    lmt_ureq u;
+    lm_err e;
+    lmt_result r;
+    const char *bkey =
+        Q("{'error':{'code':400,'message':'API key not valid. Please pass a valid "
+          "API key.','status':'INVALID_ARGUMENT','details':[{'@type':"
+          "'type.googleapis.com/google.rpc.ErrorInfo','reason':'API_KEY_INVALID'}]}}");
     const char *b400 = Q("{'error':{'code':400,'message':'Invalid JSON payload','status':"
                          "'INVALID_ARGUMENT'}}");
     const char *b429 = Q("{'error':{'code':429,'message':'Resource has been exhausted','status':"
@@ -406,23 +407,23 @@ static void test_errors(lmt_plugin *p)
 
 static void test_quirks(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    agg        a;
-    json_t    *b, *m;
+    agg a;
+    json_t *b, *m;
 
     T_BEGIN("gemini_stream_tool_calls_after_stop");
     {
-        const char *s = Q(
-            "data: {'candidates':[{'content':{'role':'model','parts':[{'text':'Let me check.'}]},"
-            "'index':0}]}\r\n\r\n"
-            "data: {'candidates':[{'content':{'role':'model','parts':[{'functionCall':{'name':"
-            "'get_weather','args':{'city':'Paris'}}},{'functionCall':{'name':'get_weather',"
-            "'args':{'city':'Rome','units':{'c':true}}}}]},'index':0}]}\r\n\r\n"
-            "data: {'candidates':[{'content':{'role':'model','parts':[{'functionCall':{'name':"
-            "'get_time'}}]},'finishReason':'STOP','index':0}],'usageMetadata':"
-            "{'promptTokenCount':30,'candidatesTokenCount':10,'totalTokenCount':40}}\r\n\r\n");
+        const char *s =
+            Q("data: {'candidates':[{'content':{'role':'model','parts':[{'text':'Let me check.'}]},"
+              "'index':0}]}\r\n\r\n"
+              "data: {'candidates':[{'content':{'role':'model','parts':[{'functionCall':{'name':"
+              "'get_weather','args':{'city':'Paris'}}},{'functionCall':{'name':'get_weather',"
+              "'args':{'city':'Rome','units':{'c':true}}}}]},'index':0}]}\r\n\r\n"
+              "data: {'candidates':[{'content':{'role':'model','parts':[{'functionCall':{'name':"
+              "'get_time'}}]},'finishReason':'STOP','index':0}],'usageMetadata':"
+              "{'promptTokenCount':30,'candidatesTokenCount':10,'totalTokenCount':40}}\r\n\r\n");
         stream_all(p, G3, s, &r);
         aggregate(r.json, 0, &a);
         T_STREQ(a.content, "Let me check.");
@@ -452,9 +453,10 @@ static void test_quirks(lmt_plugin *p)
                            "'usageMetadata':{'promptTokenCount':7,'totalTokenCount':7}}");
         const char *s3 = Q("data: {'promptFeedback':{'blockReason':'PROHIBITED_CONTENT'},"
                            "'usageMetadata':{'promptTokenCount':7,'totalTokenCount':7}}\r\n\r\n");
-        const char *s4 = Q("data: {'candidates':[{'content':{'parts':[{'text':'Once upon'}],"
-                           "'role':'model'},'index':0}]}\r\n\r\n"
-                           "data: {'candidates':[{'finishReason':'RECITATION','index':0}]}\r\n\r\n");
+        const char *s4 =
+            Q("data: {'candidates':[{'content':{'parts':[{'text':'Once upon'}],"
+              "'role':'model'},'index':0}]}\r\n\r\n"
+              "data: {'candidates':[{'finishReason':'RECITATION','index':0}]}\r\n\r\n");
         lmt_build(p, LM_OP_CHAT, G1, &u, &e);
         lmt_ureq_clear(&u);
         lmt_response(p, 200, s1, strlen(s1), &r);
@@ -514,8 +516,7 @@ static void test_quirks(lmt_plugin *p)
                 "usage %lld/%lld/%lld r%lld c%lld", (long long)r.usage.prompt,
                 (long long)r.usage.completion, (long long)r.usage.total,
                 (long long)r.usage.reasoning, (long long)r.usage.cached);
-        T_CHECK(JINT(JGET(JGET(b, "usage"), "completion_tokens_details"), "reasoning_tokens") ==
-                    20,
+        T_CHECK(JINT(JGET(JGET(b, "usage"), "completion_tokens_details"), "reasoning_tokens") == 20,
                 "reasoning_tokens in the body");
         json_decref(b);
         lmt_result_clear(&r);
@@ -588,7 +589,7 @@ static void test_quirks(lmt_plugin *p)
     T_BEGIN("gemini_stream_cut_off");
     {
         const char *end = strstr(G2_SSE, "\r\n\r\n") + 4;
-        char       *cut = strndup(G2_SSE, (size_t)(end - G2_SSE));
+        char *cut = strndup(G2_SSE, (size_t)(end - G2_SSE));
         stream_all(p, G2, cut, &r);
         T_CHECK(r.rc == LM_OK && r.done == 0, "rc %d done %d", r.rc, r.done);
         aggregate(r.json, 0, &a);
@@ -620,9 +621,9 @@ static void test_quirks(lmt_plugin *p)
 
 static void test_request_mapping(lmt_plugin *p)
 {
-    lmt_ureq    u;
-    lm_err      e;
-    json_t     *b, *cs, *c, *parts, *gc;
+    lmt_ureq u;
+    lm_err e;
+    json_t *b, *cs, *c, *parts, *gc;
     const char *conv = Q(
         "{'model':'models/gemini-2.5-flash','messages':["
         "{'role':'system','content':'Rule one.'},"
@@ -736,11 +737,12 @@ static void test_request_mapping(lmt_plugin *p)
                       &e) == LM_EINVAL,
             "model with path characters -> 400");
     lmt_ureq_clear(&u);
-    T_CHECK(lmt_build(p, LM_OP_CHAT,
-                      Q("{'model':'gemini-2.0-flash','messages':[{'role':'assistant','tool_calls':"
-                        "[{'id':'c','type':'function','function':{'name':'f','arguments':'[1]'}}]}]}"),
-                      &u, &e) == LM_EINVAL,
-            "array arguments -> 400");
+    T_CHECK(
+        lmt_build(p, LM_OP_CHAT,
+                  Q("{'model':'gemini-2.0-flash','messages':[{'role':'assistant','tool_calls':"
+                    "[{'id':'c','type':'function','function':{'name':'f','arguments':'[1]'}}]}]}"),
+                  &u, &e) == LM_EINVAL,
+        "array arguments -> 400");
     lmt_ureq_clear(&u);
     T_CHECK(lmt_build(p, LM_OP_CHAT,
                       Q("{'model':'gemini-2.0-flash','messages':[{'role':'user','content':'x'}],"
@@ -757,10 +759,10 @@ static void test_request_mapping(lmt_plugin *p)
 
 static void test_embeddings(lmt_plugin *p)
 {
-    lmt_ureq    u;
-    lm_err      e;
-    lmt_result  r;
-    json_t     *b, *d;
+    lmt_ureq u;
+    lm_err e;
+    lmt_result r;
+    json_t *b, *d;
     const char *one = Q("{'model':'text-embedding-004','input':'hi','dimensions':256}");
     const char *many = Q("{'model':'text-embedding-004','input':['a','b'],'encoding_format':"
                          "'float'}");
@@ -801,9 +803,8 @@ static void test_embeddings(lmt_plugin *p)
     b = body_of(&u);
     T_CHECK(json_array_size(JGET(b, "requests")) == 2, "two requests");
     T_STREQ(JSTR(json_array_get(JGET(b, "requests"), 1), "model"), "models/text-embedding-004");
-    T_STREQ(JSTR(json_array_get(JGET(JGET(json_array_get(JGET(b, "requests"), 1), "content"),
-                                     "parts"),
-                                0),
+    T_STREQ(JSTR(json_array_get(
+                     JGET(JGET(json_array_get(JGET(b, "requests"), 1), "content"), "parts"), 0),
                  "text"),
             "b");
     json_decref(b);
@@ -814,8 +815,8 @@ static void test_embeddings(lmt_plugin *p)
         b = resp_json(&r);
         T_CHECK(json_array_size(JGET(b, "data")) == 2, "2 rows");
         d = json_array_get(JGET(b, "data"), 1);
-        T_CHECK(JINT(d, "index") == 1 && json_integer_value(json_array_get(JGET(d, "embedding"),
-                                                                           0)) == 3,
+        T_CHECK(JINT(d, "index") == 1 &&
+                    json_integer_value(json_array_get(JGET(d, "embedding"), 0)) == 3,
                 "row 1");
         json_decref(b);
         lmt_result_clear(&r);
@@ -824,8 +825,8 @@ static void test_embeddings(lmt_plugin *p)
 
     T_BEGIN("gemini_embed_base64_and_errors");
     T_CHECK(lmt_build(p, LM_OP_EMBED,
-                      Q("{'model':'text-embedding-004','input':'x','encoding_format':'base64'}"), &u,
-                      &e) == LM_OK,
+                      Q("{'model':'text-embedding-004','input':'x','encoding_format':'base64'}"),
+                      &u, &e) == LM_OK,
             "build");
     lmt_ureq_clear(&u);
     {
@@ -855,18 +856,17 @@ static void test_embeddings(lmt_plugin *p)
 
 static void test_config(void)
 {
-    char        err[512];
-    lmt_ureq    u;
-    lm_err      e;
-    lmt_result  r;
-    json_t     *models = NULL;
-    lm_err      le;
+    char err[512];
+    lmt_ureq u;
+    lm_err e;
+    lmt_result r;
+    json_t *models = NULL;
+    lm_err le;
     const char *cfg[] = {"api_key", "AIzaSECRET", "base_url", "http://127.0.0.1:9/v1beta/", NULL};
     lmt_plugin *p;
 
     T_BEGIN("gemini_config");
-    p = lmt_load(so_path(), (const char *const[]){"base_url", "http://x", NULL}, err,
-                 sizeof(err));
+    p = lmt_load(so_path(), (const char *const[]){"base_url", "http://x", NULL}, err, sizeof(err));
     T_CHECK(p == NULL, "api_key is required");
     lmt_unload(p);
     p = load(cfg);
@@ -886,15 +886,13 @@ static void test_config(void)
         T_CHECK(lmt_provider(p)->list_models != NULL, "list_models");
         /* The static model list does not read istate. */
         if (lmt_provider(p)->list_models(NULL, &models, &le) == LM_OK) {
-            T_CHECK(json_array_size(models) > 0 &&
-                        json_is_string(json_array_get(models, 0)),
+            T_CHECK(json_array_size(models) > 0 && json_is_string(json_array_get(models, 0)),
                     "model list");
         } else {
             T_CHECK(0, "list_models failed");
         }
         json_decref(models);
-        T_CHECK(lmt_provider(p)->framing == LM_FRAME_SSE &&
-                    (lmt_provider(p)->caps & LM_CAP_EMBED),
+        T_CHECK(lmt_provider(p)->framing == LM_FRAME_SSE && (lmt_provider(p)->caps & LM_CAP_EMBED),
                 "framing / caps");
         lmt_unload(p);
     }

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 /* Test JSON is written with ' for " to keep it readable. */
-static char  *kept[512];
+static char *kept[512];
 static size_t nkept;
 
 static const char *Q(const char *s)
@@ -32,7 +32,7 @@ static const char *so_path(void)
 
 static lmt_plugin *load(const char *const *cfg)
 {
-    char        err[512];
+    char err[512];
     lmt_plugin *p = lmt_load(so_path(), cfg, err, sizeof(err));
     if (p == NULL)
         printf("load failed: %s\n", err);
@@ -45,12 +45,12 @@ static const char *CFG[] = {NULL};
 
 typedef struct tool_agg {
     char id[128], name[64], args[1024];
-    int  nid, ntype;
+    int nid, ntype;
 } tool_agg;
 
 typedef struct agg {
-    char     content[4096], reasoning[4096], finish[64];
-    int      nfinish, nchunks, role_first, ntools, same_ids, content_after_finish;
+    char content[4096], reasoning[4096], finish[64];
+    int nfinish, nchunks, role_first, ntools, same_ids, content_after_finish;
     tool_agg tools[8];
 } agg;
 
@@ -63,17 +63,17 @@ static void cat(char *dst, size_t n, const char *s)
 /* Fold the stream chunks of choice `ci` into an agg. */
 static void aggregate(const char *json, int ci, agg *a)
 {
-    json_t     *arr = json_loads(json, 0, NULL), *ch;
-    size_t      i;
+    json_t *arr = json_loads(json, 0, NULL), *ch;
+    size_t i;
     const char *id0 = NULL;
     memset(a, 0, sizeof(*a));
     a->same_ids = 1;
-    json_array_foreach(arr, i, ch) {
+    json_array_foreach (arr, i, ch) {
         const char *id = json_string_value(json_object_get(ch, "id"));
-        json_t     *c = json_array_get(json_object_get(ch, "choices"), 0);
-        json_t     *d = json_object_get(c, "delta");
-        json_t     *tcs = json_object_get(d, "tool_calls"), *tc;
-        size_t      k;
+        json_t *c = json_array_get(json_object_get(ch, "choices"), 0);
+        json_t *d = json_object_get(c, "delta");
+        json_t *tcs = json_object_get(d, "tool_calls"), *tc;
+        size_t k;
         if (i == 0)
             id0 = id;
         else if (!id || !id0 || strcmp(id, id0) != 0)
@@ -88,10 +88,10 @@ static void aggregate(const char *json, int ci, agg *a)
         cat(a->content, sizeof(a->content), json_string_value(json_object_get(d, "content")));
         cat(a->reasoning, sizeof(a->reasoning),
             json_string_value(json_object_get(d, "reasoning_content")));
-        json_array_foreach(tcs, k, tc) {
+        json_array_foreach (tcs, k, tc) {
             json_int_t ix = json_integer_value(json_object_get(tc, "index"));
-            json_t    *fn = json_object_get(tc, "function");
-            tool_agg  *t;
+            json_t *fn = json_object_get(tc, "function");
+            tool_agg *t;
             if (ix < 0 || ix >= 8)
                 continue;
             t = &a->tools[ix];
@@ -118,7 +118,7 @@ static void aggregate(const char *json, int ci, agg *a)
 static int same_json(const char *a, const char *b)
 {
     json_t *x = json_loads(a, 0, NULL), *y = json_loads(b, 0, NULL);
-    int     r = x && y && json_equal(x, y);
+    int r = x && y && json_equal(x, y);
     json_decref(x);
     json_decref(y);
     return r;
@@ -134,9 +134,9 @@ static int usage_eq(const lm_usage *a, const lm_usage *b)
  * builds `canon` first. Every run must give the identical result. */
 static void stream_all(lmt_plugin *p, const char *canon, const char *body, lmt_result *first)
 {
-    size_t     len = strlen(body);
-    lmt_ureq   u;
-    lm_err     e;
+    size_t len = strlen(body);
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
     lmt_build(p, LM_OP_CHAT, canon, &u, &e);
     lmt_ureq_clear(&u);
@@ -208,10 +208,10 @@ static json_t *resp_json(const lmt_result *r)
 
 static void test_g1(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    json_t    *b, *m, *want;
+    json_t *b, *m, *want;
 
     T_BEGIN("ollama_g1_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G1, &u, &e) == LM_OK, "build: %s", e.msg);
@@ -259,11 +259,11 @@ static void test_g1(lmt_plugin *p)
 
 static void test_g2(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    agg        a;
-    json_t    *b;
+    agg a;
+    json_t *b;
 
     T_BEGIN("ollama_g2_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G2, &u, &e) == LM_OK, "build");
@@ -292,10 +292,10 @@ static void test_g2(lmt_plugin *p)
 
 static void test_g3(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    json_t    *b, *m, *tc, *want;
+    json_t *b, *m, *tc, *want;
 
     T_BEGIN("ollama_g3_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G3, &u, &e) == LM_OK, "build");
@@ -332,9 +332,9 @@ static void test_g3(lmt_plugin *p)
 
 static void test_errors(lmt_plugin *p)
 {
-    lmt_ureq    u;
-    lm_err      e;
-    lmt_result  r;
+    lmt_ureq u;
+    lm_err e;
+    lmt_result r;
     const char *b404 = Q("{'error':'model \\'llama9\\' not found, try pulling it first'}");
 
     T_BEGIN("ollama_error_404_model_not_found");
@@ -388,18 +388,18 @@ static void test_errors(lmt_plugin *p)
 static void test_quirks(lmt_plugin *p)
 {
     lmt_result r;
-    agg        a;
+    agg a;
 
     T_BEGIN("ollama_stream_tool_call_objects");
     {
-        const char *s = Q(
-            "{'model':'llama3.2','message':{'role':'assistant','content':'','tool_calls':[{"
-            "'function':{'name':'get_weather','arguments':{'city':'Paris'}}}]},'done':false}\n"
-            "{'model':'llama3.2','message':{'role':'assistant','content':'','tool_calls':[{'id':"
-            "'call_srv','function':{'index':0,'name':'get_weather','arguments':{'city':'Rome',"
-            "'days':[1,2]}}}]},'done':false}\n"
-            "{'model':'llama3.2','message':{'role':'assistant','content':''},'done':true,"
-            "'done_reason':'stop','prompt_eval_count':30,'eval_count':10}\n");
+        const char *s =
+            Q("{'model':'llama3.2','message':{'role':'assistant','content':'','tool_calls':[{"
+              "'function':{'name':'get_weather','arguments':{'city':'Paris'}}}]},'done':false}\n"
+              "{'model':'llama3.2','message':{'role':'assistant','content':'','tool_calls':[{'id':"
+              "'call_srv','function':{'index':0,'name':'get_weather','arguments':{'city':'Rome',"
+              "'days':[1,2]}}}]},'done':false}\n"
+              "{'model':'llama3.2','message':{'role':'assistant','content':''},'done':true,"
+              "'done_reason':'stop','prompt_eval_count':30,'eval_count':10}\n");
         stream_all(p, G3, s, &r);
         T_CHECK(r.rc == LM_DONE && r.done, "rc %d", r.rc);
         aggregate(r.json, 0, &a);
@@ -431,8 +431,7 @@ static void test_quirks(lmt_plugin *p)
         T_STREQ(a.content, "Yes");
         T_STREQ(a.finish, "length");
         T_CHECK(r.usage.prompt == 0 && r.usage.completion == 3 && r.usage.total == 3,
-                "cached prompt: prompt_eval_count omitted -> 0 (%lld)",
-                (long long)r.usage.prompt);
+                "cached prompt: prompt_eval_count omitted -> 0 (%lld)", (long long)r.usage.prompt);
         lmt_result_clear(&r);
     }
     T_END();
@@ -456,7 +455,7 @@ static void test_quirks(lmt_plugin *p)
     T_BEGIN("ollama_stream_cut_off");
     {
         const char *end = strstr(G2_ND, "\"done\":true");
-        char       *cut = strndup(G2_ND, (size_t)(end - G2_ND) - 60);
+        char *cut = strndup(G2_ND, (size_t)(end - G2_ND) - 60);
         /* the cut lands inside the second line: everything before the last newline */
         char *nl = strrchr(cut, '\n');
         if (nl)
@@ -489,9 +488,9 @@ static void test_quirks(lmt_plugin *p)
 
 static void test_request_mapping(lmt_plugin *p)
 {
-    lmt_ureq    u;
-    lm_err      e;
-    json_t     *b, *ms, *m, *o;
+    lmt_ureq u;
+    lm_err e;
+    json_t *b, *ms, *m, *o;
     const char *conv = Q(
         "{'model':'llava','messages':["
         "{'role':'developer','content':'Rule.'},"
@@ -519,9 +518,9 @@ static void test_request_mapping(lmt_plugin *p)
     m = json_array_get(ms, 2);
     T_STREQ(JSTR(m, "role"), "assistant");
     T_STREQ(JSTR(m, "content"), "");
-    T_STREQ(JSTR(JGET(JGET(json_array_get(JGET(m, "tool_calls"), 0), "function"), "arguments"),
-                 "city"),
-            "Paris");
+    T_STREQ(
+        JSTR(JGET(JGET(json_array_get(JGET(m, "tool_calls"), 0), "function"), "arguments"), "city"),
+        "Paris");
     m = json_array_get(ms, 3);
     T_STREQ(JSTR(m, "role"), "tool");
     T_STREQ(JSTR(m, "tool_name"), "get_weather");
@@ -579,7 +578,7 @@ static void test_request_mapping(lmt_plugin *p)
 
     T_BEGIN("ollama_done_reasons");
     {
-        lmt_result  r;
+        lmt_result r;
         const char *load = Q("{'model':'m','message':{'role':'assistant','content':''},'done':"
                              "true,'done_reason':'load'}");
         const char *len = Q("{'model':'m','message':{'role':'assistant','content':'a','thinking':"
@@ -605,10 +604,10 @@ static void test_request_mapping(lmt_plugin *p)
 
 static void test_embeddings(lmt_plugin *p)
 {
-    lmt_ureq    u;
-    lm_err      e;
-    lmt_result  r;
-    json_t     *b, *d;
+    lmt_ureq u;
+    lm_err e;
+    lmt_result r;
+    json_t *b, *d;
     const char *req = Q("{'model':'all-minilm','input':['a','b']}");
     const char *resp = Q("{'model':'all-minilm','embeddings':[[0.01,-0.0017],[1,2]],"
                          "'total_duration':14143917,'load_duration':1019500,"
@@ -629,7 +628,8 @@ static void test_embeddings(lmt_plugin *p)
     T_CHECK(json_array_size(JGET(b, "data")) == 2, "2 rows");
     d = json_array_get(JGET(b, "data"), 1);
     T_STREQ(JSTR(d, "object"), "embedding");
-    T_CHECK(JINT(d, "index") == 1 && json_integer_value(json_array_get(JGET(d, "embedding"), 1)) == 2,
+    T_CHECK(JINT(d, "index") == 1 &&
+                json_integer_value(json_array_get(JGET(d, "embedding"), 1)) == 2,
             "row 1");
     T_CHECK(JINT(JGET(b, "usage"), "prompt_tokens") == 8 &&
                 JINT(JGET(b, "usage"), "total_tokens") == 8,
@@ -660,9 +660,9 @@ static void test_embeddings(lmt_plugin *p)
 
 static void test_config(void)
 {
-    char        err[512];
-    lmt_ureq    u;
-    lm_err      e;
+    char err[512];
+    lmt_ureq u;
+    lm_err e;
     const char *cfg[] = {"base_url", "http://gpu-box:11434/", "api_key", "proxy-SECRET", NULL};
     lmt_plugin *p;
 

@@ -5,9 +5,10 @@
 
 #include <stdlib.h>
 
-static const char *G1 = "{\"model\":\"deepseek-chat\",\"messages\":[{\"role\":\"system\",\"content\":"
-                        "\"You are terse.\"},{\"role\":\"user\",\"content\":\"Say hi\"}],"
-                        "\"max_tokens\":16,\"temperature\":0.2}";
+static const char *G1 =
+    "{\"model\":\"deepseek-chat\",\"messages\":[{\"role\":\"system\",\"content\":"
+    "\"You are terse.\"},{\"role\":\"user\",\"content\":\"Say hi\"}],"
+    "\"max_tokens\":16,\"temperature\":0.2}";
 static const char *G2 = "{\"model\":\"deepseek-chat\",\"messages\":[{\"role\":\"user\",\"content\":"
                         "\"Say hi\"}],\"stream\":true}";
 
@@ -24,12 +25,13 @@ static const char *STREAM =
     "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\","
     "\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
     "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\","
-    "\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2,\"total_tokens\":14}}\n\n"
+    "\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2,\"total_tokens\":14}}"
+    "\n\n"
     "data: [DONE]\n\n";
 
 static lmt_plugin *load(const char *const *cfg)
 {
-    char        err[512];
+    char err[512];
     lmt_plugin *p = lmt_load("plugins/openai.so", cfg, err, sizeof(err));
     if (p == NULL)
         printf("load failed: %s\n", err);
@@ -40,8 +42,8 @@ static void test_request(void)
 {
     const char *cfg[] = {"base_url", "http://127.0.0.1:9/v1/", "api_key", "sk-test", NULL};
     lmt_plugin *p = load(cfg);
-    lmt_ureq    u;
-    lm_err      e;
+    lmt_ureq u;
+    lm_err e;
     T_BEGIN("openai_request_plain");
     T_CHECK(p != NULL, "load");
     if (p == NULL) {
@@ -81,8 +83,8 @@ static void test_request(void)
     lmt_response(p, 200, resp, strlen(resp), &r);
     T_CHECK(r.rc == LM_OK, "rc %d", r.rc);
     T_STREQ(r.json, resp);
-    T_CHECK(r.usage.prompt == 12 && r.usage.completion == 2 && r.usage.total == 14
-                && r.usage.cached == 3,
+    T_CHECK(r.usage.prompt == 12 && r.usage.completion == 2 && r.usage.total == 14 &&
+                r.usage.cached == 3,
             "usage %lld/%lld/%lld", (long long)r.usage.prompt, (long long)r.usage.completion,
             (long long)r.usage.total);
     lmt_result_clear(&r);
@@ -108,11 +110,11 @@ static void test_stream(void)
 {
     const char *cfg[] = {"preset", "deepseek", "api_key", "k", NULL};
     lmt_plugin *p = load(cfg);
-    lmt_ureq    u;
-    lm_err      e;
-    lmt_result  r;
-    char       *first = NULL;
-    size_t      len = strlen(STREAM);
+    lmt_ureq u;
+    lm_err e;
+    lmt_result r;
+    char *first = NULL;
+    size_t len = strlen(STREAM);
     T_BEGIN("openai_stream_every_split");
     T_CHECK(p != NULL, "load");
     if (p == NULL) {
@@ -146,8 +148,9 @@ static void test_stream(void)
     T_END();
 
     T_BEGIN("openai_stream_error_event");
-    const char *bad = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n"
-                      "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n";
+    const char *bad =
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n"
+        "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n";
     lmt_build(p, LM_OP_CHAT, G2, &u, &e);
     lmt_ureq_clear(&u);
     lmt_stream(p, bad, strlen(bad), 7, &r);
@@ -174,7 +177,7 @@ static void test_stream(void)
 
 static void test_bad_config(void)
 {
-    char        err[512];
+    char err[512];
     const char *cfg[] = {"preset", "nope", NULL};
     T_BEGIN("openai_bad_config");
     lmt_plugin *p = lmt_load("plugins/openai.so", cfg, err, sizeof(err));

@@ -26,15 +26,15 @@ static const char *G2 = "{\"model\":\"qwen-plus\",\"messages\":[{\"role\":\"syst
                         "\"You are terse.\"},{\"role\":\"user\",\"content\":\"Say hi\"}],"
                         "\"max_tokens\":16,\"temperature\":0.2,\"stream\":true,"
                         "\"stream_options\":{\"include_usage\":true}}";
-#define TOOLS                                                                                  \
-    "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Get "   \
-    "weather\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":"       \
+#define TOOLS                                                                                      \
+    "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Get "        \
+    "weather\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":"            \
     "\"string\"}},\"required\":[\"city\"]}}}]"
 static const char *G3 = "{\"model\":\"qwen-plus\",\"messages\":[{\"role\":\"user\",\"content\":"
                         "\"Weather in Paris?\"}],\"tools\":" TOOLS ",\"tool_choice\":\"auto\"}";
-static const char *G3S = "{\"model\":\"qwen-plus\",\"messages\":[{\"role\":\"user\",\"content\":"
-                         "\"Weather in Paris?\"}],\"tools\":" TOOLS
-                         ",\"tool_choice\":\"auto\",\"stream\":true}";
+static const char *G3S =
+    "{\"model\":\"qwen-plus\",\"messages\":[{\"role\":\"user\",\"content\":"
+    "\"Weather in Paris?\"}],\"tools\":" TOOLS ",\"tool_choice\":\"auto\",\"stream\":true}";
 
 static const char *G1_RESP =
     "{\"output\":{\"choices\":[{\"finish_reason\":\"stop\",\"message\":{\"role\":\"assistant\","
@@ -62,7 +62,7 @@ static const char *G3_RESP =
 
 static lmt_plugin *load(const char *const *cfg)
 {
-    char        err[512];
+    char err[512];
     lmt_plugin *p = lmt_load(SO, cfg, err, sizeof(err));
     if (p == NULL)
         printf("load failed: %s\n", err);
@@ -79,7 +79,7 @@ static void stream_once(lmt_plugin *p, const char *canon, const char *body, size
                         lmt_result *r)
 {
     lmt_ureq u;
-    lm_err   e;
+    lm_err e;
     lmt_build(p, LM_OP_CHAT, canon, &u, &e);
     lmt_ureq_clear(&u);
     lmt_stream(p, body, strlen(body), split, r);
@@ -95,10 +95,10 @@ static size_t stream_every_split(lmt_plugin *p, const char *canon, const char *b
     for (s = 1; s <= len && bad == 0; s++) {
         lmt_result r;
         stream_once(p, canon, body, s, &r);
-        if (strcmp(r.json, ref->json) != 0 || r.rc != ref->rc || r.done != ref->done
-            || memcmp(&r.usage, &ref->usage, sizeof r.usage) != 0
-            || r.err.http_status != ref->err.http_status || strcmp(r.err.code, ref->err.code) != 0
-            || strcmp(r.err.type, ref->err.type) != 0)
+        if (strcmp(r.json, ref->json) != 0 || r.rc != ref->rc || r.done != ref->done ||
+            memcmp(&r.usage, &ref->usage, sizeof r.usage) != 0 ||
+            r.err.http_status != ref->err.http_status || strcmp(r.err.code, ref->err.code) != 0 ||
+            strcmp(r.err.type, ref->err.type) != 0)
             bad = s;
         lmt_result_clear(&r);
     }
@@ -106,41 +106,41 @@ static size_t stream_every_split(lmt_plugin *p, const char *canon, const char *b
 }
 
 typedef struct {
-    char   content[512];
-    char   args[512];    /* tool call index 0 arguments, concatenated */
-    char   finish[32];   /* last finish_reason */
-    int    nfinish;
-    int    nchunks;
-    int    ncontent;     /* chunks with non-empty content */
-    int    role_first;   /* first chunk's delta.role == assistant */
-    int    nrole;        /* chunks carrying delta.role */
-    int    tc_heads;     /* tool call fragments with an id */
-    int    tc_names;     /* tool call fragments with a name */
-    char   tc_id[64];
-    char   tc_name[64];
-    int    ids_const;    /* id/created/model identical over chunks */
+    char content[512];
+    char args[512];  /* tool call index 0 arguments, concatenated */
+    char finish[32]; /* last finish_reason */
+    int nfinish;
+    int nchunks;
+    int ncontent;   /* chunks with non-empty content */
+    int role_first; /* first chunk's delta.role == assistant */
+    int nrole;      /* chunks carrying delta.role */
+    int tc_heads;   /* tool call fragments with an id */
+    int tc_names;   /* tool call fragments with a name */
+    char tc_id[64];
+    char tc_name[64];
+    int ids_const; /* id/created/model identical over chunks */
 } summary;
 
 static void summarize(const char *json, summary *s)
 {
-    json_t     *arr = jparse(json), *ch;
-    size_t      i;
+    json_t *arr = jparse(json), *ch;
+    size_t i;
     const char *id0 = NULL;
     memset(s, 0, sizeof *s);
     s->ids_const = 1;
-    json_array_foreach(arr, i, ch) {
-        json_t     *c0 = json_array_get(json_object_get(ch, "choices"), 0);
-        json_t     *d = json_object_get(c0, "delta");
-        json_t     *fr = json_object_get(c0, "finish_reason");
-        json_t     *ct = json_object_get(d, "content");
-        json_t     *tcs = json_object_get(d, "tool_calls"), *tc;
+    json_array_foreach (arr, i, ch) {
+        json_t *c0 = json_array_get(json_object_get(ch, "choices"), 0);
+        json_t *d = json_object_get(c0, "delta");
+        json_t *fr = json_object_get(c0, "finish_reason");
+        json_t *ct = json_object_get(d, "content");
+        json_t *tcs = json_object_get(d, "tool_calls"), *tc;
         const char *role = json_string_value(json_object_get(d, "role"));
-        size_t      k;
+        size_t k;
         s->nchunks++;
         if (i == 0)
             id0 = json_string_value(json_object_get(ch, "id"));
-        else if (!id0 || !json_string_value(json_object_get(ch, "id"))
-                 || strcmp(id0, json_string_value(json_object_get(ch, "id"))) != 0)
+        else if (!id0 || !json_string_value(json_object_get(ch, "id")) ||
+                 strcmp(id0, json_string_value(json_object_get(ch, "id"))) != 0)
             s->ids_const = 0;
         if (role) {
             s->nrole++;
@@ -151,8 +151,8 @@ static void summarize(const char *json, summary *s)
             s->ncontent++;
             strncat(s->content, json_string_value(ct), sizeof s->content - strlen(s->content) - 1);
         }
-        json_array_foreach(tcs, k, tc) {
-            json_t     *fn = json_object_get(tc, "function");
+        json_array_foreach (tcs, k, tc) {
+            json_t *fn = json_object_get(tc, "function");
             const char *a = json_string_value(json_object_get(fn, "arguments"));
             if (json_integer_value(json_object_get(tc, "index")) != 0)
                 continue;
@@ -185,7 +185,7 @@ static int usage_is(const lm_usage *u, int64_t p, int64_t c, int64_t t)
 static int args_are_paris(const char *args)
 {
     json_t *a = jparse(args), *want = json_pack("{s:s}", "city", "Paris");
-    int     ok = a && json_equal(a, want);
+    int ok = a && json_equal(a, want);
     json_decref(a);
     json_decref(want);
     return ok;
@@ -200,10 +200,10 @@ static int near(double a, double b)
 
 static void test_g1(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    json_t    *b, *want, *params;
+    json_t *b, *want, *params;
 
     T_BEGIN("qwen_g1_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G1, &u, &e) == LM_OK, "build: %s", e.msg);
@@ -248,9 +248,9 @@ static void test_g1(lmt_plugin *p)
         T_STREQ(json_string_value(json_object_get(m, "content")), "Hi!");
         T_STREQ(json_string_value(json_object_get(c0, "finish_reason")), "stop");
         T_CHECK(json_integer_value(json_object_get(c0, "index")) == 0, "index 0");
-        T_CHECK(json_integer_value(json_object_get(us, "prompt_tokens")) == 12
-                    && json_integer_value(json_object_get(us, "completion_tokens")) == 2
-                    && json_integer_value(json_object_get(us, "total_tokens")) == 14,
+        T_CHECK(json_integer_value(json_object_get(us, "prompt_tokens")) == 12 &&
+                    json_integer_value(json_object_get(us, "completion_tokens")) == 2 &&
+                    json_integer_value(json_object_get(us, "total_tokens")) == 14,
                 "body usage 12/2/14");
     }
     T_CHECK(usage_is(&r.usage, 12, 2, 14), "usage %lld/%lld/%lld", (long long)r.usage.prompt,
@@ -262,12 +262,12 @@ static void test_g1(lmt_plugin *p)
 
 static void test_g2(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    summary    s;
-    json_t    *b;
-    size_t     bad;
+    summary s;
+    json_t *b;
+    size_t bad;
 
     T_BEGIN("qwen_g2_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G2, &u, &e) == LM_OK, "build: %s", e.msg);
@@ -277,8 +277,8 @@ static void test_g2(lmt_plugin *p)
     b = jparse(u.body);
     T_CHECK(json_is_true(json_object_get(json_object_get(b, "parameters"), "incremental_output")),
             "incremental_output:true");
-    T_CHECK(json_object_get(b, "stream_options") == NULL
-                && json_object_get(json_object_get(b, "parameters"), "stream_options") == NULL,
+    T_CHECK(json_object_get(b, "stream_options") == NULL &&
+                json_object_get(json_object_get(b, "parameters"), "stream_options") == NULL,
             "stream_options not forwarded to the native API");
     json_decref(b);
     lmt_ureq_clear(&u);
@@ -335,10 +335,10 @@ static void test_g2(lmt_plugin *p)
 
 static void test_g3(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    json_t    *b, *tools;
+    json_t *b, *tools;
 
     T_BEGIN("qwen_g3_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G3, &u, &e) == LM_OK, "build: %s", e.msg);
@@ -381,9 +381,9 @@ static void test_g3(lmt_plugin *p)
 
 static void test_error_probe(lmt_plugin *p)
 {
-    lmt_ureq    u;
-    lm_err      e;
-    lmt_result  r;
+    lmt_ureq u;
+    lm_err e;
+    lmt_result r;
     const char *body = "{\"code\":\"InvalidApiKey\",\"message\":\"Invalid API-key provided.\","
                        "\"request_id\":\"req-e\"}";
 
@@ -405,8 +405,8 @@ static void test_error_probe(lmt_plugin *p)
 static void check_status(lmt_plugin *p, int status, const char *body, int want_status,
                          const char *want_type, const char *want_code)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
     lmt_build(p, LM_OP_CHAT, G1, &u, &e);
     lmt_ureq_clear(&u);
@@ -449,9 +449,9 @@ static void test_errors(lmt_plugin *p)
 
     T_BEGIN("qwen_error_never_echoes_the_key");
     {
-        lmt_ureq    u;
-        lm_err      e;
-        lmt_result  r;
+        lmt_ureq u;
+        lm_err e;
+        lmt_result r;
         const char *body = "{\"code\":\"InvalidApiKey\",\"message\":\"key sk-test is invalid\"}";
         lmt_build(p, LM_OP_CHAT, G1, &u, &e);
         lmt_ureq_clear(&u);
@@ -464,10 +464,11 @@ static void test_errors(lmt_plugin *p)
 
     T_BEGIN("qwen_200_with_error_body");
     {
-        lmt_ureq    u;
-        lm_err      e;
-        lmt_result  r;
-        const char *body = "{\"code\":\"Throttling\",\"message\":\"slow down\",\"request_id\":\"x\"}";
+        lmt_ureq u;
+        lm_err e;
+        lmt_result r;
+        const char *body =
+            "{\"code\":\"Throttling\",\"message\":\"slow down\",\"request_id\":\"x\"}";
         lmt_build(p, LM_OP_CHAT, G1, &u, &e);
         lmt_ureq_clear(&u);
         lmt_response(p, 200, body, strlen(body), &r);
@@ -480,9 +481,9 @@ static void test_errors(lmt_plugin *p)
 
     T_BEGIN("qwen_malformed_upstream_json");
     {
-        lmt_ureq    u;
-        lm_err      e;
-        lmt_result  r;
+        lmt_ureq u;
+        lm_err e;
+        lmt_result r;
         const char *bodies[] = {"{\"output\":", "[1,2]", "{\"output\":{}}", "", NULL};
         for (int i = 0; bodies[i]; i++) {
             lmt_build(p, LM_OP_CHAT, G1, &u, &e);
@@ -502,8 +503,8 @@ static void test_errors(lmt_plugin *p)
 static void test_stream_paths(lmt_plugin *p)
 {
     lmt_result r;
-    summary    s;
-    size_t     bad;
+    summary s;
+    size_t bad;
 
     T_BEGIN("qwen_stream_tool_calls_every_split");
     {
@@ -620,16 +621,19 @@ static void test_stream_paths(lmt_plugin *p)
             "id:1\nevent:result\n"
             "data:{\"output\":{\"choices\":[{\"message\":{\"content\":\"\",\"reasoning_content\":"
             "\"think\",\"role\":\"assistant\"},\"finish_reason\":\"null\"}]},\"usage\":"
-            "{\"input_tokens\":5,\"output_tokens\":1,\"output_tokens_details\":{\"reasoning_tokens\":1}},"
+            "{\"input_tokens\":5,\"output_tokens\":1,\"output_tokens_details\":{\"reasoning_"
+            "tokens\":1}},"
             "\"request_id\":\"r\"}\n\n"
             "id:2\nevent:result\n"
             "data:{\"output\":{\"choices\":[{\"message\":{\"content\":\"ok\",\"role\":"
             "\"assistant\"},\"finish_reason\":\"null\"}]},\"usage\":{\"input_tokens\":5,"
-            "\"output_tokens\":2,\"output_tokens_details\":{\"reasoning_tokens\":1}},\"request_id\":\"r\"}\n\n"
+            "\"output_tokens\":2,\"output_tokens_details\":{\"reasoning_tokens\":1}},\"request_"
+            "id\":\"r\"}\n\n"
             "id:3\nevent:result\n"
             "data:{\"output\":{\"choices\":[{\"message\":{\"content\":\"\",\"role\":"
             "\"assistant\"},\"finish_reason\":\"length\"}]},\"usage\":{\"input_tokens\":5,"
-            "\"output_tokens\":2,\"output_tokens_details\":{\"reasoning_tokens\":1}},\"request_id\":\"r\"}\n\n";
+            "\"output_tokens\":2,\"output_tokens_details\":{\"reasoning_tokens\":1}},\"request_"
+            "id\":\"r\"}\n\n";
         bad = stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         summarize(r.json, &s);
@@ -649,8 +653,8 @@ static void test_stream_paths(lmt_plugin *p)
 static void test_params(lmt_plugin *p)
 {
     lmt_ureq u;
-    lm_err   e;
-    json_t  *b, *pa;
+    lm_err e;
+    json_t *b, *pa;
 
     T_BEGIN("qwen_request_parameter_map");
     {
@@ -671,12 +675,12 @@ static void test_params(lmt_plugin *p)
                 "max_completion_tokens wins");
         T_CHECK(json_number_value(json_object_get(pa, "temperature")) < 2.0,
                 "temperature clamped below 2");
-        T_CHECK(json_number_value(json_object_get(pa, "top_p")) < 1.0
-                    && json_number_value(json_object_get(pa, "top_p")) > 0.99,
+        T_CHECK(json_number_value(json_object_get(pa, "top_p")) < 1.0 &&
+                    json_number_value(json_object_get(pa, "top_p")) > 0.99,
                 "top_p clamped into (0,1)");
         T_CHECK(json_object_get(pa, "frequency_penalty") == NULL, "frequency_penalty dropped");
-        T_CHECK(json_object_get(pa, "user") == NULL && json_object_get(pa, "n") == NULL
-                    && json_object_get(pa, "logprobs") == NULL,
+        T_CHECK(json_object_get(pa, "user") == NULL && json_object_get(pa, "n") == NULL &&
+                    json_object_get(pa, "logprobs") == NULL,
                 "user/n/logprobs dropped");
         T_CHECK(near(json_number_value(json_object_get(pa, "presence_penalty")), 0.1), "presence");
         T_CHECK(json_integer_value(json_object_get(pa, "seed")) == 7, "seed");
@@ -693,7 +697,8 @@ static void test_params(lmt_plugin *p)
             T_STREQ(json_string_value(json_object_get(json_array_get(ms, 2), "content")), "");
             T_CHECK(json_is_array(json_object_get(json_array_get(ms, 2), "tool_calls")),
                     "assistant tool_calls kept");
-            T_STREQ(json_string_value(json_object_get(json_array_get(ms, 3), "tool_call_id")), "c1");
+            T_STREQ(json_string_value(json_object_get(json_array_get(ms, 3), "tool_call_id")),
+                    "c1");
             T_STREQ(json_string_value(json_object_get(json_array_get(ms, 3), "role")), "tool");
         }
         json_decref(b);
@@ -704,7 +709,8 @@ static void test_params(lmt_plugin *p)
     T_BEGIN("qwen_request_rejects_what_dashscope_cannot_take");
     {
         const char *bad[] = {
-            "{\"model\":\"qwen-plus\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2}",
+            "{\"model\":\"qwen-plus\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":"
+            "2}",
             "{\"model\":\"qwen-plus\"}",
             "{\"model\":\"qwen-plus\",\"messages\":[]}",
             "{\"model\":\"qwen-plus\",\"messages\":[{\"role\":\"function\",\"content\":\"x\"}]}",
@@ -728,8 +734,10 @@ static void test_params(lmt_plugin *p)
 
     T_BEGIN("qwen_request_workspace_and_base_url_forms");
     {
-        const char *cfg[] = {"base_url", "https://dashscope-intl.aliyuncs.com/api/v1/",
-                             "api_key", "sk-x", "workspace", "ws-1", NULL};
+        const char *cfg[] = {"base_url",  "https://dashscope-intl.aliyuncs.com/api/v1/",
+                             "api_key",   "sk-x",
+                             "workspace", "ws-1",
+                             NULL};
         lmt_plugin *q = load(cfg);
         T_CHECK(q != NULL, "load");
         if (q) {
@@ -748,7 +756,7 @@ static void test_params(lmt_plugin *p)
     {
         const char *cfg1[] = {"api_key", "sk-x", NULL};
         const char *cfg2[] = {"base_url", "http://mock", NULL};
-        char        err[512] = "";
+        char err[512] = "";
         lmt_plugin *q = load(cfg1);
         T_CHECK(q != NULL, "load with defaults");
         if (q) {
@@ -768,10 +776,10 @@ static void test_params(lmt_plugin *p)
 
 static void test_vision(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    json_t    *b, *want;
+    json_t *b, *want;
 
     T_BEGIN("qwen_vision_request_uses_multimodal_endpoint");
     {
@@ -802,13 +810,15 @@ static void test_vision(lmt_plugin *p)
         T_CHECK(lmt_build(p, LM_OP_CHAT, canon, &u, &e) == LM_OK, "build: %s", e.msg);
         T_STREQ(u.url, "http://mock/api/v1/services/aigc/multimodal-generation/generation");
         b = jparse(u.body);
-        T_STREQ(json_string_value(json_object_get(json_array_get(json_object_get(json_array_get(
-                                          json_object_get(json_object_get(b, "input"), "messages"),
-                                          0),
-                                                                                 "content"),
-                                                                 0),
-                                                  "image")),
-                "data:image/png;base64,AAAA");
+        T_STREQ(
+            json_string_value(json_object_get(
+                json_array_get(
+                    json_object_get(
+                        json_array_get(json_object_get(json_object_get(b, "input"), "messages"), 0),
+                        "content"),
+                    0),
+                "image")),
+            "data:image/png;base64,AAAA");
         json_decref(b);
         lmt_ureq_clear(&u);
     }
@@ -859,7 +869,7 @@ static void test_vision(lmt_plugin *p)
             "\"role\":\"assistant\"},\"finish_reason\":\"stop\"}]},\"usage\":{\"input_tokens\":9,"
             "\"output_tokens\":2},\"request_id\":\"v\"}\n\n";
         summary s;
-        size_t  bad = stream_every_split(p, canon, body, &r);
+        size_t bad = stream_every_split(p, canon, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         summarize(r.json, &s);
         T_STREQ(s.content, "A cat");
@@ -872,10 +882,10 @@ static void test_vision(lmt_plugin *p)
 
 static void test_embed(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    json_t    *b, *want;
+    json_t *b, *want;
     const char *resp =
         "{\"output\":{\"embeddings\":[{\"text_index\":1,\"embedding\":[0.5,-2]},"
         "{\"text_index\":0,\"embedding\":[1.0,0.25]}]},\"usage\":{\"total_tokens\":3},"
@@ -917,11 +927,12 @@ static void test_embed(lmt_plugin *p)
 
     T_BEGIN("qwen_embed_base64");
     lmt_build(p, LM_OP_EMBED,
-              "{\"model\":\"text-embedding-v3\",\"input\":\"a\",\"encoding_format\":\"base64\"}", &u,
-              &e);
+              "{\"model\":\"text-embedding-v3\",\"input\":\"a\",\"encoding_format\":\"base64\"}",
+              &u, &e);
     b = jparse(u.body);
-    T_STREQ(json_string_value(json_array_get(json_object_get(json_object_get(b, "input"), "texts"), 0)),
-            "a");
+    T_STREQ(
+        json_string_value(json_array_get(json_object_get(json_object_get(b, "input"), "texts"), 0)),
+        "a");
     T_CHECK(json_object_get(json_object_get(b, "parameters"), "encoding_format") == NULL,
             "encoding_format not forwarded");
     json_decref(b);
@@ -932,8 +943,8 @@ static void test_embed(lmt_plugin *p)
         lmt_response(p, 200, r1, strlen(r1), &r);
         b = jparse(r.json);
         /* 1.0f = 00 00 80 3f, -2.0f = 00 00 00 c0 (little endian) */
-        T_STREQ(json_string_value(json_object_get(json_array_get(json_object_get(b, "data"), 0),
-                                                  "embedding")),
+        T_STREQ(json_string_value(
+                    json_object_get(json_array_get(json_object_get(b, "data"), 0), "embedding")),
                 "AACAPwAAAMA=");
         json_decref(b);
         lmt_result_clear(&r);
@@ -942,8 +953,8 @@ static void test_embed(lmt_plugin *p)
 
     T_BEGIN("qwen_embed_bad_requests_and_errors");
     {
-        const char *bad[] = {"{\"model\":\"m\",\"input\":[[1,2,3]]}", "{\"model\":\"m\",\"input\":[]}",
-                             "{\"model\":\"m\"}",
+        const char *bad[] = {"{\"model\":\"m\",\"input\":[[1,2,3]]}",
+                             "{\"model\":\"m\",\"input\":[]}", "{\"model\":\"m\"}",
                              "{\"model\":\"m\",\"input\":\"a\",\"encoding_format\":\"hex\"}", NULL};
         for (int i = 0; bad[i]; i++) {
             T_CHECK(lmt_build(p, LM_OP_EMBED, bad[i], &u, &e) == LM_EINVAL && e.http_status == 400,
@@ -972,9 +983,10 @@ static void test_table(lmt_plugin *p)
     T_STREQ(vt->name, "qwen");
     T_CHECK(vt->usage_mode == LM_USAGE_CUMULATIVE, "DashScope usage is a running total");
     T_CHECK(vt->framing == LM_FRAME_SSE, "SSE");
-    T_CHECK((vt->caps & (LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS | LM_CAP_VISION))
-                == (LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS | LM_CAP_VISION),
-            "caps");
+    T_CHECK(
+        (vt->caps & (LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS | LM_CAP_VISION)) ==
+            (LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS | LM_CAP_VISION),
+        "caps");
     T_END();
 }
 

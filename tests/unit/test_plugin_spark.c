@@ -27,27 +27,29 @@ static const char *G2 = "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"sy
                         "\"You are terse.\"},{\"role\":\"user\",\"content\":\"Say hi\"}],"
                         "\"max_tokens\":16,\"temperature\":0.2,\"stream\":true,"
                         "\"stream_options\":{\"include_usage\":true}}";
-#define TOOLS                                                                                  \
-    "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Get "   \
-    "weather\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":"       \
+#define TOOLS                                                                                      \
+    "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Get "        \
+    "weather\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":"            \
     "\"string\"}},\"required\":[\"city\"]}}}]"
 static const char *G3 = "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"user\",\"content\":"
                         "\"Weather in Paris?\"}],\"tools\":" TOOLS ",\"tool_choice\":\"auto\"}";
-static const char *G3S = "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"user\",\"content\":"
-                         "\"Weather in Paris?\"}],\"tools\":" TOOLS
-                         ",\"tool_choice\":\"auto\",\"stream\":true}";
+static const char *G3S =
+    "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"user\",\"content\":"
+    "\"Weather in Paris?\"}],\"tools\":" TOOLS ",\"tool_choice\":\"auto\",\"stream\":true}";
 
 static const char *G1_RESP =
     "{\"code\":0,\"message\":\"Success\",\"sid\":\"cha000b0003@dx1\",\"choices\":[{\"message\":"
     "{\"role\":\"assistant\",\"content\":\"Hi!\"},\"index\":0}],\"usage\":{\"prompt_tokens\":12,"
     "\"completion_tokens\":2,\"total_tokens\":14}}";
 
-#define CHUNK(body) "data:{\"code\":0,\"message\":\"Success\",\"sid\":\"cha000g2@dx1\",\"id\":\"cha000g2@dx1\",\"created\":1719546385," body "}\n\n"
-static const char *G2_STREAM =
-    CHUNK("\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"index\":0}]")
-    CHUNK("\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"!\"},\"index\":0}],"
-          "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2,\"total_tokens\":14}")
-    "data: [DONE]\n\n";
+#define CHUNK(body)                                                                                \
+    "data:{\"code\":0,\"message\":\"Success\",\"sid\":\"cha000g2@dx1\",\"id\":\"cha000g2@dx1\","   \
+    "\"created\":1719546385," body "}\n\n"
+static const char *G2_STREAM = CHUNK("\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":"
+                                     "\"Hi\"},\"index\":0}]") CHUNK(
+    "\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"!\"},\"index\":0}],"
+    "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2,\"total_tokens\":14}") "data: "
+                                                                                    "[DONE]\n\n";
 
 static const char *G3_RESP =
     "{\"code\":0,\"message\":\"Success\",\"sid\":\"cha000g3@dx1\",\"choices\":[{\"message\":{"
@@ -59,7 +61,7 @@ static const char *G3_RESP =
 
 static lmt_plugin *load(const char *const *cfg)
 {
-    char        err[512];
+    char err[512];
     lmt_plugin *p = lmt_load(SO, cfg, err, sizeof(err));
     if (p == NULL)
         printf("load failed: %s\n", err);
@@ -76,7 +78,7 @@ static void stream_once(lmt_plugin *p, const char *canon, const char *body, size
                         lmt_result *r)
 {
     lmt_ureq u;
-    lm_err   e;
+    lm_err e;
     lmt_build(p, LM_OP_CHAT, canon, &u, &e);
     lmt_ureq_clear(&u);
     lmt_stream(p, body, strlen(body), split, r);
@@ -92,10 +94,10 @@ static size_t stream_every_split(lmt_plugin *p, const char *canon, const char *b
     for (s = 1; s <= len && bad == 0; s++) {
         lmt_result r;
         stream_once(p, canon, body, s, &r);
-        if (strcmp(r.json, ref->json) != 0 || r.rc != ref->rc || r.done != ref->done
-            || memcmp(&r.usage, &ref->usage, sizeof r.usage) != 0
-            || r.err.http_status != ref->err.http_status || strcmp(r.err.code, ref->err.code) != 0
-            || strcmp(r.err.type, ref->err.type) != 0)
+        if (strcmp(r.json, ref->json) != 0 || r.rc != ref->rc || r.done != ref->done ||
+            memcmp(&r.usage, &ref->usage, sizeof r.usage) != 0 ||
+            r.err.http_status != ref->err.http_status || strcmp(r.err.code, ref->err.code) != 0 ||
+            strcmp(r.err.type, ref->err.type) != 0)
             bad = s;
         lmt_result_clear(&r);
     }
@@ -103,41 +105,41 @@ static size_t stream_every_split(lmt_plugin *p, const char *canon, const char *b
 }
 
 typedef struct {
-    char   content[512];
-    char   args[512];    /* tool call index 0 arguments, concatenated */
-    char   finish[32];   /* last finish_reason */
-    int    nfinish;
-    int    nchunks;
-    int    ncontent;     /* chunks with non-empty content */
-    int    role_first;   /* first chunk's delta.role == assistant */
-    int    nrole;        /* chunks carrying delta.role */
-    int    tc_heads;     /* tool call fragments with an id */
-    int    tc_names;     /* tool call fragments with a name */
-    char   tc_id[64];
-    char   tc_name[64];
-    int    ids_const;    /* id/created/model identical over chunks */
+    char content[512];
+    char args[512];  /* tool call index 0 arguments, concatenated */
+    char finish[32]; /* last finish_reason */
+    int nfinish;
+    int nchunks;
+    int ncontent;   /* chunks with non-empty content */
+    int role_first; /* first chunk's delta.role == assistant */
+    int nrole;      /* chunks carrying delta.role */
+    int tc_heads;   /* tool call fragments with an id */
+    int tc_names;   /* tool call fragments with a name */
+    char tc_id[64];
+    char tc_name[64];
+    int ids_const; /* id/created/model identical over chunks */
 } summary;
 
 static void summarize(const char *json, summary *s)
 {
-    json_t     *arr = jparse(json), *ch;
-    size_t      i;
+    json_t *arr = jparse(json), *ch;
+    size_t i;
     const char *id0 = NULL;
     memset(s, 0, sizeof *s);
     s->ids_const = 1;
-    json_array_foreach(arr, i, ch) {
-        json_t     *c0 = json_array_get(json_object_get(ch, "choices"), 0);
-        json_t     *d = json_object_get(c0, "delta");
-        json_t     *fr = json_object_get(c0, "finish_reason");
-        json_t     *ct = json_object_get(d, "content");
-        json_t     *tcs = json_object_get(d, "tool_calls"), *tc;
+    json_array_foreach (arr, i, ch) {
+        json_t *c0 = json_array_get(json_object_get(ch, "choices"), 0);
+        json_t *d = json_object_get(c0, "delta");
+        json_t *fr = json_object_get(c0, "finish_reason");
+        json_t *ct = json_object_get(d, "content");
+        json_t *tcs = json_object_get(d, "tool_calls"), *tc;
         const char *role = json_string_value(json_object_get(d, "role"));
-        size_t      k;
+        size_t k;
         s->nchunks++;
         if (i == 0)
             id0 = json_string_value(json_object_get(ch, "id"));
-        else if (!id0 || !json_string_value(json_object_get(ch, "id"))
-                 || strcmp(id0, json_string_value(json_object_get(ch, "id"))) != 0)
+        else if (!id0 || !json_string_value(json_object_get(ch, "id")) ||
+                 strcmp(id0, json_string_value(json_object_get(ch, "id"))) != 0)
             s->ids_const = 0;
         if (role) {
             s->nrole++;
@@ -148,8 +150,8 @@ static void summarize(const char *json, summary *s)
             s->ncontent++;
             strncat(s->content, json_string_value(ct), sizeof s->content - strlen(s->content) - 1);
         }
-        json_array_foreach(tcs, k, tc) {
-            json_t     *fn = json_object_get(tc, "function");
+        json_array_foreach (tcs, k, tc) {
+            json_t *fn = json_object_get(tc, "function");
             const char *a = json_string_value(json_object_get(fn, "arguments"));
             if (json_integer_value(json_object_get(tc, "index")) != 0)
                 continue;
@@ -182,7 +184,7 @@ static int usage_is(const lm_usage *u, int64_t p, int64_t c, int64_t t)
 static int args_are_paris(const char *args)
 {
     json_t *a = jparse(args), *want = json_pack("{s:s}", "city", "Paris");
-    int     ok = a && json_equal(a, want);
+    int ok = a && json_equal(a, want);
     json_decref(a);
     json_decref(want);
     return ok;
@@ -198,8 +200,8 @@ static int near(double a, double b)
 static void check_error(lmt_plugin *p, int status, const char *body, int want_status,
                         const char *want_type, const char *want_code)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
     lmt_build(p, LM_OP_CHAT, G1, &u, &e);
     lmt_ureq_clear(&u);
@@ -218,8 +220,8 @@ static void check_error(lmt_plugin *p, int status, const char *body, int want_st
 static json_t *body_of(lmt_plugin *p, const char *canon, int *rc)
 {
     lmt_ureq u;
-    lm_err   e;
-    json_t  *b;
+    lm_err e;
+    json_t *b;
     *rc = lmt_build(p, LM_OP_CHAT, canon, &u, &e);
     b = jparse(u.body);
     lmt_ureq_clear(&u);
@@ -230,12 +232,12 @@ static json_t *body_of(lmt_plugin *p, const char *canon, int *rc)
 
 static void test_golden(lmt_plugin *p)
 {
-    lmt_ureq   u;
-    lm_err     e;
+    lmt_ureq u;
+    lm_err e;
     lmt_result r;
-    summary    s;
-    json_t    *b, *want;
-    size_t     bad;
+    summary s;
+    json_t *b, *want;
+    size_t bad;
 
     T_BEGIN("spark_g1_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G1, &u, &e) == LM_OK, "build: %s", e.msg);
@@ -266,7 +268,8 @@ static void test_golden(lmt_plugin *p)
         json_t *c0 = json_array_get(json_object_get(b, "choices"), 0);
         T_STREQ(json_string_value(json_object_get(b, "object")), "chat.completion");
         T_STREQ(json_string_value(json_object_get(b, "id")), "chatcmpl-cha000b0003@dx1");
-        T_STREQ(json_string_value(json_object_get(json_object_get(c0, "message"), "content")), "Hi!");
+        T_STREQ(json_string_value(json_object_get(json_object_get(c0, "message"), "content")),
+                "Hi!");
         T_STREQ(json_string_value(json_object_get(c0, "finish_reason")), "stop");
         T_CHECK(json_object_get(b, "code") == NULL && json_object_get(b, "sid") == NULL,
                 "Spark fields dropped");
@@ -318,9 +321,10 @@ static void test_golden(lmt_plugin *p)
     T_CHECK(r.rc == LM_OK, "rc %d (%s)", r.rc, r.err.msg);
     b = jparse(r.json);
     {
-        json_t     *c0 = json_array_get(json_object_get(b, "choices"), 0);
-        json_t     *tc = json_array_get(json_object_get(json_object_get(c0, "message"), "tool_calls"), 0);
-        json_t     *fn = json_object_get(tc, "function");
+        json_t *c0 = json_array_get(json_object_get(b, "choices"), 0);
+        json_t *tc =
+            json_array_get(json_object_get(json_object_get(c0, "message"), "tool_calls"), 0);
+        json_t *fn = json_object_get(tc, "function");
         const char *id = json_string_value(json_object_get(tc, "id"));
         T_CHECK(id && strncmp(id, "call_", 5) == 0 && strlen(id) > 5, "synthesized id %s",
                 id ? id : "(null)");
@@ -350,19 +354,22 @@ static void test_golden(lmt_plugin *p)
                 "10110");
     check_error(p, 200, "{\"code\":10005,\"message\":\"engine\",\"sid\":\"x\"}", 503, "api_error",
                 "10005");
-    check_error(p, 200, "{\"code\":12345,\"message\":\"?\",\"sid\":\"x\"}", 502, "api_error", "12345");
+    check_error(p, 200, "{\"code\":12345,\"message\":\"?\",\"sid\":\"x\"}", 502, "api_error",
+                "12345");
     T_END();
 
     T_BEGIN("spark_errors_401_429_500");
     check_error(p, 401, "{\"message\":\"HMAC signature cannot be verified\"}", 401,
                 "authentication_error", NULL);
-    check_error(p, 401, "{\"error\":{\"message\":\"invalid user pw-test-123\",\"type\":"
-                        "\"authentication_error\",\"param\":null,\"code\":null}}",
+    check_error(p, 401,
+                "{\"error\":{\"message\":\"invalid user pw-test-123\",\"type\":"
+                "\"authentication_error\",\"param\":null,\"code\":null}}",
                 401, "authentication_error", NULL);
     check_error(p, 429, "{\"code\":11203,\"message\":\"concurrency\",\"sid\":\"x\"}", 429,
                 "rate_limit_error", "11203");
-    check_error(p, 500, "{\"error\":{\"message\":\"internal\",\"type\":\"api_error\",\"param\":"
-                        "null,\"code\":null}}",
+    check_error(p, 500,
+                "{\"error\":{\"message\":\"internal\",\"type\":\"api_error\",\"param\":"
+                "null,\"code\":null}}",
                 500, "api_error", NULL);
     check_error(p, 500, "<html>oops</html>", 502, "api_error", NULL);
     T_END();
@@ -374,8 +381,8 @@ static void test_golden(lmt_plugin *p)
             lmt_build(p, LM_OP_CHAT, G1, &u, &e);
             lmt_ureq_clear(&u);
             lmt_response(p, 200, bodies[i], strlen(bodies[i]), &r);
-            T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "body %d: rc %d status %d",
-                    i, r.rc, r.err.http_status);
+            T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "body %d: rc %d status %d", i,
+                    r.rc, r.err.http_status);
             lmt_result_clear(&r);
         }
     }
@@ -385,14 +392,15 @@ static void test_golden(lmt_plugin *p)
 static void test_streams(lmt_plugin *p)
 {
     lmt_result r;
-    summary    s;
-    size_t     bad;
+    summary s;
+    size_t bad;
 
     T_BEGIN("spark_stream_code_midway_every_split");
     {
         const char *body =
-            CHUNK("\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"index\":0}]")
-            "data:{\"code\":10110,\"message\":\"service busy\",\"sid\":\"cha000g2@dx1\"}\n\n";
+            CHUNK("\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"index\":0}"
+                  "]") "data:{\"code\":10110,\"message\":\"service "
+                       "busy\",\"sid\":\"cha000g2@dx1\"}\n\n";
         bad = stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 503, "rc %d status %d", r.rc,
@@ -408,8 +416,9 @@ static void test_streams(lmt_plugin *p)
     T_BEGIN("spark_stream_output_moderation_after_text_is_content_filter");
     {
         const char *body =
-            CHUNK("\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"index\":0}]")
-            "data:{\"code\":10014,\"message\":\"output moderated\",\"sid\":\"cha000g2@dx1\"}\n\n";
+            CHUNK("\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"index\":0}"
+                  "]") "data:{\"code\":10014,\"message\":\"output "
+                       "moderated\",\"sid\":\"cha000g2@dx1\"}\n\n";
         bad = stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d", r.rc);
@@ -423,7 +432,8 @@ static void test_streams(lmt_plugin *p)
 
     T_BEGIN("spark_stream_early_error");
     {
-        const char *body = "data:{\"code\":11200,\"message\":\"auth no license\",\"sid\":\"x\"}\n\n";
+        const char *body =
+            "data:{\"code\":11200,\"message\":\"auth no license\",\"sid\":\"x\"}\n\n";
         bad = stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 403, "rc %d status %d", r.rc,
@@ -460,12 +470,11 @@ static void test_streams(lmt_plugin *p)
 
     T_BEGIN("spark_stream_tool_call_every_split");
     {
-        const char *body =
-            CHUNK("\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":"
-                  "{\"type\":\"function\",\"function\":{\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}"
-                  "\",\"name\":\"get_weather\"}}},\"index\":0}],\"usage\":{\"prompt_tokens\":30,"
-                  "\"completion_tokens\":10,\"total_tokens\":40}")
-            "data: [DONE]\n\n";
+        const char *body = CHUNK(
+            "\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":"
+            "{\"type\":\"function\",\"function\":{\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}"
+            "\",\"name\":\"get_weather\"}}},\"index\":0}],\"usage\":{\"prompt_tokens\":30,"
+            "\"completion_tokens\":10,\"total_tokens\":40}") "data: [DONE]\n\n";
         bad = stream_every_split(p, G3S, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d", r.rc);
@@ -481,12 +490,11 @@ static void test_streams(lmt_plugin *p)
 
     T_BEGIN("spark_stream_explicit_finish_kept");
     {
-        const char *body =
-            CHUNK("\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"index\":0}]")
+        const char *body = CHUNK(
+            "\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"index\":0}]")
             CHUNK("\"choices\":[{\"delta\":{\"content\":\"\"},\"index\":0,\"finish_reason\":"
                   "\"length\"}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,"
-                  "\"total_tokens\":2}")
-            "data: [DONE]\n\n";
+                  "\"total_tokens\":2}") "data: [DONE]\n\n";
         bad = stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         summarize(r.json, &s);
@@ -500,15 +508,18 @@ static void test_streams(lmt_plugin *p)
 static void test_requests(lmt_plugin *p)
 {
     lmt_ureq u;
-    lm_err   e;
-    json_t  *b;
-    int      rc;
+    lm_err e;
+    json_t *b;
+    int rc;
 
     T_BEGIN("spark_model_aliases");
     {
-        const char *pairs[][2] = {{"spark-max", "generalv3.5"}, {"spark-lite", "lite"},
-                                  {"4.0ultra", "4.0Ultra"},     {"Spark-Pro", "generalv3"},
-                                  {"max-32k", "max-32k"},       {"x1", "x1"},
+        const char *pairs[][2] = {{"spark-max", "generalv3.5"},
+                                  {"spark-lite", "lite"},
+                                  {"4.0ultra", "4.0Ultra"},
+                                  {"Spark-Pro", "generalv3"},
+                                  {"max-32k", "max-32k"},
+                                  {"x1", "x1"},
                                   {NULL, NULL}};
         for (int i = 0; pairs[i][0]; i++) {
             char canon[256];
@@ -536,12 +547,14 @@ static void test_requests(lmt_plugin *p)
             "\"response_format\":{\"type\":\"json_object\"},\"n\":1}";
         b = body_of(p, canon, &rc);
         T_CHECK(rc == LM_OK, "build");
-        T_CHECK(near(json_number_value(json_object_get(b, "temperature")), 1.0), "temperature <= 1");
+        T_CHECK(near(json_number_value(json_object_get(b, "temperature")), 1.0),
+                "temperature <= 1");
         T_CHECK(json_integer_value(json_object_get(b, "max_tokens")) == 8192, "max_tokens <= 8192");
         T_CHECK(json_integer_value(json_object_get(b, "top_k")) == 6, "top_k <= 6");
-        T_CHECK(json_object_get(b, "top_p") == NULL && json_object_get(b, "stop") == NULL
-                    && json_object_get(b, "seed") == NULL
-                    && json_object_get(b, "response_format") == NULL && json_object_get(b, "n") == NULL,
+        T_CHECK(json_object_get(b, "top_p") == NULL && json_object_get(b, "stop") == NULL &&
+                    json_object_get(b, "seed") == NULL &&
+                    json_object_get(b, "response_format") == NULL &&
+                    json_object_get(b, "n") == NULL,
                 "undocumented parameters dropped");
         T_CHECK(json_number_value(json_object_get(b, "presence_penalty")) == 1.0, "presence");
         T_CHECK(near(json_number_value(json_object_get(b, "frequency_penalty")), 0.5), "frequency");
@@ -551,8 +564,10 @@ static void test_requests(lmt_plugin *p)
             T_STREQ(json_string_value(json_object_get(json_array_get(ms, 0), "role")), "system");
             T_STREQ(json_string_value(json_object_get(json_array_get(ms, 1), "content")), "a\nb");
             T_STREQ(json_string_value(json_object_get(json_array_get(ms, 2), "content")), "");
-            T_CHECK(json_is_array(json_object_get(json_array_get(ms, 2), "tool_calls")), "tool_calls");
-            T_STREQ(json_string_value(json_object_get(json_array_get(ms, 3), "tool_call_id")), "c1");
+            T_CHECK(json_is_array(json_object_get(json_array_get(ms, 2), "tool_calls")),
+                    "tool_calls");
+            T_STREQ(json_string_value(json_object_get(json_array_get(ms, 3), "tool_call_id")),
+                    "c1");
         }
         json_decref(b);
         b = body_of(p,
@@ -571,7 +586,8 @@ static void test_requests(lmt_plugin *p)
         const char *bad[] = {
             "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
             "\"image_url\",\"image_url\":{\"url\":\"https://img/x.png\"}}]}]}",
-            "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2}",
+            "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":"
+            "2}",
             "{\"model\":\"generalv3.5\",\"messages\":[]}",
             "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"function\",\"content\":\"x\"}]}",
             "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
@@ -594,7 +610,7 @@ static void test_requests(lmt_plugin *p)
     T_BEGIN("spark_stream_usage_can_be_turned_off");
     {
         const char *cfg[] = {"api_key", "pw", "stream_usage", "false", NULL};
-        char        err[256];
+        char err[256];
         lmt_plugin *q = lmt_load(SO, cfg, err, sizeof err);
         T_CHECK(q != NULL, "load: %s", err);
         if (q) {

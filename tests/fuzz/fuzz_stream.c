@@ -1,0 +1,38 @@
+/* Fuzz the stream path end to end: splitter -> openai plugin parse_event ->
+ * emit (usage merge, chunk rewriting), via the plugin test kit. */
+#include "lmtest.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+const char *lm_fuzz_name = "stream";
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static lmt_plugin *plugin;
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    lmt_ureq u;
+    lm_err e;
+    lmt_result r;
+    if (plugin == NULL) {
+        char err[256];
+        const char *dir = getenv("PLUGIN_DIR");
+        char path[512];
+        const char *cfg[] = {"base_url", "http://127.0.0.1:9/v1", NULL};
+        snprintf(path, sizeof(path), "%s/openai.so", dir ? dir : "plugins");
+        plugin = lmt_load(path, cfg, err, sizeof(err));
+        if (plugin == NULL)
+            abort();
+    }
+    lmt_build(
+        plugin, LM_OP_CHAT,
+        "{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+        &u, &e);
+    lmt_ureq_clear(&u);
+    lmt_stream(plugin, (const char *)data, size, size ? (data[0] % 13) + 1 : 1, &r);
+    lmt_result_clear(&r);
+    lmt_response(plugin, 200, (const char *)data, size, &r);
+    lmt_result_clear(&r);
+    return 0;
+}
