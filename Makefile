@@ -18,8 +18,8 @@ PLUGIN_DIR ?= plugins
 DEBS := build-essential pkg-config libevhtp-dev libevent-dev libcurl4-openssl-dev \
         libjansson-dev liblua5.4-dev libssl-dev python3 curl
 
-KIT_SRCS    := buf frame host plugin conf log errors stream response reqcheck
-SERVER_SRCS := main server relay upstream auth rt
+KIT_SRCS    := buf frame host plugin conf log errors stream response reqcheck auth
+SERVER_SRCS := main server relay upstream rt
 KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o)
 SERVER_OBJS := $(SERVER_SRCS:%=$(O)/kernel/%.o)
 

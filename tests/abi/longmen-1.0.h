@@ -1,0 +1,349 @@
+/* FROZEN copy of sdk/longmen.h as released in ABI 1.0. Never edit: plugins
+ * built against it must keep loading in every later 1.x kernel. */
+/*
+ * longmen.h - the Longmen provider plugin ABI.
+ *
+ * This header is the reference documentation for plugin authors. A provider
+ * plugin is a shared object that exports exactly one symbol,
+ * longmen_plugin_entry(), returning a static lm_provider table. The plugin is
+ * a pure translator: it turns the canonical (OpenAI-shaped) request into an
+ * upstream HTTP request description, and upstream bytes back into canonical
+ * responses and stream chunks. The kernel does all I/O, splits stream frames,
+ * merges usage, owns "data: [DONE]" and the client-facing error shape.
+ *
+ * VERSIONING
+ *   LM_ABI_MAJOR changes only on a breaking change; the host refuses a plugin
+ *   built for another major ("plugin X built for ABI a.b, host is c.d").
+ *   LM_ABI_MINOR grows when fields are appended. Both tables begin with an
+ *   lm_abi_hdr whose `size` is sizeof() of the table as the *builder* saw it:
+ *     - the host reads a plugin field only if it lies inside hdr.size
+ *       (missing fields count as NULL / 0);
+ *     - a plugin calls a host function only if LM_HOST_HAS(host, fn).
+ *   Append only: never reorder, never change a signature, never reuse a slot.
+ *   New behaviour gets a new name (build_request2). See sdk/ABI.md.
+ *
+ * THREADING
+ *   init and fini run on the control thread. Every other callback may run
+ *   concurrently on any worker thread: istate is read-only after init (or
+ *   locked by the plugin); lm_call and its rstate belong to one request on
+ *   one thread. Callbacks must not block and must do no I/O of their own.
+ *
+ * OWNERSHIP
+ *   Arguments are borrowed for the duration of the call (lm_str, const
+ *   json_t *). Functions named *_set_json_* and emit_* STEAL the json_t
+ *   reference they are given (even on error). Anything returned to the host
+ *   is either a Jansson new reference or memory from host->alloc.
+ *
+ * BUILD
+ *   cc -std=c11 -fPIC -shared -fvisibility=hidden -Wl,-z,defs foo.c -ljansson
+ *   No constructors/destructors, atexit, threads, pthread keys or global
+ *   library setters (json_set_alloc_funcs, curl_global_*). All state lives in
+ *   istate/rstate: the host may keep the mapping after dlclose.
+ */
+#ifndef LONGMEN_H
+#define LONGMEN_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LM_ABI_MAJOR 1
+#define LM_ABI_MINOR 0
+
+#if defined(__GNUC__)
+#define LM_EXPORT       __attribute__((visibility("default")))
+#define LM_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define LM_EXPORT
+#define LM_PRINTF(f, a)
+#endif
+
+/* A borrowed byte slice; not NUL-terminated unless stated. */
+typedef struct lm_str {
+    const char *p;
+    size_t n;
+} lm_str;
+
+#define LM_STR(lit) ((lm_str){(lit), sizeof(lit) - 1})
+
+typedef struct lm_abi_hdr {
+    uint16_t major; /* LM_ABI_MAJOR the table was built with */
+    uint16_t minor; /* LM_ABI_MINOR the table was built with */
+    uint32_t size;  /* sizeof() the table as its builder saw it */
+} lm_abi_hdr;
+
+#define LM_ABI_HDR(type)                                                                           \
+    {                                                                                              \
+        LM_ABI_MAJOR, LM_ABI_MINOR, (uint32_t)sizeof(type)                                         \
+    }
+
+/* Return codes. >= 0 is success-like; < 0 is an error with lm_err filled. */
+enum {
+    LM_OK = 0,
+    LM_AGAIN = 1,    /* reserved for LM_FRAME_RAW: need more bytes */
+    LM_DECLINED = 2, /* not handled here; the host applies its default */
+    LM_DONE = 3,     /* parse_event: the upstream stream is complete */
+    LM_ERR = -1,
+    LM_ENOMEM = -2,
+    LM_EINVAL = -3,    /* the client request cannot be translated (400) */
+    LM_EUPSTREAM = -4, /* the upstream answered with an error */
+    LM_ENOTSUP = -5    /* operation not supported by this provider */
+};
+
+/*
+ * Caller-owned error record with fixed buffers, so error paths never
+ * allocate. Fill it with lm_err_set() from a plugin. http_status is what the
+ * client sees; type and code follow the OpenAI error shape. Never put a
+ * secret (key, token, signed URL) into msg.
+ */
+typedef struct lm_err {
+    int http_status;
+    char type[32];
+    char code[48];
+    char msg[256];
+} lm_err;
+
+/* Token counts; -1 means "not reported". */
+typedef struct lm_usage {
+    int64_t prompt;
+    int64_t completion;
+    int64_t total;
+    int64_t cached;    /* prompt tokens served from cache */
+    int64_t reasoning; /* completion tokens spent on reasoning */
+} lm_usage;
+
+#define LM_USAGE_UNKNOWN                                                                           \
+    {                                                                                              \
+        -1, -1, -1, -1, -1                                                                         \
+    }
+
+/* Capabilities (lm_provider.caps). */
+#define LM_CAP_CHAT   (1u << 0)
+#define LM_CAP_STREAM (1u << 1)
+#define LM_CAP_EMBED  (1u << 2)
+#define LM_CAP_TOOLS  (1u << 3)
+#define LM_CAP_VISION (1u << 4)
+
+/* Stream framing the kernel splits for the plugin (lm_provider.framing). */
+enum { LM_FRAME_SSE = 0, LM_FRAME_NDJSON = 1, LM_FRAME_RAW = 2 };
+
+/* How emit_usage values combine (lm_provider.usage_mode). */
+enum {
+    LM_USAGE_CUMULATIVE = 0, /* each report is a running total: last known wins */
+    LM_USAGE_DELTA = 1       /* each report is an increment: reports are summed */
+};
+
+/* Operations (lm_call.op). */
+enum { LM_OP_CHAT = 1, LM_OP_EMBED = 2 };
+
+/* Log levels for host->log. */
+enum { LM_LOG_ERROR = 0, LM_LOG_WARN = 1, LM_LOG_INFO = 2, LM_LOG_DEBUG = 3 };
+
+/* Config key types (lm_cfg_key.type). */
+enum { LM_CFG_STR = 0, LM_CFG_INT = 1, LM_CFG_BOOL = 2 };
+
+/*
+ * A configuration key the plugin understands in its channel block. The host
+ * refuses a channel that sets an unknown key or omits a required one, naming
+ * the file and line. The list ends with an entry whose name is NULL.
+ */
+typedef struct lm_cfg_key {
+    const char *name;
+    int type;
+    int required;
+    const char *dflt; /* textual default, or NULL */
+    const char *help;
+} lm_cfg_key;
+
+/* Opaque host objects; only touched through host functions. */
+typedef struct lm_ureq lm_ureq; /* upstream request being built */
+typedef struct lm_emit lm_emit; /* sink for canonical stream chunks */
+
+/*
+ * One client request as the plugin sees it. Host-owned; valid from
+ * build_request until req_close returns. Only `rstate` is written by the
+ * plugin. Fields may be appended (check hdr.size before reading new ones).
+ */
+typedef struct lm_call {
+    lm_abi_hdr hdr;
+    int op;                 /* LM_OP_CHAT or LM_OP_EMBED */
+    int stream;             /* 1 when the client asked for a stream */
+    const char *model;      /* upstream model id after mapping (NUL-term.) */
+    const char *request_id; /* gateway request id (NUL-term.) */
+    void *rstate;           /* plugin-owned per-request state; freed by req_close */
+    /* The client's request body exactly as received, set only while it is
+     * identical in meaning to `canon` (no model mapping or rewrite), so a
+     * pass-through plugin can forward it without re-serialising. Empty
+     * otherwise. Borrowed; duplicate keys were already rejected. */
+    lm_str raw_body;
+} lm_call;
+
+/* One stream event after the host split the frames. Borrowed. */
+typedef struct lm_event {
+    lm_str event; /* SSE "event:" name (empty if none; always empty for NDJSON) */
+    lm_str data;  /* SSE data lines joined with '\n', or one NDJSON line */
+    lm_str id;    /* SSE "id:" (empty if none) */
+} lm_event;
+
+/*
+ * The host table, passed to init. Valid until fini returns. `ictx` is the
+ * host's handle for the plugin instance (one channel) and is what log and
+ * cfg_* take.
+ */
+typedef struct lm_host_api {
+    lm_abi_hdr hdr;
+
+    /* Logging: prefixed with the channel name; never log secrets. */
+    void (*log)(void *ictx, int level, const char *fmt, ...) LM_PRINTF(3, 4);
+    int (*log_enabled)(void *ictx, int level);
+
+    /* Memory that the host frees (or the plugin frees with host->free). */
+    void *(*alloc)(size_t n);
+    void *(*realloc)(void *p, size_t n);
+    void (*free)(void *p);
+
+    /* Channel configuration. out is borrowed for the instance's life.
+     * Return LM_OK, or LM_DECLINED when the key is unset and has no default. */
+    int (*cfg_str)(void *ictx, const char *key, lm_str *out);
+    int (*cfg_int)(void *ictx, const char *key, int64_t *out);
+    int (*cfg_bool)(void *ictx, const char *key, int *out);
+
+    /* Clocks: monotonic milliseconds, and Unix wall-clock seconds. */
+    uint64_t (*now_ms)(void);
+    int64_t (*unix_time)(void);
+
+    /* Upstream request builder (only inside build_request).
+     * The method defaults to POST. Headers are appended in order; the host
+     * adds Content-Type: application/json when a JSON body is set.
+     * set_url takes an absolute http(s) URL. set_body copies; set_json_body
+     * steals `body` and serialises it compactly. */
+    int (*ureq_set_method)(lm_ureq *u, const char *method);
+    int (*ureq_set_url)(lm_ureq *u, lm_str url);
+    int (*ureq_add_header)(lm_ureq *u, lm_str name, lm_str value);
+    int (*ureq_set_body)(lm_ureq *u, lm_str body);
+    int (*ureq_set_json_body)(lm_ureq *u, json_t *body);
+
+    /* Stream sink (only inside parse_event).
+     * emit_chunk: a complete OpenAI chat.completion.chunk (steals). The host
+     *   fills missing id/object/created/model and keeps them constant.
+     * emit_delta: one choice delta; the host wraps it in a chunk. `delta`
+     *   is stolen (NULL means {}); finish_reason is NULL or an OpenAI reason.
+     * emit_usage: a usage report, merged per lm_provider.usage_mode. The
+     *   host sends the client a usage chunk only if the client asked. */
+    int (*emit_chunk)(lm_emit *e, json_t *chunk);
+    int (*emit_delta)(lm_emit *e, int index, json_t *delta, const char *finish_reason);
+    int (*emit_usage)(lm_emit *e, const lm_usage *u);
+
+    /* Answer locally (only inside build_request): the host performs no I/O
+     * and hands `body` (copied) with `status` to parse_response, or, for a
+     * stream, to the frame splitter and parse_event, exactly as if the
+     * upstream had sent it. For offline providers, fixtures and caches. */
+    int (*ureq_local_response)(lm_ureq *u, int status, lm_str body);
+
+    /* minor >= 1: append below this line, never above. */
+} lm_host_api;
+
+#define LM_HOST_HAS(h, fn)                                                                         \
+    ((h) != NULL && offsetof(lm_host_api, fn) + sizeof((h)->fn) <= (h)->hdr.size && (h)->fn != NULL)
+
+/*
+ * The provider table: static const data in the plugin.
+ *
+ * Required: name, init, build_request, parse_response; parse_event when caps
+ * has LM_CAP_STREAM. Optional (NULL): fini, list_models, map_error,
+ * req_close.
+ */
+typedef struct lm_provider {
+    lm_abi_hdr hdr;
+    const char *name;           /* provider name, [a-z0-9_-]+ */
+    const char *version;        /* plugin version, semver */
+    uint32_t caps;              /* LM_CAP_* */
+    int framing;                /* LM_FRAME_* for streamed responses */
+    int usage_mode;             /* LM_USAGE_* */
+    const lm_cfg_key *cfg_keys; /* NULL-name terminated; may be NULL */
+
+    /* Create the instance state for one channel. Control thread.
+     * On failure fill e and return < 0; *istate is then ignored. */
+    int (*init)(const lm_host_api *h, void *ictx, void **istate, lm_err *e);
+
+    /* Free the instance state. Control thread; called exactly once, after
+     * the last request that used this instance has ended. */
+    void (*fini)(void *istate);
+
+    /* Models this channel serves when its config lists none: a new
+     * reference to a JSON array of strings. */
+    int (*list_models)(void *istate, json_t **out, lm_err *e);
+
+    /* Describe the upstream request for `canon` (the OpenAI-shaped request
+     * body, borrowed; "model" already mapped to the upstream id) through
+     * host->ureq_*. Return LM_EINVAL with e filled for a request the
+     * provider cannot take. For streams, ask the upstream for usage. */
+    int (*build_request)(void *istate, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e);
+
+    /* Translate a complete 2xx upstream body. On success set *out to a new
+     * reference to the OpenAI response object (chat.completion or the
+     * embeddings list), or leave *out NULL to have the host forward `body`
+     * unchanged (it is already OpenAI-shaped). Fill *usage when known.
+     * A provider that reports errors with status 200 returns LM_EUPSTREAM
+     * with e filled. */
+    int (*parse_response)(void *istate, lm_call *c, int status, lm_str body, json_t **out,
+                          lm_usage *usage, lm_err *e);
+
+    /* Translate one stream event into zero or more emit_* calls. Return
+     * LM_OK to continue, LM_DONE when the upstream says the stream ended,
+     * or LM_EUPSTREAM with e filled for an in-stream error. */
+    int (*parse_event)(void *istate, lm_call *c, const lm_event *ev, lm_emit *out, lm_err *e);
+
+    /* Map a non-2xx upstream response to the client error. Return LM_OK
+     * with e filled, or LM_DECLINED for the host's default mapping. */
+    int (*map_error)(void *istate, lm_call *c, int status, lm_str body, lm_err *e);
+
+    /* Free c->rstate. Called once per build_request, success or not. */
+    void (*req_close)(void *istate, lm_call *c);
+
+    /* minor >= 1: append below this line, never above. */
+} lm_provider;
+
+/* The one exported symbol. Returns static data; must not allocate. */
+typedef const lm_provider *(*lm_plugin_entry_fn)(void);
+#define LM_PLUGIN_ENTRY "longmen_plugin_entry"
+
+/* Helpers usable from plugins (header-only, no host call needed). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Fill an lm_err. type/code may be NULL. Returns `rc` for tail calls:
+ *     return lm_err_set(e, LM_EINVAL, 400, "invalid_request_error", NULL,
+ *                       "messages must be an array");                    */
+static inline int lm_err_set(lm_err *e, int rc, int status, const char *type, const char *code,
+                             const char *fmt, ...) LM_PRINTF(6, 7);
+static inline int lm_err_set(lm_err *e, int rc, int status, const char *type, const char *code,
+                             const char *fmt, ...)
+{
+    va_list ap;
+    if (e == NULL)
+        return rc;
+    e->http_status = status;
+    snprintf(e->type, sizeof(e->type), "%s", type ? type : "");
+    snprintf(e->code, sizeof(e->code), "%s", code ? code : "");
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static inline lm_str lm_cstr(const char *s)
+{
+    lm_str r = {s, s ? strlen(s) : 0};
+    return r;
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LONGMEN_H */
