@@ -36,7 +36,7 @@ PLUGIN_LDFLAGS := -shared -Wl,-z,defs $(SAN)
 
 FORMAT_FILES = $(wildcard kernel/*.[ch] sdk/*.h plugins/*/*.[ch] tests/unit/*.[ch] tests/plugins/*.c tests/fuzz/*.c)
 
-.PHONY: all plugins unit test test-asan run deps bench fuzz clean format format-check check-config
+.PHONY: plugin all plugins unit test test-asan run deps bench fuzz clean format format-check check-config
 
 all: $(O)/longmen $(O)/liblmtest.a plugins $(TEST_PLUGINS)
 
@@ -77,6 +77,16 @@ $(O)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(O)/liblmtest.a
 
 unit: $(UNIT_BINS) plugins $(TEST_PLUGINS)
 	@O=$(O) tests/run.sh unit
+
+# make plugin NAME=foo: a new provider plugin and its kit test from the template.
+plugin:
+	@test -n "$(NAME)" || { echo "usage: make plugin NAME=foo"; exit 2; }
+	@echo "$(NAME)" | grep -Eq '^[a-z][a-z0-9_]*$$' || { echo "NAME must match [a-z][a-z0-9_]*"; exit 2; }
+	@test ! -e plugins/$(NAME) || { echo "plugins/$(NAME) already exists"; exit 2; }
+	mkdir -p plugins/$(NAME)
+	sed 's/@NAME@/$(NAME)/g' sdk/template/plugin.c.in > plugins/$(NAME)/$(NAME).c
+	sed 's/@NAME@/$(NAME)/g' sdk/template/test.c.in > tests/unit/test_plugin_$(NAME).c
+	@echo "created plugins/$(NAME)/$(NAME).c and tests/unit/test_plugin_$(NAME).c; run: make unit"
 
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
