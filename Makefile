@@ -10,15 +10,15 @@ OPT      ?= -O2 -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
 CFLAGS   += -std=c11 $(OPT) $(WARN) -D_GNU_SOURCE -fno-strict-aliasing $(SAN)
 LDFLAGS  += $(SAN)
-PKGS     := evhtp libcurl jansson libevent_pthreads libcrypto
+PKGS     := evhtp libcurl jansson libevent_pthreads libcrypto sqlite3
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -levent -lpthread -ldl
 PLUGIN_DIR ?= plugins
 
 DEBS := build-essential pkg-config libevhtp-dev libevent-dev libcurl4-openssl-dev \
-        libjansson-dev liblua5.4-dev libssl-dev python3 curl
+        libjansson-dev liblua5.4-dev libssl-dev libsqlite3-dev python3 curl
 
-KIT_SRCS    := buf frame host plugin conf log errors stream response reqcheck auth
+KIT_SRCS    := buf frame host plugin conf log errors stream response reqcheck auth store_sqlite billing ratelimit
 SERVER_SRCS := main server relay upstream rt
 KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o)
 SERVER_OBJS := $(SERVER_SRCS:%=$(O)/kernel/%.o)
