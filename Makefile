@@ -10,7 +10,7 @@ OPT      ?= -O2 -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
 CFLAGS   += -std=c11 $(OPT) $(WARN) -D_GNU_SOURCE -fno-strict-aliasing $(SAN)
 LDFLAGS  += $(SAN)
-PKGS     := evhtp libcurl jansson libevent_pthreads libcrypto sqlite3
+PKGS     := evhtp libcurl jansson libevent_pthreads libcrypto sqlite3 lua5.4
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -levent -lpthread -ldl
 PLUGIN_DIR ?= plugins
@@ -18,14 +18,15 @@ PLUGIN_DIR ?= plugins
 DEBS := build-essential pkg-config libevhtp-dev libevent-dev libcurl4-openssl-dev \
         libjansson-dev liblua5.4-dev libssl-dev libsqlite3-dev python3 curl
 
-KIT_SRCS    := buf frame host plugin conf log errors stream response reqcheck auth store_sqlite billing ratelimit
+KIT_SRCS    := buf frame host plugin conf log errors stream response reqcheck auth store_sqlite billing ratelimit lua_host lua_pattern lua_codec lua_shared
 SERVER_SRCS := main server relay upstream rt
 KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o)
 SERVER_OBJS := $(SERVER_SRCS:%=$(O)/kernel/%.o)
 
 PLUGINS      := $(patsubst plugins/%/,%,$(sort $(dir $(wildcard plugins/*/*.c))))
 PLUGIN_SOS   := $(PLUGINS:%=$(PLUGIN_DIR)/%.so)
-TEST_PLUGINS := $(patsubst tests/plugins/%.c,$(O)/test-plugins/%.so,$(wildcard tests/plugins/*.c))
+TEST_PLUGINS := $(patsubst tests/plugins/%.c,$(O)/test-plugins/%.so,$(filter-out tests/plugins/verplug.c,$(wildcard tests/plugins/*.c))) \
+                $(O)/test-plugins/verplug_v1.so $(O)/test-plugins/verplug_v2.so
 UNIT_SRCS    := $(wildcard tests/unit/test_*.c)
 FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
 UNIT_BINS    := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%) \
@@ -62,18 +63,23 @@ $(PLUGIN_DIR)/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) sdk/lo
 	@mkdir -p $(dir $@)
 	$(CC) $(PLUGIN_CFLAGS) $(PLUGIN_LDFLAGS) -o $@ $(filter %.c,$^) -ljansson
 
+# Two builds of one source: the hot-reload tests swap v1 for v2.
+$(O)/test-plugins/verplug_v%.so: tests/plugins/verplug.c sdk/longmen.h
+	@mkdir -p $(dir $@)
+	$(CC) $(PLUGIN_CFLAGS) -DVERPLUG_VERSION=$* $(PLUGIN_LDFLAGS) -o $@ $< -ljansson
+
 $(O)/test-plugins/%.so: tests/plugins/%.c sdk/longmen.h
 	@mkdir -p $(dir $@)
 	$(CC) $(PLUGIN_CFLAGS) $(PLUGIN_LDFLAGS) -o $@ $< -ljansson
 
 $(O)/tests/%: tests/unit/%.c $(O)/liblmtest.a tests/unit/t.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -I sdk -I kernel -o $@ $< $(O)/liblmtest.a $(PKG_LIBS)
+	$(CC) $(CFLAGS) -I sdk -I kernel $(PKG_CFLAGS) -o $@ $< $(O)/liblmtest.a $(PKG_LIBS)
 
 # Fuzz targets also run in the suite: corpus replay plus deterministic mutations.
 $(O)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(O)/liblmtest.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -I sdk -I kernel -o $@ $< tests/fuzz/replay.c $(O)/liblmtest.a $(PKG_LIBS)
+	$(CC) $(CFLAGS) -I sdk -I kernel $(PKG_CFLAGS) -o $@ $< tests/fuzz/replay.c $(O)/liblmtest.a $(PKG_LIBS)
 
 unit: $(UNIT_BINS) plugins $(TEST_PLUGINS)
 	@O=$(O) tests/run.sh unit

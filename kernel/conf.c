@@ -344,6 +344,11 @@ static int top_directive(parser_t *ps, char **w, int nw)
         c->stream_high_water = (size_t)v;
         return 0;
     }
+    if (!strcmp(d, "pid_file")) {
+        free(c->pid_file);
+        c->pid_file = strdup(w[1]);
+        return 0;
+    }
     if (!strcmp(d, "plugin_dir")) {
         free(c->plugin_dir);
         c->plugin_dir = strdup(w[1]);
@@ -465,6 +470,21 @@ int lm_conf_load(const char *path, lm_conf_t **out, char *err, size_t errlen)
     return rc;
 }
 
+void lm_conf_scrub(const lm_chan_conf_t *ch, char *text)
+{
+    for (size_t i = 0; ch && i < ch->nkv; i++) {
+        const char *secret = ch->kv[i].val;
+        size_t      n = secret ? strlen(secret) : 0;
+        if (!ch->kv[i].secret || n < 4)
+            continue;
+        char *hit;
+        while ((hit = strstr(text, secret)) != NULL) {
+            memcpy(hit, "***", 3);
+            memmove(hit + 3, hit + n, strlen(hit + n) + 1);
+        }
+    }
+}
+
 const lm_kv_t *lm_conf_chan_kv(const lm_chan_conf_t *ch, const char *key)
 {
     for (size_t i = 0; i < ch->nkv; i++)
@@ -502,5 +522,6 @@ void lm_conf_free(lm_conf_t *c)
     free(c->listen_host);
     free(c->admin_host);
     free(c->plugin_dir);
+    free(c->pid_file);
     free(c);
 }

@@ -51,6 +51,7 @@ typedef struct lm_conf_s {
     int workers; /* 0 = number of cores */
     uint64_t max_body;
     char *plugin_dir;
+    char *pid_file; /* written at start, read by longmen -s; NULL = none */
     int drain_timeout_ms;
     int log_level;
     size_t stream_high_water; /* bytes queued to a client before pausing upstream */
@@ -71,6 +72,12 @@ void lm_conf_free(lm_conf_t *c);
  * config file exists, so `make run` answers without network or keys. */
 extern const char lm_conf_default_text[];
 #define LM_DEMO_KEY "sk-longmen-demo"
+
+/* Replace, in place, every occurrence of the channel's secret settings
+ * (keys, tokens: anything from env: or whose name has key, secret or token) in a
+ * NUL-terminated text with "***", so an upstream that echoes a key cannot
+ * leak it into a client error or a log line (AU-8). */
+void lm_conf_scrub(const lm_chan_conf_t *ch, char *text);
 
 /* Plugin setting `key` of a channel, or NULL. Borrowed. */
 const lm_kv_t *lm_conf_chan_kv(const lm_chan_conf_t *ch, const char *key);

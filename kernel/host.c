@@ -223,16 +223,18 @@ static void fill_chunk_ids(lm_emit_t *e, json_t *chunk)
         json_object_set_new(chunk, "model", json_string(e->model));
 }
 
-static int chunk_has_content(json_t *choices)
+static int chunk_has_content(lm_emit_t *e, json_t *choices)
 {
     size_t i;
     json_t *c;
+    int content = 0;
     json_array_foreach (choices, i, c) {
-        json_t *d = json_object_get(c, "delta");
-        if (json_object_size(d) > 0 || json_is_string(json_object_get(c, "finish_reason")))
-            return 1;
+        if (json_is_string(json_object_get(c, "finish_reason")))
+            e->finish_seen = content = 1;
+        if (json_object_size(json_object_get(c, "delta")) > 0)
+            content = 1;
     }
-    return 0;
+    return content;
 }
 
 static int h_emit_chunk(lm_emit *e, json_t *chunk)
@@ -257,7 +259,7 @@ static int h_emit_chunk(lm_emit *e, json_t *chunk)
         json_decref(chunk); /* usage-only (or empty) chunk: nothing for the client */
         return LM_OK;
     }
-    if (chunk_has_content(choices))
+    if (chunk_has_content(e, choices))
         e->ncontent++;
     fill_chunk_ids(e, chunk);
     return deliver(e, chunk);
@@ -273,6 +275,8 @@ static int h_emit_delta(lm_emit *e, int index, json_t *delta, const char *finish
     }
     if (json_object_size(delta) > 0 || finish_reason)
         e->ncontent++;
+    if (finish_reason)
+        e->finish_seen = 1;
     json_t *choice = json_pack("{s:i,s:o,s:n,s:s?}", "index", index, "delta", delta, "logprobs",
                                "finish_reason", finish_reason);
     if (choice && finish_reason == NULL)

@@ -51,6 +51,7 @@ struct lm_emit {
     unsigned nchunks;  /* chunks delivered to the sink */
     unsigned ncontent; /* chunks that carried content or tool calls */
     int ids_adopted;
+    int finish_seen; /* a chunk with a finish_reason reached the sink */
 };
 typedef struct lm_emit lm_emit_t;
 

@@ -545,6 +545,22 @@ static int sb_pcall(lua_State *L)
     return pcall_finish(L, status, 0);
 }
 
+/* xpcall's message handler. An error raised by the count hook unwinds
+ * with hooks still disabled (Lua restores them only at the pcall boundary),
+ * so a script handler would run unlimited: once the limit has expired the
+ * handler is skipped and the message passes through. */
+static int xp_handler(lua_State *L)
+{
+    lm_lua_vm_t *vm = vm_of(L);
+
+    if (vm->expired)
+        return 1;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 static int sb_xpcall(lua_State *L)
 {
     lm_lua_vm_t *vm = vm_of(L);
@@ -553,6 +569,9 @@ static int sb_xpcall(lua_State *L)
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (vm->expired)
         return raise_limit(L, vm);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, xp_handler, 1);
+    lua_replace(L, 2);
     lua_pushboolean(L, 1);
     lua_pushvalue(L, 1);
     lua_rotate(L, 3, 2);
@@ -1139,6 +1158,18 @@ static int vm_setup(lua_State *L)
     lua_pop(L, 1);
     push_proxy(L, t, "lm", lm_index);
     lua_setfield(L, B, "lm");
+
+    /* error messages name functions by searching the loaded-modules table
+     * (unreachable from scripts): list the sandbox versions there */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, LUA_STRLIBNAME);
+    lm_lua_open_patterns(L);
+    lua_pop(L, 1);
+    lua_getfield(L, -1, LUA_GNAME);
+    copy_fields(L, B, -1, NULL);
+    lua_pop(L, 1);
+    lua_pushvalue(L, t);
+    lua_setfield(L, -2, "lm");
     lua_settop(L, B);
 
     /* no real global table any more */

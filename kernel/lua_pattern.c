@@ -111,6 +111,7 @@ static int pm_class(int c, int cl)
     case 'u': r = isupper(c) != 0; break;
     case 'w': r = isalnum(c) != 0; break;
     case 'x': r = isxdigit(c) != 0; break;
+    case 'z': r = (c == 0); break; /* deprecated, kept for compatibility */
     default: return cl == c;
     }
     return isupper(cl) ? !r : r;

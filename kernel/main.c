@@ -4,7 +4,9 @@
 #include "rt.h"
 #include "server.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,15 +18,18 @@ static void usage(FILE *f)
 {
     fprintf(f, "longmen " LM_VERSION " - a self-hosted AI gateway\n"
                "\n"
-               "usage: longmen [-c FILE] [-p DIR] [-t] [-h] [-v]\n"
+               "usage: longmen [-c FILE] [-p DIR] [-t] [-s reload|stop] [-h] [-v]\n"
                "  -c FILE   configuration file (default: plugins.conf; if it does not exist\n"
                "            and -c is not given, a built-in offline default is used)\n"
                "  -p DIR    plugin directory (overrides plugin_dir in the file)\n"
                "  -t        check the configuration (syntax, plugins, channels) and exit\n"
+            "  -s SIG    signal the running gateway (pid_file of the config): reload\n"
+            "            (load new plugins and config; in-flight requests finish on the\n"
+            "            old generation) or stop (drain and exit)\n"
                "  -h        print this help and exit\n"
                "  -v        print the version and exit\n"
                "\n"
-               "Signals: SIGTERM/SIGINT stop accepting and drain in-flight requests.\n");
+               "Signals: SIGHUP reloads; SIGTERM/SIGINT stop accepting and drain in-flight requests.\n");
 }
 
 static lm_conf_t *load_conf(const char *path, int explicit_path, char *err, size_t errlen)
@@ -43,14 +48,48 @@ static lm_conf_t *load_conf(const char *path, int explicit_path, char *err, size
     return conf;
 }
 
+/* longmen -s reload|stop: signal the process named by the config's pid_file. */
+static int send_signal(const char *path, int explicit_path, const char *name)
+{
+    char       err[2048];
+    int        sig = !strcmp(name, "reload") ? SIGHUP : !strcmp(name, "stop") ? SIGTERM : 0;
+    lm_conf_t *conf;
+    if (sig == 0) {
+        fprintf(stderr, "longmen: -s takes reload or stop\n");
+        return 2;
+    }
+    if ((conf = load_conf(path, explicit_path, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "longmen: %s\n", err);
+        return 1;
+    }
+    FILE *f = conf->pid_file ? fopen(conf->pid_file, "r") : NULL;
+    long  pid = 0;
+    if (f == NULL || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
+        fprintf(stderr, "longmen: no running gateway: cannot read pid_file %s\n",
+                conf->pid_file ? conf->pid_file : "(pid_file is not set in the configuration)");
+        if (f)
+            fclose(f);
+        lm_conf_free(conf);
+        return 1;
+    }
+    fclose(f);
+    lm_conf_free(conf);
+    if (kill((pid_t)pid, sig) < 0) {
+        fprintf(stderr, "longmen: cannot signal pid %ld: %s\n", pid, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    const char *path = "plugins.conf", *plugin_dir = NULL;
+    const char *path = "plugins.conf", *plugin_dir = NULL, *signal_name = NULL;
     int explicit_path = 0, test_only = 0, opt;
     char err[2048];
 
-    while ((opt = getopt(argc, argv, "c:p:thv")) != -1) {
+    while ((opt = getopt(argc, argv, "c:p:s:thv")) != -1) {
         switch (opt) {
+        case 's': signal_name = optarg; break;
         case 'c':
             path = optarg;
             explicit_path = 1;
@@ -69,6 +108,9 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    int        conf_from_file = explicit_path || access(path, F_OK) == 0;
+    if (signal_name)
+        return send_signal(path, explicit_path, signal_name);
     lm_conf_t *conf = load_conf(path, explicit_path, err, sizeof(err));
     if (conf == NULL) {
         fprintf(stderr, "longmen: %s\n", err);
@@ -86,7 +128,8 @@ int main(int argc, char **argv)
         lm_rt_free(rt);
         return 0;
     }
-    if (lm_server_run(rt, err, sizeof(err)) < 0) {
+    lm_server_opts_t opts = {conf_from_file ? path : NULL, plugin_dir};
+    if (lm_server_run(rt, &opts, err, sizeof(err)) < 0) {
         fprintf(stderr, "longmen: %s\n", err);
         return 1;
     }

@@ -22,7 +22,7 @@ struct lm_relay_s {
     lm_worker_t *w;
     lm_http_req_t *req; /* NULL once the client is gone */
     int fini_seen;      /* the HTTP request object was freed */
-    const lm_rt_t *rt;
+    lm_rt_t *rt; /* counted reference: the generation this request runs on */
     const lm_route_t *route;
     json_t *canon;
     lm_call call;
@@ -37,7 +37,12 @@ struct lm_relay_s {
     int headers_sent; /* stream reply started */
     int finished;     /* client reply complete */
     int paused;
-    int too_large;    /* request body passed max_body */
+    int too_large;
+    int whole_body; /* the upstream answered with one body (JSON), not events */
+    int client_status; /* what the client was answered (0: nothing yet) */
+    int stream_error;  /* the stream ended with an error event */
+    const char *key_name; /* the client key's name (borrowed from rt) */
+    lm_usage usage;       /* non-stream usage (streams: st.emit.usage) */    /* request body passed max_body */
     size_t discarded; /* request bytes dropped past the limit */
     lm_buf_t body;    /* non-stream body or upstream error body */
     lm_stream_t st;
@@ -58,9 +63,30 @@ static uint64_t mono_ms(void)
 
 /* ---- lifecycle ---- */
 
+/* One access-log line per request: who asked for what, which channel and
+ * plugin version (and config generation) served it, how it ended. */
+static void access_log(lm_relay_t *r)
+{
+    if (lm_log_level() < LM_LOG_INFO)
+        return;
+    const lm_usage *u = r->st_init ? &r->st.emit.usage : &r->usage;
+    const lm_provider *vt = r->route ? &r->route->inst->plugin->vt : NULL;
+    lm_log(LM_LOG_INFO,
+           "access id=%s key=%s model=%s channel=%s plugin=%s/%s gen=%llu status=%d%s%s ms=%llu "
+           "prompt=%lld completion=%lld",
+           r->id, r->key_name ? r->key_name : "-", r->route ? r->route->model : "-",
+           r->route ? r->route->inst->chan->name : "-", vt ? vt->name : "-",
+           vt && vt->version ? vt->version : "-", (unsigned long long)r->rt->gen,
+           r->client_status, r->stream_error ? " stream_error" : "",
+           r->fini_seen && !r->finished ? " client_gone" : "",
+           (unsigned long long)(mono_ms() - r->t_start_ms), (long long)u->prompt,
+           (long long)u->completion);
+}
+
 static void relay_free(lm_relay_t *r)
 {
     lm_worker_t *w = r->w;
+    access_log(r);
     if (r->call_open && r->route && r->route->inst->plugin->vt.req_close)
         r->route->inst->plugin->vt.req_close(r->route->inst->istate, &r->call);
     if (r->st_init)
@@ -80,6 +106,7 @@ static void relay_free(lm_relay_t *r)
     if (r->next)
         r->next->prev = r->prev;
     lm_server_inflight_add(w->srv, -1);
+    lm_rt_unref(r->rt); /* may retire an old generation (on the control thread) */
     free(r);
 }
 
@@ -124,14 +151,15 @@ static lm_relay_t *relay_new(lm_http_req_t *req, lm_worker_t *w, int op)
         return NULL;
     r->w = w;
     r->req = req;
-    r->rt = w->rt;
     r->op = op;
+    r->usage = (lm_usage)LM_USAGE_UNKNOWN;
     r->t_start_ms = mono_ms();
     r->reap = event_new(w->base, -1, 0, on_reap, r);
     if (r->reap == NULL) {
         free(r);
         return NULL;
     }
+    r->rt = lm_server_acquire_rt(w->srv);
     lm_ureq_init(&r->ureq);
     snprintf(r->id, sizeof(r->id), "%x%02x%08llx", (unsigned)time(NULL), (unsigned)w->index & 0xff,
              (unsigned long long)++w->next_id);
@@ -146,13 +174,25 @@ static lm_relay_t *relay_new(lm_http_req_t *req, lm_worker_t *w, int op)
 
 /* ---- replies ---- */
 
+/* A copy of e with the channel's secrets masked out of the message. */
+static lm_err scrubbed(const lm_relay_t *r, const lm_err *e)
+{
+    lm_err c = *e;
+    c.msg[sizeof(c.msg) - 1] = '\0';
+    if (r->route)
+        lm_conf_scrub(r->route->inst->chan, c.msg);
+    return c;
+}
+
 static int reply_error(lm_relay_t *r, const lm_err *e)
 {
     if (r->finished)
         return 0;
     r->finished = 1;
+    r->client_status = e->http_status;
+    lm_err safe = scrubbed(r, e);
     if (r->req)
-        lm_http_reply_error(r->req, e, r->id);
+        lm_http_reply_error(r->req, &safe, r->id);
     return 0;
 }
 
@@ -175,8 +215,11 @@ static void stream_end(lm_relay_t *r, const lm_err *e)
     if (r->finished)
         return;
     r->finished = 1;
+    r->client_status = 200;
     if (e) {
-        char *body = lm_error_body(e);
+        r->stream_error = 1;
+        lm_err safe = scrubbed(r, e);
+        char  *body = lm_error_body(&safe);
         lm_buf_adds(&r->out, "data: ");
         lm_buf_adds(&r->out, body);
         lm_buf_adds(&r->out, "\n\n");
@@ -253,7 +296,7 @@ static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
     return n;
 }
 
-size_t lm_relay_on_data(lm_relay_t *r, int status, const char *p, size_t n)
+size_t lm_relay_on_data(lm_relay_t *r, int status, int whole_json, const char *p, size_t n)
 {
     if (r->req == NULL)
         return 0; /* client gone: abort, stop paying for tokens */
@@ -261,8 +304,9 @@ size_t lm_relay_on_data(lm_relay_t *r, int status, const char *p, size_t n)
         return n; /* trailing bytes after the end marker */
     r->status = status;
     arm_timer(r, r->route->inst->chan->idle_timeout_ms);
-    if (status >= 200 && status < 300 && r->call.stream)
+    if (status >= 200 && status < 300 && r->call.stream && !whole_json)
         return on_stream_data(r, p, n);
+    r->whole_body = 1;
     size_t cap = (status >= 200 && status < 300) ? LM_RESPONSE_MAX : LM_ERROR_BODY_MAX;
     if (r->body.len + n > cap) {
         if (status >= 200 && status < 300) {
@@ -289,6 +333,8 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
         reply_error(r, &e);
     } else {
         r->finished = 1;
+        r->client_status = 200;
+        r->usage = usage;
         if (r->req)
             lm_http_reply(r->req, 200, "application/json", out, strlen(out), r->id);
     }
@@ -314,15 +360,23 @@ void lm_relay_on_done(lm_relay_t *r, int ok, int timeout, const char *why)
                          timeout ? "upstream_timeout" : "upstream_error",
                          timeout ? "upstream stream timed out" : "upstream stream was cut off");
             stream_end(r, &e);
-        } else if (r->call.stream && success) {
+        } else if (r->call.stream && success && !r->whole_body) {
             int rc = r->headers_sent ? lm_stream_finish(&r->st) : LM_OK;
             if (!r->headers_sent)
                 reply_err(r, 502, "api_error", "upstream_error", "upstream sent an empty stream");
             else if (rc < 0)
                 stream_end(r, &r->st.err);
-            else {
+            else if (rc == LM_DONE || r->st.emit.finish_seen) {
                 flush_out(r);
-                stream_end(r, NULL); /* a clean end of body ends the stream */
+                stream_end(r, NULL); /* a clean end of body after a finish ends the stream */
+            } else {
+                /* The body ended before the provider's end marker and before any
+                 * finish_reason: the answer is truncated, say so (7.5). */
+                lm_err e;
+                flush_out(r);
+                lm_error_set(&e, -1, 502, "api_error", "upstream_error",
+                             "upstream stream ended before the answer was complete");
+                stream_end(r, &e);
             }
         } else {
             finish_whole(r, r->status, (lm_str){lm_buf_cstr(&r->body), r->body.len});
@@ -465,9 +519,11 @@ static int handle(lm_relay_t *r, int method_ok)
     if (!method_ok)
         return reply_err(r, 405, "invalid_request_error", "method_not_allowed",
                          "method not allowed for this path");
-    if (lm_auth_check(r->rt->conf, lm_http_header(req, "Authorization")) == NULL)
+    const lm_key_conf_t *key = lm_auth_check(r->rt->conf, lm_http_header(req, "Authorization"));
+    if (key == NULL)
         return reply_err(r, 401, "invalid_request_error", "invalid_api_key",
                          "missing or invalid API key (send Authorization: Bearer <key>)");
+    r->key_name = key->name;
     lm_str body = lm_http_body(req);
     if (r->too_large || body.n > r->rt->conf->max_body)
         return reply_err(r, 413, "invalid_request_error", "request_too_large",

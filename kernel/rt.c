@@ -43,6 +43,19 @@ static int add_routes(lm_rt_t *rt, lm_inst_t *inst)
     return 0;
 }
 
+static char *build_models_json(const lm_rt_t *rt)
+{
+    json_t *data = json_array();
+    for (size_t i = 0; i < rt->nroutes; i++)
+        json_array_append_new(data, json_pack("{s:s,s:s,s:i,s:s}", "id", rt->routes[i].model,
+                                              "object", "model", "created", 0, "owned_by",
+                                              rt->routes[i].inst->chan->plugin));
+    json_t *o = json_pack("{s:s,s:o}", "object", "list", "data", data);
+    char   *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return s;
+}
+
 lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, char *err, size_t errlen)
 {
     lm_rt_t *rt = calloc(1, sizeof(*rt));
@@ -52,6 +65,8 @@ lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, char *
         return NULL;
     }
     rt->conf = conf;
+    atomic_init(&rt->refs, 1);
+    rt->gen = 1;
     const char *dir = plugin_dir ? plugin_dir : conf->plugin_dir;
     rt->insts = calloc(conf->nchans + 1, sizeof(lm_inst_t));
     if (rt->insts == NULL) {
@@ -82,10 +97,30 @@ lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, char *
             goto fail;
         }
     }
+    rt->models_json = build_models_json(rt);
+    if (rt->models_json == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     return rt;
 fail:
     lm_rt_free(rt);
     return NULL;
+}
+
+void lm_rt_ref(lm_rt_t *rt)
+{
+    atomic_fetch_add(&rt->refs, 1);
+}
+
+void lm_rt_unref(lm_rt_t *rt)
+{
+    if (rt && atomic_fetch_sub(&rt->refs, 1) == 1) {
+        if (rt->retire)
+            rt->retire(rt, rt->retire_arg);
+        else
+            lm_rt_free(rt);
+    }
 }
 
 void lm_rt_free(lm_rt_t *rt)
@@ -99,6 +134,7 @@ void lm_rt_free(lm_rt_t *rt)
     free(rt->insts);
     free(rt->plugins);
     free(rt->routes);
+    free(rt->models_json);
     lm_conf_free(rt->conf);
     free(rt);
 }

@@ -8,13 +8,27 @@
 #include "conf.h"
 #include "plugin.h"
 
+#include <stdatomic.h>
+#include <stdint.h>
+
 typedef struct lm_route_s {
     const char *model;    /* client-facing name (borrowed from conf) */
     const char *upstream; /* upstream id */
     lm_inst_t *inst;
 } lm_route_t;
 
-typedef struct lm_rt_s {
+typedef struct lm_rt_s lm_rt_t;
+/* Called when the last reference drops (any thread); must hand the runtime
+ * to the control thread, which calls lm_rt_free. */
+typedef void (*lm_rt_retire_fn)(lm_rt_t *rt, void *arg);
+
+struct lm_rt_s {
+    atomic_int refs;
+    uint64_t gen; /* generation: 1 at start, +1 per successful reload */
+    lm_rt_retire_fn retire;
+    void *retire_arg;
+    lm_rt_t *retired_next; /* the server's retire queue */
+    char *models_json;     /* GET /v1/models body */
     lm_conf_t *conf;       /* owned */
     lm_plugin_t **plugins; /* one reference each */
     size_t nplugins;
@@ -22,7 +36,7 @@ typedef struct lm_rt_s {
     size_t ninsts;
     lm_route_t *routes; /* in config order: first channel listing a model wins */
     size_t nroutes;
-} lm_rt_t;
+};
 
 /* Build a runtime from conf (takes ownership of conf, even on failure).
  * Plugins load from conf->plugin_dir unless plugin_dir is non-NULL.
@@ -31,6 +45,9 @@ typedef struct lm_rt_s {
  * channels serve. Returns NULL with a message naming the file and line. */
 lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, char *err, size_t errlen);
 void lm_rt_free(lm_rt_t *rt);
+/* Reference counting (any thread). A new runtime has one reference. */
+void lm_rt_ref(lm_rt_t *rt);
+void lm_rt_unref(lm_rt_t *rt);
 /* The route for a client model name, or NULL. */
 const lm_route_t *lm_rt_route(const lm_rt_t *rt, const char *model);
 #endif

@@ -13,7 +13,9 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <evhtp/evhtp.h>
+#include <pthread.h>
 #include <signal.h>
+#include <event2/thread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,7 +27,12 @@
 #define LM_MAX_WORKERS 256
 
 struct lm_server_s {
-    lm_rt_t *rt;
+    lm_rt_t *rt; /* current generation: written by the control thread under rt_lock */
+    pthread_mutex_t rt_lock;
+    lm_rt_t *retired; /* generations whose last request ended; under rt_lock */
+    struct event *retire_ev, *sig_hup;
+    int retire_ev_dead; /* loop stopped: retire synchronously */
+    lm_server_opts_t opts;
     evthr_t *threads[LM_MAX_WORKERS]; /* set once by each worker's init */
     atomic_int draining;
     int cancel_sent;
@@ -36,12 +43,20 @@ struct lm_server_s {
     struct event *sig_term, *sig_int, *drain_timer;
     struct timespec drain_deadline;
     int stopping;
-    char *models_json; /* GET /v1/models body, built once */
 };
 
 void lm_server_inflight_add(lm_server_t *s, int delta)
 {
     atomic_fetch_add(&s->inflight, delta);
+}
+
+lm_rt_t *lm_server_acquire_rt(lm_server_t *s)
+{
+    pthread_mutex_lock(&s->rt_lock);
+    lm_rt_t *rt = s->rt;
+    lm_rt_ref(rt);
+    pthread_mutex_unlock(&s->rt_lock);
+    return rt;
 }
 
 int lm_server_draining(lm_server_t *s)
@@ -249,29 +264,40 @@ static int authorized(evhtp_request_t *req, const lm_rt_t *rt)
     return 0;
 }
 
-static void route_models(evhtp_request_t *req, void *arg)
+static void models_reply(evhtp_request_t *req, const lm_rt_t *rt)
 {
-    lm_server_t *s = arg;
-    if (!require_method(req, htp_method_GET) || !authorized(req, s->rt))
-        return;
     const char *path = req->uri && req->uri->path ? req->uri->path->full : "/v1/models";
     if (strcmp(path, "/v1/models") == 0) {
-        lm_http_reply(req, 200, "application/json", s->models_json, strlen(s->models_json), NULL);
+        lm_http_reply(req, 200, "application/json", rt->models_json, strlen(rt->models_json),
+                      NULL);
         return;
     }
-    const char *id = path + strlen("/v1/models/");
-    const lm_route_t *rt = lm_rt_route(s->rt, id);
-    if (rt == NULL) {
+    const lm_route_t *route = lm_rt_route(rt, path + strlen("/v1/models/"));
+    if (route == NULL) {
         reply_simple(req, 404, "invalid_request_error", "model_not_found",
                      "The model does not exist or you do not have access to it.");
         return;
     }
-    json_t *o = json_pack("{s:s,s:s,s:i,s:s}", "id", rt->model, "object", "model", "created", 0,
-                          "owned_by", rt->inst->chan->plugin);
-    char *body = json_dumps(o, JSON_COMPACT);
+    json_t *o = json_pack("{s:s,s:s,s:i,s:s}", "id", route->model, "object", "model", "created",
+                          0, "owned_by", route->inst->chan->plugin);
+    char   *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
-    lm_http_reply(req, 200, "application/json", body, strlen(body), NULL);
+    if (body)
+        lm_http_reply(req, 200, "application/json", body, strlen(body), NULL);
+    else
+        reply_simple(req, 500, "api_error", NULL, "out of memory");
     free(body);
+}
+
+static void route_models(evhtp_request_t *req, void *arg)
+{
+    lm_server_t *s = arg;
+    if (!require_method(req, htp_method_GET))
+        return;
+    lm_rt_t *rt = lm_server_acquire_rt(s);
+    if (authorized(req, rt))
+        models_reply(req, rt);
+    lm_rt_unref(rt);
 }
 
 static void route_health(evhtp_request_t *req, void *arg)
@@ -285,19 +311,6 @@ static void route_default(evhtp_request_t *req, void *arg)
 {
     (void)arg;
     reply_simple(req, 404, "invalid_request_error", "not_found", "unknown path");
-}
-
-static char *build_models_json(const lm_rt_t *rt)
-{
-    json_t *data = json_array();
-    for (size_t i = 0; i < rt->nroutes; i++)
-        json_array_append_new(data, json_pack("{s:s,s:s,s:i,s:s}", "id", rt->routes[i].model,
-                                              "object", "model", "created", 0, "owned_by",
-                                              rt->routes[i].inst->chan->plugin));
-    json_t *o = json_pack("{s:s,s:o}", "object", "list", "data", data);
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    return s;
 }
 
 /* ---- connection tracking (so shutdown can close what clients left open) ---- */
@@ -355,7 +368,6 @@ static void worker_init(evhtp_t *htp, evthr_t *thr, void *arg)
     w->index = atomic_fetch_add(&s->next_worker, 1);
     w->base = evthr_get_base(thr);
     w->srv = s;
-    w->rt = s->rt;
     w->up = lm_upstream_pool_new(w->base);
     if (w->up == NULL)
         abort();
@@ -443,6 +455,123 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_add(s->drain_timer, &tick);
 }
 
+/* ---- generations: reload and retire (control thread) ---- */
+
+/* Any thread: the last request of a generation ended. */
+static void on_retire(lm_rt_t *rt, void *arg)
+{
+    lm_server_t *s = arg;
+    pthread_mutex_lock(&s->rt_lock);
+    rt->retired_next = s->retired;
+    s->retired = rt;
+    pthread_mutex_unlock(&s->rt_lock);
+    if (s->retire_ev && !s->retire_ev_dead)
+        event_active(s->retire_ev, 0, 0);
+}
+
+/* Control thread: fini every retired generation's channels, then unload. */
+static void retire_now(lm_server_t *s)
+{
+    pthread_mutex_lock(&s->rt_lock);
+    lm_rt_t *list = s->retired;
+    s->retired = NULL;
+    pthread_mutex_unlock(&s->rt_lock);
+    while (list) {
+        lm_rt_t *next = list->retired_next;
+        lm_log(LM_LOG_INFO, "generation %llu retired: its last request ended",
+               (unsigned long long)list->gen);
+        lm_rt_free(list);
+        list = next;
+    }
+}
+
+static void on_retire_ev(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    retire_now(arg);
+}
+
+static lm_conf_t *reload_conf(lm_server_t *s, char *err, size_t errlen)
+{
+    lm_conf_t *conf = NULL;
+    if (s->opts.conf_path == NULL) {
+        lm_conf_parse("(built-in)", lm_conf_default_text, strlen(lm_conf_default_text), &conf,
+                      err, errlen);
+        return conf;
+    }
+    lm_conf_load(s->opts.conf_path, &conf, err, errlen);
+    return conf;
+}
+
+/* SIGHUP: build the next generation completely (config, plugins from
+ * private copies, channel inits); only then swap it in. Anything wrong
+ * keeps the current generation serving. Requests in flight finish on the
+ * generation they started with. */
+static void reload(lm_server_t *s)
+{
+    char       err[2048];
+    lm_rt_t   *cur = s->rt; /* only this thread swaps it */
+    lm_conf_t *conf = reload_conf(s, err, sizeof(err));
+    if (conf == NULL) {
+        lm_log(LM_LOG_ERROR, "reload failed, generation %llu keeps serving: %s",
+               (unsigned long long)cur->gen, err);
+        return;
+    }
+    if (strcmp(conf->listen_host, cur->conf->listen_host) || conf->listen_port != cur->conf->listen_port
+        || conf->workers != cur->conf->workers)
+        lm_log(LM_LOG_WARN, "reload: listen and workers changes need a restart; ignored");
+    lm_rt_t *next = lm_rt_build(conf, s->opts.plugin_dir, 1, err, sizeof(err));
+    if (next == NULL) {
+        lm_log(LM_LOG_ERROR, "reload failed, generation %llu keeps serving: %s",
+               (unsigned long long)cur->gen, err);
+        return;
+    }
+    next->gen = cur->gen + 1;
+    next->retire = on_retire;
+    next->retire_arg = s;
+    lm_log_set_level(next->conf->log_level);
+    pthread_mutex_lock(&s->rt_lock);
+    s->rt = next;
+    pthread_mutex_unlock(&s->rt_lock);
+    for (size_t i = 0; i < next->nplugins; i++)
+        lm_log(LM_LOG_INFO, "generation %llu: plugin %s %s", (unsigned long long)next->gen,
+               next->plugins[i]->vt.name, next->plugins[i]->vt.version ? next->plugins[i]->vt.version : "?");
+    lm_log(LM_LOG_INFO, "reloaded: generation %llu serves new requests (%zu channels, %zu models)",
+           (unsigned long long)next->gen, next->ninsts, next->nroutes);
+    lm_rt_unref(cur); /* the registry's reference; in-flight requests hold theirs */
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    lm_server_t *s = arg;
+    (void)sig;
+    (void)what;
+    if (!s->stopping)
+        reload(s);
+}
+
+static void write_pid_file(lm_server_t *s)
+{
+    const char *path = s->rt->conf->pid_file;
+    if (path == NULL || *path == '\0')
+        return;
+    FILE *f = fopen(path, "w");
+    if (f == NULL) {
+        lm_log(LM_LOG_WARN, "cannot write pid file %s", path);
+        return;
+    }
+    fprintf(f, "%ld\n", (long)getpid());
+    fclose(f);
+}
+
+static void remove_pid_file(lm_server_t *s)
+{
+    const char *path = s->rt ? s->rt->conf->pid_file : NULL;
+    if (path && *path)
+        unlink(path);
+}
+
 static int setup(lm_server_t *s, char *err, size_t errlen)
 {
     const lm_conf_t *c = s->rt->conf;
@@ -451,8 +580,7 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
         workers = 1;
     s->base = event_base_new();
     s->htp = s->base ? evhtp_new(s->base, NULL) : NULL;
-    s->models_json = build_models_json(s->rt);
-    if (s->htp == NULL || s->models_json == NULL) {
+    if (s->htp == NULL) {
         snprintf(err, errlen, "cannot initialise the HTTP server");
         return -1;
     }
@@ -483,6 +611,10 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
         snprintf(err, errlen, "cannot listen on %s:%d", c->listen_host, c->listen_port);
         return -1;
     }
+    s->retire_ev = event_new(s->base, -1, 0, on_retire_ev, s);
+    s->sig_hup = evsignal_new(s->base, SIGHUP, on_hup, s);
+    event_add(s->sig_hup, NULL);
+    write_pid_file(s);
     s->sig_term = evsignal_new(s->base, SIGTERM, on_signal, s);
     s->sig_int = evsignal_new(s->base, SIGINT, on_signal, s);
     event_add(s->sig_term, NULL);
@@ -492,11 +624,16 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
     return 0;
 }
 
-int lm_server_run(lm_rt_t *rt, char *err, size_t errlen)
+int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t errlen)
 {
     lm_server_t s;
     memset(&s, 0, sizeof(s));
     s.rt = rt;
+    s.opts = *opts;
+    pthread_mutex_init(&s.rt_lock, NULL);
+    rt->retire = on_retire;
+    rt->retire_arg = &s;
+    evthread_use_pthreads(); /* workers wake the control loop to retire generations */
     signal(SIGPIPE, SIG_IGN);
     json_object_seed(0);
     int rc = lm_upstream_global_init();
@@ -507,17 +644,20 @@ int lm_server_run(lm_rt_t *rt, char *err, size_t errlen)
         lm_log(LM_LOG_INFO, "stopped");
     }
     if (s.htp)
-        evhtp_free(s.htp);
-    if (s.sig_term)
-        event_free(s.sig_term);
-    if (s.sig_int)
-        event_free(s.sig_int);
-    if (s.drain_timer)
-        event_free(s.drain_timer);
+        evhtp_free(s.htp); /* stops the workers; their relays drop their references */
+    /* What workers retired, and the registry's own reference, go now. */
+    s.retire_ev_dead = 1;
+    retire_now(&s);
+    remove_pid_file(&s);
+    s.rt->retire = NULL;
+    lm_rt_unref(s.rt);
+    struct event *evs[] = {s.sig_term, s.sig_int, s.sig_hup, s.drain_timer, s.retire_ev};
+    for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+        if (evs[i])
+            event_free(evs[i]);
     if (s.base)
         event_base_free(s.base);
-    free(s.models_json);
-    lm_rt_free(rt);
+    pthread_mutex_destroy(&s.rt_lock);
     lm_upstream_global_cleanup();
     return rc;
 }

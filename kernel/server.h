@@ -7,9 +7,19 @@
 
 typedef struct lm_server_s lm_server_t;
 
-/* Run the gateway until SIGTERM/SIGINT and a drain. Takes ownership of rt.
+/* Where a reload reads its configuration from. */
+typedef struct lm_server_opts_s {
+    const char *conf_path;  /* NULL: the built-in default (reload re-reads it) */
+    const char *plugin_dir; /* -p override or NULL */
+} lm_server_opts_t;
+
+/* Run the gateway until SIGTERM/SIGINT and a drain; SIGHUP reloads the
+ * configuration, plugins included. Takes ownership of rt (generation 1).
  * Returns 0 on a clean stop, -1 with a message in err. */
-int lm_server_run(lm_rt_t *rt, char *err, size_t errlen);
+int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t errlen);
+/* A counted reference to the current generation (any thread); release it
+ * with lm_rt_unref. */
+lm_rt_t *lm_server_acquire_rt(lm_server_t *s);
 /* In-flight relay accounting (any thread). */
 void lm_server_inflight_add(lm_server_t *s, int delta);
 /* 1 once SIGTERM/SIGINT started the drain (any thread). */

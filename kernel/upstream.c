@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define LM_IDLE_EASY_MAX 64
 
@@ -26,6 +27,7 @@ struct lm_upstream_s {
     struct curl_slist *headers;
     lm_relay_t *relay;
     int status;
+    int whole_json; /* the upstream answered application/json, not a stream */
     int in_callback; /* inside a curl callback: cancel must wait */
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -170,12 +172,15 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *userdata)
     lm_upstream_t *t = userdata;
     size_t n = size * nmemb;
     if (t->status == 0) {
-        long code = 0;
+        long  code = 0;
+        char *ctype = NULL;
         curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
+        curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ctype);
         t->status = (int)code;
+        t->whole_json = ctype && strncasecmp(ctype, "application/json", 16) == 0;
     }
     t->in_callback = 1;
-    size_t rc = lm_relay_on_data(t->relay, t->status, p, n);
+    size_t rc = lm_relay_on_data(t->relay, t->status, t->whole_json, p, n);
     t->in_callback = 0;
     if (rc == LM_UP_PAUSE)
         return CURL_WRITEFUNC_PAUSE;
