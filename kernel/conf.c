@@ -344,8 +344,14 @@ static int top_directive(parser_t *ps, char **w, int nw)
         c->stream_high_water = (size_t)v;
         return 0;
     }
+    if (!strcmp(d, "data_dir")) {
+        free(c->data_dir);
+        c->data_dir = strdup(w[1]);
+        return 0;
+    }
     if (!strcmp(d, "pid_file")) {
         free(c->pid_file);
+    free(c->data_dir);
         c->pid_file = strdup(w[1]);
         return 0;
     }
@@ -523,5 +529,6 @@ void lm_conf_free(lm_conf_t *c)
     free(c->admin_host);
     free(c->plugin_dir);
     free(c->pid_file);
+    free(c->data_dir);
     free(c);
 }

@@ -1,6 +1,7 @@
 /* server.c - the HTTP front: libevhtp's only home. */
 #include "server.h"
 
+#include "admin.h"
 #include "auth.h"
 #include "errors.h"
 #include "http.h"
@@ -33,6 +34,9 @@ struct lm_server_s {
     struct event *retire_ev, *sig_hup;
     int retire_ev_dead; /* loop stopped: retire synchronously */
     lm_server_opts_t opts;
+    lm_store_t *store;        /* NULL without data_dir */
+    evhtp_t *admin_htp;       /* admin listener (own thread); NULL without a store */
+    lm_admin_env_t admin_env;
     evthr_t *threads[LM_MAX_WORKERS]; /* set once by each worker's init */
     atomic_int draining;
     int cancel_sent;
@@ -48,6 +52,17 @@ struct lm_server_s {
 void lm_server_inflight_add(lm_server_t *s, int delta)
 {
     atomic_fetch_add(&s->inflight, delta);
+}
+
+lm_store_t *lm_server_store(lm_server_t *s)
+{
+    return s->store;
+}
+
+void lm_server_reload(lm_server_t *s)
+{
+    (void)s;
+    kill(getpid(), SIGHUP); /* reload runs on the control thread, like longmen -s reload */
 }
 
 lm_rt_t *lm_server_acquire_rt(lm_server_t *s)
@@ -443,6 +458,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
            "(up to %d ms)",
            (int)sig, atomic_load(&s->inflight), s->rt->conf->drain_timeout_ms);
     evhtp_unbind_socket(s->htp);
+    if (s->admin_htp)
+        evhtp_unbind_socket(s->admin_htp);
     clock_gettime(CLOCK_MONOTONIC, &s->drain_deadline);
     s->drain_deadline.tv_sec += s->rt->conf->drain_timeout_ms / 1000;
     s->drain_deadline.tv_nsec += (long)(s->rt->conf->drain_timeout_ms % 1000) * 1000000L;
@@ -572,6 +589,37 @@ static void remove_pid_file(lm_server_t *s)
         unlink(path);
 }
 
+static void store_log(int level, const char *msg)
+{
+    lm_log(level, "store: %s", msg);
+}
+
+/* The store opens (migrations included) before any listener, then the
+ * admin API gets its own listener and thread. */
+static int setup_store(lm_server_t *s, char *err, size_t errlen)
+{
+    const lm_conf_t *c = s->rt->conf;
+    if (c->data_dir == NULL)
+        return 0;
+    lm_store_opts_t o = {.dir = c->data_dir, .log = store_log};
+    s->store = lm_store_open(&o, err, errlen);
+    if (s->store == NULL)
+        return -1;
+    if (c->admin_port == 0)
+        return 0;
+    s->admin_htp = evhtp_new(s->base, NULL);
+    s->admin_env = (lm_admin_env_t){s->store, s};
+    if (s->admin_htp == NULL || lm_admin_setup(s->admin_htp, &s->admin_env, err, errlen) < 0)
+        return -1;
+    if (evhtp_use_threads_wexit(s->admin_htp, NULL, NULL, 1, s) != 0
+        || evhtp_bind_socket(s->admin_htp, c->admin_host, (uint16_t)c->admin_port, 64) != 0) {
+        snprintf(err, errlen, "cannot listen on admin %s:%d", c->admin_host, c->admin_port);
+        return -1;
+    }
+    lm_log(LM_LOG_INFO, "admin API on %s:%d", c->admin_host, c->admin_port);
+    return 0;
+}
+
 static int setup(lm_server_t *s, char *err, size_t errlen)
 {
     const lm_conf_t *c = s->rt->conf;
@@ -584,6 +632,8 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
         snprintf(err, errlen, "cannot initialise the HTTP server");
         return -1;
     }
+    if (setup_store(s, err, errlen) < 0)
+        return -1;
     evhtp_callback_t *chat = evhtp_set_cb(s->htp, "/v1/chat/completions", route_relay, s);
     evhtp_callback_t *emb = evhtp_set_cb(s->htp, "/v1/embeddings", route_relay, s);
     if (chat == NULL || emb == NULL) {
@@ -645,6 +695,10 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
     }
     if (s.htp)
         evhtp_free(s.htp); /* stops the workers; their relays drop their references */
+    if (s.admin_htp)
+        evhtp_free(s.admin_htp);
+    if (s.store)
+        lm_store_close(s.store); /* commits what workers queued */
     /* What workers retired, and the registry's own reference, go now. */
     s.retire_ev_dead = 1;
     retire_now(&s);

@@ -17,6 +17,10 @@ typedef struct lm_server_opts_s {
  * configuration, plugins included. Takes ownership of rt (generation 1).
  * Returns 0 on a clean stop, -1 with a message in err. */
 int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t errlen);
+/* The store (NULL without data_dir). Any thread; lives until shutdown. */
+struct lm_store_s *lm_server_store(lm_server_t *s);
+/* Ask the control thread to reload (any thread). */
+void lm_server_reload(lm_server_t *s);
 /* A counted reference to the current generation (any thread); release it
  * with lm_rt_unref. */
 lm_rt_t *lm_server_acquire_rt(lm_server_t *s);
