@@ -2,6 +2,8 @@
 
 #include "log.h"
 
+#include <jansson.h>
+
 #include "../sdk/longmen.h"
 
 #include <ctype.h>
@@ -30,7 +32,8 @@ typedef struct parser_s {
     char *err;
     size_t errlen;
     lm_conf_t *conf;
-    lm_chan_conf_t *chan; /* inside a channel block */
+    lm_chan_conf_t *chan;     /* inside a channel block */
+    lm_script_conf_t *script; /* inside a script block */
 } parser_t;
 
 static int fail(parser_t *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -294,6 +297,64 @@ static int open_channel(parser_t *ps, char **w, int nw)
     return 0;
 }
 
+static int add_patterns(parser_t *ps, char ***list, size_t *n, char **w, int nw)
+{
+    if (nw < 2)
+        return fail(ps, "%s needs at least one pattern", w[0]);
+    char **nl = realloc(*list, (*n + (size_t)nw) * sizeof(char *));
+    if (nl == NULL)
+        return fail(ps, "out of memory");
+    *list = nl;
+    for (int i = 1; i < nw; i++)
+        (*list)[(*n)++] = strdup(w[i]);
+    return 0;
+}
+
+/* Inside "script NAME PATH {": models, keys, args (the rest of the line is
+ * JSON, spaces allowed). */
+static int script_directive(parser_t *ps, const char *raw, char **w, int nw)
+{
+    lm_script_conf_t *sc = ps->script;
+    if (!strcmp(w[0], "models"))
+        return add_patterns(ps, &sc->models, &sc->nmodels, w, nw);
+    if (!strcmp(w[0], "keys"))
+        return add_patterns(ps, &sc->keys, &sc->nkeys, w, nw);
+    if (!strcmp(w[0], "args")) {
+        const char *j = strstr(raw, "args") + 4;
+        json_error_t je;
+        json_t *v = json_loads(j, JSON_DECODE_ANY, &je);
+        if (v == NULL)
+            return fail(ps, "args must be JSON: %s", je.text);
+        json_decref(v);
+        free(sc->args_json);
+        sc->args_json = strdup(j);
+        return 0;
+    }
+    return fail(ps, "unknown script setting \"%s\" (models, keys or args)", w[0]);
+}
+
+static int open_script(parser_t *ps, char **w, int nw)
+{
+    lm_conf_t *c = ps->conf;
+    if (nw != 3 && !(nw == 4 && !strcmp(w[3], "{")))
+        return fail(ps, "usage: script <name> <file.lua> [{]");
+    for (size_t i = 0; i < c->nscripts; i++)
+        if (!strcmp(c->scripts[i].name, w[1]))
+            return fail(ps, "script %s is already defined at line %d", w[1], c->scripts[i].line);
+    lm_script_conf_t *ns = realloc(c->scripts, (c->nscripts + 1) * sizeof(*ns));
+    if (ns == NULL)
+        return fail(ps, "out of memory");
+    c->scripts = ns;
+    lm_script_conf_t *sc = &c->scripts[c->nscripts++];
+    memset(sc, 0, sizeof(*sc));
+    sc->name = strdup(w[1]);
+    sc->path = strdup(w[2]);
+    sc->line = ps->line;
+    if (nw == 4)
+        ps->script = sc;
+    return 0;
+}
+
 static int close_channel(parser_t *ps)
 {
     lm_chan_conf_t *ch = ps->chan;
@@ -313,6 +374,23 @@ static int top_directive(parser_t *ps, char **w, int nw)
 
     if (!strcmp(d, "channel"))
         return open_channel(ps, w, nw);
+    if (!strcmp(d, "script"))
+        return open_script(ps, w, nw);
+    if (!strcmp(d, "lua_instructions") && nw == 2) {
+        if (parse_size(w[1], &c->lua_instructions) < 0 || c->lua_instructions < 1000)
+            return fail(ps, "lua_instructions must be a number >= 1000");
+        return 0;
+    }
+    if (!strcmp(d, "lua_deadline") && nw == 2) {
+        if (parse_duration_ms(w[1], &c->lua_deadline_ms) < 0 || c->lua_deadline_ms < 1)
+            return fail(ps, "lua_deadline needs a duration such as 10ms");
+        return 0;
+    }
+    if (!strcmp(d, "lua_memory") && nw == 2) {
+        if (parse_size(w[1], &c->lua_memory) < 0 || c->lua_memory < 1024 * 1024)
+            return fail(ps, "lua_memory must be a size >= 1m");
+        return 0;
+    }
     if (!strcmp(d, "key"))
         return directive_key(ps, w, nw);
     if (nw != 2)
@@ -394,7 +472,7 @@ static lm_conf_t *conf_new(const char *path)
 int lm_conf_parse(const char *path, const char *text, size_t len, lm_conf_t **out, char *err,
                   size_t errlen)
 {
-    parser_t ps = {path, 0, err, errlen, conf_new(path), NULL};
+    parser_t ps = {path, 0, err, errlen, conf_new(path), NULL, NULL};
     char *w[MAX_WORDS];
     int nw, rc = 0;
     size_t off = 0;
@@ -414,14 +492,20 @@ int lm_conf_parse(const char *path, const char *text, size_t len, lm_conf_t **ou
             rc = fail(&ps, "line longer than 4096 bytes");
             break;
         }
-        char line[4097];
+        char line[4097], raw[4097];
         memcpy(line, text + off, n);
         line[n] = '\0';
+        memcpy(raw, line, n + 1);
         off += n + 1;
         if ((rc = split_words(&ps, line, w, &nw)) < 0 || nw == 0)
             continue;
         if (!strcmp(w[0], "}") && nw == 1) {
-            rc = ps.chan ? close_channel(&ps) : fail(&ps, "unexpected }");
+            if (ps.script)
+                ps.script = NULL;
+            else
+                rc = ps.chan ? close_channel(&ps) : fail(&ps, "unexpected }");
+        } else if (ps.script) {
+            rc = script_directive(&ps, raw, w, nw);
         } else if (ps.chan) {
             rc = chan_directive(&ps, w, nw);
         } else {
@@ -430,6 +514,9 @@ int lm_conf_parse(const char *path, const char *text, size_t len, lm_conf_t **ou
     }
     if (rc == 0 && ps.chan)
         rc = fail(&ps, "channel %s (line %d) is not closed with }", ps.chan->name, ps.chan->line);
+    if (rc == 0 && ps.script)
+        rc = fail(&ps, "script %s (line %d) is not closed with }", ps.script->name,
+                  ps.script->line);
     if (rc < 0) {
         lm_conf_free(ps.conf);
         return -1;
@@ -520,6 +607,19 @@ void lm_conf_free(lm_conf_t *c)
         free(ch->name);
         free(ch->plugin);
     }
+    for (size_t i = 0; i < c->nscripts; i++) {
+        lm_script_conf_t *sc = &c->scripts[i];
+        for (size_t j = 0; j < sc->nmodels; j++)
+            free(sc->models[j]);
+        for (size_t j = 0; j < sc->nkeys; j++)
+            free(sc->keys[j]);
+        free(sc->models);
+        free(sc->keys);
+        free(sc->name);
+        free(sc->path);
+        free(sc->args_json);
+    }
+    free(c->scripts);
     for (size_t i = 0; i < c->nkeys; i++)
         free(c->keys[i].name);
     free(c->keys);

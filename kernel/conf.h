@@ -36,6 +36,18 @@ typedef struct lm_chan_conf_s {
     int idle_timeout_ms;
 } lm_chan_conf_t;
 
+/* A Lua policy script (scripts/README.md). Runs in declaration order. */
+typedef struct lm_script_conf_s {
+    char *name;
+    char *path;
+    char **models; /* fnmatch patterns on the requested model; none = all */
+    size_t nmodels;
+    char **keys; /* fnmatch patterns on the client key name; none = all */
+    size_t nkeys;
+    char *args_json; /* JSON passed to the chunk as `...`, or NULL */
+    int line;
+} lm_script_conf_t;
+
 typedef struct lm_key_conf_s {
     char *name;
     unsigned char hash[32]; /* SHA-256 of the secret */
@@ -60,6 +72,11 @@ typedef struct lm_conf_s {
     size_t nkeys;
     lm_chan_conf_t *chans;
     size_t nchans;
+    lm_script_conf_t *scripts;
+    size_t nscripts;
+    uint64_t lua_instructions; /* per stage call; 0 = host default (1,000,000) */
+    int lua_deadline_ms;       /* per stage call; 0 = host default (10 ms) */
+    uint64_t lua_memory;       /* per Lua state; 0 = host default (16 MiB) */
 } lm_conf_t;
 
 /* Parse `text` (len bytes) named `path` for messages. On error returns -1

@@ -117,19 +117,24 @@ int main(int argc, char **argv)
         return 1;
     }
     lm_log_set_level(conf->log_level);
-    lm_rt_t *rt = lm_rt_build(conf, plugin_dir, test_only, err, sizeof(err));
+    lm_lua_shared_t *shared = lm_lua_shared_new(0); /* lm.shared outlives every generation */
+    lm_rt_t *rt = lm_rt_build(conf, plugin_dir, test_only, shared, err, sizeof(err));
     if (rt == NULL) {
         fprintf(stderr, "longmen: %s\n", err);
+        lm_lua_shared_free(shared);
         return 1;
     }
     if (test_only) {
         printf("longmen: configuration %s is ok (%zu channels, %zu models, %zu keys)\n",
                rt->conf->path, rt->ninsts, rt->nroutes, rt->conf->nkeys);
         lm_rt_free(rt);
+        lm_lua_shared_free(shared);
         return 0;
     }
-    lm_server_opts_t opts = {conf_from_file ? path : NULL, plugin_dir};
-    if (lm_server_run(rt, &opts, err, sizeof(err)) < 0) {
+    lm_server_opts_t opts = {conf_from_file ? path : NULL, plugin_dir, shared};
+    int rc = lm_server_run(rt, &opts, err, sizeof(err));
+    lm_lua_shared_free(shared);
+    if (rc < 0) {
         fprintf(stderr, "longmen: %s\n", err);
         return 1;
     }

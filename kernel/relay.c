@@ -3,6 +3,7 @@
 #include "auth.h"
 #include "errors.h"
 #include "log.h"
+#include "relay_lua.h"
 #include "reqcheck.h"
 #include "response.h"
 #include "server.h"
@@ -17,13 +18,19 @@
 
 #define LM_RESPONSE_MAX   (64u * 1024 * 1024) /* whole non-stream upstream body */
 #define LM_ERROR_BODY_MAX (1024u * 1024)      /* upstream error body kept for mapping */
+#define LM_MAX_CANDIDATES 8
+#define LM_MAX_ATTEMPTS   2 /* upstream attempts per request (FT-1 default) */
 
 struct lm_relay_s {
     lm_worker_t *w;
     lm_http_req_t *req; /* NULL once the client is gone */
     int fini_seen;      /* the HTTP request object was freed */
     lm_rt_t *rt; /* counted reference: the generation this request runs on */
-    const lm_route_t *route;
+    const lm_route_t *route;              /* the current attempt's channel: &cands[cand] */
+    lm_route_t cands[LM_MAX_CANDIDATES]; /* channels serving the model, in try order */
+    size_t ncands, cand;
+    int attempt;           /* 1-based upstream attempt number */
+    lm_lua_call_t *lua;    /* the scripts' view of this request, or NULL */
     json_t *canon;
     lm_call call;
     int call_open;
@@ -42,7 +49,7 @@ struct lm_relay_s {
     int client_status; /* what the client was answered (0: nothing yet) */
     int stream_error;  /* the stream ended with an error event */
     const char *key_name; /* the client key's name (borrowed from rt) */
-    lm_usage usage;       /* non-stream usage (streams: st.emit.usage) */    /* request body passed max_body */
+    lm_usage usage;       /* non-stream usage (streams: st.emit.usage) */
     size_t discarded; /* request bytes dropped past the limit */
     lm_buf_t body;    /* non-stream body or upstream error body */
     lm_stream_t st;
@@ -71,6 +78,21 @@ static void access_log(lm_relay_t *r)
         return;
     const lm_usage *u = r->st_init ? &r->st.emit.usage : &r->usage;
     const lm_provider *vt = r->route ? &r->route->inst->plugin->vt : NULL;
+    int64_t charge = 0;
+    lm_rlua_usage(r->lua, u, &charge);
+    if (r->lua && (lm_lua_call_stages(r->lua) & LM_LUA_BIT(LM_LUA_STAGE_LOG))) {
+        json_t *rec = json_pack("{s:s,s:s,s:s,s:i,s:I,s:I,s:I}", "id", r->id, "key",
+                                r->key_name ? r->key_name : "", "channel",
+                                r->route ? r->route->inst->chan->name : "", "status",
+                                r->client_status, "prompt_tokens", (json_int_t)u->prompt,
+                                "completion_tokens", (json_int_t)u->completion, "charge",
+                                (json_int_t)charge);
+        lm_rlua_log(r->lua, rec);
+        char *line = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+        lm_log(LM_LOG_INFO, "access-record %s", line ? line : "{}");
+        free(line);
+        json_decref(rec);
+    }
     lm_log(LM_LOG_INFO,
            "access id=%s key=%s model=%s channel=%s plugin=%s/%s gen=%llu status=%d%s%s ms=%llu "
            "prompt=%lld completion=%lld",
@@ -91,6 +113,7 @@ static void relay_free(lm_relay_t *r)
         r->route->inst->plugin->vt.req_close(r->route->inst->istate, &r->call);
     if (r->st_init)
         lm_stream_free(&r->st);
+    lm_lua_call_end(r->lua);
     json_decref(r->canon);
     lm_ureq_free(&r->ureq);
     lm_buf_free(&r->body);
@@ -245,6 +268,14 @@ static int sse_sink(void *arg, const char *json, size_t len)
     lm_relay_t *r = arg;
     if (r->req == NULL)
         return -1;
+    if (r->lua && (lm_lua_call_stages(r->lua) & LM_LUA_BIT(LM_LUA_STAGE_EVENT))) {
+        lm_err e;
+        if (lm_rlua_event(r->lua, json, len, &r->out, &e) < 0) {
+            r->st.err = e; /* reported as the stream's error event */
+            return -1;
+        }
+        return 0;
+    }
     if (lm_buf_add(&r->out, "data: ", 6) < 0 || lm_buf_add(&r->out, json, len) < 0 ||
         lm_buf_add(&r->out, "\n\n", 2) < 0)
         return -1;
@@ -331,6 +362,8 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
     if (rc < 0) {
         lm_log(LM_LOG_INFO, "%s: upstream %d -> %d %s", r->id, status, e.http_status, e.code);
         reply_error(r, &e);
+    } else if (lm_rlua_response(r->lua, &out, &e) < 0) {
+        reply_error(r, &e);
     } else {
         r->finished = 1;
         r->client_status = 200;
@@ -341,45 +374,101 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
     free(out);
 }
 
+static int start_attempt(lm_relay_t *r);
+
+/* Whether a failed attempt may go to the next channel: only while nothing
+ * reached the client, only for failures where the upstream did not take
+ * the request (no connection) or said so (429, 5xx); never after a timeout
+ * once the request was sent (FT-3). Scripts may ask for it (on_error). */
+static int retryable(const lm_relay_t *r, int ok, int timeout)
+{
+    if (!ok)
+        return !timeout && r->status == 0;
+    return r->status == 429 || r->status >= 500;
+}
+
+/* The attempt failed before the client saw a byte: map the error, let the
+ * scripts look at it, and try the next candidate when allowed. */
+static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry)
+{
+    int script_retry = lm_rlua_error(r->lua, e, r->route, r->attempt, 0);
+    if ((kernel_retry || script_retry) && r->attempt < LM_MAX_ATTEMPTS &&
+        r->cand + 1 < r->ncands && r->req) {
+        lm_log(LM_LOG_WARN, "%s: attempt %d on channel %s failed (%d %s); trying channel %s", r->id,
+               r->attempt, r->route->inst->chan->name, e->http_status, e->code,
+               r->cands[r->cand + 1].inst->chan->name);
+        r->cand++;
+        start_attempt(r);
+        return;
+    }
+    reply_error(r, e);
+}
+
+static void whole_done(lm_relay_t *r)
+{
+    int status = r->status;
+    lm_str body = {lm_buf_cstr(&r->body), r->body.len};
+    if (status >= 200 && status < 300) {
+        finish_whole(r, status, body);
+        return;
+    }
+    char *out = NULL;
+    lm_usage usage;
+    lm_err e;
+    lm_response_translate(r->route->inst, &r->call, status, body, &out, &usage, &e);
+    free(out);
+    lm_log(LM_LOG_INFO, "%s: upstream %d -> %d %s", r->id, status, e.http_status, e.code);
+    attempt_failed(r, &e, retryable(r, 1, 0));
+}
+
+static void stream_done(lm_relay_t *r)
+{
+    int rc = r->headers_sent ? lm_stream_finish(&r->st) : LM_OK;
+    lm_err e;
+    if (!r->headers_sent) {
+        lm_error_set(&e, -1, 502, "api_error", "upstream_error", "upstream sent an empty stream");
+        attempt_failed(r, &e, 0);
+    } else if (rc < 0) {
+        stream_end(r, &r->st.err);
+    } else if (rc == LM_DONE || r->st.emit.finish_seen) {
+        flush_out(r);
+        stream_end(r, NULL); /* a clean end of body after a finish ends the stream */
+    } else {
+        /* The body ended before the provider's end marker and before any
+         * finish_reason: the answer is truncated, say so (7.5). */
+        flush_out(r);
+        lm_error_set(&e, -1, 502, "api_error", "upstream_error",
+                     "upstream stream ended before the answer was complete");
+        stream_end(r, &e);
+    }
+}
+
 void lm_relay_on_done(lm_relay_t *r, int ok, int timeout, const char *why)
 {
+    lm_err e;
     r->up = NULL;
     if (r->timer)
         evtimer_del(r->timer);
     if (r->req && !r->finished) {
         int success = r->status >= 200 && r->status < 300;
         if (!ok && !r->headers_sent) {
-            lm_log(LM_LOG_WARN, "%s: upstream failed: %s", r->id, why);
+            lm_log(LM_LOG_WARN, "%s: upstream failed on channel %s: %s", r->id,
+                   r->route->inst->chan->name, why);
             if (timeout)
-                reply_err(r, 504, "api_error", "upstream_timeout", "upstream timed out");
+                lm_error_set(&e, -1, 504, "api_error", "upstream_timeout", "upstream timed out");
             else
-                reply_err(r, 502, "api_error", "upstream_error", "upstream connection failed");
+                lm_error_set(&e, -1, 502, "api_error", "upstream_error",
+                             "upstream connection failed");
+            attempt_failed(r, &e, retryable(r, ok, timeout));
         } else if (!ok) {
-            lm_err e;
             lm_error_set(&e, -1, timeout ? 504 : 502, "api_error",
                          timeout ? "upstream_timeout" : "upstream_error",
                          timeout ? "upstream stream timed out" : "upstream stream was cut off");
             stream_end(r, &e);
         } else if (r->call.stream && success && !r->whole_body) {
-            int rc = r->headers_sent ? lm_stream_finish(&r->st) : LM_OK;
-            if (!r->headers_sent)
-                reply_err(r, 502, "api_error", "upstream_error", "upstream sent an empty stream");
-            else if (rc < 0)
-                stream_end(r, &r->st.err);
-            else if (rc == LM_DONE || r->st.emit.finish_seen) {
-                flush_out(r);
-                stream_end(r, NULL); /* a clean end of body after a finish ends the stream */
-            } else {
-                /* The body ended before the provider's end marker and before any
-                 * finish_reason: the answer is truncated, say so (7.5). */
-                lm_err e;
-                flush_out(r);
-                lm_error_set(&e, -1, 502, "api_error", "upstream_error",
-                             "upstream stream ended before the answer was complete");
-                stream_end(r, &e);
-            }
+            stream_done(r);
         } else {
-            finish_whole(r, r->status, (lm_str){lm_buf_cstr(&r->body), r->body.len});
+            whole_done(r);
         }
     }
     maybe_free(r);
@@ -445,12 +534,32 @@ static int run_local(lm_relay_t *r)
     return 0;
 }
 
-static int start(lm_relay_t *r)
+/* Forget what the previous attempt left (plugin request state, buffers). */
+static void reset_attempt(lm_relay_t *r)
 {
+    if (r->call_open && r->route && r->route->inst->plugin->vt.req_close)
+        r->route->inst->plugin->vt.req_close(r->route->inst->istate, &r->call);
+    r->call_open = 0;
+    if (r->st_init)
+        lm_stream_free(&r->st);
+    r->st_init = 0;
+    lm_ureq_free(&r->ureq);
+    lm_ureq_init(&r->ureq);
+    lm_buf_reset(&r->body);
+    r->status = 0;
+    r->whole_body = 0;
+}
+
+static int start_attempt(lm_relay_t *r)
+{
+    reset_attempt(r);
+    r->route = &r->cands[r->cand];
+    r->attempt++;
     const lm_route_t *route = r->route;
     const lm_provider *vt = &route->inst->plugin->vt;
     lm_err e;
 
+    snprintf(r->upstream_model, sizeof(r->upstream_model), "%s", route->upstream);
     r->call = (lm_call){.hdr = LM_ABI_HDR(lm_call),
                         .op = r->op,
                         .stream = r->op == LM_OP_CHAT &&
@@ -465,9 +574,11 @@ static int start(lm_relay_t *r)
                          "this model does not support embeddings");
     json_t *so = json_object_get(r->canon, "stream_options");
     r->want_usage = json_is_true(json_object_get(so, "include_usage"));
+    /* The client's bytes may be forwarded only while canon still means them:
+     * the same model, and no script could have rewritten the request. */
     if (strcmp(json_string_value(json_object_get(r->canon, "model")), r->upstream_model) != 0)
         json_object_set_new(r->canon, "model", json_string(r->upstream_model));
-    else if (r->req)
+    else if (r->req && !(r->lua && (lm_lua_call_stages(r->lua) & LM_LUA_BIT(LM_LUA_STAGE_REQUEST))))
         r->call.raw_body = lm_http_body(r->req);
     memset(&e, 0, sizeof(e));
     r->call_open = 1;
@@ -478,6 +589,8 @@ static int start(lm_relay_t *r)
                          "the request cannot be sent to this provider");
         return reply_error(r, &e);
     }
+    if (lm_rlua_upstream(r->lua, route, r->attempt, &r->ureq, &e) < 0)
+        return reply_error(r, &e);
     if (r->call.stream) {
         lm_stream_init(&r->st, route->inst, &r->call, (int64_t)time(NULL), sse_sink, r);
         r->st_init = 1;
@@ -491,9 +604,44 @@ static int start(lm_relay_t *r)
                               sizeof(why));
     if (r->up == NULL)
         return reply_err(r, 502, "api_error", "upstream_error", why);
-    r->timer = evtimer_new(r->w->base, on_timeout, r);
+    if (r->timer == NULL)
+        r->timer = evtimer_new(r->w->base, on_timeout, r);
     arm_timer(r, route->inst->chan->first_byte_timeout_ms);
     return 0;
+}
+
+/* Scripts see the request first (on_request may reject or rewrite it,
+ * including the model), then the candidate channels (on_route). */
+static int route_request(lm_relay_t *r)
+{
+    lm_err e;
+    if (r->rt->lua) {
+        lm_lua_vm_t *vm = lm_rlua_vm(r->w, r->rt->lua, &e);
+        if (vm == NULL)
+            return reply_error(r, &e);
+        r->lua = lm_lua_call_begin(vm, r->key_name, NULL, r->canon);
+        if (r->lua == NULL)
+            return reply_err(r, 500, "api_error", NULL, "out of memory");
+        if (lm_rlua_request(r->lua, r->canon, &e) < 0)
+            return reply_error(r, &e);
+    }
+    const char *model = json_string_value(json_object_get(r->canon, "model"));
+    if (model == NULL)
+        return reply_err(r, 400, "invalid_request_error", "invalid_value", "'model' is required");
+    r->ncands = lm_rt_candidates(r->rt, model, r->cands, LM_MAX_CANDIDATES);
+    if (r->ncands == 0) {
+        lm_err_set(&e, -1, 404, "invalid_request_error", "model_not_found",
+                   "The model '%.128s' does not exist or you do not have access to it.", model);
+        return reply_error(r, &e);
+    }
+    long n = lm_rlua_route(r->lua, r->cands, r->ncands, &e);
+    if (n < 0)
+        return reply_error(r, &e);
+    if (n == 0)
+        return reply_err(r, 503, "api_error", "no_channel",
+                         "no channel is available for this model (policy)");
+    r->ncands = (size_t)n;
+    return start_attempt(r);
 }
 
 lm_relay_t *lm_relay_begin(lm_http_req_t *req, lm_worker_t *w, int op)
@@ -534,15 +682,7 @@ static int handle(lm_relay_t *r, int method_ok)
     if ((r->op == LM_OP_CHAT ? lm_reqcheck_chat(r->canon, &e) : lm_reqcheck_embed(r->canon, &e)) <
         0)
         return reply_error(r, &e);
-    const char *model = json_string_value(json_object_get(r->canon, "model"));
-    r->route = lm_rt_route(r->rt, model);
-    if (r->route == NULL) {
-        lm_err_set(&e, -1, 404, "invalid_request_error", "model_not_found",
-                   "The model '%.128s' does not exist or you do not have access to it.", model);
-        return reply_error(r, &e);
-    }
-    snprintf(r->upstream_model, sizeof(r->upstream_model), "%s", r->route->upstream);
-    return start(r);
+    return route_request(r);
 }
 
 void lm_relay_run(lm_relay_t *r, int method_ok)

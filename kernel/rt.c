@@ -56,7 +56,59 @@ static char *build_models_json(const lm_rt_t *rt)
     return s;
 }
 
-lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, char *err, size_t errlen)
+/* Compile every configured script together (lua_host.h): a broken one fails
+ * the whole build, so a reload keeps the old generation. */
+static int load_scripts(lm_rt_t *rt, lm_lua_shared_t *shared, char *err, size_t errlen)
+{
+    const lm_conf_t *c = rt->conf;
+    if (c->nscripts == 0)
+        return 0;
+    lm_lua_script_spec_t *specs = calloc(c->nscripts, sizeof(*specs));
+    json_t **args = calloc(c->nscripts, sizeof(*args));
+    int rc = -1;
+    if (specs == NULL || args == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < c->nscripts; i++) {
+        const lm_script_conf_t *sc = &c->scripts[i];
+        args[i] = sc->args_json ? json_loads(sc->args_json, JSON_DECODE_ANY, NULL) : NULL;
+        specs[i] = (lm_lua_script_spec_t){sc->name, sc->path, (const char *const *)sc->models,
+                                          sc->nmodels, (const char *const *)sc->keys, sc->nkeys,
+                                          args[i]};
+    }
+    lm_lua_limits_t lim = {c->lua_instructions, (uint32_t)c->lua_deadline_ms, c->lua_memory};
+    char lerr[1024];
+    rt->lua = lm_lua_gen_load(specs, c->nscripts, &lim, shared, lerr, sizeof(lerr));
+    if (rt->lua == NULL)
+        snprintf(err, errlen, "%s: scripts: %s", c->path, lerr);
+    else
+        rc = 0;
+out:
+    for (size_t i = 0; args && i < c->nscripts; i++)
+        json_decref(args[i]);
+    free(args);
+    free(specs);
+    return rc;
+}
+
+size_t lm_rt_candidates(const lm_rt_t *rt, const char *model, lm_route_t *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < rt->ninsts && n < max; i++) {
+        const lm_chan_conf_t *ch = rt->insts[i].chan;
+        for (size_t j = 0; j < ch->nmodels; j++) {
+            if (!strcmp(ch->models[j].name, model)) {
+                out[n++] = (lm_route_t){ch->models[j].name, ch->models[j].upstream, &rt->insts[i]};
+                break;
+            }
+        }
+    }
+    return n;
+}
+
+lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict,
+                     lm_lua_shared_t *shared, char *err, size_t errlen)
 {
     lm_rt_t *rt = calloc(1, sizeof(*rt));
     if (rt == NULL) {
@@ -97,6 +149,8 @@ lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, char *
             goto fail;
         }
     }
+    if (load_scripts(rt, shared, err, errlen) < 0)
+        goto fail;
     rt->models_json = build_models_json(rt);
     if (rt->models_json == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -135,6 +189,7 @@ void lm_rt_free(lm_rt_t *rt)
     free(rt->plugins);
     free(rt->routes);
     free(rt->models_json);
+    lm_lua_gen_release(rt->lua);
     lm_conf_free(rt->conf);
     free(rt);
 }

@@ -6,6 +6,7 @@
 #ifndef LM_RT_H
 #define LM_RT_H
 #include "conf.h"
+#include "lua_host.h"
 #include "plugin.h"
 
 #include <stdatomic.h>
@@ -36,6 +37,7 @@ struct lm_rt_s {
     size_t ninsts;
     lm_route_t *routes; /* in config order: first channel listing a model wins */
     size_t nroutes;
+    lm_lua_gen_t *lua; /* the scripts of this generation (one reference), or NULL */
 };
 
 /* Build a runtime from conf (takes ownership of conf, even on failure).
@@ -43,7 +45,11 @@ struct lm_rt_s {
  * strict: a channel whose plugin cannot be loaded or initialised fails the
  * build (longmen -t); otherwise it is logged and left out, and the other
  * channels serve. Returns NULL with a message naming the file and line. */
-lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, char *err, size_t errlen);
+lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict,
+                     lm_lua_shared_t *shared, char *err, size_t errlen);
+/* Every channel that serves `model` (client name), in config order, into
+ * out[max]; returns how many. Borrowed. */
+size_t lm_rt_candidates(const lm_rt_t *rt, const char *model, lm_route_t *out, size_t max);
 void lm_rt_free(lm_rt_t *rt);
 /* Reference counting (any thread). A new runtime has one reference. */
 void lm_rt_ref(lm_rt_t *rt);

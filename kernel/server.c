@@ -6,6 +6,7 @@
 #include "errors.h"
 #include "http.h"
 #include "log.h"
+#include "lua_host.h"
 #include "relay.h"
 #include "upstream.h"
 #include "worker.h"
@@ -403,6 +404,7 @@ static void worker_exit(evhtp_t *htp, evthr_t *thr, void *arg)
     while (w->conns)
         evhtp_connection_free(((conn_node_t *)w->conns)->conn);
     lm_relay_free_all(w);
+    lm_lua_vm_release(w->vm);
     lm_upstream_pool_free(w->up);
     free(w);
 }
@@ -538,7 +540,7 @@ static void reload(lm_server_t *s)
     if (strcmp(conf->listen_host, cur->conf->listen_host) || conf->listen_port != cur->conf->listen_port
         || conf->workers != cur->conf->workers)
         lm_log(LM_LOG_WARN, "reload: listen and workers changes need a restart; ignored");
-    lm_rt_t *next = lm_rt_build(conf, s->opts.plugin_dir, 1, err, sizeof(err));
+    lm_rt_t *next = lm_rt_build(conf, s->opts.plugin_dir, 1, s->opts.shared, err, sizeof(err));
     if (next == NULL) {
         lm_log(LM_LOG_ERROR, "reload failed, generation %llu keeps serving: %s",
                (unsigned long long)cur->gen, err);
@@ -608,7 +610,7 @@ static int setup_store(lm_server_t *s, char *err, size_t errlen)
     if (c->admin_port == 0)
         return 0;
     s->admin_htp = evhtp_new(s->base, NULL);
-    s->admin_env = (lm_admin_env_t){s->store, s};
+    s->admin_env = (lm_admin_env_t){.store = s->store, .server = s};
     if (s->admin_htp == NULL || lm_admin_setup(s->admin_htp, &s->admin_env, err, errlen) < 0)
         return -1;
     if (evhtp_use_threads_wexit(s->admin_htp, NULL, NULL, 1, s) != 0

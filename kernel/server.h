@@ -11,6 +11,7 @@ typedef struct lm_server_s lm_server_t;
 typedef struct lm_server_opts_s {
     const char *conf_path;  /* NULL: the built-in default (reload re-reads it) */
     const char *plugin_dir; /* -p override or NULL */
+    lm_lua_shared_t *shared; /* lm.shared counters for every generation (main owns) */
 } lm_server_opts_t;
 
 /* Run the gateway until SIGTERM/SIGINT and a drain; SIGHUP reloads the

@@ -13,6 +13,7 @@ struct event_base;
 struct lm_upstream_pool_s;
 struct lm_relay_s;
 struct lm_server_s;
+struct lm_lua_vm_s;
 
 typedef struct lm_worker_s {
     int index;
@@ -23,5 +24,6 @@ typedef struct lm_worker_s {
     uint64_t next_id;              /* request id counter */
     struct lm_relay_s *inflight;   /* list of live relays (for shutdown) */
     void *conns;                   /* open client connections (server.c) */
+    struct lm_lua_vm_s *vm; /* Lua state of the newest generation seen (one reference) */
 } lm_worker_t;
 #endif

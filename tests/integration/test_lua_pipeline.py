@@ -1,0 +1,231 @@
+"""Lua policy stages through the real binary: rewrite, reject, route,
+upstream headers, events, responses, errors/fallback, limits, logs, reload
+with a broken script, and the shipped scripts."""
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+from lib import BUILD, KEY, PLUGIN_DIR, ROOT, Gateway, Mock, check, chunk, content_of, json_reply, run, \
+    sse_reply, usage_chunk
+
+mock = Mock()
+PLAIN = {"id": "c", "object": "chat.completion", "created": 1, "model": "up",
+         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello world"},
+                      "finish_reason": "stop"}],
+         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+
+
+def answer(h, b):
+    req = json.loads(b)
+    if req.get("stream"):
+        sse_reply(h, [chunk("hello"), chunk(" world"), chunk(finish="stop"), usage_chunk(3, 2), "[DONE]"])
+    else:
+        json_reply(h, 200, PLAIN)
+
+
+mock.routes["/a/chat/completions"] = answer
+mock.routes["/b/chat/completions"] = answer
+mock.routes["/down/chat/completions"] = lambda h, b: json_reply(h, 503, {"error": {"message": "down"}})
+
+SCRIPT = r'''
+function on_request(req)
+  if req.messages[1].content == "reject me" then
+    return lm.reject(403, "not allowed by policy", "policy_block")
+  end
+  if req.messages[1].content == "crash" then error("boom") end
+  if req.messages[1].content == "spin" then while true do end end
+  if req.model == "alias-x" then req.model = "m" end
+  table.insert(req.messages, 1, {role = "system", content = "Be nice."})
+  req.params.temperature = 0.1
+end
+function on_route(req, candidates)
+  if req.messages[2].content == "prefer b" then
+    local names = {}
+    for i = #candidates, 1, -1 do names[#names + 1] = candidates[i].name end
+    return names
+  end
+end
+function on_upstream_request(req, up)
+  up.headers["X-Policy"] = "checked-" .. up.channel
+end
+function on_event(ev)
+  local d = ev.choices[1] and ev.choices[1].delta
+  if d and d.content then d.content = string.upper(d.content) end
+end
+function on_response(body)
+  body.choices[1].message.content = body.choices[1].message.content .. " (checked)"
+end
+function on_log(record)
+  record.policy = "v1"
+end
+'''
+
+
+def write(d, name, text):
+    p = os.path.join(d, name)
+    with open(p, "w") as f:
+        f.write(text)
+    return p
+
+
+def make_gw(script_text=SCRIPT, extra_scripts=""):
+    d = tempfile.mkdtemp(prefix="lm-lua-")
+    path = write(d, "policy.lua", script_text)
+    gw = Gateway(extra="script policy %s\n%s" % (path, extra_scripts), channels="""
+channel a {
+    plugin openai
+    base_url %s/a
+    models m
+}
+channel b {
+    plugin openai
+    base_url %s/b
+    models m
+}
+channel down {
+    plugin openai
+    base_url %s/down
+    models fo
+}
+channel a2 {
+    plugin openai
+    base_url %s/a
+    models fo
+}
+""" % (mock.url, mock.url, mock.url, mock.url))
+    return gw, d, path
+
+
+def body(text, model="m", **kw):
+    b = {"model": model, "messages": [{"role": "user", "content": text}]}
+    b.update(kw)
+    return b
+
+
+def test_stages_through_the_gateway():
+    gw, d, path = make_gw()
+    try:
+        st, js, raw, _ = gw.chat(body("hi", model="alias-x"))
+        check(st == 200, raw)
+        up = mock.requests[-1]
+        sent = json.loads(up["body"])
+        check(sent["model"] == "m" and sent["messages"][0] == {"role": "system", "content": "Be nice."}
+              and sent["temperature"] == 0.1, "on_request rewrite: %s" % sent)
+        check(up["path"].startswith("/a/") and up["headers"].get("X-Policy") == "checked-a",
+              "on_upstream_request header: %s" % up["headers"])
+        check(js["choices"][0]["message"]["content"] == "hello world (checked)", "on_response: %s" % raw)
+        st, ev, raw, _ = gw.stream(body("hi", stream=True))
+        check(st == 200 and content_of(ev) == "HELLO WORLD" and ev[-1] == "[DONE]", "on_event: %s" % raw)
+        st, js, raw, _ = gw.chat(body("prefer b"))
+        check(st == 200 and mock.requests[-1]["path"].startswith("/b/"), "on_route picked b")
+        check('"policy":"v1"' in gw.logtext(), "on_log fields are logged")
+    finally:
+        gw.stop()
+
+
+def test_reject_error_and_limits():
+    gw, d, path = make_gw()
+    try:
+        n = len(mock.requests)
+        st, js, raw, _ = gw.chat(body("reject me"))
+        check(st == 403 and js["error"]["code"] == "policy_block" and
+              js["error"]["message"] == "not allowed by policy", raw)
+        st, js, raw, _ = gw.chat(body("crash"))
+        check(st == 500 and js["error"]["code"] == "script_error" and "lua-" in js["error"]["message"], raw)
+        check("boom" not in raw.decode(), "script message stays in the log")
+        errid = js["error"]["message"].split("error id ")[1].rstrip(")")
+        check(errid in gw.logtext() and "boom" in gw.logtext(), "error id in the log")
+        t = time.time()
+        st, js, raw, _ = gw.chat(body("spin"))
+        check(st == 500 and time.time() - t < 1.0, "infinite loop stopped within the budget: %s" % raw)
+        check(len(mock.requests) == n, "nothing reached the upstream")
+        st, js, raw, _ = gw.chat(body("hi"))
+        check(st == 200, "the worker still serves after the limit hit")
+    finally:
+        gw.stop()
+
+
+def test_fallback_and_on_error_retry():
+    gw, d, path = make_gw()
+    try:
+        st, js, raw, _ = gw.chat(body("hi", model="fo"))
+        check(st == 200 and js["choices"][0]["message"]["content"].startswith("hello world"), raw)
+        paths = [r["path"] for r in mock.requests[-2:]]
+        check(paths[0].startswith("/down/") and paths[1].startswith("/a/"), "fell back: %s" % paths)
+        check("trying channel a2" in gw.logtext(), "fallback logged")
+    finally:
+        gw.stop()
+    script = SCRIPT + '''
+function on_error(err)
+  err.message = "mapped: " .. err.message
+end
+'''
+    gw, d, path = make_gw(script)
+    try:
+        mock.routes["/a/chat/completions"] = lambda h, b: json_reply(h, 400, {"error": {"message": "bad"}})
+        st, js, raw, _ = gw.chat(body("hi"))
+        check(st == 400 and js["error"]["message"] == "mapped: bad", "on_error maps: %s" % raw)
+    finally:
+        mock.routes["/a/chat/completions"] = answer
+        gw.stop()
+
+
+def test_reload_with_broken_script_keeps_old():
+    gw, d, path = make_gw()
+    try:
+        write(d, "policy.lua", "function on_request(req)\n  this is not lua\nend\n")
+        gw.proc.send_signal(1)
+        deadline = time.time() + 5
+        while time.time() < deadline and "reload failed" not in gw.logtext():
+            time.sleep(0.05)
+        check("reload failed" in gw.logtext() and "policy.lua:2" in gw.logtext(), gw.logtext()[-800:])
+        st, js, raw, _ = gw.chat(body("hi"))
+        check(st == 200 and js["choices"][0]["message"]["content"].endswith("(checked)"), "old scripts")
+        write(d, "policy.lua", SCRIPT.replace("(checked)", "(v2)"))
+        gw.proc.send_signal(1)
+        deadline = time.time() + 5
+        while time.time() < deadline and "reloaded: generation 2" not in gw.logtext():
+            time.sleep(0.05)
+        st, js, raw, _ = gw.chat(body("hi"))
+        check(st == 200 and js["choices"][0]["message"]["content"].endswith("(v2)"), "new scripts: %s" % raw)
+    finally:
+        gw.stop()
+
+
+def test_shipped_scripts_load():
+    d = tempfile.mkdtemp(prefix="lm-ship-")
+    lines = ["listen 127.0.0.1:%d" % 1, "plugin_dir %s" % PLUGIN_DIR,
+             "channel m {\n plugin mock\n models mock-1\n}"]
+    for f in sorted(os.listdir(os.path.join(ROOT, "scripts"))):
+        if f.endswith(".lua"):
+            lines.append("script %s %s" % (f[:-4], os.path.join(ROOT, "scripts", f)))
+    conf = write(d, "c.conf", "\n".join(lines) + "\n")
+    p = subprocess.run([os.path.join(BUILD, "longmen"), "-t", "-c", conf], capture_output=True,
+                       text=True, timeout=20)
+    check(p.returncode == 0, p.stdout + p.stderr)
+    bad = write(d, "bad.conf", "\n".join(lines[:3]) + "\nscript x %s\n" % write(d, "x.lua", "os.execute('id')\n"))
+    p = subprocess.run([os.path.join(BUILD, "longmen"), "-t", "-c", bad], capture_output=True,
+                       text=True, timeout=20)
+    check(p.returncode == 1 and "x.lua" in p.stdout + p.stderr, p.stdout + p.stderr)
+
+
+def test_pii_mask_script_end_to_end():
+    d = tempfile.mkdtemp(prefix="lm-pii-")
+    gw = Gateway(extra="script pii %s\n" % os.path.join(ROOT, "scripts", "pii_mask.lua"), channels="""
+channel a {
+    plugin openai
+    base_url %s/a
+    models m
+}""" % mock.url)
+    try:
+        st, js, raw, _ = gw.chat(body("call me at 13812345678 or mail a.b@example.com"))
+        sent = mock.requests[-1]["body"].decode()
+        check(st == 200 and "13812345678" not in sent and "a.b@example.com" not in sent, sent)
+    finally:
+        gw.stop()
+
+
+run([test_stages_through_the_gateway, test_reject_error_and_limits, test_fallback_and_on_error_retry,
+     test_reload_with_broken_script_keeps_old, test_shipped_scripts_load, test_pii_mask_script_end_to_end])
