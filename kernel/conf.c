@@ -1,5 +1,6 @@
 #include "conf.h"
 
+#include "billing.h"
 #include "log.h"
 
 #include <jansson.h>
@@ -252,6 +253,16 @@ static int chan_directive(parser_t *ps, char **w, int nw)
     if (ms) {
         if (nw != 2 || parse_duration_ms(w[1], ms) < 0 || *ms == 0)
             return fail(ps, "%s needs a positive duration such as 5s or 500ms", w[0]);
+        return 0;
+    }
+    int64_t *price = !strcmp(w[0], "price_input")          ? &ch->price_input
+                     : !strcmp(w[0], "price_output")       ? &ch->price_output
+                     : !strcmp(w[0], "price_cached_input") ? &ch->price_cached_input
+                     : !strcmp(w[0], "price_per_request")  ? &ch->price_per_request
+                                                           : NULL;
+    if (price) {
+        if (nw != 2 || lm_money_parse(w[1], price) < 0 || *price < 0)
+            return fail(ps, "%s needs an amount >= 0 such as 2.5", w[0]);
         return 0;
     }
     /* Anything else belongs to the plugin; checked against its cfg_keys. */

@@ -34,6 +34,9 @@ typedef struct lm_chan_conf_s {
     int connect_timeout_ms;
     int first_byte_timeout_ms;
     int idle_timeout_ms;
+    /* Prices in micro-units per 1M tokens (config: price_input 2.5 means
+     * 2.5 money units per 1M prompt tokens), per_request per attempt. */
+    int64_t price_input, price_output, price_cached_input, price_per_request;
 } lm_chan_conf_t;
 
 /* A Lua policy script (scripts/README.md). Runs in declaration order. */

@@ -223,6 +223,18 @@ static void fill_chunk_ids(lm_emit_t *e, json_t *chunk)
         json_object_set_new(chunk, "model", json_string(e->model));
 }
 
+/* Text a delta carries (content, reasoning, tool-call arguments). */
+static uint64_t delta_chars(json_t *d)
+{
+    uint64_t n = json_string_length(json_object_get(d, "content")) +
+                 json_string_length(json_object_get(d, "reasoning_content"));
+    size_t i;
+    json_t *tc;
+    json_array_foreach (json_object_get(d, "tool_calls"), i, tc)
+        n += json_string_length(json_object_get(json_object_get(tc, "function"), "arguments"));
+    return n;
+}
+
 static int chunk_has_content(lm_emit_t *e, json_t *choices)
 {
     size_t i;
@@ -231,8 +243,10 @@ static int chunk_has_content(lm_emit_t *e, json_t *choices)
     json_array_foreach (choices, i, c) {
         if (json_is_string(json_object_get(c, "finish_reason")))
             e->finish_seen = content = 1;
-        if (json_object_size(json_object_get(c, "delta")) > 0)
+        json_t *d = json_object_get(c, "delta");
+        if (json_object_size(d) > 0)
             content = 1;
+        e->content_chars += delta_chars(d);
     }
     return content;
 }
@@ -277,6 +291,7 @@ static int h_emit_delta(lm_emit *e, int index, json_t *delta, const char *finish
         e->ncontent++;
     if (finish_reason)
         e->finish_seen = 1;
+    e->content_chars += delta_chars(delta);
     json_t *choice = json_pack("{s:i,s:o,s:n,s:s?}", "index", index, "delta", delta, "logprobs",
                                "finish_reason", finish_reason);
     if (choice && finish_reason == NULL)

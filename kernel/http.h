@@ -12,9 +12,14 @@
 struct evhtp_request;
 typedef struct evhtp_request lm_http_req_t;
 struct lm_relay_s;
+struct sockaddr;
 
 /* Request header value (borrowed) or NULL. */
 const char *lm_http_header(lm_http_req_t *r, const char *name);
+/* The client's socket address (borrowed), or NULL. */
+const struct sockaddr *lm_http_peer(lm_http_req_t *r);
+/* Add a response header before the reply is sent (copied). */
+void lm_http_add_header(lm_http_req_t *r, const char *name, const char *value);
 /* The buffered request body (borrowed, contiguous). */
 lm_str lm_http_body(lm_http_req_t *r);
 /* A complete reply with a body. */

@@ -2,6 +2,7 @@
 
 #include "auth.h"
 #include "errors.h"
+#include "gov.h"
 #include "log.h"
 #include "relay_lua.h"
 #include "reqcheck.h"
@@ -31,6 +32,16 @@ struct lm_relay_s {
     size_t ncands, cand;
     int attempt;           /* 1-based upstream attempt number */
     lm_lua_call_t *lua;    /* the scripts' view of this request, or NULL */
+    lm_gov_t gov;          /* caller identity, limits, quota hold */
+    int ending;            /* the end is decided; waiting for the ledger commit */
+    int settling;          /* a ledger row is being committed (holds the relay) */
+    int settled;           /* this request's row was submitted */
+    char *pending_body;    /* non-stream reply held until its row is committed */
+    struct event *settle_ev;
+    int64_t prompt_est;    /* request bytes / 4: used when no usage is reported */
+    int64_t ttft_ms;
+    int64_t charge;        /* micro-units billed */
+    char client_model[256];
     json_t *canon;
     lm_call call;
     int call_open;
@@ -48,7 +59,6 @@ struct lm_relay_s {
     int whole_body; /* the upstream answered with one body (JSON), not events */
     int client_status; /* what the client was answered (0: nothing yet) */
     int stream_error;  /* the stream ended with an error event */
-    const char *key_name; /* the client key's name (borrowed from rt) */
     lm_usage usage;       /* non-stream usage (streams: st.emit.usage) */
     size_t discarded; /* request bytes dropped past the limit */
     lm_buf_t body;    /* non-stream body or upstream error body */
@@ -60,6 +70,10 @@ struct lm_relay_s {
     uint64_t t_start_ms;
     lm_relay_t *next, *prev;
 };
+
+static int settle(lm_relay_t *r, int aborted, int wait);
+static lm_usage billed_usage(const lm_relay_t *r);
+static void on_settled(evutil_socket_t fd, short what, void *arg);
 
 static uint64_t mono_ms(void)
 {
@@ -78,11 +92,10 @@ static void access_log(lm_relay_t *r)
         return;
     const lm_usage *u = r->st_init ? &r->st.emit.usage : &r->usage;
     const lm_provider *vt = r->route ? &r->route->inst->plugin->vt : NULL;
-    int64_t charge = 0;
-    lm_rlua_usage(r->lua, u, &charge);
+    int64_t charge = r->charge;
     if (r->lua && (lm_lua_call_stages(r->lua) & LM_LUA_BIT(LM_LUA_STAGE_LOG))) {
         json_t *rec = json_pack("{s:s,s:s,s:s,s:i,s:I,s:I,s:I}", "id", r->id, "key",
-                                r->key_name ? r->key_name : "", "channel",
+                                r->gov.key_name ? r->gov.key_name : "", "channel",
                                 r->route ? r->route->inst->chan->name : "", "status",
                                 r->client_status, "prompt_tokens", (json_int_t)u->prompt,
                                 "completion_tokens", (json_int_t)u->completion, "charge",
@@ -95,20 +108,29 @@ static void access_log(lm_relay_t *r)
     }
     lm_log(LM_LOG_INFO,
            "access id=%s key=%s model=%s channel=%s plugin=%s/%s gen=%llu status=%d%s%s ms=%llu "
-           "prompt=%lld completion=%lld",
-           r->id, r->key_name ? r->key_name : "-", r->route ? r->route->model : "-",
+           "prompt=%lld completion=%lld charge=%lld",
+           r->id, r->gov.key_name ? r->gov.key_name : "-", r->route ? r->route->model : "-",
            r->route ? r->route->inst->chan->name : "-", vt ? vt->name : "-",
            vt && vt->version ? vt->version : "-", (unsigned long long)r->rt->gen,
            r->client_status, r->stream_error ? " stream_error" : "",
            r->fini_seen && !r->finished ? " client_gone" : "",
            (unsigned long long)(mono_ms() - r->t_start_ms), (long long)u->prompt,
-           (long long)u->completion);
+           (long long)u->completion, (long long)charge);
 }
 
 static void relay_free(lm_relay_t *r)
 {
     lm_worker_t *w = r->w;
+    /* A stream cut short (client gone, upstream cut) is billed for what was
+     * received; failures before any output bill nothing. */
+    if (!r->settled && r->st_init && r->headers_sent)
+        settle(r, r->fini_seen && !r->finished, 0);
     access_log(r);
+    lm_usage fin = billed_usage(r);
+    lm_gov_end(&r->gov, (fin.prompt > 0 ? fin.prompt : 0) + (fin.completion > 0 ? fin.completion : 0));
+    free(r->pending_body);
+    if (r->settle_ev)
+        event_free(r->settle_ev);
     if (r->call_open && r->route && r->route->inst->plugin->vt.req_close)
         r->route->inst->plugin->vt.req_close(r->route->inst->istate, &r->call);
     if (r->st_init)
@@ -137,7 +159,7 @@ static void relay_free(lm_relay_t *r)
  * released and the HTTP request object is gone. */
 static void maybe_free(lm_relay_t *r)
 {
-    if (r->up == NULL && r->fini_seen)
+    if (r->up == NULL && r->fini_seen && !r->settling)
         relay_free(r);
 }
 
@@ -182,6 +204,7 @@ static lm_relay_t *relay_new(lm_http_req_t *req, lm_worker_t *w, int op)
         free(r);
         return NULL;
     }
+    r->settle_ev = event_new(w->base, -1, 0, on_settled, r);
     r->rt = lm_server_acquire_rt(w->srv);
     lm_ureq_init(&r->ureq);
     snprintf(r->id, sizeof(r->id), "%x%02x%08llx", (unsigned)time(NULL), (unsigned)w->index & 0xff,
@@ -282,6 +305,100 @@ static int sse_sink(void *arg, const char *json, size_t len)
     return 0;
 }
 
+/* ---- settlement: bill, then let the last bytes go (DB-1) ---- */
+
+/* The usage to bill: the provider's report; without one, an estimate of
+ * what was actually received (content bytes / 4), never error text. */
+static lm_usage billed_usage(const lm_relay_t *r)
+{
+    lm_usage u = r->st_init ? r->st.emit.usage : r->usage;
+    if (u.prompt < 0)
+        u.prompt = r->prompt_est;
+    if (u.completion < 0)
+        u.completion = r->st_init ? (int64_t)((r->st.emit.content_chars + 3) / 4) : 0;
+    return u;
+}
+
+static void settle_noop(void *arg, int status, int64_t id)
+{
+    (void)arg, (void)status, (void)id;
+}
+
+/* Writer thread: the row is durable; continue on the relay's worker. */
+static void settle_post(void *ctx, lm_store_done_fn done, void *arg, int status, int64_t id)
+{
+    lm_relay_t *r = ctx;
+    (void)done, (void)arg, (void)status, (void)id;
+    event_active(r->settle_ev, 0, 0);
+}
+
+static void on_settled(evutil_socket_t fd, short what, void *arg)
+{
+    lm_relay_t *r = arg;
+    (void)fd, (void)what;
+    r->settling = 0;
+    if (r->pending_body) {
+        r->finished = 1;
+        r->client_status = 200;
+        if (r->req)
+            lm_http_reply(r->req, 200, "application/json", r->pending_body,
+                          strlen(r->pending_body), r->id);
+        free(r->pending_body);
+        r->pending_body = NULL;
+    } else if (r->ending) {
+        r->ending = 0;
+        stream_end(r, NULL);
+    }
+    maybe_free(r);
+}
+
+/* Record this request's row and release its quota hold. With wait, the
+ * caller holds its last bytes until the row is committed (returns 1 and
+ * on_settled continues); aborted requests never wait. */
+static int settle(lm_relay_t *r, int aborted, int wait)
+{
+    if (r->settled || r->route == NULL)
+        return 0;
+    r->settled = 1;
+    lm_usage u = billed_usage(r);
+    int64_t cost = lm_gov_cost(r->route->inst->chan, &u);
+    lm_rlua_usage(r->lua, &u, &cost);
+    r->charge = cost;
+    lm_usage_row_t row = {.request_id = r->id,
+                          .attempt = r->attempt,
+                          .channel = r->route->inst->chan->name,
+                          .model_asked = r->client_model,
+                          .model_served = r->upstream_model,
+                          .prompt_tokens = u.prompt,
+                          .completion_tokens = u.completion,
+                          .cached_tokens = u.cached > 0 ? u.cached : 0,
+                          .reasoning_tokens = u.reasoning > 0 ? u.reasoning : 0,
+                          .latency_ms = (int64_t)(mono_ms() - r->t_start_ms),
+                          .ttft_ms = r->ttft_ms,
+                          .status = r->status,
+                          .client_aborted = aborted};
+    if (!wait || r->settle_ev == NULL) {
+        lm_gov_settle(&r->gov, cost, &row, NULL);
+        return 0;
+    }
+    lm_store_cb_t cb = {settle_noop, r, settle_post, r};
+    if (lm_gov_settle(&r->gov, cost, &row, &cb) < 0)
+        return 0;
+    r->settling = 1;
+    return 1;
+}
+
+/* A stream that ended well: its usage chunk and [DONE] follow the commit. */
+static void end_stream_ok(lm_relay_t *r)
+{
+    flush_out(r);
+    if (settle(r, 0, 1)) {
+        r->ending = 1;
+        return;
+    }
+    stream_end(r, NULL);
+}
+
 /* ---- timers ---- */
 
 static void arm_timer(lm_relay_t *r, int ms)
@@ -309,6 +426,7 @@ static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
 {
     if (!r->headers_sent) {
         r->headers_sent = 1;
+        r->ttft_ms = (int64_t)(mono_ms() - r->t_start_ms);
         lm_http_stream_start(r->req, r->id);
     } else if (lm_http_out_pending(r->req) > r->rt->conf->stream_high_water) {
         r->paused = 1; /* slow reader: let the kernel socket buffer drain */
@@ -320,7 +438,7 @@ static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
         return 0; /* abort the transfer */
     }
     if (rc == LM_DONE) {
-        stream_end(r, NULL);
+        end_stream_ok(r);
         return n;
     }
     flush_out(r);
@@ -331,7 +449,7 @@ size_t lm_relay_on_data(lm_relay_t *r, int status, int whole_json, const char *p
 {
     if (r->req == NULL)
         return 0; /* client gone: abort, stop paying for tokens */
-    if (r->finished)
+    if (r->finished || r->ending)
         return n; /* trailing bytes after the end marker */
     r->status = status;
     arm_timer(r, r->route->inst->chan->idle_timeout_ms);
@@ -364,6 +482,9 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
         reply_error(r, &e);
     } else if (lm_rlua_response(r->lua, &out, &e) < 0) {
         reply_error(r, &e);
+    } else if ((r->usage = usage, settle(r, 0, 1))) {
+        r->pending_body = out; /* sent by on_settled once the row is committed */
+        out = NULL;
     } else {
         r->finished = 1;
         r->client_status = 200;
@@ -431,8 +552,7 @@ static void stream_done(lm_relay_t *r)
     } else if (rc < 0) {
         stream_end(r, &r->st.err);
     } else if (rc == LM_DONE || r->st.emit.finish_seen) {
-        flush_out(r);
-        stream_end(r, NULL); /* a clean end of body after a finish ends the stream */
+        end_stream_ok(r); /* a clean end of body after a finish ends the stream */
     } else {
         /* The body ended before the provider's end marker and before any
          * finish_reason: the answer is truncated, say so (7.5). */
@@ -449,7 +569,7 @@ void lm_relay_on_done(lm_relay_t *r, int ok, int timeout, const char *why)
     r->up = NULL;
     if (r->timer)
         evtimer_del(r->timer);
-    if (r->req && !r->finished) {
+    if (r->req && !r->finished && !r->ending) {
         int success = r->status >= 200 && r->status < 300;
         if (!ok && !r->headers_sent) {
             lm_log(LM_LOG_WARN, "%s: upstream failed on channel %s: %s", r->id,
@@ -527,7 +647,10 @@ static int run_local(lm_relay_t *r)
         int rc = lm_stream_feed(&r->st, body.p, body.n);
         if (rc == LM_OK)
             rc = lm_stream_finish(&r->st);
-        stream_end(r, rc < 0 ? &r->st.err : NULL);
+        if (rc < 0)
+            stream_end(r, &r->st.err);
+        else
+            end_stream_ok(r);
         return 0;
     }
     finish_whole(r, status, body);
@@ -610,6 +733,29 @@ static int start_attempt(lm_relay_t *r)
     return 0;
 }
 
+/* Limits and the quota hold, priced at the first candidate channel. */
+static int admit(lm_relay_t *r, const char *model)
+{
+    lm_err e;
+    int64_t retry = 0;
+    json_t *mt = json_object_get(r->canon, "max_tokens");
+    if (!json_is_integer(mt))
+        mt = json_object_get(r->canon, "max_completion_tokens");
+    int64_t max_tokens = json_is_integer(mt) ? json_integer_value(mt)
+                         : r->op == LM_OP_EMBED ? 0
+                                                : 4096;
+    if (lm_gov_admit(&r->gov, model, r->cands[0].inst->chan, r->prompt_est, max_tokens, &retry,
+                     &e) == 0)
+        return 0;
+    if (retry > 0) {
+        char v[32];
+        snprintf(v, sizeof(v), "%lld", (long long)retry);
+        lm_http_add_header(r->req, "Retry-After", v);
+    }
+    reply_error(r, &e);
+    return -1;
+}
+
 /* Scripts see the request first (on_request may reject or rewrite it,
  * including the model), then the candidate channels (on_route). */
 static int route_request(lm_relay_t *r)
@@ -619,7 +765,7 @@ static int route_request(lm_relay_t *r)
         lm_lua_vm_t *vm = lm_rlua_vm(r->w, r->rt->lua, &e);
         if (vm == NULL)
             return reply_error(r, &e);
-        r->lua = lm_lua_call_begin(vm, r->key_name, NULL, r->canon);
+        r->lua = lm_lua_call_begin(vm, r->gov.key_name, r->gov.key ? r->gov.key->group : NULL, r->canon);
         if (r->lua == NULL)
             return reply_err(r, 500, "api_error", NULL, "out of memory");
         if (lm_rlua_request(r->lua, r->canon, &e) < 0)
@@ -641,7 +787,8 @@ static int route_request(lm_relay_t *r)
         return reply_err(r, 503, "api_error", "no_channel",
                          "no channel is available for this model (policy)");
     r->ncands = (size_t)n;
-    return start_attempt(r);
+    snprintf(r->client_model, sizeof(r->client_model), "%s", model);
+    return admit(r, model) < 0 ? 0 : start_attempt(r);
 }
 
 lm_relay_t *lm_relay_begin(lm_http_req_t *req, lm_worker_t *w, int op)
@@ -667,15 +814,14 @@ static int handle(lm_relay_t *r, int method_ok)
     if (!method_ok)
         return reply_err(r, 405, "invalid_request_error", "method_not_allowed",
                          "method not allowed for this path");
-    const lm_key_conf_t *key = lm_auth_check(r->rt->conf, lm_http_header(req, "Authorization"));
-    if (key == NULL)
-        return reply_err(r, 401, "invalid_request_error", "invalid_api_key",
-                         "missing or invalid API key (send Authorization: Bearer <key>)");
-    r->key_name = key->name;
+    if (lm_gov_auth(&r->gov, r->rt->conf, lm_server_store(r->w->srv),
+                    lm_http_header(req, "Authorization"), lm_http_peer(req), &e) < 0)
+        return reply_error(r, &e);
     lm_str body = lm_http_body(req);
     if (r->too_large || body.n > r->rt->conf->max_body)
         return reply_err(r, 413, "invalid_request_error", "request_too_large",
                          "request body exceeds the configured limit");
+    r->prompt_est = (int64_t)body.n / 4;
     r->canon = lm_reqcheck_parse(body.p, body.n, &e);
     if (r->canon == NULL)
         return reply_error(r, &e);

@@ -92,6 +92,17 @@ const char *lm_http_header(lm_http_req_t *r, const char *name)
     return r ? evhtp_header_find(r->headers_in, name) : NULL;
 }
 
+const struct sockaddr *lm_http_peer(lm_http_req_t *r)
+{
+    return r && r->conn ? r->conn->saddr : NULL;
+}
+
+void lm_http_add_header(lm_http_req_t *r, const char *name, const char *value)
+{
+    if (r)
+        evhtp_headers_add_header(r->headers_out, evhtp_header_new(name, value, 1, 1));
+}
+
 lm_str lm_http_body(lm_http_req_t *r)
 {
     size_t n = evbuffer_get_length(r->buffer_in);
