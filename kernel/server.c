@@ -3,6 +3,7 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "billing.h"
 #include "errors.h"
 #include "http.h"
 #include "log.h"
@@ -38,6 +39,7 @@ struct lm_server_s {
     lm_store_t *store;        /* NULL without data_dir */
     evhtp_t *admin_htp;       /* admin listener (own thread); NULL without a store */
     lm_admin_env_t admin_env;
+    struct event *reclaim_ev; /* expired quota holds go back to their keys */
     evthr_t *threads[LM_MAX_WORKERS]; /* set once by each worker's init */
     atomic_int draining;
     int cancel_sent;
@@ -602,6 +604,15 @@ static void remove_pid_file(lm_server_t *s)
         unlink(path);
 }
 
+static void on_reclaim(evutil_socket_t fd, short what, void *arg)
+{
+    lm_server_t *s = arg;
+    (void)fd, (void)what;
+    size_t n = lm_billing_reclaim(s->store, lm_billing_mono_ms());
+    if (n)
+        lm_log(LM_LOG_WARN, "billing: %zu expired quota holds released", n);
+}
+
 static void store_log(int level, const char *msg)
 {
     lm_log(level, "store: %s", msg);
@@ -618,6 +629,10 @@ static int setup_store(lm_server_t *s, char *err, size_t errlen)
     s->store = lm_store_open(&o, err, errlen);
     if (s->store == NULL)
         return -1;
+    struct timeval every = {10, 0};
+    s->reclaim_ev = event_new(s->base, -1, EV_PERSIST, on_reclaim, s);
+    if (s->reclaim_ev)
+        event_add(s->reclaim_ev, &every);
     if (c->admin_port == 0)
         return 0;
     s->admin_htp = evhtp_new(s->base, NULL);
@@ -718,7 +733,7 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
     remove_pid_file(&s);
     s.rt->retire = NULL;
     lm_rt_unref(s.rt);
-    struct event *evs[] = {s.sig_term, s.sig_int, s.sig_hup, s.drain_timer, s.retire_ev};
+    struct event *evs[] = {s.sig_term, s.sig_int, s.sig_hup, s.drain_timer, s.retire_ev, s.reclaim_ev};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
             event_free(evs[i]);
