@@ -14,13 +14,21 @@
 struct lm_server_s;
 
 typedef struct lm_admin_env_s {
-    lm_store_t         *store;  /* borrowed; outlives the admin listener */
+    lm_store_t *store;          /* borrowed; outlives the admin listener */
     struct lm_server_s *server; /* for reload and the current generation */
+    /* Filled by lm_admin_setup before the admin thread starts, then read by
+     * that thread only: the SHA-256 of the full and read-only tokens. */
+    unsigned char token_hash[32];
+    unsigned char read_hash[32];
+    int has_read;
 } lm_admin_env_t;
 
 /* Register the admin routes on `htp` (created by the server on the control
  * thread, before its thread starts). Makes sure an admin token exists:
  * on first start a random one is generated, stored hashed and printed once
- * on stderr. Returns 0, or -1 with a message. env must outlive htp. */
+ * on stderr. LONGMEN_ADMIN_TOKEN (full) and LONGMEN_ADMIN_READONLY_TOKEN
+ * (GET routes only), when set, replace the stored digests (an empty
+ * LONGMEN_ADMIN_READONLY_TOKEN removes the read-only token). Returns 0, or
+ * -1 with a message. env must outlive htp. See docs/admin.md. */
 int lm_admin_setup(evhtp_t *htp, lm_admin_env_t *env, char *err, size_t errlen);
 #endif

@@ -641,6 +641,7 @@ static int run_local(lm_relay_t *r)
 {
     lm_str body = {lm_buf_cstr(&r->ureq.body), r->ureq.body.len};
     int status = r->ureq.local_status;
+    r->status = status;
     if (r->call.stream && status >= 200 && status < 300) {
         r->headers_sent = 1;
         lm_http_stream_start(r->req, r->id);

@@ -292,6 +292,15 @@ int lm_store_usage_list(lm_store_t *st, int64_t key_id, int64_t before_id, size_
                         lm_usage_rec_t **out, size_t *n);
 void lm_store_usage_list_free(lm_usage_rec_t *r, size_t n);
 
+/* Admin API tokens: only their SHA-256 is stored, one per role (migration
+ * 2). The full role may call every admin route; the read role only GETs. */
+enum { LM_ADMIN_ROLE_FULL = 0, LM_ADMIN_ROLE_READ = 1 };
+/* The stored digest of role's token: LM_STORE_OK, LM_STORE_ENOTFOUND (none)
+ * or LM_STORE_EDB. */
+int lm_store_admin_token_get(lm_store_t *st, int role, unsigned char hash[32]);
+/* Store (replace) role's digest; hash NULL removes it. Durable on return. */
+int lm_store_admin_token_set(lm_store_t *st, int role, const unsigned char hash[32]);
+
 /* Now, unix milliseconds (CLOCK_REALTIME). */
 int64_t lm_store_now_ms(void);
 

@@ -67,6 +67,8 @@ enum {
     W_INS_USAGE,
     W_ADD_USED,
     W_LOAD_KEYS,
+    W_SET_ADMIN,
+    W_DEL_ADMIN,
     W_COUNT
 };
 static const char *const w_sql[W_COUNT] = {
@@ -94,6 +96,10 @@ static const char *const w_sql[W_COUNT] = {
                     "ON CONFLICT (request_id, attempt) DO NOTHING",
     [W_ADD_USED] = "UPDATE keys SET used = used + ?1 WHERE id = ?2",
     [W_LOAD_KEYS] = "SELECT " KEY_COLS " FROM keys WHERE deleted_at IS NULL ORDER BY id",
+    [W_SET_ADMIN] = "INSERT INTO admin_tokens (role, hash, created_at) VALUES (?1, ?2, ?3) "
+                    "ON CONFLICT (role) DO UPDATE SET hash = excluded.hash, "
+                    "created_at = excluded.created_at",
+    [W_DEL_ADMIN] = "DELETE FROM admin_tokens WHERE role = ?1",
 };
 
 enum {
@@ -106,6 +112,7 @@ enum {
     R_TOT_DAY,
     R_TOT_NONE,
     R_USAGE_LIST,
+    R_GET_ADMIN,
     R_COUNT
 };
 static const char *const r_sql[R_COUNT] = {
@@ -122,6 +129,7 @@ static const char *const r_sql[R_COUNT] = {
     [R_TOT_NONE] = "SELECT '', 0, " TOTAL_COLS TOTAL_WHERE,
     [R_USAGE_LIST] = "SELECT id, " USAGE_COLS " FROM usage WHERE (?1 = 0 OR key_id = ?1) "
                      "AND id < ?2 ORDER BY id DESC LIMIT ?3",
+    [R_GET_ADMIN] = "SELECT hash FROM admin_tokens WHERE role = ?1",
 };
 
 /* Versioned migrations: migrations[i] brings the schema from version i to
@@ -179,13 +187,20 @@ static const char *const migrations[] = {
     "CREATE INDEX usage_key_created ON usage (key_id, created_at);"
     "CREATE INDEX usage_created ON usage (created_at);"
     "PRAGMA user_version = 1;",
+    /* 2: admin tokens (SHA-256 only), one per role */
+    "CREATE TABLE admin_tokens ("
+    "  role TEXT PRIMARY KEY CHECK (role IN ('admin', 'read')),"
+    "  hash BLOB NOT NULL CHECK (typeof(hash) = 'blob' AND length(hash) = 32),"
+    "  created_at INTEGER NOT NULL"
+    ");"
+    "PRAGMA user_version = 2;",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 /* ------------------------------------------------------------------------ */
 /* types                                                                     */
 
-enum { OP_USAGE, OP_KEY_CREATE, OP_KEY_UPDATE, OP_KEY_DELETE, OP_BARRIER };
+enum { OP_USAGE, OP_KEY_CREATE, OP_KEY_UPDATE, OP_KEY_DELETE, OP_ADMIN_TOKEN, OP_BARRIER };
 
 typedef struct op_s {
     int kind;
@@ -205,6 +220,7 @@ typedef struct op_s {
     char prefix[LM_KEY_PREFIX_LEN + 1];
     char *models_json, *cidrs_json; /* create */
     int quota_lowered, old_unlimited;
+    int admin_role, admin_clear; /* OP_ADMIN_TOKEN: role; 1 = delete (hash unused) */
     int64_t old_quota;
     char *err;
     size_t errlen;
@@ -1124,6 +1140,24 @@ static int apply_key_delete(lm_store_t *st, op_t *op)
     return sqlite3_changes(st->w) == 1 ? LM_STORE_OK : LM_STORE_ENOTFOUND;
 }
 
+static const char *admin_role_name(int role)
+{
+    return role == LM_ADMIN_ROLE_READ ? "read" : "admin";
+}
+
+static int apply_admin_token(lm_store_t *st, op_t *op)
+{
+    sqlite3_stmt *s = st->ws[op->admin_clear ? W_DEL_ADMIN : W_SET_ADMIN];
+    sqlite3_bind_text(s, 1, admin_role_name(op->admin_role), -1, SQLITE_STATIC);
+    if (!op->admin_clear) {
+        sqlite3_bind_blob(s, 2, op->hash, 32, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(s, 3, now_s());
+    }
+    if (step_once(s) != SQLITE_DONE)
+        return db_status(st, "admin token");
+    return LM_STORE_OK;
+}
+
 static int apply(lm_store_t *st, op_t *op)
 {
     switch (op->kind) {
@@ -1131,6 +1165,7 @@ static int apply(lm_store_t *st, op_t *op)
     case OP_KEY_CREATE: return apply_key_create(st, op);
     case OP_KEY_UPDATE: return apply_key_update(st, op);
     case OP_KEY_DELETE: return apply_key_delete(st, op);
+    case OP_ADMIN_TOKEN: return apply_admin_token(st, op);
     default: return LM_STORE_OK;
     }
 }
@@ -1510,8 +1545,45 @@ int lm_store_key_delete(lm_store_t *st, int64_t id)
     return run_sync(st, &op);
 }
 
+int lm_store_admin_token_set(lm_store_t *st, int role, const unsigned char hash[32])
+{
+    if (role != LM_ADMIN_ROLE_FULL && role != LM_ADMIN_ROLE_READ)
+        return LM_STORE_EINVAL;
+    op_t op;
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_ADMIN_TOKEN;
+    op.admin_role = role;
+    op.admin_clear = hash == NULL;
+    if (hash)
+        memcpy(op.hash, hash, 32);
+    int rc = run_sync(st, &op);
+    OPENSSL_cleanse(op.hash, sizeof(op.hash));
+    return rc;
+}
+
 /* ------------------------------------------------------------------------ */
 /* admin reads (read connection)                                             */
+
+int lm_store_admin_token_get(lm_store_t *st, int role, unsigned char hash[32])
+{
+    if (role != LM_ADMIN_ROLE_FULL && role != LM_ADMIN_ROLE_READ)
+        return LM_STORE_EINVAL;
+    pthread_mutex_lock(&st->rd_mu);
+    sqlite3_stmt *s = st->rs[R_GET_ADMIN];
+    sqlite3_bind_text(s, 1, admin_role_name(role), -1, SQLITE_STATIC);
+    int rc = LM_STORE_ENOTFOUND;
+    int sr = sqlite3_step(s);
+    if (sr == SQLITE_ROW && sqlite3_column_bytes(s, 0) == 32) {
+        memcpy(hash, sqlite3_column_blob(s, 0), 32);
+        rc = LM_STORE_OK;
+    } else if (sr != SQLITE_DONE) {
+        rc = LM_STORE_EDB;
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    pthread_mutex_unlock(&st->rd_mu);
+    return rc;
+}
 
 int lm_store_key_get(lm_store_t *st, int64_t id, lm_key_t **out)
 {

@@ -118,7 +118,7 @@ static void test_migrations(void)
         if (st == NULL)
             break;
         lm_store_settings_t s;
-        T_CHECK(lm_store_settings(st, &s) == LM_STORE_OK && s.schema_version == 1,
+        T_CHECK(lm_store_settings(st, &s) == LM_STORE_OK && s.schema_version == 2,
                 "schema version %d", s.schema_version);
         lm_key_t *k = lm_store_key_find(st, secret, strlen(secret));
         T_CHECK(k && k->id == id && k->quota == 1000, "key survives re-open");
@@ -137,6 +137,41 @@ static void test_migrations(void)
     st                       = lm_store_open(&o, err, sizeof(err));
     T_CHECK(st == NULL && strstr(err, "newer") != NULL, "newer schema refused: %s", err);
     lm_store_close(st);
+    rm_dir(g_dir);
+    T_END();
+}
+
+/* Admin token digests: absent, set, replaced, per role, removed, persisted. */
+static void test_admin_tokens(void)
+{
+    T_BEGIN("store_admin_tokens");
+    new_dir();
+    lm_store_t   *st = open_store(0);
+    unsigned char a[32], b[32], got[32];
+    memset(a, 0xa1, sizeof(a));
+    memset(b, 0xb2, sizeof(b));
+    T_CHECK(st != NULL, "open");
+    if (st) {
+        T_CHECK(lm_store_admin_token_get(st, LM_ADMIN_ROLE_FULL, got) == LM_STORE_ENOTFOUND,
+                "none at first");
+        T_CHECK(lm_store_admin_token_set(st, LM_ADMIN_ROLE_FULL, a) == LM_STORE_OK, "set");
+        T_CHECK(lm_store_admin_token_set(st, LM_ADMIN_ROLE_FULL, b) == LM_STORE_OK, "replace");
+        T_CHECK(lm_store_admin_token_set(st, LM_ADMIN_ROLE_READ, a) == LM_STORE_OK, "read role");
+        T_CHECK(lm_store_admin_token_set(st, 7, a) == LM_STORE_EINVAL, "bad role");
+        lm_store_close(st);
+    }
+    st = open_store(0);
+    T_CHECK(st != NULL, "re-open");
+    if (st) {
+        T_CHECK(lm_store_admin_token_get(st, LM_ADMIN_ROLE_FULL, got) == LM_STORE_OK &&
+                    memcmp(got, b, 32) == 0, "replaced digest persisted");
+        T_CHECK(lm_store_admin_token_get(st, LM_ADMIN_ROLE_READ, got) == LM_STORE_OK &&
+                    memcmp(got, a, 32) == 0, "read digest persisted");
+        T_CHECK(lm_store_admin_token_set(st, LM_ADMIN_ROLE_READ, NULL) == LM_STORE_OK, "remove");
+        T_CHECK(lm_store_admin_token_get(st, LM_ADMIN_ROLE_READ, got) == LM_STORE_ENOTFOUND,
+                "removed");
+        lm_store_close(st);
+    }
     rm_dir(g_dir);
     T_END();
 }
@@ -1226,6 +1261,7 @@ static void test_locked(void)
 int main(void)
 {
     test_migrations();
+    test_admin_tokens();
     test_settings();
     test_keys_at_rest();
     test_key_crud();
