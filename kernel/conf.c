@@ -440,7 +440,6 @@ static int top_directive(parser_t *ps, char **w, int nw)
     }
     if (!strcmp(d, "pid_file")) {
         free(c->pid_file);
-    free(c->data_dir);
         c->pid_file = strdup(w[1]);
         return 0;
     }
