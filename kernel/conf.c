@@ -433,6 +433,12 @@ static int top_directive(parser_t *ps, char **w, int nw)
         c->stream_high_water = (size_t)v;
         return 0;
     }
+    if (!strcmp(d, "supervise")) {
+        if (strcmp(w[1], "on") && strcmp(w[1], "off"))
+            return fail(ps, "supervise must be on or off");
+        c->supervise = !strcmp(w[1], "on");
+        return 0;
+    }
     if (!strcmp(d, "data_dir")) {
         free(c->data_dir);
         c->data_dir = strdup(w[1]);

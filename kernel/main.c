@@ -1,5 +1,6 @@
 /* main.c - command line: run the gateway, check a config, print usage. */
 #include "conf.h"
+#include "crash.h"
 #include "log.h"
 #include "rt.h"
 #include "server.h"
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define LM_VERSION "0.1.0"
@@ -115,6 +117,22 @@ int main(int argc, char **argv)
     if (conf == NULL) {
         fprintf(stderr, "longmen: %s\n", err);
         return 1;
+    }
+    if (conf->supervise && !test_only) {
+        lm_conf_free(conf);
+        lm_crash_supervise(); /* returns in the gateway process */
+        if ((conf = load_conf(path, explicit_path, err, sizeof(err))) == NULL) {
+            fprintf(stderr, "longmen: %s\n", err);
+            return 1;
+        }
+    }
+    if (!test_only) {
+        char journal[4096];
+        if (conf->data_dir) {
+            mkdir(conf->data_dir, 0700);
+            snprintf(journal, sizeof(journal), "%s/crashes.log", conf->data_dir);
+        }
+        lm_crash_install(conf->data_dir ? journal : NULL);
     }
     lm_log_set_level(conf->log_level);
     lm_lua_shared_t *shared = lm_lua_shared_new(0); /* lm.shared outlives every generation */

@@ -15,6 +15,8 @@
 /* The smallest table a v1.0 plugin can have: through req_close. */
 #define LM_PROVIDER_V1_0_SIZE (offsetof(lm_provider, req_close) + sizeof(void (*)(void)))
 
+_Thread_local const lm_plugin_t *lm_plugin_running;
+
 static int valid_name(const char *s)
 {
     if (*s == '\0' || strlen(s) >= 64)
@@ -230,7 +232,10 @@ int lm_inst_init(lm_inst_t *inst, lm_plugin_t *p, const lm_chan_conf_t *ch, cons
     inst->chan = ch;
     snprintf(inst->logname, sizeof(inst->logname), "[%s/%s]", ch->name, p->vt.name);
     memset(&e, 0, sizeof(e));
-    if (p->vt.init(&lm_host_table, inst, &inst->istate, &e) < 0) {
+    const lm_plugin_t *prev = lm_plugin_enter(p);
+    int rc = p->vt.init(&lm_host_table, inst, &inst->istate, &e);
+    lm_plugin_leave(prev);
+    if (rc < 0) {
         snprintf(err, errlen, "%s:%d: channel %s: plugin %s init failed: %s", conf_path, ch->line,
                  ch->name, p->vt.name, e.msg[0] ? e.msg : "(no message)");
         inst->plugin = NULL;
@@ -243,8 +248,11 @@ int lm_inst_init(lm_inst_t *inst, lm_plugin_t *p, const lm_chan_conf_t *ch, cons
 
 void lm_inst_fini(lm_inst_t *inst)
 {
-    if (inst->inited && inst->plugin->vt.fini)
+    if (inst->inited && inst->plugin->vt.fini) {
+        const lm_plugin_t *prev = lm_plugin_enter(inst->plugin);
         inst->plugin->vt.fini(inst->istate);
+        lm_plugin_leave(prev);
+    }
     if (inst->plugin)
         lm_plugin_unref(inst->plugin);
     memset(inst, 0, sizeof(*inst));

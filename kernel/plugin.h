@@ -33,6 +33,20 @@ void lm_plugin_ref(lm_plugin_t *p);
 /* Drops a reference; the last one dlcloses. Control thread. */
 void lm_plugin_unref(lm_plugin_t *p);
 
+/* The plugin whose code this thread is running (NULL outside plugin
+ * calls): the crash handler names it (PL-1). Set around every callback. */
+extern _Thread_local const lm_plugin_t *lm_plugin_running;
+static inline const lm_plugin_t *lm_plugin_enter(const lm_plugin_t *p)
+{
+    const lm_plugin_t *prev = lm_plugin_running;
+    lm_plugin_running = p;
+    return prev;
+}
+static inline void lm_plugin_leave(const lm_plugin_t *prev)
+{
+    lm_plugin_running = prev;
+}
+
 /* Check the channel's settings against the plugin's cfg_keys, then call
  * init. On failure returns -1 with "file:line: ..." in err. inst is
  * caller-owned storage; on success it holds a plugin reference. */

@@ -131,8 +131,11 @@ static void relay_free(lm_relay_t *r)
     free(r->pending_body);
     if (r->settle_ev)
         event_free(r->settle_ev);
-    if (r->call_open && r->route && r->route->inst->plugin->vt.req_close)
+    if (r->call_open && r->route && r->route->inst->plugin->vt.req_close) {
+        const lm_plugin_t *prev = lm_plugin_enter(r->route->inst->plugin);
         r->route->inst->plugin->vt.req_close(r->route->inst->istate, &r->call);
+        lm_plugin_leave(prev);
+    }
     if (r->st_init)
         lm_stream_free(&r->st);
     lm_lua_call_end(r->lua);
@@ -661,8 +664,11 @@ static int run_local(lm_relay_t *r)
 /* Forget what the previous attempt left (plugin request state, buffers). */
 static void reset_attempt(lm_relay_t *r)
 {
-    if (r->call_open && r->route && r->route->inst->plugin->vt.req_close)
+    if (r->call_open && r->route && r->route->inst->plugin->vt.req_close) {
+        const lm_plugin_t *prev = lm_plugin_enter(r->route->inst->plugin);
         r->route->inst->plugin->vt.req_close(r->route->inst->istate, &r->call);
+        lm_plugin_leave(prev);
+    }
     r->call_open = 0;
     if (r->st_init)
         lm_stream_free(&r->st);
@@ -706,7 +712,9 @@ static int start_attempt(lm_relay_t *r)
         r->call.raw_body = lm_http_body(r->req);
     memset(&e, 0, sizeof(e));
     r->call_open = 1;
+    const lm_plugin_t *prev = lm_plugin_enter(route->inst->plugin);
     int rc = vt->build_request(route->inst->istate, &r->call, r->canon, &r->ureq, &e);
+    lm_plugin_leave(prev);
     if (rc < 0) {
         if (e.http_status == 0)
             lm_error_set(&e, rc, 400, "invalid_request_error", NULL,

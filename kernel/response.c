@@ -10,7 +10,10 @@ static int map_error(lm_inst_t *inst, lm_call *call, int status, lm_str body, lm
 {
     const lm_provider *vt = &inst->plugin->vt;
     memset(e, 0, sizeof(*e));
-    if (vt->map_error == NULL || vt->map_error(inst->istate, call, status, body, e) != LM_OK ||
+    const lm_plugin_t *prev = lm_plugin_enter(inst->plugin);
+    int mapped = vt->map_error ? vt->map_error(inst->istate, call, status, body, e) : LM_DECLINED;
+    lm_plugin_leave(prev);
+    if (mapped != LM_OK ||
         e->http_status == 0)
         lm_error_map_default(status, body, e);
     return LM_EUPSTREAM;
@@ -27,7 +30,9 @@ int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str bod
     if (status < 200 || status > 299)
         return map_error(inst, call, status, body, e);
     memset(e, 0, sizeof(*e));
+    const lm_plugin_t *prev = lm_plugin_enter(inst->plugin);
     int rc = vt->parse_response(inst->istate, call, status, body, &out, usage, e);
+    lm_plugin_leave(prev);
     if (rc < 0) {
         json_decref(out);
         if (e->http_status == 0)

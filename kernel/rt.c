@@ -1,5 +1,6 @@
 #include "rt.h"
 
+#include "crash.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -127,7 +128,18 @@ lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict,
     }
     for (size_t i = 0; i < conf->nchans; i++) {
         lm_chan_conf_t *ch = &conf->chans[i];
-        char perr[1024];
+        char perr[1024], journal[4096];
+        if (conf->data_dir) {
+            snprintf(journal, sizeof(journal), "%s/crashes.log", conf->data_dir);
+            if (lm_crash_disabled(journal, ch->plugin)) {
+                lm_log(LM_LOG_ERROR,
+                       "%s:%d: channel %s disabled: plugin %s crashed %d times within %d s "
+                       "(see %s; remove those lines once the plugin is fixed)",
+                       conf->path, ch->line, ch->name, ch->plugin, LM_CRASH_LIMIT,
+                       LM_CRASH_WINDOW, journal);
+                continue;
+            }
+        }
         lm_plugin_t *p = get_plugin(rt, dir, ch->plugin, perr, sizeof(perr));
         if (p == NULL) {
             snprintf(err, errlen, "%s:%d: channel %s: %s", conf->path, ch->line, ch->name, perr);

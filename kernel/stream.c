@@ -27,7 +27,9 @@ static int on_event(void *arg, const lm_event *ev)
     if (s->done)
         return 0;
     memset(&s->err, 0, sizeof(s->err));
+    const lm_plugin_t *prev = lm_plugin_enter(s->inst->plugin);
     int rc = s->inst->plugin->vt.parse_event(s->inst->istate, s->call, ev, &s->emit, &s->err);
+    lm_plugin_leave(prev);
     if (rc == LM_DONE) {
         s->done = 1;
         return LM_DONE;
