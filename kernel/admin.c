@@ -895,6 +895,25 @@ static void h_health(actx_t *a)
                         (json_int_t)lm_store_queue_depth(a->env->store)));
 }
 
+/* Prometheus text exposition (longmen_* series; no secrets, names only). */
+static void h_metrics(actx_t *a)
+{
+    query_t q;
+    size_t len = 0;
+    if (query_parse(a->req, no_params, &q) != 0)
+        return;
+    char *txt = lm_server_metrics_render(a->env->server, &len);
+    if (txt == NULL) {
+        send_error(a->req, 503, "unavailable", NULL, "metrics are unavailable");
+        return;
+    }
+    add_header(a->req, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    add_header(a->req, "Cache-Control", "no-store");
+    evbuffer_add(a->req->buffer_out, txt, len);
+    free(txt);
+    evhtp_send_reply(a->req, EVHTP_RES_OK);
+}
+
 static void h_reload(actx_t *a)
 {
     query_t q;
@@ -1209,6 +1228,7 @@ static const route_t routes[] = {
     {"/admin/keys/{id}", htp_method_DELETE, "DELETE", 1, h_key_delete},
     {"/admin/usage", htp_method_GET, "GET", 0, h_usage},
     {"/admin/usage/rows", htp_method_GET, "GET", 0, h_usage_rows},
+    {"/admin/metrics", htp_method_GET, "GET", 0, h_metrics},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 

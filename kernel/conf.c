@@ -255,6 +255,19 @@ static int chan_directive(parser_t *ps, char **w, int nw)
             return fail(ps, "%s needs a positive duration such as 5s or 500ms", w[0]);
         return 0;
     }
+    int *num = !strcmp(w[0], "priority")       ? &ch->priority
+               : !strcmp(w[0], "weight")       ? &ch->weight
+               : !strcmp(w[0], "max_inflight") ? &ch->max_inflight
+                                               : NULL;
+    if (num) {
+        char *end;
+        long v = nw == 2 ? strtol(w[1], &end, 10) : -1;
+        if (nw != 2 || *end || v < (num == &ch->priority ? 0 : 1) || v > 1000000)
+            return fail(ps, "%s needs a whole number (%s)", w[0],
+                        num == &ch->priority ? ">= 0" : ">= 1");
+        *num = (int)v;
+        return 0;
+    }
     int64_t *price = !strcmp(w[0], "price_input")          ? &ch->price_input
                      : !strcmp(w[0], "price_output")       ? &ch->price_output
                      : !strcmp(w[0], "price_cached_input") ? &ch->price_cached_input
@@ -305,6 +318,8 @@ static int open_channel(parser_t *ps, char **w, int nw)
     ps->chan->connect_timeout_ms = 5000;
     ps->chan->first_byte_timeout_ms = 120000;
     ps->chan->idle_timeout_ms = 60000;
+    ps->chan->weight = 1;
+    ps->chan->max_inflight = 1024;
     return 0;
 }
 
@@ -431,6 +446,19 @@ static int top_directive(parser_t *ps, char **w, int nw)
         if (parse_size(w[1], &v) < 0 || v < 4096 || v > 64 * 1024 * 1024)
             return fail(ps, "stream_buffer must be a size between 4k and 64m");
         c->stream_high_water = (size_t)v;
+        return 0;
+    }
+    if (!strcmp(d, "route_strategy")) {
+        const char *ok[] = {"weighted", "round_robin", "least_inflight", "lowest_latency",
+                            "lowest_cost"};
+        int found = 0;
+        for (size_t i = 0; i < 5; i++)
+            found |= !strcmp(w[1], ok[i]);
+        if (!found)
+            return fail(ps, "route_strategy must be weighted, round_robin, least_inflight, "
+                            "lowest_latency or lowest_cost");
+        free(c->route_strategy);
+        c->route_strategy = strdup(w[1]);
         return 0;
     }
     if (!strcmp(d, "supervise")) {
@@ -646,5 +674,6 @@ void lm_conf_free(lm_conf_t *c)
     free(c->plugin_dir);
     free(c->pid_file);
     free(c->data_dir);
+    free(c->route_strategy);
     free(c);
 }

@@ -34,6 +34,9 @@ typedef struct lm_chan_conf_s {
     int connect_timeout_ms;
     int first_byte_timeout_ms;
     int idle_timeout_ms;
+    int priority;     /* lower is tried first (strict tier); 0 */
+    int weight;       /* share inside a tier; 1 */
+    int max_inflight; /* concurrent upstream attempts; excess gets 503 (FT-8); 1024 */
     /* Prices in micro-units per 1M tokens (config: price_input 2.5 means
      * 2.5 money units per 1M prompt tokens), per_request per attempt. */
     int64_t price_input, price_output, price_cached_input, price_per_request;
@@ -81,6 +84,7 @@ typedef struct lm_conf_s {
     uint64_t lua_instructions; /* per stage call; 0 = host default (1,000,000) */
     int lua_deadline_ms;       /* per stage call; 0 = host default (10 ms) */
     uint64_t lua_memory;       /* per Lua state; 0 = host default (16 MiB) */
+    char *route_strategy;      /* weighted (default), round_robin, least_inflight, lowest_latency, lowest_cost */
 } lm_conf_t;
 
 /* Parse `text` (len bytes) named `path` for messages. On error returns -1

@@ -136,10 +136,12 @@ int main(int argc, char **argv)
     }
     lm_log_set_level(conf->log_level);
     lm_lua_shared_t *shared = lm_lua_shared_new(0); /* lm.shared outlives every generation */
-    lm_rt_t *rt = lm_rt_build(conf, plugin_dir, test_only, shared, err, sizeof(err));
+    lm_route_table_t *routes = lm_route_table_new(); /* health state outlives generations */
+    lm_rt_t *rt = lm_rt_build(conf, plugin_dir, test_only, shared, routes, err, sizeof(err));
     if (rt == NULL) {
         fprintf(stderr, "longmen: %s\n", err);
         lm_lua_shared_free(shared);
+        lm_route_table_free(routes);
         return 1;
     }
     if (test_only) {
@@ -147,11 +149,13 @@ int main(int argc, char **argv)
                rt->conf->path, rt->ninsts, rt->nroutes, rt->conf->nkeys);
         lm_rt_free(rt);
         lm_lua_shared_free(shared);
+        lm_route_table_free(routes);
         return 0;
     }
-    lm_server_opts_t opts = {conf_from_file ? path : NULL, plugin_dir, shared};
+    lm_server_opts_t opts = {conf_from_file ? path : NULL, plugin_dir, shared, routes};
     int rc = lm_server_run(rt, &opts, err, sizeof(err));
     lm_lua_shared_free(shared);
+    lm_route_table_free(routes);
     if (rc < 0) {
         fprintf(stderr, "longmen: %s\n", err);
         return 1;

@@ -4,6 +4,7 @@
 #include "errors.h"
 #include "gov.h"
 #include "log.h"
+#include "metrics.h"
 #include "relay_lua.h"
 #include "reqcheck.h"
 #include "response.h"
@@ -31,6 +32,9 @@ struct lm_relay_s {
     lm_route_t cands[LM_MAX_CANDIDATES]; /* channels serving the model, in try order */
     size_t ncands, cand;
     int attempt;           /* 1-based upstream attempt number */
+    int route_begun;       /* lm_route_begin admitted this attempt: end it once */
+    uint64_t attempt_start_ms;
+    int64_t attempt_ttft_ms;
     lm_lua_call_t *lua;    /* the scripts' view of this request, or NULL */
     lm_gov_t gov;          /* caller identity, limits, quota hold */
     int ending;            /* the end is decided; waiting for the ledger commit */
@@ -74,6 +78,7 @@ struct lm_relay_s {
 static int settle(lm_relay_t *r, int aborted, int wait);
 static lm_usage billed_usage(const lm_relay_t *r);
 static void on_settled(evutil_socket_t fd, short what, void *arg);
+static void route_end(lm_relay_t *r, int outcome);
 
 static uint64_t mono_ms(void)
 {
@@ -118,14 +123,44 @@ static void access_log(lm_relay_t *r)
            (long long)u->completion, (long long)charge);
 }
 
+/* Request-level metrics (names only: model, channel, status). */
+static void record_metrics(lm_relay_t *r)
+{
+    lm_metrics_std_t *m = lm_server_metrics(r->w->srv);
+    if (m == NULL)
+        return;
+    const lm_usage *u = r->st_init ? &r->st.emit.usage : &r->usage;
+    const char *model = r->route ? r->route->model : "";
+    const char *chan = r->route ? r->route->inst->chan->name : "";
+    char status[16];
+    snprintf(status, sizeof(status), "%d", r->client_status);
+    const char *req_labels[] = {model, chan, status};
+    const char *mc[] = {model, chan};
+    const char *tp[] = {model, chan, "prompt"}, *tc[] = {model, chan, "completion"};
+    lm_metrics_inc(m->requests, req_labels, 1);
+    if (u->prompt > 0)
+        lm_metrics_inc(m->tokens, tp, (uint64_t)u->prompt);
+    if (u->completion > 0)
+        lm_metrics_inc(m->tokens, tc, (uint64_t)u->completion);
+    if (r->charge > 0)
+        lm_metrics_inc(m->cost, mc, (uint64_t)r->charge);
+    if (r->route) {
+        lm_metrics_obs(m->request_secs, mc, (double)(mono_ms() - r->t_start_ms) / 1000.0);
+        if (r->ttft_ms > 0)
+            lm_metrics_obs(m->ttft_secs, mc, (double)r->ttft_ms / 1000.0);
+    }
+}
+
 static void relay_free(lm_relay_t *r)
 {
     lm_worker_t *w = r->w;
+    route_end(r, LM_ROUTE_CANCEL);
     /* A stream cut short (client gone, upstream cut) is billed for what was
      * received; failures before any output bill nothing. */
     if (!r->settled && r->st_init && r->headers_sent)
         settle(r, r->fini_seen && !r->finished, 0);
     access_log(r);
+    record_metrics(r);
     lm_usage fin = billed_usage(r);
     lm_gov_end(&r->gov, (fin.prompt > 0 ? fin.prompt : 0) + (fin.completion > 0 ? fin.completion : 0));
     free(r->pending_body);
@@ -233,10 +268,21 @@ static lm_err scrubbed(const lm_relay_t *r, const lm_err *e)
     return c;
 }
 
+/* x-longmen-route: which channel answered and after how many attempts. */
+static void route_header(lm_relay_t *r)
+{
+    char v[192];
+    if (r->req == NULL || r->route == NULL)
+        return;
+    snprintf(v, sizeof(v), "channel=%s; attempts=%d", r->route->inst->chan->name, r->attempt);
+    lm_http_add_header(r->req, "X-Longmen-Route", v);
+}
+
 static int reply_error(lm_relay_t *r, const lm_err *e)
 {
     if (r->finished)
         return 0;
+    route_header(r);
     r->finished = 1;
     r->client_status = e->http_status;
     lm_err safe = scrubbed(r, e);
@@ -343,6 +389,7 @@ static void on_settled(evutil_socket_t fd, short what, void *arg)
     if (r->pending_body) {
         r->finished = 1;
         r->client_status = 200;
+        route_header(r);
         if (r->req)
             lm_http_reply(r->req, 200, "application/json", r->pending_body,
                           strlen(r->pending_body), r->id);
@@ -430,6 +477,7 @@ static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
     if (!r->headers_sent) {
         r->headers_sent = 1;
         r->ttft_ms = (int64_t)(mono_ms() - r->t_start_ms);
+        route_header(r);
         lm_http_stream_start(r->req, r->id);
     } else if (lm_http_out_pending(r->req) > r->rt->conf->stream_high_water) {
         r->paused = 1; /* slow reader: let the kernel socket buffer drain */
@@ -455,6 +503,8 @@ size_t lm_relay_on_data(lm_relay_t *r, int status, int whole_json, const char *p
     if (r->finished || r->ending)
         return n; /* trailing bytes after the end marker */
     r->status = status;
+    if (r->attempt_ttft_ms < 0)
+        r->attempt_ttft_ms = (int64_t)(mono_ms() - r->attempt_start_ms);
     arm_timer(r, r->route->inst->chan->idle_timeout_ms);
     if (status >= 200 && status < 300 && r->call.stream && !whole_json)
         return on_stream_data(r, p, n);
@@ -492,6 +542,7 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
         r->finished = 1;
         r->client_status = 200;
         r->usage = usage;
+        route_header(r);
         if (r->req)
             lm_http_reply(r->req, 200, "application/json", out, strlen(out), r->id);
     }
@@ -499,6 +550,30 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
 }
 
 static int start_attempt(lm_relay_t *r);
+
+/* The attempt is over for channel health: once per begun attempt. */
+static void route_end(lm_relay_t *r, int outcome)
+{
+    if (!r->route_begun || r->route == NULL || r->route->stats == NULL)
+        return;
+    r->route_begun = 0;
+    uint64_t now = mono_ms();
+    lm_route_event_t ev = lm_route_end(r->route->stats, (int64_t)now, outcome,
+                                       (int64_t)(now - r->attempt_start_ms), r->attempt_ttft_ms);
+    if (ev != LM_ROUTE_EV_NONE)
+        lm_log(LM_LOG_WARN, "channel %s model %s: %s", r->route->inst->chan->name,
+               r->route->model, lm_route_event_str(ev));
+}
+
+/* What the attempt says about the channel: its failures, not the client's. */
+static int attempt_outcome(const lm_relay_t *r, int ok, int timeout)
+{
+    if (r->req == NULL)
+        return LM_ROUTE_CANCEL;
+    if (!ok || timeout)
+        return LM_ROUTE_FAIL;
+    return (r->status == 429 || r->status >= 500) ? LM_ROUTE_FAIL : LM_ROUTE_OK;
+}
 
 /* Whether a failed attempt may go to the next channel: only while nothing
  * reached the client, only for failures where the upstream did not take
@@ -515,6 +590,12 @@ static int retryable(const lm_relay_t *r, int ok, int timeout)
  * scripts look at it, and try the next candidate when allowed. */
 static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry)
 {
+    lm_metrics_std_t *m = lm_server_metrics(r->w->srv);
+    if (m) {
+        const char *labels[] = {r->route->model, r->route->inst->chan->name,
+                                e->code[0] ? e->code : "error"};
+        lm_metrics_inc(m->errors, labels, 1);
+    }
     int script_retry = lm_rlua_error(r->lua, e, r->route, r->attempt, 0);
     if ((kernel_retry || script_retry) && r->attempt < LM_MAX_ATTEMPTS &&
         r->cand + 1 < r->ncands && r->req) {
@@ -570,6 +651,7 @@ void lm_relay_on_done(lm_relay_t *r, int ok, int timeout, const char *why)
 {
     lm_err e;
     r->up = NULL;
+    route_end(r, attempt_outcome(r, ok, timeout));
     if (r->timer)
         evtimer_del(r->timer);
     if (r->req && !r->finished && !r->ending) {
@@ -732,14 +814,54 @@ static int start_attempt(lm_relay_t *r)
     if (r->ureq.url.len == 0)
         return reply_err(r, 500, "api_error", "plugin_error", "plugin built no upstream URL");
     char why[256];
+    if (route->stats && lm_route_begin(route->stats, (int64_t)mono_ms()) < 0) {
+        /* the channel is at its in-flight cap: the next candidate, or 503 now (FT-8) */
+        if (r->cand + 1 < r->ncands) {
+            r->cand++;
+            r->attempt--;
+            return start_attempt(r);
+        }
+        return reply_err(r, 503, "api_error", "channel_busy",
+                         "every channel for this model is at its concurrency limit");
+    }
+    r->route_begun = route->stats != NULL;
+    r->attempt_start_ms = mono_ms();
+    r->attempt_ttft_ms = -1;
     r->up = lm_upstream_start(r->w->up, &r->ureq, route->inst->chan->connect_timeout_ms, r, why,
                               sizeof(why));
-    if (r->up == NULL)
+    if (r->up == NULL) {
+        route_end(r, LM_ROUTE_FAIL);
         return reply_err(r, 502, "api_error", "upstream_error", why);
+    }
     if (r->timer == NULL)
         r->timer = evtimer_new(r->w->base, on_timeout, r);
     arm_timer(r, route->inst->chan->first_byte_timeout_ms);
     return 0;
+}
+
+/* The configured strategy orders the candidates (health first: ejected
+ * channels go last, never dropped); scripts may reorder after it. */
+static void order_candidates(lm_relay_t *r, const char *model)
+{
+    lm_route_cand_t c[LM_MAX_CANDIDATES];
+    size_t order[LM_MAX_CANDIDATES];
+    lm_route_t copy[LM_MAX_CANDIDATES];
+    const lm_route_t *primary = lm_rt_route(r->rt, model);
+    if (r->ncands < 2)
+        return;
+    for (size_t i = 0; i < r->ncands; i++) {
+        const lm_chan_conf_t *ch = r->cands[i].inst->chan;
+        c[i] = (lm_route_cand_t){ch->name, ch->priority, ch->weight,
+                                 ch->price_input + ch->price_output, r->cands[i].stats};
+    }
+    if (r->w->rng == 0)
+        r->w->rng = (mono_ms() << 8) ^ (uint64_t)(r->w->index + 1) * 0x9e3779b97f4a7c15ull;
+    size_t n = lm_route_select(c, r->ncands, r->rt->strategy, primary ? primary->group : NULL,
+                               lm_route_rand_xorshift, &r->w->rng, (int64_t)mono_ms(), order);
+    memcpy(copy, r->cands, r->ncands * sizeof(copy[0]));
+    for (size_t i = 0; i < n; i++)
+        r->cands[i] = copy[order[i]];
+    r->ncands = n;
 }
 
 /* Limits and the quota hold, priced at the first candidate channel. */
@@ -789,6 +911,7 @@ static int route_request(lm_relay_t *r)
                    "The model '%.128s' does not exist or you do not have access to it.", model);
         return reply_error(r, &e);
     }
+    order_candidates(r, model);
     long n = lm_rlua_route(r->lua, r->cands, r->ncands, &e);
     if (n < 0)
         return reply_error(r, &e);

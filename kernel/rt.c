@@ -39,7 +39,8 @@ static int add_routes(lm_rt_t *rt, lm_inst_t *inst)
     for (size_t i = 0; i < ch->nmodels; i++) {
         if (lm_rt_route(rt, ch->models[i].name))
             continue; /* an earlier channel serves it: first wins */
-        rt->routes[rt->nroutes++] = (lm_route_t){ch->models[i].name, ch->models[i].upstream, inst};
+        rt->routes[rt->nroutes++] =
+            (lm_route_t){ch->models[i].name, ch->models[i].upstream, inst, NULL, NULL};
     }
     return 0;
 }
@@ -100,7 +101,9 @@ size_t lm_rt_candidates(const lm_rt_t *rt, const char *model, lm_route_t *out, s
         const lm_chan_conf_t *ch = rt->insts[i].chan;
         for (size_t j = 0; j < ch->nmodels; j++) {
             if (!strcmp(ch->models[j].name, model)) {
-                out[n++] = (lm_route_t){ch->models[j].name, ch->models[j].upstream, &rt->insts[i]};
+                lm_route_stats_t *st = rt->cstats ? rt->cstats[rt->coff[i] + j] : NULL;
+                out[n++] = (lm_route_t){ch->models[j].name, ch->models[j].upstream,
+                                        &rt->insts[i], st, NULL};
                 break;
             }
         }
@@ -108,8 +111,51 @@ size_t lm_rt_candidates(const lm_rt_t *rt, const char *model, lm_route_t *out, s
     return n;
 }
 
+/* Health state lives in the process-wide table, so it survives reloads;
+ * each route of this generation points at its channel x model entry. */
+static int bind_routes(lm_rt_t *rt, lm_route_table_t *table)
+{
+    rt->groups = calloc(rt->nroutes + 1, sizeof(*rt->groups));
+    if (rt->groups == NULL)
+        return -1;
+    for (size_t i = 0; i < rt->nroutes; i++) {
+        lm_route_group_init(&rt->groups[i]);
+        rt->routes[i].group = &rt->groups[i];
+    }
+    for (size_t i = 0; table && i < rt->ninsts; i++) {
+        const lm_chan_conf_t *ch = rt->insts[i].chan;
+        if (lm_route_table_limit(table, ch->name, ch->max_inflight) == NULL)
+            return -1;
+    }
+    for (size_t i = 0; table && i < rt->nroutes; i++) {
+        rt->routes[i].stats =
+            lm_route_table_stats(table, rt->routes[i].inst->chan->name, rt->routes[i].model, NULL);
+        if (rt->routes[i].stats == NULL)
+            return -1;
+    }
+    /* Candidate lookups per request read these, never the table's mutex. */
+    size_t total = 0;
+    rt->coff = calloc(rt->ninsts + 1, sizeof(*rt->coff));
+    for (size_t i = 0; rt->coff && i < rt->ninsts; i++) {
+        rt->coff[i] = total;
+        total += rt->insts[i].chan->nmodels;
+    }
+    rt->cstats = calloc(total + 1, sizeof(*rt->cstats));
+    if (rt->coff == NULL || rt->cstats == NULL)
+        return -1;
+    for (size_t i = 0; table && i < rt->ninsts; i++) {
+        const lm_chan_conf_t *ch = rt->insts[i].chan;
+        for (size_t j = 0; j < ch->nmodels; j++)
+            if ((rt->cstats[rt->coff[i] + j] =
+                     lm_route_table_stats(table, ch->name, ch->models[j].name, NULL)) == NULL)
+                return -1;
+    }
+    rt->table = table;
+    return 0;
+}
+
 lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict,
-                     lm_lua_shared_t *shared, char *err, size_t errlen)
+                     lm_lua_shared_t *shared, lm_route_table_t *table, char *err, size_t errlen)
 {
     lm_rt_t *rt = calloc(1, sizeof(*rt));
     if (rt == NULL) {
@@ -163,6 +209,13 @@ lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict,
     }
     if (load_scripts(rt, shared, err, errlen) < 0)
         goto fail;
+    rt->strategy = LM_ROUTE_WEIGHTED;
+    if (conf->route_strategy)
+        lm_route_strategy_parse(conf->route_strategy, &rt->strategy);
+    if (bind_routes(rt, table) < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     rt->models_json = build_models_json(rt);
     if (rt->models_json == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -201,6 +254,9 @@ void lm_rt_free(lm_rt_t *rt)
     free(rt->plugins);
     free(rt->routes);
     free(rt->models_json);
+    free(rt->groups);
+    free(rt->cstats);
+    free(rt->coff);
     lm_lua_gen_release(rt->lua);
     lm_conf_free(rt->conf);
     free(rt);

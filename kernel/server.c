@@ -7,6 +7,7 @@
 #include "errors.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "lua_host.h"
 #include "relay.h"
 #include "upstream.h"
@@ -40,6 +41,8 @@ struct lm_server_s {
     evhtp_t *admin_htp;       /* admin listener (own thread); NULL without a store */
     lm_admin_env_t admin_env;
     struct event *reclaim_ev; /* expired quota holds go back to their keys */
+    lm_metrics_t *metrics;    /* process-wide registry */
+    lm_metrics_std_t mstd;
     evthr_t *threads[LM_MAX_WORKERS]; /* set once by each worker's init */
     atomic_int draining;
     int cancel_sent;
@@ -55,6 +58,38 @@ struct lm_server_s {
 void lm_server_inflight_add(lm_server_t *s, int delta)
 {
     atomic_fetch_add(&s->inflight, delta);
+}
+
+lm_metrics_std_t *lm_server_metrics(lm_server_t *s)
+{
+    return s->metrics ? &s->mstd : NULL;
+}
+
+/* Gauges that change without requests (health, in-flight) are read at
+ * scrape time from the current generation's routes. */
+char *lm_server_metrics_render(lm_server_t *s, size_t *len)
+{
+    lm_rt_t *rt = lm_server_acquire_rt(s);
+    int64_t now = (int64_t)lm_billing_mono_ms();
+    lm_metrics_put(s->mstd.generation, NULL, (int64_t)rt->gen);
+    for (size_t i = 0; i < rt->ninsts; i++) {
+        const lm_chan_conf_t *ch = rt->insts[i].chan;
+        int inflight = 0, healthy = 1;
+        for (size_t j = 0; rt->cstats && j < ch->nmodels; j++) {
+            lm_route_snap_t snap;
+            lm_route_stats_t *st = rt->cstats[rt->coff[i] + j];
+            if (st == NULL)
+                continue;
+            lm_route_snapshot(st, now, &snap);
+            inflight += snap.inflight;
+            healthy &= snap.state == LM_ROUTE_CLOSED;
+        }
+        const char *labels[] = {ch->name};
+        lm_metrics_put(s->mstd.inflight, labels, inflight);
+        lm_metrics_put(s->mstd.healthy, labels, healthy);
+    }
+    lm_rt_unref(rt);
+    return lm_metrics_render(s->metrics, len);
 }
 
 lm_store_t *lm_server_store(lm_server_t *s)
@@ -553,7 +588,8 @@ static void reload(lm_server_t *s)
     if (strcmp(conf->listen_host, cur->conf->listen_host) || conf->listen_port != cur->conf->listen_port
         || conf->workers != cur->conf->workers)
         lm_log(LM_LOG_WARN, "reload: listen and workers changes need a restart; ignored");
-    lm_rt_t *next = lm_rt_build(conf, s->opts.plugin_dir, 1, s->opts.shared, err, sizeof(err));
+    lm_rt_t *next = lm_rt_build(conf, s->opts.plugin_dir, 1, s->opts.shared, s->opts.routes, err,
+                                 sizeof(err));
     if (next == NULL) {
         lm_log(LM_LOG_ERROR, "reload failed, generation %llu keeps serving: %s",
                (unsigned long long)cur->gen, err);
@@ -711,6 +747,11 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
     pthread_mutex_init(&s.rt_lock, NULL);
     rt->retire = on_retire;
     rt->retire_arg = &s;
+    s.metrics = lm_metrics_new(0);
+    if (s.metrics && lm_metrics_std_register(s.metrics, &s.mstd) < 0) {
+        lm_metrics_free(s.metrics);
+        s.metrics = NULL;
+    }
     evthread_use_pthreads(); /* workers wake the control loop to retire generations */
     signal(SIGPIPE, SIG_IGN);
     json_object_seed(0);
@@ -739,6 +780,7 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
             event_free(evs[i]);
     if (s.base)
         event_base_free(s.base);
+    lm_metrics_free(s.metrics);
     pthread_mutex_destroy(&s.rt_lock);
     lm_upstream_global_cleanup();
     return rc;

@@ -12,6 +12,7 @@ typedef struct lm_server_opts_s {
     const char *conf_path;  /* NULL: the built-in default (reload re-reads it) */
     const char *plugin_dir; /* -p override or NULL */
     lm_lua_shared_t *shared; /* lm.shared counters for every generation (main owns) */
+    lm_route_table_t *routes; /* channel health for every generation (main owns) */
 } lm_server_opts_t;
 
 /* Run the gateway until SIGTERM/SIGINT and a drain; SIGHUP reloads the
@@ -20,6 +21,11 @@ typedef struct lm_server_opts_s {
 int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t errlen);
 /* The store (NULL without data_dir). Any thread; lives until shutdown. */
 struct lm_store_s *lm_server_store(lm_server_t *s);
+struct lm_metrics_std_s;
+/* The standard metric families (any thread; live until shutdown). */
+struct lm_metrics_std_s *lm_server_metrics(lm_server_t *s);
+/* Prometheus text of every metric, gauges refreshed now (new, free()). */
+char *lm_server_metrics_render(lm_server_t *s, size_t *len);
 /* Ask the control thread to reload (any thread). */
 void lm_server_reload(lm_server_t *s);
 /* A counted reference to the current generation (any thread); release it

@@ -83,6 +83,7 @@ channel b {
     plugin openai
     base_url %s/b
     models m
+    priority 1
 }
 channel down {
     plugin openai
@@ -93,6 +94,7 @@ channel a2 {
     plugin openai
     base_url %s/a
     models fo
+    priority 1
 }
 """ % (mock.url, mock.url, mock.url, mock.url))
     return gw, d, path

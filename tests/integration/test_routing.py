@@ -1,0 +1,134 @@
+"""Routing and resilience through the real binary: weights, round robin,
+priority tiers, outlier ejection with one of three upstreams failing
+(FT-7), per-channel concurrency caps (FT-8), the x-longmen-route header,
+and the Prometheus metrics on the admin listener."""
+import http.client
+import json
+import re
+import tempfile
+import threading
+import time
+
+from lib import Gateway, Mock, check, free_port, json_reply, run
+
+mock = Mock()
+hits = {}
+lock = threading.Lock()
+
+
+def upstream(name, status=200, delay=0.0):
+    def fn(h, b):
+        with lock:
+            hits[name] = hits.get(name, 0) + 1
+        if delay:
+            time.sleep(delay)
+        if status != 200:
+            return json_reply(h, status, {"error": {"message": "%s down" % name}})
+        json_reply(h, 200, {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {
+            "role": "assistant", "content": name}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+    return fn
+
+
+for n in ("a", "b", "c"):
+    mock.routes["/%s/chat/completions" % n] = upstream(n)
+mock.routes["/bad/chat/completions"] = upstream("bad", status=500)
+mock.routes["/slow/chat/completions"] = upstream("slow", delay=1.0)
+
+
+def channels(spec):
+    out = ""
+    for name, path, model, extra in spec:
+        out += "channel %s {\n plugin openai\n base_url %s/%s\n models %s\n%s}\n" % (
+            name, mock.url, path, model, extra)
+    return out
+
+
+def ask(gw, model):
+    st, js, raw, hdrs = gw.chat({"model": model, "messages": [{"role": "user", "content": "x"}]})
+    return st, (js["choices"][0]["message"]["content"] if st == 200 else None), hdrs
+
+
+def test_weights_and_tiers():
+    gw = Gateway(channels=channels([("a", "a", "w", " weight 1\n"), ("b", "b", "w", " weight 3\n"),
+                                    ("c", "c", "w", " priority 1\n")]))
+    try:
+        got = {}
+        for _ in range(800):
+            st, who, hdrs = ask(gw, "w")
+            check(st == 200, "status %d" % st)
+            got[who] = got.get(who, 0) + 1
+        share_b = got.get("b", 0) / 800.0
+        check(abs(share_b - 0.75) < 0.06, "weights 1:3 -> b share %.3f (%s)" % (share_b, got))
+        check("c" not in got, "a lower tier is not used while the first serves: %s" % got)
+        check(re.match(r"channel=[ab]; attempts=1", hdrs.get("X-Longmen-Route", "")), hdrs)
+    finally:
+        gw.stop()
+
+
+def test_round_robin_exact():
+    gw = Gateway(extra="route_strategy round_robin\n",
+                 channels=channels([("a", "a", "r", ""), ("b", "b", "r", ""), ("c", "c", "r", "")]))
+    try:
+        seq = [ask(gw, "r")[1] for _ in range(30)]
+        check(all(seq.count(x) == 10 for x in "abc"), "round robin: %s" % seq)
+        check(all(seq[i] != seq[i + 1] for i in range(29)), "rotates: %s" % seq)
+    finally:
+        gw.stop()
+
+
+def test_ft7_outlier_ejected_nothing_lost():
+    admin_port = free_port()
+    d = tempfile.mkdtemp(prefix="lm-route-")
+    gw = Gateway(extra="data_dir %s\nadmin_listen 127.0.0.1:%d\n" % (d, admin_port),
+                 channels=channels([("a", "a", "h", ""), ("b", "b", "h", ""), ("bad", "bad", "h", "")]))
+    try:
+        token = re.search(r"admin token \(shown once\): (\S+)", gw.logtext()).group(1)
+        hits.clear()
+        results = [ask(gw, "h") for _ in range(120)]
+        check(all(st == 200 for st, _, _ in results), "no request lost: %s" %
+              [st for st, _, _ in results if st != 200])
+        check(hits.get("bad", 0) <= 6, "the failing upstream was ejected after 5 failures: %d hits" %
+              hits.get("bad", 0))
+        check("channel bad model h: ejected" in gw.logtext(), "ejection logged")
+        retried = [h for _, _, h in results if "attempts=2" in h.get("X-Longmen-Route", "")]
+        check(1 <= len(retried) <= 6, "fallbacks explained in the header: %d" % len(retried))
+        c = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=5)
+        c.request("GET", "/admin/metrics", headers={"Authorization": "Bearer " + token})
+        r = c.getresponse()
+        text = r.read().decode()
+        check(r.status == 200 and 'longmen_channel_healthy{channel="bad"} 0' in text and
+              'longmen_channel_healthy{channel="a"} 1' in text, text[:1500])
+        check(re.search(r'longmen_requests_total\{model="h",channel="[ab]",status="200"\} \d+', text), "requests")
+        check('longmen_errors_total{model="h",channel="bad"' in text and "longmen_request_seconds_bucket" in text,
+              "errors and latency histogram")
+        check(token not in text, "no secret in metrics")
+    finally:
+        gw.stop()
+
+
+def test_ft8_concurrency_cap_fast_503():
+    gw = Gateway(channels=channels([("s", "slow", "cap", " max_inflight 2\n")]))
+    try:
+        res = []
+
+        def go():
+            res.append(ask(gw, "cap")[0])
+
+        threads = [threading.Thread(target=go) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        t0 = time.time()
+        st, _, hdrs = ask(gw, "cap")
+        took = time.time() - t0
+        for t in threads:
+            t.join(10)
+        check(st == 503 and took < 0.2, "excess answered 503 in %.3fs (status %d)" % (took, st))
+        check(res == [200, 200], "admitted ones finish: %s" % res)
+    finally:
+        gw.stop()
+
+
+run([test_weights_and_tiers, test_round_robin_exact, test_ft7_outlier_ejected_nothing_lost,
+     test_ft8_concurrency_cap_fast_503])
