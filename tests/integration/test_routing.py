@@ -97,6 +97,7 @@ def test_ft7_outlier_ejected_nothing_lost():
         c.request("GET", "/admin/metrics", headers={"Authorization": "Bearer " + token})
         r = c.getresponse()
         text = r.read().decode()
+        c.close()
         check(r.status == 200 and 'longmen_channel_healthy{channel="bad"} 0' in text and
               'longmen_channel_healthy{channel="a"} 1' in text, text[:1500])
         check(re.search(r'longmen_requests_total\{model="h",channel="[ab]",status="200"\} \d+', text), "requests")
