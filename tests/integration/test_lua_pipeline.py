@@ -229,5 +229,51 @@ channel a {
         gw.stop()
 
 
-run([test_stages_through_the_gateway, test_reject_error_and_limits, test_fallback_and_on_error_retry,
+def test_script_reload_under_load_never_mixes():
+    tag = 'function on_event(ev)\n  local d = ev.choices[1] and ev.choices[1].delta\n' \
+          '  if d and d.content then d.content = d.content .. "[%d]" end\nend\n'
+    d = tempfile.mkdtemp(prefix="lm-pl9-")
+    path = write(d, "tag.lua", tag % 1)
+    gw = Gateway(extra="script tag %s\n" % path, channels="""
+channel a {
+    plugin openai
+    base_url %s/a
+    models m
+}""" % mock.url)
+    stop = time.time() + float(os.environ.get("LM_PL9_SECONDS", "10"))
+    seen, bad = {}, []
+
+    def client():
+        while time.time() < stop:
+            try:
+                st, ev, raw, _ = gw.stream(body("hi", stream=True), timeout=10)
+                text = content_of(ev)
+                if st == 200 and text in ("hello[1] world[1]", "hello[2] world[2]") and ev[-1] == "[DONE]":
+                    seen[text[5:8]] = seen.get(text[5:8], 0) + 1
+                else:
+                    bad.append((st, text))
+            except Exception as e:  # noqa: BLE001
+                bad.append(repr(e))
+
+    import threading
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        v = 1
+        while time.time() < stop - 0.3:
+            time.sleep(0.5)
+            v = 3 - v
+            tmp = write(d, "tag.lua.new", tag % v)
+            os.rename(tmp, path)
+            gw.proc.send_signal(1)
+        for t in threads:
+            t.join(20)
+    finally:
+        gw.stop()
+    check(not bad, "failed or mixed requests: %s" % bad[:3])
+    check(len(seen) == 2 and sum(seen.values()) > 20, "both generations served: %s" % seen)
+
+
+run([test_stages_through_the_gateway, test_script_reload_under_load_never_mixes, test_reject_error_and_limits, test_fallback_and_on_error_retry,
      test_reload_with_broken_script_keeps_old, test_shipped_scripts_load, test_pii_mask_script_end_to_end])
