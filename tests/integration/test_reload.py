@@ -95,10 +95,13 @@ def test_reload_midstream_keeps_old_generation():
             results.append((st, ev))
             done_at.append(time.time())
 
-        threads = [threading.Thread(target=client) for _ in range(40)]
+        base = len(mock.requests)
+        threads = [threading.Thread(target=client) for _ in range(100)]
         for t in threads:
             t.start()
-        time.sleep(0.25)
+        deadline = time.time() + 10  # reload once every stream reached the upstream on v1
+        while time.time() < deadline and len(mock.requests) < base + 100:
+            time.sleep(0.01)
         install("verplug_v2.so", d)
         reload_cmd(gw)
         check(wait_log(gw, "reloaded: generation 2"), "no reload in log: " + gw.logtext()[-1500:])
@@ -106,7 +109,7 @@ def test_reload_midstream_keeps_old_generation():
         check(st == 200 and content_of(ev).startswith("v2:t0"), "new request on v2: %r" % content_of(ev))
         for t in threads:
             t.join(30)
-        check(len(results) == 40, "all streams returned")
+        check(len(results) == 100, "all streams returned")
         for st, ev in results:
             text = content_of(ev)
             check(st == 200 and ev[-1] == "[DONE]" and "error" not in "".join(ev), "clean stream")
