@@ -225,6 +225,8 @@ static int directive_models(parser_t *ps, char **w, int nw)
             return fail(ps, "bad model mapping \"%s\" (use name or alias=upstream)", w[i]);
         nm[ch->nmodels].name = eq ? strndup(w[i], (size_t)(eq - w[i])) : strdup(w[i]);
         nm[ch->nmodels].upstream = strdup(eq ? eq + 1 : w[i]);
+        nm[ch->nmodels].pattern = strpbrk(nm[ch->nmodels].name, "*?[") != NULL;
+        nm[ch->nmodels].mapped = eq != NULL;
         ch->nmodels++;
     }
     return 0;
@@ -250,6 +252,8 @@ static int chan_directive(parser_t *ps, char **w, int nw)
         ms = &ch->first_byte_timeout_ms;
     else if (!strcmp(w[0], "idle_timeout"))
         ms = &ch->idle_timeout_ms;
+    else if (!strcmp(w[0], "request_timeout"))
+        ms = &ch->request_timeout_ms;
     if (ms) {
         if (nw != 2 || parse_duration_ms(w[1], ms) < 0 || *ms == 0)
             return fail(ps, "%s needs a positive duration such as 5s or 500ms", w[0]);
@@ -318,6 +322,7 @@ static int open_channel(parser_t *ps, char **w, int nw)
     ps->chan->connect_timeout_ms = 5000;
     ps->chan->first_byte_timeout_ms = 120000;
     ps->chan->idle_timeout_ms = 60000;
+    ps->chan->request_timeout_ms = 600000;
     ps->chan->weight = 1;
     ps->chan->max_inflight = 1024;
     return 0;

@@ -19,8 +19,10 @@ typedef struct lm_kv_s {
 } lm_kv_t;
 
 typedef struct lm_model_s {
-    char *name;     /* what clients ask for */
+    char *name;     /* what clients ask for; may be a glob ("gpt-*") */
     char *upstream; /* what the channel is sent (same as name unless "a=b") */
+    int pattern;    /* name has * ? or [: matched with fnmatch(3) */
+    int mapped;     /* written as a=b: a pattern then maps to one fixed upstream */
 } lm_model_t;
 
 typedef struct lm_chan_conf_s {
@@ -34,6 +36,7 @@ typedef struct lm_chan_conf_s {
     int connect_timeout_ms;
     int first_byte_timeout_ms;
     int idle_timeout_ms;
+    int request_timeout_ms; /* whole non-stream attempt (streams: idle only); 600 s */
     int priority;     /* lower is tried first (strict tier); 0 */
     int weight;       /* share inside a tier; 1 */
     int max_inflight; /* concurrent upstream attempts; excess gets 503 (FT-8); 1024 */

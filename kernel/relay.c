@@ -458,6 +458,20 @@ static void arm_timer(lm_relay_t *r, int ms)
         evtimer_add(r->timer, &tv);
 }
 
+/* Streams get only the idle timeout (no absolute cap, FT-4); a whole
+ * (non-stream) answer must also arrive within request_timeout. */
+static int next_timeout_ms(const lm_relay_t *r)
+{
+    const lm_chan_conf_t *ch = r->route->inst->chan;
+    int ms = ch->idle_timeout_ms;
+    if (!r->call.stream && ch->request_timeout_ms > 0) {
+        int64_t left = (int64_t)r->attempt_start_ms + ch->request_timeout_ms - (int64_t)mono_ms();
+        if (left < ms)
+            ms = left > 1 ? (int)left : 1;
+    }
+    return ms;
+}
+
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
     lm_relay_t *r = arg;
@@ -505,7 +519,7 @@ size_t lm_relay_on_data(lm_relay_t *r, int status, int whole_json, const char *p
     r->status = status;
     if (r->attempt_ttft_ms < 0)
         r->attempt_ttft_ms = (int64_t)(mono_ms() - r->attempt_start_ms);
-    arm_timer(r, r->route->inst->chan->idle_timeout_ms);
+    arm_timer(r, next_timeout_ms(r));
     if (status >= 200 && status < 300 && r->call.stream && !whole_json)
         return on_stream_data(r, p, n);
     r->whole_body = 1;
@@ -835,7 +849,10 @@ static int start_attempt(lm_relay_t *r)
     }
     if (r->timer == NULL)
         r->timer = evtimer_new(r->w->base, on_timeout, r);
-    arm_timer(r, route->inst->chan->first_byte_timeout_ms);
+    int first = route->inst->chan->first_byte_timeout_ms;
+    if (!r->call.stream && route->inst->chan->request_timeout_ms < first)
+        first = route->inst->chan->request_timeout_ms;
+    arm_timer(r, first);
     return 0;
 }
 
@@ -905,6 +922,8 @@ static int route_request(lm_relay_t *r)
     const char *model = json_string_value(json_object_get(r->canon, "model"));
     if (model == NULL)
         return reply_err(r, 400, "invalid_request_error", "invalid_value", "'model' is required");
+    snprintf(r->client_model, sizeof(r->client_model), "%s", model);
+    model = r->client_model; /* candidates may borrow it; canon's copy is replaced later */
     r->ncands = lm_rt_candidates(r->rt, model, r->cands, LM_MAX_CANDIDATES);
     if (r->ncands == 0) {
         lm_err_set(&e, -1, 404, "invalid_request_error", "model_not_found",
@@ -919,7 +938,6 @@ static int route_request(lm_relay_t *r)
         return reply_err(r, 503, "api_error", "no_channel",
                          "no channel is available for this model (policy)");
     r->ncands = (size_t)n;
-    snprintf(r->client_model, sizeof(r->client_model), "%s", model);
     return admit(r, model) < 0 ? 0 : start_attempt(r);
 }
 

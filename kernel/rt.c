@@ -3,6 +3,7 @@
 #include "crash.h"
 #include "log.h"
 
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,8 @@ static char *build_models_json(const lm_rt_t *rt)
 {
     json_t *data = json_array();
     for (size_t i = 0; i < rt->nroutes; i++)
-        json_array_append_new(data, json_pack("{s:s,s:s,s:i,s:s}", "id", rt->routes[i].model,
+        if (!strpbrk(rt->routes[i].model, "*?[")) /* globs are not model ids */
+            json_array_append_new(data, json_pack("{s:s,s:s,s:i,s:s}", "id", rt->routes[i].model,
                                               "object", "model", "created", 0, "owned_by",
                                               rt->routes[i].inst->chan->plugin));
     json_t *o = json_pack("{s:s,s:o}", "object", "list", "data", data);
@@ -100,10 +102,12 @@ size_t lm_rt_candidates(const lm_rt_t *rt, const char *model, lm_route_t *out, s
     for (size_t i = 0; i < rt->ninsts && n < max; i++) {
         const lm_chan_conf_t *ch = rt->insts[i].chan;
         for (size_t j = 0; j < ch->nmodels; j++) {
-            if (!strcmp(ch->models[j].name, model)) {
+            const lm_model_t *m = &ch->models[j];
+            if (!strcmp(m->name, model) || (m->pattern && fnmatch(m->name, model, 0) == 0)) {
                 lm_route_stats_t *st = rt->cstats ? rt->cstats[rt->coff[i] + j] : NULL;
-                out[n++] = (lm_route_t){ch->models[j].name, ch->models[j].upstream,
-                                        &rt->insts[i], st, NULL};
+                /* a glob without a=b sends the requested name upstream */
+                const char *up = m->pattern && !m->mapped ? model : m->upstream;
+                out[n++] = (lm_route_t){m->name, up, &rt->insts[i], st, NULL};
                 break;
             }
         }
@@ -262,10 +266,14 @@ void lm_rt_free(lm_rt_t *rt)
     free(rt);
 }
 
+/* Exact names first; then the first glob that matches. */
 const lm_route_t *lm_rt_route(const lm_rt_t *rt, const char *model)
 {
     for (size_t i = 0; i < rt->nroutes; i++)
         if (!strcmp(rt->routes[i].model, model))
+            return &rt->routes[i];
+    for (size_t i = 0; i < rt->nroutes; i++)
+        if (strpbrk(rt->routes[i].model, "*?[") && fnmatch(rt->routes[i].model, model, 0) == 0)
             return &rt->routes[i];
     return NULL;
 }

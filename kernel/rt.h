@@ -55,8 +55,9 @@ struct lm_rt_s {
  * channels serve. Returns NULL with a message naming the file and line. */
 lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict,
                      lm_lua_shared_t *shared, lm_route_table_t *table, char *err, size_t errlen);
-/* Every channel that serves `model` (client name), in config order, into
- * out[max]; returns how many. Borrowed. */
+/* Every channel that serves `model` (client name; exact or glob entries),
+ * in config order, into out[max]; returns how many. The routes borrow from
+ * the generation and, for glob entries, from `model` itself. */
 size_t lm_rt_candidates(const lm_rt_t *rt, const char *model, lm_route_t *out, size_t max);
 void lm_rt_free(lm_rt_t *rt);
 /* Reference counting (any thread). A new runtime has one reference. */

@@ -336,13 +336,14 @@ static void models_reply(evhtp_request_t *req, const lm_rt_t *rt)
                       NULL);
         return;
     }
-    const lm_route_t *route = lm_rt_route(rt, path + strlen("/v1/models/"));
+    const char *id = path + strlen("/v1/models/");
+    const lm_route_t *route = lm_rt_route(rt, id);
     if (route == NULL) {
         reply_simple(req, 404, "invalid_request_error", "model_not_found",
                      "The model does not exist or you do not have access to it.");
         return;
     }
-    json_t *o = json_pack("{s:s,s:s,s:i,s:s}", "id", route->model, "object", "model", "created",
+    json_t *o = json_pack("{s:s,s:s,s:i,s:s}", "id", id, "object", "model", "created",
                           0, "owned_by", route->inst->chan->plugin);
     char   *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);

@@ -131,5 +131,47 @@ def test_ft8_concurrency_cap_fast_503():
         gw.stop()
 
 
-run([test_weights_and_tiers, test_round_robin_exact, test_ft7_outlier_ejected_nothing_lost,
+def test_wildcard_models_and_request_timeout():
+    mock.routes["/trickle/chat/completions"] = trickle
+    gw = Gateway(channels=channels([("a", "a", "gpt-* chat-default=fixed-up", ""),
+                                    ("t", "trickle", "slowpoke", " request_timeout 1s\n idle_timeout 5s\n")]))
+    try:
+        st, who, hdrs = ask(gw, "gpt-4o-mini")
+        check(st == 200 and json.loads(mock.requests[-1]["body"])["model"] == "gpt-4o-mini",
+              "a glob forwards the requested name")
+        st, who, hdrs = ask(gw, "chat-default")
+        check(st == 200 and json.loads(mock.requests[-1]["body"])["model"] == "fixed-up", "alias")
+        st, js, raw, _ = gw.request("GET", "/v1/models")
+        ids = [m["id"] for m in js["data"]]
+        check("gpt-*" not in ids and "chat-default" in ids, "globs are not listed: %s" % ids)
+        st, js, raw, _ = gw.request("GET", "/v1/models/gpt-4o")
+        check(st == 200 and js["id"] == "gpt-4o", raw)
+        st, js, raw, _ = gw.chat({"model": "claude-x", "messages": [{"role": "user", "content": "x"}]})
+        check(st == 404, "no match: %s" % raw)
+        t = time.time()
+        st, js, raw, _ = gw.chat({"model": "slowpoke", "messages": [{"role": "user", "content": "x"}]})
+        took = time.time() - t
+        check(st == 504 and 0.9 < took < 1.6, "request_timeout caps a trickling answer: %d in %.2fs" % (st, took))
+    finally:
+        gw.stop()
+
+
+def trickle(h, b):
+    """A non-stream answer that keeps the connection busy (bytes every 0.3 s)
+    without ever finishing within the request timeout."""
+    h.send_response(200)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Transfer-Encoding", "chunked")
+    h.end_headers()
+    try:
+        for _ in range(10):
+            h.wfile.write(b"1\r\n \r\n")
+            h.wfile.flush()
+            time.sleep(0.3)
+        h.wfile.write(b"0\r\n\r\n")
+    except OSError:
+        pass
+
+
+run([test_weights_and_tiers, test_wildcard_models_and_request_timeout, test_round_robin_exact, test_ft7_outlier_ejected_nothing_lost,
      test_ft8_concurrency_cap_fast_503])
