@@ -19,7 +19,7 @@ DEBS := build-essential pkg-config libevhtp-dev libevent-dev libcurl4-openssl-de
         libjansson-dev liblua5.4-dev libssl-dev libsqlite3-dev python3 curl
 
 KIT_SRCS    := buf frame host plugin conf log errors stream response reqcheck auth store_sqlite billing ratelimit lua_host lua_pattern lua_codec lua_shared gov route metrics
-SERVER_SRCS := main server relay relay_lua upstream rt admin crash
+SERVER_SRCS := main server relay relay_lua upstream rt admin crash authguard
 KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o)
 SERVER_OBJS := $(SERVER_SRCS:%=$(O)/kernel/%.o)
 

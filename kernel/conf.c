@@ -466,6 +466,14 @@ static int top_directive(parser_t *ps, char **w, int nw)
         c->route_strategy = strdup(w[1]);
         return 0;
     }
+    if (!strcmp(d, "auth_fail_limit")) {
+        char *end;
+        long v = strtol(w[1], &end, 10);
+        if (*end || v < 0 || v > 1000000)
+            return fail(ps, "auth_fail_limit must be a whole number >= 0 (0 turns it off)");
+        c->auth_fail_limit = (int)v;
+        return 0;
+    }
     if (!strcmp(d, "supervise")) {
         if (strcmp(w[1], "on") && strcmp(w[1], "off"))
             return fail(ps, "supervise must be on or off");
@@ -515,6 +523,7 @@ static lm_conf_t *conf_new(const char *path)
     c->drain_timeout_ms = 30000;
     c->log_level = LM_LOG_INFO;
     c->stream_high_water = 256 * 1024;
+    c->auth_fail_limit = 20;
     return c;
 }
 

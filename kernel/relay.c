@@ -1,6 +1,7 @@
 #include "relay.h"
 
 #include "auth.h"
+#include "authguard.h"
 #include "errors.h"
 #include "gov.h"
 #include "log.h"
@@ -964,9 +965,21 @@ static int handle(lm_relay_t *r, int method_ok)
     if (!method_ok)
         return reply_err(r, 405, "invalid_request_error", "method_not_allowed",
                          "method not allowed for this path");
+    lm_authguard_t *guard = lm_server_authguard(r->w->srv);
+    int64_t wait = lm_authguard_blocked(guard, lm_http_peer(req), (int64_t)mono_ms());
+    if (wait > 0) {
+        char v[32];
+        snprintf(v, sizeof(v), "%lld", (long long)wait);
+        lm_http_add_header(req, "Retry-After", v);
+        return reply_err(r, 429, "rate_limit_error", "too_many_auth_failures",
+                         "too many failed authentications from this address; retry later");
+    }
     if (lm_gov_auth(&r->gov, r->rt->conf, lm_server_store(r->w->srv),
-                    lm_http_header(req, "Authorization"), lm_http_peer(req), &e) < 0)
+                    lm_http_header(req, "Authorization"), lm_http_peer(req), &e) < 0) {
+        if (e.http_status == 401)
+            lm_authguard_fail(guard, lm_http_peer(req), (int64_t)mono_ms());
         return reply_error(r, &e);
+    }
     lm_str body = lm_http_body(req);
     if (r->too_large || body.n > r->rt->conf->max_body)
         return reply_err(r, 413, "invalid_request_error", "request_too_large",

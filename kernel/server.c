@@ -3,6 +3,7 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "authguard.h"
 #include "billing.h"
 #include "errors.h"
 #include "http.h"
@@ -42,6 +43,7 @@ struct lm_server_s {
     lm_admin_env_t admin_env;
     struct event *reclaim_ev; /* expired quota holds go back to their keys */
     lm_metrics_t *metrics;    /* process-wide registry */
+    lm_authguard_t *authguard; /* failed logins per address (AU-4) */
     lm_metrics_std_t mstd;
     evthr_t *threads[LM_MAX_WORKERS]; /* set once by each worker's init */
     atomic_int draining;
@@ -58,6 +60,11 @@ struct lm_server_s {
 void lm_server_inflight_add(lm_server_t *s, int delta)
 {
     atomic_fetch_add(&s->inflight, delta);
+}
+
+lm_authguard_t *lm_server_authguard(lm_server_t *s)
+{
+    return s->authguard;
 }
 
 lm_metrics_std_t *lm_server_metrics(lm_server_t *s)
@@ -748,6 +755,7 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
     pthread_mutex_init(&s.rt_lock, NULL);
     rt->retire = on_retire;
     rt->retire_arg = &s;
+    s.authguard = lm_authguard_new(rt->conf->auth_fail_limit); /* start-time setting */
     s.metrics = lm_metrics_new(0);
     if (s.metrics && lm_metrics_std_register(s.metrics, &s.mstd) < 0) {
         lm_metrics_free(s.metrics);
@@ -782,6 +790,7 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
     if (s.base)
         event_base_free(s.base);
     lm_metrics_free(s.metrics);
+    lm_authguard_free(s.authguard);
     pthread_mutex_destroy(&s.rt_lock);
     lm_upstream_global_cleanup();
     return rc;

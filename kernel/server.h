@@ -26,6 +26,9 @@ struct lm_metrics_std_s;
 struct lm_metrics_std_s *lm_server_metrics(lm_server_t *s);
 /* Prometheus text of every metric, gauges refreshed now (new, free()). */
 char *lm_server_metrics_render(lm_server_t *s, size_t *len);
+struct lm_authguard_s;
+/* Failed-authentication guard (any thread; lives until shutdown). */
+struct lm_authguard_s *lm_server_authguard(lm_server_t *s);
 /* Ask the control thread to reload (any thread). */
 void lm_server_reload(lm_server_t *s);
 /* A counted reference to the current generation (any thread); release it

@@ -252,6 +252,31 @@ def test_bad_key_401():
     check(st == 401, raw)
 
 
+def test_brute_force_blocks_only_that_address():
+    import http.client
+    g2 = Gateway(channels="channel m {\n plugin mock\n models mock-1\n}\n")
+
+    def call(key, source):
+        c = http.client.HTTPConnection("127.0.0.1", g2.port, timeout=5, source_address=(source, 0))
+        c.request("POST", "/v1/chat/completions", body=json.dumps(
+            {"model": "mock-1", "messages": [{"role": "user", "content": "x"}]}),
+            headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+        r = c.getresponse()
+        r.read()
+        c.close()
+        return r.status, r.getheader("Retry-After")
+
+    try:
+        codes = [call("sk-wrong-key-%03d" % i, "127.0.0.3")[0] for i in range(25)]
+        check(codes[:20] == [401] * 20 and set(codes[20:]) == {429}, "20 failures then 429: %s" % codes)
+        st, retry = call(KEY, "127.0.0.3")
+        check(st == 429 and int(retry) >= 50, "the address is blocked even with a valid key: %s %s" % (st, retry))
+        st, _ = call(KEY, "127.0.0.4")
+        check(st == 200, "other clients are unaffected: %s" % st)
+    finally:
+        g2.stop()
+
+
 def test_models_and_health():
     st, js, raw, _ = gw.request("GET", "/v1/models")
     ids = [m["id"] for m in js["data"]]
@@ -345,5 +370,5 @@ run([test_plain, test_model_alias_maps_upstream_id, test_stream_with_usage,
      test_upstream_timeout_504, test_upstream_refused_502, test_stream_cut_midway_gets_error_event,
      test_stream_idle_timeout, test_bad_input, test_truncated_at_every_offset, test_deep_nesting,
      test_body_limit_413, test_unknown_model_404, test_bad_key_401, test_models_and_health,
-     test_embeddings, test_mock_plugin_offline, test_disconnect_midstream_cancels_upstream,
+     test_embeddings, test_mock_plugin_offline, test_brute_force_blocks_only_that_address, test_disconnect_midstream_cancels_upstream,
      test_secret_not_logged, test_clean_shutdown])
