@@ -573,8 +573,8 @@ int lm_conf_parse(const char *path, const char *text, size_t len, lm_conf_t **ou
     if (rc == 0 && ps.chan)
         rc = fail(&ps, "channel %s (line %d) is not closed with }", ps.chan->name, ps.chan->line);
     if (rc == 0 && ps.script)
-        rc = fail(&ps, "script %s (line %d) is not closed with }", ps.script->name,
-                  ps.script->line);
+        rc =
+            fail(&ps, "script %s (line %d) is not closed with }", ps.script->name, ps.script->line);
     if (rc < 0) {
         lm_conf_free(ps.conf);
         return -1;
@@ -625,7 +625,7 @@ void lm_conf_scrub(const lm_chan_conf_t *ch, char *text)
 {
     for (size_t i = 0; ch && i < ch->nkv; i++) {
         const char *secret = ch->kv[i].val;
-        size_t      n = secret ? strlen(secret) : 0;
+        size_t n = secret ? strlen(secret) : 0;
         if (!ch->kv[i].secret || n < 4)
             continue;
         char *hit;

@@ -37,9 +37,9 @@ typedef struct lm_chan_conf_s {
     int first_byte_timeout_ms;
     int idle_timeout_ms;
     int request_timeout_ms; /* whole non-stream attempt (streams: idle only); 600 s */
-    int priority;     /* lower is tried first (strict tier); 0 */
-    int weight;       /* share inside a tier; 1 */
-    int max_inflight; /* concurrent upstream attempts; excess gets 503 (FT-8); 1024 */
+    int priority;           /* lower is tried first (strict tier); 0 */
+    int weight;             /* share inside a tier; 1 */
+    int max_inflight;       /* concurrent upstream attempts; excess gets 503 (FT-8); 1024 */
     /* Prices in micro-units per 1M tokens (config: price_input 2.5 means
      * 2.5 money units per 1M prompt tokens), per_request per attempt. */
     int64_t price_input, price_output, price_cached_input, price_per_request;
@@ -72,10 +72,11 @@ typedef struct lm_conf_s {
     int workers; /* 0 = number of cores */
     uint64_t max_body;
     char *plugin_dir;
-    char *pid_file; /* written at start, read by longmen -s; NULL = none */
-    char *data_dir; /* SQLite store (keys, ledger, admin); NULL = no store */
-    int supervise;  /* run under a restarting supervisor process (PL-1) */
-    int auth_fail_limit; /* failed authentications per address and minute before 429 (AU-4); 20, 0 = off */
+    char *pid_file;      /* written at start, read by longmen -s; NULL = none */
+    char *data_dir;      /* SQLite store (keys, ledger, admin); NULL = no store */
+    int supervise;       /* run under a restarting supervisor process (PL-1) */
+    int auth_fail_limit; /* failed authentications per address and minute before 429 (AU-4); 20, 0 =
+                            off */
     int drain_timeout_ms;
     int log_level;
     size_t stream_high_water; /* bytes queued to a client before pausing upstream */
@@ -88,7 +89,8 @@ typedef struct lm_conf_s {
     uint64_t lua_instructions; /* per stage call; 0 = host default (1,000,000) */
     int lua_deadline_ms;       /* per stage call; 0 = host default (10 ms) */
     uint64_t lua_memory;       /* per Lua state; 0 = host default (16 MiB) */
-    char *route_strategy;      /* weighted (default), round_robin, least_inflight, lowest_latency, lowest_cost */
+    char *route_strategy;      /* weighted (default), round_robin, least_inflight, lowest_latency,
+                                  lowest_cost */
 } lm_conf_t;
 
 /* Parse `text` (len bytes) named `path` for messages. On error returns -1

@@ -66,8 +66,8 @@ int lm_gov_admit(lm_gov_t *g, const char *model, const lm_chan_conf_t *ch, int64
     lm_rl_limits_t lim = {g->key->rpm, g->key->tpm, g->key->max_concurrent};
     int why = 0;
     int64_t now = (int64_t)lm_billing_mono_ms();
-    int64_t wait = lm_rl_admit(&g->key->acct->rl, &lim, now, prompt_est + max_tokens, &g->ticket,
-                               &why);
+    int64_t wait =
+        lm_rl_admit(&g->key->acct->rl, &lim, now, prompt_est + max_tokens, &g->ticket, &why);
     if (wait > 0) {
         *retry_after = wait;
         return lm_err_set(e, -1, 429, "rate_limit_error", "rate_limit_exceeded",

@@ -15,14 +15,14 @@
 struct sockaddr;
 
 typedef struct lm_gov_s {
-    lm_store_t *store;           /* borrowed; NULL without data_dir */
-    const lm_key_conf_t *ckey;   /* a config key (borrowed from the generation) */
-    lm_key_t *key;               /* a virtual key (one reference), or NULL */
-    const char *key_name;        /* for logs and scripts */
-    lm_rl_ticket_t ticket;       /* rate-limit booking, finished at the end */
+    lm_store_t *store;         /* borrowed; NULL without data_dir */
+    const lm_key_conf_t *ckey; /* a config key (borrowed from the generation) */
+    lm_key_t *key;             /* a virtual key (one reference), or NULL */
+    const char *key_name;      /* for logs and scripts */
+    lm_rl_ticket_t ticket;     /* rate-limit booking, finished at the end */
     int admitted;
-    lm_reservation_t *res;       /* open quota hold, or NULL */
-    lm_price_t price;            /* of the channel that served */
+    lm_reservation_t *res; /* open quota hold, or NULL */
+    lm_price_t price;      /* of the channel that served */
 } lm_gov_t;
 
 /* Who is calling: 0, or -1 with e filled (401 unknown/disabled/expired

@@ -51,8 +51,9 @@ struct lm_emit {
     unsigned nchunks;  /* chunks delivered to the sink */
     unsigned ncontent; /* chunks that carried content or tool calls */
     int ids_adopted;
-    int finish_seen; /* a chunk with a finish_reason reached the sink */
-    uint64_t content_chars; /* bytes of content/arguments sent: a token estimate when the provider reports none */
+    int finish_seen;        /* a chunk with a finish_reason reached the sink */
+    uint64_t content_chars; /* bytes of content/arguments sent: a token estimate when the provider
+                               reports none */
 };
 typedef struct lm_emit lm_emit_t;
 

@@ -18,20 +18,22 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "longmen " LM_VERSION " - a self-hosted AI gateway\n"
-               "\n"
-               "usage: longmen [-c FILE] [-p DIR] [-t] [-s reload|stop] [-h] [-v]\n"
-               "  -c FILE   configuration file (default: plugins.conf; if it does not exist\n"
-               "            and -c is not given, a built-in offline default is used)\n"
-               "  -p DIR    plugin directory (overrides plugin_dir in the file)\n"
-               "  -t        check the configuration (syntax, plugins, channels) and exit\n"
-            "  -s SIG    signal the running gateway (pid_file of the config): reload\n"
-            "            (load new plugins and config; in-flight requests finish on the\n"
-            "            old generation) or stop (drain and exit)\n"
-               "  -h        print this help and exit\n"
-               "  -v        print the version and exit\n"
-               "\n"
-               "Signals: SIGHUP reloads; SIGTERM/SIGINT stop accepting and drain in-flight requests.\n");
+    fprintf(
+        f,
+        "longmen " LM_VERSION " - a self-hosted AI gateway\n"
+        "\n"
+        "usage: longmen [-c FILE] [-p DIR] [-t] [-s reload|stop] [-h] [-v]\n"
+        "  -c FILE   configuration file (default: plugins.conf; if it does not exist\n"
+        "            and -c is not given, a built-in offline default is used)\n"
+        "  -p DIR    plugin directory (overrides plugin_dir in the file)\n"
+        "  -t        check the configuration (syntax, plugins, channels) and exit\n"
+        "  -s SIG    signal the running gateway (pid_file of the config): reload\n"
+        "            (load new plugins and config; in-flight requests finish on the\n"
+        "            old generation) or stop (drain and exit)\n"
+        "  -h        print this help and exit\n"
+        "  -v        print the version and exit\n"
+        "\n"
+        "Signals: SIGHUP reloads; SIGTERM/SIGINT stop accepting and drain in-flight requests.\n");
 }
 
 static lm_conf_t *load_conf(const char *path, int explicit_path, char *err, size_t errlen)
@@ -53,8 +55,8 @@ static lm_conf_t *load_conf(const char *path, int explicit_path, char *err, size
 /* longmen -s reload|stop: signal the process named by the config's pid_file. */
 static int send_signal(const char *path, int explicit_path, const char *name)
 {
-    char       err[2048];
-    int        sig = !strcmp(name, "reload") ? SIGHUP : !strcmp(name, "stop") ? SIGTERM : 0;
+    char err[2048];
+    int sig = !strcmp(name, "reload") ? SIGHUP : !strcmp(name, "stop") ? SIGTERM : 0;
     lm_conf_t *conf;
     if (sig == 0) {
         fprintf(stderr, "longmen: -s takes reload or stop\n");
@@ -65,7 +67,7 @@ static int send_signal(const char *path, int explicit_path, const char *name)
         return 1;
     }
     FILE *f = conf->pid_file ? fopen(conf->pid_file, "r") : NULL;
-    long  pid = 0;
+    long pid = 0;
     if (f == NULL || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
         fprintf(stderr, "longmen: no running gateway: cannot read pid_file %s\n",
                 conf->pid_file ? conf->pid_file : "(pid_file is not set in the configuration)");
@@ -110,7 +112,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    int        conf_from_file = explicit_path || access(path, F_OK) == 0;
+    int conf_from_file = explicit_path || access(path, F_OK) == 0;
     if (signal_name)
         return send_signal(path, explicit_path, signal_name);
     lm_conf_t *conf = load_conf(path, explicit_path, err, sizeof(err));
@@ -135,7 +137,7 @@ int main(int argc, char **argv)
         lm_crash_install(conf->data_dir ? journal : NULL);
     }
     lm_log_set_level(conf->log_level);
-    lm_lua_shared_t *shared = lm_lua_shared_new(0); /* lm.shared outlives every generation */
+    lm_lua_shared_t *shared = lm_lua_shared_new(0);  /* lm.shared outlives every generation */
     lm_route_table_t *routes = lm_route_table_new(); /* health state outlives generations */
     lm_rt_t *rt = lm_rt_build(conf, plugin_dir, test_only, shared, routes, err, sizeof(err));
     if (rt == NULL) {

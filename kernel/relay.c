@@ -26,26 +26,26 @@
 
 struct lm_relay_s {
     lm_worker_t *w;
-    lm_http_req_t *req; /* NULL once the client is gone */
-    int fini_seen;      /* the HTTP request object was freed */
-    lm_rt_t *rt; /* counted reference: the generation this request runs on */
-    const lm_route_t *route;              /* the current attempt's channel: &cands[cand] */
+    lm_http_req_t *req;      /* NULL once the client is gone */
+    int fini_seen;           /* the HTTP request object was freed */
+    lm_rt_t *rt;             /* counted reference: the generation this request runs on */
+    const lm_route_t *route; /* the current attempt's channel: &cands[cand] */
     lm_route_t cands[LM_MAX_CANDIDATES]; /* channels serving the model, in try order */
     size_t ncands, cand;
-    int attempt;           /* 1-based upstream attempt number */
-    int route_begun;       /* lm_route_begin admitted this attempt: end it once */
+    int attempt;     /* 1-based upstream attempt number */
+    int route_begun; /* lm_route_begin admitted this attempt: end it once */
     uint64_t attempt_start_ms;
     int64_t attempt_ttft_ms;
-    lm_lua_call_t *lua;    /* the scripts' view of this request, or NULL */
-    lm_gov_t gov;          /* caller identity, limits, quota hold */
-    int ending;            /* the end is decided; waiting for the ledger commit */
-    int settling;          /* a ledger row is being committed (holds the relay) */
-    int settled;           /* this request's row was submitted */
-    char *pending_body;    /* non-stream reply held until its row is committed */
+    lm_lua_call_t *lua; /* the scripts' view of this request, or NULL */
+    lm_gov_t gov;       /* caller identity, limits, quota hold */
+    int ending;         /* the end is decided; waiting for the ledger commit */
+    int settling;       /* a ledger row is being committed (holds the relay) */
+    int settled;        /* this request's row was submitted */
+    char *pending_body; /* non-stream reply held until its row is committed */
     struct event *settle_ev;
-    int64_t prompt_est;    /* request bytes / 4: used when no usage is reported */
+    int64_t prompt_est; /* request bytes / 4: used when no usage is reported */
     int64_t ttft_ms;
-    int64_t charge;        /* micro-units billed */
+    int64_t charge; /* micro-units billed */
     char client_model[256];
     json_t *canon;
     lm_call call;
@@ -61,12 +61,12 @@ struct lm_relay_s {
     int finished;     /* client reply complete */
     int paused;
     int too_large;
-    int whole_body; /* the upstream answered with one body (JSON), not events */
+    int whole_body;    /* the upstream answered with one body (JSON), not events */
     int client_status; /* what the client was answered (0: nothing yet) */
     int stream_error;  /* the stream ended with an error event */
-    lm_usage usage;       /* non-stream usage (streams: st.emit.usage) */
-    size_t discarded; /* request bytes dropped past the limit */
-    lm_buf_t body;    /* non-stream body or upstream error body */
+    lm_usage usage;    /* non-stream usage (streams: st.emit.usage) */
+    size_t discarded;  /* request bytes dropped past the limit */
+    lm_buf_t body;     /* non-stream body or upstream error body */
     lm_stream_t st;
     int st_init;
     lm_buf_t out;        /* SSE bytes produced by one upstream read */
@@ -100,12 +100,12 @@ static void access_log(lm_relay_t *r)
     const lm_provider *vt = r->route ? &r->route->inst->plugin->vt : NULL;
     int64_t charge = r->charge;
     if (r->lua && (lm_lua_call_stages(r->lua) & LM_LUA_BIT(LM_LUA_STAGE_LOG))) {
-        json_t *rec = json_pack("{s:s,s:s,s:s,s:i,s:I,s:I,s:I}", "id", r->id, "key",
-                                r->gov.key_name ? r->gov.key_name : "", "channel",
-                                r->route ? r->route->inst->chan->name : "", "status",
-                                r->client_status, "prompt_tokens", (json_int_t)u->prompt,
-                                "completion_tokens", (json_int_t)u->completion, "charge",
-                                (json_int_t)charge);
+        json_t *rec =
+            json_pack("{s:s,s:s,s:s,s:i,s:I,s:I,s:I}", "id", r->id, "key",
+                      r->gov.key_name ? r->gov.key_name : "", "channel",
+                      r->route ? r->route->inst->chan->name : "", "status", r->client_status,
+                      "prompt_tokens", (json_int_t)u->prompt, "completion_tokens",
+                      (json_int_t)u->completion, "charge", (json_int_t)charge);
         lm_rlua_log(r->lua, rec);
         char *line = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
         lm_log(LM_LOG_INFO, "access-record %s", line ? line : "{}");
@@ -117,8 +117,8 @@ static void access_log(lm_relay_t *r)
            "prompt=%lld completion=%lld charge=%lld",
            r->id, r->gov.key_name ? r->gov.key_name : "-", r->route ? r->route->model : "-",
            r->route ? r->route->inst->chan->name : "-", vt ? vt->name : "-",
-           vt && vt->version ? vt->version : "-", (unsigned long long)r->rt->gen,
-           r->client_status, r->stream_error ? " stream_error" : "",
+           vt && vt->version ? vt->version : "-", (unsigned long long)r->rt->gen, r->client_status,
+           r->stream_error ? " stream_error" : "",
            r->fini_seen && !r->finished ? " client_gone" : "",
            (unsigned long long)(mono_ms() - r->t_start_ms), (long long)u->prompt,
            (long long)u->completion, (long long)charge);
@@ -163,7 +163,8 @@ static void relay_free(lm_relay_t *r)
     access_log(r);
     record_metrics(r);
     lm_usage fin = billed_usage(r);
-    lm_gov_end(&r->gov, (fin.prompt > 0 ? fin.prompt : 0) + (fin.completion > 0 ? fin.completion : 0));
+    lm_gov_end(&r->gov,
+               (fin.prompt > 0 ? fin.prompt : 0) + (fin.completion > 0 ? fin.completion : 0));
     free(r->pending_body);
     if (r->settle_ev)
         event_free(r->settle_ev);
@@ -315,7 +316,7 @@ static void stream_end(lm_relay_t *r, const lm_err *e)
     if (e) {
         r->stream_error = 1;
         lm_err safe = scrubbed(r, e);
-        char  *body = lm_error_body(&safe);
+        char *body = lm_error_body(&safe);
         lm_buf_adds(&r->out, "data: ");
         lm_buf_adds(&r->out, body);
         lm_buf_adds(&r->out, "\n\n");
@@ -392,8 +393,8 @@ static void on_settled(evutil_socket_t fd, short what, void *arg)
         r->client_status = 200;
         route_header(r);
         if (r->req)
-            lm_http_reply(r->req, 200, "application/json", r->pending_body,
-                          strlen(r->pending_body), r->id);
+            lm_http_reply(r->req, 200, "application/json", r->pending_body, strlen(r->pending_body),
+                          r->id);
         free(r->pending_body);
         r->pending_body = NULL;
     } else if (r->ending) {
@@ -576,8 +577,8 @@ static void route_end(lm_relay_t *r, int outcome)
     lm_route_event_t ev = lm_route_end(r->route->stats, (int64_t)now, outcome,
                                        (int64_t)(now - r->attempt_start_ms), r->attempt_ttft_ms);
     if (ev != LM_ROUTE_EV_NONE)
-        lm_log(LM_LOG_WARN, "channel %s model %s: %s", r->route->inst->chan->name,
-               r->route->model, lm_route_event_str(ev));
+        lm_log(LM_LOG_WARN, "channel %s model %s: %s", r->route->inst->chan->name, r->route->model,
+               lm_route_event_str(ev));
 }
 
 /* What the attempt says about the channel: its failures, not the client's. */
@@ -612,8 +613,8 @@ static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry)
         lm_metrics_inc(m->errors, labels, 1);
     }
     int script_retry = lm_rlua_error(r->lua, e, r->route, r->attempt, 0);
-    if ((kernel_retry || script_retry) && r->attempt < LM_MAX_ATTEMPTS &&
-        r->cand + 1 < r->ncands && r->req) {
+    if ((kernel_retry || script_retry) && r->attempt < LM_MAX_ATTEMPTS && r->cand + 1 < r->ncands &&
+        r->req) {
         lm_log(LM_LOG_WARN, "%s: attempt %d on channel %s failed (%d %s); trying channel %s", r->id,
                r->attempt, r->route->inst->chan->name, e->http_status, e->code,
                r->cands[r->cand + 1].inst->chan->name);
@@ -890,7 +891,7 @@ static int admit(lm_relay_t *r, const char *model)
     json_t *mt = json_object_get(r->canon, "max_tokens");
     if (!json_is_integer(mt))
         mt = json_object_get(r->canon, "max_completion_tokens");
-    int64_t max_tokens = json_is_integer(mt) ? json_integer_value(mt)
+    int64_t max_tokens = json_is_integer(mt)    ? json_integer_value(mt)
                          : r->op == LM_OP_EMBED ? 0
                                                 : 4096;
     if (lm_gov_admit(&r->gov, model, r->cands[0].inst->chan, r->prompt_est, max_tokens, &retry,
@@ -914,7 +915,8 @@ static int route_request(lm_relay_t *r)
         lm_lua_vm_t *vm = lm_rlua_vm(r->w, r->rt->lua, &e);
         if (vm == NULL)
             return reply_error(r, &e);
-        r->lua = lm_lua_call_begin(vm, r->gov.key_name, r->gov.key ? r->gov.key->group : NULL, r->canon);
+        r->lua =
+            lm_lua_call_begin(vm, r->gov.key_name, r->gov.key ? r->gov.key->group : NULL, r->canon);
         if (r->lua == NULL)
             return reply_err(r, 500, "api_error", NULL, "out of memory");
         if (lm_rlua_request(r->lua, r->canon, &e) < 0)

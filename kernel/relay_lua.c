@@ -51,8 +51,8 @@ static json_t *candidate_json(const lm_route_t *c)
 {
     const lm_chan_conf_t *ch = c->inst->chan;
     return json_pack("{s:s,s:s,s:s,s:b,s:i,s:f,s:f,s:f,s:i}", "name", ch->name, "model",
-                     c->upstream, "plugin", ch->plugin, "healthy", 1, "inflight", 0,
-                     "latency_ms", 0.0, "ttft_ms", 0.0, "error_rate", 0.0, "price", 0);
+                     c->upstream, "plugin", ch->plugin, "healthy", 1, "inflight", 0, "latency_ms",
+                     0.0, "ttft_ms", 0.0, "error_rate", 0.0, "price", 0);
 }
 
 long lm_rlua_route(lm_lua_call_t *call, lm_route_t *cands, size_t n, lm_err *e)
@@ -124,10 +124,10 @@ int lm_rlua_upstream(lm_lua_call_t *call, const lm_route_t *route, int attempt, 
         snprintf(name, sizeof(name), "%.*s", (int)(colon - u->headers[i]), u->headers[i]);
         json_object_set_new(headers, name, json_string(colon[1] == ' ' ? colon + 2 : colon + 1));
     }
-    json_t *up = json_pack("{s:s,s:s,s:i,s:s,s:o,s:s%}", "channel", route->inst->chan->name,
-                           "model", route->upstream, "attempt", attempt, "url",
-                           lm_buf_cstr(&u->url), "headers", headers, "body", lm_buf_cstr(&u->body),
-                           u->body.len);
+    json_t *up =
+        json_pack("{s:s,s:s,s:i,s:s,s:o,s:s%}", "channel", route->inst->chan->name, "model",
+                  route->upstream, "attempt", attempt, "url", lm_buf_cstr(&u->url), "headers",
+                  headers, "body", lm_buf_cstr(&u->body), u->body.len);
     if (up == NULL)
         return lm_err_set(e, -1, 500, "api_error", NULL, "out of memory");
     int rc = lm_lua_on_upstream_request(call, up, &res);
@@ -182,8 +182,7 @@ int lm_rlua_response(lm_lua_call_t *call, char **body, lm_err *e)
     return rc == LM_LUA_OK ? 0 : to_err(rc, &res, e);
 }
 
-int lm_rlua_error(lm_lua_call_t *call, lm_err *e, const lm_route_t *route, int attempt,
-                  int started)
+int lm_rlua_error(lm_lua_call_t *call, lm_err *e, const lm_route_t *route, int attempt, int started)
 {
     lm_lua_result_t res;
     if (!has(call, LM_LUA_STAGE_ERROR))

@@ -52,10 +52,10 @@ static char *build_models_json(const lm_rt_t *rt)
     for (size_t i = 0; i < rt->nroutes; i++)
         if (!strpbrk(rt->routes[i].model, "*?[")) /* globs are not model ids */
             json_array_append_new(data, json_pack("{s:s,s:s,s:i,s:s}", "id", rt->routes[i].model,
-                                              "object", "model", "created", 0, "owned_by",
-                                              rt->routes[i].inst->chan->plugin));
+                                                  "object", "model", "created", 0, "owned_by",
+                                                  rt->routes[i].inst->chan->plugin));
     json_t *o = json_pack("{s:s,s:o}", "object", "list", "data", data);
-    char   *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
 }
@@ -77,8 +77,12 @@ static int load_scripts(lm_rt_t *rt, lm_lua_shared_t *shared, char *err, size_t 
     for (size_t i = 0; i < c->nscripts; i++) {
         const lm_script_conf_t *sc = &c->scripts[i];
         args[i] = sc->args_json ? json_loads(sc->args_json, JSON_DECODE_ANY, NULL) : NULL;
-        specs[i] = (lm_lua_script_spec_t){sc->name, sc->path, (const char *const *)sc->models,
-                                          sc->nmodels, (const char *const *)sc->keys, sc->nkeys,
+        specs[i] = (lm_lua_script_spec_t){sc->name,
+                                          sc->path,
+                                          (const char *const *)sc->models,
+                                          sc->nmodels,
+                                          (const char *const *)sc->keys,
+                                          sc->nkeys,
                                           args[i]};
     }
     lm_lua_limits_t lim = {c->lua_instructions, (uint32_t)c->lua_deadline_ms, c->lua_memory};
@@ -158,8 +162,8 @@ static int bind_routes(lm_rt_t *rt, lm_route_table_t *table)
     return 0;
 }
 
-lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict,
-                     lm_lua_shared_t *shared, lm_route_table_t *table, char *err, size_t errlen)
+lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, lm_lua_shared_t *shared,
+                     lm_route_table_t *table, char *err, size_t errlen)
 {
     lm_rt_t *rt = calloc(1, sizeof(*rt));
     if (rt == NULL) {
@@ -185,8 +189,8 @@ lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict,
                 lm_log(LM_LOG_ERROR,
                        "%s:%d: channel %s disabled: plugin %s crashed %d times within %d s "
                        "(see %s; remove those lines once the plugin is fixed)",
-                       conf->path, ch->line, ch->name, ch->plugin, LM_CRASH_LIMIT,
-                       LM_CRASH_WINDOW, journal);
+                       conf->path, ch->line, ch->name, ch->plugin, LM_CRASH_LIMIT, LM_CRASH_WINDOW,
+                       journal);
                 continue;
             }
         }

@@ -17,8 +17,8 @@ typedef struct lm_route_s {
     const char *model;    /* client-facing name (borrowed from conf) */
     const char *upstream; /* upstream id */
     lm_inst_t *inst;
-    lm_route_stats_t *stats;  /* health of channel x model (borrowed from the route table) */
-    lm_route_group_t *group;  /* round-robin position of the model (rt->routes entries only) */
+    lm_route_stats_t *stats; /* health of channel x model (borrowed from the route table) */
+    lm_route_group_t *group; /* round-robin position of the model (rt->routes entries only) */
 } lm_route_t;
 
 typedef struct lm_rt_s lm_rt_t;
@@ -42,8 +42,8 @@ struct lm_rt_s {
     size_t nroutes;
     lm_lua_gen_t *lua; /* the scripts of this generation (one reference), or NULL */
     lm_route_strategy_t strategy;
-    lm_route_group_t *groups; /* one per entry of routes */
-    lm_route_table_t *table;  /* borrowed: process-wide health state, or NULL */
+    lm_route_group_t *groups;  /* one per entry of routes */
+    lm_route_table_t *table;   /* borrowed: process-wide health state, or NULL */
     lm_route_stats_t **cstats; /* per channel x model: cstats[coff[i] + j] (insts[i], model j) */
     size_t *coff;
 };
@@ -53,8 +53,8 @@ struct lm_rt_s {
  * strict: a channel whose plugin cannot be loaded or initialised fails the
  * build (longmen -t); otherwise it is logged and left out, and the other
  * channels serve. Returns NULL with a message naming the file and line. */
-lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict,
-                     lm_lua_shared_t *shared, lm_route_table_t *table, char *err, size_t errlen);
+lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, lm_lua_shared_t *shared,
+                     lm_route_table_t *table, char *err, size_t errlen);
 /* Every channel that serves `model` (client name; exact or glob entries),
  * in config order, into out[max]; returns how many. The routes borrow from
  * the generation and, for glob entries, from `model` itself. */

@@ -8,8 +8,8 @@
 #include "errors.h"
 #include "http.h"
 #include "log.h"
-#include "metrics.h"
 #include "lua_host.h"
+#include "metrics.h"
 #include "relay.h"
 #include "upstream.h"
 #include "worker.h"
@@ -17,10 +17,10 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/thread.h>
 #include <evhtp/evhtp.h>
 #include <pthread.h>
 #include <signal.h>
-#include <event2/thread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,11 +38,11 @@ struct lm_server_s {
     struct event *retire_ev, *sig_hup;
     int retire_ev_dead; /* loop stopped: retire synchronously */
     lm_server_opts_t opts;
-    lm_store_t *store;        /* NULL without data_dir */
-    evhtp_t *admin_htp;       /* admin listener (own thread); NULL without a store */
+    lm_store_t *store;  /* NULL without data_dir */
+    evhtp_t *admin_htp; /* admin listener (own thread); NULL without a store */
     lm_admin_env_t admin_env;
-    struct event *reclaim_ev; /* expired quota holds go back to their keys */
-    lm_metrics_t *metrics;    /* process-wide registry */
+    struct event *reclaim_ev;  /* expired quota holds go back to their keys */
+    lm_metrics_t *metrics;     /* process-wide registry */
     lm_authguard_t *authguard; /* failed logins per address (AU-4) */
     lm_metrics_std_t mstd;
     evthr_t *threads[LM_MAX_WORKERS]; /* set once by each worker's init */
@@ -339,8 +339,7 @@ static void models_reply(evhtp_request_t *req, const lm_rt_t *rt)
 {
     const char *path = req->uri && req->uri->path ? req->uri->path->full : "/v1/models";
     if (strcmp(path, "/v1/models") == 0) {
-        lm_http_reply(req, 200, "application/json", rt->models_json, strlen(rt->models_json),
-                      NULL);
+        lm_http_reply(req, 200, "application/json", rt->models_json, strlen(rt->models_json), NULL);
         return;
     }
     const char *id = path + strlen("/v1/models/");
@@ -350,9 +349,9 @@ static void models_reply(evhtp_request_t *req, const lm_rt_t *rt)
                      "The model does not exist or you do not have access to it.");
         return;
     }
-    json_t *o = json_pack("{s:s,s:s,s:i,s:s}", "id", id, "object", "model", "created",
-                          0, "owned_by", route->inst->chan->plugin);
-    char   *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_t *o = json_pack("{s:s,s:s,s:i,s:s}", "id", id, "object", "model", "created", 0,
+                          "owned_by", route->inst->chan->plugin);
+    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (body)
         lm_http_reply(req, 200, "application/json", body, strlen(body), NULL);
@@ -571,8 +570,8 @@ static lm_conf_t *reload_conf(lm_server_t *s, char *err, size_t errlen)
 {
     lm_conf_t *conf = NULL;
     if (s->opts.conf_path == NULL) {
-        lm_conf_parse("(built-in)", lm_conf_default_text, strlen(lm_conf_default_text), &conf,
-                      err, errlen);
+        lm_conf_parse("(built-in)", lm_conf_default_text, strlen(lm_conf_default_text), &conf, err,
+                      errlen);
         return conf;
     }
     lm_conf_load(s->opts.conf_path, &conf, err, errlen);
@@ -585,19 +584,19 @@ static lm_conf_t *reload_conf(lm_server_t *s, char *err, size_t errlen)
  * generation they started with. */
 static void reload(lm_server_t *s)
 {
-    char       err[2048];
-    lm_rt_t   *cur = s->rt; /* only this thread swaps it */
+    char err[2048];
+    lm_rt_t *cur = s->rt; /* only this thread swaps it */
     lm_conf_t *conf = reload_conf(s, err, sizeof(err));
     if (conf == NULL) {
         lm_log(LM_LOG_ERROR, "reload failed, generation %llu keeps serving: %s",
                (unsigned long long)cur->gen, err);
         return;
     }
-    if (strcmp(conf->listen_host, cur->conf->listen_host) || conf->listen_port != cur->conf->listen_port
-        || conf->workers != cur->conf->workers)
+    if (strcmp(conf->listen_host, cur->conf->listen_host) ||
+        conf->listen_port != cur->conf->listen_port || conf->workers != cur->conf->workers)
         lm_log(LM_LOG_WARN, "reload: listen and workers changes need a restart; ignored");
-    lm_rt_t *next = lm_rt_build(conf, s->opts.plugin_dir, 1, s->opts.shared, s->opts.routes, err,
-                                 sizeof(err));
+    lm_rt_t *next =
+        lm_rt_build(conf, s->opts.plugin_dir, 1, s->opts.shared, s->opts.routes, err, sizeof(err));
     if (next == NULL) {
         lm_log(LM_LOG_ERROR, "reload failed, generation %llu keeps serving: %s",
                (unsigned long long)cur->gen, err);
@@ -612,7 +611,8 @@ static void reload(lm_server_t *s)
     pthread_mutex_unlock(&s->rt_lock);
     for (size_t i = 0; i < next->nplugins; i++)
         lm_log(LM_LOG_INFO, "generation %llu: plugin %s %s", (unsigned long long)next->gen,
-               next->plugins[i]->vt.name, next->plugins[i]->vt.version ? next->plugins[i]->vt.version : "?");
+               next->plugins[i]->vt.name,
+               next->plugins[i]->vt.version ? next->plugins[i]->vt.version : "?");
     lm_log(LM_LOG_INFO, "reloaded: generation %llu serves new requests (%zu channels, %zu models)",
            (unsigned long long)next->gen, next->ninsts, next->nroutes);
     lm_rt_unref(cur); /* the registry's reference; in-flight requests hold theirs */
@@ -683,8 +683,8 @@ static int setup_store(lm_server_t *s, char *err, size_t errlen)
     s->admin_env = (lm_admin_env_t){.store = s->store, .server = s};
     if (s->admin_htp == NULL || lm_admin_setup(s->admin_htp, &s->admin_env, err, errlen) < 0)
         return -1;
-    if (evhtp_use_threads_wexit(s->admin_htp, NULL, NULL, 1, s) != 0
-        || evhtp_bind_socket(s->admin_htp, c->admin_host, (uint16_t)c->admin_port, 64) != 0) {
+    if (evhtp_use_threads_wexit(s->admin_htp, NULL, NULL, 1, s) != 0 ||
+        evhtp_bind_socket(s->admin_htp, c->admin_host, (uint16_t)c->admin_port, 64) != 0) {
         snprintf(err, errlen, "cannot listen on admin %s:%d", c->admin_host, c->admin_port);
         return -1;
     }
@@ -783,7 +783,8 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
     remove_pid_file(&s);
     s.rt->retire = NULL;
     lm_rt_unref(s.rt);
-    struct event *evs[] = {s.sig_term, s.sig_int, s.sig_hup, s.drain_timer, s.retire_ev, s.reclaim_ev};
+    struct event *evs[] = {s.sig_term,    s.sig_int,   s.sig_hup,
+                           s.drain_timer, s.retire_ev, s.reclaim_ev};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
             event_free(evs[i]);

@@ -9,9 +9,9 @@ typedef struct lm_server_s lm_server_t;
 
 /* Where a reload reads its configuration from. */
 typedef struct lm_server_opts_s {
-    const char *conf_path;  /* NULL: the built-in default (reload re-reads it) */
-    const char *plugin_dir; /* -p override or NULL */
-    lm_lua_shared_t *shared; /* lm.shared counters for every generation (main owns) */
+    const char *conf_path;    /* NULL: the built-in default (reload re-reads it) */
+    const char *plugin_dir;   /* -p override or NULL */
+    lm_lua_shared_t *shared;  /* lm.shared counters for every generation (main owns) */
     lm_route_table_t *routes; /* channel health for every generation (main owns) */
 } lm_server_opts_t;
 

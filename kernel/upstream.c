@@ -27,7 +27,7 @@ struct lm_upstream_s {
     struct curl_slist *headers;
     lm_relay_t *relay;
     int status;
-    int whole_json; /* the upstream answered application/json, not a stream */
+    int whole_json;  /* the upstream answered application/json, not a stream */
     int in_callback; /* inside a curl callback: cancel must wait */
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -172,7 +172,7 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *userdata)
     lm_upstream_t *t = userdata;
     size_t n = size * nmemb;
     if (t->status == 0) {
-        long  code = 0;
+        long code = 0;
         char *ctype = NULL;
         curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
         curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ctype);

@@ -24,7 +24,7 @@ typedef struct lm_worker_s {
     uint64_t next_id;              /* request id counter */
     struct lm_relay_s *inflight;   /* list of live relays (for shutdown) */
     void *conns;                   /* open client connections (server.c) */
-    uint64_t rng; /* selection randomness (xorshift state, worker only) */
-    struct lm_lua_vm_s *vm; /* Lua state of the newest generation seen (one reference) */
+    uint64_t rng;                  /* selection randomness (xorshift state, worker only) */
+    struct lm_lua_vm_s *vm;        /* Lua state of the newest generation seen (one reference) */
 } lm_worker_t;
 #endif

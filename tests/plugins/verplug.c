@@ -32,7 +32,7 @@ static const lm_cfg_key cfg_keys[] = {
 static int vp_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 {
     lm_str base = {NULL, 0}, log = {NULL, 0};
-    vp_t  *st = calloc(1, sizeof(*st));
+    vp_t *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return lm_err_set(e, LM_ENOMEM, 500, "api_error", NULL, "oom");
     st->h = h;
@@ -48,7 +48,7 @@ static void vp_fini(void *istate)
 {
     vp_t *st = istate;
     if (st->fini_log[0]) {
-        FILE           *f = fopen(st->fini_log, "a");
+        FILE *f = fopen(st->fini_log, "a");
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         if (f) {
@@ -73,10 +73,9 @@ static int vp_build(void *istate, lm_call *c, const json_t *canon, lm_ureq *u, l
 
 static void tag(json_t *choices, const char *key)
 {
-    size_t  i;
+    size_t i;
     json_t *c;
-    json_array_foreach(choices, i, c)
-    {
+    json_array_foreach (choices, i, c) {
         json_t *holder = json_object_get(c, key);
         json_t *content = json_object_get(holder, "content");
         if (json_is_string(content)) {

@@ -6,36 +6,81 @@
 
 #include <stdlib.h>
 
-#define F(type, field) {#type, #field, offsetof(type, field), sizeof(((type *)0)->field)}
+#define F(type, field)                                                                             \
+    {                                                                                              \
+#type, #field, offsetof(type, field), sizeof(((type *)0)->field)                           \
+    }
 
 typedef struct {
     const char *type, *field;
-    size_t      off, size;
+    size_t off, size;
 } field_t;
 
 static const field_t fields[] = {
-    F(lm_abi_hdr, major), F(lm_abi_hdr, minor), F(lm_abi_hdr, size),
-    F(lm_str, p), F(lm_str, n),
-    F(lm_err, http_status), F(lm_err, type), F(lm_err, code), F(lm_err, msg),
-    F(lm_usage, prompt), F(lm_usage, completion), F(lm_usage, total), F(lm_usage, cached),
+    F(lm_abi_hdr, major),
+    F(lm_abi_hdr, minor),
+    F(lm_abi_hdr, size),
+    F(lm_str, p),
+    F(lm_str, n),
+    F(lm_err, http_status),
+    F(lm_err, type),
+    F(lm_err, code),
+    F(lm_err, msg),
+    F(lm_usage, prompt),
+    F(lm_usage, completion),
+    F(lm_usage, total),
+    F(lm_usage, cached),
     F(lm_usage, reasoning),
-    F(lm_cfg_key, name), F(lm_cfg_key, type), F(lm_cfg_key, required), F(lm_cfg_key, dflt),
+    F(lm_cfg_key, name),
+    F(lm_cfg_key, type),
+    F(lm_cfg_key, required),
+    F(lm_cfg_key, dflt),
     F(lm_cfg_key, help),
-    F(lm_call, hdr), F(lm_call, op), F(lm_call, stream), F(lm_call, model),
-    F(lm_call, request_id), F(lm_call, rstate), F(lm_call, raw_body),
-    F(lm_event, event), F(lm_event, data), F(lm_event, id),
-    F(lm_host_api, hdr), F(lm_host_api, log), F(lm_host_api, log_enabled),
-    F(lm_host_api, alloc), F(lm_host_api, realloc), F(lm_host_api, free),
-    F(lm_host_api, cfg_str), F(lm_host_api, cfg_int), F(lm_host_api, cfg_bool),
-    F(lm_host_api, now_ms), F(lm_host_api, unix_time), F(lm_host_api, ureq_set_method),
-    F(lm_host_api, ureq_set_url), F(lm_host_api, ureq_add_header), F(lm_host_api, ureq_set_body),
-    F(lm_host_api, ureq_set_json_body), F(lm_host_api, emit_chunk), F(lm_host_api, emit_delta),
-    F(lm_host_api, emit_usage), F(lm_host_api, ureq_local_response),
-    F(lm_provider, hdr), F(lm_provider, name), F(lm_provider, version), F(lm_provider, caps),
-    F(lm_provider, framing), F(lm_provider, usage_mode), F(lm_provider, cfg_keys),
-    F(lm_provider, init), F(lm_provider, fini), F(lm_provider, list_models),
-    F(lm_provider, build_request), F(lm_provider, parse_response), F(lm_provider, parse_event),
-    F(lm_provider, map_error), F(lm_provider, req_close),
+    F(lm_call, hdr),
+    F(lm_call, op),
+    F(lm_call, stream),
+    F(lm_call, model),
+    F(lm_call, request_id),
+    F(lm_call, rstate),
+    F(lm_call, raw_body),
+    F(lm_event, event),
+    F(lm_event, data),
+    F(lm_event, id),
+    F(lm_host_api, hdr),
+    F(lm_host_api, log),
+    F(lm_host_api, log_enabled),
+    F(lm_host_api, alloc),
+    F(lm_host_api, realloc),
+    F(lm_host_api, free),
+    F(lm_host_api, cfg_str),
+    F(lm_host_api, cfg_int),
+    F(lm_host_api, cfg_bool),
+    F(lm_host_api, now_ms),
+    F(lm_host_api, unix_time),
+    F(lm_host_api, ureq_set_method),
+    F(lm_host_api, ureq_set_url),
+    F(lm_host_api, ureq_add_header),
+    F(lm_host_api, ureq_set_body),
+    F(lm_host_api, ureq_set_json_body),
+    F(lm_host_api, emit_chunk),
+    F(lm_host_api, emit_delta),
+    F(lm_host_api, emit_usage),
+    F(lm_host_api, ureq_local_response),
+    F(lm_provider, hdr),
+    F(lm_provider, name),
+    F(lm_provider, version),
+    F(lm_provider, caps),
+    F(lm_provider, framing),
+    F(lm_provider, usage_mode),
+    F(lm_provider, cfg_keys),
+    F(lm_provider, init),
+    F(lm_provider, fini),
+    F(lm_provider, list_models),
+    F(lm_provider, build_request),
+    F(lm_provider, parse_response),
+    F(lm_provider, parse_event),
+    F(lm_provider, map_error),
+    F(lm_provider, req_close),
 };
 
 static const field_t *find(const char *type, const char *field)
@@ -48,8 +93,8 @@ static const field_t *find(const char *type, const char *field)
 
 static void test_offsets(const char *path)
 {
-    char  line[256], type[64], field[64];
-    int   n = 0;
+    char line[256], type[64], field[64];
+    int n = 0;
     FILE *f = fopen(path, "r");
     T_BEGIN("abi_released_offsets_unchanged");
     T_CHECK(f != NULL, "cannot open %s", path);
@@ -72,11 +117,11 @@ static void test_offsets(const char *path)
 
 static void test_frozen_plugin(void)
 {
-    char        err[256], path[512];
+    char err[256], path[512];
     const char *o = getenv("O");
-    lmt_ureq    u;
-    lm_err      e;
-    lmt_result  r;
+    lmt_ureq u;
+    lm_err e;
+    lmt_result r;
     T_BEGIN("abi_frozen_1_0_plugin_loads");
     snprintf(path, sizeof(path), "%s/test-plugins/frozen_v10.so", o ? o : "build");
     lmt_plugin *p = lmt_load(path, NULL, err, sizeof(err));

@@ -37,7 +37,7 @@ static void test_cost(void)
 {
     T_BEGIN("billing_cost_rounding");
     /* $2.50 / 1M input, $10 / 1M output, $1.25 / 1M cached, no fee */
-    lm_price_t  p = {2500000, 10000000, 1250000, 0};
+    lm_price_t p = {2500000, 10000000, 1250000, 0};
     lm_tokens_t t = {1000, 500, 0, 0};
     /* 1000*2.5e6 + 500*1e7 = 2.5e9 + 5e9 = 7.5e9 / 1e6 = 7500 */
     T_CHECK(lm_billing_cost(&p, &t) == 7500, "plain %lld", (long long)lm_billing_cost(&p, &t));
@@ -46,7 +46,7 @@ static void test_cost(void)
     T_CHECK(lm_billing_cost(&p, &t) == 7000, "cached %lld", (long long)lm_billing_cost(&p, &t));
     /* rounding up to the micro-unit: 1 token at 1 micro / 1M tokens costs 1 */
     lm_price_t tiny = {1, 1, 1, 0};
-    t               = (lm_tokens_t){1, 0, 0, 0};
+    t = (lm_tokens_t){1, 0, 0, 0};
     T_CHECK(lm_billing_cost(&tiny, &t) == 1, "ceil tiny");
     t = (lm_tokens_t){1000000, 0, 0, 0};
     T_CHECK(lm_billing_cost(&tiny, &t) == 1, "exact 1M");
@@ -54,11 +54,11 @@ static void test_cost(void)
     T_CHECK(lm_billing_cost(&tiny, &t) == 2, "1M+1 rounds up");
     /* rounded once over the sum, not per component: 0.5 + 0.5 = 1 */
     lm_price_t half = {500000, 500000, 0, 0};
-    t               = (lm_tokens_t){1, 1, 0, 0};
+    t = (lm_tokens_t){1, 1, 0, 0};
     T_CHECK(lm_billing_cost(&half, &t) == 1, "sum then round");
     /* zero usage: only the per-request fee */
     lm_price_t fee = {2500000, 10000000, 1250000, 777};
-    t              = (lm_tokens_t){0, 0, 0, 0};
+    t = (lm_tokens_t){0, 0, 0, 0};
     T_CHECK(lm_billing_cost(&fee, &t) == 777, "fee only");
     T_CHECK(lm_billing_cost(&p, &t) == 0, "zero");
     /* negative counts are 0; cached > prompt is capped at prompt */
@@ -69,21 +69,21 @@ static void test_cost(void)
             (long long)lm_billing_cost(&p, &t));
     /* negative prices count as 0 and are refused by lm_price_check */
     lm_price_t neg = {-1, -1, -1, -1};
-    t              = (lm_tokens_t){1000, 1000, 0, 0};
+    t = (lm_tokens_t){1000, 1000, 0, 0};
     T_CHECK(lm_billing_cost(&neg, &t) == 0, "negative price");
     T_CHECK(lm_price_check(&neg) == -1 && lm_price_check(&p) == 0, "price check");
     T_END();
 
     T_BEGIN("billing_cost_int64_extremes");
-    lm_price_t  big = {INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX};
-    lm_tokens_t bt  = {INT64_MAX, INT64_MAX, INT64_MAX / 2, INT64_MAX};
+    lm_price_t big = {INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX};
+    lm_tokens_t bt = {INT64_MAX, INT64_MAX, INT64_MAX / 2, INT64_MAX};
     T_CHECK(lm_billing_cost(&big, &bt) == INT64_MAX, "saturates");
     lm_price_t fee_only = {0, 0, 0, INT64_MAX};
     T_CHECK(lm_billing_cost(&fee_only, &bt) == INT64_MAX, "fee max");
     /* just below the edge: INT64_MAX tokens at 1e6 (1 unit / 1M) = INT64_MAX
      * exactly */
-    lm_price_t  unit = {LM_MICRO, 0, 0, 0};
-    lm_tokens_t mt   = {INT64_MAX, 0, 0, 0};
+    lm_price_t unit = {LM_MICRO, 0, 0, 0};
+    lm_tokens_t mt = {INT64_MAX, 0, 0, 0};
     T_CHECK(lm_billing_cost(&unit, &mt) == INT64_MAX, "exact max");
     lm_price_t unit_fee = {LM_MICRO, 0, 0, 1};
     T_CHECK(lm_billing_cost(&unit_fee, &mt) == INT64_MAX, "max + fee saturates");
@@ -124,11 +124,11 @@ static void test_money(void)
 
 static void test_rl_burst(void)
 {
-    lm_rl_t        rl;
+    lm_rl_t rl;
     lm_rl_limits_t lim = {10, 0, 0};
     lm_rl_ticket_t tk;
-    int            why, admitted = 0;
-    int64_t        t0 = 1700000000500; /* half way through a second */
+    int why, admitted = 0;
+    int64_t t0 = 1700000000500; /* half way through a second */
 
     T_BEGIN("ratelimit_rpm_burst_exact");
     lm_rl_init(&rl);
@@ -177,10 +177,10 @@ static void test_rl_burst(void)
 
 static void test_rl_tokens_conc(void)
 {
-    lm_rl_t        rl;
+    lm_rl_t rl;
     lm_rl_ticket_t a, b, c;
-    int            why;
-    int64_t        now = 5000000;
+    int why;
+    int64_t now = 5000000;
 
     T_BEGIN("ratelimit_tpm");
     lm_rl_init(&rl);
@@ -217,14 +217,14 @@ static void test_rl_tokens_conc(void)
 }
 
 typedef struct {
-    lm_rl_t           *rl;
+    lm_rl_t *rl;
     pthread_barrier_t *bar;
-    atomic_int        *ok;
+    atomic_int *ok;
 } rl_thr_t;
 
 static void *rl_thread(void *arg)
 {
-    rl_thr_t      *t   = arg;
+    rl_thr_t *t = arg;
     lm_rl_limits_t lim = {100, 0, 0};
     pthread_barrier_wait(t->bar);
     for (int i = 0; i < 50; i++)
@@ -236,11 +236,11 @@ static void *rl_thread(void *arg)
 static void test_rl_threads(void)
 {
     T_BEGIN("ratelimit_threads_exact");
-    lm_rl_t           rl;
+    lm_rl_t rl;
     pthread_barrier_t bar;
-    atomic_int        ok = 0;
-    pthread_t         th[16];
-    rl_thr_t          arg;
+    atomic_int ok = 0;
+    pthread_t th[16];
+    rl_thr_t arg;
     lm_rl_init(&rl);
     pthread_barrier_init(&bar, NULL, 16);
     arg = (rl_thr_t){&rl, &bar, &ok};

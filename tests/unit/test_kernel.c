@@ -27,7 +27,8 @@ static void test_conf(void)
                          "listen 0.0.0.0:9000   # trailing\n"
                          "workers 3\nmax_body_size 2m\ndrain_timeout 1500ms\nlog_level debug\n"
                          "key a sk-literal-key\nkey b env:LM_UNIT_KEY\n"
-                         "key c sha256:" "0123456789abcdef0123456789abcdef"
+                         "key c sha256:"
+                         "0123456789abcdef0123456789abcdef"
                          "0123456789abcdef0123456789abcdef\n"
                          "channel one {\n  plugin openai\n  models x y=z\n"
                          "  base_url \"http://h/v1\"\n  api_key env:LM_UNIT_KEY\n"
@@ -77,8 +78,8 @@ static void test_conf(void)
     }
     char nul[] = "listen 1.2.3.4:5\n\0x\n";
     c = NULL;
-    T_CHECK(lm_conf_parse("t.conf", nul, sizeof(nul) - 1, &c, err, sizeof(err)) < 0
-                && strstr(err, "NUL"),
+    T_CHECK(lm_conf_parse("t.conf", nul, sizeof(nul) - 1, &c, err, sizeof(err)) < 0 &&
+                strstr(err, "NUL"),
             "NUL byte: %s", err);
     T_END();
 }
@@ -90,8 +91,8 @@ static void test_usage(void)
     lm_usage a = {12, 1, 13, -1, -1}, b = {-1, 2, 14, 3, -1};
     lm_usage_merge(&acc, &a, LM_USAGE_CUMULATIVE);
     lm_usage_merge(&acc, &b, LM_USAGE_CUMULATIVE);
-    T_CHECK(acc.prompt == 12 && acc.completion == 2 && acc.total == 14 && acc.cached == 3
-                && acc.reasoning == -1,
+    T_CHECK(acc.prompt == 12 && acc.completion == 2 && acc.total == 14 && acc.cached == 3 &&
+                acc.reasoning == -1,
             "cumulative: last known wins");
     lm_usage d = LM_USAGE_UNKNOWN, x = {5, 1, -1, -1, -1}, y = {0, 2, -1, -1, -1};
     lm_usage_merge(&d, &x, LM_USAGE_DELTA);
@@ -102,8 +103,8 @@ static void test_usage(void)
     T_CHECK(d.prompt == INT64_MAX && d.completion == INT64_MAX, "delta saturates");
     json_t *o = lm_usage_to_openai(&acc);
     T_CHECK(json_integer_value(json_object_get(o, "total_tokens")) == 14, "to_openai");
-    T_CHECK(json_integer_value(json_object_get(json_object_get(o, "prompt_tokens_details"),
-                                               "cached_tokens")) == 3,
+    T_CHECK(json_integer_value(
+                json_object_get(json_object_get(o, "prompt_tokens_details"), "cached_tokens")) == 3,
             "cached tokens detail");
     lm_usage back;
     lm_usage_from_openai(o, &back);
@@ -130,9 +131,9 @@ static void test_errors(void)
     char *body = lm_error_body(&e);
     json_t *j = json_loads(body, 0, NULL);
     json_t *err = json_object_get(j, "error");
-    T_CHECK(json_is_string(json_object_get(err, "message"))
-                && json_is_string(json_object_get(err, "type"))
-                && json_object_get(err, "code") != NULL && json_is_null(json_object_get(err, "param")),
+    T_CHECK(json_is_string(json_object_get(err, "message")) &&
+                json_is_string(json_object_get(err, "type")) &&
+                json_object_get(err, "code") != NULL && json_is_null(json_object_get(err, "param")),
             "OpenAI shape: %s", body);
     json_decref(j);
     free(body);
@@ -154,16 +155,18 @@ static void test_reqcheck(void)
     memset(deep + 65, ']', 65);
     T_CHECK(!lm_reqcheck_depth_ok(deep, 130, 64), "65 levels rejected");
     T_CHECK(lm_reqcheck_depth_ok(deep + 1, 128, 64), "64 levels accepted");
-    T_CHECK(lm_reqcheck_depth_ok("\"[[[[[[[[[[[[[[[[[[[[[[[[\\\"[[[\"", 30, 3), "brackets in strings");
+    T_CHECK(lm_reqcheck_depth_ok("\"[[[[[[[[[[[[[[[[[[[[[[[[\\\"[[[\"", 30, 3),
+            "brackets in strings");
     T_END();
 
     T_BEGIN("reqcheck_fields");
     struct {
         const char *body;
-        int         ok;
+        int ok;
     } cases[] = {
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 1},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}", 1},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}",
+         1},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", 0},
         {"{\"model\":\"\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 0},
         {"{\"model\":\"m\",\"messages\":[]}", 0},
@@ -171,14 +174,15 @@ static void test_reqcheck(void)
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":5}]}", 0},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"n\":0}", 0},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"max_tokens\":1e308}", 0},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"max_tokens\":9223372036854775807}", 0},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"max_tokens\":9223372036854775807}",
+         0},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"temperature\":\"0.5\"}", 0},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"top_p\":1.5}", 0},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"stream\":null}", 1},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         json_t *r = lm_reqcheck_parse(cases[i].body, strlen(cases[i].body), &e);
-        int     ok = r && lm_reqcheck_chat(r, &e) == 0;
+        int ok = r && lm_reqcheck_chat(r, &e) == 0;
         T_CHECK(ok == cases[i].ok, "case %zu (%s): %s", i, cases[i].body, ok ? "accepted" : e.msg);
         T_CHECK(ok || e.http_status == 400, "case %zu: status %d", i, e.http_status);
         json_decref(r);

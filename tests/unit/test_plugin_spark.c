@@ -46,10 +46,11 @@ static const char *G1_RESP =
     "data:{\"code\":0,\"message\":\"Success\",\"sid\":\"cha000g2@dx1\",\"id\":\"cha000g2@dx1\","   \
     "\"created\":1719546385," body "}\n\n"
 static const char *G2_STREAM = CHUNK("\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":"
-                                     "\"Hi\"},\"index\":0}]") CHUNK(
-    "\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"!\"},\"index\":0}],"
-    "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2,\"total_tokens\":14}") "data: "
-                                                                                    "[DONE]\n\n";
+                                     "\"Hi\"},\"index\":0}]")
+    CHUNK("\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"!\"},\"index\":0}],"
+          "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2,\"total_tokens\":14}") "data: "
+                                                                                          "[DONE]"
+                                                                                          "\n\n";
 
 static const char *G3_RESP =
     "{\"code\":0,\"message\":\"Success\",\"sid\":\"cha000g3@dx1\",\"choices\":[{\"message\":{"

@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static char       g_dir[64];
+static char g_dir[64];
 static atomic_int g_errlogs;
 
 static void quiet_log(int level, const char *msg)
@@ -33,7 +33,7 @@ static void rm_dir(const char *dir)
 {
     static const char *const files[] = {"longmen.db", "longmen.db-wal", "longmen.db-shm",
                                         "longmen.db-journal"};
-    char                     p[256];
+    char p[256];
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
         unlink(p);
@@ -52,12 +52,12 @@ static void new_dir(void)
 
 static lm_store_t *open_store(size_t queue_max)
 {
-    char            err[256] = "";
-    lm_store_opts_t o        = {0};
-    o.dir                    = g_dir;
-    o.queue_max              = queue_max;
-    o.log                    = quiet_log;
-    lm_store_t *st           = lm_store_open(&o, err, sizeof(err));
+    char err[256] = "";
+    lm_store_opts_t o = {0};
+    o.dir = g_dir;
+    o.queue_max = queue_max;
+    o.log = quiet_log;
+    lm_store_t *st = lm_store_open(&o, err, sizeof(err));
     if (st == NULL)
         printf("     open failed: %s\n", err);
     return st;
@@ -66,17 +66,17 @@ static lm_store_t *open_store(size_t queue_max)
 static lm_key_spec_t spec_quota(const char *name, int64_t quota)
 {
     lm_key_spec_t sp = {0};
-    sp.name          = name;
-    sp.quota         = quota;
-    sp.enabled       = 1;
+    sp.name = name;
+    sp.quota = quota;
+    sp.enabled = 1;
     return sp;
 }
 
 static int64_t ledger_sum(lm_store_t *st, int64_t key_id, int64_t *rows)
 {
     lm_usage_total_t *t = NULL;
-    size_t            n = 0;
-    int64_t           s = -1;
+    size_t n = 0;
+    int64_t s = -1;
     if (lm_store_usage_totals(st, LM_USAGE_BY_NONE, 0, 0, key_id, &t, &n) == LM_STORE_OK &&
         n == 1) {
         s = t[0].cost;
@@ -90,7 +90,7 @@ static int64_t ledger_sum(lm_store_t *st, int64_t key_id, int64_t *rows)
 static int64_t db_used(lm_store_t *st, int64_t id)
 {
     lm_key_t *k = NULL;
-    int64_t   u = -1;
+    int64_t u = -1;
     if (lm_store_key_get(st, id, &k) == LM_STORE_OK)
         u = k->used;
     lm_key_release(k);
@@ -105,7 +105,7 @@ static void test_migrations(void)
     new_dir();
     lm_store_t *st = open_store(0);
     T_CHECK(st != NULL, "fresh open");
-    char    secret[LM_KEY_SECRET_SIZE];
+    char secret[LM_KEY_SECRET_SIZE];
     int64_t id = 0;
     if (st) {
         lm_key_spec_t sp = spec_quota("persist", 1000);
@@ -132,9 +132,9 @@ static void test_migrations(void)
     sqlite3_open(path, &db);
     sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL);
     sqlite3_close(db);
-    char            err[256] = "";
-    lm_store_opts_t o        = {.dir = g_dir, .log = quiet_log};
-    st                       = lm_store_open(&o, err, sizeof(err));
+    char err[256] = "";
+    lm_store_opts_t o = {.dir = g_dir, .log = quiet_log};
+    st = lm_store_open(&o, err, sizeof(err));
     T_CHECK(st == NULL && strstr(err, "newer") != NULL, "newer schema refused: %s", err);
     lm_store_close(st);
     rm_dir(g_dir);
@@ -146,7 +146,7 @@ static void test_admin_tokens(void)
 {
     T_BEGIN("store_admin_tokens");
     new_dir();
-    lm_store_t   *st = open_store(0);
+    lm_store_t *st = open_store(0);
     unsigned char a[32], b[32], got[32];
     memset(a, 0xa1, sizeof(a));
     memset(b, 0xb2, sizeof(b));
@@ -164,9 +164,11 @@ static void test_admin_tokens(void)
     T_CHECK(st != NULL, "re-open");
     if (st) {
         T_CHECK(lm_store_admin_token_get(st, LM_ADMIN_ROLE_FULL, got) == LM_STORE_OK &&
-                    memcmp(got, b, 32) == 0, "replaced digest persisted");
+                    memcmp(got, b, 32) == 0,
+                "replaced digest persisted");
         T_CHECK(lm_store_admin_token_get(st, LM_ADMIN_ROLE_READ, got) == LM_STORE_OK &&
-                    memcmp(got, a, 32) == 0, "read digest persisted");
+                    memcmp(got, a, 32) == 0,
+                "read digest persisted");
         T_CHECK(lm_store_admin_token_set(st, LM_ADMIN_ROLE_READ, NULL) == LM_STORE_OK, "remove");
         T_CHECK(lm_store_admin_token_get(st, LM_ADMIN_ROLE_READ, got) == LM_STORE_ENOTFOUND,
                 "removed");
@@ -192,13 +194,13 @@ static void test_settings(void)
         lm_store_close(st);
     }
     /* a value that is not applied fails the open with a clear message */
-    char            err[256] = "";
-    lm_store_opts_t o        = {.dir = g_dir, .busy_timeout_ms = 100, .log = quiet_log};
-    st                       = lm_store_open(&o, err, sizeof(err));
+    char err[256] = "";
+    lm_store_opts_t o = {.dir = g_dir, .busy_timeout_ms = 100, .log = quiet_log};
+    st = lm_store_open(&o, err, sizeof(err));
     T_CHECK(st == NULL && strstr(err, "busy_timeout is 100 ms") != NULL, "refused: %s", err);
     lm_store_close(st);
     struct stat sb;
-    char        path[128];
+    char path[128];
     snprintf(path, sizeof(path), "%s/longmen.db", g_dir);
     T_CHECK(stat(path, &sb) == 0 && (sb.st_mode & 077) == 0, "db file mode %o",
             (unsigned)(sb.st_mode & 0777));
@@ -214,7 +216,7 @@ static int file_has(const char *path, const void *needle, size_t n)
     if (f == NULL)
         return 0;
     size_t cap = 1 << 20, len = 0;
-    char  *buf = malloc(cap);
+    char *buf = malloc(cap);
     size_t r;
     while (buf && (r = fread(buf + len, 1, cap - len, f)) > 0) {
         len += r;
@@ -247,7 +249,7 @@ static void test_keys_at_rest(void)
         char name[32];
         snprintf(name, sizeof(name), "key-%d", i);
         lm_key_spec_t sp = spec_quota(name, 1000);
-        int64_t       id;
+        int64_t id;
         T_CHECK(lm_store_key_create(st, &sp, secrets[i], &id, NULL, 0) == LM_STORE_OK, "create");
         T_CHECK(strlen(secrets[i]) == 35 && strncmp(secrets[i], "sk-", 3) == 0, "format %zu",
                 strlen(secrets[i]));
@@ -260,7 +262,7 @@ static void test_keys_at_rest(void)
     T_CHECK(dup == 0, "duplicate secrets");
     lm_store_flush(st);
     static const char *const files[] = {"longmen.db", "longmen.db-wal", "longmen.db-shm"};
-    int                      hits = 0, present = 0;
+    int hits = 0, present = 0;
     for (size_t f = 0; f < 3; f++) {
         char path[128];
         snprintf(path, sizeof(path), "%s/%s", g_dir, files[f]);
@@ -275,7 +277,7 @@ static void test_keys_at_rest(void)
     T_CHECK(hits == 0, "%d plaintext hits while open", hits);
     /* list never carries the hash, only the prefix */
     lm_key_t **list = NULL;
-    size_t     n    = 0;
+    size_t n = 0;
     T_CHECK(lm_store_key_list(st, 0, 1000, &list, &n) == LM_STORE_OK && n == 100, "list %zu", n);
     unsigned char zero[32] = {0};
     for (size_t i = 0; i < n; i++) {
@@ -306,22 +308,22 @@ static void test_key_crud(void)
         T_END();
         return;
     }
-    const char   *models[] = {"gpt-4o", "qwen-*"};
-    const char   *cidrs[]  = {"10.0.0.0/8", "2001:db8::/32", "192.168.1.7"};
-    lm_key_spec_t sp       = spec_quota("team-a", 5000000);
-    sp.owner               = "alice";
-    sp.group               = "research";
-    sp.models              = models;
-    sp.nmodels             = 2;
-    sp.cidrs               = cidrs;
-    sp.ncidrs              = 3;
-    sp.rpm                 = 60;
-    sp.tpm                 = 100000;
-    sp.max_concurrent      = 4;
-    sp.expires_at          = 4102444800; /* 2100-01-01 */
-    char    secret[LM_KEY_SECRET_SIZE];
-    char    err[256] = "";
-    int64_t id       = 0;
+    const char *models[] = {"gpt-4o", "qwen-*"};
+    const char *cidrs[] = {"10.0.0.0/8", "2001:db8::/32", "192.168.1.7"};
+    lm_key_spec_t sp = spec_quota("team-a", 5000000);
+    sp.owner = "alice";
+    sp.group = "research";
+    sp.models = models;
+    sp.nmodels = 2;
+    sp.cidrs = cidrs;
+    sp.ncidrs = 3;
+    sp.rpm = 60;
+    sp.tpm = 100000;
+    sp.max_concurrent = 4;
+    sp.expires_at = 4102444800; /* 2100-01-01 */
+    char secret[LM_KEY_SECRET_SIZE];
+    char err[256] = "";
+    int64_t id = 0;
     T_CHECK(lm_store_key_create(st, &sp, secret, &id, err, sizeof(err)) == LM_STORE_OK, "%s", err);
     lm_key_t *k = lm_store_key_find(st, secret, strlen(secret));
     T_CHECK(k != NULL, "find");
@@ -334,7 +336,7 @@ static void test_key_crud(void)
         T_CHECK(lm_key_model_allowed(k, "gpt-4o") && lm_key_model_allowed(k, "qwen-max") &&
                     !lm_key_model_allowed(k, "gpt-4o-mini") && !lm_key_model_allowed(k, NULL),
                 "models");
-        struct sockaddr_in  a4 = {.sin_family = AF_INET};
+        struct sockaddr_in a4 = {.sin_family = AF_INET};
         struct sockaddr_in6 a6 = {.sin6_family = AF_INET6};
         inet_pton(AF_INET, "10.1.2.3", &a4.sin_addr);
         T_CHECK(lm_key_addr_allowed(k, (struct sockaddr *)&a4), "10.1.2.3");
@@ -359,9 +361,9 @@ static void test_key_crud(void)
 
     /* update: limits and enabled; the snapshot follows */
     lm_key_spec_t up = {0};
-    up.set           = LM_KF_LIMITS | LM_KF_ENABLED | LM_KF_MODELS;
-    up.rpm           = 5;
-    up.enabled       = 0;
+    up.set = LM_KF_LIMITS | LM_KF_ENABLED | LM_KF_MODELS;
+    up.rpm = 5;
+    up.enabled = 0;
     T_CHECK(lm_store_key_update(st, id, &up, err, sizeof(err)) == LM_STORE_OK, "update %s", err);
     lm_key_t *k2 = lm_store_key_find(st, secret, strlen(secret));
     T_CHECK(k2 && k2 != k && k2->rpm == 5 && k2->tpm == 0 && !k2->enabled && k2->nmodels == 0 &&
@@ -375,19 +377,19 @@ static void test_key_crud(void)
 
     /* invalid updates */
     lm_key_spec_t bad = {0};
-    bad.set           = LM_KF_QUOTA;
-    bad.quota         = -1;
+    bad.set = LM_KF_QUOTA;
+    bad.quota = -1;
     T_CHECK(lm_store_key_update(st, id, &bad, err, sizeof(err)) == LM_STORE_EINVAL, "neg quota");
     bad.set = LM_KF_LIMITS;
     bad.rpm = -5;
     T_CHECK(lm_store_key_update(st, id, &bad, err, sizeof(err)) == LM_STORE_EINVAL, "neg rpm");
     const char *badc[] = {"10.0.0.0/33"};
-    bad.set            = LM_KF_CIDRS;
-    bad.cidrs          = badc;
-    bad.ncidrs         = 1;
+    bad.set = LM_KF_CIDRS;
+    bad.cidrs = badc;
+    bad.ncidrs = 1;
     T_CHECK(lm_store_key_update(st, id, &bad, err, sizeof(err)) == LM_STORE_EINVAL, "bad cidr");
     const char *badc2[] = {"10.0.0.1; DROP TABLE keys"};
-    bad.cidrs           = badc2;
+    bad.cidrs = badc2;
     T_CHECK(lm_store_key_update(st, id, &bad, err, sizeof(err)) == LM_STORE_EINVAL, "bad cidr 2");
     T_CHECK(lm_store_key_update(st, 999999, &up, err, sizeof(err)) == LM_STORE_ENOTFOUND,
             "update missing");
@@ -422,25 +424,25 @@ static void test_hostile_text(void)
     for (size_t i = 0; i < sizeof(big) - 1; i++)
         big[i] = "'\";--%s\\ab"[i % 10];
     big[sizeof(big) - 1] = '\0';
-    const char *names[]  = {
-         "'; DROP TABLE keys; --",
-         "\" OR 1=1 --",
-         "%s%n%x\\0\\",
-         "Robert'); DELETE FROM usage WHERE ('1'='1",
-         "龙门 🐉 Ünïcödé 𝄞",
-         "<img src=x onerror=alert(1)>",
-         big,
+    const char *names[] = {
+        "'; DROP TABLE keys; --",
+        "\" OR 1=1 --",
+        "%s%n%x\\0\\",
+        "Robert'); DELETE FROM usage WHERE ('1'='1",
+        "龙门 🐉 Ünïcödé 𝄞",
+        "<img src=x onerror=alert(1)>",
+        big,
     };
     int64_t ids[7];
-    char    secret[LM_KEY_SECRET_SIZE];
+    char secret[LM_KEY_SECRET_SIZE];
     for (int i = 0; i < 7; i++) {
         lm_key_spec_t sp = spec_quota(names[i], 10);
-        sp.owner         = names[(i + 1) % 7];
-        sp.group         = names[(i + 2) % 7];
-        const char *m[]  = {names[i % 6]};
-        sp.models        = m;
-        sp.nmodels       = 1;
-        char err[256]    = "";
+        sp.owner = names[(i + 1) % 7];
+        sp.group = names[(i + 2) % 7];
+        const char *m[] = {names[i % 6]};
+        sp.models = m;
+        sp.nmodels = 1;
+        char err[256] = "";
         T_CHECK(lm_store_key_create(st, &sp, secret, &ids[i], err, sizeof(err)) == LM_STORE_OK,
                 "create %d: %s", i, err);
     }
@@ -468,8 +470,8 @@ static void test_hostile_text(void)
     static char huge[LM_STORE_TEXT_MAX + 2];
     memset(huge, 'x', sizeof(huge) - 1);
     lm_key_spec_t sp = spec_quota(huge, 1);
-    char          err[256];
-    int64_t       id;
+    char err[256];
+    int64_t id;
     T_CHECK(lm_store_key_create(st, &sp, secret, &id, err, sizeof(err)) == LM_STORE_EINVAL,
             "over %d bytes refused", LM_STORE_TEXT_MAX);
     sp = spec_quota("\xc3\x28", 1);
@@ -477,17 +479,17 @@ static void test_hostile_text(void)
             "bad utf-8 refused");
 
     /* hostile usage fields round-trip too */
-    lm_usage_row_t row = {.request_id   = "r'; DROP TABLE usage;--",
-                          .key_id       = ids[0],
-                          .channel      = names[4],
-                          .model_asked  = names[1],
+    lm_usage_row_t row = {.request_id = "r'; DROP TABLE usage;--",
+                          .key_id = ids[0],
+                          .channel = names[4],
+                          .model_asked = names[1],
                           .model_served = big,
-                          .usage_json   = "{\"prompt_tokens\":\"'\\u0000\"}",
-                          .status       = 200};
+                          .usage_json = "{\"prompt_tokens\":\"'\\u0000\"}",
+                          .status = 200};
     T_CHECK(lm_store_usage_submit(st, &row, NULL) == LM_STORE_OK, "submit");
     lm_store_flush(st);
     lm_usage_rec_t *recs = NULL;
-    size_t          n    = 0;
+    size_t n = 0;
     T_CHECK(lm_store_usage_list(st, ids[0], 0, 10, &recs, &n) == LM_STORE_OK && n == 1, "list");
     if (n == 1) {
         T_STREQ(recs[0].row.request_id, row.request_id);
@@ -508,11 +510,11 @@ static void test_hostile_text(void)
 #define QB1_COST    1234567
 
 typedef struct {
-    lm_store_t        *st;
-    const char        *secret;
+    lm_store_t *st;
+    const char *secret;
     pthread_barrier_t *bar;
-    atomic_int        *admitted, *done_ok, *done_bad;
-    int                rep, idx;
+    atomic_int *admitted, *done_ok, *done_bad;
+    int rep, idx;
 } qb1_t;
 
 static void count_done(void *arg, int status, int64_t id)
@@ -537,14 +539,14 @@ static void *qb1_thread(void *arg)
         atomic_fetch_add(q->admitted, 1);
         char rid[64];
         snprintf(rid, sizeof(rid), "qb1-%d-%d", q->rep, q->idx);
-        lm_usage_row_t row = {.request_id        = rid,
-                              .channel           = "mock",
-                              .model_asked       = "mock-1",
-                              .model_served      = "mock-1",
-                              .prompt_tokens     = 10,
+        lm_usage_row_t row = {.request_id = rid,
+                              .channel = "mock",
+                              .model_asked = "mock-1",
+                              .model_served = "mock-1",
+                              .prompt_tokens = 10,
                               .completion_tokens = 20,
-                              .status            = 200};
-        lm_store_cb_t  cb  = {.done = count_done, .arg = q};
+                              .status = 200};
+        lm_store_cb_t cb = {.done = count_done, .arg = q};
         if (lm_billing_settle(q->st, r, QB1_COST, &row, &cb) != LM_STORE_OK)
             atomic_fetch_add(q->done_bad, 1);
     }
@@ -562,13 +564,13 @@ static void test_qb1(void)
         T_END();
         return;
     }
-    static qb1_t      args[QB1_THREADS];
-    static pthread_t  th[QB1_THREADS];
+    static qb1_t args[QB1_THREADS];
+    static pthread_t th[QB1_THREADS];
     pthread_barrier_t bar;
-    int               worst = 0;
+    int worst = 0;
     for (int rep = 0; rep < 20; rep++) {
-        char          secret[LM_KEY_SECRET_SIZE];
-        int64_t       id;
+        char secret[LM_KEY_SECRET_SIZE];
+        int64_t id;
         lm_key_spec_t sp = spec_quota("qb1", 10 * (int64_t)QB1_COST);
         if (lm_store_key_create(st, &sp, secret, &id, NULL, 0) != LM_STORE_OK) {
             T_CHECK(0, "create");
@@ -594,7 +596,7 @@ static void test_qb1(void)
         T_CHECK(used >= 0 && used <= 10 * (int64_t)QB1_COST, "rep %d: balance negative", rep);
         T_CHECK(sum == used && rows == a, "rep %d: ledger %lld (%lld rows) != used %lld", rep,
                 (long long)sum, (long long)rows, (long long)used);
-        lm_key_t    *k = lm_store_key_find(st, secret, strlen(secret));
+        lm_key_t *k = lm_store_key_find(st, secret, strlen(secret));
         lm_balance_t b = {0};
         if (k)
             lm_billing_balance(k->acct, &b);
@@ -618,7 +620,7 @@ static void test_qb1(void)
 typedef struct {
     lm_store_t *st;
     const char *secret_limited, *secret_unlimited;
-    int         idx;
+    int idx;
     atomic_int *ok, *dup, *bad, *refused, *submit_bad;
 } mix_t;
 
@@ -636,20 +638,20 @@ static void mix_done(void *arg, int status, int64_t id)
 
 static void *mix_thread(void *arg)
 {
-    mix_t        *m    = arg;
-    unsigned      seed = 1234u + (unsigned)m->idx;
-    lm_store_cb_t cb   = {.done = mix_done, .arg = m};
+    mix_t *m = arg;
+    unsigned seed = 1234u + (unsigned)m->idx;
+    lm_store_cb_t cb = {.done = mix_done, .arg = m};
     for (int i = 0; i < MIX_OPS; i++) {
         const char *sec = (i % 3 == 0) ? m->secret_unlimited : m->secret_limited;
-        lm_key_t   *k   = lm_store_key_find(m->st, sec, strlen(sec));
+        lm_key_t *k = lm_store_key_find(m->st, sec, strlen(sec));
         if (k == NULL) {
             atomic_fetch_add(m->submit_bad, 1);
             continue;
         }
-        int64_t           worst = 1000 + rand_r(&seed) % 50000;
-        lm_reservation_t *r     = NULL;
-        int64_t           now   = lm_billing_mono_ms();
-        int               kind  = rand_r(&seed) % 6;
+        int64_t worst = 1000 + rand_r(&seed) % 50000;
+        lm_reservation_t *r = NULL;
+        int64_t now = lm_billing_mono_ms();
+        int kind = rand_r(&seed) % 6;
         /* kind 5: a reservation that expires before it settles */
         int64_t deadline = kind == 5 ? now - 1 : now + 60000;
         if (lm_billing_reserve(k, worst, deadline, &r) != LM_BILLING_OK) {
@@ -659,12 +661,12 @@ static void *mix_thread(void *arg)
         }
         char rid[64];
         snprintf(rid, sizeof(rid), "mix-%d-%d", m->idx, i);
-        lm_usage_row_t row = {.request_id   = rid,
-                              .channel      = "ch",
-                              .model_asked  = "m",
+        lm_usage_row_t row = {.request_id = rid,
+                              .channel = "ch",
+                              .model_asked = "m",
                               .model_served = "m",
-                              .status       = 200};
-        int            rc  = LM_STORE_OK;
+                              .status = 200};
+        int rc = LM_STORE_OK;
         switch (kind) {
         case 0: /* error before any attempt: cancel */ lm_billing_cancel(r); break;
         case 1: /* normal: settle below the worst case */
@@ -678,7 +680,7 @@ static void *mix_thread(void *arg)
             rc = lm_billing_charge(m->st, r, worst / 3, &row, &cb);
             if (rc == LM_STORE_OK) {
                 row.attempt = 1;
-                rc          = lm_billing_settle(m->st, r, worst / 2, &row, &cb);
+                rc = lm_billing_settle(m->st, r, worst / 2, &row, &cb);
             } else {
                 lm_billing_cancel(r);
             }
@@ -691,7 +693,7 @@ static void *mix_thread(void *arg)
         case 4: /* client aborted: billed what was received, or upstream refused: 0
                  */
             row.client_aborted = 1;
-            rc                 = lm_billing_settle(m->st, r, (i & 1) ? worst / 4 : 0, &row, &cb);
+            rc = lm_billing_settle(m->st, r, (i & 1) ? worst / 4 : 0, &row, &cb);
             break;
         case 5: /* expired, reclaimed, then settles late */
             lm_billing_reclaim(m->st, now);
@@ -707,9 +709,9 @@ static void *mix_thread(void *arg)
 
 typedef struct {
     lm_store_t *st;
-    int64_t     id;
+    int64_t id;
     atomic_int *stop;
-    int         updates, reads, bad;
+    int updates, reads, bad;
 } admin_t;
 
 static void *admin_thread(void *arg)
@@ -717,14 +719,14 @@ static void *admin_thread(void *arg)
     admin_t *a = arg;
     while (!atomic_load(a->stop)) {
         lm_key_spec_t up = {0};
-        up.set           = LM_KF_LIMITS | LM_KF_NAME;
-        up.name          = (a->updates & 1) ? "odd" : "even";
-        up.rpm           = a->updates;
+        up.set = LM_KF_LIMITS | LM_KF_NAME;
+        up.name = (a->updates & 1) ? "odd" : "even";
+        up.rpm = a->updates;
         if (lm_store_key_update(a->st, a->id, &up, NULL, 0) != LM_STORE_OK)
             a->bad++;
         a->updates++;
         lm_usage_total_t *t = NULL;
-        size_t            n = 0;
+        size_t n = 0;
         if (lm_store_usage_totals(a->st, LM_USAGE_BY_DAY, 0, 0, 0, &t, &n) != LM_STORE_OK)
             a->bad++;
         lm_store_usage_totals_free(t, n);
@@ -745,19 +747,19 @@ static void test_mix(void)
         return;
     }
     atomic_store(&g_errlogs, 0);
-    char          s_lim[LM_KEY_SECRET_SIZE], s_unl[LM_KEY_SECRET_SIZE];
-    int64_t       id_lim, id_unl;
+    char s_lim[LM_KEY_SECRET_SIZE], s_unl[LM_KEY_SECRET_SIZE];
+    int64_t id_lim, id_unl;
     const int64_t quota = 20000000; /* runs out part way: refusals and capped bills */
-    lm_key_spec_t sp    = spec_quota("limited", quota);
+    lm_key_spec_t sp = spec_quota("limited", quota);
     T_CHECK(lm_store_key_create(st, &sp, s_lim, &id_lim, NULL, 0) == LM_STORE_OK, "create");
-    sp           = spec_quota("unlimited", 0);
+    sp = spec_quota("unlimited", 0);
     sp.unlimited = 1;
     T_CHECK(lm_store_key_create(st, &sp, s_unl, &id_unl, NULL, 0) == LM_STORE_OK, "create");
 
     atomic_int ok = 0, dup = 0, bad = 0, refused = 0, submit_bad = 0, stop = 0;
-    mix_t      args[MIX_THREADS];
-    pthread_t  th[MIX_THREADS], adm;
-    admin_t    a = {st, id_lim, &stop, 0, 0, 0};
+    mix_t args[MIX_THREADS];
+    pthread_t th[MIX_THREADS], adm;
+    admin_t a = {st, id_lim, &stop, 0, 0, 0};
     pthread_create(&adm, NULL, admin_thread, &a);
     for (int i = 0; i < MIX_THREADS; i++) {
         args[i] = (mix_t){st, s_lim, s_unl, i, &ok, &dup, &bad, &refused, &submit_bad};
@@ -782,10 +784,10 @@ static void test_mix(void)
     T_CHECK(reclaimed == 0, "%zu reservations left open", reclaimed);
     T_CHECK(a.updates > 0 && a.reads > 0, "admin ran");
 
-    const char   *secrets[2] = {s_lim, s_unl};
-    const int64_t ids[2]     = {id_lim, id_unl};
+    const char *secrets[2] = {s_lim, s_unl};
+    const int64_t ids[2] = {id_lim, id_unl};
     for (int i = 0; i < 2; i++) {
-        lm_key_t    *k = lm_store_key_find(st, secrets[i], strlen(secrets[i]));
+        lm_key_t *k = lm_store_key_find(st, secrets[i], strlen(secrets[i]));
         lm_balance_t b = {0};
         if (k)
             lm_billing_balance(k->acct, &b);
@@ -805,7 +807,7 @@ static void test_mix(void)
     /* after a restart the DB is the truth and agrees with the ledger */
     st = open_store(0);
     if (st) {
-        lm_key_t    *k = lm_store_key_find(st, s_lim, strlen(s_lim));
+        lm_key_t *k = lm_store_key_find(st, s_lim, strlen(s_lim));
         lm_balance_t b = {0};
         if (k)
             lm_billing_balance(k->acct, &b);
@@ -830,13 +832,13 @@ static void test_reserve_rules(void)
         T_END();
         return;
     }
-    char          secret[LM_KEY_SECRET_SIZE];
-    int64_t       id;
+    char secret[LM_KEY_SECRET_SIZE];
+    int64_t id;
     lm_key_spec_t sp = spec_quota("rules", 1000);
     lm_store_key_create(st, &sp, secret, &id, NULL, 0);
-    lm_key_t         *k  = lm_store_key_find(st, secret, strlen(secret));
+    lm_key_t *k = lm_store_key_find(st, secret, strlen(secret));
     lm_reservation_t *r1 = NULL, *r2 = NULL, *r3 = NULL;
-    lm_balance_t      b;
+    lm_balance_t b;
     if (k == NULL) {
         T_CHECK(0, "find");
         T_END();
@@ -866,7 +868,7 @@ static void test_reserve_rules(void)
             "used %lld avail %lld", (long long)b.used, (long long)b.available);
     T_CHECK(db_used(st, id) == 1000 && ledger_sum(st, id, NULL) == 1000, "db agrees");
     lm_usage_rec_t *recs = NULL;
-    size_t          n    = 0;
+    size_t n = 0;
     lm_store_usage_list(st, id, 0, 10, &recs, &n);
     T_CHECK(n == 2 && recs[0].row.cost == 450 && recs[1].row.cost == 550,
             "rows record the billed amounts");
@@ -874,10 +876,10 @@ static void test_reserve_rules(void)
 
     /* quota: lowering below used is refused; to exactly used is fine; raising
      * frees */
-    char          err[128] = "";
-    lm_key_spec_t up       = {0};
-    up.set                 = LM_KF_QUOTA;
-    up.quota               = 999;
+    char err[128] = "";
+    lm_key_spec_t up = {0};
+    up.set = LM_KF_QUOTA;
+    up.quota = 999;
     T_CHECK(lm_store_key_update(st, id, &up, err, sizeof(err)) == LM_STORE_ECONFLICT, "below");
     up.quota = 1000;
     T_CHECK(lm_store_key_update(st, id, &up, err, sizeof(err)) == LM_STORE_OK, "equal");
@@ -895,7 +897,7 @@ static void test_reserve_rules(void)
     lm_billing_balance(k->acct, &b);
     T_CHECK(b.reserved == 0 && b.nopen == 0, "counters exact after extremes");
     up.unlimited = 0;
-    up.quota     = 1000;
+    up.quota = 1000;
     T_CHECK(lm_store_key_update(st, id, &up, err, sizeof(err)) == LM_STORE_OK, "limited again");
     T_CHECK(lm_billing_reserve(k, 1, 1000, &r1) == LM_BILLING_EQUOTA, "limited again: full");
 
@@ -914,7 +916,7 @@ static void test_reserve_rules(void)
     lm_store_flush(st);
     T_CHECK(ledger_sum(st, 0, &rows) == 1000 && rows == 4, "all rows %lld", (long long)rows);
     /* a row for a key that does not exist is refused by the foreign key */
-    z.key_id     = 424242;
+    z.key_id = 424242;
     z.request_id = "nokey";
     T_CHECK(lm_store_usage_submit(st, &z, NULL) == LM_STORE_OK, "queued");
     lm_store_flush(st);
@@ -929,9 +931,9 @@ static void test_reserve_rules(void)
 
 typedef struct {
     pthread_mutex_t mu;
-    pthread_cond_t  cv;
-    int             entered, release;
-    atomic_int      count;
+    pthread_cond_t cv;
+    int entered, release;
+    atomic_int count;
 } gate_t;
 
 static void gate_done(void *arg, int status, int64_t id)
@@ -957,20 +959,20 @@ static void count_cb(void *arg, int status, int64_t id)
 
 typedef struct {
     lm_store_done_fn fn;
-    void            *arg;
-    int              status;
-    int64_t          id;
-    int              posted;
+    void *arg;
+    int status;
+    int64_t id;
+    int posted;
 } mailbox_t;
 
 static void post_to_mailbox(void *ctx, lm_store_done_fn fn, void *arg, int status, int64_t id)
 {
     mailbox_t *m = ctx;
-    m->fn        = fn;
-    m->arg       = arg;
-    m->status    = status;
-    m->id        = id;
-    m->posted    = 1;
+    m->fn = fn;
+    m->arg = arg;
+    m->status = status;
+    m->id = id;
+    m->posted = 1;
 }
 
 static void test_queue(void)
@@ -986,19 +988,19 @@ static void test_queue(void)
     gate_t g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     /* the first row's completion holds the writer so the queue fills */
     lm_usage_row_t row = {.request_id = "gate", .channel = "c"};
-    lm_store_cb_t  cb  = {.done = gate_done, .arg = &g};
+    lm_store_cb_t cb = {.done = gate_done, .arg = &g};
     T_CHECK(lm_store_usage_submit(st, &row, &cb) == LM_STORE_OK, "gate");
     pthread_mutex_lock(&g.mu);
     while (!g.entered)
         pthread_cond_wait(&g.cv, &g.mu);
     pthread_mutex_unlock(&g.mu);
     char rid[32];
-    int  queued = 0, full = 0;
+    int queued = 0, full = 0;
     for (int i = 0; i < 10; i++) {
         snprintf(rid, sizeof(rid), "q-%d", i);
-        row.request_id   = rid;
+        row.request_id = rid;
         lm_store_cb_t c2 = {.done = count_cb, .arg = &g};
-        int           rc = lm_store_usage_submit(st, &row, &c2);
+        int rc = lm_store_usage_submit(st, &row, &c2);
         queued += rc == LM_STORE_OK;
         full += rc == LM_STORE_EFULL;
     }
@@ -1012,9 +1014,9 @@ static void test_queue(void)
     T_CHECK(atomic_load(&g.count) == 4, "completed %d", atomic_load(&g.count));
 
     /* post: the completion is handed to the caller's "thread", not run */
-    mailbox_t     mb = {0};
+    mailbox_t mb = {0};
     lm_store_cb_t pc = {.done = count_cb, .arg = &g, .post = post_to_mailbox, .post_ctx = &mb};
-    row.request_id   = "posted";
+    row.request_id = "posted";
     T_CHECK(lm_store_usage_submit(st, &row, &pc) == LM_STORE_OK, "submit");
     lm_store_flush(st);
     T_CHECK(mb.posted && mb.fn == count_cb && mb.status == LM_STORE_OK && mb.id > 0,
@@ -1028,7 +1030,7 @@ static void test_queue(void)
     lm_usage_row_t badrow = {.request_id = "", .channel = "c"};
     T_CHECK(lm_store_usage_submit(st, &badrow, NULL) == LM_STORE_EINVAL, "empty request id");
     badrow.request_id = "x";
-    badrow.cost       = -1;
+    badrow.cost = -1;
     T_CHECK(lm_store_usage_submit(st, &badrow, NULL) == LM_STORE_EINVAL, "negative cost");
 
     /* close commits what is queued */
@@ -1059,8 +1061,8 @@ static void test_totals(void)
         T_END();
         return;
     }
-    char          s1[LM_KEY_SECRET_SIZE], s2[LM_KEY_SECRET_SIZE];
-    int64_t       k1, k2;
+    char s1[LM_KEY_SECRET_SIZE], s2[LM_KEY_SECRET_SIZE];
+    int64_t k1, k2;
     lm_key_spec_t sp = spec_quota("k1", 1000000);
     lm_store_key_create(st, &sp, s1, &k1, NULL, 0);
     sp = spec_quota("k2", 1000000);
@@ -1068,7 +1070,7 @@ static void test_totals(void)
     int64_t day1 = 1704067200000; /* 2024-01-01T00:00:00Z */
     int64_t day2 = day1 + 86400000;
     struct {
-        int64_t     key, at, cost, prompt;
+        int64_t key, at, cost, prompt;
         const char *model, *served, *channel;
     } rows[] = {
         {k1, day1 + 1, 100, 10, "gpt", "gpt-2024", "openai"},
@@ -1079,19 +1081,19 @@ static void test_totals(void)
     for (int i = 0; i < 4; i++) {
         char rid[32];
         snprintf(rid, sizeof(rid), "t%d", i);
-        lm_usage_row_t r = {.request_id    = rid,
-                            .key_id        = rows[i].key,
-                            .created_ms    = rows[i].at,
-                            .cost          = rows[i].cost,
+        lm_usage_row_t r = {.request_id = rid,
+                            .key_id = rows[i].key,
+                            .created_ms = rows[i].at,
+                            .cost = rows[i].cost,
                             .prompt_tokens = rows[i].prompt,
-                            .model_asked   = rows[i].model,
-                            .model_served  = rows[i].served,
-                            .channel       = rows[i].channel};
+                            .model_asked = rows[i].model,
+                            .model_served = rows[i].served,
+                            .channel = rows[i].channel};
         lm_store_usage_submit(st, &r, NULL);
     }
     lm_store_flush(st);
     lm_usage_total_t *t = NULL;
-    size_t            n = 0;
+    size_t n = 0;
     T_CHECK(lm_store_usage_totals(st, LM_USAGE_BY_KEY, 0, 0, 0, &t, &n) == LM_STORE_OK && n == 2,
             "by key %zu", n);
     if (n == 2)
@@ -1169,28 +1171,28 @@ static void test_timing(void)
         T_END();
         return;
     }
-    char          secret[LM_KEY_SECRET_SIZE];
-    int64_t       id;
+    char secret[LM_KEY_SECRET_SIZE];
+    int64_t id;
     lm_key_spec_t sp = spec_quota("timing", 1);
     for (int i = 0; i < 50; i++) /* a populated table */
         lm_store_key_create(st, &sp, secret, &id, NULL, 0);
     char w0[LM_KEY_SECRET_SIZE], w30[LM_KEY_SECRET_SIZE];
     strcpy(w0, secret);
     strcpy(w30, secret);
-    w0[0]   = 'S';
+    w0[0] = 'S';
     w30[30] = w30[30] == 'A' ? 'B' : 'A';
     enum { N = 50000 };
     static int64_t t0[N], t30[N];
-    size_t         len   = strlen(secret);
-    int            found = 0;
+    size_t len = strlen(secret);
+    int found = 0;
     for (int i = 0; i < N; i++) {
         int64_t a = ns_now();
         found += lm_store_key_find(st, w0, len) != NULL;
         int64_t b = ns_now();
         found += lm_store_key_find(st, w30, len) != NULL;
         int64_t c = ns_now();
-        t0[i]     = b - a;
-        t30[i]    = c - b;
+        t0[i] = b - a;
+        t30[i] = c - b;
     }
     qsort(t0, N, sizeof(t0[0]), cmp_i64);
     qsort(t30, N, sizeof(t30[0]), cmp_i64);
@@ -1220,9 +1222,9 @@ static void test_locked(void)
 {
     T_BEGIN("store_locked_db_retried_not_dropped");
     new_dir();
-    char            err[256] = "";
-    lm_store_opts_t o        = {.dir = g_dir, .log = count_log};
-    lm_store_t     *st       = lm_store_open(&o, err, sizeof(err));
+    char err[256] = "";
+    lm_store_opts_t o = {.dir = g_dir, .log = count_log};
+    lm_store_t *st = lm_store_open(&o, err, sizeof(err));
     if (st == NULL) {
         T_CHECK(0, "open %s", err);
         T_END();
@@ -1239,7 +1241,7 @@ static void test_locked(void)
         char rid[32];
         snprintf(rid, sizeof(rid), "locked-%d", i);
         lm_usage_row_t row = {.request_id = rid, .channel = "c"};
-        lm_store_cb_t  cb  = {.done = count_cb, .arg = &g};
+        lm_store_cb_t cb = {.done = count_cb, .arg = &g};
         T_CHECK(lm_store_usage_submit(st, &row, &cb) == LM_STORE_OK, "submit");
     }
     usleep(5600 * 1000); /* > busy_timeout: the writer's BEGIN IMMEDIATE fails once */
