@@ -55,6 +55,7 @@ struct lm_server_s {
     struct event *sig_term, *sig_int, *drain_timer;
     struct timespec drain_deadline;
     int stopping;
+    struct timespec stop_at; /* when the first stop signal arrived */
 };
 
 void lm_server_inflight_add(lm_server_t *s, int delta)
@@ -504,11 +505,19 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     lm_server_t *s = arg;
     (void)what;
     if (s->stopping) {
+        /* The same stop often arrives twice (the supervisor forwards it and a
+         * process-group kill delivers it too): only a signal a second or more
+         * after the first means "stop now". */
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - s->stop_at.tv_sec < 1)
+            return;
         lm_log(LM_LOG_WARN, "second signal: stopping now");
         event_base_loopbreak(s->base);
         return;
     }
     s->stopping = 1;
+    clock_gettime(CLOCK_MONOTONIC, &s->stop_at);
     atomic_store(&s->draining, 1);
     lm_log(LM_LOG_INFO,
            "signal %d: no longer accepting; draining %ld in-flight requests "
