@@ -80,6 +80,7 @@ static int settle(lm_relay_t *r, int aborted, int wait);
 static lm_usage billed_usage(const lm_relay_t *r);
 static void on_settled(evutil_socket_t fd, short what, void *arg);
 static void route_end(lm_relay_t *r, int outcome);
+static void reset_attempt(lm_relay_t *r);
 
 static uint64_t mono_ms(void)
 {
@@ -168,13 +169,7 @@ static void relay_free(lm_relay_t *r)
     free(r->pending_body);
     if (r->settle_ev)
         event_free(r->settle_ev);
-    if (r->call_open && r->route && r->route->inst->plugin->vt.req_close) {
-        const lm_plugin_t *prev = lm_plugin_enter(r->route->inst->plugin);
-        r->route->inst->plugin->vt.req_close(r->route->inst->istate, &r->call);
-        lm_plugin_leave(prev);
-    }
-    if (r->st_init)
-        lm_stream_free(&r->st);
+    reset_attempt(r); /* the plugin's request state and the stream, as between attempts */
     lm_lua_call_end(r->lua);
     json_decref(r->canon);
     lm_ureq_free(&r->ureq);
