@@ -25,6 +25,8 @@ void lm_ureq_free(lm_ureq_t *u)
     free(u->headers);
     lm_buf_free(&u->url);
     lm_buf_free(&u->body);
+    for (size_t i = 0; i < u->nside_vals; i++)
+        free(u->side_vals[i]);
     memset(u, 0, sizeof(*u));
 }
 
@@ -420,6 +422,39 @@ static int64_t h_unix_time(void)
     return (int64_t)time(NULL);
 }
 
+/* A live value is copied into u (the cache may replace it concurrently);
+ * otherwise u->side says whether this request fetches and what it waits
+ * for, and the plugin returns LM_AGAIN. Only one name may be pending. */
+static int h_side_get(lm_ureq *u, const char *name, lm_str *out)
+{
+    char *val;
+    size_t len;
+    lm_side_need_t need;
+    if (u == NULL || out == NULL || u->inst == NULL || u->inst->side == NULL)
+        return LM_EINVAL;
+    *out = (lm_str){NULL, 0};
+    if (u->nside_vals == LM_SIDE_MAX)
+        return LM_EINVAL;
+    int rc = lm_side_get(u->inst->side, name, (int64_t)h_now_ms(), &val, &len, &need);
+    if (rc == LM_OK) {
+        u->side_vals[u->nside_vals++] = val;
+        *out = (lm_str){val, len};
+        if (need.fetch && !u->side.fetch)
+            u->side = need; /* background refresh: the caller starts it */
+        return LM_OK;
+    }
+    if (rc == LM_AGAIN || rc == LM_EUPSTREAM)
+        u->side = need;
+    return rc == LM_EUPSTREAM ? LM_AGAIN : rc;
+}
+
+static void h_side_invalidate(void *ictx, const char *name, lm_str used)
+{
+    lm_inst_t *inst = ictx;
+    if (inst)
+        lm_side_invalidate(inst->side, name, used);
+}
+
 const lm_host_api lm_host_table = {
     .hdr = LM_ABI_HDR(lm_host_api),
     .log = h_log,
@@ -441,4 +476,6 @@ const lm_host_api lm_host_table = {
     .emit_delta = h_emit_delta,
     .emit_usage = h_emit_usage,
     .ureq_local_response = h_ureq_local_response,
+    .side_get = h_side_get,
+    .side_invalidate = h_side_invalidate,
 };

@@ -8,6 +8,7 @@
 #include "../sdk/longmen.h"
 #include "buf.h"
 #include "conf.h"
+#include "side.h"
 
 struct lm_plugin_s;
 
@@ -18,6 +19,7 @@ typedef struct lm_inst_s {
     void *istate;               /* plugin-owned */
     int inited;
     char logname[96];
+    lm_side_t *side; /* side values (ABI 1.1), shared by every worker; owned */
 } lm_inst_t;
 
 struct lm_ureq {
@@ -29,6 +31,13 @@ struct lm_ureq {
     int has_body;
     int json_body;
     int local_status; /* > 0: answered locally by the plugin, body is the answer */
+    /* Side values: the channel side_get reads (set by the caller before
+     * build_request; NULL refuses side_get), what it asked the caller to do
+     * next, and the copies handed to the plugin (owned, freed with u). */
+    const lm_inst_t *inst;
+    lm_side_need_t side;
+    char *side_vals[LM_SIDE_MAX];
+    size_t nside_vals;
 };
 typedef struct lm_ureq lm_ureq_t;
 

@@ -79,6 +79,18 @@ const lm_provider *lmt_provider(lmt_plugin *p)
     return &p->plugin->vt;
 }
 
+static void copy_ureq(const lm_ureq_t *u, lmt_ureq *out)
+{
+    out->method = strdup(u->method);
+    out->url = strdup(lm_buf_cstr((lm_buf_t *)&u->url));
+    out->headers = calloc(u->nheaders + 1, sizeof(char *));
+    for (size_t i = 0; i < u->nheaders; i++)
+        out->headers[i] = strdup(u->headers[i]);
+    out->nheaders = u->nheaders;
+    out->body = strdup(lm_buf_cstr((lm_buf_t *)&u->body));
+    out->body_len = u->body.len;
+}
+
 int lmt_build(lmt_plugin *p, int op, const char *canon_json, lmt_ureq *out, lm_err *e)
 {
     lm_ureq_t u;
@@ -103,16 +115,12 @@ int lmt_build(lmt_plugin *p, int op, const char *canon_json, lmt_ureq *out, lm_e
                         .request_id = "lmtest-1"};
     p->call_open = 1;
     lm_ureq_init(&u);
+    u.inst = &p->inst;
     rc = p->plugin->vt.build_request(p->inst.istate, &p->call, canon, &u, e);
     json_decref(canon);
-    out->method = strdup(u.method);
-    out->url = strdup(lm_buf_cstr(&u.url));
-    out->headers = calloc(u.nheaders + 1, sizeof(char *));
-    for (size_t i = 0; i < u.nheaders; i++)
-        out->headers[i] = strdup(u.headers[i]);
-    out->nheaders = u.nheaders;
-    out->body = strdup(lm_buf_cstr(&u.body));
-    out->body_len = u.body.len;
+    copy_ureq(&u, out);
+    if (rc == LM_AGAIN && u.side.fetch) /* nobody fetches here: let the test do it */
+        lm_side_complete(p->inst.side, u.side.name, 0, NULL, 0, NULL, 0);
     lm_ureq_free(&u);
     return rc;
 }
@@ -183,4 +191,51 @@ void lmt_result_clear(lmt_result *r)
 {
     free(r->json);
     memset(r, 0, sizeof(*r));
+}
+
+void lmt_side_set(lmt_plugin *p, const char *name, const char *value)
+{
+    lm_side_put(p->inst.side, name, value);
+}
+
+char *lmt_side_value(lmt_plugin *p, const char *name)
+{
+    char *val = NULL;
+    size_t len;
+    lm_side_need_t need;
+    if (lm_side_get(p->inst.side, name, 1, &val, &len, &need) != LM_OK) {
+        if (need.fetch) /* the lookup claimed a fetch nobody will run */
+            lm_side_complete(p->inst.side, name, 0, NULL, 0, NULL, 0);
+        return NULL;
+    }
+    return val;
+}
+
+int lmt_side_fetch(lmt_plugin *p, const char *name, int status, const char *body, lmt_ureq *req,
+                   int64_t *ttl_s, lm_err *e)
+{
+    const lm_provider *vt = &p->plugin->vt;
+    lm_ureq_t u;
+    char *value = NULL;
+    int64_t ttl = 0;
+    memset(req, 0, sizeof(*req));
+    memset(e, 0, sizeof(*e));
+    if (vt->side_request == NULL || vt->side_parse == NULL)
+        return lm_error_set(e, LM_ENOTSUP, 500, "api_error", NULL,
+                            "lmt_side_fetch: the plugin has no side_request/side_parse");
+    lm_ureq_init(&u);
+    int rc = vt->side_request(p->inst.istate, name, &u, e);
+    copy_ureq(&u, req);
+    lm_ureq_free(&u);
+    if (rc < 0)
+        return rc;
+    rc = vt->side_parse(p->inst.istate, name, status, (lm_str){body, body ? strlen(body) : 0},
+                        &value, &ttl, e);
+    if (ttl_s)
+        *ttl_s = ttl;
+    if (rc >= 0 && value)
+        lm_side_complete(p->inst.side, name, 1, value, 0, NULL, 1);
+    else
+        free(value);
+    return rc;
 }

@@ -102,6 +102,10 @@ static int validate_callbacks(const lm_provider *vt, const char *path, char *err
         missing = "parse_response";
     else if ((vt->caps & LM_CAP_STREAM) && vt->parse_event == NULL)
         missing = "parse_event (caps has LM_CAP_STREAM)";
+    else if (vt->side_request != NULL && vt->side_parse == NULL)
+        missing = "side_parse (side_request is set)";
+    else if (vt->side_parse != NULL && vt->side_request == NULL)
+        missing = "side_request (side_parse is set)";
     if (missing) {
         snprintf(err, errlen, "%s: provider table lacks %s", path, missing);
         return -1;
@@ -230,6 +234,11 @@ int lm_inst_init(lm_inst_t *inst, lm_plugin_t *p, const lm_chan_conf_t *ch, cons
         return -1;
     inst->plugin = p;
     inst->chan = ch;
+    if (p->vt.side_request && (inst->side = lm_side_new()) == NULL) {
+        snprintf(err, errlen, "%s:%d: channel %s: out of memory", conf_path, ch->line, ch->name);
+        inst->plugin = NULL;
+        return -1;
+    }
     snprintf(inst->logname, sizeof(inst->logname), "[%s/%s]", ch->name, p->vt.name);
     memset(&e, 0, sizeof(e));
     const lm_plugin_t *prev = lm_plugin_enter(p);
@@ -238,6 +247,8 @@ int lm_inst_init(lm_inst_t *inst, lm_plugin_t *p, const lm_chan_conf_t *ch, cons
     if (rc < 0) {
         snprintf(err, errlen, "%s:%d: channel %s: plugin %s init failed: %s", conf_path, ch->line,
                  ch->name, p->vt.name, e.msg[0] ? e.msg : "(no message)");
+        lm_side_free(inst->side);
+        inst->side = NULL;
         inst->plugin = NULL;
         return -1;
     }
@@ -255,5 +266,6 @@ void lm_inst_fini(lm_inst_t *inst)
     }
     if (inst->plugin)
         lm_plugin_unref(inst->plugin);
+    lm_side_free(inst->side);
     memset(inst, 0, sizeof(*inst));
 }

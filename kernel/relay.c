@@ -10,6 +10,7 @@
 #include "reqcheck.h"
 #include "response.h"
 #include "server.h"
+#include "side_fetch.h"
 #include "stream.h"
 #include "upstream.h"
 
@@ -74,6 +75,12 @@ struct lm_relay_s {
     struct event *reap;
     uint64_t t_start_ms;
     lm_relay_t *next, *prev;
+    /* Side values (ABI 1.1): the attempt waits for a credential fetch. */
+    char side_name[LM_SIDE_NAME_MAX]; /* "" when not waiting */
+    uint64_t side_seq;                /* the entry's fetch count when we looked */
+    int side_waits;                   /* waits in this attempt (bounded) */
+    int side_retried;                 /* a refused credential was refreshed once */
+    lm_relay_t *side_next, *side_prev;
 };
 
 static int settle(lm_relay_t *r, int aborted, int wait);
@@ -81,6 +88,8 @@ static lm_usage billed_usage(const lm_relay_t *r);
 static void on_settled(evutil_socket_t fd, short what, void *arg);
 static void route_end(lm_relay_t *r, int outcome);
 static void reset_attempt(lm_relay_t *r);
+static int start_attempt(lm_relay_t *r);
+static int build_attempt(lm_relay_t *r);
 
 static uint64_t mono_ms(void)
 {
@@ -153,9 +162,24 @@ static void record_metrics(lm_relay_t *r)
     }
 }
 
+static void side_unlink(lm_relay_t *r)
+{
+    if (r->side_name[0] == '\0')
+        return;
+    if (r->side_prev)
+        r->side_prev->side_next = r->side_next;
+    else
+        r->w->side_waiters = r->side_next;
+    if (r->side_next)
+        r->side_next->side_prev = r->side_prev;
+    r->side_next = r->side_prev = NULL;
+    r->side_name[0] = '\0';
+}
+
 static void relay_free(lm_relay_t *r)
 {
     lm_worker_t *w = r->w;
+    side_unlink(r);
     route_end(r, LM_ROUTE_CANCEL);
     /* A stream cut short (client gone, upstream cut) is billed for what was
      * received; failures before any output bill nothing. */
@@ -517,7 +541,12 @@ size_t lm_relay_on_data(lm_relay_t *r, int status, int whole_json, const char *p
     if (r->attempt_ttft_ms < 0)
         r->attempt_ttft_ms = (int64_t)(mono_ms() - r->attempt_start_ms);
     arm_timer(r, next_timeout_ms(r));
-    if (status >= 200 && status < 300 && r->call.stream && !whole_json)
+    /* An SSE body never starts with '{': that is one JSON object (an error
+     * in a 200, as Baidu v1 sends), however it is labelled. */
+    int json_first = !r->headers_sent && !r->whole_body && n > 0 && p[0] == '{' &&
+                     r->route->inst->plugin->vt.framing == LM_FRAME_SSE;
+    if (status >= 200 && status < 300 && r->call.stream && !whole_json && !r->whole_body &&
+        !json_first)
         return on_stream_data(r, p, n);
     r->whole_body = 1;
     size_t cap = (status >= 200 && status < 300) ? LM_RESPONSE_MAX : LM_ERROR_BODY_MAX;
@@ -535,12 +564,31 @@ size_t lm_relay_on_data(lm_relay_t *r, int status, int whole_json, const char *p
     return n;
 }
 
+/* The upstream refused the credential this attempt sent and the plugin
+ * dropped it: fetch a fresh one and rebuild on the same channel, once per
+ * request (a second refusal is the client's answer). */
+static int credential_retry(lm_relay_t *r, const lm_err *e)
+{
+    if (r->side_retried || r->req == NULL)
+        return 0;
+    r->side_retried = 1;
+    lm_log(LM_LOG_INFO, "%s: channel %s refused its credential (%s); refreshing it", r->id,
+           r->route->inst->chan->name, e->code);
+    r->side_waits = 0;
+    build_attempt(r);
+    return 1;
+}
+
 static void finish_whole(lm_relay_t *r, int status, lm_str body)
 {
     char *out = NULL;
     lm_usage usage;
     lm_err e;
     int rc = lm_response_translate(r->route->inst, &r->call, status, body, &out, &usage, &e);
+    if (rc == LM_ERETRY && credential_retry(r, &e)) {
+        free(out);
+        return;
+    }
     if (rc < 0) {
         lm_log(LM_LOG_INFO, "%s: upstream %d -> %d %s", r->id, status, e.http_status, e.code);
         reply_error(r, &e);
@@ -559,8 +607,6 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
     }
     free(out);
 }
-
-static int start_attempt(lm_relay_t *r);
 
 /* The attempt is over for channel health: once per begun attempt. */
 static void route_end(lm_relay_t *r, int outcome)
@@ -631,8 +677,10 @@ static void whole_done(lm_relay_t *r)
     char *out = NULL;
     lm_usage usage;
     lm_err e;
-    lm_response_translate(r->route->inst, &r->call, status, body, &out, &usage, &e);
+    int rc = lm_response_translate(r->route->inst, &r->call, status, body, &out, &usage, &e);
     free(out);
+    if (rc == LM_ERETRY && credential_retry(r, &e))
+        return;
     lm_log(LM_LOG_INFO, "%s: upstream %d -> %d %s", r->id, status, e.http_status, e.code);
     attempt_failed(r, &e, retryable(r, 1, 0));
 }
@@ -711,6 +759,7 @@ void lm_relay_shutdown_all(lm_worker_t *w)
         }
         if (r->timer)
             evtimer_del(r->timer);
+        side_unlink(r);
         if (r->headers_sent)
             stream_end(r, &e);
         else
@@ -773,11 +822,78 @@ static void reset_attempt(lm_relay_t *r)
     r->whole_body = 0;
 }
 
+static size_t sink_data(void *arg, int status, int whole_json, const char *p, size_t n)
+{
+    return lm_relay_on_data(arg, status, whole_json, p, n);
+}
+
+static void sink_done(void *arg, int ok, int timeout, const char *why)
+{
+    lm_relay_on_done(arg, ok, timeout, why);
+}
+
+static const lm_upstream_sink_t relay_sink = {sink_data, sink_done};
+
+/* build_request asked for a side value that is not there yet: start the
+ * fetch if this request was chosen to, and park until a worker wakes us
+ * (lm_relay_side_wake). Nothing is sent and nothing is held meanwhile. */
+static int side_wait(lm_relay_t *r)
+{
+    const lm_side_need_t *need = &r->ureq.side;
+    lm_err e;
+    if (!need->wait) /* a fetch failed moments ago: its error, without another fetch */
+        return reply_error(r, &need->err);
+    if (++r->side_waits > 2)
+        return reply_err(r, 502, "api_error", "credential_unavailable",
+                         "the provider credential is still not available");
+    snprintf(r->side_name, sizeof(r->side_name), "%s", need->name);
+    r->side_seq = need->seq;
+    r->side_prev = NULL;
+    r->side_next = r->w->side_waiters;
+    if (r->side_next)
+        r->side_next->side_prev = r;
+    r->w->side_waiters = r;
+    if (need->fetch && lm_side_fetch_start(r->w, r->rt, r->route->inst, need->name, &e) < 0) {
+        side_unlink(r);
+        return reply_error(r, &e);
+    }
+    return 0;
+}
+
+void lm_relay_side_wake(lm_worker_t *w)
+{
+    lm_relay_t *r = w->side_waiters;
+    while (r) {
+        lm_relay_t *next = r->side_next;
+        lm_err e;
+        int st = lm_side_check(r->route->inst->side, r->side_name, r->side_seq, &e);
+        if (st != 0) {
+            side_unlink(r);
+            if (r->req == NULL)
+                maybe_free(r);
+            else if (st > 0)
+                build_attempt(r);
+            else
+                reply_error(r, &e);
+        }
+        r = next;
+    }
+}
+
 static int start_attempt(lm_relay_t *r)
 {
     reset_attempt(r);
     r->route = &r->cands[r->cand];
     r->attempt++;
+    r->side_waits = 0;
+    return build_attempt(r);
+}
+
+/* Translate the request for the current attempt's channel and send it.
+ * Re-entered after a side-value wait, so it starts from a clean call. */
+static int build_attempt(lm_relay_t *r)
+{
+    reset_attempt(r);
     const lm_route_t *route = r->route;
     const lm_provider *vt = &route->inst->plugin->vt;
     lm_err e;
@@ -805,9 +921,17 @@ static int start_attempt(lm_relay_t *r)
         r->call.raw_body = lm_http_body(r->req);
     memset(&e, 0, sizeof(e));
     r->call_open = 1;
+    r->ureq.inst = route->inst;
     const lm_plugin_t *prev = lm_plugin_enter(route->inst->plugin);
     int rc = vt->build_request(route->inst->istate, &r->call, r->canon, &r->ureq, &e);
     lm_plugin_leave(prev);
+    if (rc == LM_AGAIN && r->ureq.side.name[0])
+        return side_wait(r);
+    if (rc >= 0 && r->ureq.side.fetch && /* background refresh of a value near its end */
+        lm_side_fetch_start(r->w, r->rt, route->inst, r->ureq.side.name, &e) < 0)
+        lm_log(LM_LOG_WARN, "%s: background credential refresh failed to start", r->id);
+    if (rc == LM_AGAIN)
+        rc = LM_ERR; /* LM_AGAIN without a side value pending is a plugin bug */
     if (rc < 0) {
         if (e.http_status == 0)
             lm_error_set(&e, rc, 400, "invalid_request_error", NULL,
@@ -838,8 +962,8 @@ static int start_attempt(lm_relay_t *r)
     r->route_begun = route->stats != NULL;
     r->attempt_start_ms = mono_ms();
     r->attempt_ttft_ms = -1;
-    r->up = lm_upstream_start(r->w->up, &r->ureq, route->inst->chan->connect_timeout_ms, r, why,
-                              sizeof(why));
+    r->up = lm_upstream_start(r->w->up, &r->ureq, route->inst->chan->connect_timeout_ms, 0,
+                              &relay_sink, r, why, sizeof(why));
     if (r->up == NULL) {
         route_end(r, LM_ROUTE_FAIL);
         return reply_err(r, 502, "api_error", "upstream_error", why);

@@ -36,6 +36,9 @@ size_t lm_relay_on_data(lm_relay_t *r, int status, int whole_json, const char *p
  * the failure was a timeout. The pool has already released the handle. */
 void lm_relay_on_done(lm_relay_t *r, int ok, int timeout, const char *why);
 
+/* Worker thread: a side value changed; resume the relays waiting on it. */
+void lm_relay_side_wake(lm_worker_t *w);
+
 /* Drain timeout: end every live relay of the worker: an error event for a
  * started stream, 503 otherwise; upstream transfers are cancelled. */
 void lm_relay_shutdown_all(lm_worker_t *w);

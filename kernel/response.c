@@ -13,6 +13,8 @@ static int map_error(lm_inst_t *inst, lm_call *call, int status, lm_str body, lm
     const lm_plugin_t *prev = lm_plugin_enter(inst->plugin);
     int mapped = vt->map_error ? vt->map_error(inst->istate, call, status, body, e) : LM_DECLINED;
     lm_plugin_leave(prev);
+    if (mapped == LM_ERETRY && e->http_status != 0)
+        return LM_ERETRY; /* a refused credential: the host refreshes it once */
     if (mapped != LM_OK || e->http_status == 0)
         lm_error_map_default(status, body, e);
     return LM_EUPSTREAM;

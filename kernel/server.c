@@ -11,6 +11,7 @@
 #include "lua_host.h"
 #include "metrics.h"
 #include "relay.h"
+#include "side_fetch.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -448,6 +449,23 @@ static void worker_init(evhtp_t *htp, evthr_t *thr, void *arg)
         s->threads[w->index] = thr;
 }
 
+/* Runs on a worker thread (evthr_defer): a side value it may wait on was
+ * fetched (or failed) by some worker. */
+static void worker_side_wake(evthr_t *thr, void *cmd_arg, void *shared)
+{
+    (void)cmd_arg;
+    (void)shared;
+    lm_worker_t *w = evthr_get_aux(thr);
+    if (w && w->side_waiters)
+        lm_relay_side_wake(w);
+}
+
+void lm_server_side_wake(lm_server_t *s)
+{
+    for (int i = 0; i < LM_MAX_WORKERS && s->threads[i]; i++)
+        evthr_defer(s->threads[i], worker_side_wake, NULL);
+}
+
 static void worker_exit(evhtp_t *htp, evthr_t *thr, void *arg)
 {
     lm_worker_t *w = evthr_get_aux(thr);
@@ -459,6 +477,7 @@ static void worker_exit(evhtp_t *htp, evthr_t *thr, void *arg)
      * here, then every relay is released without the loop. */
     while (w->conns)
         evhtp_connection_free(((conn_node_t *)w->conns)->conn);
+    lm_side_fetch_cancel_all(w);
     lm_relay_free_all(w);
     lm_lua_vm_release(w->vm);
     lm_upstream_pool_free(w->up);

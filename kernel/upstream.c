@@ -1,7 +1,7 @@
 #include "upstream.h"
 
 #include "log.h"
-#include "relay.h"
+#include "relay.h" /* LM_UP_PAUSE */
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -25,7 +25,8 @@ struct lm_upstream_s {
     lm_upstream_pool_t *pool;
     CURL *easy;
     struct curl_slist *headers;
-    lm_relay_t *relay;
+    const lm_upstream_sink_t *sink;
+    void *arg;
     int status;
     int whole_json;  /* the upstream answered application/json, not a stream */
     int in_callback; /* inside a curl callback: cancel must wait */
@@ -49,14 +50,15 @@ void lm_upstream_global_cleanup(void)
 
 static void finish_transfer(lm_upstream_t *t, CURLcode res)
 {
-    lm_relay_t *relay = t->relay;
+    const lm_upstream_sink_t *sink = t->sink;
+    void *arg = t->arg;
     char why[CURL_ERROR_SIZE + 64];
     int ok = res == CURLE_OK;
     int timeout = res == CURLE_OPERATION_TIMEDOUT;
 
     snprintf(why, sizeof(why), "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(res));
     lm_upstream_cancel(t); /* release the handle before the relay runs */
-    lm_relay_on_done(relay, ok, timeout, why);
+    sink->on_done(arg, ok, timeout, why);
 }
 
 static void check_multi_info(lm_upstream_pool_t *pool)
@@ -180,7 +182,7 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *userdata)
         t->whole_json = ctype && strncasecmp(ctype, "application/json", 16) == 0;
     }
     t->in_callback = 1;
-    size_t rc = lm_relay_on_data(t->relay, t->status, t->whole_json, p, n);
+    size_t rc = t->sink->on_data(t->arg, t->status, t->whole_json, p, n);
     t->in_callback = 0;
     if (rc == LM_UP_PAUSE)
         return CURL_WRITEFUNC_PAUSE;
@@ -210,7 +212,8 @@ static int set_headers(lm_upstream_t *t, const lm_ureq_t *u)
 }
 
 lm_upstream_t *lm_upstream_start(lm_upstream_pool_t *pool, const lm_ureq_t *u,
-                                 int connect_timeout_ms, lm_relay_t *relay, char *err,
+                                 int connect_timeout_ms, int total_timeout_ms,
+                                 const lm_upstream_sink_t *sink, void *arg, char *err,
                                  size_t errlen)
 {
     lm_upstream_t *t = calloc(1, sizeof(*t));
@@ -219,7 +222,8 @@ lm_upstream_t *lm_upstream_start(lm_upstream_pool_t *pool, const lm_ureq_t *u,
         return NULL;
     }
     t->pool = pool;
-    t->relay = relay;
+    t->sink = sink;
+    t->arg = arg;
     /* The only easy-handle factory in the tree. Handles are reused (after
      * curl_easy_reset) to save their allocations on every request. */
     t->easy = pool->nidle > 0 ? pool->idle[--pool->nidle] : curl_easy_init();
@@ -236,6 +240,8 @@ lm_upstream_t *lm_upstream_start(lm_upstream_pool_t *pool, const lm_ureq_t *u,
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms);
+    if (total_timeout_ms > 0)
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)total_timeout_ms);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);

@@ -26,5 +26,7 @@ typedef struct lm_worker_s {
     void *conns;                   /* open client connections (server.c) */
     uint64_t rng;                  /* selection randomness (xorshift state, worker only) */
     struct lm_lua_vm_s *vm;        /* Lua state of the newest generation seen (one reference) */
+    struct lm_side_fetch_s *side_fetches; /* side-value fetches this worker runs */
+    struct lm_relay_s *side_waiters;      /* relays waiting for a side value */
 } lm_worker_t;
 #endif

@@ -71,4 +71,20 @@ void lmt_stream(lmt_plugin *p, const char *body, size_t len, size_t split, lmt_r
 
 void lmt_result_clear(lmt_result *r);
 
+/*
+ * Side values (ABI 1.1). The kit keeps the channel's side cache exactly as
+ * the kernel does: lmt_build returns LM_AGAIN while build_request waits for
+ * a value, and side_invalidate drops it here too.
+ *   lmt_side_set: store `value` for `name` (lifetime unlimited).
+ *   lmt_side_value: the cached value, or NULL (copy; free() it).
+ *   lmt_side_fetch: run side_request (what it built goes to *req) and then
+ *     side_parse on (status, body); a value it returns is cached. Returns
+ *     side_parse's (or side_request's) return code, with e filled on error,
+ *     and the lifetime it declared in *ttl_s (may be NULL).
+ */
+void lmt_side_set(lmt_plugin *p, const char *name, const char *value);
+char *lmt_side_value(lmt_plugin *p, const char *name);
+int lmt_side_fetch(lmt_plugin *p, const char *name, int status, const char *body, lmt_ureq *req,
+                   int64_t *ttl_s, lm_err *e);
+
 #endif

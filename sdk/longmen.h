@@ -50,7 +50,7 @@ extern "C" {
 #endif
 
 #define LM_ABI_MAJOR 1
-#define LM_ABI_MINOR 0
+#define LM_ABI_MINOR 1
 
 #if defined(__GNUC__)
 #define LM_EXPORT       __attribute__((visibility("default")))
@@ -89,7 +89,12 @@ enum {
     LM_ENOMEM = -2,
     LM_EINVAL = -3,    /* the client request cannot be translated (400) */
     LM_EUPSTREAM = -4, /* the upstream answered with an error */
-    LM_ENOTSUP = -5    /* operation not supported by this provider */
+    LM_ENOTSUP = -5,   /* operation not supported by this provider */
+    /* 1.1: parse_response/map_error refused a side value (an expired OAuth
+     * token) and invalidated it with side_invalidate: the host fetches a
+     * fresh value and rebuilds this attempt, once. A second refusal counts
+     * as LM_EUPSTREAM. e must be filled like LM_EUPSTREAM. */
+    LM_ERETRY = -6
 };
 
 /*
@@ -243,6 +248,29 @@ typedef struct lm_host_api {
     int (*ureq_local_response)(lm_ureq *u, int status, lm_str body);
 
     /* minor >= 1: append below this line, never above. */
+
+    /* ---- 1.1: side values (credentials fetched over HTTP) ----
+     * A provider whose requests need a value obtained by another HTTP call
+     * (Baidu's OAuth access token, a signed session) names it and lets the
+     * host fetch, cache and share it: plugins never do I/O.
+     *
+     * side_get (only inside build_request): the cached value of `name` for
+     * this channel. Returns LM_OK with *out set (borrowed until build_request
+     * returns: copy it), or LM_AGAIN when there is no usable value yet. The
+     * plugin then returns LM_AGAIN from build_request; the host fetches the
+     * value with lm_provider.side_request/side_parse (one fetch per channel
+     * and name, shared by every request and worker waiting on it; no worker
+     * blocks) and calls build_request again. A value past 90% of its life
+     * is still returned while a fresh one is fetched in the background.
+     * A failed fetch fails the waiting requests with the error side_parse
+     * gave. `name` is [a-z0-9_], at most 31 bytes.
+     *
+     * side_invalidate (any callback): the upstream refused `used`, the value
+     * this request sent. If it is still the cached value it is dropped, so
+     * the next side_get fetches again; a value already refreshed by another
+     * request is kept. Thread-safe. */
+    int (*side_get)(lm_ureq *u, const char *name, lm_str *out);
+    void (*side_invalidate)(void *ictx, const char *name, lm_str used);
 } lm_host_api;
 
 #define LM_HOST_HAS(h, fn)                                                                         \
@@ -304,6 +332,19 @@ typedef struct lm_provider {
     void (*req_close)(void *istate, lm_call *c);
 
     /* minor >= 1: append below this line, never above. */
+
+    /* ---- 1.1: side values (see lm_host_api.side_get) ----
+     * side_request: describe the HTTP call that obtains `name`, through
+     * host->ureq_* as in build_request (no ureq_local_response). Worker
+     * thread; istate is shared, so only read it.
+     * side_parse: read the answer (any status). On success set *value to
+     * memory from host->alloc (the host frees it) and *ttl_s to its lifetime
+     * in seconds (0: until invalidated). On failure fill e (the status and
+     * message every waiting client gets; never a secret) and return < 0.
+     * Both are required when build_request can return LM_AGAIN. */
+    int (*side_request)(void *istate, const char *name, lm_ureq *u, lm_err *e);
+    int (*side_parse)(void *istate, const char *name, int status, lm_str body, char **value,
+                      int64_t *ttl_s, lm_err *e);
 } lm_provider;
 
 /* The one exported symbol. Returns static data; must not allocate. */

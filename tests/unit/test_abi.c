@@ -1,5 +1,5 @@
 /* ABI stability: every released field keeps its offset and size
- * (tests/abi/abi-1.0.txt), and a plugin built against the frozen 1.0
+ * (tests/abi/abi-<major>.<minor>.txt for each release), and a plugin built against the frozen 1.0
  * header loads and works in this kernel. */
 #include "lmtest.h"
 #include "t.h"
@@ -66,6 +66,8 @@ static const field_t fields[] = {
     F(lm_host_api, emit_delta),
     F(lm_host_api, emit_usage),
     F(lm_host_api, ureq_local_response),
+    F(lm_host_api, side_get),
+    F(lm_host_api, side_invalidate),
     F(lm_provider, hdr),
     F(lm_provider, name),
     F(lm_provider, version),
@@ -81,6 +83,8 @@ static const field_t fields[] = {
     F(lm_provider, parse_event),
     F(lm_provider, map_error),
     F(lm_provider, req_close),
+    F(lm_provider, side_request),
+    F(lm_provider, side_parse),
 };
 
 static const field_t *find(const char *type, const char *field)
@@ -93,10 +97,11 @@ static const field_t *find(const char *type, const char *field)
 
 static void test_offsets(const char *path)
 {
-    char line[256], type[64], field[64];
+    char line[256], type[64], field[64], name[128];
     int n = 0;
     FILE *f = fopen(path, "r");
-    T_BEGIN("abi_released_offsets_unchanged");
+    snprintf(name, sizeof(name), "abi_released_offsets_unchanged %s", path);
+    T_BEGIN(name);
     T_CHECK(f != NULL, "cannot open %s", path);
     while (f && fgets(line, sizeof(line), f)) {
         size_t off, size;
@@ -149,6 +154,7 @@ int main(int argc, char **argv)
         return 0;
     }
     test_offsets("tests/abi/abi-1.0.txt");
+    test_offsets("tests/abi/abi-1.1.txt");
     test_frozen_plugin();
     T_EXIT();
 }
