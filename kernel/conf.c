@@ -282,9 +282,13 @@ static int chan_directive(parser_t *ps, char **w, int nw)
             return fail(ps, "%s needs an amount >= 0 such as 2.5", w[0]);
         return 0;
     }
-    /* Anything else belongs to the plugin; checked against its cfg_keys. */
-    if (nw != 2)
+    /* Anything else belongs to the plugin; checked against its cfg_keys.
+     * A secret may list several values: requests rotate over them. */
+    int secret_name = strstr(w[0], "key") || strstr(w[0], "secret") || strstr(w[0], "token");
+    if (nw != 2 && !(secret_name && nw > 2))
         return fail(ps, "%s takes one value (quote values with spaces)", w[0]);
+    if (nw > 2 && ch->nkeys > 1)
+        return fail(ps, "only one setting per channel may list several keys (%s)", w[0]);
     if (lm_conf_chan_kv(ch, w[0]))
         return fail(ps, "%s is set twice in channel %s", w[0], ch->name);
     lm_kv_t *nk = realloc(ch->kv, (ch->nkv + 1) * sizeof(*nk));
@@ -297,9 +301,21 @@ static int chan_directive(parser_t *ps, char **w, int nw)
         return -1;
     kv->key = strdup(w[0]);
     kv->line = ps->line;
-    if (strstr(kv->key, "key") || strstr(kv->key, "secret") || strstr(kv->key, "token"))
+    if (secret_name)
         kv->secret = 1;
     ch->nkv++;
+    if (nw > 2) {
+        kv->alts = calloc((size_t)nw - 2, sizeof(char *));
+        if (kv->alts == NULL)
+            return fail(ps, "out of memory");
+        for (int i = 2; i < nw; i++) {
+            int env;
+            if (resolve_value(ps, w[i], &kv->alts[kv->nalts], &env) < 0)
+                return -1;
+            kv->nalts++;
+        }
+        ch->nkeys = (size_t)nw - 1;
+    }
     return 0;
 }
 
@@ -325,6 +341,7 @@ static int open_channel(parser_t *ps, char **w, int nw)
     ps->chan->request_timeout_ms = 600000;
     ps->chan->weight = 1;
     ps->chan->max_inflight = 1024;
+    ps->chan->nkeys = 1;
     return 0;
 }
 
@@ -398,6 +415,37 @@ static int close_channel(parser_t *ps)
     return 0;
 }
 
+static int strategy_known(const char *s)
+{
+    const char *ok[] = {"weighted", "round_robin", "least_inflight", "lowest_latency",
+                        "lowest_cost"};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        if (!strcmp(s, ok[i]))
+            return 1;
+    return 0;
+}
+
+/* route_strategy S model-glob...: a strategy for one group of models. */
+static int model_strategies(parser_t *ps, char **w, int nw)
+{
+    lm_conf_t *c = ps->conf;
+    if (!strategy_known(w[1]))
+        return fail(ps, "route_strategy must be weighted, round_robin, least_inflight, "
+                        "lowest_latency or lowest_cost");
+    lm_model_strategy_t *n =
+        realloc(c->model_strategies, (c->nmodel_strategies + (size_t)nw - 2) * sizeof(*n));
+    if (n == NULL)
+        return fail(ps, "out of memory");
+    c->model_strategies = n;
+    for (int i = 2; i < nw; i++) {
+        lm_model_strategy_t *m = &c->model_strategies[c->nmodel_strategies];
+        m->pattern = strdup(w[i]);
+        m->strategy = strdup(w[1]);
+        c->nmodel_strategies++;
+    }
+    return 0;
+}
+
 static int top_directive(parser_t *ps, char **w, int nw)
 {
     lm_conf_t *c = ps->conf;
@@ -424,6 +472,8 @@ static int top_directive(parser_t *ps, char **w, int nw)
     }
     if (!strcmp(d, "key"))
         return directive_key(ps, w, nw);
+    if (!strcmp(d, "route_strategy") && nw > 2)
+        return model_strategies(ps, w, nw);
     if (nw != 2)
         return fail(ps, "%s takes exactly one value", d);
     if (!strcmp(d, "listen"))
@@ -454,12 +504,7 @@ static int top_directive(parser_t *ps, char **w, int nw)
         return 0;
     }
     if (!strcmp(d, "route_strategy")) {
-        const char *ok[] = {"weighted", "round_robin", "least_inflight", "lowest_latency",
-                            "lowest_cost"};
-        int found = 0;
-        for (size_t i = 0; i < 5; i++)
-            found |= !strcmp(w[1], ok[i]);
-        if (!found)
+        if (!strategy_known(w[1]))
             return fail(ps, "route_strategy must be weighted, round_robin, least_inflight, "
                             "lowest_latency or lowest_cost");
         free(c->route_strategy);
@@ -624,14 +669,16 @@ int lm_conf_load(const char *path, lm_conf_t **out, char *err, size_t errlen)
 void lm_conf_scrub(const lm_chan_conf_t *ch, char *text)
 {
     for (size_t i = 0; ch && i < ch->nkv; i++) {
-        const char *secret = ch->kv[i].val;
-        size_t n = secret ? strlen(secret) : 0;
-        if (!ch->kv[i].secret || n < 4)
+        if (!ch->kv[i].secret)
             continue;
-        char *hit;
-        while ((hit = strstr(text, secret)) != NULL) {
-            memcpy(hit, "***", 3);
-            memmove(hit + 3, hit + n, strlen(hit + n) + 1);
+        for (size_t k = 0; k <= ch->kv[i].nalts; k++) {
+            const char *secret = k == 0 ? ch->kv[i].val : ch->kv[i].alts[k - 1];
+            size_t n = secret ? strlen(secret) : 0;
+            char *hit;
+            while (n >= 4 && (hit = strstr(text, secret)) != NULL) {
+                memcpy(hit, "***", 3);
+                memmove(hit + 3, hit + n, strlen(hit + n) + 1);
+            }
         }
     }
 }
@@ -657,6 +704,11 @@ void lm_conf_free(lm_conf_t *c)
         for (size_t j = 0; j < ch->nkv; j++) {
             if (ch->kv[j].val)
                 memset(ch->kv[j].val, 0, strlen(ch->kv[j].val));
+            for (size_t k = 0; k < ch->kv[j].nalts; k++) {
+                memset(ch->kv[j].alts[k], 0, strlen(ch->kv[j].alts[k]));
+                free(ch->kv[j].alts[k]);
+            }
+            free(ch->kv[j].alts);
             free(ch->kv[j].key);
             free(ch->kv[j].val);
         }
@@ -689,5 +741,10 @@ void lm_conf_free(lm_conf_t *c)
     free(c->pid_file);
     free(c->data_dir);
     free(c->route_strategy);
+    for (size_t i = 0; i < c->nmodel_strategies; i++) {
+        free(c->model_strategies[i].pattern);
+        free(c->model_strategies[i].strategy);
+    }
+    free(c->model_strategies);
     free(c);
 }

@@ -15,7 +15,9 @@ typedef struct lm_kv_s {
     char *key;
     char *val; /* resolved: env:NAME already read */
     int line;
-    int secret; /* came from env: or names a key/secret: never logged */
+    int secret;  /* came from env: or names a key/secret: never logged */
+    char **alts; /* further values of a rotating secret (api_key env:A env:B), resolved */
+    size_t nalts;
 } lm_kv_t;
 
 typedef struct lm_model_s {
@@ -33,6 +35,7 @@ typedef struct lm_chan_conf_s {
     size_t nmodels;
     lm_kv_t *kv; /* plugin-specific settings */
     size_t nkv;
+    size_t nkeys; /* values of its rotating secret (1 when none rotates) */
     int connect_timeout_ms;
     int first_byte_timeout_ms;
     int idle_timeout_ms;
@@ -44,6 +47,12 @@ typedef struct lm_chan_conf_s {
      * 2.5 money units per 1M prompt tokens), per_request per attempt. */
     int64_t price_input, price_output, price_cached_input, price_per_request;
 } lm_chan_conf_t;
+
+/* route_strategy with model patterns: that strategy for those models. */
+typedef struct lm_model_strategy_s {
+    char *pattern; /* fnmatch pattern on the requested (client) model */
+    char *strategy;
+} lm_model_strategy_t;
 
 /* A Lua policy script (scripts/README.md). Runs in declaration order. */
 typedef struct lm_script_conf_s {
@@ -91,6 +100,8 @@ typedef struct lm_conf_s {
     uint64_t lua_memory;       /* per Lua state; 0 = host default (16 MiB) */
     char *route_strategy;      /* weighted (default), round_robin, least_inflight, lowest_latency,
                                   lowest_cost */
+    lm_model_strategy_t *model_strategies; /* route_strategy S glob...: first match wins */
+    size_t nmodel_strategies;
 } lm_conf_t;
 
 /* Parse `text` (len bytes) named `path` for messages. On error returns -1

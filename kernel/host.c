@@ -365,6 +365,8 @@ static void h_free(void *p)
 static const char *cfg_lookup(lm_inst_t *inst, const char *key)
 {
     const lm_kv_t *kv = inst && inst->chan ? lm_conf_chan_kv(inst->chan, key) : NULL;
+    if (kv && inst->key_index > 0 && (size_t)inst->key_index <= kv->nalts)
+        return kv->alts[inst->key_index - 1];
     if (kv)
         return kv->val;
     const lm_cfg_key *k = inst && inst->plugin ? inst->plugin->vt.cfg_keys : NULL;

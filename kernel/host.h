@@ -10,6 +10,8 @@
 #include "conf.h"
 #include "side.h"
 
+#include <stdatomic.h>
+
 struct lm_plugin_s;
 
 /* One plugin instance = one channel (the ictx plugins get). */
@@ -20,6 +22,12 @@ typedef struct lm_inst_s {
     int inited;
     char logname[96];
     lm_side_t *side; /* side values (ABI 1.1), shared by every worker; owned */
+    /* Key rotation: instance k of a channel whose secret lists several
+     * values sees value k; the first instance owns the others. */
+    int key_index;
+    struct lm_inst_s *alts; /* keys 1..nalts (owned), or NULL */
+    size_t nalts;
+    atomic_uint rr; /* next key to use */
 } lm_inst_t;
 
 struct lm_ureq {

@@ -224,12 +224,13 @@ static int check_cfg_keys(const lm_plugin_t *p, const lm_chan_conf_t *ch, const 
     return 0;
 }
 
-int lm_inst_init(lm_inst_t *inst, lm_plugin_t *p, const lm_chan_conf_t *ch, const char *conf_path,
-                 char *err, size_t errlen)
+static int inst_init_at(lm_inst_t *inst, lm_plugin_t *p, const lm_chan_conf_t *ch, int key_index,
+                        const char *conf_path, char *err, size_t errlen)
 {
     lm_err e;
 
     memset(inst, 0, sizeof(*inst));
+    inst->key_index = key_index;
     if (check_cfg_keys(p, ch, conf_path, err, errlen) < 0)
         return -1;
     inst->plugin = p;
@@ -257,8 +258,49 @@ int lm_inst_init(lm_inst_t *inst, lm_plugin_t *p, const lm_chan_conf_t *ch, cons
     return 0;
 }
 
+int lm_inst_init(lm_inst_t *inst, lm_plugin_t *p, const lm_chan_conf_t *ch, const char *conf_path,
+                 char *err, size_t errlen)
+{
+    return inst_init_at(inst, p, ch, 0, conf_path, err, errlen);
+}
+
+int lm_inst_init_keys(lm_inst_t *inst, lm_plugin_t *p, const lm_chan_conf_t *ch,
+                      const char *conf_path, char *err, size_t errlen)
+{
+    if (lm_inst_init(inst, p, ch, conf_path, err, errlen) < 0)
+        return -1;
+    if (ch->nkeys < 2)
+        return 0;
+    inst->alts = calloc(ch->nkeys - 1, sizeof(*inst->alts));
+    if (inst->alts == NULL) {
+        snprintf(err, errlen, "%s:%d: channel %s: out of memory", conf_path, ch->line, ch->name);
+        lm_inst_fini(inst);
+        return -1;
+    }
+    for (size_t k = 1; k < ch->nkeys; k++) {
+        if (inst_init_at(&inst->alts[k - 1], p, ch, (int)k, conf_path, err, errlen) < 0) {
+            lm_inst_fini(inst);
+            return -1;
+        }
+        inst->nalts++;
+    }
+    return 0;
+}
+
+lm_inst_t *lm_inst_pick(lm_inst_t *inst)
+{
+    if (inst->nalts == 0)
+        return inst;
+    unsigned k =
+        atomic_fetch_add_explicit(&inst->rr, 1, memory_order_relaxed) % (unsigned)(inst->nalts + 1);
+    return k == 0 ? inst : &inst->alts[k - 1];
+}
+
 void lm_inst_fini(lm_inst_t *inst)
 {
+    for (size_t k = 0; k < inst->nalts; k++)
+        lm_inst_fini(&inst->alts[k]);
+    free(inst->alts);
     if (inst->inited && inst->plugin->vt.fini) {
         const lm_plugin_t *prev = lm_plugin_enter(inst->plugin);
         inst->plugin->vt.fini(inst->istate);

@@ -50,6 +50,11 @@ static inline void lm_plugin_leave(const lm_plugin_t *prev)
 /* Check the channel's settings against the plugin's cfg_keys, then call
  * init. On failure returns -1 with "file:line: ..." in err. inst is
  * caller-owned storage; on success it holds a plugin reference. */
+/* A channel whose secret lists several values gets one instance per value
+ * (lm_inst_init_keys): lm_inst_pick rotates over them per request. */
+int lm_inst_init_keys(lm_inst_t *inst, lm_plugin_t *p, const lm_chan_conf_t *ch,
+                      const char *conf_path, char *err, size_t errlen);
+lm_inst_t *lm_inst_pick(lm_inst_t *inst);
 int lm_inst_init(lm_inst_t *inst, lm_plugin_t *p, const lm_chan_conf_t *ch, const char *conf_path,
                  char *err, size_t errlen);
 /* fini + drop the plugin reference. Control thread. */

@@ -80,6 +80,7 @@ struct lm_relay_s {
     uint64_t side_seq;                /* the entry's fetch count when we looked */
     int side_waits;                   /* waits in this attempt (bounded) */
     int side_retried;                 /* a refused credential was refreshed once */
+    int64_t up_retry_after;           /* the attempt's Retry-After in seconds (-1: none) */
     lm_relay_t *side_next, *side_prev;
 };
 
@@ -257,6 +258,7 @@ static lm_relay_t *relay_new(lm_http_req_t *req, lm_worker_t *w, int op)
     r->req = req;
     r->op = op;
     r->usage = (lm_usage)LM_USAGE_UNKNOWN;
+    r->up_retry_after = -1;
     r->t_start_ms = mono_ms();
     r->reap = event_new(w->base, -1, 0, on_reap, r);
     if (r->reap == NULL) {
@@ -564,6 +566,20 @@ size_t lm_relay_on_data(lm_relay_t *r, int status, int whole_json, const char *p
     return n;
 }
 
+#define LM_RETRY_AFTER_MAX_S 600 /* longer holds are the provider's mistake */
+
+/* A 429/503 with Retry-After keeps this channel x model out of rotation
+ * for that long; the client that gets the error is told the same. */
+static void honour_retry_after(lm_relay_t *r)
+{
+    if (r->up_retry_after < 0 || (r->status != 429 && r->status != 503) || r->route->stats == NULL)
+        return;
+    int64_t s = r->up_retry_after < LM_RETRY_AFTER_MAX_S ? r->up_retry_after : LM_RETRY_AFTER_MAX_S;
+    lm_route_hold(r->route->stats, (int64_t)mono_ms() + s * 1000);
+    lm_log(LM_LOG_INFO, "channel %s model %s: upstream asked to retry after %llds; held",
+           r->route->inst->chan->name, r->route->model, (long long)s);
+}
+
 /* The upstream refused the credential this attempt sent and the plugin
  * dropped it: fetch a fresh one and rebuild on the same channel, once per
  * request (a second refusal is the client's answer). */
@@ -663,6 +679,11 @@ static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry)
         start_attempt(r);
         return;
     }
+    if (r->up_retry_after >= 0 && r->req && (e->http_status == 429 || e->http_status == 503)) {
+        char v[32];
+        snprintf(v, sizeof(v), "%lld", (long long)r->up_retry_after);
+        lm_http_add_header(r->req, "Retry-After", v);
+    }
     reply_error(r, e);
 }
 
@@ -681,6 +702,7 @@ static void whole_done(lm_relay_t *r)
     free(out);
     if (rc == LM_ERETRY && credential_retry(r, &e))
         return;
+    honour_retry_after(r);
     lm_log(LM_LOG_INFO, "%s: upstream %d -> %d %s", r->id, status, e.http_status, e.code);
     attempt_failed(r, &e, retryable(r, 1, 0));
 }
@@ -820,6 +842,7 @@ static void reset_attempt(lm_relay_t *r)
     lm_buf_reset(&r->body);
     r->status = 0;
     r->whole_body = 0;
+    r->up_retry_after = -1;
 }
 
 static size_t sink_data(void *arg, int status, int whole_json, const char *p, size_t n)
@@ -832,7 +855,12 @@ static void sink_done(void *arg, int ok, int timeout, const char *why)
     lm_relay_on_done(arg, ok, timeout, why);
 }
 
-static const lm_upstream_sink_t relay_sink = {sink_data, sink_done};
+static void sink_retry_after(void *arg, int64_t seconds)
+{
+    ((lm_relay_t *)arg)->up_retry_after = seconds;
+}
+
+static const lm_upstream_sink_t relay_sink = {sink_data, sink_done, sink_retry_after};
 
 /* build_request asked for a side value that is not there yet: start the
  * fetch if this request was chosen to, and park until a worker wakes us
@@ -994,8 +1022,9 @@ static void order_candidates(lm_relay_t *r, const char *model)
     }
     if (r->w->rng == 0)
         r->w->rng = (mono_ms() << 8) ^ (uint64_t)(r->w->index + 1) * 0x9e3779b97f4a7c15ull;
-    size_t n = lm_route_select(c, r->ncands, r->rt->strategy, primary ? primary->group : NULL,
-                               lm_route_rand_xorshift, &r->w->rng, (int64_t)mono_ms(), order);
+    size_t n =
+        lm_route_select(c, r->ncands, lm_rt_strategy(r->rt, model), primary ? primary->group : NULL,
+                        lm_route_rand_xorshift, &r->w->rng, (int64_t)mono_ms(), order);
     memcpy(copy, r->cands, r->ncands * sizeof(copy[0]));
     for (size_t i = 0; i < n; i++)
         r->cands[i] = copy[order[i]];
@@ -1023,6 +1052,26 @@ static int admit(lm_relay_t *r, const char *model)
     }
     reply_error(r, &e);
     return -1;
+}
+
+/* Every channel for the model asked us (Retry-After) to wait: say so
+ * without sending the provider a request it will refuse. */
+static int all_held(lm_relay_t *r)
+{
+    int64_t now = (int64_t)mono_ms(), least = -1;
+    for (size_t i = 0; i < r->ncands; i++) {
+        int64_t left = r->cands[i].stats ? lm_route_hold_left(r->cands[i].stats, now) : 0;
+        if (left == 0)
+            return 0;
+        if (least < 0 || left < least)
+            least = left;
+    }
+    char v[32];
+    snprintf(v, sizeof(v), "%lld", (long long)((least + 999) / 1000));
+    lm_http_add_header(r->req, "Retry-After", v);
+    reply_err(r, 429, "rate_limit_error", "upstream_rate_limited",
+              "the provider asked to retry later; see Retry-After");
+    return 1;
 }
 
 /* Scripts see the request first (on_request may reject or rewrite it,
@@ -1053,6 +1102,8 @@ static int route_request(lm_relay_t *r)
         return reply_error(r, &e);
     }
     order_candidates(r, model);
+    if (all_held(r))
+        return 0;
     long n = lm_rlua_route(r->lua, r->cands, r->ncands, &e);
     if (n < 0)
         return reply_error(r, &e);

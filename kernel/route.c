@@ -386,9 +386,35 @@ static int classify_health(lm_route_stats_t *s, int64_t now, int *probe_left, sl
         out = 1;
         sl->until = s->state == LM_ROUTE_EJECTED ? s->ejected_until : now;
     }
+    if (now < s->hold_until) { /* Retry-After: out even when otherwise healthy */
+        if (sl->probe) {
+            sl->probe = 0;
+            s->probe_claimed = 0;
+            *probe_left = 1;
+        }
+        if (!out || sl->until < s->hold_until)
+            sl->until = s->hold_until;
+        out = 1;
+    }
     sl->key = s->ewma_ttft_ms >= 0 ? s->ewma_ttft_ms : s->ewma_latency_ms;
     pthread_mutex_unlock(&s->mu);
     return out;
+}
+
+void lm_route_hold(lm_route_stats_t *s, int64_t until_ms)
+{
+    pthread_mutex_lock(&s->mu);
+    if (until_ms > s->hold_until)
+        s->hold_until = until_ms;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int64_t lm_route_hold_left(lm_route_stats_t *s, int64_t now_ms)
+{
+    pthread_mutex_lock(&s->mu);
+    int64_t left = s->hold_until > now_ms ? s->hold_until - now_ms : 0;
+    pthread_mutex_unlock(&s->mu);
+    return left;
 }
 
 static double strategy_key(const lm_route_cand_t *c, lm_route_strategy_t st, double latency)

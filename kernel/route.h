@@ -114,6 +114,7 @@ typedef struct lm_route_stats_s {
     int probe_claimed;     /* HALF_OPEN: a selection handed out the probe */
     int probe_started;     /* HALF_OPEN: an attempt began; its end decides */
     int64_t probe_claimed_at;
+    int64_t hold_until; /* ms: the upstream said Retry-After; no traffic before */
     struct {
         int64_t epoch; /* now / bucket width when last written */
         int ok, fail;
@@ -141,6 +142,12 @@ lm_route_event_t lm_route_end(lm_route_stats_t *s, int64_t now_ms, int outcome, 
 /* Whether the pair would get normal traffic now (closed, or half-open with
  * no probe out). Any thread; a snapshot. */
 int lm_route_healthy(lm_route_stats_t *s, int64_t now_ms);
+
+/* The upstream answered 429/503 with Retry-After: keep traffic away from
+ * the pair until until_ms (it sorts with the ejected ones). Any thread. */
+void lm_route_hold(lm_route_stats_t *s, int64_t until_ms);
+/* Milliseconds left on such a hold (0: none). Any thread. */
+int64_t lm_route_hold_left(lm_route_stats_t *s, int64_t now_ms);
 
 /* A consistent copy of the state, for metrics, the admin API and logs. */
 typedef struct lm_route_snap_s {

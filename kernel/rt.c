@@ -111,7 +111,7 @@ size_t lm_rt_candidates(const lm_rt_t *rt, const char *model, lm_route_t *out, s
                 lm_route_stats_t *st = rt->cstats ? rt->cstats[rt->coff[i] + j] : NULL;
                 /* a glob without a=b sends the requested name upstream */
                 const char *up = m->pattern && !m->mapped ? model : m->upstream;
-                out[n++] = (lm_route_t){m->name, up, &rt->insts[i], st, NULL};
+                out[n++] = (lm_route_t){m->name, up, lm_inst_pick(&rt->insts[i]), st, NULL};
                 break;
             }
         }
@@ -203,7 +203,7 @@ lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, lm_lua
             continue;
         }
         lm_inst_t *inst = &rt->insts[rt->ninsts];
-        if (lm_inst_init(inst, p, ch, conf->path, err, errlen) < 0) {
+        if (lm_inst_init_keys(inst, p, ch, conf->path, err, errlen) < 0) {
             if (strict)
                 goto fail;
             lm_log(LM_LOG_ERROR, "%s; channel disabled", err);
@@ -268,6 +268,18 @@ void lm_rt_free(lm_rt_t *rt)
     lm_lua_gen_release(rt->lua);
     lm_conf_free(rt->conf);
     free(rt);
+}
+
+lm_route_strategy_t lm_rt_strategy(const lm_rt_t *rt, const char *model)
+{
+    const lm_conf_t *c = rt->conf;
+    for (size_t i = 0; i < c->nmodel_strategies; i++) {
+        lm_route_strategy_t st;
+        if (fnmatch(c->model_strategies[i].pattern, model, 0) == 0 &&
+            lm_route_strategy_parse(c->model_strategies[i].strategy, &st) == 0)
+            return st;
+    }
+    return rt->strategy;
 }
 
 /* Exact names first; then the first glob that matches. */

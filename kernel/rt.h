@@ -63,6 +63,9 @@ void lm_rt_free(lm_rt_t *rt);
 /* Reference counting (any thread). A new runtime has one reference. */
 void lm_rt_ref(lm_rt_t *rt);
 void lm_rt_unref(lm_rt_t *rt);
+/* The routing strategy for a client model name: the first route_strategy
+ * whose patterns match it, else the global one. */
+lm_route_strategy_t lm_rt_strategy(const lm_rt_t *rt, const char *model);
 /* The route for a client model name, or NULL. */
 const lm_route_t *lm_rt_route(const lm_rt_t *rt, const char *model);
 #endif

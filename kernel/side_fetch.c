@@ -105,7 +105,7 @@ static void on_done(void *arg, int ok, int timeout, const char *why)
     fetch_end(f, 1, value, ttl > 0 ? ttl : 0, NULL);
 }
 
-static const lm_upstream_sink_t side_sink = {on_data, on_done};
+static const lm_upstream_sink_t side_sink = {on_data, on_done, NULL};
 
 int lm_side_fetch_start(lm_worker_t *w, lm_rt_t *rt, lm_inst_t *inst, const char *name, lm_err *e)
 {

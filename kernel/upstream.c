@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define LM_IDLE_EASY_MAX 64
 
@@ -189,6 +190,33 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *userdata)
     return rc;
 }
 
+/* Only Retry-After is read (delta-seconds or an HTTP date). */
+static size_t header_cb(char *p, size_t size, size_t nmemb, void *userdata)
+{
+    lm_upstream_t *t = userdata;
+    size_t n = size * nmemb;
+    if (n > 12 && strncasecmp(p, "Retry-After:", 12) == 0 && t->sink->on_retry_after) {
+        char v[64];
+        size_t i = 12, k = 0;
+        while (i < n && (p[i] == ' ' || p[i] == '\t'))
+            i++;
+        while (i < n && p[i] != '\r' && p[i] != '\n' && k + 1 < sizeof(v))
+            v[k++] = p[i++];
+        v[k] = '\0';
+        char *end;
+        long long secs = strtoll(v, &end, 10);
+        if (end == v || *end) {
+            time_t when = curl_getdate(v, NULL);
+            secs = when < 0 ? -1 : (long long)(when - time(NULL));
+            if (when >= 0 && secs < 0)
+                secs = 0;
+        }
+        if (secs >= 0)
+            t->sink->on_retry_after(t->arg, secs);
+    }
+    return n;
+}
+
 static int set_headers(lm_upstream_t *t, const lm_ureq_t *u)
 {
     for (size_t i = 0; i < u->nheaders; i++) {
@@ -236,6 +264,8 @@ lm_upstream_t *lm_upstream_start(lm_upstream_pool_t *pool, const lm_ureq_t *u,
     curl_easy_setopt(e, CURLOPT_PRIVATE, t);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);

@@ -25,6 +25,8 @@ void lm_upstream_pool_free(lm_upstream_pool_t *pool);
 typedef struct lm_upstream_sink_s {
     size_t (*on_data)(void *arg, int status, int whole_json, const char *p, size_t n);
     void (*on_done)(void *arg, int ok, int timeout, const char *why);
+    /* Optional: the response carried Retry-After (seconds from now, >= 0). */
+    void (*on_retry_after)(void *arg, int64_t seconds);
 } lm_upstream_sink_t;
 
 /* Start a transfer for `u` delivering to sink(arg). Returns the transfer

@@ -34,6 +34,27 @@ for n in ("a", "b", "c"):
     mock.routes["/%s/chat/completions" % n] = upstream(n)
 mock.routes["/bad/chat/completions"] = upstream("bad", status=500)
 mock.routes["/slow/chat/completions"] = upstream("slow", delay=1.0)
+seen_keys = []
+
+
+def keyed(h, b):
+    with lock:
+        seen_keys.append(h.headers.get("Authorization", ""))
+    upstream("keyed")(h, b)
+
+
+mock.routes["/keyed/chat/completions"] = keyed
+limited = {"retry_after": "2"}
+
+
+def rate_limited(h, b):
+    with lock:
+        hits["limited"] = hits.get("limited", 0) + 1
+    json_reply(h, 429, {"error": {"message": "slow down", "type": "rate_limit"}},
+               headers={"Retry-After": limited["retry_after"]})
+
+
+mock.routes["/limited/chat/completions"] = rate_limited
 
 
 def channels(spec):
@@ -173,5 +194,67 @@ def trickle(h, b):
         pass
 
 
-run([test_weights_and_tiers, test_wildcard_models_and_request_timeout, test_round_robin_exact, test_ft7_outlier_ejected_nothing_lost,
+def test_several_keys_rotate():
+    keys = ["sk-rot-AAAA-1111", "sk-rot-BBBB-2222", "sk-rot-CCCC-3333"]
+    env = {"LMT_ROT%d" % i: k for i, k in enumerate(keys)}
+    gw = Gateway(channels=channels([("k", "keyed", "rot",
+                                     " api_key env:LMT_ROT0 env:LMT_ROT1 env:LMT_ROT2\n")]), env=env)
+    try:
+        del seen_keys[:]
+        for _ in range(9):
+            check(ask(gw, "rot")[0] == 200, "status")
+        got = [k[len("Bearer "):] for k in seen_keys]
+        check(all(got.count(k) == 3 for k in keys), "each key 3 times: %s" % got)
+        check(all(got[i] != got[i + 1] for i in range(8)), "rotates: %s" % got)
+        log = gw.logtext()
+        check(not any(k in log for k in keys), "a key is in the log")
+    finally:
+        gw.stop()
+
+
+def test_retry_after_respected():
+    limited["retry_after"] = "2"
+    hits.clear()
+    gw = Gateway(channels=channels([("lim", "limited", "ra", ""), ("b", "b", "ra", " priority 1\n")]))
+    try:
+        st, who, hdrs = ask(gw, "ra")
+        check(st == 200 and who == "b", "fallback from the 429: %s %s" % (st, who))
+        check("attempts=2" in hdrs.get("X-Longmen-Route", ""), hdrs)
+        st, who, hdrs = ask(gw, "ra")
+        check(st == 200 and who == "b" and "attempts=1" in hdrs.get("X-Longmen-Route", ""),
+              "held channel skipped: %s %s" % (who, hdrs))
+        check(hits.get("limited") == 1, "the limited upstream was asked again: %s" % hits)
+        time.sleep(2.2)
+        ask(gw, "ra")
+        check(hits.get("limited") == 2, "tried again after Retry-After: %s" % hits)
+    finally:
+        gw.stop()
+    limited["retry_after"] = "3"
+    hits.clear()
+    gw = Gateway(channels=channels([("lim", "limited", "only", "")]))
+    try:
+        st, js, raw, hdrs = gw.chat({"model": "only", "messages": [{"role": "user", "content": "x"}]})
+        check(st == 429 and hdrs.get("Retry-After") == "3", "passed on: %s %s" % (st, hdrs))
+        st, js, raw, hdrs = gw.chat({"model": "only", "messages": [{"role": "user", "content": "x"}]})
+        check(st == 429 and js["error"]["code"] == "upstream_rate_limited", "held: %s %s" % (st, js))
+        check(0 < int(hdrs.get("Retry-After", "0")) <= 3, "remaining: %s" % hdrs)
+        check(hits.get("limited") == 1, "not sent while held: %s" % hits)
+    finally:
+        gw.stop()
+
+
+def test_strategy_per_model_group():
+    gw = Gateway(extra="route_strategy weighted\nroute_strategy round_robin rr-*\n",
+                 channels=channels([("a", "a", "rr-x w2", ""), ("b", "b", "rr-x w2", " weight 1000\n")]))
+    try:
+        seq = [ask(gw, "rr-x")[1] for _ in range(20)]
+        check(seq.count("a") == 10 and seq.count("b") == 10, "round robin for rr-*: %s" % seq)
+        got = [ask(gw, "w2")[1] for _ in range(40)]
+        check(got.count("b") >= 36, "weighted elsewhere: %s" % got)
+    finally:
+        gw.stop()
+
+
+run([test_several_keys_rotate, test_retry_after_respected, test_strategy_per_model_group,
+     test_weights_and_tiers, test_wildcard_models_and_request_timeout, test_round_robin_exact, test_ft7_outlier_ejected_nothing_lost,
      test_ft8_concurrency_cap_fast_503])

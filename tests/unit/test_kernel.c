@@ -70,6 +70,10 @@ static void test_conf(void)
         {"key k sha256:zz\n", "t.conf:1: sha256: needs 64 hex digits"},
         {"channel x {\n connect_timeout 0\n}\n", "t.conf:2: connect_timeout needs a positive"},
         {"listen \"a b\"c\n", "t.conf:1: text right after a closing quote"},
+        {"channel x {\n base_url a b\n}\n", "t.conf:2: base_url takes one value"},
+        {"channel x {\n api_key a b\n secret c d\n}\n",
+         "t.conf:3: only one setting per channel may list several keys"},
+        {"route_strategy fastest gpt-*\n", "t.conf:1: route_strategy must be"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         c = parse(bad[i][0], err, sizeof(err));
@@ -81,6 +85,34 @@ static void test_conf(void)
     T_CHECK(lm_conf_parse("t.conf", nul, sizeof(nul) - 1, &c, err, sizeof(err)) < 0 &&
                 strstr(err, "NUL"),
             "NUL byte: %s", err);
+    T_END();
+}
+
+static void test_conf_rotation_and_strategies(void)
+{
+    char err[256];
+    T_BEGIN("conf_rotating_keys_and_model_strategies");
+    lm_conf_t *c = parse("route_strategy round_robin chat-* gpt-4o\n"
+                         "channel x {\n plugin p\n models a\n api_key k1 k2 k3\n}\n",
+                         err, sizeof(err));
+    T_CHECK(c != NULL, "parse: %s", err);
+    if (c) {
+        const lm_kv_t *kv = lm_conf_chan_kv(&c->chans[0], "api_key");
+        T_CHECK(c->chans[0].nkeys == 3 && kv && kv->secret && kv->nalts == 2 &&
+                    !strcmp(kv->val, "k1") && !strcmp(kv->alts[1], "k3"),
+                "three keys");
+        T_CHECK(c->nmodel_strategies == 2 && !strcmp(c->model_strategies[1].pattern, "gpt-4o") &&
+                    !strcmp(c->model_strategies[0].strategy, "round_robin"),
+                "strategy per pattern");
+        lm_conf_free(c);
+    }
+    c = parse("channel x {\n plugin p\n models a\n api_key sk-AAAA sk-BBBB\n}\n", err, sizeof(err));
+    if (c) {
+        char text[] = "refused sk-BBBB, sk-AAAA";
+        lm_conf_scrub(&c->chans[0], text);
+        T_STREQ(text, "refused ***, ***");
+        lm_conf_free(c);
+    }
     T_END();
 }
 
@@ -206,6 +238,7 @@ static void test_digest(void)
 int main(void)
 {
     test_conf();
+    test_conf_rotation_and_strategies();
     test_usage();
     test_errors();
     test_reqcheck();
