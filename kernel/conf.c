@@ -511,6 +511,14 @@ static int top_directive(parser_t *ps, char **w, int nw)
         c->route_strategy = strdup(w[1]);
         return 0;
     }
+    if (!strcmp(d, "max_inflight")) {
+        char *end;
+        long v = strtol(w[1], &end, 10);
+        if (*end || v < 1 || v > 10000000)
+            return fail(ps, "max_inflight must be a whole number >= 1");
+        c->max_inflight = v;
+        return 0;
+    }
     if (!strcmp(d, "auth_fail_limit")) {
         char *end;
         long v = strtol(w[1], &end, 10);
@@ -569,6 +577,7 @@ static lm_conf_t *conf_new(const char *path)
     c->log_level = LM_LOG_INFO;
     c->stream_high_water = 256 * 1024;
     c->auth_fail_limit = 20;
+    c->max_inflight = 10000;
     return c;
 }
 

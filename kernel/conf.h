@@ -84,6 +84,7 @@ typedef struct lm_conf_s {
     char *pid_file;      /* written at start, read by longmen -s; NULL = none */
     char *data_dir;      /* SQLite store (keys, ledger, admin); NULL = no store */
     int supervise;       /* run under a restarting supervisor process (PL-1) */
+    long max_inflight;   /* requests in flight process-wide before 503 overloaded; 10000 */
     int auth_fail_limit; /* failed authentications per address and minute before 429 (AU-4); 20, 0 =
                             off */
     int drain_timeout_ms;

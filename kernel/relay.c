@@ -81,6 +81,7 @@ struct lm_relay_s {
     int side_waits;                   /* waits in this attempt (bounded) */
     int side_retried;                 /* a refused credential was refreshed once */
     int64_t up_retry_after;           /* the attempt's Retry-After in seconds (-1: none) */
+    int overload;                     /* over the process-wide in-flight cap when it came */
     lm_relay_t *side_next, *side_prev;
 };
 
@@ -274,7 +275,7 @@ static lm_relay_t *relay_new(lm_http_req_t *req, lm_worker_t *w, int op)
     if (w->inflight)
         w->inflight->prev = r;
     w->inflight = r;
-    lm_server_inflight_add(w->srv, 1);
+    r->overload = lm_server_inflight_add(w->srv, 1) > r->rt->conf->max_inflight;
     lm_http_bind_relay(req, r);
     return r;
 }
@@ -1137,6 +1138,11 @@ static int handle(lm_relay_t *r, int method_ok)
     if (!method_ok)
         return reply_err(r, 405, "invalid_request_error", "method_not_allowed",
                          "method not allowed for this path");
+    if (r->overload) { /* shed load at once rather than queue it (overload policy) */
+        lm_http_add_header(req, "Retry-After", "1");
+        return reply_err(r, 503, "api_error", "overloaded",
+                         "the gateway is at its in-flight request limit; retry shortly");
+    }
     lm_authguard_t *guard = lm_server_authguard(r->w->srv);
     int64_t wait = lm_authguard_blocked(guard, lm_http_peer(req), (int64_t)mono_ms());
     if (wait > 0) {

@@ -59,9 +59,9 @@ struct lm_server_s {
     struct timespec stop_at; /* when the first stop signal arrived */
 };
 
-void lm_server_inflight_add(lm_server_t *s, int delta)
+long lm_server_inflight_add(lm_server_t *s, int delta)
 {
-    atomic_fetch_add(&s->inflight, delta);
+    return atomic_fetch_add(&s->inflight, delta) + delta;
 }
 
 lm_authguard_t *lm_server_authguard(lm_server_t *s)

@@ -35,7 +35,8 @@ void lm_server_reload(lm_server_t *s);
  * with lm_rt_unref. */
 lm_rt_t *lm_server_acquire_rt(lm_server_t *s);
 /* In-flight relay accounting (any thread). */
-void lm_server_inflight_add(lm_server_t *s, int delta);
+/* Requests in flight, process-wide; returns the new count. */
+long lm_server_inflight_add(lm_server_t *s, int delta);
 /* Any thread: tell every worker a side value changed (its waiters go on). */
 void lm_server_side_wake(lm_server_t *s);
 /* 1 once SIGTERM/SIGINT started the drain (any thread). */

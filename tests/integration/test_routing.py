@@ -255,6 +255,31 @@ def test_strategy_per_model_group():
         gw.stop()
 
 
-run([test_several_keys_rotate, test_retry_after_respected, test_strategy_per_model_group,
+def test_global_inflight_cap_sheds_load():
+    gw = Gateway(extra="max_inflight 2\n", channels=channels([("s", "slow", "gslow", "")]))
+    try:
+        out = []
+
+        def one():
+            t0 = time.time()
+            st, js, raw, hdrs = gw.chat({"model": "gslow", "messages": [{"role": "user", "content": "x"}]})
+            out.append((st, time.time() - t0, js, hdrs))
+        ts = [threading.Thread(target=one) for _ in range(2)]
+        for t in ts:
+            t.start()
+        time.sleep(0.3)  # both are upstream now
+        one()
+        for t in ts:
+            t.join(10)
+        shed = [o for o in out if o[0] == 503]
+        check(len(shed) == 1 and shed[0][1] < 0.5, "one fast 503: %s" % [(o[0], round(o[1], 2)) for o in out])
+        check(shed[0][2]["error"]["code"] == "overloaded" and shed[0][3].get("Retry-After") == "1", shed[0])
+        check(sum(1 for o in out if o[0] == 200) == 2, "the two in flight finish")
+        check(ask(gw, "gslow")[0] == 200, "capacity is back")
+    finally:
+        gw.stop()
+
+
+run([test_global_inflight_cap_sheds_load, test_several_keys_rotate, test_retry_after_respected, test_strategy_per_model_group,
      test_weights_and_tiers, test_wildcard_models_and_request_timeout, test_round_robin_exact, test_ft7_outlier_ejected_nothing_lost,
      test_ft8_concurrency_cap_fast_503])
