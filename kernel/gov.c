@@ -111,6 +111,19 @@ int lm_gov_settle(lm_gov_t *g, int64_t cost, const lm_usage_row_t *row, const lm
     return 0;
 }
 
+void lm_gov_record_attempt(lm_gov_t *g, const lm_usage_row_t *row)
+{
+    if (g->store == NULL)
+        return;
+    lm_usage_row_t copy = *row;
+    copy.cost = 0;
+    copy.key_id = g->key ? g->key->id : 0;
+    int rc = lm_store_usage_submit(g->store, &copy, NULL);
+    if (rc != LM_STORE_OK)
+        lm_log(LM_LOG_WARN, "%s: attempt %lld row not queued (%s)", row->request_id,
+               (long long)row->attempt, lm_store_strerror(rc));
+}
+
 void lm_gov_end(lm_gov_t *g, int64_t actual_tokens)
 {
     if (g->res)

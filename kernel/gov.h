@@ -43,4 +43,7 @@ int64_t lm_gov_cost(const lm_chan_conf_t *ch, const lm_usage *u);
 int lm_gov_settle(lm_gov_t *g, int64_t cost, const lm_usage_row_t *row, const lm_store_cb_t *cb);
 /* The request ended: release what is still held. */
 void lm_gov_end(lm_gov_t *g, int64_t actual_tokens);
+/* A ledger row for an attempt that failed before any output (cost 0, the
+ * quota hold stays open for the next attempt). No-op without a store. */
+void lm_gov_record_attempt(lm_gov_t *g, const lm_usage_row_t *row);
 #endif

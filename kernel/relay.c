@@ -90,6 +90,7 @@ static lm_usage billed_usage(const lm_relay_t *r);
 static void on_settled(evutil_socket_t fd, short what, void *arg);
 static void route_end(lm_relay_t *r, int outcome);
 static void reset_attempt(lm_relay_t *r);
+static void record_failed_attempt(lm_relay_t *r, int status);
 static int start_attempt(lm_relay_t *r);
 static int build_attempt(lm_relay_t *r);
 
@@ -591,6 +592,8 @@ static int credential_retry(lm_relay_t *r, const lm_err *e)
     r->side_retried = 1;
     lm_log(LM_LOG_INFO, "%s: channel %s refused its credential (%s); refreshing it", r->id,
            r->route->inst->chan->name, e->code);
+    record_failed_attempt(r, e->http_status);
+    r->attempt++;
     r->side_waits = 0;
     build_attempt(r);
     return 1;
@@ -660,10 +663,27 @@ static int retryable(const lm_relay_t *r, int ok, int timeout)
     return r->status == 429 || r->status >= 500;
 }
 
+/* Every upstream attempt has a ledger row (linked by the request id); a
+ * failed one costs nothing and its status says why. */
+static void record_failed_attempt(lm_relay_t *r, int status)
+{
+    lm_usage_row_t row = {.request_id = r->id,
+                          .attempt = r->attempt,
+                          .channel = r->route->inst->chan->name,
+                          .model_asked = r->client_model,
+                          .model_served = r->upstream_model,
+                          .latency_ms = (int64_t)(mono_ms() - r->attempt_start_ms),
+                          .ttft_ms = -1,
+                          .status = r->status ? r->status : status,
+                          .client_aborted = r->req == NULL};
+    lm_gov_record_attempt(&r->gov, &row);
+}
+
 /* The attempt failed before the client saw a byte: map the error, let the
  * scripts look at it, and try the next candidate when allowed. */
 static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry)
 {
+    record_failed_attempt(r, e->http_status);
     lm_metrics_std_t *m = lm_server_metrics(r->w->srv);
     if (m) {
         const char *labels[] = {r->route->model, r->route->inst->chan->name,

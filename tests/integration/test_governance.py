@@ -45,6 +45,7 @@ def slow_stream(h, b):
 
 mock.routes["/v1/chat/completions"] = answer
 mock.routes["/slow/chat/completions"] = slow_stream
+mock.routes["/bad/chat/completions"] = lambda h, b: json_reply(h, 500, {"error": {"message": "down"}})
 
 
 class Env:
@@ -68,7 +69,22 @@ channel slow {
     price_input 1
     price_output 1
 }
-""" % (mock.url, mock.url))
+channel badf {
+    plugin openai
+    base_url %s/bad
+    models f dead
+    price_input 1
+    price_output 1
+}
+channel goodf {
+    plugin openai
+    base_url %s/v1
+    models f
+    priority 1
+    price_input 1
+    price_output 1
+}
+""" % (mock.url, mock.url, mock.url, mock.url))
         m = TOKEN_RE.search(self.gw.logtext())
         check(m or data_dir, "admin token printed")
         self.token = m.group(1) if m else None
@@ -280,6 +296,32 @@ def test_db1_kill9_no_lost_or_duplicate_rows():
         env2.gw.stop()
 
 
-run([test_virtual_key_on_the_data_plane, test_db1_kill9_no_lost_or_duplicate_rows, test_qb1_parallel_quota_exact, test_rate_limit_429_retry_after,
+def test_qb7_every_attempt_has_a_row_only_the_answer_is_billed():
+    env = Env()
+    try:
+        k = env.new_key(quota="1")
+        st, js, raw, hdrs = env.gw.chat({"model": "f", "messages": [{"role": "user", "content": "x"}]},
+                                        key=secret_of(k))
+        check(st == 200 and "attempts=2" in hdrs.get("X-Longmen-Route", ""), "fallback: %s %s" % (st, hdrs))
+        rid = hdrs.get("X-Request-Id")
+        st2, js2, raw2, hdrs2 = env.gw.chat({"model": "dead", "messages": [{"role": "user", "content": "x"}]},
+                                            key=secret_of(k))
+        check(st2 == 502, "all failed: %s" % raw2)
+        rid2 = hdrs2.get("X-Request-Id")
+        time.sleep(0.3)
+        with env.db() as db:
+            rows = db.execute("select attempt, channel, status, cost from usage where request_id = ? "
+                              "order by attempt", (rid,)).fetchall()
+            failed = db.execute("select attempt, channel, status, cost from usage where request_id = ?",
+                                (rid2,)).fetchall()
+            used = db.execute("select used from keys where id = ?", (k["id"],)).fetchone()[0]
+        check(rows == [(1, "badf", 500, 0), (2, "goodf", 200, 1010)], "rows %s" % rows)
+        check(failed == [(1, "badf", 500, 0)], "failed request row %s" % failed)
+        check(used == 1010, "only the answer is billed: used %s" % used)
+    finally:
+        env.gw.stop()
+
+
+run([test_qb7_every_attempt_has_a_row_only_the_answer_is_billed, test_virtual_key_on_the_data_plane, test_db1_kill9_no_lost_or_duplicate_rows, test_qb1_parallel_quota_exact, test_rate_limit_429_retry_after,
      test_stream_row_committed_before_done_and_usage, test_aborted_stream_billed_for_what_was_received,
      test_usage_via_admin_api])
