@@ -187,6 +187,38 @@ void lmt_stream(lmt_plugin *p, const char *body, size_t len, size_t split, lmt_r
     lm_stream_free(&s);
 }
 
+static void stream_once(lmt_plugin *p, const char *canon, const char *body, size_t split,
+                        lmt_result *r)
+{
+    lmt_ureq u;
+    lm_err e;
+    lmt_build(p, LM_OP_CHAT, canon, &u, &e);
+    lmt_ureq_clear(&u);
+    lmt_stream(p, body, strlen(body), split, r);
+}
+
+static int same_result(const lmt_result *a, const lmt_result *b)
+{
+    return strcmp(a->json, b->json) == 0 && a->rc == b->rc && a->done == b->done &&
+           memcmp(&a->usage, &b->usage, sizeof(a->usage)) == 0 &&
+           a->err.http_status == b->err.http_status && strcmp(a->err.code, b->err.code) == 0 &&
+           strcmp(a->err.type, b->err.type) == 0 && strcmp(a->err.msg, b->err.msg) == 0;
+}
+
+size_t lmt_stream_every_split(lmt_plugin *p, const char *canon, const char *body, lmt_result *ref)
+{
+    size_t len = strlen(body), bad = 0;
+    stream_once(p, canon, body, 0, ref);
+    for (size_t s = 1; s <= len && bad == 0; s++) {
+        lmt_result r;
+        stream_once(p, canon, body, s, &r);
+        if (!same_result(&r, ref))
+            bad = s;
+        lmt_result_clear(&r);
+    }
+    return bad;
+}
+
 void lmt_result_clear(lmt_result *r)
 {
     free(r->json);

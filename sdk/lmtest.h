@@ -71,6 +71,13 @@ void lmt_stream(lmt_plugin *p, const char *body, size_t len, size_t split, lmt_r
 
 void lmt_result_clear(lmt_result *r);
 
+/* The split-invariance check every plugin test wants: build `canon` and
+ * stream `body` (NUL-terminated) whole into *ref, then again, freshly built,
+ * at every split size 1..len. Returns the first split whose result (json,
+ * rc, done, usage, error) differs from *ref, or 0 when all agree. Clear
+ * *ref with lmt_result_clear. */
+size_t lmt_stream_every_split(lmt_plugin *p, const char *canon, const char *body, lmt_result *ref);
+
 /*
  * Side values (ABI 1.1). The kit keeps the channel's side cache exactly as
  * the kernel does: lmt_build returns LM_AGAIN while build_request waits for

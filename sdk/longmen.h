@@ -376,6 +376,20 @@ static inline int lm_err_set(lm_err *e, int rc, int status, const char *type, co
     return rc;
 }
 
+/* The OpenAI error type for an upstream HTTP status, for error maps. */
+static inline const char *lm_err_type_for_status(int status)
+{
+    if (status == 401)
+        return "authentication_error";
+    if (status == 403)
+        return "permission_error";
+    if (status == 429)
+        return "rate_limit_error";
+    if (status >= 500)
+        return "api_error";
+    return "invalid_request_error";
+}
+
 static inline lm_str lm_cstr(const char *s)
 {
     lm_str r = {s, s ? strlen(s) : 0};

@@ -282,19 +282,6 @@ static int eb1_status_for_code(json_int_t c)
     }
 }
 
-static const char *eb1_type_for_status(int st)
-{
-    if (st == 401)
-        return "authentication_error";
-    if (st == 403)
-        return "permission_error";
-    if (st == 429)
-        return "rate_limit_error";
-    if (st >= 500)
-        return "api_error";
-    return "invalid_request_error";
-}
-
 /* 110 (invalid token) and 111 (expired token) are the refusals a fresh token
  * cures. 13/14 are IAM/credential failures of the key pair itself: a new
  * token from the same pair would be refused again, so they are not retried. */
@@ -343,8 +330,8 @@ static json_int_t eb1_fill_error(const eb1_inst *in, const eb1_req *rs, const js
     } else {
         return 0;
     }
-    lm_err_set(e, LM_EUPSTREAM, st, eb1_nonempty(type) ? type : eb1_type_for_status(st), cp, "%s",
-               eb1_nonempty(msg) ? msg : "ERNIE (Qianfan v1) returned an error");
+    lm_err_set(e, LM_EUPSTREAM, st, eb1_nonempty(type) ? type : lm_err_type_for_status(st), cp,
+               "%s", eb1_nonempty(msg) ? msg : "ERNIE (Qianfan v1) returned an error");
     eb1_scrub(in, rs, e->msg);
     eb1_scrub(in, rs, e->code);
     return ret;

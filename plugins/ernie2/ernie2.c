@@ -98,19 +98,6 @@ static void eb_scrub(const eb_inst *in, char *msg)
     }
 }
 
-static const char *eb_type_for_status(int st)
-{
-    if (st == 401)
-        return "authentication_error";
-    if (st == 403)
-        return "permission_error";
-    if (st == 429)
-        return "rate_limit_error";
-    if (st >= 500)
-        return "api_error";
-    return "invalid_request_error";
-}
-
 /* Qianfan v1-style numeric error_code -> HTTP status (providers.md 2, translation notes). */
 static int eb_status_for_v1code(json_int_t c)
 {
@@ -177,7 +164,7 @@ static int eb_fill_error(const eb_inst *in, const json_t *j, int status, lm_err 
         return 0;
     }
     if (!eb_nonempty(type))
-        type = eb_type_for_status(status);
+        type = lm_err_type_for_status(status);
     lm_err_set(e, LM_EUPSTREAM, status, type, code, "%s",
                msg ? msg : (code ? code : "upstream error"));
     eb_scrub(in, e->msg);

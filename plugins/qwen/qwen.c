@@ -112,19 +112,6 @@ static void qw_scrub(const qw_inst *in, char *msg)
     }
 }
 
-static const char *qw_type_for_status(int st)
-{
-    if (st == 401)
-        return "authentication_error";
-    if (st == 403)
-        return "permission_error";
-    if (st == 429)
-        return "rate_limit_error";
-    if (st >= 500)
-        return "api_error";
-    return "invalid_request_error";
-}
-
 /* DashScope error code -> HTTP status, or dflt when unknown. */
 static int qw_status_for_code(const char *code, int dflt)
 {
@@ -191,7 +178,7 @@ static int qw_fill_error(const qw_inst *in, const json_t *j, int status, lm_err 
         status = 400;
         code = "content_filter";
     }
-    lm_err_set(e, LM_EUPSTREAM, status, qw_type_for_status(status), code, "%s",
+    lm_err_set(e, LM_EUPSTREAM, status, lm_err_type_for_status(status), code, "%s",
                msg ? msg : (code ? code : "upstream error"));
     qw_scrub(in, e->msg);
     return 1;

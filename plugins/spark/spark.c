@@ -93,19 +93,6 @@ static void sp_scrub(const sp_inst *in, char *msg)
     }
 }
 
-static const char *sp_type_for_status(int st)
-{
-    if (st == 401)
-        return "authentication_error";
-    if (st == 403)
-        return "permission_error";
-    if (st == 429)
-        return "rate_limit_error";
-    if (st >= 500)
-        return "api_error";
-    return "invalid_request_error";
-}
-
 static int sp_is_filter_code(json_int_t c)
 {
     return c == 10013 || c == 10014 || c == 10019;
@@ -170,7 +157,7 @@ static int sp_fill_error(const sp_inst *in, const json_t *j, int status, lm_err 
         return 0;
     }
     if (!sp_nonempty(type))
-        type = sp_type_for_status(status);
+        type = lm_err_type_for_status(status);
     lm_err_set(e, LM_EUPSTREAM, status, type, code, "%s",
                msg ? msg : (code ? code : "upstream error"));
     sp_scrub(in, e->msg);

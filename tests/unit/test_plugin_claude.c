@@ -124,36 +124,12 @@ static int same_json(const char *a, const char *b)
     return r;
 }
 
-static int usage_eq(const lm_usage *a, const lm_usage *b)
-{
-    return a->prompt == b->prompt && a->completion == b->completion && a->total == b->total &&
-           a->cached == b->cached && a->reasoning == b->reasoning;
-}
-
 /* Run `body` at split 0 (into *first) and at every split 1..len; each run
  * builds `canon` first. Every run must give the identical result. */
 static void stream_all(lmt_plugin *p, const char *canon, const char *body, lmt_result *first)
 {
-    size_t len = strlen(body);
-    lmt_ureq u;
-    lm_err e;
-    lmt_result r;
-    lmt_build(p, LM_OP_CHAT, canon, &u, &e);
-    lmt_ureq_clear(&u);
-    lmt_stream(p, body, len, 0, first);
-    for (size_t split = 1; split <= len; split++) {
-        lmt_build(p, LM_OP_CHAT, canon, &u, &e);
-        lmt_ureq_clear(&u);
-        lmt_stream(p, body, len, split, &r);
-        int same = r.rc == first->rc && r.done == first->done && strcmp(r.json, first->json) == 0 &&
-                   usage_eq(&r.usage, &first->usage) &&
-                   r.err.http_status == first->err.http_status &&
-                   strcmp(r.err.msg, first->err.msg) == 0;
-        T_CHECK(same, "split %zu differs from split 0: %s vs %s", split, r.json, first->json);
-        lmt_result_clear(&r);
-        if (!same)
-            break;
-    }
+    size_t bad = lmt_stream_every_split(p, canon, body, first);
+    T_CHECK(bad == 0, "split %zu differs from split 0", bad);
 }
 
 static json_t *body_of(const lmt_ureq *u)

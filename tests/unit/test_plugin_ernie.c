@@ -136,26 +136,6 @@ static void stream_once(lmt_plugin *p, const char *canon, const char *body, size
     lmt_stream(p, body, strlen(body), split, r);
 }
 
-/* The stream at split 0 into *ref, then at every split 1..len; returns the
- * first split whose result differs (0 when all are identical). */
-static size_t stream_every_split(lmt_plugin *p, const char *canon, const char *body,
-                                 lmt_result *ref)
-{
-    size_t len = strlen(body), s, bad = 0;
-    stream_once(p, canon, body, 0, ref);
-    for (s = 1; s <= len && bad == 0; s++) {
-        lmt_result r;
-        stream_once(p, canon, body, s, &r);
-        if (strcmp(r.json, ref->json) != 0 || r.rc != ref->rc || r.done != ref->done ||
-            memcmp(&r.usage, &ref->usage, sizeof r.usage) != 0 ||
-            r.err.http_status != ref->err.http_status || strcmp(r.err.code, ref->err.code) != 0 ||
-            strcmp(r.err.type, ref->err.type) != 0)
-            bad = s;
-        lmt_result_clear(&r);
-    }
-    return bad;
-}
-
 typedef struct {
     char content[512];
     char args[512];
@@ -521,7 +501,7 @@ static void test_golden(lmt_plugin *p)
     T_END();
 
     T_BEGIN("ernie_g2_stream_every_split");
-    bad = stream_every_split(p, G2, G2_STREAM, &r);
+    bad = lmt_stream_every_split(p, G2, G2_STREAM, &r);
     T_CHECK(bad == 0, "split %zu gives a different result", bad);
     T_CHECK(r.rc == LM_DONE && r.done, "rc %d done %d (%s)", r.rc, r.done, r.err.msg);
     summarize(r.json, &s);
@@ -961,7 +941,7 @@ static void test_streams(lmt_plugin *p)
         const char *body = EV("\"sentence_id\":0,\"is_end\":false,\"result\":\"Hi\",\"usage\":{"
                               "\"prompt_tokens\":12,\"completion_tokens\":1,\"total_tokens\":13}")
             EV("\"sentence_id\":1,\"is_end\":false,\"result\":\" there\"");
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(!r.done && r.rc != LM_DONE, "no LM_DONE (rc %d)", r.rc);
         summarize(r.json, &s);
@@ -979,7 +959,7 @@ static void test_streams(lmt_plugin *p)
                                                                        "{\"error_code\":336100,"
                                                                        "\"error_msg\":\"server "
                                                                        "high load\"}\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 503, "rc %d status %d", r.rc,
                 r.err.http_status);
@@ -995,7 +975,7 @@ static void test_streams(lmt_plugin *p)
     {
         const char *body =
             "data: {\"error_code\":18,\"error_msg\":\"Open api qps request limit reached\"}\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 429, "rc %d", r.rc);
         T_STREQ(r.err.code, "18");
@@ -1023,7 +1003,7 @@ static void test_streams(lmt_plugin *p)
                "\"function_call\",\"function_call\":{\"name\":\"get_weather\",\"thoughts\":\"t\","
                "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"},\"usage\":{\"prompt_tokens\":30,"
                "\"completion_tokens\":10,\"total_tokens\":40}");
-        bad = stream_every_split(p, G3S, body, &r);
+        bad = lmt_stream_every_split(p, G3S, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d (%s)", r.rc, r.err.msg);
         summarize(r.json, &s);
@@ -1051,7 +1031,7 @@ static void test_streams(lmt_plugin *p)
             {EV("\"is_end\":true,\"result\":\"ab\""), "stop"},
             {NULL, NULL}};
         for (int i = 0; cases[i][0]; i++) {
-            bad = stream_every_split(p, G2, cases[i][0], &r);
+            bad = lmt_stream_every_split(p, G2, cases[i][0], &r);
             T_CHECK(bad == 0, "case %d: split %zu differs", i, bad);
             T_CHECK(r.rc == LM_DONE, "case %d: rc %d", i, r.rc);
             summarize(r.json, &s);
@@ -1067,12 +1047,12 @@ static void test_streams(lmt_plugin *p)
         const char *crlf = "data: {\"result\":\"a\",\"is_end\":false}\r\n\r\n"
                            "data: {\"result\":\"b\",\"is_end\":true}\r\n\r\n";
         const char *broken = EV("\"is_end\":false,\"result\":\"a\"") "data: {\"result\":\n\n";
-        bad = stream_every_split(p, G2, crlf, &r);
+        bad = lmt_stream_every_split(p, G2, crlf, &r);
         T_CHECK(bad == 0 && r.rc == LM_DONE, "crlf: split %zu rc %d", bad, r.rc);
         summarize(r.json, &s);
         T_STREQ(s.content, "ab");
         lmt_result_clear(&r);
-        bad = stream_every_split(p, G2, broken, &r);
+        bad = lmt_stream_every_split(p, G2, broken, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "malformed: rc %d status %d",
                 r.rc, r.err.http_status);

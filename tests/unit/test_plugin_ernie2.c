@@ -85,37 +85,6 @@ static json_t *jparse(const char *s)
     return s ? json_loads(s, 0, NULL) : NULL;
 }
 
-/* Build `canon` (a fresh call), then feed `body` in pieces of `split` bytes. */
-static void stream_once(lmt_plugin *p, const char *canon, const char *body, size_t split,
-                        lmt_result *r)
-{
-    lmt_ureq u;
-    lm_err e;
-    lmt_build(p, LM_OP_CHAT, canon, &u, &e);
-    lmt_ureq_clear(&u);
-    lmt_stream(p, body, strlen(body), split, r);
-}
-
-/* Run the stream at split 0 into *ref, then at every split 1..len; return the
- * first split whose result differs (0 when all are identical). */
-static size_t stream_every_split(lmt_plugin *p, const char *canon, const char *body,
-                                 lmt_result *ref)
-{
-    size_t len = strlen(body), s, bad = 0;
-    stream_once(p, canon, body, 0, ref);
-    for (s = 1; s <= len && bad == 0; s++) {
-        lmt_result r;
-        stream_once(p, canon, body, s, &r);
-        if (strcmp(r.json, ref->json) != 0 || r.rc != ref->rc || r.done != ref->done ||
-            memcmp(&r.usage, &ref->usage, sizeof r.usage) != 0 ||
-            r.err.http_status != ref->err.http_status || strcmp(r.err.code, ref->err.code) != 0 ||
-            strcmp(r.err.type, ref->err.type) != 0)
-            bad = s;
-        lmt_result_clear(&r);
-    }
-    return bad;
-}
-
 typedef struct {
     char content[512];
     char args[512];  /* tool call index 0 arguments, concatenated */
@@ -300,7 +269,7 @@ static void test_golden(lmt_plugin *p)
     T_END();
 
     T_BEGIN("ernie2_g2_stream_every_split");
-    bad = stream_every_split(p, G2, G2_STREAM, &r);
+    bad = lmt_stream_every_split(p, G2, G2_STREAM, &r);
     T_CHECK(bad == 0, "split %zu gives a different result", bad);
     T_CHECK(r.rc == LM_DONE && r.done, "rc %d done %d (%s)", r.rc, r.done, r.err.msg);
     summarize(r.json, &s);
@@ -419,7 +388,7 @@ static void test_streams(lmt_plugin *p)
                                                         "\"finish_reason\":\"tool_calls\"}]")
                     CHUNK("\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":10,"
                           "\"total_tokens\":40}") "data: [DONE]\n\n";
-        bad = stream_every_split(p, G3S, body, &r);
+        bad = lmt_stream_every_split(p, G3S, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d (%s)", r.rc, r.err.msg);
         summarize(r.json, &s);
@@ -439,7 +408,7 @@ static void test_streams(lmt_plugin *p)
             CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":"
                   "\"Hi!\"}}],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2,"
                   "\"total_tokens\":14}") "data: [DONE]\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         summarize(r.json, &s);
         T_STREQ(s.content, "Hi!");
@@ -457,7 +426,7 @@ static void test_streams(lmt_plugin *p)
                   "\"Hi\"},\"finish_reason\":null}]")
                 CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":"
                       "\"normal\",\"flag\":3,\"ban_round\":-1}]") "data: [DONE]\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         summarize(r.json, &s);
         T_STREQ(s.finish, "content_filter");
@@ -474,7 +443,7 @@ static void test_streams(lmt_plugin *p)
                                                 "\"message\":\"Tpm limit "
                                                 "exceeded\",\"type\":\"rate_limit_error\"}}\n\n"
                                                 "data: [DONE]\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM, "rc %d", r.rc);
         T_CHECK(r.err.http_status == 502, "status %d", r.err.http_status);
@@ -490,7 +459,7 @@ static void test_streams(lmt_plugin *p)
     {
         const char *body = "data: {\"error_code\":18,\"error_msg\":\"Open api qps request limit "
                            "reached\"}\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 429, "rc %d status %d", r.rc,
                 r.err.http_status);
@@ -506,7 +475,7 @@ static void test_streams(lmt_plugin *p)
             CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]") "data: "
                                                                                 "{\"choices\":[{"
                                                                                 "\"delta\":\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "rc %d status %d", r.rc,
                 r.err.http_status);

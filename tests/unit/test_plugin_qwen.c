@@ -74,37 +74,6 @@ static json_t *jparse(const char *s)
     return s ? json_loads(s, 0, NULL) : NULL;
 }
 
-/* Build `canon` (a fresh call), then feed `body` in pieces of `split` bytes. */
-static void stream_once(lmt_plugin *p, const char *canon, const char *body, size_t split,
-                        lmt_result *r)
-{
-    lmt_ureq u;
-    lm_err e;
-    lmt_build(p, LM_OP_CHAT, canon, &u, &e);
-    lmt_ureq_clear(&u);
-    lmt_stream(p, body, strlen(body), split, r);
-}
-
-/* Run the stream at split 0 into *ref, then at every split 1..len; return the
- * first split whose result differs (0 when all are identical). */
-static size_t stream_every_split(lmt_plugin *p, const char *canon, const char *body,
-                                 lmt_result *ref)
-{
-    size_t len = strlen(body), s, bad = 0;
-    stream_once(p, canon, body, 0, ref);
-    for (s = 1; s <= len && bad == 0; s++) {
-        lmt_result r;
-        stream_once(p, canon, body, s, &r);
-        if (strcmp(r.json, ref->json) != 0 || r.rc != ref->rc || r.done != ref->done ||
-            memcmp(&r.usage, &ref->usage, sizeof r.usage) != 0 ||
-            r.err.http_status != ref->err.http_status || strcmp(r.err.code, ref->err.code) != 0 ||
-            strcmp(r.err.type, ref->err.type) != 0)
-            bad = s;
-        lmt_result_clear(&r);
-    }
-    return bad;
-}
-
 typedef struct {
     char content[512];
     char args[512];  /* tool call index 0 arguments, concatenated */
@@ -285,7 +254,7 @@ static void test_g2(lmt_plugin *p)
     T_END();
 
     T_BEGIN("qwen_g2_stream_every_split");
-    bad = stream_every_split(p, G2, G2_STREAM, &r);
+    bad = lmt_stream_every_split(p, G2, G2_STREAM, &r);
     T_CHECK(bad == 0, "split %zu gives a different result", bad);
     T_CHECK(r.rc == LM_DONE && r.done, "rc %d done %d (%s)", r.rc, r.done, r.err.msg);
     summarize(r.json, &s);
@@ -322,7 +291,7 @@ static void test_g2(lmt_plugin *p)
             "data: {\"output\":{\"choices\":[{\"message\":{\"content\":\"!\",\"role\":"
             "\"assistant\"},\"finish_reason\":\"stop\"}]},\"usage\":{\"input_tokens\":12,"
             "\"output_tokens\":2,\"total_tokens\":14},\"request_id\":\"req-g2\"}\r\n\r\n";
-        bad = stream_every_split(p, G2, crlf, &r);
+        bad = lmt_stream_every_split(p, G2, crlf, &r);
         T_CHECK(bad == 0, "split %zu gives a different result", bad);
         summarize(r.json, &s);
         T_STREQ(s.content, "Hi!");
@@ -527,7 +496,7 @@ static void test_stream_paths(lmt_plugin *p)
             "{\"name\":\"\",\"arguments\":\"\\\"Paris\\\"}\"}}]},\"finish_reason\":\"stop\"}]},"
             "\"usage\":{\"input_tokens\":30,\"output_tokens\":10,\"total_tokens\":40},"
             "\"request_id\":\"t\"}\n\n";
-        bad = stream_every_split(p, G3S, body, &r);
+        bad = lmt_stream_every_split(p, G3S, body, &r);
         T_CHECK(bad == 0, "split %zu gives a different result", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d (%s)", r.rc, r.err.msg);
         summarize(r.json, &s);
@@ -553,7 +522,7 @@ static void test_stream_paths(lmt_plugin *p)
             "id:2\nevent:error\n:HTTP_STATUS/400\n"
             "data:{\"code\":\"InvalidParameter\",\"message\":\"Range of input length should be "
             "[1, 6000]\",\"request_id\":\"e\"}\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu gives a different result", bad);
         T_CHECK(r.rc == LM_EUPSTREAM, "rc %d", r.rc);
         T_CHECK(r.err.http_status == 400, "status %d", r.err.http_status);
@@ -572,7 +541,7 @@ static void test_stream_paths(lmt_plugin *p)
         const char *body = "id:1\nevent:error\n:HTTP_STATUS/401\n"
                            "data:{\"code\":\"InvalidApiKey\",\"message\":\"Invalid API-key "
                            "provided.\",\"request_id\":\"e\"}\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 401, "rc %d status %d", r.rc,
                 r.err.http_status);
@@ -592,7 +561,7 @@ static void test_stream_paths(lmt_plugin *p)
             "id:2\nevent:error\n:HTTP_STATUS/400\n"
             "data:{\"code\":\"DataInspectionFailed\",\"message\":\"Output data may contain "
             "inappropriate content.\",\"request_id\":\"e\"}\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d", r.rc);
         summarize(r.json, &s);
@@ -606,7 +575,7 @@ static void test_stream_paths(lmt_plugin *p)
     T_BEGIN("qwen_stream_malformed_event");
     {
         const char *body = "id:1\nevent:result\ndata:{\"output\":{\"choices\":[\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "rc %d status %d", r.rc,
                 r.err.http_status);
@@ -634,7 +603,7 @@ static void test_stream_paths(lmt_plugin *p)
             "\"assistant\"},\"finish_reason\":\"length\"}]},\"usage\":{\"input_tokens\":5,"
             "\"output_tokens\":2,\"output_tokens_details\":{\"reasoning_tokens\":1}},\"request_"
             "id\":\"r\"}\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         summarize(r.json, &s);
         T_STREQ(s.content, "ok");
@@ -869,7 +838,7 @@ static void test_vision(lmt_plugin *p)
             "\"role\":\"assistant\"},\"finish_reason\":\"stop\"}]},\"usage\":{\"input_tokens\":9,"
             "\"output_tokens\":2},\"request_id\":\"v\"}\n\n";
         summary s;
-        size_t bad = stream_every_split(p, canon, body, &r);
+        size_t bad = lmt_stream_every_split(p, canon, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         summarize(r.json, &s);
         T_STREQ(s.content, "A cat");

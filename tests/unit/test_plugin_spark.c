@@ -74,37 +74,6 @@ static json_t *jparse(const char *s)
     return s ? json_loads(s, 0, NULL) : NULL;
 }
 
-/* Build `canon` (a fresh call), then feed `body` in pieces of `split` bytes. */
-static void stream_once(lmt_plugin *p, const char *canon, const char *body, size_t split,
-                        lmt_result *r)
-{
-    lmt_ureq u;
-    lm_err e;
-    lmt_build(p, LM_OP_CHAT, canon, &u, &e);
-    lmt_ureq_clear(&u);
-    lmt_stream(p, body, strlen(body), split, r);
-}
-
-/* Run the stream at split 0 into *ref, then at every split 1..len; return the
- * first split whose result differs (0 when all are identical). */
-static size_t stream_every_split(lmt_plugin *p, const char *canon, const char *body,
-                                 lmt_result *ref)
-{
-    size_t len = strlen(body), s, bad = 0;
-    stream_once(p, canon, body, 0, ref);
-    for (s = 1; s <= len && bad == 0; s++) {
-        lmt_result r;
-        stream_once(p, canon, body, s, &r);
-        if (strcmp(r.json, ref->json) != 0 || r.rc != ref->rc || r.done != ref->done ||
-            memcmp(&r.usage, &ref->usage, sizeof r.usage) != 0 ||
-            r.err.http_status != ref->err.http_status || strcmp(r.err.code, ref->err.code) != 0 ||
-            strcmp(r.err.type, ref->err.type) != 0)
-            bad = s;
-        lmt_result_clear(&r);
-    }
-    return bad;
-}
-
 typedef struct {
     char content[512];
     char args[512];  /* tool call index 0 arguments, concatenated */
@@ -291,7 +260,7 @@ static void test_golden(lmt_plugin *p)
     T_END();
 
     T_BEGIN("spark_g2_stream_every_split");
-    bad = stream_every_split(p, G2, G2_STREAM, &r);
+    bad = lmt_stream_every_split(p, G2, G2_STREAM, &r);
     T_CHECK(bad == 0, "split %zu gives a different result", bad);
     T_CHECK(r.rc == LM_DONE && r.done, "rc %d done %d (%s)", r.rc, r.done, r.err.msg);
     summarize(r.json, &s);
@@ -402,7 +371,7 @@ static void test_streams(lmt_plugin *p)
             CHUNK("\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"index\":0}"
                   "]") "data:{\"code\":10110,\"message\":\"service "
                        "busy\",\"sid\":\"cha000g2@dx1\"}\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 503, "rc %d status %d", r.rc,
                 r.err.http_status);
@@ -420,7 +389,7 @@ static void test_streams(lmt_plugin *p)
             CHUNK("\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"index\":0}"
                   "]") "data:{\"code\":10014,\"message\":\"output "
                        "moderated\",\"sid\":\"cha000g2@dx1\"}\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d", r.rc);
         summarize(r.json, &s);
@@ -435,7 +404,7 @@ static void test_streams(lmt_plugin *p)
     {
         const char *body =
             "data:{\"code\":11200,\"message\":\"auth no license\",\"sid\":\"x\"}\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 403, "rc %d status %d", r.rc,
                 r.err.http_status);
@@ -449,7 +418,7 @@ static void test_streams(lmt_plugin *p)
     {
         const char *body = "data: {\"error\":{\"message\":\"invalid user\",\"type\":\"api_error\","
                            "\"param\":null,\"code\":null}}\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "rc %d status %d", r.rc,
                 r.err.http_status);
@@ -461,7 +430,7 @@ static void test_streams(lmt_plugin *p)
     T_BEGIN("spark_stream_malformed_chunk");
     {
         const char *body = "data:{\"code\":0,\"choices\":[{\"delta\"\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "rc %d status %d", r.rc,
                 r.err.http_status);
@@ -476,7 +445,7 @@ static void test_streams(lmt_plugin *p)
             "{\"type\":\"function\",\"function\":{\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}"
             "\",\"name\":\"get_weather\"}}},\"index\":0}],\"usage\":{\"prompt_tokens\":30,"
             "\"completion_tokens\":10,\"total_tokens\":40}") "data: [DONE]\n\n";
-        bad = stream_every_split(p, G3S, body, &r);
+        bad = lmt_stream_every_split(p, G3S, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d", r.rc);
         summarize(r.json, &s);
@@ -496,7 +465,7 @@ static void test_streams(lmt_plugin *p)
             CHUNK("\"choices\":[{\"delta\":{\"content\":\"\"},\"index\":0,\"finish_reason\":"
                   "\"length\"}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,"
                   "\"total_tokens\":2}") "data: [DONE]\n\n";
-        bad = stream_every_split(p, G2, body, &r);
+        bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         summarize(r.json, &s);
         T_CHECK(s.nfinish == 1, "no second finish at [DONE]");
