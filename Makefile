@@ -18,7 +18,7 @@ PLUGIN_DIR ?= plugins
 DEBS := build-essential pkg-config libevhtp-dev libevent-dev libcurl4-openssl-dev \
         libjansson-dev liblua5.4-dev libssl-dev libsqlite3-dev python3 curl clang-format
 
-KIT_SRCS    := buf frame host plugin conf log errors stream response reqcheck auth store_sqlite billing ratelimit lua_host lua_pattern lua_codec lua_shared gov route metrics side
+KIT_SRCS    := buf frame host plugin conf chanconf log errors stream response reqcheck auth store_sqlite billing ratelimit lua_host lua_pattern lua_codec lua_shared gov route metrics side
 SERVER_SRCS := main server relay relay_lua upstream rt admin crash authguard side_fetch
 KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o)
 SERVER_OBJS := $(SERVER_SRCS:%=$(O)/kernel/%.o)

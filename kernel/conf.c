@@ -581,27 +581,24 @@ static lm_conf_t *conf_new(const char *path)
     return c;
 }
 
-int lm_conf_parse(const char *path, const char *text, size_t len, lm_conf_t **out, char *err,
-                  size_t errlen)
+/* Every line of text into ps->conf. channels_only: a top-level directive
+ * other than `channel` is refused (lm_conf_parse_channels). 0 or -1. */
+static int parse_lines(parser_t *ps, const char *text, size_t len, int channels_only)
 {
-    parser_t ps = {path, 0, err, errlen, conf_new(path), NULL, NULL};
     char *w[MAX_WORDS];
     int nw, rc = 0;
     size_t off = 0;
 
-    *out = NULL;
-    if (ps.conf == NULL)
-        return fail(&ps, "out of memory");
     if (memchr(text, '\0', len)) {
-        ps.line = 1;
-        rc = fail(&ps, "file contains a NUL byte");
+        ps->line = 1;
+        rc = fail(ps, "file contains a NUL byte");
     }
     while (rc == 0 && off < len) {
         const char *nl = memchr(text + off, '\n', len - off);
         size_t n = nl ? (size_t)(nl - text - off) : len - off;
-        ps.line++;
+        ps->line++;
         if (n > 4096) {
-            rc = fail(&ps, "line longer than 4096 bytes");
+            rc = fail(ps, "line longer than 4096 bytes");
             break;
         }
         char line[4097], raw[4097];
@@ -609,32 +606,76 @@ int lm_conf_parse(const char *path, const char *text, size_t len, lm_conf_t **ou
         line[n] = '\0';
         memcpy(raw, line, n + 1);
         off += n + 1;
-        if ((rc = split_words(&ps, line, w, &nw)) < 0 || nw == 0)
+        if ((rc = split_words(ps, line, w, &nw)) < 0 || nw == 0)
             continue;
         if (!strcmp(w[0], "}") && nw == 1) {
-            if (ps.script)
-                ps.script = NULL;
+            if (ps->script)
+                ps->script = NULL;
             else
-                rc = ps.chan ? close_channel(&ps) : fail(&ps, "unexpected }");
-        } else if (ps.script) {
-            rc = script_directive(&ps, raw, w, nw);
-        } else if (ps.chan) {
-            rc = chan_directive(&ps, w, nw);
+                rc = ps->chan ? close_channel(ps) : fail(ps, "unexpected }");
+        } else if (ps->script) {
+            rc = script_directive(ps, raw, w, nw);
+        } else if (ps->chan) {
+            rc = chan_directive(ps, w, nw);
+        } else if (channels_only && strcmp(w[0], "channel") != 0) {
+            rc = fail(ps, "only channel blocks are allowed here, not \"%s\"", w[0]);
         } else {
-            rc = top_directive(&ps, w, nw);
+            rc = top_directive(ps, w, nw);
         }
     }
-    if (rc == 0 && ps.chan)
-        rc = fail(&ps, "channel %s (line %d) is not closed with }", ps.chan->name, ps.chan->line);
-    if (rc == 0 && ps.script)
-        rc =
-            fail(&ps, "script %s (line %d) is not closed with }", ps.script->name, ps.script->line);
-    if (rc < 0) {
+    if (rc == 0 && ps->chan)
+        rc = fail(ps, "channel %s (line %d) is not closed with }", ps->chan->name, ps->chan->line);
+    if (rc == 0 && ps->script)
+        rc = fail(ps, "script %s (line %d) is not closed with }", ps->script->name,
+                  ps->script->line);
+    return rc;
+}
+
+int lm_conf_parse(const char *path, const char *text, size_t len, lm_conf_t **out, char *err,
+                  size_t errlen)
+{
+    parser_t ps = {path, 0, err, errlen, conf_new(path), NULL, NULL};
+
+    *out = NULL;
+    if (ps.conf == NULL)
+        return fail(&ps, "out of memory");
+    if (parse_lines(&ps, text, len, 0) < 0) {
         lm_conf_free(ps.conf);
         return -1;
     }
     *out = ps.conf;
     return 0;
+}
+
+int lm_conf_parse_channels(lm_conf_t *c, const char *path, const char *text, size_t len, char *err,
+                           size_t errlen)
+{
+    parser_t ps = {path, 0, err, errlen, conf_new(path), NULL, NULL};
+    if (ps.conf == NULL)
+        return fail(&ps, "out of memory");
+    int rc = parse_lines(&ps, text, len, 1);
+    lm_conf_t *add = ps.conf;
+    for (size_t i = 0; rc == 0 && i < add->nchans; i++)
+        for (size_t j = 0; rc == 0 && j < c->nchans; j++)
+            if (!strcmp(add->chans[i].name, c->chans[j].name)) {
+                ps.line = add->chans[i].line;
+                rc = fail(&ps, "channel %s is already defined in %s (line %d)", add->chans[i].name,
+                          c->path, c->chans[j].line);
+            }
+    lm_chan_conf_t *nc = NULL;
+    if (rc == 0 && add->nchans) {
+        nc = realloc(c->chans, (c->nchans + add->nchans) * sizeof(*nc));
+        if (nc == NULL)
+            rc = fail(&ps, "out of memory");
+    }
+    if (rc == 0 && add->nchans) {
+        c->chans = nc;
+        memcpy(c->chans + c->nchans, add->chans, add->nchans * sizeof(*nc));
+        c->nchans += add->nchans;
+        add->nchans = 0; /* moved: only the array is freed below */
+    }
+    lm_conf_free(add);
+    return rc;
 }
 
 int lm_conf_load(const char *path, lm_conf_t **out, char *err, size_t errlen)

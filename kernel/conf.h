@@ -109,6 +109,13 @@ typedef struct lm_conf_s {
  * with "path:line: message" in err. *out is owned by the caller. */
 int lm_conf_parse(const char *path, const char *text, size_t len, lm_conf_t **out, char *err,
                   size_t errlen);
+/* Parse `text` (named `path` in messages) and append its channels to c, as
+ * if the blocks followed c's own text: only `channel NAME { ... }` blocks
+ * may appear, and a name c already has is refused. On error returns -1
+ * with "path:line: message" in err, and c is unchanged. Used for the
+ * channels stored through the admin API (chanconf.c). */
+int lm_conf_parse_channels(lm_conf_t *c, const char *path, const char *text, size_t len, char *err,
+                           size_t errlen);
 /* Read and parse a file. */
 int lm_conf_load(const char *path, lm_conf_t **out, char *err, size_t errlen);
 void lm_conf_free(lm_conf_t *c);

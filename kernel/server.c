@@ -5,6 +5,7 @@
 #include "auth.h"
 #include "authguard.h"
 #include "billing.h"
+#include "chanconf.h"
 #include "errors.h"
 #include "http.h"
 #include "log.h"
@@ -57,6 +58,12 @@ struct lm_server_s {
     struct timespec drain_deadline;
     int stopping;
     struct timespec stop_at; /* when the first stop signal arrived */
+    /* lm_server_reload_wait: tickets handed out / reloads finished */
+    pthread_mutex_t reload_mu;
+    pthread_cond_t reload_cv; /* CLOCK_MONOTONIC */
+    uint64_t reload_asked, reload_done, reload_gen;
+    int reload_ok, reload_dead;
+    char reload_err[1024];
 };
 
 long lm_server_inflight_add(lm_server_t *s, int delta)
@@ -594,7 +601,7 @@ static void on_retire_ev(evutil_socket_t fd, short what, void *arg)
     retire_now(arg);
 }
 
-static lm_conf_t *reload_conf(lm_server_t *s, char *err, size_t errlen)
+lm_conf_t *lm_server_conf_file(lm_server_t *s, char *err, size_t errlen)
 {
     lm_conf_t *conf = NULL;
     if (s->opts.conf_path == NULL) {
@@ -606,29 +613,46 @@ static lm_conf_t *reload_conf(lm_server_t *s, char *err, size_t errlen)
     return conf;
 }
 
+/* The file plus the channels stored through the admin API (strict: one
+ * that does not parse fails the reload, like a broken file would). */
+static lm_conf_t *reload_conf(lm_server_t *s, char *err, size_t errlen)
+{
+    lm_conf_t *conf = lm_server_conf_file(s, err, errlen);
+    if (conf && s->store && lm_chan_conf_apply(conf, s->store, NULL, 1, err, errlen) < 0) {
+        lm_conf_free(conf);
+        return NULL;
+    }
+    return conf;
+}
+
 /* SIGHUP: build the next generation completely (config, plugins from
  * private copies, channel inits); only then swap it in. Anything wrong
  * keeps the current generation serving. Requests in flight finish on the
  * generation they started with. */
-static void reload(lm_server_t *s)
+static int reload_swap(lm_server_t *s, char *err, size_t errlen)
 {
-    char err[2048];
     lm_rt_t *cur = s->rt; /* only this thread swaps it */
-    lm_conf_t *conf = reload_conf(s, err, sizeof(err));
+    lm_conf_t *conf = reload_conf(s, err, errlen);
     if (conf == NULL) {
         lm_log(LM_LOG_ERROR, "reload failed, generation %llu keeps serving: %s",
                (unsigned long long)cur->gen, err);
-        return;
+        return -1;
     }
     if (strcmp(conf->listen_host, cur->conf->listen_host) ||
         conf->listen_port != cur->conf->listen_port || conf->workers != cur->conf->workers)
         lm_log(LM_LOG_WARN, "reload: listen and workers changes need a restart; ignored");
+    lm_chan_secrets_t sec; /* a plugin's init message could quote one (AU-8) */
+    int have_sec = lm_chan_secrets_collect(conf, &sec) == 0;
     lm_rt_t *next =
-        lm_rt_build(conf, s->opts.plugin_dir, 1, s->opts.shared, s->opts.routes, err, sizeof(err));
+        lm_rt_build(conf, s->opts.plugin_dir, 1, s->opts.shared, s->opts.routes, err, errlen);
+    if (have_sec) {
+        lm_chan_secrets_scrub(&sec, err);
+        lm_chan_secrets_free(&sec);
+    }
     if (next == NULL) {
         lm_log(LM_LOG_ERROR, "reload failed, generation %llu keeps serving: %s",
                (unsigned long long)cur->gen, err);
-        return;
+        return -1;
     }
     next->gen = cur->gen + 1;
     next->retire = on_retire;
@@ -644,6 +668,110 @@ static void reload(lm_server_t *s)
     lm_log(LM_LOG_INFO, "reloaded: generation %llu serves new requests (%zu channels, %zu models)",
            (unsigned long long)next->gen, next->ninsts, next->nroutes);
     lm_rt_unref(cur); /* the registry's reference; in-flight requests hold theirs */
+    return 0;
+}
+
+/* Tell lm_server_reload_wait callers whose ticket is <= `ticket` how the
+ * reload went (any thread). */
+static void reload_report(lm_server_t *s, uint64_t ticket, int ok, const char *err)
+{
+    pthread_mutex_lock(&s->reload_mu);
+    if (ticket > s->reload_done)
+        s->reload_done = ticket;
+    s->reload_ok = ok;
+    s->reload_gen = s->rt->gen;
+    snprintf(s->reload_err, sizeof(s->reload_err), "%s", ok ? "" : err);
+    pthread_cond_broadcast(&s->reload_cv);
+    pthread_mutex_unlock(&s->reload_mu);
+}
+
+static void reload(lm_server_t *s)
+{
+    char err[2048] = "";
+    pthread_mutex_lock(&s->reload_mu);
+    uint64_t ticket = s->reload_asked; /* every ticket asked so far is served by this reload */
+    pthread_mutex_unlock(&s->reload_mu);
+    int ok = reload_swap(s, err, sizeof(err)) == 0;
+    reload_report(s, ticket, ok, err);
+}
+
+int lm_server_reload_wait(lm_server_t *s, int timeout_ms, uint64_t *gen, char *err, size_t errlen)
+{
+    struct timespec dl;
+    int rc = -1;
+    pthread_mutex_lock(&s->reload_mu);
+    uint64_t ticket = ++s->reload_asked;
+    pthread_mutex_unlock(&s->reload_mu);
+    lm_server_reload(s);
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->reload_mu);
+    while (s->reload_done < ticket && !s->reload_dead &&
+           pthread_cond_timedwait(&s->reload_cv, &s->reload_mu, &dl) == 0)
+        ;
+    if (s->reload_done >= ticket) {
+        rc = s->reload_ok;
+        *gen = s->reload_gen;
+        snprintf(err, errlen, "%s", s->reload_err);
+    } else {
+        snprintf(err, errlen, "%s",
+                 s->reload_dead ? "the gateway is stopping" : "the reload did not finish in time");
+    }
+    pthread_mutex_unlock(&s->reload_mu);
+    return rc;
+}
+
+/* lm_server_check_conf: a build run on the control thread for the admin. */
+typedef struct check_call_s {
+    lm_server_t *s;
+    lm_conf_t *conf;
+    char *err;
+    size_t errlen;
+    int rc, done;
+} check_call_t;
+
+static void on_check(evutil_socket_t fd, short what, void *arg)
+{
+    check_call_t *c = arg;
+    (void)fd;
+    (void)what;
+    lm_lua_shared_t *sh = lm_lua_shared_new(0); /* the check must not touch live lm.shared */
+    lm_rt_t *rt = lm_rt_build(c->conf, c->s->opts.plugin_dir, 1, sh, NULL, c->err, c->errlen);
+    int rc = rt ? 0 : -1;
+    lm_rt_free(rt); /* never served: its channels' fini run now */
+    lm_lua_shared_free(sh);
+    pthread_mutex_lock(&c->s->reload_mu);
+    c->rc = rc;
+    c->done = 1;
+    pthread_cond_broadcast(&c->s->reload_cv);
+    pthread_mutex_unlock(&c->s->reload_mu);
+}
+
+int lm_server_check_conf(lm_server_t *s, lm_conf_t *conf, char *err, size_t errlen)
+{
+    check_call_t c = {s, conf, err, errlen, -1, 0};
+    struct timeval now = {0, 0};
+    if (event_base_once(s->base, -1, EV_TIMEOUT, on_check, &c, &now) != 0) {
+        lm_conf_free(conf);
+        snprintf(err, errlen, "cannot reach the control thread");
+        return -1;
+    }
+    pthread_mutex_lock(&s->reload_mu);
+    while (!c.done && !s->reload_dead)
+        pthread_cond_wait(&s->reload_cv, &s->reload_mu);
+    int done = c.done;
+    pthread_mutex_unlock(&s->reload_mu);
+    if (done)
+        return c.rc;
+    /* the loop has ended: on_check never runs, the conf is still ours */
+    lm_conf_free(conf);
+    snprintf(err, errlen, "the gateway is stopping");
+    return -1;
 }
 
 static void on_hup(evutil_socket_t sig, short what, void *arg)
@@ -651,8 +779,14 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     lm_server_t *s = arg;
     (void)sig;
     (void)what;
-    if (!s->stopping)
+    if (!s->stopping) {
         reload(s);
+        return;
+    }
+    pthread_mutex_lock(&s->reload_mu);
+    uint64_t ticket = s->reload_asked;
+    pthread_mutex_unlock(&s->reload_mu);
+    reload_report(s, ticket, 0, "the gateway is stopping");
 }
 
 static void write_pid_file(lm_server_t *s)
@@ -690,6 +824,44 @@ static void store_log(int level, const char *msg)
     lm_log(level, "store: %s", msg);
 }
 
+/* Channels stored through the admin API join the first generation before
+ * anything is served: it is rebuilt from the file plus the store,
+ * leniently like the first build (a stored channel that does not parse or
+ * load is logged and left out). */
+static void start_with_stored(lm_server_t *s)
+{
+    char err[2048];
+    lm_conf_t *conf = lm_server_conf_file(s, err, sizeof(err));
+    if (conf == NULL) {
+        lm_log(LM_LOG_ERROR, "stored channels not loaded: %s", err);
+        return;
+    }
+    size_t nfile = conf->nchans;
+    int rc = lm_chan_conf_apply(conf, s->store, NULL, 0, err, sizeof(err));
+    if (rc < 0)
+        lm_log(LM_LOG_ERROR, "stored channels not loaded: %s", err);
+    if (rc < 0 || conf->nchans == nfile) {
+        lm_conf_free(conf);
+        return;
+    }
+    lm_rt_t *rt =
+        lm_rt_build(conf, s->opts.plugin_dir, 0, s->opts.shared, s->opts.routes, err, sizeof(err));
+    if (rt == NULL) {
+        lm_log(LM_LOG_ERROR, "stored channels not loaded: %s", err);
+        return;
+    }
+    lm_rt_t *old = s->rt;
+    rt->gen = old->gen;
+    rt->retire = on_retire;
+    rt->retire_arg = s;
+    pthread_mutex_lock(&s->rt_lock);
+    s->rt = rt;
+    pthread_mutex_unlock(&s->rt_lock);
+    old->retire = NULL; /* nothing has used it: free it now */
+    lm_rt_unref(old);
+    lm_log(LM_LOG_INFO, "%zu stored channels added", rt->conf->nchans - nfile);
+}
+
 /* The store opens (migrations included) before any listener, then the
  * admin API gets its own listener and thread. */
 static int setup_store(lm_server_t *s, char *err, size_t errlen)
@@ -701,6 +873,8 @@ static int setup_store(lm_server_t *s, char *err, size_t errlen)
     s->store = lm_store_open(&o, err, errlen);
     if (s->store == NULL)
         return -1;
+    start_with_stored(s);
+    c = s->rt->conf; /* the generation may have been rebuilt */
     struct timeval every = {10, 0};
     s->reclaim_ev = event_new(s->base, -1, EV_PERSIST, on_reclaim, s);
     if (s->reclaim_ev)
@@ -734,6 +908,7 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
     }
     if (setup_store(s, err, errlen) < 0)
         return -1;
+    c = s->rt->conf; /* stored channels may have rebuilt the generation */
     evhtp_callback_t *chat = evhtp_set_cb(s->htp, "/v1/chat/completions", route_relay, s);
     evhtp_callback_t *emb = evhtp_set_cb(s->htp, "/v1/embeddings", route_relay, s);
     if (chat == NULL || emb == NULL) {
@@ -781,6 +956,12 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
     s.rt = rt;
     s.opts = *opts;
     pthread_mutex_init(&s.rt_lock, NULL);
+    pthread_mutex_init(&s.reload_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s.reload_cv, &ca);
+    pthread_condattr_destroy(&ca);
     rt->retire = on_retire;
     rt->retire_arg = &s;
     s.authguard = lm_authguard_new(rt->conf->auth_fail_limit); /* start-time setting */
@@ -799,6 +980,10 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
         event_base_dispatch(s.base);
         lm_log(LM_LOG_INFO, "stopped");
     }
+    pthread_mutex_lock(&s.reload_mu); /* an admin call waiting for a reload gives up */
+    s.reload_dead = 1;
+    pthread_cond_broadcast(&s.reload_cv);
+    pthread_mutex_unlock(&s.reload_mu);
     if (s.htp)
         evhtp_free(s.htp); /* stops the workers; their relays drop their references */
     if (s.admin_htp)
@@ -821,6 +1006,8 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
     lm_metrics_free(s.metrics);
     lm_authguard_free(s.authguard);
     pthread_mutex_destroy(&s.rt_lock);
+    pthread_cond_destroy(&s.reload_cv);
+    pthread_mutex_destroy(&s.reload_mu);
     lm_upstream_global_cleanup();
     return rc;
 }

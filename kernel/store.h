@@ -1,8 +1,9 @@
 /*
- * store.h - the one store interface: virtual keys, the usage ledger and the
- * admin queries. kernel/store_sqlite.c implements it on SQLite (WAL) in a
- * data directory; a PostgreSQL implementation must provide the same
- * functions with the same semantics (see "Backends" at the end).
+ * store.h - the one store interface: virtual keys, the usage ledger, the
+ * channels managed through the admin API and the admin queries.
+ * kernel/store_sqlite.c implements it on SQLite (WAL) in a data directory;
+ * a PostgreSQL implementation must provide the same functions with the
+ * same semantics (see "Backends" at the end).
  *
  * Threads
  *   - One writer thread, owned by the store, performs every write. Callers
@@ -301,6 +302,71 @@ int lm_store_admin_token_get(lm_store_t *st, int role, unsigned char hash[32]);
 /* Store (replace) role's digest; hash NULL removes it. Durable on return. */
 int lm_store_admin_token_set(lm_store_t *st, int role, const unsigned char hash[32]);
 
+/* ---------------------------------------------------------------------------
+ * Channels managed through the admin API (migration 3): one row per
+ * channel, unique by name. kernel/chanconf.c turns them into configuration
+ * (a `channel NAME { ... }` block parsed with the file's parser), so a stored
+ * channel means exactly what the same block in the file would mean.
+ * Setting values are kept as given: "env:VAR" references or literal values
+ * (literal secrets included; the data directory is 0700 and the database
+ * files 0600, and no admin reply or log line carries them).
+ */
+#define LM_CHAN_MAX          1000 /* stored channels */
+#define LM_CHAN_NAME_MAX     64   /* bytes of a channel or plugin name */
+#define LM_CHAN_SETTINGS_MAX 64   /* plugin settings of one channel */
+#define LM_CHAN_VALUE_MAX    2048 /* bytes of one setting value */
+#define LM_CHAN_VALUES_MAX   16   /* values of one rotating secret */
+
+typedef struct lm_chan_setting_s {
+    char *key;
+    char **vals; /* one value, or (a secret) the values requests rotate over */
+    size_t nvals;
+} lm_chan_setting_t;
+
+/* A stored channel. Every string is heap-allocated and owned by the
+ * record; free with lm_chan_rec_free (which wipes the setting values).
+ * Durations are milliseconds, prices micro-units per 1M tokens (per
+ * attempt for price_per_request); every field always holds its value (the
+ * defaults of the configuration file are filled in on create). */
+typedef struct lm_chan_rec_s {
+    int64_t id;
+    char *name;    /* [A-Za-z0-9_.-]+, at most LM_CHAN_NAME_MAX bytes */
+    char *plugin;  /* [a-z0-9_-]+ */
+    char **models; /* "name" or "alias=upstream", as in the file */
+    size_t nmodels;
+    lm_chan_setting_t *settings;
+    size_t nsettings;
+    int64_t priority, weight, max_inflight;
+    int64_t connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, request_timeout_ms;
+    int64_t price_input, price_output, price_cached_input, price_per_request;
+    int enabled;
+    int64_t created_at, updated_at; /* unix seconds; set by the store */
+} lm_chan_rec_t;
+
+void lm_chan_rec_free(lm_chan_rec_t *c);
+/* 1 if name is a valid channel name for the store ([A-Za-z0-9_.-]+, at
+ * most LM_CHAN_NAME_MAX bytes, not "." or ".."). */
+int lm_store_chan_name_ok(const char *name);
+/* Shape checks the store enforces (name and plugin syntax, UTF-8 without
+ * NUL, list sizes, numeric ranges); 0 or LM_STORE_EINVAL with a message
+ * and, in *param (may be NULL), the offending field's name (static). */
+int lm_store_chan_check(const lm_chan_rec_t *c, const char **param, char *err, size_t errlen);
+/* Create c (borrowed). LM_STORE_ECONFLICT when the name is taken or
+ * LM_CHAN_MAX channels exist. *id (may be NULL) gets the new row id. */
+int lm_store_chan_create(lm_store_t *st, const lm_chan_rec_t *c, int64_t *id, char *err,
+                         size_t errlen);
+/* Replace every field of the channel named c->name (created_at stays).
+ * LM_STORE_ENOTFOUND when there is none. */
+int lm_store_chan_update(lm_store_t *st, const lm_chan_rec_t *c, char *err, size_t errlen);
+/* Delete the channel `name`: LM_STORE_OK or LM_STORE_ENOTFOUND. */
+int lm_store_chan_delete(lm_store_t *st, const char *name);
+/* The channel `name` (new record, caller frees) or LM_STORE_ENOTFOUND. */
+int lm_store_chan_get(lm_store_t *st, const char *name, lm_chan_rec_t **out);
+/* Every stored channel by name (at most LM_CHAN_MAX). Free with
+ * lm_store_chan_list_free. */
+int lm_store_chan_list(lm_store_t *st, lm_chan_rec_t ***out, size_t *n);
+void lm_store_chan_list_free(lm_chan_rec_t **v, size_t n);
+
 /* Now, unix milliseconds (CLOCK_REALTIME). */
 int64_t lm_store_now_ms(void);
 
@@ -311,6 +377,8 @@ int64_t lm_store_now_ms(void);
  * same queue/snapshot/account logic (move that half of store_sqlite.c to a
  * shared store.c when it arrives) and replaces the statements: ledger
  * insert = INSERT ... ON CONFLICT (request_id, attempt) DO NOTHING, used +=
- * cost in the same transaction, CHECK (used <= quota) on keys.
+ * cost in the same transaction, CHECK (used <= quota) on keys. Channels are
+ * one table (UNIQUE name; models and settings as JSON text or jsonb); the
+ * record and its checks (lm_store_chan_check) stay as they are.
  */
 #endif

@@ -52,6 +52,11 @@
     "completion_tokens, cached_tokens, reasoning_tokens, cost, latency_ms, "                       \
     "ttft_ms, status, "                                                                            \
     "client_aborted, usage_json, created_at"
+#define CHAN_COLS                                                                                  \
+    "id, name, plugin, models, settings, priority, weight, max_inflight, "                         \
+    "connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, request_timeout_ms, "             \
+    "price_input, price_output, price_cached_input, price_per_request, enabled, "                  \
+    "created_at, updated_at"
 
 enum {
     W_BEGIN,
@@ -69,6 +74,11 @@ enum {
     W_LOAD_KEYS,
     W_SET_ADMIN,
     W_DEL_ADMIN,
+    W_INS_CHAN,
+    W_UPD_CHAN,
+    W_DEL_CHAN,
+    W_CHAN_ID,
+    W_CHAN_COUNT,
     W_COUNT
 };
 static const char *const w_sql[W_COUNT] = {
@@ -100,6 +110,21 @@ static const char *const w_sql[W_COUNT] = {
                     "ON CONFLICT (role) DO UPDATE SET hash = excluded.hash, "
                     "created_at = excluded.created_at",
     [W_DEL_ADMIN] = "DELETE FROM admin_tokens WHERE role = ?1",
+    /* ?1 name, ?2 plugin, ?3 models, ?4 settings, ?5..?15 numbers, ?16 enabled, ?17 now */
+    [W_INS_CHAN] = "INSERT INTO channels (name, plugin, models, settings, priority, weight, "
+                   "max_inflight, connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, "
+                   "request_timeout_ms, price_input, price_output, price_cached_input, "
+                   "price_per_request, enabled, created_at, updated_at) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+                   "?16, ?17, ?17)",
+    [W_UPD_CHAN] = "UPDATE channels SET plugin = ?2, models = ?3, settings = ?4, priority = ?5, "
+                   "weight = ?6, max_inflight = ?7, connect_timeout_ms = ?8, "
+                   "first_byte_timeout_ms = ?9, idle_timeout_ms = ?10, request_timeout_ms = ?11, "
+                   "price_input = ?12, price_output = ?13, price_cached_input = ?14, "
+                   "price_per_request = ?15, enabled = ?16, updated_at = ?17 WHERE name = ?1",
+    [W_DEL_CHAN] = "DELETE FROM channels WHERE name = ?1",
+    [W_CHAN_ID] = "SELECT id FROM channels WHERE name = ?1",
+    [W_CHAN_COUNT] = "SELECT COUNT(*) FROM channels",
 };
 
 enum {
@@ -113,6 +138,8 @@ enum {
     R_TOT_NONE,
     R_USAGE_LIST,
     R_GET_ADMIN,
+    R_GET_CHAN,
+    R_LIST_CHAN,
     R_COUNT
 };
 static const char *const r_sql[R_COUNT] = {
@@ -130,6 +157,8 @@ static const char *const r_sql[R_COUNT] = {
     [R_USAGE_LIST] = "SELECT id, " USAGE_COLS " FROM usage WHERE (?1 = 0 OR key_id = ?1) "
                      "AND id < ?2 ORDER BY id DESC LIMIT ?3",
     [R_GET_ADMIN] = "SELECT hash FROM admin_tokens WHERE role = ?1",
+    [R_GET_CHAN] = "SELECT " CHAN_COLS " FROM channels WHERE name = ?1",
+    [R_LIST_CHAN] = "SELECT " CHAN_COLS " FROM channels ORDER BY name LIMIT ?1",
 };
 
 /* Versioned migrations: migrations[i] brings the schema from version i to
@@ -194,13 +223,47 @@ static const char *const migrations[] = {
     "  created_at INTEGER NOT NULL"
     ");"
     "PRAGMA user_version = 2;",
+    /* 3: channels managed through the admin API (chanconf.c renders them as
+     * configuration); models and settings are JSON text */
+    "CREATE TABLE channels ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),"
+    "  plugin TEXT NOT NULL CHECK (length(plugin) BETWEEN 1 AND 64),"
+    "  models TEXT NOT NULL,"
+    "  settings TEXT NOT NULL,"
+    "  priority INTEGER NOT NULL CHECK (priority >= 0),"
+    "  weight INTEGER NOT NULL CHECK (weight >= 1),"
+    "  max_inflight INTEGER NOT NULL CHECK (max_inflight >= 1),"
+    "  connect_timeout_ms INTEGER NOT NULL CHECK (connect_timeout_ms >= 1),"
+    "  first_byte_timeout_ms INTEGER NOT NULL CHECK (first_byte_timeout_ms >= 1),"
+    "  idle_timeout_ms INTEGER NOT NULL CHECK (idle_timeout_ms >= 1),"
+    "  request_timeout_ms INTEGER NOT NULL CHECK (request_timeout_ms >= 1),"
+    "  price_input INTEGER NOT NULL CHECK (price_input >= 0),"
+    "  price_output INTEGER NOT NULL CHECK (price_output >= 0),"
+    "  price_cached_input INTEGER NOT NULL CHECK (price_cached_input >= 0),"
+    "  price_per_request INTEGER NOT NULL CHECK (price_per_request >= 0),"
+    "  enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL"
+    ");"
+    "PRAGMA user_version = 3;",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 /* ------------------------------------------------------------------------ */
 /* types                                                                     */
 
-enum { OP_USAGE, OP_KEY_CREATE, OP_KEY_UPDATE, OP_KEY_DELETE, OP_ADMIN_TOKEN, OP_BARRIER };
+enum {
+    OP_USAGE,
+    OP_KEY_CREATE,
+    OP_KEY_UPDATE,
+    OP_KEY_DELETE,
+    OP_ADMIN_TOKEN,
+    OP_CHAN_CREATE,
+    OP_CHAN_UPDATE,
+    OP_CHAN_DELETE,
+    OP_BARRIER
+};
 
 typedef struct op_s {
     int kind;
@@ -222,6 +285,10 @@ typedef struct op_s {
     int quota_lowered, old_unlimited;
     int admin_role, admin_clear; /* OP_ADMIN_TOKEN: role; 1 = delete (hash unused) */
     int64_t old_quota;
+    /* channel ops: the record (borrowed) and its JSON columns */
+    const lm_chan_rec_t *chan;
+    const char *chan_name; /* OP_CHAN_DELETE */
+    char *chan_models, *chan_settings;
     char *err;
     size_t errlen;
 } op_t;
@@ -622,6 +689,256 @@ static lm_key_t *key_from_row(sqlite3_stmt *s)
         return NULL;
     }
     return k;
+}
+
+/* ------------------------------------------------------------------------ */
+/* channel records                                                           */
+
+static void wipe_free(char *s)
+{
+    if (s) {
+        OPENSSL_cleanse(s, strlen(s));
+        free(s);
+    }
+}
+
+void lm_chan_rec_free(lm_chan_rec_t *c)
+{
+    if (c == NULL)
+        return;
+    free(c->name);
+    free(c->plugin);
+    for (size_t i = 0; i < c->nmodels; i++)
+        free(c->models[i]);
+    free(c->models);
+    for (size_t i = 0; i < c->nsettings; i++) {
+        free(c->settings[i].key);
+        for (size_t j = 0; j < c->settings[i].nvals; j++)
+            wipe_free(c->settings[i].vals[j]);
+        free(c->settings[i].vals);
+    }
+    free(c->settings);
+    free(c);
+}
+
+/* settings -> {"key": "value" | ["v1", "v2"], ...} (new text; wipe it). */
+static char *settings_encode(const lm_chan_rec_t *c)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; o && i < c->nsettings; i++) {
+        const lm_chan_setting_t *kv = &c->settings[i];
+        json_t *v = NULL;
+        if (kv->nvals == 1) {
+            v = json_string(kv->vals[0]);
+        } else if ((v = json_array()) != NULL) {
+            for (size_t j = 0; j < kv->nvals; j++)
+                if (json_array_append_new(v, json_string(kv->vals[j])) != 0) {
+                    json_decref(v);
+                    v = NULL;
+                    break;
+                }
+        }
+        if (v == NULL || json_object_set_new(o, kv->key, v) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
+    }
+    char *t = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o); /* jansson does not wipe: the values were copies anyway */
+    return t;
+}
+
+/* The inverse; -1 on bad data or ENOMEM. */
+static int settings_decode(const char *text, lm_chan_rec_t *c)
+{
+    json_t *o = json_loads(text ? text : "{}", 0, NULL);
+    const char *k;
+    json_t *v;
+    int rc = -1;
+    if (o == NULL || !json_is_object(o))
+        goto out;
+    c->settings = calloc(json_object_size(o) + 1, sizeof(*c->settings));
+    if (c->settings == NULL)
+        goto out;
+    json_object_foreach (o, k, v) {
+        lm_chan_setting_t *kv = &c->settings[c->nsettings];
+        size_t n = json_is_array(v) ? json_array_size(v) : 1;
+        if ((kv->key = strdup(k)) == NULL || (kv->vals = calloc(n, sizeof(char *))) == NULL) {
+            free(kv->key);
+            goto out;
+        }
+        c->nsettings++;
+        for (size_t j = 0; j < n; j++) {
+            const char *sv = json_string_value(json_is_array(v) ? json_array_get(v, j) : v);
+            if (sv == NULL || (kv->vals[j] = strdup(sv)) == NULL)
+                goto out;
+            kv->nvals++;
+        }
+        if (n == 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    json_decref(o);
+    return rc;
+}
+
+/* The numeric fields in CHAN_COLS order (columns 5.., binds ?5..). */
+static const size_t chan_num_off[] = {
+    offsetof(lm_chan_rec_t, priority),
+    offsetof(lm_chan_rec_t, weight),
+    offsetof(lm_chan_rec_t, max_inflight),
+    offsetof(lm_chan_rec_t, connect_timeout_ms),
+    offsetof(lm_chan_rec_t, first_byte_timeout_ms),
+    offsetof(lm_chan_rec_t, idle_timeout_ms),
+    offsetof(lm_chan_rec_t, request_timeout_ms),
+    offsetof(lm_chan_rec_t, price_input),
+    offsetof(lm_chan_rec_t, price_output),
+    offsetof(lm_chan_rec_t, price_cached_input),
+    offsetof(lm_chan_rec_t, price_per_request),
+};
+#define CHAN_NNUMS (sizeof(chan_num_off) / sizeof(chan_num_off[0]))
+
+/* A record from a row of CHAN_COLS, or NULL. */
+static lm_chan_rec_t *chan_from_row(sqlite3_stmt *s)
+{
+    lm_chan_rec_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->id = sqlite3_column_int64(s, 0);
+    c->name = col_text(s, 1);
+    c->plugin = col_text(s, 2);
+    int bad = c->name == NULL || c->plugin == NULL;
+    bad |= list_decode((const char *)sqlite3_column_text(s, 3), &c->models, &c->nmodels);
+    bad |= settings_decode((const char *)sqlite3_column_text(s, 4), c);
+    for (size_t i = 0; i < CHAN_NNUMS; i++)
+        *(int64_t *)(void *)((char *)c + chan_num_off[i]) = sqlite3_column_int64(s, 5 + (int)i);
+    c->enabled = sqlite3_column_int(s, 16) != 0;
+    c->created_at = sqlite3_column_int64(s, 17);
+    c->updated_at = sqlite3_column_int64(s, 18);
+    if (bad) {
+        lm_chan_rec_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static int chan_name_ok(const char *s, int plugin)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > LM_CHAN_NAME_MAX || (!plugin && (!strcmp(s, ".") || !strcmp(s, ".."))))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
+        if (!plugin)
+            ok |= (ch >= 'A' && ch <= 'Z') || ch == '.';
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+int lm_store_chan_name_ok(const char *name)
+{
+    return chan_name_ok(name, 0);
+}
+
+static int chan_fail(const char **param, const char *p, char *err, size_t errlen, const char *fmt,
+                     ...) __attribute__((format(printf, 5, 6)));
+static int chan_fail(const char **param, const char *p, char *err, size_t errlen, const char *fmt,
+                     ...)
+{
+    if (param)
+        *param = p;
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return LM_STORE_EINVAL;
+}
+
+static int chan_settings_check(const lm_chan_rec_t *c, const char **param, char *err, size_t errlen)
+{
+    if (c->nsettings > LM_CHAN_SETTINGS_MAX || (c->nsettings && c->settings == NULL))
+        return chan_fail(param, "settings", err, errlen, "at most %d settings",
+                         LM_CHAN_SETTINGS_MAX);
+    for (size_t i = 0; i < c->nsettings; i++) {
+        const lm_chan_setting_t *kv = &c->settings[i];
+        if (!chan_name_ok(kv->key, 1))
+            return chan_fail(param, "settings", err, errlen,
+                             "setting names must match [a-z0-9_-]+ (at most %d bytes)",
+                             LM_CHAN_NAME_MAX);
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(c->settings[j].key, kv->key))
+                return chan_fail(param, "settings", err, errlen, "setting %s is given twice",
+                                 kv->key);
+        if (kv->nvals == 0 || kv->nvals > LM_CHAN_VALUES_MAX || kv->vals == NULL)
+            return chan_fail(param, "settings", err, errlen, "setting %s needs 1 to %d values",
+                             kv->key, LM_CHAN_VALUES_MAX);
+        for (size_t j = 0; j < kv->nvals; j++)
+            if (kv->vals[j] == NULL || !cstr_ok(kv->vals[j], LM_CHAN_VALUE_MAX))
+                return chan_fail(param, "settings", err, errlen,
+                                 "setting %s: values must be valid UTF-8 without NUL, at most "
+                                 "%d bytes",
+                                 kv->key, LM_CHAN_VALUE_MAX);
+    }
+    return LM_STORE_OK;
+}
+
+int lm_store_chan_check(const lm_chan_rec_t *c, const char **param, char *err, size_t errlen)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+        int64_t lo, hi;
+    } nums[] = {
+        {"priority", offsetof(lm_chan_rec_t, priority), 0, 1000000},
+        {"weight", offsetof(lm_chan_rec_t, weight), 1, 1000000},
+        {"max_inflight", offsetof(lm_chan_rec_t, max_inflight), 1, 1000000},
+        {"connect_timeout_ms", offsetof(lm_chan_rec_t, connect_timeout_ms), 1, 86400000},
+        {"first_byte_timeout_ms", offsetof(lm_chan_rec_t, first_byte_timeout_ms), 1, 86400000},
+        {"idle_timeout_ms", offsetof(lm_chan_rec_t, idle_timeout_ms), 1, 86400000},
+        {"request_timeout_ms", offsetof(lm_chan_rec_t, request_timeout_ms), 1, 86400000},
+        {"price_input", offsetof(lm_chan_rec_t, price_input), 0, INT64_C(1000000000000000)},
+        {"price_output", offsetof(lm_chan_rec_t, price_output), 0, INT64_C(1000000000000000)},
+        {"price_cached_input", offsetof(lm_chan_rec_t, price_cached_input), 0,
+         INT64_C(1000000000000000)},
+        {"price_per_request", offsetof(lm_chan_rec_t, price_per_request), 0,
+         INT64_C(1000000000000000)},
+    };
+    if (param)
+        *param = NULL;
+    if (c == NULL)
+        return chan_fail(param, NULL, err, errlen, "no channel");
+    if (!chan_name_ok(c->name, 0))
+        return chan_fail(param, "name", err, errlen,
+                         "name must match [A-Za-z0-9_.-]+ (1 to %d characters, not . or ..)",
+                         LM_CHAN_NAME_MAX);
+    if (!chan_name_ok(c->plugin, 1))
+        return chan_fail(param, "plugin", err, errlen,
+                         "plugin must match [a-z0-9_-]+ (a file in plugin_dir, at most %d bytes)",
+                         LM_CHAN_NAME_MAX);
+    if (c->nmodels == 0 || c->nmodels > LM_STORE_LIST_MAX || c->models == NULL)
+        return chan_fail(param, "models", err, errlen, "models needs 1 to %d entries",
+                         LM_STORE_LIST_MAX);
+    for (size_t i = 0; i < c->nmodels; i++)
+        if (c->models[i] == NULL || c->models[i][0] == '\0' ||
+            !cstr_ok(c->models[i], LM_STORE_ITEM_MAX))
+            return chan_fail(param, "models", err, errlen,
+                             "models[%zu] must be non-empty UTF-8 of at most %d bytes", i,
+                             LM_STORE_ITEM_MAX);
+    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+        int64_t v = *(const int64_t *)(const void *)((const char *)c + nums[i].off);
+        if (v < nums[i].lo || v > nums[i].hi)
+            return chan_fail(param, nums[i].name, err, errlen, "%s must be from %lld to %lld",
+                             nums[i].name, (long long)nums[i].lo, (long long)nums[i].hi);
+    }
+    if (c->enabled != 0 && c->enabled != 1)
+        return chan_fail(param, "enabled", err, errlen, "enabled must be true or false");
+    return chan_settings_check(c, param, err, errlen);
 }
 
 int lm_store_key_spec_check(const lm_key_spec_t *sp, char *err, size_t errlen)
@@ -1158,9 +1475,82 @@ static int apply_admin_token(lm_store_t *st, op_t *op)
     return LM_STORE_OK;
 }
 
+static void bind_chan(sqlite3_stmt *s, const op_t *op)
+{
+    const lm_chan_rec_t *c = op->chan;
+    bind_text(s, 1, c->name);
+    bind_text(s, 2, c->plugin);
+    bind_text(s, 3, op->chan_models);
+    bind_text(s, 4, op->chan_settings);
+    for (size_t i = 0; i < CHAN_NNUMS; i++)
+        sqlite3_bind_int64(s, 5 + (int)i,
+                           *(const int64_t *)(const void *)((const char *)c + chan_num_off[i]));
+    sqlite3_bind_int(s, 16, c->enabled ? 1 : 0);
+    sqlite3_bind_int64(s, 17, now_s());
+}
+
+/* One integer from a statement with at most one bound name; -1 if no row. */
+static int64_t w_int(lm_store_t *st, int which, const char *name)
+{
+    sqlite3_stmt *s = st->ws[which];
+    int64_t v = -1;
+    if (name)
+        bind_text(s, 1, name);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return v;
+}
+
+static int apply_chan_create(lm_store_t *st, op_t *op)
+{
+    if (w_int(st, W_CHAN_ID, op->chan->name) >= 0) {
+        seterr(op->err, op->errlen, "a channel named %s already exists", op->chan->name);
+        return LM_STORE_ECONFLICT;
+    }
+    if (w_int(st, W_CHAN_COUNT, NULL) >= LM_CHAN_MAX) {
+        seterr(op->err, op->errlen, "at most %d channels can be stored", LM_CHAN_MAX);
+        return LM_STORE_ECONFLICT;
+    }
+    sqlite3_stmt *s = st->ws[W_INS_CHAN];
+    bind_chan(s, op);
+    if (step_once(s) != SQLITE_DONE) {
+        int rc = db_status(st, "channel insert");
+        seterr(op->err, op->errlen, "could not store the channel");
+        return rc;
+    }
+    op->id = sqlite3_last_insert_rowid(st->w);
+    return LM_STORE_OK;
+}
+
+static int apply_chan_update(lm_store_t *st, op_t *op)
+{
+    sqlite3_stmt *s = st->ws[W_UPD_CHAN];
+    bind_chan(s, op);
+    if (step_once(s) != SQLITE_DONE) {
+        int rc = db_status(st, "channel update");
+        seterr(op->err, op->errlen, "could not update the channel");
+        return rc;
+    }
+    return sqlite3_changes(st->w) == 1 ? LM_STORE_OK : LM_STORE_ENOTFOUND;
+}
+
+static int apply_chan_delete(lm_store_t *st, op_t *op)
+{
+    sqlite3_stmt *s = st->ws[W_DEL_CHAN];
+    bind_text(s, 1, op->chan_name);
+    if (step_once(s) != SQLITE_DONE)
+        return db_status(st, "channel delete");
+    return sqlite3_changes(st->w) == 1 ? LM_STORE_OK : LM_STORE_ENOTFOUND;
+}
+
 static int apply(lm_store_t *st, op_t *op)
 {
     switch (op->kind) {
+    case OP_CHAN_CREATE: return apply_chan_create(st, op);
+    case OP_CHAN_UPDATE: return apply_chan_update(st, op);
+    case OP_CHAN_DELETE: return apply_chan_delete(st, op);
     case OP_USAGE: return apply_usage(st, op);
     case OP_KEY_CREATE: return apply_key_create(st, op);
     case OP_KEY_UPDATE: return apply_key_update(st, op);
@@ -1561,6 +1951,58 @@ int lm_store_admin_token_set(lm_store_t *st, int role, const unsigned char hash[
     return rc;
 }
 
+/* Create or update: check, encode the JSON columns, run on the writer. */
+static int chan_write(lm_store_t *st, int kind, const lm_chan_rec_t *c, int64_t *id, char *err,
+                      size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    int rc = lm_store_chan_check(c, NULL, err, errlen);
+    if (rc != LM_STORE_OK)
+        return rc;
+    op_t op;
+    memset(&op, 0, sizeof(op));
+    op.kind = kind;
+    op.chan = c;
+    op.chan_models = list_encode((const char *const *)c->models, c->nmodels);
+    op.chan_settings = settings_encode(c);
+    op.err = err;
+    op.errlen = errlen;
+    if (op.chan_models == NULL || op.chan_settings == NULL)
+        rc = LM_STORE_ENOMEM;
+    else
+        rc = run_sync(st, &op);
+    free(op.chan_models);
+    wipe_free(op.chan_settings);
+    if (rc == LM_STORE_OK && id)
+        *id = op.id;
+    if (rc != LM_STORE_OK && err && errlen && err[0] == '\0')
+        seterr(err, errlen, "%s", lm_store_strerror(rc));
+    return rc;
+}
+
+int lm_store_chan_create(lm_store_t *st, const lm_chan_rec_t *c, int64_t *id, char *err,
+                         size_t errlen)
+{
+    return chan_write(st, OP_CHAN_CREATE, c, id, err, errlen);
+}
+
+int lm_store_chan_update(lm_store_t *st, const lm_chan_rec_t *c, char *err, size_t errlen)
+{
+    return chan_write(st, OP_CHAN_UPDATE, c, NULL, err, errlen);
+}
+
+int lm_store_chan_delete(lm_store_t *st, const char *name)
+{
+    if (!chan_name_ok(name, 0))
+        return LM_STORE_ENOTFOUND; /* no such name can be stored */
+    op_t op;
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_CHAN_DELETE;
+    op.chan_name = name;
+    return run_sync(st, &op);
+}
+
 /* ------------------------------------------------------------------------ */
 /* admin reads (read connection)                                             */
 
@@ -1642,6 +2084,76 @@ int lm_store_key_list(lm_store_t *st, int64_t after_id, size_t limit, lm_key_t *
     pthread_mutex_unlock(&st->rd_mu);
     if (rc != LM_STORE_OK) {
         lm_store_key_list_free(v, cnt);
+        return rc;
+    }
+    *out = v;
+    *n = cnt;
+    return LM_STORE_OK;
+}
+
+int lm_store_chan_get(lm_store_t *st, const char *name, lm_chan_rec_t **out)
+{
+    *out = NULL;
+    if (!chan_name_ok(name, 0))
+        return LM_STORE_ENOTFOUND;
+    pthread_mutex_lock(&st->rd_mu);
+    sqlite3_stmt *s = st->rs[R_GET_CHAN];
+    int rc = LM_STORE_ENOTFOUND;
+    bind_text(s, 1, name);
+    int sr = sqlite3_step(s);
+    if (sr == SQLITE_ROW) {
+        *out = chan_from_row(s);
+        rc = *out ? LM_STORE_OK : LM_STORE_ENOMEM;
+    } else if (sr != SQLITE_DONE) {
+        rc = LM_STORE_EDB;
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    pthread_mutex_unlock(&st->rd_mu);
+    return rc;
+}
+
+void lm_store_chan_list_free(lm_chan_rec_t **v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        lm_chan_rec_free(v[i]);
+    free(v);
+}
+
+int lm_store_chan_list(lm_store_t *st, lm_chan_rec_t ***out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    lm_chan_rec_t **v = NULL;
+    size_t cnt = 0, cap = 0;
+    int rc = LM_STORE_OK, sr;
+    pthread_mutex_lock(&st->rd_mu);
+    sqlite3_stmt *s = st->rs[R_LIST_CHAN];
+    sqlite3_bind_int64(s, 1, LM_CHAN_MAX);
+    while ((sr = sqlite3_step(s)) == SQLITE_ROW) {
+        if (cnt == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            lm_chan_rec_t **nv = realloc(v, nc * sizeof(*nv));
+            if (nv == NULL) {
+                rc = LM_STORE_ENOMEM;
+                break;
+            }
+            v = nv;
+            cap = nc;
+        }
+        if ((v[cnt] = chan_from_row(s)) == NULL) {
+            rc = LM_STORE_ENOMEM;
+            break;
+        }
+        cnt++;
+    }
+    if (rc == LM_STORE_OK && sr != SQLITE_DONE)
+        rc = LM_STORE_EDB;
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    pthread_mutex_unlock(&st->rd_mu);
+    if (rc != LM_STORE_OK) {
+        lm_store_chan_list_free(v, cnt);
         return rc;
     }
     *out = v;
@@ -1979,6 +2491,37 @@ static int mkdirs(const char *dir)
     return (stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode)) ? 0 : -1;
 }
 
+/* The store holds literal provider secrets (stored channels): the data
+ * directory must be 0700 and the database files 0600. Files are tightened
+ * always; the directory only when it is ours and not a shared (sticky)
+ * directory such as /tmp, else a warning says so. */
+static void tighten_perms(lm_store_t *st, const char *dir, const char *db)
+{
+    struct stat sb;
+    if (stat(dir, &sb) == 0 && (sb.st_mode & 077)) {
+        if (sb.st_uid == geteuid() && !(sb.st_mode & S_ISVTX) && chmod(dir, 0700) == 0)
+            slog(st, 1, "data directory %s was accessible to other users (mode %03o); now 0700",
+                 dir, (unsigned)(sb.st_mode & 0777));
+        else
+            slog(st, 1,
+                 "data directory %s is accessible to other users (mode %03o); it holds "
+                 "secrets: make it 0700",
+                 dir, (unsigned)(sb.st_mode & 0777));
+    }
+    static const char *const sfx[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+        char p[4224];
+        snprintf(p, sizeof(p), "%s%s", db, sfx[i]);
+        if (lstat(p, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & 077)) {
+            if (chmod(p, 0600) == 0)
+                slog(st, 1, "%s was accessible to other users (mode %03o); now 0600", p,
+                     (unsigned)(sb.st_mode & 0777));
+            else
+                slog(st, 0, "cannot make %s 0600: %s", p, strerror(errno));
+        }
+    }
+}
+
 void lm_store_close(lm_store_t *st)
 {
     if (st == NULL)
@@ -2054,6 +2597,7 @@ lm_store_t *lm_store_open(const lm_store_opts_t *o, char *err, size_t errlen)
         return NULL;
     }
     st->log = o->log;
+    tighten_perms(st, o->dir, path);
     st->sync_full = o->sync_full;
     st->busy_ms = o->busy_timeout_ms ? o->busy_timeout_ms : 5000;
     st->q_cap = o->queue_max ? o->queue_max : 100000;

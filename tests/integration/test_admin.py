@@ -110,6 +110,12 @@ def test_token_shown_once():
 def walk_body(method, path):
     if method == "POST" and path == "/admin/keys":
         return {"name": "walk", "quota": "1"}
+    if method == "POST" and path == "/admin/channels":
+        return {"name": "walk-new", "plugin": "mock", "models": ["walk-model"]}
+    if method == "PUT" and path == "/admin/channels/{name}":
+        return {"plugin": "mock", "models": ["walk-model-2"]}
+    if method == "PATCH" and path == "/admin/channels/{name}":
+        return {"weight": 2}
     if method == "PATCH":
         return {"name": "walked"}
     return None
@@ -124,10 +130,16 @@ def test_route_separation():
         st, js, _ = a.call("GET", "/admin/routes")
         check(st == 200 and len(js["data"]) >= 10, "route table %d" % st)
         routes = sorted(js["data"], key=lambda r: r["method"] == "DELETE")  # delete last
-        for r in routes:
+        for n, r in enumerate(routes):
             method = r["method"]
             victim = a.create(name="victim")["id"]
             path = r["path"].replace("{id}", str(victim))
+            if "{name}" in path:  # a stored channel to read, change or delete
+                chan = "victim-%d" % n
+                st, _, raw = a.call("POST", "/admin/channels", {"name": chan, "plugin": "mock",
+                                                                "models": ["victim-model"]})
+                check(st == 201, "victim channel %d %s" % (st, raw[:200]))
+                path = path.replace("{name}", chan)
             body = walk_body(method, r["path"])
             for who, tok, want in (("no key", "", 401), ("config key", KEY, 403),
                                    ("virtual key", vkey["secret"], 403),

@@ -1,8 +1,11 @@
 /* The SQLite store and billing: migrations, settings read back (DB-2), keys
  * never at rest in plaintext (AU-1), hostile text (AU-3), the QB-1 race,
  * reserve/settle/cancel/expiry exactness (QB-2), write contention (DB-3),
- * idempotent replays, queue bounds and the admin queries. */
+ * idempotent replays, queue bounds, the admin queries, and the channels
+ * stored through the admin API (CRUD, hostile values, rendering into the
+ * configuration parser, secrets masked, file modes). */
 #include "../../kernel/billing.h"
+#include "../../kernel/chanconf.h"
 #include "../../kernel/store.h"
 #include "t.h"
 
@@ -118,7 +121,7 @@ static void test_migrations(void)
         if (st == NULL)
             break;
         lm_store_settings_t s;
-        T_CHECK(lm_store_settings(st, &s) == LM_STORE_OK && s.schema_version == 2,
+        T_CHECK(lm_store_settings(st, &s) == LM_STORE_OK && s.schema_version == 3,
                 "schema version %d", s.schema_version);
         lm_key_t *k = lm_store_key_find(st, secret, strlen(secret));
         T_CHECK(k && k->id == id && k->quota == 1000, "key survives re-open");
@@ -1260,6 +1263,311 @@ static void test_locked(void)
     T_END();
 }
 
+/* ------------------------------------------------------------------------ */
+/* channels                                                                  */
+
+static char **strv(const char *const *v, size_t n)
+{
+    char **o = calloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        o[i] = strdup(v[i]);
+    return o;
+}
+
+/* A channel for plugin `plugin` serving `models`, with settings given as
+ * key, value pairs (one value each). */
+static lm_chan_rec_t *chan_rec(const char *name, const char *plugin, const char *const *models,
+                               size_t nmodels, const char *const *kv, size_t nkv)
+{
+    lm_chan_rec_t *c = lm_chan_rec_new();
+    c->name = strdup(name);
+    c->plugin = strdup(plugin);
+    c->models = strv(models, nmodels);
+    c->nmodels = nmodels;
+    c->settings = calloc(nkv + 1, sizeof(*c->settings));
+    for (size_t i = 0; i < nkv; i++) {
+        c->settings[i].key = strdup(kv[2 * i]);
+        c->settings[i].vals = strv(&kv[2 * i + 1], 1);
+        c->settings[i].nvals = 1;
+    }
+    c->nsettings = nkv;
+    return c;
+}
+
+static void test_chan_crud(void)
+{
+    T_BEGIN("store_channels_crud_and_checks");
+    new_dir();
+    lm_store_t *st = open_store(0);
+    T_CHECK(st != NULL, "open");
+    if (st == NULL)
+        return;
+    static const char *const models[] = {"m1", "alias=up-1"};
+    static const char *const kv[] = {"base_url", "http://127.0.0.1:9/v1", "api_key",
+                                     "sk-literal-0001"};
+    lm_chan_rec_t *c = chan_rec("b-chan", "openai", models, 2, kv, 2);
+    c->price_input = 2500000;
+    c->priority = 3;
+    char err[256] = "";
+    int64_t id = 0;
+    T_CHECK(lm_store_chan_create(st, c, &id, err, sizeof(err)) == LM_STORE_OK && id > 0,
+            "create: %s", err);
+    T_CHECK(lm_store_chan_create(st, c, NULL, err, sizeof(err)) == LM_STORE_ECONFLICT &&
+                strstr(err, "already exists"),
+            "duplicate name: %s", err);
+    lm_chan_rec_t *a = chan_rec("a.chan-1_X", "mock", models, 1, NULL, 0);
+    a->enabled = 0;
+    T_CHECK(lm_store_chan_create(st, a, NULL, err, sizeof(err)) == LM_STORE_OK, "create 2");
+    lm_chan_rec_t *g = NULL;
+    T_CHECK(lm_store_chan_get(st, "b-chan", &g) == LM_STORE_OK && g, "get");
+    if (g) {
+        T_STREQ(g->plugin, "openai");
+        T_CHECK(g->nmodels == 2 && !strcmp(g->models[1], "alias=up-1"), "models");
+        T_CHECK(g->nsettings == 2 && !strcmp(g->settings[1].key, "api_key") &&
+                    !strcmp(g->settings[1].vals[0], "sk-literal-0001"),
+                "settings kept in order");
+        T_CHECK(g->price_input == 2500000 && g->priority == 3 && g->weight == 1 &&
+                    g->max_inflight == 1024 && g->connect_timeout_ms == 5000 && g->enabled,
+                "numbers and defaults");
+        T_CHECK(g->created_at > 0 && g->updated_at == g->created_at, "times");
+    }
+    lm_chan_rec_free(g);
+    lm_chan_rec_t **v = NULL;
+    size_t n = 0;
+    T_CHECK(lm_store_chan_list(st, &v, &n) == LM_STORE_OK && n == 2 &&
+                !strcmp(v[0]->name, "a.chan-1_X") && !v[0]->enabled,
+            "list by name");
+    lm_store_chan_list_free(v, n);
+    /* update replaces every field */
+    c->weight = 7;
+    c->settings[0].vals[0][0] = 'H';
+    T_CHECK(lm_store_chan_update(st, c, err, sizeof(err)) == LM_STORE_OK, "update");
+    T_CHECK(lm_store_chan_get(st, "b-chan", &g) == LM_STORE_OK && g->weight == 7 &&
+                g->settings[0].vals[0][0] == 'H',
+            "update stored");
+    lm_chan_rec_free(g);
+    lm_chan_rec_t *ghost = chan_rec("ghost", "mock", models, 1, NULL, 0);
+    T_CHECK(lm_store_chan_update(st, ghost, err, sizeof(err)) == LM_STORE_ENOTFOUND,
+            "update unknown");
+    T_CHECK(lm_store_chan_get(st, "ghost", &g) == LM_STORE_ENOTFOUND && g == NULL, "get unknown");
+    /* shape checks */
+    const char *param = NULL;
+    static const char *const bad_names[] = {"",
+                                            ".",
+                                            "..",
+                                            "a b",
+                                            "a/b",
+                                            "x'--",
+                                            "龙",
+                                            "0123456789012345678901234567890123456789012345678901"
+                                            "2345678901234"};
+    for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
+        free(ghost->name);
+        ghost->name = strdup(bad_names[i]);
+        T_CHECK(lm_store_chan_create(st, ghost, NULL, err, sizeof(err)) == LM_STORE_EINVAL,
+                "name %s refused", bad_names[i]);
+        T_CHECK(lm_store_chan_check(ghost, &param, err, sizeof(err)) == LM_STORE_EINVAL && param &&
+                    !strcmp(param, "name"),
+                "param name");
+    }
+    free(ghost->name);
+    ghost->name = strdup("ghost");
+    free(ghost->plugin);
+    ghost->plugin = strdup("../evil");
+    T_CHECK(lm_store_chan_check(ghost, &param, err, sizeof(err)) == LM_STORE_EINVAL &&
+                !strcmp(param, "plugin"),
+            "plugin path refused");
+    free(ghost->plugin);
+    ghost->plugin = strdup("mock");
+    ghost->weight = 0;
+    T_CHECK(lm_store_chan_check(ghost, &param, err, sizeof(err)) == LM_STORE_EINVAL &&
+                !strcmp(param, "weight"),
+            "weight 0 refused: %s", err);
+    ghost->weight = 1;
+    ghost->nmodels = 0;
+    T_CHECK(lm_store_chan_check(ghost, &param, err, sizeof(err)) == LM_STORE_EINVAL &&
+                !strcmp(param, "models"),
+            "no models refused");
+    ghost->nmodels = 1;
+    /* delete */
+    T_CHECK(lm_store_chan_delete(st, "a.chan-1_X") == LM_STORE_OK, "delete");
+    T_CHECK(lm_store_chan_delete(st, "a.chan-1_X") == LM_STORE_ENOTFOUND, "delete twice");
+    T_CHECK(lm_store_chan_delete(st, "x' OR 1=1 --") == LM_STORE_ENOTFOUND, "delete bad name");
+    lm_store_close(st);
+    /* survives a re-open; the literal secret is in the DB file, which is 0600 in a 0700 dir */
+    st = open_store(0);
+    T_CHECK(st && lm_store_chan_get(st, "b-chan", &g) == LM_STORE_OK && g->weight == 7,
+            "persisted");
+    lm_chan_rec_free(g);
+    lm_store_close(st);
+    struct stat sb;
+    char path[128];
+    snprintf(path, sizeof(path), "%s/longmen.db", g_dir);
+    T_CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0600, "db mode %o",
+            (unsigned)(sb.st_mode & 0777));
+    /* a loosened directory and file are tightened at open */
+    chmod(g_dir, 0755);
+    chmod(path, 0644);
+    st = open_store(0);
+    T_CHECK(stat(g_dir, &sb) == 0 && (sb.st_mode & 0777) == 0700, "dir mode %o",
+            (unsigned)(sb.st_mode & 0777));
+    T_CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0600, "db mode after %o",
+            (unsigned)(sb.st_mode & 0777));
+    lm_store_close(st);
+    lm_chan_rec_free(c);
+    lm_chan_rec_free(a);
+    lm_chan_rec_free(ghost);
+    rm_dir(g_dir);
+    T_END();
+}
+
+/* AU-3: SQL metacharacters, quotes, backslashes, '#', braces and Unicode in
+ * models and settings are stored exactly and parse back exactly. */
+static void test_chan_hostile_render(void)
+{
+    T_BEGIN("store_channels_hostile_values_render_and_parse");
+    new_dir();
+    lm_store_t *st = open_store(0);
+    static const char *const models[] = {"x'; DROP TABLE channels; --", "a\"b=c\\d",
+                                         "龙门 # not a comment", "}", "{"};
+    static const char *const kv[] = {"base_url", "\" OR 1=1 -- #x { }", "api_key", "sk-'\"\\;DROP"};
+    lm_chan_rec_t *c = chan_rec("hostile", "mock", models, 5, kv, 2);
+    char err[512] = "", param[96] = "";
+    T_CHECK(st && lm_store_chan_create(st, c, NULL, err, sizeof(err)) == LM_STORE_OK, "create: %s",
+            err);
+    lm_chan_rec_t *g = NULL;
+    T_CHECK(st && lm_store_chan_get(st, "hostile", &g) == LM_STORE_OK, "get");
+    for (size_t i = 0; g && i < 5; i++)
+        T_STREQ(g->models[i], models[i]);
+    T_CHECK(g && !strcmp(g->settings[0].vals[0], kv[1]) && !strcmp(g->settings[1].vals[0], kv[3]),
+            "settings exact");
+    lm_conf_t *conf = NULL;
+    T_CHECK(lm_conf_parse("t.conf", "listen 127.0.0.1:1\n", 19, &conf, err, sizeof(err)) == 0,
+            "base conf");
+    T_CHECK(conf && g && lm_chan_conf_add(conf, g, param, sizeof(param), err, sizeof(err)) == 0,
+            "parses: %s (%s)", err, param);
+    if (conf && conf->nchans == 1) {
+        const lm_chan_conf_t *ch = &conf->chans[0];
+        T_STREQ(ch->name, "hostile");
+        T_STREQ(ch->plugin, "mock");
+        T_CHECK(ch->nmodels == 5, "5 models");
+        T_STREQ(ch->models[0].name, models[0]);
+        T_STREQ(ch->models[1].name, "a\"b");
+        T_STREQ(ch->models[1].upstream, "c\\d");
+        T_STREQ(ch->models[2].name, models[2]);
+        T_CHECK(ch->nkv == 2, "2 settings");
+        T_STREQ(lm_conf_chan_kv(ch, "base_url")->val, kv[1]);
+        T_STREQ(lm_conf_chan_kv(ch, "api_key")->val, kv[3]);
+        T_CHECK(lm_conf_chan_kv(ch, "api_key")->secret, "api_key is a secret");
+        T_CHECK(ch->weight == 1 && ch->max_inflight == 1024 && ch->connect_timeout_ms == 5000 &&
+                    ch->request_timeout_ms == 600000,
+                "defaults survive rendering");
+    }
+    lm_conf_free(conf);
+    lm_chan_rec_free(g);
+    lm_chan_rec_free(c);
+    lm_store_close(st);
+    rm_dir(g_dir);
+    T_END();
+}
+
+static void test_chan_conf(void)
+{
+    T_BEGIN("chanconf_errors_apply_and_masking");
+    new_dir();
+    lm_store_t *st = open_store(0);
+    char err[512] = "", param[96] = "";
+    const char *p = NULL;
+    static const char *const models[] = {"m1", "=bad"};
+    static const char *const kv[] = {"api_key", "sk-secret-value-1", "region", "eu"};
+    lm_chan_rec_t *c = chan_rec("c1", "mock", models, 2, kv, 2);
+    lm_conf_t *conf = NULL;
+    const char *file = "channel filechan {\n plugin mock\n models f1\n}\n";
+    lm_conf_parse("f.conf", file, strlen(file), &conf, err, sizeof(err));
+    T_CHECK(conf && conf->nchans == 1, "file conf");
+    /* a parser error names the field, without the rendered text's location */
+    T_CHECK(lm_chan_conf_add(conf, c, param, sizeof(param), err, sizeof(err)) < 0 &&
+                !strcmp(param, "models") && strstr(err, "bad model mapping") &&
+                strncmp(err, "(store)", 7) != 0,
+            "bad mapping: %s / %s", param, err);
+    T_CHECK(conf->nchans == 1, "conf unchanged on error");
+    free(c->models[1]);
+    c->models[1] = strdup("alias=m1");
+    T_CHECK(lm_chan_conf_add(conf, c, param, sizeof(param), err, sizeof(err)) == 0, "ok: %s", err);
+    T_CHECK(conf->nchans == 2 && !strcmp(conf->chans[1].name, "c1"), "appended");
+    /* the file's name clashes */
+    free(c->name);
+    c->name = strdup("filechan");
+    T_CHECK(lm_chan_conf_add(conf, c, param, sizeof(param), err, sizeof(err)) < 0 &&
+                strstr(err, "already defined"),
+            "clash: %s", err);
+    /* env: references are read at parse time */
+    free(c->name);
+    c->name = strdup("c2");
+    free(c->settings[0].vals[0]);
+    c->settings[0].vals[0] = strdup("env:LM_TEST_UNSET_VAR_XYZ");
+    T_CHECK(lm_chan_conf_add(conf, c, param, sizeof(param), err, sizeof(err)) < 0 &&
+                strstr(err, "LM_TEST_UNSET_VAR_XYZ is not set") &&
+                !strcmp(param, "settings.api_key"),
+            "unset env: %s / %s", param, err);
+    /* checks beyond the store's */
+    free(c->settings[1].key);
+    c->settings[1].key = strdup("priority");
+    T_CHECK(lm_chan_check(c, &p, err, sizeof(err)) < 0 && !strcmp(p, "settings") &&
+                strstr(err, "channel field"),
+            "reserved: %s", err);
+    free(c->settings[1].key);
+    c->settings[1].key = strdup("region");
+    free(c->settings[1].vals[0]);
+    c->settings[1].vals[0] = strdup("a\nmodels evil");
+    T_CHECK(lm_chan_check(c, &p, err, sizeof(err)) < 0 && strstr(err, "control"),
+            "newline refused: %s", err);
+    free(c->settings[1].vals[0]);
+    c->settings[1].vals[0] = strdup("eu");
+    /* masking: literal secrets are "***", env: references are shown */
+    free(c->settings[0].vals[0]);
+    c->settings[0].vals[0] = strdup("sk-secret-value-1");
+    json_t *j = lm_chan_to_json(c);
+    char *txt = json_dumps(j, 0);
+    T_CHECK(txt && !strstr(txt, "sk-secret-value-1") && strstr(txt, "\"api_key\": \"***\"") &&
+                strstr(txt, "\"region\": \"eu\""),
+            "masked: %s", txt);
+    free(txt);
+    json_decref(j);
+    free(c->settings[0].vals[0]);
+    c->settings[0].vals[0] = strdup("env:SOME_VAR");
+    j = lm_chan_to_json(c);
+    txt = json_dumps(j, 0);
+    T_CHECK(txt && strstr(txt, "\"env:SOME_VAR\""), "env shown: %s", txt);
+    free(txt);
+    json_decref(j);
+    /* apply: enabled stored channels join; the file's name wins; disabled stay out */
+    lm_chan_rec_t *s1 = chan_rec("filechan", "mock", models, 1, NULL, 0);
+    lm_chan_rec_t *s2 = chan_rec("s2", "mock", models, 1, NULL, 0);
+    lm_chan_rec_t *s3 = chan_rec("s3", "mock", models, 1, NULL, 0);
+    s3->enabled = 0;
+    lm_store_chan_create(st, s1, NULL, err, sizeof(err));
+    lm_store_chan_create(st, s2, NULL, err, sizeof(err));
+    lm_store_chan_create(st, s3, NULL, err, sizeof(err));
+    lm_conf_free(conf);
+    lm_conf_parse("f.conf", file, strlen(file), &conf, err, sizeof(err));
+    T_CHECK(lm_chan_conf_apply(conf, st, NULL, 1, err, sizeof(err)) == 0 && conf->nchans == 2 &&
+                !strcmp(conf->chans[1].name, "s2"),
+            "apply: %s (%zu)", err, conf->nchans);
+    lm_conf_free(conf);
+    lm_conf_parse("f.conf", file, strlen(file), &conf, err, sizeof(err));
+    T_CHECK(lm_chan_conf_apply(conf, st, "s2", 1, err, sizeof(err)) == 0 && conf->nchans == 1,
+            "apply with skip");
+    lm_conf_free(conf);
+    lm_chan_rec_free(s1);
+    lm_chan_rec_free(s2);
+    lm_chan_rec_free(s3);
+    lm_chan_rec_free(c);
+    lm_store_close(st);
+    rm_dir(g_dir);
+    T_END();
+}
+
 int main(void)
 {
     test_migrations();
@@ -1275,5 +1583,8 @@ int main(void)
     test_mix();
     test_timing();
     test_locked();
+    test_chan_crud();
+    test_chan_hostile_render();
+    test_chan_conf();
     T_EXIT();
 }
