@@ -121,6 +121,9 @@ struct lm_lua_vm_s {
     char retry_model[128];
 };
 
+/* Slots of a request anchor (push_reqview). */
+enum { SLOT_REQ, SLOT_MODEL, SLOT_MESSAGES, SLOT_META };
+
 struct lm_lua_call_s {
     lm_lua_vm_t *vm;
     json_t *req;
@@ -130,6 +133,9 @@ struct lm_lua_call_s {
     unsigned stages;
     unsigned char *applies;
     int *ctx;
+    int anchor;      /* registry ref: the anchor over req and meta (or LUA_NOREF) */
+    int view;        /* registry ref: the request view last made from it */
+    int req_changed; /* on_request rewrote req */
 };
 
 /* ------------------------------------------------------------------ */
@@ -244,6 +250,25 @@ void lm_lua_charge(lua_State *L, uint64_t steps)
         raise_limit(L, vm);
 }
 
+void lm_lua_mem_charge(lua_State *L, size_t bytes)
+{
+    lm_lua_vm_t *vm = vm_of(L);
+
+    if (bytes > vm->mem_cap || vm->mem > vm->mem_cap - bytes) {
+        /* dead anchors hold charges until their finalizers run */
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        if (bytes > vm->mem_cap || vm->mem > vm->mem_cap - bytes)
+            lua_newuserdatauv(L, vm->mem_cap, 0); /* cannot fit: the ordinary memory error */
+    }
+    vm->mem += bytes;
+}
+
+void lm_lua_mem_uncharge(lua_State *L, size_t bytes)
+{
+    lm_lua_vm_t *vm = vm_of(L);
+    vm->mem = bytes < vm->mem ? vm->mem - bytes : 0;
+}
+
 static void lim_start(lm_lua_vm_t *vm, size_t script, int stage)
 {
     const lm_lua_limits_t *lim = &vm->gen->lim;
@@ -280,51 +305,6 @@ static void gate(lua_State *L, unsigned mask, const char *what)
 /* ------------------------------------------------------------------ */
 /* JSON (Jansson) <-> Lua                                              */
 
-static void push_json(lua_State *L, json_t *j, int depth)
-{
-    if (depth > LM_LUA_JSON_DEPTH)
-        luaL_error(L, "JSON nested deeper than %d", LM_LUA_JSON_DEPTH);
-    luaL_checkstack(L, 4, "JSON depth");
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: {
-        const char *k;
-        json_t *v;
-        lua_createtable(L, 0, (int)json_object_size(j));
-        json_object_foreach (j, k, v) {
-            lua_pushlstring(L, k, json_object_iter_key_len(json_object_key_to_iter(k)));
-            push_json(L, v, depth + 1);
-            lua_rawset(L, -3);
-        }
-        return;
-    }
-    case JSON_ARRAY: {
-        size_t i, n = json_array_size(j);
-        lua_createtable(L, (int)n, 0);
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &lm_lua_array_key);
-        lua_setmetatable(L, -2);
-        for (i = 0; i < n; i++) {
-            push_json(L, json_array_get(j, i), depth + 1);
-            lua_rawseti(L, -2, (lua_Integer)i + 1);
-        }
-        return;
-    }
-    case JSON_STRING: lua_pushlstring(L, json_string_value(j), json_string_length(j)); return;
-    case JSON_INTEGER: lua_pushinteger(L, (lua_Integer)json_integer_value(j)); return;
-    case JSON_REAL: lua_pushnumber(L, json_real_value(j)); return;
-    case JSON_TRUE: lua_pushboolean(L, 1); return;
-    case JSON_FALSE: lua_pushboolean(L, 0); return;
-    default: lm_lua_pushnull(L); return;
-    }
-}
-
-static void push_json_or_nil(lua_State *L, json_t *j)
-{
-    if (j)
-        push_json(L, j, 0);
-    else
-        lua_pushnil(L);
-}
-
 /* Attach v to parent (array append, or object key k/kl) or to *root. v is
  * attached before a container is filled, so a Lua error while filling
  * leaks nothing: the caller frees the root. */
@@ -341,7 +321,8 @@ static void tj_attach(lua_State *L, json_t *v, json_t *parent, const char *k, si
 }
 
 /* The Lua value at idx to JSON, attached as tj_attach says. No metamethods
- * run. `what` names the value in error messages. */
+ * run (pending tables are materialised by lm_lua_table_kind). `what` names
+ * the value in error messages. */
 static void to_json(lua_State *L, int idx, int depth, const char *what, json_t *parent,
                     const char *k, size_t kl, json_t **root)
 {
@@ -485,6 +466,8 @@ static void mark_frozen(lua_State *L, int idx)
     lua_pop(L, 1);
 }
 
+/* The raw accessors see a pending stage argument (lua_int.h) as the table
+ * it stands for: they materialise it first. */
 static int sb_rawset(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -492,6 +475,7 @@ static int sb_rawset(lua_State *L)
     luaL_checkany(L, 3);
     if (is_frozen(L, 1))
         return luaL_error(L, "rawset: this table is read-only");
+    lm_lua_touch(L, 1);
     lua_settop(L, 3);
     lua_rawset(L, 1);
     return 1;
@@ -510,10 +494,54 @@ static int sb_setmetatable(lua_State *L)
                                  "outside the script's limits)");
         lua_pop(L, 1);
     }
+    lm_lua_touch(L, 1);
     if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
         return luaL_error(L, "cannot change a protected metatable");
     lua_settop(L, 2);
     lua_setmetatable(L, 1);
+    return 1;
+}
+
+static int sb_rawget(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checkany(L, 2);
+    lm_lua_touch(L, 1);
+    lua_settop(L, 2);
+    lua_rawget(L, 1);
+    return 1;
+}
+
+static int sb_rawlen(lua_State *L)
+{
+    int t = lua_type(L, 1);
+
+    luaL_argexpected(L, t == LUA_TTABLE || t == LUA_TSTRING, 1, "table or string");
+    lm_lua_touch(L, 1);
+    lua_pushinteger(L, (lua_Integer)lua_rawlen(L, 1));
+    return 1;
+}
+
+static int sb_next(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lm_lua_touch(L, 1);
+    lua_settop(L, 2);
+    if (lua_next(L, 1))
+        return 2;
+    lua_pushnil(L);
+    return 1;
+}
+
+static int sb_getmetatable(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lm_lua_touch(L, 1);
+    if (!lua_getmetatable(L, 1)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    luaL_getmetafield(L, 1, "__metatable"); /* the protected value, if any */
     return 1;
 }
 
@@ -834,6 +862,7 @@ static int lm_json_array_fn(lua_State *L)
         lua_newtable(L);
     }
     luaL_checktype(L, 1, LUA_TTABLE);
+    lm_lua_touch(L, 1);
     if (lua_getmetatable(L, 1))
         return luaL_error(L, "lm.json.array: the table already has a metatable");
     lua_settop(L, 1);
@@ -1027,9 +1056,9 @@ static void set_fn(lua_State *L, const char *name, lua_CFunction f)
 
 static int vm_setup(lua_State *L)
 {
-    static const char *const base_keep[] = {
-        "assert", "error",  "getmetatable", "ipairs",   "next", "pairs",    "rawequal", "rawget",
-        "rawlen", "select", "tonumber",     "tostring", "type", "_VERSION", NULL};
+    static const char *const base_keep[] = {"assert",   "error",    "ipairs",   "pairs",
+                                            "rawequal", "select",   "tonumber", "type",
+                                            "tostring", "_VERSION", NULL};
     static const char *const str_skip[] = {"dump", "find", "match", "gmatch", "gsub", NULL};
     static const char *const co_keep[] = {"yield", "status", "isyieldable", "running", NULL};
     static const char *const os_keep[] = {"time", "clock", "date", NULL};
@@ -1048,6 +1077,7 @@ static int vm_setup(lua_State *L)
     lua_pushliteral(L, "json.array");
     lua_setfield(L, -2, "__metatable");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &lm_lua_array_key);
+    lm_lua_lazy_open(L);
 
     lua_newtable(L);
     B = lua_gettop(L);
@@ -1063,6 +1093,10 @@ static int vm_setup(lua_State *L)
     set_fn(L, "xpcall", sb_xpcall);
     set_fn(L, "setmetatable", sb_setmetatable);
     set_fn(L, "rawset", sb_rawset);
+    set_fn(L, "rawget", sb_rawget);
+    set_fn(L, "rawlen", sb_rawlen);
+    set_fn(L, "next", sb_next);
+    set_fn(L, "getmetatable", sb_getmetatable);
     set_fn(L, "load", sb_load);
     set_fn(L, "print", sb_print);
     lua_pop(L, 1);
@@ -1215,7 +1249,7 @@ static int vm_load_script(lua_State *L)
     lua_pushvalue(L, E);
     lua_setupvalue(L, -2, 1);
     if (gs->args)
-        push_json(L, gs->args, 0);
+        lm_lua_push_json(L, gs->args, 0);
     else
         lua_newtable(L);
     lua_call(L, 1, 0);
@@ -1610,6 +1644,7 @@ lm_lua_call_t *lm_lua_call_begin(lm_lua_vm_t *vm, const char *key_name, const ch
         return NULL;
     }
     call->req = json_incref(req);
+    call->anchor = call->view = LUA_NOREF;
     if (req && (m = json_object_get(req, "model")) && json_is_string(m))
         model = json_string_value(m);
     for (size_t i = 0; i < gen->n; i++) {
@@ -1625,6 +1660,35 @@ lm_lua_call_t *lm_lua_call_begin(lm_lua_vm_t *vm, const char *key_name, const ch
     return call;
 }
 
+static void unref(lua_State *L, int *ref)
+{
+    if (*ref != LUA_NOREF)
+        luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+    *ref = LUA_NOREF;
+}
+
+/* Forget the cached request anchor and view. An anchor that still shows
+ * the live request switches to a copy of it first (req may be changed in
+ * place later, by on_request or the caller; pending tables keep showing
+ * what they were made from). 0, or -1 when out of memory. Never raises. */
+static int drop_view(lm_lua_call_t *call)
+{
+    lua_State *L = call->vm->L;
+    int rc = 0;
+
+    if (call->anchor != LUA_NOREF && lua_checkstack(L, 3)) {
+        lm_lua_anchor_t *a;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, call->anchor);
+        a = lm_lua_to_anchor(L, -1);
+        if (a && call->req && a->j[SLOT_REQ] == call->req)
+            rc = lm_lua_anchor_snapshot(a, SLOT_REQ);
+        lua_pop(L, 1);
+    }
+    unref(L, &call->anchor);
+    unref(L, &call->view);
+    return rc;
+}
+
 void lm_lua_call_end(lm_lua_call_t *call)
 {
     if (!call)
@@ -1632,6 +1696,8 @@ void lm_lua_call_end(lm_lua_call_t *call)
     for (size_t i = 0; i < call->vm->gen->n; i++)
         if (call->ctx[i] != LUA_NOREF)
             luaL_unref(call->vm->L, LUA_REGISTRYINDEX, call->ctx[i]);
+    unref(call->vm->L, &call->anchor); /* req is not changed after the end */
+    unref(call->vm->L, &call->view);
     json_decref(call->req);
     json_decref(call->meta);
     free(call->applies);
@@ -1652,35 +1718,137 @@ json_t *lm_lua_call_meta(lm_lua_call_t *call)
     return call->meta;
 }
 
-/* The request as scripts see it: {model, messages, params, key, group, meta}. */
-static void push_reqview(lua_State *L, lm_lua_call_t *call)
+int lm_lua_call_request_changed(const lm_lua_call_t *call)
 {
-    int t, p;
+    return call->req_changed;
+}
 
-    luaL_checkstack(L, 6, NULL);
-    lua_createtable(L, 0, 6);
-    t = lua_gettop(L);
-    lua_newtable(L);
-    p = lua_gettop(L);
-    if (call->req && json_is_object(call->req)) {
-        const char *k;
-        json_t *v;
-        json_object_foreach (call->req, k, v) {
-            int dst = (strcmp(k, "model") == 0 || strcmp(k, "messages") == 0) ? t : p;
-            lua_pushstring(L, k);
-            push_json(L, v, 1);
-            lua_rawset(L, dst);
-        }
+/* Pushes a pending table over JSON j (objects and arrays; other values are
+ * pushed as they are). */
+static void push_lazy_json(lua_State *L, json_t *j, int depth)
+{
+    lm_lua_anchor_t *a;
+
+    if (!json_is_object(j) && !json_is_array(j)) {
+        lm_lua_push_json(L, j, depth);
+        return;
     }
-    lua_setfield(L, t, "params");
+    a = lm_lua_push_anchor(L, lm_lua_json_cost(j), 0);
+    a->j[0] = json_incref(j);
+    a->depth[0] = depth;
+    lm_lua_push_lazy(L, -1, 0);
+    lua_remove(L, -2);
+}
+
+/* t[name] = the value on top (pops it), without metamethods: t may still
+ * carry the pending metatable while it is being filled. */
+static void rawset_field(lua_State *L, int t, const char *name)
+{
+    lua_pushstring(L, name);
+    lua_insert(L, -2);
+    lua_rawset(L, t);
+}
+
+/* Pushes slot `slot` of the anchor at src: a pending table for objects and
+ * arrays, the value itself otherwise. */
+static void push_slot(lua_State *L, int src, const lm_lua_anchor_t *a, int slot, unsigned flags)
+{
+    if (json_is_object(a->j[slot]) || json_is_array(a->j[slot]))
+        lm_lua_push_lazy(L, src, (unsigned)slot | flags);
+    else
+        lm_lua_push_json(L, a->j[slot], a->depth[slot]);
+}
+
+/* Materialises a request view: {model, messages, params, key, group,
+ * meta}, with messages, params and meta pending in turn. */
+static void fill_reqview(lua_State *L, int t, int src, lm_lua_anchor_t *a)
+{
+    luaL_checkstack(L, 4, NULL);
+    if (a->j[SLOT_MODEL]) {
+        lm_lua_push_json(L, a->j[SLOT_MODEL], a->depth[SLOT_MODEL]);
+        rawset_field(L, t, "model");
+    }
+    if (a->j[SLOT_MESSAGES]) {
+        push_slot(L, src, a, SLOT_MESSAGES, 0);
+        rawset_field(L, t, "messages");
+    }
+    if (a->j[SLOT_REQ])
+        push_slot(L, src, a, SLOT_REQ, LM_LUA_LAZY_PARAMS);
+    else
+        lua_newtable(L);
+    rawset_field(L, t, "params");
+    lua_getiuservalue(L, src, 1);
+    rawset_field(L, t, "key");
+    if (lua_getiuservalue(L, src, 2) == LUA_TSTRING)
+        rawset_field(L, t, "group");
+    else
+        lua_pop(L, 1);
+    push_slot(L, src, a, SLOT_META, 0);
+    rawset_field(L, t, "meta");
+}
+
+/* Whether the anchor still shows what the call has now. */
+static int anchor_current(const lm_lua_call_t *call, const lm_lua_anchor_t *a)
+{
+    json_t *req = json_is_object(call->req) ? call->req : NULL;
+    return a->j[SLOT_REQ] == req && a->j[SLOT_MODEL] == json_object_get(req, "model") &&
+           a->j[SLOT_MESSAGES] == json_object_get(req, "messages") && a->j[SLOT_META] == call->meta;
+}
+
+static void push_request_anchor(lua_State *L, lm_lua_call_t *call)
+{
+    json_t *req = json_is_object(call->req) ? call->req : NULL;
+    lm_lua_anchor_t *a =
+        lm_lua_push_anchor(L, lm_lua_json_cost(req) + lm_lua_json_cost(call->meta), 2);
+
+    a->fill = fill_reqview;
+    a->j[SLOT_REQ] = json_incref(req);
+    a->j[SLOT_MODEL] = json_incref(json_object_get(req, "model"));
+    a->j[SLOT_MESSAGES] = json_incref(json_object_get(req, "messages"));
+    a->j[SLOT_META] = json_incref(call->meta);
+    a->depth[SLOT_MODEL] = a->depth[SLOT_MESSAGES] = 1;
     lua_pushstring(L, call->key_name);
-    lua_setfield(L, t, "key");
+    lua_setiuservalue(L, -2, 1);
     if (call->key_group) {
         lua_pushstring(L, call->key_group);
-        lua_setfield(L, t, "group");
+        lua_setiuservalue(L, -2, 2);
     }
-    push_json_or_nil(L, call->meta);
-    lua_setfield(L, t, "meta");
+}
+
+/* The request as scripts see it: {model, messages, params, key, group,
+ * meta}, as a pending table. Stages share one anchor per request, and one
+ * view while no script has looked at it (a view a script touched may have
+ * been changed: the next stage gets a fresh one, as changes outside
+ * on_request are ignored). */
+static void push_reqview(lua_State *L, lm_lua_call_t *call)
+{
+    luaL_checkstack(L, 4, NULL);
+    if (call->anchor != LUA_NOREF) {
+        lm_lua_anchor_t *a;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, call->anchor);
+        a = lm_lua_to_anchor(L, -1);
+        if (a == NULL || !anchor_current(call, a)) {
+            lua_pop(L, 1);
+            drop_view(call);
+        } else if (call->view != LUA_NOREF) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, call->view);
+            if (lm_lua_lazy_pending(L, -1)) {
+                lua_remove(L, -2);
+                return;
+            }
+            lua_pop(L, 1);
+        }
+    }
+    if (call->anchor == LUA_NOREF) {
+        push_request_anchor(L, call);
+        lua_pushvalue(L, -1);
+        call->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lm_lua_push_lazy(L, -1, LM_LUA_LAZY_VIEW);
+    lua_remove(L, -2);
+    unref(L, &call->view);
+    lua_pushvalue(L, -1);
+    call->view = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1690,11 +1858,17 @@ typedef struct run_s run_t;
 struct run_s {
     lm_lua_call_t *call;
     lm_lua_stage_t stage;
-    json_t *in[3];  /* borrowed inputs */
+    json_t *in[3];    /* borrowed inputs */
+    const char *text; /* borrowed input as JSON text (route, upstream, event, ...) */
+    size_t tlen;
+    const char *text2; /* a second one (usage: the price) */
+    size_t tlen2;
     int64_t charge; /* usage: in and out */
-    int started;
+    int started;    /* error: bytes reached the client */
+    int keep;       /* event: send the input as it came (out[0] unused) */
     int changed;
     json_t *out[2]; /* new refs made by collect */
+    json_t *tmp;    /* made by push for this call only; released after it */
     int nargs;
     void (*push)(lua_State *L, run_t *r);
     void (*collect)(lua_State *L, run_t *r, int args, int res, int nres);
@@ -1740,6 +1914,16 @@ static void make_errid(char *dst, size_t cap)
     copy_str(dst, cap, s);
 }
 
+/* A host-side allocation failed after a script ran: a 500 like a script
+ * error (with an error id), but not counted against the script. */
+static int host_oom(lm_lua_result_t *res)
+{
+    res->status = 500;
+    copy_str(res->message, sizeof(res->message), "out of memory");
+    make_errid(res->errid, sizeof(res->errid));
+    return LM_LUA_ERROR;
+}
+
 static void vm_fail(lm_lua_vm_t *vm, size_t i, int stage, int st, const char *msg,
                     lm_lua_result_t *res)
 {
@@ -1772,14 +1956,15 @@ static void vm_fail(lm_lua_vm_t *vm, size_t i, int stage, int st, const char *ms
 }
 
 /* Run script i's function for r->stage. On LM_LUA_OK the outputs are in
- * r->out (new refs, caller frees); on other codes r->out is empty. */
+ * r->out (new refs, caller frees; NULL when the script left the data as it
+ * was); on other codes r->out is empty. */
 static int vm_run(lm_lua_vm_t *vm, size_t i, run_t *r, lm_lua_result_t *res)
 {
     lua_State *L = vm->L;
     int base = lua_gettop(L), st, rc = LM_LUA_OK;
 
-    r->out[0] = r->out[1] = NULL;
-    r->changed = 0;
+    r->out[0] = r->out[1] = r->tmp = NULL;
+    r->changed = r->keep = 0;
     if (!lua_checkstack(L, 4)) {
         vm_fail(vm, i, r->stage, LUA_ERRMEM, "stack overflow", res);
         return LM_LUA_ERROR;
@@ -1791,6 +1976,8 @@ static int vm_run(lm_lua_vm_t *vm, size_t i, run_t *r, lm_lua_result_t *res)
     lua_pushlightuserdata(L, r);
     st = lua_pcall(L, 1, 0, base + 1);
     vm->running = 0;
+    json_decref(r->tmp);
+    r->tmp = NULL;
     if (st != LUA_OK) {
         const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error";
         if (st == LUA_ERRMEM)
@@ -1848,6 +2035,31 @@ static int pick_table(lua_State *L, int arg, int res, int nres, const char *fn)
     return arg;
 }
 
+/* 1 when the table to read back at t is the argument at arg and no script
+ * code has looked at it: there is nothing to convert back. */
+static int untouched(lua_State *L, int t, int arg)
+{
+    return lua_rawequal(L, t, arg) && lm_lua_lazy_pending(L, t);
+}
+
+/* Pushes the input as a pending table (not charged: a Lua string). */
+static void push_text(lua_State *L, run_t *r)
+{
+    lm_lua_push_lazy_text(L, r->text, r->tlen);
+    r->nargs = 1;
+}
+
+/* Pushes the argument as a pending table over a shallow copy of r->in[0]
+ * (the caller changes the original between scripts; the copy keeps what
+ * this script was shown). */
+static void push_lazy_copy(lua_State *L, run_t *r)
+{
+    r->tmp = json_copy(r->in[0]);
+    if (r->tmp == NULL)
+        luaL_error(L, "out of memory");
+    push_lazy_json(L, r->tmp, 0);
+}
+
 /* ---- on_request ---- */
 
 static void push_request(lua_State *L, run_t *r)
@@ -1859,19 +2071,14 @@ static void push_request(lua_State *L, run_t *r)
     r->nargs = 1;
 }
 
-static void collect_request(lua_State *L, run_t *r, int args, int res, int nres)
+/* Unknown fields are a mistake worth reporting. */
+static void check_request_fields(lua_State *L, int t)
 {
-    int t = pick_table(L, args, res, nres, "on_request");
-    json_t *body;
+    static const char *const known[] = {"model", "messages", "params", "key",
+                                        "group", "meta",     NULL};
 
-    r->out[0] = body = json_object();
-    if (!body)
-        luaL_error(L, "out of memory");
-    /* unknown fields are a mistake worth reporting */
     lua_pushnil(L);
     while (lua_next(L, t)) {
-        static const char *const known[] = {"model", "messages", "params", "key",
-                                            "group", "meta",     NULL};
         int ok = 0;
         if (lua_type(L, -2) == LUA_TSTRING)
             for (const char *const *k = known; *k; k++)
@@ -1882,15 +2089,83 @@ static void collect_request(lua_State *L, run_t *r, int args, int res, int nres)
                        lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?");
         lua_pop(L, 1);
     }
+}
+
+/* 1 when field `name` of the view at t still says what `was` says (absent
+ * on both sides is the same). */
+static int field_same(lua_State *L, int t, const char *name, const json_t *was, unsigned flags)
+{
+    int same;
+
+    lua_pushstring(L, name);
+    if (lua_rawget(L, t) == LUA_TNIL)
+        same = was == NULL;
+    else
+        same = lm_lua_same_json(L, -1, was, flags);
+    lua_pop(L, 1);
+    return same;
+}
+
+static int messages_same(lua_State *L, int t, const json_t *was)
+{
+    int same;
+
+    if (field_same(L, t, "messages", was, 0))
+        return 1;
+    if (!json_is_array(was) || json_array_size(was) != 0)
+        return 0;
+    /* {} is how a script writes an empty list */
+    lua_pushliteral(L, "messages");
+    same = lua_rawget(L, t) == LUA_TTABLE;
+    if (same) {
+        lm_lua_touch(L, -1);
+        lua_pushnil(L);
+        same = !lua_next(L, -2);
+        if (!same)
+            lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+    return same;
+}
+
+/* The parameters: req without model and messages (req may have none). */
+static int params_same(lua_State *L, int t, const json_t *req)
+{
+    size_t n = json_object_size(req);
+    int same;
+
+    lua_pushliteral(L, "params");
+    if (lua_rawget(L, t) == LUA_TNIL) {
+        n -= (size_t)(json_object_get(req, "model") != NULL) +
+             (size_t)(json_object_get(req, "messages") != NULL);
+        same = n == 0;
+    } else {
+        same = lm_lua_same_json(L, -1, req, LM_LUA_LAZY_PARAMS);
+    }
+    lua_pop(L, 1);
+    return same;
+}
+
+static void body_params(lua_State *L, int t, json_t *body, json_t *keep_from)
+{
+    const char *k;
+    size_t kl;
+    json_t *v;
+
     lua_pushliteral(L, "params");
     switch (lua_rawget(L, t)) {
     case LUA_TNIL: break;
-    case LUA_TTABLE: {
-        int p = lua_gettop(L);
+    case LUA_TTABLE:
+        if (keep_from) { /* unchanged: share the values instead of converting them */
+            json_object_foreach (keep_from, k, v)
+                if (strcmp(k, "model") && strcmp(k, "messages") && !json_is_null(v) &&
+                    json_object_set(body, k, v))
+                    luaL_error(L, "out of memory");
+            break; /* (null parameters are dropped either way, as lm.null below) */
+        }
+        lm_lua_touch(L, -1);
         lua_pushnil(L);
-        while (lua_next(L, p)) {
-            const char *k;
-            size_t kl;
+        while (lua_next(L, -2)) {
             if (lua_type(L, -2) != LUA_TSTRING)
                 luaL_error(L, "req.params: keys must be strings");
             k = lua_tolstring(L, -2, &kl);
@@ -1899,10 +2174,13 @@ static void collect_request(lua_State *L, run_t *r, int args, int res, int nres)
             lua_pop(L, 1);
         }
         break;
-    }
     default: luaL_error(L, "req.params must be a table");
     }
     lua_pop(L, 1);
+}
+
+static void body_model(lua_State *L, int t, json_t *body)
+{
     lua_pushliteral(L, "model");
     switch (lua_rawget(L, t)) {
     case LUA_TNIL: break;
@@ -1914,12 +2192,20 @@ static void collect_request(lua_State *L, run_t *r, int args, int res, int nres)
     default: luaL_error(L, "req.model must be a string");
     }
     lua_pop(L, 1);
+}
+
+static void body_messages(lua_State *L, int t, json_t *body, json_t *keep)
+{
+    size_t n;
+
     lua_pushliteral(L, "messages");
     switch (lua_rawget(L, t)) {
     case LUA_TNIL: break;
-    case LUA_TTABLE: {
-        size_t n;
-        if (lm_lua_table_kind(L, -1, &n) == 0 && n == 0) {
+    case LUA_TTABLE:
+        if (keep) {
+            if (json_object_set(body, "messages", keep))
+                luaL_error(L, "out of memory");
+        } else if (lm_lua_table_kind(L, -1, &n) == 0 && n == 0) {
             lua_pushnil(L);
             if (lua_next(L, -2))
                 luaL_error(L, "req.messages must be an array");
@@ -1930,10 +2216,38 @@ static void collect_request(lua_State *L, run_t *r, int args, int res, int nres)
                 luaL_error(L, "req.messages must be an array");
         }
         break;
-    }
     default: luaL_error(L, "req.messages must be an array");
     }
     lua_pop(L, 1);
+}
+
+/* Reads the view at t back. Only what differs from the request (and meta)
+ * is converted: out[0] is the new body or NULL when model, messages and
+ * parameters say what they said; out[1] the new meta or NULL. Values that
+ * did not change are shared with the old request, not copied. */
+static void collect_request(lua_State *L, run_t *r, int args, int res, int nres)
+{
+    json_t *req = json_is_object(r->call->req) ? r->call->req : NULL;
+    json_t *msgs = json_object_get(req, "messages");
+    int t = pick_table(L, args, res, nres, "on_request"), same_params, same_msgs;
+
+    if (untouched(L, t, args))
+        return;
+    lm_lua_touch(L, t);
+    check_request_fields(L, t);
+    same_params = req && params_same(L, t, req);
+    same_msgs = req && messages_same(L, t, msgs);
+    if (!same_params || !same_msgs ||
+        !field_same(L, t, "model", json_object_get(req, "model"), 0)) {
+        r->out[0] = json_object();
+        if (!r->out[0])
+            luaL_error(L, "out of memory");
+        body_params(L, t, r->out[0], same_params ? req : NULL);
+        body_model(L, t, r->out[0]);
+        body_messages(L, t, r->out[0], same_msgs ? msgs : NULL);
+    }
+    if (field_same(L, t, "meta", r->call->meta, 0))
+        return;
     lua_pushliteral(L, "meta");
     if (lua_rawget(L, t) == LUA_TNIL) {
         r->out[1] = json_object();
@@ -1945,12 +2259,26 @@ static void collect_request(lua_State *L, run_t *r, int args, int res, int nres)
     lua_pop(L, 1);
 }
 
+/* Replaces req's members with body's (steals body). */
+static int rewrite_request(lm_lua_call_t *call, json_t *req, json_t *body)
+{
+    int rc = drop_view(call);
+
+    if (rc == 0)
+        rc = replace_object(req, body);
+    json_decref(body);
+    if (rc == 0)
+        call->req_changed = 1;
+    return rc;
+}
+
 int lm_lua_on_request(lm_lua_call_t *call, json_t *req, lm_lua_result_t *res)
 {
     res_clear(res);
     if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_REQUEST)))
         return LM_LUA_OK;
     if (req != call->req) {
+        drop_view(call);
         json_incref(req);
         json_decref(call->req);
         call->req = req;
@@ -1966,30 +2294,28 @@ int lm_lua_on_request(lm_lua_call_t *call, json_t *req, lm_lua_result_t *res)
         rc = vm_run(call->vm, i, &r, res);
         if (rc != LM_LUA_OK)
             return rc;
-        if (replace_object(req, r.out[0])) {
-            json_decref(r.out[0]);
+        if (r.out[0] && rewrite_request(call, req, r.out[0])) {
             json_decref(r.out[1]);
-            copy_str(res->message, sizeof(res->message), "out of memory");
-            res->status = 500;
-            make_errid(res->errid, sizeof(res->errid));
-            return LM_LUA_ERROR;
+            return host_oom(res);
         }
-        json_decref(r.out[0]);
-        json_decref(call->meta);
-        call->meta = r.out[1];
+        if (r.out[1]) {
+            json_decref(call->meta); /* anchors hold their own reference */
+            call->meta = r.out[1];
+        }
     }
     return LM_LUA_OK;
 }
 
 /* ---- on_route ---- */
 
-static void push_route(lua_State *L, run_t *r)
+/* The request view (also lm.request) and the stage's text input. */
+static void push_req_and_text(lua_State *L, run_t *r)
 {
     lm_lua_vm_t *vm = vm_of(L);
     push_reqview(L, r->call);
     lua_pushvalue(L, -1);
     vm->cur_req = luaL_ref(L, LUA_REGISTRYINDEX);
-    push_json(L, r->in[0], 0);
+    lm_lua_push_lazy_text(L, r->text, r->tlen);
     r->nargs = 2;
 }
 
@@ -2007,10 +2333,12 @@ static void collect_route(lua_State *L, run_t *r, int args, int res, int nres)
     r->out[0] = names = json_array();
     if (!names)
         luaL_error(L, "out of memory");
+    lm_lua_touch(L, res);
     n = (size_t)lua_rawlen(L, res);
     for (size_t i = 1; i <= n; i++) {
         int t = lua_rawgeti(L, res, (lua_Integer)i);
         if (t == LUA_TTABLE) {
+            lm_lua_touch(L, -1);
             lua_pushliteral(L, "name");
             lua_rawget(L, -2);
             lua_remove(L, -2);
@@ -2035,65 +2363,116 @@ static json_t *find_candidate(json_t *list, const char *name)
     return NULL;
 }
 
-int lm_lua_on_route(lm_lua_call_t *call, json_t *candidates, json_t **order, lm_lua_result_t *res)
+/* First byte that is not JSON white space. */
+static char first_char(const char *s, size_t n)
 {
-    json_t *cur;
-    int changed = 0;
+    size_t i = 0;
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i < n ? s[i] : 0;
+}
+
+/* The candidates in the order names gives (unknown and repeated names
+ * dropped); a new array. */
+static json_t *reorder(json_t *cur, json_t *names)
+{
+    json_t *next = json_array(), *nm;
+    size_t j;
+
+    json_array_foreach (names, j, nm) {
+        json_t *c = find_candidate(cur, json_string_value(nm));
+        if (next && c && !find_candidate(next, json_string_value(nm)) &&
+            json_array_append(next, c)) {
+            json_decref(next);
+            return NULL;
+        }
+    }
+    return next;
+}
+
+int lm_lua_on_route_text(lm_lua_call_t *call, const char *cands, size_t len, json_t **order,
+                         lm_lua_result_t *res)
+{
+    json_t *cur = NULL; /* the candidates as JSON, once a script reordered them */
+    char *text = NULL;  /* and as text, for the scripts after it */
+    size_t j;
+    json_t *c;
 
     res_clear(res);
     *order = NULL;
-    if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_ROUTE)) || !json_is_array(candidates))
+    if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_ROUTE)) || first_char(cands, len) != '[')
         return LM_LUA_OK;
-    cur = json_incref(candidates);
     for (size_t i = 0; i < call->vm->gen->n; i++) {
         run_t r = {.call = call,
                    .stage = LM_LUA_STAGE_ROUTE,
-                   .in = {cur},
-                   .push = push_route,
+                   .text = text ? text : cands,
+                   .tlen = text ? strlen(text) : len,
+                   .push = push_req_and_text,
                    .collect = collect_route};
-        json_t *next, *nm;
-        size_t j;
+        json_t *next;
         int rc;
         if (!runs(call, i, LM_LUA_STAGE_ROUTE))
             continue;
         rc = vm_run(call->vm, i, &r, res);
         if (rc != LM_LUA_OK) {
             json_decref(cur);
+            free(text);
             return rc;
         }
         if (!r.changed)
             continue;
-        next = json_array();
-        json_array_foreach (r.out[0], j, nm) {
-            json_t *c = find_candidate(cur, json_string_value(nm));
-            if (c && !find_candidate(next, json_string_value(nm)))
-                json_array_append(next, c);
-        }
+        if (!cur)
+            cur = json_loadb(cands, len, 0, NULL);
+        next = cur ? reorder(cur, r.out[0]) : NULL;
         json_decref(r.out[0]);
         json_decref(cur);
+        free(text);
         cur = next;
-        changed = 1;
+        text = cur ? json_dumps(cur, JSON_COMPACT) : NULL;
+        if (!text) {
+            json_decref(cur);
+            return host_oom(res);
+        }
     }
-    if (changed) {
-        size_t j;
-        json_t *c;
+    free(text);
+    if (cur) {
         *order = json_array();
         json_array_foreach (cur, j, c)
             json_array_append(*order, json_object_get(c, "name"));
+        json_decref(cur);
+        if (!*order)
+            return host_oom(res);
     }
-    json_decref(cur);
     return LM_LUA_OK;
+}
+
+int lm_lua_on_route(lm_lua_call_t *call, json_t *candidates, json_t **order, lm_lua_result_t *res)
+{
+    char *text;
+    int rc;
+
+    res_clear(res);
+    *order = NULL;
+    if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_ROUTE)) || !json_is_array(candidates))
+        return LM_LUA_OK;
+    text = json_dumps(candidates, JSON_COMPACT);
+    if (!text)
+        return host_oom(res);
+    rc = lm_lua_on_route_text(call, text, strlen(text), order, res);
+    free(text);
+    return rc;
 }
 
 /* ---- on_upstream_request ---- */
 
+/* The request view and up: its text without the body, plus the body. */
 static void push_upstream(lua_State *L, run_t *r)
 {
     lm_lua_vm_t *vm = vm_of(L);
     push_reqview(L, r->call);
     lua_pushvalue(L, -1);
     vm->cur_req = luaL_ref(L, LUA_REGISTRYINDEX);
-    push_json(L, r->in[0], 0);
+    lm_lua_push_lazy_text_with(L, r->text, r->tlen, "body", r->text2 ? r->text2 : "", r->tlen2);
     r->nargs = 2;
 }
 
@@ -2114,9 +2493,13 @@ static void collect_upstream(lua_State *L, run_t *r, int args, int res, int nres
     int t = pick_table(L, args + 1, res, nres, "on_upstream_request");
     json_t *h;
 
+    if (untouched(L, t, args + 1))
+        return;
+    lm_lua_touch(L, t);
     lua_pushliteral(L, "headers");
     if (lua_rawget(L, t) != LUA_TTABLE)
         luaL_error(L, "up.headers must be a table");
+    lm_lua_touch(L, -1);
     r->out[0] = h = json_object();
     if (!h)
         luaL_error(L, "out of memory");
@@ -2151,48 +2534,134 @@ static void collect_upstream(lua_State *L, run_t *r, int args, int res, int nres
     lua_pop(L, 1);
 }
 
-int lm_lua_on_upstream_request(lm_lua_call_t *call, json_t *up, lm_lua_result_t *res)
+/* What the scripts made of up: NULL until one changed something. */
+typedef struct up_state_s {
+    json_t *up;   /* up without the body, as JSON */
+    json_t *body; /* the body, a string */
+    char *text;   /* up as text, for the scripts after the change */
+} up_state_t;
+
+/* Applies one script's headers and body (stolen). Returns 1 when they
+ * differ from what the request had, 0 when the script only read them, -1
+ * when out of memory. */
+static int upstream_apply(up_state_t *st, const char *up, size_t len, const char *body, size_t blen,
+                          json_t *h, json_t *b)
 {
+    if (!st->up) {
+        st->up = json_loadb(up, len, 0, NULL);
+        st->body = json_stringn_nocheck(body, blen);
+    }
+    if (!st->up || !st->body ||
+        (json_equal(h, json_object_get(st->up, "headers")) && json_equal(b, st->body))) {
+        json_decref(h);
+        json_decref(b);
+        return st->up && st->body ? 0 : -1;
+    }
+    json_decref(st->body);
+    st->body = b;
+    if (json_object_set_new(st->up, "headers", h))
+        return -1;
+    free(st->text);
+    st->text = json_dumps(st->up, JSON_COMPACT);
+    return st->text ? 1 : -1;
+}
+
+int lm_lua_on_upstream_text(lm_lua_call_t *call, const char *up, size_t len, const char *body,
+                            size_t blen, json_t **headers, json_t **new_body, lm_lua_result_t *res)
+{
+    up_state_t st = {NULL, NULL, NULL};
+    int changed = 0, rc = LM_LUA_OK;
+
     res_clear(res);
-    if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_UPSTREAM_REQUEST)) || !json_is_object(up))
+    *headers = *new_body = NULL;
+    if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_UPSTREAM_REQUEST)) || first_char(up, len) != '{')
         return LM_LUA_OK;
-    for (size_t i = 0; i < call->vm->gen->n; i++) {
+    for (size_t i = 0; i < call->vm->gen->n && rc == LM_LUA_OK; i++) {
         run_t r = {.call = call,
                    .stage = LM_LUA_STAGE_UPSTREAM_REQUEST,
-                   .in = {up},
+                   .text = st.text ? st.text : up,
+                   .tlen = st.text ? strlen(st.text) : len,
+                   .text2 = st.text ? json_string_value(st.body) : body,
+                   .tlen2 = st.text ? json_string_length(st.body) : blen,
                    .push = push_upstream,
                    .collect = collect_upstream};
-        int rc;
+        int applied = 0;
         if (!runs(call, i, LM_LUA_STAGE_UPSTREAM_REQUEST))
             continue;
         rc = vm_run(call->vm, i, &r, res);
-        if (rc != LM_LUA_OK)
-            return rc;
-        json_object_set_new(up, "headers", r.out[0]);
-        json_object_set_new(up, "body", r.out[1]);
+        if (rc == LM_LUA_OK && r.out[0])
+            applied = upstream_apply(&st, up, len, body, blen, r.out[0], r.out[1]);
+        changed |= applied == 1;
+        if (applied < 0)
+            rc = host_oom(res);
     }
-    return LM_LUA_OK;
+    if (rc == LM_LUA_OK && changed) {
+        *headers = json_incref(json_object_get(st.up, "headers"));
+        *new_body = json_incref(st.body);
+    }
+    json_decref(st.up);
+    json_decref(st.body);
+    free(st.text);
+    return rc;
+}
+
+int lm_lua_on_upstream_request(lm_lua_call_t *call, json_t *up, lm_lua_result_t *res)
+{
+    json_t *h, *b, *rest, *body;
+    char *text;
+    int rc;
+
+    res_clear(res);
+    if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_UPSTREAM_REQUEST)) || !json_is_object(up))
+        return LM_LUA_OK;
+    body = json_object_get(up, "body");
+    rest = json_copy(up);
+    text = rest && !json_object_del(rest, "body") ? json_dumps(rest, JSON_COMPACT) : NULL;
+    json_decref(rest);
+    if (!text)
+        return host_oom(res);
+    rc = lm_lua_on_upstream_text(call, text, strlen(text), json_string_value(body),
+                                 json_string_length(body), &h, &b, res);
+    free(text);
+    if (h) {
+        json_object_set_new(up, "headers", h);
+        json_object_set_new(up, "body", b);
+    }
+    return rc;
 }
 
 /* ---- on_event ---- */
 
-static void push_one(lua_State *L, run_t *r)
+/* Appends the event table at idx to list. JSON null stands for "the input
+ * as it came": the argument itself, never looked at, so the caller can
+ * forward the original text without decoding or encoding it. */
+static void add_event(lua_State *L, json_t *list, int idx, int arg)
 {
-    push_json(L, r->in[0], 0);
-    r->nargs = 1;
+    if (untouched(L, idx, arg)) {
+        tj_attach(L, json_null(), list, NULL, 0, NULL);
+        return;
+    }
+    to_json(L, idx, 0, "event", list, NULL, 0, NULL);
+    if (!json_is_object(json_array_get(list, json_array_size(list) - 1)))
+        luaL_error(L, "on_event: an event must be an object");
 }
 
 static void collect_event(lua_State *L, run_t *r, int args, int res, int nres)
 {
     json_t *list;
+    int keep = nres < 1 || lua_isnil(L, res) || (lua_isboolean(L, res) && lua_toboolean(L, res));
 
+    if (keep && untouched(L, args, args)) {
+        r->keep = 1; /* the common case: no list to build */
+        return;
+    }
     r->out[0] = list = json_array();
     if (!list)
         luaL_error(L, "out of memory");
-    if (nres < 1 || lua_isnil(L, res) || (lua_isboolean(L, res) && lua_toboolean(L, res))) {
+    if (keep) {
         if (lua_type(L, args) != LUA_TTABLE)
             luaL_error(L, "on_event: its argument is no longer a table");
-        to_json(L, args, 0, "event", list, NULL, 0, NULL);
+        add_event(L, list, args, args);
         return;
     }
     if (lua_isboolean(L, res))
@@ -2200,54 +2669,101 @@ static void collect_event(lua_State *L, run_t *r, int args, int res, int nres)
     for (int i = 0; i < nres; i++) {
         if (lua_type(L, res + i) != LUA_TTABLE)
             luaL_error(L, "on_event must return nothing, false, or event tables");
-        to_json(L, res + i, 0, "event", list, NULL, 0, NULL);
+        add_event(L, list, res + i, args);
     }
-    for (size_t i = 0; i < json_array_size(list); i++)
-        if (!json_is_object(json_array_get(list, i)))
-            luaL_error(L, "on_event: an event must be an object");
+}
+
+/* Runs the event scripts from script `from` on one event (text) and sends
+ * what the last one produced through emit. An event a script leaves alone
+ * goes on as the same text. */
+static int event_chain(lm_lua_call_t *call, size_t from, const char *json, size_t len,
+                       lm_lua_emit_fn emit, void *arg, lm_lua_result_t *res)
+{
+    size_t i = from, k;
+    json_t *e;
+    int rc = LM_LUA_OK;
+
+    while (i < call->vm->gen->n && !runs(call, i, LM_LUA_STAGE_EVENT))
+        i++;
+    if (i == call->vm->gen->n) {
+        emit(arg, json, len);
+        return LM_LUA_OK;
+    }
+    run_t r = {.call = call,
+               .stage = LM_LUA_STAGE_EVENT,
+               .text = json,
+               .tlen = len,
+               .push = push_text,
+               .collect = collect_event};
+    rc = vm_run(call->vm, i, &r, res);
+    if (rc != LM_LUA_OK)
+        return rc;
+    if (r.keep)
+        return event_chain(call, i + 1, json, len, emit, arg, res);
+    json_array_foreach (r.out[0], k, e) {
+        char *s = json_is_null(e) ? NULL : json_dumps(e, JSON_COMPACT);
+        if (s == NULL && !json_is_null(e)) {
+            rc = host_oom(res);
+            break;
+        }
+        rc = s ? event_chain(call, i + 1, s, strlen(s), emit, arg, res)
+               : event_chain(call, i + 1, json, len, emit, arg, res);
+        free(s);
+        if (rc != LM_LUA_OK)
+            break;
+    }
+    json_decref(r.out[0]);
+    return rc;
+}
+
+int lm_lua_on_event_text(lm_lua_call_t *call, const char *json, size_t len, lm_lua_emit_fn emit,
+                         void *arg, lm_lua_result_t *res)
+{
+    res_clear(res);
+    if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_EVENT)) || first_char(json, len) != '{') {
+        emit(arg, json, len);
+        return LM_LUA_OK;
+    }
+    return event_chain(call, 0, json, len, emit, arg, res);
+}
+
+static void emit_json(void *arg, const char *json, size_t len)
+{
+    json_t *list = arg, *e = json_loadb(json, len, 0, NULL);
+    if (e)
+        json_array_append_new(list, e);
 }
 
 int lm_lua_on_event(lm_lua_call_t *call, json_t *ev, json_t **out, lm_lua_result_t *res)
 {
-    json_t *cur;
+    json_t *list = json_array();
+    char *text;
+    int rc;
 
     res_clear(res);
     *out = NULL;
-    cur = json_array();
-    if (!cur || json_array_append(cur, ev)) {
-        json_decref(cur);
-        return LM_LUA_ERROR;
-    }
+    if (!list)
+        return host_oom(res);
     if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_EVENT))) {
-        *out = cur;
+        if (json_array_append(list, ev)) {
+            json_decref(list);
+            return host_oom(res);
+        }
+        *out = list;
         return LM_LUA_OK;
     }
-    for (size_t i = 0; i < call->vm->gen->n; i++) {
-        json_t *next;
-        size_t j;
-        json_t *e;
-        if (!runs(call, i, LM_LUA_STAGE_EVENT))
-            continue;
-        next = json_array();
-        json_array_foreach (cur, j, e) {
-            run_t r = {.call = call,
-                       .stage = LM_LUA_STAGE_EVENT,
-                       .in = {e},
-                       .push = push_one,
-                       .collect = collect_event};
-            int rc = vm_run(call->vm, i, &r, res);
-            if (rc != LM_LUA_OK) {
-                json_decref(next);
-                json_decref(cur);
-                return rc;
-            }
-            json_array_extend(next, r.out[0]);
-            json_decref(r.out[0]);
-        }
-        json_decref(cur);
-        cur = next;
+    text = json_dumps(ev, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text) {
+        json_decref(list);
+        return host_oom(res);
     }
-    *out = cur;
+    rc = lm_lua_on_event_text(call, text, strlen(text), emit_json, list, res);
+    free(text);
+    if (rc != LM_LUA_OK) {
+        json_decref(list);
+        return rc;
+    }
+    *out = list;
     return LM_LUA_OK;
 }
 
@@ -2256,41 +2772,85 @@ int lm_lua_on_event(lm_lua_call_t *call, json_t *ev, json_t **out, lm_lua_result
 static void push_response(lua_State *L, run_t *r)
 {
     lm_lua_vm_t *vm = vm_of(L);
-    push_json(L, r->in[0], 0);
+    push_text(L, r);
     lua_pushvalue(L, -1);
     vm->cur_resp = luaL_ref(L, LUA_REGISTRYINDEX);
     r->nargs = 1;
 }
 
+/* on_response and on_log: the argument (or a returned table) back as an
+ * object; nothing when it was never looked at. */
 static void collect_object(lua_State *L, run_t *r, int args, int res, int nres)
 {
     const char *fn = r->stage == LM_LUA_STAGE_RESPONSE ? "on_response"
                      : r->stage == LM_LUA_STAGE_ERROR  ? "on_error"
                                                        : "on_log";
     int t = pick_table(L, args, res, nres, fn);
+    if (r->stage != LM_LUA_STAGE_ERROR && untouched(L, t, args))
+        return;
     to_json_object(L, t, fn, &r->out[0]);
 }
 
-int lm_lua_on_response(lm_lua_call_t *call, json_t *body, lm_lua_result_t *res)
+int lm_lua_on_response_text(lm_lua_call_t *call, const char *json, size_t len, char **out,
+                            lm_lua_result_t *res)
 {
+    char *cur = NULL;
+
     res_clear(res);
-    if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_RESPONSE)) || !json_is_object(body))
+    *out = NULL;
+    if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_RESPONSE)) || first_char(json, len) != '{')
         return LM_LUA_OK;
     for (size_t i = 0; i < call->vm->gen->n; i++) {
         run_t r = {.call = call,
                    .stage = LM_LUA_STAGE_RESPONSE,
-                   .in = {body},
+                   .text = cur ? cur : json,
+                   .tlen = cur ? strlen(cur) : len,
                    .push = push_response,
                    .collect = collect_object};
         int rc;
         if (!runs(call, i, LM_LUA_STAGE_RESPONSE))
             continue;
         rc = vm_run(call->vm, i, &r, res);
-        if (rc != LM_LUA_OK)
+        if (rc != LM_LUA_OK) {
+            free(cur);
             return rc;
-        replace_object(body, r.out[0]);
-        json_decref(r.out[0]);
+        }
+        if (r.out[0]) {
+            char *s = json_dumps(r.out[0], JSON_COMPACT);
+            json_decref(r.out[0]);
+            free(cur);
+            cur = s;
+            if (!s)
+                return host_oom(res);
+        }
     }
+    *out = cur;
+    return LM_LUA_OK;
+}
+
+int lm_lua_on_response(lm_lua_call_t *call, json_t *body, lm_lua_result_t *res)
+{
+    char *text, *out = NULL;
+    json_t *obj;
+    int rc;
+
+    res_clear(res);
+    if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_RESPONSE)) || !json_is_object(body))
+        return LM_LUA_OK;
+    text = json_dumps(body, JSON_COMPACT);
+    if (!text)
+        return host_oom(res);
+    rc = lm_lua_on_response_text(call, text, strlen(text), &out, res);
+    free(text);
+    if (rc != LM_LUA_OK || out == NULL)
+        return rc;
+    obj = json_loads(out, 0, NULL);
+    free(out);
+    if (!obj || replace_object(body, obj)) {
+        json_decref(obj);
+        return host_oom(res);
+    }
+    json_decref(obj);
     return LM_LUA_OK;
 }
 
@@ -2298,8 +2858,14 @@ int lm_lua_on_response(lm_lua_call_t *call, json_t *body, lm_lua_result_t *res)
 
 static void push_usage(lua_State *L, run_t *r)
 {
-    push_json_or_nil(L, r->in[0]);
-    push_json_or_nil(L, r->in[1]);
+    if (r->text)
+        lm_lua_push_lazy_text(L, r->text, r->tlen);
+    else
+        lua_pushnil(L);
+    if (r->text2)
+        lm_lua_push_lazy_text(L, r->text2, r->tlen2);
+    else
+        lua_pushnil(L);
     lua_pushinteger(L, (lua_Integer)r->charge);
     r->nargs = 3;
 }
@@ -2321,8 +2887,8 @@ static void collect_usage(lua_State *L, run_t *r, int args, int res, int nres)
     r->changed = 1;
 }
 
-int lm_lua_on_usage(lm_lua_call_t *call, json_t *usage, json_t *price, int64_t *charge,
-                    lm_lua_result_t *res)
+int lm_lua_on_usage_text(lm_lua_call_t *call, const char *usage, size_t ulen, const char *price,
+                         size_t plen, int64_t *charge, lm_lua_result_t *res)
 {
     int64_t c = *charge;
 
@@ -2332,7 +2898,10 @@ int lm_lua_on_usage(lm_lua_call_t *call, json_t *usage, json_t *price, int64_t *
     for (size_t i = 0; i < call->vm->gen->n; i++) {
         run_t r = {.call = call,
                    .stage = LM_LUA_STAGE_USAGE,
-                   .in = {usage, price},
+                   .text = usage && first_char(usage, ulen) == '{' ? usage : NULL,
+                   .tlen = ulen,
+                   .text2 = price && first_char(price, plen) == '{' ? price : NULL,
+                   .tlen2 = plen,
                    .charge = c,
                    .push = push_usage,
                    .collect = collect_usage};
@@ -2348,11 +2917,41 @@ int lm_lua_on_usage(lm_lua_call_t *call, json_t *usage, json_t *price, int64_t *
     return LM_LUA_OK;
 }
 
+int lm_lua_on_usage(lm_lua_call_t *call, json_t *usage, json_t *price, int64_t *charge,
+                    lm_lua_result_t *res)
+{
+    char *u = NULL, *p = NULL;
+    int rc;
+
+    res_clear(res);
+    if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_USAGE)))
+        return LM_LUA_OK;
+    if ((usage && !(u = json_dumps(usage, JSON_COMPACT))) ||
+        (price && !(p = json_dumps(price, JSON_COMPACT)))) {
+        free(u);
+        return host_oom(res);
+    }
+    rc = lm_lua_on_usage_text(call, u, u ? strlen(u) : 0, p, p ? strlen(p) : 0, charge, res);
+    free(u);
+    free(p);
+    return rc;
+}
+
 /* ---- on_error ---- */
 
+/* The record as a pending table over a copy (scripts later in the chain
+ * add fields to the original). */
+static void push_log(lua_State *L, run_t *r)
+{
+    push_lazy_copy(L, r);
+    r->nargs = 1;
+}
+
+/* Eager (errors are rare): the table carries `started`, which is not part
+ * of err and is dropped again when it is read back. */
 static void push_error(lua_State *L, run_t *r)
 {
-    push_json(L, r->in[0], 0);
+    lm_lua_push_json(L, r->in[0], 0);
     lua_pushboolean(L, r->started);
     lua_setfield(L, -2, "started");
     r->nargs = 1;
@@ -2421,12 +3020,12 @@ void lm_lua_on_log(lm_lua_call_t *call, json_t *record)
         run_t r = {.call = call,
                    .stage = LM_LUA_STAGE_LOG,
                    .in = {record},
-                   .push = push_one,
+                   .push = push_log,
                    .collect = collect_object};
         if (!runs(call, i, LM_LUA_STAGE_LOG))
             continue;
-        if (vm_run(call->vm, i, &r, &res) != LM_LUA_OK)
-            continue; /* logged and counted by vm_run */
+        if (vm_run(call->vm, i, &r, &res) != LM_LUA_OK || !r.out[0])
+            continue; /* errors are logged and counted by vm_run */
         json_object_update_missing(record, r.out[0]);
         json_decref(r.out[0]);
     }

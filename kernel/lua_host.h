@@ -31,9 +31,17 @@
  * the error is already logged and counted). Stages for which no applicable
  * script defines a function cost one bit test.
  *
- * JSON: values cross as Jansson json_t. "borrowed" means the caller keeps
- * its reference; "in-out" objects are updated in place (the caller's
- * pointer stays valid); "new ref" outputs are the caller's to json_decref.
+ * JSON: values cross as Jansson json_t (or JSON text for events and
+ * responses). "borrowed" means the caller keeps its reference; "in-out"
+ * objects are updated in place (the caller's pointer stays valid); "new
+ * ref" outputs are the caller's to json_decref.
+ *
+ * Cost: stage arguments are converted to Lua only when a script looks at
+ * them, and converted back only when it changed them (see lua_int.h), so a
+ * stage that leaves its data alone costs a function call, not a conversion:
+ * the request keeps its JSON (and the caller its raw body), an event or a
+ * response keeps its text. Outputs then say "unchanged" (NULL, or the
+ * input as it came) instead of an equal copy.
  */
 #ifndef LM_LUA_HOST_H
 #define LM_LUA_HOST_H
@@ -136,7 +144,8 @@ void lm_lua_gen_stats(const lm_lua_gen_t *gen, size_t i, lm_lua_stats_t *out);
 lm_lua_vm_t *lm_lua_vm_new(lm_lua_gen_t *gen, char *err, size_t errlen);
 void lm_lua_vm_release(lm_lua_vm_t *vm);            /* closes the state at 0 */
 lm_lua_gen_t *lm_lua_vm_gen(const lm_lua_vm_t *vm); /* borrowed */
-/* Bytes currently allocated by the state (for stats and tests). */
+/* Bytes currently allocated by the state, plus the JSON its lazy values
+ * keep alive (for stats and tests). */
 size_t lm_lua_vm_memory(const lm_lua_vm_t *vm);
 /* A full garbage collection (e.g. when the worker is idle); returns
  * lm_lua_vm_memory afterwards. Not while a stage runs. */
@@ -159,6 +168,10 @@ void lm_lua_call_end(lm_lua_call_t *call);
 unsigned lm_lua_call_stages(const lm_lua_call_t *call);
 /* The request metadata table scripts wrote (req.meta); borrowed, an object. */
 json_t *lm_lua_call_meta(lm_lua_call_t *call);
+/* 1 once on_request changed the request's model, messages or parameters
+ * (meta does not count). While 0, req is exactly what the caller passed in,
+ * so the client's original bytes still mean it (raw body passthrough). */
+int lm_lua_call_request_changed(const lm_lua_call_t *call);
 
 /* ---- stages (worker only; res may not be NULL) ---- */
 
@@ -173,20 +186,49 @@ int lm_lua_on_request(lm_lua_call_t *call, json_t *req, lm_lua_result_t *res);
  * names to try, in order; names not among the candidates are dropped; an
  * empty array means "no channel". OK, REJECT or ERROR. */
 int lm_lua_on_route(lm_lua_call_t *call, json_t *candidates, json_t **order, lm_lua_result_t *res);
+/* The same with the candidates as JSON text (an array, borrowed): the
+ * caller can write it without building Jansson values, and scripts that do
+ * not look at it never decode it. */
+int lm_lua_on_route_text(lm_lua_call_t *call, const char *candidates, size_t len, json_t **order,
+                         lm_lua_result_t *res);
 
 /* Per attempt, after plugin.build_request. up (in-out): {"channel", "model",
  * "attempt", "url", "headers": {name: value}, "body": "<string>"}; scripts may
- * change "headers" and "body" (other fields are informational). OK, REJECT
- * or ERROR. */
+ * change "headers" and "body" (other fields are informational); both are
+ * replaced when a script changed either. OK, REJECT or ERROR. */
 int lm_lua_on_upstream_request(lm_lua_call_t *call, json_t *up, lm_lua_result_t *res);
+/* The same with up as JSON text without "body" (borrowed), and the body
+ * separately as bytes (borrowed; scripts see it as up.body, and it is never
+ * escaped or decoded unless they do). *headers and *new_body (new refs: an
+ * object of strings and a string) are set only when a script changed them;
+ * both NULL means "send the request as built". */
+int lm_lua_on_upstream_text(lm_lua_call_t *call, const char *up, size_t len, const char *body,
+                            size_t blen, json_t **headers, json_t **new_body, lm_lua_result_t *res);
 
-/* Per parsed stream event (OpenAI chunk object, borrowed). *out (new ref on
- * OK): array of the events to send instead (empty = dropped, or several
- * when scripts add events). ERROR ends the stream with an error event. */
+/* Receives one event to send, as compact JSON text (borrowed for the call). */
+typedef void (*lm_lua_emit_fn)(void *arg, const char *json, size_t len);
+
+/* Per stream event: json[0..len) is one OpenAI chunk object as text
+ * (borrowed). emit is called once per event to send, in order: with the
+ * same bytes when the scripts left the event alone (no decoding, no
+ * re-encoding), with new text when they changed or added events, not at all
+ * when they dropped it. Text that is not a JSON object passes unchanged.
+ * ERROR (emit may have been called for events before the failing script
+ * finished) ends the stream with an error event. */
+int lm_lua_on_event_text(lm_lua_call_t *call, const char *json, size_t len, lm_lua_emit_fn emit,
+                         void *arg, lm_lua_result_t *res);
+/* The same for a Jansson chunk (borrowed). *out (new ref on OK): array of
+ * the events to send instead (empty = dropped, or several when scripts add
+ * events). */
 int lm_lua_on_event(lm_lua_call_t *call, json_t *ev, json_t **out, lm_lua_result_t *res);
 
-/* Non-stream response body (in-out, OpenAI chat completion object), before
- * it is written. OK, REJECT or ERROR. */
+/* Non-stream response body as text (borrowed), before it is written. *out:
+ * NULL when the scripts left it alone, else the new body (malloc'd, the
+ * caller frees). Text that is not a JSON object is not shown to scripts.
+ * OK, REJECT or ERROR (then *out is NULL). */
+int lm_lua_on_response_text(lm_lua_call_t *call, const char *json, size_t len, char **out,
+                            lm_lua_result_t *res);
+/* The same for a Jansson body (in-out, OpenAI chat completion object). */
 int lm_lua_on_response(lm_lua_call_t *call, json_t *body, lm_lua_result_t *res);
 
 /* Settlement. usage (borrowed): the OpenAI usage object. price (borrowed):
@@ -196,6 +238,9 @@ int lm_lua_on_response(lm_lua_call_t *call, json_t *body, lm_lua_result_t *res);
  * the lead bills its own figure). */
 int lm_lua_on_usage(lm_lua_call_t *call, json_t *usage, json_t *price, int64_t *charge,
                     lm_lua_result_t *res);
+/* The same with usage and price as JSON text (borrowed; NULL: nil). */
+int lm_lua_on_usage_text(lm_lua_call_t *call, const char *usage, size_t ulen, const char *price,
+                         size_t plen, int64_t *charge, lm_lua_result_t *res);
 
 /* An attempt failed. err (in-out): {"status", "type", "code", "message",
  * "channel", "model", "attempt"}; scripts may map status/type/code/message.

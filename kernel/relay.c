@@ -437,7 +437,7 @@ static int settle(lm_relay_t *r, int aborted, int wait)
     r->settled = 1;
     lm_usage u = billed_usage(r);
     int64_t cost = lm_gov_cost(r->route->inst->chan, &u);
-    lm_rlua_usage(r->lua, &u, &cost);
+    lm_rlua_usage(r->lua, &u, r->route->inst->chan, &cost);
     r->charge = cost;
     lm_usage_row_t row = {.request_id = r->id,
                           .attempt = r->attempt,
@@ -963,10 +963,11 @@ static int build_attempt(lm_relay_t *r)
     json_t *so = json_object_get(r->canon, "stream_options");
     r->want_usage = json_is_true(json_object_get(so, "include_usage"));
     /* The client's bytes may be forwarded only while canon still means them:
-     * the same model, and no script could have rewritten the request. */
+     * the same model, and no script rewrote the request (an on_request that
+     * left it alone keeps canon as parsed). */
     if (strcmp(json_string_value(json_object_get(r->canon, "model")), r->upstream_model) != 0)
         json_object_set_new(r->canon, "model", json_string(r->upstream_model));
-    else if (r->req && !(r->lua && (lm_lua_call_stages(r->lua) & LM_LUA_BIT(LM_LUA_STAGE_REQUEST))))
+    else if (r->req && !lm_rlua_request_changed(r->lua))
         r->call.raw_body = lm_http_body(r->req);
     memset(&e, 0, sizeof(e));
     r->call_open = 1;

@@ -3,8 +3,10 @@
 #include "errors.h"
 #include "log.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int has(lm_lua_call_t *call, lm_lua_stage_t stage)
 {
@@ -47,25 +49,133 @@ int lm_rlua_request(lm_lua_call_t *call, json_t *canon, lm_err *e)
     return rc == LM_LUA_OK ? 0 : to_err(rc, &res, e);
 }
 
-static json_t *candidate_json(const lm_route_t *c)
+/* ---- stage inputs as JSON text ----
+ * Inputs are written as text instead of being built as Jansson values: a
+ * stage that does not look at its input then never decodes it, and writing
+ * text is cheaper than building and freeing a tree (lua_host.h). */
+
+typedef struct jw_s {
+    lm_buf_t b;
+    int oom;
+} jw_t;
+
+static void jw_raw(jw_t *w, const char *p, size_t n)
+{
+    if (lm_buf_add(&w->b, p, n) < 0)
+        w->oom = 1;
+}
+
+static void jw_lit(jw_t *w, const char *s)
+{
+    jw_raw(w, s, strlen(s));
+}
+
+/* One character that JSON strings must escape. */
+static void jw_escape(jw_t *w, unsigned char c)
+{
+    static const char hex[] = "0123456789abcdef";
+    char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+    const char *two = c == '"'    ? "\\\""
+                      : c == '\\' ? "\\\\"
+                      : c == '\n' ? "\\n"
+                      : c == '\r' ? "\\r"
+                      : c == '\t' ? "\\t"
+                                  : NULL;
+    if (two)
+        jw_raw(w, two, 2);
+    else
+        jw_raw(w, esc, sizeof(esc));
+}
+
+/* s[0..n) as a JSON string: other bytes are copied in runs (a header or a
+ * URL is mostly one run). */
+static void jw_strn(jw_t *w, const char *s, size_t n)
+{
+    size_t run = 0;
+
+    jw_raw(w, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        jw_raw(w, s + run, i - run);
+        jw_escape(w, c);
+        run = i + 1;
+    }
+    jw_raw(w, s + run, n - run);
+    jw_raw(w, "\"", 1);
+}
+
+static void jw_str(jw_t *w, const char *s)
+{
+    jw_strn(w, s ? s : "", s ? strlen(s) : 0);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One candidate's live figures: health (closed and not held by a
+ * Retry-After), in-flight attempts, EWMA latency and time to first token
+ * (0 until sampled), the error rate over the health window, and the
+ * channel's prices in micro-units per 1M tokens. */
+static void candidate_figures(jw_t *w, const lm_route_t *c, int64_t now)
 {
     const lm_chan_conf_t *ch = c->inst->chan;
-    return json_pack("{s:s,s:s,s:s,s:b,s:i,s:f,s:f,s:f,s:i}", "name", ch->name, "model",
-                     c->upstream, "plugin", ch->plugin, "healthy", 1, "inflight", 0, "latency_ms",
-                     0.0, "ttft_ms", 0.0, "error_rate", 0.0, "price", 0);
+    lm_route_snap_t s = {LM_ROUTE_CLOSED, 0, 0, 0, 0, -1, -1, 0, 0};
+    int held = 0;
+    if (c->stats) {
+        lm_route_snapshot(c->stats, now, &s);
+        held = lm_route_hold_left(c->stats, now) > 0;
+    }
+    int results = s.window_ok + s.window_fail;
+    char buf[384];
+    snprintf(buf, sizeof(buf),
+             ",\"healthy\":%s,\"state\":\"%s\",\"inflight\":%d,\"latency_ms\":%.1f,"
+             "\"ttft_ms\":%.1f,\"error_rate\":%.4f,\"price\":{\"input\":%lld,\"output\":%lld,"
+             "\"cached_input\":%lld}}",
+             s.state == LM_ROUTE_CLOSED && !held ? "true" : "false",
+             held ? "held" : lm_route_state_str(s.state), s.inflight,
+             s.ewma_latency_ms > 0 ? s.ewma_latency_ms : 0.0,
+             s.ewma_ttft_ms > 0 ? s.ewma_ttft_ms : 0.0,
+             results ? (double)s.window_fail / results : 0.0, (long long)ch->price_input,
+             (long long)ch->price_output, (long long)ch->price_cached_input);
+    jw_lit(w, buf);
+}
+
+/* Candidates as scripts see them, with their live figures. */
+static void candidates_text(jw_t *w, const lm_route_t *cands, size_t n)
+{
+    int64_t now = now_ms();
+    jw_lit(w, "[");
+    for (size_t i = 0; i < n; i++) {
+        const lm_chan_conf_t *ch = cands[i].inst->chan;
+        jw_lit(w, i ? ",{\"name\":" : "{\"name\":");
+        jw_str(w, ch->name);
+        jw_lit(w, ",\"model\":");
+        jw_str(w, cands[i].upstream);
+        jw_lit(w, ",\"plugin\":");
+        jw_str(w, ch->plugin);
+        candidate_figures(w, &cands[i], now);
+    }
+    jw_lit(w, "]");
 }
 
 long lm_rlua_route(lm_lua_call_t *call, lm_route_t *cands, size_t n, lm_err *e)
 {
     lm_lua_result_t res;
     json_t *order = NULL;
+    jw_t w = {{0}, 0};
     if (!has(call, LM_LUA_STAGE_ROUTE))
         return (long)n;
-    json_t *list = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(list, candidate_json(&cands[i]));
-    int rc = lm_lua_on_route(call, list, &order, &res);
-    json_decref(list);
+    candidates_text(&w, cands, n);
+    int rc = w.oom ? LM_LUA_OK : lm_lua_on_route_text(call, w.b.p, w.b.len, &order, &res);
+    lm_buf_free(&w.b);
+    if (w.oom)
+        return lm_err_set(e, -1, 500, "api_error", NULL, "out of memory");
     if (rc != LM_LUA_OK)
         return to_err(rc, &res, e);
     if (order == NULL)
@@ -88,97 +198,101 @@ long lm_rlua_route(lm_lua_call_t *call, lm_route_t *cands, size_t n, lm_err *e)
     return (long)k;
 }
 
-static void apply_upstream(json_t *up, lm_ureq_t *u)
+static void apply_headers(json_t *headers, lm_ureq_t *u)
 {
-    json_t *headers = json_object_get(up, "headers"), *body = json_object_get(up, "body");
     const char *name;
     json_t *value;
-    if (json_is_object(headers)) {
-        for (size_t i = 0; i < u->nheaders; i++)
-            free(u->headers[i]);
-        u->nheaders = 0;
-        json_object_foreach (headers, name, value) {
-            const char *v = json_string_value(value);
-            lm_host_table.ureq_add_header(u, lm_cstr(name), lm_cstr(v ? v : ""));
-        }
+
+    for (size_t i = 0; i < u->nheaders; i++)
+        free(u->headers[i]);
+    u->nheaders = 0;
+    json_object_foreach (headers, name, value) {
+        const char *v = json_string_value(value);
+        lm_host_table.ureq_add_header(u, lm_cstr(name), lm_cstr(v ? v : ""));
     }
-    if (json_is_string(body)) {
-        lm_buf_reset(&u->body);
-        lm_buf_add(&u->body, json_string_value(body), json_string_length(body));
-        u->has_body = 1;
+}
+
+/* {"channel", "model", "attempt", "url", "headers": {name: value}}; the body
+ * goes to the scripts as it is (lm_lua_on_upstream_text). */
+static void upstream_text(jw_t *w, const lm_route_t *route, int attempt, lm_ureq_t *u)
+{
+    char num[32];
+
+    jw_lit(w, "{\"channel\":");
+    jw_str(w, route->inst->chan->name);
+    jw_lit(w, ",\"model\":");
+    jw_str(w, route->upstream);
+    snprintf(num, sizeof(num), ",\"attempt\":%d,\"url\":", attempt);
+    jw_lit(w, num);
+    jw_strn(w, lm_buf_cstr(&u->url), u->url.len);
+    jw_lit(w, ",\"headers\":{");
+    const char *sep = "";
+    for (size_t i = 0; i < u->nheaders; i++) {
+        const char *h = u->headers[i], *colon = strchr(h, ':');
+        if (colon == NULL)
+            continue;
+        jw_lit(w, sep);
+        sep = ",";
+        jw_strn(w, h, (size_t)(colon - h));
+        jw_lit(w, ":");
+        jw_str(w, colon[1] == ' ' ? colon + 2 : colon + 1);
     }
+    jw_lit(w, "}}");
 }
 
 int lm_rlua_upstream(lm_lua_call_t *call, const lm_route_t *route, int attempt, lm_ureq_t *u,
                      lm_err *e)
 {
     lm_lua_result_t res;
+    json_t *headers = NULL, *body = NULL;
+    jw_t w = {{0}, 0};
     if (!has(call, LM_LUA_STAGE_UPSTREAM_REQUEST))
         return 0;
-    json_t *headers = json_object();
-    for (size_t i = 0; i < u->nheaders; i++) {
-        const char *colon = strchr(u->headers[i], ':');
-        if (colon == NULL)
-            continue;
-        char name[256];
-        snprintf(name, sizeof(name), "%.*s", (int)(colon - u->headers[i]), u->headers[i]);
-        json_object_set_new(headers, name, json_string(colon[1] == ' ' ? colon + 2 : colon + 1));
-    }
-    json_t *up =
-        json_pack("{s:s,s:s,s:i,s:s,s:o,s:s%}", "channel", route->inst->chan->name, "model",
-                  route->upstream, "attempt", attempt, "url", lm_buf_cstr(&u->url), "headers",
-                  headers, "body", lm_buf_cstr(&u->body), u->body.len);
-    if (up == NULL)
+    upstream_text(&w, route, attempt, u);
+    int rc = w.oom ? LM_LUA_OK
+                   : lm_lua_on_upstream_text(call, w.b.p, w.b.len, lm_buf_cstr(&u->body),
+                                             u->body.len, &headers, &body, &res);
+    lm_buf_free(&w.b);
+    if (w.oom)
         return lm_err_set(e, -1, 500, "api_error", NULL, "out of memory");
-    int rc = lm_lua_on_upstream_request(call, up, &res);
-    if (rc == LM_LUA_OK)
-        apply_upstream(up, u);
-    json_decref(up);
+    if (headers && json_is_string(body)) { /* only when a script changed them */
+        apply_headers(headers, u);
+        lm_buf_reset(&u->body);
+        lm_buf_add(&u->body, json_string_value(body), json_string_length(body));
+        u->has_body = 1;
+    }
+    json_decref(headers);
+    json_decref(body);
     return rc == LM_LUA_OK ? 0 : to_err(rc, &res, e);
+}
+
+/* One event to send as an SSE data line. */
+static void emit_sse(void *arg, const char *json, size_t len)
+{
+    lm_buf_t *out = arg;
+    lm_buf_add(out, "data: ", 6);
+    lm_buf_add(out, json, len);
+    lm_buf_add(out, "\n\n", 2);
 }
 
 int lm_rlua_event(lm_lua_call_t *call, const char *json, size_t len, lm_buf_t *out, lm_err *e)
 {
     lm_lua_result_t res;
-    json_t *events = NULL, *ev;
-    size_t i;
-    json_t *chunk = json_loadb(json, len, 0, NULL);
-    int rc = chunk ? lm_lua_on_event(call, chunk, &events, &res) : LM_LUA_OK;
-    json_decref(chunk);
-    if (rc != LM_LUA_OK)
-        return to_err(rc, &res, e);
-    json_array_foreach (events, i, ev) {
-        char *s = json_dumps(ev, JSON_COMPACT);
-        if (s) {
-            lm_buf_adds(out, "data: ");
-            lm_buf_adds(out, s);
-            lm_buf_adds(out, "\n\n");
-            free(s);
-        }
-    }
-    json_decref(events);
-    return 0;
+    int rc = lm_lua_on_event_text(call, json, len, emit_sse, out, &res);
+    return rc == LM_LUA_OK ? 0 : to_err(rc, &res, e);
 }
 
 int lm_rlua_response(lm_lua_call_t *call, char **body, lm_err *e)
 {
     lm_lua_result_t res;
+    char *changed = NULL;
     if (!has(call, LM_LUA_STAGE_RESPONSE))
         return 0;
-    json_t *obj = json_loads(*body, 0, NULL);
-    if (!json_is_object(obj)) {
-        json_decref(obj);
-        return 0; /* not a JSON object: nothing a script could edit */
+    int rc = lm_lua_on_response_text(call, *body, strlen(*body), &changed, &res);
+    if (changed) {
+        free(*body);
+        *body = changed;
     }
-    int rc = lm_lua_on_response(call, obj, &res);
-    if (rc == LM_LUA_OK) {
-        char *s = json_dumps(obj, JSON_COMPACT);
-        if (s) {
-            free(*body);
-            *body = s;
-        }
-    }
-    json_decref(obj);
     return rc == LM_LUA_OK ? 0 : to_err(rc, &res, e);
 }
 
@@ -213,17 +327,45 @@ int lm_rlua_error(lm_lua_call_t *call, lm_err *e, const lm_route_t *route, int a
     return rc == LM_LUA_RETRY;
 }
 
-void lm_rlua_usage(lm_lua_call_t *call, const lm_usage *u, int64_t *charge)
+/* The OpenAI usage object (as lm_usage_to_openai builds it), as text. */
+static int usage_text(char *dst, size_t cap, const lm_usage *u)
+{
+    long long p = u->prompt > 0 ? u->prompt : 0, c = u->completion > 0 ? u->completion : 0;
+    long long t = u->total >= 0 ? u->total : p + c;
+    char cached[96] = "", reasoning[96] = "";
+
+    if (u->cached >= 0)
+        snprintf(cached, sizeof(cached), ",\"prompt_tokens_details\":{\"cached_tokens\":%lld}",
+                 (long long)u->cached);
+    if (u->reasoning >= 0)
+        snprintf(reasoning, sizeof(reasoning),
+                 ",\"completion_tokens_details\":{\"reasoning_tokens\":%lld}",
+                 (long long)u->reasoning);
+    int n = snprintf(
+        dst, cap, "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld%s%s}",
+        p, c, t, cached, reasoning);
+    return n > 0 && (size_t)n < cap ? n : -1;
+}
+
+void lm_rlua_usage(lm_lua_call_t *call, const lm_usage *u, const lm_chan_conf_t *ch,
+                   int64_t *charge)
 {
     lm_lua_result_t res;
+    char usage[512], price[160];
     if (!has(call, LM_LUA_STAGE_USAGE))
         return;
-    json_t *usage = lm_usage_to_openai(u);
-    json_t *price = json_pack("{s:i,s:i,s:i}", "input", 0, "output", 0, "cached_input", 0);
-    if (usage && price)
-        lm_lua_on_usage(call, usage, price, charge, &res);
-    json_decref(usage);
-    json_decref(price);
+    int n = usage_text(usage, sizeof(usage), u);
+    int pn = snprintf(price, sizeof(price),
+                      "{\"input\":%lld,\"output\":%lld,\"cached_input\":%lld,\"per_request\":%lld}",
+                      (long long)ch->price_input, (long long)ch->price_output,
+                      (long long)ch->price_cached_input, (long long)ch->price_per_request);
+    if (n > 0 && pn > 0 && (size_t)pn < sizeof(price))
+        lm_lua_on_usage_text(call, usage, (size_t)n, price, (size_t)pn, charge, &res);
+}
+
+int lm_rlua_request_changed(const lm_lua_call_t *call)
+{
+    return call && lm_lua_call_request_changed(call);
 }
 
 void lm_rlua_log(lm_lua_call_t *call, json_t *record)

@@ -2,6 +2,9 @@
 # Writes a bench config: listen on $BENCH_PORT, one openai channel to
 # $BENCH_UPSTREAM serving the model the wrk script asks for. The keys are the
 # harness's fixed bench keys (loopback only, not secrets).
+# BENCH_LUA adds a Lua policy script: "noop" is tests/bench/noop.lua (every
+# stage, doing nothing); any other value is a path to a .lua file.
+HERE=$(cd "$(dirname "$0")" && pwd)
 cat <<CONF
 listen 127.0.0.1:${BENCH_PORT:-18083}
 workers ${BENCH_WORKERS:-auto}
@@ -15,3 +18,8 @@ channel mock-upstream {
     models gpt-4o-mini
 }
 CONF
+case ${BENCH_LUA:-} in
+    "" | none) ;;
+    noop) echo "script bench-noop $HERE/noop.lua" ;;
+    *) echo "script bench-lua $(realpath "$BENCH_LUA")" ;;
+esac

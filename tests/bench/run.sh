@@ -2,6 +2,15 @@
 # make bench: the shared side-by-side harness (../shared/bench) with Longmen
 # added as target "gateway". Knobs pass through (DURATION, REPEATS, TARGETS,
 # SCENARIOS, ...); defaults here are a ~4-minute run.
+#
+# Then the Lua cost: the gateway alone, without and with the script BENCH_LUA
+# (default "noop": tests/bench/noop.lua, every stage doing nothing; or a path
+# to a .lua file; "none" skips this part), in alternating harness runs
+# (LUA_REPEATS pairs, default REPEATS) so that both variants see the same
+# machine load, and a table of what the script costs (RPS and CPU per
+# request, medians over the pairs).
+#   BENCH_PEERS=0      skip the side-by-side run (only the Lua comparison)
+#   BENCH_OUT=DIR      where results go (default /tmp/bench-results/<time>)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -11,7 +20,73 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || [ ! -d /tmp/p
     "$BENCH/setup-peers.sh"
 fi
 export DURATION=${DURATION:-5} WARMUP=${WARMUP:-2} REPEATS=${REPEATS:-1}
-export TARGETS=${TARGETS:-"direct nginx1 nginx2 portkey"}
-export GATEWAY_CMD="$ROOT/build/longmen -c /tmp/lm-bench.conf"
-export GATEWAY_SETUP="BENCH_PLUGIN_DIR=$ROOT/plugins $ROOT/tests/bench/conf.sh > /tmp/lm-bench.conf"
-exec "$BENCH/run-peers.sh"
+BENCH_LUA=${BENCH_LUA-noop}
+BENCH_PEERS=${BENCH_PEERS:-1}
+LUA_REPEATS=${LUA_REPEATS:-$REPEATS}
+OUT=${BENCH_OUT:-/tmp/bench-results/$(date +%Y%m%d-%H%M%S)}
+PEER_TARGETS=${TARGETS:-"direct nginx1 nginx2 portkey"}
+mkdir -p "$OUT"
+
+# gateway_env VARIANT: the harness settings that start the gateway with the
+# config for VARIANT ("plain", or "lua" = plus the BENCH_LUA script).
+gateway_env() {
+    local conf="$OUT/lm-bench-$1.conf" lua=none
+    [ "$1" = lua ] && lua=$BENCH_LUA
+    export GATEWAY_CMD="$ROOT/build/longmen -c $conf"
+    export GATEWAY_SETUP="BENCH_LUA=$lua BENCH_PLUGIN_DIR=$ROOT/plugins $ROOT/tests/bench/conf.sh > $conf"
+}
+
+if [ "$BENCH_PEERS" != 0 ]; then
+    gateway_env plain
+    TARGETS=$PEER_TARGETS OUT_DIR="$OUT/peers" "$BENCH/run-peers.sh"
+fi
+if [ "$BENCH_LUA" = none ] || [ -z "$BENCH_LUA" ]; then exit 0; fi
+
+# One gateway-only harness run per variant and pair; the order alternates
+# so that a drift in machine load does not always favour the same variant.
+lua_run() { # lua_run VARIANT PAIR
+    local dir="$OUT/lua/$1-r$2"
+    gateway_env "$1"
+    echo "[lua cost] pair $2: gateway $1 ..." >&2
+    if ! TARGETS=" " REPEATS=1 OUT_DIR="$dir" "$BENCH/run-peers.sh" > "$dir.log" 2>&1; then
+        echo "harness failed for $1 (pair $2):" >&2
+        tail -n 20 "$dir.log" >&2
+        exit 1
+    fi
+    awk -F'\t' -v v="$1" 'FNR > 1 { printf "[lua cost]   %s %s: rps=%s cpu/req=%sus\n", v, $3, $4, $14 }' \
+        "$dir/results.tsv" >&2
+}
+mkdir -p "$OUT/lua"
+for ((i = 1; i <= LUA_REPEATS; i++)); do
+    if ((i % 2)); then lua_run plain "$i"; lua_run lua "$i"; else lua_run lua "$i"; lua_run plain "$i"; fi
+done
+
+# results.tsv columns: repeat target scenario rps ... target_cpu_ms cpu_us_per_req
+awk -F'\t' -v script="$BENCH_LUA" '
+function median(v, k,   n, i, j, a, x) {
+  n = cnt[v, k]; if (n == 0) return 0
+  for (i = 1; i <= n; i++) a[i] = val[v, k, i] + 0
+  for (i = 2; i <= n; i++) { x = a[i]; j = i - 1; while (j >= 1 && a[j] > x) { a[j + 1] = a[j]; j-- } a[j + 1] = x }
+  return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+function add(v, k, x) { cnt[v, k]++; val[v, k, cnt[v, k]] = x }
+FNR == 1 { split(FILENAME, p, "/"); v = p[length(p) - 1]; sub(/-r[0-9]+$/, "", v); next }
+{
+  if (!($3 in seen)) { seen[$3] = 1; order[++ns] = $3 }
+  add(v, $3 SUBSEP "rps", $4); if ($14 != "-") add(v, $3 SUBSEP "cpr", $14)
+}
+END {
+  printf "\n## Lua cost: gateway without and with %s (medians over %d pair(s))\n\n", script, cnt["plain", order[1] SUBSEP "rps"]
+  print "| scenario | RPS without | RPS with | RPS cost | CPU µs/req without | CPU µs/req with | CPU cost |"
+  print "|---|---:|---:|---:|---:|---:|---:|"
+  for (i = 1; i <= ns; i++) {
+    s = order[i]
+    r0 = median("plain", s SUBSEP "rps"); r1 = median("lua", s SUBSEP "rps")
+    c0 = median("plain", s SUBSEP "cpr"); c1 = median("lua", s SUBSEP "cpr")
+    printf "| %s | %.0f | %.0f | %s | %.1f | %.1f | %s |\n", s, r0, r1,
+      (r0 > 0 ? sprintf("%.1f%%", (r0 - r1) * 100 / r0) : "-"), c0, c1,
+      (c0 > 0 ? sprintf("%+.1f%%", (c1 - c0) * 100 / c0) : "-")
+  }
+  print "\nRPS cost = (without - with) / without; CPU cost = extra gateway CPU time per request."
+}' "$OUT"/lua/*/results.tsv | tee "$OUT/lua-cost.md"
+echo "results in $OUT" >&2

@@ -3,6 +3,7 @@ upstream headers, events, responses, errors/fallback, limits, logs, reload
 with a broken script, and the shipped scripts."""
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -28,6 +29,14 @@ def answer(h, b):
 mock.routes["/a/chat/completions"] = answer
 mock.routes["/b/chat/completions"] = answer
 mock.routes["/down/chat/completions"] = lambda h, b: json_reply(h, 503, {"error": {"message": "down"}})
+
+
+def slow_answer(h, b):
+    time.sleep(0.15)
+    answer(h, b)
+
+
+mock.routes["/slow/chat/completions"] = slow_answer
 
 SCRIPT = r'''
 function on_request(req)
@@ -275,5 +284,169 @@ channel a {
     check(len(seen) == 2 and sum(seen.values()) > 20, "both generations served: %s" % seen)
 
 
-run([test_stages_through_the_gateway, test_script_reload_under_load_never_mixes, test_reject_error_and_limits, test_fallback_and_on_error_retry,
+CHAN_A = """
+channel a {
+    plugin openai
+    base_url %s/a
+    models m
+}""" % mock.url
+
+# The client's bytes, formatted the way no serializer would write them: a
+# gateway that forwards them as they are (raw passthrough) is visible.
+RAW_REQ = (b'{ "messages" : [ {"role":"user", "content":"hi \\u00e9, order 12345678901234567890"} ],\n'
+           b'  "model":"m", "temperature": 0.50, "n": 1, "user": null }')
+
+
+def script_gw(text):
+    d = tempfile.mkdtemp(prefix="lm-lazy-")
+    return Gateway(extra="script s %s\n" % write(d, "s.lua", text), channels=CHAN_A)
+
+
+def normalized(events):
+    """Event texts with the per-request id and time blanked, nothing re-serialized."""
+    return [re.sub(r'"created":\d+', '"created":0', re.sub(r'"id":"[^"]*"', '"id":""', e))
+            for e in events]
+
+
+def sent_as_is(sent, what):
+    check(sent == RAW_REQ, "%s: the upstream did not get the client's bytes: %r" % (what, sent))
+
+
+def test_noop_script_changes_nothing():
+    """Every stage defined, none touching its data: the upstream gets the client's bytes and
+    the client gets exactly what a gateway without scripts sends."""
+    plain = Gateway(channels=CHAN_A)
+    noop = Gateway(extra="script noop %s\n" % os.path.join(ROOT, "scripts", "noop.lua"),
+                   channels=CHAN_A)
+    try:
+        outs = []
+        for gw in (plain, noop):
+            st, js, raw, _ = gw.chat(RAW_REQ)
+            check(st == 200, raw)
+            sent = mock.requests[-1]["body"]
+            st, ev, sraw, _ = gw.stream(body("hi", stream=True, stream_options={"include_usage": True}))
+            check(st == 200 and ev[-1] == "[DONE]", sraw)
+            outs.append((raw, sent, normalized(ev)))
+        (p_raw, p_sent, p_ev), (n_raw, n_sent, n_ev) = outs
+        check(p_sent == RAW_REQ, "without scripts the client's bytes go through: %r" % p_sent)
+        sent_as_is(n_sent, "noop.lua")
+        check(n_raw == p_raw, "response bytes differ:\n%r\n%r" % (p_raw, n_raw))
+        check(n_ev == p_ev, "stream events differ:\n%s\n%s" % (p_ev, n_ev))
+    finally:
+        plain.stop()
+        noop.stop()
+
+
+def test_reading_the_request_keeps_it():
+    """A script that reads every field (and writes values back unchanged) is no rewrite."""
+    gw = script_gw("""
+function on_request(req)
+  local n = 0
+  for k, v in pairs(req.params) do n = n + 1 end
+  for _, m in ipairs(req.messages) do m.content = m.content .. "" end
+  req.params.temperature = req.params.temperature
+  req.meta.params = n
+end
+""")
+    try:
+        st, js, raw, _ = gw.chat(RAW_REQ)
+        check(st == 200, raw)
+        sent_as_is(mock.requests[-1]["body"], "read-only script")
+    finally:
+        gw.stop()
+
+
+def test_changing_messages_turns_raw_passthrough_off():
+    gw = script_gw("""
+function on_request(req)
+  req.messages[1].content = req.messages[1].content .. "!"
+end
+""")
+    try:
+        st, js, raw, _ = gw.chat(RAW_REQ)
+        check(st == 200, raw)
+        sent = mock.requests[-1]["body"]
+        want = json.loads(RAW_REQ)
+        want["messages"][0]["content"] += "!"
+        del want["user"]  # a rewrite drops null parameters, as it always did
+        check(sent != RAW_REQ and json.loads(sent) == want, "rewritten request: %r" % sent)
+    finally:
+        gw.stop()
+
+
+def test_on_event_rewrites_only_what_it_touches():
+    """Only the first event is looked at (and rewritten); the others go out as the same text
+    a gateway without scripts sends."""
+    plain = Gateway(channels=CHAN_A)
+    gw = script_gw("""
+function on_event(ev)
+  lm.ctx.n = (lm.ctx.n or 0) + 1
+  if lm.ctx.n == 1 then
+    local d = ev.choices[1].delta
+    d.content = string.upper(d.content)
+  end
+end
+""")
+    try:
+        st, p_ev, raw, _ = plain.stream(body("hi", stream=True))
+        check(st == 200, raw)
+        st, ev, raw, _ = gw.stream(body("hi", stream=True))
+        check(st == 200 and content_of(ev) == "HELLO world", raw)
+        check(normalized(ev[1:]) == normalized(p_ev[1:]),
+              "untouched events differ:\n%s\n%s" % (p_ev, ev))
+        check(ev[0] != p_ev[0] and json.loads(ev[0])["choices"][0]["delta"]["content"] == "HELLO",
+              "first event: %s" % ev[0])
+    finally:
+        plain.stop()
+        gw.stop()
+
+
+def test_pii_mask_without_pii_keeps_the_request():
+    """pii_mask.lua reads every message and writes each one back: with nothing to mask that is
+    no rewrite."""
+    gw = Gateway(extra="script pii %s\n" % os.path.join(ROOT, "scripts", "pii_mask.lua"),
+                 channels=CHAN_A)
+    try:
+        st, js, raw, _ = gw.chat(RAW_REQ)
+        check(st == 200, raw)
+        sent_as_is(mock.requests[-1]["body"], "pii_mask.lua, nothing to mask")
+    finally:
+        gw.stop()
+
+
+def test_route_latency_sees_live_figures_and_usage_sees_prices():
+    """scripts/route_latency.lua through the binary: once both channels have
+    latency samples the fast one wins, and the expensive one over max_price
+    is never used; on_usage gets the serving channel's real prices."""
+    d = tempfile.mkdtemp(prefix="lm-live-")
+    usage_script = write(d, "u.lua", """
+function on_usage(usage, price, charge)
+  lm.log("info", string.format("usage-price in=%d out=%d req=%d", price.input, price.output, price.per_request))
+end
+""")
+    chans = ("channel slow {\n plugin openai\n base_url %s/slow\n models lat\n price_input 1\n price_output 1\n}\n"
+             "channel fast {\n plugin openai\n base_url %s/a\n models lat\n price_input 1\n price_output 1\n}\n"
+             "channel pricey {\n plugin openai\n base_url %s/b\n models lat\n price_input 90\n price_output 90\n"
+             " price_per_request 0.000007\n}\n" % (mock.url, mock.url, mock.url))
+    gw = Gateway(extra="route_strategy round_robin\n"
+                       "script route %s {\n args {\"max_price\": 10000000}\n}\nscript price %s\n"
+                       % (os.path.join(ROOT, "scripts", "route_latency.lua"), usage_script),
+                 channels=chans)
+    try:
+        served = []
+        for _ in range(12):
+            st, js, raw, hdrs = gw.chat({"model": "lat", "messages": [{"role": "user", "content": "x"}]})
+            check(st == 200, raw)
+            served.append(re.search(r"channel=(\w+)", hdrs.get("X-Longmen-Route", "")).group(1))
+        check("pricey" not in served, "over max_price: %s" % served)
+        check(served[-6:] == ["fast"] * 6, "the fast channel wins once measured: %s" % served)
+        prices = set(re.findall(r"usage-price (in=\d+ out=\d+ req=\d+)", gw.logtext()))
+        check("in=1000000 out=1000000 req=0" in prices, "on_usage saw the channel's prices: %s" % prices)
+    finally:
+        gw.stop()
+
+
+run([test_route_latency_sees_live_figures_and_usage_sees_prices, test_stages_through_the_gateway, test_noop_script_changes_nothing, test_reading_the_request_keeps_it,
+     test_changing_messages_turns_raw_passthrough_off, test_on_event_rewrites_only_what_it_touches,
+     test_pii_mask_without_pii_keeps_the_request, test_script_reload_under_load_never_mixes, test_reject_error_and_limits, test_fallback_and_on_error_retry,
      test_reload_with_broken_script_keeps_old, test_shipped_scripts_load, test_pii_mask_script_end_to_end])

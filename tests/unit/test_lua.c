@@ -636,6 +636,387 @@ static void test_filters(void)
     T_END();
 }
 
+/* ---- lazy conversion: the same results, less work ---- */
+
+/* on_request with src on SAMPLE_REQ; the messages array the request had is
+ * in *msgs (borrowed, to check it was kept rather than rebuilt). */
+static int lazy_request(fx_t *f, const char *src, json_t **msgs, lm_lua_result_t *res)
+{
+    if (fx_open(f, src, NULL))
+        return -99;
+    *msgs = json_object_get(f->req, "messages");
+    return lm_lua_on_request(f->call, f->req, res);
+}
+
+static void test_lazy_request(void)
+{
+    fx_t f;
+    lm_lua_result_t res;
+    json_t *msgs, *rec;
+    int rc;
+
+    T_BEGIN("lua: lazy: a no-op on_request leaves the request as parsed");
+    rc = lazy_request(&f, "function on_request(req) end\n", &msgs, &res);
+    T_CHECK(rc == LM_LUA_OK, "rc %d %s %s", rc, res.message, f.err);
+    if (rc == LM_LUA_OK) {
+        T_CHECK(!lm_lua_call_request_changed(f.call), "reported as changed");
+        T_CHECK(json_object_get(f.req, "messages") == msgs, "messages rebuilt");
+        T_CHECK(json_eq_text(f.req, SAMPLE_REQ), "req %s", dump(f.req));
+    }
+    fx_close(&f);
+    T_END();
+
+    T_BEGIN("lua: lazy: reading everything (raw functions included) changes nothing");
+    rc = lazy_request(
+        &f,
+        "function on_request(req)\n"
+        "  local n = 0\n"
+        "  for k, v in pairs(req.params) do n = n + 1 end\n"
+        "  for i, m in ipairs(req.messages) do n = n + #m.content end\n"
+        "  local j = lm.json.decode(lm.json.encode(req.messages))\n"
+        "  req.messages[1].content = req.messages[1].content -- the same value back\n"
+        "  req.params.temperature = 0.5\n"
+        "  lm.ctx.seen = {n = n, next = next(req.params) ~= nil,\n"
+        "    rawget = rawget(req.params, 'temperature'), rawlen = rawlen(req.messages),\n"
+        "    amt = getmetatable(req.messages), omt = getmetatable(req.params) == nil,\n"
+        "    json = j[1].content, type = type(req.params), len = #req.messages,\n"
+        "    key = req.key, same = req == lm.request and req.params == lm.request.params}\n"
+        "end\n"
+        "function on_log(r) r.seen = lm.ctx.seen end\n",
+        &msgs, &res);
+    T_CHECK(rc == LM_LUA_OK, "rc %d %s %s", rc, res.message, f.err);
+    if (rc == LM_LUA_OK) {
+        T_CHECK(!lm_lua_call_request_changed(f.call), "reported as changed");
+        T_CHECK(json_object_get(f.req, "messages") == msgs, "messages rebuilt");
+        T_CHECK(json_eq_text(f.req, SAMPLE_REQ), "req %s", dump(f.req));
+        rec = J("{}");
+        lm_lua_on_log(f.call, rec);
+        T_CHECK(
+            json_eq_text(json_object_get(rec, "seen"),
+                         "{\"n\":4,\"next\":true,\"rawget\":0.5,\"rawlen\":1,"
+                         "\"amt\":\"json.array\",\"omt\":true,\"json\":\"hi\",\"type\":\"table\","
+                         "\"len\":1,\"key\":\"team-a-1\",\"same\":true}"),
+            "seen %s", dump(rec));
+        json_decref(rec);
+    }
+    fx_close(&f);
+    T_END();
+
+    T_BEGIN("lua: lazy: read then write a nested field; meta alone is not a rewrite");
+    rc = lazy_request(&f,
+                      "function on_request(req)\n"
+                      "  local c = req.messages[1].content\n"
+                      "  req.messages[1].content = c .. '!'\n"
+                      "  req.meta.before = c\n"
+                      "end\n",
+                      &msgs, &res);
+    T_CHECK(rc == LM_LUA_OK, "rc %d %s %s", rc, res.message, f.err);
+    if (rc == LM_LUA_OK) {
+        T_CHECK(lm_lua_call_request_changed(f.call), "not reported as changed");
+        T_CHECK(json_eq_text(f.req, "{\"model\":\"qwen-max\",\"messages\":[{\"role\":\"user\","
+                                    "\"content\":\"hi!\"}],\"temperature\":0.5,\"stream\":false}"),
+                "req %s", dump(f.req));
+        T_CHECK(json_eq_text(lm_lua_call_meta(f.call), "{\"before\":\"hi\"}"), "meta %s",
+                dump(lm_lua_call_meta(f.call)));
+    }
+    fx_close(&f);
+    rc = lazy_request(&f, "function on_request(req) req.meta.tag = 'x' end\n", &msgs, &res);
+    if (rc == LM_LUA_OK) {
+        T_CHECK(!lm_lua_call_request_changed(f.call), "a meta note counted as a rewrite");
+        T_CHECK(json_object_get(f.req, "messages") == msgs, "messages rebuilt");
+        T_CHECK(json_eq_text(lm_lua_call_meta(f.call), "{\"tag\":\"x\"}"), "meta %s",
+                dump(lm_lua_call_meta(f.call)));
+    }
+    fx_close(&f);
+    T_END();
+
+    T_BEGIN("lua: lazy: changing messages or a parameter is a rewrite");
+    {
+        static const struct {
+            const char *src, *want;
+        } cases[] = {
+            {"function on_request(req) table.insert(req.messages, {role = 'user', content = 'x'}) "
+             "end\n",
+             "{\"model\":\"qwen-max\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},"
+             "{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":0.5,\"stream\":false}"},
+            {"function on_request(req) req.params.temperature = 0.6 end\n",
+             "{\"model\":\"qwen-max\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+             "\"temperature\":0.6,\"stream\":false}"},
+            {"function on_request(req) req.params.n = 1 end\n",
+             "{\"model\":\"qwen-max\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+             "\"temperature\":0.5,\"stream\":false,\"n\":1}"},
+            {"function on_request(req) req.model = 'qwen-plus' end\n",
+             "{\"model\":\"qwen-plus\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+             "\"temperature\":0.5,\"stream\":false}"},
+            {"function on_request(req) req.messages = {} end\n",
+             "{\"model\":\"qwen-max\",\"messages\":[],\"temperature\":0.5,\"stream\":false}"},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            rc = lazy_request(&f, cases[i].src, &msgs, &res);
+            T_CHECK(rc == LM_LUA_OK && lm_lua_call_request_changed(f.call) &&
+                        json_eq_text(f.req, cases[i].want),
+                    "case %zu: rc %d %s req %s", i, rc, res.message, dump(f.req));
+            fx_close(&f);
+        }
+    }
+    T_END();
+
+    T_BEGIN("lua: lazy: a kept table shows the request it was made from");
+    {
+        lm_lua_script_spec_t specs[2];
+        lm_lua_gen_t *gen;
+        lm_lua_vm_t *vm;
+        lm_lua_call_t *call;
+        json_t *req;
+        char err[512];
+        memset(specs, 0, sizeof(specs));
+        specs[0].name = "keep";
+        specs[0].path =
+            write_str("keep.lua", "local saved\n"
+                                  "function on_request(req)\n"
+                                  "  if saved then req.meta.prev = saved.model .. ':' "
+                                  "..\n"
+                                  "    saved.params.temperature .. ':' .. "
+                                  "#saved.messages end\n"
+                                  "  saved = req\n"
+                                  "  lm.ctx.p = req.params\n"
+                                  "end\n"
+                                  "function on_log(r) r.t = lm.ctx.p.temperature end\n");
+        specs[1].name = "change";
+        specs[1].path =
+            write_str("change.lua", "function on_request(req) req.params.temperature = 0.9 end\n");
+        gen = lm_lua_gen_load(specs, 2, NULL, NULL, err, sizeof(err));
+        vm = gen ? lm_lua_vm_new(gen, err, sizeof(err)) : NULL;
+        T_CHECK(vm != NULL, "%s", err);
+        for (int round = 0; vm && round < 2; round++) {
+            req = J(round ? "{\"model\":\"m2\",\"messages\":[]}" : SAMPLE_REQ);
+            call = lm_lua_call_begin(vm, "k", NULL, req);
+            rc = lm_lua_on_request(call, req, &res);
+            T_CHECK(rc == LM_LUA_OK, "round %d: rc %d %s", round, rc, res.message);
+            T_CHECK(json_eq_text(json_object_get(req, "temperature"), "0.9"), "round %d: %s", round,
+                    dump(req));
+            rec = J("{}");
+            lm_lua_on_log(call, rec);
+            /* script keep saw the request before script change rewrote it */
+            T_CHECK(json_eq_text(rec, round ? "{}" : "{\"t\":0.5}"), "round %d: log %s", round,
+                    dump(rec));
+            if (round) /* the first request, kept in an upvalue past its end */
+                T_CHECK(json_eq_text(lm_lua_call_meta(call), "{\"prev\":\"qwen-max:0.5:1\"}"),
+                        "meta %s", dump(lm_lua_call_meta(call)));
+            json_decref(rec);
+            lm_lua_call_end(call);
+            json_decref(req); /* the kept table must not read freed JSON (ASan) */
+        }
+        lm_lua_vm_release(vm);
+        lm_lua_gen_release(gen);
+    }
+    T_END();
+
+    T_BEGIN("lua: lazy: kept requests count against the memory cap");
+    {
+        lm_lua_limits_t lim = {.memory = 2 << 20};
+        char err[256], *big = malloc(70000);
+        lm_lua_gen_t *g = gen_src_lim("local keep = {}\n"
+                                      "function on_request(req) keep[#keep + 1] = req end\n",
+                                      NULL, &lim, NULL, err, sizeof(err));
+        lm_lua_vm_t *vm = g ? lm_lua_vm_new(g, err, sizeof(err)) : NULL;
+        int i, failed = 0;
+        memset(big, 'x', 65536);
+        big[65536] = 0;
+        for (i = 0; vm && i < 200 && !failed; i++) {
+            json_t *req = json_pack("{s:s,s:[{s:s,s:s}]}", "model", "m", "messages", "role", "user",
+                                    "content", big);
+            lm_lua_call_t *c = lm_lua_call_begin(vm, "k", NULL, req);
+            rc = lm_lua_on_request(c, req, &res);
+            failed = rc == LM_LUA_ERROR && strstr(res.message, "not enough memory") != NULL;
+            T_CHECK(rc == LM_LUA_OK || failed, "rc %d %s", rc, res.message);
+            lm_lua_call_end(c);
+            json_decref(req);
+        }
+        T_CHECK(failed && i < 60, "no memory error after %d kept requests of 64 KiB", i);
+        free(big);
+        lm_lua_vm_release(vm);
+        lm_lua_gen_release(g);
+    }
+    T_END();
+}
+
+/* Collects what lm_lua_on_event_text sends. */
+typedef struct sent_s {
+    int n;
+    const char *first; /* pointer of the first event sent */
+    char text[4][512];
+} sent_t;
+
+static void collect_sent(void *arg, const char *json, size_t len)
+{
+    sent_t *s = arg;
+    if (s->n == 0)
+        s->first = json;
+    if (s->n < 4)
+        snprintf(s->text[s->n], sizeof(s->text[0]), "%.*s", (int)len, json);
+    s->n++;
+}
+
+static const char *CHUNK =
+    "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\""
+    ":0,\"delta\":{\"content\":\"hello\"},\"finish_reason\":null}]}";
+
+static int event_run(const char *src, const char *chunk, sent_t *s, lm_lua_result_t *res)
+{
+    fx_t f;
+    int rc;
+
+    memset(s, 0, sizeof(*s));
+    if (fx_open(&f, src, NULL)) {
+        fx_close(&f);
+        return -99;
+    }
+    rc = lm_lua_on_event_text(f.call, chunk, strlen(chunk), collect_sent, s, res);
+    fx_close(&f);
+    return rc;
+}
+
+static void test_lazy_event(void)
+{
+    lm_lua_result_t res;
+    sent_t s;
+    int rc;
+
+    T_BEGIN("lua: lazy: on_event leaves an event it does not touch as the same bytes");
+    rc = event_run("function on_event(ev) end\n", CHUNK, &s, &res);
+    T_CHECK(rc == LM_LUA_OK && s.n == 1 && s.first == CHUNK, "rc %d n %d", rc, s.n);
+    rc = event_run("function on_event(ev) return true end\n", CHUNK, &s, &res);
+    T_CHECK(rc == LM_LUA_OK && s.n == 1 && s.first == CHUNK, "true: rc %d n %d", rc, s.n);
+    rc = event_run("local last\n"
+                   "function on_event(ev) last = ev return ev, {choices = lm.json.array()} end\n",
+                   CHUNK, &s, &res);
+    T_CHECK(rc == LM_LUA_OK && s.n == 2 && s.first == CHUNK &&
+                strcmp(s.text[1], "{\"choices\":[]}") == 0,
+            "extra: rc %d n %d %s", rc, s.n, s.text[1]);
+    /* text that is not an object passes without running the script */
+    rc = event_run("function on_event(ev) error('ran') end\n", "[1]", &s, &res);
+    T_CHECK(rc == LM_LUA_OK && s.n == 1 && strcmp(s.text[0], "[1]") == 0, "array: %d %s", rc,
+            res.message);
+    T_END();
+
+    T_BEGIN("lua: lazy: on_event that reads, rewrites or drops an event");
+    rc = event_run("function on_event(ev) local n = #ev.choices end\n", CHUNK, &s, &res);
+    {
+        json_t *a = J(CHUNK), *b = rc == LM_LUA_OK && s.n == 1 ? J(s.text[0]) : NULL;
+        T_CHECK(b && json_equal(a, b), "read: rc %d %s", rc, s.text[0]);
+        json_decref(a);
+        json_decref(b);
+    }
+    rc = event_run("function on_event(ev)\n"
+                   "  local d = ev.choices[1].delta\n"
+                   "  d.content = d.content:upper()\n"
+                   "end\n",
+                   CHUNK, &s, &res);
+    T_CHECK(rc == LM_LUA_OK && s.n == 1 && s.first != CHUNK && strstr(s.text[0], "\"HELLO\"") &&
+                !strstr(s.text[0], "hello"),
+            "rewrite: rc %d %s", rc, s.text[0]);
+    rc = event_run("function on_event(ev) return false end\n", CHUNK, &s, &res);
+    T_CHECK(rc == LM_LUA_OK && s.n == 0, "drop: rc %d n %d", rc, s.n);
+    T_END();
+
+    T_BEGIN("lua: lazy: chained on_event scripts see each other's events");
+    {
+        lm_lua_script_spec_t specs[2];
+        lm_lua_gen_t *gen;
+        lm_lua_vm_t *vm;
+        lm_lua_call_t *call;
+        json_t *req = J(SAMPLE_REQ);
+        char err[512];
+        memset(specs, 0, sizeof(specs));
+        specs[0].name = "a";
+        specs[0].path = write_str("ea.lua", "function on_event(ev) end\n");
+        specs[1].name = "b";
+        specs[1].path = write_str("eb.lua", "function on_event(ev)\n"
+                                            "  local d = ev.choices[1].delta\n"
+                                            "  if d.content == 'hello' then return ev, "
+                                            "{choices = {{delta = {content = '!'}}}} end\n"
+                                            "end\n");
+        gen = lm_lua_gen_load(specs, 2, NULL, NULL, err, sizeof(err));
+        vm = gen ? lm_lua_vm_new(gen, err, sizeof(err)) : NULL;
+        call = vm ? lm_lua_call_begin(vm, "k", NULL, req) : NULL;
+        memset(&s, 0, sizeof(s));
+        rc = call ? lm_lua_on_event_text(call, CHUNK, strlen(CHUNK), collect_sent, &s, &res) : -9;
+        T_CHECK(rc == LM_LUA_OK && s.n == 2 && strstr(s.text[1], "\"!\""), "rc %d n %d %s %s", rc,
+                s.n, err, s.text[1]);
+        lm_lua_call_end(call);
+        lm_lua_vm_release(vm);
+        lm_lua_gen_release(gen);
+        json_decref(req);
+    }
+    T_END();
+}
+
+static void test_lazy_other_stages(void)
+{
+    static const char RESP[] = "{\"id\":\"x\",\"choices\":[{\"message\":{\"content\":\"ok\"}}]}";
+    static const char UP[] =
+        "{\"channel\":\"c\",\"model\":\"m\",\"attempt\":1,\"url\":\"http://x\","
+        "\"headers\":{\"Content-Type\":\"application/json\"}}";
+    static const char BODY[] = "{\"model\":\"m\"}";
+    fx_t f;
+    lm_lua_result_t res;
+    char *out;
+    json_t *h, *b, *order;
+    int rc;
+
+    T_BEGIN("lua: lazy: on_response, on_upstream_request and on_route report 'unchanged'");
+    if (fx_open(&f, "function on_response(body) assert(lm.response == body) end\n", NULL) == 0) {
+        out = (char *)1;
+        rc = lm_lua_on_response_text(f.call, RESP, strlen(RESP), &out, &res);
+        T_CHECK(rc == LM_LUA_OK && out == NULL, "untouched response: rc %d %s", rc, res.message);
+    }
+    fx_close(&f);
+    if (fx_open(&f, "function on_response(body) body.id = 'y' end\n", NULL) == 0) {
+        rc = lm_lua_on_response_text(f.call, RESP, strlen(RESP), &out, &res);
+        json_t *got = out ? J(out) : NULL;
+        T_CHECK(rc == LM_LUA_OK && got && json_eq_text(json_object_get(got, "id"), "\"y\""),
+                "changed response: rc %d %s", rc, out ? out : "(null)");
+        json_decref(got);
+        free(out);
+    }
+    fx_close(&f);
+    if (fx_open(
+            &f,
+            "function on_upstream_request(req, up)\n"
+            "  lm.ctx.n = (lm.ctx.n or 0) + 1\n"
+            "  if lm.ctx.n == 2 then local x = lm.sha256(up.body) .. up.headers['Content-Type'] "
+            "end\n"
+            "  if lm.ctx.n == 3 then up.headers['X-A'] = 'a' end\n"
+            "end\n",
+            NULL) == 0) {
+        for (int i = 1; i <= 3; i++) {
+            rc = lm_lua_on_upstream_text(f.call, UP, strlen(UP), BODY, strlen(BODY), &h, &b, &res);
+            T_CHECK(rc == LM_LUA_OK && !!h == (i == 3) && !!b == (i == 3), "call %d: rc %d %s", i,
+                    rc, res.message);
+            if (i == 3 && h && b) {
+                T_CHECK(json_eq_text(h, "{\"Content-Type\":\"application/json\",\"X-A\":\"a\"}") &&
+                            json_eq_text(b, "\"{\\\"model\\\":\\\"m\\\"}\""),
+                        "headers %s body %s", dump(h), dump(b));
+            }
+            json_decref(h);
+            json_decref(b);
+        }
+    }
+    fx_close(&f);
+    if (fx_open(&f, "function on_route(req, c) if c[1].name == 'b' then return c end end\n",
+                NULL) == 0) {
+        rc = lm_lua_on_route_text(f.call, "[{\"name\":\"a\"}]", 14, &order, &res);
+        T_CHECK(rc == LM_LUA_OK && order == NULL, "untouched route: rc %d", rc);
+        rc = lm_lua_on_route_text(f.call, "[{\"name\":\"b\"},{\"name\":\"a\"}]", 27, &order, &res);
+        T_CHECK(rc == LM_LUA_OK && order && json_eq_text(order, "[\"b\",\"a\"]"),
+                "returned candidates: rc %d %s", rc, dump(order));
+        json_decref(order);
+    }
+    fx_close(&f);
+    T_END();
+}
+
 /* ---- the lm API ---- */
 
 static void test_api(void)
@@ -1825,6 +2206,9 @@ int main(void)
     test_stage_response_usage_error_log();
     test_ctx_and_chain();
     test_filters();
+    test_lazy_request();
+    test_lazy_event();
+    test_lazy_other_stages();
     test_api();
     test_patterns();
     test_sandbox();
