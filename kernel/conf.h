@@ -81,10 +81,12 @@ typedef struct lm_conf_s {
     int workers; /* 0 = number of cores */
     uint64_t max_body;
     char *plugin_dir;
-    char *pid_file;      /* written at start, read by longmen -s; NULL = none */
-    char *data_dir;      /* SQLite store (keys, ledger, admin); NULL = no store */
-    int supervise;       /* run under a restarting supervisor process (PL-1) */
-    long max_inflight;   /* requests in flight process-wide before 503 overloaded; 10000 */
+    char *pid_file;               /* written at start, read by longmen -s; NULL = none */
+    char *data_dir;               /* SQLite store (keys, ledger, admin); NULL = no store */
+    int supervise;                /* run under a restarting supervisor process (PL-1) */
+    int client_header_timeout_ms; /* a connection must send complete request headers within this,
+                                     at its start and between keep-alive requests; 30 s */
+    long max_inflight;            /* requests in flight process-wide before 503 overloaded; 10000 */
     int auth_fail_limit; /* failed authentications per address and minute before 429 (AU-4); 20, 0 =
                             off */
     int drain_timeout_ms;

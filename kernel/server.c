@@ -53,6 +53,7 @@ struct lm_server_s {
     evhtp_t *htp;
     struct event_base *base;
     atomic_long inflight;
+    int header_timeout_ms; /* client_header_timeout at start (reload keeps it) */
     atomic_int next_worker;
     struct event *sig_term, *sig_int, *drain_timer;
     struct timespec drain_deadline;
@@ -242,9 +243,12 @@ static void on_req_error(evhtp_request_t *req, evhtp_error_flags flags, void *ar
     lm_relay_client_gone(arg);
 }
 
+static void conn_idle(evhtp_request_t *req);
+static void conn_busy(evhtp_request_t *req);
+
 static evhtp_res on_req_fini(evhtp_request_t *req, void *arg)
 {
-    (void)req;
+    conn_idle(req);
     lm_relay_client_fini(arg);
     return EVHTP_RES_OK;
 }
@@ -304,9 +308,29 @@ static lm_relay_t *relay_of(evhtp_request_t *req)
 
 /* Headers complete on a relay route: the relay exists from here on, so the
  * body can be capped as it arrives. */
+/* A body framed two ways (Content-Length and Transfer-Encoding) or with
+ * two lengths is how requests are smuggled past a proxy in front of us:
+ * refuse it (the connection closes) rather than guess which framing the
+ * proxy used (IN-6). */
+static int ambiguous_framing(evhtp_headers_t *hdrs)
+{
+    int ncl = 0, nte = 0;
+    evhtp_kv_t *kv;
+    TAILQ_FOREACH(kv, hdrs, next)
+    {
+        if (kv->key && strcasecmp(kv->key, "Content-Length") == 0)
+            ncl++;
+        else if (kv->key && strcasecmp(kv->key, "Transfer-Encoding") == 0)
+            nte++;
+    }
+    return ncl > 1 || nte > 1 || (ncl && nte);
+}
+
 static evhtp_res on_relay_headers(evhtp_request_t *req, evhtp_headers_t *hdrs, void *arg)
 {
-    (void)hdrs;
+    conn_busy(req);
+    if (ambiguous_framing(hdrs))
+        return EVHTP_RES_BADREQ;
     lm_relay_begin(req, worker_of(req), (int)(intptr_t)arg);
     return EVHTP_RES_OK;
 }
@@ -399,12 +423,82 @@ typedef struct conn_node_s {
     evhtp_connection_t *conn;
     struct conn_node_s *prev, *next;
     lm_worker_t *w;
+    int64_t waiting_since_ms; /* waiting for request headers since (0: a request is running) */
 } conn_node_t;
+
+static int64_t mono_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg);
+
+static conn_node_t *node_of(evhtp_request_t *req)
+{
+    evhtp_connection_t *c = req ? req->conn : NULL;
+    if (c == NULL || c->hooks == NULL || c->hooks->on_connection_fini != on_conn_fini)
+        return NULL; /* not tracked, or already released */
+    return c->hooks->on_connection_fini_arg;
+}
+
+/* Headers complete: the request runs, no header deadline. */
+static void conn_busy(evhtp_request_t *req)
+{
+    conn_node_t *n = node_of(req);
+    if (n)
+        n->waiting_since_ms = 0;
+}
+
+/* A request ended: a keep-alive connection waits for the next one. */
+static void conn_idle(evhtp_request_t *req)
+{
+    conn_node_t *n = node_of(req);
+    if (n)
+        n->waiting_since_ms = mono_now_ms();
+}
+
+static evhtp_res on_conn_headers(evhtp_request_t *req, evhtp_headers_t *hdrs, void *arg)
+{
+    (void)hdrs;
+    (void)arg;
+    conn_busy(req);
+    return EVHTP_RES_OK;
+}
+
+static evhtp_res on_conn_req_fini(evhtp_request_t *req, void *arg)
+{
+    (void)arg;
+    conn_idle(req);
+    return EVHTP_RES_OK;
+}
+
+/* Slowloris (IN-7): a connection that has not completed its request
+ * headers within client_header_timeout (from accept, or since its last
+ * request ended) is closed. Bytes trickling in do not extend it. */
+static void on_conn_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    lm_worker_t *w = arg;
+    (void)fd;
+    (void)what;
+    int64_t now = mono_now_ms(), limit = w->srv->header_timeout_ms;
+    conn_node_t *n = w->conns;
+    while (n) {
+        conn_node_t *next = n->next;
+        if (n->waiting_since_ms > 0 && now - n->waiting_since_ms >= limit)
+            evhtp_connection_free(n->conn); /* on_conn_fini unlinks and frees n */
+        n = next;
+    }
+}
 
 static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg)
 {
     conn_node_t *n = arg;
-    (void)conn;
+    /* libevhtp runs this before the request's fini hooks: they must not
+     * find the node (node_of) once it is freed. */
+    if (conn->hooks)
+        conn->hooks->on_connection_fini_arg = NULL;
     if (n->prev)
         n->prev->next = n->next;
     else
@@ -433,6 +527,11 @@ static evhtp_res on_accept(evhtp_connection_t *conn, void *arg)
     w->conns = n;
     evhtp_connection_set_hook(conn, evhtp_hook_on_connection_fini,
                               (evhtp_hook)(void (*)(void))on_conn_fini, n);
+    n->waiting_since_ms = mono_now_ms();
+    evhtp_connection_set_hook(conn, evhtp_hook_on_headers,
+                              (evhtp_hook)(void (*)(void))on_conn_headers, NULL);
+    evhtp_connection_set_hook(conn, evhtp_hook_on_request_fini,
+                              (evhtp_hook)(void (*)(void))on_conn_req_fini, NULL);
     return EVHTP_RES_OK;
 }
 
@@ -454,6 +553,11 @@ static void worker_init(evhtp_t *htp, evthr_t *thr, void *arg)
     evthr_set_aux(thr, w);
     if (w->index < LM_MAX_WORKERS)
         s->threads[w->index] = thr;
+    int every = s->header_timeout_ms / 4 < 1000 ? s->header_timeout_ms / 4 : 1000;
+    struct timeval tv = {every / 1000, (every % 1000) * 1000};
+    w->conn_sweep = event_new(w->base, -1, EV_PERSIST, on_conn_sweep, w);
+    if (w->conn_sweep)
+        event_add(w->conn_sweep, &tv);
 }
 
 /* Runs on a worker thread (evthr_defer): a side value it may wait on was
@@ -484,6 +588,8 @@ static void worker_exit(evhtp_t *htp, evthr_t *thr, void *arg)
      * here, then every relay is released without the loop. */
     while (w->conns)
         evhtp_connection_free(((conn_node_t *)w->conns)->conn);
+    if (w->conn_sweep)
+        event_free(w->conn_sweep);
     lm_side_fetch_cancel_all(w);
     lm_relay_free_all(w);
     lm_lua_vm_release(w->vm);
@@ -927,6 +1033,7 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
     evhtp_set_gencb(s->htp, route_default, s);
     evhtp_enable_flag(s->htp, EVHTP_FLAG_ENABLE_NODELAY);
     evhtp_set_post_accept_cb(s->htp, on_accept, s);
+    s->header_timeout_ms = c->client_header_timeout_ms > 0 ? c->client_header_timeout_ms : 30000;
     /* Threads start before bind (libevhtp #63). */
     if (evhtp_use_threads_wexit(s->htp, worker_init, worker_exit, (int)workers, s) != 0) {
         snprintf(err, errlen, "cannot start %ld worker threads", workers);
