@@ -54,6 +54,7 @@ struct lm_server_s {
     struct event_base *base;
     atomic_long inflight;
     int header_timeout_ms; /* client_header_timeout at start (reload keeps it) */
+    int body_timeout_ms;   /* client_body_timeout at start */
     atomic_int next_worker;
     struct event *sig_term, *sig_int, *drain_timer;
     struct timespec drain_deadline;
@@ -245,6 +246,7 @@ static void on_req_error(evhtp_request_t *req, evhtp_error_flags flags, void *ar
 
 static void conn_idle(evhtp_request_t *req);
 static void conn_busy(evhtp_request_t *req);
+static void conn_body(evhtp_request_t *req, int body_done);
 
 static evhtp_res on_req_fini(evhtp_request_t *req, void *arg)
 {
@@ -331,6 +333,7 @@ static evhtp_res on_relay_headers(evhtp_request_t *req, evhtp_headers_t *hdrs, v
     conn_busy(req);
     if (ambiguous_framing(hdrs))
         return EVHTP_RES_BADREQ;
+    conn_body(req, 0);
     lm_relay_begin(req, worker_of(req), (int)(intptr_t)arg);
     return EVHTP_RES_OK;
 }
@@ -338,6 +341,7 @@ static evhtp_res on_relay_headers(evhtp_request_t *req, evhtp_headers_t *hdrs, v
 static evhtp_res on_relay_body(evhtp_request_t *req, struct evbuffer *buf, void *arg)
 {
     size_t n = evbuffer_get_length(buf);
+    conn_body(req, 0);
     int keep = lm_relay_body(arg, evbuffer_get_length(req->buffer_in), n);
     if (keep < 0)
         return EVHTP_RES_DATA_TOO_LONG;
@@ -352,6 +356,7 @@ static void route_relay(evhtp_request_t *req, void *arg)
 {
     lm_relay_t *r = relay_of(req);
     (void)arg;
+    conn_body(req, 1);
     if (r == NULL) {
         reply_simple(req, 500, "api_error", NULL, "out of memory");
         return;
@@ -424,6 +429,7 @@ typedef struct conn_node_s {
     struct conn_node_s *prev, *next;
     lm_worker_t *w;
     int64_t waiting_since_ms; /* waiting for request headers since (0: a request is running) */
+    int64_t body_read_ms;     /* reading a request body: its last piece came then (0: not) */
 } conn_node_t;
 
 static int64_t mono_now_ms(void)
@@ -451,12 +457,22 @@ static void conn_busy(evhtp_request_t *req)
         n->waiting_since_ms = 0;
 }
 
+/* A body piece arrived (body_done: the whole body is in). */
+static void conn_body(evhtp_request_t *req, int body_done)
+{
+    conn_node_t *n = node_of(req);
+    if (n)
+        n->body_read_ms = body_done ? 0 : mono_now_ms();
+}
+
 /* A request ended: a keep-alive connection waits for the next one. */
 static void conn_idle(evhtp_request_t *req)
 {
     conn_node_t *n = node_of(req);
-    if (n)
+    if (n) {
         n->waiting_since_ms = mono_now_ms();
+        n->body_read_ms = 0;
+    }
 }
 
 static evhtp_res on_conn_headers(evhtp_request_t *req, evhtp_headers_t *hdrs, void *arg)
@@ -476,7 +492,8 @@ static evhtp_res on_conn_req_fini(evhtp_request_t *req, void *arg)
 
 /* Slowloris (IN-7): a connection that has not completed its request
  * headers within client_header_timeout (from accept, or since its last
- * request ended) is closed. Bytes trickling in do not extend it. */
+ * request ended) is closed; bytes trickling in do not extend it. A request
+ * body must keep arriving: client_body_timeout between two pieces. */
 static void on_conn_sweep(evutil_socket_t fd, short what, void *arg)
 {
     lm_worker_t *w = arg;
@@ -486,7 +503,8 @@ static void on_conn_sweep(evutil_socket_t fd, short what, void *arg)
     conn_node_t *n = w->conns;
     while (n) {
         conn_node_t *next = n->next;
-        if (n->waiting_since_ms > 0 && now - n->waiting_since_ms >= limit)
+        if ((n->waiting_since_ms > 0 && now - n->waiting_since_ms >= limit) ||
+            (n->body_read_ms > 0 && now - n->body_read_ms >= w->srv->body_timeout_ms))
             evhtp_connection_free(n->conn); /* on_conn_fini unlinks and frees n */
         n = next;
     }
@@ -1034,6 +1052,7 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
     evhtp_enable_flag(s->htp, EVHTP_FLAG_ENABLE_NODELAY);
     evhtp_set_post_accept_cb(s->htp, on_accept, s);
     s->header_timeout_ms = c->client_header_timeout_ms > 0 ? c->client_header_timeout_ms : 30000;
+    s->body_timeout_ms = c->client_body_timeout_ms > 0 ? c->client_body_timeout_ms : 60000;
     /* Threads start before bind (libevhtp #63). */
     if (evhtp_use_threads_wexit(s->htp, worker_init, worker_exit, (int)workers, s) != 0) {
         snprintf(err, errlen, "cannot start %ld worker threads", workers);

@@ -116,6 +116,32 @@ def test_in7_slow_headers_and_idle_connections_closed():
         gw.stop()
 
 
+def test_stalled_body_closed_steady_body_served():
+    gw = Gateway(MOCK, extra="client_body_timeout 1s\n")
+    try:
+        s = socket.create_connection(("127.0.0.1", gw.port))
+        s.sendall((HEAD + "Content-Length: %d\r\n\r\n" % len(BODY)).encode() + BODY[:10])
+        s.settimeout(4)
+        t0 = time.time()
+        try:
+            got = s.recv(100)
+        except ConnectionResetError:
+            got = b""
+        check(got == b"" and time.time() - t0 < 2.5, "stalled body: %r after %.1fs" % (got, time.time() - t0))
+        s.close()
+        s = socket.create_connection(("127.0.0.1", gw.port))
+        s.sendall((HEAD + "Content-Length: %d\r\n\r\n" % len(BODY)).encode())
+        for i in range(0, len(BODY), 8):  # the whole body takes ~2.4 s, 0.3 s between pieces
+            time.sleep(0.3)
+            s.sendall(BODY[i:i + 8])
+        s.settimeout(5)
+        got = s.recv(65536)
+        check(got.startswith(b"HTTP/1.1 200"), "steady body: %r" % got[:60])
+        s.close()
+    finally:
+        gw.stop()
+
+
 def test_long_quiet_stream_not_cut_by_header_timeout():
     m = Mock()
     m.routes["/v1/chat/completions"] = lambda h, b: sse_reply(
@@ -132,4 +158,5 @@ def test_long_quiet_stream_not_cut_by_header_timeout():
 
 
 run([test_in6_smuggling_shapes_refused, test_in7_slow_headers_and_idle_connections_closed,
+     test_stalled_body_closed_steady_body_served,
      test_long_quiet_stream_not_cut_by_header_timeout])
