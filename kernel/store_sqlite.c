@@ -2355,7 +2355,10 @@ static int configure(lm_store_t *st, sqlite3 *db, const char *which, char *err, 
     lm_store_settings_t s;
     sqlite3_busy_timeout(db, st->busy_ms);
     sqlite3_extended_result_codes(db, 1);
+    /* secure_delete: a deleted channel's literal provider key or a key
+     * record is overwritten, not left in free pages. */
     if (sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(db, "PRAGMA secure_delete = ON", NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_exec(db,
                      st->sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
                      NULL, NULL, NULL) != SQLITE_OK ||

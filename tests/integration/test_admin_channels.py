@@ -469,6 +469,28 @@ def test_secret_canary():
     check(re.search(r"admin: channel canary (created|updated)", log), "changes logged")
 
 
+def test_deleted_literal_key_leaves_no_trace_in_the_db():
+    """A literal provider key of a deleted channel is overwritten in the
+    database file (secure_delete), not left in a free page."""
+    canary = "sk-gone-" + uuid.uuid4().hex
+    up = upstream("D")
+    a = Admin(env=ENV)
+    try:
+        body = channel_body("gone", up, ["gone-model"])
+        body["settings"]["api_key"] = canary
+        write(a, "POST", "/admin/channels", body, 201)
+        write(a, "DELETE", "/admin/channels/gone", None, 200)
+    finally:
+        a.stop()  # the last connection checkpoints the WAL into the file
+        up.close()
+    found = []
+    for name in os.listdir(a.data):
+        with open(os.path.join(a.data, name), "rb") as f:
+            if canary.encode() in f.read():
+                found.append(name)
+    check(not found, "the deleted key is still in %s" % found)
+
+
 def test_shell_client():
     """bin/longmen-admin channel add/list/get/set/disable/enable/rm."""
     up = upstream("S")
@@ -516,4 +538,5 @@ def test_shell_client():
 if __name__ == "__main__":
     run([test_create_and_chat, test_update_disable_delete, test_invalid_changes_refused,
          test_file_channels_read_only, test_broken_file, test_survives_restart, test_route_separation,
-         test_sql_metacharacters, test_secret_canary, test_shell_client])
+         test_sql_metacharacters, test_secret_canary, test_deleted_literal_key_leaves_no_trace_in_the_db,
+         test_shell_client])
