@@ -254,21 +254,31 @@ static int chan_directive(parser_t *ps, char **w, int nw)
         ms = &ch->idle_timeout_ms;
     else if (!strcmp(w[0], "request_timeout"))
         ms = &ch->request_timeout_ms;
+    else if (!strcmp(w[0], "eject_cooldown"))
+        ms = &ch->eject_cooldown_ms;
+    else if (!strcmp(w[0], "eject_max"))
+        ms = &ch->eject_max_ms;
     if (ms) {
         if (nw != 2 || parse_duration_ms(w[1], ms) < 0 || *ms == 0)
             return fail(ps, "%s needs a positive duration such as 5s or 500ms", w[0]);
         return 0;
     }
-    int *num = !strcmp(w[0], "priority")       ? &ch->priority
-               : !strcmp(w[0], "weight")       ? &ch->weight
-               : !strcmp(w[0], "max_inflight") ? &ch->max_inflight
-                                               : NULL;
+    int *num = !strcmp(w[0], "priority")         ? &ch->priority
+               : !strcmp(w[0], "weight")         ? &ch->weight
+               : !strcmp(w[0], "max_inflight")   ? &ch->max_inflight
+               : !strcmp(w[0], "eject_after")    ? &ch->eject_after
+               : !strcmp(w[0], "error_rate")     ? &ch->error_rate_pct
+               : !strcmp(w[0], "error_rate_min") ? &ch->error_rate_min
+                                                 : NULL;
     if (num) {
         char *end;
         long v = nw == 2 ? strtol(w[1], &end, 10) : -1;
-        if (nw != 2 || *end || v < (num == &ch->priority ? 0 : 1) || v > 1000000)
+        long hi = num == &ch->error_rate_pct ? 100 : 1000000;
+        if (nw != 2 || *end || v < (num == &ch->priority ? 0 : 1) || v > hi)
             return fail(ps, "%s needs a whole number (%s)", w[0],
-                        num == &ch->priority ? ">= 0" : ">= 1");
+                        num == &ch->priority         ? ">= 0"
+                        : num == &ch->error_rate_pct ? "a percentage, 1..100"
+                                                     : ">= 1");
         *num = (int)v;
         return 0;
     }

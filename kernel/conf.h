@@ -36,6 +36,12 @@ typedef struct lm_chan_conf_s {
     lm_kv_t *kv; /* plugin-specific settings */
     size_t nkv;
     size_t nkeys; /* values of its rotating secret (1 when none rotates) */
+    /* Health (outlier ejection) per channel x model; 0 = the default. */
+    int eject_after;       /* consecutive failures that eject (5) */
+    int eject_cooldown_ms; /* first cool-down, times the ejection count (30 s) */
+    int eject_max_ms;      /* cap on the cool-down (300 s) */
+    int error_rate_pct;    /* failure percentage over the window that ejects (50) */
+    int error_rate_min;    /* results in the window before the rate counts (20) */
     int connect_timeout_ms;
     int first_byte_timeout_ms;
     int idle_timeout_ms;

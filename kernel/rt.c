@@ -119,8 +119,21 @@ size_t lm_rt_candidates(const lm_rt_t *rt, const char *model, lm_route_t *out, s
     return n;
 }
 
+/* The channel's health settings (zeros keep the defaults). */
+static lm_route_opts_t health_opts(const lm_chan_conf_t *ch)
+{
+    lm_route_opts_t o = {0};
+    o.consecutive_failures = ch->eject_after;
+    o.base_ejection_ms = ch->eject_cooldown_ms;
+    o.max_ejection_ms = ch->eject_max_ms;
+    o.window_error_pct = ch->error_rate_pct;
+    o.window_min_requests = ch->error_rate_min;
+    return o;
+}
+
 /* Health state lives in the process-wide table, so it survives reloads;
- * each route of this generation points at its channel x model entry. */
+ * each route of this generation points at its channel x model entry (and
+ * takes the generation's health settings). */
 static int bind_routes(lm_rt_t *rt, lm_route_table_t *table)
 {
     rt->groups = calloc(rt->nroutes + 1, sizeof(*rt->groups));
@@ -136,8 +149,9 @@ static int bind_routes(lm_rt_t *rt, lm_route_table_t *table)
             return -1;
     }
     for (size_t i = 0; table && i < rt->nroutes; i++) {
+        lm_route_opts_t o = health_opts(rt->routes[i].inst->chan);
         rt->routes[i].stats =
-            lm_route_table_stats(table, rt->routes[i].inst->chan->name, rt->routes[i].model, NULL);
+            lm_route_table_stats(table, rt->routes[i].inst->chan->name, rt->routes[i].model, &o);
         if (rt->routes[i].stats == NULL)
             return -1;
     }
@@ -153,9 +167,10 @@ static int bind_routes(lm_rt_t *rt, lm_route_table_t *table)
         return -1;
     for (size_t i = 0; table && i < rt->ninsts; i++) {
         const lm_chan_conf_t *ch = rt->insts[i].chan;
+        lm_route_opts_t o = health_opts(ch);
         for (size_t j = 0; j < ch->nmodels; j++)
             if ((rt->cstats[rt->coff[i] + j] =
-                     lm_route_table_stats(table, ch->name, ch->models[j].name, NULL)) == NULL)
+                     lm_route_table_stats(table, ch->name, ch->models[j].name, &o)) == NULL)
                 return -1;
     }
     rt->table = table;

@@ -55,6 +55,16 @@ def rate_limited(h, b):
 
 
 mock.routes["/limited/chat/completions"] = rate_limited
+flaky = {"down": True}
+
+
+def flaky_upstream(h, b):
+    if flaky["down"]:
+        return upstream("flaky", status=500)(h, b)
+    upstream("flaky")(h, b)
+
+
+mock.routes["/flaky/chat/completions"] = flaky_upstream
 
 
 def channels(spec):
@@ -127,6 +137,31 @@ def test_ft7_outlier_ejected_nothing_lost():
         check(token not in text, "no secret in metrics")
     finally:
         gw.stop()
+
+
+def test_ft7_recovers_after_cooldown_with_health_settings():
+    """eject_after / eject_cooldown per channel: the failing one is ejected
+    after 3 failures, one probe after the 1 s cool-down finds it healthy
+    again, and it takes its share of traffic back."""
+    flaky["down"] = True
+    gw = Gateway(extra="route_strategy round_robin\n",
+                 channels=channels([("a", "a", "fl", ""), ("flaky", "flaky", "fl",
+                                    " eject_after 3\n eject_cooldown 1s\n")]))
+    try:
+        hits.clear()
+        results = [ask(gw, "fl") for _ in range(30)]
+        check(all(st == 200 for st, _, _ in results), "no request lost while it fails")
+        # 3 failures eject it; a probe after each cool-down may add one more
+        check(3 <= hits.get("flaky", 0) <= 5, "ejected after 3 failures: %d hits" % hits.get("flaky", 0))
+        check("channel flaky model fl: ejected: consecutive failures" in gw.logtext(), "ejection logged")
+        flaky["down"] = False
+        time.sleep(2.2)  # past a second, doubled cool-down too
+        seq = [ask(gw, "fl")[1] for _ in range(20)]
+        check("channel flaky model fl: recovered" in gw.logtext(), "recovery logged")
+        check(seq.count("flaky") >= 8, "back in rotation: %s" % seq)
+    finally:
+        gw.stop()
+        flaky["down"] = True
 
 
 def test_ft8_concurrency_cap_fast_503():
@@ -280,6 +315,6 @@ def test_global_inflight_cap_sheds_load():
         gw.stop()
 
 
-run([test_global_inflight_cap_sheds_load, test_several_keys_rotate, test_retry_after_respected, test_strategy_per_model_group,
+run([test_ft7_recovers_after_cooldown_with_health_settings, test_global_inflight_cap_sheds_load, test_several_keys_rotate, test_retry_after_respected, test_strategy_per_model_group,
      test_weights_and_tiers, test_wildcard_models_and_request_timeout, test_round_robin_exact, test_ft7_outlier_ejected_nothing_lost,
      test_ft8_concurrency_cap_fast_503])

@@ -74,6 +74,10 @@ static void test_conf(void)
         {"channel x {\n api_key a b\n secret c d\n}\n",
          "t.conf:3: only one setting per channel may list several keys"},
         {"route_strategy fastest gpt-*\n", "t.conf:1: route_strategy must be"},
+        {"channel x {\n error_rate 101\n}\n",
+         "t.conf:2: error_rate needs a whole number (a percentage"},
+        {"channel x {\n eject_cooldown 0\n}\n",
+         "t.conf:2: eject_cooldown needs a positive duration"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         c = parse(bad[i][0], err, sizeof(err));
