@@ -13,7 +13,7 @@ for src in tests/fuzz/fuzz_*.c; do
     name=$(basename "$src" .c); name=${name#fuzz_}
     clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -I sdk -I kernel \
         $(pkg-config --cflags jansson) -o "build-fuzz/fuzz_$name" "$src" build-fuzz/liblmtest.a \
-        $(pkg-config --libs jansson) -lcrypto -ldl
+        $(pkg-config --libs jansson libcrypto sqlite3 lua5.4) -ldl -lpthread -lm
     mkdir -p "build-fuzz/corpus-$name"
     echo "== fuzz_$name for ${SECS}s"
     PLUGIN_DIR=build-fuzz/plugins "build-fuzz/fuzz_$name" -max_total_time="$SECS" \
