@@ -9,6 +9,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -232,6 +233,8 @@ static int directive_models(parser_t *ps, char **w, int nw)
     return 0;
 }
 
+static int add_price(parser_t *ps, lm_model_price_t **list, size_t *n, char **w, int nw);
+
 static int chan_directive(parser_t *ps, char **w, int nw)
 {
     lm_chan_conf_t *ch = ps->chan;
@@ -290,8 +293,11 @@ static int chan_directive(parser_t *ps, char **w, int nw)
     if (price) {
         if (nw != 2 || lm_money_parse(w[1], price) < 0 || *price < 0)
             return fail(ps, "%s needs an amount >= 0 such as 2.5", w[0]);
+        ch->flat_price = 1;
         return 0;
     }
+    if (!strcmp(w[0], "price"))
+        return add_price(ps, &ch->prices, &ch->nprices, w, nw);
     /* Anything else belongs to the plugin; checked against its cfg_keys.
      * A secret may list several values: requests rotate over them. */
     int secret_name = strstr(w[0], "key") || strstr(w[0], "secret") || strstr(w[0], "token");
@@ -425,6 +431,63 @@ static int close_channel(parser_t *ps)
     return 0;
 }
 
+/* price GLOB INPUT OUTPUT [CACHED_INPUT [PER_REQUEST]] (money units). */
+static int add_price(parser_t *ps, lm_model_price_t **list, size_t *n, char **w, int nw)
+{
+    lm_model_price_t p = {0};
+    int64_t *v[] = {&p.input, &p.output, &p.cached_input, &p.per_request};
+    if (nw < 4 || nw > 6)
+        return fail(ps, "usage: price MODEL INPUT OUTPUT [CACHED_INPUT [PER_REQUEST]] "
+                        "(money units per 1M tokens, e.g. price gpt-4o* 2.5 10 1.25)");
+    for (int i = 2; i < nw; i++)
+        if (lm_money_parse(w[i], v[i - 2]) < 0 || *v[i - 2] < 0)
+            return fail(ps, "price: \"%s\" is not an amount >= 0 such as 2.5", w[i]);
+    p.has_cached = nw >= 5;
+    lm_model_price_t *nl = realloc(*list, (*n + 1) * sizeof(*nl));
+    if (nl == NULL || (p.pattern = strdup(w[1])) == NULL) {
+        if (nl)
+            *list = nl;
+        return fail(ps, "out of memory");
+    }
+    *list = nl;
+    nl[(*n)++] = p;
+    return 0;
+}
+
+static const lm_model_price_t *find_price(const lm_model_price_t *l, size_t n, const char *model)
+{
+    for (size_t i = 0; model && i < n; i++)
+        if (fnmatch(l[i].pattern, model, 0) == 0)
+            return &l[i];
+    return NULL;
+}
+
+void lm_conf_price(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *model, int64_t *input,
+                   int64_t *output, int64_t *cached_input, int64_t *per_request)
+{
+    const lm_model_price_t *p = find_price(ch->prices, ch->nprices, model);
+    if (p == NULL && !ch->flat_price && c)
+        p = find_price(c->prices, c->nprices, model);
+    if (p) {
+        *input = p->input;
+        *output = p->output;
+        *cached_input = p->has_cached ? p->cached_input : p->input;
+        *per_request = p->per_request;
+        return;
+    }
+    *input = ch->price_input;
+    *output = ch->price_output;
+    *cached_input = ch->price_cached_input ? ch->price_cached_input : ch->price_input;
+    *per_request = ch->price_per_request;
+}
+
+static void free_prices(lm_model_price_t *l, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(l[i].pattern);
+    free(l);
+}
+
 static int strategy_known(const char *s)
 {
     const char *ok[] = {"weighted", "round_robin", "least_inflight", "lowest_latency",
@@ -484,6 +547,8 @@ static int top_directive(parser_t *ps, char **w, int nw)
         return directive_key(ps, w, nw);
     if (!strcmp(d, "route_strategy") && nw > 2)
         return model_strategies(ps, w, nw);
+    if (!strcmp(d, "price"))
+        return add_price(ps, &c->prices, &c->nprices, w, nw);
     if (nw != 2)
         return fail(ps, "%s takes exactly one value", d);
     if (!strcmp(d, "listen"))
@@ -787,6 +852,7 @@ void lm_conf_free(lm_conf_t *c)
             free(ch->kv[j].val);
         }
         free(ch->models);
+        free_prices(ch->prices, ch->nprices);
         free(ch->kv);
         free(ch->name);
         free(ch->plugin);
@@ -820,5 +886,6 @@ void lm_conf_free(lm_conf_t *c)
         free(c->model_strategies[i].strategy);
     }
     free(c->model_strategies);
+    free_prices(c->prices, c->nprices);
     free(c);
 }

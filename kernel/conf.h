@@ -27,6 +27,14 @@ typedef struct lm_model_s {
     int mapped;     /* written as a=b: a pattern then maps to one fixed upstream */
 } lm_model_t;
 
+/* price GLOB INPUT OUTPUT [CACHED_INPUT [PER_REQUEST]]: the prices of the
+ * upstream models matching GLOB, in micro-units per 1M tokens. */
+typedef struct lm_model_price_s {
+    char *pattern; /* fnmatch pattern on the upstream model id */
+    int64_t input, output, cached_input, per_request;
+    int has_cached; /* cached_input was given (else it is input) */
+} lm_model_price_t;
+
 typedef struct lm_chan_conf_s {
     char *name;
     char *plugin;
@@ -52,6 +60,9 @@ typedef struct lm_chan_conf_s {
     /* Prices in micro-units per 1M tokens (config: price_input 2.5 means
      * 2.5 money units per 1M prompt tokens), per_request per attempt. */
     int64_t price_input, price_output, price_cached_input, price_per_request;
+    int flat_price;           /* a price_* directive was given */
+    lm_model_price_t *prices; /* per-model prices; first match wins */
+    size_t nprices;
 } lm_chan_conf_t;
 
 /* route_strategy with model patterns: that strategy for those models. */
@@ -110,6 +121,8 @@ typedef struct lm_conf_s {
     uint64_t lua_memory;       /* per Lua state; 0 = host default (16 MiB) */
     char *route_strategy;      /* weighted (default), round_robin, least_inflight, lowest_latency,
                                   lowest_cost */
+    lm_model_price_t *prices;  /* top-level per-model prices, for every channel */
+    size_t nprices;
     lm_model_strategy_t *model_strategies; /* route_strategy S glob...: first match wins */
     size_t nmodel_strategies;
 } lm_conf_t;
@@ -125,6 +138,11 @@ int lm_conf_parse(const char *path, const char *text, size_t len, lm_conf_t **ou
  * channels stored through the admin API (chanconf.c). */
 int lm_conf_parse_channels(lm_conf_t *c, const char *path, const char *text, size_t len, char *err,
                            size_t errlen);
+/* The price of `model` (the upstream id) on channel ch: the channel's
+ * `price` lines, then its price_* directives, then the top-level `price`
+ * lines; 0 when none applies. Outputs micro-units per 1M tokens. */
+void lm_conf_price(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *model, int64_t *input,
+                   int64_t *output, int64_t *cached_input, int64_t *per_request);
 /* Read and parse a file. */
 int lm_conf_load(const char *path, lm_conf_t **out, char *err, size_t errlen);
 void lm_conf_free(lm_conf_t *c);

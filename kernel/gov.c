@@ -45,19 +45,17 @@ int lm_gov_auth(lm_gov_t *g, const lm_conf_t *conf, lm_store_t *st, const char *
     return 0;
 }
 
-static void price_of(const lm_chan_conf_t *ch, lm_price_t *p)
+void lm_gov_price(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *upstream_model,
+                  lm_price_t *p)
 {
-    p->input = ch->price_input;
-    p->output = ch->price_output;
-    p->cached_input = ch->price_cached_input ? ch->price_cached_input : ch->price_input;
-    p->per_request = ch->price_per_request;
+    lm_conf_price(c, ch, upstream_model, &p->input, &p->output, &p->cached_input, &p->per_request);
 }
 
-int lm_gov_admit(lm_gov_t *g, const char *model, const lm_chan_conf_t *ch, int64_t prompt_est,
+int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_t prompt_est,
                  int64_t max_tokens, int64_t *retry_after, lm_err *e)
 {
     *retry_after = 0;
-    price_of(ch, &g->price);
+    g->price = *price;
     if (g->key == NULL)
         return 0; /* config keys are trusted bootstrap keys: no limits */
     if (!lm_key_model_allowed(g->key, model))
@@ -83,13 +81,11 @@ int lm_gov_admit(lm_gov_t *g, const char *model, const lm_chan_conf_t *ch, int64
     return 0;
 }
 
-int64_t lm_gov_cost(const lm_chan_conf_t *ch, const lm_usage *u)
+int64_t lm_gov_cost(const lm_price_t *p, const lm_usage *u)
 {
-    lm_price_t p;
-    price_of(ch, &p);
     lm_tokens_t t = {u->prompt > 0 ? u->prompt : 0, u->completion > 0 ? u->completion : 0,
                      u->cached > 0 ? u->cached : 0, u->reasoning > 0 ? u->reasoning : 0};
-    return lm_billing_cost(&p, &t);
+    return lm_billing_cost(p, &t);
 }
 
 int lm_gov_settle(lm_gov_t *g, int64_t cost, const lm_usage_row_t *row, const lm_store_cb_t *cb)

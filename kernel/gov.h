@@ -29,13 +29,16 @@ typedef struct lm_gov_s {
  * key, 403 source address not allowed). */
 int lm_gov_auth(lm_gov_t *g, const lm_conf_t *conf, lm_store_t *st, const char *authz,
                 const struct sockaddr *peer, lm_err *e);
-/* Admission for `model` with the first candidate channel's prices: model
- * allowed (403), rate limits (429 with *retry_after seconds), worst-case
- * quota hold (429 insufficient_quota). 0, or -1 with e filled. */
-int lm_gov_admit(lm_gov_t *g, const char *model, const lm_chan_conf_t *ch, int64_t prompt_est,
+/* The prices of upstream_model on channel ch (lm_conf_price's order). */
+void lm_gov_price(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *upstream_model,
+                  lm_price_t *p);
+/* Admission for `model` at `price` (the first candidate's): model allowed
+ * (403), rate limits (429 with *retry_after seconds), worst-case quota hold
+ * (429 insufficient_quota). 0, or -1 with e filled. */
+int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_t prompt_est,
                  int64_t max_tokens, int64_t *retry_after, lm_err *e);
-/* The charge for usage on channel ch (micro-units, saturating). */
-int64_t lm_gov_cost(const lm_chan_conf_t *ch, const lm_usage *u);
+/* The charge for usage at price p (micro-units, saturating). */
+int64_t lm_gov_cost(const lm_price_t *p, const lm_usage *u);
 /* Settle: record the row (cost from lm_gov_cost, maybe replaced by a
  * script) and release the hold. cb fires once the row is committed (DB-1);
  * returns 0 when cb will fire, -1 when nothing was queued (no store, or

@@ -436,8 +436,10 @@ static int settle(lm_relay_t *r, int aborted, int wait)
         return 0;
     r->settled = 1;
     lm_usage u = billed_usage(r);
-    int64_t cost = lm_gov_cost(r->route->inst->chan, &u);
-    lm_rlua_usage(r->lua, &u, r->route->inst->chan, &cost);
+    lm_price_t price;
+    lm_gov_price(r->rt->conf, r->route->inst->chan, r->upstream_model, &price);
+    int64_t cost = lm_gov_cost(&price, &u);
+    lm_rlua_usage(r->lua, &u, &price, &cost);
     r->charge = cost;
     lm_usage_row_t row = {.request_id = r->id,
                           .attempt = r->attempt,
@@ -1039,8 +1041,10 @@ static void order_candidates(lm_relay_t *r, const char *model)
         return;
     for (size_t i = 0; i < r->ncands; i++) {
         const lm_chan_conf_t *ch = r->cands[i].inst->chan;
-        c[i] = (lm_route_cand_t){ch->name, ch->priority, ch->weight,
-                                 ch->price_input + ch->price_output, r->cands[i].stats};
+        lm_price_t p;
+        lm_gov_price(r->rt->conf, ch, r->cands[i].upstream, &p);
+        c[i] = (lm_route_cand_t){ch->name, ch->priority, ch->weight, p.input + p.output,
+                                 r->cands[i].stats};
     }
     if (r->w->rng == 0)
         r->w->rng = (mono_ms() << 8) ^ (uint64_t)(r->w->index + 1) * 0x9e3779b97f4a7c15ull;
@@ -1064,8 +1068,9 @@ static int admit(lm_relay_t *r, const char *model)
     int64_t max_tokens = json_is_integer(mt)    ? json_integer_value(mt)
                          : r->op == LM_OP_EMBED ? 0
                                                 : 4096;
-    if (lm_gov_admit(&r->gov, model, r->cands[0].inst->chan, r->prompt_est, max_tokens, &retry,
-                     &e) == 0)
+    lm_price_t price;
+    lm_gov_price(r->rt->conf, r->cands[0].inst->chan, r->cands[0].upstream, &price);
+    if (lm_gov_admit(&r->gov, model, &price, r->prompt_est, max_tokens, &retry, &e) == 0)
         return 0;
     if (retry > 0) {
         char v[32];
@@ -1126,7 +1131,7 @@ static int route_request(lm_relay_t *r)
     order_candidates(r, model);
     if (all_held(r))
         return 0;
-    long n = lm_rlua_route(r->lua, r->cands, r->ncands, &e);
+    long n = lm_rlua_route(r->lua, r->cands, r->ncands, r->rt->conf, &e);
     if (n < 0)
         return reply_error(r, &e);
     if (n == 0)

@@ -1,6 +1,7 @@
 #include "relay_lua.h"
 
 #include "errors.h"
+#include "gov.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -122,9 +123,10 @@ static int64_t now_ms(void)
  * Retry-After), in-flight attempts, EWMA latency and time to first token
  * (0 until sampled), the error rate over the health window, and the
  * channel's prices in micro-units per 1M tokens. */
-static void candidate_figures(jw_t *w, const lm_route_t *c, int64_t now)
+static void candidate_figures(jw_t *w, const lm_route_t *c, const lm_conf_t *conf, int64_t now)
 {
-    const lm_chan_conf_t *ch = c->inst->chan;
+    lm_price_t p;
+    lm_gov_price(conf, c->inst->chan, c->upstream, &p);
     lm_route_snap_t s = {LM_ROUTE_CLOSED, 0, 0, 0, 0, -1, -1, 0, 0};
     int held = 0;
     if (c->stats) {
@@ -141,13 +143,13 @@ static void candidate_figures(jw_t *w, const lm_route_t *c, int64_t now)
              held ? "held" : lm_route_state_str(s.state), s.inflight,
              s.ewma_latency_ms > 0 ? s.ewma_latency_ms : 0.0,
              s.ewma_ttft_ms > 0 ? s.ewma_ttft_ms : 0.0,
-             results ? (double)s.window_fail / results : 0.0, (long long)ch->price_input,
-             (long long)ch->price_output, (long long)ch->price_cached_input);
+             results ? (double)s.window_fail / results : 0.0, (long long)p.input,
+             (long long)p.output, (long long)p.cached_input);
     jw_lit(w, buf);
 }
 
 /* Candidates as scripts see them, with their live figures. */
-static void candidates_text(jw_t *w, const lm_route_t *cands, size_t n)
+static void candidates_text(jw_t *w, const lm_route_t *cands, size_t n, const lm_conf_t *conf)
 {
     int64_t now = now_ms();
     jw_lit(w, "[");
@@ -159,19 +161,20 @@ static void candidates_text(jw_t *w, const lm_route_t *cands, size_t n)
         jw_str(w, cands[i].upstream);
         jw_lit(w, ",\"plugin\":");
         jw_str(w, ch->plugin);
-        candidate_figures(w, &cands[i], now);
+        candidate_figures(w, &cands[i], conf, now);
     }
     jw_lit(w, "]");
 }
 
-long lm_rlua_route(lm_lua_call_t *call, lm_route_t *cands, size_t n, lm_err *e)
+long lm_rlua_route(lm_lua_call_t *call, lm_route_t *cands, size_t n, const lm_conf_t *conf,
+                   lm_err *e)
 {
     lm_lua_result_t res;
     json_t *order = NULL;
     jw_t w = {{0}, 0};
     if (!has(call, LM_LUA_STAGE_ROUTE))
         return (long)n;
-    candidates_text(&w, cands, n);
+    candidates_text(&w, cands, n, conf);
     int rc = w.oom ? LM_LUA_OK : lm_lua_on_route_text(call, w.b.p, w.b.len, &order, &res);
     lm_buf_free(&w.b);
     if (w.oom)
@@ -347,20 +350,19 @@ static int usage_text(char *dst, size_t cap, const lm_usage *u)
     return n > 0 && (size_t)n < cap ? n : -1;
 }
 
-void lm_rlua_usage(lm_lua_call_t *call, const lm_usage *u, const lm_chan_conf_t *ch,
-                   int64_t *charge)
+void lm_rlua_usage(lm_lua_call_t *call, const lm_usage *u, const lm_price_t *price, int64_t *charge)
 {
     lm_lua_result_t res;
-    char usage[512], price[160];
+    char usage[512], ptext[160];
     if (!has(call, LM_LUA_STAGE_USAGE))
         return;
     int n = usage_text(usage, sizeof(usage), u);
-    int pn = snprintf(price, sizeof(price),
+    int pn = snprintf(ptext, sizeof(ptext),
                       "{\"input\":%lld,\"output\":%lld,\"cached_input\":%lld,\"per_request\":%lld}",
-                      (long long)ch->price_input, (long long)ch->price_output,
-                      (long long)ch->price_cached_input, (long long)ch->price_per_request);
-    if (n > 0 && pn > 0 && (size_t)pn < sizeof(price))
-        lm_lua_on_usage_text(call, usage, (size_t)n, price, (size_t)pn, charge, &res);
+                      (long long)price->input, (long long)price->output,
+                      (long long)price->cached_input, (long long)price->per_request);
+    if (n > 0 && pn > 0 && (size_t)pn < sizeof(ptext))
+        lm_lua_on_usage_text(call, usage, (size_t)n, ptext, (size_t)pn, charge, &res);
 }
 
 int lm_rlua_request_changed(const lm_lua_call_t *call)

@@ -6,6 +6,7 @@
  */
 #ifndef LM_RELAY_LUA_H
 #define LM_RELAY_LUA_H
+#include "billing.h"
 #include "buf.h"
 #include "host.h"
 #include "lua_host.h"
@@ -22,7 +23,8 @@ int lm_rlua_request(lm_lua_call_t *call, json_t *canon, lm_err *e);
 int lm_rlua_request_changed(const lm_lua_call_t *call);
 /* on_route: reorders/filters cands in place; returns the new count, or -1
  * with e filled. */
-long lm_rlua_route(lm_lua_call_t *call, lm_route_t *cands, size_t n, lm_err *e);
+long lm_rlua_route(lm_lua_call_t *call, lm_route_t *cands, size_t n, const lm_conf_t *conf,
+                   lm_err *e);
 /* on_upstream_request: scripts may change headers and body of u. */
 int lm_rlua_upstream(lm_lua_call_t *call, const lm_route_t *route, int attempt, lm_ureq_t *u,
                      lm_err *e);
@@ -38,7 +40,7 @@ int lm_rlua_response(lm_lua_call_t *call, char **body, lm_err *e);
 int lm_rlua_error(lm_lua_call_t *call, lm_err *e, const lm_route_t *route, int attempt,
                   int started);
 /* on_usage: a script may replace the charge (micro-units). */
-void lm_rlua_usage(lm_lua_call_t *call, const lm_usage *u, const lm_chan_conf_t *ch,
+void lm_rlua_usage(lm_lua_call_t *call, const lm_usage *u, const lm_price_t *price,
                    int64_t *charge);
 /* on_log: scripts add fields to record (in-out). */
 void lm_rlua_log(lm_lua_call_t *call, json_t *record);

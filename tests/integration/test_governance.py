@@ -53,7 +53,8 @@ class Env:
         self.dir = data_dir or tempfile.mkdtemp(prefix="lm-gov-")
         self.admin_port = free_port()
         # price: 1.0 per 1M input and 1.0 per 1M output tokens -> 1000+1000 tokens = 2000 micro
-        self.gw = Gateway(extra="data_dir %s\nadmin_listen 127.0.0.1:%d\n" % (self.dir, self.admin_port),
+        self.gw = Gateway(extra="data_dir %s\nadmin_listen 127.0.0.1:%d\nprice top-* 2 2\n"
+                                % (self.dir, self.admin_port),
                           channels="""
 channel up {
     plugin openai
@@ -84,7 +85,14 @@ channel goodf {
     price_input 1
     price_output 1
 }
-""" % (mock.url, mock.url, mock.url, mock.url))
+channel permodel {
+    plugin openai
+    base_url %s/v1
+    models cheap expensive=up-expensive-2025 top-m
+    price cheap 1 1
+    price up-expensive-* 10 30 5 0.001
+}
+""" % (mock.url, mock.url, mock.url, mock.url, mock.url))
         m = TOKEN_RE.search(self.gw.logtext())
         check(m or data_dir, "admin token printed")
         self.token = m.group(1) if m else None
@@ -322,6 +330,29 @@ def test_qb7_every_attempt_has_a_row_only_the_answer_is_billed():
         env.gw.stop()
 
 
-run([test_qb7_every_attempt_has_a_row_only_the_answer_is_billed, test_virtual_key_on_the_data_plane, test_db1_kill9_no_lost_or_duplicate_rows, test_qb1_parallel_quota_exact, test_rate_limit_429_retry_after,
+def test_prices_per_model():
+    """price lines: per upstream model on the channel (globs, cached and
+    per-request prices), then the top-level price lines."""
+    env = Env()
+    try:
+        k = env.new_key(quota="10")
+        rids = {}
+        for m in ("cheap", "expensive", "top-m"):
+            st, js, raw, hdrs = env.gw.chat({"model": m, "messages": [{"role": "user", "content": "x"}]},
+                                            key=secret_of(k))
+            check(st == 200, raw)
+            rids[m] = hdrs.get("X-Request-Id")
+        time.sleep(0.3)
+        with env.db() as db:
+            cost = {m: db.execute("select cost from usage where request_id = ?", (rid,)).fetchone()[0]
+                    for m, rid in rids.items()}
+        # usage: 10 prompt + 1000 completion tokens; prices per 1M tokens
+        check(cost == {"cheap": 10 * 1 + 1000 * 1, "expensive": 10 * 10 + 1000 * 30 + 1000,
+                       "top-m": 10 * 2 + 1000 * 2}, "costs %s" % cost)
+    finally:
+        env.gw.stop()
+
+
+run([test_prices_per_model, test_qb7_every_attempt_has_a_row_only_the_answer_is_billed, test_virtual_key_on_the_data_plane, test_db1_kill9_no_lost_or_duplicate_rows, test_qb1_parallel_quota_exact, test_rate_limit_429_retry_after,
      test_stream_row_committed_before_done_and_usage, test_aborted_stream_billed_for_what_was_received,
      test_usage_via_admin_api])
