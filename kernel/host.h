@@ -42,7 +42,7 @@ struct lm_ureq {
     /* Side values: the channel side_get reads (set by the caller before
      * build_request; NULL refuses side_get), what it asked the caller to do
      * next, and the copies handed to the plugin (owned, freed with u). */
-    const lm_inst_t *inst;
+    const lm_inst_t *inst; /* borrowed from the generation the caller holds */
     lm_side_need_t side;
     char *side_vals[LM_SIDE_MAX];
     size_t nside_vals;

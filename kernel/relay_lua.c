@@ -1,5 +1,6 @@
 #include "relay_lua.h"
 
+#include "billing.h"
 #include "errors.h"
 #include "gov.h"
 #include "log.h"
@@ -7,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static int has(lm_lua_call_t *call, lm_lua_stage_t stage)
 {
@@ -112,13 +112,6 @@ static void jw_str(jw_t *w, const char *s)
     jw_strn(w, s ? s : "", s ? strlen(s) : 0);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* One candidate's live figures: health (closed and not held by a
  * Retry-After), in-flight attempts, EWMA latency and time to first token
  * (0 until sampled), the error rate over the health window, and the
@@ -151,7 +144,7 @@ static void candidate_figures(jw_t *w, const lm_route_t *c, const lm_conf_t *con
 /* Candidates as scripts see them, with their live figures. */
 static void candidates_text(jw_t *w, const lm_route_t *cands, size_t n, const lm_conf_t *conf)
 {
-    int64_t now = now_ms();
+    int64_t now = lm_billing_mono_ms();
     jw_lit(w, "[");
     for (size_t i = 0; i < n; i++) {
         const lm_chan_conf_t *ch = cands[i].inst->chan;

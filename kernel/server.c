@@ -432,13 +432,6 @@ typedef struct conn_node_s {
     int64_t body_read_ms;     /* reading a request body: its last piece came then (0: not) */
 } conn_node_t;
 
-static int64_t mono_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg);
 
 static conn_node_t *node_of(evhtp_request_t *req)
@@ -462,7 +455,7 @@ static void conn_body(evhtp_request_t *req, int body_done)
 {
     conn_node_t *n = node_of(req);
     if (n)
-        n->body_read_ms = body_done ? 0 : mono_now_ms();
+        n->body_read_ms = body_done ? 0 : lm_billing_mono_ms();
 }
 
 /* A request ended: a keep-alive connection waits for the next one. */
@@ -470,7 +463,7 @@ static void conn_idle(evhtp_request_t *req)
 {
     conn_node_t *n = node_of(req);
     if (n) {
-        n->waiting_since_ms = mono_now_ms();
+        n->waiting_since_ms = lm_billing_mono_ms();
         n->body_read_ms = 0;
     }
 }
@@ -499,7 +492,7 @@ static void on_conn_sweep(evutil_socket_t fd, short what, void *arg)
     lm_worker_t *w = arg;
     (void)fd;
     (void)what;
-    int64_t now = mono_now_ms(), limit = w->srv->header_timeout_ms;
+    int64_t now = lm_billing_mono_ms(), limit = w->srv->header_timeout_ms;
     conn_node_t *n = w->conns;
     while (n) {
         conn_node_t *next = n->next;
@@ -545,7 +538,7 @@ static evhtp_res on_accept(evhtp_connection_t *conn, void *arg)
     w->conns = n;
     evhtp_connection_set_hook(conn, evhtp_hook_on_connection_fini,
                               (evhtp_hook)(void (*)(void))on_conn_fini, n);
-    n->waiting_since_ms = mono_now_ms();
+    n->waiting_since_ms = lm_billing_mono_ms();
     evhtp_connection_set_hook(conn, evhtp_hook_on_headers,
                               (evhtp_hook)(void (*)(void))on_conn_headers, NULL);
     evhtp_connection_set_hook(conn, evhtp_hook_on_request_fini,

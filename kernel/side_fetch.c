@@ -1,5 +1,6 @@
 #include "side_fetch.h"
 
+#include "billing.h"
 #include "errors.h"
 #include "log.h"
 #include "plugin.h"
@@ -8,7 +9,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define LM_SIDE_BODY_MAX (64u * 1024)
 
@@ -25,13 +25,6 @@ typedef struct lm_side_fetch_s {
     struct lm_side_fetch_s *next, *prev;
 } lm_side_fetch_t;
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void unlink_fetch(lm_side_fetch_t *f)
 {
     if (f->prev)
@@ -45,7 +38,7 @@ static void unlink_fetch(lm_side_fetch_t *f)
 /* Store the outcome, wake every worker's waiters, free the fetch. */
 static void fetch_end(lm_side_fetch_t *f, int ok, char *value, int64_t ttl_s, const lm_err *e)
 {
-    lm_side_complete(f->inst->side, f->name, ok, value, ttl_s, e, mono_ms());
+    lm_side_complete(f->inst->side, f->name, ok, value, ttl_s, e, lm_billing_mono_ms());
     if (!ok)
         lm_log(LM_LOG_WARN, "channel %s: side value %s: %s", f->inst->chan->name, f->name,
                e ? e->msg : "failed");
@@ -148,7 +141,7 @@ int lm_side_fetch_start(lm_worker_t *w, lm_rt_t *rt, lm_inst_t *inst, const char
     w->side_fetches = f;
     return 0;
 fail:
-    lm_side_complete(inst->side, name, 0, NULL, 0, e, mono_ms());
+    lm_side_complete(inst->side, name, 0, NULL, 0, e, lm_billing_mono_ms());
     lm_server_side_wake(w->srv);
     if (f) {
         lm_ureq_free(&f->ureq);
@@ -167,7 +160,7 @@ void lm_side_fetch_cancel_all(lm_worker_t *w)
         if (f->up)
             lm_upstream_cancel(f->up);
         f->up = NULL;
-        lm_side_complete(f->inst->side, f->name, 0, NULL, 0, &e, mono_ms());
+        lm_side_complete(f->inst->side, f->name, 0, NULL, 0, &e, lm_billing_mono_ms());
         unlink_fetch(f);
         lm_ureq_free(&f->ureq);
         lm_buf_free(&f->body);

@@ -390,6 +390,52 @@ static inline const char *lm_err_type_for_status(int status)
     return "invalid_request_error";
 }
 
+/* An integer member of o, or -1 when absent or not an integer. */
+static inline int64_t lm_json_int_or_unknown(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
+}
+
+/* Read an OpenAI-shaped "usage" object (prompt/completion/total_tokens and
+ * the *_tokens_details) into *out; a missing total or completion is derived
+ * from the other two. Returns 1 when any of the three counts was reported. */
+static inline int lm_usage_from_json(const json_t *u, lm_usage *out)
+{
+    lm_usage r = LM_USAGE_UNKNOWN;
+    if (!json_is_object(u))
+        return 0;
+    r.prompt = lm_json_int_or_unknown(u, "prompt_tokens");
+    r.completion = lm_json_int_or_unknown(u, "completion_tokens");
+    r.total = lm_json_int_or_unknown(u, "total_tokens");
+    if (r.total < 0 && r.prompt >= 0 && r.completion >= 0)
+        r.total = r.prompt + r.completion;
+    if (r.completion < 0 && r.total >= 0 && r.prompt >= 0)
+        r.completion = r.total - r.prompt;
+    r.cached = lm_json_int_or_unknown(json_object_get(u, "prompt_tokens_details"), "cached_tokens");
+    r.reasoning =
+        lm_json_int_or_unknown(json_object_get(u, "completion_tokens_details"), "reasoning_tokens");
+    *out = r;
+    return r.prompt >= 0 || r.completion >= 0 || r.total >= 0;
+}
+
+/* The OpenAI "usage" object for u (a new reference, or NULL): unknown
+ * counts are 0; the details appear only when known. */
+static inline json_t *lm_usage_to_json(const lm_usage *u)
+{
+    json_t *o =
+        json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)(u->prompt < 0 ? 0 : u->prompt),
+                  "completion_tokens", (json_int_t)(u->completion < 0 ? 0 : u->completion),
+                  "total_tokens", (json_int_t)(u->total < 0 ? 0 : u->total));
+    if (o && u->cached >= 0)
+        json_object_set_new(o, "prompt_tokens_details",
+                            json_pack("{s:I}", "cached_tokens", (json_int_t)u->cached));
+    if (o && u->reasoning >= 0)
+        json_object_set_new(o, "completion_tokens_details",
+                            json_pack("{s:I}", "reasoning_tokens", (json_int_t)u->reasoning));
+    return o;
+}
+
 static inline lm_str lm_cstr(const char *s)
 {
     lm_str r = {s, s ? strlen(s) : 0};

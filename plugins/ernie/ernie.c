@@ -1201,28 +1201,6 @@ static int eb1_build_request(void *istate, lm_call *c, const json_t *canon, lm_u
 
 /* ------------------------------------------------------------------ responses */
 
-static int64_t eb1_int(const json_t *o, const char *key)
-{
-    const json_t *v = json_object_get(o, key);
-    return json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
-}
-
-static int eb1_usage(const json_t *u, lm_usage *out)
-{
-    lm_usage r = LM_USAGE_UNKNOWN;
-    if (!json_is_object(u))
-        return 0;
-    r.prompt = eb1_int(u, "prompt_tokens");
-    r.completion = eb1_int(u, "completion_tokens");
-    r.total = eb1_int(u, "total_tokens");
-    if (r.completion < 0 && r.total >= 0 && r.prompt >= 0)
-        r.completion = r.total - r.prompt;
-    if (r.total < 0 && r.prompt >= 0 && r.completion >= 0)
-        r.total = r.prompt + r.completion;
-    *out = r;
-    return r.prompt >= 0 || r.completion >= 0 || r.total >= 0;
-}
-
 static json_int_t eb1_nz(int64_t v)
 {
     return (json_int_t)(v < 0 ? 0 : v);
@@ -1324,11 +1302,8 @@ static int eb1_parse_chat(const eb1_inst *in, lm_call *c, const json_t *j, json_
                      "finish_reason", eb1_finish(j, has_call, 1));
     if (resp == NULL)
         return eb1_oom(e);
-    if (eb1_usage(json_object_get(j, "usage"), &us)) {
-        json_object_set_new(resp, "usage",
-                            json_pack("{s:I,s:I,s:I}", "prompt_tokens", eb1_nz(us.prompt),
-                                      "completion_tokens", eb1_nz(us.completion), "total_tokens",
-                                      eb1_nz(us.total)));
+    if (lm_usage_from_json(json_object_get(j, "usage"), &us)) {
+        json_object_set_new(resp, "usage", lm_usage_to_json(&us));
         *usage = us;
     }
     *out = resp;
@@ -1359,7 +1334,7 @@ static int eb1_parse_embed(lm_call *c, const json_t *j, json_t **out, lm_usage *
                            json_is_integer(ix) ? json_integer_value(ix) : (json_int_t)i,
                            "embedding", vec));
     }
-    eb1_usage(json_object_get(j, "usage"), &us);
+    lm_usage_from_json(json_object_get(j, "usage"), &us);
     if (us.prompt < 0)
         us.prompt = us.total;
     if (us.total < 0)
@@ -1504,7 +1479,7 @@ static int eb1_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit
     delta = eb1_event_delta(c, rs, j);
     if (delta != NULL)
         rc = eb1_emit(in, out, delta, NULL, e);
-    if (rc == LM_OK && eb1_usage(json_object_get(j, "usage"), &us) &&
+    if (rc == LM_OK && lm_usage_from_json(json_object_get(j, "usage"), &us) &&
         in->h->emit_usage(out, &us) < 0)
         rc = eb1_internal(e, LM_ERR, "emitting usage failed");
     last = json_is_true(json_object_get(j, "is_end"));

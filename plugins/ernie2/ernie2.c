@@ -187,47 +187,6 @@ static int eb_inval(lm_err *e, const char *msg)
     return lm_err_set(e, LM_EINVAL, 400, "invalid_request_error", "invalid_value", "%s", msg);
 }
 
-static int64_t eb_int(const json_t *o, const char *key)
-{
-    const json_t *v = json_object_get(o, key);
-    return json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
-}
-
-static int eb_usage(const json_t *u, lm_usage *out)
-{
-    lm_usage r = LM_USAGE_UNKNOWN;
-    if (!json_is_object(u))
-        return 0;
-    r.prompt = eb_int(u, "prompt_tokens");
-    r.completion = eb_int(u, "completion_tokens");
-    r.total = eb_int(u, "total_tokens");
-    if (r.total < 0 && r.prompt >= 0 && r.completion >= 0)
-        r.total = r.prompt + r.completion;
-    if (r.completion < 0 && r.total >= 0 && r.prompt >= 0)
-        r.completion = r.total - r.prompt;
-    r.cached = eb_int(json_object_get(u, "prompt_tokens_details"), "cached_tokens");
-    r.reasoning = eb_int(json_object_get(u, "completion_tokens_details"), "reasoning_tokens");
-    *out = r;
-    return r.prompt >= 0 || r.completion >= 0 || r.total >= 0;
-}
-
-static json_t *eb_usage_json(const lm_usage *u)
-{
-    json_t *o =
-        json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)(u->prompt < 0 ? 0 : u->prompt),
-                  "completion_tokens", (json_int_t)(u->completion < 0 ? 0 : u->completion),
-                  "total_tokens", (json_int_t)(u->total < 0 ? 0 : u->total));
-    if (o == NULL)
-        return NULL;
-    if (u->cached >= 0)
-        json_object_set_new(o, "prompt_tokens_details",
-                            json_pack("{s:I}", "cached_tokens", (json_int_t)u->cached));
-    if (u->reasoning >= 0)
-        json_object_set_new(o, "completion_tokens_details",
-                            json_pack("{s:I}", "reasoning_tokens", (json_int_t)u->reasoning));
-    return o;
-}
-
 /* ------------------------------------------------------------------ init */
 
 static int eb_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
@@ -640,8 +599,8 @@ static int eb_parse_chat(eb_inst *in, lm_call *c, const json_t *j, json_t **out,
                      "model", c->model ? c->model : "", "choices", jch);
     if (resp == NULL)
         return eb_oom(e);
-    if (eb_usage(json_object_get(j, "usage"), &us)) {
-        json_object_set_new(resp, "usage", eb_usage_json(&us));
+    if (lm_usage_from_json(json_object_get(j, "usage"), &us)) {
+        json_object_set_new(resp, "usage", lm_usage_to_json(&us));
         if (usage != NULL)
             *usage = us;
     }
@@ -674,7 +633,7 @@ static int eb_parse_embed(lm_call *c, const json_t *j, json_t **out, lm_usage *u
                       (json_int_t)(json_is_integer(ix) ? json_integer_value(ix) : (json_int_t)i),
                       "embedding", vec));
     }
-    eb_usage(json_object_get(j, "usage"), &us);
+    lm_usage_from_json(json_object_get(j, "usage"), &us);
     if (us.prompt < 0)
         us.prompt = us.total;
     if (us.total < 0)
@@ -887,7 +846,7 @@ static int eb_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit 
         if (rc != LM_OK)
             break;
     }
-    if (rc == LM_OK && eb_usage(json_object_get(j, "usage"), &us)) {
+    if (rc == LM_OK && lm_usage_from_json(json_object_get(j, "usage"), &us)) {
         if (in->h->emit_usage(out, &us) < 0)
             rc = lm_err_set(e, LM_ERR, 500, "api_error", NULL, "ernie2: emitting usage failed");
     }
