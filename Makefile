@@ -18,8 +18,12 @@ PLUGIN_DIR ?= plugins
 DEBS := build-essential pkg-config libevhtp-dev libevent-dev libcurl4-openssl-dev \
         libjansson-dev liblua5.4-dev libssl-dev libsqlite3-dev python3 curl clang-format
 
-KIT_SRCS    := buf frame host plugin conf chanconf log errors stream response reqcheck auth store_sqlite billing ratelimit lua_host lua_pattern lua_codec lua_shared gov route metrics side
-SERVER_SRCS := main server relay relay_lua upstream rt admin crash authguard side_fetch
+KIT_SRCS    := core/buf plugin/frame plugin/host plugin/plugin conf/conf conf/chanconf core/log core/errors \
+               proto/stream proto/response proto/reqcheck gov/auth store/store_sqlite gov/billing \
+               gov/ratelimit lua/lua_host lua/lua_pattern lua/lua_codec lua/lua_shared gov/gov \
+               route/route route/metrics plugin/side
+SERVER_SRCS := server/main server/server relay/relay relay/relay_lua relay/upstream relay/rt \
+               admin/admin plugin/crash gov/authguard relay/side_fetch
 KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o)
 SERVER_OBJS := $(SERVER_SRCS:%=$(O)/kernel/%.o)
 
@@ -35,7 +39,7 @@ UNIT_BINS    := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%) \
 PLUGIN_CFLAGS := -std=c11 $(OPT) $(WARN) -fPIC -fvisibility=hidden -I sdk $(SAN)
 PLUGIN_LDFLAGS := -shared -Wl,-z,defs $(SAN)
 
-FORMAT_FILES = $(wildcard kernel/*.[ch] sdk/*.h plugins/*/*.[ch] tests/unit/*.[ch] tests/plugins/*.c tests/fuzz/*.c)
+FORMAT_FILES = $(wildcard kernel/*/*.[ch] sdk/*.h plugins/*/*.[ch] tests/unit/*.[ch] tests/plugins/*.c tests/fuzz/*.c)
 
 .PHONY: plugin all plugins unit test test-asan run deps bench fuzz clean format format-check check-config
 
@@ -43,18 +47,21 @@ all: $(O)/longmen $(O)/liblmtest.a plugins $(TEST_PLUGINS)
 
 plugins: $(PLUGIN_SOS)
 
-$(O)/kernel/%.o: kernel/%.c $(wildcard kernel/*.h) sdk/longmen.h
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+KERNEL_HDRS := $(wildcard kernel/*/*.h) sdk/longmen.h
+KERNEL_INC  := -I kernel -I sdk
 
-$(O)/kernel/lmtest.o: kernel/lmtest.c sdk/lmtest.h $(wildcard kernel/*.h)
+$(O)/kernel/%.o: kernel/%.c $(KERNEL_HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(KERNEL_INC) $(PKG_CFLAGS) -c -o $@ $<
+
+$(O)/kernel/kit/lmtest.o: kernel/kit/lmtest.c sdk/lmtest.h $(KERNEL_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(KERNEL_INC) $(PKG_CFLAGS) -c -o $@ $<
 
 $(O)/longmen: $(SERVER_OBJS) $(KIT_OBJS)
 	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(PKG_LIBS)
 
-$(O)/liblmtest.a: $(KIT_OBJS) $(O)/kernel/lmtest.o
+$(O)/liblmtest.a: $(KIT_OBJS) $(O)/kernel/kit/lmtest.o
 	rm -f $@ && ar rcs $@ $^
 
 # One folder per plugin: plugins/<name>/*.c -> plugins/<name>.so

@@ -1,6 +1,6 @@
 /* Fuzz the configuration parser: a whole file, and the same bytes as the
  * channel blocks the admin API stores (lm_conf_parse_channels). */
-#include "../../kernel/conf.h"
+#include "conf/conf.h"
 
 #include <stdint.h>
 

@@ -1,5 +1,5 @@
 /* Fuzz the SSE and NDJSON splitter: arbitrary bytes in arbitrary pieces. */
-#include "../../kernel/frame.h"
+#include "plugin/frame.h"
 
 #include <stdint.h>
 

@@ -1,5 +1,5 @@
 /* Fuzz the client request path: depth pre-scan, strict parse, validation. */
-#include "../../kernel/reqcheck.h"
+#include "proto/reqcheck.h"
 
 #include <stdint.h>
 

@@ -1,5 +1,5 @@
 /* SSE / NDJSON splitting at every byte boundary, caps, line endings. */
-#include "../../kernel/frame.h"
+#include "plugin/frame.h"
 #include "t.h"
 
 #include <stdlib.h>

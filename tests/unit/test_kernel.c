@@ -1,10 +1,10 @@
 /* Pure kernel logic: config parsing, usage merge, error mapping, request
  * checks, key hashing. */
-#include "../../kernel/auth.h"
-#include "../../kernel/conf.h"
-#include "../../kernel/errors.h"
-#include "../../kernel/host.h"
-#include "../../kernel/reqcheck.h"
+#include "conf/conf.h"
+#include "core/errors.h"
+#include "gov/auth.h"
+#include "plugin/host.h"
+#include "proto/reqcheck.h"
 #include "t.h"
 
 #include <stdint.h>

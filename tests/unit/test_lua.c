@@ -4,11 +4,11 @@
  * generations and reload, and the shipped scripts in scripts/.
  * Run from the repository root.
  */
-#include "log.h"
-#include "lua_host.h"
+#include "core/log.h"
+#include "lua/lua_host.h"
 #include "t.h"
 
-#include "../sdk/longmen.h"
+#include "longmen.h"
 
 #include <lauxlib.h>
 #include <lua.h>

@@ -2,7 +2,7 @@
  * test_metrics.c - the Prometheus registry (kernel/metrics.c): exact text
  * of each type, escaping, concurrent updates, the series cap.
  */
-#include "metrics.h"
+#include "route/metrics.h"
 #include "t.h"
 
 #include <pthread.h>

@@ -3,7 +3,7 @@
  * weights, round robin, least in-flight, lowest latency and cost, ejection,
  * cool-down growth, half-open probes, recovery, caps, thread safety.
  */
-#include "route.h"
+#include "route/route.h"
 #include "t.h"
 
 #include <pthread.h>

@@ -1,7 +1,7 @@
 /* The side-value cache (kernel/side.c): one fetch per name, waiters see
  * the outcome, failures are held briefly, refused values are dropped only
  * while current, values are refreshed at 90% of their life. */
-#include "side.h"
+#include "plugin/side.h"
 #include "t.h"
 
 #include <stdlib.h>

@@ -4,9 +4,9 @@
  * idempotent replays, queue bounds, the admin queries, and the channels
  * stored through the admin API (CRUD, hostile values, rendering into the
  * configuration parser, secrets masked, file modes). */
-#include "../../kernel/billing.h"
-#include "../../kernel/chanconf.h"
-#include "../../kernel/store.h"
+#include "conf/chanconf.h"
+#include "gov/billing.h"
+#include "store/store.h"
 #include "t.h"
 
 #include <arpa/inet.h>

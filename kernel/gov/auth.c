@@ -1,0 +1,32 @@
+#include "gov/auth.h"
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <string.h>
+#include <strings.h>
+
+int lm_auth_digest_eq(const unsigned char *a, const unsigned char *b)
+{
+    return CRYPTO_memcmp(a, b, 32) == 0;
+}
+
+const lm_key_conf_t *lm_auth_check(const lm_conf_t *conf, const char *authz)
+{
+    unsigned char digest[32];
+    const lm_key_conf_t *match = NULL;
+
+    if (authz == NULL || strncasecmp(authz, "Bearer ", 7) != 0)
+        return NULL;
+    authz += 7;
+    while (*authz == ' ')
+        authz++;
+    size_t n = strlen(authz);
+    if (n == 0 || n > 512)
+        return NULL;
+    SHA256((const unsigned char *)authz, n, digest);
+    /* Visit every key so the time does not depend on which one matched. */
+    for (size_t i = 0; i < conf->nkeys; i++)
+        if (lm_auth_digest_eq(digest, conf->keys[i].hash) && match == NULL)
+            match = &conf->keys[i];
+    return match;
+}

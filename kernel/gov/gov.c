@@ -1,0 +1,134 @@
+#include "gov/gov.h"
+
+#include "core/errors.h"
+#include "core/log.h"
+#include "gov/auth.h"
+
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define LM_HOLD_MS (15 * 60 * 1000) /* quota holds expire after 15 min (reclaimed) */
+
+static const char *bearer(const char *authz, size_t *n)
+{
+    if (authz == NULL || strncasecmp(authz, "Bearer ", 7) != 0)
+        return NULL;
+    authz += 7;
+    while (*authz == ' ')
+        authz++;
+    *n = strlen(authz);
+    return *n && *n <= 512 ? authz : NULL;
+}
+
+int lm_gov_auth(lm_gov_t *g, const lm_conf_t *conf, lm_store_t *st, const char *authz,
+                const struct sockaddr *peer, lm_err *e)
+{
+    size_t n;
+    memset(g, 0, sizeof(*g));
+    g->store = st;
+    g->ckey = lm_auth_check(conf, authz);
+    if (g->ckey) {
+        g->key_name = g->ckey->name;
+        return 0;
+    }
+    const char *secret = bearer(authz, &n);
+    g->key = st && secret ? lm_store_key_find(st, secret, n) : NULL;
+    if (g->key == NULL || lm_key_usable(g->key, (int64_t)time(NULL)) != LM_KEY_OK)
+        return lm_err_set(e, -1, 401, "invalid_request_error", "invalid_api_key",
+                          "missing, invalid, disabled or expired API key "
+                          "(send Authorization: Bearer <key>)");
+    g->key_name = g->key->name;
+    if (peer && !lm_key_addr_allowed(g->key, peer))
+        return lm_err_set(e, -1, 403, "permission_error", "ip_not_allowed",
+                          "this key may not be used from this address");
+    return 0;
+}
+
+void lm_gov_price(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *upstream_model,
+                  lm_price_t *p)
+{
+    lm_conf_price(c, ch, upstream_model, &p->input, &p->output, &p->cached_input, &p->per_request);
+}
+
+int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_t prompt_est,
+                 int64_t max_tokens, int64_t *retry_after, lm_err *e)
+{
+    *retry_after = 0;
+    g->price = *price;
+    if (g->key == NULL)
+        return 0; /* config keys are trusted bootstrap keys: no limits */
+    if (!lm_key_model_allowed(g->key, model))
+        return lm_err_set(e, -1, 403, "permission_error", "model_not_allowed",
+                          "this key may not use model '%.128s'", model);
+    lm_rl_limits_t lim = {g->key->rpm, g->key->tpm, g->key->max_concurrent};
+    int why = 0;
+    int64_t now = (int64_t)lm_billing_mono_ms();
+    int64_t wait =
+        lm_rl_admit(&g->key->acct->rl, &lim, now, prompt_est + max_tokens, &g->ticket, &why);
+    if (wait > 0) {
+        *retry_after = wait;
+        return lm_err_set(e, -1, 429, "rate_limit_error", "rate_limit_exceeded",
+                          "rate limit reached for this key; retry after %lld s", (long long)wait);
+    }
+    g->admitted = 1;
+    int64_t worst = lm_billing_worst_case(&g->price, prompt_est, max_tokens);
+    if (lm_billing_reserve(g->key, worst, now + LM_HOLD_MS, &g->res) != LM_BILLING_OK) {
+        g->res = NULL;
+        return lm_err_set(e, -1, 429, "insufficient_quota", "insufficient_quota",
+                          "this key's quota does not cover the request");
+    }
+    return 0;
+}
+
+int64_t lm_gov_cost(const lm_price_t *p, const lm_usage *u)
+{
+    lm_tokens_t t = {u->prompt > 0 ? u->prompt : 0, u->completion > 0 ? u->completion : 0,
+                     u->cached > 0 ? u->cached : 0, u->reasoning > 0 ? u->reasoning : 0};
+    return lm_billing_cost(p, &t);
+}
+
+int lm_gov_settle(lm_gov_t *g, int64_t cost, const lm_usage_row_t *row, const lm_store_cb_t *cb)
+{
+    if (g->store == NULL) {
+        if (g->res)
+            lm_billing_cancel(g->res);
+        g->res = NULL;
+        return -1;
+    }
+    lm_reservation_t *res = g->res;
+    g->res = NULL; /* settle frees it whatever the outcome */
+    int rc = lm_billing_settle(g->store, res, cost, row, cb);
+    if (rc != LM_STORE_OK) {
+        lm_log(LM_LOG_ERROR, "%s: usage row not queued (%s): cost %lld micro-units unrecorded",
+               row->request_id, lm_store_strerror(rc), (long long)cost);
+        return -1;
+    }
+    return 0;
+}
+
+void lm_gov_record_attempt(lm_gov_t *g, const lm_usage_row_t *row)
+{
+    if (g->store == NULL)
+        return;
+    lm_usage_row_t copy = *row;
+    copy.cost = 0;
+    copy.key_id = g->key ? g->key->id : 0;
+    int rc = lm_store_usage_submit(g->store, &copy, NULL);
+    if (rc != LM_STORE_OK)
+        lm_log(LM_LOG_WARN, "%s: attempt %lld row not queued (%s)", row->request_id,
+               (long long)row->attempt, lm_store_strerror(rc));
+}
+
+void lm_gov_end(lm_gov_t *g, int64_t actual_tokens)
+{
+    if (g->res)
+        lm_billing_cancel(g->res);
+    g->res = NULL;
+    if (g->key && g->admitted)
+        lm_rl_finish(&g->key->acct->rl, &g->ticket, actual_tokens);
+    g->admitted = 0;
+    if (g->key)
+        lm_key_release(g->key);
+    g->key = NULL;
+}

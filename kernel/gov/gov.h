@@ -1,0 +1,52 @@
+/*
+ * gov.h - governance for one request: who is calling (config key or a
+ * virtual key from the store), whether it may (model list, source address,
+ * rpm/tpm/concurrency, quota reservation), and what it costs afterwards
+ * (settlement into the ledger). Thread: the request's worker; the store
+ * and billing calls it makes never block.
+ */
+#ifndef LM_GOV_H
+#define LM_GOV_H
+#include "conf/conf.h"
+#include "gov/billing.h"
+#include "longmen.h"
+#include "store/store.h"
+
+struct sockaddr;
+
+typedef struct lm_gov_s {
+    lm_store_t *store;         /* borrowed; NULL without data_dir */
+    const lm_key_conf_t *ckey; /* a config key (borrowed from the generation) */
+    lm_key_t *key;             /* a virtual key (one reference), or NULL */
+    const char *key_name;      /* for logs and scripts */
+    lm_rl_ticket_t ticket;     /* rate-limit booking, finished at the end */
+    int admitted;
+    lm_reservation_t *res; /* open quota hold, or NULL */
+    lm_price_t price;      /* of the channel that served */
+} lm_gov_t;
+
+/* Who is calling: 0, or -1 with e filled (401 unknown/disabled/expired
+ * key, 403 source address not allowed). */
+int lm_gov_auth(lm_gov_t *g, const lm_conf_t *conf, lm_store_t *st, const char *authz,
+                const struct sockaddr *peer, lm_err *e);
+/* The prices of upstream_model on channel ch (lm_conf_price's order). */
+void lm_gov_price(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *upstream_model,
+                  lm_price_t *p);
+/* Admission for `model` at `price` (the first candidate's): model allowed
+ * (403), rate limits (429 with *retry_after seconds), worst-case quota hold
+ * (429 insufficient_quota). 0, or -1 with e filled. */
+int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_t prompt_est,
+                 int64_t max_tokens, int64_t *retry_after, lm_err *e);
+/* The charge for usage at price p (micro-units, saturating). */
+int64_t lm_gov_cost(const lm_price_t *p, const lm_usage *u);
+/* Settle: record the row (cost from lm_gov_cost, maybe replaced by a
+ * script) and release the hold. cb fires once the row is committed (DB-1);
+ * returns 0 when cb will fire, -1 when nothing was queued (no store, or
+ * the queue is full: the hold is released, the row is logged). */
+int lm_gov_settle(lm_gov_t *g, int64_t cost, const lm_usage_row_t *row, const lm_store_cb_t *cb);
+/* The request ended: release what is still held. */
+void lm_gov_end(lm_gov_t *g, int64_t actual_tokens);
+/* A ledger row for an attempt that failed before any output (cost 0, the
+ * quota hold stays open for the next attempt). No-op without a store. */
+void lm_gov_record_attempt(lm_gov_t *g, const lm_usage_row_t *row);
+#endif

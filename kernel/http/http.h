@@ -1,0 +1,38 @@
+/*
+ * http.h - the HTTP front (libevhtp's only home). The relay talks to the
+ * client through these calls; all of them run on the connection's worker
+ * thread and are no-ops once the client is gone.
+ */
+#ifndef LM_HTTP_H
+#define LM_HTTP_H
+#include "longmen.h"
+
+#include <stddef.h>
+
+struct evhtp_request;
+typedef struct evhtp_request lm_http_req_t;
+struct lm_relay_s;
+struct sockaddr;
+
+/* Request header value (borrowed) or NULL. */
+const char *lm_http_header(lm_http_req_t *r, const char *name);
+/* The client's socket address (borrowed), or NULL. */
+const struct sockaddr *lm_http_peer(lm_http_req_t *r);
+/* Add a response header before the reply is sent (copied). */
+void lm_http_add_header(lm_http_req_t *r, const char *name, const char *value);
+/* The buffered request body (borrowed, contiguous). */
+lm_str lm_http_body(lm_http_req_t *r);
+/* A complete reply with a body. */
+void lm_http_reply(lm_http_req_t *r, int status, const char *ctype, const char *body, size_t n,
+                   const char *request_id);
+void lm_http_reply_error(lm_http_req_t *r, const lm_err *e, const char *request_id);
+/* Streaming: 200 text/event-stream, then chunks, then the end. */
+void lm_http_stream_start(lm_http_req_t *r, const char *request_id);
+void lm_http_stream_write(lm_http_req_t *r, const char *p, size_t n);
+void lm_http_stream_end(lm_http_req_t *r);
+/* Bytes queued for the client and not yet written to the socket. */
+size_t lm_http_out_pending(lm_http_req_t *r);
+/* Tie the request's lifecycle to a relay: client errors, the request's
+ * end and "output drained" are reported to the relay (relay.h). */
+void lm_http_bind_relay(lm_http_req_t *r, struct lm_relay_s *relay);
+#endif

@@ -1,0 +1,92 @@
+/*
+ * host.h - the kernel side of the plugin ABI: the host table, the upstream
+ * request builder (lm_ureq) and the stream sink (lm_emit). Independent of
+ * the HTTP front and of libcurl, so the test kit uses the same code.
+ */
+#ifndef LM_HOST_H
+#define LM_HOST_H
+#include "conf/conf.h"
+#include "core/buf.h"
+#include "longmen.h"
+#include "plugin/side.h"
+
+#include <stdatomic.h>
+
+struct lm_plugin_s;
+
+/* One plugin instance = one channel (the ictx plugins get). */
+typedef struct lm_inst_s {
+    struct lm_plugin_s *plugin; /* counted reference */
+    const lm_chan_conf_t *chan; /* borrowed from the config snapshot */
+    void *istate;               /* plugin-owned */
+    int inited;
+    char logname[96];
+    lm_side_t *side; /* side values (ABI 1.1), shared by every worker; owned */
+    /* Key rotation: instance k of a channel whose secret lists several
+     * values sees value k; the first instance owns the others. */
+    int key_index;
+    struct lm_inst_s *alts; /* keys 1..nalts (owned), or NULL */
+    size_t nalts;
+    atomic_uint rr; /* next key to use */
+} lm_inst_t;
+
+struct lm_ureq {
+    char method[8];
+    lm_buf_t url;
+    char **headers; /* "Name: value", owned */
+    size_t nheaders;
+    lm_buf_t body;
+    int has_body;
+    int json_body;
+    int local_status; /* > 0: answered locally by the plugin, body is the answer */
+    /* Side values: the channel side_get reads (set by the caller before
+     * build_request; NULL refuses side_get), what it asked the caller to do
+     * next, and the copies handed to the plugin (owned, freed with u). */
+    const lm_inst_t *inst; /* borrowed from the generation the caller holds */
+    lm_side_need_t side;
+    char *side_vals[LM_SIDE_MAX];
+    size_t nside_vals;
+};
+typedef struct lm_ureq lm_ureq_t;
+
+void lm_ureq_init(lm_ureq_t *u);
+void lm_ureq_free(lm_ureq_t *u);
+
+/* Receives each serialized chunk (JSON text, no "data: " framing). Return
+ * 0, or non-zero to make the emit_* call fail (client gone). */
+typedef int (*lm_emit_sink_fn)(void *arg, const char *json, size_t len);
+
+struct lm_emit {
+    lm_emit_sink_fn sink;
+    void *arg;
+    char id[64];
+    int64_t created;
+    char model[128];
+    int usage_mode;
+    lm_usage usage;
+    int usage_seen;
+    unsigned nchunks;  /* chunks delivered to the sink */
+    unsigned ncontent; /* chunks that carried content or tool calls */
+    int ids_adopted;
+    int finish_seen;        /* a chunk with a finish_reason reached the sink */
+    uint64_t content_chars; /* bytes of content/arguments sent: a token estimate when the provider
+                               reports none */
+};
+typedef struct lm_emit lm_emit_t;
+
+void lm_emit_init(lm_emit_t *e, int usage_mode, const char *request_id, const char *model,
+                  int64_t created, lm_emit_sink_fn sink, void *arg);
+/* The final usage chunk as JSON text (new, free()), or NULL when no usage was
+ * reported. */
+char *lm_emit_usage_chunk(lm_emit_t *e);
+
+/* Usage merge (exported for the unit tests and the non-stream path). */
+void lm_usage_merge(lm_usage *acc, const lm_usage *u, int mode);
+/* Read an OpenAI "usage" object into u (fields left -1 when absent). */
+void lm_usage_from_openai(const json_t *obj, lm_usage *u);
+/* Build an OpenAI "usage" object (new reference). */
+json_t *lm_usage_to_openai(const lm_usage *u);
+
+/* The host table handed to every plugin. */
+extern const lm_host_api lm_host_table;
+#endif

@@ -1,0 +1,57 @@
+#include "proto/response.h"
+
+#include "core/errors.h"
+#include "plugin/plugin.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int map_error(lm_inst_t *inst, lm_call *call, int status, lm_str body, lm_err *e)
+{
+    const lm_provider *vt = &inst->plugin->vt;
+    memset(e, 0, sizeof(*e));
+    const lm_plugin_t *prev = lm_plugin_enter(inst->plugin);
+    int mapped = vt->map_error ? vt->map_error(inst->istate, call, status, body, e) : LM_DECLINED;
+    lm_plugin_leave(prev);
+    if (mapped == LM_ERETRY && e->http_status != 0)
+        return LM_ERETRY; /* a refused credential: the host refreshes it once */
+    if (mapped != LM_OK || e->http_status == 0)
+        lm_error_map_default(status, body, e);
+    return LM_EUPSTREAM;
+}
+
+int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str body, char **out_json,
+                          lm_usage *usage, lm_err *e)
+{
+    const lm_provider *vt = &inst->plugin->vt;
+    json_t *out = NULL;
+
+    *out_json = NULL;
+    *usage = (lm_usage)LM_USAGE_UNKNOWN;
+    if (status < 200 || status > 299)
+        return map_error(inst, call, status, body, e);
+    memset(e, 0, sizeof(*e));
+    const lm_plugin_t *prev = lm_plugin_enter(inst->plugin);
+    int rc = vt->parse_response(inst->istate, call, status, body, &out, usage, e);
+    lm_plugin_leave(prev);
+    if (rc < 0) {
+        json_decref(out);
+        if (e->http_status == 0)
+            lm_error_set(e, rc, 502, "api_error", "upstream_error",
+                         "the upstream response could not be translated");
+        return rc;
+    }
+    if (out == NULL) {
+        *out_json = malloc(body.n + 1);
+        if (*out_json == NULL)
+            return lm_error_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
+        memcpy(*out_json, body.p, body.n);
+        (*out_json)[body.n] = '\0';
+        return LM_OK;
+    }
+    *out_json = json_dumps(out, JSON_COMPACT);
+    json_decref(out);
+    if (*out_json == NULL)
+        return lm_error_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
+    return LM_OK;
+}

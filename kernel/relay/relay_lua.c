@@ -1,0 +1,370 @@
+#include "relay/relay_lua.h"
+
+#include "core/errors.h"
+#include "core/log.h"
+#include "gov/billing.h"
+#include "gov/gov.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int has(lm_lua_call_t *call, lm_lua_stage_t stage)
+{
+    return call && (lm_lua_call_stages(call) & LM_LUA_BIT(stage));
+}
+
+/* REJECT keeps the script's status and message; ERROR is a 500 that names
+ * only the error id (the script's message is in the log, not for clients). */
+static int to_err(int rc, const lm_lua_result_t *res, lm_err *e)
+{
+    if (rc == LM_LUA_REJECT)
+        return lm_err_set(e, -1, res->status, lm_error_type_for(res->status),
+                          res->code[0] ? res->code : "rejected_by_policy", "%s", res->message);
+    return lm_err_set(e, -1, 500, "api_error", "script_error", "policy script failed (error id %s)",
+                      res->errid);
+}
+
+lm_lua_vm_t *lm_rlua_vm(lm_worker_t *w, lm_lua_gen_t *gen, lm_err *e)
+{
+    char err[512];
+    if (w->vm && lm_lua_vm_gen(w->vm) == gen)
+        return w->vm;
+    lm_lua_vm_t *vm = lm_lua_vm_new(gen, err, sizeof(err));
+    if (vm == NULL) {
+        lm_log(LM_LOG_ERROR, "worker %d: cannot start the scripts: %s", w->index, err);
+        lm_err_set(e, -1, 500, "api_error", "script_error", "policy scripts are unavailable");
+        return NULL;
+    }
+    lm_lua_vm_release(w->vm); /* requests still on the old state hold their own reference */
+    w->vm = vm;
+    return vm;
+}
+
+int lm_rlua_request(lm_lua_call_t *call, json_t *canon, lm_err *e)
+{
+    lm_lua_result_t res;
+    if (!has(call, LM_LUA_STAGE_REQUEST))
+        return 0;
+    int rc = lm_lua_on_request(call, canon, &res);
+    return rc == LM_LUA_OK ? 0 : to_err(rc, &res, e);
+}
+
+/* ---- stage inputs as JSON text ----
+ * Inputs are written as text instead of being built as Jansson values: a
+ * stage that does not look at its input then never decodes it, and writing
+ * text is cheaper than building and freeing a tree (lua_host.h). */
+
+typedef struct jw_s {
+    lm_buf_t b;
+    int oom;
+} jw_t;
+
+static void jw_raw(jw_t *w, const char *p, size_t n)
+{
+    if (lm_buf_add(&w->b, p, n) < 0)
+        w->oom = 1;
+}
+
+static void jw_lit(jw_t *w, const char *s)
+{
+    jw_raw(w, s, strlen(s));
+}
+
+/* One character that JSON strings must escape. */
+static void jw_escape(jw_t *w, unsigned char c)
+{
+    static const char hex[] = "0123456789abcdef";
+    char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+    const char *two = c == '"'    ? "\\\""
+                      : c == '\\' ? "\\\\"
+                      : c == '\n' ? "\\n"
+                      : c == '\r' ? "\\r"
+                      : c == '\t' ? "\\t"
+                                  : NULL;
+    if (two)
+        jw_raw(w, two, 2);
+    else
+        jw_raw(w, esc, sizeof(esc));
+}
+
+/* s[0..n) as a JSON string: other bytes are copied in runs (a header or a
+ * URL is mostly one run). */
+static void jw_strn(jw_t *w, const char *s, size_t n)
+{
+    size_t run = 0;
+
+    jw_raw(w, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        jw_raw(w, s + run, i - run);
+        jw_escape(w, c);
+        run = i + 1;
+    }
+    jw_raw(w, s + run, n - run);
+    jw_raw(w, "\"", 1);
+}
+
+static void jw_str(jw_t *w, const char *s)
+{
+    jw_strn(w, s ? s : "", s ? strlen(s) : 0);
+}
+
+/* One candidate's live figures: health (closed and not held by a
+ * Retry-After), in-flight attempts, EWMA latency and time to first token
+ * (0 until sampled), the error rate over the health window, and the
+ * channel's prices in micro-units per 1M tokens. */
+static void candidate_figures(jw_t *w, const lm_route_t *c, const lm_conf_t *conf, int64_t now)
+{
+    lm_price_t p;
+    lm_gov_price(conf, c->inst->chan, c->upstream, &p);
+    lm_route_snap_t s = {LM_ROUTE_CLOSED, 0, 0, 0, 0, -1, -1, 0, 0};
+    int held = 0;
+    if (c->stats) {
+        lm_route_snapshot(c->stats, now, &s);
+        held = lm_route_hold_left(c->stats, now) > 0;
+    }
+    int results = s.window_ok + s.window_fail;
+    char buf[384];
+    snprintf(buf, sizeof(buf),
+             ",\"healthy\":%s,\"state\":\"%s\",\"inflight\":%d,\"latency_ms\":%.1f,"
+             "\"ttft_ms\":%.1f,\"error_rate\":%.4f,\"price\":{\"input\":%lld,\"output\":%lld,"
+             "\"cached_input\":%lld}}",
+             s.state == LM_ROUTE_CLOSED && !held ? "true" : "false",
+             held ? "held" : lm_route_state_str(s.state), s.inflight,
+             s.ewma_latency_ms > 0 ? s.ewma_latency_ms : 0.0,
+             s.ewma_ttft_ms > 0 ? s.ewma_ttft_ms : 0.0,
+             results ? (double)s.window_fail / results : 0.0, (long long)p.input,
+             (long long)p.output, (long long)p.cached_input);
+    jw_lit(w, buf);
+}
+
+/* Candidates as scripts see them, with their live figures. */
+static void candidates_text(jw_t *w, const lm_route_t *cands, size_t n, const lm_conf_t *conf)
+{
+    int64_t now = lm_billing_mono_ms();
+    jw_lit(w, "[");
+    for (size_t i = 0; i < n; i++) {
+        const lm_chan_conf_t *ch = cands[i].inst->chan;
+        jw_lit(w, i ? ",{\"name\":" : "{\"name\":");
+        jw_str(w, ch->name);
+        jw_lit(w, ",\"model\":");
+        jw_str(w, cands[i].upstream);
+        jw_lit(w, ",\"plugin\":");
+        jw_str(w, ch->plugin);
+        candidate_figures(w, &cands[i], conf, now);
+    }
+    jw_lit(w, "]");
+}
+
+long lm_rlua_route(lm_lua_call_t *call, lm_route_t *cands, size_t n, const lm_conf_t *conf,
+                   lm_err *e)
+{
+    lm_lua_result_t res;
+    json_t *order = NULL;
+    jw_t w = {{0}, 0};
+    if (!has(call, LM_LUA_STAGE_ROUTE))
+        return (long)n;
+    candidates_text(&w, cands, n, conf);
+    int rc = w.oom ? LM_LUA_OK : lm_lua_on_route_text(call, w.b.p, w.b.len, &order, &res);
+    lm_buf_free(&w.b);
+    if (w.oom)
+        return lm_err_set(e, -1, 500, "api_error", NULL, "out of memory");
+    if (rc != LM_LUA_OK)
+        return to_err(rc, &res, e);
+    if (order == NULL)
+        return (long)n;
+    lm_route_t *copy = malloc(n * sizeof(*copy));
+    size_t k = 0, i;
+    json_t *name;
+    if (copy == NULL) {
+        json_decref(order);
+        return lm_err_set(e, -1, 500, "api_error", NULL, "out of memory");
+    }
+    memcpy(copy, cands, n * sizeof(*copy));
+    json_array_foreach (order, i, name) {
+        for (size_t j = 0; j < n && k < n; j++)
+            if (json_is_string(name) && !strcmp(copy[j].inst->chan->name, json_string_value(name)))
+                cands[k++] = copy[j];
+    }
+    free(copy);
+    json_decref(order);
+    return (long)k;
+}
+
+static void apply_headers(json_t *headers, lm_ureq_t *u)
+{
+    const char *name;
+    json_t *value;
+
+    for (size_t i = 0; i < u->nheaders; i++)
+        free(u->headers[i]);
+    u->nheaders = 0;
+    json_object_foreach (headers, name, value) {
+        const char *v = json_string_value(value);
+        lm_host_table.ureq_add_header(u, lm_cstr(name), lm_cstr(v ? v : ""));
+    }
+}
+
+/* {"channel", "model", "attempt", "url", "headers": {name: value}}; the body
+ * goes to the scripts as it is (lm_lua_on_upstream_text). */
+static void upstream_text(jw_t *w, const lm_route_t *route, int attempt, lm_ureq_t *u)
+{
+    char num[32];
+
+    jw_lit(w, "{\"channel\":");
+    jw_str(w, route->inst->chan->name);
+    jw_lit(w, ",\"model\":");
+    jw_str(w, route->upstream);
+    snprintf(num, sizeof(num), ",\"attempt\":%d,\"url\":", attempt);
+    jw_lit(w, num);
+    jw_strn(w, lm_buf_cstr(&u->url), u->url.len);
+    jw_lit(w, ",\"headers\":{");
+    const char *sep = "";
+    for (size_t i = 0; i < u->nheaders; i++) {
+        const char *h = u->headers[i], *colon = strchr(h, ':');
+        if (colon == NULL)
+            continue;
+        jw_lit(w, sep);
+        sep = ",";
+        jw_strn(w, h, (size_t)(colon - h));
+        jw_lit(w, ":");
+        jw_str(w, colon[1] == ' ' ? colon + 2 : colon + 1);
+    }
+    jw_lit(w, "}}");
+}
+
+int lm_rlua_upstream(lm_lua_call_t *call, const lm_route_t *route, int attempt, lm_ureq_t *u,
+                     lm_err *e)
+{
+    lm_lua_result_t res;
+    json_t *headers = NULL, *body = NULL;
+    jw_t w = {{0}, 0};
+    if (!has(call, LM_LUA_STAGE_UPSTREAM_REQUEST))
+        return 0;
+    upstream_text(&w, route, attempt, u);
+    int rc = w.oom ? LM_LUA_OK
+                   : lm_lua_on_upstream_text(call, w.b.p, w.b.len, lm_buf_cstr(&u->body),
+                                             u->body.len, &headers, &body, &res);
+    lm_buf_free(&w.b);
+    if (w.oom)
+        return lm_err_set(e, -1, 500, "api_error", NULL, "out of memory");
+    if (headers && json_is_string(body)) { /* only when a script changed them */
+        apply_headers(headers, u);
+        lm_buf_reset(&u->body);
+        lm_buf_add(&u->body, json_string_value(body), json_string_length(body));
+        u->has_body = 1;
+    }
+    json_decref(headers);
+    json_decref(body);
+    return rc == LM_LUA_OK ? 0 : to_err(rc, &res, e);
+}
+
+/* One event to send as an SSE data line. */
+static void emit_sse(void *arg, const char *json, size_t len)
+{
+    lm_buf_t *out = arg;
+    lm_buf_add(out, "data: ", 6);
+    lm_buf_add(out, json, len);
+    lm_buf_add(out, "\n\n", 2);
+}
+
+int lm_rlua_event(lm_lua_call_t *call, const char *json, size_t len, lm_buf_t *out, lm_err *e)
+{
+    lm_lua_result_t res;
+    int rc = lm_lua_on_event_text(call, json, len, emit_sse, out, &res);
+    return rc == LM_LUA_OK ? 0 : to_err(rc, &res, e);
+}
+
+int lm_rlua_response(lm_lua_call_t *call, char **body, lm_err *e)
+{
+    lm_lua_result_t res;
+    char *changed = NULL;
+    if (!has(call, LM_LUA_STAGE_RESPONSE))
+        return 0;
+    int rc = lm_lua_on_response_text(call, *body, strlen(*body), &changed, &res);
+    if (changed) {
+        free(*body);
+        *body = changed;
+    }
+    return rc == LM_LUA_OK ? 0 : to_err(rc, &res, e);
+}
+
+int lm_rlua_error(lm_lua_call_t *call, lm_err *e, const lm_route_t *route, int attempt, int started)
+{
+    lm_lua_result_t res;
+    if (!has(call, LM_LUA_STAGE_ERROR))
+        return 0;
+    json_t *err = json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:i}", "status", e->http_status, "type",
+                            e->type, "code", e->code, "message", e->msg, "channel",
+                            route ? route->inst->chan->name : "", "model",
+                            route ? route->upstream : "", "attempt", attempt);
+    if (err == NULL)
+        return 0;
+    int rc = lm_lua_on_error(call, err, started, &res);
+    if (rc == LM_LUA_OK || rc == LM_LUA_RETRY) {
+        json_t *st = json_object_get(err, "status");
+        if (json_is_integer(st) && json_integer_value(st) >= 400 && json_integer_value(st) <= 599)
+            e->http_status = (int)json_integer_value(st);
+        const char *fields[] = {"type", "code", "message"};
+        char *dst[] = {e->type, e->code, e->msg};
+        size_t len[] = {sizeof(e->type), sizeof(e->code), sizeof(e->msg)};
+        for (int i = 0; i < 3; i++) {
+            const char *v = json_string_value(json_object_get(err, fields[i]));
+            if (v)
+                snprintf(dst[i], len[i], "%s", v);
+        }
+    } else {
+        to_err(rc, &res, e);
+    }
+    json_decref(err);
+    return rc == LM_LUA_RETRY;
+}
+
+/* The OpenAI usage object (as lm_usage_to_openai builds it), as text. */
+static int usage_text(char *dst, size_t cap, const lm_usage *u)
+{
+    long long p = u->prompt > 0 ? u->prompt : 0, c = u->completion > 0 ? u->completion : 0;
+    long long t = u->total >= 0 ? u->total : p + c;
+    char cached[96] = "", reasoning[96] = "";
+
+    if (u->cached >= 0)
+        snprintf(cached, sizeof(cached), ",\"prompt_tokens_details\":{\"cached_tokens\":%lld}",
+                 (long long)u->cached);
+    if (u->reasoning >= 0)
+        snprintf(reasoning, sizeof(reasoning),
+                 ",\"completion_tokens_details\":{\"reasoning_tokens\":%lld}",
+                 (long long)u->reasoning);
+    int n = snprintf(
+        dst, cap, "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld%s%s}",
+        p, c, t, cached, reasoning);
+    return n > 0 && (size_t)n < cap ? n : -1;
+}
+
+void lm_rlua_usage(lm_lua_call_t *call, const lm_usage *u, const lm_price_t *price, int64_t *charge)
+{
+    lm_lua_result_t res;
+    char usage[512], ptext[160];
+    if (!has(call, LM_LUA_STAGE_USAGE))
+        return;
+    int n = usage_text(usage, sizeof(usage), u);
+    int pn = snprintf(ptext, sizeof(ptext),
+                      "{\"input\":%lld,\"output\":%lld,\"cached_input\":%lld,\"per_request\":%lld}",
+                      (long long)price->input, (long long)price->output,
+                      (long long)price->cached_input, (long long)price->per_request);
+    if (n > 0 && pn > 0 && (size_t)pn < sizeof(ptext))
+        lm_lua_on_usage_text(call, usage, (size_t)n, ptext, (size_t)pn, charge, &res);
+}
+
+int lm_rlua_request_changed(const lm_lua_call_t *call)
+{
+    return call && lm_lua_call_request_changed(call);
+}
+
+void lm_rlua_log(lm_lua_call_t *call, json_t *record)
+{
+    if (has(call, LM_LUA_STAGE_LOG))
+        lm_lua_on_log(call, record);
+}

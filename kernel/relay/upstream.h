@@ -1,0 +1,44 @@
+/*
+ * upstream.h - libcurl's only home: one multi handle per worker driven by
+ * that worker's event base, and the one factory for easy handles (no
+ * redirects, http/https only). Thread: the owning worker.
+ */
+#ifndef LM_UPSTREAM_H
+#define LM_UPSTREAM_H
+#include "plugin/host.h"
+
+struct event_base;
+struct lm_relay_s;
+typedef struct lm_upstream_pool_s lm_upstream_pool_t;
+typedef struct lm_upstream_s lm_upstream_t;
+
+/* Process-wide init/cleanup (main thread, before/after the workers). */
+int lm_upstream_global_init(void);
+void lm_upstream_global_cleanup(void);
+
+lm_upstream_pool_t *lm_upstream_pool_new(struct event_base *base);
+/* Cancels nothing: call after every transfer was cancelled. */
+void lm_upstream_pool_free(lm_upstream_pool_t *pool);
+
+/* Who receives a transfer's bytes and its end (relay.h documents the
+ * contract: on_data returns n, 0 to abort, or LM_UP_PAUSE). */
+typedef struct lm_upstream_sink_s {
+    size_t (*on_data)(void *arg, int status, int whole_json, const char *p, size_t n);
+    void (*on_done)(void *arg, int ok, int timeout, const char *why);
+    /* Optional: the response carried Retry-After (seconds from now, >= 0). */
+    void (*on_retry_after)(void *arg, int64_t seconds);
+} lm_upstream_sink_t;
+
+/* Start a transfer for `u` delivering to sink(arg). Returns the transfer
+ * (owned by the pool until it completes or is cancelled) or NULL with a
+ * message in err. total_timeout_ms > 0 caps the whole transfer (side
+ * calls); relays run their own timers instead. */
+lm_upstream_t *lm_upstream_start(lm_upstream_pool_t *pool, const lm_ureq_t *u,
+                                 int connect_timeout_ms, int total_timeout_ms,
+                                 const lm_upstream_sink_t *sink, void *arg, char *err,
+                                 size_t errlen);
+/* Abort and free a transfer. Never call from inside a curl callback. */
+void lm_upstream_cancel(lm_upstream_t *t);
+/* Resume a transfer paused by LM_UP_PAUSE. */
+void lm_upstream_resume(lm_upstream_t *t);
+#endif
