@@ -18,7 +18,7 @@ PLUGIN_DIR ?= plugins
 DEBS := build-essential pkg-config libevhtp-dev libevent-dev libcurl4-openssl-dev \
         libjansson-dev liblua5.4-dev libssl-dev libsqlite3-dev python3 curl clang-format
 
-KIT_SRCS    := core/buf plugin/frame plugin/host plugin/plugin conf/conf conf/chanconf core/log core/errors \
+KIT_SRCS    := core/buf core/clock core/b64 core/bearer core/money core/mask plugin/frame plugin/host plugin/plugin conf/conf conf/chanconf core/log core/errors \
                proto/stream proto/response proto/reqcheck gov/auth store/store_sqlite gov/billing \
                gov/ratelimit lua/lua_host lua/lua_pattern lua/lua_codec lua/lua_shared gov/gov \
                route/route route/metrics plugin/side

@@ -14,6 +14,9 @@
  * store's validation messages, never from SQLite.
  */
 #include "admin/admin.h"
+#include "core/b64.h"
+#include "core/bearer.h"
+#include "core/errors.h"
 
 #include "conf/chanconf.h"
 #include "core/log.h"
@@ -40,8 +43,8 @@
 
 #define ADMIN_BODY_MAX     (1u << 20) /* 1 MiB: 1024 models of 256 bytes fit */
 #define ADMIN_JSON_DEPTH   8
-#define ADMIN_TOKEN_MIN    20  /* operator-chosen tokens: >= 20 chars */
-#define ADMIN_TOKEN_MAX    512 /* same bound as data-plane keys */
+#define ADMIN_TOKEN_MIN    20            /* operator-chosen tokens: >= 20 chars */
+#define ADMIN_TOKEN_MAX    LM_BEARER_MAX /* same bound as data-plane keys */
 #define ADMIN_PAGE_DEFAULT 100
 #define ADMIN_PAGE_MAX     500
 #define ADMIN_QUERY_MAX    8 /* distinct query parameters */
@@ -84,15 +87,6 @@ static void send_json(evhtp_request_t *req, int status, json_t *body)
     evhtp_send_reply(req, (evhtp_res)status);
 }
 
-static const char *type_for(int status)
-{
-    switch (status) {
-    case 401: return "authentication_error";
-    case 403: return "permission_error";
-    default: return status >= 500 ? "api_error" : "invalid_request_error";
-    }
-}
-
 /* The OpenAI error shape; param may be NULL. */
 static void send_error(evhtp_request_t *req, int status, const char *code, const char *param,
                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
@@ -107,7 +101,7 @@ static void send_error(evhtp_request_t *req, int status, const char *code, const
     json_t *e = json_object();
     json_t *m = json_string(msg);
     json_object_set_new(e, "message", m ? m : json_string("invalid request"));
-    json_object_set_new(e, "type", json_string(type_for(status)));
+    json_object_set_new(e, "type", json_string(lm_error_type_for(status)));
     json_object_set_new(e, "param", param ? json_string(param) : json_null());
     json_object_set_new(e, "code", code ? json_string(code) : json_null());
     send_json(req, status, json_pack("{s:o}", "error", e));
@@ -139,20 +133,6 @@ static void send_store_error(evhtp_request_t *req, int rc, const char *msg)
 
 /* ------------------------------------------------------------------------ */
 /* tokens                                                                    */
-
-static void b64url(const unsigned char *in, size_t n, char *out)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i + 2 < n; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
-        out[o++] = tab[(v >> 18) & 63];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = tab[(v >> 6) & 63];
-        out[o++] = tab[v & 63];
-    }
-    out[o] = '\0';
-}
 
 static int fill_random(unsigned char *p, size_t n)
 {
@@ -193,7 +173,7 @@ static int token_generate(lm_admin_env_t *env, char *err, size_t errlen)
         return -1;
     }
     memcpy(tok, "lmadm-", 6);
-    b64url(rnd, sizeof(rnd), tok + 6);
+    lm_b64_encode(rnd, sizeof(rnd), tok + 6, 1);
     OPENSSL_cleanse(rnd, sizeof(rnd));
     SHA256((const unsigned char *)tok, strlen(tok), env->token_hash);
     int rc = lm_store_admin_token_set(env->store, LM_ADMIN_ROLE_FULL, env->token_hash);
@@ -301,14 +281,7 @@ static void warn_exposed(lm_admin_env_t *env)
 /* The bearer token of the request (borrowed) or NULL. */
 static const char *bearer(evhtp_request_t *req, size_t *len)
 {
-    const char *h = evhtp_header_find(req->headers_in, "Authorization");
-    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
-        return NULL;
-    h += 7;
-    while (*h == ' ')
-        h++;
-    *len = strlen(h);
-    return (*len == 0 || *len > ADMIN_TOKEN_MAX) ? NULL : h;
+    return lm_bearer_token(evhtp_header_find(req->headers_in, "Authorization"), len);
 }
 
 /* 1 if tok is a data-plane key (store key or config key). */

@@ -5,9 +5,10 @@
  * stored channels together with the file.
  */
 #include "conf/chanconf.h"
+#include "core/mask.h"
 
 #include "core/log.h"
-#include "gov/billing.h"
+#include "core/money.h"
 
 #include "longmen.h"
 
@@ -19,7 +20,7 @@
 #include <string.h>
 
 #define CHAN_LINE_MAX 4096 /* the parser's line limit (conf.c) */
-#define CHAN_MASK     "***"
+#define CHAN_MASK     LM_MASK
 #define CHAN_SRC      "(store)" /* the "file" name of rendered text */
 
 /* Channel fields that are kernel directives inside a channel block, in
@@ -714,15 +715,8 @@ void lm_chan_rec_scrub(const lm_chan_rec_t *c, char *text)
     for (size_t i = 0; i < c->nsettings; i++) {
         if (!lm_chan_secret_name(c->settings[i].key))
             continue;
-        for (size_t j = 0; j < c->settings[i].nvals; j++) {
-            const char *s = c->settings[i].vals[j];
-            size_t n = strlen(s);
-            char *hit;
-            while (n >= 4 && (hit = strstr(text, s)) != NULL) {
-                memcpy(hit, CHAN_MASK, 3);
-                memmove(hit + 3, hit + n, strlen(hit + n) + 1);
-            }
-        }
+        for (size_t j = 0; j < c->settings[i].nvals; j++)
+            lm_mask_secret(text, c->settings[i].vals[j]);
     }
 }
 
@@ -828,14 +822,8 @@ int lm_chan_secrets_collect(const lm_conf_t *conf, lm_chan_secrets_t *out)
 
 void lm_chan_secrets_scrub(const lm_chan_secrets_t *s, char *text)
 {
-    for (size_t i = 0; s && i < s->n; i++) {
-        size_t n = strlen(s->v[i]);
-        char *hit;
-        while ((hit = strstr(text, s->v[i])) != NULL) {
-            memcpy(hit, CHAN_MASK, 3);
-            memmove(hit + 3, hit + n, strlen(hit + n) + 1);
-        }
-    }
+    for (size_t i = 0; s && i < s->n; i++)
+        lm_mask_secret(text, s->v[i]);
 }
 
 void lm_chan_secrets_free(lm_chan_secrets_t *s)

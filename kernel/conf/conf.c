@@ -1,7 +1,8 @@
 #include "conf/conf.h"
+#include "core/mask.h"
 
 #include "core/log.h"
-#include "gov/billing.h"
+#include "core/money.h"
 
 #include <jansson.h>
 
@@ -811,13 +812,7 @@ void lm_conf_scrub(const lm_chan_conf_t *ch, char *text)
         if (!ch->kv[i].secret)
             continue;
         for (size_t k = 0; k <= ch->kv[i].nalts; k++) {
-            const char *secret = k == 0 ? ch->kv[i].val : ch->kv[i].alts[k - 1];
-            size_t n = secret ? strlen(secret) : 0;
-            char *hit;
-            while (n >= 4 && (hit = strstr(text, secret)) != NULL) {
-                memcpy(hit, "***", 3);
-                memmove(hit + 3, hit + n, strlen(hit + n) + 1);
-            }
+            lm_mask_secret(text, k == 0 ? ch->kv[i].val : ch->kv[i].alts[k - 1]);
         }
     }
 }

@@ -1,4 +1,5 @@
 #include "gov/auth.h"
+#include "core/bearer.h"
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -15,15 +16,11 @@ const lm_key_conf_t *lm_auth_check(const lm_conf_t *conf, const char *authz)
     unsigned char digest[32];
     const lm_key_conf_t *match = NULL;
 
-    if (authz == NULL || strncasecmp(authz, "Bearer ", 7) != 0)
+    size_t n;
+    const char *token = lm_bearer_token(authz, &n);
+    if (token == NULL)
         return NULL;
-    authz += 7;
-    while (*authz == ' ')
-        authz++;
-    size_t n = strlen(authz);
-    if (n == 0 || n > 512)
-        return NULL;
-    SHA256((const unsigned char *)authz, n, digest);
+    SHA256((const unsigned char *)token, n, digest);
     /* Visit every key so the time does not depend on which one matched. */
     for (size_t i = 0; i < conf->nkeys; i++)
         if (lm_auth_digest_eq(digest, conf->keys[i].hash) && match == NULL)

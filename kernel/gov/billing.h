@@ -32,15 +32,10 @@
  */
 #ifndef LM_BILLING_H
 #define LM_BILLING_H
+#include "core/money.h"
 #include "store/store.h"
 
 #include <stdint.h>
-
-int64_t lm_sat_add(int64_t a, int64_t b);
-int64_t lm_sat_sub(int64_t a, int64_t b);
-int64_t lm_sat_mul(int64_t a, int64_t b);
-
-#define LM_MICRO 1000000 /* micro-units per unit of currency, tokens per price unit */
 
 typedef struct lm_price_s {
     int64_t input;        /* micro-units per 1M uncached prompt tokens */
@@ -60,12 +55,6 @@ int64_t lm_billing_cost(const lm_price_t *p, const lm_tokens_t *t);
 /* Worst case of one attempt: prompt_estimate uncached (or cached, if that is
  * dearer) + max_output completion tokens + per_request. */
 int64_t lm_billing_worst_case(const lm_price_t *p, int64_t prompt_estimate, int64_t max_output);
-
-/* "12.5" / "0.000001" / "3" (units of currency) -> micro-units. 0 or -1 if
- * not a plain non-negative decimal with <= 6 fraction digits or too big. */
-int lm_money_parse(const char *s, int64_t *out);
-/* micro-units -> "12.500000" style text; returns buf. */
-char *lm_money_format(int64_t micro, char *buf, size_t len);
 
 /* ------------------------------------------------------------------------ */
 enum { LM_RES_OPEN = 0, LM_RES_EXPIRED, LM_RES_DONE };
@@ -116,6 +105,4 @@ typedef struct lm_balance_s {
                           unlimited) */
 } lm_balance_t;
 void lm_billing_balance(lm_acct_t *a, lm_balance_t *out);
-/* Now on CLOCK_MONOTONIC in ms (for deadlines). */
-int64_t lm_billing_mono_ms(void);
 #endif

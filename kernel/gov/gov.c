@@ -1,4 +1,6 @@
 #include "gov/gov.h"
+#include "core/bearer.h"
+#include "core/clock.h"
 
 #include "core/errors.h"
 #include "core/log.h"
@@ -9,17 +11,6 @@
 #include <time.h>
 
 #define LM_HOLD_MS (15 * 60 * 1000) /* quota holds expire after 15 min (reclaimed) */
-
-static const char *bearer(const char *authz, size_t *n)
-{
-    if (authz == NULL || strncasecmp(authz, "Bearer ", 7) != 0)
-        return NULL;
-    authz += 7;
-    while (*authz == ' ')
-        authz++;
-    *n = strlen(authz);
-    return *n && *n <= 512 ? authz : NULL;
-}
 
 int lm_gov_auth(lm_gov_t *g, const lm_conf_t *conf, lm_store_t *st, const char *authz,
                 const struct sockaddr *peer, lm_err *e)
@@ -32,7 +23,7 @@ int lm_gov_auth(lm_gov_t *g, const lm_conf_t *conf, lm_store_t *st, const char *
         g->key_name = g->ckey->name;
         return 0;
     }
-    const char *secret = bearer(authz, &n);
+    const char *secret = lm_bearer_token(authz, &n);
     g->key = st && secret ? lm_store_key_find(st, secret, n) : NULL;
     if (g->key == NULL || lm_key_usable(g->key, (int64_t)time(NULL)) != LM_KEY_OK)
         return lm_err_set(e, -1, 401, "invalid_request_error", "invalid_api_key",
@@ -63,7 +54,7 @@ int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_
                           "this key may not use model '%.128s'", model);
     lm_rl_limits_t lim = {g->key->rpm, g->key->tpm, g->key->max_concurrent};
     int why = 0;
-    int64_t now = (int64_t)lm_billing_mono_ms();
+    int64_t now = (int64_t)lm_clock_ms();
     int64_t wait =
         lm_rl_admit(&g->key->acct->rl, &lim, now, prompt_est + max_tokens, &g->ticket, &why);
     if (wait > 0) {

@@ -1,15 +1,8 @@
 /* ratelimit.c - sliding 60 x 1 s window per limiter; see ratelimit.h. */
 #include "gov/ratelimit.h"
+#include "core/money.h"
 
 #include <string.h>
-
-static int64_t sat_add(int64_t a, int64_t b)
-{
-    int64_t r;
-    if (__builtin_add_overflow(a, b, &r))
-        return b > 0 ? INT64_MAX : INT64_MIN;
-    return r;
-}
 
 static int64_t floor_div(int64_t a, int64_t b)
 {
@@ -51,8 +44,8 @@ static void sums(const lm_rl_t *rl, int64_t now_sec, int64_t *reqs, int64_t *tok
     int64_t r = 0, t = 0;
     for (size_t i = 0; i < LM_RL_WINDOW; i++)
         if (in_window(rl->sec[i], now_sec)) {
-            r = sat_add(r, rl->reqs[i]);
-            t = sat_add(t, rl->toks[i]);
+            r = lm_sat_add(r, rl->reqs[i]);
+            t = lm_sat_add(t, rl->toks[i]);
         }
     *reqs = r;
     *toks = t;
@@ -68,7 +61,7 @@ static int64_t wait_secs(const lm_rl_t *rl, int64_t now_ms, int64_t now_sec, int
         size_t i = slot_of(s);
         if (rl->sec[i] != s)
             continue;
-        freed = sat_add(freed, tokens ? rl->toks[i] : rl->reqs[i]);
+        freed = lm_sat_add(freed, tokens ? rl->toks[i] : rl->reqs[i]);
         if (freed >= need) {
             int64_t leave_ms = (s + LM_RL_WINDOW) * 1000; /* bucket s leaves here */
             int64_t ms = leave_ms - now_ms;
@@ -113,8 +106,8 @@ int64_t lm_rl_admit(lm_rl_t *rl, const lm_rl_limits_t *lim, int64_t now_ms, int6
             *why = LM_RL_RPM;
         }
     }
-    if (lim->tpm > 0 && sat_add(toks, est_tokens) > lim->tpm) {
-        int64_t w = wait_secs(rl, now_ms, now_sec, 1, sat_add(toks, est_tokens) - lim->tpm);
+    if (lim->tpm > 0 && lm_sat_add(toks, est_tokens) > lim->tpm) {
+        int64_t w = wait_secs(rl, now_ms, now_sec, 1, lm_sat_add(toks, est_tokens) - lim->tpm);
         if (w > retry) {
             retry = w;
             *why = LM_RL_TPM;
@@ -130,7 +123,7 @@ int64_t lm_rl_admit(lm_rl_t *rl, const lm_rl_limits_t *lim, int64_t now_ms, int6
         rl->toks[i] = 0;
     }
     rl->reqs[i]++;
-    rl->toks[i] = sat_add(rl->toks[i], est_tokens);
+    rl->toks[i] = lm_sat_add(rl->toks[i], est_tokens);
     rl->inflight++;
     if (ticket) {
         ticket->sec = now_sec;
@@ -153,7 +146,7 @@ void lm_rl_finish(lm_rl_t *rl, lm_rl_ticket_t *ticket, int64_t actual_tokens)
         rl->inflight--;
     size_t i = slot_of(ticket->sec);
     if (rl->sec[i] == ticket->sec) { /* still the same bucket: correct it */
-        int64_t t = sat_add(rl->toks[i], sat_add(actual_tokens, -ticket->est_tokens));
+        int64_t t = lm_sat_add(rl->toks[i], lm_sat_add(actual_tokens, -ticket->est_tokens));
         rl->toks[i] = t < 0 ? 0 : t;
     }
     pthread_mutex_unlock(&rl->mu);

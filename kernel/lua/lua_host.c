@@ -23,6 +23,7 @@
  * (lua_pattern.c).
  */
 #include "lua/lua_host.h"
+#include "core/clock.h"
 
 #include "core/log.h"
 #include "longmen.h"
@@ -141,13 +142,6 @@ struct lm_lua_call_s {
 /* ------------------------------------------------------------------ */
 /* small helpers                                                       */
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void copy_str(char *dst, size_t cap, const char *src)
 {
     size_t n = src ? strlen(src) : 0;
@@ -226,7 +220,7 @@ static void vm_hook(lua_State *L, lua_Debug *ar)
     if (!vm->expired) {
         if (vm->steps > vm->budget)
             vm->expired = LIM_INSTR;
-        else if (now_ns() > vm->deadline_ns)
+        else if (lm_clock_ns() > vm->deadline_ns)
             vm->expired = LIM_TIME;
     }
     if (vm->expired)
@@ -243,7 +237,7 @@ void lm_lua_charge(lua_State *L, uint64_t steps)
     if (!vm->expired) {
         if (vm->pat_steps > vm->pat_budget)
             vm->expired = LIM_STEPS;
-        else if (now_ns() > vm->deadline_ns)
+        else if (lm_clock_ns() > vm->deadline_ns)
             vm->expired = LIM_TIME;
     }
     if (vm->expired)
@@ -287,7 +281,7 @@ static void lim_start(lm_lua_vm_t *vm, size_t script, int stage)
     vm->pat_steps = 0;
     vm->pat_budget = bud * 10;
     vm->deadline_ms = ms;
-    vm->deadline_ns = now_ns() + (int64_t)ms * 1000000;
+    vm->deadline_ns = lm_clock_ns() + (int64_t)ms * 1000000;
     vm->reject_status = 0;
     vm->retry = 0;
     vm->retry_model[0] = 0;
@@ -1902,7 +1896,7 @@ static void make_errid(char *dst, size_t cap)
     char s[24];
 
     if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
-        uint64_t x = (uint64_t)now_ns() ^ (uint64_t)(uintptr_t)dst;
+        uint64_t x = (uint64_t)lm_clock_ns() ^ (uint64_t)(uintptr_t)dst;
         memcpy(rnd, &x, sizeof(rnd));
     }
     memcpy(s, "lua-", 4);

@@ -6,6 +6,7 @@
  * if none can go the write fails (scripts see nil, "full").
  * Thread: any. Owned by the lead (lm_lua_shared_new / _free).
  */
+#include "core/clock.h"
 #include "lua/lua_int.h"
 
 #include <pthread.h>
@@ -28,13 +29,6 @@ struct lm_lua_shared_s {
     size_t nb; /* buckets, a power of two */
     sh_ent_t **b;
 };
-
-static int64_t sh_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static size_t sh_hash(const char *k, size_t n)
 {
@@ -147,7 +141,7 @@ static sh_ent_t *sh_get_or_add(lm_lua_shared_t *sh, const char *k, size_t klen, 
 
 int lm_lua_shared_get(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t *val)
 {
-    int64_t now = sh_now_ms();
+    int64_t now = lm_clock_ms();
     sh_ent_t **pp;
     int rc = -1;
 
@@ -164,7 +158,7 @@ int lm_lua_shared_get(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t *
 int lm_lua_shared_incr(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t delta,
                        int64_t ttl_ms, int64_t *val)
 {
-    int64_t now = sh_now_ms();
+    int64_t now = lm_clock_ms();
     sh_ent_t *e;
 
     pthread_mutex_lock(&sh->mu);
@@ -185,7 +179,7 @@ int lm_lua_shared_incr(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t 
 
 int lm_lua_shared_set(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t val, int64_t ttl_ms)
 {
-    int64_t now = sh_now_ms();
+    int64_t now = lm_clock_ms();
     sh_ent_t *e;
 
     pthread_mutex_lock(&sh->mu);
@@ -200,7 +194,7 @@ int lm_lua_shared_set(lm_lua_shared_t *sh, const char *k, size_t klen, int64_t v
 
 void lm_lua_shared_del(lm_lua_shared_t *sh, const char *k, size_t klen)
 {
-    int64_t now = sh_now_ms();
+    int64_t now = lm_clock_ms();
     sh_ent_t **pp;
 
     pthread_mutex_lock(&sh->mu);

@@ -1,4 +1,5 @@
 #include "plugin/host.h"
+#include "core/clock.h"
 
 #include "core/log.h"
 #include "plugin/plugin.h"
@@ -414,9 +415,7 @@ static int h_cfg_bool(void *ictx, const char *key, int *out)
 
 static uint64_t h_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return (uint64_t)lm_clock_ms();
 }
 
 static int64_t h_unix_time(void)

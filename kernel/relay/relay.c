@@ -1,4 +1,5 @@
 #include "relay/relay.h"
+#include "core/clock.h"
 
 #include "core/errors.h"
 #include "core/log.h"
@@ -94,13 +95,6 @@ static void record_failed_attempt(lm_relay_t *r, int status);
 static int start_attempt(lm_relay_t *r);
 static int build_attempt(lm_relay_t *r);
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* ---- lifecycle ---- */
 
 /* One access-log line per request: who asked for what, which channel and
@@ -133,7 +127,7 @@ static void access_log(lm_relay_t *r)
            vt && vt->version ? vt->version : "-", (unsigned long long)r->rt->gen, r->client_status,
            r->stream_error ? " stream_error" : "",
            r->fini_seen && !r->finished ? " client_gone" : "",
-           (unsigned long long)(mono_ms() - r->t_start_ms), (long long)u->prompt,
+           (unsigned long long)((uint64_t)lm_clock_ms() - r->t_start_ms), (long long)u->prompt,
            (long long)u->completion, (long long)charge);
 }
 
@@ -159,7 +153,8 @@ static void record_metrics(lm_relay_t *r)
     if (r->charge > 0)
         lm_metrics_inc(m->cost, mc, (uint64_t)r->charge);
     if (r->route) {
-        lm_metrics_obs(m->request_secs, mc, (double)(mono_ms() - r->t_start_ms) / 1000.0);
+        lm_metrics_obs(m->request_secs, mc,
+                       (double)((uint64_t)lm_clock_ms() - r->t_start_ms) / 1000.0);
         if (r->ttft_ms > 0)
             lm_metrics_obs(m->ttft_secs, mc, (double)r->ttft_ms / 1000.0);
     }
@@ -261,7 +256,7 @@ static lm_relay_t *relay_new(lm_http_req_t *req, lm_worker_t *w, int op)
     r->op = op;
     r->usage = (lm_usage)LM_USAGE_UNKNOWN;
     r->up_retry_after = -1;
-    r->t_start_ms = mono_ms();
+    r->t_start_ms = (uint64_t)lm_clock_ms();
     r->reap = event_new(w->base, -1, 0, on_reap, r);
     if (r->reap == NULL) {
         free(r);
@@ -450,7 +445,7 @@ static int settle(lm_relay_t *r, int aborted, int wait)
                           .completion_tokens = u.completion,
                           .cached_tokens = u.cached > 0 ? u.cached : 0,
                           .reasoning_tokens = u.reasoning > 0 ? u.reasoning : 0,
-                          .latency_ms = (int64_t)(mono_ms() - r->t_start_ms),
+                          .latency_ms = (int64_t)((uint64_t)lm_clock_ms() - r->t_start_ms),
                           .ttft_ms = r->ttft_ms,
                           .status = r->status,
                           .client_aborted = aborted};
@@ -492,7 +487,8 @@ static int next_timeout_ms(const lm_relay_t *r)
     const lm_chan_conf_t *ch = r->route->inst->chan;
     int ms = ch->idle_timeout_ms;
     if (!r->call.stream && ch->request_timeout_ms > 0) {
-        int64_t left = (int64_t)r->attempt_start_ms + ch->request_timeout_ms - (int64_t)mono_ms();
+        int64_t left = (int64_t)r->attempt_start_ms + ch->request_timeout_ms -
+                       (int64_t)(uint64_t)lm_clock_ms();
         if (left < ms)
             ms = left > 1 ? (int)left : 1;
     }
@@ -517,7 +513,7 @@ static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
 {
     if (!r->headers_sent) {
         r->headers_sent = 1;
-        r->ttft_ms = (int64_t)(mono_ms() - r->t_start_ms);
+        r->ttft_ms = (int64_t)((uint64_t)lm_clock_ms() - r->t_start_ms);
         route_header(r);
         lm_http_stream_start(r->req, r->id);
     } else if (lm_http_out_pending(r->req) > r->rt->conf->stream_high_water) {
@@ -545,7 +541,7 @@ size_t lm_relay_on_data(lm_relay_t *r, int status, int whole_json, const char *p
         return n; /* trailing bytes after the end marker */
     r->status = status;
     if (r->attempt_ttft_ms < 0)
-        r->attempt_ttft_ms = (int64_t)(mono_ms() - r->attempt_start_ms);
+        r->attempt_ttft_ms = (int64_t)((uint64_t)lm_clock_ms() - r->attempt_start_ms);
     arm_timer(r, next_timeout_ms(r));
     /* An SSE body never starts with '{': that is one JSON object (an error
      * in a 200, as Baidu v1 sends), however it is labelled. */
@@ -579,7 +575,7 @@ static void honour_retry_after(lm_relay_t *r)
     if (r->up_retry_after < 0 || (r->status != 429 && r->status != 503) || r->route->stats == NULL)
         return;
     int64_t s = r->up_retry_after < LM_RETRY_AFTER_MAX_S ? r->up_retry_after : LM_RETRY_AFTER_MAX_S;
-    lm_route_hold(r->route->stats, (int64_t)mono_ms() + s * 1000);
+    lm_route_hold(r->route->stats, (int64_t)(uint64_t)lm_clock_ms() + s * 1000);
     lm_log(LM_LOG_INFO, "channel %s model %s: upstream asked to retry after %llds; held",
            r->route->inst->chan->name, r->route->model, (long long)s);
 }
@@ -636,7 +632,7 @@ static void route_end(lm_relay_t *r, int outcome)
     if (!r->route_begun || r->route == NULL || r->route->stats == NULL)
         return;
     r->route_begun = 0;
-    uint64_t now = mono_ms();
+    uint64_t now = (uint64_t)lm_clock_ms();
     lm_route_event_t ev = lm_route_end(r->route->stats, (int64_t)now, outcome,
                                        (int64_t)(now - r->attempt_start_ms), r->attempt_ttft_ms);
     if (ev != LM_ROUTE_EV_NONE)
@@ -674,7 +670,7 @@ static void record_failed_attempt(lm_relay_t *r, int status)
                           .channel = r->route->inst->chan->name,
                           .model_asked = r->client_model,
                           .model_served = r->upstream_model,
-                          .latency_ms = (int64_t)(mono_ms() - r->attempt_start_ms),
+                          .latency_ms = (int64_t)((uint64_t)lm_clock_ms() - r->attempt_start_ms),
                           .ttft_ms = -1,
                           .status = r->status ? r->status : status,
                           .client_aborted = r->req == NULL};
@@ -1001,7 +997,7 @@ static int build_attempt(lm_relay_t *r)
     if (r->ureq.url.len == 0)
         return reply_err(r, 500, "api_error", "plugin_error", "plugin built no upstream URL");
     char why[256];
-    if (route->stats && lm_route_begin(route->stats, (int64_t)mono_ms()) < 0) {
+    if (route->stats && lm_route_begin(route->stats, (int64_t)(uint64_t)lm_clock_ms()) < 0) {
         /* the channel is at its in-flight cap: the next candidate, or 503 now (FT-8) */
         if (r->cand + 1 < r->ncands) {
             r->cand++;
@@ -1012,7 +1008,7 @@ static int build_attempt(lm_relay_t *r)
                          "every channel for this model is at its concurrency limit");
     }
     r->route_begun = route->stats != NULL;
-    r->attempt_start_ms = mono_ms();
+    r->attempt_start_ms = (uint64_t)lm_clock_ms();
     r->attempt_ttft_ms = -1;
     r->up = lm_upstream_start(r->w->up, &r->ureq, route->inst->chan->connect_timeout_ms, 0,
                               &relay_sink, r, why, sizeof(why));
@@ -1047,10 +1043,11 @@ static void order_candidates(lm_relay_t *r, const char *model)
                                  r->cands[i].stats};
     }
     if (r->w->rng == 0)
-        r->w->rng = (mono_ms() << 8) ^ (uint64_t)(r->w->index + 1) * 0x9e3779b97f4a7c15ull;
-    size_t n =
-        lm_route_select(c, r->ncands, lm_rt_strategy(r->rt, model), primary ? primary->group : NULL,
-                        lm_route_rand_xorshift, &r->w->rng, (int64_t)mono_ms(), order);
+        r->w->rng =
+            ((uint64_t)lm_clock_ms() << 8) ^ (uint64_t)(r->w->index + 1) * 0x9e3779b97f4a7c15ull;
+    size_t n = lm_route_select(c, r->ncands, lm_rt_strategy(r->rt, model),
+                               primary ? primary->group : NULL, lm_route_rand_xorshift, &r->w->rng,
+                               (int64_t)(uint64_t)lm_clock_ms(), order);
     memcpy(copy, r->cands, r->ncands * sizeof(copy[0]));
     for (size_t i = 0; i < n; i++)
         r->cands[i] = copy[order[i]];
@@ -1085,7 +1082,7 @@ static int admit(lm_relay_t *r, const char *model)
  * without sending the provider a request it will refuse. */
 static int all_held(lm_relay_t *r)
 {
-    int64_t now = (int64_t)mono_ms(), least = -1;
+    int64_t now = (int64_t)(uint64_t)lm_clock_ms(), least = -1;
     for (size_t i = 0; i < r->ncands; i++) {
         int64_t left = r->cands[i].stats ? lm_route_hold_left(r->cands[i].stats, now) : 0;
         if (left == 0)
@@ -1170,7 +1167,7 @@ static int handle(lm_relay_t *r, int method_ok)
                          "the gateway is at its in-flight request limit; retry shortly");
     }
     lm_authguard_t *guard = lm_server_authguard(r->w->srv);
-    int64_t wait = lm_authguard_blocked(guard, lm_http_peer(req), (int64_t)mono_ms());
+    int64_t wait = lm_authguard_blocked(guard, lm_http_peer(req), (int64_t)(uint64_t)lm_clock_ms());
     if (wait > 0) {
         char v[32];
         snprintf(v, sizeof(v), "%lld", (long long)wait);
@@ -1181,7 +1178,7 @@ static int handle(lm_relay_t *r, int method_ok)
     if (lm_gov_auth(&r->gov, r->rt->conf, lm_server_store(r->w->srv),
                     lm_http_header(req, "Authorization"), lm_http_peer(req), &e) < 0) {
         if (e.http_status == 401)
-            lm_authguard_fail(guard, lm_http_peer(req), (int64_t)mono_ms());
+            lm_authguard_fail(guard, lm_http_peer(req), (int64_t)(uint64_t)lm_clock_ms());
         return reply_error(r, &e);
     }
     lm_str body = lm_http_body(req);

@@ -1,4 +1,5 @@
 #include "relay/relay_lua.h"
+#include "core/clock.h"
 
 #include "core/errors.h"
 #include "core/log.h"
@@ -144,7 +145,7 @@ static void candidate_figures(jw_t *w, const lm_route_t *c, const lm_conf_t *con
 /* Candidates as scripts see them, with their live figures. */
 static void candidates_text(jw_t *w, const lm_route_t *cands, size_t n, const lm_conf_t *conf)
 {
-    int64_t now = lm_billing_mono_ms();
+    int64_t now = lm_clock_ms();
     jw_lit(w, "[");
     for (size_t i = 0; i < n; i++) {
         const lm_chan_conf_t *ch = cands[i].inst->chan;

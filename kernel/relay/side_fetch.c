@@ -1,4 +1,5 @@
 #include "relay/side_fetch.h"
+#include "core/clock.h"
 
 #include "core/errors.h"
 #include "core/log.h"
@@ -38,7 +39,7 @@ static void unlink_fetch(lm_side_fetch_t *f)
 /* Store the outcome, wake every worker's waiters, free the fetch. */
 static void fetch_end(lm_side_fetch_t *f, int ok, char *value, int64_t ttl_s, const lm_err *e)
 {
-    lm_side_complete(f->inst->side, f->name, ok, value, ttl_s, e, lm_billing_mono_ms());
+    lm_side_complete(f->inst->side, f->name, ok, value, ttl_s, e, lm_clock_ms());
     if (!ok)
         lm_log(LM_LOG_WARN, "channel %s: side value %s: %s", f->inst->chan->name, f->name,
                e ? e->msg : "failed");
@@ -141,7 +142,7 @@ int lm_side_fetch_start(lm_worker_t *w, lm_rt_t *rt, lm_inst_t *inst, const char
     w->side_fetches = f;
     return 0;
 fail:
-    lm_side_complete(inst->side, name, 0, NULL, 0, e, lm_billing_mono_ms());
+    lm_side_complete(inst->side, name, 0, NULL, 0, e, lm_clock_ms());
     lm_server_side_wake(w->srv);
     if (f) {
         lm_ureq_free(&f->ureq);
@@ -160,7 +161,7 @@ void lm_side_fetch_cancel_all(lm_worker_t *w)
         if (f->up)
             lm_upstream_cancel(f->up);
         f->up = NULL;
-        lm_side_complete(f->inst->side, f->name, 0, NULL, 0, &e, lm_billing_mono_ms());
+        lm_side_complete(f->inst->side, f->name, 0, NULL, 0, &e, lm_clock_ms());
         unlink_fetch(f);
         lm_ureq_free(&f->ureq);
         lm_buf_free(&f->body);

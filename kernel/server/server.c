@@ -1,5 +1,6 @@
 /* server.c - the HTTP front: libevhtp's only home. */
 #include "server/server.h"
+#include "core/clock.h"
 
 #include "admin/admin.h"
 #include "conf/chanconf.h"
@@ -88,7 +89,7 @@ lm_metrics_std_t *lm_server_metrics(lm_server_t *s)
 char *lm_server_metrics_render(lm_server_t *s, size_t *len)
 {
     lm_rt_t *rt = lm_server_acquire_rt(s);
-    int64_t now = (int64_t)lm_billing_mono_ms();
+    int64_t now = (int64_t)lm_clock_ms();
     lm_metrics_put(s->mstd.generation, NULL, (int64_t)rt->gen);
     for (size_t i = 0; i < rt->ninsts; i++) {
         const lm_chan_conf_t *ch = rt->insts[i].chan;
@@ -455,7 +456,7 @@ static void conn_body(evhtp_request_t *req, int body_done)
 {
     conn_node_t *n = node_of(req);
     if (n)
-        n->body_read_ms = body_done ? 0 : lm_billing_mono_ms();
+        n->body_read_ms = body_done ? 0 : lm_clock_ms();
 }
 
 /* A request ended: a keep-alive connection waits for the next one. */
@@ -463,7 +464,7 @@ static void conn_idle(evhtp_request_t *req)
 {
     conn_node_t *n = node_of(req);
     if (n) {
-        n->waiting_since_ms = lm_billing_mono_ms();
+        n->waiting_since_ms = lm_clock_ms();
         n->body_read_ms = 0;
     }
 }
@@ -492,7 +493,7 @@ static void on_conn_sweep(evutil_socket_t fd, short what, void *arg)
     lm_worker_t *w = arg;
     (void)fd;
     (void)what;
-    int64_t now = lm_billing_mono_ms(), limit = w->srv->header_timeout_ms;
+    int64_t now = lm_clock_ms(), limit = w->srv->header_timeout_ms;
     conn_node_t *n = w->conns;
     while (n) {
         conn_node_t *next = n->next;
@@ -538,7 +539,7 @@ static evhtp_res on_accept(evhtp_connection_t *conn, void *arg)
     w->conns = n;
     evhtp_connection_set_hook(conn, evhtp_hook_on_connection_fini,
                               (evhtp_hook)(void (*)(void))on_conn_fini, n);
-    n->waiting_since_ms = lm_billing_mono_ms();
+    n->waiting_since_ms = lm_clock_ms();
     evhtp_connection_set_hook(conn, evhtp_hook_on_headers,
                               (evhtp_hook)(void (*)(void))on_conn_headers, NULL);
     evhtp_connection_set_hook(conn, evhtp_hook_on_request_fini,
@@ -931,7 +932,7 @@ static void on_reclaim(evutil_socket_t fd, short what, void *arg)
 {
     lm_server_t *s = arg;
     (void)fd, (void)what;
-    size_t n = lm_billing_reclaim(s->store, lm_billing_mono_ms());
+    size_t n = lm_billing_reclaim(s->store, lm_clock_ms());
     if (n)
         lm_log(LM_LOG_WARN, "billing: %zu expired quota holds released", n);
 }

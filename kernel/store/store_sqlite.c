@@ -9,6 +9,7 @@
  * validation) is backend-independent; the SQL lives in the statement
  * tables, the migrations and the apply_* functions.
  */
+#include "core/b64.h"
 #include "store/store.h"
 
 #include <arpa/inet.h>
@@ -1839,20 +1840,6 @@ int lm_store_usage_submit(lm_store_t *st, const lm_usage_row_t *row, const lm_st
 /* ------------------------------------------------------------------------ */
 /* admin writes                                                              */
 
-static void b64url(const unsigned char *in, size_t n, char *out)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i + 2 < n; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
-        out[o++] = tab[(v >> 18) & 63];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = tab[(v >> 6) & 63];
-        out[o++] = tab[v & 63];
-    }
-    out[o] = '\0';
-}
-
 int lm_store_key_create(lm_store_t *st, const lm_key_spec_t *spec, char *secret, int64_t *id,
                         char *err, size_t errlen)
 {
@@ -1876,7 +1863,7 @@ int lm_store_key_create(lm_store_t *st, const lm_key_spec_t *spec, char *secret,
     }
     char plain[LM_KEY_SECRET_SIZE];
     memcpy(plain, "sk-", 3);
-    b64url(rnd, sizeof(rnd), plain + 3); /* 32 chars */
+    lm_b64_encode(rnd, sizeof(rnd), plain + 3, 1); /* 32 chars */
     OPENSSL_cleanse(rnd, sizeof(rnd));
 
     op_t op;

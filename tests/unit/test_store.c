@@ -5,6 +5,7 @@
  * stored through the admin API (CRUD, hostile values, rendering into the
  * configuration parser, secrets masked, file modes). */
 #include "conf/chanconf.h"
+#include "core/clock.h"
 #include "gov/billing.h"
 #include "store/store.h"
 #include "t.h"
@@ -538,7 +539,7 @@ static void *qb1_thread(void *arg)
     if (k == NULL)
         return NULL;
     lm_reservation_t *r = NULL;
-    if (lm_billing_reserve(k, QB1_COST, lm_billing_mono_ms() + 60000, &r) == LM_BILLING_OK) {
+    if (lm_billing_reserve(k, QB1_COST, lm_clock_ms() + 60000, &r) == LM_BILLING_OK) {
         atomic_fetch_add(q->admitted, 1);
         char rid[64];
         snprintf(rid, sizeof(rid), "qb1-%d-%d", q->rep, q->idx);
@@ -653,7 +654,7 @@ static void *mix_thread(void *arg)
         }
         int64_t worst = 1000 + rand_r(&seed) % 50000;
         lm_reservation_t *r = NULL;
-        int64_t now = lm_billing_mono_ms();
+        int64_t now = lm_clock_ms();
         int kind = rand_r(&seed) % 6;
         /* kind 5: a reservation that expires before it settles */
         int64_t deadline = kind == 5 ? now - 1 : now + 60000;
@@ -772,7 +773,7 @@ static void test_mix(void)
         pthread_join(th[i], NULL);
     atomic_store(&stop, 1);
     pthread_join(adm, NULL);
-    size_t reclaimed = lm_billing_reclaim(st, lm_billing_mono_ms() + 3600000);
+    size_t reclaimed = lm_billing_reclaim(st, lm_clock_ms() + 3600000);
     lm_store_flush(st);
 
     T_CHECK(atomic_load(&bad) == 0 && atomic_load(&submit_bad) == 0 && a.bad == 0,
