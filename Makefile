@@ -18,14 +18,17 @@ PLUGIN_DIR ?= plugins
 DEBS := build-essential pkg-config libevhtp-dev libevent-dev libcurl4-openssl-dev \
         libjansson-dev liblua5.4-dev libssl-dev libsqlite3-dev python3 curl clang-format
 
-KIT_SRCS    := core/buf core/clock core/b64 core/bearer core/money core/mask plugin/frame plugin/host plugin/plugin conf/conf conf/chanconf core/log core/errors \
-               proto/stream proto/response proto/reqcheck gov/auth store/store_sqlite gov/billing \
-               gov/ratelimit lua/lua_host lua/lua_pattern lua/lua_codec lua/lua_shared gov/gov \
-               route/route route/metrics plugin/side
-SERVER_SRCS := server/main server/server relay/relay relay/relay_lua relay/upstream relay/rt \
-               admin/admin plugin/crash gov/authguard relay/side_fetch
+# Every kernel/<layer>/*.c is part of the gateway; folders are listed in
+# kernel/LAYERS. libkernel.a is everything but main() and the plugin test kit
+# (unit tests and fuzz targets link it); liblmtest.a is the kit alone.
+KERNEL_SRCS := $(filter-out kernel/kit/%,$(wildcard kernel/*/*.c))
+KERNEL_OBJS := $(KERNEL_SRCS:%.c=$(O)/%.o)
+LIB_OBJS    := $(filter-out $(O)/kernel/server/main.o,$(KERNEL_OBJS))
+KIT_SRCS    := core/buf core/clock core/b64 core/bearer core/money core/mask plugin/frame plugin/host \
+               plugin/plugin conf/conf core/log core/errors proto/stream proto/response proto/reqcheck \
+               gov/auth store/store_sqlite gov/billing gov/ratelimit lua/lua_host lua/lua_pattern \
+               lua/lua_codec lua/lua_shared gov/gov route/route route/metrics plugin/side
 KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o)
-SERVER_OBJS := $(SERVER_SRCS:%=$(O)/kernel/%.o)
 
 PLUGINS      := $(patsubst plugins/%/,%,$(sort $(dir $(wildcard plugins/*/*.c))))
 PLUGIN_SOS   := $(PLUGINS:%=$(PLUGIN_DIR)/%.so)
@@ -58,8 +61,11 @@ $(O)/kernel/kit/lmtest.o: kernel/kit/lmtest.c sdk/lmtest.h $(KERNEL_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(KERNEL_INC) $(PKG_CFLAGS) -c -o $@ $<
 
-$(O)/longmen: $(SERVER_OBJS) $(KIT_OBJS)
+$(O)/longmen: $(KERNEL_OBJS)
 	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(PKG_LIBS)
+
+$(O)/libkernel.a: $(LIB_OBJS)
+	rm -f $@ && ar rcs $@ $^
 
 $(O)/liblmtest.a: $(KIT_OBJS) $(O)/kernel/kit/lmtest.o
 	rm -f $@ && ar rcs $@ $^
@@ -79,14 +85,14 @@ $(O)/test-plugins/%.so: tests/plugins/%.c sdk/longmen.h
 	@mkdir -p $(dir $@)
 	$(CC) $(PLUGIN_CFLAGS) $(PLUGIN_LDFLAGS) -o $@ $< -ljansson
 
-$(O)/tests/%: tests/unit/%.c $(O)/liblmtest.a tests/unit/t.h
+$(O)/tests/%: tests/unit/%.c $(O)/liblmtest.a $(O)/libkernel.a tests/unit/t.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -I sdk -I kernel $(PKG_CFLAGS) -o $@ $< $(O)/liblmtest.a $(PKG_LIBS)
+	$(CC) $(CFLAGS) -I sdk -I kernel $(PKG_CFLAGS) -o $@ $< $(O)/liblmtest.a $(O)/libkernel.a $(PKG_LIBS)
 
 # Fuzz targets also run in the suite: corpus replay plus deterministic mutations.
-$(O)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(O)/liblmtest.a
+$(O)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(O)/liblmtest.a $(O)/libkernel.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -I sdk -I kernel $(PKG_CFLAGS) -o $@ $< tests/fuzz/replay.c $(O)/liblmtest.a $(PKG_LIBS)
+	$(CC) $(CFLAGS) -I sdk -I kernel $(PKG_CFLAGS) -o $@ $< tests/fuzz/replay.c $(O)/liblmtest.a $(O)/libkernel.a $(PKG_LIBS)
 
 unit: $(UNIT_BINS) plugins $(TEST_PLUGINS)
 	@O=$(O) tests/run.sh unit
