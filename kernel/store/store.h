@@ -26,7 +26,7 @@
  */
 #ifndef LM_STORE_H
 #define LM_STORE_H
-#include "gov/ratelimit.h"
+#include "core/ratelimit.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

@@ -1,7 +1,7 @@
 /* Money arithmetic at the INT64 extremes, cost and rounding, money parsing,
  * and the sliding-window rate limiter with an injected clock. */
+#include "core/ratelimit.h"
 #include "gov/billing.h"
-#include "gov/ratelimit.h"
 #include "t.h"
 
 #include <pthread.h>

@@ -1,5 +1,5 @@
 /* ratelimit.c - sliding 60 x 1 s window per limiter; see ratelimit.h. */
-#include "gov/ratelimit.h"
+#include "core/ratelimit.h"
 #include "core/money.h"
 
 #include <string.h>
