@@ -1,5 +1,4 @@
 #include "conf/conf.h"
-#include "core/mask.h"
 
 #include "core/log.h"
 #include "core/money.h"
@@ -804,25 +803,6 @@ int lm_conf_load(const char *path, lm_conf_t **out, char *err, size_t errlen)
     int rc = lm_conf_parse(path, text ? text : "", len, out, err, errlen);
     free(text);
     return rc;
-}
-
-void lm_conf_scrub(const lm_chan_conf_t *ch, char *text)
-{
-    for (size_t i = 0; ch && i < ch->nkv; i++) {
-        if (!ch->kv[i].secret)
-            continue;
-        for (size_t k = 0; k <= ch->kv[i].nalts; k++) {
-            lm_mask_secret(text, k == 0 ? ch->kv[i].val : ch->kv[i].alts[k - 1]);
-        }
-    }
-}
-
-const lm_kv_t *lm_conf_chan_kv(const lm_chan_conf_t *ch, const char *key)
-{
-    for (size_t i = 0; i < ch->nkv; i++)
-        if (!strcmp(ch->kv[i].key, key))
-            return &ch->kv[i];
-    return NULL;
 }
 
 void lm_conf_free(lm_conf_t *c)
