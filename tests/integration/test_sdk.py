@@ -26,8 +26,8 @@ def test_template_builds_tests_and_serves():
        % (" ".join(FLAGS), san, d, name, d, name))
     exported = sh("nm -D --defined-only %s/%s.so | awk '{print $3}' | grep -v '^_'" % (d, name)).split()
     check(exported == ["longmen_plugin_entry"], "exports: %s" % exported)
-    sh("cc %s %s -I sdk -I tests/unit -o %s/test %s/test.c %s/liblmtest.a "
-       "$(pkg-config --libs jansson libcrypto sqlite3 lua5.4) -ldl -lpthread -lm"
+    # the link line of sdk/README.md: the kit, Jansson and libc, nothing more
+    sh("cc %s %s -I sdk -I tests/unit -o %s/test %s/test.c %s/liblmtest.a -ljansson"
        % (" ".join(FLAGS), san, d, d, BUILD))
     out = sh("PLUGIN_DIR=%s %s/test" % (d, d))
     check("PASS tmplcheck_request" in out and "FAIL" not in out, out)
