@@ -155,9 +155,21 @@ def test_drain_timeout_bounds_shutdown():
     t = time.time()
     gw.proc.send_signal(15)
     gw.proc.wait(10)
+    s.settimeout(5)
+    rest = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            rest += d
+    except (socket.timeout, ConnectionResetError):
+        pass
     s.close()
     took = time.time() - t
-    check(took < 3, "stopped %.2fs after SIGTERM with a 200 ms drain" % took)
+    # the stream needs 1.5 s to reach w9: a drain that waited for it would deliver w9
+    check(b"w9 " not in rest, "the 200 ms drain cut the slow stream: %r" % rest[-200:])
+    check(took < 9, "stopped %.2fs after SIGTERM with a 200 ms drain" % took)
     gw.stop()
 
 

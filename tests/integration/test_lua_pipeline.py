@@ -150,7 +150,8 @@ def test_reject_error_and_limits():
         check(errid in gw.logtext() and "boom" in gw.logtext(), "error id in the log")
         t = time.time()
         st, js, raw, _ = gw.chat(body("spin"))
-        check(st == 500 and time.time() - t < 1.0, "infinite loop stopped within the budget: %s" % raw)
+        check(st == 500 and js["error"]["code"] == "script_error" and time.time() - t < 10.0,
+              "infinite loop stopped within the budget: %s" % raw)
         check(len(mock.requests) == n, "nothing reached the upstream")
         st, js, raw, _ = gw.chat(body("hi"))
         check(st == 200, "the worker still serves after the limit hit")
