@@ -2,7 +2,7 @@
 #   make run        install missing Debian packages, build, start on 127.0.0.1:8080
 #   make test       install, build, run every test (ends with "N passed, N failed")
 #   make test-asan  the same suite under ASan+UBSan
-# Output goes to $(O) (default build/); plugins to plugins/<name>.so.
+# Everything built goes under $(O) (default build/): plugins to $(O)/plugins/<name>.so.
 
 O        ?= build
 CC       ?= cc
@@ -13,7 +13,7 @@ LDFLAGS  += $(SAN)
 PKGS     := evhtp libcurl jansson libevent_pthreads libcrypto sqlite3 lua5.4
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -levent -lpthread -ldl
-PLUGIN_DIR ?= plugins
+PLUGIN_DIR ?= $(O)/plugins
 
 DEBS := build-essential pkg-config libevhtp-dev libevent-dev libcurl4-openssl-dev \
         libjansson-dev liblua5.4-dev libssl-dev libsqlite3-dev python3 curl clang-format
@@ -69,7 +69,7 @@ $(O)/libkernel.a: $(LIB_OBJS)
 $(O)/liblmtest.a: $(KIT_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
-# One folder per plugin: plugins/<name>/*.c -> plugins/<name>.so
+# One folder per plugin: plugins/<name>/*.c -> $(PLUGIN_DIR)/<name>.so
 .SECONDEXPANSION:
 $(PLUGIN_DIR)/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) sdk/longmen.h
 	@mkdir -p $(dir $@)
@@ -153,4 +153,4 @@ format-check:
 	clang-format --dry-run --Werror $(FORMAT_FILES)
 
 clean:
-	rm -rf build build-asan build-fuzz $(PLUGIN_SOS)
+	rm -rf build build-asan build-fuzz

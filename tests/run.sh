@@ -5,7 +5,7 @@
 set -u
 mode=${1:-all}
 O=${O:-build}
-export O PLUGIN_DIR=${PLUGIN_DIR:-plugins}
+export O PLUGIN_DIR=${PLUGIN_DIR:-$O/plugins}
 cd "$(dirname "$0")/.." || exit 2
 passed=0
 failed=0

@@ -1,3 +1,6 @@
+/* conf.c - parses plugins.conf (or the built-in default) into an immutable
+ * lm_conf_t snapshot (conf.h). Control thread (start, reload, longmen -t);
+ * the caller owns the snapshot and frees it with lm_conf_free. */
 #include "conf/conf.h"
 
 #include "core/log.h"
@@ -659,7 +662,7 @@ static lm_conf_t *conf_new(const char *path)
     c->admin_host = strdup("127.0.0.1");
     c->admin_port = 8081;
     c->max_body = 8ULL * 1024 * 1024;
-    c->plugin_dir = strdup("plugins");
+    c->plugin_dir = strdup("build/plugins"); /* where make puts them */
     c->drain_timeout_ms = 30000;
     c->client_header_timeout_ms = 30000;
     c->client_body_timeout_ms = 60000;

@@ -8,7 +8,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 cat <<CONF
 listen 127.0.0.1:${BENCH_PORT:-18083}
 workers ${BENCH_WORKERS:-auto}
-plugin_dir ${BENCH_PLUGIN_DIR:-plugins}
+plugin_dir ${BENCH_PLUGIN_DIR:-build/plugins}
 log_level warn
 key bench-preflight sk-bench
 key bench-wrk sk-bench-0000000000000000000000000000000000000000

@@ -33,7 +33,7 @@ gateway_env() {
     local conf="$OUT/lm-bench-$1.conf" lua=none
     [ "$1" = lua ] && lua=$BENCH_LUA
     export GATEWAY_CMD="$ROOT/build/longmen -c $conf"
-    export GATEWAY_SETUP="BENCH_LUA=$lua BENCH_PLUGIN_DIR=$ROOT/plugins $ROOT/tests/bench/conf.sh > $conf"
+    export GATEWAY_SETUP="BENCH_LUA=$lua BENCH_PLUGIN_DIR=$ROOT/build/plugins $ROOT/tests/bench/conf.sh > $conf"
 }
 
 if [ "$BENCH_PEERS" != 0 ]; then

@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *dir = getenv("PLUGIN_DIR");
         char path[512];
         const char *cfg[] = {"base_url", "http://127.0.0.1:9/v1", NULL};
-        snprintf(path, sizeof(path), "%s/openai.so", dir ? dir : "plugins");
+        snprintf(path, sizeof(path), "%s/openai.so", dir ? dir : "build/plugins");
         plugin = lmt_load(path, cfg, err, sizeof(err));
         if (plugin == NULL)
             abort();

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, os.environ.get("O", "build"))
-PLUGIN_DIR = os.path.join(ROOT, os.environ.get("PLUGIN_DIR", "plugins"))
+PLUGIN_DIR = os.path.join(ROOT, os.environ.get("PLUGIN_DIR", os.path.join(BUILD, "plugins")))
 TEST_PLUGIN_DIR = os.path.join(BUILD, "test-plugins")
 KEY = "sk-test-client-key-0001"
 

@@ -10,7 +10,7 @@ import tempfile
 import threading
 import time
 
-from lib import BUILD, KEY, TEST_PLUGIN_DIR, Gateway, Mock, check, chunk, content_of, json_reply, run
+from lib import BUILD, KEY, PLUGIN_DIR, TEST_PLUGIN_DIR, Gateway, Mock, check, chunk, content_of, json_reply, run
 
 mock = Mock()
 
@@ -160,9 +160,7 @@ def test_add_and_remove_channel_by_reload():
     try:
         body = {"model": "mock-x", "messages": [{"role": "user", "content": "hi"}]}
         check(gw.chat(body)[0] == 404, "not served yet")
-        shutil.copy(os.path.join(os.path.dirname(TEST_PLUGIN_DIR), "..", "plugins", "mock.so")
-                    if False else os.path.join(os.environ.get("PLUGIN_DIR", "plugins"), "mock.so"),
-                    os.path.join(d, "mock.so"))
+        shutil.copy(os.path.join(PLUGIN_DIR, "mock.so"), os.path.join(d, "mock.so"))
         with open(gw.conf, "a") as f:
             f.write("channel m {\n plugin mock\n models mock-x\n}\n")
         gw.proc.send_signal(1)

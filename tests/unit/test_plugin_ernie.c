@@ -10,12 +10,12 @@
 #include <math.h>
 #include <stdlib.h>
 
-/* plugins/ernie.so, or $PLUGIN_DIR/ernie.so (tests/run.sh sets it). */
+/* build/plugins/ernie.so, or $PLUGIN_DIR/ernie.so (tests/run.sh sets it). */
 static const char *so_path(void)
 {
     static char path[512];
     const char *dir = getenv("PLUGIN_DIR");
-    snprintf(path, sizeof(path), "%s/ernie.so", dir && *dir ? dir : "plugins");
+    snprintf(path, sizeof(path), "%s/ernie.so", dir && *dir ? dir : "build/plugins");
     return path;
 }
 #define SO   so_path()

@@ -8,12 +8,12 @@
 #include <math.h>
 #include <stdlib.h>
 
-/* plugins/ernie2.so, or $PLUGIN_DIR/ernie2.so (tests/run.sh sets it). */
+/* build/plugins/ernie2.so, or $PLUGIN_DIR/ernie2.so (tests/run.sh sets it). */
 static const char *so_path(void)
 {
     static char path[512];
     const char *dir = getenv("PLUGIN_DIR");
-    snprintf(path, sizeof(path), "%s/ernie2.so", dir && *dir ? dir : "plugins");
+    snprintf(path, sizeof(path), "%s/ernie2.so", dir && *dir ? dir : "build/plugins");
     return path;
 }
 #define SO so_path()

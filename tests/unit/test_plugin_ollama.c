@@ -21,12 +21,12 @@ static const char *Q(const char *s)
     return d;
 }
 
-/* plugins/ollama.so, or $PLUGIN_DIR/ollama.so (tests/run.sh sets it). */
+/* build/plugins/ollama.so, or $PLUGIN_DIR/ollama.so (tests/run.sh sets it). */
 static const char *so_path(void)
 {
     static char path[512];
     const char *dir = getenv("PLUGIN_DIR");
-    snprintf(path, sizeof(path), "%s/ollama.so", dir && *dir ? dir : "plugins");
+    snprintf(path, sizeof(path), "%s/ollama.so", dir && *dir ? dir : "build/plugins");
     return path;
 }
 

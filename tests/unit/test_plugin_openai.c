@@ -29,10 +29,19 @@ static const char *STREAM =
     "\n\n"
     "data: [DONE]\n\n";
 
+/* build/plugins/openai.so, or $PLUGIN_DIR/openai.so (tests/run.sh sets it). */
+static const char *so_path(void)
+{
+    static char path[512];
+    const char *dir = getenv("PLUGIN_DIR");
+    snprintf(path, sizeof(path), "%s/openai.so", dir && *dir ? dir : "build/plugins");
+    return path;
+}
+
 static lmt_plugin *load(const char *const *cfg)
 {
     char err[512];
-    lmt_plugin *p = lmt_load("plugins/openai.so", cfg, err, sizeof(err));
+    lmt_plugin *p = lmt_load(so_path(), cfg, err, sizeof(err));
     if (p == NULL)
         printf("load failed: %s\n", err);
     return p;
@@ -180,10 +189,10 @@ static void test_bad_config(void)
     char err[512];
     const char *cfg[] = {"preset", "nope", NULL};
     T_BEGIN("openai_bad_config");
-    lmt_plugin *p = lmt_load("plugins/openai.so", cfg, err, sizeof(err));
+    lmt_plugin *p = lmt_load(so_path(), cfg, err, sizeof(err));
     T_CHECK(p == NULL && strstr(err, "unknown preset"), "err: %s", err);
     const char *cfg2[] = {"base_url", "http://x", "colour", "blue", NULL};
-    p = lmt_load("plugins/openai.so", cfg2, err, sizeof(err));
+    p = lmt_load(so_path(), cfg2, err, sizeof(err));
     T_CHECK(p == NULL && strstr(err, "unknown setting \"colour\""), "err: %s", err);
     T_END();
 }

@@ -7,12 +7,12 @@
 #include <math.h>
 #include <stdlib.h>
 
-/* plugins/qwen.so, or $PLUGIN_DIR/qwen.so (tests/run.sh sets it). */
+/* build/plugins/qwen.so, or $PLUGIN_DIR/qwen.so (tests/run.sh sets it). */
 static const char *so_path(void)
 {
     static char path[512];
     const char *dir = getenv("PLUGIN_DIR");
-    snprintf(path, sizeof(path), "%s/qwen.so", dir && *dir ? dir : "plugins");
+    snprintf(path, sizeof(path), "%s/qwen.so", dir && *dir ? dir : "build/plugins");
     return path;
 }
 #define SO so_path()
