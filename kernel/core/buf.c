@@ -1,3 +1,5 @@
+/* buf.c - growable byte buffer (buf.h). Any thread, one owner at a time;
+ * the owner frees the bytes with lm_buf_free. */
 #include "core/buf.h"
 
 #include <stdlib.h>

@@ -1,3 +1,6 @@
+/* errors.c - the OpenAI error body, the status -> type table and the default
+ * upstream error map (errors.h). Pure; any thread; lm_error_body returns
+ * text the caller frees. */
 #include "core/errors.h"
 
 #include <stdio.h>

@@ -1,3 +1,6 @@
+/* log.c - the process log on stderr (log.h): one write(2) per line so
+ * threads never interleave. Any thread; the level is set on the control
+ * thread at start and reload. */
 #include "core/log.h"
 
 #include "longmen.h"

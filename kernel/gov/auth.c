@@ -1,3 +1,6 @@
+/* auth.c - configuration keys: SHA-256 of the presented bearer token,
+ * compared in constant time with every configured hash (auth.h). Pure,
+ * any thread; returns a key borrowed from the configuration. */
 #include "gov/auth.h"
 #include "core/bearer.h"
 

@@ -1,3 +1,5 @@
+/* authguard.c - brute-force guard: a fixed table of failing addresses
+ * under one mutex (authguard.h). Any thread; owns nothing it returns. */
 #include "gov/authguard.h"
 
 #include <netinet/in.h>

@@ -1,5 +1,5 @@
-/* billing.c - saturating money arithmetic, cost, reservations; see billing.h.
- */
+/* billing.c - prices and cost, and the reservation / settlement of a key's
+ * balance (billing.h). Any thread: each account has its own mutex. */
 #include "gov/billing.h"
 
 #include <stdio.h>

@@ -1,3 +1,6 @@
+/* gov.c - governance of one request: authentication (config or virtual
+ * key), admission (models, CIDRs, limits, quota hold) and settlement into
+ * the ledger (gov.h). Thread: the request's worker; never blocks. */
 #include "gov/gov.h"
 #include "core/bearer.h"
 #include "core/clock.h"

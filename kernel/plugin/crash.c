@@ -1,3 +1,6 @@
+/* crash.c - the in-process plugin crash policy (crash.h): fatal-signal
+ * handler, crash journal, the supervisor process. Main thread at start;
+ * the handler runs on whichever thread faulted and only write()s. */
 #include "plugin/crash.h"
 
 #include "plugin/plugin.h"

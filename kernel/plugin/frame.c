@@ -1,3 +1,6 @@
+/* frame.c - incremental SSE / NDJSON splitter (frame.h). Thread: the
+ * request's worker; events passed to the callback are borrowed for the
+ * call; the splitter owns its remainder buffer (lm_frame_free). */
 #include "plugin/frame.h"
 
 #include <string.h>

@@ -1,3 +1,6 @@
+/* host.c - the host table plugins call (ABI 1.0/1.1), the upstream request
+ * builder and the stream sink (host.h). Thread: the request's worker (log
+ * and allocation from any); lm_ureq_t / lm_emit_t are owned by the caller. */
 #include "plugin/host.h"
 #include "core/clock.h"
 

@@ -1,3 +1,6 @@
+/* plugin.c - dlopen of a private (memfd) copy of a plugin, ABI checks and
+ * channel instances (plugin.h). Control thread, except the atomic
+ * ref/unref; a loaded plugin is freed when its last reference drops. */
 #include "plugin/plugin.h"
 
 #include "core/log.h"

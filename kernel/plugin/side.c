@@ -1,3 +1,6 @@
+/* side.c - the per-channel cache of side values (side.h): pure bookkeeping
+ * under one mutex, any thread; values handed out are copies the caller
+ * owns. The fetch itself is the relay's (relay/side_fetch.c). */
 #include "plugin/side.h"
 
 #include <pthread.h>

@@ -1,3 +1,6 @@
+/* reqcheck.c - client request bodies: depth pre-scan, strict parse and
+ * OpenAI field validation (reqcheck.h). Pure, any thread; the parsed body
+ * is a new Jansson reference the caller releases. */
 #include "proto/reqcheck.h"
 
 #include <math.h>

@@ -1,3 +1,6 @@
+/* response.c - a whole (non-streamed) upstream answer through the plugin's
+ * parse_response or map_error (response.h). Thread: the request's worker;
+ * the client body it returns is the caller's to free(). */
 #include "proto/response.h"
 
 #include "core/errors.h"

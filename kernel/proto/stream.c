@@ -1,3 +1,6 @@
+/* stream.c - one streamed answer: frame splitter -> plugin parse_event ->
+ * emit sink (stream.h). Thread: the request's worker; the caller owns the
+ * lm_stream_t and frees it with lm_stream_free. */
 #include "proto/stream.h"
 
 #include "core/errors.h"
