@@ -5,6 +5,7 @@
  * stored channels together with the file.
  */
 #include "conf/chanconf.h"
+#include "core/buf.h"
 #include "core/mask.h"
 
 #include "core/log.h"
@@ -583,98 +584,53 @@ json_t *lm_chan_conf_to_json(const lm_chan_conf_t *ch)
 /* ------------------------------------------------------------------------ */
 /* rendering                                                                 */
 
-typedef struct sbuf_s {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf_t;
-
-static void sb_put(sbuf_t *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = (b->cap ? b->cap : 512);
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *np = malloc(cap);
-        if (np == NULL) {
-            b->oom = 1;
-            return;
-        }
-        if (b->p) {
-            memcpy(np, b->p, b->n);
-            OPENSSL_cleanse(b->p, b->cap); /* it may hold a secret already */
-            free(b->p);
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void sb_str(sbuf_t *b, const char *s)
-{
-    sb_put(b, s, strlen(s));
-}
-
 /* " \"value\"" with backslash and quote escaped (conf.c split_words). */
-static void sb_quoted(sbuf_t *b, const char *v)
+static void sb_quoted(lm_buf_t *b, const char *v)
 {
-    sb_put(b, " \"", 2);
+    lm_buf_add(b, " \"", 2);
     for (const char *p = v; *p; p++) {
         if (*p == '"' || *p == '\\')
-            sb_put(b, "\\", 1);
-        sb_put(b, p, 1);
+            lm_buf_add(b, "\\", 1);
+        lm_buf_add(b, p, 1);
     }
-    sb_put(b, "\"", 1);
+    lm_buf_add(b, "\"", 1);
 }
 
 char *lm_chan_render(const lm_chan_rec_t *c, size_t *len)
 {
-    sbuf_t b = {0};
+    lm_buf_t b = {.secret = 1}; /* it holds the channel's literal keys */
     char num[64];
-    sb_str(&b, "channel ");
-    sb_str(&b, c->name);
-    sb_str(&b, " {\nplugin");
+    lm_buf_adds(&b, "channel ");
+    lm_buf_adds(&b, c->name);
+    lm_buf_adds(&b, " {\nplugin");
     sb_quoted(&b, c->plugin);
-    sb_str(&b, "\n");
+    lm_buf_adds(&b, "\n");
     for (size_t i = 0; i < c->nmodels; i++) {
-        sb_str(&b, "models");
+        lm_buf_adds(&b, "models");
         sb_quoted(&b, c->models[i]);
-        sb_str(&b, "\n");
+        lm_buf_adds(&b, "\n");
     }
     for (size_t i = 0; i < CHAN_NNUMS; i++) {
         const chan_num_t *n = &chan_nums[i];
         int64_t v = num_get(c, n);
-        sb_str(&b, n->directive);
+        lm_buf_adds(&b, n->directive);
         if (n->kind == 2) {
-            sb_str(&b, " ");
-            sb_str(&b, lm_money_format(v, num, sizeof(num)));
+            lm_buf_adds(&b, " ");
+            lm_buf_adds(&b, lm_money_format(v, num, sizeof(num)));
         } else {
             snprintf(num, sizeof(num), " %lld%s", (long long)v, n->kind == 1 ? "ms" : "");
-            sb_str(&b, num);
+            lm_buf_adds(&b, num);
         }
-        sb_str(&b, "\n");
+        lm_buf_adds(&b, "\n");
     }
     for (size_t i = 0; i < c->nsettings; i++) {
-        sb_str(&b, c->settings[i].key);
+        lm_buf_adds(&b, c->settings[i].key);
         for (size_t j = 0; j < c->settings[i].nvals; j++)
             sb_quoted(&b, c->settings[i].vals[j]);
-        sb_str(&b, "\n");
+        lm_buf_adds(&b, "\n");
     }
-    sb_str(&b, "}\n");
-    if (b.oom) {
-        if (b.p)
-            OPENSSL_cleanse(b.p, b.cap);
-        free(b.p);
-        return NULL;
-    }
-    if (len)
-        *len = b.n;
-    return b.p;
+    lm_buf_adds(&b, "}\n");
+    return lm_buf_take(&b, len); /* NULL if an append failed (then wiped) */
 }
 
 const char *lm_chan_line_field(const lm_chan_rec_t *c, int line, char *buf, size_t len)

@@ -6,6 +6,7 @@
  * series pointers safe.
  */
 #include "route/metrics.h"
+#include "core/buf.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -412,94 +413,36 @@ int lm_metrics_obs(lm_metrics_family_t *f, const char *const *values, double v)
 
 /* ---- rendering ---- */
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-    int oom;
-} out_t;
-
-static void out_mem(out_t *o, const char *s, size_t n)
-{
-    if (o->oom)
-        return;
-    if (o->len + n + 1 > o->cap) {
-        size_t cap = o->cap ? o->cap : 4096;
-        while (cap < o->len + n + 1)
-            cap *= 2;
-        char *p = realloc(o->p, cap);
-        if (p == NULL) {
-            o->oom = 1;
-            return;
-        }
-        o->p = p;
-        o->cap = cap;
-    }
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-    o->p[o->len] = 0;
-}
-
-static void out_str(out_t *o, const char *s)
-{
-    out_mem(o, s, strlen(s));
-}
-
-__attribute__((format(printf, 2, 3))) static void out_fmt(out_t *o, const char *fmt, ...)
-{
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n < sizeof(tmp)) {
-        out_mem(o, tmp, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1); /* a long metric name: rare */
-    if (big == NULL) {
-        o->oom = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    out_mem(o, big, (size_t)n);
-    free(big);
-}
-
-/* HELP text escapes backslash and newline; label values also the quote. */
-static void out_escaped(out_t *o, const char *s, int quote)
+static void out_escaped(lm_buf_t *o, const char *s, int quote)
 {
     for (; *s; s++) {
         if (*s == '\\')
-            out_str(o, "\\\\");
+            lm_buf_adds(o, "\\\\");
         else if (*s == '\n')
-            out_str(o, "\\n");
+            lm_buf_adds(o, "\\n");
         else if (quote && *s == '"')
-            out_str(o, "\\\"");
+            lm_buf_adds(o, "\\\"");
         else
-            out_mem(o, s, 1);
+            lm_buf_add(o, s, 1);
     }
 }
 
 /* {a="x",b="y"} plus an optional le (histogram buckets); nothing when
  * there are no labels at all. */
-static void out_labels(out_t *o, const lm_metrics_series_t *s, const char *le)
+static void out_labels(lm_buf_t *o, const lm_metrics_series_t *s, const char *le)
 {
     const lm_metrics_family_t *f = s->fam;
     if (f->nlabels == 0 && le == NULL)
         return;
-    out_str(o, "{");
+    lm_buf_adds(o, "{");
     for (size_t i = 0; i < f->nlabels; i++) {
-        out_fmt(o, "%s%s=\"", i ? "," : "", f->labels[i]);
+        lm_buf_addf(o, "%s%s=\"", i ? "," : "", f->labels[i]);
         out_escaped(o, s->values[i], 1);
-        out_str(o, "\"");
+        lm_buf_adds(o, "\"");
     }
     if (le)
-        out_fmt(o, "%sle=\"%s\"", f->nlabels ? "," : "", le);
-    out_str(o, "}");
+        lm_buf_addf(o, "%sle=\"%s\"", f->nlabels ? "," : "", le);
+    lm_buf_adds(o, "}");
 }
 
 /* The shortest text that reads back as the same double (0.005, 2.5, 60). */
@@ -532,7 +475,7 @@ static void fmt_nano(char *buf, size_t n, uint64_t v)
     snprintf(buf, n, "%llu.%0*llu", (unsigned long long)whole, digits, (unsigned long long)frac);
 }
 
-static void render_histogram(out_t *o, const lm_metrics_series_t *s)
+static void render_histogram(lm_buf_t *o, const lm_metrics_series_t *s)
 {
     const lm_metrics_family_t *f = s->fam;
     uint64_t cum = 0;
@@ -545,67 +488,62 @@ static void render_histogram(out_t *o, const lm_metrics_series_t *s)
             fmt_double(num, sizeof(num), f->bounds[i]);
         else
             snprintf(num, sizeof(num), "+Inf");
-        out_fmt(o, "%s_bucket", f->name);
+        lm_buf_addf(o, "%s_bucket", f->name);
         out_labels(o, s, num);
-        out_fmt(o, " %llu\n", (unsigned long long)cum);
+        lm_buf_addf(o, " %llu\n", (unsigned long long)cum);
     }
     fmt_nano(num, sizeof(num), atomic_load_explicit(&s->sum, memory_order_relaxed));
-    out_fmt(o, "%s_sum", f->name);
+    lm_buf_addf(o, "%s_sum", f->name);
     out_labels(o, s, NULL);
-    out_fmt(o, " %s\n", num);
-    out_fmt(o, "%s_count", f->name);
+    lm_buf_addf(o, " %s\n", num);
+    lm_buf_addf(o, "%s_count", f->name);
     out_labels(o, s, NULL);
-    out_fmt(o, " %llu\n", (unsigned long long)cum);
+    lm_buf_addf(o, " %llu\n", (unsigned long long)cum);
 }
 
-static void render_series(out_t *o, const lm_metrics_series_t *s)
+static void render_series(lm_buf_t *o, const lm_metrics_series_t *s)
 {
     const lm_metrics_family_t *f = s->fam;
     if (f->type == T_HISTOGRAM) {
         render_histogram(o, s);
         return;
     }
-    out_str(o, f->name);
+    lm_buf_adds(o, f->name);
     out_labels(o, s, NULL);
     if (f->type == T_COUNTER)
-        out_fmt(o, " %llu\n",
-                (unsigned long long)atomic_load_explicit(&s->counter, memory_order_relaxed));
+        lm_buf_addf(o, " %llu\n",
+                    (unsigned long long)atomic_load_explicit(&s->counter, memory_order_relaxed));
     else
-        out_fmt(o, " %lld\n", (long long)atomic_load_explicit(&s->gauge, memory_order_relaxed));
+        lm_buf_addf(o, " %lld\n", (long long)atomic_load_explicit(&s->gauge, memory_order_relaxed));
 }
 
-static void render_family(out_t *o, const lm_metrics_family_t *f)
+static void render_family(lm_buf_t *o, const lm_metrics_family_t *f)
 {
     static const char *const types[] = {"counter", "gauge", "histogram"};
-    out_fmt(o, "# HELP %s ", f->name);
+    lm_buf_addf(o, "# HELP %s ", f->name);
     out_escaped(o, f->help, 0);
-    out_fmt(o, "\n# TYPE %s %s\n", f->name, types[f->type]);
+    lm_buf_addf(o, "\n# TYPE %s %s\n", f->name, types[f->type]);
     for (const lm_metrics_series_t *s = f->first; s; s = s->next)
         render_series(o, s);
 }
 
 char *lm_metrics_render(lm_metrics_t *m, size_t *len)
 {
-    out_t o = {0};
-    out_str(&o, ""); /* an empty registry still renders as "" */
+    lm_buf_t o = {0};
+    lm_buf_adds(&o, ""); /* an empty registry still renders as "" */
     pthread_mutex_lock(&m->mu);
     for (const lm_metrics_family_t *f = m->first; f; f = f->next)
         render_family(&o, f);
     pthread_mutex_unlock(&m->mu);
     uint64_t dropped = atomic_load(&m->dropped);
     if (dropped)
-        out_fmt(&o,
-                "# HELP longmen_metrics_series_dropped_total Series refused by the series cap.\n"
-                "# TYPE longmen_metrics_series_dropped_total counter\n"
-                "longmen_metrics_series_dropped_total %llu\n",
-                (unsigned long long)dropped);
-    if (o.oom) {
-        free(o.p);
-        return NULL;
-    }
-    if (len)
-        *len = o.len;
-    return o.p;
+        lm_buf_addf(
+            &o,
+            "# HELP longmen_metrics_series_dropped_total Series refused by the series cap.\n"
+            "# TYPE longmen_metrics_series_dropped_total counter\n"
+            "longmen_metrics_series_dropped_total %llu\n",
+            (unsigned long long)dropped);
+    return lm_buf_take(&o, len); /* NULL if an append failed */
 }
 
 /* ---- the gateway's series ---- */
