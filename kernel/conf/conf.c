@@ -377,26 +377,42 @@ static int add_patterns(parser_t *ps, char ***list, size_t *n, char **w, int nw)
     return 0;
 }
 
-/* Inside "script NAME PATH {": models, keys, args (the rest of the line is
- * JSON, spaces allowed). */
-static int script_directive(parser_t *ps, const char *raw, char **w, int nw)
+/* "args JSON [# comment]" inside a script block: the rest of the raw line is
+ * one JSON value (spaces and quotes as JSON has them), so it is read before
+ * the line is split into words. */
+static int script_args(parser_t *ps, const char *rest)
+{
+    lm_script_conf_t *sc = ps->script;
+    json_error_t je;
+    rest += strspn(rest, " \t");
+    json_t *v = json_loadb(rest, strlen(rest), JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK, &je);
+    if (v == NULL)
+        return fail(ps, "args must be JSON: %s", je.text);
+    json_decref(v);
+    size_t used = (size_t)je.position;
+    const char *after = rest + used + strspn(rest + used, " \t\r");
+    if (*after != '\0' && *after != '#')
+        return fail(ps, "args: text after the JSON value (comments start with #)");
+    free(sc->args_json);
+    sc->args_json = strndup(rest, used);
+    return sc->args_json ? 0 : fail(ps, "out of memory");
+}
+
+/* 1 if line (raw) is an "args" directive: the word args, then a blank. */
+static int is_args_line(const char *line)
+{
+    line += strspn(line, " \t");
+    return !strncmp(line, "args", 4) && (line[4] == ' ' || line[4] == '\t');
+}
+
+/* Inside "script NAME PATH {": models, keys (args: script_args). */
+static int script_directive(parser_t *ps, char **w, int nw)
 {
     lm_script_conf_t *sc = ps->script;
     if (!strcmp(w[0], "models"))
         return add_patterns(ps, &sc->models, &sc->nmodels, w, nw);
     if (!strcmp(w[0], "keys"))
         return add_patterns(ps, &sc->keys, &sc->nkeys, w, nw);
-    if (!strcmp(w[0], "args")) {
-        const char *j = strstr(raw, "args") + 4;
-        json_error_t je;
-        json_t *v = json_loads(j, JSON_DECODE_ANY, &je);
-        if (v == NULL)
-            return fail(ps, "args must be JSON: %s", je.text);
-        json_decref(v);
-        free(sc->args_json);
-        sc->args_json = strdup(j);
-        return 0;
-    }
     return fail(ps, "unknown script setting \"%s\" (models, keys or args)", w[0]);
 }
 
@@ -698,6 +714,10 @@ static int parse_lines(parser_t *ps, const char *text, size_t len, int channels_
         line[n] = '\0';
         memcpy(raw, line, n + 1);
         off += n + 1;
+        if (ps->script && is_args_line(raw)) {
+            rc = script_args(ps, raw + strspn(raw, " \t") + 4);
+            continue;
+        }
         if ((rc = split_words(ps, line, w, &nw)) < 0 || nw == 0)
             continue;
         if (!strcmp(w[0], "}") && nw == 1) {
@@ -706,7 +726,7 @@ static int parse_lines(parser_t *ps, const char *text, size_t len, int channels_
             else
                 rc = ps->chan ? close_channel(ps) : fail(ps, "unexpected }");
         } else if (ps->script) {
-            rc = script_directive(ps, raw, w, nw);
+            rc = script_directive(ps, w, nw);
         } else if (ps->chan) {
             rc = chan_directive(ps, w, nw);
         } else if (channels_only && strcmp(w[0], "channel") != 0) {

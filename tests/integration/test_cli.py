@@ -128,7 +128,28 @@ def test_builtin_default_without_config():
     check(p.returncode == 0 and "built-in" in p.stdout + p.stderr, p.stdout + p.stderr)
 
 
-run([test_help, test_check_shipped_config, test_config_errors_name_file_and_line,
+def test_documented_script_blocks_check():
+    """Every `script ... {` block shown in README.md and scripts/README.md
+    passes longmen -t as written (args is JSON with spaces, a # comment may
+    follow it), and args that is not one JSON value names the problem."""
+    import re
+    blocks = []
+    for doc in ("README.md", os.path.join("scripts", "README.md")):
+        with open(os.path.join(ROOT, doc)) as f:
+            blocks += re.findall(r"^script [^\n]*\{\n(?:[^\n]*\n)*?\}$", f.read(), re.M)
+    check(len(blocks) >= 2, "found the documented script blocks: %d" % len(blocks))
+    for b in blocks:
+        path = conf_file("listen 127.0.0.1:1\n%s\n" % b)
+        rc, out = lm("-t", "-c", path, "-p", PLUGIN_DIR)
+        check(rc == 0, "documented block fails longmen -t: %s\n%s" % (out, b))
+    for args, want in (('{"mode": "mask"} junk', "text after the JSON value"),
+                       ('{"mode": }', "args must be JSON")):
+        path = conf_file("script s scripts/pii_mask.lua {\n    args %s\n}\n" % args)
+        rc, out = lm("-t", "-c", path, "-p", PLUGIN_DIR)
+        check(rc != 0 and want in out and ":2:" in out, "args %r: %s" % (args, out))
+
+
+run([test_help, test_documented_script_blocks_check, test_check_shipped_config, test_config_errors_name_file_and_line,
      test_missing_explicit_config, test_bad_plugins_refused_with_reason,
      test_world_writable_plugin_refused, test_bad_plugins_do_not_stop_the_others,
      test_builtin_default_without_config])
