@@ -239,6 +239,55 @@ channel a {
         gw.stop()
 
 
+def test_pii_mask_long_prompts_and_every_field():
+    """pii_mask.lua masks what the provider reads: names, tool-call arguments,
+    text parts of any type, http image URLs (never a data: URL), and a
+    ~100 KiB prompt within the default instruction and memory budgets (the
+    deadline is raised so a busy or sanitizer machine cannot fail it: the
+    budgets are the deterministic part)."""
+    gw = Gateway(extra="lua_deadline 2s\nscript pii %s\n" % os.path.join(ROOT, "scripts", "pii_mask.lua"),
+                 channels=CHAN_A)
+    try:
+        prose = ("In 2024 the gateway served 1500 requests per second across 12 regions; "
+                 "page 37 lists the 95th percentile. 用户的请求经过网关转发到模型服务。 ")
+        parts, n = [], 0
+        while n < 100 * 1024:
+            parts.append(prose if len(parts) % 40 else "mail x.y@corp.example.cn or 13812345678 ")
+            n += len(parts[-1].encode())
+        text = "".join(parts)
+        st, js, raw, _ = gw.chat(body(text))
+        sent = json.loads(mock.requests[-1]["body"])["messages"][0]["content"]
+        check(st == 200, "100 KiB prompt: %d %s" % (st, raw[:200]))
+        check("13812345678" not in sent and "x.y@corp.example.cn" not in sent and
+              sent.count("[PHONE]") == sent.count("[EMAIL]") > 10, "masked in a long prompt")
+        check("In 2024 the gateway served 1500 requests" in sent, "numbers that are not PII stay")
+        req = {"model": "m", "messages": [
+            {"role": "user", "name": "13912345678", "content": [
+                {"type": "text", "text": "id 110101199003074512, +86 139-1234-5678"},
+                {"type": "input_text", "text": "me@example.com"},
+                {"type": "image_url", "image_url": {"url": "https://img.example.com/u/me@example.com.png"}},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,13812345678AAAA"}}]},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c1", "type": "function",
+                 "function": {"name": "lookup", "arguments": "{\"phone\": \"138 1234 5678\"}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "owner: a.b@example.com"},
+            {"role": "user", "content": "order abc110101199003074512 is not an ID"}]}
+        st, js, raw, _ = gw.chat(req)
+        check(st == 200, raw)
+        out = json.loads(mock.requests[-1]["body"])["messages"]
+        check(out[0]["name"] == "[PHONE]", "name: %r" % out[0].get("name"))
+        c = out[0]["content"]
+        check(c[0]["text"] == "id [ID], [PHONE]" and c[1]["text"] == "[EMAIL]", "text parts: %r" % c[:2])
+        check("me@example.com" not in c[2]["image_url"]["url"], "http image URL: %r" % c[2])
+        check(c[3]["image_url"]["url"] == "data:image/png;base64,13812345678AAAA", "data: URL kept")
+        args = json.loads(out[1]["tool_calls"][0]["function"]["arguments"])
+        check(args == {"phone": "[PHONE]"}, "tool-call arguments: %r" % args)
+        check(out[2]["content"] == "owner: [EMAIL]", "tool result: %r" % out[2]["content"])
+        check(out[3]["content"] == "order abc110101199003074512 is not an ID", out[3]["content"])
+    finally:
+        gw.stop()
+
+
 def test_script_reload_under_load_never_mixes():
     tag = 'function on_event(ev)\n  local d = ev.choices[1] and ev.choices[1].delta\n' \
           '  if d and d.content then d.content = d.content .. "[%d]" end\nend\n'
@@ -450,4 +499,5 @@ end
 run([test_route_latency_sees_live_figures_and_usage_sees_prices, test_stages_through_the_gateway, test_noop_script_changes_nothing, test_reading_the_request_keeps_it,
      test_changing_messages_turns_raw_passthrough_off, test_on_event_rewrites_only_what_it_touches,
      test_pii_mask_without_pii_keeps_the_request, test_script_reload_under_load_never_mixes, test_reject_error_and_limits, test_fallback_and_on_error_retry,
-     test_reload_with_broken_script_keeps_old, test_shipped_scripts_load, test_pii_mask_script_end_to_end])
+     test_reload_with_broken_script_keeps_old, test_shipped_scripts_load, test_pii_mask_script_end_to_end,
+     test_pii_mask_long_prompts_and_every_field])
