@@ -1048,7 +1048,9 @@ static void set_fn(lua_State *L, const char *name, lua_CFunction f)
     lua_setfield(L, -2, name);
 }
 
-static int vm_setup(lua_State *L)
+/* Pushes B, the shared base table: the frozen set, the safe base functions
+ * and read-only proxies of the safe libraries. Returns its stack index. */
+static int sandbox_open(lua_State *L)
 {
     static const char *const base_keep[] = {"assert",   "error",    "ipairs",   "pairs",
                                             "rawequal", "select",   "tonumber", "type",
@@ -1058,7 +1060,6 @@ static int vm_setup(lua_State *L)
     static const char *const os_keep[] = {"time", "clock", "date", NULL};
     int B, G, t;
 
-    lua_sethook(L, vm_hook, LUA_MASKCOUNT, HOOK_EVERY);
     /* frozen set (weak keys) */
     lua_newtable(L);
     lua_createtable(L, 0, 1);
@@ -1066,13 +1067,6 @@ static int vm_setup(lua_State *L)
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &frozen_key);
-    /* the array marker: protected so scripts cannot share state through it */
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "json.array");
-    lua_setfield(L, -2, "__metatable");
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &lm_lua_array_key);
-    lm_lua_lazy_open(L);
-
     lua_newtable(L);
     B = lua_gettop(L);
     luaL_requiref(L, "_G", luaopen_base, 1);
@@ -1148,8 +1142,15 @@ static int vm_setup(lua_State *L)
     push_proxy(L, -1, "coroutine", NULL);
     lua_setfield(L, B, "coroutine");
     lua_settop(L, B);
+    return B;
+}
 
-    /* lm */
+/* Builds the lm table and sets B.lm to its read-only proxy; leaves the
+ * table itself on the stack and returns its index. */
+static int api_open(lua_State *L, int B)
+{
+    int t;
+
     lua_newtable(L);
     t = lua_gettop(L);
     set_fn(L, "log", lm_log_fn);
@@ -1186,6 +1187,22 @@ static int vm_setup(lua_State *L)
     lua_pop(L, 1);
     push_proxy(L, t, "lm", lm_index);
     lua_setfield(L, B, "lm");
+    return t;
+}
+
+static int vm_setup(lua_State *L)
+{
+    int B, t;
+
+    lua_sethook(L, vm_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    /* the array marker: protected so scripts cannot share state through it */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "json.array");
+    lua_setfield(L, -2, "__metatable");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &lm_lua_array_key);
+    lm_lua_lazy_open(L);
+    B = sandbox_open(L);
+    t = api_open(L, B);
 
     /* error messages name functions by searching the loaded-modules table
      * (unreachable from scripts): list the sandbox versions there */
