@@ -6,6 +6,7 @@
  * to Lua values or to the vm's decision fields; nothing for C to free.
  */
 #include "lua/api.h"
+#include "core/b64.h"
 #include "core/log.h"
 #include "lua/call.h"
 #include "lua/decode.h"
@@ -261,81 +262,36 @@ static int lm_index(lua_State *L)
     return 1;
 }
 
-/* ---- base64 (standard alphabet) ---- */
-
-static const char b64_alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static int lm_lua_b64_encode(lua_State *L)
+/* lm.base64.encode(s): the standard alphabet, padded (core/b64.c). The
+ * buffer is the state's, so it counts against the memory cap. */
+static int lm_base64_encode_fn(lua_State *L)
 {
     size_t n;
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
     luaL_Buffer b;
-    size_t i;
+    char *out = luaL_buffinitsize(L, &b, LM_B64_LEN(n) + 1);
 
-    luaL_buffinit(L, &b);
-    for (i = 0; i + 2 < n; i += 3) {
-        unsigned v = (unsigned)s[i] << 16 | (unsigned)s[i + 1] << 8 | s[i + 2];
-        char o[4] = {b64_alpha[v >> 18], b64_alpha[(v >> 12) & 63], b64_alpha[(v >> 6) & 63],
-                     b64_alpha[v & 63]};
-        luaL_addlstring(&b, o, 4);
-    }
-    if (i < n) {
-        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0);
-        char o[4] = {b64_alpha[v >> 18], b64_alpha[(v >> 12) & 63],
-                     i + 1 < n ? b64_alpha[(v >> 6) & 63] : '=', '='};
-        luaL_addlstring(&b, o, 4);
-    }
-    luaL_pushresult(&b);
+    luaL_pushresultsize(&b, lm_b64_encode(s, n, out, 0));
     return 1;
 }
 
-static int b64_val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+' || c == '-')
-        return 62;
-    if (c == '/' || c == '_')
-        return 63;
-    return -1;
-}
-
-/* Accepts the standard and URL alphabets, with or without padding.
- * Returns the bytes, or nil + message. */
-static int lm_lua_b64_decode(lua_State *L)
+/* lm.base64.decode(s): either alphabet, padding optional. Returns the
+ * bytes, or nil + message. */
+static int lm_base64_decode_fn(lua_State *L)
 {
     size_t n;
-    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
+    const char *s = luaL_checklstring(L, 1, &n);
     luaL_Buffer b;
-    unsigned acc = 0;
-    int bits = 0;
+    char *out = luaL_buffinitsize(L, &b, n / 4 * 3 + 3);
+    long len = lm_b64_decode(s, n, (unsigned char *)out);
 
-    while (n > 0 && s[n - 1] == '=')
-        n--;
-    if (n % 4 == 1)
-        goto bad;
-    luaL_buffinit(L, &b);
-    for (size_t i = 0; i < n; i++) {
-        int v = b64_val(s[i]);
-        if (v < 0)
-            goto bad;
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            luaL_addchar(&b, (char)((acc >> bits) & 0xFF));
-        }
+    if (len < 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "lm.base64.decode: invalid base64");
+        return 2;
     }
-    luaL_pushresult(&b);
+    luaL_pushresultsize(&b, (size_t)len);
     return 1;
-bad:
-    lua_pushnil(L);
-    lua_pushliteral(L, "lm.base64.decode: invalid base64");
-    return 2;
 }
 
 /* Builds the lm table and sets B.lm to its read-only proxy; leaves the
@@ -365,8 +321,8 @@ int lm_lua_api_open(lua_State *L, int B)
     lua_setfield(L, t, "json");
     lua_pop(L, 1);
     lua_newtable(L);
-    lm_lua_set_fn(L, "encode", lm_lua_b64_encode);
-    lm_lua_set_fn(L, "decode", lm_lua_b64_decode);
+    lm_lua_set_fn(L, "encode", lm_base64_encode_fn);
+    lm_lua_set_fn(L, "decode", lm_base64_decode_fn);
     lm_lua_push_proxy(L, -1, "lm.base64", NULL);
     lua_setfield(L, t, "base64");
     lua_pop(L, 1);
