@@ -37,7 +37,7 @@
  * ref" outputs are the caller's to json_decref.
  *
  * Cost: stage arguments are converted to Lua only when a script looks at
- * them, and converted back only when it changed them (see lua_int.h), so a
+ * them, and converted back only when it changed them (see lua/lazy.h), so a
  * stage that leaves its data alone costs a function call, not a conversion:
  * the request keeps its JSON (and the caller its raw body), an event or a
  * response keeps its text. Outputs then say "unchanged" (NULL, or the

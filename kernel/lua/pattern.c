@@ -1,5 +1,5 @@
 /*
- * lua_pattern.c - string.find / match / gmatch / gsub for the sandbox.
+ * pattern.c - string.find / match / gmatch / gsub for the sandbox.
  *
  * The same pattern language and results as Lua 5.4's string library, but
  * written here with a step counter: every recursive match, expansion and
@@ -9,8 +9,10 @@
  * instead of running for hours inside one C function (PL-6). The Lua VM's
  * count hook cannot do this: it never fires inside a C function.
  * Thread: the worker owning the state; called inside protected calls.
+ * Results are Lua values owned by the state.
  */
-#include "lua/lua_int.h"
+#include "lua/pattern.h"
+#include "lua/limits.h"
 
 #include <ctype.h>
 #include <string.h>

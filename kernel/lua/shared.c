@@ -1,13 +1,13 @@
 /*
- * lua_shared.c - lm.shared: integer counters shared by every worker (e.g.
+ * shared.c - lm.shared: integer counters shared by every worker (e.g.
  * tokens used per key per day). One mutex around a chained hash table; the
  * critical sections are a lookup and an add. Entries may expire (TTL on
  * CLOCK_MONOTONIC); when the table is full, expired entries are swept and
  * if none can go the write fails (scripts see nil, "full").
  * Thread: any. Owned by the lead (lm_lua_shared_new / _free).
  */
+#include "lua/shared.h"
 #include "core/clock.h"
-#include "lua/lua_int.h"
 
 #include <pthread.h>
 #include <stdlib.h>

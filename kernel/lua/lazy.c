@@ -1,0 +1,457 @@
+/*
+ * lazy.c - lazy stage arguments (lazy.h): pending tables that are converted
+ * only when a script looks at them, the anchors that keep their Jansson
+ * sources alive (charged against the memory cap), how a table encodes,
+ * and whether a Lua value still says what a Jansson value says.
+ * Thread: the worker owning the state; inside protected calls. Anchors own
+ * references to their JSON; their finalizer drops them.
+ */
+#include "lua/lazy.h"
+#include "lua/decode.h"
+#include "lua/limits.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- lazy values: keys ---- */
+
+static const char lazy_mt_key = 'P'; /* registry: metatable of pending tables */
+
+static const char lazy_src_key = 'S'; /* in a pending table: its source */
+
+static const char lazy_kind_key = 'K'; /* in a pending table over an anchor: the kind */
+
+static const char anchor_mt_key = 'R'; /* registry: metatable of anchors */
+
+static int params_key(const char *k, size_t n)
+{
+    return (n == 5 && memcmp(k, "model", 5) == 0) || (n == 8 && memcmp(k, "messages", 8) == 0);
+}
+
+int lm_lua_table_kind(lua_State *L, int idx, size_t *n)
+{
+    size_t count = 0, len;
+    int marked = 0, intkeys = 1;
+
+    idx = lua_absindex(L, idx);
+    lm_lua_touch(L, idx);
+    len = (size_t)lua_rawlen(L, idx);
+    if (lua_getmetatable(L, idx)) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &lm_lua_array_key);
+        marked = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        count++;
+        if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 ||
+            (lua_Unsigned)lua_tointeger(L, -2) > len)
+            intkeys = 0;
+        lua_pop(L, 1);
+    }
+    *n = len;
+    if (count == 0)
+        return marked;
+    if (intkeys && count == len)
+        return 1;
+    return marked ? -1 : 0; /* an object; its keys are checked by the caller */
+}
+
+/* ---- does a Lua value still say what a Jansson value says? ---- */
+
+static int same_value(lua_State *L, int idx, const json_t *j, unsigned flags, int depth);
+
+/* Members of object j that a table is compared with. */
+static size_t object_members(const json_t *j, unsigned flags)
+{
+    size_t n = json_object_size(j);
+    if (flags & LM_LUA_LAZY_PARAMS)
+        n -= (size_t)(json_object_get(j, "model") != NULL) +
+             (size_t)(json_object_get(j, "messages") != NULL);
+    return n;
+}
+
+static int same_object(lua_State *L, int idx, const json_t *j, unsigned flags, int depth)
+{
+    size_t count = 0;
+
+    if (!json_is_object(j))
+        return 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        const char *k;
+        size_t kl;
+        const json_t *v;
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            return 0;
+        }
+        k = lua_tolstring(L, -2, &kl);
+        if (!((flags & LM_LUA_LAZY_PARAMS) && params_key(k, kl))) {
+            v = json_object_getn(j, k, kl);
+            if (!v || !same_value(L, -1, v, 0, depth + 1)) {
+                lua_pop(L, 2);
+                return 0;
+            }
+            count++;
+        }
+        lua_pop(L, 1);
+    }
+    return count == object_members(j, flags);
+}
+
+static int same_array(lua_State *L, int idx, const json_t *j, size_t n, int depth)
+{
+    if (!json_is_array(j) || json_array_size(j) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        int same;
+        lua_rawgeti(L, idx, (lua_Integer)i + 1);
+        same = same_value(L, -1, json_array_get(j, i), 0, depth + 1);
+        lua_pop(L, 1);
+        if (!same)
+            return 0;
+    }
+    return 1;
+}
+
+static int same_table(lua_State *L, int idx, const json_t *j, unsigned flags, int depth)
+{
+    size_t n;
+    int kind;
+
+    /* the walk follows j, which is finite; the guard only bounds the C stack */
+    if (depth > LM_LUA_JSON_DEPTH + 1)
+        return 0;
+    if (lua_rawgetp(L, idx, &lazy_src_key) == LUA_TUSERDATA) {
+        const lm_lua_anchor_t *a = lua_touserdata(L, -1);
+        unsigned how;
+        int same;
+        lua_rawgetp(L, idx, &lazy_kind_key);
+        how = (unsigned)lua_tointeger(L, -1);
+        same =
+            !(how & LM_LUA_LAZY_VIEW) && a->j[how & 3] == j && (how & LM_LUA_LAZY_PARAMS) == flags;
+        lua_pop(L, 2);
+        if (same)
+            return 1; /* never looked at: nothing to walk */
+    } else {
+        lua_pop(L, 1);
+    }
+    luaL_checkstack(L, 4, "JSON depth");
+    kind = lm_lua_table_kind(L, idx, &n);
+    if (kind == 1)
+        return !(flags & LM_LUA_LAZY_PARAMS) && same_array(L, idx, j, n, depth);
+    return kind == 0 && same_object(L, idx, j, flags, depth);
+}
+
+static int same_value(lua_State *L, int idx, const json_t *j, unsigned flags, int depth)
+{
+    size_t n;
+    const char *s;
+    double d;
+
+    idx = lua_absindex(L, idx);
+    switch (lua_type(L, idx)) {
+    case LUA_TBOOLEAN: return json_is_boolean(j) && lua_toboolean(L, idx) == json_is_true(j);
+    case LUA_TLIGHTUSERDATA: return lm_lua_isnull(L, idx) && json_is_null(j);
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx))
+            return json_is_integer(j) && json_integer_value(j) == lua_tointeger(L, idx);
+        d = lua_tonumber(L, idx);
+        return json_is_real(j) && json_real_value(j) == d &&
+               !signbit(json_real_value(j)) == !signbit(d);
+    case LUA_TSTRING:
+        s = lua_tolstring(L, idx, &n);
+        return json_is_string(j) && json_string_length(j) == n &&
+               memcmp(json_string_value(j), s, n) == 0;
+    case LUA_TTABLE: return same_table(L, idx, j, flags, depth);
+    default: return 0;
+    }
+}
+
+int lm_lua_same_json(lua_State *L, int idx, const json_t *j, unsigned flags)
+{
+    return j && same_value(L, idx, j, flags, 0);
+}
+
+/* ---- lazy values ---- */
+
+/* Rough bytes a value takes once converted: what a pending table that a
+ * script keeps stands for when charged against the memory cap. */
+static size_t json_cost(json_t *j, int depth)
+{
+    size_t n = 16, i;
+    const char *k;
+    json_t *v;
+
+    if (j == NULL || depth > LM_LUA_JSON_DEPTH)
+        return n;
+    switch (json_typeof(j)) {
+    case JSON_OBJECT:
+        n += 56;
+        json_object_foreach (j, k, v)
+            n +=
+                40 + json_object_iter_key_len(json_object_key_to_iter(k)) + json_cost(v, depth + 1);
+        return n;
+    case JSON_ARRAY:
+        n += 56;
+        json_array_foreach (j, i, v)
+            n += 16 + json_cost(v, depth + 1);
+        return n;
+    case JSON_STRING: return n + 24 + json_string_length(j);
+    default: return n;
+    }
+}
+
+size_t lm_lua_json_cost(json_t *j)
+{
+    return json_cost(j, 0);
+}
+
+static int anchor_gc(lua_State *L)
+{
+    lm_lua_anchor_t *a = lua_touserdata(L, 1);
+
+    if (a == NULL)
+        return 0;
+    for (int i = 0; i < LM_LUA_ANCHOR_SLOTS; i++) {
+        json_decref(a->j[i]);
+        a->j[i] = NULL;
+    }
+    if (a->charged) {
+        lm_lua_mem_uncharge(L, a->charged);
+        a->charged = 0;
+    }
+    return 0;
+}
+
+lm_lua_anchor_t *lm_lua_push_anchor(lua_State *L, size_t cost, int nuv)
+{
+    lm_lua_anchor_t *a = lua_newuserdatauv(L, sizeof(*a), nuv);
+
+    memset(a, 0, sizeof(*a));
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_mt_key);
+    lua_setmetatable(L, -2);
+    lm_lua_mem_charge(L, cost); /* may raise: the anchor holds nothing yet */
+    a->charged = cost;
+    return a;
+}
+
+lm_lua_anchor_t *lm_lua_to_anchor(lua_State *L, int idx)
+{
+    lm_lua_anchor_t *a = lua_touserdata(L, idx);
+    int ok;
+
+    if (a == NULL || lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
+        return NULL;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_mt_key);
+    ok = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return ok ? a : NULL;
+}
+
+int lm_lua_anchor_snapshot(lm_lua_anchor_t *a, int slot)
+{
+    json_t *copy;
+
+    if (!json_is_object(a->j[slot]))
+        return 0;
+    copy = json_copy(a->j[slot]); /* shallow: the members are shared, not copied */
+    if (copy == NULL)
+        return -1;
+    json_decref(a->j[slot]);
+    a->j[slot] = copy;
+    return 0;
+}
+
+void lm_lua_push_lazy(lua_State *L, int src, unsigned kind)
+{
+    src = lua_absindex(L, src);
+    lua_createtable(L, 0, kind ? 2 : 1);
+    lua_pushvalue(L, src);
+    lua_rawsetp(L, -2, &lazy_src_key);
+    if (kind) {
+        lua_pushinteger(L, (lua_Integer)kind);
+        lua_rawsetp(L, -2, &lazy_kind_key);
+    }
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+    lua_setmetatable(L, -2);
+}
+
+void lm_lua_push_lazy_text(lua_State *L, const char *json, size_t len)
+{
+    lua_pushlstring(L, json, len);
+    lm_lua_push_lazy(L, -1, 0);
+    lua_remove(L, -2);
+}
+
+void lm_lua_push_lazy_text_with(lua_State *L, const char *json, size_t len, const char *field,
+                                const char *raw, size_t n)
+{
+    lua_createtable(L, 3, 0);
+    lua_pushlstring(L, json, len);
+    lua_rawseti(L, -2, 1);
+    lua_pushstring(L, field);
+    lua_rawseti(L, -2, 2);
+    lua_pushlstring(L, raw, n);
+    lua_rawseti(L, -2, 3);
+    lm_lua_push_lazy(L, -1, 0);
+    lua_remove(L, -2);
+}
+
+int lm_lua_lazy_pending(lua_State *L, int idx)
+{
+    int r;
+
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return 0;
+    r = lua_rawgetp(L, idx, &lazy_src_key) != LUA_TNIL;
+    lua_pop(L, 1);
+    return r;
+}
+
+/* Converts JSON j (an object or an array at nesting level depth) into the
+ * table t; returns 1 for an array. */
+static int fill_json(lua_State *L, int t, json_t *j, unsigned kind, int depth)
+{
+    const char *k;
+    json_t *v;
+    size_t i;
+
+    if (json_is_array(j)) {
+        json_array_foreach (j, i, v) {
+            lm_lua_push_json(L, v, depth + 1);
+            lua_rawseti(L, t, (lua_Integer)i + 1);
+        }
+        return 1;
+    }
+    json_object_foreach (j, k, v) {
+        size_t kl = json_object_iter_key_len(json_object_key_to_iter(k));
+        if ((kind & LM_LUA_LAZY_PARAMS) && params_key(k, kl))
+            continue;
+        lua_pushlstring(L, k, kl);
+        lm_lua_push_json(L, v, depth + 1);
+        lua_rawset(L, t);
+    }
+    return 0;
+}
+
+/* Fills t from the anchor at src for kind; returns 1 for an array. */
+static int fill_anchor(lua_State *L, int t, int src, unsigned kind)
+{
+    lm_lua_anchor_t *a = lua_touserdata(L, src);
+    int slot = (int)(kind & 3);
+
+    if (kind & LM_LUA_LAZY_VIEW) {
+        if (a->fill)
+            a->fill(L, t, src, a);
+        return 0;
+    }
+    return a->j[slot] ? fill_json(L, t, a->j[slot], kind, a->depth[slot]) : 0;
+}
+
+void lm_lua_touch(lua_State *L, int idx)
+{
+    int t, array = 0;
+    unsigned kind;
+
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return;
+    t = lua_absindex(L, idx);
+    if (lua_rawgetp(L, t, &lazy_src_key) == LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    luaL_checkstack(L, 8, "lazy value");
+    lua_rawgetp(L, t, &lazy_kind_key);
+    kind = (unsigned)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        array = lm_lua_json_fill(L, t, lua_gettop(L));
+    } else if (lua_type(L, -1) == LUA_TTABLE) { /* {text, field, raw} */
+        lua_rawgeti(L, -1, 1);
+        array = lm_lua_json_fill(L, t, lua_gettop(L));
+        lua_rawgeti(L, -2, 2);
+        lua_rawgeti(L, -3, 3);
+        lua_rawset(L, t);
+        lua_pop(L, 1);
+    } else {
+        array = fill_anchor(L, t, lua_gettop(L), kind);
+    }
+    lua_pop(L, 1);
+    /* now an ordinary table: drop the source and the pending metatable
+     * (none of these steps allocates, so it is never left half-way) */
+    lua_pushnil(L);
+    lua_rawsetp(L, t, &lazy_src_key);
+    lua_pushnil(L);
+    lua_rawsetp(L, t, &lazy_kind_key);
+    if (array)
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &lm_lua_array_key);
+    else
+        lua_pushnil(L);
+    lua_setmetatable(L, t);
+}
+
+/* The pending metatable: every access materialises, then acts raw. */
+static int lazy_index(lua_State *L)
+{
+    lm_lua_touch(L, 1);
+    lua_settop(L, 2);
+    lua_rawget(L, 1);
+    return 1;
+}
+
+static int lazy_newindex(lua_State *L)
+{
+    lm_lua_touch(L, 1);
+    lua_settop(L, 3);
+    lua_rawset(L, 1);
+    return 0;
+}
+
+static int lazy_len(lua_State *L)
+{
+    lm_lua_touch(L, 1);
+    lua_pushinteger(L, (lua_Integer)lua_rawlen(L, 1));
+    return 1;
+}
+
+static int lazy_next(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
+    if (lua_next(L, 1))
+        return 2;
+    lua_pushnil(L);
+    return 1;
+}
+
+static int lazy_pairs(lua_State *L)
+{
+    lm_lua_touch(L, 1);
+    lua_pushcfunction(L, lazy_next);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
+void lm_lua_lazy_open(lua_State *L)
+{
+    static const luaL_Reg mt[] = {{"__index", lazy_index},
+                                  {"__newindex", lazy_newindex},
+                                  {"__len", lazy_len},
+                                  {"__pairs", lazy_pairs},
+                                  {NULL, NULL}};
+
+    lua_createtable(L, 0, 5);
+    luaL_setfuncs(L, mt, 0);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, anchor_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &anchor_mt_key);
+}

@@ -1,0 +1,136 @@
+/*
+ * limits.c - what one stage call may spend: the allocator's memory cap, the
+ * count hook (instruction budget and CLOCK_MONOTONIC deadline), the step
+ * charge of C-side work, and the per-stage gate of lm.* functions. Once a
+ * limit expires the hook raises on every firing and the pcall/xpcall/
+ * coroutine wrappers (sandbox.c) re-raise, so it cannot be swallowed
+ * (PL-5); the allocator caps the state's bytes (PL-6).
+ * Thread: the worker owning the state. Nothing here allocates for callers.
+ */
+#include "lua/limits.h"
+#include "core/clock.h"
+
+#include <stdlib.h>
+
+#define LOAD_MIN_MS 100u /* top-level chunks get at least this long */
+
+enum { LIM_NONE = 0, LIM_INSTR, LIM_TIME, LIM_STEPS };
+
+void *lm_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    lm_lua_vm_t *vm = ud;
+    void *p;
+
+    if (!ptr)
+        osize = 0;
+    if (nsize == 0) {
+        free(ptr);
+        vm->mem -= osize;
+        return NULL;
+    }
+    if (nsize > osize && (nsize - osize > vm->mem_cap || vm->mem + (nsize - osize) > vm->mem_cap))
+        return NULL;
+    p = realloc(ptr, nsize);
+    if (!p)
+        return NULL;
+    vm->mem = vm->mem - osize + nsize;
+    return p;
+}
+
+int lm_lua_raise_limit(lua_State *L, lm_lua_vm_t *vm)
+{
+    switch (vm->expired) {
+    case LIM_INSTR:
+        return luaL_error(L, "script exceeded its instruction budget (%d)", (int)vm->budget);
+    case LIM_TIME:
+        return luaL_error(L, "script exceeded its time budget (%d ms)", (int)vm->deadline_ms);
+    default: return luaL_error(L, "pattern matching exceeded its step budget");
+    }
+}
+
+void lm_lua_hook(lua_State *L, lua_Debug *ar)
+{
+    lm_lua_vm_t *vm = lm_lua_vm_of(L);
+
+    (void)ar;
+    if (!vm->running)
+        return;
+    vm->steps += LM_LUA_HOOK_EVERY;
+    if (!vm->expired) {
+        if (vm->steps > vm->budget)
+            vm->expired = LIM_INSTR;
+        else if (lm_clock_ns() > vm->deadline_ns)
+            vm->expired = LIM_TIME;
+    }
+    if (vm->expired)
+        lm_lua_raise_limit(L, vm);
+}
+
+void lm_lua_charge(lua_State *L, uint64_t steps)
+{
+    lm_lua_vm_t *vm = lm_lua_vm_of(L);
+
+    if (!vm->running)
+        return;
+    vm->pat_steps += steps;
+    if (!vm->expired) {
+        if (vm->pat_steps > vm->pat_budget)
+            vm->expired = LIM_STEPS;
+        else if (lm_clock_ns() > vm->deadline_ns)
+            vm->expired = LIM_TIME;
+    }
+    if (vm->expired)
+        lm_lua_raise_limit(L, vm);
+}
+
+void lm_lua_mem_charge(lua_State *L, size_t bytes)
+{
+    lm_lua_vm_t *vm = lm_lua_vm_of(L);
+
+    if (bytes > vm->mem_cap || vm->mem > vm->mem_cap - bytes) {
+        /* dead anchors hold charges until their finalizers run */
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        if (bytes > vm->mem_cap || vm->mem > vm->mem_cap - bytes)
+            lua_newuserdatauv(L, vm->mem_cap, 0); /* cannot fit: the ordinary memory error */
+    }
+    vm->mem += bytes;
+}
+
+void lm_lua_mem_uncharge(lua_State *L, size_t bytes)
+{
+    lm_lua_vm_t *vm = lm_lua_vm_of(L);
+    vm->mem = bytes < vm->mem ? vm->mem - bytes : 0;
+}
+
+void lm_lua_lim_start(lm_lua_vm_t *vm, size_t script, int stage)
+{
+    const lm_lua_limits_t *lim = &vm->gen->lim;
+    uint32_t ms = lim->deadline_ms;
+    uint64_t bud = lim->instructions;
+
+    if (stage == LM_LUA_STAGE_LOAD) {
+        ms = ms < LOAD_MIN_MS ? LOAD_MIN_MS : ms;
+        bud *= 10;
+    }
+    vm->script = script;
+    vm->stage = stage;
+    vm->expired = LIM_NONE;
+    vm->steps = 0;
+    vm->budget = bud;
+    vm->pat_steps = 0;
+    vm->pat_budget = bud * 10;
+    vm->deadline_ms = ms;
+    vm->deadline_ns = lm_clock_ns() + (int64_t)ms * 1000000;
+    vm->reject_status = 0;
+    vm->retry = 0;
+    vm->retry_model[0] = 0;
+    vm->cur_req = vm->cur_resp = LUA_NOREF;
+    vm->running = 1;
+}
+
+void lm_lua_gate(lua_State *L, unsigned mask, const char *what)
+{
+    lm_lua_vm_t *vm = lm_lua_vm_of(L);
+    if (!(mask & LM_LUA_BIT(vm->stage)))
+        luaL_error(L, "%s is not allowed in stage %s", what, lm_lua_stage_names[vm->stage]);
+}

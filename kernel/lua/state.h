@@ -1,0 +1,109 @@
+/*
+ * state.h - the host's objects inside kernel/lua: a generation and its
+ * scripts, a vm and the stage call it is running, a request's call
+ * (lua_host.h has their contract). Internal to kernel/lua.
+ */
+#ifndef LM_LUA_STATE_H
+#define LM_LUA_STATE_H
+#include "lua/lua_host.h"
+
+#include <jansson.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lm_lua_gen_script_s {
+    char *name;
+    char *path;
+    char *src;
+    size_t srclen;
+    char **models;
+    size_t nmodels;
+    char **keys;
+    size_t nkeys;
+    json_t *args;
+    unsigned stages;
+    _Atomic uint64_t errors;
+    _Atomic uint64_t limits;
+} lm_lua_gen_script_t;
+
+struct lm_lua_gen_s {
+    atomic_long refs;
+    lm_lua_limits_t lim;
+    lm_lua_shared_t *shared;
+    size_t n;
+    lm_lua_gen_script_t *s;
+    unsigned stages;
+};
+
+typedef struct lm_lua_vm_script_s {
+    int env;
+    int fn[LM_LUA_NSTAGES];
+    unsigned stages;
+} lm_lua_vm_script_t;
+
+struct lm_lua_vm_s {
+    lua_State *L;
+    lm_lua_gen_t *gen;
+    int refs;
+    lm_lua_vm_script_t *s;
+    size_t mem;
+    size_t mem_cap;
+    /* the running stage call */
+    int running;
+    int stage;
+    size_t script;
+    int expired;
+    uint64_t steps, budget;
+    uint64_t pat_steps, pat_budget;
+    int64_t deadline_ns;
+    uint32_t deadline_ms;
+    lm_lua_call_t *call;
+    int cur_req;
+    int cur_resp;
+    /* decisions by lm.reject / lm.retry */
+    int reject_status;
+    char reject_code[64];
+    char reject_msg[512];
+    int retry;
+    char retry_model[128];
+};
+
+struct lm_lua_call_s {
+    lm_lua_vm_t *vm;
+    json_t *req;
+    json_t *meta;
+    char *key_name;
+    char *key_group;
+    unsigned stages;
+    unsigned char *applies;
+    int *ctx;
+    int anchor;      /* registry ref: the anchor over req and meta (or LUA_NOREF) */
+    int view;        /* registry ref: the request view last made from it */
+    int req_changed; /* on_request rewrote req */
+};
+
+/* Stage names ("load", "request", ...) and the functions scripts define
+ * for them (NULL, "on_request", ...), indexed by stage. */
+extern const char *const lm_lua_stage_names[LM_LUA_NSTAGES];
+extern const char *const lm_lua_stage_fns[LM_LUA_NSTAGES];
+
+/* The vm a state belongs to: the allocator's user data. */
+static inline lm_lua_vm_t *lm_lua_vm_of(lua_State *L)
+{
+    void *ud = NULL;
+    lua_getallocf(L, &ud);
+    return ud;
+}
+
+/* Copies src (NULL = "") into dst[cap], truncated, NUL-terminated. */
+void lm_lua_copy_str(char *dst, size_t cap, const char *src);
+/* strdup that passes NULL through; the caller frees. */
+char *lm_lua_dup_str(const char *s);
+/* The running script's name (borrowed from the generation), or "?". */
+const char *lm_lua_script_name(lm_lua_vm_t *vm);
+/* The first line of msg (NULL = "") into dst[cap]. */
+void lm_lua_first_line(char *dst, size_t cap, const char *msg);
+#endif
