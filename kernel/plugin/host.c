@@ -5,7 +5,7 @@
 #include "core/clock.h"
 
 #include "core/log.h"
-#include "plugin/plugin.h"
+#include "plugin/inst.h"
 
 #include <stdarg.h>
 #include <stdio.h>

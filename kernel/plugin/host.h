@@ -8,27 +8,10 @@
 #include "conf/conf.h"
 #include "core/buf.h"
 #include "longmen.h"
+#include "plugin/inst.h"
 #include "plugin/side.h"
 
 #include <stdatomic.h>
-
-struct lm_plugin_s;
-
-/* One plugin instance = one channel (the ictx plugins get). */
-typedef struct lm_inst_s {
-    struct lm_plugin_s *plugin; /* counted reference */
-    const lm_chan_conf_t *chan; /* borrowed from the config snapshot */
-    void *istate;               /* plugin-owned */
-    int inited;
-    char logname[96];
-    lm_side_t *side; /* side values (ABI 1.1), shared by every worker; owned */
-    /* Key rotation: instance k of a channel whose secret lists several
-     * values sees value k; the first instance owns the others. */
-    int key_index;
-    struct lm_inst_s *alts; /* keys 1..nalts (owned), or NULL */
-    size_t nalts;
-    atomic_uint rr; /* next key to use */
-} lm_inst_t;
 
 struct lm_ureq {
     char method[8];

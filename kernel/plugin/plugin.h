@@ -8,17 +8,9 @@
 #ifndef LM_PLUGIN_H
 #define LM_PLUGIN_H
 #include "plugin/host.h"
+#include "plugin/inst.h"
 
 #include <stdatomic.h>
-
-typedef struct lm_plugin_s {
-    char name[64];  /* file name stem: plugins/<name>.so */
-    void *dl;       /* dlopen handle; closed at the last unref */
-    int memfd;      /* private copy; open while loaded */
-    lm_provider vt; /* the plugin's table, zero-padded to our size */
-    uint16_t abi_minor;
-    atomic_int refs;
-} lm_plugin_t;
 
 /*
  * Load <dir>/<name>.so. Refuses (returning NULL with a message in err) a

@@ -49,32 +49,36 @@ def module(rel):
     return os.path.splitext(rel)[0]
 
 
-def find_cycle(graph):
-    """One cycle of the module graph as a list of modules, or None."""
-    WHITE, GREY, BLACK = 0, 1, 2
-    color = {m: WHITE for m in graph}
-    stack = []
+def cycles(graph):
+    """Every group of modules that include each other in a cycle (the
+    strongly connected components of more than one module, Tarjan)."""
+    index, low, on, stack, out = {}, {}, set(), [], []
 
     def visit(m):
-        color[m] = GREY
+        index[m] = low[m] = len(index)
         stack.append(m)
+        on.add(m)
         for n in sorted(graph.get(m, ())):
-            if color.get(n, WHITE) == GREY:
-                return stack[stack.index(n):] + [n]
-            if color.get(n, WHITE) == WHITE:
-                found = visit(n)
-                if found:
-                    return found
-        stack.pop()
-        color[m] = BLACK
-        return None
+            if n not in index:
+                visit(n)
+                low[m] = min(low[m], low[n])
+            elif n in on:
+                low[m] = min(low[m], index[n])
+        if low[m] == index[m]:
+            group = []
+            while True:
+                n = stack.pop()
+                on.discard(n)
+                group.append(n)
+                if n == m:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
 
     for m in sorted(graph):
-        if color[m] == WHITE:
-            found = visit(m)
-            if found:
-                return found
-    return None
+        if m not in index:
+            visit(m)
+    return out
 
 
 def main():
@@ -100,13 +104,14 @@ def main():
     print(("PASS" if ok else "FAIL") + " layers: every include points down or sideways")
     for p in problems:
         print("     " + p)
-    cycle = find_cycle(graph)
-    if cycle:
+    found = cycles(graph)
+    if found:
         print("FAIL layers: no include cycle between kernel modules")
-        print("     cycle: " + " -> ".join("kernel/" + m for m in cycle))
+        for group in found:
+            print("     modules in a cycle: " + ", ".join("kernel/" + m for m in group))
     else:
         print("PASS layers: no include cycle between kernel modules")
-    return 0 if ok and not cycle else 1
+    return 0 if ok and not found else 1
 
 
 if __name__ == "__main__":
