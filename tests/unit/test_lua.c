@@ -1,5 +1,5 @@
 /*
- * test_lua.c - the Lua script host (kernel/lua_host.c): every stage, the
+ * test_lua.c - the Lua script host (kernel/lua/): every stage, the
  * lm.* API, the sandbox (PL-7), limits (PL-4/5/6), isolation (PL-8),
  * generations and reload, and the shipped scripts in scripts/.
  * Run from the repository root.

@@ -1,5 +1,5 @@
 /*
- * test_metrics.c - the Prometheus registry (kernel/metrics.c): exact text
+ * test_metrics.c - the Prometheus registry (kernel/route/metrics.c): exact text
  * of each type, escaping, concurrent updates, the series cap.
  */
 #include "route/metrics.h"

@@ -1,5 +1,5 @@
 /*
- * test_route.c - channel selection and passive health (kernel/route.c):
+ * test_route.c - channel selection and passive health (kernel/route/route.c):
  * weights, round robin, least in-flight, lowest latency and cost, ejection,
  * cool-down growth, half-open probes, recovery, caps, thread safety.
  */

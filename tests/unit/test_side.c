@@ -1,4 +1,4 @@
-/* The side-value cache (kernel/side.c): one fetch per name, waiters see
+/* The side-value cache (kernel/plugin/side.c): one fetch per name, waiters see
  * the outcome, failures are held briefly, refused values are dropped only
  * while current, values are refreshed at 90% of their life. */
 #include "plugin/side.h"
