@@ -22,13 +22,13 @@
 #include "core/log.h"
 #include "gov/auth.h"
 #include "gov/billing.h"
+#include "http/admin_http.h"
 #include "proto/reqcheck.h"
 #include "relay/rt.h"
 #include "server/server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <event2/buffer.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -37,17 +37,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/random.h>
 #include <unistd.h>
 
-#define ADMIN_BODY_MAX     (1u << 20) /* 1 MiB: 1024 models of 256 bytes fit */
-#define ADMIN_JSON_DEPTH   8
 #define ADMIN_TOKEN_MIN    20            /* operator-chosen tokens: >= 20 chars */
 #define ADMIN_TOKEN_MAX    LM_BEARER_MAX /* same bound as data-plane keys */
 #define ADMIN_PAGE_DEFAULT 100
 #define ADMIN_PAGE_MAX     500
-#define ADMIN_QUERY_MAX    8 /* distinct query parameters */
 /* 10^9 units of currency: far above any real quota, far below int64. */
 #define LM_ADMIN_MONEY_MAX ((int64_t)1000000000 * LM_MICRO)
 #define ADMIN_TIME_MAX     INT64_C(253402300799) /* 9999-12-31T23:59:59Z */
@@ -55,79 +51,27 @@
 #define ADMIN_TPM_MAX      INT64_C(1000000000000)
 #define ADMIN_CONC_MAX     INT64_C(1000000)
 
-/* ------------------------------------------------------------------------ */
-/* replies                                                                   */
-
-static void add_header(evhtp_request_t *req, const char *k, const char *v)
-{
-    evhtp_headers_add_header(req->headers_out, evhtp_header_new(k, v, 0, 0));
-}
-
-/* Send `body` (stolen) as JSON. The headers keep browsers from sniffing or
- * running anything that a stored name might contain (AU-9). */
-static void send_json(evhtp_request_t *req, int status, json_t *body)
-{
-    char *txt = body ? json_dumps(body, JSON_COMPACT | JSON_ESCAPE_SLASH) : NULL;
-    json_decref(body);
-    add_header(req, "Content-Type", "application/json");
-    add_header(req, "Cache-Control", "no-store");
-    add_header(req, "X-Content-Type-Options", "nosniff");
-    add_header(req, "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
-    if (txt == NULL && status != 204) {
-        static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":"
-                                  "\"api_error\",\"param\":null,\"code\":\"internal_error\"}}";
-        status = 500;
-        evbuffer_add(req->buffer_out, oom, sizeof(oom) - 1);
-    } else if (txt) {
-        evbuffer_add(req->buffer_out, txt, strlen(txt));
-        /* a create reply carries a secret: do not leave it in freed memory */
-        OPENSSL_cleanse(txt, strlen(txt));
-        free(txt);
-    }
-    evhtp_send_reply(req, (evhtp_res)status);
-}
-
-/* The OpenAI error shape; param may be NULL. */
-static void send_error(evhtp_request_t *req, int status, const char *code, const char *param,
-                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static void send_error(evhtp_request_t *req, int status, const char *code, const char *param,
-                       const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    json_t *e = json_object();
-    json_t *m = json_string(msg);
-    json_object_set_new(e, "message", m ? m : json_string("invalid request"));
-    json_object_set_new(e, "type", json_string(lm_error_type_for(status)));
-    json_object_set_new(e, "param", param ? json_string(param) : json_null());
-    json_object_set_new(e, "code", code ? json_string(code) : json_null());
-    send_json(req, status, json_pack("{s:o}", "error", e));
-}
-
-static void bad_request(evhtp_request_t *req, const char *param, const char *msg)
-{
-    send_error(req, 400, "invalid_value", param, "%s", msg);
-}
-
 /* Store status -> HTTP. msg (may be empty) is the store's validation text,
  * which is built from fixed strings; database errors get a fixed message
  * (the SQLite text is only logged, by the store). */
-static void send_store_error(evhtp_request_t *req, int rc, const char *msg)
+static void send_store_error(lm_admin_http_req_t *req, int rc, const char *msg)
 {
     switch (rc) {
-    case LM_STORE_EINVAL: bad_request(req, NULL, msg && *msg ? msg : "invalid value"); return;
-    case LM_STORE_ENOTFOUND: send_error(req, 404, "not_found", NULL, "no such key"); return;
+    case LM_STORE_EINVAL:
+        lm_admin_http_bad_request(req, NULL, msg && *msg ? msg : "invalid value");
+        return;
+    case LM_STORE_ENOTFOUND:
+        lm_admin_http_error(req, 404, "not_found", NULL, "no such key");
+        return;
     case LM_STORE_ECONFLICT:
-        send_error(req, 409, "conflict", "quota", "quota is below what the key has already used");
+        lm_admin_http_error(req, 409, "conflict", "quota",
+                            "quota is below what the key has already used");
         return;
     case LM_STORE_EFULL:
     case LM_STORE_ECLOSED:
-        send_error(req, 503, "unavailable", NULL, "the store is busy or closing; retry");
+        lm_admin_http_error(req, 503, "unavailable", NULL, "the store is busy or closing; retry");
         return;
-    default: send_error(req, 500, "internal_error", NULL, "internal store error"); return;
+    default: lm_admin_http_error(req, 500, "internal_error", NULL, "internal store error"); return;
     }
 }
 
@@ -279,13 +223,13 @@ static void warn_exposed(lm_admin_env_t *env)
 /* authentication                                                            */
 
 /* The bearer token of the request (borrowed) or NULL. */
-static const char *bearer(evhtp_request_t *req, size_t *len)
+static const char *bearer(lm_admin_http_req_t *req, size_t *len)
 {
-    return lm_bearer_token(evhtp_header_find(req->headers_in, "Authorization"), len);
+    return lm_bearer_token(lm_admin_http_header(req, "Authorization"), len);
 }
 
 /* 1 if tok is a data-plane key (store key or config key). */
-static int is_client_key(lm_admin_env_t *env, evhtp_request_t *req, const char *tok, size_t n)
+static int is_client_key(lm_admin_env_t *env, lm_admin_http_req_t *req, const char *tok, size_t n)
 {
     lm_key_t *k = lm_store_key_find(env->store, tok, n);
     if (k) {
@@ -295,20 +239,20 @@ static int is_client_key(lm_admin_env_t *env, evhtp_request_t *req, const char *
     if (env->server == NULL)
         return 0;
     lm_rt_t *rt = lm_server_acquire_rt(env->server);
-    int hit = lm_auth_check(rt->conf, evhtp_header_find(req->headers_in, "Authorization")) != NULL;
+    int hit = lm_auth_check(rt->conf, lm_admin_http_header(req, "Authorization")) != NULL;
     lm_rt_unref(rt);
     return hit;
 }
 
 /* The caller's role, or -1 after replying 401/403. Both digests are
  * compared every time, in constant time. */
-static int authenticate(lm_admin_env_t *env, evhtp_request_t *req)
+static int authenticate(lm_admin_env_t *env, lm_admin_http_req_t *req)
 {
     size_t n = 0;
     const char *tok = bearer(req, &n);
     if (tok == NULL) {
-        send_error(req, 401, "invalid_api_key", NULL,
-                   "missing admin token (send Authorization: Bearer <admin token>)");
+        lm_admin_http_error(req, 401, "invalid_api_key", NULL,
+                            "missing admin token (send Authorization: Bearer <admin token>)");
         return -1;
     }
     unsigned char d[32];
@@ -321,156 +265,12 @@ static int authenticate(lm_admin_env_t *env, evhtp_request_t *req)
     if (read)
         return LM_ADMIN_ROLE_READ;
     if (is_client_key(env, req, tok, n)) {
-        send_error(req, 403, "permission_denied", NULL,
-                   "a data-plane key cannot call the admin API");
+        lm_admin_http_error(req, 403, "permission_denied", NULL,
+                            "a data-plane key cannot call the admin API");
         return -1;
     }
-    send_error(req, 401, "invalid_api_key", NULL, "invalid admin token");
+    lm_admin_http_error(req, 401, "invalid_api_key", NULL, "invalid admin token");
     return -1;
-}
-
-/* ------------------------------------------------------------------------ */
-/* query strings                                                             */
-
-typedef struct qparam_s {
-    char *k, *v;
-} qparam_t;
-typedef struct query_s {
-    qparam_t p[ADMIN_QUERY_MAX];
-    size_t n;
-} query_t;
-
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decode s[0..n) into a new string; NULL if malformed, or if the
- * result is not valid UTF-8 or contains NUL. */
-static char *pct_decode(const char *s, size_t n)
-{
-    char *out = malloc(n + 1);
-    size_t o = 0;
-    if (out == NULL)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%') {
-            if (i + 2 >= n) {
-                free(out);
-                return NULL;
-            }
-            int a = hexval((unsigned char)s[i + 1]), b = hexval((unsigned char)s[i + 2]);
-            if (a < 0 || b < 0) {
-                free(out);
-                return NULL;
-            }
-            out[o++] = (char)(a * 16 + b);
-            i += 2;
-        } else {
-            out[o++] = s[i] == '+' ? ' ' : s[i];
-        }
-    }
-    out[o] = '\0';
-    if (!lm_store_text_ok(out, o, 1024)) {
-        free(out);
-        return NULL;
-    }
-    return out;
-}
-
-static void query_free(query_t *q)
-{
-    for (size_t i = 0; i < q->n; i++) {
-        free(q->p[i].k);
-        free(q->p[i].v);
-    }
-    q->n = 0;
-}
-
-/* Parse the raw query; only names in `allowed` (NULL-terminated), each at
- * most once. 0, or -1 after replying 400. */
-static int query_parse(evhtp_request_t *req, const char *const *allowed, query_t *q)
-{
-    const char *raw = (req->uri && req->uri->query_raw) ? (const char *)req->uri->query_raw : "";
-    memset(q, 0, sizeof(*q));
-    while (*raw) {
-        size_t len = strcspn(raw, "&");
-        const char *eq = memchr(raw, '=', len);
-        size_t kl = eq ? (size_t)(eq - raw) : len;
-        if (len > 0) {
-            char *k = pct_decode(raw, kl);
-            char *v = eq ? pct_decode(eq + 1, len - kl - 1) : strdup("");
-            int known = 0;
-            for (size_t i = 0; k && allowed[i]; i++)
-                known |= strcmp(k, allowed[i]) == 0;
-            for (size_t i = 0; k && i < q->n; i++)
-                if (strcmp(q->p[i].k, k) == 0)
-                    known = -1;
-            if (k == NULL || v == NULL || known != 1 || q->n == ADMIN_QUERY_MAX) {
-                free(k);
-                free(v);
-                query_free(q);
-                bad_request(req, NULL,
-                            known == -1 ? "a query parameter is repeated"
-                                        : "unknown or malformed query parameter");
-                return -1;
-            }
-            q->p[q->n++] = (qparam_t){k, v};
-        }
-        raw += len;
-        if (*raw == '&')
-            raw++;
-    }
-    return 0;
-}
-
-static const char *query_get(const query_t *q, const char *k)
-{
-    for (size_t i = 0; i < q->n; i++)
-        if (strcmp(q->p[i].k, k) == 0)
-            return q->p[i].v;
-    return NULL;
-}
-
-/* Strict non-negative decimal (no sign, no spaces), <= max. */
-static int parse_uint(const char *s, int64_t max, int64_t *out)
-{
-    int64_t v = 0;
-    if (s == NULL || *s == '\0' || strlen(s) > 19)
-        return -1;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return -1;
-        if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *s - '0', &v))
-            return -1;
-    }
-    if (v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-/* An integer query parameter in [lo, hi], `def` when absent. 0, or -1
- * after replying 400. */
-static int query_int(evhtp_request_t *req, const query_t *q, const char *k, int64_t lo, int64_t hi,
-                     int64_t def, int64_t *out)
-{
-    const char *v = query_get(q, k);
-    *out = def;
-    if (v == NULL)
-        return 0;
-    if (parse_uint(v, hi, out) != 0 || *out < lo) {
-        send_error(req, 400, "invalid_value", k, "%s must be an integer from %lld to %lld", k,
-                   (long long)lo, (long long)hi);
-        return -1;
-    }
-    return 0;
 }
 
 static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
@@ -490,8 +290,8 @@ static int parse_time_ms(const char *s, int64_t *out)
     if (strlen(s) == 10 && s[4] == '-' && s[7] == '-') {
         int64_t y, m, d;
         char ys[5] = {s[0], s[1], s[2], s[3], 0}, ms[3] = {s[5], s[6], 0}, ds[3] = {s[8], s[9], 0};
-        if (parse_uint(ys, 9999, &y) || parse_uint(ms, 12, &m) || parse_uint(ds, 31, &d) ||
-            y < 1970 || m < 1 || d < 1 || d > mdays[m - 1])
+        if (lm_admin_http_parse_uint(ys, 9999, &y) || lm_admin_http_parse_uint(ms, 12, &m) ||
+            lm_admin_http_parse_uint(ds, 31, &d) || y < 1970 || m < 1 || d < 1 || d > mdays[m - 1])
             return -1;
         int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
         if (m == 2 && d == 29 && !leap)
@@ -499,56 +299,7 @@ static int parse_time_ms(const char *s, int64_t *out)
         *out = days_from_civil(y, m, d) * 86400 * 1000;
         return 0;
     }
-    return parse_uint(s, ADMIN_TIME_MAX * 1000 + 999, out);
-}
-
-/* ------------------------------------------------------------------------ */
-/* JSON bodies                                                               */
-
-/* Bodies must be declared JSON: libevhtp parses a form-urlencoded body as
- * query arguments, which would mix the body into the URL's parameters. */
-static int json_content_type(evhtp_request_t *req)
-{
-    const char *ct = evhtp_header_find(req->headers_in, "Content-Type");
-    if (ct == NULL)
-        return 0;
-    size_t n = strlen("application/json");
-    return strncasecmp(ct, "application/json", n) == 0 && (ct[n] == '\0' || ct[n] == ';');
-}
-
-/* The request body as a JSON object, or NULL after replying 4xx. */
-static json_t *body_object(evhtp_request_t *req)
-{
-    if (!json_content_type(req)) {
-        send_error(req, 415, "unsupported_media_type", NULL,
-                   "send the body as Content-Type: application/json");
-        return NULL;
-    }
-    size_t n = evbuffer_get_length(req->buffer_in);
-    const char *p = n ? (const char *)evbuffer_pullup(req->buffer_in, -1) : "";
-    if (n == 0) {
-        bad_request(req, NULL, "request body is empty; expected a JSON object");
-        return NULL;
-    }
-    if (!lm_reqcheck_depth_ok(p, n, ADMIN_JSON_DEPTH)) {
-        bad_request(req, NULL, "request JSON is nested too deeply");
-        return NULL;
-    }
-    json_error_t je;
-    /* NUL is allowed by the parser so that it is refused below with a
-     * precise message instead of truncating a string silently. */
-    json_t *root = json_loadb(p, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
-    if (root == NULL) {
-        send_error(req, 400, "invalid_json", NULL,
-                   "could not parse the JSON body (line %d, column %d)", je.line, je.column);
-        return NULL;
-    }
-    if (!json_is_object(root)) {
-        json_decref(root);
-        bad_request(req, NULL, "request body must be a JSON object");
-        return NULL;
-    }
-    return root;
+    return lm_admin_http_parse_uint(s, ADMIN_TIME_MAX * 1000 + 999, out);
 }
 
 /* A key spec being read from JSON; strings borrow from the JSON document. */
@@ -845,7 +596,7 @@ static json_t *row_json(const lm_usage_rec_t *r)
 
 typedef struct actx_s {
     lm_admin_env_t *env;
-    evhtp_request_t *req;
+    lm_admin_http_req_t *req;
     int64_t id;                      /* {id} routes */
     char name[LM_CHAN_NAME_MAX + 1]; /* {name} routes */
     int role;
@@ -855,52 +606,49 @@ static const char *const no_params[] = {NULL};
 
 static void h_health(actx_t *a)
 {
-    query_t q;
-    if (query_parse(a->req, no_params, &q) != 0)
+    lm_admin_http_query_t q;
+    if (lm_admin_http_query_parse(a->req, no_params, &q) != 0)
         return;
     lm_store_settings_t s;
     if (lm_store_settings(a->env->store, &s) != LM_STORE_OK) {
-        send_error(a->req, 503, "unavailable", NULL, "the store does not answer");
+        lm_admin_http_error(a->req, 503, "unavailable", NULL, "the store does not answer");
         return;
     }
-    send_json(a->req, 200,
-              json_pack("{s:s, s:s, s:{s:s, s:i, s:I}}", "status", "ok", "role",
-                        a->role == LM_ADMIN_ROLE_READ ? "read" : "admin", "store", "journal_mode",
-                        s.journal_mode, "schema_version", s.schema_version, "queue_depth",
-                        (json_int_t)lm_store_queue_depth(a->env->store)));
+    lm_admin_http_json(a->req, 200,
+                       json_pack("{s:s, s:s, s:{s:s, s:i, s:I}}", "status", "ok", "role",
+                                 a->role == LM_ADMIN_ROLE_READ ? "read" : "admin", "store",
+                                 "journal_mode", s.journal_mode, "schema_version", s.schema_version,
+                                 "queue_depth", (json_int_t)lm_store_queue_depth(a->env->store)));
 }
 
 /* Prometheus text exposition (longmen_* series; no secrets, names only). */
 static void h_metrics(actx_t *a)
 {
-    query_t q;
+    lm_admin_http_query_t q;
     size_t len = 0;
-    if (query_parse(a->req, no_params, &q) != 0)
+    if (lm_admin_http_query_parse(a->req, no_params, &q) != 0)
         return;
     char *txt = lm_server_metrics_render(a->env->server, &len);
     if (txt == NULL) {
-        send_error(a->req, 503, "unavailable", NULL, "metrics are unavailable");
+        lm_admin_http_error(a->req, 503, "unavailable", NULL, "metrics are unavailable");
         return;
     }
-    add_header(a->req, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-    add_header(a->req, "Cache-Control", "no-store");
-    evbuffer_add(a->req->buffer_out, txt, len);
+    lm_admin_http_text(a->req, "text/plain; version=0.0.4; charset=utf-8", txt, len);
     free(txt);
-    evhtp_send_reply(a->req, EVHTP_RES_OK);
 }
 
 static void h_reload(actx_t *a)
 {
-    query_t q;
-    if (query_parse(a->req, no_params, &q) != 0)
+    lm_admin_http_query_t q;
+    if (lm_admin_http_query_parse(a->req, no_params, &q) != 0)
         return;
     if (a->env->server == NULL) {
-        send_error(a->req, 503, "unavailable", NULL, "no server to reload");
+        lm_admin_http_error(a->req, 503, "unavailable", NULL, "no server to reload");
         return;
     }
     lm_server_reload(a->env->server);
     lm_log(LM_LOG_INFO, "admin: reload requested");
-    send_json(a->req, 202, json_pack("{s:s}", "status", "reload requested"));
+    lm_admin_http_json(a->req, 202, json_pack("{s:s}", "status", "reload requested"));
 }
 
 static void reply_key(actx_t *a, int status, int64_t id, const char *secret)
@@ -915,16 +663,16 @@ static void reply_key(actx_t *a, int status, int64_t id, const char *secret)
     lm_key_release(k);
     if (secret)
         json_object_set_new(o, "secret", json_string(secret));
-    send_json(a->req, status, o);
+    lm_admin_http_json(a->req, status, o);
 }
 
 static void h_key_create(actx_t *a)
 {
-    query_t q;
-    json_t *body = body_object(a->req);
+    lm_admin_http_query_t q;
+    json_t *body = lm_admin_http_body_object(a->req);
     if (body == NULL)
         return;
-    if (query_parse(a->req, no_params, &q) != 0) {
+    if (lm_admin_http_query_parse(a->req, no_params, &q) != 0) {
         json_decref(body);
         return;
     }
@@ -933,11 +681,11 @@ static void h_key_create(actx_t *a)
     memset(&in, 0, sizeof(in));
     in.sp.enabled = 1;
     if (spec_read(body, &in, &fe) != 0) {
-        bad_request(a->req, fe.param, fe.msg);
+        lm_admin_http_bad_request(a->req, fe.param, fe.msg);
     } else if (!(in.sp.set & LM_KF_QUOTA)) {
-        bad_request(a->req, "quota",
-                    "quota is required: a decimal amount (\"12.5\"), quota_micro, or "
-                    "\"unlimited\"");
+        lm_admin_http_bad_request(a->req, "quota",
+                                  "quota is required: a decimal amount (\"12.5\"), quota_micro, or "
+                                  "\"unlimited\"");
     } else {
         char secret[LM_KEY_SECRET_SIZE], err[256] = "";
         int64_t id = 0;
@@ -957,16 +705,17 @@ static void h_key_create(actx_t *a)
 static void h_key_list(actx_t *a)
 {
     static const char *const params[] = {"after", "limit", NULL};
-    query_t q;
+    lm_admin_http_query_t q;
     int64_t after, limit;
-    if (query_parse(a->req, params, &q) != 0)
+    if (lm_admin_http_query_parse(a->req, params, &q) != 0)
         return;
-    if (query_int(a->req, &q, "after", 0, INT64_MAX, 0, &after) != 0 ||
-        query_int(a->req, &q, "limit", 1, ADMIN_PAGE_MAX, ADMIN_PAGE_DEFAULT, &limit) != 0) {
-        query_free(&q);
+    if (lm_admin_http_query_int(a->req, &q, "after", 0, INT64_MAX, 0, &after) != 0 ||
+        lm_admin_http_query_int(a->req, &q, "limit", 1, ADMIN_PAGE_MAX, ADMIN_PAGE_DEFAULT,
+                                &limit) != 0) {
+        lm_admin_http_query_free(&q);
         return;
     }
-    query_free(&q);
+    lm_admin_http_query_free(&q);
     lm_key_t **keys = NULL;
     size_t n = 0;
     int rc = lm_store_key_list(a->env->store, after, (size_t)limit + 1, &keys, &n);
@@ -983,13 +732,13 @@ static void h_key_list(actx_t *a)
     json_t *o = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", more);
     json_object_set_new(o, "last_id", n ? json_integer(keys[n - 1]->id) : json_null());
     lm_store_key_list_free(keys, more ? n + 1 : n);
-    send_json(a->req, 200, o);
+    lm_admin_http_json(a->req, 200, o);
 }
 
 static void h_key_get(actx_t *a)
 {
-    query_t q;
-    if (query_parse(a->req, no_params, &q) != 0)
+    lm_admin_http_query_t q;
+    if (lm_admin_http_query_parse(a->req, no_params, &q) != 0)
         return;
     reply_key(a, 200, a->id, NULL);
 }
@@ -1016,11 +765,11 @@ static int fill_limits(actx_t *a, spec_in_t *in)
 
 static void h_key_update(actx_t *a)
 {
-    query_t q;
-    json_t *body = body_object(a->req);
+    lm_admin_http_query_t q;
+    json_t *body = lm_admin_http_body_object(a->req);
     if (body == NULL)
         return;
-    if (query_parse(a->req, no_params, &q) != 0) {
+    if (lm_admin_http_query_parse(a->req, no_params, &q) != 0) {
         json_decref(body);
         return;
     }
@@ -1028,9 +777,9 @@ static void h_key_update(actx_t *a)
     field_err_t fe = {0};
     memset(&in, 0, sizeof(in));
     if (spec_read(body, &in, &fe) != 0) {
-        bad_request(a->req, fe.param, fe.msg);
+        lm_admin_http_bad_request(a->req, fe.param, fe.msg);
     } else if (in.sp.set == 0) {
-        bad_request(a->req, NULL, "nothing to update");
+        lm_admin_http_bad_request(a->req, NULL, "nothing to update");
     } else {
         char err[256] = "";
         int rc = fill_limits(a, &in);
@@ -1049,8 +798,8 @@ static void h_key_update(actx_t *a)
 
 static void h_key_delete(actx_t *a)
 {
-    query_t q;
-    if (query_parse(a->req, no_params, &q) != 0)
+    lm_admin_http_query_t q;
+    if (lm_admin_http_query_parse(a->req, no_params, &q) != 0)
         return;
     int rc = lm_store_key_delete(a->env->store, a->id);
     if (rc != LM_STORE_OK) {
@@ -1058,8 +807,9 @@ static void h_key_delete(actx_t *a)
         return;
     }
     lm_log(LM_LOG_INFO, "admin: key %lld deleted", (long long)a->id);
-    send_json(a->req, 200,
-              json_pack("{s:I, s:s, s:b}", "id", (json_int_t)a->id, "object", "key", "deleted", 1));
+    lm_admin_http_json(
+        a->req, 200,
+        json_pack("{s:I, s:s, s:b}", "id", (json_int_t)a->id, "object", "key", "deleted", 1));
 }
 
 static const char *const group_names[] = {
@@ -1080,21 +830,23 @@ static int parse_group_by(const char *s, int *by)
 }
 
 /* from/to: "YYYY-MM-DD" or unix ms; to is exclusive, absent = no end. */
-static int usage_range(actx_t *a, const query_t *q, int64_t *from, int64_t *to)
+static int usage_range(actx_t *a, const lm_admin_http_query_t *q, int64_t *from, int64_t *to)
 {
-    const char *f = query_get(q, "from"), *t = query_get(q, "to");
+    const char *f = lm_admin_http_query_get(q, "from"), *t = lm_admin_http_query_get(q, "to");
     *from = 0;
     *to = 0;
     if (f && parse_time_ms(f, from) != 0) {
-        bad_request(a->req, "from", "from must be YYYY-MM-DD (UTC) or unix milliseconds");
+        lm_admin_http_bad_request(a->req, "from",
+                                  "from must be YYYY-MM-DD (UTC) or unix milliseconds");
         return -1;
     }
     if (t && (parse_time_ms(t, to) != 0 || *to == 0)) {
-        bad_request(a->req, "to", "to must be YYYY-MM-DD (UTC) or unix milliseconds > 0");
+        lm_admin_http_bad_request(a->req, "to",
+                                  "to must be YYYY-MM-DD (UTC) or unix milliseconds > 0");
         return -1;
     }
     if (t && *to <= *from) {
-        bad_request(a->req, "to", "to must be after from");
+        lm_admin_http_bad_request(a->req, "to", "to must be after from");
         return -1;
     }
     return 0;
@@ -1103,25 +855,25 @@ static int usage_range(actx_t *a, const query_t *q, int64_t *from, int64_t *to)
 static void h_usage(actx_t *a)
 {
     static const char *const params[] = {"group_by", "from", "to", "key_id", NULL};
-    query_t q;
+    lm_admin_http_query_t q;
     int64_t from, to, key_id;
     int by = LM_USAGE_BY_NONE;
-    if (query_parse(a->req, params, &q) != 0)
+    if (lm_admin_http_query_parse(a->req, params, &q) != 0)
         return;
-    const char *g = query_get(&q, "group_by");
+    const char *g = lm_admin_http_query_get(&q, "group_by");
     if (g && parse_group_by(g, &by) != 0) {
-        bad_request(a->req, "group_by",
-                    "group_by must be key, model, model_served, channel, "
-                    "day or none");
-        query_free(&q);
+        lm_admin_http_bad_request(a->req, "group_by",
+                                  "group_by must be key, model, model_served, channel, "
+                                  "day or none");
+        lm_admin_http_query_free(&q);
         return;
     }
     if (usage_range(a, &q, &from, &to) != 0 ||
-        query_int(a->req, &q, "key_id", 1, INT64_MAX, 0, &key_id) != 0) {
-        query_free(&q);
+        lm_admin_http_query_int(a->req, &q, "key_id", 1, INT64_MAX, 0, &key_id) != 0) {
+        lm_admin_http_query_free(&q);
         return;
     }
-    query_free(&q);
+    lm_admin_http_query_free(&q);
     lm_usage_total_t *t = NULL, *all = NULL;
     size_t n = 0, nall = 0;
     int rc = lm_store_usage_totals(a->env->store, by, from, to, key_id, &t, &n);
@@ -1143,7 +895,7 @@ static void h_usage(actx_t *a)
     json_object_set_new(o, "total", total_json(&all[0], LM_USAGE_BY_NONE));
     lm_store_usage_totals_free(t, n);
     lm_store_usage_totals_free(all, nall);
-    send_json(a->req, 200, o);
+    lm_admin_http_json(a->req, 200, o);
 }
 
 /* Ledger rows, newest first; `after` is the cursor of the previous page
@@ -1151,17 +903,18 @@ static void h_usage(actx_t *a)
 static void h_usage_rows(actx_t *a)
 {
     static const char *const params[] = {"after", "limit", "key_id", NULL};
-    query_t q;
+    lm_admin_http_query_t q;
     int64_t after, limit, key_id;
-    if (query_parse(a->req, params, &q) != 0)
+    if (lm_admin_http_query_parse(a->req, params, &q) != 0)
         return;
-    if (query_int(a->req, &q, "after", 1, INT64_MAX, 0, &after) != 0 ||
-        query_int(a->req, &q, "limit", 1, ADMIN_PAGE_MAX, ADMIN_PAGE_DEFAULT, &limit) != 0 ||
-        query_int(a->req, &q, "key_id", 1, INT64_MAX, 0, &key_id) != 0) {
-        query_free(&q);
+    if (lm_admin_http_query_int(a->req, &q, "after", 1, INT64_MAX, 0, &after) != 0 ||
+        lm_admin_http_query_int(a->req, &q, "limit", 1, ADMIN_PAGE_MAX, ADMIN_PAGE_DEFAULT,
+                                &limit) != 0 ||
+        lm_admin_http_query_int(a->req, &q, "key_id", 1, INT64_MAX, 0, &key_id) != 0) {
+        lm_admin_http_query_free(&q);
         return;
     }
-    query_free(&q);
+    lm_admin_http_query_free(&q);
     lm_usage_rec_t *r = NULL;
     size_t n = 0;
     int rc = lm_store_usage_list(a->env->store, key_id, after, (size_t)limit + 1, &r, &n);
@@ -1179,7 +932,7 @@ static void h_usage_rows(actx_t *a)
     json_t *o = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", more);
     json_object_set_new(o, "last_id", n ? json_integer(r[n - 1].id) : json_null());
     lm_store_usage_list_free(r, total);
-    send_json(a->req, 200, o);
+    lm_admin_http_json(a->req, 200, o);
 }
 
 static void h_routes(actx_t *a);
@@ -1208,7 +961,7 @@ static int chk_fail(chk_t *k, int status, const char *code, const char *param)
 
 static void send_chk(actx_t *a, chk_t *k)
 {
-    send_error(a->req, k->status, k->code, k->param[0] ? k->param : NULL, "%s", k->msg);
+    lm_admin_http_error(a->req, k->status, k->code, k->param[0] ? k->param : NULL, "%s", k->msg);
 }
 
 /* Replace every secret this process knows (the serving configuration, the
@@ -1369,8 +1122,8 @@ static lm_conf_t *file_conf(actx_t *a, int write)
     lm_conf_t *c = lm_server_conf_file(a->env->server, k.msg, sizeof(k.msg));
     if (c == NULL) {
         scrub_secrets(a, NULL, k.msg);
-        send_error(a->req, write ? 409 : 500, write ? "conflict" : "config_error", NULL,
-                   "the configuration file does not load: %s", k.msg);
+        lm_admin_http_error(a->req, write ? 409 : 500, write ? "conflict" : "config_error", NULL,
+                            "the configuration file does not load: %s", k.msg);
     }
     return c;
 }
@@ -1379,14 +1132,14 @@ static int chan_ready(actx_t *a)
 {
     if (a->env->server != NULL)
         return 1;
-    send_error(a->req, 503, "unavailable", NULL, "no server");
+    lm_admin_http_error(a->req, 503, "unavailable", NULL, "no server");
     return 0;
 }
 
 static void h_chan_list(actx_t *a)
 {
-    query_t q;
-    if (query_parse(a->req, no_params, &q) != 0 || !chan_ready(a))
+    lm_admin_http_query_t q;
+    if (lm_admin_http_query_parse(a->req, no_params, &q) != 0 || !chan_ready(a))
         return;
     lm_conf_t *file = file_conf(a, 0);
     if (file == NULL)
@@ -1414,13 +1167,13 @@ static void h_chan_list(actx_t *a)
     lm_rt_unref(rt);
     lm_store_chan_list_free(v, n);
     lm_conf_free(file);
-    send_json(a->req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+    lm_admin_http_json(a->req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
 }
 
 static void h_chan_get(actx_t *a)
 {
-    query_t q;
-    if (query_parse(a->req, no_params, &q) != 0 || !chan_ready(a))
+    lm_admin_http_query_t q;
+    if (lm_admin_http_query_parse(a->req, no_params, &q) != 0 || !chan_ready(a))
         return;
     lm_conf_t *file = file_conf(a, 0);
     if (file == NULL)
@@ -1429,15 +1182,15 @@ static void h_chan_get(actx_t *a)
     int rc = lm_store_chan_get(a->env->store, a->name, &c);
     const lm_chan_conf_t *fc = conf_chan(file, a->name);
     if (rc == LM_STORE_OK) {
-        send_json(a->req, 200, stored_json(a, c, file));
+        lm_admin_http_json(a->req, 200, stored_json(a, c, file));
     } else if (rc == LM_STORE_ENOTFOUND && fc) {
         json_t *o = lm_chan_conf_to_json(fc);
         lm_rt_t *rt = lm_server_acquire_rt(a->env->server);
         chan_status(o, rt, fc->name, 0, 0);
         lm_rt_unref(rt);
-        send_json(a->req, 200, o);
+        lm_admin_http_json(a->req, 200, o);
     } else if (rc == LM_STORE_ENOTFOUND) {
-        send_error(a->req, 404, "not_found", NULL, "no such channel");
+        lm_admin_http_error(a->req, 404, "not_found", NULL, "no such channel");
     } else {
         send_store_error(a->req, rc, NULL);
     }
@@ -1452,11 +1205,12 @@ static void chan_missing(actx_t *a)
     if (file == NULL)
         return;
     if (conf_chan(file, a->name))
-        send_error(a->req, 409, "conflict", "name",
-                   "channel %s is defined in the configuration file %s and is read-only here",
-                   a->name, file->path);
+        lm_admin_http_error(
+            a->req, 409, "conflict", "name",
+            "channel %s is defined in the configuration file %s and is read-only here", a->name,
+            file->path);
     else
-        send_error(a->req, 404, "not_found", NULL, "no such channel");
+        lm_admin_http_error(a->req, 404, "not_found", NULL, "no such channel");
     lm_conf_free(file);
 }
 
@@ -1476,8 +1230,9 @@ static void chan_commit(actx_t *a, const lm_chan_rec_t *rec, int create)
     if (file == NULL)
         return;
     if (conf_chan(file, rec->name)) {
-        send_error(a->req, 409, "conflict", "name",
-                   "channel %s is defined in the configuration file %s", rec->name, file->path);
+        lm_admin_http_error(a->req, 409, "conflict", "name",
+                            "channel %s is defined in the configuration file %s", rec->name,
+                            file->path);
         lm_conf_free(file);
         return;
     }
@@ -1489,11 +1244,11 @@ static void chan_commit(actx_t *a, const lm_chan_rec_t *rec, int create)
     int rc = create ? lm_store_chan_create(a->env->store, rec, NULL, err, sizeof(err))
                     : lm_store_chan_update(a->env->store, rec, err, sizeof(err));
     if (rc == LM_STORE_ECONFLICT) {
-        send_error(a->req, 409, "conflict", "name", "%s", err);
+        lm_admin_http_error(a->req, 409, "conflict", "name", "%s", err);
         return;
     }
     if (rc == LM_STORE_ENOTFOUND) {
-        send_error(a->req, 404, "not_found", NULL, "no such channel");
+        lm_admin_http_error(a->req, 404, "not_found", NULL, "no such channel");
         return;
     }
     if (rc != LM_STORE_OK) {
@@ -1512,18 +1267,18 @@ static void chan_commit(actx_t *a, const lm_chan_rec_t *rec, int create)
     json_t *o = stored_json(a, c, NULL);
     lm_chan_rec_free(c);
     json_object_set_new(o, "reload", reload);
-    send_json(a->req, create ? 201 : 200, o);
+    lm_admin_http_json(a->req, create ? 201 : 200, o);
 }
 
 /* The body as a record: base (the defaults or a copy of the stored one)
  * with the body's members applied. NULL after replying. */
 static lm_chan_rec_t *chan_body(actx_t *a, lm_chan_rec_t *base, int merge, const lm_chan_rec_t *cur)
 {
-    query_t q;
-    json_t *body = base ? body_object(a->req) : NULL;
+    lm_admin_http_query_t q;
+    json_t *body = base ? lm_admin_http_body_object(a->req) : NULL;
     if (base == NULL)
-        send_error(a->req, 500, "internal_error", NULL, "out of memory");
-    if (body == NULL || query_parse(a->req, no_params, &q) != 0) {
+        lm_admin_http_error(a->req, 500, "internal_error", NULL, "out of memory");
+    if (body == NULL || lm_admin_http_query_parse(a->req, no_params, &q) != 0) {
         json_decref(body);
         lm_chan_rec_free(base);
         return NULL;
@@ -1565,7 +1320,8 @@ static void h_chan_create(actx_t *a)
     lm_chan_rec_t *old = NULL;
     if (lm_store_chan_name_ok(rec->name) &&
         lm_store_chan_get(a->env->store, rec->name, &old) == LM_STORE_OK)
-        send_error(a->req, 409, "conflict", "name", "a channel named %s already exists", rec->name);
+        lm_admin_http_error(a->req, 409, "conflict", "name", "a channel named %s already exists",
+                            rec->name);
     else
         chan_commit(a, rec, 1);
     lm_chan_rec_free(old);
@@ -1611,8 +1367,8 @@ static void h_chan_patch(actx_t *a)
 
 static void h_chan_delete(actx_t *a)
 {
-    query_t q;
-    if (query_parse(a->req, no_params, &q) != 0 || !chan_ready(a))
+    lm_admin_http_query_t q;
+    if (lm_admin_http_query_parse(a->req, no_params, &q) != 0 || !chan_ready(a))
         return;
     int rc = lm_store_chan_delete(a->env->store, a->name);
     if (rc == LM_STORE_ENOTFOUND) {
@@ -1626,48 +1382,48 @@ static void h_chan_delete(actx_t *a)
     lm_log(LM_LOG_INFO, "admin: channel %s deleted", a->name);
     json_t *o = json_pack("{s:s, s:s, s:b}", "object", "channel", "name", a->name, "deleted", 1);
     json_object_set_new(o, "reload", reload_json(a));
-    send_json(a->req, 200, o);
+    lm_admin_http_json(a->req, 200, o);
 }
 
 typedef struct route_s {
     const char *path; /* a trailing "{id}" matches a positive decimal id, "{name}" a channel name */
-    htp_method method;
+    int method;       /* LM_ADMIN_HTTP_* */
     const char *method_name;
     int write; /* refused to the read-only role */
     void (*fn)(actx_t *a);
 } route_t;
 
 static const route_t routes[] = {
-    {"/admin/health", htp_method_GET, "GET", 0, h_health},
-    {"/admin/routes", htp_method_GET, "GET", 0, h_routes},
-    {"/admin/reload", htp_method_POST, "POST", 1, h_reload},
-    {"/admin/keys", htp_method_GET, "GET", 0, h_key_list},
-    {"/admin/keys", htp_method_POST, "POST", 1, h_key_create},
-    {"/admin/keys/{id}", htp_method_GET, "GET", 0, h_key_get},
-    {"/admin/keys/{id}", htp_method_PATCH, "PATCH", 1, h_key_update},
-    {"/admin/keys/{id}", htp_method_DELETE, "DELETE", 1, h_key_delete},
-    {"/admin/usage", htp_method_GET, "GET", 0, h_usage},
-    {"/admin/usage/rows", htp_method_GET, "GET", 0, h_usage_rows},
-    {"/admin/metrics", htp_method_GET, "GET", 0, h_metrics},
-    {"/admin/channels", htp_method_GET, "GET", 0, h_chan_list},
-    {"/admin/channels", htp_method_POST, "POST", 1, h_chan_create},
-    {"/admin/channels/{name}", htp_method_GET, "GET", 0, h_chan_get},
-    {"/admin/channels/{name}", htp_method_PUT, "PUT", 1, h_chan_put},
-    {"/admin/channels/{name}", htp_method_PATCH, "PATCH", 1, h_chan_patch},
-    {"/admin/channels/{name}", htp_method_DELETE, "DELETE", 1, h_chan_delete},
+    {"/admin/health", LM_ADMIN_HTTP_GET, "GET", 0, h_health},
+    {"/admin/routes", LM_ADMIN_HTTP_GET, "GET", 0, h_routes},
+    {"/admin/reload", LM_ADMIN_HTTP_POST, "POST", 1, h_reload},
+    {"/admin/keys", LM_ADMIN_HTTP_GET, "GET", 0, h_key_list},
+    {"/admin/keys", LM_ADMIN_HTTP_POST, "POST", 1, h_key_create},
+    {"/admin/keys/{id}", LM_ADMIN_HTTP_GET, "GET", 0, h_key_get},
+    {"/admin/keys/{id}", LM_ADMIN_HTTP_PATCH, "PATCH", 1, h_key_update},
+    {"/admin/keys/{id}", LM_ADMIN_HTTP_DELETE, "DELETE", 1, h_key_delete},
+    {"/admin/usage", LM_ADMIN_HTTP_GET, "GET", 0, h_usage},
+    {"/admin/usage/rows", LM_ADMIN_HTTP_GET, "GET", 0, h_usage_rows},
+    {"/admin/metrics", LM_ADMIN_HTTP_GET, "GET", 0, h_metrics},
+    {"/admin/channels", LM_ADMIN_HTTP_GET, "GET", 0, h_chan_list},
+    {"/admin/channels", LM_ADMIN_HTTP_POST, "POST", 1, h_chan_create},
+    {"/admin/channels/{name}", LM_ADMIN_HTTP_GET, "GET", 0, h_chan_get},
+    {"/admin/channels/{name}", LM_ADMIN_HTTP_PUT, "PUT", 1, h_chan_put},
+    {"/admin/channels/{name}", LM_ADMIN_HTTP_PATCH, "PATCH", 1, h_chan_patch},
+    {"/admin/channels/{name}", LM_ADMIN_HTTP_DELETE, "DELETE", 1, h_chan_delete},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
 static void h_routes(actx_t *a)
 {
-    query_t q;
-    if (query_parse(a->req, no_params, &q) != 0)
+    lm_admin_http_query_t q;
+    if (lm_admin_http_query_parse(a->req, no_params, &q) != 0)
         return;
     json_t *data = json_array();
     for (size_t i = 0; i < NROUTES; i++)
         json_array_append_new(data, json_pack("{s:s, s:s, s:b}", "method", routes[i].method_name,
                                               "path", routes[i].path, "write", routes[i].write));
-    send_json(a->req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+    lm_admin_http_json(a->req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
 }
 
 /* Does `path` match pattern `pat`? For "{id}" patterns *id receives the id,
@@ -1688,14 +1444,13 @@ static int path_match(const char *pat, const char *path, int64_t *id, char *name
             snprintf(name, nlen, "%s", path + pre);
         return 1;
     }
-    if (parse_uint(path + pre, INT64_MAX, id) != 0 || *id == 0)
+    if (lm_admin_http_parse_uint(path + pre, INT64_MAX, id) != 0 || *id == 0)
         *id = -1;
     return 1;
 }
 
 static void dispatch(actx_t *a, const char *path)
 {
-    htp_method m = evhtp_request_get_method(a->req);
     char allow[64] = "";
     int matched = 0;
     for (size_t i = 0; i < NROUTES; i++) {
@@ -1704,25 +1459,25 @@ static void dispatch(actx_t *a, const char *path)
         if (!path_match(routes[i].path, path, &id, a->name, sizeof(a->name)))
             continue;
         matched = 1;
-        if (routes[i].method != m) {
+        if (!lm_admin_http_method_is(a->req, routes[i].method)) {
             size_t l = strlen(allow);
             snprintf(allow + l, sizeof(allow) - l, "%s%s", l ? ", " : "", routes[i].method_name);
             continue;
         }
         if (routes[i].write && a->role != LM_ADMIN_ROLE_FULL) {
-            send_error(a->req, 403, "permission_denied", NULL,
-                       "the read-only admin token cannot call %s %s", routes[i].method_name,
-                       routes[i].path);
+            lm_admin_http_error(a->req, 403, "permission_denied", NULL,
+                                "the read-only admin token cannot call %s %s",
+                                routes[i].method_name, routes[i].path);
             return;
         }
         if (id < 0) {
-            bad_request(a->req, "id", "the key id must be a positive integer");
+            lm_admin_http_bad_request(a->req, "id", "the key id must be a positive integer");
             return;
         }
         if (strstr(routes[i].path, "{name}") && a->name[0] == '\0') {
-            send_error(a->req, 400, "invalid_value", "name",
-                       "a channel name matches [A-Za-z0-9_.-]+ (1 to %d characters)",
-                       LM_CHAN_NAME_MAX);
+            lm_admin_http_error(a->req, 400, "invalid_value", "name",
+                                "a channel name matches [A-Za-z0-9_.-]+ (1 to %d characters)",
+                                LM_CHAN_NAME_MAX);
             return;
         }
         a->id = id;
@@ -1730,26 +1485,24 @@ static void dispatch(actx_t *a, const char *path)
         return;
     }
     if (!matched) {
-        send_error(a->req, 404, "not_found", NULL, "unknown admin path");
+        lm_admin_http_error(a->req, 404, "not_found", NULL, "unknown admin path");
         return;
     }
-    add_header(a->req, "Allow", allow);
-    send_error(a->req, 405, "method_not_allowed", NULL, "method not allowed here (allowed: %s)",
-               allow);
+    lm_admin_http_add_header(a->req, "Allow", allow);
+    lm_admin_http_error(a->req, 405, "method_not_allowed", NULL,
+                        "method not allowed here (allowed: %s)", allow);
 }
 
-static void on_request(evhtp_request_t *req, void *arg)
+static void on_request(lm_admin_http_req_t *req, void *arg)
 {
     actx_t a = {.env = arg, .req = req};
     a.role = authenticate(a.env, req);
     if (a.role < 0)
         return;
-    const char *path =
-        (req->uri && req->uri->path && req->uri->path->full) ? req->uri->path->full : "";
-    dispatch(&a, path);
+    dispatch(&a, lm_admin_http_path(req));
 }
 
-int lm_admin_setup(evhtp_t *htp, lm_admin_env_t *env, char *err, size_t errlen)
+int lm_admin_setup(struct evhtp *htp, lm_admin_env_t *env, char *err, size_t errlen)
 {
     if (env == NULL || env->store == NULL) {
         snprintf(err, errlen, "admin: the admin API needs the store (data_dir)");
@@ -1765,7 +1518,6 @@ int lm_admin_setup(evhtp_t *htp, lm_admin_env_t *env, char *err, size_t errlen)
         return -1;
     }
     warn_exposed(env);
-    evhtp_set_max_body_size(htp, ADMIN_BODY_MAX);
-    evhtp_set_gencb(htp, on_request, env);
+    lm_admin_http_serve(htp, on_request, env);
     return 0;
 }

@@ -9,8 +9,7 @@
 #define LM_ADMIN_H
 #include "store/store.h"
 
-#include <evhtp/evhtp.h>
-
+struct evhtp;
 struct lm_server_s;
 
 typedef struct lm_admin_env_s {
@@ -30,7 +29,7 @@ typedef struct lm_admin_env_s {
  * (GET routes only), when set, replace the stored digests (an empty
  * LONGMEN_ADMIN_READONLY_TOKEN removes the read-only token). Returns 0, or
  * -1 with a message. env must outlive htp. See docs/admin.md. */
-int lm_admin_setup(evhtp_t *htp, lm_admin_env_t *env, char *err, size_t errlen);
+int lm_admin_setup(struct evhtp *htp, lm_admin_env_t *env, char *err, size_t errlen);
 
 /* Provided by server.c for the channel routes (admin thread). */
 struct lm_conf_s;
