@@ -23,7 +23,6 @@
 #include "admin/usage.h"
 #include "core/log.h"
 #include "relay/rt.h"
-#include "server/server.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -45,9 +44,9 @@ static int is_loopback(const char *host)
 
 static void warn_exposed(lm_admin_env_t *env)
 {
-    if (env->server == NULL)
+    if (env->ctl.arg == NULL)
         return;
-    lm_rt_t *rt = lm_server_acquire_rt(env->server);
+    lm_rt_t *rt = env->ctl.acquire_rt(env->ctl.arg);
     const lm_conf_t *c = rt->conf;
     if (!is_loopback(c->admin_host))
         lm_log(LM_LOG_WARN,
@@ -81,7 +80,7 @@ static void h_metrics(lm_admin_ctx_t *a)
     size_t len = 0;
     if (lm_admin_http_query_parse(a->req, lm_admin_no_params, &q) != 0)
         return;
-    char *txt = lm_server_metrics_render(a->env->server, &len);
+    char *txt = a->env->ctl.metrics_render(a->env->ctl.arg, &len);
     if (txt == NULL) {
         lm_admin_http_error(a->req, 503, "unavailable", NULL, "metrics are unavailable");
         return;
@@ -95,11 +94,11 @@ static void h_reload(lm_admin_ctx_t *a)
     lm_admin_http_query_t q;
     if (lm_admin_http_query_parse(a->req, lm_admin_no_params, &q) != 0)
         return;
-    if (a->env->server == NULL) {
+    if (a->env->ctl.arg == NULL) {
         lm_admin_http_error(a->req, 503, "unavailable", NULL, "no server to reload");
         return;
     }
-    lm_server_reload(a->env->server);
+    a->env->ctl.reload(a->env->ctl.arg);
     lm_log(LM_LOG_INFO, "admin: reload requested");
     lm_admin_http_json(a->req, 202, json_pack("{s:s}", "status", "reload requested"));
 }

@@ -8,7 +8,6 @@
 #include "core/log.h"
 #include "gov/auth.h"
 #include "relay/rt.h"
-#include "server/server.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -156,9 +155,9 @@ static int is_client_key(lm_admin_env_t *env, lm_admin_http_req_t *req, const ch
         lm_key_release(k);
         return 1;
     }
-    if (env->server == NULL)
+    if (env->ctl.arg == NULL)
         return 0;
-    lm_rt_t *rt = lm_server_acquire_rt(env->server);
+    lm_rt_t *rt = env->ctl.acquire_rt(env->ctl.arg);
     int hit = lm_auth_check(rt->conf, lm_admin_http_header(req, "Authorization")) != NULL;
     lm_rt_unref(rt);
     return hit;

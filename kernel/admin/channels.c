@@ -8,7 +8,6 @@
 #include "conf/chanconf.h"
 #include "core/log.h"
 #include "relay/rt.h"
-#include "server/server.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +42,7 @@ static void send_chk(lm_admin_ctx_t *a, chk_t *k)
 static void scrub_secrets(lm_admin_ctx_t *a, const lm_chan_rec_t *rec, char *text)
 {
     lm_chan_secrets_t sec;
-    lm_rt_t *rt = lm_server_acquire_rt(a->env->server);
+    lm_rt_t *rt = a->env->ctl.acquire_rt(a->env->ctl.arg);
     if (lm_chan_secrets_collect(rt->conf, &sec) == 0) {
         lm_chan_secrets_scrub(&sec, text);
         lm_chan_secrets_free(&sec);
@@ -116,7 +115,7 @@ static int build_check(lm_admin_ctx_t *a, lm_conf_t *conf, chk_t *k)
         snprintf(k->msg, sizeof(k->msg), "out of memory");
         return -1;
     }
-    int rc = lm_server_check_conf(a->env->server, conf, k->msg, sizeof(k->msg));
+    int rc = a->env->ctl.check_conf(a->env->ctl.arg, conf, k->msg, sizeof(k->msg));
     lm_chan_secrets_scrub(&sec, k->msg);
     lm_chan_secrets_free(&sec);
     return rc;
@@ -158,7 +157,7 @@ static json_t *reload_json(lm_admin_ctx_t *a)
 {
     char err[1024] = "";
     uint64_t gen = 0;
-    int rc = lm_server_reload_wait(a->env->server, ADMIN_RELOAD_WAIT_MS, &gen, err, sizeof(err));
+    int rc = a->env->ctl.reload_wait(a->env->ctl.arg, ADMIN_RELOAD_WAIT_MS, &gen, err, sizeof(err));
     if (rc == 1)
         return json_pack("{s:b, s:I}", "applied", 1, "generation", (json_int_t)gen);
     scrub_secrets(a, NULL, err);
@@ -182,7 +181,7 @@ static void chan_status(json_t *o, const lm_rt_t *rt, const char *name, int stor
 static json_t *stored_json(lm_admin_ctx_t *a, const lm_chan_rec_t *c, const lm_conf_t *file)
 {
     json_t *o = lm_chan_to_json(c);
-    lm_rt_t *rt = lm_server_acquire_rt(a->env->server);
+    lm_rt_t *rt = a->env->ctl.acquire_rt(a->env->ctl.arg);
     chan_status(o, rt, c->name, 1, conf_chan(file, c->name) != NULL);
     lm_rt_unref(rt);
     return o;
@@ -193,7 +192,7 @@ static json_t *stored_json(lm_admin_ctx_t *a, const lm_chan_rec_t *c, const lm_c
 static lm_conf_t *file_conf(lm_admin_ctx_t *a, int write)
 {
     chk_t k = {0};
-    lm_conf_t *c = lm_server_conf_file(a->env->server, k.msg, sizeof(k.msg));
+    lm_conf_t *c = a->env->ctl.conf_file(a->env->ctl.arg, k.msg, sizeof(k.msg));
     if (c == NULL) {
         scrub_secrets(a, NULL, k.msg);
         lm_admin_http_error(a->req, write ? 409 : 500, write ? "conflict" : "config_error", NULL,
@@ -204,7 +203,7 @@ static lm_conf_t *file_conf(lm_admin_ctx_t *a, int write)
 
 static int chan_ready(lm_admin_ctx_t *a)
 {
-    if (a->env->server != NULL)
+    if (a->env->ctl.arg != NULL)
         return 1;
     lm_admin_http_error(a->req, 503, "unavailable", NULL, "no server");
     return 0;
@@ -227,7 +226,7 @@ void lm_admin_channels_list(lm_admin_ctx_t *a)
         return;
     }
     json_t *data = json_array();
-    lm_rt_t *rt = lm_server_acquire_rt(a->env->server);
+    lm_rt_t *rt = a->env->ctl.acquire_rt(a->env->ctl.arg);
     for (size_t i = 0; i < file->nchans; i++) {
         json_t *o = lm_chan_conf_to_json(&file->chans[i]);
         chan_status(o, rt, file->chans[i].name, 0, 0);
@@ -259,7 +258,7 @@ void lm_admin_channels_get(lm_admin_ctx_t *a)
         lm_admin_http_json(a->req, 200, stored_json(a, c, file));
     } else if (rc == LM_STORE_ENOTFOUND && fc) {
         json_t *o = lm_chan_conf_to_json(fc);
-        lm_rt_t *rt = lm_server_acquire_rt(a->env->server);
+        lm_rt_t *rt = a->env->ctl.acquire_rt(a->env->ctl.arg);
         chan_status(o, rt, fc->name, 0, 0);
         lm_rt_unref(rt);
         lm_admin_http_json(a->req, 200, o);
