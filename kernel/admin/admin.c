@@ -110,7 +110,7 @@ typedef struct route_s {
     int method;       /* LM_ADMIN_HTTP_* */
     const char *method_name;
     int write; /* refused to the read-only role */
-    void (*fn)(lm_admin_ctx_t *a);
+    lm_admin_handler_t fn;
 } route_t;
 
 static const route_t routes[] = {
