@@ -980,6 +980,37 @@ static void start_with_stored(lm_server_t *s)
     lm_log(LM_LOG_INFO, "%zu stored channels added", rt->conf->nchans - nfile);
 }
 
+/* The admin API's calls into the server (admin/env.h): arg is the server. */
+static lm_rt_t *admin_acquire_rt(void *s)
+{
+    return lm_server_acquire_rt(s);
+}
+
+static void admin_reload(void *s)
+{
+    lm_server_reload(s);
+}
+
+static char *admin_metrics_render(void *s, size_t *len)
+{
+    return lm_server_metrics_render(s, len);
+}
+
+static lm_conf_t *admin_conf_file(void *s, char *err, size_t errlen)
+{
+    return lm_server_conf_file(s, err, errlen);
+}
+
+static int admin_check_conf(void *s, lm_conf_t *conf, char *err, size_t errlen)
+{
+    return lm_server_check_conf(s, conf, err, errlen);
+}
+
+static int admin_reload_wait(void *s, int timeout_ms, uint64_t *gen, char *err, size_t errlen)
+{
+    return lm_server_reload_wait(s, timeout_ms, gen, err, errlen);
+}
+
 /* The store opens (migrations included) before any listener, then the
  * admin API gets its own listener and thread. */
 static int setup_store(lm_server_t *s, char *err, size_t errlen)
@@ -1000,7 +1031,14 @@ static int setup_store(lm_server_t *s, char *err, size_t errlen)
     if (c->admin_port == 0)
         return 0;
     s->admin_htp = evhtp_new(s->base, NULL);
-    s->admin_env = (lm_admin_env_t){.store = s->store, .server = s};
+    s->admin_env = (lm_admin_env_t){.store = s->store,
+                                    .ctl = {.arg = s,
+                                            .acquire_rt = admin_acquire_rt,
+                                            .reload = admin_reload,
+                                            .metrics_render = admin_metrics_render,
+                                            .conf_file = admin_conf_file,
+                                            .check_conf = admin_check_conf,
+                                            .reload_wait = admin_reload_wait}};
     if (s->admin_htp == NULL || lm_admin_setup(s->admin_htp, &s->admin_env, err, errlen) < 0)
         return -1;
     if (evhtp_use_threads_wexit(s->admin_htp, NULL, NULL, 1, s) != 0 ||

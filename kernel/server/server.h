@@ -34,6 +34,22 @@ void lm_server_reload(lm_server_t *s);
 /* A counted reference to the current generation (any thread); release it
  * with lm_rt_unref. */
 lm_rt_t *lm_server_acquire_rt(lm_server_t *s);
+/* The configuration as the file (or the built-in default) says now,
+ * without the stored channels: a new snapshot the caller frees, or NULL
+ * with a message. */
+lm_conf_t *lm_server_conf_file(lm_server_t *s, char *err, size_t errlen);
+/* Build conf (consumed) as a throwaway generation on the control thread,
+ * strictly, as longmen -t checks a configuration (parse done; every plugin
+ * loaded, settings checked against its cfg_keys, init run, then fini).
+ * 0, or -1 with the message in err. Blocks until done: not on the control
+ * thread (the admin thread calls it). */
+int lm_server_check_conf(lm_server_t *s, lm_conf_t *conf, char *err, size_t errlen);
+/* Ask the control thread to reload and wait, at most timeout_ms, for a
+ * reload that started after this call (so it saw every change committed
+ * before). 1: applied, *gen = the generation now serving; 0: failed, the
+ * reason in err (the current generation keeps serving); -1: no answer in
+ * time, or the gateway is stopping. Blocks: not on the control thread. */
+int lm_server_reload_wait(lm_server_t *s, int timeout_ms, uint64_t *gen, char *err, size_t errlen);
 /* In-flight relay accounting (any thread). */
 /* Requests in flight, process-wide; returns the new count. */
 long lm_server_inflight_add(lm_server_t *s, int delta);

@@ -1,0 +1,44 @@
+/*
+ * ctx.c - what every admin resource file shares: store status replies and
+ * JSON values. Admin thread only; JSON values are new references.
+ */
+#include "admin/ctx.h"
+#include "core/money.h"
+
+const char *const lm_admin_no_params[] = {NULL};
+
+/* Store status -> HTTP. msg (may be empty) is the store's validation text,
+ * which is built from fixed strings; database errors get a fixed message
+ * (the SQLite text is only logged, by the store). */
+void lm_admin_store_error(lm_admin_http_req_t *req, int rc, const char *msg)
+{
+    switch (rc) {
+    case LM_STORE_EINVAL:
+        lm_admin_http_bad_request(req, NULL, msg && *msg ? msg : "invalid value");
+        return;
+    case LM_STORE_ENOTFOUND:
+        lm_admin_http_error(req, 404, "not_found", NULL, "no such key");
+        return;
+    case LM_STORE_ECONFLICT:
+        lm_admin_http_error(req, 409, "conflict", "quota",
+                            "quota is below what the key has already used");
+        return;
+    case LM_STORE_EFULL:
+    case LM_STORE_ECLOSED:
+        lm_admin_http_error(req, 503, "unavailable", NULL, "the store is busy or closing; retry");
+        return;
+    default: lm_admin_http_error(req, 500, "internal_error", NULL, "internal store error"); return;
+    }
+}
+
+json_t *lm_admin_jtext(const char *s)
+{
+    json_t *j = json_string(s ? s : "");
+    return j ? j : json_string(""); /* not UTF-8 (never stored so): empty */
+}
+
+json_t *lm_admin_jmoney(int64_t micro)
+{
+    char buf[40];
+    return json_string(lm_money_format(micro, buf, sizeof(buf)));
+}

@@ -1,0 +1,42 @@
+/*
+ * ctx.h - one admin request as every resource handler sees it, and the
+ * replies and JSON values they share. Admin thread only.
+ */
+#ifndef LM_ADMIN_CTX_H
+#define LM_ADMIN_CTX_H
+#include "admin/env.h"
+#include "http/admin_http.h"
+#include "store/store.h"
+
+#include <jansson.h>
+#include <stdint.h>
+
+#define ADMIN_PAGE_DEFAULT 100
+#define ADMIN_PAGE_MAX     500
+#define ADMIN_TIME_MAX     INT64_C(253402300799) /* 9999-12-31T23:59:59Z */
+
+/* The request being served; lives on the admin thread's stack for the
+ * request, env and req borrowed. */
+typedef struct lm_admin_ctx_s {
+    lm_admin_env_t *env;
+    lm_admin_http_req_t *req;
+    int64_t id;                      /* {id} routes */
+    char name[LM_CHAN_NAME_MAX + 1]; /* {name} routes */
+    int role;                        /* LM_ADMIN_ROLE_* */
+} lm_admin_ctx_t;
+
+/* A handler: sends exactly one reply. */
+typedef void (*lm_admin_handler_t)(lm_admin_ctx_t *a);
+
+/* The allowed-list of a route that takes no query parameter. */
+extern const char *const lm_admin_no_params[];
+
+/* Reply for a store status (LM_STORE_*). msg (may be NULL or empty) is the
+ * store's validation text, built from fixed strings; database errors get a
+ * fixed message (the SQLite text is only logged, by the store). */
+void lm_admin_store_error(lm_admin_http_req_t *req, int rc, const char *msg);
+/* A JSON string of s ("" for NULL or invalid UTF-8): new reference. */
+json_t *lm_admin_jtext(const char *s);
+/* Micro-units as a decimal string of currency units: new reference. */
+json_t *lm_admin_jmoney(int64_t micro);
+#endif
