@@ -26,8 +26,9 @@ KERNEL_OBJS := $(KERNEL_SRCS:%.c=$(O)/%.o)
 LIB_OBJS    := $(filter-out $(O)/kernel/server/main.o,$(KERNEL_OBJS))
 KIT_SRCS    := core/buf core/clock core/b64 core/bearer core/money core/mask plugin/frame plugin/host \
                plugin/plugin conf/conf core/log core/errors proto/stream proto/response proto/reqcheck \
-               gov/auth store/store_sqlite gov/billing core/ratelimit lua/lua_host lua/lua_pattern \
-               lua/lua_codec lua/lua_shared gov/gov route/route route/metrics plugin/side
+               gov/auth gov/billing core/ratelimit lua/lua_host lua/lua_pattern \
+               lua/lua_codec lua/lua_shared gov/gov route/route route/metrics plugin/side \
+               $(patsubst kernel/%.c,%,$(wildcard kernel/store/*.c))
 KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o)
 
 PLUGINS      := $(patsubst plugins/%/,%,$(sort $(dir $(wildcard plugins/*/*.c))))

@@ -5,11 +5,13 @@
  * the thread starts), and `r`, a query_only connection for admin reads,
  * serialised by rd_mu. WAL lets `r` read while `w` writes.
  *
- * The first half of this file (queue, writer loop, key snapshot, accounts,
- * validation) is backend-independent; the SQL lives in the statement
- * tables, the migrations and the apply_* functions.
+ * The first half of this file (queue, writer loop, key snapshot, accounts)
+ * is backend-independent; the SQL lives in the statement tables, the
+ * migrations and the apply_* functions. Key and channel records and their
+ * checks are in keys.c and chans.c.
  */
 #include "core/b64.h"
+#include "store/internal.h"
 #include "store/store.h"
 
 #include <arpa/inet.h>
@@ -355,283 +357,9 @@ static void slog(lm_store_t *st, int level, const char *fmt, ...)
     }
 }
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-const char *lm_store_strerror(int status)
-{
-    switch (status) {
-    case LM_STORE_OK: return "ok";
-    case LM_STORE_DUP: return "already recorded";
-    case LM_STORE_EINVAL: return "invalid argument";
-    case LM_STORE_ENOTFOUND: return "not found";
-    case LM_STORE_ECONFLICT: return "conflict";
-    case LM_STORE_EFULL: return "write queue full";
-    case LM_STORE_ECLOSED: return "store closed";
-    case LM_STORE_EDB: return "database error";
-    case LM_STORE_ENOMEM: return "out of memory";
-    default: return "unknown error";
-    }
-}
-
-int64_t lm_store_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t now_s(void)
 {
     return lm_store_now_ms() / 1000;
-}
-
-int lm_store_text_ok(const char *s, size_t len, size_t max)
-{
-    if (s == NULL || len > max)
-        return 0;
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    while (p < end) {
-        unsigned c = *p;
-        if (c == 0)
-            return 0;
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-        size_t n;
-        unsigned cp, min;
-        if ((c & 0xe0) == 0xc0) {
-            n = 2, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            n = 3, cp = c & 0x0f, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            n = 4, cp = c & 0x07, min = 0x10000;
-        } else {
-            return 0;
-        }
-        if ((size_t)(end - p) < n)
-            return 0;
-        for (size_t i = 1; i < n; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        p += n;
-    }
-    return 1;
-}
-
-static int cstr_ok(const char *s, size_t max)
-{
-    if (s == NULL)
-        return 1; /* "" */
-    size_t n = strnlen(s, max + 1);
-    return lm_store_text_ok(s, n, max);
-}
-
-/* "a.b.c.d[/n]" or "x:y::z[/n]". */
-static int cidr_parse(const char *s, lm_cidr_t *out)
-{
-    char buf[LM_STORE_ITEM_MAX + 1];
-    const char *slash = strchr(s, '/');
-    size_t alen = slash ? (size_t)(slash - s) : strlen(s);
-    if (alen == 0 || alen >= sizeof(buf))
-        return -1;
-    memcpy(buf, s, alen);
-    buf[alen] = '\0';
-    memset(out, 0, sizeof(*out));
-    int max;
-    if (inet_pton(AF_INET, buf, out->addr) == 1) {
-        out->family = 4, max = 32;
-    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
-        out->family = 6, max = 128;
-    } else {
-        return -1;
-    }
-    int bits = max;
-    if (slash) {
-        const char *p = slash + 1;
-        if (*p == '\0' || strlen(p) > 3)
-            return -1;
-        bits = 0;
-        for (; *p; p++) {
-            if (*p < '0' || *p > '9')
-                return -1;
-            bits = bits * 10 + (*p - '0');
-        }
-        if (bits > max)
-            return -1;
-    }
-    out->bits = (unsigned char)bits;
-    /* clear host bits so matching is a plain prefix compare */
-    for (int i = 0; i < 16; i++) {
-        int keep = bits - i * 8;
-        if (keep >= 8)
-            continue;
-        out->addr[i] &= keep <= 0 ? 0 : (unsigned char)(0xff << (8 - keep));
-    }
-    return 0;
-}
-
-static int cidr_match(const lm_cidr_t *c, int family, const unsigned char *addr)
-{
-    if (c->family != family)
-        return 0;
-    int bits = c->bits;
-    for (int i = 0; bits > 0; i++, bits -= 8) {
-        unsigned char mask = bits >= 8 ? 0xff : (unsigned char)(0xff << (8 - bits));
-        if ((addr[i] & mask) != c->addr[i])
-            return 0;
-    }
-    return 1;
-}
-
-/* ------------------------------------------------------------------------ */
-/* key records                                                               */
-
-void lm_key_ref(lm_key_t *k)
-{
-    atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed);
-}
-
-static void key_free(lm_key_t *k)
-{
-    free(k->name);
-    free(k->owner);
-    free(k->group);
-    for (size_t i = 0; i < k->nmodels; i++)
-        free(k->models[i]);
-    free(k->models);
-    for (size_t i = 0; i < k->ncidrs; i++)
-        free(k->cidrs[i]);
-    free(k->cidrs);
-    free(k->nets);
-    free(k);
-}
-
-void lm_key_release(lm_key_t *k)
-{
-    if (k && atomic_fetch_sub_explicit(&k->refs, 1, memory_order_acq_rel) == 1)
-        key_free(k);
-}
-
-int lm_key_usable(const lm_key_t *k, int64_t now)
-{
-    if (!k->enabled)
-        return LM_KEY_DISABLED;
-    if (k->expires_at > 0 && now >= k->expires_at)
-        return LM_KEY_EXPIRED;
-    return LM_KEY_OK;
-}
-
-int lm_key_model_allowed(const lm_key_t *k, const char *model)
-{
-    if (k->nmodels == 0)
-        return 1;
-    if (model == NULL)
-        return 0;
-    for (size_t i = 0; i < k->nmodels; i++) {
-        const char *m = k->models[i];
-        size_t n = strlen(m);
-        if (n > 0 && m[n - 1] == '*') {
-            if (strncmp(model, m, n - 1) == 0)
-                return 1;
-        } else if (strcmp(model, m) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-int lm_key_addr_allowed(const lm_key_t *k, const struct sockaddr *sa)
-{
-    if (k->ncidrs == 0)
-        return 1;
-    if (sa == NULL)
-        return 0;
-    unsigned char addr[16];
-    int family;
-    if (sa->sa_family == AF_INET) {
-        memcpy(addr, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
-        family = 4;
-    } else if (sa->sa_family == AF_INET6) {
-        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
-        if (IN6_IS_ADDR_V4MAPPED(a6)) {
-            memcpy(addr, a6->s6_addr + 12, 4);
-            family = 4;
-        } else {
-            memcpy(addr, a6->s6_addr, 16);
-            family = 6;
-        }
-    } else {
-        return 0;
-    }
-    for (size_t i = 0; i < k->ncidrs; i++)
-        if (cidr_match(&k->nets[i], family, addr))
-            return 1;
-    return 0;
-}
-
-/* JSON text array of strings -> vector. -1 on bad data. */
-static int list_decode(const char *text, char ***out, size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    json_t *a = json_loads(text ? text : "[]", 0, NULL);
-    if (a == NULL || !json_is_array(a)) {
-        json_decref(a);
-        return -1;
-    }
-    size_t cnt = json_array_size(a);
-    char **v = calloc(cnt ? cnt : 1, sizeof(*v));
-    if (v == NULL) {
-        json_decref(a);
-        return -1;
-    }
-    for (size_t i = 0; i < cnt; i++) {
-        const char *s = json_string_value(json_array_get(a, i));
-        v[i] = strdup(s ? s : "");
-        if (v[i] == NULL) {
-            for (size_t j = 0; j < i; j++)
-                free(v[j]);
-            free(v);
-            json_decref(a);
-            return -1;
-        }
-    }
-    json_decref(a);
-    *out = v;
-    *n = cnt;
-    return 0;
-}
-
-static char *list_encode(const char *const *items, size_t n)
-{
-    json_t *a = json_array();
-    if (a == NULL)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        json_t *s = json_string(items[i]);
-        if (s == NULL || json_array_append_new(a, s) != 0) {
-            json_decref(a);
-            return NULL;
-        }
-    }
-    char *t = json_dumps(a, JSON_COMPACT);
-    json_decref(a);
-    return t;
 }
 
 static char *col_text(sqlite3_stmt *s, int i)
@@ -671,8 +399,8 @@ static lm_key_t *key_from_row(sqlite3_stmt *s)
     k->used = sqlite3_column_int64(s, 7);
     k->expires_at = sqlite3_column_int64(s, 8);
     int bad = k->name == NULL || k->owner == NULL || k->group == NULL;
-    bad |= list_decode((const char *)sqlite3_column_text(s, 9), &k->models, &k->nmodels);
-    bad |= list_decode((const char *)sqlite3_column_text(s, 10), &k->cidrs, &k->ncidrs);
+    bad |= lm_store_list_decode((const char *)sqlite3_column_text(s, 9), &k->models, &k->nmodels);
+    bad |= lm_store_list_decode((const char *)sqlite3_column_text(s, 10), &k->cidrs, &k->ncidrs);
     k->rpm = sqlite3_column_int64(s, 11);
     k->tpm = sqlite3_column_int64(s, 12);
     k->max_concurrent = sqlite3_column_int64(s, 13);
@@ -683,105 +411,13 @@ static lm_key_t *key_from_row(sqlite3_stmt *s)
         k->nets = calloc(k->ncidrs, sizeof(*k->nets));
         bad = k->nets == NULL;
         for (size_t i = 0; !bad && i < k->ncidrs; i++)
-            bad = cidr_parse(k->cidrs[i], &k->nets[i]) != 0;
+            bad = lm_store_cidr_parse(k->cidrs[i], &k->nets[i]) != 0;
     }
     if (bad) {
-        key_free(k);
+        lm_store_key_free(k);
         return NULL;
     }
     return k;
-}
-
-/* ------------------------------------------------------------------------ */
-/* channel records                                                           */
-
-static void wipe_free(char *s)
-{
-    if (s) {
-        OPENSSL_cleanse(s, strlen(s));
-        free(s);
-    }
-}
-
-void lm_chan_rec_free(lm_chan_rec_t *c)
-{
-    if (c == NULL)
-        return;
-    free(c->name);
-    free(c->plugin);
-    for (size_t i = 0; i < c->nmodels; i++)
-        free(c->models[i]);
-    free(c->models);
-    for (size_t i = 0; i < c->nsettings; i++) {
-        free(c->settings[i].key);
-        for (size_t j = 0; j < c->settings[i].nvals; j++)
-            wipe_free(c->settings[i].vals[j]);
-        free(c->settings[i].vals);
-    }
-    free(c->settings);
-    free(c);
-}
-
-/* settings -> {"key": "value" | ["v1", "v2"], ...} (new text; wipe it). */
-static char *settings_encode(const lm_chan_rec_t *c)
-{
-    json_t *o = json_object();
-    for (size_t i = 0; o && i < c->nsettings; i++) {
-        const lm_chan_setting_t *kv = &c->settings[i];
-        json_t *v = NULL;
-        if (kv->nvals == 1) {
-            v = json_string(kv->vals[0]);
-        } else if ((v = json_array()) != NULL) {
-            for (size_t j = 0; j < kv->nvals; j++)
-                if (json_array_append_new(v, json_string(kv->vals[j])) != 0) {
-                    json_decref(v);
-                    v = NULL;
-                    break;
-                }
-        }
-        if (v == NULL || json_object_set_new(o, kv->key, v) != 0) {
-            json_decref(o);
-            o = NULL;
-        }
-    }
-    char *t = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(o); /* jansson does not wipe: the values were copies anyway */
-    return t;
-}
-
-/* The inverse; -1 on bad data or ENOMEM. */
-static int settings_decode(const char *text, lm_chan_rec_t *c)
-{
-    json_t *o = json_loads(text ? text : "{}", 0, NULL);
-    const char *k;
-    json_t *v;
-    int rc = -1;
-    if (o == NULL || !json_is_object(o))
-        goto out;
-    c->settings = calloc(json_object_size(o) + 1, sizeof(*c->settings));
-    if (c->settings == NULL)
-        goto out;
-    json_object_foreach (o, k, v) {
-        lm_chan_setting_t *kv = &c->settings[c->nsettings];
-        size_t n = json_is_array(v) ? json_array_size(v) : 1;
-        if ((kv->key = strdup(k)) == NULL || (kv->vals = calloc(n, sizeof(char *))) == NULL) {
-            free(kv->key);
-            goto out;
-        }
-        c->nsettings++;
-        for (size_t j = 0; j < n; j++) {
-            const char *sv = json_string_value(json_is_array(v) ? json_array_get(v, j) : v);
-            if (sv == NULL || (kv->vals[j] = strdup(sv)) == NULL)
-                goto out;
-            kv->nvals++;
-        }
-        if (n == 0)
-            goto out;
-    }
-    rc = 0;
-out:
-    json_decref(o);
-    return rc;
 }
 
 /* The numeric fields in CHAN_COLS order (columns 5.., binds ?5..). */
@@ -810,8 +446,8 @@ static lm_chan_rec_t *chan_from_row(sqlite3_stmt *s)
     c->name = col_text(s, 1);
     c->plugin = col_text(s, 2);
     int bad = c->name == NULL || c->plugin == NULL;
-    bad |= list_decode((const char *)sqlite3_column_text(s, 3), &c->models, &c->nmodels);
-    bad |= settings_decode((const char *)sqlite3_column_text(s, 4), c);
+    bad |= lm_store_list_decode((const char *)sqlite3_column_text(s, 3), &c->models, &c->nmodels);
+    bad |= lm_store_chan_settings_decode((const char *)sqlite3_column_text(s, 4), c);
     for (size_t i = 0; i < CHAN_NNUMS; i++)
         *(int64_t *)(void *)((char *)c + chan_num_off[i]) = sqlite3_column_int64(s, 5 + (int)i);
     c->enabled = sqlite3_column_int(s, 16) != 0;
@@ -822,186 +458,6 @@ static lm_chan_rec_t *chan_from_row(sqlite3_stmt *s)
         return NULL;
     }
     return c;
-}
-
-static int chan_name_ok(const char *s, int plugin)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > LM_CHAN_NAME_MAX || (!plugin && (!strcmp(s, ".") || !strcmp(s, ".."))))
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        int ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
-        if (!plugin)
-            ok |= (ch >= 'A' && ch <= 'Z') || ch == '.';
-        if (!ok)
-            return 0;
-    }
-    return 1;
-}
-
-int lm_store_chan_name_ok(const char *name)
-{
-    return chan_name_ok(name, 0);
-}
-
-static int chan_fail(const char **param, const char *p, char *err, size_t errlen, const char *fmt,
-                     ...) __attribute__((format(printf, 5, 6)));
-static int chan_fail(const char **param, const char *p, char *err, size_t errlen, const char *fmt,
-                     ...)
-{
-    if (param)
-        *param = p;
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return LM_STORE_EINVAL;
-}
-
-static int chan_settings_check(const lm_chan_rec_t *c, const char **param, char *err, size_t errlen)
-{
-    if (c->nsettings > LM_CHAN_SETTINGS_MAX || (c->nsettings && c->settings == NULL))
-        return chan_fail(param, "settings", err, errlen, "at most %d settings",
-                         LM_CHAN_SETTINGS_MAX);
-    for (size_t i = 0; i < c->nsettings; i++) {
-        const lm_chan_setting_t *kv = &c->settings[i];
-        if (!chan_name_ok(kv->key, 1))
-            return chan_fail(param, "settings", err, errlen,
-                             "setting names must match [a-z0-9_-]+ (at most %d bytes)",
-                             LM_CHAN_NAME_MAX);
-        for (size_t j = 0; j < i; j++)
-            if (!strcmp(c->settings[j].key, kv->key))
-                return chan_fail(param, "settings", err, errlen, "setting %s is given twice",
-                                 kv->key);
-        if (kv->nvals == 0 || kv->nvals > LM_CHAN_VALUES_MAX || kv->vals == NULL)
-            return chan_fail(param, "settings", err, errlen, "setting %s needs 1 to %d values",
-                             kv->key, LM_CHAN_VALUES_MAX);
-        for (size_t j = 0; j < kv->nvals; j++)
-            if (kv->vals[j] == NULL || !cstr_ok(kv->vals[j], LM_CHAN_VALUE_MAX))
-                return chan_fail(param, "settings", err, errlen,
-                                 "setting %s: values must be valid UTF-8 without NUL, at most "
-                                 "%d bytes",
-                                 kv->key, LM_CHAN_VALUE_MAX);
-    }
-    return LM_STORE_OK;
-}
-
-int lm_store_chan_check(const lm_chan_rec_t *c, const char **param, char *err, size_t errlen)
-{
-    static const struct {
-        const char *name;
-        size_t off;
-        int64_t lo, hi;
-    } nums[] = {
-        {"priority", offsetof(lm_chan_rec_t, priority), 0, 1000000},
-        {"weight", offsetof(lm_chan_rec_t, weight), 1, 1000000},
-        {"max_inflight", offsetof(lm_chan_rec_t, max_inflight), 1, 1000000},
-        {"connect_timeout_ms", offsetof(lm_chan_rec_t, connect_timeout_ms), 1, 86400000},
-        {"first_byte_timeout_ms", offsetof(lm_chan_rec_t, first_byte_timeout_ms), 1, 86400000},
-        {"idle_timeout_ms", offsetof(lm_chan_rec_t, idle_timeout_ms), 1, 86400000},
-        {"request_timeout_ms", offsetof(lm_chan_rec_t, request_timeout_ms), 1, 86400000},
-        {"price_input", offsetof(lm_chan_rec_t, price_input), 0, INT64_C(1000000000000000)},
-        {"price_output", offsetof(lm_chan_rec_t, price_output), 0, INT64_C(1000000000000000)},
-        {"price_cached_input", offsetof(lm_chan_rec_t, price_cached_input), 0,
-         INT64_C(1000000000000000)},
-        {"price_per_request", offsetof(lm_chan_rec_t, price_per_request), 0,
-         INT64_C(1000000000000000)},
-    };
-    if (param)
-        *param = NULL;
-    if (c == NULL)
-        return chan_fail(param, NULL, err, errlen, "no channel");
-    if (!chan_name_ok(c->name, 0))
-        return chan_fail(param, "name", err, errlen,
-                         "name must match [A-Za-z0-9_.-]+ (1 to %d characters, not . or ..)",
-                         LM_CHAN_NAME_MAX);
-    if (!chan_name_ok(c->plugin, 1))
-        return chan_fail(param, "plugin", err, errlen,
-                         "plugin must match [a-z0-9_-]+ (a file in plugin_dir, at most %d bytes)",
-                         LM_CHAN_NAME_MAX);
-    if (c->nmodels == 0 || c->nmodels > LM_STORE_LIST_MAX || c->models == NULL)
-        return chan_fail(param, "models", err, errlen, "models needs 1 to %d entries",
-                         LM_STORE_LIST_MAX);
-    for (size_t i = 0; i < c->nmodels; i++)
-        if (c->models[i] == NULL || c->models[i][0] == '\0' ||
-            !cstr_ok(c->models[i], LM_STORE_ITEM_MAX))
-            return chan_fail(param, "models", err, errlen,
-                             "models[%zu] must be non-empty UTF-8 of at most %d bytes", i,
-                             LM_STORE_ITEM_MAX);
-    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
-        int64_t v = *(const int64_t *)(const void *)((const char *)c + nums[i].off);
-        if (v < nums[i].lo || v > nums[i].hi)
-            return chan_fail(param, nums[i].name, err, errlen, "%s must be from %lld to %lld",
-                             nums[i].name, (long long)nums[i].lo, (long long)nums[i].hi);
-    }
-    if (c->enabled != 0 && c->enabled != 1)
-        return chan_fail(param, "enabled", err, errlen, "enabled must be true or false");
-    return chan_settings_check(c, param, err, errlen);
-}
-
-int lm_store_key_spec_check(const lm_key_spec_t *sp, char *err, size_t errlen)
-{
-    unsigned set = sp->set;
-    if ((set & LM_KF_NAME) && !cstr_ok(sp->name, LM_STORE_TEXT_MAX)) {
-        seterr(err, errlen, "name must be valid UTF-8 of at most %d bytes", LM_STORE_TEXT_MAX);
-        return LM_STORE_EINVAL;
-    }
-    if ((set & LM_KF_OWNER) && !cstr_ok(sp->owner, LM_STORE_TEXT_MAX)) {
-        seterr(err, errlen, "owner must be valid UTF-8 of at most %d bytes", LM_STORE_TEXT_MAX);
-        return LM_STORE_EINVAL;
-    }
-    if ((set & LM_KF_GROUP) && !cstr_ok(sp->group, LM_STORE_TEXT_MAX)) {
-        seterr(err, errlen, "group must be valid UTF-8 of at most %d bytes", LM_STORE_TEXT_MAX);
-        return LM_STORE_EINVAL;
-    }
-    if ((set & LM_KF_QUOTA) && !sp->unlimited && sp->quota < 0) {
-        seterr(err, errlen, "quota must be >= 0");
-        return LM_STORE_EINVAL;
-    }
-    if ((set & LM_KF_EXPIRES) && sp->expires_at < 0) {
-        seterr(err, errlen, "expires_at must be >= 0");
-        return LM_STORE_EINVAL;
-    }
-    if ((set & LM_KF_LIMITS) && (sp->rpm < 0 || sp->tpm < 0 || sp->max_concurrent < 0)) {
-        seterr(err, errlen, "rpm, tpm and max_concurrent must be >= 0");
-        return LM_STORE_EINVAL;
-    }
-    if ((set & LM_KF_ENABLED) && sp->enabled != 0 && sp->enabled != 1) {
-        seterr(err, errlen, "enabled must be 0 or 1");
-        return LM_STORE_EINVAL;
-    }
-    if (set & LM_KF_MODELS) {
-        if (sp->nmodels > LM_STORE_LIST_MAX || (sp->nmodels && sp->models == NULL)) {
-            seterr(err, errlen, "at most %d models", LM_STORE_LIST_MAX);
-            return LM_STORE_EINVAL;
-        }
-        for (size_t i = 0; i < sp->nmodels; i++)
-            if (sp->models[i] == NULL || sp->models[i][0] == '\0' ||
-                !cstr_ok(sp->models[i], LM_STORE_ITEM_MAX)) {
-                seterr(err, errlen, "model %zu must be non-empty UTF-8 of at most %d bytes", i,
-                       LM_STORE_ITEM_MAX);
-                return LM_STORE_EINVAL;
-            }
-    }
-    if (set & LM_KF_CIDRS) {
-        if (sp->ncidrs > LM_STORE_LIST_MAX || (sp->ncidrs && sp->cidrs == NULL)) {
-            seterr(err, errlen, "at most %d address ranges", LM_STORE_LIST_MAX);
-            return LM_STORE_EINVAL;
-        }
-        for (size_t i = 0; i < sp->ncidrs; i++) {
-            lm_cidr_t c;
-            if (sp->cidrs[i] == NULL ||
-                strnlen(sp->cidrs[i], LM_STORE_ITEM_MAX + 1) > LM_STORE_ITEM_MAX ||
-                cidr_parse(sp->cidrs[i], &c) != 0) {
-                seterr(err, errlen, "address range %zu is not an IPv4/IPv6 CIDR", i);
-                return LM_STORE_EINVAL;
-            }
-        }
-    }
-    return LM_STORE_OK;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1189,7 +645,7 @@ static lm_key_t *key_attach(lm_store_t *st, lm_key_t *k)
 {
     lm_acct_t *a = acct_get(st, k);
     if (a == NULL) {
-        key_free(k);
+        lm_store_key_free(k);
         return NULL;
     }
     pthread_mutex_lock(&a->mu);
@@ -1351,7 +807,7 @@ static int apply_key_create(lm_store_t *st, op_t *op)
     sqlite3_bind_int64(s, 14, now_s());
     if (step_once(s) != SQLITE_DONE) {
         int rc = db_status(st, "key insert");
-        seterr(op->err, op->errlen, "could not store the key");
+        lm_store_seterr(op->err, op->errlen, "could not store the key");
         return rc;
     }
     op->id = sqlite3_last_insert_rowid(st->w);
@@ -1377,15 +833,17 @@ static int apply_key_update(lm_store_t *st, op_t *op)
     unsigned f = sp->set;
     lm_key_t *k = w_get_key(st, op->key_id);
     if (k == NULL) {
-        seterr(op->err, op->errlen, "no such key");
+        lm_store_seterr(op->err, op->errlen, "no such key");
         return LM_STORE_ENOTFOUND;
     }
     int unlimited = (f & LM_KF_QUOTA) ? sp->unlimited : k->unlimited;
     int64_t quota = (f & LM_KF_QUOTA) ? (sp->unlimited ? 0 : sp->quota) : k->quota;
-    char *models = (f & LM_KF_MODELS) ? list_encode(sp->models, sp->nmodels)
-                                      : list_encode((const char *const *)k->models, k->nmodels);
-    char *cidrs = (f & LM_KF_CIDRS) ? list_encode(sp->cidrs, sp->ncidrs)
-                                    : list_encode((const char *const *)k->cidrs, k->ncidrs);
+    char *models = (f & LM_KF_MODELS)
+                       ? lm_store_list_encode(sp->models, sp->nmodels)
+                       : lm_store_list_encode((const char *const *)k->models, k->nmodels);
+    char *cidrs = (f & LM_KF_CIDRS)
+                      ? lm_store_list_encode(sp->cidrs, sp->ncidrs)
+                      : lm_store_list_encode((const char *const *)k->cidrs, k->ncidrs);
     int rc = LM_STORE_OK;
     if (models == NULL || cidrs == NULL) {
         rc = LM_STORE_ENOMEM;
@@ -1404,7 +862,8 @@ static int apply_key_update(lm_store_t *st, op_t *op)
                 spent = INT64_MAX;
             if (quota < spent) {
                 pthread_mutex_unlock(&a->mu);
-                seterr(op->err, op->errlen, "quota is below what the key has already used");
+                lm_store_seterr(op->err, op->errlen,
+                                "quota is below what the key has already used");
                 rc = LM_STORE_ECONFLICT;
                 goto out;
             }
@@ -1433,16 +892,16 @@ static int apply_key_update(lm_store_t *st, op_t *op)
     sqlite3_bind_int64(s, 13, now_s());
     if (step_once(s) != SQLITE_DONE) {
         rc = db_status(st, "key update");
-        seterr(op->err, op->errlen,
-               rc == LM_STORE_ECONFLICT ? "quota is below what the key has already used"
-                                        : "could not update the key");
+        lm_store_seterr(op->err, op->errlen,
+                        rc == LM_STORE_ECONFLICT ? "quota is below what the key has already used"
+                                                 : "could not update the key");
     } else if (sqlite3_changes(st->w) != 1) {
         rc = LM_STORE_ENOTFOUND;
     }
 out:
     free(models);
     free(cidrs);
-    key_free(k);
+    lm_store_key_free(k);
     op->id = op->key_id;
     return rc;
 }
@@ -1507,18 +966,18 @@ static int64_t w_int(lm_store_t *st, int which, const char *name)
 static int apply_chan_create(lm_store_t *st, op_t *op)
 {
     if (w_int(st, W_CHAN_ID, op->chan->name) >= 0) {
-        seterr(op->err, op->errlen, "a channel named %s already exists", op->chan->name);
+        lm_store_seterr(op->err, op->errlen, "a channel named %s already exists", op->chan->name);
         return LM_STORE_ECONFLICT;
     }
     if (w_int(st, W_CHAN_COUNT, NULL) >= LM_CHAN_MAX) {
-        seterr(op->err, op->errlen, "at most %d channels can be stored", LM_CHAN_MAX);
+        lm_store_seterr(op->err, op->errlen, "at most %d channels can be stored", LM_CHAN_MAX);
         return LM_STORE_ECONFLICT;
     }
     sqlite3_stmt *s = st->ws[W_INS_CHAN];
     bind_chan(s, op);
     if (step_once(s) != SQLITE_DONE) {
         int rc = db_status(st, "channel insert");
-        seterr(op->err, op->errlen, "could not store the channel");
+        lm_store_seterr(op->err, op->errlen, "could not store the channel");
         return rc;
     }
     op->id = sqlite3_last_insert_rowid(st->w);
@@ -1531,7 +990,7 @@ static int apply_chan_update(lm_store_t *st, op_t *op)
     bind_chan(s, op);
     if (step_once(s) != SQLITE_DONE) {
         int rc = db_status(st, "channel update");
-        seterr(op->err, op->errlen, "could not update the channel");
+        lm_store_seterr(op->err, op->errlen, "could not update the channel");
         return rc;
     }
     return sqlite3_changes(st->w) == 1 ? LM_STORE_OK : LM_STORE_ENOTFOUND;
@@ -1856,7 +1315,7 @@ int lm_store_key_create(lm_store_t *st, const lm_key_spec_t *spec, char *secret,
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0) {
-            seterr(err, errlen, "getrandom failed");
+            lm_store_seterr(err, errlen, "getrandom failed");
             return LM_STORE_EDB;
         }
         got += (size_t)r;
@@ -1873,8 +1332,8 @@ int lm_store_key_create(lm_store_t *st, const lm_key_spec_t *spec, char *secret,
     SHA256((const unsigned char *)plain, strlen(plain), op.hash);
     memcpy(op.prefix, plain, LM_KEY_PREFIX_LEN);
     op.prefix[LM_KEY_PREFIX_LEN] = '\0';
-    op.models_json = list_encode(sp.models, sp.nmodels);
-    op.cidrs_json = list_encode(sp.cidrs, sp.ncidrs);
+    op.models_json = lm_store_list_encode(sp.models, sp.nmodels);
+    op.cidrs_json = lm_store_list_encode(sp.cidrs, sp.ncidrs);
     op.err = err;
     op.errlen = errlen;
     if (op.models_json == NULL || op.cidrs_json == NULL)
@@ -1888,7 +1347,7 @@ int lm_store_key_create(lm_store_t *st, const lm_key_spec_t *spec, char *secret,
         if (id)
             *id = op.id;
     } else if (err && errlen && err[0] == '\0') {
-        seterr(err, errlen, "%s", lm_store_strerror(rc));
+        lm_store_seterr(err, errlen, "%s", lm_store_strerror(rc));
     }
     OPENSSL_cleanse(plain, sizeof(plain));
     return rc;
@@ -1909,7 +1368,7 @@ int lm_store_key_update(lm_store_t *st, int64_t id, const lm_key_spec_t *spec, c
     op.errlen = errlen;
     rc = run_sync(st, &op);
     if (rc != LM_STORE_OK && err && errlen && err[0] == '\0')
-        seterr(err, errlen, "%s", lm_store_strerror(rc));
+        lm_store_seterr(err, errlen, "%s", lm_store_strerror(rc));
     return rc;
 }
 
@@ -1951,8 +1410,8 @@ static int chan_write(lm_store_t *st, int kind, const lm_chan_rec_t *c, int64_t 
     memset(&op, 0, sizeof(op));
     op.kind = kind;
     op.chan = c;
-    op.chan_models = list_encode((const char *const *)c->models, c->nmodels);
-    op.chan_settings = settings_encode(c);
+    op.chan_models = lm_store_list_encode((const char *const *)c->models, c->nmodels);
+    op.chan_settings = lm_store_chan_settings_encode(c);
     op.err = err;
     op.errlen = errlen;
     if (op.chan_models == NULL || op.chan_settings == NULL)
@@ -1960,11 +1419,11 @@ static int chan_write(lm_store_t *st, int kind, const lm_chan_rec_t *c, int64_t 
     else
         rc = run_sync(st, &op);
     free(op.chan_models);
-    wipe_free(op.chan_settings);
+    lm_store_wipe_free(op.chan_settings);
     if (rc == LM_STORE_OK && id)
         *id = op.id;
     if (rc != LM_STORE_OK && err && errlen && err[0] == '\0')
-        seterr(err, errlen, "%s", lm_store_strerror(rc));
+        lm_store_seterr(err, errlen, "%s", lm_store_strerror(rc));
     return rc;
 }
 
@@ -1981,7 +1440,7 @@ int lm_store_chan_update(lm_store_t *st, const lm_chan_rec_t *c, char *err, size
 
 int lm_store_chan_delete(lm_store_t *st, const char *name)
 {
-    if (!chan_name_ok(name, 0))
+    if (!lm_store_name_ok(name, 0))
         return LM_STORE_ENOTFOUND; /* no such name can be stored */
     op_t op;
     memset(&op, 0, sizeof(op));
@@ -2081,7 +1540,7 @@ int lm_store_key_list(lm_store_t *st, int64_t after_id, size_t limit, lm_key_t *
 int lm_store_chan_get(lm_store_t *st, const char *name, lm_chan_rec_t **out)
 {
     *out = NULL;
-    if (!chan_name_ok(name, 0))
+    if (!lm_store_name_ok(name, 0))
         return LM_STORE_ENOTFOUND;
     pthread_mutex_lock(&st->rd_mu);
     sqlite3_stmt *s = st->rs[R_GET_CHAN];
@@ -2350,33 +1809,33 @@ static int configure(lm_store_t *st, sqlite3 *db, const char *which, char *err, 
                      st->sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
                      NULL, NULL, NULL) != SQLITE_OK ||
         pragma_text(db, "PRAGMA journal_mode = WAL", jm, sizeof(jm)) != 0) {
-        seterr(err, errlen, "store: %s connection: cannot apply settings: %s", which,
-               sqlite3_errmsg(db));
+        lm_store_seterr(err, errlen, "store: %s connection: cannot apply settings: %s", which,
+                        sqlite3_errmsg(db));
         return -1;
     }
     if (read_settings(db, &s) != 0) {
-        seterr(err, errlen, "store: %s connection: cannot read settings back: %s", which,
-               sqlite3_errmsg(db));
+        lm_store_seterr(err, errlen, "store: %s connection: cannot read settings back: %s", which,
+                        sqlite3_errmsg(db));
         return -1;
     }
     if (strcmp(s.journal_mode, "wal") != 0) {
-        seterr(err, errlen, "store: %s connection: journal_mode is \"%s\", not \"wal\"", which,
-               s.journal_mode);
+        lm_store_seterr(err, errlen, "store: %s connection: journal_mode is \"%s\", not \"wal\"",
+                        which, s.journal_mode);
         return -1;
     }
     if (s.busy_timeout_ms < 5000) {
-        seterr(err, errlen, "store: %s connection: busy_timeout is %d ms, need >= 5000", which,
-               s.busy_timeout_ms);
+        lm_store_seterr(err, errlen, "store: %s connection: busy_timeout is %d ms, need >= 5000",
+                        which, s.busy_timeout_ms);
         return -1;
     }
     if (s.foreign_keys != 1) {
-        seterr(err, errlen, "store: %s connection: foreign_keys is %d, need 1", which,
-               s.foreign_keys);
+        lm_store_seterr(err, errlen, "store: %s connection: foreign_keys is %d, need 1", which,
+                        s.foreign_keys);
         return -1;
     }
     if (s.synchronous < 1) {
-        seterr(err, errlen, "store: %s connection: synchronous is %d, need >= 1 (NORMAL)", which,
-               s.synchronous);
+        lm_store_seterr(err, errlen, "store: %s connection: synchronous is %d, need >= 1 (NORMAL)",
+                        which, s.synchronous);
         return -1;
     }
     if (out)
@@ -2388,28 +1847,32 @@ static int migrate(lm_store_t *st, char *err, size_t errlen)
 {
     int v = 0;
     if (sqlite3_exec(st->w, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-        seterr(err, errlen, "store: cannot start the migration: %s", sqlite3_errmsg(st->w));
+        lm_store_seterr(err, errlen, "store: cannot start the migration: %s",
+                        sqlite3_errmsg(st->w));
         return -1;
     }
     if (pragma_int(st->w, "PRAGMA user_version", &v) != 0) {
-        seterr(err, errlen, "store: cannot read the schema version: %s", sqlite3_errmsg(st->w));
+        lm_store_seterr(err, errlen, "store: cannot read the schema version: %s",
+                        sqlite3_errmsg(st->w));
         goto fail;
     }
     if (v > NMIGRATIONS) {
-        seterr(err, errlen, "store: database schema version %d is newer than this build (%d)", v,
-               NMIGRATIONS);
+        lm_store_seterr(err, errlen,
+                        "store: database schema version %d is newer than this build (%d)", v,
+                        NMIGRATIONS);
         goto fail;
     }
     for (int i = v; i < NMIGRATIONS; i++) {
         char *msg = NULL;
         if (sqlite3_exec(st->w, migrations[i], NULL, NULL, &msg) != SQLITE_OK) {
-            seterr(err, errlen, "store: migration %d failed: %s", i + 1, msg ? msg : "?");
+            lm_store_seterr(err, errlen, "store: migration %d failed: %s", i + 1, msg ? msg : "?");
             sqlite3_free(msg);
             goto fail;
         }
     }
     if (sqlite3_exec(st->w, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        seterr(err, errlen, "store: cannot commit the migration: %s", sqlite3_errmsg(st->w));
+        lm_store_seterr(err, errlen, "store: cannot commit the migration: %s",
+                        sqlite3_errmsg(st->w));
         goto fail;
     }
     if (v < NMIGRATIONS)
@@ -2438,14 +1901,14 @@ static int load_keys(lm_store_t *st, char *err, size_t errlen)
         }
         lm_key_t *k = key_from_row(s);
         if (k == NULL || (k = key_attach(st, k)) == NULL) {
-            seterr(err, errlen, "store: cannot load key %lld",
-                   (long long)sqlite3_column_int64(s, 0));
+            lm_store_seterr(err, errlen, "store: cannot load key %lld",
+                            (long long)sqlite3_column_int64(s, 0));
             goto out;
         }
         v[n++] = k;
     }
     if (sr != SQLITE_DONE) {
-        seterr(err, errlen, "store: cannot load keys: %s", sqlite3_errmsg(st->w));
+        lm_store_seterr(err, errlen, "store: cannot load keys: %s", sqlite3_errmsg(st->w));
         goto out;
     }
     st->keys = ks_build(v, n);
@@ -2457,7 +1920,7 @@ out:
         lm_key_release(v[i]);
     free(v);
     if (rc != 0 && err && errlen && err[0] == '\0')
-        seterr(err, errlen, "store: out of memory loading keys");
+        lm_store_seterr(err, errlen, "store: out of memory loading keys");
     return rc;
 }
 
@@ -2558,32 +2021,33 @@ lm_store_t *lm_store_open(const lm_store_opts_t *o, char *err, size_t errlen)
     if (err && errlen)
         err[0] = '\0';
     if (o == NULL || o->dir == NULL || o->dir[0] == '\0') {
-        seterr(err, errlen, "store: no data directory");
+        lm_store_seterr(err, errlen, "store: no data directory");
         return NULL;
     }
     if (!sqlite3_threadsafe()) {
-        seterr(err, errlen, "store: SQLite was built without thread support");
+        lm_store_seterr(err, errlen, "store: SQLite was built without thread support");
         return NULL;
     }
     if (mkdirs(o->dir) != 0) {
-        seterr(err, errlen, "store: cannot create data directory %s: %s", o->dir, strerror(errno));
+        lm_store_seterr(err, errlen, "store: cannot create data directory %s: %s", o->dir,
+                        strerror(errno));
         return NULL;
     }
     if ((size_t)snprintf(path, sizeof(path), "%s/longmen.db", o->dir) >= sizeof(path)) {
-        seterr(err, errlen, "store: data directory path too long");
+        lm_store_seterr(err, errlen, "store: data directory path too long");
         return NULL;
     }
     /* create the file 0600 first: SQLite gives -wal and -shm the same mode */
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
-        seterr(err, errlen, "store: cannot open %s: %s", path, strerror(errno));
+        lm_store_seterr(err, errlen, "store: cannot open %s: %s", path, strerror(errno));
         return NULL;
     }
     close(fd);
 
     lm_store_t *st = calloc(1, sizeof(*st));
     if (st == NULL) {
-        seterr(err, errlen, "store: out of memory");
+        lm_store_seterr(err, errlen, "store: out of memory");
         return NULL;
     }
     st->log = o->log;
@@ -2605,15 +2069,15 @@ lm_store_t *lm_store_open(const lm_store_opts_t *o, char *err, size_t errlen)
     pthread_rwlockattr_destroy(&ra);
     st->q = calloc(st->q_cap, sizeof(*st->q));
     if (st->q == NULL) {
-        seterr(err, errlen, "store: out of memory");
+        lm_store_seterr(err, errlen, "store: out of memory");
         goto fail;
     }
 
     int flags =
         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE;
     if (sqlite3_open_v2(path, &st->w, flags, NULL) != SQLITE_OK) {
-        seterr(err, errlen, "store: cannot open %s: %s", path,
-               st->w ? sqlite3_errmsg(st->w) : "out of memory");
+        lm_store_seterr(err, errlen, "store: cannot open %s: %s", path,
+                        st->w ? sqlite3_errmsg(st->w) : "out of memory");
         goto fail;
     }
     if (configure(st, st->w, "write", err, errlen, &st->wset) != 0)
@@ -2624,32 +2088,32 @@ lm_store_t *lm_store_open(const lm_store_opts_t *o, char *err, size_t errlen)
     if (sqlite3_open_v2(path, &st->r,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE,
                         NULL) != SQLITE_OK) {
-        seterr(err, errlen, "store: cannot open %s for reading: %s", path,
-               st->r ? sqlite3_errmsg(st->r) : "out of memory");
+        lm_store_seterr(err, errlen, "store: cannot open %s for reading: %s", path,
+                        st->r ? sqlite3_errmsg(st->r) : "out of memory");
         goto fail;
     }
     if (configure(st, st->r, "read", err, errlen, NULL) != 0)
         goto fail;
     if (sqlite3_exec(st->r, "PRAGMA query_only = ON", NULL, NULL, NULL) != SQLITE_OK) {
-        seterr(err, errlen, "store: %s", sqlite3_errmsg(st->r));
+        lm_store_seterr(err, errlen, "store: %s", sqlite3_errmsg(st->r));
         goto fail;
     }
     for (int i = 0; i < W_COUNT; i++)
         if (sqlite3_prepare_v3(st->w, w_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->ws[i], NULL) !=
             SQLITE_OK) {
-            seterr(err, errlen, "store: prepare: %s", sqlite3_errmsg(st->w));
+            lm_store_seterr(err, errlen, "store: prepare: %s", sqlite3_errmsg(st->w));
             goto fail;
         }
     for (int i = 0; i < R_COUNT; i++)
         if (sqlite3_prepare_v3(st->r, r_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->rs[i], NULL) !=
             SQLITE_OK) {
-            seterr(err, errlen, "store: prepare: %s", sqlite3_errmsg(st->r));
+            lm_store_seterr(err, errlen, "store: prepare: %s", sqlite3_errmsg(st->r));
             goto fail;
         }
     if (load_keys(st, err, errlen) != 0)
         goto fail;
     if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
-        seterr(err, errlen, "store: cannot start the writer thread");
+        lm_store_seterr(err, errlen, "store: cannot start the writer thread");
         goto fail;
     }
     st->writer_started = 1;
