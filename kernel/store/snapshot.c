@@ -1,8 +1,7 @@
 /*
- * snapshot.c - the in-memory key snapshot (a copy-on-write hash table keyed
- * by the secret's digest, swapped by the writer thread, probed by any
- * thread) and the accounts: live balance and rate state, one per key id.
- * Lookups return a reference the caller releases; accounts live until close.
+ * snapshot.c - the key snapshot (copy-on-write table swapped by the writer
+ * thread, probed by any thread) and the per-key accounts. Lookups return a
+ * reference the caller releases; accounts live until close.
  */
 #include "store/internal.h"
 #include "store/store.h"

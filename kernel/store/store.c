@@ -1,8 +1,7 @@
 /*
- * store.c - the store object: open (backend, snapshot, writer thread) and
- * close, the admin queries (checked here, answered by the backend), status
- * strings, the wall clock, the log sink. Open/close on the control thread,
- * the rest on any thread; results are owned as store.h says per function.
+ * store.c - the store object: open/close (control thread), the admin
+ * queries' checks (any thread; the backend answers), status strings, the
+ * clock and the log sink. Results are owned as store.h says per function.
  */
 #include "store/store.h"
 #include "store/internal.h"
@@ -10,7 +9,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 #include <unistd.h>
 

@@ -1,9 +1,7 @@
 /*
- * store_sqlite.c - the store's SQLite backend (backend.h): schema and
- * versioned migrations, the connection settings (DB-2), the statements
- * the writer thread runs inside the core's transactions, and open/close on
- * the control thread. The admin queries are in store_sqlite_read.c. Records
- * returned (key_read, load_keys) are new and owned by the caller.
+ * store_sqlite.c - the SQLite backend (backend.h): schema, migrations,
+ * settings (DB-2), open/close (control thread) and one statement per write
+ * (writer thread). Records it returns are new and the caller's.
  */
 #include "store/store_sqlite_int.h"
 

@@ -1,8 +1,6 @@
 /*
- * store_sqlite_read.c - the SQLite backend's admin queries on the read
- * connection (any admin/control thread, serialised by rd_mu, concurrent
- * with the writer under WAL) and the decoders from rows into new records,
- * which the caller owns.
+ * store_sqlite_read.c - the SQLite backend's admin queries (admin threads,
+ * serialised by rd_mu) and its row decoders; every record is the caller's.
  */
 #include "store/store_sqlite_int.h"
 

@@ -1,8 +1,7 @@
 /*
- * submit.c - the callers' side of every write: check the arguments, build
- * an operation and queue it, without waiting (usage rows, any thread) or
- * waiting for its commit (admin writes, admin/control threads only).
- * Queued usage ops are owned by the queue; admin ops live on the stack.
+ * submit.c - the callers' side of every write: check, build an op, queue it;
+ * usage rows without waiting (any thread), admin writes waiting for their
+ * commit (admin/control threads). A queued heap op belongs to the writer.
  */
 #include "core/b64.h"
 #include "store/writer.h"

@@ -1,9 +1,7 @@
 /*
- * writer.c - the writer thread: drains the bounded queue in batches, one
- * backend transaction per batch and a savepoint per operation (group
- * commit), mirrors what committed into the snapshot and the accounts, then
- * reports each operation (DB-1). Runs on the store's writer thread, except
- * the queue functions (any thread). A heap op is freed after its report.
+ * writer.c - the writer thread: batches from the bounded queue, one backend
+ * transaction per batch (group commit), memory mirrored after the commit,
+ * then each op reported (DB-1). Queue functions: any thread; frees heap ops.
  */
 #include "store/writer.h"
 
