@@ -1,9 +1,10 @@
 /*
  * store.h - the one store interface: virtual keys, the usage ledger, the
  * channels managed through the admin API and the admin queries.
- * kernel/store_sqlite.c implements it on SQLite (WAL) in a data directory;
- * a PostgreSQL implementation must provide the same functions with the
- * same semantics (see "Backends" at the end).
+ * The store core (store.c, writer.c, submit.c, snapshot.c, keys.c,
+ * chans.c) implements it over a backend (store/backend.h); the backend is
+ * SQLite (WAL) in a data directory (store_sqlite.c, store_sqlite_read.c).
+ * See "Backends" at the end.
  *
  * Threads
  *   - One writer thread, owned by the store, performs every write. Callers
@@ -371,14 +372,15 @@ void lm_store_chan_list_free(lm_chan_rec_t **v, size_t n);
 int64_t lm_store_now_ms(void);
 
 /*
- * Backends. The SQLite file holds: schema versioning (PRAGMA user_version,
- * migrations in code), the writer thread + bounded queue + group commit,
- * the key snapshot and the account table. A PostgreSQL backend keeps the
- * same queue/snapshot/account logic (move that half of store_sqlite.c to a
- * shared store.c when it arrives) and replaces the statements: ledger
- * insert = INSERT ... ON CONFLICT (request_id, attempt) DO NOTHING, used +=
- * cost in the same transaction, CHECK (used <= quota) on keys. Channels are
- * one table (UNIQUE name; models and settings as JSON text or jsonb); the
- * record and its checks (lm_store_chan_check) stay as they are.
+ * Backends. The core owns the writer thread + bounded queue + group
+ * commit, the key snapshot and the account table; a backend fills in the
+ * table of functions in store/backend.h (connections, schema versioning
+ * and migrations, one function per statement). SQLite uses PRAGMA
+ * user_version and migrations in code. A PostgreSQL backend replaces the
+ * statements: ledger insert = INSERT ... ON CONFLICT (request_id, attempt)
+ * DO NOTHING, used += cost in the same transaction, CHECK (used <= quota)
+ * on keys. Channels are one table (UNIQUE name; models and settings as JSON
+ * text or jsonb); the record and its checks (lm_store_chan_check) stay as
+ * they are.
  */
 #endif

@@ -1,33 +1,16 @@
 /*
- * store_sqlite.c - the store (store.h) on SQLite in WAL mode.
- *
- * Two connections: `w`, used only by the writer thread (and by open before
- * the thread starts), and `r`, a query_only connection for admin reads,
- * serialised by rd_mu. WAL lets `r` read while `w` writes.
- *
- * The first half of this file (queue, writer loop, key snapshot, accounts,
- * validation) is backend-independent; the SQL lives in the statement
- * tables, the migrations and the apply_* functions.
+ * store_sqlite.c - the SQLite backend (backend.h): schema, migrations,
+ * settings (DB-2), open/close (control thread) and one statement per write
+ * (writer thread). Records it returns are new and the caller's.
  */
-#include "core/b64.h"
-#include "store/store.h"
+#include "store/store_sqlite_int.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
-#include <netinet/in.h>
-#include <openssl/crypto.h>
-#include <openssl/sha.h>
-#include <sqlite3.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
@@ -59,29 +42,6 @@
     "price_input, price_output, price_cached_input, price_per_request, enabled, "                  \
     "created_at, updated_at"
 
-enum {
-    W_BEGIN,
-    W_COMMIT,
-    W_ROLLBACK,
-    W_SAVE,
-    W_RELEASE,
-    W_ROLLBACK_TO,
-    W_INS_KEY,
-    W_GET_KEY,
-    W_UPD_KEY,
-    W_DEL_KEY,
-    W_INS_USAGE,
-    W_ADD_USED,
-    W_LOAD_KEYS,
-    W_SET_ADMIN,
-    W_DEL_ADMIN,
-    W_INS_CHAN,
-    W_UPD_CHAN,
-    W_DEL_CHAN,
-    W_CHAN_ID,
-    W_CHAN_COUNT,
-    W_COUNT
-};
 static const char *const w_sql[W_COUNT] = {
     [W_BEGIN] = "BEGIN IMMEDIATE",
     [W_COMMIT] = "COMMIT",
@@ -126,22 +86,6 @@ static const char *const w_sql[W_COUNT] = {
     [W_DEL_CHAN] = "DELETE FROM channels WHERE name = ?1",
     [W_CHAN_ID] = "SELECT id FROM channels WHERE name = ?1",
     [W_CHAN_COUNT] = "SELECT COUNT(*) FROM channels",
-};
-
-enum {
-    R_GET_KEY,
-    R_LIST_KEYS,
-    R_TOT_KEY,
-    R_TOT_MODEL,
-    R_TOT_SERVED,
-    R_TOT_CHANNEL,
-    R_TOT_DAY,
-    R_TOT_NONE,
-    R_USAGE_LIST,
-    R_GET_ADMIN,
-    R_GET_CHAN,
-    R_LIST_CHAN,
-    R_COUNT
 };
 static const char *const r_sql[R_COUNT] = {
     [R_GET_KEY] = "SELECT " KEY_COLS_NOHASH " FROM keys WHERE id = ?1 AND deleted_at IS NULL",
@@ -252,1011 +196,12 @@ static const char *const migrations[] = {
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 /* ------------------------------------------------------------------------ */
-/* types                                                                     */
-
-enum {
-    OP_USAGE,
-    OP_KEY_CREATE,
-    OP_KEY_UPDATE,
-    OP_KEY_DELETE,
-    OP_ADMIN_TOKEN,
-    OP_CHAN_CREATE,
-    OP_CHAN_UPDATE,
-    OP_CHAN_DELETE,
-    OP_BARRIER
-};
-
-typedef struct op_s {
-    int kind;
-    int status;
-    int64_t id;
-    lm_store_cb_t cb;
-    int sync; /* waiter on st->sync_cv; the op lives on its stack */
-    int done;
-    /* OP_USAGE */
-    lm_usage_row_t row; /* strings point into the op's allocation */
-    lm_acct_t *acct;
-    int64_t pending;
-    /* key ops */
-    const lm_key_spec_t *spec;
-    int64_t key_id;
-    unsigned char hash[32];
-    char prefix[LM_KEY_PREFIX_LEN + 1];
-    char *models_json, *cidrs_json; /* create */
-    int quota_lowered, old_unlimited;
-    int admin_role, admin_clear; /* OP_ADMIN_TOKEN: role; 1 = delete (hash unused) */
-    int64_t old_quota;
-    /* channel ops: the record (borrowed) and its JSON columns */
-    const lm_chan_rec_t *chan;
-    const char *chan_name; /* OP_CHAN_DELETE */
-    char *chan_models, *chan_settings;
-    char *err;
-    size_t errlen;
-} op_t;
-
-typedef struct keyset_s {
-    size_t cap, n; /* cap: power of two, >= 2n */
-    lm_key_t **slot;
-} keyset_t;
-
-struct lm_store_s {
-    sqlite3 *w, *r;
-    sqlite3_stmt *ws[W_COUNT], *rs[R_COUNT];
-    void (*log)(int, const char *);
-    int sync_full, busy_ms;
-    int last_ext;             /* writer thread: extended code of the last failed statement */
-    lm_store_settings_t wset; /* read back on `w` at open */
-
-    /* queue */
-    pthread_mutex_t q_mu;
-    pthread_cond_t q_cv;
-    op_t **q;
-    size_t q_cap, q_head, q_len, batch_max;
-    int stopping;
-    pthread_t writer;
-    int writer_started;
-
-    pthread_mutex_t sync_mu;
-    pthread_cond_t sync_cv;
-
-    pthread_mutex_t rd_mu;
-
-    /* key snapshot */
-    pthread_rwlock_t snap_lock;
-    keyset_t *keys;
-
-    /* accounts, by id; never removed before close */
-    pthread_mutex_t acct_mu;
-    lm_acct_t **accts;
-    size_t acct_cap, acct_n;
-};
-
-/* ------------------------------------------------------------------------ */
-/* small helpers                                                             */
-
-static void slog(lm_store_t *st, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void slog(lm_store_t *st, int level, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (st && st->log) {
-        st->log(level, msg);
-    } else {
-        char line[560];
-        int n = snprintf(line, sizeof(line), "longmen: store: %s\n", msg);
-        if (n > 0) {
-            ssize_t wr = write(2, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
-            (void)wr;
-        }
-    }
-}
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-const char *lm_store_strerror(int status)
-{
-    switch (status) {
-    case LM_STORE_OK: return "ok";
-    case LM_STORE_DUP: return "already recorded";
-    case LM_STORE_EINVAL: return "invalid argument";
-    case LM_STORE_ENOTFOUND: return "not found";
-    case LM_STORE_ECONFLICT: return "conflict";
-    case LM_STORE_EFULL: return "write queue full";
-    case LM_STORE_ECLOSED: return "store closed";
-    case LM_STORE_EDB: return "database error";
-    case LM_STORE_ENOMEM: return "out of memory";
-    default: return "unknown error";
-    }
-}
-
-int64_t lm_store_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+/* writer connection: helpers and transactions                               */
 
 static int64_t now_s(void)
 {
     return lm_store_now_ms() / 1000;
 }
-
-int lm_store_text_ok(const char *s, size_t len, size_t max)
-{
-    if (s == NULL || len > max)
-        return 0;
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    while (p < end) {
-        unsigned c = *p;
-        if (c == 0)
-            return 0;
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-        size_t n;
-        unsigned cp, min;
-        if ((c & 0xe0) == 0xc0) {
-            n = 2, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            n = 3, cp = c & 0x0f, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            n = 4, cp = c & 0x07, min = 0x10000;
-        } else {
-            return 0;
-        }
-        if ((size_t)(end - p) < n)
-            return 0;
-        for (size_t i = 1; i < n; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        p += n;
-    }
-    return 1;
-}
-
-static int cstr_ok(const char *s, size_t max)
-{
-    if (s == NULL)
-        return 1; /* "" */
-    size_t n = strnlen(s, max + 1);
-    return lm_store_text_ok(s, n, max);
-}
-
-/* "a.b.c.d[/n]" or "x:y::z[/n]". */
-static int cidr_parse(const char *s, lm_cidr_t *out)
-{
-    char buf[LM_STORE_ITEM_MAX + 1];
-    const char *slash = strchr(s, '/');
-    size_t alen = slash ? (size_t)(slash - s) : strlen(s);
-    if (alen == 0 || alen >= sizeof(buf))
-        return -1;
-    memcpy(buf, s, alen);
-    buf[alen] = '\0';
-    memset(out, 0, sizeof(*out));
-    int max;
-    if (inet_pton(AF_INET, buf, out->addr) == 1) {
-        out->family = 4, max = 32;
-    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
-        out->family = 6, max = 128;
-    } else {
-        return -1;
-    }
-    int bits = max;
-    if (slash) {
-        const char *p = slash + 1;
-        if (*p == '\0' || strlen(p) > 3)
-            return -1;
-        bits = 0;
-        for (; *p; p++) {
-            if (*p < '0' || *p > '9')
-                return -1;
-            bits = bits * 10 + (*p - '0');
-        }
-        if (bits > max)
-            return -1;
-    }
-    out->bits = (unsigned char)bits;
-    /* clear host bits so matching is a plain prefix compare */
-    for (int i = 0; i < 16; i++) {
-        int keep = bits - i * 8;
-        if (keep >= 8)
-            continue;
-        out->addr[i] &= keep <= 0 ? 0 : (unsigned char)(0xff << (8 - keep));
-    }
-    return 0;
-}
-
-static int cidr_match(const lm_cidr_t *c, int family, const unsigned char *addr)
-{
-    if (c->family != family)
-        return 0;
-    int bits = c->bits;
-    for (int i = 0; bits > 0; i++, bits -= 8) {
-        unsigned char mask = bits >= 8 ? 0xff : (unsigned char)(0xff << (8 - bits));
-        if ((addr[i] & mask) != c->addr[i])
-            return 0;
-    }
-    return 1;
-}
-
-/* ------------------------------------------------------------------------ */
-/* key records                                                               */
-
-void lm_key_ref(lm_key_t *k)
-{
-    atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed);
-}
-
-static void key_free(lm_key_t *k)
-{
-    free(k->name);
-    free(k->owner);
-    free(k->group);
-    for (size_t i = 0; i < k->nmodels; i++)
-        free(k->models[i]);
-    free(k->models);
-    for (size_t i = 0; i < k->ncidrs; i++)
-        free(k->cidrs[i]);
-    free(k->cidrs);
-    free(k->nets);
-    free(k);
-}
-
-void lm_key_release(lm_key_t *k)
-{
-    if (k && atomic_fetch_sub_explicit(&k->refs, 1, memory_order_acq_rel) == 1)
-        key_free(k);
-}
-
-int lm_key_usable(const lm_key_t *k, int64_t now)
-{
-    if (!k->enabled)
-        return LM_KEY_DISABLED;
-    if (k->expires_at > 0 && now >= k->expires_at)
-        return LM_KEY_EXPIRED;
-    return LM_KEY_OK;
-}
-
-int lm_key_model_allowed(const lm_key_t *k, const char *model)
-{
-    if (k->nmodels == 0)
-        return 1;
-    if (model == NULL)
-        return 0;
-    for (size_t i = 0; i < k->nmodels; i++) {
-        const char *m = k->models[i];
-        size_t n = strlen(m);
-        if (n > 0 && m[n - 1] == '*') {
-            if (strncmp(model, m, n - 1) == 0)
-                return 1;
-        } else if (strcmp(model, m) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-int lm_key_addr_allowed(const lm_key_t *k, const struct sockaddr *sa)
-{
-    if (k->ncidrs == 0)
-        return 1;
-    if (sa == NULL)
-        return 0;
-    unsigned char addr[16];
-    int family;
-    if (sa->sa_family == AF_INET) {
-        memcpy(addr, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
-        family = 4;
-    } else if (sa->sa_family == AF_INET6) {
-        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
-        if (IN6_IS_ADDR_V4MAPPED(a6)) {
-            memcpy(addr, a6->s6_addr + 12, 4);
-            family = 4;
-        } else {
-            memcpy(addr, a6->s6_addr, 16);
-            family = 6;
-        }
-    } else {
-        return 0;
-    }
-    for (size_t i = 0; i < k->ncidrs; i++)
-        if (cidr_match(&k->nets[i], family, addr))
-            return 1;
-    return 0;
-}
-
-/* JSON text array of strings -> vector. -1 on bad data. */
-static int list_decode(const char *text, char ***out, size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    json_t *a = json_loads(text ? text : "[]", 0, NULL);
-    if (a == NULL || !json_is_array(a)) {
-        json_decref(a);
-        return -1;
-    }
-    size_t cnt = json_array_size(a);
-    char **v = calloc(cnt ? cnt : 1, sizeof(*v));
-    if (v == NULL) {
-        json_decref(a);
-        return -1;
-    }
-    for (size_t i = 0; i < cnt; i++) {
-        const char *s = json_string_value(json_array_get(a, i));
-        v[i] = strdup(s ? s : "");
-        if (v[i] == NULL) {
-            for (size_t j = 0; j < i; j++)
-                free(v[j]);
-            free(v);
-            json_decref(a);
-            return -1;
-        }
-    }
-    json_decref(a);
-    *out = v;
-    *n = cnt;
-    return 0;
-}
-
-static char *list_encode(const char *const *items, size_t n)
-{
-    json_t *a = json_array();
-    if (a == NULL)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        json_t *s = json_string(items[i]);
-        if (s == NULL || json_array_append_new(a, s) != 0) {
-            json_decref(a);
-            return NULL;
-        }
-    }
-    char *t = json_dumps(a, JSON_COMPACT);
-    json_decref(a);
-    return t;
-}
-
-static char *col_text(sqlite3_stmt *s, int i)
-{
-    const unsigned char *t = sqlite3_column_text(s, i);
-    int n = sqlite3_column_bytes(s, i);
-    char *r = malloc((size_t)n + 1);
-    if (r == NULL)
-        return NULL;
-    if (t)
-        memcpy(r, t, (size_t)n);
-    r[n] = '\0';
-    return r;
-}
-
-/* A record from a row of KEY_COLS / KEY_COLS_NOHASH. */
-static lm_key_t *key_from_row(sqlite3_stmt *s)
-{
-    lm_key_t *k = calloc(1, sizeof(*k));
-    if (k == NULL)
-        return NULL;
-    atomic_init(&k->refs, 1);
-    k->id = sqlite3_column_int64(s, 0);
-    if (sqlite3_column_type(s, 1) == SQLITE_BLOB && sqlite3_column_bytes(s, 1) == 32)
-        memcpy(k->hash, sqlite3_column_blob(s, 1), 32);
-    const unsigned char *pfx = sqlite3_column_text(s, 2);
-    snprintf(k->prefix, sizeof(k->prefix), "%s", pfx ? (const char *)pfx : "");
-    k->name = col_text(s, 3);
-    k->owner = col_text(s, 4);
-    k->group = col_text(s, 5);
-    if (sqlite3_column_type(s, 6) == SQLITE_NULL) {
-        k->unlimited = 1;
-        k->quota = 0;
-    } else {
-        k->quota = sqlite3_column_int64(s, 6);
-    }
-    k->used = sqlite3_column_int64(s, 7);
-    k->expires_at = sqlite3_column_int64(s, 8);
-    int bad = k->name == NULL || k->owner == NULL || k->group == NULL;
-    bad |= list_decode((const char *)sqlite3_column_text(s, 9), &k->models, &k->nmodels);
-    bad |= list_decode((const char *)sqlite3_column_text(s, 10), &k->cidrs, &k->ncidrs);
-    k->rpm = sqlite3_column_int64(s, 11);
-    k->tpm = sqlite3_column_int64(s, 12);
-    k->max_concurrent = sqlite3_column_int64(s, 13);
-    k->enabled = sqlite3_column_int(s, 14) != 0;
-    k->created_at = sqlite3_column_int64(s, 15);
-    k->updated_at = sqlite3_column_int64(s, 16);
-    if (!bad && k->ncidrs) {
-        k->nets = calloc(k->ncidrs, sizeof(*k->nets));
-        bad = k->nets == NULL;
-        for (size_t i = 0; !bad && i < k->ncidrs; i++)
-            bad = cidr_parse(k->cidrs[i], &k->nets[i]) != 0;
-    }
-    if (bad) {
-        key_free(k);
-        return NULL;
-    }
-    return k;
-}
-
-/* ------------------------------------------------------------------------ */
-/* channel records                                                           */
-
-static void wipe_free(char *s)
-{
-    if (s) {
-        OPENSSL_cleanse(s, strlen(s));
-        free(s);
-    }
-}
-
-void lm_chan_rec_free(lm_chan_rec_t *c)
-{
-    if (c == NULL)
-        return;
-    free(c->name);
-    free(c->plugin);
-    for (size_t i = 0; i < c->nmodels; i++)
-        free(c->models[i]);
-    free(c->models);
-    for (size_t i = 0; i < c->nsettings; i++) {
-        free(c->settings[i].key);
-        for (size_t j = 0; j < c->settings[i].nvals; j++)
-            wipe_free(c->settings[i].vals[j]);
-        free(c->settings[i].vals);
-    }
-    free(c->settings);
-    free(c);
-}
-
-/* settings -> {"key": "value" | ["v1", "v2"], ...} (new text; wipe it). */
-static char *settings_encode(const lm_chan_rec_t *c)
-{
-    json_t *o = json_object();
-    for (size_t i = 0; o && i < c->nsettings; i++) {
-        const lm_chan_setting_t *kv = &c->settings[i];
-        json_t *v = NULL;
-        if (kv->nvals == 1) {
-            v = json_string(kv->vals[0]);
-        } else if ((v = json_array()) != NULL) {
-            for (size_t j = 0; j < kv->nvals; j++)
-                if (json_array_append_new(v, json_string(kv->vals[j])) != 0) {
-                    json_decref(v);
-                    v = NULL;
-                    break;
-                }
-        }
-        if (v == NULL || json_object_set_new(o, kv->key, v) != 0) {
-            json_decref(o);
-            o = NULL;
-        }
-    }
-    char *t = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(o); /* jansson does not wipe: the values were copies anyway */
-    return t;
-}
-
-/* The inverse; -1 on bad data or ENOMEM. */
-static int settings_decode(const char *text, lm_chan_rec_t *c)
-{
-    json_t *o = json_loads(text ? text : "{}", 0, NULL);
-    const char *k;
-    json_t *v;
-    int rc = -1;
-    if (o == NULL || !json_is_object(o))
-        goto out;
-    c->settings = calloc(json_object_size(o) + 1, sizeof(*c->settings));
-    if (c->settings == NULL)
-        goto out;
-    json_object_foreach (o, k, v) {
-        lm_chan_setting_t *kv = &c->settings[c->nsettings];
-        size_t n = json_is_array(v) ? json_array_size(v) : 1;
-        if ((kv->key = strdup(k)) == NULL || (kv->vals = calloc(n, sizeof(char *))) == NULL) {
-            free(kv->key);
-            goto out;
-        }
-        c->nsettings++;
-        for (size_t j = 0; j < n; j++) {
-            const char *sv = json_string_value(json_is_array(v) ? json_array_get(v, j) : v);
-            if (sv == NULL || (kv->vals[j] = strdup(sv)) == NULL)
-                goto out;
-            kv->nvals++;
-        }
-        if (n == 0)
-            goto out;
-    }
-    rc = 0;
-out:
-    json_decref(o);
-    return rc;
-}
-
-/* The numeric fields in CHAN_COLS order (columns 5.., binds ?5..). */
-static const size_t chan_num_off[] = {
-    offsetof(lm_chan_rec_t, priority),
-    offsetof(lm_chan_rec_t, weight),
-    offsetof(lm_chan_rec_t, max_inflight),
-    offsetof(lm_chan_rec_t, connect_timeout_ms),
-    offsetof(lm_chan_rec_t, first_byte_timeout_ms),
-    offsetof(lm_chan_rec_t, idle_timeout_ms),
-    offsetof(lm_chan_rec_t, request_timeout_ms),
-    offsetof(lm_chan_rec_t, price_input),
-    offsetof(lm_chan_rec_t, price_output),
-    offsetof(lm_chan_rec_t, price_cached_input),
-    offsetof(lm_chan_rec_t, price_per_request),
-};
-#define CHAN_NNUMS (sizeof(chan_num_off) / sizeof(chan_num_off[0]))
-
-/* A record from a row of CHAN_COLS, or NULL. */
-static lm_chan_rec_t *chan_from_row(sqlite3_stmt *s)
-{
-    lm_chan_rec_t *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return NULL;
-    c->id = sqlite3_column_int64(s, 0);
-    c->name = col_text(s, 1);
-    c->plugin = col_text(s, 2);
-    int bad = c->name == NULL || c->plugin == NULL;
-    bad |= list_decode((const char *)sqlite3_column_text(s, 3), &c->models, &c->nmodels);
-    bad |= settings_decode((const char *)sqlite3_column_text(s, 4), c);
-    for (size_t i = 0; i < CHAN_NNUMS; i++)
-        *(int64_t *)(void *)((char *)c + chan_num_off[i]) = sqlite3_column_int64(s, 5 + (int)i);
-    c->enabled = sqlite3_column_int(s, 16) != 0;
-    c->created_at = sqlite3_column_int64(s, 17);
-    c->updated_at = sqlite3_column_int64(s, 18);
-    if (bad) {
-        lm_chan_rec_free(c);
-        return NULL;
-    }
-    return c;
-}
-
-static int chan_name_ok(const char *s, int plugin)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > LM_CHAN_NAME_MAX || (!plugin && (!strcmp(s, ".") || !strcmp(s, ".."))))
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        int ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
-        if (!plugin)
-            ok |= (ch >= 'A' && ch <= 'Z') || ch == '.';
-        if (!ok)
-            return 0;
-    }
-    return 1;
-}
-
-int lm_store_chan_name_ok(const char *name)
-{
-    return chan_name_ok(name, 0);
-}
-
-static int chan_fail(const char **param, const char *p, char *err, size_t errlen, const char *fmt,
-                     ...) __attribute__((format(printf, 5, 6)));
-static int chan_fail(const char **param, const char *p, char *err, size_t errlen, const char *fmt,
-                     ...)
-{
-    if (param)
-        *param = p;
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return LM_STORE_EINVAL;
-}
-
-static int chan_settings_check(const lm_chan_rec_t *c, const char **param, char *err, size_t errlen)
-{
-    if (c->nsettings > LM_CHAN_SETTINGS_MAX || (c->nsettings && c->settings == NULL))
-        return chan_fail(param, "settings", err, errlen, "at most %d settings",
-                         LM_CHAN_SETTINGS_MAX);
-    for (size_t i = 0; i < c->nsettings; i++) {
-        const lm_chan_setting_t *kv = &c->settings[i];
-        if (!chan_name_ok(kv->key, 1))
-            return chan_fail(param, "settings", err, errlen,
-                             "setting names must match [a-z0-9_-]+ (at most %d bytes)",
-                             LM_CHAN_NAME_MAX);
-        for (size_t j = 0; j < i; j++)
-            if (!strcmp(c->settings[j].key, kv->key))
-                return chan_fail(param, "settings", err, errlen, "setting %s is given twice",
-                                 kv->key);
-        if (kv->nvals == 0 || kv->nvals > LM_CHAN_VALUES_MAX || kv->vals == NULL)
-            return chan_fail(param, "settings", err, errlen, "setting %s needs 1 to %d values",
-                             kv->key, LM_CHAN_VALUES_MAX);
-        for (size_t j = 0; j < kv->nvals; j++)
-            if (kv->vals[j] == NULL || !cstr_ok(kv->vals[j], LM_CHAN_VALUE_MAX))
-                return chan_fail(param, "settings", err, errlen,
-                                 "setting %s: values must be valid UTF-8 without NUL, at most "
-                                 "%d bytes",
-                                 kv->key, LM_CHAN_VALUE_MAX);
-    }
-    return LM_STORE_OK;
-}
-
-int lm_store_chan_check(const lm_chan_rec_t *c, const char **param, char *err, size_t errlen)
-{
-    static const struct {
-        const char *name;
-        size_t off;
-        int64_t lo, hi;
-    } nums[] = {
-        {"priority", offsetof(lm_chan_rec_t, priority), 0, 1000000},
-        {"weight", offsetof(lm_chan_rec_t, weight), 1, 1000000},
-        {"max_inflight", offsetof(lm_chan_rec_t, max_inflight), 1, 1000000},
-        {"connect_timeout_ms", offsetof(lm_chan_rec_t, connect_timeout_ms), 1, 86400000},
-        {"first_byte_timeout_ms", offsetof(lm_chan_rec_t, first_byte_timeout_ms), 1, 86400000},
-        {"idle_timeout_ms", offsetof(lm_chan_rec_t, idle_timeout_ms), 1, 86400000},
-        {"request_timeout_ms", offsetof(lm_chan_rec_t, request_timeout_ms), 1, 86400000},
-        {"price_input", offsetof(lm_chan_rec_t, price_input), 0, INT64_C(1000000000000000)},
-        {"price_output", offsetof(lm_chan_rec_t, price_output), 0, INT64_C(1000000000000000)},
-        {"price_cached_input", offsetof(lm_chan_rec_t, price_cached_input), 0,
-         INT64_C(1000000000000000)},
-        {"price_per_request", offsetof(lm_chan_rec_t, price_per_request), 0,
-         INT64_C(1000000000000000)},
-    };
-    if (param)
-        *param = NULL;
-    if (c == NULL)
-        return chan_fail(param, NULL, err, errlen, "no channel");
-    if (!chan_name_ok(c->name, 0))
-        return chan_fail(param, "name", err, errlen,
-                         "name must match [A-Za-z0-9_.-]+ (1 to %d characters, not . or ..)",
-                         LM_CHAN_NAME_MAX);
-    if (!chan_name_ok(c->plugin, 1))
-        return chan_fail(param, "plugin", err, errlen,
-                         "plugin must match [a-z0-9_-]+ (a file in plugin_dir, at most %d bytes)",
-                         LM_CHAN_NAME_MAX);
-    if (c->nmodels == 0 || c->nmodels > LM_STORE_LIST_MAX || c->models == NULL)
-        return chan_fail(param, "models", err, errlen, "models needs 1 to %d entries",
-                         LM_STORE_LIST_MAX);
-    for (size_t i = 0; i < c->nmodels; i++)
-        if (c->models[i] == NULL || c->models[i][0] == '\0' ||
-            !cstr_ok(c->models[i], LM_STORE_ITEM_MAX))
-            return chan_fail(param, "models", err, errlen,
-                             "models[%zu] must be non-empty UTF-8 of at most %d bytes", i,
-                             LM_STORE_ITEM_MAX);
-    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
-        int64_t v = *(const int64_t *)(const void *)((const char *)c + nums[i].off);
-        if (v < nums[i].lo || v > nums[i].hi)
-            return chan_fail(param, nums[i].name, err, errlen, "%s must be from %lld to %lld",
-                             nums[i].name, (long long)nums[i].lo, (long long)nums[i].hi);
-    }
-    if (c->enabled != 0 && c->enabled != 1)
-        return chan_fail(param, "enabled", err, errlen, "enabled must be true or false");
-    return chan_settings_check(c, param, err, errlen);
-}
-
-int lm_store_key_spec_check(const lm_key_spec_t *sp, char *err, size_t errlen)
-{
-    unsigned set = sp->set;
-    if ((set & LM_KF_NAME) && !cstr_ok(sp->name, LM_STORE_TEXT_MAX)) {
-        seterr(err, errlen, "name must be valid UTF-8 of at most %d bytes", LM_STORE_TEXT_MAX);
-        return LM_STORE_EINVAL;
-    }
-    if ((set & LM_KF_OWNER) && !cstr_ok(sp->owner, LM_STORE_TEXT_MAX)) {
-        seterr(err, errlen, "owner must be valid UTF-8 of at most %d bytes", LM_STORE_TEXT_MAX);
-        return LM_STORE_EINVAL;
-    }
-    if ((set & LM_KF_GROUP) && !cstr_ok(sp->group, LM_STORE_TEXT_MAX)) {
-        seterr(err, errlen, "group must be valid UTF-8 of at most %d bytes", LM_STORE_TEXT_MAX);
-        return LM_STORE_EINVAL;
-    }
-    if ((set & LM_KF_QUOTA) && !sp->unlimited && sp->quota < 0) {
-        seterr(err, errlen, "quota must be >= 0");
-        return LM_STORE_EINVAL;
-    }
-    if ((set & LM_KF_EXPIRES) && sp->expires_at < 0) {
-        seterr(err, errlen, "expires_at must be >= 0");
-        return LM_STORE_EINVAL;
-    }
-    if ((set & LM_KF_LIMITS) && (sp->rpm < 0 || sp->tpm < 0 || sp->max_concurrent < 0)) {
-        seterr(err, errlen, "rpm, tpm and max_concurrent must be >= 0");
-        return LM_STORE_EINVAL;
-    }
-    if ((set & LM_KF_ENABLED) && sp->enabled != 0 && sp->enabled != 1) {
-        seterr(err, errlen, "enabled must be 0 or 1");
-        return LM_STORE_EINVAL;
-    }
-    if (set & LM_KF_MODELS) {
-        if (sp->nmodels > LM_STORE_LIST_MAX || (sp->nmodels && sp->models == NULL)) {
-            seterr(err, errlen, "at most %d models", LM_STORE_LIST_MAX);
-            return LM_STORE_EINVAL;
-        }
-        for (size_t i = 0; i < sp->nmodels; i++)
-            if (sp->models[i] == NULL || sp->models[i][0] == '\0' ||
-                !cstr_ok(sp->models[i], LM_STORE_ITEM_MAX)) {
-                seterr(err, errlen, "model %zu must be non-empty UTF-8 of at most %d bytes", i,
-                       LM_STORE_ITEM_MAX);
-                return LM_STORE_EINVAL;
-            }
-    }
-    if (set & LM_KF_CIDRS) {
-        if (sp->ncidrs > LM_STORE_LIST_MAX || (sp->ncidrs && sp->cidrs == NULL)) {
-            seterr(err, errlen, "at most %d address ranges", LM_STORE_LIST_MAX);
-            return LM_STORE_EINVAL;
-        }
-        for (size_t i = 0; i < sp->ncidrs; i++) {
-            lm_cidr_t c;
-            if (sp->cidrs[i] == NULL ||
-                strnlen(sp->cidrs[i], LM_STORE_ITEM_MAX + 1) > LM_STORE_ITEM_MAX ||
-                cidr_parse(sp->cidrs[i], &c) != 0) {
-                seterr(err, errlen, "address range %zu is not an IPv4/IPv6 CIDR", i);
-                return LM_STORE_EINVAL;
-            }
-        }
-    }
-    return LM_STORE_OK;
-}
-
-/* ------------------------------------------------------------------------ */
-/* key snapshot: copy-on-write open-addressing table keyed by the digest      */
-
-static size_t ks_index(const unsigned char *h, size_t cap)
-{
-    uint64_t v;
-    memcpy(&v, h, sizeof(v));
-    return (size_t)(v & (cap - 1));
-}
-
-/* A new set of `keys` (each gets a reference). NULL on ENOMEM. */
-static keyset_t *ks_build(lm_key_t **keys, size_t n)
-{
-    keyset_t *ks = calloc(1, sizeof(*ks));
-    if (ks == NULL)
-        return NULL;
-    ks->cap = 16;
-    while (ks->cap < 2 * n + 1)
-        ks->cap *= 2;
-    ks->slot = calloc(ks->cap, sizeof(*ks->slot));
-    if (ks->slot == NULL) {
-        free(ks);
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        size_t j = ks_index(keys[i]->hash, ks->cap);
-        while (ks->slot[j])
-            j = (j + 1) & (ks->cap - 1);
-        lm_key_ref(keys[i]);
-        ks->slot[j] = keys[i];
-        ks->n++;
-    }
-    return ks;
-}
-
-static void ks_free(keyset_t *ks)
-{
-    if (ks == NULL)
-        return;
-    for (size_t i = 0; i < ks->cap; i++)
-        if (ks->slot[i])
-            lm_key_release(ks->slot[i]);
-    free(ks->slot);
-    free(ks);
-}
-
-/* Writer thread: publish a set without key `drop_id` and with `add` (either
- * may be 0/NULL). */
-static int ks_replace(lm_store_t *st, int64_t drop_id, lm_key_t *add)
-{
-    keyset_t *old = st->keys; /* only the writer swaps: reading it here is safe */
-    size_t cap = (old ? old->n : 0) + 1;
-    lm_key_t **list = calloc(cap, sizeof(*list));
-    size_t n = 0;
-    if (list == NULL)
-        return -1;
-    for (size_t i = 0; old && i < old->cap; i++) {
-        lm_key_t *k = old->slot[i];
-        if (k && k->id != drop_id && !(add && k->id == add->id))
-            list[n++] = k;
-    }
-    if (add)
-        list[n++] = add;
-    keyset_t *ks = ks_build(list, n);
-    free(list);
-    if (ks == NULL)
-        return -1;
-    pthread_rwlock_wrlock(&st->snap_lock);
-    st->keys = ks;
-    pthread_rwlock_unlock(&st->snap_lock);
-    ks_free(old);
-    return 0;
-}
-
-lm_key_t *lm_store_key_find_hash(lm_store_t *st, const unsigned char digest[32])
-{
-    lm_key_t *found = NULL;
-    pthread_rwlock_rdlock(&st->snap_lock);
-    keyset_t *ks = st->keys;
-    if (ks) {
-        size_t j = ks_index(digest, ks->cap);
-        for (; ks->slot[j]; j = (j + 1) & (ks->cap - 1)) {
-            if (CRYPTO_memcmp(ks->slot[j]->hash, digest, 32) == 0) {
-                found = ks->slot[j];
-                lm_key_ref(found);
-                break;
-            }
-        }
-    }
-    pthread_rwlock_unlock(&st->snap_lock);
-    return found;
-}
-
-lm_key_t *lm_store_key_find(lm_store_t *st, const char *secret, size_t len)
-{
-    unsigned char digest[32];
-    if (secret == NULL || len == 0 || len > 512)
-        return NULL;
-    SHA256((const unsigned char *)secret, len, digest);
-    lm_key_t *k = lm_store_key_find_hash(st, digest);
-    OPENSSL_cleanse(digest, sizeof(digest));
-    return k;
-}
-
-/* ------------------------------------------------------------------------ */
-/* accounts                                                                  */
-
-static lm_acct_t *acct_find(lm_store_t *st, int64_t id)
-{
-    lm_acct_t *a = NULL;
-    pthread_mutex_lock(&st->acct_mu);
-    if (st->acct_cap) {
-        size_t j = (size_t)((uint64_t)id * 0x9e3779b97f4a7c15ull) & (st->acct_cap - 1);
-        for (; st->accts[j]; j = (j + 1) & (st->acct_cap - 1))
-            if (st->accts[j]->id == id) {
-                a = st->accts[j];
-                break;
-            }
-    }
-    pthread_mutex_unlock(&st->acct_mu);
-    return a;
-}
-
-static void acct_put(lm_acct_t **tab, size_t cap, lm_acct_t *a)
-{
-    size_t j = (size_t)((uint64_t)a->id * 0x9e3779b97f4a7c15ull) & (cap - 1);
-    while (tab[j])
-        j = (j + 1) & (cap - 1);
-    tab[j] = a;
-}
-
-/* The account of key k (created from k's quota and used if new). */
-static lm_acct_t *acct_get(lm_store_t *st, const lm_key_t *k)
-{
-    lm_acct_t *a = acct_find(st, k->id);
-    if (a)
-        return a;
-    a = calloc(1, sizeof(*a));
-    if (a == NULL)
-        return NULL;
-    pthread_mutex_init(&a->mu, NULL);
-    lm_rl_init(&a->rl);
-    a->id = k->id;
-    a->unlimited = k->unlimited;
-    a->quota = k->quota;
-    a->used = k->used;
-    pthread_mutex_lock(&st->acct_mu);
-    if (2 * (st->acct_n + 1) > st->acct_cap) {
-        size_t cap = st->acct_cap ? st->acct_cap * 2 : 64;
-        lm_acct_t **tab = calloc(cap, sizeof(*tab));
-        if (tab == NULL) {
-            pthread_mutex_unlock(&st->acct_mu);
-            lm_rl_destroy(&a->rl);
-            pthread_mutex_destroy(&a->mu);
-            free(a);
-            return NULL;
-        }
-        for (size_t i = 0; i < st->acct_cap; i++)
-            if (st->accts[i])
-                acct_put(tab, cap, st->accts[i]);
-        free(st->accts);
-        st->accts = tab;
-        st->acct_cap = cap;
-    }
-    acct_put(st->accts, st->acct_cap, a);
-    st->acct_n++;
-    pthread_mutex_unlock(&st->acct_mu);
-    return a;
-}
-
-void lm_store_acct_foreach(lm_store_t *st, void (*fn)(lm_acct_t *a, void *arg), void *arg)
-{
-    pthread_mutex_lock(&st->acct_mu);
-    for (size_t i = 0; i < st->acct_cap; i++)
-        if (st->accts[i])
-            fn(st->accts[i], arg);
-    pthread_mutex_unlock(&st->acct_mu);
-}
-
-/* A snapshot record for the row just written/loaded: attach its account
- * and make the account's quota follow the DB. */
-static lm_key_t *key_attach(lm_store_t *st, lm_key_t *k)
-{
-    lm_acct_t *a = acct_get(st, k);
-    if (a == NULL) {
-        key_free(k);
-        return NULL;
-    }
-    pthread_mutex_lock(&a->mu);
-    a->unlimited = k->unlimited;
-    a->quota = k->quota;
-    pthread_mutex_unlock(&a->mu);
-    k->acct = a;
-    return k;
-}
-
-/* ------------------------------------------------------------------------ */
-/* queue                                                                     */
-
-static int enqueue(lm_store_t *st, op_t *op)
-{
-    pthread_mutex_lock(&st->q_mu);
-    if (st->stopping) {
-        pthread_mutex_unlock(&st->q_mu);
-        return LM_STORE_ECLOSED;
-    }
-    if (st->q_len == st->q_cap) {
-        pthread_mutex_unlock(&st->q_mu);
-        return LM_STORE_EFULL;
-    }
-    st->q[(st->q_head + st->q_len) % st->q_cap] = op;
-    st->q_len++;
-    pthread_cond_signal(&st->q_cv);
-    pthread_mutex_unlock(&st->q_mu);
-    return LM_STORE_OK;
-}
-
-size_t lm_store_queue_depth(lm_store_t *st)
-{
-    pthread_mutex_lock(&st->q_mu);
-    size_t n = st->q_len;
-    pthread_mutex_unlock(&st->q_mu);
-    return n;
-}
-
-/* Submit a stack op and wait for the writer to finish it. */
-static int run_sync(lm_store_t *st, op_t *op)
-{
-    op->sync = 1;
-    op->done = 0;
-    int rc = enqueue(st, op);
-    if (rc != LM_STORE_OK)
-        return rc;
-    pthread_mutex_lock(&st->sync_mu);
-    while (!op->done)
-        pthread_cond_wait(&st->sync_cv, &st->sync_mu);
-    pthread_mutex_unlock(&st->sync_mu);
-    return op->status;
-}
-
-int lm_store_flush(lm_store_t *st)
-{
-    op_t op;
-    memset(&op, 0, sizeof(op));
-    op.kind = OP_BARRIER;
-    int rc;
-    while ((rc = run_sync(st, &op)) == LM_STORE_EFULL)
-        usleep(1000); /* the queue drains; a flush must not be lost */
-    return rc;
-}
-
-/* ------------------------------------------------------------------------ */
-/* writer: SQL side                                                          */
 
 static int step_once(sqlite3_stmt *s)
 {
@@ -1271,18 +216,80 @@ static void bind_text(sqlite3_stmt *s, int i, const char *t)
     sqlite3_bind_text(s, i, t ? t : "", -1, SQLITE_TRANSIENT);
 }
 
-static int db_status(lm_store_t *st, const char *what)
+/* Log the write connection's last error, keep it for transient(). */
+static int db_status(lm_store_db_t *db, const char *what)
 {
-    int ext = sqlite3_extended_errcode(st->w);
-    st->last_ext = ext;
-    slog(st, 0, "%s: %s (%d)", what, sqlite3_errmsg(st->w), ext);
+    int ext = sqlite3_extended_errcode(db->w);
+    db->last_ext = ext;
+    lm_store_log(db->st, 0, "%s: %s (%d)", what, sqlite3_errmsg(db->w), ext);
     return (ext & 0xff) == SQLITE_CONSTRAINT ? LM_STORE_ECONFLICT : LM_STORE_EDB;
 }
 
-static int apply_usage(lm_store_t *st, op_t *op)
+/* Run control statement `which`; 0 or -1 (logged as what). */
+static int w_exec(lm_store_db_t *db, int which, const char *what)
 {
-    sqlite3_stmt *s = st->ws[W_INS_USAGE];
-    const lm_usage_row_t *r = &op->row;
+    if (step_once(db->ws[which]) == SQLITE_DONE)
+        return 0;
+    db_status(db, what);
+    return -1;
+}
+
+static int sq_begin(lm_store_db_t *db)
+{
+    db->last_ext = 0;
+    return w_exec(db, W_BEGIN, "BEGIN IMMEDIATE");
+}
+
+static int sq_savepoint(lm_store_db_t *db)
+{
+    db->last_ext = 0;
+    return w_exec(db, W_SAVE, "SAVEPOINT");
+}
+
+static int sq_rollback_to(lm_store_db_t *db)
+{
+    return w_exec(db, W_ROLLBACK_TO, "ROLLBACK TO");
+}
+
+static int sq_release(lm_store_db_t *db)
+{
+    return w_exec(db, W_RELEASE, "RELEASE");
+}
+
+static int sq_commit(lm_store_db_t *db)
+{
+    db->last_ext = 0;
+    return w_exec(db, W_COMMIT, "COMMIT");
+}
+
+static void sq_rollback(lm_store_db_t *db)
+{
+    if (!sqlite3_get_autocommit(db->w))
+        step_once(db->ws[W_ROLLBACK]);
+}
+
+/* Errors that concern the database as a whole (locked by another process,
+ * disk full, I/O): the batch is rolled back and retried, never dropped. */
+static int sq_transient(lm_store_db_t *db)
+{
+    switch (db->last_ext & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_NOMEM:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL: return 1;
+    default: return 0;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* writer connection: operations                                             */
+
+static int sq_usage_insert(lm_store_db_t *db, const lm_usage_row_t *r, int64_t *id)
+{
+    sqlite3_stmt *s = db->ws[W_INS_USAGE];
     bind_text(s, 1, r->request_id);
     sqlite3_bind_int64(s, 2, r->attempt);
     if (r->key_id > 0)
@@ -1307,17 +314,17 @@ static int apply_usage(lm_store_t *st, op_t *op)
         sqlite3_bind_null(s, 16);
     sqlite3_bind_int64(s, 17, r->created_ms);
     if (step_once(s) != SQLITE_DONE)
-        return db_status(st, "usage insert");
-    if (sqlite3_changes(st->w) == 0)
+        return db_status(db, "usage insert");
+    if (sqlite3_changes(db->w) == 0)
         return LM_STORE_DUP;
-    op->id = sqlite3_last_insert_rowid(st->w);
+    *id = sqlite3_last_insert_rowid(db->w);
     if (r->cost > 0 && r->key_id > 0) {
-        s = st->ws[W_ADD_USED];
+        s = db->ws[W_ADD_USED];
         sqlite3_bind_int64(s, 1, r->cost);
         sqlite3_bind_int64(s, 2, r->key_id);
         if (step_once(s) != SQLITE_DONE)
-            return db_status(st, "usage: add to used");
-        if (sqlite3_changes(st->w) != 1)
+            return db_status(db, "usage: add to used");
+        if (sqlite3_changes(db->w) != 1)
             return LM_STORE_ENOTFOUND;
     }
     return LM_STORE_OK;
@@ -1331,169 +338,91 @@ static void bind_quota(sqlite3_stmt *s, int i, int unlimited, int64_t quota)
         sqlite3_bind_int64(s, i, quota);
 }
 
-static int apply_key_create(lm_store_t *st, op_t *op)
+static int sq_key_insert(lm_store_db_t *db, const unsigned char hash[32], const char *prefix,
+                         const lm_store_key_cols_t *c, int64_t *id)
 {
-    const lm_key_spec_t *sp = op->spec;
-    sqlite3_stmt *s = st->ws[W_INS_KEY];
-    sqlite3_bind_blob(s, 1, op->hash, 32, SQLITE_TRANSIENT);
-    bind_text(s, 2, op->prefix);
-    bind_text(s, 3, sp->name);
-    bind_text(s, 4, sp->owner);
-    bind_text(s, 5, sp->group);
-    bind_quota(s, 6, sp->unlimited, sp->quota);
-    sqlite3_bind_int64(s, 7, sp->expires_at);
-    bind_text(s, 8, op->models_json);
-    bind_text(s, 9, op->cidrs_json);
-    sqlite3_bind_int64(s, 10, sp->rpm);
-    sqlite3_bind_int64(s, 11, sp->tpm);
-    sqlite3_bind_int64(s, 12, sp->max_concurrent);
-    sqlite3_bind_int(s, 13, sp->enabled ? 1 : 0);
+    sqlite3_stmt *s = db->ws[W_INS_KEY];
+    sqlite3_bind_blob(s, 1, hash, 32, SQLITE_TRANSIENT);
+    bind_text(s, 2, prefix);
+    bind_text(s, 3, c->name);
+    bind_text(s, 4, c->owner);
+    bind_text(s, 5, c->group);
+    bind_quota(s, 6, c->unlimited, c->quota);
+    sqlite3_bind_int64(s, 7, c->expires_at);
+    bind_text(s, 8, c->models_json);
+    bind_text(s, 9, c->cidrs_json);
+    sqlite3_bind_int64(s, 10, c->rpm);
+    sqlite3_bind_int64(s, 11, c->tpm);
+    sqlite3_bind_int64(s, 12, c->max_concurrent);
+    sqlite3_bind_int(s, 13, c->enabled ? 1 : 0);
     sqlite3_bind_int64(s, 14, now_s());
-    if (step_once(s) != SQLITE_DONE) {
-        int rc = db_status(st, "key insert");
-        seterr(op->err, op->errlen, "could not store the key");
-        return rc;
-    }
-    op->id = sqlite3_last_insert_rowid(st->w);
+    if (step_once(s) != SQLITE_DONE)
+        return db_status(db, "key insert");
+    *id = sqlite3_last_insert_rowid(db->w);
     return LM_STORE_OK;
 }
 
 /* Read one live key on the writer connection. */
-static lm_key_t *w_get_key(lm_store_t *st, int64_t id)
+static lm_key_t *sq_key_read(lm_store_db_t *db, int64_t id)
 {
-    sqlite3_stmt *s = st->ws[W_GET_KEY];
+    sqlite3_stmt *s = db->ws[W_GET_KEY];
     lm_key_t *k = NULL;
     sqlite3_bind_int64(s, 1, id);
     if (sqlite3_step(s) == SQLITE_ROW)
-        k = key_from_row(s);
+        k = lm_sqlite_key_from_row(s);
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     return k;
 }
 
-static int apply_key_update(lm_store_t *st, op_t *op)
+static int sq_key_update(lm_store_db_t *db, int64_t id, const lm_store_key_cols_t *c)
 {
-    const lm_key_spec_t *sp = op->spec;
-    unsigned f = sp->set;
-    lm_key_t *k = w_get_key(st, op->key_id);
-    if (k == NULL) {
-        seterr(op->err, op->errlen, "no such key");
-        return LM_STORE_ENOTFOUND;
-    }
-    int unlimited = (f & LM_KF_QUOTA) ? sp->unlimited : k->unlimited;
-    int64_t quota = (f & LM_KF_QUOTA) ? (sp->unlimited ? 0 : sp->quota) : k->quota;
-    char *models = (f & LM_KF_MODELS) ? list_encode(sp->models, sp->nmodels)
-                                      : list_encode((const char *const *)k->models, k->nmodels);
-    char *cidrs = (f & LM_KF_CIDRS) ? list_encode(sp->cidrs, sp->ncidrs)
-                                    : list_encode((const char *const *)k->cidrs, k->ncidrs);
-    int rc = LM_STORE_OK;
-    if (models == NULL || cidrs == NULL) {
-        rc = LM_STORE_ENOMEM;
-        goto out;
-    }
-
-    /* Lowering a quota takes effect in memory before the write, so no settle
-     * racing with it can bill past the new quota; raising takes effect after
-     * the commit (post_commit reloads the record). */
-    lm_acct_t *a = acct_find(st, op->key_id);
-    if (a && !unlimited) {
-        pthread_mutex_lock(&a->mu);
-        if (a->unlimited || quota < a->quota) {
-            int64_t spent;
-            if (__builtin_add_overflow(a->used, a->pending, &spent))
-                spent = INT64_MAX;
-            if (quota < spent) {
-                pthread_mutex_unlock(&a->mu);
-                seterr(op->err, op->errlen, "quota is below what the key has already used");
-                rc = LM_STORE_ECONFLICT;
-                goto out;
-            }
-            op->quota_lowered = 1;
-            op->old_unlimited = a->unlimited;
-            op->old_quota = a->quota;
-            a->unlimited = 0;
-            a->quota = quota;
-        }
-        pthread_mutex_unlock(&a->mu);
-    }
-
-    sqlite3_stmt *s = st->ws[W_UPD_KEY];
-    sqlite3_bind_int64(s, 1, op->key_id);
-    bind_text(s, 2, (f & LM_KF_NAME) ? sp->name : k->name);
-    bind_text(s, 3, (f & LM_KF_OWNER) ? sp->owner : k->owner);
-    bind_text(s, 4, (f & LM_KF_GROUP) ? sp->group : k->group);
-    bind_quota(s, 5, unlimited, quota);
-    sqlite3_bind_int64(s, 6, (f & LM_KF_EXPIRES) ? sp->expires_at : k->expires_at);
-    bind_text(s, 7, models);
-    bind_text(s, 8, cidrs);
-    sqlite3_bind_int64(s, 9, (f & LM_KF_LIMITS) ? sp->rpm : k->rpm);
-    sqlite3_bind_int64(s, 10, (f & LM_KF_LIMITS) ? sp->tpm : k->tpm);
-    sqlite3_bind_int64(s, 11, (f & LM_KF_LIMITS) ? sp->max_concurrent : k->max_concurrent);
-    sqlite3_bind_int(s, 12, ((f & LM_KF_ENABLED) ? sp->enabled : k->enabled) ? 1 : 0);
+    sqlite3_stmt *s = db->ws[W_UPD_KEY];
+    sqlite3_bind_int64(s, 1, id);
+    bind_text(s, 2, c->name);
+    bind_text(s, 3, c->owner);
+    bind_text(s, 4, c->group);
+    bind_quota(s, 5, c->unlimited, c->quota);
+    sqlite3_bind_int64(s, 6, c->expires_at);
+    bind_text(s, 7, c->models_json);
+    bind_text(s, 8, c->cidrs_json);
+    sqlite3_bind_int64(s, 9, c->rpm);
+    sqlite3_bind_int64(s, 10, c->tpm);
+    sqlite3_bind_int64(s, 11, c->max_concurrent);
+    sqlite3_bind_int(s, 12, c->enabled ? 1 : 0);
     sqlite3_bind_int64(s, 13, now_s());
-    if (step_once(s) != SQLITE_DONE) {
-        rc = db_status(st, "key update");
-        seterr(op->err, op->errlen,
-               rc == LM_STORE_ECONFLICT ? "quota is below what the key has already used"
-                                        : "could not update the key");
-    } else if (sqlite3_changes(st->w) != 1) {
-        rc = LM_STORE_ENOTFOUND;
-    }
-out:
-    free(models);
-    free(cidrs);
-    key_free(k);
-    op->id = op->key_id;
-    return rc;
+    if (step_once(s) != SQLITE_DONE)
+        return db_status(db, "key update");
+    return sqlite3_changes(db->w) == 1 ? LM_STORE_OK : LM_STORE_ENOTFOUND;
 }
 
-static int apply_key_delete(lm_store_t *st, op_t *op)
+static int sq_key_delete(lm_store_db_t *db, int64_t id)
 {
-    sqlite3_stmt *s = st->ws[W_DEL_KEY];
-    sqlite3_bind_int64(s, 1, op->key_id);
+    sqlite3_stmt *s = db->ws[W_DEL_KEY];
+    sqlite3_bind_int64(s, 1, id);
     sqlite3_bind_int64(s, 2, now_s());
     if (step_once(s) != SQLITE_DONE)
-        return db_status(st, "key delete");
-    op->id = op->key_id;
-    return sqlite3_changes(st->w) == 1 ? LM_STORE_OK : LM_STORE_ENOTFOUND;
+        return db_status(db, "key delete");
+    return sqlite3_changes(db->w) == 1 ? LM_STORE_OK : LM_STORE_ENOTFOUND;
 }
 
-static const char *admin_role_name(int role)
+static int sq_admin_token_set(lm_store_db_t *db, int role, const unsigned char *hash)
 {
-    return role == LM_ADMIN_ROLE_READ ? "read" : "admin";
-}
-
-static int apply_admin_token(lm_store_t *st, op_t *op)
-{
-    sqlite3_stmt *s = st->ws[op->admin_clear ? W_DEL_ADMIN : W_SET_ADMIN];
-    sqlite3_bind_text(s, 1, admin_role_name(op->admin_role), -1, SQLITE_STATIC);
-    if (!op->admin_clear) {
-        sqlite3_bind_blob(s, 2, op->hash, 32, SQLITE_TRANSIENT);
+    sqlite3_stmt *s = db->ws[hash == NULL ? W_DEL_ADMIN : W_SET_ADMIN];
+    sqlite3_bind_text(s, 1, lm_sqlite_role_name(role), -1, SQLITE_STATIC);
+    if (hash) {
+        sqlite3_bind_blob(s, 2, hash, 32, SQLITE_TRANSIENT);
         sqlite3_bind_int64(s, 3, now_s());
     }
     if (step_once(s) != SQLITE_DONE)
-        return db_status(st, "admin token");
+        return db_status(db, "admin token");
     return LM_STORE_OK;
 }
 
-static void bind_chan(sqlite3_stmt *s, const op_t *op)
-{
-    const lm_chan_rec_t *c = op->chan;
-    bind_text(s, 1, c->name);
-    bind_text(s, 2, c->plugin);
-    bind_text(s, 3, op->chan_models);
-    bind_text(s, 4, op->chan_settings);
-    for (size_t i = 0; i < CHAN_NNUMS; i++)
-        sqlite3_bind_int64(s, 5 + (int)i,
-                           *(const int64_t *)(const void *)((const char *)c + chan_num_off[i]));
-    sqlite3_bind_int(s, 16, c->enabled ? 1 : 0);
-    sqlite3_bind_int64(s, 17, now_s());
-}
-
 /* One integer from a statement with at most one bound name; -1 if no row. */
-static int64_t w_int(lm_store_t *st, int which, const char *name)
+static int64_t w_int(lm_store_db_t *db, int which, const char *name)
 {
-    sqlite3_stmt *s = st->ws[which];
+    sqlite3_stmt *s = db->ws[which];
     int64_t v = -1;
     if (name)
         bind_text(s, 1, name);
@@ -1504,799 +433,68 @@ static int64_t w_int(lm_store_t *st, int which, const char *name)
     return v;
 }
 
-static int apply_chan_create(lm_store_t *st, op_t *op)
+static int64_t sq_chan_id(lm_store_db_t *db, const char *name)
 {
-    if (w_int(st, W_CHAN_ID, op->chan->name) >= 0) {
-        seterr(op->err, op->errlen, "a channel named %s already exists", op->chan->name);
-        return LM_STORE_ECONFLICT;
-    }
-    if (w_int(st, W_CHAN_COUNT, NULL) >= LM_CHAN_MAX) {
-        seterr(op->err, op->errlen, "at most %d channels can be stored", LM_CHAN_MAX);
-        return LM_STORE_ECONFLICT;
-    }
-    sqlite3_stmt *s = st->ws[W_INS_CHAN];
-    bind_chan(s, op);
-    if (step_once(s) != SQLITE_DONE) {
-        int rc = db_status(st, "channel insert");
-        seterr(op->err, op->errlen, "could not store the channel");
-        return rc;
-    }
-    op->id = sqlite3_last_insert_rowid(st->w);
-    return LM_STORE_OK;
+    return w_int(db, W_CHAN_ID, name);
 }
 
-static int apply_chan_update(lm_store_t *st, op_t *op)
+static int64_t sq_chan_count(lm_store_db_t *db)
 {
-    sqlite3_stmt *s = st->ws[W_UPD_CHAN];
-    bind_chan(s, op);
-    if (step_once(s) != SQLITE_DONE) {
-        int rc = db_status(st, "channel update");
-        seterr(op->err, op->errlen, "could not update the channel");
-        return rc;
-    }
-    return sqlite3_changes(st->w) == 1 ? LM_STORE_OK : LM_STORE_ENOTFOUND;
+    return w_int(db, W_CHAN_COUNT, NULL);
 }
 
-static int apply_chan_delete(lm_store_t *st, op_t *op)
+static void bind_chan(sqlite3_stmt *s, const lm_chan_rec_t *c, const char *models_json,
+                      const char *settings_json)
 {
-    sqlite3_stmt *s = st->ws[W_DEL_CHAN];
-    bind_text(s, 1, op->chan_name);
+    bind_text(s, 1, c->name);
+    bind_text(s, 2, c->plugin);
+    bind_text(s, 3, models_json);
+    bind_text(s, 4, settings_json);
+    for (size_t i = 0; i < CHAN_NNUMS; i++)
+        sqlite3_bind_int64(
+            s, 5 + (int)i,
+            *(const int64_t *)(const void *)((const char *)c + lm_sqlite_chan_num_off[i]));
+    sqlite3_bind_int(s, 16, c->enabled ? 1 : 0);
+    sqlite3_bind_int64(s, 17, now_s());
+}
+
+static int sq_chan_insert(lm_store_db_t *db, const lm_chan_rec_t *c, const char *models_json,
+                          const char *settings_json, int64_t *id)
+{
+    sqlite3_stmt *s = db->ws[W_INS_CHAN];
+    bind_chan(s, c, models_json, settings_json);
     if (step_once(s) != SQLITE_DONE)
-        return db_status(st, "channel delete");
-    return sqlite3_changes(st->w) == 1 ? LM_STORE_OK : LM_STORE_ENOTFOUND;
-}
-
-static int apply(lm_store_t *st, op_t *op)
-{
-    switch (op->kind) {
-    case OP_CHAN_CREATE: return apply_chan_create(st, op);
-    case OP_CHAN_UPDATE: return apply_chan_update(st, op);
-    case OP_CHAN_DELETE: return apply_chan_delete(st, op);
-    case OP_USAGE: return apply_usage(st, op);
-    case OP_KEY_CREATE: return apply_key_create(st, op);
-    case OP_KEY_UPDATE: return apply_key_update(st, op);
-    case OP_KEY_DELETE: return apply_key_delete(st, op);
-    case OP_ADMIN_TOKEN: return apply_admin_token(st, op);
-    default: return LM_STORE_OK;
-    }
-}
-
-/* Undo in-memory changes made before the write when it did not commit. */
-static void undo(lm_store_t *st, op_t *op)
-{
-    if (op->kind == OP_KEY_UPDATE && op->quota_lowered) {
-        lm_acct_t *a = acct_find(st, op->key_id);
-        if (a) {
-            pthread_mutex_lock(&a->mu);
-            a->unlimited = op->old_unlimited;
-            a->quota = op->old_quota;
-            pthread_mutex_unlock(&a->mu);
-        }
-        op->quota_lowered = 0;
-    }
-}
-
-/* After the transaction: mirror the result in memory. */
-static void post_commit(lm_store_t *st, op_t *op)
-{
-    switch (op->kind) {
-    case OP_USAGE: {
-        lm_acct_t *a = op->acct;
-        if (a == NULL && op->row.key_id > 0 && op->status == LM_STORE_OK && op->row.cost > 0)
-            a = acct_find(st, op->row.key_id);
-        if (a) {
-            pthread_mutex_lock(&a->mu);
-            a->pending -= op->pending;
-            if (op->status == LM_STORE_OK) {
-                if (a->used > INT64_MAX - op->row.cost)
-                    a->used = INT64_MAX;
-                else
-                    a->used += op->row.cost;
-            }
-            pthread_mutex_unlock(&a->mu);
-        }
-        if (op->status < 0)
-            slog(st, 0, "usage row %s/%lld not recorded: %s", op->row.request_id,
-                 (long long)op->row.attempt, lm_store_strerror(op->status));
-        break;
-    }
-    case OP_KEY_CREATE:
-    case OP_KEY_UPDATE:
-        if (op->status == LM_STORE_OK) {
-            lm_key_t *k = w_get_key(st, op->id);
-            if (k)
-                k = key_attach(st, k);
-            if (k == NULL || ks_replace(st, 0, k) != 0)
-                slog(st, 0, "key %lld: snapshot not updated", (long long)op->id);
-            if (k)
-                lm_key_release(k); /* the snapshot holds its own reference */
-        }
-        break;
-    case OP_KEY_DELETE:
-        if (op->status == LM_STORE_OK && ks_replace(st, op->key_id, NULL) != 0)
-            slog(st, 0, "key %lld: snapshot not updated", (long long)op->key_id);
-        break;
-    default: break;
-    }
-}
-
-static void complete(lm_store_t *st, op_t *op)
-{
-    if (op->sync) {
-        pthread_mutex_lock(&st->sync_mu);
-        op->done = 1;
-        pthread_cond_broadcast(&st->sync_cv);
-        pthread_mutex_unlock(&st->sync_mu);
-        return; /* the waiter owns op */
-    }
-    if (op->cb.done) {
-        if (op->cb.post)
-            op->cb.post(op->cb.post_ctx, op->cb.done, op->cb.arg, op->status, op->id);
-        else
-            op->cb.done(op->cb.arg, op->status, op->id);
-    }
-    free(op);
-}
-
-/* Errors that concern the database as a whole (locked by another process,
- * disk full, I/O): the batch is rolled back and retried, never dropped. */
-static int transient(int ext)
-{
-    switch (ext & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_IOERR:
-    case SQLITE_FULL:
-    case SQLITE_NOMEM:
-    case SQLITE_CANTOPEN:
-    case SQLITE_PROTOCOL: return 1;
-    default: return 0;
-    }
-}
-
-static void abort_batch(lm_store_t *st, op_t **ops, size_t n)
-{
-    if (!sqlite3_get_autocommit(st->w))
-        step_once(st->ws[W_ROLLBACK]);
-    for (size_t i = 0; i < n; i++)
-        undo(st, ops[i]);
-}
-
-/* One transaction over the batch. 0: done (each op has its status);
- * 1: transient failure, everything rolled back and undone, try again. */
-static int try_batch(lm_store_t *st, op_t **ops, size_t n)
-{
-    st->last_ext = 0;
-    if (step_once(st->ws[W_BEGIN]) != SQLITE_DONE) {
-        db_status(st, "BEGIN IMMEDIATE");
-        if (transient(st->last_ext))
-            return 1;
-        for (size_t i = 0; i < n; i++)
-            ops[i]->status = LM_STORE_EDB;
-        return 0;
-    }
-    for (size_t i = 0; i < n; i++) {
-        op_t *op = ops[i];
-        if (op->kind == OP_BARRIER) {
-            op->status = LM_STORE_OK;
-            continue;
-        }
-        st->last_ext = 0;
-        if (step_once(st->ws[W_SAVE]) != SQLITE_DONE) {
-            db_status(st, "SAVEPOINT");
-            abort_batch(st, ops, n);
-            return 1;
-        }
-        op->status = apply(st, op);
-        if (op->status < 0) {
-            if (transient(st->last_ext)) {
-                abort_batch(st, ops, n);
-                return 1;
-            }
-            if (step_once(st->ws[W_ROLLBACK_TO]) != SQLITE_DONE)
-                db_status(st, "ROLLBACK TO");
-            undo(st, op);
-        }
-        if (step_once(st->ws[W_RELEASE]) != SQLITE_DONE)
-            db_status(st, "RELEASE");
-    }
-    st->last_ext = 0;
-    if (step_once(st->ws[W_COMMIT]) != SQLITE_DONE) {
-        db_status(st, "COMMIT");
-        abort_batch(st, ops, n);
-        if (transient(st->last_ext))
-            return 1;
-        for (size_t i = 0; i < n; i++)
-            if (ops[i]->status >= 0 && ops[i]->kind != OP_BARRIER)
-                ops[i]->status = LM_STORE_EDB;
-    }
-    return 0;
-}
-
-static int is_stopping(lm_store_t *st)
-{
-    pthread_mutex_lock(&st->q_mu);
-    int s = st->stopping;
-    pthread_mutex_unlock(&st->q_mu);
-    return s;
-}
-
-static void run_batch(lm_store_t *st, op_t **ops, size_t n)
-{
-    unsigned delay_ms = 50;
-    for (int attempt = 1; try_batch(st, ops, n) != 0; attempt++) {
-        /* while we wait the queue fills and submitters get LM_STORE_EFULL */
-        if (is_stopping(st) && attempt >= 10) {
-            slog(st, 0, "giving up on %zu queued operations at shutdown", n);
-            for (size_t i = 0; i < n; i++)
-                ops[i]->status = ops[i]->kind == OP_BARRIER ? LM_STORE_OK : LM_STORE_EDB;
-            break;
-        }
-        slog(st, 1, "database unavailable, retrying %zu operations in %u ms", n, delay_ms);
-        usleep(delay_ms * 1000);
-        if (delay_ms < 1000)
-            delay_ms *= 2;
-    }
-    for (size_t i = 0; i < n; i++) {
-        post_commit(st, ops[i]);
-        complete(st, ops[i]);
-    }
-}
-
-static void *writer_main(void *arg)
-{
-    lm_store_t *st = arg;
-    op_t **batch = calloc(st->batch_max, sizeof(*batch));
-    for (;;) {
-        pthread_mutex_lock(&st->q_mu);
-        while (st->q_len == 0 && !st->stopping)
-            pthread_cond_wait(&st->q_cv, &st->q_mu);
-        if (st->q_len == 0 && st->stopping) {
-            pthread_mutex_unlock(&st->q_mu);
-            break;
-        }
-        size_t max = batch ? st->batch_max : 1;
-        op_t *one[1];
-        op_t **b = batch ? batch : one;
-        size_t n = 0;
-        while (st->q_len && n < max) {
-            b[n++] = st->q[st->q_head];
-            st->q_head = (st->q_head + 1) % st->q_cap;
-            st->q_len--;
-        }
-        pthread_mutex_unlock(&st->q_mu);
-        run_batch(st, b, n);
-    }
-    free(batch);
-    return NULL;
-}
-
-/* ------------------------------------------------------------------------ */
-/* submit                                                                    */
-
-static size_t slen(const char *s)
-{
-    return s ? strlen(s) + 1 : 0;
-}
-
-static const char *scopy(char **p, const char *s)
-{
-    if (s == NULL)
-        return NULL;
-    size_t n = strlen(s) + 1;
-    memcpy(*p, s, n);
-    const char *r = *p;
-    *p += n;
-    return r;
-}
-
-static int64_t clamp0(int64_t v)
-{
-    return v < 0 ? 0 : v;
-}
-
-int lm_store_usage_submit_acct(lm_store_t *st, const lm_usage_row_t *row, lm_acct_t *acct,
-                               int64_t pending, const lm_store_cb_t *cb)
-{
-    if (row == NULL || row->request_id == NULL || row->request_id[0] == '\0' ||
-        strnlen(row->request_id, 257) > 256 || row->cost < 0 || row->attempt < 0)
-        return LM_STORE_EINVAL;
-    size_t extra = slen(row->request_id) + slen(row->channel) + slen(row->model_asked) +
-                   slen(row->model_served) + slen(row->usage_json);
-    op_t *op = calloc(1, sizeof(*op) + extra);
-    if (op == NULL)
-        return LM_STORE_ENOMEM;
-    char *p = (char *)(op + 1);
-    op->kind = OP_USAGE;
-    op->row = *row;
-    op->row.request_id = scopy(&p, row->request_id);
-    op->row.channel = scopy(&p, row->channel);
-    op->row.model_asked = scopy(&p, row->model_asked);
-    op->row.model_served = scopy(&p, row->model_served);
-    op->row.usage_json = scopy(&p, row->usage_json);
-    op->row.prompt_tokens = clamp0(row->prompt_tokens);
-    op->row.completion_tokens = clamp0(row->completion_tokens);
-    op->row.cached_tokens = clamp0(row->cached_tokens);
-    op->row.reasoning_tokens = clamp0(row->reasoning_tokens);
-    op->row.latency_ms = clamp0(row->latency_ms);
-    op->row.ttft_ms = clamp0(row->ttft_ms);
-    if (op->row.created_ms <= 0)
-        op->row.created_ms = lm_store_now_ms();
-    op->acct = acct;
-    op->pending = acct ? pending : 0;
-    if (cb)
-        op->cb = *cb;
-    int rc = enqueue(st, op);
-    if (rc != LM_STORE_OK)
-        free(op);
-    return rc;
-}
-
-int lm_store_usage_submit(lm_store_t *st, const lm_usage_row_t *row, const lm_store_cb_t *cb)
-{
-    return lm_store_usage_submit_acct(st, row, NULL, 0, cb);
-}
-
-/* ------------------------------------------------------------------------ */
-/* admin writes                                                              */
-
-int lm_store_key_create(lm_store_t *st, const lm_key_spec_t *spec, char *secret, int64_t *id,
-                        char *err, size_t errlen)
-{
-    lm_key_spec_t sp = *spec;
-    sp.set = LM_KF_ALL;
-    int rc = lm_store_key_spec_check(&sp, err, errlen);
-    if (rc != LM_STORE_OK)
-        return rc;
-
-    unsigned char rnd[24]; /* 192 bits */
-    size_t got = 0;
-    while (got < sizeof(rnd)) {
-        ssize_t r = getrandom(rnd + got, sizeof(rnd) - got, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            seterr(err, errlen, "getrandom failed");
-            return LM_STORE_EDB;
-        }
-        got += (size_t)r;
-    }
-    char plain[LM_KEY_SECRET_SIZE];
-    memcpy(plain, "sk-", 3);
-    lm_b64_encode(rnd, sizeof(rnd), plain + 3, 1); /* 32 chars */
-    OPENSSL_cleanse(rnd, sizeof(rnd));
-
-    op_t op;
-    memset(&op, 0, sizeof(op));
-    op.kind = OP_KEY_CREATE;
-    op.spec = &sp;
-    SHA256((const unsigned char *)plain, strlen(plain), op.hash);
-    memcpy(op.prefix, plain, LM_KEY_PREFIX_LEN);
-    op.prefix[LM_KEY_PREFIX_LEN] = '\0';
-    op.models_json = list_encode(sp.models, sp.nmodels);
-    op.cidrs_json = list_encode(sp.cidrs, sp.ncidrs);
-    op.err = err;
-    op.errlen = errlen;
-    if (op.models_json == NULL || op.cidrs_json == NULL)
-        rc = LM_STORE_ENOMEM;
-    else
-        rc = run_sync(st, &op);
-    free(op.models_json);
-    free(op.cidrs_json);
-    if (rc == LM_STORE_OK) {
-        memcpy(secret, plain, strlen(plain) + 1);
-        if (id)
-            *id = op.id;
-    } else if (err && errlen && err[0] == '\0') {
-        seterr(err, errlen, "%s", lm_store_strerror(rc));
-    }
-    OPENSSL_cleanse(plain, sizeof(plain));
-    return rc;
-}
-
-int lm_store_key_update(lm_store_t *st, int64_t id, const lm_key_spec_t *spec, char *err,
-                        size_t errlen)
-{
-    int rc = lm_store_key_spec_check(spec, err, errlen);
-    if (rc != LM_STORE_OK)
-        return rc;
-    op_t op;
-    memset(&op, 0, sizeof(op));
-    op.kind = OP_KEY_UPDATE;
-    op.spec = spec;
-    op.key_id = id;
-    op.err = err;
-    op.errlen = errlen;
-    rc = run_sync(st, &op);
-    if (rc != LM_STORE_OK && err && errlen && err[0] == '\0')
-        seterr(err, errlen, "%s", lm_store_strerror(rc));
-    return rc;
-}
-
-int lm_store_key_delete(lm_store_t *st, int64_t id)
-{
-    op_t op;
-    memset(&op, 0, sizeof(op));
-    op.kind = OP_KEY_DELETE;
-    op.key_id = id;
-    return run_sync(st, &op);
-}
-
-int lm_store_admin_token_set(lm_store_t *st, int role, const unsigned char hash[32])
-{
-    if (role != LM_ADMIN_ROLE_FULL && role != LM_ADMIN_ROLE_READ)
-        return LM_STORE_EINVAL;
-    op_t op;
-    memset(&op, 0, sizeof(op));
-    op.kind = OP_ADMIN_TOKEN;
-    op.admin_role = role;
-    op.admin_clear = hash == NULL;
-    if (hash)
-        memcpy(op.hash, hash, 32);
-    int rc = run_sync(st, &op);
-    OPENSSL_cleanse(op.hash, sizeof(op.hash));
-    return rc;
-}
-
-/* Create or update: check, encode the JSON columns, run on the writer. */
-static int chan_write(lm_store_t *st, int kind, const lm_chan_rec_t *c, int64_t *id, char *err,
-                      size_t errlen)
-{
-    if (err && errlen)
-        err[0] = '\0';
-    int rc = lm_store_chan_check(c, NULL, err, errlen);
-    if (rc != LM_STORE_OK)
-        return rc;
-    op_t op;
-    memset(&op, 0, sizeof(op));
-    op.kind = kind;
-    op.chan = c;
-    op.chan_models = list_encode((const char *const *)c->models, c->nmodels);
-    op.chan_settings = settings_encode(c);
-    op.err = err;
-    op.errlen = errlen;
-    if (op.chan_models == NULL || op.chan_settings == NULL)
-        rc = LM_STORE_ENOMEM;
-    else
-        rc = run_sync(st, &op);
-    free(op.chan_models);
-    wipe_free(op.chan_settings);
-    if (rc == LM_STORE_OK && id)
-        *id = op.id;
-    if (rc != LM_STORE_OK && err && errlen && err[0] == '\0')
-        seterr(err, errlen, "%s", lm_store_strerror(rc));
-    return rc;
-}
-
-int lm_store_chan_create(lm_store_t *st, const lm_chan_rec_t *c, int64_t *id, char *err,
-                         size_t errlen)
-{
-    return chan_write(st, OP_CHAN_CREATE, c, id, err, errlen);
-}
-
-int lm_store_chan_update(lm_store_t *st, const lm_chan_rec_t *c, char *err, size_t errlen)
-{
-    return chan_write(st, OP_CHAN_UPDATE, c, NULL, err, errlen);
-}
-
-int lm_store_chan_delete(lm_store_t *st, const char *name)
-{
-    if (!chan_name_ok(name, 0))
-        return LM_STORE_ENOTFOUND; /* no such name can be stored */
-    op_t op;
-    memset(&op, 0, sizeof(op));
-    op.kind = OP_CHAN_DELETE;
-    op.chan_name = name;
-    return run_sync(st, &op);
-}
-
-/* ------------------------------------------------------------------------ */
-/* admin reads (read connection)                                             */
-
-int lm_store_admin_token_get(lm_store_t *st, int role, unsigned char hash[32])
-{
-    if (role != LM_ADMIN_ROLE_FULL && role != LM_ADMIN_ROLE_READ)
-        return LM_STORE_EINVAL;
-    pthread_mutex_lock(&st->rd_mu);
-    sqlite3_stmt *s = st->rs[R_GET_ADMIN];
-    sqlite3_bind_text(s, 1, admin_role_name(role), -1, SQLITE_STATIC);
-    int rc = LM_STORE_ENOTFOUND;
-    int sr = sqlite3_step(s);
-    if (sr == SQLITE_ROW && sqlite3_column_bytes(s, 0) == 32) {
-        memcpy(hash, sqlite3_column_blob(s, 0), 32);
-        rc = LM_STORE_OK;
-    } else if (sr != SQLITE_DONE) {
-        rc = LM_STORE_EDB;
-    }
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    pthread_mutex_unlock(&st->rd_mu);
-    return rc;
-}
-
-int lm_store_key_get(lm_store_t *st, int64_t id, lm_key_t **out)
-{
-    *out = NULL;
-    pthread_mutex_lock(&st->rd_mu);
-    sqlite3_stmt *s = st->rs[R_GET_KEY];
-    int rc = LM_STORE_ENOTFOUND;
-    sqlite3_bind_int64(s, 1, id);
-    int sr = sqlite3_step(s);
-    if (sr == SQLITE_ROW) {
-        *out = key_from_row(s);
-        rc = *out ? LM_STORE_OK : LM_STORE_ENOMEM;
-    } else if (sr != SQLITE_DONE) {
-        rc = LM_STORE_EDB;
-    }
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    pthread_mutex_unlock(&st->rd_mu);
-    return rc;
-}
-
-void lm_store_key_list_free(lm_key_t **keys, size_t n)
-{
-    for (size_t i = 0; keys && i < n; i++)
-        lm_key_release(keys[i]);
-    free(keys);
-}
-
-int lm_store_key_list(lm_store_t *st, int64_t after_id, size_t limit, lm_key_t ***out, size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    if (limit == 0 || limit > 1000)
-        limit = 1000;
-    lm_key_t **v = calloc(limit, sizeof(*v));
-    if (v == NULL)
-        return LM_STORE_ENOMEM;
-    size_t cnt = 0;
-    int rc = LM_STORE_OK;
-    pthread_mutex_lock(&st->rd_mu);
-    sqlite3_stmt *s = st->rs[R_LIST_KEYS];
-    sqlite3_bind_int64(s, 1, after_id);
-    sqlite3_bind_int64(s, 2, (int64_t)limit);
-    int sr;
-    while ((sr = sqlite3_step(s)) == SQLITE_ROW && cnt < limit) {
-        if ((v[cnt] = key_from_row(s)) == NULL) {
-            rc = LM_STORE_ENOMEM;
-            break;
-        }
-        cnt++;
-    }
-    if (rc == LM_STORE_OK && sr != SQLITE_DONE && sr != SQLITE_ROW)
-        rc = LM_STORE_EDB;
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    pthread_mutex_unlock(&st->rd_mu);
-    if (rc != LM_STORE_OK) {
-        lm_store_key_list_free(v, cnt);
-        return rc;
-    }
-    *out = v;
-    *n = cnt;
+        return db_status(db, "channel insert");
+    *id = sqlite3_last_insert_rowid(db->w);
     return LM_STORE_OK;
 }
 
-int lm_store_chan_get(lm_store_t *st, const char *name, lm_chan_rec_t **out)
+static int sq_chan_update(lm_store_db_t *db, const lm_chan_rec_t *c, const char *models_json,
+                          const char *settings_json)
 {
-    *out = NULL;
-    if (!chan_name_ok(name, 0))
-        return LM_STORE_ENOTFOUND;
-    pthread_mutex_lock(&st->rd_mu);
-    sqlite3_stmt *s = st->rs[R_GET_CHAN];
-    int rc = LM_STORE_ENOTFOUND;
+    sqlite3_stmt *s = db->ws[W_UPD_CHAN];
+    bind_chan(s, c, models_json, settings_json);
+    if (step_once(s) != SQLITE_DONE)
+        return db_status(db, "channel update");
+    return sqlite3_changes(db->w) == 1 ? LM_STORE_OK : LM_STORE_ENOTFOUND;
+}
+
+static int sq_chan_delete(lm_store_db_t *db, const char *name)
+{
+    sqlite3_stmt *s = db->ws[W_DEL_CHAN];
     bind_text(s, 1, name);
-    int sr = sqlite3_step(s);
-    if (sr == SQLITE_ROW) {
-        *out = chan_from_row(s);
-        rc = *out ? LM_STORE_OK : LM_STORE_ENOMEM;
-    } else if (sr != SQLITE_DONE) {
-        rc = LM_STORE_EDB;
-    }
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    pthread_mutex_unlock(&st->rd_mu);
-    return rc;
-}
-
-void lm_store_chan_list_free(lm_chan_rec_t **v, size_t n)
-{
-    for (size_t i = 0; v && i < n; i++)
-        lm_chan_rec_free(v[i]);
-    free(v);
-}
-
-int lm_store_chan_list(lm_store_t *st, lm_chan_rec_t ***out, size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    lm_chan_rec_t **v = NULL;
-    size_t cnt = 0, cap = 0;
-    int rc = LM_STORE_OK, sr;
-    pthread_mutex_lock(&st->rd_mu);
-    sqlite3_stmt *s = st->rs[R_LIST_CHAN];
-    sqlite3_bind_int64(s, 1, LM_CHAN_MAX);
-    while ((sr = sqlite3_step(s)) == SQLITE_ROW) {
-        if (cnt == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            lm_chan_rec_t **nv = realloc(v, nc * sizeof(*nv));
-            if (nv == NULL) {
-                rc = LM_STORE_ENOMEM;
-                break;
-            }
-            v = nv;
-            cap = nc;
-        }
-        if ((v[cnt] = chan_from_row(s)) == NULL) {
-            rc = LM_STORE_ENOMEM;
-            break;
-        }
-        cnt++;
-    }
-    if (rc == LM_STORE_OK && sr != SQLITE_DONE)
-        rc = LM_STORE_EDB;
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    pthread_mutex_unlock(&st->rd_mu);
-    if (rc != LM_STORE_OK) {
-        lm_store_chan_list_free(v, cnt);
-        return rc;
-    }
-    *out = v;
-    *n = cnt;
-    return LM_STORE_OK;
-}
-
-void lm_store_usage_totals_free(lm_usage_total_t *t, size_t n)
-{
-    for (size_t i = 0; t && i < n; i++)
-        free(t[i].group);
-    free(t);
-}
-
-int lm_store_usage_totals(lm_store_t *st, int by, int64_t from_ms, int64_t to_ms, int64_t key_id,
-                          lm_usage_total_t **out, size_t *n)
-{
-    static const int which[] = {R_TOT_KEY,     R_TOT_MODEL, R_TOT_SERVED,
-                                R_TOT_CHANNEL, R_TOT_DAY,   R_TOT_NONE};
-    *out = NULL;
-    *n = 0;
-    if (by < 0 || by > LM_USAGE_BY_NONE)
-        return LM_STORE_EINVAL;
-    lm_usage_total_t *v = NULL;
-    size_t cnt = 0, cap = 0;
-    int rc = LM_STORE_OK, sr;
-    pthread_mutex_lock(&st->rd_mu);
-    sqlite3_stmt *s = st->rs[which[by]];
-    sqlite3_bind_int64(s, 1, from_ms);
-    sqlite3_bind_int64(s, 2, to_ms > 0 ? to_ms : INT64_MAX);
-    sqlite3_bind_int64(s, 3, key_id > 0 ? key_id : 0);
-    while ((sr = sqlite3_step(s)) == SQLITE_ROW) {
-        if (cnt == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            lm_usage_total_t *nv = realloc(v, nc * sizeof(*nv));
-            if (nv == NULL) {
-                rc = LM_STORE_ENOMEM;
-                break;
-            }
-            v = nv;
-            cap = nc;
-        }
-        lm_usage_total_t *t = &v[cnt];
-        memset(t, 0, sizeof(*t));
-        t->group = col_text(s, 0);
-        if (t->group == NULL) {
-            rc = LM_STORE_ENOMEM;
-            break;
-        }
-        cnt++;
-        t->key_id = sqlite3_column_int64(s, 1);
-        t->requests = sqlite3_column_int64(s, 2);
-        t->prompt_tokens = sqlite3_column_int64(s, 3);
-        t->completion_tokens = sqlite3_column_int64(s, 4);
-        t->cached_tokens = sqlite3_column_int64(s, 5);
-        t->reasoning_tokens = sqlite3_column_int64(s, 6);
-        t->cost = sqlite3_column_int64(s, 7);
-        t->aborted = sqlite3_column_int64(s, 8);
-    }
-    if (rc == LM_STORE_OK && sr != SQLITE_DONE) {
-        slog(st, 0, "usage totals: %s", sqlite3_errmsg(st->r));
-        rc = LM_STORE_EDB;
-    }
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    pthread_mutex_unlock(&st->rd_mu);
-    if (rc != LM_STORE_OK) {
-        lm_store_usage_totals_free(v, cnt);
-        return rc;
-    }
-    *out = v;
-    *n = cnt;
-    return LM_STORE_OK;
-}
-
-static void rec_free(lm_usage_rec_t *r)
-{
-    free((char *)r->row.request_id);
-    free((char *)r->row.channel);
-    free((char *)r->row.model_asked);
-    free((char *)r->row.model_served);
-    free((char *)r->row.usage_json);
-}
-
-void lm_store_usage_list_free(lm_usage_rec_t *r, size_t n)
-{
-    for (size_t i = 0; r && i < n; i++)
-        rec_free(&r[i]);
-    free(r);
-}
-
-int lm_store_usage_list(lm_store_t *st, int64_t key_id, int64_t before_id, size_t limit,
-                        lm_usage_rec_t **out, size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    if (limit == 0 || limit > 1000)
-        limit = 1000;
-    lm_usage_rec_t *v = calloc(limit, sizeof(*v));
-    if (v == NULL)
-        return LM_STORE_ENOMEM;
-    size_t cnt = 0;
-    int rc = LM_STORE_OK, sr;
-    pthread_mutex_lock(&st->rd_mu);
-    sqlite3_stmt *s = st->rs[R_USAGE_LIST];
-    sqlite3_bind_int64(s, 1, key_id > 0 ? key_id : 0);
-    sqlite3_bind_int64(s, 2, before_id > 0 ? before_id : INT64_MAX);
-    sqlite3_bind_int64(s, 3, (int64_t)limit);
-    while ((sr = sqlite3_step(s)) == SQLITE_ROW && cnt < limit) {
-        lm_usage_rec_t *r = &v[cnt++];
-        lm_usage_row_t *u = &r->row;
-        r->id = sqlite3_column_int64(s, 0);
-        u->request_id = col_text(s, 1);
-        u->attempt = sqlite3_column_int64(s, 2);
-        u->key_id = sqlite3_column_int64(s, 3);
-        u->channel = col_text(s, 4);
-        u->model_asked = col_text(s, 5);
-        u->model_served = col_text(s, 6);
-        u->prompt_tokens = sqlite3_column_int64(s, 7);
-        u->completion_tokens = sqlite3_column_int64(s, 8);
-        u->cached_tokens = sqlite3_column_int64(s, 9);
-        u->reasoning_tokens = sqlite3_column_int64(s, 10);
-        u->cost = sqlite3_column_int64(s, 11);
-        u->latency_ms = sqlite3_column_int64(s, 12);
-        u->ttft_ms = sqlite3_column_int64(s, 13);
-        u->status = sqlite3_column_int64(s, 14);
-        u->client_aborted = sqlite3_column_int(s, 15);
-        u->usage_json = sqlite3_column_type(s, 16) == SQLITE_NULL ? NULL : col_text(s, 16);
-        u->created_ms = sqlite3_column_int64(s, 17);
-        if (!u->request_id || !u->channel || !u->model_asked || !u->model_served ||
-            (sqlite3_column_type(s, 16) != SQLITE_NULL && !u->usage_json)) {
-            rc = LM_STORE_ENOMEM;
-            break;
-        }
-    }
-    if (rc == LM_STORE_OK && sr != SQLITE_DONE && sr != SQLITE_ROW)
-        rc = LM_STORE_EDB;
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    pthread_mutex_unlock(&st->rd_mu);
-    if (rc != LM_STORE_OK) {
-        lm_store_usage_list_free(v, cnt);
-        return rc;
-    }
-    *out = v;
-    *n = cnt;
-    return LM_STORE_OK;
+    if (step_once(s) != SQLITE_DONE)
+        return db_status(db, "channel delete");
+    return sqlite3_changes(db->w) == 1 ? LM_STORE_OK : LM_STORE_ENOTFOUND;
 }
 
 /* ------------------------------------------------------------------------ */
 /* open / close                                                              */
 
-static int pragma_int(sqlite3 *db, const char *sql, int *out)
+static int pragma_int(sqlite3 *conn, const char *sql, int *out)
 {
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(conn, sql, -1, &s, NULL) != SQLITE_OK)
         return -1;
     int rc = -1;
     if (sqlite3_step(s) == SQLITE_ROW) {
@@ -2307,10 +505,10 @@ static int pragma_int(sqlite3 *db, const char *sql, int *out)
     return rc;
 }
 
-static int pragma_text(sqlite3 *db, const char *sql, char *out, size_t len)
+static int pragma_text(sqlite3 *conn, const char *sql, char *out, size_t len)
 {
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(conn, sql, -1, &s, NULL) != SQLITE_OK)
         return -1;
     int rc = -1;
     if (sqlite3_step(s) == SQLITE_ROW) {
@@ -2322,61 +520,61 @@ static int pragma_text(sqlite3 *db, const char *sql, char *out, size_t len)
     return rc;
 }
 
-static int read_settings(sqlite3 *db, lm_store_settings_t *o)
+static int read_settings(sqlite3 *conn, lm_store_settings_t *o)
 {
     memset(o, 0, sizeof(*o));
-    if (pragma_text(db, "PRAGMA journal_mode", o->journal_mode, sizeof(o->journal_mode)) ||
-        pragma_int(db, "PRAGMA busy_timeout", &o->busy_timeout_ms) ||
-        pragma_int(db, "PRAGMA foreign_keys", &o->foreign_keys) ||
-        pragma_int(db, "PRAGMA synchronous", &o->synchronous) ||
-        pragma_int(db, "PRAGMA user_version", &o->schema_version))
+    if (pragma_text(conn, "PRAGMA journal_mode", o->journal_mode, sizeof(o->journal_mode)) ||
+        pragma_int(conn, "PRAGMA busy_timeout", &o->busy_timeout_ms) ||
+        pragma_int(conn, "PRAGMA foreign_keys", &o->foreign_keys) ||
+        pragma_int(conn, "PRAGMA synchronous", &o->synchronous) ||
+        pragma_int(conn, "PRAGMA user_version", &o->schema_version))
         return -1;
     return 0;
 }
 
 /* DB-2: apply and verify on one connection. */
-static int configure(lm_store_t *st, sqlite3 *db, const char *which, char *err, size_t errlen,
+static int configure(lm_store_db_t *db, sqlite3 *conn, const char *which, char *err, size_t errlen,
                      lm_store_settings_t *out)
 {
     char jm[16];
     lm_store_settings_t s;
-    sqlite3_busy_timeout(db, st->busy_ms);
-    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(conn, db->busy_ms);
+    sqlite3_extended_result_codes(conn, 1);
     /* secure_delete: a deleted channel's literal provider key or a key
      * record is overwritten, not left in free pages. */
-    if (sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(db, "PRAGMA secure_delete = ON", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(db,
-                     st->sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+    if (sqlite3_exec(conn, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(conn, "PRAGMA secure_delete = ON", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(conn,
+                     db->sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
                      NULL, NULL, NULL) != SQLITE_OK ||
-        pragma_text(db, "PRAGMA journal_mode = WAL", jm, sizeof(jm)) != 0) {
-        seterr(err, errlen, "store: %s connection: cannot apply settings: %s", which,
-               sqlite3_errmsg(db));
+        pragma_text(conn, "PRAGMA journal_mode = WAL", jm, sizeof(jm)) != 0) {
+        lm_store_seterr(err, errlen, "store: %s connection: cannot apply settings: %s", which,
+                        sqlite3_errmsg(conn));
         return -1;
     }
-    if (read_settings(db, &s) != 0) {
-        seterr(err, errlen, "store: %s connection: cannot read settings back: %s", which,
-               sqlite3_errmsg(db));
+    if (read_settings(conn, &s) != 0) {
+        lm_store_seterr(err, errlen, "store: %s connection: cannot read settings back: %s", which,
+                        sqlite3_errmsg(conn));
         return -1;
     }
     if (strcmp(s.journal_mode, "wal") != 0) {
-        seterr(err, errlen, "store: %s connection: journal_mode is \"%s\", not \"wal\"", which,
-               s.journal_mode);
+        lm_store_seterr(err, errlen, "store: %s connection: journal_mode is \"%s\", not \"wal\"",
+                        which, s.journal_mode);
         return -1;
     }
     if (s.busy_timeout_ms < 5000) {
-        seterr(err, errlen, "store: %s connection: busy_timeout is %d ms, need >= 5000", which,
-               s.busy_timeout_ms);
+        lm_store_seterr(err, errlen, "store: %s connection: busy_timeout is %d ms, need >= 5000",
+                        which, s.busy_timeout_ms);
         return -1;
     }
     if (s.foreign_keys != 1) {
-        seterr(err, errlen, "store: %s connection: foreign_keys is %d, need 1", which,
-               s.foreign_keys);
+        lm_store_seterr(err, errlen, "store: %s connection: foreign_keys is %d, need 1", which,
+                        s.foreign_keys);
         return -1;
     }
     if (s.synchronous < 1) {
-        seterr(err, errlen, "store: %s connection: synchronous is %d, need >= 1 (NORMAL)", which,
-               s.synchronous);
+        lm_store_seterr(err, errlen, "store: %s connection: synchronous is %d, need >= 1 (NORMAL)",
+                        which, s.synchronous);
         return -1;
     }
     if (out)
@@ -2384,81 +582,44 @@ static int configure(lm_store_t *st, sqlite3 *db, const char *which, char *err, 
     return 0;
 }
 
-static int migrate(lm_store_t *st, char *err, size_t errlen)
+static int migrate(lm_store_db_t *db, char *err, size_t errlen)
 {
     int v = 0;
-    if (sqlite3_exec(st->w, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-        seterr(err, errlen, "store: cannot start the migration: %s", sqlite3_errmsg(st->w));
+    if (sqlite3_exec(db->w, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        lm_store_seterr(err, errlen, "store: cannot start the migration: %s",
+                        sqlite3_errmsg(db->w));
         return -1;
     }
-    if (pragma_int(st->w, "PRAGMA user_version", &v) != 0) {
-        seterr(err, errlen, "store: cannot read the schema version: %s", sqlite3_errmsg(st->w));
+    if (pragma_int(db->w, "PRAGMA user_version", &v) != 0) {
+        lm_store_seterr(err, errlen, "store: cannot read the schema version: %s",
+                        sqlite3_errmsg(db->w));
         goto fail;
     }
     if (v > NMIGRATIONS) {
-        seterr(err, errlen, "store: database schema version %d is newer than this build (%d)", v,
-               NMIGRATIONS);
+        lm_store_seterr(err, errlen,
+                        "store: database schema version %d is newer than this build (%d)", v,
+                        NMIGRATIONS);
         goto fail;
     }
     for (int i = v; i < NMIGRATIONS; i++) {
         char *msg = NULL;
-        if (sqlite3_exec(st->w, migrations[i], NULL, NULL, &msg) != SQLITE_OK) {
-            seterr(err, errlen, "store: migration %d failed: %s", i + 1, msg ? msg : "?");
+        if (sqlite3_exec(db->w, migrations[i], NULL, NULL, &msg) != SQLITE_OK) {
+            lm_store_seterr(err, errlen, "store: migration %d failed: %s", i + 1, msg ? msg : "?");
             sqlite3_free(msg);
             goto fail;
         }
     }
-    if (sqlite3_exec(st->w, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        seterr(err, errlen, "store: cannot commit the migration: %s", sqlite3_errmsg(st->w));
+    if (sqlite3_exec(db->w, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        lm_store_seterr(err, errlen, "store: cannot commit the migration: %s",
+                        sqlite3_errmsg(db->w));
         goto fail;
     }
     if (v < NMIGRATIONS)
-        slog(st, 2, "schema migrated from version %d to %d", v, NMIGRATIONS);
+        lm_store_log(db->st, 2, "schema migrated from version %d to %d", v, NMIGRATIONS);
     return 0;
 fail:
-    sqlite3_exec(st->w, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_exec(db->w, "ROLLBACK", NULL, NULL, NULL);
     return -1;
-}
-
-static int load_keys(lm_store_t *st, char *err, size_t errlen)
-{
-    size_t cap = 64, n = 0;
-    lm_key_t **v = calloc(cap, sizeof(*v));
-    int rc = -1, sr;
-    if (v == NULL)
-        goto out;
-    sqlite3_stmt *s = st->ws[W_LOAD_KEYS];
-    while ((sr = sqlite3_step(s)) == SQLITE_ROW) {
-        if (n == cap) {
-            lm_key_t **nv = realloc(v, cap * 2 * sizeof(*nv));
-            if (nv == NULL)
-                goto out;
-            v = nv;
-            cap *= 2;
-        }
-        lm_key_t *k = key_from_row(s);
-        if (k == NULL || (k = key_attach(st, k)) == NULL) {
-            seterr(err, errlen, "store: cannot load key %lld",
-                   (long long)sqlite3_column_int64(s, 0));
-            goto out;
-        }
-        v[n++] = k;
-    }
-    if (sr != SQLITE_DONE) {
-        seterr(err, errlen, "store: cannot load keys: %s", sqlite3_errmsg(st->w));
-        goto out;
-    }
-    st->keys = ks_build(v, n);
-    rc = st->keys ? 0 : -1;
-out:
-    if (st->ws[W_LOAD_KEYS])
-        sqlite3_reset(st->ws[W_LOAD_KEYS]);
-    for (size_t i = 0; v && i < n; i++)
-        lm_key_release(v[i]);
-    free(v);
-    if (rc != 0 && err && errlen && err[0] == '\0')
-        seterr(err, errlen, "store: out of memory loading keys");
-    return rc;
 }
 
 static int mkdirs(const char *dir)
@@ -2485,192 +646,217 @@ static int mkdirs(const char *dir)
  * directory must be 0700 and the database files 0600. Files are tightened
  * always; the directory only when it is ours and not a shared (sticky)
  * directory such as /tmp, else a warning says so. */
-static void tighten_perms(lm_store_t *st, const char *dir, const char *db)
+static void tighten_perms(lm_store_t *st, const char *dir, const char *path)
 {
     struct stat sb;
     if (stat(dir, &sb) == 0 && (sb.st_mode & 077)) {
         if (sb.st_uid == geteuid() && !(sb.st_mode & S_ISVTX) && chmod(dir, 0700) == 0)
-            slog(st, 1, "data directory %s was accessible to other users (mode %03o); now 0700",
-                 dir, (unsigned)(sb.st_mode & 0777));
+            lm_store_log(st, 1,
+                         "data directory %s was accessible to other users (mode %03o); now 0700",
+                         dir, (unsigned)(sb.st_mode & 0777));
         else
-            slog(st, 1,
-                 "data directory %s is accessible to other users (mode %03o); it holds "
-                 "secrets: make it 0700",
-                 dir, (unsigned)(sb.st_mode & 0777));
+            lm_store_log(st, 1,
+                         "data directory %s is accessible to other users (mode %03o); it holds "
+                         "secrets: make it 0700",
+                         dir, (unsigned)(sb.st_mode & 0777));
     }
     static const char *const sfx[] = {"", "-wal", "-shm"};
     for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
         char p[4224];
-        snprintf(p, sizeof(p), "%s%s", db, sfx[i]);
+        snprintf(p, sizeof(p), "%s%s", path, sfx[i]);
         if (lstat(p, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & 077)) {
             if (chmod(p, 0600) == 0)
-                slog(st, 1, "%s was accessible to other users (mode %03o); now 0600", p,
-                     (unsigned)(sb.st_mode & 0777));
+                lm_store_log(st, 1, "%s was accessible to other users (mode %03o); now 0600", p,
+                             (unsigned)(sb.st_mode & 0777));
             else
-                slog(st, 0, "cannot make %s 0600: %s", p, strerror(errno));
+                lm_store_log(st, 0, "cannot make %s 0600: %s", p, strerror(errno));
         }
     }
 }
 
-void lm_store_close(lm_store_t *st)
+static int sq_load_keys(lm_store_db_t *db, int (*each)(void *arg, lm_key_t *k), void *arg,
+                        char *err, size_t errlen)
 {
-    if (st == NULL)
-        return;
-    if (st->writer_started) {
-        pthread_mutex_lock(&st->q_mu);
-        st->stopping = 1;
-        pthread_cond_broadcast(&st->q_cv);
-        pthread_mutex_unlock(&st->q_mu);
-        pthread_join(st->writer, NULL);
+    sqlite3_stmt *s = db->ws[W_LOAD_KEYS];
+    int rc = -1, sr;
+    while ((sr = sqlite3_step(s)) == SQLITE_ROW) {
+        lm_key_t *k = lm_sqlite_key_from_row(s);
+        int r = k ? each(arg, k) : -1;
+        if (r == -1)
+            lm_store_seterr(err, errlen, "store: cannot load key %lld",
+                            (long long)sqlite3_column_int64(s, 0));
+        if (r != 0)
+            goto out;
     }
-    for (int i = 0; i < W_COUNT; i++)
-        sqlite3_finalize(st->ws[i]);
-    for (int i = 0; i < R_COUNT; i++)
-        sqlite3_finalize(st->rs[i]);
-    if (st->r)
-        sqlite3_close(st->r);
-    if (st->w)
-        sqlite3_close(st->w); /* the last connection checkpoints and removes -wal/-shm */
-    ks_free(st->keys);
-    for (size_t i = 0; i < st->acct_cap; i++) {
-        lm_acct_t *a = st->accts[i];
-        if (a == NULL)
-            continue;
-        lm_rl_destroy(&a->rl);
-        pthread_mutex_destroy(&a->mu);
-        free(a);
+    if (sr != SQLITE_DONE) {
+        lm_store_seterr(err, errlen, "store: cannot load keys: %s", sqlite3_errmsg(db->w));
+        goto out;
     }
-    free(st->accts);
-    free(st->q);
-    pthread_mutex_destroy(&st->q_mu);
-    pthread_cond_destroy(&st->q_cv);
-    pthread_mutex_destroy(&st->sync_mu);
-    pthread_cond_destroy(&st->sync_cv);
-    pthread_mutex_destroy(&st->rd_mu);
-    pthread_mutex_destroy(&st->acct_mu);
-    pthread_rwlock_destroy(&st->snap_lock);
-    free(st);
+    rc = 0;
+out:
+    sqlite3_reset(s);
+    return rc;
 }
 
-lm_store_t *lm_store_open(const lm_store_opts_t *o, char *err, size_t errlen)
+static void sq_close(lm_store_db_t *db)
 {
-    char path[4200];
-    if (err && errlen)
-        err[0] = '\0';
-    if (o == NULL || o->dir == NULL || o->dir[0] == '\0') {
-        seterr(err, errlen, "store: no data directory");
-        return NULL;
+    if (db == NULL)
+        return;
+    for (int i = 0; i < W_COUNT; i++)
+        sqlite3_finalize(db->ws[i]);
+    for (int i = 0; i < R_COUNT; i++)
+        sqlite3_finalize(db->rs[i]);
+    if (db->r)
+        sqlite3_close(db->r);
+    if (db->w)
+        sqlite3_close(db->w); /* the last connection checkpoints and removes -wal/-shm */
+    pthread_mutex_destroy(&db->rd_mu);
+    free(db);
+}
+
+/* The database file path (created 0600 in a 0700 directory) into path. */
+static int make_file(lm_store_t *st, const lm_store_opts_t *o, char *path, size_t len, char *err,
+                     size_t errlen)
+{
+    if (o->dir == NULL || o->dir[0] == '\0') {
+        lm_store_seterr(err, errlen, "store: no data directory");
+        return -1;
     }
     if (!sqlite3_threadsafe()) {
-        seterr(err, errlen, "store: SQLite was built without thread support");
-        return NULL;
+        lm_store_seterr(err, errlen, "store: SQLite was built without thread support");
+        return -1;
     }
     if (mkdirs(o->dir) != 0) {
-        seterr(err, errlen, "store: cannot create data directory %s: %s", o->dir, strerror(errno));
-        return NULL;
+        lm_store_seterr(err, errlen, "store: cannot create data directory %s: %s", o->dir,
+                        strerror(errno));
+        return -1;
     }
-    if ((size_t)snprintf(path, sizeof(path), "%s/longmen.db", o->dir) >= sizeof(path)) {
-        seterr(err, errlen, "store: data directory path too long");
-        return NULL;
+    if ((size_t)snprintf(path, len, "%s/longmen.db", o->dir) >= len) {
+        lm_store_seterr(err, errlen, "store: data directory path too long");
+        return -1;
     }
     /* create the file 0600 first: SQLite gives -wal and -shm the same mode */
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
-        seterr(err, errlen, "store: cannot open %s: %s", path, strerror(errno));
-        return NULL;
+        lm_store_seterr(err, errlen, "store: cannot open %s: %s", path, strerror(errno));
+        return -1;
     }
     close(fd);
-
-    lm_store_t *st = calloc(1, sizeof(*st));
-    if (st == NULL) {
-        seterr(err, errlen, "store: out of memory");
-        return NULL;
-    }
-    st->log = o->log;
     tighten_perms(st, o->dir, path);
-    st->sync_full = o->sync_full;
-    st->busy_ms = o->busy_timeout_ms ? o->busy_timeout_ms : 5000;
-    st->q_cap = o->queue_max ? o->queue_max : 100000;
-    st->batch_max = o->batch_max ? o->batch_max : 512;
-    pthread_mutex_init(&st->q_mu, NULL);
-    pthread_cond_init(&st->q_cv, NULL);
-    pthread_mutex_init(&st->sync_mu, NULL);
-    pthread_cond_init(&st->sync_cv, NULL);
-    pthread_mutex_init(&st->rd_mu, NULL);
-    pthread_mutex_init(&st->acct_mu, NULL);
-    pthread_rwlockattr_t ra;
-    pthread_rwlockattr_init(&ra);
-    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&st->snap_lock, &ra);
-    pthread_rwlockattr_destroy(&ra);
-    st->q = calloc(st->q_cap, sizeof(*st->q));
-    if (st->q == NULL) {
-        seterr(err, errlen, "store: out of memory");
-        goto fail;
-    }
-
-    int flags =
-        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE;
-    if (sqlite3_open_v2(path, &st->w, flags, NULL) != SQLITE_OK) {
-        seterr(err, errlen, "store: cannot open %s: %s", path,
-               st->w ? sqlite3_errmsg(st->w) : "out of memory");
-        goto fail;
-    }
-    if (configure(st, st->w, "write", err, errlen, &st->wset) != 0)
-        goto fail;
-    if (migrate(st, err, errlen) != 0)
-        goto fail;
-    st->wset.schema_version = NMIGRATIONS;
-    if (sqlite3_open_v2(path, &st->r,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE,
-                        NULL) != SQLITE_OK) {
-        seterr(err, errlen, "store: cannot open %s for reading: %s", path,
-               st->r ? sqlite3_errmsg(st->r) : "out of memory");
-        goto fail;
-    }
-    if (configure(st, st->r, "read", err, errlen, NULL) != 0)
-        goto fail;
-    if (sqlite3_exec(st->r, "PRAGMA query_only = ON", NULL, NULL, NULL) != SQLITE_OK) {
-        seterr(err, errlen, "store: %s", sqlite3_errmsg(st->r));
-        goto fail;
-    }
-    for (int i = 0; i < W_COUNT; i++)
-        if (sqlite3_prepare_v3(st->w, w_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->ws[i], NULL) !=
-            SQLITE_OK) {
-            seterr(err, errlen, "store: prepare: %s", sqlite3_errmsg(st->w));
-            goto fail;
-        }
-    for (int i = 0; i < R_COUNT; i++)
-        if (sqlite3_prepare_v3(st->r, r_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->rs[i], NULL) !=
-            SQLITE_OK) {
-            seterr(err, errlen, "store: prepare: %s", sqlite3_errmsg(st->r));
-            goto fail;
-        }
-    if (load_keys(st, err, errlen) != 0)
-        goto fail;
-    if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
-        seterr(err, errlen, "store: cannot start the writer thread");
-        goto fail;
-    }
-    st->writer_started = 1;
-    pthread_setname_np(st->writer, "lm-store");
-    return st;
-fail:
-    lm_store_close(st);
-    return NULL;
+    return 0;
 }
 
-int lm_store_settings(lm_store_t *st, lm_store_settings_t *out)
+/* Both connections configured, the schema migrated. */
+static int connect_both(lm_store_db_t *db, const char *path, char *err, size_t errlen)
 {
-    pthread_mutex_lock(&st->rd_mu);
-    int rc = read_settings(st->r, out);
-    pthread_mutex_unlock(&st->rd_mu);
+    int flags =
+        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE;
+    if (sqlite3_open_v2(path, &db->w, flags, NULL) != SQLITE_OK) {
+        lm_store_seterr(err, errlen, "store: cannot open %s: %s", path,
+                        db->w ? sqlite3_errmsg(db->w) : "out of memory");
+        return -1;
+    }
+    if (configure(db, db->w, "write", err, errlen, &db->wset) != 0)
+        return -1;
+    if (migrate(db, err, errlen) != 0)
+        return -1;
+    db->wset.schema_version = NMIGRATIONS;
+    if (sqlite3_open_v2(path, &db->r,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE,
+                        NULL) != SQLITE_OK) {
+        lm_store_seterr(err, errlen, "store: cannot open %s for reading: %s", path,
+                        db->r ? sqlite3_errmsg(db->r) : "out of memory");
+        return -1;
+    }
+    if (configure(db, db->r, "read", err, errlen, NULL) != 0)
+        return -1;
+    if (sqlite3_exec(db->r, "PRAGMA query_only = ON", NULL, NULL, NULL) != SQLITE_OK) {
+        lm_store_seterr(err, errlen, "store: %s", sqlite3_errmsg(db->r));
+        return -1;
+    }
+    return 0;
+}
+
+static int prepare_all(lm_store_db_t *db, char *err, size_t errlen)
+{
+    for (int i = 0; i < W_COUNT; i++)
+        if (sqlite3_prepare_v3(db->w, w_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &db->ws[i], NULL) !=
+            SQLITE_OK) {
+            lm_store_seterr(err, errlen, "store: prepare: %s", sqlite3_errmsg(db->w));
+            return -1;
+        }
+    for (int i = 0; i < R_COUNT; i++)
+        if (sqlite3_prepare_v3(db->r, r_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &db->rs[i], NULL) !=
+            SQLITE_OK) {
+            lm_store_seterr(err, errlen, "store: prepare: %s", sqlite3_errmsg(db->r));
+            return -1;
+        }
+    return 0;
+}
+
+static lm_store_db_t *sq_open(lm_store_t *st, const lm_store_opts_t *o, char *err, size_t errlen)
+{
+    char path[4200];
+    if (make_file(st, o, path, sizeof(path), err, errlen) != 0)
+        return NULL;
+    lm_store_db_t *db = calloc(1, sizeof(*db));
+    if (db == NULL) {
+        lm_store_seterr(err, errlen, "store: out of memory");
+        return NULL;
+    }
+    db->st = st;
+    db->sync_full = o->sync_full;
+    db->busy_ms = o->busy_timeout_ms ? o->busy_timeout_ms : 5000;
+    pthread_mutex_init(&db->rd_mu, NULL);
+    if (connect_both(db, path, err, errlen) != 0 || prepare_all(db, err, errlen) != 0) {
+        sq_close(db);
+        return NULL;
+    }
+    return db;
+}
+
+static int sq_settings(lm_store_db_t *db, lm_store_settings_t *out)
+{
+    pthread_mutex_lock(&db->rd_mu);
+    int rc = read_settings(db->r, out);
+    pthread_mutex_unlock(&db->rd_mu);
     if (rc != 0)
         return LM_STORE_EDB;
-    /* the write connection must agree (checked at open, owned by the writer now)
-     */
-    if (strcmp(st->wset.journal_mode, out->journal_mode) != 0 || st->wset.busy_timeout_ms < 5000 ||
-        st->wset.foreign_keys != 1 || st->wset.synchronous < 1)
+    /* the write connection must agree (checked at open, owned by the writer now) */
+    if (strcmp(db->wset.journal_mode, out->journal_mode) != 0 || db->wset.busy_timeout_ms < 5000 ||
+        db->wset.foreign_keys != 1 || db->wset.synchronous < 1)
         return LM_STORE_EDB;
     return LM_STORE_OK;
 }
+
+const lm_store_backend_t lm_store_sqlite = {
+    .open = sq_open,
+    .close = sq_close,
+    .load_keys = sq_load_keys,
+    .settings = sq_settings,
+    .begin = sq_begin,
+    .savepoint = sq_savepoint,
+    .rollback_to = sq_rollback_to,
+    .release = sq_release,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .transient = sq_transient,
+    .usage_insert = sq_usage_insert,
+    .key_insert = sq_key_insert,
+    .key_read = sq_key_read,
+    .key_update = sq_key_update,
+    .key_delete = sq_key_delete,
+    .admin_token_set = sq_admin_token_set,
+    .chan_id = sq_chan_id,
+    .chan_count = sq_chan_count,
+    .chan_insert = sq_chan_insert,
+    .chan_update = sq_chan_update,
+    .chan_delete = sq_chan_delete,
+    .admin_token_get = lm_sqlite_admin_token_get,
+    .key_get = lm_sqlite_key_get,
+    .key_list = lm_sqlite_key_list,
+    .chan_get = lm_sqlite_chan_get,
+    .chan_list = lm_sqlite_chan_list,
+    .usage_totals = lm_sqlite_usage_totals,
+    .usage_list = lm_sqlite_usage_list,
+};

@@ -1,0 +1,80 @@
+/*
+ * internal.h - what the store core's files share and nothing else
+ * includes: the store object and the functions the core files lend each
+ * other. Record types appear by their struct tags so this header stays
+ * below store.h (store.c includes both; see tests/layers/check_layers.py).
+ */
+#ifndef LM_STORE_INTERNAL_H
+#define LM_STORE_INTERNAL_H
+#include "store/backend.h"
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct lm_acct_s;
+typedef struct lm_store_op_s lm_store_op_t;         /* one queued write (writer.c) */
+typedef struct lm_store_keyset_s lm_store_keyset_t; /* one snapshot (snapshot.c) */
+
+struct lm_store_s {
+    const lm_store_backend_t *be;
+    lm_store_db_t *db;
+    void (*log)(int, const char *);
+
+    /* write queue (writer.c) */
+    pthread_mutex_t q_mu;
+    pthread_cond_t q_cv;
+    lm_store_op_t **q;
+    size_t q_cap, q_head, q_len, batch_max;
+    int stopping;
+    pthread_t writer;
+    int writer_started;
+
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+
+    /* key snapshot (snapshot.c) */
+    pthread_rwlock_t snap_lock;
+    lm_store_keyset_t *keys;
+
+    /* accounts, by id; never removed before close (snapshot.c) */
+    pthread_mutex_t acct_mu;
+    struct lm_acct_s **accts;
+    size_t acct_cap, acct_n;
+};
+
+/* --- writer.c --------------------------------------------------------------- */
+/* The writer thread's body (arg = the store); returns at close. */
+void *lm_store_writer_main(void *arg);
+
+/* --- snapshot.c ------------------------------------------------------------- */
+/* At open: the live keys from the backend into the first snapshot. 0, or
+ * -1 with a message in err. Control thread, before the writer starts. */
+int lm_store_snapshot_load(struct lm_store_s *st, char *err, size_t errlen);
+/* At close: the snapshot and every account. */
+void lm_store_snapshot_free(struct lm_store_s *st);
+/* Writer thread: publish a snapshot without key drop_id and with add
+ * (either may be 0/NULL; add gets the snapshot's own reference). 0 or -1. */
+int lm_store_snapshot_replace(struct lm_store_s *st, int64_t drop_id, struct lm_key_s *add);
+/* The account of key id, or NULL (borrowed; lives until close). */
+struct lm_acct_s *lm_store_acct_find(struct lm_store_s *st, int64_t id);
+/* Give a record read from the backend its account (made if new) and make
+ * the account's quota follow it. k itself, or NULL (k freed) on ENOMEM. */
+struct lm_key_s *lm_store_key_attach(struct lm_store_s *st, struct lm_key_s *k);
+
+/* --- keys.c ----------------------------------------------------------------- */
+/* s (NULL = "") is UTF-8 without NUL of at most max bytes. */
+int lm_store_cstr_ok(const char *s, size_t max);
+/* JSON text array of items: new text (caller frees), NULL on ENOMEM. */
+char *lm_store_list_encode(const char *const *items, size_t n);
+
+/* --- chans.c ---------------------------------------------------------------- */
+/* Overwrite s (a secret may be in it), then free it. NULL is fine. */
+void lm_store_wipe_free(char *s);
+/* A channel's settings as {"key": "value" | ["v1", ...]}: new text the
+ * caller wipes (lm_store_wipe_free); NULL on ENOMEM. */
+char *lm_store_chan_settings_encode(const struct lm_chan_rec_s *c);
+/* A channel name ([A-Za-z0-9_.-]+, not "." or "..") or, if plugin, a
+ * plugin or setting name ([a-z0-9_-]+); at most LM_CHAN_NAME_MAX bytes. */
+int lm_store_name_ok(const char *s, int plugin);
+#endif

@@ -1,0 +1,420 @@
+/*
+ * writer.c - the writer thread: batches from the bounded queue, one backend
+ * transaction per batch (group commit), memory mirrored after the commit,
+ * then each op reported (DB-1). Queue functions: any thread; frees heap ops.
+ */
+#include "store/writer.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------ */
+/* queue                                                                     */
+
+int lm_store_enqueue(lm_store_t *st, op_t *op)
+{
+    pthread_mutex_lock(&st->q_mu);
+    if (st->stopping) {
+        pthread_mutex_unlock(&st->q_mu);
+        return LM_STORE_ECLOSED;
+    }
+    if (st->q_len == st->q_cap) {
+        pthread_mutex_unlock(&st->q_mu);
+        return LM_STORE_EFULL;
+    }
+    st->q[(st->q_head + st->q_len) % st->q_cap] = op;
+    st->q_len++;
+    pthread_cond_signal(&st->q_cv);
+    pthread_mutex_unlock(&st->q_mu);
+    return LM_STORE_OK;
+}
+
+size_t lm_store_queue_depth(lm_store_t *st)
+{
+    pthread_mutex_lock(&st->q_mu);
+    size_t n = st->q_len;
+    pthread_mutex_unlock(&st->q_mu);
+    return n;
+}
+
+int lm_store_run_sync(lm_store_t *st, op_t *op)
+{
+    op->sync = 1;
+    op->done = 0;
+    int rc = lm_store_enqueue(st, op);
+    if (rc != LM_STORE_OK)
+        return rc;
+    pthread_mutex_lock(&st->sync_mu);
+    while (!op->done)
+        pthread_cond_wait(&st->sync_cv, &st->sync_mu);
+    pthread_mutex_unlock(&st->sync_mu);
+    return op->status;
+}
+
+int lm_store_flush(lm_store_t *st)
+{
+    op_t op;
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_BARRIER;
+    int rc;
+    while ((rc = lm_store_run_sync(st, &op)) == LM_STORE_EFULL)
+        usleep(1000); /* the queue drains; a flush must not be lost */
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* operations: the backend writes, the core keeps memory in step             */
+
+static int apply_key_create(lm_store_t *st, op_t *op)
+{
+    const lm_key_spec_t *sp = op->spec;
+    lm_store_key_cols_t c = {
+        .name = sp->name,
+        .owner = sp->owner,
+        .group = sp->group,
+        .unlimited = sp->unlimited,
+        .quota = sp->quota,
+        .expires_at = sp->expires_at,
+        .models_json = op->models_json,
+        .cidrs_json = op->cidrs_json,
+        .rpm = sp->rpm,
+        .tpm = sp->tpm,
+        .max_concurrent = sp->max_concurrent,
+        .enabled = sp->enabled,
+    };
+    int rc = st->be->key_insert(st->db, op->hash, op->prefix, &c, &op->id);
+    if (rc < 0)
+        lm_store_seterr(op->err, op->errlen, "could not store the key");
+    return rc;
+}
+
+/* Lowering a quota takes effect in memory before the write, so no settle
+ * racing with it can bill past the new quota; raising takes effect after
+ * the commit (post_commit reloads the record). undo() restores it. */
+static int lower_quota(lm_store_t *st, op_t *op, int unlimited, int64_t quota)
+{
+    lm_acct_t *a = lm_store_acct_find(st, op->key_id);
+    if (a == NULL || unlimited)
+        return LM_STORE_OK;
+    int rc = LM_STORE_OK;
+    pthread_mutex_lock(&a->mu);
+    if (a->unlimited || quota < a->quota) {
+        int64_t spent;
+        if (__builtin_add_overflow(a->used, a->pending, &spent))
+            spent = INT64_MAX;
+        if (quota < spent) {
+            lm_store_seterr(op->err, op->errlen, "quota is below what the key has already used");
+            rc = LM_STORE_ECONFLICT;
+        } else {
+            op->quota_lowered = 1;
+            op->old_unlimited = a->unlimited;
+            op->old_quota = a->quota;
+            a->unlimited = 0;
+            a->quota = quota;
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
+/* The fields in spec->set over the stored key k. */
+static int apply_key_update(lm_store_t *st, op_t *op)
+{
+    const lm_key_spec_t *sp = op->spec;
+    unsigned f = sp->set;
+    lm_key_t *k = st->be->key_read(st->db, op->key_id);
+    if (k == NULL) {
+        lm_store_seterr(op->err, op->errlen, "no such key");
+        return LM_STORE_ENOTFOUND;
+    }
+    int unlimited = (f & LM_KF_QUOTA) ? sp->unlimited : k->unlimited;
+    int64_t quota = (f & LM_KF_QUOTA) ? (sp->unlimited ? 0 : sp->quota) : k->quota;
+    char *models = (f & LM_KF_MODELS)
+                       ? lm_store_list_encode(sp->models, sp->nmodels)
+                       : lm_store_list_encode((const char *const *)k->models, k->nmodels);
+    char *cidrs = (f & LM_KF_CIDRS)
+                      ? lm_store_list_encode(sp->cidrs, sp->ncidrs)
+                      : lm_store_list_encode((const char *const *)k->cidrs, k->ncidrs);
+    int rc = LM_STORE_OK;
+    if (models == NULL || cidrs == NULL) {
+        rc = LM_STORE_ENOMEM;
+        goto out;
+    }
+    if ((rc = lower_quota(st, op, unlimited, quota)) != LM_STORE_OK)
+        goto out;
+    int limits = (f & LM_KF_LIMITS) != 0;
+    lm_store_key_cols_t c = {
+        .name = (f & LM_KF_NAME) ? sp->name : k->name,
+        .owner = (f & LM_KF_OWNER) ? sp->owner : k->owner,
+        .group = (f & LM_KF_GROUP) ? sp->group : k->group,
+        .unlimited = unlimited,
+        .quota = quota,
+        .expires_at = (f & LM_KF_EXPIRES) ? sp->expires_at : k->expires_at,
+        .models_json = models,
+        .cidrs_json = cidrs,
+        .rpm = limits ? sp->rpm : k->rpm,
+        .tpm = limits ? sp->tpm : k->tpm,
+        .max_concurrent = limits ? sp->max_concurrent : k->max_concurrent,
+        .enabled = (f & LM_KF_ENABLED) ? sp->enabled : k->enabled,
+    };
+    rc = st->be->key_update(st->db, op->key_id, &c);
+    if (rc < 0 && rc != LM_STORE_ENOTFOUND)
+        lm_store_seterr(op->err, op->errlen, "%s",
+                        rc == LM_STORE_ECONFLICT ? "quota is below what the key has already used"
+                                                 : "could not update the key");
+out:
+    free(models);
+    free(cidrs);
+    lm_store_key_free(k);
+    op->id = op->key_id;
+    return rc;
+}
+
+static int apply_key_delete(lm_store_t *st, op_t *op)
+{
+    int rc = st->be->key_delete(st->db, op->key_id);
+    if (rc >= 0 || rc == LM_STORE_ENOTFOUND)
+        op->id = op->key_id;
+    return rc;
+}
+
+static int apply_chan_create(lm_store_t *st, op_t *op)
+{
+    if (st->be->chan_id(st->db, op->chan->name) >= 0) {
+        lm_store_seterr(op->err, op->errlen, "a channel named %s already exists", op->chan->name);
+        return LM_STORE_ECONFLICT;
+    }
+    if (st->be->chan_count(st->db) >= LM_CHAN_MAX) {
+        lm_store_seterr(op->err, op->errlen, "at most %d channels can be stored", LM_CHAN_MAX);
+        return LM_STORE_ECONFLICT;
+    }
+    int rc = st->be->chan_insert(st->db, op->chan, op->chan_models, op->chan_settings, &op->id);
+    if (rc < 0)
+        lm_store_seterr(op->err, op->errlen, "could not store the channel");
+    return rc;
+}
+
+static int apply_chan_update(lm_store_t *st, op_t *op)
+{
+    int rc = st->be->chan_update(st->db, op->chan, op->chan_models, op->chan_settings);
+    if (rc < 0 && rc != LM_STORE_ENOTFOUND)
+        lm_store_seterr(op->err, op->errlen, "could not update the channel");
+    return rc;
+}
+
+static int apply(lm_store_t *st, op_t *op)
+{
+    lm_store_db_t *db = st->db;
+    switch (op->kind) {
+    case OP_CHAN_CREATE: return apply_chan_create(st, op);
+    case OP_CHAN_UPDATE: return apply_chan_update(st, op);
+    case OP_CHAN_DELETE: return st->be->chan_delete(db, op->chan_name);
+    case OP_USAGE: return st->be->usage_insert(db, &op->row, &op->id);
+    case OP_KEY_CREATE: return apply_key_create(st, op);
+    case OP_KEY_UPDATE: return apply_key_update(st, op);
+    case OP_KEY_DELETE: return apply_key_delete(st, op);
+    case OP_ADMIN_TOKEN:
+        return st->be->admin_token_set(db, op->admin_role, op->admin_clear ? NULL : op->hash);
+    default: return LM_STORE_OK;
+    }
+}
+
+/* Undo in-memory changes made before the write when it did not commit. */
+static void undo(lm_store_t *st, op_t *op)
+{
+    if (op->kind == OP_KEY_UPDATE && op->quota_lowered) {
+        lm_acct_t *a = lm_store_acct_find(st, op->key_id);
+        if (a) {
+            pthread_mutex_lock(&a->mu);
+            a->unlimited = op->old_unlimited;
+            a->quota = op->old_quota;
+            pthread_mutex_unlock(&a->mu);
+        }
+        op->quota_lowered = 0;
+    }
+}
+
+static void post_usage(lm_store_t *st, op_t *op)
+{
+    lm_acct_t *a = op->acct;
+    if (a == NULL && op->row.key_id > 0 && op->status == LM_STORE_OK && op->row.cost > 0)
+        a = lm_store_acct_find(st, op->row.key_id);
+    if (a) {
+        pthread_mutex_lock(&a->mu);
+        a->pending -= op->pending;
+        if (op->status == LM_STORE_OK) {
+            if (a->used > INT64_MAX - op->row.cost)
+                a->used = INT64_MAX;
+            else
+                a->used += op->row.cost;
+        }
+        pthread_mutex_unlock(&a->mu);
+    }
+    if (op->status < 0)
+        lm_store_log(st, 0, "usage row %s/%lld not recorded: %s", op->row.request_id,
+                     (long long)op->row.attempt, lm_store_strerror(op->status));
+}
+
+/* After the transaction: mirror the result in memory. */
+static void post_commit(lm_store_t *st, op_t *op)
+{
+    switch (op->kind) {
+    case OP_USAGE: post_usage(st, op); break;
+    case OP_KEY_CREATE:
+    case OP_KEY_UPDATE:
+        if (op->status == LM_STORE_OK) {
+            lm_key_t *k = st->be->key_read(st->db, op->id);
+            if (k)
+                k = lm_store_key_attach(st, k);
+            if (k == NULL || lm_store_snapshot_replace(st, 0, k) != 0)
+                lm_store_log(st, 0, "key %lld: snapshot not updated", (long long)op->id);
+            if (k)
+                lm_key_release(k); /* the snapshot holds its own reference */
+        }
+        break;
+    case OP_KEY_DELETE:
+        if (op->status == LM_STORE_OK && lm_store_snapshot_replace(st, op->key_id, NULL) != 0)
+            lm_store_log(st, 0, "key %lld: snapshot not updated", (long long)op->key_id);
+        break;
+    default: break;
+    }
+}
+
+static void complete(lm_store_t *st, op_t *op)
+{
+    if (op->sync) {
+        pthread_mutex_lock(&st->sync_mu);
+        op->done = 1;
+        pthread_cond_broadcast(&st->sync_cv);
+        pthread_mutex_unlock(&st->sync_mu);
+        return; /* the waiter owns op */
+    }
+    if (op->cb.done) {
+        if (op->cb.post)
+            op->cb.post(op->cb.post_ctx, op->cb.done, op->cb.arg, op->status, op->id);
+        else
+            op->cb.done(op->cb.arg, op->status, op->id);
+    }
+    free(op);
+}
+
+/* ------------------------------------------------------------------------ */
+/* batches                                                                   */
+
+static void abort_batch(lm_store_t *st, op_t **ops, size_t n)
+{
+    st->be->rollback(st->db);
+    for (size_t i = 0; i < n; i++)
+        undo(st, ops[i]);
+}
+
+/* One savepoint per op so one bad row never fails its neighbours. 0: the
+ * op has its status; 1: transient failure, the batch was aborted. */
+static int run_op(lm_store_t *st, op_t **ops, size_t n, op_t *op)
+{
+    const lm_store_backend_t *be = st->be;
+    if (op->kind == OP_BARRIER) {
+        op->status = LM_STORE_OK;
+        return 0;
+    }
+    if (be->savepoint(st->db) != 0) {
+        abort_batch(st, ops, n);
+        return 1;
+    }
+    op->status = apply(st, op);
+    if (op->status < 0) {
+        if (be->transient(st->db)) {
+            abort_batch(st, ops, n);
+            return 1;
+        }
+        be->rollback_to(st->db);
+        undo(st, op);
+    }
+    be->release(st->db);
+    return 0;
+}
+
+/* One transaction over the batch. 0: done (each op has its status);
+ * 1: transient failure, everything rolled back and undone, try again. */
+static int try_batch(lm_store_t *st, op_t **ops, size_t n)
+{
+    const lm_store_backend_t *be = st->be;
+    if (be->begin(st->db) != 0) {
+        if (be->transient(st->db))
+            return 1;
+        for (size_t i = 0; i < n; i++)
+            ops[i]->status = LM_STORE_EDB;
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (run_op(st, ops, n, ops[i]) != 0)
+            return 1;
+    if (be->commit(st->db) != 0) {
+        abort_batch(st, ops, n);
+        if (be->transient(st->db))
+            return 1;
+        for (size_t i = 0; i < n; i++)
+            if (ops[i]->status >= 0 && ops[i]->kind != OP_BARRIER)
+                ops[i]->status = LM_STORE_EDB;
+    }
+    return 0;
+}
+
+static int is_stopping(lm_store_t *st)
+{
+    pthread_mutex_lock(&st->q_mu);
+    int s = st->stopping;
+    pthread_mutex_unlock(&st->q_mu);
+    return s;
+}
+
+static void run_batch(lm_store_t *st, op_t **ops, size_t n)
+{
+    unsigned delay_ms = 50;
+    for (int attempt = 1; try_batch(st, ops, n) != 0; attempt++) {
+        /* while we wait the queue fills and submitters get LM_STORE_EFULL */
+        if (is_stopping(st) && attempt >= 10) {
+            lm_store_log(st, 0, "giving up on %zu queued operations at shutdown", n);
+            for (size_t i = 0; i < n; i++)
+                ops[i]->status = ops[i]->kind == OP_BARRIER ? LM_STORE_OK : LM_STORE_EDB;
+            break;
+        }
+        lm_store_log(st, 1, "database unavailable, retrying %zu operations in %u ms", n, delay_ms);
+        usleep(delay_ms * 1000);
+        if (delay_ms < 1000)
+            delay_ms *= 2;
+    }
+    for (size_t i = 0; i < n; i++) {
+        post_commit(st, ops[i]);
+        complete(st, ops[i]);
+    }
+}
+
+void *lm_store_writer_main(void *arg)
+{
+    lm_store_t *st = arg;
+    op_t **batch = calloc(st->batch_max, sizeof(*batch));
+    for (;;) {
+        pthread_mutex_lock(&st->q_mu);
+        while (st->q_len == 0 && !st->stopping)
+            pthread_cond_wait(&st->q_cv, &st->q_mu);
+        if (st->q_len == 0 && st->stopping) {
+            pthread_mutex_unlock(&st->q_mu);
+            break;
+        }
+        size_t max = batch ? st->batch_max : 1;
+        op_t *one[1];
+        op_t **b = batch ? batch : one;
+        size_t n = 0;
+        while (st->q_len && n < max) {
+            b[n++] = st->q[st->q_head];
+            st->q_head = (st->q_head + 1) % st->q_cap;
+            st->q_len--;
+        }
+        pthread_mutex_unlock(&st->q_mu);
+        run_batch(st, b, n);
+    }
+    free(batch);
+    return NULL;
+}
