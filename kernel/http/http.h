@@ -26,6 +26,9 @@ lm_str lm_http_body(lm_http_req_t *r);
 void lm_http_reply(lm_http_req_t *r, int status, const char *ctype, const char *body, size_t n,
                    const char *request_id);
 void lm_http_reply_error(lm_http_req_t *r, const lm_err *e, const char *request_id);
+/* An OpenAI error reply built from its parts (no request id). */
+void lm_http_reply_simple(lm_http_req_t *r, int status, const char *type, const char *code,
+                          const char *msg);
 /* Streaming: 200 text/event-stream, then chunks, then the end. */
 void lm_http_stream_start(lm_http_req_t *r, const char *request_id);
 void lm_http_stream_write(lm_http_req_t *r, const char *p, size_t n);

@@ -9,6 +9,8 @@
 #include "gov/auth.h"
 #include "gov/authguard.h"
 #include "gov/billing.h"
+#include "http/conn.h"
+#include "http/front.h"
 #include "http/http.h"
 #include "lua/lua_host.h"
 #include "relay/relay.h"
@@ -16,6 +18,7 @@
 #include "relay/upstream.h"
 #include "relay/worker.h"
 #include "route/metrics.h"
+#include "server/routes.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -131,420 +134,15 @@ lm_rt_t *lm_server_acquire_rt(lm_server_t *s)
     return rt;
 }
 
+void lm_server_client_timeouts(lm_server_t *s, int *header_ms, int *body_ms)
+{
+    *header_ms = s->header_timeout_ms;
+    *body_ms = s->body_timeout_ms;
+}
+
 int lm_server_draining(lm_server_t *s)
 {
     return atomic_load(&s->draining);
-}
-
-/* ---- lm_http_* (http.h) ---- */
-
-static lm_worker_t *worker_of_conn(evhtp_request_t *req)
-{
-    return evthr_get_aux(req->conn->thread);
-}
-
-const char *lm_http_header(lm_http_req_t *r, const char *name)
-{
-    return r ? evhtp_header_find(r->headers_in, name) : NULL;
-}
-
-const struct sockaddr *lm_http_peer(lm_http_req_t *r)
-{
-    return r && r->conn ? r->conn->saddr : NULL;
-}
-
-void lm_http_add_header(lm_http_req_t *r, const char *name, const char *value)
-{
-    if (r)
-        evhtp_headers_add_header(r->headers_out, evhtp_header_new(name, value, 1, 1));
-}
-
-lm_str lm_http_body(lm_http_req_t *r)
-{
-    size_t n = evbuffer_get_length(r->buffer_in);
-    lm_str s = {"", 0};
-    if (n) {
-        s.p = (const char *)evbuffer_pullup(r->buffer_in, -1);
-        s.n = n;
-    }
-    return s;
-}
-
-static void add_header(lm_http_req_t *r, const char *k, const char *v)
-{
-    evhtp_headers_add_header(r->headers_out, evhtp_header_new(k, v, 0, 1));
-}
-
-void lm_http_reply(lm_http_req_t *r, int status, const char *ctype, const char *body, size_t n,
-                   const char *request_id)
-{
-    if (r == NULL)
-        return;
-    if (lm_server_draining(worker_of_conn(r)->srv))
-        evhtp_request_set_keepalive(r, 0); /* close after the last in-flight reply */
-    add_header(r, "Content-Type", ctype);
-    if (request_id && *request_id)
-        add_header(r, "X-Request-Id", request_id);
-    evbuffer_add(r->buffer_out, body, n);
-    evhtp_send_reply(r, (evhtp_res)status);
-}
-
-void lm_http_reply_error(lm_http_req_t *r, const lm_err *e, const char *request_id)
-{
-    char *body = lm_error_body(e);
-    lm_http_reply(r, e->http_status ? e->http_status : 500, "application/json", body, strlen(body),
-                  request_id);
-    free(body);
-}
-
-void lm_http_stream_start(lm_http_req_t *r, const char *request_id)
-{
-    if (r == NULL)
-        return;
-    if (lm_server_draining(worker_of_conn(r)->srv))
-        evhtp_request_set_keepalive(r, 0);
-    add_header(r, "Content-Type", "text/event-stream");
-    add_header(r, "Cache-Control", "no-cache");
-    if (request_id && *request_id)
-        add_header(r, "X-Request-Id", request_id);
-    evhtp_send_reply_chunk_start(r, EVHTP_RES_OK);
-}
-
-void lm_http_stream_write(lm_http_req_t *r, const char *p, size_t n)
-{
-    if (r == NULL || n == 0)
-        return;
-    struct evbuffer *b = evbuffer_new();
-    if (b == NULL)
-        return;
-    evbuffer_add(b, p, n);
-    evhtp_send_reply_chunk(r, b);
-    evbuffer_free(b);
-}
-
-void lm_http_stream_end(lm_http_req_t *r)
-{
-    if (r == NULL)
-        return;
-    if (lm_server_draining(worker_of_conn(r)->srv))
-        evhtp_request_set_keepalive(r, 0);
-    evhtp_send_reply_chunk_end(r);
-}
-
-size_t lm_http_out_pending(lm_http_req_t *r)
-{
-    evhtp_connection_t *c = r ? evhtp_request_get_connection(r) : NULL;
-    struct bufferevent *bev = c ? evhtp_connection_get_bev(c) : NULL;
-    return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
-}
-
-static void on_req_error(evhtp_request_t *req, evhtp_error_flags flags, void *arg)
-{
-    (void)req;
-    (void)flags;
-    lm_relay_client_gone(arg);
-}
-
-static void conn_idle(evhtp_request_t *req);
-static void conn_busy(evhtp_request_t *req);
-static void conn_body(evhtp_request_t *req, int body_done);
-
-static evhtp_res on_req_fini(evhtp_request_t *req, void *arg)
-{
-    conn_idle(req);
-    lm_relay_client_fini(arg);
-    return EVHTP_RES_OK;
-}
-
-/* Output drained: resume a paused upstream of the connection's request. */
-static evhtp_res on_conn_write(evhtp_connection_t *conn, void *arg)
-{
-    evhtp_request_t *req = conn->request;
-    (void)arg;
-    if (req && req->hooks && req->hooks->on_request_fini == on_req_fini)
-        lm_relay_client_writable(req->hooks->on_request_fini_arg);
-    return EVHTP_RES_OK;
-}
-
-static evhtp_res on_relay_body(evhtp_request_t *req, struct evbuffer *buf, void *arg);
-
-void lm_http_bind_relay(lm_http_req_t *r, struct lm_relay_s *relay)
-{
-    evhtp_request_set_hook(r, evhtp_hook_on_read, (evhtp_hook)(void (*)(void))on_relay_body, relay);
-    evhtp_request_set_hook(r, evhtp_hook_on_error, (evhtp_hook)(void (*)(void))on_req_error, relay);
-    evhtp_request_set_hook(r, evhtp_hook_on_request_fini, (evhtp_hook)(void (*)(void))on_req_fini,
-                           relay);
-    evhtp_connection_set_hook(evhtp_request_get_connection(r), evhtp_hook_on_write,
-                              (evhtp_hook)(void (*)(void))on_conn_write, NULL);
-}
-
-/* ---- routes ---- */
-
-static lm_worker_t *worker_of(evhtp_request_t *req)
-{
-    return evthr_get_aux(req->conn->thread);
-}
-
-static void reply_simple(evhtp_request_t *req, int status, const char *type, const char *code,
-                         const char *msg)
-{
-    lm_err e;
-    lm_error_set(&e, -1, status, type, code, msg);
-    lm_http_reply_error(req, &e, NULL);
-}
-
-static int require_method(evhtp_request_t *req, htp_method m)
-{
-    if (req->method == m)
-        return 1;
-    reply_simple(req, 405, "invalid_request_error", "method_not_allowed",
-                 "method not allowed for this path");
-    return 0;
-}
-
-static lm_relay_t *relay_of(evhtp_request_t *req)
-{
-    if (req->hooks && req->hooks->on_request_fini == on_req_fini)
-        return req->hooks->on_request_fini_arg;
-    return NULL;
-}
-
-/* Headers complete on a relay route: the relay exists from here on, so the
- * body can be capped as it arrives. */
-/* A body framed two ways (Content-Length and Transfer-Encoding) or with
- * two lengths is how requests are smuggled past a proxy in front of us:
- * refuse it (the connection closes) rather than guess which framing the
- * proxy used (IN-6). */
-static int ambiguous_framing(evhtp_headers_t *hdrs)
-{
-    int ncl = 0, nte = 0;
-    evhtp_kv_t *kv;
-    TAILQ_FOREACH(kv, hdrs, next)
-    {
-        if (kv->key && strcasecmp(kv->key, "Content-Length") == 0)
-            ncl++;
-        else if (kv->key && strcasecmp(kv->key, "Transfer-Encoding") == 0)
-            nte++;
-    }
-    return ncl > 1 || nte > 1 || (ncl && nte);
-}
-
-static evhtp_res on_relay_headers(evhtp_request_t *req, evhtp_headers_t *hdrs, void *arg)
-{
-    conn_busy(req);
-    if (ambiguous_framing(hdrs))
-        return EVHTP_RES_BADREQ;
-    conn_body(req, 0);
-    lm_relay_begin(req, worker_of(req), (int)(intptr_t)arg);
-    return EVHTP_RES_OK;
-}
-
-static evhtp_res on_relay_body(evhtp_request_t *req, struct evbuffer *buf, void *arg)
-{
-    size_t n = evbuffer_get_length(buf);
-    conn_body(req, 0);
-    int keep = lm_relay_body(arg, evbuffer_get_length(req->buffer_in), n);
-    if (keep < 0)
-        return EVHTP_RES_DATA_TOO_LONG;
-    if (keep)
-        evbuffer_add_buffer(req->buffer_in, buf);
-    else
-        evbuffer_drain(buf, n);
-    return EVHTP_RES_OK;
-}
-
-static void route_relay(evhtp_request_t *req, void *arg)
-{
-    lm_relay_t *r = relay_of(req);
-    (void)arg;
-    conn_body(req, 1);
-    if (r == NULL) {
-        reply_simple(req, 500, "api_error", NULL, "out of memory");
-        return;
-    }
-    lm_relay_run(r, req->method == htp_method_POST);
-}
-
-static int authorized(evhtp_request_t *req, const lm_rt_t *rt)
-{
-    if (lm_auth_check(rt->conf, lm_http_header(req, "Authorization")))
-        return 1;
-    reply_simple(req, 401, "invalid_request_error", "invalid_api_key",
-                 "missing or invalid API key (send Authorization: Bearer <key>)");
-    return 0;
-}
-
-static void models_reply(evhtp_request_t *req, const lm_rt_t *rt)
-{
-    const char *path = req->uri && req->uri->path ? req->uri->path->full : "/v1/models";
-    if (strcmp(path, "/v1/models") == 0) {
-        lm_http_reply(req, 200, "application/json", rt->models_json, strlen(rt->models_json), NULL);
-        return;
-    }
-    const char *id = path + strlen("/v1/models/");
-    const lm_route_t *route = lm_rt_route(rt, id);
-    if (route == NULL) {
-        reply_simple(req, 404, "invalid_request_error", "model_not_found",
-                     "The model does not exist or you do not have access to it.");
-        return;
-    }
-    json_t *o = json_pack("{s:s,s:s,s:i,s:s}", "id", id, "object", "model", "created", 0,
-                          "owned_by", route->inst->chan->plugin);
-    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (body)
-        lm_http_reply(req, 200, "application/json", body, strlen(body), NULL);
-    else
-        reply_simple(req, 500, "api_error", NULL, "out of memory");
-    free(body);
-}
-
-static void route_models(evhtp_request_t *req, void *arg)
-{
-    lm_server_t *s = arg;
-    if (!require_method(req, htp_method_GET))
-        return;
-    lm_rt_t *rt = lm_server_acquire_rt(s);
-    if (authorized(req, rt))
-        models_reply(req, rt);
-    lm_rt_unref(rt);
-}
-
-static void route_health(evhtp_request_t *req, void *arg)
-{
-    (void)arg;
-    static const char ok[] = "{\"status\":\"ok\"}";
-    lm_http_reply(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
-}
-
-static void route_default(evhtp_request_t *req, void *arg)
-{
-    (void)arg;
-    reply_simple(req, 404, "invalid_request_error", "not_found", "unknown path");
-}
-
-/* ---- connection tracking (so shutdown can close what clients left open) ---- */
-
-typedef struct conn_node_s {
-    evhtp_connection_t *conn;
-    struct conn_node_s *prev, *next;
-    lm_worker_t *w;
-    int64_t waiting_since_ms; /* waiting for request headers since (0: a request is running) */
-    int64_t body_read_ms;     /* reading a request body: its last piece came then (0: not) */
-} conn_node_t;
-
-static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg);
-
-static conn_node_t *node_of(evhtp_request_t *req)
-{
-    evhtp_connection_t *c = req ? req->conn : NULL;
-    if (c == NULL || c->hooks == NULL || c->hooks->on_connection_fini != on_conn_fini)
-        return NULL; /* not tracked, or already released */
-    return c->hooks->on_connection_fini_arg;
-}
-
-/* Headers complete: the request runs, no header deadline. */
-static void conn_busy(evhtp_request_t *req)
-{
-    conn_node_t *n = node_of(req);
-    if (n)
-        n->waiting_since_ms = 0;
-}
-
-/* A body piece arrived (body_done: the whole body is in). */
-static void conn_body(evhtp_request_t *req, int body_done)
-{
-    conn_node_t *n = node_of(req);
-    if (n)
-        n->body_read_ms = body_done ? 0 : lm_clock_ms();
-}
-
-/* A request ended: a keep-alive connection waits for the next one. */
-static void conn_idle(evhtp_request_t *req)
-{
-    conn_node_t *n = node_of(req);
-    if (n) {
-        n->waiting_since_ms = lm_clock_ms();
-        n->body_read_ms = 0;
-    }
-}
-
-static evhtp_res on_conn_headers(evhtp_request_t *req, evhtp_headers_t *hdrs, void *arg)
-{
-    (void)hdrs;
-    (void)arg;
-    conn_busy(req);
-    return EVHTP_RES_OK;
-}
-
-static evhtp_res on_conn_req_fini(evhtp_request_t *req, void *arg)
-{
-    (void)arg;
-    conn_idle(req);
-    return EVHTP_RES_OK;
-}
-
-/* Slowloris (IN-7): a connection that has not completed its request
- * headers within client_header_timeout (from accept, or since its last
- * request ended) is closed; bytes trickling in do not extend it. A request
- * body must keep arriving: client_body_timeout between two pieces. */
-static void on_conn_sweep(evutil_socket_t fd, short what, void *arg)
-{
-    lm_worker_t *w = arg;
-    (void)fd;
-    (void)what;
-    int64_t now = lm_clock_ms(), limit = w->srv->header_timeout_ms;
-    conn_node_t *n = w->conns;
-    while (n) {
-        conn_node_t *next = n->next;
-        if ((n->waiting_since_ms > 0 && now - n->waiting_since_ms >= limit) ||
-            (n->body_read_ms > 0 && now - n->body_read_ms >= w->srv->body_timeout_ms))
-            evhtp_connection_free(n->conn); /* on_conn_fini unlinks and frees n */
-        n = next;
-    }
-}
-
-static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg)
-{
-    conn_node_t *n = arg;
-    /* libevhtp runs this before the request's fini hooks: they must not
-     * find the node (node_of) once it is freed. */
-    if (conn->hooks)
-        conn->hooks->on_connection_fini_arg = NULL;
-    if (n->prev)
-        n->prev->next = n->next;
-    else
-        n->w->conns = n->next;
-    if (n->next)
-        n->next->prev = n->prev;
-    free(n);
-    return EVHTP_RES_OK;
-}
-
-/* Runs on the worker that owns the new connection. */
-static evhtp_res on_accept(evhtp_connection_t *conn, void *arg)
-{
-    lm_worker_t *w = conn->thread ? evthr_get_aux(conn->thread) : NULL;
-    (void)arg;
-    if (w == NULL)
-        return EVHTP_RES_OK;
-    conn_node_t *n = calloc(1, sizeof(*n));
-    if (n == NULL)
-        return EVHTP_RES_ERROR;
-    n->conn = conn;
-    n->w = w;
-    n->next = w->conns;
-    if (n->next)
-        n->next->prev = n;
-    w->conns = n;
-    evhtp_connection_set_hook(conn, evhtp_hook_on_connection_fini,
-                              (evhtp_hook)(void (*)(void))on_conn_fini, n);
-    n->waiting_since_ms = lm_clock_ms();
-    evhtp_connection_set_hook(conn, evhtp_hook_on_headers,
-                              (evhtp_hook)(void (*)(void))on_conn_headers, NULL);
-    evhtp_connection_set_hook(conn, evhtp_hook_on_request_fini,
-                              (evhtp_hook)(void (*)(void))on_conn_req_fini, NULL);
-    return EVHTP_RES_OK;
 }
 
 /* ---- workers ---- */
@@ -567,7 +165,7 @@ static void worker_init(evhtp_t *htp, evthr_t *thr, void *arg)
         s->threads[w->index] = thr;
     int every = s->header_timeout_ms / 4 < 1000 ? s->header_timeout_ms / 4 : 1000;
     struct timeval tv = {every / 1000, (every % 1000) * 1000};
-    w->conn_sweep = event_new(w->base, -1, EV_PERSIST, on_conn_sweep, w);
+    w->conn_sweep = event_new(w->base, -1, EV_PERSIST, lm_http_conn_sweep, w);
     if (w->conn_sweep)
         event_add(w->conn_sweep, &tv);
 }
@@ -598,8 +196,7 @@ static void worker_exit(evhtp_t *htp, evthr_t *thr, void *arg)
         return;
     /* Close connections clients left open; their requests' fini hooks run
      * here, then every relay is released without the loop. */
-    while (w->conns)
-        evhtp_connection_free(((conn_node_t *)w->conns)->conn);
+    lm_http_conn_close_all(w);
     if (w->conn_sweep)
         event_free(w->conn_sweep);
     lm_side_fetch_cancel_all(w);
@@ -1027,24 +624,25 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
     if (setup_store(s, err, errlen) < 0)
         return -1;
     c = s->rt->conf; /* stored channels may have rebuilt the generation */
-    evhtp_callback_t *chat = evhtp_set_cb(s->htp, "/v1/chat/completions", route_relay, s);
-    evhtp_callback_t *emb = evhtp_set_cb(s->htp, "/v1/embeddings", route_relay, s);
+    evhtp_callback_t *chat =
+        evhtp_set_cb(s->htp, "/v1/chat/completions", lm_http_front_relay_route, s);
+    evhtp_callback_t *emb = evhtp_set_cb(s->htp, "/v1/embeddings", lm_http_front_relay_route, s);
     if (chat == NULL || emb == NULL) {
         snprintf(err, errlen, "cannot register routes");
         return -1;
     }
     evhtp_callback_set_hook(chat, evhtp_hook_on_headers,
-                            (evhtp_hook)(void (*)(void))on_relay_headers,
+                            (evhtp_hook)(void (*)(void))lm_http_front_relay_headers,
                             (void *)(intptr_t)LM_OP_CHAT);
     evhtp_callback_set_hook(emb, evhtp_hook_on_headers,
-                            (evhtp_hook)(void (*)(void))on_relay_headers,
+                            (evhtp_hook)(void (*)(void))lm_http_front_relay_headers,
                             (void *)(intptr_t)LM_OP_EMBED);
-    evhtp_set_cb(s->htp, "/v1/models", route_models, s);
-    evhtp_set_glob_cb(s->htp, "/v1/models/*", route_models, s);
-    evhtp_set_cb(s->htp, "/healthz", route_health, s);
-    evhtp_set_gencb(s->htp, route_default, s);
+    evhtp_set_cb(s->htp, "/v1/models", lm_routes_models, s);
+    evhtp_set_glob_cb(s->htp, "/v1/models/*", lm_routes_models, s);
+    evhtp_set_cb(s->htp, "/healthz", lm_routes_health, s);
+    evhtp_set_gencb(s->htp, lm_routes_default, s);
     evhtp_enable_flag(s->htp, EVHTP_FLAG_ENABLE_NODELAY);
-    evhtp_set_post_accept_cb(s->htp, on_accept, s);
+    evhtp_set_post_accept_cb(s->htp, lm_http_conn_accept, s);
     s->header_timeout_ms = c->client_header_timeout_ms > 0 ? c->client_header_timeout_ms : 30000;
     s->body_timeout_ms = c->client_body_timeout_ms > 0 ? c->client_body_timeout_ms : 60000;
     /* Threads start before bind (libevhtp #63). */
