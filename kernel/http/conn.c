@@ -1,25 +1,29 @@
-/* conn.c - open client connections per worker, so shutdown can close
- * them and slow senders (IN-7) are cut off. Thread: the owning worker;
- * nodes are freed when their connection is. */
+/* conn.c - open client connections per worker thread, so shutdown can
+ * close them and slow senders (IN-7) are cut off. Thread: the owning
+ * worker; a node is freed with its connection (on_conn_fini). */
 #include "http/conn.h"
 
 #include "core/clock.h"
-#include "server/server.h"
 
-#include <evhtp/evhtp.h>
+#include <event2/event.h>
 #include <stdlib.h>
 
-typedef struct conn_node_s {
+typedef struct lm_http_conn_s {
     evhtp_connection_t *conn;
-    struct conn_node_s *prev, *next;
-    lm_worker_t *w;
+    struct lm_http_conn_s *prev, *next;
+    lm_http_thread_t *t;
     int64_t waiting_since_ms; /* waiting for request headers since (0: a request is running) */
     int64_t body_read_ms;     /* reading a request body: its last piece came then (0: not) */
-} conn_node_t;
+} lm_http_conn_t;
 
 static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg);
 
-static conn_node_t *node_of(evhtp_request_t *req)
+lm_http_thread_t *lm_http_thread_of(evhtp_request_t *req)
+{
+    return req && req->conn && req->conn->thread ? evthr_get_aux(req->conn->thread) : NULL;
+}
+
+static lm_http_conn_t *node_of(evhtp_request_t *req)
 {
     evhtp_connection_t *c = req ? req->conn : NULL;
     if (c == NULL || c->hooks == NULL || c->hooks->on_connection_fini != on_conn_fini)
@@ -30,7 +34,7 @@ static conn_node_t *node_of(evhtp_request_t *req)
 /* Headers complete: the request runs, no header deadline. */
 void lm_http_conn_busy(evhtp_request_t *req)
 {
-    conn_node_t *n = node_of(req);
+    lm_http_conn_t *n = node_of(req);
     if (n)
         n->waiting_since_ms = 0;
 }
@@ -38,7 +42,7 @@ void lm_http_conn_busy(evhtp_request_t *req)
 /* A body piece arrived (body_done: the whole body is in). */
 void lm_http_conn_body(evhtp_request_t *req, int body_done)
 {
-    conn_node_t *n = node_of(req);
+    lm_http_conn_t *n = node_of(req);
     if (n)
         n->body_read_ms = body_done ? 0 : lm_clock_ms();
 }
@@ -46,7 +50,7 @@ void lm_http_conn_body(evhtp_request_t *req, int body_done)
 /* A request ended: a keep-alive connection waits for the next one. */
 void lm_http_conn_idle(evhtp_request_t *req)
 {
-    conn_node_t *n = node_of(req);
+    lm_http_conn_t *n = node_of(req);
     if (n) {
         n->waiting_since_ms = lm_clock_ms();
         n->body_read_ms = 0;
@@ -72,19 +76,17 @@ static evhtp_res on_conn_req_fini(evhtp_request_t *req, void *arg)
  * headers within client_header_timeout (from accept, or since its last
  * request ended) is closed; bytes trickling in do not extend it. A request
  * body must keep arriving: client_body_timeout between two pieces. */
-void lm_http_conn_sweep(evutil_socket_t fd, short what, void *arg)
+static void on_conn_sweep(evutil_socket_t fd, short what, void *arg)
 {
-    lm_worker_t *w = arg;
+    lm_http_thread_t *t = arg;
     (void)fd;
     (void)what;
-    int header_ms, body_ms;
-    lm_server_client_timeouts(w->srv, &header_ms, &body_ms);
-    int64_t now = lm_clock_ms(), limit = header_ms;
-    conn_node_t *n = w->conns;
+    int64_t now = lm_clock_ms(), limit = t->header_timeout_ms;
+    lm_http_conn_t *n = t->conns;
     while (n) {
-        conn_node_t *next = n->next;
+        lm_http_conn_t *next = n->next;
         if ((n->waiting_since_ms > 0 && now - n->waiting_since_ms >= limit) ||
-            (n->body_read_ms > 0 && now - n->body_read_ms >= body_ms))
+            (n->body_read_ms > 0 && now - n->body_read_ms >= t->body_timeout_ms))
             evhtp_connection_free(n->conn); /* on_conn_fini unlinks and frees n */
         n = next;
     }
@@ -92,7 +94,7 @@ void lm_http_conn_sweep(evutil_socket_t fd, short what, void *arg)
 
 static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg)
 {
-    conn_node_t *n = arg;
+    lm_http_conn_t *n = arg;
     /* libevhtp runs this before the request's fini hooks: they must not
      * find the node (node_of) once it is freed. */
     if (conn->hooks)
@@ -100,7 +102,7 @@ static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg)
     if (n->prev)
         n->prev->next = n->next;
     else
-        n->w->conns = n->next;
+        n->t->conns = n->next;
     if (n->next)
         n->next->prev = n->prev;
     free(n);
@@ -110,19 +112,19 @@ static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg)
 /* Runs on the worker that owns the new connection. */
 evhtp_res lm_http_conn_accept(evhtp_connection_t *conn, void *arg)
 {
-    lm_worker_t *w = conn->thread ? evthr_get_aux(conn->thread) : NULL;
+    lm_http_thread_t *t = conn->thread ? evthr_get_aux(conn->thread) : NULL;
     (void)arg;
-    if (w == NULL)
+    if (t == NULL)
         return EVHTP_RES_OK;
-    conn_node_t *n = calloc(1, sizeof(*n));
+    lm_http_conn_t *n = calloc(1, sizeof(*n));
     if (n == NULL)
         return EVHTP_RES_ERROR;
     n->conn = conn;
-    n->w = w;
-    n->next = w->conns;
+    n->t = t;
+    n->next = t->conns;
     if (n->next)
         n->next->prev = n;
-    w->conns = n;
+    t->conns = n;
     evhtp_connection_set_hook(conn, evhtp_hook_on_connection_fini,
                               (evhtp_hook)(void (*)(void))on_conn_fini, n);
     n->waiting_since_ms = lm_clock_ms();
@@ -133,9 +135,19 @@ evhtp_res lm_http_conn_accept(evhtp_connection_t *conn, void *arg)
     return EVHTP_RES_OK;
 }
 
-/* Thread exit: close what clients left open (their fini hooks run now). */
-void lm_http_conn_close_all(lm_worker_t *w)
+int lm_http_conn_sweep_start(lm_http_thread_t *t, struct event_base *base)
 {
-    while (w->conns)
-        evhtp_connection_free(((conn_node_t *)w->conns)->conn);
+    int every = t->header_timeout_ms / 4 < 1000 ? t->header_timeout_ms / 4 : 1000;
+    struct timeval tv = {every / 1000, (every % 1000) * 1000};
+    t->sweep = event_new(base, -1, EV_PERSIST, on_conn_sweep, t);
+    return t->sweep && event_add(t->sweep, &tv) == 0 ? 0 : -1;
+}
+
+void lm_http_conn_close_all(lm_http_thread_t *t)
+{
+    while (t->conns)
+        evhtp_connection_free(t->conns->conn); /* on_conn_fini unlinks it */
+    if (t->sweep)
+        event_free(t->sweep);
+    t->sweep = NULL;
 }

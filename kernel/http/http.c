@@ -1,10 +1,10 @@
 /* http.c - the request calls of http.h: headers, body, replies, streams.
- * Thread: the connection's worker. Nothing returned is owned by the caller. */
+ * Thread: the connection's worker. What they return is borrowed from the
+ * request (lives until its reply is sent). */
 #include "http/http.h"
 
 #include "core/errors.h"
-#include "relay/worker.h"
-#include "server/server.h"
+#include "http/conn.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -12,9 +12,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-static lm_worker_t *worker_of_conn(evhtp_request_t *req)
+/* Once the front drains, each reply closes its connection. */
+static int draining(evhtp_request_t *req)
 {
-    return evthr_get_aux(req->conn->thread);
+    lm_http_thread_t *t = lm_http_thread_of(req);
+    return t && atomic_load(t->draining);
+}
+
+int lm_http_method(lm_http_req_t *r)
+{
+    if (r->method == htp_method_GET)
+        return LM_HTTP_GET;
+    return r->method == htp_method_POST ? LM_HTTP_POST : LM_HTTP_OTHER;
+}
+
+const char *lm_http_path(lm_http_req_t *r)
+{
+    return r->uri && r->uri->path && r->uri->path->full ? r->uri->path->full : "/";
 }
 
 const char *lm_http_header(lm_http_req_t *r, const char *name)
@@ -54,7 +68,7 @@ void lm_http_reply(lm_http_req_t *r, int status, const char *ctype, const char *
 {
     if (r == NULL)
         return;
-    if (lm_server_draining(worker_of_conn(r)->srv))
+    if (draining(r))
         evhtp_request_set_keepalive(r, 0); /* close after the last in-flight reply */
     add_header(r, "Content-Type", ctype);
     if (request_id && *request_id)
@@ -75,7 +89,7 @@ void lm_http_stream_start(lm_http_req_t *r, const char *request_id)
 {
     if (r == NULL)
         return;
-    if (lm_server_draining(worker_of_conn(r)->srv))
+    if (draining(r))
         evhtp_request_set_keepalive(r, 0);
     add_header(r, "Content-Type", "text/event-stream");
     add_header(r, "Cache-Control", "no-cache");
@@ -100,7 +114,7 @@ void lm_http_stream_end(lm_http_req_t *r)
 {
     if (r == NULL)
         return;
-    if (lm_server_draining(worker_of_conn(r)->srv))
+    if (draining(r))
         evhtp_request_set_keepalive(r, 0);
     evhtp_send_reply_chunk_end(r);
 }

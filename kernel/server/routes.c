@@ -1,27 +1,28 @@
-/* routes.c - the data-plane routes that answer without a relay: models,
- * health, the default 404. Thread: the connection's worker. */
+/* routes.c - the data-plane routes: chat and embeddings handed to the
+ * relay, /v1/models, /healthz, the default 404. Thread: the connection's
+ * worker; replies are sent here, nothing is returned to own. */
 #include "server/routes.h"
 
-#include "core/errors.h"
 #include "gov/auth.h"
 #include "http/http.h"
+#include "relay/relay.h"
 #include "relay/rt.h"
 #include "server/server.h"
 
-#include <evhtp/evhtp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int require_method(evhtp_request_t *req, htp_method m)
+static int require_method(lm_http_req_t *req, int m)
 {
-    if (req->method == m)
+    if (lm_http_method(req) == m)
         return 1;
     lm_http_reply_simple(req, 405, "invalid_request_error", "method_not_allowed",
                          "method not allowed for this path");
     return 0;
 }
 
-static int authorized(evhtp_request_t *req, const lm_rt_t *rt)
+static int authorized(lm_http_req_t *req, const lm_rt_t *rt)
 {
     if (lm_auth_check(rt->conf, lm_http_header(req, "Authorization")))
         return 1;
@@ -30,10 +31,10 @@ static int authorized(evhtp_request_t *req, const lm_rt_t *rt)
     return 0;
 }
 
-static void models_reply(evhtp_request_t *req, const lm_rt_t *rt)
+static void models_reply(lm_http_req_t *req, const lm_rt_t *rt)
 {
-    const char *path = req->uri && req->uri->path ? req->uri->path->full : "/v1/models";
-    if (strcmp(path, "/v1/models") == 0) {
+    const char *path = lm_http_path(req);
+    if (strncmp(path, "/v1/models/", strlen("/v1/models/")) != 0) {
         lm_http_reply(req, 200, "application/json", rt->models_json, strlen(rt->models_json), NULL);
         return;
     }
@@ -55,10 +56,10 @@ static void models_reply(evhtp_request_t *req, const lm_rt_t *rt)
     free(body);
 }
 
-void lm_routes_models(evhtp_request_t *req, void *arg)
+static void route_models(lm_http_req_t *req, void *arg)
 {
     lm_server_t *s = arg;
-    if (!require_method(req, htp_method_GET))
+    if (!require_method(req, LM_HTTP_GET))
         return;
     lm_rt_t *rt = lm_server_acquire_rt(s);
     if (authorized(req, rt))
@@ -66,15 +67,69 @@ void lm_routes_models(evhtp_request_t *req, void *arg)
     lm_rt_unref(rt);
 }
 
-void lm_routes_health(evhtp_request_t *req, void *arg)
+static void route_health(lm_http_req_t *req, void *arg)
 {
     (void)arg;
     static const char ok[] = "{\"status\":\"ok\"}";
     lm_http_reply(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
 }
 
-void lm_routes_default(evhtp_request_t *req, void *arg)
+static void route_default(lm_http_req_t *req, void *arg)
 {
     (void)arg;
     lm_http_reply_simple(req, 404, "invalid_request_error", "not_found", "unknown path");
+}
+
+/* ---- the relay routes: the front's per-request calls ---- */
+
+static void relay_begin(lm_http_req_t *r, void *user, int op)
+{
+    (void)lm_relay_begin(r, user, op); /* it binds itself (lm_http_bind_relay) */
+}
+
+static int relay_body(void *ctx, size_t have, size_t n)
+{
+    return lm_relay_body(ctx, have, n);
+}
+
+static void relay_run(lm_http_req_t *r, void *ctx)
+{
+    lm_relay_run(ctx, lm_http_method(r) == LM_HTTP_POST);
+}
+
+static void relay_gone(void *ctx)
+{
+    lm_relay_client_gone(ctx);
+}
+
+static void relay_fini(void *ctx)
+{
+    lm_relay_client_fini(ctx);
+}
+
+static void relay_writable(void *ctx)
+{
+    lm_relay_client_writable(ctx);
+}
+
+void lm_routes_relay_calls(lm_http_calls_t *c)
+{
+    c->begin = relay_begin;
+    c->body = relay_body;
+    c->run = relay_run;
+    c->gone = relay_gone;
+    c->fini = relay_fini;
+    c->writable = relay_writable;
+}
+
+int lm_routes_add(lm_http_front_t *f, lm_server_t *s)
+{
+    if (lm_http_front_body_route(f, "/v1/chat/completions", LM_OP_CHAT) < 0 ||
+        lm_http_front_body_route(f, "/v1/embeddings", LM_OP_EMBED) < 0 ||
+        lm_http_front_route(f, "/v1/models", route_models, s) < 0 ||
+        lm_http_front_route(f, "/v1/models/*", route_models, s) < 0 ||
+        lm_http_front_route(f, "/healthz", route_health, s) < 0 ||
+        lm_http_front_route(f, NULL, route_default, s) < 0)
+        return -1;
+    return 0;
 }

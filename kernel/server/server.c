@@ -1,17 +1,15 @@
-/* server.c - the HTTP front: libevhtp's only home. */
+/* server.c - the process: worker threads' state, signals and drain,
+ * generations (reload, retire), pid file, store and admin listener.
+ * Thread: the control thread unless a function says otherwise. */
 #include "server/server.h"
 #include "core/clock.h"
 
 #include "admin/admin.h"
 #include "conf/chanconf.h"
-#include "core/errors.h"
 #include "core/log.h"
-#include "gov/auth.h"
 #include "gov/authguard.h"
 #include "gov/billing.h"
-#include "http/conn.h"
 #include "http/front.h"
-#include "http/http.h"
 #include "lua/lua_host.h"
 #include "relay/relay.h"
 #include "relay/side_fetch.h"
@@ -20,8 +18,6 @@
 #include "route/metrics.h"
 #include "server/routes.h"
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <evhtp/evhtp.h>
@@ -34,8 +30,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#define LM_MAX_WORKERS 256
 
 struct lm_server_s {
     lm_rt_t *rt; /* current generation: written by the control thread under rt_lock */
@@ -51,14 +45,11 @@ struct lm_server_s {
     lm_metrics_t *metrics;     /* process-wide registry */
     lm_authguard_t *authguard; /* failed logins per address (AU-4) */
     lm_metrics_std_t mstd;
-    evthr_t *threads[LM_MAX_WORKERS]; /* set once by each worker's init */
     atomic_int draining;
     int cancel_sent;
-    evhtp_t *htp;
+    lm_http_front_t *front; /* the data-plane listener and its workers */
     struct event_base *base;
     atomic_long inflight;
-    int header_timeout_ms; /* client_header_timeout at start (reload keeps it) */
-    int body_timeout_ms;   /* client_body_timeout at start */
     atomic_int next_worker;
     struct event *sig_term, *sig_int, *drain_timer;
     struct timespec drain_deadline;
@@ -134,12 +125,6 @@ lm_rt_t *lm_server_acquire_rt(lm_server_t *s)
     return rt;
 }
 
-void lm_server_client_timeouts(lm_server_t *s, int *header_ms, int *body_ms)
-{
-    *header_ms = s->header_timeout_ms;
-    *body_ms = s->body_timeout_ms;
-}
-
 int lm_server_draining(lm_server_t *s)
 {
     return atomic_load(&s->draining);
@@ -147,58 +132,44 @@ int lm_server_draining(lm_server_t *s)
 
 /* ---- workers ---- */
 
-static void worker_init(evhtp_t *htp, evthr_t *thr, void *arg)
+/* A worker thread starts (the front's thread_init): its relay state. */
+static void *worker_init(struct event_base *base, void *arg)
 {
     lm_server_t *s = arg;
     lm_worker_t *w = calloc(1, sizeof(*w));
-    (void)htp;
     if (w == NULL)
         abort(); /* no way to run a worker without its state */
     w->index = atomic_fetch_add(&s->next_worker, 1);
-    w->base = evthr_get_base(thr);
+    w->base = base;
     w->srv = s;
     w->up = lm_upstream_pool_new(w->base);
     if (w->up == NULL)
         abort();
-    evthr_set_aux(thr, w);
-    if (w->index < LM_MAX_WORKERS)
-        s->threads[w->index] = thr;
-    int every = s->header_timeout_ms / 4 < 1000 ? s->header_timeout_ms / 4 : 1000;
-    struct timeval tv = {every / 1000, (every % 1000) * 1000};
-    w->conn_sweep = event_new(w->base, -1, EV_PERSIST, lm_http_conn_sweep, w);
-    if (w->conn_sweep)
-        event_add(w->conn_sweep, &tv);
+    return w;
 }
 
-/* Runs on a worker thread (evthr_defer): a side value it may wait on was
- * fetched (or failed) by some worker. */
-static void worker_side_wake(evthr_t *thr, void *cmd_arg, void *shared)
+/* Worker thread: a side value it may wait on was fetched (or failed) by
+ * some worker. */
+static void worker_side_wake(void *user)
 {
-    (void)cmd_arg;
-    (void)shared;
-    lm_worker_t *w = evthr_get_aux(thr);
-    if (w && w->side_waiters)
+    lm_worker_t *w = user;
+    if (w->side_waiters)
         lm_relay_side_wake(w);
 }
 
 void lm_server_side_wake(lm_server_t *s)
 {
-    for (int i = 0; i < LM_MAX_WORKERS && s->threads[i]; i++)
-        evthr_defer(s->threads[i], worker_side_wake, NULL);
+    static const lm_http_task_t wake = {worker_side_wake};
+    if (s->front)
+        lm_http_front_each_thread(s->front, &wake);
 }
 
-static void worker_exit(evhtp_t *htp, evthr_t *thr, void *arg)
+/* Worker thread, its connections already closed (their relays saw fini):
+ * every relay is released without the loop. */
+static void worker_exit(void *user, void *arg)
 {
-    lm_worker_t *w = evthr_get_aux(thr);
-    (void)htp;
+    lm_worker_t *w = user;
     (void)arg;
-    if (w == NULL)
-        return;
-    /* Close connections clients left open; their requests' fini hooks run
-     * here, then every relay is released without the loop. */
-    lm_http_conn_close_all(w);
-    if (w->conn_sweep)
-        event_free(w->conn_sweep);
     lm_side_fetch_cancel_all(w);
     lm_relay_free_all(w);
     lm_lua_vm_release(w->vm);
@@ -208,14 +179,10 @@ static void worker_exit(evhtp_t *htp, evthr_t *thr, void *arg)
 
 /* ---- signals and drain ---- */
 
-/* Runs on a worker thread (evthr_defer): end its in-flight requests. */
-static void worker_cancel(evthr_t *thr, void *cmd_arg, void *shared)
+/* Worker thread: end its in-flight requests. */
+static void worker_cancel(void *user)
 {
-    (void)cmd_arg;
-    (void)shared;
-    lm_worker_t *w = evthr_get_aux(thr);
-    if (w)
-        lm_relay_shutdown_all(w);
+    lm_relay_shutdown_all(user);
 }
 
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
@@ -236,8 +203,8 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
          * those last writes reach the clients. */
         lm_log(LM_LOG_WARN, "drain timeout: ending %ld in-flight requests", n);
         s->cancel_sent = 1;
-        for (int i = 0; i < LM_MAX_WORKERS && s->threads[i]; i++)
-            evthr_defer(s->threads[i], worker_cancel, NULL);
+        static const lm_http_task_t cancel = {worker_cancel};
+        lm_http_front_each_thread(s->front, &cancel);
     }
 }
 
@@ -264,7 +231,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
            "signal %d: no longer accepting; draining %ld in-flight requests "
            "(up to %d ms)",
            (int)sig, atomic_load(&s->inflight), s->rt->conf->drain_timeout_ms);
-    evhtp_unbind_socket(s->htp);
+    lm_http_front_drain(s->front);
     if (s->admin_htp)
         evhtp_unbind_socket(s->admin_htp);
     clock_gettime(CLOCK_MONOTONIC, &s->drain_deadline);
@@ -609,51 +576,46 @@ static int setup_store(lm_server_t *s, char *err, size_t errlen)
     return 0;
 }
 
-static int setup(lm_server_t *s, char *err, size_t errlen)
+/* The data-plane front: the relay's calls, this server's worker state. */
+static int setup_front(lm_server_t *s, char *err, size_t errlen)
 {
     const lm_conf_t *c = s->rt->conf;
     long workers = c->workers ? c->workers : sysconf(_SC_NPROCESSORS_ONLN);
     if (workers < 1)
         workers = 1;
+    lm_http_calls_t calls = {.arg = s, .thread_init = worker_init, .thread_exit = worker_exit};
+    lm_routes_relay_calls(&calls);
+    /* client timeouts are read at start (reload keeps them) */
+    s->front = lm_http_front_new(
+        s->base, &calls, c->client_header_timeout_ms > 0 ? c->client_header_timeout_ms : 30000,
+        c->client_body_timeout_ms > 0 ? c->client_body_timeout_ms : 60000);
+    if (s->front == NULL) {
+        snprintf(err, errlen, "cannot initialise the HTTP server");
+        return -1;
+    }
+    if (lm_routes_add(s->front, s) < 0) {
+        snprintf(err, errlen, "cannot register routes");
+        return -1;
+    }
+    if (lm_http_front_listen(s->front, (int)workers, c->listen_host, c->listen_port, err, errlen) <
+        0)
+        return -1;
+    lm_log(LM_LOG_INFO, "listening on %s:%d with %ld workers, %zu channels, %zu models",
+           c->listen_host, c->listen_port, workers, s->rt->ninsts, s->rt->nroutes);
+    return 0;
+}
+
+static int setup(lm_server_t *s, char *err, size_t errlen)
+{
     s->base = event_base_new();
-    s->htp = s->base ? evhtp_new(s->base, NULL) : NULL;
-    if (s->htp == NULL) {
+    if (s->base == NULL) {
         snprintf(err, errlen, "cannot initialise the HTTP server");
         return -1;
     }
     if (setup_store(s, err, errlen) < 0)
         return -1;
-    c = s->rt->conf; /* stored channels may have rebuilt the generation */
-    evhtp_callback_t *chat =
-        evhtp_set_cb(s->htp, "/v1/chat/completions", lm_http_front_relay_route, s);
-    evhtp_callback_t *emb = evhtp_set_cb(s->htp, "/v1/embeddings", lm_http_front_relay_route, s);
-    if (chat == NULL || emb == NULL) {
-        snprintf(err, errlen, "cannot register routes");
+    if (setup_front(s, err, errlen) < 0) /* stored channels may have rebuilt the generation */
         return -1;
-    }
-    evhtp_callback_set_hook(chat, evhtp_hook_on_headers,
-                            (evhtp_hook)(void (*)(void))lm_http_front_relay_headers,
-                            (void *)(intptr_t)LM_OP_CHAT);
-    evhtp_callback_set_hook(emb, evhtp_hook_on_headers,
-                            (evhtp_hook)(void (*)(void))lm_http_front_relay_headers,
-                            (void *)(intptr_t)LM_OP_EMBED);
-    evhtp_set_cb(s->htp, "/v1/models", lm_routes_models, s);
-    evhtp_set_glob_cb(s->htp, "/v1/models/*", lm_routes_models, s);
-    evhtp_set_cb(s->htp, "/healthz", lm_routes_health, s);
-    evhtp_set_gencb(s->htp, lm_routes_default, s);
-    evhtp_enable_flag(s->htp, EVHTP_FLAG_ENABLE_NODELAY);
-    evhtp_set_post_accept_cb(s->htp, lm_http_conn_accept, s);
-    s->header_timeout_ms = c->client_header_timeout_ms > 0 ? c->client_header_timeout_ms : 30000;
-    s->body_timeout_ms = c->client_body_timeout_ms > 0 ? c->client_body_timeout_ms : 60000;
-    /* Threads start before bind (libevhtp #63). */
-    if (evhtp_use_threads_wexit(s->htp, worker_init, worker_exit, (int)workers, s) != 0) {
-        snprintf(err, errlen, "cannot start %ld worker threads", workers);
-        return -1;
-    }
-    if (evhtp_bind_socket(s->htp, c->listen_host, (uint16_t)c->listen_port, 1024) != 0) {
-        snprintf(err, errlen, "cannot listen on %s:%d", c->listen_host, c->listen_port);
-        return -1;
-    }
     s->retire_ev = event_new(s->base, -1, 0, on_retire_ev, s);
     s->sig_hup = evsignal_new(s->base, SIGHUP, on_hup, s);
     event_add(s->sig_hup, NULL);
@@ -662,8 +624,6 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
     s->sig_int = evsignal_new(s->base, SIGINT, on_signal, s);
     event_add(s->sig_term, NULL);
     event_add(s->sig_int, NULL);
-    lm_log(LM_LOG_INFO, "listening on %s:%d with %ld workers, %zu channels, %zu models",
-           c->listen_host, c->listen_port, workers, s->rt->ninsts, s->rt->nroutes);
     return 0;
 }
 
@@ -702,8 +662,7 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
     s.reload_dead = 1;
     pthread_cond_broadcast(&s.reload_cv);
     pthread_mutex_unlock(&s.reload_mu);
-    if (s.htp)
-        evhtp_free(s.htp); /* stops the workers; their relays drop their references */
+    lm_http_front_free(s.front); /* stops the workers; their relays drop their references */
     if (s.admin_htp)
         evhtp_free(s.admin_htp);
     if (s.store)

@@ -39,8 +39,6 @@ lm_rt_t *lm_server_acquire_rt(lm_server_t *s);
 long lm_server_inflight_add(lm_server_t *s, int delta);
 /* Any thread: tell every worker a side value changed (its waiters go on). */
 void lm_server_side_wake(lm_server_t *s);
-/* client_header_timeout and client_body_timeout in ms (any thread). */
-void lm_server_client_timeouts(lm_server_t *s, int *header_ms, int *body_ms);
 /* 1 once SIGTERM/SIGINT started the drain (any thread). */
 int lm_server_draining(lm_server_t *s);
 #endif
