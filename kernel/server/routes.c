@@ -3,13 +3,16 @@
  * worker; replies are sent here, nothing is returned to own. */
 #include "server/routes.h"
 
-#include "gov/auth.h"
+#include "core/clock.h"
+#include "gov/authguard.h"
+#include "gov/gov.h"
 #include "http/http.h"
 #include "relay/relay.h"
 #include "relay/rt.h"
 #include "server/server.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,12 +25,32 @@ static int require_method(lm_http_req_t *req, int m)
     return 0;
 }
 
-static int authorized(lm_http_req_t *req, const lm_rt_t *rt)
+/* The caller is anyone chat accepts: a config key or a usable virtual
+ * key (lm_gov_auth, same errors), behind the same brute-force guard
+ * (AU-4): a blocked address gets 429, a 401 counts as a failure. */
+static int authorized(lm_http_req_t *req, lm_server_t *s, const lm_rt_t *rt)
 {
-    if (lm_auth_check(rt->conf, lm_http_header(req, "Authorization")))
+    lm_authguard_t *guard = lm_server_authguard(s);
+    const struct sockaddr *peer = lm_http_peer(req);
+    int64_t wait = lm_authguard_blocked(guard, peer, (int64_t)(uint64_t)lm_clock_ms());
+    if (wait > 0) {
+        char v[32];
+        snprintf(v, sizeof(v), "%lld", (long long)wait);
+        lm_http_add_header(req, "Retry-After", v);
+        lm_http_reply_simple(req, 429, "rate_limit_error", "too_many_auth_failures",
+                             "too many failed authentications from this address; retry later");
+        return 0;
+    }
+    lm_gov_t g;
+    lm_err e;
+    int rc = lm_gov_auth(&g, rt->conf, lm_server_store(s), lm_http_header(req, "Authorization"),
+                         peer, &e);
+    lm_gov_end(&g, 0); /* listing models books nothing: drop the key reference */
+    if (rc == 0)
         return 1;
-    lm_http_reply_simple(req, 401, "invalid_request_error", "invalid_api_key",
-                         "missing or invalid API key (send Authorization: Bearer <key>)");
+    if (e.http_status == 401)
+        lm_authguard_fail(guard, peer, (int64_t)(uint64_t)lm_clock_ms());
+    lm_http_reply_error(req, &e, NULL);
     return 0;
 }
 
@@ -62,7 +85,7 @@ static void route_models(lm_http_req_t *req, void *arg)
     if (!require_method(req, LM_HTTP_GET))
         return;
     lm_rt_t *rt = lm_server_acquire_rt(s);
-    if (authorized(req, rt))
+    if (authorized(req, s, rt))
         models_reply(req, rt);
     lm_rt_unref(rt);
 }
