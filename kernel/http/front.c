@@ -1,7 +1,6 @@
-/* front.c - the data-plane listener: routes, worker threads, the hooks of
- * body routes (pieces, client errors, request end, output drained) and the
- * smuggling check. Thread: control thread to build and drain, the
- * connection's worker for every hook. The front owns its thread states. */
+/* front.c - the data-plane listener: routes, worker threads, body-route hooks,
+ * the smuggling check. Thread: the control thread builds and drains it, hooks
+ * run on the connection's worker. It owns its routes and thread states. */
 #include "http/front.h"
 
 #include "http/conn.h"

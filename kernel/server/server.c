@@ -1,6 +1,6 @@
-/* server.c - the process: worker threads' state, signals and drain,
- * generations (reload, retire), pid file, store and admin listener.
- * Thread: the control thread unless a function says otherwise. */
+/* server.c - the process: workers' relay state, signals and drain, reload and
+ * retired generations, pid file, store and admin listener. Thread: control
+ * unless noted; it owns the generations, store and front until run returns. */
 #include "server/server.h"
 #include "core/clock.h"
 
