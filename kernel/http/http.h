@@ -11,9 +11,14 @@
 
 struct evhtp_request;
 typedef struct evhtp_request lm_http_req_t;
-struct lm_relay_s;
 struct sockaddr;
 
+enum { LM_HTTP_GET = 1, LM_HTTP_POST, LM_HTTP_OTHER };
+
+/* LM_HTTP_GET, LM_HTTP_POST or LM_HTTP_OTHER. */
+int lm_http_method(lm_http_req_t *r);
+/* The request path without the query (borrowed), never NULL. */
+const char *lm_http_path(lm_http_req_t *r);
 /* Request header value (borrowed) or NULL. */
 const char *lm_http_header(lm_http_req_t *r, const char *name);
 /* The client's socket address (borrowed), or NULL. */
@@ -26,13 +31,17 @@ lm_str lm_http_body(lm_http_req_t *r);
 void lm_http_reply(lm_http_req_t *r, int status, const char *ctype, const char *body, size_t n,
                    const char *request_id);
 void lm_http_reply_error(lm_http_req_t *r, const lm_err *e, const char *request_id);
+/* An OpenAI error reply built from its parts (no request id). */
+void lm_http_reply_simple(lm_http_req_t *r, int status, const char *type, const char *code,
+                          const char *msg);
 /* Streaming: 200 text/event-stream, then chunks, then the end. */
 void lm_http_stream_start(lm_http_req_t *r, const char *request_id);
 void lm_http_stream_write(lm_http_req_t *r, const char *p, size_t n);
 void lm_http_stream_end(lm_http_req_t *r);
 /* Bytes queued for the client and not yet written to the socket. */
 size_t lm_http_out_pending(lm_http_req_t *r);
-/* Tie the request's lifecycle to a relay: client errors, the request's
- * end and "output drained" are reported to the relay (relay.h). */
-void lm_http_bind_relay(lm_http_req_t *r, struct lm_relay_s *relay);
+/* Tie the request's lifecycle to ctx (the relay; borrowed, it must live
+ * until the fini call): body pieces, client errors, the request's end and
+ * "output drained" go to the front's lm_http_calls_t with ctx (front.h). */
+void lm_http_bind_relay(lm_http_req_t *r, void *ctx);
 #endif

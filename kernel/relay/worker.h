@@ -23,11 +23,9 @@ typedef struct lm_worker_s {
     const lm_rt_t *rt;             /* borrowed runtime snapshot */
     uint64_t next_id;              /* request id counter */
     struct lm_relay_s *inflight;   /* list of live relays (for shutdown) */
-    void *conns;                   /* open client connections (server.c) */
     uint64_t rng;                  /* selection randomness (xorshift state, worker only) */
     struct lm_lua_vm_s *vm;        /* Lua state of the newest generation seen (one reference) */
     struct lm_side_fetch_s *side_fetches; /* side-value fetches this worker runs */
     struct lm_relay_s *side_waiters;      /* relays waiting for a side value */
-    struct event *conn_sweep;             /* closes connections slow to send headers */
 } lm_worker_t;
 #endif

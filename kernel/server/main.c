@@ -1,4 +1,6 @@
-/* main.c - command line: run the gateway, check a config, print usage. */
+/* main.c - command line: run the gateway, check a config, signal a running
+ * one, print usage. Thread: the main thread (it becomes the control thread);
+ * it owns lm.shared and the route health table until exit. */
 #include "conf/conf.h"
 #include "core/log.h"
 #include "plugin/crash.h"

@@ -1,24 +1,23 @@
-/* server.c - the HTTP front: libevhtp's only home. */
+/* server.c - the process: workers' relay state, signals and drain, reload and
+ * retired generations, pid file, store and admin listener. Thread: control
+ * unless noted; it owns the generations, store and front until run returns. */
 #include "server/server.h"
 #include "core/clock.h"
 
 #include "admin/admin.h"
 #include "conf/chanconf.h"
-#include "core/errors.h"
 #include "core/log.h"
-#include "gov/auth.h"
 #include "gov/authguard.h"
 #include "gov/billing.h"
-#include "http/http.h"
+#include "http/front.h"
 #include "lua/lua_host.h"
 #include "relay/relay.h"
 #include "relay/side_fetch.h"
 #include "relay/upstream.h"
 #include "relay/worker.h"
 #include "route/metrics.h"
+#include "server/routes.h"
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <evhtp/evhtp.h>
@@ -31,8 +30,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#define LM_MAX_WORKERS 256
 
 struct lm_server_s {
     lm_rt_t *rt; /* current generation: written by the control thread under rt_lock */
@@ -48,14 +45,11 @@ struct lm_server_s {
     lm_metrics_t *metrics;     /* process-wide registry */
     lm_authguard_t *authguard; /* failed logins per address (AU-4) */
     lm_metrics_std_t mstd;
-    evthr_t *threads[LM_MAX_WORKERS]; /* set once by each worker's init */
     atomic_int draining;
     int cancel_sent;
-    evhtp_t *htp;
+    lm_http_front_t *front; /* the data-plane listener and its workers */
     struct event_base *base;
     atomic_long inflight;
-    int header_timeout_ms; /* client_header_timeout at start (reload keeps it) */
-    int body_timeout_ms;   /* client_body_timeout at start */
     atomic_int next_worker;
     struct event *sig_term, *sig_int, *drain_timer;
     struct timespec drain_deadline;
@@ -136,472 +130,46 @@ int lm_server_draining(lm_server_t *s)
     return atomic_load(&s->draining);
 }
 
-/* ---- lm_http_* (http.h) ---- */
-
-static lm_worker_t *worker_of_conn(evhtp_request_t *req)
-{
-    return evthr_get_aux(req->conn->thread);
-}
-
-const char *lm_http_header(lm_http_req_t *r, const char *name)
-{
-    return r ? evhtp_header_find(r->headers_in, name) : NULL;
-}
-
-const struct sockaddr *lm_http_peer(lm_http_req_t *r)
-{
-    return r && r->conn ? r->conn->saddr : NULL;
-}
-
-void lm_http_add_header(lm_http_req_t *r, const char *name, const char *value)
-{
-    if (r)
-        evhtp_headers_add_header(r->headers_out, evhtp_header_new(name, value, 1, 1));
-}
-
-lm_str lm_http_body(lm_http_req_t *r)
-{
-    size_t n = evbuffer_get_length(r->buffer_in);
-    lm_str s = {"", 0};
-    if (n) {
-        s.p = (const char *)evbuffer_pullup(r->buffer_in, -1);
-        s.n = n;
-    }
-    return s;
-}
-
-static void add_header(lm_http_req_t *r, const char *k, const char *v)
-{
-    evhtp_headers_add_header(r->headers_out, evhtp_header_new(k, v, 0, 1));
-}
-
-void lm_http_reply(lm_http_req_t *r, int status, const char *ctype, const char *body, size_t n,
-                   const char *request_id)
-{
-    if (r == NULL)
-        return;
-    if (lm_server_draining(worker_of_conn(r)->srv))
-        evhtp_request_set_keepalive(r, 0); /* close after the last in-flight reply */
-    add_header(r, "Content-Type", ctype);
-    if (request_id && *request_id)
-        add_header(r, "X-Request-Id", request_id);
-    evbuffer_add(r->buffer_out, body, n);
-    evhtp_send_reply(r, (evhtp_res)status);
-}
-
-void lm_http_reply_error(lm_http_req_t *r, const lm_err *e, const char *request_id)
-{
-    char *body = lm_error_body(e);
-    lm_http_reply(r, e->http_status ? e->http_status : 500, "application/json", body, strlen(body),
-                  request_id);
-    free(body);
-}
-
-void lm_http_stream_start(lm_http_req_t *r, const char *request_id)
-{
-    if (r == NULL)
-        return;
-    if (lm_server_draining(worker_of_conn(r)->srv))
-        evhtp_request_set_keepalive(r, 0);
-    add_header(r, "Content-Type", "text/event-stream");
-    add_header(r, "Cache-Control", "no-cache");
-    if (request_id && *request_id)
-        add_header(r, "X-Request-Id", request_id);
-    evhtp_send_reply_chunk_start(r, EVHTP_RES_OK);
-}
-
-void lm_http_stream_write(lm_http_req_t *r, const char *p, size_t n)
-{
-    if (r == NULL || n == 0)
-        return;
-    struct evbuffer *b = evbuffer_new();
-    if (b == NULL)
-        return;
-    evbuffer_add(b, p, n);
-    evhtp_send_reply_chunk(r, b);
-    evbuffer_free(b);
-}
-
-void lm_http_stream_end(lm_http_req_t *r)
-{
-    if (r == NULL)
-        return;
-    if (lm_server_draining(worker_of_conn(r)->srv))
-        evhtp_request_set_keepalive(r, 0);
-    evhtp_send_reply_chunk_end(r);
-}
-
-size_t lm_http_out_pending(lm_http_req_t *r)
-{
-    evhtp_connection_t *c = r ? evhtp_request_get_connection(r) : NULL;
-    struct bufferevent *bev = c ? evhtp_connection_get_bev(c) : NULL;
-    return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
-}
-
-static void on_req_error(evhtp_request_t *req, evhtp_error_flags flags, void *arg)
-{
-    (void)req;
-    (void)flags;
-    lm_relay_client_gone(arg);
-}
-
-static void conn_idle(evhtp_request_t *req);
-static void conn_busy(evhtp_request_t *req);
-static void conn_body(evhtp_request_t *req, int body_done);
-
-static evhtp_res on_req_fini(evhtp_request_t *req, void *arg)
-{
-    conn_idle(req);
-    lm_relay_client_fini(arg);
-    return EVHTP_RES_OK;
-}
-
-/* Output drained: resume a paused upstream of the connection's request. */
-static evhtp_res on_conn_write(evhtp_connection_t *conn, void *arg)
-{
-    evhtp_request_t *req = conn->request;
-    (void)arg;
-    if (req && req->hooks && req->hooks->on_request_fini == on_req_fini)
-        lm_relay_client_writable(req->hooks->on_request_fini_arg);
-    return EVHTP_RES_OK;
-}
-
-static evhtp_res on_relay_body(evhtp_request_t *req, struct evbuffer *buf, void *arg);
-
-void lm_http_bind_relay(lm_http_req_t *r, struct lm_relay_s *relay)
-{
-    evhtp_request_set_hook(r, evhtp_hook_on_read, (evhtp_hook)(void (*)(void))on_relay_body, relay);
-    evhtp_request_set_hook(r, evhtp_hook_on_error, (evhtp_hook)(void (*)(void))on_req_error, relay);
-    evhtp_request_set_hook(r, evhtp_hook_on_request_fini, (evhtp_hook)(void (*)(void))on_req_fini,
-                           relay);
-    evhtp_connection_set_hook(evhtp_request_get_connection(r), evhtp_hook_on_write,
-                              (evhtp_hook)(void (*)(void))on_conn_write, NULL);
-}
-
-/* ---- routes ---- */
-
-static lm_worker_t *worker_of(evhtp_request_t *req)
-{
-    return evthr_get_aux(req->conn->thread);
-}
-
-static void reply_simple(evhtp_request_t *req, int status, const char *type, const char *code,
-                         const char *msg)
-{
-    lm_err e;
-    lm_error_set(&e, -1, status, type, code, msg);
-    lm_http_reply_error(req, &e, NULL);
-}
-
-static int require_method(evhtp_request_t *req, htp_method m)
-{
-    if (req->method == m)
-        return 1;
-    reply_simple(req, 405, "invalid_request_error", "method_not_allowed",
-                 "method not allowed for this path");
-    return 0;
-}
-
-static lm_relay_t *relay_of(evhtp_request_t *req)
-{
-    if (req->hooks && req->hooks->on_request_fini == on_req_fini)
-        return req->hooks->on_request_fini_arg;
-    return NULL;
-}
-
-/* Headers complete on a relay route: the relay exists from here on, so the
- * body can be capped as it arrives. */
-/* A body framed two ways (Content-Length and Transfer-Encoding) or with
- * two lengths is how requests are smuggled past a proxy in front of us:
- * refuse it (the connection closes) rather than guess which framing the
- * proxy used (IN-6). */
-static int ambiguous_framing(evhtp_headers_t *hdrs)
-{
-    int ncl = 0, nte = 0;
-    evhtp_kv_t *kv;
-    TAILQ_FOREACH(kv, hdrs, next)
-    {
-        if (kv->key && strcasecmp(kv->key, "Content-Length") == 0)
-            ncl++;
-        else if (kv->key && strcasecmp(kv->key, "Transfer-Encoding") == 0)
-            nte++;
-    }
-    return ncl > 1 || nte > 1 || (ncl && nte);
-}
-
-static evhtp_res on_relay_headers(evhtp_request_t *req, evhtp_headers_t *hdrs, void *arg)
-{
-    conn_busy(req);
-    if (ambiguous_framing(hdrs))
-        return EVHTP_RES_BADREQ;
-    conn_body(req, 0);
-    lm_relay_begin(req, worker_of(req), (int)(intptr_t)arg);
-    return EVHTP_RES_OK;
-}
-
-static evhtp_res on_relay_body(evhtp_request_t *req, struct evbuffer *buf, void *arg)
-{
-    size_t n = evbuffer_get_length(buf);
-    conn_body(req, 0);
-    int keep = lm_relay_body(arg, evbuffer_get_length(req->buffer_in), n);
-    if (keep < 0)
-        return EVHTP_RES_DATA_TOO_LONG;
-    if (keep)
-        evbuffer_add_buffer(req->buffer_in, buf);
-    else
-        evbuffer_drain(buf, n);
-    return EVHTP_RES_OK;
-}
-
-static void route_relay(evhtp_request_t *req, void *arg)
-{
-    lm_relay_t *r = relay_of(req);
-    (void)arg;
-    conn_body(req, 1);
-    if (r == NULL) {
-        reply_simple(req, 500, "api_error", NULL, "out of memory");
-        return;
-    }
-    lm_relay_run(r, req->method == htp_method_POST);
-}
-
-static int authorized(evhtp_request_t *req, const lm_rt_t *rt)
-{
-    if (lm_auth_check(rt->conf, lm_http_header(req, "Authorization")))
-        return 1;
-    reply_simple(req, 401, "invalid_request_error", "invalid_api_key",
-                 "missing or invalid API key (send Authorization: Bearer <key>)");
-    return 0;
-}
-
-static void models_reply(evhtp_request_t *req, const lm_rt_t *rt)
-{
-    const char *path = req->uri && req->uri->path ? req->uri->path->full : "/v1/models";
-    if (strcmp(path, "/v1/models") == 0) {
-        lm_http_reply(req, 200, "application/json", rt->models_json, strlen(rt->models_json), NULL);
-        return;
-    }
-    const char *id = path + strlen("/v1/models/");
-    const lm_route_t *route = lm_rt_route(rt, id);
-    if (route == NULL) {
-        reply_simple(req, 404, "invalid_request_error", "model_not_found",
-                     "The model does not exist or you do not have access to it.");
-        return;
-    }
-    json_t *o = json_pack("{s:s,s:s,s:i,s:s}", "id", id, "object", "model", "created", 0,
-                          "owned_by", route->inst->chan->plugin);
-    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (body)
-        lm_http_reply(req, 200, "application/json", body, strlen(body), NULL);
-    else
-        reply_simple(req, 500, "api_error", NULL, "out of memory");
-    free(body);
-}
-
-static void route_models(evhtp_request_t *req, void *arg)
-{
-    lm_server_t *s = arg;
-    if (!require_method(req, htp_method_GET))
-        return;
-    lm_rt_t *rt = lm_server_acquire_rt(s);
-    if (authorized(req, rt))
-        models_reply(req, rt);
-    lm_rt_unref(rt);
-}
-
-static void route_health(evhtp_request_t *req, void *arg)
-{
-    (void)arg;
-    static const char ok[] = "{\"status\":\"ok\"}";
-    lm_http_reply(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
-}
-
-static void route_default(evhtp_request_t *req, void *arg)
-{
-    (void)arg;
-    reply_simple(req, 404, "invalid_request_error", "not_found", "unknown path");
-}
-
-/* ---- connection tracking (so shutdown can close what clients left open) ---- */
-
-typedef struct conn_node_s {
-    evhtp_connection_t *conn;
-    struct conn_node_s *prev, *next;
-    lm_worker_t *w;
-    int64_t waiting_since_ms; /* waiting for request headers since (0: a request is running) */
-    int64_t body_read_ms;     /* reading a request body: its last piece came then (0: not) */
-} conn_node_t;
-
-static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg);
-
-static conn_node_t *node_of(evhtp_request_t *req)
-{
-    evhtp_connection_t *c = req ? req->conn : NULL;
-    if (c == NULL || c->hooks == NULL || c->hooks->on_connection_fini != on_conn_fini)
-        return NULL; /* not tracked, or already released */
-    return c->hooks->on_connection_fini_arg;
-}
-
-/* Headers complete: the request runs, no header deadline. */
-static void conn_busy(evhtp_request_t *req)
-{
-    conn_node_t *n = node_of(req);
-    if (n)
-        n->waiting_since_ms = 0;
-}
-
-/* A body piece arrived (body_done: the whole body is in). */
-static void conn_body(evhtp_request_t *req, int body_done)
-{
-    conn_node_t *n = node_of(req);
-    if (n)
-        n->body_read_ms = body_done ? 0 : lm_clock_ms();
-}
-
-/* A request ended: a keep-alive connection waits for the next one. */
-static void conn_idle(evhtp_request_t *req)
-{
-    conn_node_t *n = node_of(req);
-    if (n) {
-        n->waiting_since_ms = lm_clock_ms();
-        n->body_read_ms = 0;
-    }
-}
-
-static evhtp_res on_conn_headers(evhtp_request_t *req, evhtp_headers_t *hdrs, void *arg)
-{
-    (void)hdrs;
-    (void)arg;
-    conn_busy(req);
-    return EVHTP_RES_OK;
-}
-
-static evhtp_res on_conn_req_fini(evhtp_request_t *req, void *arg)
-{
-    (void)arg;
-    conn_idle(req);
-    return EVHTP_RES_OK;
-}
-
-/* Slowloris (IN-7): a connection that has not completed its request
- * headers within client_header_timeout (from accept, or since its last
- * request ended) is closed; bytes trickling in do not extend it. A request
- * body must keep arriving: client_body_timeout between two pieces. */
-static void on_conn_sweep(evutil_socket_t fd, short what, void *arg)
-{
-    lm_worker_t *w = arg;
-    (void)fd;
-    (void)what;
-    int64_t now = lm_clock_ms(), limit = w->srv->header_timeout_ms;
-    conn_node_t *n = w->conns;
-    while (n) {
-        conn_node_t *next = n->next;
-        if ((n->waiting_since_ms > 0 && now - n->waiting_since_ms >= limit) ||
-            (n->body_read_ms > 0 && now - n->body_read_ms >= w->srv->body_timeout_ms))
-            evhtp_connection_free(n->conn); /* on_conn_fini unlinks and frees n */
-        n = next;
-    }
-}
-
-static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg)
-{
-    conn_node_t *n = arg;
-    /* libevhtp runs this before the request's fini hooks: they must not
-     * find the node (node_of) once it is freed. */
-    if (conn->hooks)
-        conn->hooks->on_connection_fini_arg = NULL;
-    if (n->prev)
-        n->prev->next = n->next;
-    else
-        n->w->conns = n->next;
-    if (n->next)
-        n->next->prev = n->prev;
-    free(n);
-    return EVHTP_RES_OK;
-}
-
-/* Runs on the worker that owns the new connection. */
-static evhtp_res on_accept(evhtp_connection_t *conn, void *arg)
-{
-    lm_worker_t *w = conn->thread ? evthr_get_aux(conn->thread) : NULL;
-    (void)arg;
-    if (w == NULL)
-        return EVHTP_RES_OK;
-    conn_node_t *n = calloc(1, sizeof(*n));
-    if (n == NULL)
-        return EVHTP_RES_ERROR;
-    n->conn = conn;
-    n->w = w;
-    n->next = w->conns;
-    if (n->next)
-        n->next->prev = n;
-    w->conns = n;
-    evhtp_connection_set_hook(conn, evhtp_hook_on_connection_fini,
-                              (evhtp_hook)(void (*)(void))on_conn_fini, n);
-    n->waiting_since_ms = lm_clock_ms();
-    evhtp_connection_set_hook(conn, evhtp_hook_on_headers,
-                              (evhtp_hook)(void (*)(void))on_conn_headers, NULL);
-    evhtp_connection_set_hook(conn, evhtp_hook_on_request_fini,
-                              (evhtp_hook)(void (*)(void))on_conn_req_fini, NULL);
-    return EVHTP_RES_OK;
-}
-
 /* ---- workers ---- */
 
-static void worker_init(evhtp_t *htp, evthr_t *thr, void *arg)
+/* A worker thread starts (the front's thread_init): its relay state. */
+static void *worker_init(struct event_base *base, void *arg)
 {
     lm_server_t *s = arg;
     lm_worker_t *w = calloc(1, sizeof(*w));
-    (void)htp;
     if (w == NULL)
         abort(); /* no way to run a worker without its state */
     w->index = atomic_fetch_add(&s->next_worker, 1);
-    w->base = evthr_get_base(thr);
+    w->base = base;
     w->srv = s;
     w->up = lm_upstream_pool_new(w->base);
     if (w->up == NULL)
         abort();
-    evthr_set_aux(thr, w);
-    if (w->index < LM_MAX_WORKERS)
-        s->threads[w->index] = thr;
-    int every = s->header_timeout_ms / 4 < 1000 ? s->header_timeout_ms / 4 : 1000;
-    struct timeval tv = {every / 1000, (every % 1000) * 1000};
-    w->conn_sweep = event_new(w->base, -1, EV_PERSIST, on_conn_sweep, w);
-    if (w->conn_sweep)
-        event_add(w->conn_sweep, &tv);
+    return w;
 }
 
-/* Runs on a worker thread (evthr_defer): a side value it may wait on was
- * fetched (or failed) by some worker. */
-static void worker_side_wake(evthr_t *thr, void *cmd_arg, void *shared)
+/* Worker thread: a side value it may wait on was fetched (or failed) by
+ * some worker. */
+static void worker_side_wake(void *user)
 {
-    (void)cmd_arg;
-    (void)shared;
-    lm_worker_t *w = evthr_get_aux(thr);
-    if (w && w->side_waiters)
+    lm_worker_t *w = user;
+    if (w->side_waiters)
         lm_relay_side_wake(w);
 }
 
 void lm_server_side_wake(lm_server_t *s)
 {
-    for (int i = 0; i < LM_MAX_WORKERS && s->threads[i]; i++)
-        evthr_defer(s->threads[i], worker_side_wake, NULL);
+    static const lm_http_task_t wake = {worker_side_wake};
+    if (s->front)
+        lm_http_front_each_thread(s->front, &wake);
 }
 
-static void worker_exit(evhtp_t *htp, evthr_t *thr, void *arg)
+/* Worker thread, its connections already closed (their relays saw fini):
+ * every relay is released without the loop. */
+static void worker_exit(void *user, void *arg)
 {
-    lm_worker_t *w = evthr_get_aux(thr);
-    (void)htp;
+    lm_worker_t *w = user;
     (void)arg;
-    if (w == NULL)
-        return;
-    /* Close connections clients left open; their requests' fini hooks run
-     * here, then every relay is released without the loop. */
-    while (w->conns)
-        evhtp_connection_free(((conn_node_t *)w->conns)->conn);
-    if (w->conn_sweep)
-        event_free(w->conn_sweep);
     lm_side_fetch_cancel_all(w);
     lm_relay_free_all(w);
     lm_lua_vm_release(w->vm);
@@ -611,14 +179,10 @@ static void worker_exit(evhtp_t *htp, evthr_t *thr, void *arg)
 
 /* ---- signals and drain ---- */
 
-/* Runs on a worker thread (evthr_defer): end its in-flight requests. */
-static void worker_cancel(evthr_t *thr, void *cmd_arg, void *shared)
+/* Worker thread: end its in-flight requests. */
+static void worker_cancel(void *user)
 {
-    (void)cmd_arg;
-    (void)shared;
-    lm_worker_t *w = evthr_get_aux(thr);
-    if (w)
-        lm_relay_shutdown_all(w);
+    lm_relay_shutdown_all(user);
 }
 
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
@@ -639,8 +203,8 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
          * those last writes reach the clients. */
         lm_log(LM_LOG_WARN, "drain timeout: ending %ld in-flight requests", n);
         s->cancel_sent = 1;
-        for (int i = 0; i < LM_MAX_WORKERS && s->threads[i]; i++)
-            evthr_defer(s->threads[i], worker_cancel, NULL);
+        static const lm_http_task_t cancel = {worker_cancel};
+        lm_http_front_each_thread(s->front, &cancel);
     }
 }
 
@@ -667,7 +231,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
            "signal %d: no longer accepting; draining %ld in-flight requests "
            "(up to %d ms)",
            (int)sig, atomic_load(&s->inflight), s->rt->conf->drain_timeout_ms);
-    evhtp_unbind_socket(s->htp);
+    lm_http_front_drain(s->front);
     if (s->admin_htp)
         evhtp_unbind_socket(s->admin_htp);
     clock_gettime(CLOCK_MONOTONIC, &s->drain_deadline);
@@ -1050,50 +614,46 @@ static int setup_store(lm_server_t *s, char *err, size_t errlen)
     return 0;
 }
 
-static int setup(lm_server_t *s, char *err, size_t errlen)
+/* The data-plane front: the relay's calls, this server's worker state. */
+static int setup_front(lm_server_t *s, char *err, size_t errlen)
 {
     const lm_conf_t *c = s->rt->conf;
     long workers = c->workers ? c->workers : sysconf(_SC_NPROCESSORS_ONLN);
     if (workers < 1)
         workers = 1;
+    lm_http_calls_t calls = {.arg = s, .thread_init = worker_init, .thread_exit = worker_exit};
+    lm_routes_relay_calls(&calls);
+    /* client timeouts are read at start (reload keeps them) */
+    s->front = lm_http_front_new(
+        s->base, &calls, c->client_header_timeout_ms > 0 ? c->client_header_timeout_ms : 30000,
+        c->client_body_timeout_ms > 0 ? c->client_body_timeout_ms : 60000);
+    if (s->front == NULL) {
+        snprintf(err, errlen, "cannot initialise the HTTP server");
+        return -1;
+    }
+    if (lm_routes_add(s->front, s) < 0) {
+        snprintf(err, errlen, "cannot register routes");
+        return -1;
+    }
+    if (lm_http_front_listen(s->front, (int)workers, c->listen_host, c->listen_port, err, errlen) <
+        0)
+        return -1;
+    lm_log(LM_LOG_INFO, "listening on %s:%d with %ld workers, %zu channels, %zu models",
+           c->listen_host, c->listen_port, workers, s->rt->ninsts, s->rt->nroutes);
+    return 0;
+}
+
+static int setup(lm_server_t *s, char *err, size_t errlen)
+{
     s->base = event_base_new();
-    s->htp = s->base ? evhtp_new(s->base, NULL) : NULL;
-    if (s->htp == NULL) {
+    if (s->base == NULL) {
         snprintf(err, errlen, "cannot initialise the HTTP server");
         return -1;
     }
     if (setup_store(s, err, errlen) < 0)
         return -1;
-    c = s->rt->conf; /* stored channels may have rebuilt the generation */
-    evhtp_callback_t *chat = evhtp_set_cb(s->htp, "/v1/chat/completions", route_relay, s);
-    evhtp_callback_t *emb = evhtp_set_cb(s->htp, "/v1/embeddings", route_relay, s);
-    if (chat == NULL || emb == NULL) {
-        snprintf(err, errlen, "cannot register routes");
+    if (setup_front(s, err, errlen) < 0) /* stored channels may have rebuilt the generation */
         return -1;
-    }
-    evhtp_callback_set_hook(chat, evhtp_hook_on_headers,
-                            (evhtp_hook)(void (*)(void))on_relay_headers,
-                            (void *)(intptr_t)LM_OP_CHAT);
-    evhtp_callback_set_hook(emb, evhtp_hook_on_headers,
-                            (evhtp_hook)(void (*)(void))on_relay_headers,
-                            (void *)(intptr_t)LM_OP_EMBED);
-    evhtp_set_cb(s->htp, "/v1/models", route_models, s);
-    evhtp_set_glob_cb(s->htp, "/v1/models/*", route_models, s);
-    evhtp_set_cb(s->htp, "/healthz", route_health, s);
-    evhtp_set_gencb(s->htp, route_default, s);
-    evhtp_enable_flag(s->htp, EVHTP_FLAG_ENABLE_NODELAY);
-    evhtp_set_post_accept_cb(s->htp, on_accept, s);
-    s->header_timeout_ms = c->client_header_timeout_ms > 0 ? c->client_header_timeout_ms : 30000;
-    s->body_timeout_ms = c->client_body_timeout_ms > 0 ? c->client_body_timeout_ms : 60000;
-    /* Threads start before bind (libevhtp #63). */
-    if (evhtp_use_threads_wexit(s->htp, worker_init, worker_exit, (int)workers, s) != 0) {
-        snprintf(err, errlen, "cannot start %ld worker threads", workers);
-        return -1;
-    }
-    if (evhtp_bind_socket(s->htp, c->listen_host, (uint16_t)c->listen_port, 1024) != 0) {
-        snprintf(err, errlen, "cannot listen on %s:%d", c->listen_host, c->listen_port);
-        return -1;
-    }
     s->retire_ev = event_new(s->base, -1, 0, on_retire_ev, s);
     s->sig_hup = evsignal_new(s->base, SIGHUP, on_hup, s);
     event_add(s->sig_hup, NULL);
@@ -1102,8 +662,6 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
     s->sig_int = evsignal_new(s->base, SIGINT, on_signal, s);
     event_add(s->sig_term, NULL);
     event_add(s->sig_int, NULL);
-    lm_log(LM_LOG_INFO, "listening on %s:%d with %ld workers, %zu channels, %zu models",
-           c->listen_host, c->listen_port, workers, s->rt->ninsts, s->rt->nroutes);
     return 0;
 }
 
@@ -1142,8 +700,7 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
     s.reload_dead = 1;
     pthread_cond_broadcast(&s.reload_cv);
     pthread_mutex_unlock(&s.reload_mu);
-    if (s.htp)
-        evhtp_free(s.htp); /* stops the workers; their relays drop their references */
+    lm_http_front_free(s.front); /* stops the workers; their relays drop their references */
     if (s.admin_htp)
         evhtp_free(s.admin_htp);
     if (s.store)

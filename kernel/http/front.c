@@ -1,0 +1,282 @@
+/* front.c - the data-plane listener: routes, worker threads, body-route hooks,
+ * the smuggling check. Thread: the control thread builds and drains it, hooks
+ * run on the connection's worker. It owns its routes and thread states. */
+#include "http/front.h"
+
+#include "http/conn.h"
+#include "http/http.h"
+
+#include <evhtp/evhtp.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define LM_HTTP_MAX_THREADS 256
+#define LM_HTTP_MAX_ROUTES  16
+
+typedef struct lm_http_route_s {
+    lm_http_handler_fn fn;
+    void *arg;
+} lm_http_route_t;
+
+struct lm_http_front_s {
+    evhtp_t *htp; /* its arg is this front */
+    lm_http_calls_t calls;
+    lm_http_route_t routes[LM_HTTP_MAX_ROUTES];
+    int nroutes;
+    int header_timeout_ms, body_timeout_ms;
+    atomic_int draining;
+    atomic_int next_thread;
+    evthr_t *threads[LM_HTTP_MAX_THREADS]; /* set once by each thread's init */
+};
+
+static lm_http_front_t *front_of(evhtp_request_t *req)
+{
+    return req->htp->arg;
+}
+
+/* ---- body routes: the request's events go to the bound context ---- */
+
+static evhtp_res on_body(evhtp_request_t *req, struct evbuffer *buf, void *ctx);
+
+static void on_req_error(evhtp_request_t *req, evhtp_error_flags flags, void *ctx)
+{
+    (void)flags;
+    front_of(req)->calls.gone(ctx);
+}
+
+static evhtp_res on_req_fini(evhtp_request_t *req, void *ctx)
+{
+    lm_http_conn_idle(req);
+    front_of(req)->calls.fini(ctx);
+    return EVHTP_RES_OK;
+}
+
+/* The context bound to req, or NULL. */
+static void *ctx_of(evhtp_request_t *req)
+{
+    if (req && req->hooks && req->hooks->on_request_fini == on_req_fini)
+        return req->hooks->on_request_fini_arg;
+    return NULL;
+}
+
+/* Output drained: resume a paused upstream of the connection's request. */
+static evhtp_res on_conn_write(evhtp_connection_t *conn, void *arg)
+{
+    lm_http_front_t *f = arg;
+    void *ctx = ctx_of(conn->request);
+    if (ctx)
+        f->calls.writable(ctx);
+    return EVHTP_RES_OK;
+}
+
+void lm_http_bind_relay(lm_http_req_t *r, void *ctx)
+{
+    evhtp_request_set_hook(r, evhtp_hook_on_read, (evhtp_hook)(void (*)(void))on_body, ctx);
+    evhtp_request_set_hook(r, evhtp_hook_on_error, (evhtp_hook)(void (*)(void))on_req_error, ctx);
+    evhtp_request_set_hook(r, evhtp_hook_on_request_fini, (evhtp_hook)(void (*)(void))on_req_fini,
+                           ctx);
+    evhtp_connection_set_hook(evhtp_request_get_connection(r), evhtp_hook_on_write,
+                              (evhtp_hook)(void (*)(void))on_conn_write, front_of(r));
+}
+
+/* A body framed two ways (Content-Length and Transfer-Encoding) or with
+ * two lengths is how requests are smuggled past a proxy in front of us:
+ * refuse it (the connection closes) rather than guess which framing the
+ * proxy used (IN-6). */
+static int ambiguous_framing(evhtp_headers_t *hdrs)
+{
+    int ncl = 0, nte = 0;
+    evhtp_kv_t *kv;
+    TAILQ_FOREACH(kv, hdrs, next)
+    {
+        if (kv->key && strcasecmp(kv->key, "Content-Length") == 0)
+            ncl++;
+        else if (kv->key && strcasecmp(kv->key, "Transfer-Encoding") == 0)
+            nte++;
+    }
+    return ncl > 1 || nte > 1 || (ncl && nte);
+}
+
+/* Headers complete on a body route: the context exists from here on, so
+ * the body can be capped as it arrives. */
+static evhtp_res on_body_headers(evhtp_request_t *req, evhtp_headers_t *hdrs, void *arg)
+{
+    lm_http_conn_busy(req);
+    if (ambiguous_framing(hdrs))
+        return EVHTP_RES_BADREQ;
+    lm_http_conn_body(req, 0);
+    front_of(req)->calls.begin(req, lm_http_thread_user(req), (int)(intptr_t)arg);
+    return EVHTP_RES_OK;
+}
+
+static evhtp_res on_body(evhtp_request_t *req, struct evbuffer *buf, void *ctx)
+{
+    size_t n = evbuffer_get_length(buf);
+    lm_http_conn_body(req, 0);
+    int keep = front_of(req)->calls.body(ctx, evbuffer_get_length(req->buffer_in), n);
+    if (keep < 0)
+        return EVHTP_RES_DATA_TOO_LONG;
+    if (keep)
+        evbuffer_add_buffer(req->buffer_in, buf);
+    else
+        evbuffer_drain(buf, n);
+    return EVHTP_RES_OK;
+}
+
+static void on_body_complete(evhtp_request_t *req, void *arg)
+{
+    void *ctx = ctx_of(req);
+    (void)arg;
+    lm_http_conn_body(req, 1);
+    if (ctx == NULL) {
+        lm_http_reply_simple(req, 500, "api_error", NULL, "out of memory");
+        return;
+    }
+    front_of(req)->calls.run(req, ctx);
+}
+
+/* ---- routes ---- */
+
+static void on_route(evhtp_request_t *req, void *arg)
+{
+    lm_http_route_t *rt = arg;
+    rt->fn(req, rt->arg);
+}
+
+int lm_http_front_route(lm_http_front_t *f, const char *path, lm_http_handler_fn fn, void *arg)
+{
+    if (f->nroutes == LM_HTTP_MAX_ROUTES)
+        return -1;
+    lm_http_route_t *rt = &f->routes[f->nroutes];
+    *rt = (lm_http_route_t){fn, arg};
+    size_t n = path ? strlen(path) : 0;
+    if (path == NULL)
+        evhtp_set_gencb(f->htp, on_route, rt);
+    else if ((n && path[n - 1] == '*' ? evhtp_set_glob_cb(f->htp, path, on_route, rt)
+                                      : evhtp_set_cb(f->htp, path, on_route, rt)) == NULL)
+        return -1;
+    f->nroutes++;
+    return 0;
+}
+
+int lm_http_front_body_route(lm_http_front_t *f, const char *path, int tag)
+{
+    evhtp_callback_t *cb = evhtp_set_cb(f->htp, path, on_body_complete, f);
+    if (cb == NULL)
+        return -1;
+    evhtp_callback_set_hook(cb, evhtp_hook_on_headers, (evhtp_hook)(void (*)(void))on_body_headers,
+                            (void *)(intptr_t)tag);
+    return 0;
+}
+
+/* ---- worker threads ---- */
+
+static void thread_init(evhtp_t *htp, evthr_t *thr, void *arg)
+{
+    lm_http_front_t *f = arg;
+    lm_http_thread_t *t = calloc(1, sizeof(*t));
+    (void)htp;
+    if (t == NULL)
+        abort(); /* no way to run a worker without its state */
+    t->front = f;
+    t->draining = &f->draining;
+    t->header_timeout_ms = f->header_timeout_ms;
+    t->body_timeout_ms = f->body_timeout_ms;
+    t->user = f->calls.thread_init(evthr_get_base(thr), f->calls.arg);
+    if (t->user == NULL)
+        abort();
+    evthr_set_aux(thr, t);
+    int i = atomic_fetch_add(&f->next_thread, 1);
+    if (i < LM_HTTP_MAX_THREADS)
+        f->threads[i] = thr;
+    (void)lm_http_conn_sweep_start(t, evthr_get_base(thr)); /* best effort, as before */
+}
+
+static void thread_exit(evhtp_t *htp, evthr_t *thr, void *arg)
+{
+    lm_http_front_t *f = arg;
+    lm_http_thread_t *t = evthr_get_aux(thr);
+    (void)htp;
+    if (t == NULL)
+        return;
+    /* Close connections clients left open; their requests' fini hooks run
+     * here, then the layer above releases the rest without the loop. */
+    lm_http_conn_close_all(t);
+    f->calls.thread_exit(t->user, f->calls.arg);
+    evthr_set_aux(thr, NULL);
+    free(t);
+}
+
+void *lm_http_thread_user(lm_http_req_t *r)
+{
+    lm_http_thread_t *t = lm_http_thread_of(r);
+    return t ? t->user : NULL;
+}
+
+static void run_task(evthr_t *thr, void *cmd_arg, void *shared)
+{
+    const lm_http_task_t *task = cmd_arg;
+    lm_http_thread_t *t = evthr_get_aux(thr);
+    (void)shared;
+    if (t)
+        task->run(t->user);
+}
+
+void lm_http_front_each_thread(lm_http_front_t *f, const lm_http_task_t *task)
+{
+    for (int i = 0; i < LM_HTTP_MAX_THREADS && f->threads[i]; i++)
+        evthr_defer(f->threads[i], run_task, (void *)(uintptr_t)task);
+}
+
+/* ---- lifecycle ---- */
+
+lm_http_front_t *lm_http_front_new(struct event_base *base, const lm_http_calls_t *calls,
+                                   int header_timeout_ms, int body_timeout_ms)
+{
+    lm_http_front_t *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return NULL;
+    f->calls = *calls;
+    f->header_timeout_ms = header_timeout_ms;
+    f->body_timeout_ms = body_timeout_ms;
+    f->htp = evhtp_new(base, f);
+    if (f->htp == NULL) {
+        free(f);
+        return NULL;
+    }
+    evhtp_enable_flag(f->htp, EVHTP_FLAG_ENABLE_NODELAY);
+    evhtp_set_post_accept_cb(f->htp, lm_http_conn_accept, f);
+    return f;
+}
+
+int lm_http_front_listen(lm_http_front_t *f, int workers, const char *host, int port, char *err,
+                         size_t errlen)
+{
+    if (evhtp_use_threads_wexit(f->htp, thread_init, thread_exit, workers, f) != 0) {
+        snprintf(err, errlen, "cannot start %d worker threads", workers);
+        return -1;
+    }
+    if (evhtp_bind_socket(f->htp, host, (uint16_t)port, 1024) != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d", host, port);
+        return -1;
+    }
+    return 0;
+}
+
+void lm_http_front_drain(lm_http_front_t *f)
+{
+    atomic_store(&f->draining, 1);
+    evhtp_unbind_socket(f->htp);
+}
+
+void lm_http_front_free(lm_http_front_t *f)
+{
+    if (f == NULL)
+        return;
+    evhtp_free(f->htp); /* stops the workers: thread_exit runs on each */
+    free(f);
+}

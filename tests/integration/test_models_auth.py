@@ -1,0 +1,87 @@
+"""GET /v1/models through the real binary accepts every key chat accepts:
+a virtual key created through the admin API lists the models, a wrong key
+gets 401 in the OpenAI error shape, and failed lookups feed the same
+brute-force guard (AU-4) as chat."""
+import http.client
+import json
+import re
+import tempfile
+
+from lib import Gateway, check, free_port, run
+
+TOKEN_RE = re.compile(r"admin token \(shown once\): (lmadm-[A-Za-z0-9_-]+)")
+MOCK = "channel m {\n plugin mock\n models mock-1\n}\n"
+
+
+class Env:
+    def __init__(self):
+        self.admin_port = free_port()
+        self.gw = Gateway(MOCK, extra="data_dir %s\nadmin_listen 127.0.0.1:%d\nauth_fail_limit 3\n"
+                          % (tempfile.mkdtemp(prefix="lm-models-"), self.admin_port))
+        m = TOKEN_RE.search(self.gw.logtext())
+        check(m, "admin token printed")
+        self.token = m.group(1)
+
+    def admin(self, method, path, body=None):
+        c = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
+        c.request(method, path, body=json.dumps(body) if body is not None else None,
+                  headers={"Authorization": "Bearer " + self.token, "Content-Type": "application/json"})
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return r.status, (json.loads(data) if data else None)
+
+    def new_key(self):
+        st, js = self.admin("POST", "/admin/keys", {"name": "lister", "quota": "unlimited"})
+        check(st == 201, "create key: %s %s" % (st, js))
+        return js.get("secret") or js.get("key")
+
+
+def models(gw, key, source="127.0.0.1", path="/v1/models"):
+    c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5, source_address=(source, 0))
+    c.request("GET", path, headers={"Authorization": "Bearer " + key})
+    r = c.getresponse()
+    raw = r.read()
+    c.close()
+    try:
+        js = json.loads(raw)
+    except ValueError:
+        js = None
+    return r.status, js, raw, r.getheader("Retry-After")
+
+
+def test_virtual_key_lists_models():
+    env = Env()
+    try:
+        secret = env.new_key()
+        st, js, raw, _ = models(env.gw, secret)
+        check(st == 200, "virtual key lists models: %s %s" % (st, raw))
+        check("mock-1" in [m["id"] for m in js["data"]], raw)
+        st, js, raw, _ = models(env.gw, secret, path="/v1/models/mock-1")
+        check(st == 200 and js["id"] == "mock-1", "one model: %s %s" % (st, raw))
+        st, js, raw, _ = models(env.gw, "sk-not-a-key-000000")
+        check(st == 401, "wrong key: %s %s" % (st, raw))
+        err = (js or {}).get("error") or {}
+        check(err.get("code") == "invalid_api_key" and err.get("type") == "invalid_request_error"
+              and err.get("message"), "OpenAI error shape: %s" % raw)
+    finally:
+        env.gw.stop()
+
+
+def test_wrong_keys_feed_the_brute_force_guard():
+    env = Env()
+    try:
+        secret = env.new_key()
+        codes = [models(env.gw, "sk-wrong-key-%03d" % i, "127.0.0.7")[0] for i in range(5)]
+        check(codes[:3] == [401] * 3 and set(codes[3:]) == {429}, "3 failures then 429: %s" % codes)
+        st, js, raw, retry = models(env.gw, secret, "127.0.0.7")
+        check(st == 429 and retry and int(retry) > 0 and js["error"]["code"] == "too_many_auth_failures",
+              "blocked even with a valid key: %s %s %s" % (st, retry, raw))
+        st, _, raw, _ = models(env.gw, secret, "127.0.0.8")
+        check(st == 200, "other addresses are unaffected: %s %s" % (st, raw))
+    finally:
+        env.gw.stop()
+
+
+if __name__ == "__main__":
+    run([test_virtual_key_lists_models, test_wrong_keys_feed_the_brute_force_guard])
