@@ -2,8 +2,8 @@
  * close them and slow senders (IN-7) are cut off. Thread: the owning
  * worker; a node is freed with its connection (on_conn_fini). */
 #include "http/conn.h"
-
 #include "core/clock.h"
+#include "http/gate.h"
 
 #include <event2/event.h>
 #include <stdlib.h>
@@ -14,6 +14,7 @@ typedef struct lm_http_conn_s {
     lm_http_thread_t *t;
     int64_t waiting_since_ms; /* waiting for request headers since (0: a request is running) */
     int64_t body_read_ms;     /* reading a request body: its last piece came then (0: not) */
+    lm_gate_t *gate;          /* owned: hands libevhtp one whole request at a time */
 } lm_http_conn_t;
 
 static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg);
@@ -69,6 +70,9 @@ static evhtp_res on_conn_req_fini(evhtp_request_t *req, void *arg)
 {
     (void)arg;
     lm_http_conn_idle(req);
+    lm_http_conn_t *n = node_of(req);
+    if (n)
+        lm_gate_request_done(n->gate);
     return EVHTP_RES_OK;
 }
 
@@ -105,6 +109,7 @@ static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg)
         n->t->conns = n->next;
     if (n->next)
         n->next->prev = n->prev;
+    lm_gate_free(n->gate);
     free(n);
     return EVHTP_RES_OK;
 }
@@ -132,6 +137,10 @@ evhtp_res lm_http_conn_accept(evhtp_connection_t *conn, void *arg)
                               (evhtp_hook)(void (*)(void))on_conn_headers, NULL);
     evhtp_connection_set_hook(conn, evhtp_hook_on_request_fini,
                               (evhtp_hook)(void (*)(void))on_conn_req_fini, NULL);
+    lm_head_limits_t lim;
+    lm_head_limits_default(&lim, t->max_body ? atomic_load(t->max_body) : UINT64_MAX);
+    n->gate = lm_gate_attach(conn, &lim);
+    lm_gate_max_body_from(n->gate, t->max_body);
     return EVHTP_RES_OK;
 }
 

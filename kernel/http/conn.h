@@ -7,19 +7,21 @@
 #define LM_HTTP_CONN_H
 #include <evhtp/evhtp.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
 struct lm_http_front_s;
 struct lm_http_conn_s;
 
 /* Per worker thread, the evthr's aux; allocated and freed by front.c. */
 typedef struct lm_http_thread_s {
-    struct lm_http_front_s *front; /* borrowed; outlives its threads */
-    atomic_int *draining;          /* the front's flag: replies then close their connection */
-    void *user;                    /* the layer above's thread state (lm_http_thread_user) */
-    struct lm_http_conn_s *conns;  /* open connections, owned */
-    struct event *sweep;           /* closes connections past their deadlines, owned */
-    int header_timeout_ms;         /* client_header_timeout */
-    int body_timeout_ms;           /* client_body_timeout */
+    struct lm_http_front_s *front;    /* borrowed; outlives its threads */
+    atomic_int *draining;             /* the front's flag: replies then close their connection */
+    void *user;                       /* the layer above's thread state (lm_http_thread_user) */
+    struct lm_http_conn_s *conns;     /* open connections, owned */
+    struct event *sweep;              /* closes connections past their deadlines, owned */
+    int header_timeout_ms;            /* client_header_timeout */
+    int body_timeout_ms;              /* client_body_timeout */
+    const _Atomic uint64_t *max_body; /* the front's max_body_size (live across reloads) */
 } lm_http_thread_t;
 
 /* The thread state of the request's connection (borrowed), or NULL. */

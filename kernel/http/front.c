@@ -29,6 +29,7 @@ struct lm_http_front_s {
     int nroutes;
     int header_timeout_ms, body_timeout_ms;
     atomic_int draining;
+    _Atomic uint64_t max_body; /* max_body_size, read by every connection's gate */
     atomic_int next_thread;
     evthr_t *threads[LM_HTTP_MAX_THREADS]; /* set once by each thread's init */
 };
@@ -186,6 +187,7 @@ static void thread_init(evhtp_t *htp, evthr_t *thr, void *arg)
     t->draining = &f->draining;
     t->header_timeout_ms = f->header_timeout_ms;
     t->body_timeout_ms = f->body_timeout_ms;
+    t->max_body = &f->max_body;
     t->user = f->calls.thread_init(evthr_get_base(thr), f->calls.arg);
     if (t->user == NULL)
         abort();
@@ -234,6 +236,11 @@ void lm_http_front_each_thread(lm_http_front_t *f, const lm_http_task_t *task)
 
 /* ---- lifecycle ---- */
 
+void lm_http_front_set_max_body(lm_http_front_t *f, uint64_t max_body)
+{
+    atomic_store(&f->max_body, max_body);
+}
+
 lm_http_front_t *lm_http_front_new(struct event_base *base, const lm_http_calls_t *calls,
                                    int header_timeout_ms, int body_timeout_ms)
 {
@@ -243,6 +250,7 @@ lm_http_front_t *lm_http_front_new(struct event_base *base, const lm_http_calls_
     f->calls = *calls;
     f->header_timeout_ms = header_timeout_ms;
     f->body_timeout_ms = body_timeout_ms;
+    atomic_init(&f->max_body, UINT64_MAX);
     f->htp = evhtp_new(base, f);
     if (f->htp == NULL) {
         free(f);

@@ -8,6 +8,7 @@
 #include "http/http.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 typedef struct lm_http_front_s lm_http_front_t;
@@ -44,6 +45,9 @@ typedef struct lm_http_task_s {
  * free with lm_http_front_free. */
 lm_http_front_t *lm_http_front_new(struct event_base *base, const lm_http_calls_t *calls,
                                    int header_timeout_ms, int body_timeout_ms);
+/* Any thread: the request body limit (max_body_size) the front enforces
+ * before reading a body; a reload sets the new generation's. */
+void lm_http_front_set_max_body(lm_http_front_t *f, uint64_t max_body);
 /* A route answered once the request is complete. A path ending in * is a
  * prefix; NULL matches every other path. 0, or -1. */
 int lm_http_front_route(lm_http_front_t *f, const char *path, lm_http_handler_fn fn, void *arg);

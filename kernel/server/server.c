@@ -342,6 +342,7 @@ static int reload_swap(lm_server_t *s, char *err, size_t errlen)
     lm_log_set_level(next->conf->log_level);
     pthread_mutex_lock(&s->rt_lock);
     s->rt = next;
+    lm_http_front_set_max_body(s->front, next->conf->max_body);
     pthread_mutex_unlock(&s->rt_lock);
     for (size_t i = 0; i < next->nplugins; i++)
         lm_log(LM_LOG_INFO, "generation %llu: plugin %s %s", (unsigned long long)next->gen,
@@ -631,6 +632,7 @@ static int setup_front(lm_server_t *s, char *err, size_t errlen)
         snprintf(err, errlen, "cannot initialise the HTTP server");
         return -1;
     }
+    lm_http_front_set_max_body(s->front, c->max_body);
     if (lm_routes_add(s->front, s) < 0) {
         snprintf(err, errlen, "cannot register routes");
         return -1;
