@@ -86,20 +86,20 @@ struct lm_relay_s {
     lm_relay_t *side_next, *side_prev;
 };
 
-static int settle(lm_relay_t *r, int aborted, int wait);
-static lm_usage billed_usage(const lm_relay_t *r);
-static void on_settled(evutil_socket_t fd, short what, void *arg);
-static void route_end(lm_relay_t *r, int outcome);
-static void reset_attempt(lm_relay_t *r);
-static void record_failed_attempt(lm_relay_t *r, int status);
-static int start_attempt(lm_relay_t *r);
-static int build_attempt(lm_relay_t *r);
+static int lm_settle(lm_relay_t *r, int aborted, int wait);
+static lm_usage lm_settle_usage(const lm_relay_t *r);
+static void lm_settle_committed(evutil_socket_t fd, short what, void *arg);
+static void lm_attempt_route_end(lm_relay_t *r, int outcome);
+static void lm_attempt_reset(lm_relay_t *r);
+static void lm_attempt_record_failed(lm_relay_t *r, int status);
+static int lm_attempt_start(lm_relay_t *r);
+static int lm_attempt_build(lm_relay_t *r);
 
 /* ---- lifecycle ---- */
 
 /* One access-log line per request: who asked for what, which channel and
  * plugin version (and config generation) served it, how it ended. */
-static void access_log(lm_relay_t *r)
+static void lm_settle_access_log(lm_relay_t *r)
 {
     if (lm_log_level() < LM_LOG_INFO)
         return;
@@ -132,7 +132,7 @@ static void access_log(lm_relay_t *r)
 }
 
 /* Request-level metrics (names only: model, channel, status). */
-static void record_metrics(lm_relay_t *r)
+static void lm_settle_metrics(lm_relay_t *r)
 {
     lm_metrics_std_t *m = lm_server_metrics(r->w->srv);
     if (m == NULL)
@@ -160,7 +160,7 @@ static void record_metrics(lm_relay_t *r)
     }
 }
 
-static void side_unlink(lm_relay_t *r)
+static void lm_attempt_side_unlink(lm_relay_t *r)
 {
     if (r->side_name[0] == '\0')
         return;
@@ -177,21 +177,21 @@ static void side_unlink(lm_relay_t *r)
 static void relay_free(lm_relay_t *r)
 {
     lm_worker_t *w = r->w;
-    side_unlink(r);
-    route_end(r, LM_ROUTE_CANCEL);
+    lm_attempt_side_unlink(r);
+    lm_attempt_route_end(r, LM_ROUTE_CANCEL);
     /* A stream cut short (client gone, upstream cut) is billed for what was
      * received; failures before any output bill nothing. */
     if (!r->settled && r->st_init && r->headers_sent)
-        settle(r, r->fini_seen && !r->finished, 0);
-    access_log(r);
-    record_metrics(r);
-    lm_usage fin = billed_usage(r);
+        lm_settle(r, r->fini_seen && !r->finished, 0);
+    lm_settle_access_log(r);
+    lm_settle_metrics(r);
+    lm_usage fin = lm_settle_usage(r);
     lm_gov_end(&r->gov,
                (fin.prompt > 0 ? fin.prompt : 0) + (fin.completion > 0 ? fin.completion : 0));
     free(r->pending_body);
     if (r->settle_ev)
         event_free(r->settle_ev);
-    reset_attempt(r); /* the plugin's request state and the stream, as between attempts */
+    lm_attempt_reset(r); /* the plugin's request state and the stream, as between attempts */
     lm_lua_call_end(r->lua);
     json_decref(r->canon);
     lm_ureq_free(&r->ureq);
@@ -214,7 +214,7 @@ static void relay_free(lm_relay_t *r)
 
 /* Frees the relay once both sides are done: the upstream transfer is
  * released and the HTTP request object is gone. */
-static void maybe_free(lm_relay_t *r)
+static void lm_relay_maybe_free(lm_relay_t *r)
 {
     if (r->up == NULL && r->fini_seen && !r->settling)
         relay_free(r);
@@ -230,7 +230,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
         r->up = NULL;
         lm_log(LM_LOG_INFO, "%s: client went away; upstream transfer cancelled", r->id);
     }
-    maybe_free(r);
+    lm_relay_maybe_free(r);
 }
 
 void lm_relay_client_gone(lm_relay_t *r)
@@ -262,7 +262,7 @@ static lm_relay_t *relay_new(lm_http_req_t *req, lm_worker_t *w, int op)
         free(r);
         return NULL;
     }
-    r->settle_ev = event_new(w->base, -1, 0, on_settled, r);
+    r->settle_ev = event_new(w->base, -1, 0, lm_settle_committed, r);
     r->rt = lm_server_acquire_rt(w->srv);
     lm_ureq_init(&r->ureq);
     snprintf(r->id, sizeof(r->id), "%x%02x%08llx", (unsigned)time(NULL), (unsigned)w->index & 0xff,
@@ -289,7 +289,7 @@ static lm_err scrubbed(const lm_relay_t *r, const lm_err *e)
 }
 
 /* x-longmen-route: which channel answered and after how many attempts. */
-static void route_header(lm_relay_t *r)
+static void lm_out_route_header(lm_relay_t *r)
 {
     char v[192];
     if (r->req == NULL || r->route == NULL)
@@ -298,11 +298,11 @@ static void route_header(lm_relay_t *r)
     lm_http_add_header(r->req, "X-Longmen-Route", v);
 }
 
-static int reply_error(lm_relay_t *r, const lm_err *e)
+static int lm_out_error(lm_relay_t *r, const lm_err *e)
 {
     if (r->finished)
         return 0;
-    route_header(r);
+    lm_out_route_header(r);
     r->finished = 1;
     r->client_status = e->http_status;
     lm_err safe = scrubbed(r, e);
@@ -311,21 +311,22 @@ static int reply_error(lm_relay_t *r, const lm_err *e)
     return 0;
 }
 
-static int reply_err(lm_relay_t *r, int status, const char *type, const char *code, const char *msg)
+static int lm_out_err(lm_relay_t *r, int status, const char *type, const char *code,
+                      const char *msg)
 {
     lm_err e;
     lm_error_set(&e, -1, status, type, code, msg);
-    return reply_error(r, &e);
+    return lm_out_error(r, &e);
 }
 
-static void flush_out(lm_relay_t *r)
+static void lm_out_flush(lm_relay_t *r)
 {
     if (r->out.len && r->req)
         lm_http_stream_write(r->req, r->out.p, r->out.len);
     lm_buf_reset(&r->out);
 }
 
-static void stream_end(lm_relay_t *r, const lm_err *e)
+static void lm_out_stream_end(lm_relay_t *r, const lm_err *e)
 {
     if (r->finished)
         return;
@@ -349,13 +350,13 @@ static void stream_end(lm_relay_t *r, const lm_err *e)
         }
     }
     lm_buf_adds(&r->out, "data: [DONE]\n\n");
-    flush_out(r);
+    lm_out_flush(r);
     if (r->req)
         lm_http_stream_end(r->req);
 }
 
 /* Emit sink: each canonical chunk becomes one SSE event in r->out. */
-static int sse_sink(void *arg, const char *json, size_t len)
+static int lm_out_sse_sink(void *arg, const char *json, size_t len)
 {
     lm_relay_t *r = arg;
     if (r->req == NULL)
@@ -378,7 +379,7 @@ static int sse_sink(void *arg, const char *json, size_t len)
 
 /* The usage to bill: the provider's report; without one, an estimate of
  * what was actually received (content bytes / 4), never error text. */
-static lm_usage billed_usage(const lm_relay_t *r)
+static lm_usage lm_settle_usage(const lm_relay_t *r)
 {
     lm_usage u = r->st_init ? r->st.emit.usage : r->usage;
     if (u.prompt < 0)
@@ -401,7 +402,7 @@ static void settle_post(void *ctx, lm_store_done_fn done, void *arg, int status,
     event_active(r->settle_ev, 0, 0);
 }
 
-static void on_settled(evutil_socket_t fd, short what, void *arg)
+static void lm_settle_committed(evutil_socket_t fd, short what, void *arg)
 {
     lm_relay_t *r = arg;
     (void)fd, (void)what;
@@ -409,7 +410,7 @@ static void on_settled(evutil_socket_t fd, short what, void *arg)
     if (r->pending_body) {
         r->finished = 1;
         r->client_status = 200;
-        route_header(r);
+        lm_out_route_header(r);
         if (r->req)
             lm_http_reply(r->req, 200, "application/json", r->pending_body, strlen(r->pending_body),
                           r->id);
@@ -417,20 +418,20 @@ static void on_settled(evutil_socket_t fd, short what, void *arg)
         r->pending_body = NULL;
     } else if (r->ending) {
         r->ending = 0;
-        stream_end(r, NULL);
+        lm_out_stream_end(r, NULL);
     }
-    maybe_free(r);
+    lm_relay_maybe_free(r);
 }
 
 /* Record this request's row and release its quota hold. With wait, the
  * caller holds its last bytes until the row is committed (returns 1 and
- * on_settled continues); aborted requests never wait. */
-static int settle(lm_relay_t *r, int aborted, int wait)
+ * lm_settle_committed continues); aborted requests never wait. */
+static int lm_settle(lm_relay_t *r, int aborted, int wait)
 {
     if (r->settled || r->route == NULL)
         return 0;
     r->settled = 1;
-    lm_usage u = billed_usage(r);
+    lm_usage u = lm_settle_usage(r);
     lm_price_t price;
     lm_gov_price(r->rt->conf, r->route->inst->chan, r->upstream_model, &price);
     int64_t cost = lm_gov_cost(&price, &u);
@@ -461,14 +462,14 @@ static int settle(lm_relay_t *r, int aborted, int wait)
 }
 
 /* A stream that ended well: its usage chunk and [DONE] follow the commit. */
-static void end_stream_ok(lm_relay_t *r)
+static void lm_settle_stream_ok(lm_relay_t *r)
 {
-    flush_out(r);
-    if (settle(r, 0, 1)) {
+    lm_out_flush(r);
+    if (lm_settle(r, 0, 1)) {
         r->ending = 1;
         return;
     }
-    stream_end(r, NULL);
+    lm_out_stream_end(r, NULL);
 }
 
 /* ---- timers ---- */
@@ -514,7 +515,7 @@ static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
     if (!r->headers_sent) {
         r->headers_sent = 1;
         r->ttft_ms = (int64_t)((uint64_t)lm_clock_ms() - r->t_start_ms);
-        route_header(r);
+        lm_out_route_header(r);
         lm_http_stream_start(r->req, r->id);
     } else if (lm_http_out_pending(r->req) > r->rt->conf->stream_high_water) {
         r->paused = 1; /* slow reader: let the kernel socket buffer drain */
@@ -522,14 +523,14 @@ static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
     }
     int rc = lm_stream_feed(&r->st, p, n);
     if (rc < 0) {
-        stream_end(r, &r->st.err);
+        lm_out_stream_end(r, &r->st.err);
         return 0; /* abort the transfer */
     }
     if (rc == LM_DONE) {
-        end_stream_ok(r);
+        lm_settle_stream_ok(r);
         return n;
     }
-    flush_out(r);
+    lm_out_flush(r);
     return n;
 }
 
@@ -554,13 +555,13 @@ size_t lm_relay_on_data(lm_relay_t *r, int status, int whole_json, const char *p
     size_t cap = (status >= 200 && status < 300) ? LM_RESPONSE_MAX : LM_ERROR_BODY_MAX;
     if (r->body.len + n > cap) {
         if (status >= 200 && status < 300) {
-            reply_err(r, 502, "api_error", "upstream_error", "upstream response too large");
+            lm_out_err(r, 502, "api_error", "upstream_error", "upstream response too large");
             return 0;
         }
         return n; /* error bodies: keep the first part for mapping */
     }
     if (lm_buf_add(&r->body, p, n) < 0) {
-        reply_err(r, 500, "api_error", NULL, "out of memory");
+        lm_out_err(r, 500, "api_error", NULL, "out of memory");
         return 0;
     }
     return n;
@@ -590,10 +591,10 @@ static int credential_retry(lm_relay_t *r, const lm_err *e)
     r->side_retried = 1;
     lm_log(LM_LOG_INFO, "%s: channel %s refused its credential (%s); refreshing it", r->id,
            r->route->inst->chan->name, e->code);
-    record_failed_attempt(r, e->http_status);
+    lm_attempt_record_failed(r, e->http_status);
     r->attempt++;
     r->side_waits = 0;
-    build_attempt(r);
+    lm_attempt_build(r);
     return 1;
 }
 
@@ -609,17 +610,17 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
     }
     if (rc < 0) {
         lm_log(LM_LOG_INFO, "%s: upstream %d -> %d %s", r->id, status, e.http_status, e.code);
-        reply_error(r, &e);
+        lm_out_error(r, &e);
     } else if (lm_rlua_response(r->lua, &out, &e) < 0) {
-        reply_error(r, &e);
-    } else if ((r->usage = usage, settle(r, 0, 1))) {
-        r->pending_body = out; /* sent by on_settled once the row is committed */
+        lm_out_error(r, &e);
+    } else if ((r->usage = usage, lm_settle(r, 0, 1))) {
+        r->pending_body = out; /* sent by lm_settle_committed once the row is committed */
         out = NULL;
     } else {
         r->finished = 1;
         r->client_status = 200;
         r->usage = usage;
-        route_header(r);
+        lm_out_route_header(r);
         if (r->req)
             lm_http_reply(r->req, 200, "application/json", out, strlen(out), r->id);
     }
@@ -627,7 +628,7 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
 }
 
 /* The attempt is over for channel health: once per begun attempt. */
-static void route_end(lm_relay_t *r, int outcome)
+static void lm_attempt_route_end(lm_relay_t *r, int outcome)
 {
     if (!r->route_begun || r->route == NULL || r->route->stats == NULL)
         return;
@@ -663,7 +664,7 @@ static int retryable(const lm_relay_t *r, int ok, int timeout)
 
 /* Every upstream attempt has a ledger row (linked by the request id); a
  * failed one costs nothing and its status says why. */
-static void record_failed_attempt(lm_relay_t *r, int status)
+static void lm_attempt_record_failed(lm_relay_t *r, int status)
 {
     lm_usage_row_t row = {.request_id = r->id,
                           .attempt = r->attempt,
@@ -681,7 +682,7 @@ static void record_failed_attempt(lm_relay_t *r, int status)
  * scripts look at it, and try the next candidate when allowed. */
 static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry)
 {
-    record_failed_attempt(r, e->http_status);
+    lm_attempt_record_failed(r, e->http_status);
     lm_metrics_std_t *m = lm_server_metrics(r->w->srv);
     if (m) {
         const char *labels[] = {r->route->model, r->route->inst->chan->name,
@@ -695,7 +696,7 @@ static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry)
                r->attempt, r->route->inst->chan->name, e->http_status, e->code,
                r->cands[r->cand + 1].inst->chan->name);
         r->cand++;
-        start_attempt(r);
+        lm_attempt_start(r);
         return;
     }
     if (r->up_retry_after >= 0 && r->req && (e->http_status == 429 || e->http_status == 503)) {
@@ -703,7 +704,7 @@ static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry)
         snprintf(v, sizeof(v), "%lld", (long long)r->up_retry_after);
         lm_http_add_header(r->req, "Retry-After", v);
     }
-    reply_error(r, e);
+    lm_out_error(r, e);
 }
 
 static void whole_done(lm_relay_t *r)
@@ -734,16 +735,16 @@ static void stream_done(lm_relay_t *r)
         lm_error_set(&e, -1, 502, "api_error", "upstream_error", "upstream sent an empty stream");
         attempt_failed(r, &e, 0);
     } else if (rc < 0) {
-        stream_end(r, &r->st.err);
+        lm_out_stream_end(r, &r->st.err);
     } else if (rc == LM_DONE || r->st.emit.finish_seen) {
-        end_stream_ok(r); /* a clean end of body after a finish ends the stream */
+        lm_settle_stream_ok(r); /* a clean end of body after a finish ends the stream */
     } else {
         /* The body ended before the provider's end marker and before any
          * finish_reason: the answer is truncated, say so (7.5). */
-        flush_out(r);
+        lm_out_flush(r);
         lm_error_set(&e, -1, 502, "api_error", "upstream_error",
                      "upstream stream ended before the answer was complete");
-        stream_end(r, &e);
+        lm_out_stream_end(r, &e);
     }
 }
 
@@ -751,7 +752,7 @@ void lm_relay_on_done(lm_relay_t *r, int ok, int timeout, const char *why)
 {
     lm_err e;
     r->up = NULL;
-    route_end(r, attempt_outcome(r, ok, timeout));
+    lm_attempt_route_end(r, attempt_outcome(r, ok, timeout));
     if (r->timer)
         evtimer_del(r->timer);
     if (r->req && !r->finished && !r->ending) {
@@ -769,14 +770,14 @@ void lm_relay_on_done(lm_relay_t *r, int ok, int timeout, const char *why)
             lm_error_set(&e, -1, timeout ? 504 : 502, "api_error",
                          timeout ? "upstream_timeout" : "upstream_error",
                          timeout ? "upstream stream timed out" : "upstream stream was cut off");
-            stream_end(r, &e);
+            lm_out_stream_end(r, &e);
         } else if (r->call.stream && success && !r->whole_body) {
             stream_done(r);
         } else {
             whole_done(r);
         }
     }
-    maybe_free(r);
+    lm_relay_maybe_free(r);
 }
 
 void lm_relay_client_writable(lm_relay_t *r)
@@ -800,11 +801,11 @@ void lm_relay_shutdown_all(lm_worker_t *w)
         }
         if (r->timer)
             evtimer_del(r->timer);
-        side_unlink(r);
+        lm_attempt_side_unlink(r);
         if (r->headers_sent)
-            stream_end(r, &e);
+            lm_out_stream_end(r, &e);
         else
-            reply_error(r, &e);
+            lm_out_error(r, &e);
         r = next;
     }
 }
@@ -835,9 +836,9 @@ static int run_local(lm_relay_t *r)
         if (rc == LM_OK)
             rc = lm_stream_finish(&r->st);
         if (rc < 0)
-            stream_end(r, &r->st.err);
+            lm_out_stream_end(r, &r->st.err);
         else
-            end_stream_ok(r);
+            lm_settle_stream_ok(r);
         return 0;
     }
     finish_whole(r, status, body);
@@ -845,7 +846,7 @@ static int run_local(lm_relay_t *r)
 }
 
 /* Forget what the previous attempt left (plugin request state, buffers). */
-static void reset_attempt(lm_relay_t *r)
+static void lm_attempt_reset(lm_relay_t *r)
 {
     if (r->call_open && r->route && r->route->inst->plugin->vt.req_close) {
         const lm_plugin_t *prev = lm_plugin_enter(r->route->inst->plugin);
@@ -889,10 +890,10 @@ static int side_wait(lm_relay_t *r)
     const lm_side_need_t *need = &r->ureq.side;
     lm_err e;
     if (!need->wait) /* a fetch failed moments ago: its error, without another fetch */
-        return reply_error(r, &need->err);
+        return lm_out_error(r, &need->err);
     if (++r->side_waits > 2)
-        return reply_err(r, 502, "api_error", "credential_unavailable",
-                         "the provider credential is still not available");
+        return lm_out_err(r, 502, "api_error", "credential_unavailable",
+                          "the provider credential is still not available");
     snprintf(r->side_name, sizeof(r->side_name), "%s", need->name);
     r->side_seq = need->seq;
     r->side_prev = NULL;
@@ -901,8 +902,8 @@ static int side_wait(lm_relay_t *r)
         r->side_next->side_prev = r;
     r->w->side_waiters = r;
     if (need->fetch && lm_side_fetch_start(r->w, r->rt, r->route->inst, need->name, &e) < 0) {
-        side_unlink(r);
-        return reply_error(r, &e);
+        lm_attempt_side_unlink(r);
+        return lm_out_error(r, &e);
     }
     return 0;
 }
@@ -915,32 +916,32 @@ void lm_relay_side_wake(lm_worker_t *w)
         lm_err e;
         int st = lm_side_check(r->route->inst->side, r->side_name, r->side_seq, &e);
         if (st != 0) {
-            side_unlink(r);
+            lm_attempt_side_unlink(r);
             if (r->req == NULL)
-                maybe_free(r);
+                lm_relay_maybe_free(r);
             else if (st > 0)
-                build_attempt(r);
+                lm_attempt_build(r);
             else
-                reply_error(r, &e);
+                lm_out_error(r, &e);
         }
         r = next;
     }
 }
 
-static int start_attempt(lm_relay_t *r)
+static int lm_attempt_start(lm_relay_t *r)
 {
-    reset_attempt(r);
+    lm_attempt_reset(r);
     r->route = &r->cands[r->cand];
     r->attempt++;
     r->side_waits = 0;
-    return build_attempt(r);
+    return lm_attempt_build(r);
 }
 
 /* Translate the request for the current attempt's channel and send it.
  * Re-entered after a side-value wait, so it starts from a clean call. */
-static int build_attempt(lm_relay_t *r)
+static int lm_attempt_build(lm_relay_t *r)
 {
-    reset_attempt(r);
+    lm_attempt_reset(r);
     const lm_route_t *route = r->route;
     const lm_provider *vt = &route->inst->plugin->vt;
     lm_err e;
@@ -953,11 +954,11 @@ static int build_attempt(lm_relay_t *r)
                         .model = r->upstream_model,
                         .request_id = r->id};
     if (r->call.stream && !(vt->caps & LM_CAP_STREAM))
-        return reply_err(r, 400, "invalid_request_error", "stream_unsupported",
-                         "this model does not support streaming");
+        return lm_out_err(r, 400, "invalid_request_error", "stream_unsupported",
+                          "this model does not support streaming");
     if (r->op == LM_OP_EMBED && !(vt->caps & LM_CAP_EMBED))
-        return reply_err(r, 400, "invalid_request_error", "model_not_supported",
-                         "this model does not support embeddings");
+        return lm_out_err(r, 400, "invalid_request_error", "model_not_supported",
+                          "this model does not support embeddings");
     json_t *so = json_object_get(r->canon, "stream_options");
     r->want_usage = json_is_true(json_object_get(so, "include_usage"));
     /* The client's bytes may be forwarded only while canon still means them:
@@ -984,28 +985,28 @@ static int build_attempt(lm_relay_t *r)
         if (e.http_status == 0)
             lm_error_set(&e, rc, 400, "invalid_request_error", NULL,
                          "the request cannot be sent to this provider");
-        return reply_error(r, &e);
+        return lm_out_error(r, &e);
     }
     if (lm_rlua_upstream(r->lua, route, r->attempt, &r->ureq, &e) < 0)
-        return reply_error(r, &e);
+        return lm_out_error(r, &e);
     if (r->call.stream) {
-        lm_stream_init(&r->st, route->inst, &r->call, (int64_t)time(NULL), sse_sink, r);
+        lm_stream_init(&r->st, route->inst, &r->call, (int64_t)time(NULL), lm_out_sse_sink, r);
         r->st_init = 1;
     }
     if (r->ureq.local_status)
         return run_local(r);
     if (r->ureq.url.len == 0)
-        return reply_err(r, 500, "api_error", "plugin_error", "plugin built no upstream URL");
+        return lm_out_err(r, 500, "api_error", "plugin_error", "plugin built no upstream URL");
     char why[256];
     if (route->stats && lm_route_begin(route->stats, (int64_t)(uint64_t)lm_clock_ms()) < 0) {
         /* the channel is at its in-flight cap: the next candidate, or 503 now (FT-8) */
         if (r->cand + 1 < r->ncands) {
             r->cand++;
             r->attempt--;
-            return start_attempt(r);
+            return lm_attempt_start(r);
         }
-        return reply_err(r, 503, "api_error", "channel_busy",
-                         "every channel for this model is at its concurrency limit");
+        return lm_out_err(r, 503, "api_error", "channel_busy",
+                          "every channel for this model is at its concurrency limit");
     }
     r->route_begun = route->stats != NULL;
     r->attempt_start_ms = (uint64_t)lm_clock_ms();
@@ -1013,8 +1014,8 @@ static int build_attempt(lm_relay_t *r)
     r->up = lm_upstream_start(r->w->up, &r->ureq, route->inst->chan->connect_timeout_ms, 0,
                               &relay_sink, r, why, sizeof(why));
     if (r->up == NULL) {
-        route_end(r, LM_ROUTE_FAIL);
-        return reply_err(r, 502, "api_error", "upstream_error", why);
+        lm_attempt_route_end(r, LM_ROUTE_FAIL);
+        return lm_out_err(r, 502, "api_error", "upstream_error", why);
     }
     if (r->timer == NULL)
         r->timer = evtimer_new(r->w->base, on_timeout, r);
@@ -1074,7 +1075,7 @@ static int admit(lm_relay_t *r, const char *model)
         snprintf(v, sizeof(v), "%lld", (long long)retry);
         lm_http_add_header(r->req, "Retry-After", v);
     }
-    reply_error(r, &e);
+    lm_out_error(r, &e);
     return -1;
 }
 
@@ -1093,8 +1094,8 @@ static int all_held(lm_relay_t *r)
     char v[32];
     snprintf(v, sizeof(v), "%lld", (long long)((least + 999) / 1000));
     lm_http_add_header(r->req, "Retry-After", v);
-    reply_err(r, 429, "rate_limit_error", "upstream_rate_limited",
-              "the provider asked to retry later; see Retry-After");
+    lm_out_err(r, 429, "rate_limit_error", "upstream_rate_limited",
+               "the provider asked to retry later; see Retry-After");
     return 1;
 }
 
@@ -1106,36 +1107,36 @@ static int route_request(lm_relay_t *r)
     if (r->rt->lua) {
         lm_lua_vm_t *vm = lm_rlua_vm(r->w, r->rt->lua, &e);
         if (vm == NULL)
-            return reply_error(r, &e);
+            return lm_out_error(r, &e);
         r->lua =
             lm_lua_call_begin(vm, r->gov.key_name, r->gov.key ? r->gov.key->group : NULL, r->canon);
         if (r->lua == NULL)
-            return reply_err(r, 500, "api_error", NULL, "out of memory");
+            return lm_out_err(r, 500, "api_error", NULL, "out of memory");
         if (lm_rlua_request(r->lua, r->canon, &e) < 0)
-            return reply_error(r, &e);
+            return lm_out_error(r, &e);
     }
     const char *model = json_string_value(json_object_get(r->canon, "model"));
     if (model == NULL)
-        return reply_err(r, 400, "invalid_request_error", "invalid_value", "'model' is required");
+        return lm_out_err(r, 400, "invalid_request_error", "invalid_value", "'model' is required");
     snprintf(r->client_model, sizeof(r->client_model), "%s", model);
     model = r->client_model; /* candidates may borrow it; canon's copy is replaced later */
     r->ncands = lm_rt_candidates(r->rt, model, r->cands, LM_MAX_CANDIDATES);
     if (r->ncands == 0) {
         lm_err_set(&e, -1, 404, "invalid_request_error", "model_not_found",
                    "The model '%.128s' does not exist or you do not have access to it.", model);
-        return reply_error(r, &e);
+        return lm_out_error(r, &e);
     }
     order_candidates(r, model);
     if (all_held(r))
         return 0;
     long n = lm_rlua_route(r->lua, r->cands, r->ncands, r->rt->conf, &e);
     if (n < 0)
-        return reply_error(r, &e);
+        return lm_out_error(r, &e);
     if (n == 0)
-        return reply_err(r, 503, "api_error", "no_channel",
-                         "no channel is available for this model (policy)");
+        return lm_out_err(r, 503, "api_error", "no_channel",
+                          "no channel is available for this model (policy)");
     r->ncands = (size_t)n;
-    return admit(r, model) < 0 ? 0 : start_attempt(r);
+    return admit(r, model) < 0 ? 0 : lm_attempt_start(r);
 }
 
 lm_relay_t *lm_relay_begin(lm_http_req_t *req, lm_worker_t *w, int op)
@@ -1159,12 +1160,12 @@ static int handle(lm_relay_t *r, int method_ok)
     lm_http_req_t *req = r->req;
     lm_err e;
     if (!method_ok)
-        return reply_err(r, 405, "invalid_request_error", "method_not_allowed",
-                         "method not allowed for this path");
+        return lm_out_err(r, 405, "invalid_request_error", "method_not_allowed",
+                          "method not allowed for this path");
     if (r->overload) { /* shed load at once rather than queue it (overload policy) */
         lm_http_add_header(req, "Retry-After", "1");
-        return reply_err(r, 503, "api_error", "overloaded",
-                         "the gateway is at its in-flight request limit; retry shortly");
+        return lm_out_err(r, 503, "api_error", "overloaded",
+                          "the gateway is at its in-flight request limit; retry shortly");
     }
     lm_authguard_t *guard = lm_server_authguard(r->w->srv);
     int64_t wait = lm_authguard_blocked(guard, lm_http_peer(req), (int64_t)(uint64_t)lm_clock_ms());
@@ -1172,26 +1173,26 @@ static int handle(lm_relay_t *r, int method_ok)
         char v[32];
         snprintf(v, sizeof(v), "%lld", (long long)wait);
         lm_http_add_header(req, "Retry-After", v);
-        return reply_err(r, 429, "rate_limit_error", "too_many_auth_failures",
-                         "too many failed authentications from this address; retry later");
+        return lm_out_err(r, 429, "rate_limit_error", "too_many_auth_failures",
+                          "too many failed authentications from this address; retry later");
     }
     if (lm_gov_auth(&r->gov, r->rt->conf, lm_server_store(r->w->srv),
                     lm_http_header(req, "Authorization"), lm_http_peer(req), &e) < 0) {
         if (e.http_status == 401)
             lm_authguard_fail(guard, lm_http_peer(req), (int64_t)(uint64_t)lm_clock_ms());
-        return reply_error(r, &e);
+        return lm_out_error(r, &e);
     }
     lm_str body = lm_http_body(req);
     if (r->too_large || body.n > r->rt->conf->max_body)
-        return reply_err(r, 413, "invalid_request_error", "request_too_large",
-                         "request body exceeds the configured limit");
+        return lm_out_err(r, 413, "invalid_request_error", "request_too_large",
+                          "request body exceeds the configured limit");
     r->prompt_est = (int64_t)body.n / 4;
     r->canon = lm_reqcheck_parse(body.p, body.n, &e);
     if (r->canon == NULL)
-        return reply_error(r, &e);
+        return lm_out_error(r, &e);
     if ((r->op == LM_OP_CHAT ? lm_reqcheck_chat(r->canon, &e) : lm_reqcheck_embed(r->canon, &e)) <
         0)
-        return reply_error(r, &e);
+        return lm_out_error(r, &e);
     return route_request(r);
 }
 
