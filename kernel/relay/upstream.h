@@ -24,7 +24,7 @@ void lm_upstream_pool_free(lm_upstream_pool_t *pool);
  * after lm_upstream_resume (the client is slow to read). */
 #define LM_UP_PAUSE ((size_t)-1)
 
-/* Who receives a transfer's bytes and its end (relay.h documents the
+/* Who receives a transfer's bytes and its end (relay/attempt.c is the
  * contract: on_data returns n, 0 to abort, or LM_UP_PAUSE). */
 typedef struct lm_upstream_sink_s {
     size_t (*on_data)(void *arg, int status, int whole_json, const char *p, size_t n);
