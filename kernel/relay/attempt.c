@@ -11,7 +11,6 @@
 #include "relay/settle.h"
 #include "relay/side_fetch.h"
 #include "route/metrics.h"
-#include "server/server.h"
 
 #include <event2/event.h>
 #include <stdio.h>
@@ -239,7 +238,7 @@ void lm_attempt_record_failed(lm_relay_t *r, int status)
 static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry)
 {
     lm_attempt_record_failed(r, e->http_status);
-    lm_metrics_std_t *m = lm_server_metrics(r->w->srv);
+    lm_metrics_std_t *m = r->w->svc->metrics;
     if (m) {
         const char *labels[] = {r->route->model, r->route->inst->chan->name,
                                 e->code[0] ? e->code : "error"};

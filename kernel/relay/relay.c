@@ -14,7 +14,6 @@
 #include "relay/output.h"
 #include "relay/relay_int.h"
 #include "relay/settle.h"
-#include "server/server.h"
 
 #include <event2/event.h>
 #include <stdio.h>
@@ -57,7 +56,7 @@ static void relay_free(lm_relay_t *r)
         w->inflight = r->next;
     if (r->next)
         r->next->prev = r->prev;
-    lm_server_inflight_add(w->srv, -1);
+    lm_relay_inflight_add(w->svc, -1);
     lm_rt_unref(r->rt); /* may retire an old generation (on the control thread) */
     free(r);
 }
@@ -113,7 +112,7 @@ static lm_relay_t *relay_new(lm_http_req_t *req, lm_worker_t *w, int op)
         return NULL;
     }
     r->settle_ev = event_new(w->base, -1, 0, lm_settle_committed, r);
-    r->rt = lm_server_acquire_rt(w->srv);
+    r->rt = w->svc->acquire_rt(w->svc->arg);
     lm_ureq_init(&r->ureq);
     snprintf(r->id, sizeof(r->id), "%x%02x%08llx", (unsigned)time(NULL), (unsigned)w->index & 0xff,
              (unsigned long long)++w->next_id);
@@ -121,7 +120,7 @@ static lm_relay_t *relay_new(lm_http_req_t *req, lm_worker_t *w, int op)
     if (w->inflight)
         w->inflight->prev = r;
     w->inflight = r;
-    r->overload = lm_server_inflight_add(w->srv, 1) > r->rt->conf->max_inflight;
+    r->overload = lm_relay_inflight_add(w->svc, 1) > r->rt->conf->max_inflight;
     lm_http_bind_relay(req, r);
     return r;
 }
@@ -331,7 +330,7 @@ static int handle(lm_relay_t *r, int method_ok)
         return lm_out_err(r, 503, "api_error", "overloaded",
                           "the gateway is at its in-flight request limit; retry shortly");
     }
-    lm_authguard_t *guard = lm_server_authguard(r->w->srv);
+    lm_authguard_t *guard = r->w->svc->authguard;
     int64_t wait = lm_authguard_blocked(guard, lm_http_peer(req), (int64_t)(uint64_t)lm_clock_ms());
     if (wait > 0) {
         char v[32];
@@ -340,8 +339,8 @@ static int handle(lm_relay_t *r, int method_ok)
         return lm_out_err(r, 429, "rate_limit_error", "too_many_auth_failures",
                           "too many failed authentications from this address; retry later");
     }
-    if (lm_gov_auth(&r->gov, r->rt->conf, lm_server_store(r->w->srv),
-                    lm_http_header(req, "Authorization"), lm_http_peer(req), &e) < 0) {
+    if (lm_gov_auth(&r->gov, r->rt->conf, r->w->svc->store, lm_http_header(req, "Authorization"),
+                    lm_http_peer(req), &e) < 0) {
         if (e.http_status == 401)
             lm_authguard_fail(guard, lm_http_peer(req), (int64_t)(uint64_t)lm_clock_ms());
         return lm_out_error(r, &e);

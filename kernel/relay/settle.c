@@ -7,7 +7,6 @@
 #include "core/log.h"
 #include "relay/output.h"
 #include "route/metrics.h"
-#include "server/server.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,7 +144,7 @@ void lm_settle_access_log(lm_relay_t *r)
 /* Request-level metrics (names only: model, channel, status). */
 void lm_settle_metrics(lm_relay_t *r)
 {
-    lm_metrics_std_t *m = lm_server_metrics(r->w->srv);
+    lm_metrics_std_t *m = r->w->svc->metrics;
     if (m == NULL)
         return;
     const lm_usage *u = r->st_init ? &r->st.emit.usage : &r->usage;

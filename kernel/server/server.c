@@ -54,6 +54,8 @@ struct lm_server_s {
     evhtp_t *htp;
     struct event_base *base;
     atomic_long inflight;
+    /* what relays use (relay/services.h); filled before the workers start */
+    lm_relay_services_t relay_svc;
     int header_timeout_ms; /* client_header_timeout at start (reload keeps it) */
     int body_timeout_ms;   /* client_body_timeout at start */
     atomic_int next_worker;
@@ -129,6 +131,17 @@ lm_rt_t *lm_server_acquire_rt(lm_server_t *s)
     lm_rt_ref(rt);
     pthread_mutex_unlock(&s->rt_lock);
     return rt;
+}
+
+/* The relay's view of the server (relay/services.h). */
+static lm_rt_t *svc_acquire_rt(void *arg)
+{
+    return lm_server_acquire_rt(arg);
+}
+
+static void svc_side_wake(void *arg)
+{
+    lm_server_side_wake(arg);
 }
 
 int lm_server_draining(lm_server_t *s)
@@ -559,6 +572,7 @@ static void worker_init(evhtp_t *htp, evthr_t *thr, void *arg)
     w->index = atomic_fetch_add(&s->next_worker, 1);
     w->base = evthr_get_base(thr);
     w->srv = s;
+    w->svc = &s->relay_svc;
     w->up = lm_upstream_pool_new(w->base);
     if (w->up == NULL)
         abort();
@@ -1047,6 +1061,13 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
     evhtp_set_post_accept_cb(s->htp, on_accept, s);
     s->header_timeout_ms = c->client_header_timeout_ms > 0 ? c->client_header_timeout_ms : 30000;
     s->body_timeout_ms = c->client_body_timeout_ms > 0 ? c->client_body_timeout_ms : 60000;
+    s->relay_svc = (lm_relay_services_t){.store = s->store,
+                                         .metrics = lm_server_metrics(s),
+                                         .authguard = s->authguard,
+                                         .inflight = &s->inflight,
+                                         .acquire_rt = svc_acquire_rt,
+                                         .side_wake = svc_side_wake,
+                                         .arg = s};
     /* Threads start before bind (libevhtp #63). */
     if (evhtp_use_threads_wexit(s->htp, worker_init, worker_exit, (int)workers, s) != 0) {
         snprintf(err, errlen, "cannot start %ld worker threads", workers);
