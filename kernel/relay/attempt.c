@@ -65,6 +65,7 @@ static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
 {
     if (!r->headers_sent) {
         r->headers_sent = 1;
+        lm_relay_to(r, LM_RELAY_STREAMING);
         r->ttft_ms = (int64_t)((uint64_t)lm_clock_ms() - r->t_start_ms);
         lm_out_route_header(r);
         lm_http_stream_start(r->req, r->id);
@@ -93,7 +94,7 @@ static size_t upstream_data(lm_relay_t *r, int status, int whole_json, const cha
 {
     if (r->req == NULL)
         return 0; /* client gone: abort, stop paying for tokens */
-    if (r->finished || r->ending)
+    if (r->state == LM_RELAY_DONE || r->state == LM_RELAY_SETTLING)
         return n; /* trailing bytes after the end marker */
     r->status = status;
     if (r->attempt_ttft_ms < 0)
@@ -172,7 +173,7 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
         r->pending_body = out; /* sent by lm_settle_committed once the row is committed */
         out = NULL;
     } else {
-        r->finished = 1;
+        lm_relay_to(r, LM_RELAY_DONE);
         r->client_status = 200;
         r->usage = usage;
         lm_out_route_header(r);
@@ -312,7 +313,7 @@ static void upstream_done(lm_relay_t *r, int ok, int timeout, const char *why)
     lm_attempt_route_end(r, attempt_outcome(r, ok, timeout));
     if (r->timer)
         evtimer_del(r->timer);
-    if (r->req && !r->finished && !r->ending) {
+    if (r->req && r->state != LM_RELAY_DONE && r->state != LM_RELAY_SETTLING) {
         int success = r->status >= 200 && r->status < 300;
         if (!ok && !r->headers_sent) {
             lm_log(LM_LOG_WARN, "%s: upstream failed on channel %s: %s", r->id,
@@ -346,6 +347,7 @@ static int run_local(lm_relay_t *r)
     r->status = status;
     if (r->call.stream && status >= 200 && status < 300) {
         r->headers_sent = 1;
+        lm_relay_to(r, LM_RELAY_STREAMING);
         lm_http_stream_start(r->req, r->id);
         int rc = lm_stream_feed(&r->st, body.p, body.n);
         if (rc == LM_OK)
@@ -423,6 +425,7 @@ static int side_wait(lm_relay_t *r)
     if (++r->side_waits > 2)
         return lm_out_err(r, 502, "api_error", "credential_unavailable",
                           "the provider credential is still not available");
+    lm_relay_to(r, LM_RELAY_SIDE_WAIT);
     snprintf(r->side_name, sizeof(r->side_name), "%s", need->name);
     r->side_seq = need->seq;
     r->side_prev = NULL;
@@ -520,6 +523,7 @@ int lm_attempt_build(lm_relay_t *r)
     r->route_begun = route->stats != NULL;
     r->attempt_start_ms = (uint64_t)lm_clock_ms();
     r->attempt_ttft_ms = -1;
+    lm_relay_to(r, LM_RELAY_UPSTREAM);
     r->up = lm_upstream_start(r->w->up, &r->ureq, route->inst->chan->connect_timeout_ms, 0,
                               &relay_sink, r, why, sizeof(why));
     if (r->up == NULL) {

@@ -31,10 +31,10 @@ void lm_out_route_header(lm_relay_t *r)
 
 int lm_out_error(lm_relay_t *r, const lm_err *e)
 {
-    if (r->finished)
+    if (r->state == LM_RELAY_DONE)
         return 0;
     lm_out_route_header(r);
-    r->finished = 1;
+    lm_relay_to(r, LM_RELAY_DONE);
     r->client_status = e->http_status;
     lm_err safe = scrubbed(r, e);
     if (r->req)
@@ -58,9 +58,9 @@ void lm_out_flush(lm_relay_t *r)
 
 void lm_out_stream_end(lm_relay_t *r, const lm_err *e)
 {
-    if (r->finished)
+    if (r->state == LM_RELAY_DONE)
         return;
-    r->finished = 1;
+    lm_relay_to(r, LM_RELAY_DONE);
     r->client_status = 200;
     if (e) {
         r->stream_error = 1;

@@ -1,7 +1,22 @@
-/* relay.c - one client request end to end: its lifecycle and the pipeline
- * (auth, parse, route, admit) that hands it to an attempt. Thread: the
- * worker that accepted the connection. The relay owns itself: it is freed
- * by lm_relay_maybe_free once both sides are done. */
+/* relay.c - one client request end to end: its lifecycle, its state and
+ * the pipeline (auth, parse, route, admit) that hands it to an attempt.
+ * Thread: the worker that accepted the connection. The relay owns itself:
+ * it is freed by lm_relay_maybe_free once both sides are done.
+ *
+ * States (relay_int.h) and who moves between them:
+ *   READING    -> ROUTING     lm_relay_run: the body is complete
+ *   ROUTING    -> SIDE_WAIT   attempt.c side_wait: a credential must be fetched
+ *   ROUTING    -> UPSTREAM    lm_attempt_build: the transfer starts
+ *   ROUTING    -> STREAMING   run_local: a plugin answered a stream itself
+ *   SIDE_WAIT  -> the moves of ROUTING, once lm_relay_side_wake rebuilds
+ *   UPSTREAM   -> UPSTREAM    failover: the next candidate's transfer
+ *   UPSTREAM   -> SIDE_WAIT   a refused credential is refreshed
+ *   UPSTREAM   -> STREAMING   the first stream bytes reach the client
+ *   any active -> SETTLING    lm_settle: the last bytes wait for the ledger commit
+ *   any        -> DONE        output.c: the reply or the stream's end went out;
+ *                             lm_settle_committed: the held reply went out
+ * Not states: headers_sent (reply shape, kept after DONE), settling (a
+ * commit in flight holds the relay), settled, fini_seen, paused, too_large. */
 #include "relay/relay.h"
 #include "core/clock.h"
 
@@ -21,6 +36,39 @@
 #include <string.h>
 #include <time.h>
 
+/* ---- state ---- */
+
+#define B(s) (1u << LM_RELAY_##s)
+/* legal[from]: the states `from` may move to. DONE -> DONE is the held
+ * reply of lm_settle_committed after a shutdown already answered. */
+static const unsigned legal[] = {
+    [LM_RELAY_READING] = B(ROUTING) | B(DONE),
+    [LM_RELAY_ROUTING] = B(SIDE_WAIT) | B(UPSTREAM) | B(STREAMING) | B(SETTLING) | B(DONE),
+    [LM_RELAY_SIDE_WAIT] = B(SIDE_WAIT) | B(UPSTREAM) | B(STREAMING) | B(SETTLING) | B(DONE),
+    [LM_RELAY_UPSTREAM] = B(SIDE_WAIT) | B(UPSTREAM) | B(STREAMING) | B(SETTLING) | B(DONE),
+    [LM_RELAY_STREAMING] = B(SETTLING) | B(DONE),
+    [LM_RELAY_SETTLING] = B(DONE),
+    [LM_RELAY_DONE] = B(DONE),
+};
+#undef B
+
+static const char *const state_names[] = {"reading",   "routing",  "side_wait", "upstream",
+                                          "streaming", "settling", "done"};
+
+void lm_relay_to(lm_relay_t *r, lm_relay_state_t to)
+{
+    if (!(legal[r->state] & (1u << to))) {
+        lm_log(LM_LOG_ERROR, "%s: illegal relay state change %s -> %s", r->id,
+               state_names[r->state], state_names[to]);
+#ifdef LM_DEBUG
+        abort();
+#endif
+        if (r->state == LM_RELAY_DONE)
+            return; /* answered stays answered, whatever runs on */
+    }
+    r->state = to;
+}
+
 /* ---- lifecycle ---- */
 
 static void relay_free(lm_relay_t *r)
@@ -31,7 +79,7 @@ static void relay_free(lm_relay_t *r)
     /* A stream cut short (client gone, upstream cut) is billed for what was
      * received; failures before any output bill nothing. */
     if (!r->settled && r->st_init && r->headers_sent)
-        lm_settle(r, r->fini_seen && !r->finished, 0);
+        lm_settle(r, r->fini_seen && r->state != LM_RELAY_DONE, 0);
     lm_settle_access_log(r);
     lm_settle_metrics(r);
     lm_usage fin = lm_settle_usage(r);
@@ -361,5 +409,7 @@ static int handle(lm_relay_t *r, int method_ok)
 
 void lm_relay_run(lm_relay_t *r, int method_ok)
 {
+    if (r->state == LM_RELAY_READING) /* not when a shutdown already answered */
+        lm_relay_to(r, LM_RELAY_ROUTING);
     (void)handle(r, method_ok);
 }

@@ -18,8 +18,20 @@
 
 typedef struct lm_relay_s lm_relay_t;
 
+/* Where a request is; relay.c's opening comment has the transitions. */
+typedef enum lm_relay_state_e {
+    LM_RELAY_READING,   /* headers in, body arriving */
+    LM_RELAY_ROUTING,   /* auth, checks, scripts, candidates, admission */
+    LM_RELAY_SIDE_WAIT, /* parked until a side value (credential) is fetched */
+    LM_RELAY_UPSTREAM,  /* a transfer is under way; the client has seen nothing */
+    LM_RELAY_STREAMING, /* the stream's headers went out; events flow */
+    LM_RELAY_SETTLING,  /* the end is decided; last bytes wait for the ledger commit */
+    LM_RELAY_DONE,      /* the client's reply is complete (or the client is answered) */
+} lm_relay_state_t;
+
 struct lm_relay_s {
     lm_worker_t *w;
+    lm_relay_state_t state;  /* changed only by lm_relay_to */
     lm_http_req_t *req;      /* NULL once the client is gone */
     int fini_seen;           /* the HTTP request object was freed */
     lm_rt_t *rt;             /* counted reference: the generation this request runs on */
@@ -32,8 +44,8 @@ struct lm_relay_s {
     int64_t attempt_ttft_ms;
     lm_lua_call_t *lua; /* the scripts' view of this request, or NULL */
     lm_gov_t gov;       /* caller identity, limits, quota hold */
-    int ending;         /* the end is decided; waiting for the ledger commit */
-    int settling;       /* a ledger row is being committed (holds the relay) */
+    int settling;       /* a ledger commit is in flight: holds the relay (not a state:
+                         * a shutdown may answer the client meanwhile) */
     int settled;        /* this request's row was submitted */
     char *pending_body; /* non-stream reply held until its row is committed */
     struct event *settle_ev;
@@ -51,8 +63,7 @@ struct lm_relay_s {
     lm_ureq_t ureq;
     lm_upstream_t *up;
     int status;
-    int headers_sent; /* stream reply started */
-    int finished;     /* client reply complete */
+    int headers_sent; /* stream reply started (stays set once DONE) */
     int paused;
     int too_large;
     int whole_body;    /* the upstream answered with one body (JSON), not events */
@@ -77,6 +88,10 @@ struct lm_relay_s {
     int overload;                     /* over the process-wide in-flight cap when it came */
     lm_relay_t *side_next, *side_prev;
 };
+
+/* relay.c: move r to state `to`. An illegal move is logged (and aborts
+ * with -DLM_DEBUG); DONE is never left. */
+void lm_relay_to(lm_relay_t *r, lm_relay_state_t to);
 
 /* relay.c: frees the relay once both sides are done (the upstream transfer
  * is released, the HTTP request object is gone, no ledger commit pending);

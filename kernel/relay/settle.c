@@ -43,7 +43,7 @@ void lm_settle_committed(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     r->settling = 0;
     if (r->pending_body) {
-        r->finished = 1;
+        lm_relay_to(r, LM_RELAY_DONE);
         r->client_status = 200;
         lm_out_route_header(r);
         if (r->req)
@@ -51,8 +51,7 @@ void lm_settle_committed(evutil_socket_t fd, short what, void *arg)
                           r->id);
         free(r->pending_body);
         r->pending_body = NULL;
-    } else if (r->ending) {
-        r->ending = 0;
+    } else if (r->state == LM_RELAY_SETTLING) { /* a stream's usage chunk and [DONE] */
         lm_out_stream_end(r, NULL);
     }
     lm_relay_maybe_free(r);
@@ -93,6 +92,7 @@ int lm_settle(lm_relay_t *r, int aborted, int wait)
     if (lm_gov_settle(&r->gov, cost, &row, &cb) < 0)
         return 0;
     r->settling = 1;
+    lm_relay_to(r, LM_RELAY_SETTLING);
     return 1;
 }
 
@@ -100,10 +100,8 @@ int lm_settle(lm_relay_t *r, int aborted, int wait)
 void lm_settle_stream_ok(lm_relay_t *r)
 {
     lm_out_flush(r);
-    if (lm_settle(r, 0, 1)) {
-        r->ending = 1;
+    if (lm_settle(r, 0, 1))
         return;
-    }
     lm_out_stream_end(r, NULL);
 }
 
@@ -136,7 +134,7 @@ void lm_settle_access_log(lm_relay_t *r)
            r->route ? r->route->inst->chan->name : "-", vt ? vt->name : "-",
            vt && vt->version ? vt->version : "-", (unsigned long long)r->rt->gen, r->client_status,
            r->stream_error ? " stream_error" : "",
-           r->fini_seen && !r->finished ? " client_gone" : "",
+           r->fini_seen && r->state != LM_RELAY_DONE ? " client_gone" : "",
            (unsigned long long)((uint64_t)lm_clock_ms() - r->t_start_ms), (long long)u->prompt,
            (long long)u->completion, (long long)charge);
 }
