@@ -26,16 +26,6 @@ void lm_relay_client_gone(lm_relay_t *r);     /* error on the connection */
 void lm_relay_client_fini(lm_relay_t *r);     /* the request object is being freed */
 void lm_relay_client_writable(lm_relay_t *r); /* output drained */
 
-/* From the upstream pool. whole_json: the upstream sent application/json
- * (a stream request answered with one body, e.g. an error in a 200). on_data
- * returns n (consumed), 0 (abort the transfer) or LM_UP_PAUSE (re-deliver
- * later). */
-#define LM_UP_PAUSE ((size_t)-1)
-size_t lm_relay_on_data(lm_relay_t *r, int status, int whole_json, const char *p, size_t n);
-/* The transfer ended: ok (clean end of body), or an error; timeout says
- * the failure was a timeout. The pool has already released the handle. */
-void lm_relay_on_done(lm_relay_t *r, int ok, int timeout, const char *why);
-
 /* Worker thread: a side value changed; resume the relays waiting on it. */
 void lm_relay_side_wake(lm_worker_t *w);
 

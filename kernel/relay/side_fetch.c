@@ -1,3 +1,6 @@
+/* side_fetch.c - one side-value fetch per call: a pool transfer whose result
+ * goes to the channel's side cache, then every worker is woken (w->svc).
+ * Thread: the starting worker, which owns the fetch until it ends. */
 #include "relay/side_fetch.h"
 #include "core/clock.h"
 
@@ -6,7 +9,6 @@
 #include "gov/billing.h"
 #include "plugin/plugin.h"
 #include "relay/upstream.h"
-#include "server/server.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +49,7 @@ static void fetch_end(lm_side_fetch_t *f, int ok, char *value, int64_t ttl_s, co
         lm_log(LM_LOG_INFO, "channel %s: side value %s refreshed (lifetime %llds)",
                f->inst->chan->name, f->name, (long long)ttl_s);
     unlink_fetch(f);
-    lm_server_side_wake(f->w->srv);
+    f->w->svc->side_wake(f->w->svc->arg);
     lm_ureq_free(&f->ureq);
     lm_buf_free(&f->body);
     lm_rt_unref(f->rt);
@@ -143,7 +145,7 @@ int lm_side_fetch_start(lm_worker_t *w, lm_rt_t *rt, lm_inst_t *inst, const char
     return 0;
 fail:
     lm_side_complete(inst->side, name, 0, NULL, 0, e, lm_clock_ms());
-    lm_server_side_wake(w->srv);
+    w->svc->side_wake(w->svc->arg);
     if (f) {
         lm_ureq_free(&f->ureq);
         free(f);

@@ -1,7 +1,9 @@
+/* upstream.c - one curl multi per worker, driven by its event base; easy
+ * handles made in one place. Thread: the owning worker. A transfer belongs
+ * to the pool until it completes (sink's on_done) or is cancelled. */
 #include "relay/upstream.h"
 
 #include "core/log.h"
-#include "relay/relay.h" /* LM_UP_PAUSE */
 
 #include <curl/curl.h>
 #include <event2/event.h>

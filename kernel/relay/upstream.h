@@ -20,7 +20,11 @@ lm_upstream_pool_t *lm_upstream_pool_new(struct event_base *base);
 /* Cancels nothing: call after every transfer was cancelled. */
 void lm_upstream_pool_free(lm_upstream_pool_t *pool);
 
-/* Who receives a transfer's bytes and its end (relay.h documents the
+/* A sink's on_data return value: keep the bytes and deliver them again
+ * after lm_upstream_resume (the client is slow to read). */
+#define LM_UP_PAUSE ((size_t)-1)
+
+/* Who receives a transfer's bytes and its end (relay/attempt.c is the
  * contract: on_data returns n, 0 to abort, or LM_UP_PAUSE). */
 typedef struct lm_upstream_sink_s {
     size_t (*on_data)(void *arg, int status, int whole_json, const char *p, size_t n);

@@ -50,6 +50,8 @@ struct lm_server_s {
     lm_http_front_t *front; /* the data-plane listener and its workers */
     struct event_base *base;
     atomic_long inflight;
+    /* what relays use (relay/services.h); filled before the workers start */
+    lm_relay_services_t relay_svc;
     atomic_int next_worker;
     struct event *sig_term, *sig_int, *drain_timer;
     struct timespec drain_deadline;
@@ -125,6 +127,17 @@ lm_rt_t *lm_server_acquire_rt(lm_server_t *s)
     return rt;
 }
 
+/* The relay's view of the server (relay/services.h). */
+static lm_rt_t *svc_acquire_rt(void *arg)
+{
+    return lm_server_acquire_rt(arg);
+}
+
+static void svc_side_wake(void *arg)
+{
+    lm_server_side_wake(arg);
+}
+
 int lm_server_draining(lm_server_t *s)
 {
     return atomic_load(&s->draining);
@@ -142,6 +155,7 @@ static void *worker_init(struct event_base *base, void *arg)
     w->index = atomic_fetch_add(&s->next_worker, 1);
     w->base = base;
     w->srv = s;
+    w->svc = &s->relay_svc;
     w->up = lm_upstream_pool_new(w->base);
     if (w->up == NULL)
         abort();
@@ -654,6 +668,13 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
     }
     if (setup_store(s, err, errlen) < 0)
         return -1;
+    s->relay_svc = (lm_relay_services_t){.store = s->store,
+                                         .metrics = lm_server_metrics(s),
+                                         .authguard = s->authguard,
+                                         .inflight = &s->inflight,
+                                         .acquire_rt = svc_acquire_rt,
+                                         .side_wake = svc_side_wake,
+                                         .arg = s};
     if (setup_front(s, err, errlen) < 0) /* stored channels may have rebuilt the generation */
         return -1;
     s->retire_ev = event_new(s->base, -1, 0, on_retire_ev, s);

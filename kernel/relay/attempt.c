@@ -1,0 +1,540 @@
+/* attempt.c - upstream attempts: build the provider request, send it, read
+ * the answer (timers, stream or whole body), retry or fail over. Thread:
+ * the relay's worker. r->up belongs to the pool until upstream_done. */
+#include "relay/attempt.h"
+#include "core/clock.h"
+
+#include "core/errors.h"
+#include "core/log.h"
+#include "proto/response.h"
+#include "relay/output.h"
+#include "relay/settle.h"
+#include "relay/side_fetch.h"
+#include "route/metrics.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define LM_RESPONSE_MAX   (64u * 1024 * 1024) /* whole non-stream upstream body */
+#define LM_ERROR_BODY_MAX (1024u * 1024)      /* upstream error body kept for mapping */
+
+static void upstream_done(lm_relay_t *r, int ok, int timeout, const char *why);
+
+/* ---- timers ---- */
+
+static void arm_timer(lm_relay_t *r, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    if (r->timer)
+        evtimer_add(r->timer, &tv);
+}
+
+/* Streams get only the idle timeout (no absolute cap, FT-4); a whole
+ * (non-stream) answer must also arrive within request_timeout. */
+static int next_timeout_ms(const lm_relay_t *r)
+{
+    const lm_chan_conf_t *ch = r->route->inst->chan;
+    int ms = ch->idle_timeout_ms;
+    if (!r->call.stream && ch->request_timeout_ms > 0) {
+        int64_t left = (int64_t)r->attempt_start_ms + ch->request_timeout_ms -
+                       (int64_t)(uint64_t)lm_clock_ms();
+        if (left < ms)
+            ms = left > 1 ? (int)left : 1;
+    }
+    return ms;
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    lm_relay_t *r = arg;
+    (void)fd;
+    (void)what;
+    if (r->up == NULL)
+        return;
+    lm_upstream_cancel(r->up);
+    r->up = NULL;
+    upstream_done(r, 0, 1, r->headers_sent ? "upstream idle timeout" : "upstream timeout");
+}
+
+/* ---- upstream data ---- */
+
+static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
+{
+    if (!r->headers_sent) {
+        r->headers_sent = 1;
+        lm_relay_to(r, LM_RELAY_STREAMING);
+        r->ttft_ms = (int64_t)((uint64_t)lm_clock_ms() - r->t_start_ms);
+        lm_out_route_header(r);
+        lm_http_stream_start(r->req, r->id);
+    } else if (lm_http_out_pending(r->req) > r->rt->conf->stream_high_water) {
+        r->paused = 1; /* slow reader: let the kernel socket buffer drain */
+        return LM_UP_PAUSE;
+    }
+    int rc = lm_stream_feed(&r->st, p, n);
+    if (rc < 0) {
+        lm_out_stream_end(r, &r->st.err);
+        return 0; /* abort the transfer */
+    }
+    if (rc == LM_DONE) {
+        lm_settle_stream_ok(r);
+        return n;
+    }
+    lm_out_flush(r);
+    return n;
+}
+
+/* From the upstream pool. whole_json: the upstream sent application/json
+ * (a stream request answered with one body, e.g. an error in a 200).
+ * Returns n (consumed), 0 (abort the transfer) or LM_UP_PAUSE (re-deliver
+ * later). */
+static size_t upstream_data(lm_relay_t *r, int status, int whole_json, const char *p, size_t n)
+{
+    if (r->req == NULL)
+        return 0; /* client gone: abort, stop paying for tokens */
+    if (r->state == LM_RELAY_DONE || r->state == LM_RELAY_SETTLING)
+        return n; /* trailing bytes after the end marker */
+    r->status = status;
+    if (r->attempt_ttft_ms < 0)
+        r->attempt_ttft_ms = (int64_t)((uint64_t)lm_clock_ms() - r->attempt_start_ms);
+    arm_timer(r, next_timeout_ms(r));
+    /* An SSE body never starts with '{': that is one JSON object (an error
+     * in a 200, as Baidu v1 sends), however it is labelled. */
+    int json_first = !r->headers_sent && !r->whole_body && n > 0 && p[0] == '{' &&
+                     r->route->inst->plugin->vt.framing == LM_FRAME_SSE;
+    if (status >= 200 && status < 300 && r->call.stream && !whole_json && !r->whole_body &&
+        !json_first)
+        return on_stream_data(r, p, n);
+    r->whole_body = 1;
+    size_t cap = (status >= 200 && status < 300) ? LM_RESPONSE_MAX : LM_ERROR_BODY_MAX;
+    if (r->body.len + n > cap) {
+        if (status >= 200 && status < 300) {
+            lm_out_err(r, 502, "api_error", "upstream_error", "upstream response too large");
+            return 0;
+        }
+        return n; /* error bodies: keep the first part for mapping */
+    }
+    if (lm_buf_add(&r->body, p, n) < 0) {
+        lm_out_err(r, 500, "api_error", NULL, "out of memory");
+        return 0;
+    }
+    return n;
+}
+
+#define LM_RETRY_AFTER_MAX_S 600 /* longer holds are the provider's mistake */
+
+/* A 429/503 with Retry-After keeps this channel x model out of rotation
+ * for that long; the client that gets the error is told the same. */
+static void honour_retry_after(lm_relay_t *r)
+{
+    if (r->up_retry_after < 0 || (r->status != 429 && r->status != 503) || r->route->stats == NULL)
+        return;
+    int64_t s = r->up_retry_after < LM_RETRY_AFTER_MAX_S ? r->up_retry_after : LM_RETRY_AFTER_MAX_S;
+    lm_route_hold(r->route->stats, (int64_t)(uint64_t)lm_clock_ms() + s * 1000);
+    lm_log(LM_LOG_INFO, "channel %s model %s: upstream asked to retry after %llds; held",
+           r->route->inst->chan->name, r->route->model, (long long)s);
+}
+
+/* The upstream refused the credential this attempt sent and the plugin
+ * dropped it: fetch a fresh one and rebuild on the same channel, once per
+ * request (a second refusal is the client's answer). */
+static int credential_retry(lm_relay_t *r, const lm_err *e)
+{
+    if (r->side_retried || r->req == NULL)
+        return 0;
+    r->side_retried = 1;
+    lm_log(LM_LOG_INFO, "%s: channel %s refused its credential (%s); refreshing it", r->id,
+           r->route->inst->chan->name, e->code);
+    lm_attempt_record_failed(r, e->http_status);
+    r->attempt++;
+    r->side_waits = 0;
+    lm_attempt_build(r);
+    return 1;
+}
+
+static void finish_whole(lm_relay_t *r, int status, lm_str body)
+{
+    char *out = NULL;
+    lm_usage usage;
+    lm_err e;
+    int rc = lm_response_translate(r->route->inst, &r->call, status, body, &out, &usage, &e);
+    if (rc == LM_ERETRY && credential_retry(r, &e)) {
+        free(out);
+        return;
+    }
+    if (rc < 0) {
+        lm_log(LM_LOG_INFO, "%s: upstream %d -> %d %s", r->id, status, e.http_status, e.code);
+        lm_out_error(r, &e);
+    } else if (lm_rlua_response(r->lua, &out, &e) < 0) {
+        lm_out_error(r, &e);
+    } else if ((r->usage = usage, lm_settle(r, 0, 1))) {
+        r->pending_body = out; /* sent by lm_settle_committed once the row is committed */
+        out = NULL;
+    } else {
+        lm_relay_to(r, LM_RELAY_DONE);
+        r->client_status = 200;
+        r->usage = usage;
+        lm_out_route_header(r);
+        if (r->req)
+            lm_http_reply(r->req, 200, "application/json", out, strlen(out), r->id);
+    }
+    free(out);
+}
+
+/* The attempt is over for channel health: once per begun attempt. */
+void lm_attempt_route_end(lm_relay_t *r, int outcome)
+{
+    if (!r->route_begun || r->route == NULL || r->route->stats == NULL)
+        return;
+    r->route_begun = 0;
+    uint64_t now = (uint64_t)lm_clock_ms();
+    lm_route_event_t ev = lm_route_end(r->route->stats, (int64_t)now, outcome,
+                                       (int64_t)(now - r->attempt_start_ms), r->attempt_ttft_ms);
+    if (ev != LM_ROUTE_EV_NONE)
+        lm_log(LM_LOG_WARN, "channel %s model %s: %s", r->route->inst->chan->name, r->route->model,
+               lm_route_event_str(ev));
+}
+
+/* What the attempt says about the channel: its failures, not the client's. */
+static int attempt_outcome(const lm_relay_t *r, int ok, int timeout)
+{
+    if (r->req == NULL)
+        return LM_ROUTE_CANCEL;
+    if (!ok || timeout)
+        return LM_ROUTE_FAIL;
+    return (r->status == 429 || r->status >= 500) ? LM_ROUTE_FAIL : LM_ROUTE_OK;
+}
+
+/* Whether a failed attempt may go to the next channel: only while nothing
+ * reached the client, only for failures where the upstream did not take
+ * the request (no connection) or said so (429, 5xx); never after a timeout
+ * once the request was sent (FT-3). Scripts may ask for it (on_error). */
+static int retryable(const lm_relay_t *r, int ok, int timeout)
+{
+    if (!ok)
+        return !timeout && r->status == 0;
+    return r->status == 429 || r->status >= 500;
+}
+
+/* Every upstream attempt has a ledger row (linked by the request id); a
+ * failed one costs nothing and its status says why. */
+void lm_attempt_record_failed(lm_relay_t *r, int status)
+{
+    lm_usage_row_t row = {.request_id = r->id,
+                          .attempt = r->attempt,
+                          .channel = r->route->inst->chan->name,
+                          .model_asked = r->client_model,
+                          .model_served = r->upstream_model,
+                          .latency_ms = (int64_t)((uint64_t)lm_clock_ms() - r->attempt_start_ms),
+                          .ttft_ms = -1,
+                          .status = r->status ? r->status : status,
+                          .client_aborted = r->req == NULL};
+    lm_gov_record_attempt(&r->gov, &row);
+}
+
+/* The attempt failed before the client saw a byte: map the error, let the
+ * scripts look at it, and try the next candidate when allowed. */
+static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry)
+{
+    lm_attempt_record_failed(r, e->http_status);
+    lm_metrics_std_t *m = r->w->svc->metrics;
+    if (m) {
+        const char *labels[] = {r->route->model, r->route->inst->chan->name,
+                                e->code[0] ? e->code : "error"};
+        lm_metrics_inc(m->errors, labels, 1);
+    }
+    int script_retry = lm_rlua_error(r->lua, e, r->route, r->attempt, 0);
+    if ((kernel_retry || script_retry) && r->attempt < LM_MAX_ATTEMPTS && r->cand + 1 < r->ncands &&
+        r->req) {
+        lm_log(LM_LOG_WARN, "%s: attempt %d on channel %s failed (%d %s); trying channel %s", r->id,
+               r->attempt, r->route->inst->chan->name, e->http_status, e->code,
+               r->cands[r->cand + 1].inst->chan->name);
+        r->cand++;
+        lm_attempt_start(r);
+        return;
+    }
+    if (r->up_retry_after >= 0 && r->req && (e->http_status == 429 || e->http_status == 503)) {
+        char v[32];
+        snprintf(v, sizeof(v), "%lld", (long long)r->up_retry_after);
+        lm_http_add_header(r->req, "Retry-After", v);
+    }
+    lm_out_error(r, e);
+}
+
+static void whole_done(lm_relay_t *r)
+{
+    int status = r->status;
+    lm_str body = {lm_buf_cstr(&r->body), r->body.len};
+    if (status >= 200 && status < 300) {
+        finish_whole(r, status, body);
+        return;
+    }
+    char *out = NULL;
+    lm_usage usage;
+    lm_err e;
+    int rc = lm_response_translate(r->route->inst, &r->call, status, body, &out, &usage, &e);
+    free(out);
+    if (rc == LM_ERETRY && credential_retry(r, &e))
+        return;
+    honour_retry_after(r);
+    lm_log(LM_LOG_INFO, "%s: upstream %d -> %d %s", r->id, status, e.http_status, e.code);
+    attempt_failed(r, &e, retryable(r, 1, 0));
+}
+
+static void stream_done(lm_relay_t *r)
+{
+    int rc = r->headers_sent ? lm_stream_finish(&r->st) : LM_OK;
+    lm_err e;
+    if (!r->headers_sent) {
+        lm_error_set(&e, -1, 502, "api_error", "upstream_error", "upstream sent an empty stream");
+        attempt_failed(r, &e, 0);
+    } else if (rc < 0) {
+        lm_out_stream_end(r, &r->st.err);
+    } else if (rc == LM_DONE || r->st.emit.finish_seen) {
+        lm_settle_stream_ok(r); /* a clean end of body after a finish ends the stream */
+    } else {
+        /* The body ended before the provider's end marker and before any
+         * finish_reason: the answer is truncated, say so (7.5). */
+        lm_out_flush(r);
+        lm_error_set(&e, -1, 502, "api_error", "upstream_error",
+                     "upstream stream ended before the answer was complete");
+        lm_out_stream_end(r, &e);
+    }
+}
+
+/* The transfer ended: ok (clean end of body), or an error; timeout says
+ * the failure was a timeout. The pool has already released the handle. */
+static void upstream_done(lm_relay_t *r, int ok, int timeout, const char *why)
+{
+    lm_err e;
+    r->up = NULL;
+    lm_attempt_route_end(r, attempt_outcome(r, ok, timeout));
+    if (r->timer)
+        evtimer_del(r->timer);
+    if (r->req && r->state != LM_RELAY_DONE && r->state != LM_RELAY_SETTLING) {
+        int success = r->status >= 200 && r->status < 300;
+        if (!ok && !r->headers_sent) {
+            lm_log(LM_LOG_WARN, "%s: upstream failed on channel %s: %s", r->id,
+                   r->route->inst->chan->name, why);
+            if (timeout)
+                lm_error_set(&e, -1, 504, "api_error", "upstream_timeout", "upstream timed out");
+            else
+                lm_error_set(&e, -1, 502, "api_error", "upstream_error",
+                             "upstream connection failed");
+            attempt_failed(r, &e, retryable(r, ok, timeout));
+        } else if (!ok) {
+            lm_error_set(&e, -1, timeout ? 504 : 502, "api_error",
+                         timeout ? "upstream_timeout" : "upstream_error",
+                         timeout ? "upstream stream timed out" : "upstream stream was cut off");
+            lm_out_stream_end(r, &e);
+        } else if (r->call.stream && success && !r->whole_body) {
+            stream_done(r);
+        } else {
+            whole_done(r);
+        }
+    }
+    lm_relay_maybe_free(r);
+}
+
+/* ---- sending ---- */
+
+static int run_local(lm_relay_t *r)
+{
+    lm_str body = {lm_buf_cstr(&r->ureq.body), r->ureq.body.len};
+    int status = r->ureq.local_status;
+    r->status = status;
+    if (r->call.stream && status >= 200 && status < 300) {
+        r->headers_sent = 1;
+        lm_relay_to(r, LM_RELAY_STREAMING);
+        lm_http_stream_start(r->req, r->id);
+        int rc = lm_stream_feed(&r->st, body.p, body.n);
+        if (rc == LM_OK)
+            rc = lm_stream_finish(&r->st);
+        if (rc < 0)
+            lm_out_stream_end(r, &r->st.err);
+        else
+            lm_settle_stream_ok(r);
+        return 0;
+    }
+    finish_whole(r, status, body);
+    return 0;
+}
+
+/* Forget what the previous attempt left (plugin request state, buffers). */
+void lm_attempt_reset(lm_relay_t *r)
+{
+    if (r->call_open && r->route && r->route->inst->plugin->vt.req_close) {
+        const lm_plugin_t *prev = lm_plugin_enter(r->route->inst->plugin);
+        r->route->inst->plugin->vt.req_close(r->route->inst->istate, &r->call);
+        lm_plugin_leave(prev);
+    }
+    r->call_open = 0;
+    if (r->st_init)
+        lm_stream_free(&r->st);
+    r->st_init = 0;
+    lm_ureq_free(&r->ureq);
+    lm_ureq_init(&r->ureq);
+    lm_buf_reset(&r->body);
+    r->status = 0;
+    r->whole_body = 0;
+    r->up_retry_after = -1;
+}
+
+static size_t sink_data(void *arg, int status, int whole_json, const char *p, size_t n)
+{
+    return upstream_data(arg, status, whole_json, p, n);
+}
+
+static void sink_done(void *arg, int ok, int timeout, const char *why)
+{
+    upstream_done(arg, ok, timeout, why);
+}
+
+static void sink_retry_after(void *arg, int64_t seconds)
+{
+    ((lm_relay_t *)arg)->up_retry_after = seconds;
+}
+
+static const lm_upstream_sink_t relay_sink = {sink_data, sink_done, sink_retry_after};
+
+void lm_attempt_side_unlink(lm_relay_t *r)
+{
+    if (r->side_name[0] == '\0')
+        return;
+    if (r->side_prev)
+        r->side_prev->side_next = r->side_next;
+    else
+        r->w->side_waiters = r->side_next;
+    if (r->side_next)
+        r->side_next->side_prev = r->side_prev;
+    r->side_next = r->side_prev = NULL;
+    r->side_name[0] = '\0';
+}
+
+/* build_request asked for a side value that is not there yet: start the
+ * fetch if this request was chosen to, and park until a worker wakes us
+ * (lm_relay_side_wake). Nothing is sent and nothing is held meanwhile. */
+static int side_wait(lm_relay_t *r)
+{
+    const lm_side_need_t *need = &r->ureq.side;
+    lm_err e;
+    if (!need->wait) /* a fetch failed moments ago: its error, without another fetch */
+        return lm_out_error(r, &need->err);
+    if (++r->side_waits > 2)
+        return lm_out_err(r, 502, "api_error", "credential_unavailable",
+                          "the provider credential is still not available");
+    lm_relay_to(r, LM_RELAY_SIDE_WAIT);
+    snprintf(r->side_name, sizeof(r->side_name), "%s", need->name);
+    r->side_seq = need->seq;
+    r->side_prev = NULL;
+    r->side_next = r->w->side_waiters;
+    if (r->side_next)
+        r->side_next->side_prev = r;
+    r->w->side_waiters = r;
+    if (need->fetch && lm_side_fetch_start(r->w, r->rt, r->route->inst, need->name, &e) < 0) {
+        lm_attempt_side_unlink(r);
+        return lm_out_error(r, &e);
+    }
+    return 0;
+}
+
+int lm_attempt_start(lm_relay_t *r)
+{
+    lm_attempt_reset(r);
+    r->route = &r->cands[r->cand];
+    r->attempt++;
+    r->side_waits = 0;
+    return lm_attempt_build(r);
+}
+
+/* Translate the request for the current attempt's channel and send it.
+ * Re-entered after a side-value wait, so it starts from a clean call. */
+int lm_attempt_build(lm_relay_t *r)
+{
+    lm_attempt_reset(r);
+    const lm_route_t *route = r->route;
+    const lm_provider *vt = &route->inst->plugin->vt;
+    lm_err e;
+
+    snprintf(r->upstream_model, sizeof(r->upstream_model), "%s", route->upstream);
+    r->call = (lm_call){.hdr = LM_ABI_HDR(lm_call),
+                        .op = r->op,
+                        .stream = r->op == LM_OP_CHAT &&
+                                  json_is_true(json_object_get(r->canon, "stream")),
+                        .model = r->upstream_model,
+                        .request_id = r->id};
+    if (r->call.stream && !(vt->caps & LM_CAP_STREAM))
+        return lm_out_err(r, 400, "invalid_request_error", "stream_unsupported",
+                          "this model does not support streaming");
+    if (r->op == LM_OP_EMBED && !(vt->caps & LM_CAP_EMBED))
+        return lm_out_err(r, 400, "invalid_request_error", "model_not_supported",
+                          "this model does not support embeddings");
+    json_t *so = json_object_get(r->canon, "stream_options");
+    r->want_usage = json_is_true(json_object_get(so, "include_usage"));
+    /* The client's bytes may be forwarded only while canon still means them:
+     * the same model, and no script rewrote the request (an on_request that
+     * left it alone keeps canon as parsed). */
+    if (strcmp(json_string_value(json_object_get(r->canon, "model")), r->upstream_model) != 0)
+        json_object_set_new(r->canon, "model", json_string(r->upstream_model));
+    else if (r->req && !lm_rlua_request_changed(r->lua))
+        r->call.raw_body = lm_http_body(r->req);
+    memset(&e, 0, sizeof(e));
+    r->call_open = 1;
+    r->ureq.inst = route->inst;
+    const lm_plugin_t *prev = lm_plugin_enter(route->inst->plugin);
+    int rc = vt->build_request(route->inst->istate, &r->call, r->canon, &r->ureq, &e);
+    lm_plugin_leave(prev);
+    if (rc == LM_AGAIN && r->ureq.side.name[0])
+        return side_wait(r);
+    if (rc >= 0 && r->ureq.side.fetch && /* background refresh of a value near its end */
+        lm_side_fetch_start(r->w, r->rt, route->inst, r->ureq.side.name, &e) < 0)
+        lm_log(LM_LOG_WARN, "%s: background credential refresh failed to start", r->id);
+    if (rc == LM_AGAIN)
+        rc = LM_ERR; /* LM_AGAIN without a side value pending is a plugin bug */
+    if (rc < 0) {
+        if (e.http_status == 0)
+            lm_error_set(&e, rc, 400, "invalid_request_error", NULL,
+                         "the request cannot be sent to this provider");
+        return lm_out_error(r, &e);
+    }
+    if (lm_rlua_upstream(r->lua, route, r->attempt, &r->ureq, &e) < 0)
+        return lm_out_error(r, &e);
+    if (r->call.stream) {
+        lm_stream_init(&r->st, route->inst, &r->call, (int64_t)time(NULL), lm_out_sse_sink, r);
+        r->st_init = 1;
+    }
+    if (r->ureq.local_status)
+        return run_local(r);
+    if (r->ureq.url.len == 0)
+        return lm_out_err(r, 500, "api_error", "plugin_error", "plugin built no upstream URL");
+    char why[256];
+    if (route->stats && lm_route_begin(route->stats, (int64_t)(uint64_t)lm_clock_ms()) < 0) {
+        /* the channel is at its in-flight cap: the next candidate, or 503 now (FT-8) */
+        if (r->cand + 1 < r->ncands) {
+            r->cand++;
+            r->attempt--;
+            return lm_attempt_start(r);
+        }
+        return lm_out_err(r, 503, "api_error", "channel_busy",
+                          "every channel for this model is at its concurrency limit");
+    }
+    r->route_begun = route->stats != NULL;
+    r->attempt_start_ms = (uint64_t)lm_clock_ms();
+    r->attempt_ttft_ms = -1;
+    lm_relay_to(r, LM_RELAY_UPSTREAM);
+    r->up = lm_upstream_start(r->w->up, &r->ureq, route->inst->chan->connect_timeout_ms, 0,
+                              &relay_sink, r, why, sizeof(why));
+    if (r->up == NULL) {
+        lm_attempt_route_end(r, LM_ROUTE_FAIL);
+        return lm_out_err(r, 502, "api_error", "upstream_error", why);
+    }
+    if (r->timer == NULL)
+        r->timer = evtimer_new(r->w->base, on_timeout, r);
+    int first = route->inst->chan->first_byte_timeout_ms;
+    if (!r->call.stream && route->inst->chan->request_timeout_ms < first)
+        first = route->inst->chan->request_timeout_ms;
+    arm_timer(r, first);
+    return 0;
+}
