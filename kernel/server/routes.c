@@ -9,7 +9,7 @@
 #include "http/http.h"
 #include "relay/relay.h"
 #include "relay/rt.h"
-#include "server/server.h"
+#include "relay/services.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -28,9 +28,9 @@ static int require_method(lm_http_req_t *req, int m)
 /* The caller is anyone chat accepts: a config key or a usable virtual
  * key (lm_gov_auth, same errors), behind the same brute-force guard
  * (AU-4): a blocked address gets 429, a 401 counts as a failure. */
-static int authorized(lm_http_req_t *req, lm_server_t *s, const lm_rt_t *rt)
+static int authorized(lm_http_req_t *req, const lm_relay_services_t *svc, const lm_rt_t *rt)
 {
-    lm_authguard_t *guard = lm_server_authguard(s);
+    lm_authguard_t *guard = svc->authguard;
     const struct sockaddr *peer = lm_http_peer(req);
     int64_t wait = lm_authguard_blocked(guard, peer, (int64_t)(uint64_t)lm_clock_ms());
     if (wait > 0) {
@@ -43,8 +43,7 @@ static int authorized(lm_http_req_t *req, lm_server_t *s, const lm_rt_t *rt)
     }
     lm_gov_t g;
     lm_err e;
-    int rc = lm_gov_auth(&g, rt->conf, lm_server_store(s), lm_http_header(req, "Authorization"),
-                         peer, &e);
+    int rc = lm_gov_auth(&g, rt->conf, svc->store, lm_http_header(req, "Authorization"), peer, &e);
     lm_gov_end(&g, 0); /* listing models books nothing: drop the key reference */
     if (rc == 0)
         return 1;
@@ -81,11 +80,11 @@ static void models_reply(lm_http_req_t *req, const lm_rt_t *rt)
 
 static void route_models(lm_http_req_t *req, void *arg)
 {
-    lm_server_t *s = arg;
+    const lm_relay_services_t *svc = arg;
     if (!require_method(req, LM_HTTP_GET))
         return;
-    lm_rt_t *rt = lm_server_acquire_rt(s);
-    if (authorized(req, s, rt))
+    lm_rt_t *rt = svc->acquire_rt(svc->arg);
+    if (authorized(req, svc, rt))
         models_reply(req, rt);
     lm_rt_unref(rt);
 }
@@ -145,14 +144,14 @@ void lm_routes_relay_calls(lm_http_calls_t *c)
     c->writable = relay_writable;
 }
 
-int lm_routes_add(lm_http_front_t *f, lm_server_t *s)
+int lm_routes_add(lm_http_front_t *f, const lm_relay_services_t *svc)
 {
     if (lm_http_front_body_route(f, "/v1/chat/completions", LM_OP_CHAT) < 0 ||
         lm_http_front_body_route(f, "/v1/embeddings", LM_OP_EMBED) < 0 ||
-        lm_http_front_route(f, "/v1/models", route_models, s) < 0 ||
-        lm_http_front_route(f, "/v1/models/*", route_models, s) < 0 ||
-        lm_http_front_route(f, "/healthz", route_health, s) < 0 ||
-        lm_http_front_route(f, NULL, route_default, s) < 0)
+        lm_http_front_route(f, "/v1/models", route_models, (void *)svc) < 0 ||
+        lm_http_front_route(f, "/v1/models/*", route_models, (void *)svc) < 0 ||
+        lm_http_front_route(f, "/healthz", route_health, NULL) < 0 ||
+        lm_http_front_route(f, NULL, route_default, NULL) < 0)
         return -1;
     return 0;
 }

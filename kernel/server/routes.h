@@ -7,11 +7,12 @@
 #define LM_ROUTES_H
 #include "http/front.h"
 
-struct lm_server_s;
+struct lm_relay_services_s;
 
 /* The relay's per-request calls of c (begin ... writable); the caller sets
  * the thread calls. */
 void lm_routes_relay_calls(lm_http_calls_t *c);
-/* Register every route on f; s (borrowed) outlives f. 0, or -1. */
-int lm_routes_add(lm_http_front_t *f, struct lm_server_s *s);
+/* Register every route on f; svc (borrowed: the store, the brute-force
+ * guard, the current generation) outlives f. 0, or -1. */
+int lm_routes_add(lm_http_front_t *f, const struct lm_relay_services_s *svc);
 #endif

@@ -647,7 +647,7 @@ static int setup_front(lm_server_t *s, char *err, size_t errlen)
         return -1;
     }
     lm_http_front_set_max_body(s->front, c->max_body);
-    if (lm_routes_add(s->front, s) < 0) {
+    if (lm_routes_add(s->front, &s->relay_svc) < 0) {
         snprintf(err, errlen, "cannot register routes");
         return -1;
     }
