@@ -65,16 +65,6 @@ struct lm_server_s {
     char reload_err[1024];
 };
 
-long lm_server_inflight_add(lm_server_t *s, int delta)
-{
-    return atomic_fetch_add(&s->inflight, delta) + delta;
-}
-
-lm_authguard_t *lm_server_authguard(lm_server_t *s)
-{
-    return s->authguard;
-}
-
 lm_metrics_std_t *lm_server_metrics(lm_server_t *s)
 {
     return s->metrics ? &s->mstd : NULL;
@@ -107,11 +97,6 @@ char *lm_server_metrics_render(lm_server_t *s, size_t *len)
     return lm_metrics_render(s->metrics, len);
 }
 
-lm_store_t *lm_server_store(lm_server_t *s)
-{
-    return s->store;
-}
-
 void lm_server_reload(lm_server_t *s)
 {
     (void)s;
@@ -136,11 +121,6 @@ static lm_rt_t *svc_acquire_rt(void *arg)
 static void svc_side_wake(void *arg)
 {
     lm_server_side_wake(arg);
-}
-
-int lm_server_draining(lm_server_t *s)
-{
-    return atomic_load(&s->draining);
 }
 
 /* ---- workers ---- */

@@ -1,5 +1,7 @@
 /*
- * server.h - the process: listener, worker threads, signals, drain.
+ * server.h - the process: listener, worker threads, signals, drain,
+ * reload. The layers below never include this: the relay and the routes
+ * get lm_relay_services_t, the admin API its lm_admin_ctl_t.
  */
 #ifndef LM_SERVER_H
 #define LM_SERVER_H
@@ -19,16 +21,11 @@ typedef struct lm_server_opts_s {
  * configuration, plugins included. Takes ownership of rt (generation 1).
  * Returns 0 on a clean stop, -1 with a message in err. */
 int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t errlen);
-/* The store (NULL without data_dir). Any thread; lives until shutdown. */
-struct lm_store_s *lm_server_store(lm_server_t *s);
 struct lm_metrics_std_s;
 /* The standard metric families (any thread; live until shutdown). */
 struct lm_metrics_std_s *lm_server_metrics(lm_server_t *s);
 /* Prometheus text of every metric, gauges refreshed now (new, free()). */
 char *lm_server_metrics_render(lm_server_t *s, size_t *len);
-struct lm_authguard_s;
-/* Failed-authentication guard (any thread; lives until shutdown). */
-struct lm_authguard_s *lm_server_authguard(lm_server_t *s);
 /* Ask the control thread to reload (any thread). */
 void lm_server_reload(lm_server_t *s);
 /* A counted reference to the current generation (any thread); release it
@@ -50,11 +47,6 @@ int lm_server_check_conf(lm_server_t *s, lm_conf_t *conf, char *err, size_t errl
  * reason in err (the current generation keeps serving); -1: no answer in
  * time, or the gateway is stopping. Blocks: not on the control thread. */
 int lm_server_reload_wait(lm_server_t *s, int timeout_ms, uint64_t *gen, char *err, size_t errlen);
-/* In-flight relay accounting (any thread). */
-/* Requests in flight, process-wide; returns the new count. */
-long lm_server_inflight_add(lm_server_t *s, int delta);
 /* Any thread: tell every worker a side value changed (its waiters go on). */
 void lm_server_side_wake(lm_server_t *s);
-/* 1 once SIGTERM/SIGINT started the drain (any thread). */
-int lm_server_draining(lm_server_t *s);
 #endif
