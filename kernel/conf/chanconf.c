@@ -5,6 +5,7 @@
  * stored channels together with the file.
  */
 #include "conf/chanconf.h"
+#include "conf/outbound.h"
 #include "core/buf.h"
 #include "core/mask.h"
 
@@ -72,11 +73,6 @@ static int fail(const char **param, const char *p, char *err, size_t errlen, con
         va_end(ap);
     }
     return -1;
-}
-
-int lm_chan_secret_name(const char *key)
-{
-    return key && (strstr(key, "key") || strstr(key, "secret") || strstr(key, "token"));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -391,7 +387,7 @@ int lm_chan_from_json(lm_chan_rec_t *c, json_t *body, int merge, const lm_chan_r
             return fail(param, chan_nums[i].field, err, errlen, "give %s or %s, not both",
                         chan_nums[i].field, micro);
     }
-    return 0;
+    return lm_chanrule_rebind(c, body, cur, param, err, errlen); /* SS-2 */
 }
 
 /* ------------------------------------------------------------------------ */
@@ -681,8 +677,11 @@ int lm_chan_conf_add(lm_conf_t *conf, const lm_chan_rec_t *c, char *param, size_
 {
     size_t len = 0;
     int line = 0;
+    size_t before = conf->nchans;
     if (param && plen)
         param[0] = '\0';
+    if (lm_chanrule_env(conf, c, param, param ? plen : 0, err, errlen) != 0)
+        return -1; /* before the parser reads any variable (SS-2) */
     char *text = lm_chan_render(c, &len);
     if (text == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -691,8 +690,10 @@ int lm_chan_conf_add(lm_conf_t *conf, const lm_chan_rec_t *c, char *param, size_
     int rc = lm_conf_parse_channels(conf, CHAN_SRC, text, len, err, errlen);
     OPENSSL_cleanse(text, len);
     free(text);
-    if (rc == 0)
+    if (rc == 0) {
+        lm_outbound_mark_admin(conf, before); /* its upstream address policy (SS-7) */
         return 0;
+    }
     strip_location(err, &line);
     lm_chan_rec_scrub(c, err);
     const char *f = lm_chan_line_field(c, line, param, plen);

@@ -19,13 +19,11 @@
  */
 #ifndef LM_CHANCONF_H
 #define LM_CHANCONF_H
+#include "conf/chanrule.h" /* lm_chan_secret_name */
 #include "conf/conf.h"
 #include "store/store.h"
 
 #include <jansson.h>
-
-/* 1 if a setting of this name holds a secret. */
-int lm_chan_secret_name(const char *key);
 
 /* A new record holding the file's defaults (priority 0, weight 1,
  * max_inflight 1024, timeouts 5 s / 120 s / 60 s / 600 s, prices 0),

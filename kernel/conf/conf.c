@@ -538,6 +538,24 @@ static int model_strategies(parser_t *ps, char **w, int nw)
     return 0;
 }
 
+/* admin_env_allow GLOB...: may repeat, the globs add up. */
+static int admin_env_allow(parser_t *ps, char **w, int nw)
+{
+    lm_conf_t *c = ps->conf;
+    if (nw < 2)
+        return fail(ps, "usage: admin_env_allow NAME_GLOB... (e.g. LM_UP_*)");
+    char **v = realloc(c->admin_env_allow, (c->nadmin_env_allow + (size_t)nw - 1) * sizeof(*v));
+    if (v == NULL)
+        return fail(ps, "out of memory");
+    c->admin_env_allow = v;
+    for (int i = 1; i < nw; i++) {
+        if ((v[c->nadmin_env_allow] = strdup(w[i])) == NULL)
+            return fail(ps, "out of memory");
+        c->nadmin_env_allow++;
+    }
+    return 0;
+}
+
 static int top_directive(parser_t *ps, char **w, int nw)
 {
     lm_conf_t *c = ps->conf;
@@ -568,6 +586,8 @@ static int top_directive(parser_t *ps, char **w, int nw)
         return model_strategies(ps, w, nw);
     if (!strcmp(d, "price"))
         return add_price(ps, &c->prices, &c->nprices, w, nw);
+    if (!strcmp(d, "admin_env_allow")) /* conf/outbound.h */
+        return admin_env_allow(ps, w, nw);
     if (nw != 2)
         return fail(ps, "%s takes exactly one value", d);
     if (!strcmp(d, "listen"))
@@ -619,6 +639,12 @@ static int top_directive(parser_t *ps, char **w, int nw)
         if (*end || v < 0 || v > 1000000)
             return fail(ps, "auth_fail_limit must be a whole number >= 0 (0 turns it off)");
         c->auth_fail_limit = (int)v;
+        return 0;
+    }
+    if (!strcmp(d, "admin_private_upstreams")) { /* conf/outbound.h */
+        if (strcmp(w[1], "on") && strcmp(w[1], "off"))
+            return fail(ps, "admin_private_upstreams must be on or off");
+        c->admin_private_upstreams = !strcmp(w[1], "on");
         return 0;
     }
     if (!strcmp(d, "supervise")) {
@@ -832,6 +858,9 @@ void lm_conf_free(lm_conf_t *c)
 {
     if (c == NULL)
         return;
+    for (size_t i = 0; i < c->nadmin_env_allow; i++)
+        free(c->admin_env_allow[i]);
+    free(c->admin_env_allow);
     for (size_t i = 0; i < c->nchans; i++) {
         lm_chan_conf_t *ch = &c->chans[i];
         for (size_t j = 0; j < ch->nmodels; j++) {

@@ -63,6 +63,11 @@ typedef struct lm_chan_conf_s {
     int flat_price;           /* a price_* directive was given */
     lm_model_price_t *prices; /* per-model prices; first match wins */
     size_t nprices;
+    /* Outbound policy (SS-7), set by chanconf.c for the channels stored
+     * through the admin API; the file's channels keep 0 (local Ollama or
+     * vLLM on loopback stay possible). */
+    int from_admin;      /* defined through the admin API */
+    int private_refused; /* its upstream may not be a loopback or private address */
 } lm_chan_conf_t;
 
 /* route_strategy with model patterns: that strategy for those models. */
@@ -125,6 +130,10 @@ typedef struct lm_conf_s {
     size_t nprices;
     lm_model_strategy_t *model_strategies; /* route_strategy S glob...: first match wins */
     size_t nmodel_strategies;
+    /* Limits on the channels stored through the admin API (conf/outbound.h). */
+    char **admin_env_allow; /* admin_env_allow GLOB...: env:NAME usable there; none = no env: */
+    size_t nadmin_env_allow;
+    int admin_private_upstreams; /* their upstreams may be loopback/private addresses; off */
 } lm_conf_t;
 
 /* Parse `text` (len bytes) named `path` for messages. On error returns -1

@@ -29,6 +29,10 @@ struct lm_ureq {
     lm_side_need_t side;
     char *side_vals[LM_SIDE_MAX];
     size_t nside_vals;
+    /* The channel whose outbound address policy applies (SS-7), set by the
+     * caller before lm_upstream_start; NULL gets the strictest policy.
+     * Borrowed from the generation the caller holds. */
+    const lm_chan_conf_t *chan;
 };
 typedef struct lm_ureq lm_ureq_t;
 

@@ -320,6 +320,9 @@ static void upstream_done(lm_relay_t *r, int ok, int timeout, const char *why)
                    r->route->inst->chan->name, why);
             if (timeout)
                 lm_error_set(&e, -1, 504, "api_error", "upstream_timeout", "upstream timed out");
+            else if (!strncmp(why, LM_UP_REFUSED, strlen(LM_UP_REFUSED)))
+                lm_error_set(&e, -1, 502, "upstream_error", "upstream_address_refused",
+                             "the channel's upstream address is not allowed (see the gateway log)");
             else
                 lm_error_set(&e, -1, 502, "api_error", "upstream_error",
                              "upstream connection failed");
@@ -483,6 +486,7 @@ int lm_attempt_build(lm_relay_t *r)
     memset(&e, 0, sizeof(e));
     r->call_open = 1;
     r->ureq.inst = route->inst;
+    r->ureq.chan = route->inst->chan; /* its address policy (SS-7) */
     const lm_plugin_t *prev = lm_plugin_enter(route->inst->plugin);
     int rc = vt->build_request(route->inst->istate, &r->call, r->canon, &r->ureq, &e);
     lm_plugin_leave(prev);

@@ -118,6 +118,7 @@ int lm_side_fetch_start(lm_worker_t *w, lm_rt_t *rt, lm_inst_t *inst, const char
     f->inst = inst;
     snprintf(f->name, sizeof(f->name), "%s", name);
     lm_ureq_init(&f->ureq);
+    f->ureq.chan = inst->chan; /* its address policy (SS-7) */
     const lm_plugin_t *prev = lm_plugin_enter(inst->plugin);
     int rc = vt->side_request ? vt->side_request(inst->istate, name, &f->ureq, e) : LM_ENOTSUP;
     lm_plugin_leave(prev);

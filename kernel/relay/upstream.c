@@ -4,6 +4,7 @@
 #include "relay/upstream.h"
 
 #include "core/log.h"
+#include "core/netaddr.h"
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #define LM_IDLE_EASY_MAX 64
@@ -34,6 +36,10 @@ struct lm_upstream_s {
     int whole_json;  /* the upstream answered application/json, not a stream */
     int in_callback; /* inside a curl callback: cancel must wait */
     char errbuf[CURL_ERROR_SIZE];
+    /* Outbound address policy (SS-7), copied from the channel at start. */
+    int allow_private;
+    char chan[64];
+    char refused[128]; /* "ADDRESS (class)" of the last refused address, or "" */
 };
 
 /* Per-socket event, attached with curl_multi_assign. */
@@ -59,7 +65,10 @@ static void finish_transfer(lm_upstream_t *t, CURLcode res)
     int ok = res == CURLE_OK;
     int timeout = res == CURLE_OPERATION_TIMEDOUT;
 
-    snprintf(why, sizeof(why), "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(res));
+    if (!ok && t->refused[0])
+        snprintf(why, sizeof(why), LM_UP_REFUSED ": channel %s, %s", t->chan, t->refused);
+    else
+        snprintf(why, sizeof(why), "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(res));
     lm_upstream_cancel(t); /* release the handle before the relay runs */
     sink->on_done(arg, ok, timeout, why);
 }
@@ -219,6 +228,56 @@ static size_t header_cb(char *p, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
+/* The address policy on one address: 1 allowed, else 0 with the refusal
+ * logged and remembered for the transfer's `why`. */
+static int addr_ok(lm_upstream_t *t, lm_netaddr_class_t k, const char *addr)
+{
+    if (lm_netaddr_allowed(k, t->allow_private))
+        return 1;
+    snprintf(t->refused, sizeof(t->refused), "%s (%s)", addr, lm_netaddr_class_str(k));
+    int hint = !t->allow_private && (k == LM_NETADDR_LOOPBACK || k == LM_NETADDR_PRIVATE);
+    lm_log(LM_LOG_WARN, "channel %s: upstream address %s refused%s", t->chan, t->refused,
+           hint ? " (a channel of the admin API; see admin_private_upstreams)" : "");
+    return 0;
+}
+
+/* Before each connection is opened: no SYN ever leaves for a refused
+ * address, so a refusal is immediate, never a connect timeout. */
+static curl_socket_t open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    lm_upstream_t *t = clientp;
+    char text[64];
+    if (purpose == CURLSOCKTYPE_IPCXN &&
+        !addr_ok(t, lm_netaddr_classify(&a->addr, a->addrlen),
+                 lm_netaddr_format(&a->addr, a->addrlen, text, sizeof(text))))
+        return CURL_SOCKET_BAD;
+    return socket(a->family, a->socktype, a->protocol);
+}
+
+/* Before the request is sent, on a new or a reused connection: a
+ * connection another channel's looser policy opened is not borrowed. */
+static int prereq_cb(void *clientp, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port)
+{
+    lm_upstream_t *t = clientp;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    return addr_ok(t, lm_netaddr_classify_text(primary_ip), primary_ip) ? CURL_PREREQFUNC_OK
+                                                                        : CURL_PREREQFUNC_ABORT;
+}
+
+static void set_policy(lm_upstream_t *t, const lm_ureq_t *u)
+{
+    CURL *e = t->easy;
+    t->allow_private = u->chan && !u->chan->private_refused;
+    snprintf(t->chan, sizeof(t->chan), "%s", u->chan && u->chan->name ? u->chan->name : "?");
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_cb);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, t);
+}
+
 static int set_headers(lm_upstream_t *t, const lm_ureq_t *u)
 {
     for (size_t i = 0; i < u->nheaders; i++) {
@@ -269,6 +328,7 @@ lm_upstream_t *lm_upstream_start(lm_upstream_pool_t *pool, const lm_ureq_t *u,
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+    set_policy(t, u);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms);

@@ -33,6 +33,15 @@ typedef struct lm_upstream_sink_s {
     void (*on_retry_after)(void *arg, int64_t seconds);
 } lm_upstream_sink_t;
 
+/* The outbound address policy (SS-7) is checked on every address a
+ * transfer connects to, before the connection is opened, and again on a
+ * reused connection before the request is sent: metadata and link-local
+ * addresses are refused, loopback and private ones when u->chan says
+ * private_refused (or u->chan is NULL). A refused transfer ends with
+ * on_done(ok 0, timeout 0) and a `why` starting with LM_UP_REFUSED; the
+ * refusal is logged with the channel and the address. */
+#define LM_UP_REFUSED "upstream address refused"
+
 /* Start a transfer for `u` delivering to sink(arg). Returns the transfer
  * (owned by the pool until it completes or is cancelled) or NULL with a
  * message in err. total_timeout_ms > 0 caps the whole transfer (side

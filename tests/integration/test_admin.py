@@ -18,16 +18,19 @@ TOKEN_RE = re.compile(r"admin token \(shown once\): (lmadm-[A-Za-z0-9_-]+)")
 SQL_LEAK = re.compile(r"sqlite|syntax error|constraint|near \"|no such (table|column)", re.I)
 MOCK = "channel mock {\n plugin mock\n models mock-1\n}\n"
 READ_TOKEN = "read-only-token-0123456789abcdef"
+# The tests' admin-API channels reach mocks on 127.0.0.1 and name
+# LM_TEST_* variables: allow both (conf/outbound.h; off by default).
+OUTBOUND = "admin_private_upstreams on\nadmin_env_allow LM_TEST_*\n"
 
 
 class Admin:
     """A gateway with a store and an admin listener; the generated admin
     token (if any) is read once from its log."""
 
-    def __init__(self, data=None, env=None, channels=MOCK):
+    def __init__(self, data=None, env=None, channels=MOCK, outbound=OUTBOUND):
         self.data = data or tempfile.mkdtemp(prefix="lm-adm-")
         self.aport = free_port()
-        extra = "data_dir %s\nadmin_listen 127.0.0.1:%d\n" % (self.data, self.aport)
+        extra = "data_dir %s\nadmin_listen 127.0.0.1:%d\n%s" % (self.data, self.aport, outbound)
         self.gw = Gateway(channels=channels, extra=extra, env=env)
         deadline = time.time() + 5
         while True:

@@ -1483,7 +1483,8 @@ static void test_chan_conf(void)
     static const char *const kv[] = {"api_key", "sk-secret-value-1", "region", "eu"};
     lm_chan_rec_t *c = chan_rec("c1", "mock", models, 2, kv, 2);
     lm_conf_t *conf = NULL;
-    const char *file = "channel filechan {\n plugin mock\n models f1\n}\n";
+    const char *file =
+        "admin_env_allow LM_TEST_*\nchannel filechan {\n plugin mock\n models f1\n}\n";
     lm_conf_parse("f.conf", file, strlen(file), &conf, err, sizeof(err));
     T_CHECK(conf && conf->nchans == 1, "file conf");
     /* a parser error names the field, without the rendered text's location */
