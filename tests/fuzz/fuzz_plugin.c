@@ -157,6 +157,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         op = LM_OP_EMBED;
         req = embed_req;
     }
+    /* An input that makes the plugin drop its side value (ERNIE v1 on an
+     * expired-token answer) must not leave every later build waiting. */
+    if (spec->side_name)
+        lmt_side_set(plugin, spec->side_name, spec->side_value);
     int rc = lmt_build(plugin, op, req, &u, &e);
     lmt_ureq_clear(&u);
     /* A request the plugin refused never reaches the upstream. */
