@@ -34,9 +34,11 @@ PLUGIN_SOS   := $(PLUGINS:%=$(PLUGIN_DIR)/%.so)
 TEST_PLUGINS := $(patsubst tests/plugins/%.c,$(O)/test-plugins/%.so,$(filter-out tests/plugins/verplug.c,$(wildcard tests/plugins/*.c))) \
                 $(O)/test-plugins/verplug_v1.so $(O)/test-plugins/verplug_v2.so
 UNIT_SRCS    := $(wildcard tests/unit/test_*.c)
-FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
+# fuzz_plugin.c is built once per plugin (test_fuzz_plugin_<name>).
+FUZZ_SRCS    := $(filter-out tests/fuzz/fuzz_plugin.c,$(wildcard tests/fuzz/fuzz_*.c))
 UNIT_BINS    := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%) \
-                $(FUZZ_SRCS:tests/fuzz/fuzz_%.c=$(O)/tests/test_fuzz_%)
+                $(FUZZ_SRCS:tests/fuzz/fuzz_%.c=$(O)/tests/test_fuzz_%) \
+                $(PLUGINS:%=$(O)/tests/test_fuzz_plugin_%)
 
 PLUGIN_CFLAGS := -std=c11 $(OPT) $(WARN) -fPIC -fvisibility=hidden -I sdk $(SAN)
 PLUGIN_LDFLAGS := -shared -Wl,-z,defs $(SAN)
@@ -97,6 +99,12 @@ $(O)/tests/test_plugin_%: tests/unit/test_plugin_%.c $(O)/liblmtest.a tests/unit
 $(O)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(O)/liblmtest.a $(O)/libkernel.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -I sdk -I kernel $(PKG_CFLAGS) -o $@ $< tests/fuzz/replay.c $(O)/liblmtest.a $(O)/libkernel.a $(PKG_LIBS)
+
+# One plugin parser target per plugin; like a plugin's own test it needs the
+# kit and Jansson only, and loads $(PLUGIN_DIR)/<name>.so when it runs.
+$(O)/tests/test_fuzz_plugin_%: tests/fuzz/fuzz_plugin.c tests/fuzz/replay.c $(O)/liblmtest.a | $(PLUGIN_DIR)/%.so
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DFUZZ_PLUGIN='"$*"' -I sdk -o $@ $< tests/fuzz/replay.c $(O)/liblmtest.a -ljansson
 
 unit: $(UNIT_BINS) plugins $(TEST_PLUGINS)
 	@O=$(O) tests/run.sh unit
