@@ -55,6 +55,7 @@ void lm_http_conn_idle(evhtp_request_t *req)
     if (n) {
         n->waiting_since_ms = lm_clock_ms();
         n->body_read_ms = 0;
+        lm_gate_request_done(n->gate); /* the next pipelined request may go in */
     }
 }
 
@@ -70,9 +71,6 @@ static evhtp_res on_conn_req_fini(evhtp_request_t *req, void *arg)
 {
     (void)arg;
     lm_http_conn_idle(req);
-    lm_http_conn_t *n = node_of(req);
-    if (n)
-        lm_gate_request_done(n->gate);
     return EVHTP_RES_OK;
 }
 
