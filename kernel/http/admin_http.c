@@ -5,6 +5,7 @@
  */
 #include "http/admin_http.h"
 #include "core/errors.h"
+#include "http/gate.h"
 #include "proto/reqcheck.h"
 #include "store/store.h"
 
@@ -285,8 +286,40 @@ void lm_admin_http_text(lm_admin_http_req_t *req, const char *ctype, const char 
     evhtp_send_reply(req, EVHTP_RES_OK);
 }
 
+/* The admin listener's connections get the data plane's gate: the same
+ * head limits, control-byte checks, readable 413 and pipelining. */
+static evhtp_res admin_conn_fini(evhtp_connection_t *c, void *gate)
+{
+    (void)c;
+    lm_gate_free(gate);
+    return EVHTP_RES_OK;
+}
+
+static evhtp_res admin_req_fini(evhtp_request_t *req, void *gate)
+{
+    (void)req;
+    lm_gate_request_done(gate);
+    return EVHTP_RES_OK;
+}
+
+static evhtp_res admin_accept(evhtp_connection_t *c, void *arg)
+{
+    lm_head_limits_t lim;
+    (void)arg;
+    lm_head_limits_default(&lim, ADMIN_BODY_MAX);
+    lm_gate_t *g = lm_gate_attach(c, &lim);
+    if (g == NULL)
+        return EVHTP_RES_ERROR;
+    evhtp_connection_set_hook(c, evhtp_hook_on_connection_fini,
+                              (evhtp_hook)(void (*)(void))admin_conn_fini, g);
+    evhtp_connection_set_hook(c, evhtp_hook_on_request_fini,
+                              (evhtp_hook)(void (*)(void))admin_req_fini, g);
+    return EVHTP_RES_OK;
+}
+
 void lm_admin_http_serve(struct evhtp *htp, lm_admin_http_cb cb, void *arg)
 {
     evhtp_set_max_body_size(htp, ADMIN_BODY_MAX);
+    evhtp_set_post_accept_cb(htp, admin_accept, NULL);
     evhtp_set_gencb(htp, cb, arg);
 }
