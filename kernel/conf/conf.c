@@ -680,6 +680,12 @@ static int top_directive(parser_t *ps, char **w, int nw)
             return fail(ps, "client_body_timeout needs a duration >= 100ms such as 60s");
         return 0;
     }
+    if (!strcmp(d, "client_send_timeout")) {
+        if (parse_duration_ms(w[1], &c->client_send_timeout_ms) < 0 ||
+            c->client_send_timeout_ms < 100)
+            return fail(ps, "client_send_timeout needs a duration >= 100ms such as 60s");
+        return 0;
+    }
     if (!strcmp(d, "drain_timeout")) {
         if (parse_duration_ms(w[1], &c->drain_timeout_ms) < 0)
             return fail(ps, "drain_timeout needs a duration such as 30s");
@@ -706,8 +712,9 @@ static lm_conf_t *conf_new(const char *path)
     c->max_body = 8ULL * 1024 * 1024;
     c->plugin_dir = strdup("build/plugins"); /* where make puts them */
     c->drain_timeout_ms = 30000;
-    c->client_header_timeout_ms = 30000;
+    c->client_header_timeout_ms = 10000;
     c->client_body_timeout_ms = 60000;
+    c->client_send_timeout_ms = 60000;
     c->log_level = LM_LOG_INFO;
     c->stream_high_water = 256 * 1024;
     c->auth_fail_limit = 20;

@@ -109,6 +109,7 @@ typedef struct lm_conf_s {
     int client_header_timeout_ms; /* a connection must send complete request headers within this,
                                      at its start and between keep-alive requests; 30 s */
     int client_body_timeout_ms;   /* between two pieces of a request body; 60 s */
+    int client_send_timeout_ms;   /* an answer the client reads none of for this is cut; 60 s */
     long max_inflight;            /* requests in flight process-wide before 503 overloaded; 10000 */
     int auth_fail_limit; /* failed authentications per address and minute before 429 (AU-4); 20, 0 =
                             off */

@@ -3,7 +3,12 @@
  * worker; a node is freed with its connection (on_conn_fini). */
 #include "http/conn.h"
 #include "core/clock.h"
+#include "core/log.h"
 #include "http/gate.h"
+#include "longmen.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 
 #include <event2/event.h>
 #include <stdlib.h>
@@ -15,6 +20,9 @@ typedef struct lm_http_conn_s {
     int64_t waiting_since_ms; /* waiting for request headers since (0: a request is running) */
     int64_t body_read_ms;     /* reading a request body: its last piece came then (0: not) */
     lm_gate_t *gate;          /* owned: hands libevhtp one whole request at a time */
+    uint64_t sent, sent_last; /* bytes written to the socket: now, at the last sweep */
+    int64_t out_stuck_ms;     /* bytes queued and none written since (0: not stuck) */
+    struct evbuffer_cb_entry *on_out; /* counts `sent` on the output buffer (owned) */
 } lm_http_conn_t;
 
 static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg);
@@ -74,10 +82,33 @@ static evhtp_res on_conn_req_fini(evhtp_request_t *req, void *arg)
     return EVHTP_RES_OK;
 }
 
+/* FT-6: a client that reads none of what is queued for it for
+ * client_send_timeout is cut off; its relay then cancels the upstream and
+ * bills what was received. Progress is the queue going down (the relay
+ * stops adding once it is over stream_buffer). */
+static int send_stalled(lm_http_conn_t *n, int64_t now, int limit)
+{
+    struct bufferevent *bev = evhtp_connection_get_bev(n->conn);
+    size_t out = bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+    if (out == 0 || n->sent != n->sent_last)
+        n->out_stuck_ms = 0;
+    else if (n->out_stuck_ms == 0)
+        n->out_stuck_ms = now;
+    n->sent_last = n->sent;
+    if (n->out_stuck_ms == 0 || now - n->out_stuck_ms < limit)
+        return 0;
+    lm_log(LM_LOG_INFO,
+           "closing a connection whose client read nothing of %zu queued bytes "
+           "for %d ms (client_send_timeout)",
+           out, limit);
+    return 1;
+}
+
 /* Slowloris (IN-7): a connection that has not completed its request
  * headers within client_header_timeout (from accept, or since its last
  * request ended) is closed; bytes trickling in do not extend it. A request
- * body must keep arriving: client_body_timeout between two pieces. */
+ * body must keep arriving: client_body_timeout between two pieces. An
+ * answer must keep leaving: client_send_timeout (send_stalled). */
 static void on_conn_sweep(evutil_socket_t fd, short what, void *arg)
 {
     lm_http_thread_t *t = arg;
@@ -88,7 +119,8 @@ static void on_conn_sweep(evutil_socket_t fd, short what, void *arg)
     while (n) {
         lm_http_conn_t *next = n->next;
         if ((n->waiting_since_ms > 0 && now - n->waiting_since_ms >= limit) ||
-            (n->body_read_ms > 0 && now - n->body_read_ms >= t->body_timeout_ms))
+            (n->body_read_ms > 0 && now - n->body_read_ms >= t->body_timeout_ms) ||
+            send_stalled(n, now, t->send_timeout_ms))
             evhtp_connection_free(n->conn); /* on_conn_fini unlinks and frees n */
         n = next;
     }
@@ -107,9 +139,20 @@ static evhtp_res on_conn_fini(evhtp_connection_t *conn, void *arg)
         n->t->conns = n->next;
     if (n->next)
         n->next->prev = n->prev;
+    struct bufferevent *bev = evhtp_connection_get_bev(conn);
+    if (bev && n->on_out)
+        evbuffer_remove_cb_entry(bufferevent_get_output(bev), n->on_out);
     lm_gate_free(n->gate);
     free(n);
     return EVHTP_RES_OK;
+}
+
+/* Output buffer callback: bytes drained from it went to the socket. */
+static void on_out(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    lm_http_conn_t *n = arg;
+    (void)buf;
+    n->sent += info->n_deleted;
 }
 
 /* Runs on the worker that owns the new connection. */
@@ -138,6 +181,8 @@ evhtp_res lm_http_conn_accept(evhtp_connection_t *conn, void *arg)
     lm_head_limits_t lim;
     lm_head_limits_default(&lim, t->max_body ? atomic_load(t->max_body) : UINT64_MAX);
     n->gate = lm_gate_attach(conn, &lim);
+    struct bufferevent *bev = evhtp_connection_get_bev(conn);
+    n->on_out = bev ? evbuffer_add_cb(bufferevent_get_output(bev), on_out, n) : NULL;
     lm_gate_max_body_from(n->gate, t->max_body);
     return EVHTP_RES_OK;
 }

@@ -21,6 +21,7 @@ typedef struct lm_http_thread_s {
     struct event *sweep;              /* closes connections past their deadlines, owned */
     int header_timeout_ms;            /* client_header_timeout */
     int body_timeout_ms;              /* client_body_timeout */
+    int send_timeout_ms;              /* client_send_timeout */
     const _Atomic uint64_t *max_body; /* the front's max_body_size (live across reloads) */
 } lm_http_thread_t;
 

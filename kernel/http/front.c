@@ -27,7 +27,7 @@ struct lm_http_front_s {
     lm_http_calls_t calls;
     lm_http_route_t routes[LM_HTTP_MAX_ROUTES];
     int nroutes;
-    int header_timeout_ms, body_timeout_ms;
+    int header_timeout_ms, body_timeout_ms, send_timeout_ms;
     atomic_int draining;
     _Atomic uint64_t max_body; /* max_body_size, read by every connection's gate */
     atomic_int next_thread;
@@ -187,6 +187,7 @@ static void thread_init(evhtp_t *htp, evthr_t *thr, void *arg)
     t->draining = &f->draining;
     t->header_timeout_ms = f->header_timeout_ms;
     t->body_timeout_ms = f->body_timeout_ms;
+    t->send_timeout_ms = f->send_timeout_ms;
     t->max_body = &f->max_body;
     t->user = f->calls.thread_init(evthr_get_base(thr), f->calls.arg);
     if (t->user == NULL)
@@ -242,7 +243,7 @@ void lm_http_front_set_max_body(lm_http_front_t *f, uint64_t max_body)
 }
 
 lm_http_front_t *lm_http_front_new(struct event_base *base, const lm_http_calls_t *calls,
-                                   int header_timeout_ms, int body_timeout_ms)
+                                   int header_timeout_ms, int body_timeout_ms, int send_timeout_ms)
 {
     lm_http_front_t *f = calloc(1, sizeof(*f));
     if (f == NULL)
@@ -250,6 +251,7 @@ lm_http_front_t *lm_http_front_new(struct event_base *base, const lm_http_calls_
     f->calls = *calls;
     f->header_timeout_ms = header_timeout_ms;
     f->body_timeout_ms = body_timeout_ms;
+    f->send_timeout_ms = send_timeout_ms;
     atomic_init(&f->max_body, UINT64_MAX);
     f->htp = evhtp_new(base, f);
     if (f->htp == NULL) {

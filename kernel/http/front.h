@@ -41,10 +41,10 @@ typedef struct lm_http_task_s {
 } lm_http_task_t;
 
 /* Control thread, before lm_http_front_listen. calls is copied. Timeouts:
- * client_header_timeout and client_body_timeout in ms. NULL on failure;
+ * client_header_timeout, client_body_timeout and client_send_timeout in ms. NULL on failure;
  * free with lm_http_front_free. */
 lm_http_front_t *lm_http_front_new(struct event_base *base, const lm_http_calls_t *calls,
-                                   int header_timeout_ms, int body_timeout_ms);
+                                   int header_timeout_ms, int body_timeout_ms, int send_timeout_ms);
 /* Any thread: the request body limit (max_body_size) the front enforces
  * before reading a body; a reload sets the new generation's. */
 void lm_http_front_set_max_body(lm_http_front_t *f, uint64_t max_body);

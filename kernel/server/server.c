@@ -620,8 +620,9 @@ static int setup_front(lm_server_t *s, char *err, size_t errlen)
     lm_routes_relay_calls(&calls);
     /* client timeouts are read at start (reload keeps them) */
     s->front = lm_http_front_new(
-        s->base, &calls, c->client_header_timeout_ms > 0 ? c->client_header_timeout_ms : 30000,
-        c->client_body_timeout_ms > 0 ? c->client_body_timeout_ms : 60000);
+        s->base, &calls, c->client_header_timeout_ms > 0 ? c->client_header_timeout_ms : 10000,
+        c->client_body_timeout_ms > 0 ? c->client_body_timeout_ms : 60000,
+        c->client_send_timeout_ms > 0 ? c->client_send_timeout_ms : 60000);
     if (s->front == NULL) {
         snprintf(err, errlen, "cannot initialise the HTTP server");
         return -1;

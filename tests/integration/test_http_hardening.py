@@ -9,7 +9,7 @@ import os
 import socket
 import time
 
-from lib import KEY, Gateway, check, run
+from lib import KEY, Gateway, Mock, check, chunk, run, sse_reply
 
 MOCK = "channel m {\n plugin mock\n models mock-1 echo-*\n}\n"
 AUTH = "Authorization: Bearer %s\r\n" % KEY
@@ -273,6 +273,63 @@ def test_in3_oversized_body_gets_a_readable_413():
         gw.stop()
 
 
-run([test_in12_split_heads_parse_the_same, test_in4_head_limits_and_bounded_memory,
+def test_ft6_client_that_stops_reading_is_cut_off():
+    """A stream whose client reads nothing is closed after
+    client_send_timeout (the upstream is cancelled); a client that reads
+    slowly but steadily is not."""
+    mock = Mock()
+    text = "x" * 2000  # 4000 of these: more than the kernel socket buffers hold
+    mock.routes["/v1/chat/completions"] = lambda h, b: sse_reply(
+        h, [chunk(text) for _ in range(4000)] + [chunk(finish="stop"), "[DONE]"])
+    gw = Gateway("channel up {\n plugin openai\n base_url %s/v1\n models gpt-x\n}\n" % mock.url,
+                 extra="client_send_timeout 2s\nstream_buffer 16k\n")
+    body = json.dumps({"model": "gpt-x", "stream": True,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    req = ("POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n%sContent-Length: %d\r\n\r\n"
+           % (AUTH, len(body))).encode() + body
+    try:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", gw.port))
+        s.sendall(req)
+        line = "client_send_timeout"
+        deadline = time.time() + 20
+        while time.time() < deadline and line not in gw.logtext():
+            time.sleep(0.2)
+        check(line in gw.logtext(), "the stalled client was cut off")
+        s.settimeout(10)
+        got, closed = 0, False
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    closed = True
+                    break
+                got += len(d)
+        except (ConnectionResetError, socket.timeout) as e:
+            closed = isinstance(e, ConnectionResetError)
+        s.close()
+        check(closed and got < 4000 * 2000, "closed after %d bytes" % got)
+        check("upstream transfer cancelled" in gw.logtext(), "the upstream was cancelled")
+        # a slow but steady reader gets the whole stream
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", gw.port))
+        s.sendall(req)
+        s.settimeout(20)
+        data = b""
+        while b"[DONE]" not in data[-64:]:
+            d = s.recv(8192)
+            if not d:
+                break
+            data += d
+            time.sleep(0.002)
+        s.close()
+        check(b"data: [DONE]" in data, "a slow reader is served to the end (%d bytes)" % len(data))
+    finally:
+        gw.stop()
+
+
+run([test_in12_split_heads_parse_the_same, test_ft6_client_that_stops_reading_is_cut_off, test_in4_head_limits_and_bounded_memory,
      test_pipelined_requests_answered_in_order, test_in5_control_bytes_in_a_head_are_400,
      test_in3_oversized_body_gets_a_readable_413])
