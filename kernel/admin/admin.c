@@ -58,8 +58,7 @@ static void warn_exposed(lm_admin_env_t *env)
 
 static void h_health(lm_admin_ctx_t *a)
 {
-    lm_admin_http_query_t q;
-    if (lm_admin_http_query_parse(a->req, lm_admin_no_params, &q) != 0)
+    if (!lm_admin_no_query(a))
         return;
     lm_store_settings_t s;
     if (lm_store_settings(a->env->store, &s) != LM_STORE_OK) {
@@ -76,9 +75,8 @@ static void h_health(lm_admin_ctx_t *a)
 /* Prometheus text exposition (longmen_* series; no secrets, names only). */
 static void h_metrics(lm_admin_ctx_t *a)
 {
-    lm_admin_http_query_t q;
     size_t len = 0;
-    if (lm_admin_http_query_parse(a->req, lm_admin_no_params, &q) != 0)
+    if (!lm_admin_no_query(a))
         return;
     char *txt = a->env->ctl.metrics_render(a->env->ctl.arg, &len);
     if (txt == NULL) {
@@ -91,8 +89,7 @@ static void h_metrics(lm_admin_ctx_t *a)
 
 static void h_reload(lm_admin_ctx_t *a)
 {
-    lm_admin_http_query_t q;
-    if (lm_admin_http_query_parse(a->req, lm_admin_no_params, &q) != 0)
+    if (!lm_admin_no_query(a))
         return;
     if (a->env->ctl.arg == NULL) {
         lm_admin_http_error(a->req, 503, "unavailable", NULL, "no server to reload");
@@ -136,8 +133,7 @@ static const route_t routes[] = {
 
 static void h_routes(lm_admin_ctx_t *a)
 {
-    lm_admin_http_query_t q;
-    if (lm_admin_http_query_parse(a->req, lm_admin_no_params, &q) != 0)
+    if (!lm_admin_no_query(a))
         return;
     json_t *data = json_array();
     for (size_t i = 0; i < NROUTES; i++)

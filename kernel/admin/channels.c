@@ -211,8 +211,7 @@ static int chan_ready(lm_admin_ctx_t *a)
 
 void lm_admin_channels_list(lm_admin_ctx_t *a)
 {
-    lm_admin_http_query_t q;
-    if (lm_admin_http_query_parse(a->req, lm_admin_no_params, &q) != 0 || !chan_ready(a))
+    if (!lm_admin_no_query(a) || !chan_ready(a))
         return;
     lm_conf_t *file = file_conf(a, 0);
     if (file == NULL)
@@ -245,8 +244,7 @@ void lm_admin_channels_list(lm_admin_ctx_t *a)
 
 void lm_admin_channels_get(lm_admin_ctx_t *a)
 {
-    lm_admin_http_query_t q;
-    if (lm_admin_http_query_parse(a->req, lm_admin_no_params, &q) != 0 || !chan_ready(a))
+    if (!lm_admin_no_query(a) || !chan_ready(a))
         return;
     lm_conf_t *file = file_conf(a, 0);
     if (file == NULL)
@@ -348,12 +346,10 @@ static void chan_commit(lm_admin_ctx_t *a, const lm_chan_rec_t *rec, int create)
 static lm_chan_rec_t *chan_body(lm_admin_ctx_t *a, lm_chan_rec_t *base, int merge,
                                 const lm_chan_rec_t *cur)
 {
-    lm_admin_http_query_t q;
-    json_t *body = base ? lm_admin_http_body_object(a->req) : NULL;
+    json_t *body = base ? lm_admin_body(a) : NULL;
     if (base == NULL)
         lm_admin_http_error(a->req, 500, "internal_error", NULL, "out of memory");
-    if (body == NULL || lm_admin_http_query_parse(a->req, lm_admin_no_params, &q) != 0) {
-        json_decref(body);
+    if (body == NULL) {
         lm_chan_rec_free(base);
         return NULL;
     }
@@ -441,8 +437,7 @@ void lm_admin_channels_patch(lm_admin_ctx_t *a)
 
 void lm_admin_channels_delete(lm_admin_ctx_t *a)
 {
-    lm_admin_http_query_t q;
-    if (lm_admin_http_query_parse(a->req, lm_admin_no_params, &q) != 0 || !chan_ready(a))
+    if (!lm_admin_no_query(a) || !chan_ready(a))
         return;
     int rc = lm_store_chan_delete(a->env->store, a->name);
     if (rc == LM_STORE_ENOTFOUND) {

@@ -42,3 +42,19 @@ json_t *lm_admin_jmoney(int64_t micro)
     char buf[40];
     return json_string(lm_money_format(micro, buf, sizeof(buf)));
 }
+
+int lm_admin_no_query(lm_admin_ctx_t *a)
+{
+    lm_admin_http_query_t q;
+    return lm_admin_http_query_parse(a->req, lm_admin_no_params, &q) == 0;
+}
+
+json_t *lm_admin_body(lm_admin_ctx_t *a)
+{
+    json_t *body = lm_admin_http_body_object(a->req);
+    if (body != NULL && !lm_admin_no_query(a)) {
+        json_decref(body);
+        return NULL;
+    }
+    return body;
+}

@@ -31,6 +31,12 @@ typedef void (*lm_admin_handler_t)(lm_admin_ctx_t *a);
 /* The allowed-list of a route that takes no query parameter. */
 extern const char *const lm_admin_no_params[];
 
+/* 1 if the request has no query parameter; 0 after answering 400. */
+int lm_admin_no_query(lm_admin_ctx_t *a);
+/* The request's JSON object body when it has no query parameter: a new
+ * reference, or NULL after answering 400. */
+json_t *lm_admin_body(lm_admin_ctx_t *a);
+
 /* Reply for a store status (LM_STORE_*). msg (may be NULL or empty) is the
  * store's validation text, built from fixed strings; database errors get a
  * fixed message (the SQLite text is only logged, by the store). */

@@ -266,14 +266,9 @@ static void reply_key(lm_admin_ctx_t *a, int status, int64_t id, const char *sec
 
 void lm_admin_keys_create(lm_admin_ctx_t *a)
 {
-    lm_admin_http_query_t q;
-    json_t *body = lm_admin_http_body_object(a->req);
+    json_t *body = lm_admin_body(a);
     if (body == NULL)
         return;
-    if (lm_admin_http_query_parse(a->req, lm_admin_no_params, &q) != 0) {
-        json_decref(body);
-        return;
-    }
     spec_in_t in;
     field_err_t fe = {0};
     memset(&in, 0, sizeof(in));
@@ -335,8 +330,7 @@ void lm_admin_keys_list(lm_admin_ctx_t *a)
 
 void lm_admin_keys_get(lm_admin_ctx_t *a)
 {
-    lm_admin_http_query_t q;
-    if (lm_admin_http_query_parse(a->req, lm_admin_no_params, &q) != 0)
+    if (!lm_admin_no_query(a))
         return;
     reply_key(a, 200, a->id, NULL);
 }
@@ -363,14 +357,9 @@ static int fill_limits(lm_admin_ctx_t *a, spec_in_t *in)
 
 void lm_admin_keys_update(lm_admin_ctx_t *a)
 {
-    lm_admin_http_query_t q;
-    json_t *body = lm_admin_http_body_object(a->req);
+    json_t *body = lm_admin_body(a);
     if (body == NULL)
         return;
-    if (lm_admin_http_query_parse(a->req, lm_admin_no_params, &q) != 0) {
-        json_decref(body);
-        return;
-    }
     spec_in_t in;
     field_err_t fe = {0};
     memset(&in, 0, sizeof(in));
@@ -396,8 +385,7 @@ void lm_admin_keys_update(lm_admin_ctx_t *a)
 
 void lm_admin_keys_delete(lm_admin_ctx_t *a)
 {
-    lm_admin_http_query_t q;
-    if (lm_admin_http_query_parse(a->req, lm_admin_no_params, &q) != 0)
+    if (!lm_admin_no_query(a))
         return;
     int rc = lm_store_key_delete(a->env->store, a->id);
     if (rc != LM_STORE_OK) {
