@@ -338,24 +338,31 @@ static void bind_quota(sqlite3_stmt *s, int i, int unlimited, int64_t quota)
         sqlite3_bind_int64(s, i, quota);
 }
 
+/* The key columns name .. enabled, then the time, from parameter i on
+ * (the INSERT and UPDATE statements list them in this order). */
+static void bind_key_cols(sqlite3_stmt *s, int i, const lm_store_key_cols_t *c)
+{
+    bind_text(s, i, c->name);
+    bind_text(s, i + 1, c->owner);
+    bind_text(s, i + 2, c->group);
+    bind_quota(s, i + 3, c->unlimited, c->quota);
+    sqlite3_bind_int64(s, i + 4, c->expires_at);
+    bind_text(s, i + 5, c->models_json);
+    bind_text(s, i + 6, c->cidrs_json);
+    sqlite3_bind_int64(s, i + 7, c->rpm);
+    sqlite3_bind_int64(s, i + 8, c->tpm);
+    sqlite3_bind_int64(s, i + 9, c->max_concurrent);
+    sqlite3_bind_int(s, i + 10, c->enabled ? 1 : 0);
+    sqlite3_bind_int64(s, i + 11, now_s());
+}
+
 static int sq_key_insert(lm_store_db_t *db, const unsigned char hash[32], const char *prefix,
                          const lm_store_key_cols_t *c, int64_t *id)
 {
     sqlite3_stmt *s = db->ws[W_INS_KEY];
     sqlite3_bind_blob(s, 1, hash, 32, SQLITE_TRANSIENT);
     bind_text(s, 2, prefix);
-    bind_text(s, 3, c->name);
-    bind_text(s, 4, c->owner);
-    bind_text(s, 5, c->group);
-    bind_quota(s, 6, c->unlimited, c->quota);
-    sqlite3_bind_int64(s, 7, c->expires_at);
-    bind_text(s, 8, c->models_json);
-    bind_text(s, 9, c->cidrs_json);
-    sqlite3_bind_int64(s, 10, c->rpm);
-    sqlite3_bind_int64(s, 11, c->tpm);
-    sqlite3_bind_int64(s, 12, c->max_concurrent);
-    sqlite3_bind_int(s, 13, c->enabled ? 1 : 0);
-    sqlite3_bind_int64(s, 14, now_s());
+    bind_key_cols(s, 3, c);
     if (step_once(s) != SQLITE_DONE)
         return db_status(db, "key insert");
     *id = sqlite3_last_insert_rowid(db->w);
@@ -379,18 +386,7 @@ static int sq_key_update(lm_store_db_t *db, int64_t id, const lm_store_key_cols_
 {
     sqlite3_stmt *s = db->ws[W_UPD_KEY];
     sqlite3_bind_int64(s, 1, id);
-    bind_text(s, 2, c->name);
-    bind_text(s, 3, c->owner);
-    bind_text(s, 4, c->group);
-    bind_quota(s, 5, c->unlimited, c->quota);
-    sqlite3_bind_int64(s, 6, c->expires_at);
-    bind_text(s, 7, c->models_json);
-    bind_text(s, 8, c->cidrs_json);
-    sqlite3_bind_int64(s, 9, c->rpm);
-    sqlite3_bind_int64(s, 10, c->tpm);
-    sqlite3_bind_int64(s, 11, c->max_concurrent);
-    sqlite3_bind_int(s, 12, c->enabled ? 1 : 0);
-    sqlite3_bind_int64(s, 13, now_s());
+    bind_key_cols(s, 2, c);
     if (step_once(s) != SQLITE_DONE)
         return db_status(db, "key update");
     return sqlite3_changes(db->w) == 1 ? LM_STORE_OK : LM_STORE_ENOTFOUND;
