@@ -209,6 +209,33 @@ static void pump(lm_gate_t *g)
         deliver(g);
 }
 
+/* The common case: nothing pending and the read holds one whole request
+ * head and no more than its Content-Length body. It is checked in place and
+ * libevhtp reads it where it is, with no copy through `pending`. Returns 1
+ * if it did so (the gate may be gone), 0 to take the general path; the
+ * head scan state stays valid for it (same bytes, same offsets). */
+static int fast_path(lm_gate_t *g, struct evbuffer *in)
+{
+    size_t have = evbuffer_get_length(in);
+    if (g->state != GATE_HEAD || evbuffer_get_length(g->pending) != 0 || have == 0)
+        return 0;
+    if (g->max_body && g->head.pos == 0)
+        g->lim.max_body = atomic_load_explicit(g->max_body, memory_order_relaxed);
+    size_t look = have < g->lim.max_head + 1 ? have : g->lim.max_head + 1;
+    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)look);
+    lm_head_t h = g->head;
+    if (lm_head_scan(p, look, &g->lim, &h) != LM_HEAD_DONE || h.skip != 0 ||
+        h.body == LM_BODY_CHUNKED || have - h.head_len > h.content_length)
+        return 0; /* g->head unchanged: the general path scans again */
+    memset(&g->head, 0, sizeof(g->head));
+    g->body = h.body;
+    g->left = h.content_length - (have - h.head_len);
+    g->discard = 0;
+    g->state = g->left ? GATE_BODY : GATE_WAIT;
+    g->evhtp_read(g->bev, g->evhtp_arg);
+    return 1;
+}
+
 static void gate_read(struct bufferevent *bev, void *arg)
 {
     lm_gate_t *g = arg;
@@ -219,6 +246,8 @@ static void gate_read(struct bufferevent *bev, void *arg)
         evbuffer_drain(in, evbuffer_get_length(in));
         return;
     }
+    if (fast_path(g, in))
+        return;
     evbuffer_add_buffer(g->pending, in);
     pump(g);
 }
@@ -288,7 +317,8 @@ void lm_gate_request_done(lm_gate_t *g)
         g->state = GATE_HEAD;
     }
     bufferevent_enable(g->bev, EV_READ);
-    event_active(g->kick, EV_TIMEOUT, 0);
+    if (evbuffer_get_length(g->pending)) /* a pipelined request waits */
+        event_active(g->kick, EV_TIMEOUT, 0);
 }
 
 void lm_gate_free(lm_gate_t *g)
