@@ -154,6 +154,27 @@ def test_upstream_errors_mapped():
     check(st == 502 and js["error"]["type"] == "api_error", raw)
 
 
+def test_upstream_redirect_named():
+    """Redirects are not followed: the client gets a 502 naming the real
+    status (not "HTTP 0"), and the log shows it."""
+    def redirect(h, b, status, body):
+        h.send_response(status)
+        h.send_header("Location", "http://127.0.0.1:9/elsewhere")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+    for status, body, stream in ((302, b"", False), (302, b"", True),
+                                 (301, b"<html>moved</html>", False), (307, b"", True)):
+        route(lambda h, b, s=status, d=body: redirect(h, b, s, d))
+        st, js, raw, _ = gw.chat(G1(stream=stream))
+        want = "upstream answered HTTP %d (redirects are not followed)" % status
+        check(st == 502 and js and js["error"]["code"] == "upstream_error"
+              and js["error"]["message"] == want, "%d stream=%s: %s %r" % (status, stream, st, raw))
+        check("HTTP 0" not in raw.decode(), raw)
+        log = gw.logtext()
+        check("upstream %d -> 502" % status in log, "log lacks the status: " + log[-800:])
+
+
 def test_upstream_error_before_stream():
     route(lambda h, b: json_reply(h, 429, {"error": {"message": "slow", "type": "requests"}}))
     st, js, raw, _ = gw.chat(G1(stream=True))
@@ -367,7 +388,7 @@ setup()
 run([test_plain, test_model_alias_maps_upstream_id, test_stream_with_usage,
      test_stream_without_usage_drops_usage_chunk, test_stream_usage_false_still_asked_upstream,
      test_stream_upstream_without_done_marker,
-     test_tool_call_passthrough, test_upstream_errors_mapped, test_upstream_error_before_stream,
+     test_tool_call_passthrough, test_upstream_errors_mapped, test_upstream_redirect_named, test_upstream_error_before_stream,
      test_upstream_timeout_504, test_upstream_refused_502, test_stream_cut_midway_gets_error_event,
      test_stream_idle_timeout, test_bad_input, test_truncated_at_every_offset, test_deep_nesting,
      test_body_limit_413, test_unknown_model_404, test_bad_key_401, test_models_and_health,
