@@ -371,6 +371,39 @@ def test_disconnect_midstream_cancels_upstream():
     check(mock.events[-1][2] - t < 1.3, "closed %.2fs after the disconnect" % (mock.events[-1][2] - t))
 
 
+def test_upstream_lingering_after_done_is_not_client_gone():
+    """The upstream keeps its connection open a while after [DONE]: the
+    client got the whole answer, so no "client went away" is logged; a
+    client that really leaves early still is."""
+    def lingering(h, b):
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        for ev in (chunk("all", role="assistant"), chunk(finish="stop"), usage_chunk(3, 1), "[DONE]"):
+            d = ("data: %s\n\n" % (ev if isinstance(ev, str) else json.dumps(ev))).encode()
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(d), d))
+        h.wfile.flush()
+        time.sleep(1.0)
+        h.wfile.write(b"0\r\n\r\n")
+        h.wfile.flush()
+    route(lingering)
+    line = "client went away; upstream transfer cancelled"
+    before = gw.logtext().count(line)
+    st, ev, raw, _ = gw.stream(G1(stream=True, stream_options={"include_usage": True}))
+    check(st == 200 and content_of(ev) == "all" and ev[-1] == "[DONE]", raw)
+    time.sleep(1.5)  # the upstream body ends (or is cut) meanwhile
+    log = gw.logtext()
+    check(log.count(line) == before, "complete stream logged as client gone: " + log[-1500:])
+    rid = [l for l in log.splitlines() if "access id=" in l][-1]
+    check(" client_gone" not in rid, rid)
+    test_disconnect_midstream_cancels_upstream()  # a real early abort
+    deadline = time.time() + 3
+    while time.time() < deadline and gw.logtext().count(line) == before:
+        time.sleep(0.05)
+    check(gw.logtext().count(line) == before + 1, "early abort not logged: " + gw.logtext()[-1500:])
+
+
 def test_secret_not_logged():
     check("sk-upstream-secret" not in gw.logtext() and KEY not in gw.logtext(), "secret in log")
 
@@ -393,4 +426,5 @@ run([test_plain, test_model_alias_maps_upstream_id, test_stream_with_usage,
      test_stream_idle_timeout, test_bad_input, test_truncated_at_every_offset, test_deep_nesting,
      test_body_limit_413, test_unknown_model_404, test_bad_key_401, test_models_and_health,
      test_embeddings, test_mock_plugin_offline, test_brute_force_blocks_only_that_address, test_disconnect_midstream_cancels_upstream,
+     test_upstream_lingering_after_done_is_not_client_gone,
      test_secret_not_logged, test_clean_shutdown])
