@@ -266,6 +266,29 @@ def test_unknown_model_404():
     check(st == 404 and js["error"]["code"] == "model_not_found", raw)
 
 
+def access_line(rid):
+    deadline = time.time() + 3
+    while time.time() < deadline:
+        for l in gw.logtext().splitlines():
+            if "access id=%s " % rid in l:
+                return l
+        time.sleep(0.05)
+    raise AssertionError("no access line for %s" % rid)
+
+
+def test_unknown_model_logged_by_name():
+    """The access log names the model asked for, not "-", as one safe word."""
+    for asked, want in (("no-such-model", "no-such-model"),
+                        ("bad name\nkey=admin\x01\u00e9", "bad?name?key=admin???"),
+                        ("m" * 200, "m" * 64 + "...")):
+        st, js, raw, hdrs = gw.chat(G1(asked))
+        check(st == 404 and js["error"]["code"] == "model_not_found", raw)
+        rid = {k.lower(): v for k, v in hdrs.items()}.get("x-request-id")
+        check(rid, "no x-request-id: %s" % hdrs)
+        line = access_line(rid)
+        check(" model=%s channel=- " % want in line, "want model=%s: %s" % (want, line))
+
+
 def test_bad_key_401():
     for key in (None, "wrong-key-123456", KEY + "x", KEY[:-1]):
         st, js, raw, _ = gw.chat(G1(), key=key)
@@ -424,7 +447,7 @@ run([test_plain, test_model_alias_maps_upstream_id, test_stream_with_usage,
      test_tool_call_passthrough, test_upstream_errors_mapped, test_upstream_redirect_named, test_upstream_error_before_stream,
      test_upstream_timeout_504, test_upstream_refused_502, test_stream_cut_midway_gets_error_event,
      test_stream_idle_timeout, test_bad_input, test_truncated_at_every_offset, test_deep_nesting,
-     test_body_limit_413, test_unknown_model_404, test_bad_key_401, test_models_and_health,
+     test_body_limit_413, test_unknown_model_404, test_unknown_model_logged_by_name, test_bad_key_401, test_models_and_health,
      test_embeddings, test_mock_plugin_offline, test_brute_force_blocks_only_that_address, test_disconnect_midstream_cancels_upstream,
      test_upstream_lingering_after_done_is_not_client_gone,
      test_secret_not_logged, test_clean_shutdown])
