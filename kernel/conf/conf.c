@@ -39,6 +39,7 @@ typedef struct parser_s {
     lm_conf_t *conf;
     lm_chan_conf_t *chan;     /* inside a channel block */
     lm_script_conf_t *script; /* inside a script block */
+    int keep_env;             /* LM_CONF_KEEP_ENV: env:NAME is kept as written, not read */
 } parser_t;
 
 static int fail(parser_t *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -155,7 +156,11 @@ static int parse_hostport(parser_t *ps, const char *s, char **host, int *port)
 static int resolve_value(parser_t *ps, const char *v, char **out, int *from_env)
 {
     *from_env = 0;
-    if (strncmp(v, "env:", 4) == 0) {
+    if (strncmp(v, "env:", 4) == 0 && ps->keep_env) {
+        /* The reference itself stands in for the secret: the caller only
+         * wants settings such as pid_file and must not need the keys. */
+        *from_env = 1;
+    } else if (strncmp(v, "env:", 4) == 0) {
         const char *e = getenv(v + 4);
         if (e == NULL || *e == '\0')
             return fail(ps, "environment variable %s is not set", v + 4);
@@ -201,7 +206,7 @@ static int directive_key(parser_t *ps, char **w, int nw)
         int env;
         if (resolve_value(ps, w[2], &secret, &env) < 0)
             return -1;
-        if (strlen(secret) < 8) {
+        if (strlen(secret) < 8 && !(env && ps->keep_env)) {
             free(secret);
             return fail(ps, "key %s: a client key needs at least 8 characters", w[1]);
         }
@@ -776,10 +781,11 @@ static int parse_lines(parser_t *ps, const char *text, size_t len, int channels_
     return rc;
 }
 
-int lm_conf_parse(const char *path, const char *text, size_t len, lm_conf_t **out, char *err,
-                  size_t errlen)
+static int conf_parse(const char *path, const char *text, size_t len, int flags, lm_conf_t **out,
+                      char *err, size_t errlen)
 {
-    parser_t ps = {path, 0, err, errlen, conf_new(path), NULL, NULL};
+    parser_t ps = {path,           0,    err,  errlen,
+                   conf_new(path), NULL, NULL, (flags & LM_CONF_KEEP_ENV) != 0};
 
     *out = NULL;
     if (ps.conf == NULL)
@@ -792,10 +798,16 @@ int lm_conf_parse(const char *path, const char *text, size_t len, lm_conf_t **ou
     return 0;
 }
 
+int lm_conf_parse(const char *path, const char *text, size_t len, lm_conf_t **out, char *err,
+                  size_t errlen)
+{
+    return conf_parse(path, text, len, 0, out, err, errlen);
+}
+
 int lm_conf_parse_channels(lm_conf_t *c, const char *path, const char *text, size_t len, char *err,
                            size_t errlen)
 {
-    parser_t ps = {path, 0, err, errlen, conf_new(path), NULL, NULL};
+    parser_t ps = {path, 0, err, errlen, conf_new(path), NULL, NULL, 0};
     if (ps.conf == NULL)
         return fail(&ps, "out of memory");
     int rc = parse_lines(&ps, text, len, 1);
@@ -823,7 +835,7 @@ int lm_conf_parse_channels(lm_conf_t *c, const char *path, const char *text, siz
     return rc;
 }
 
-int lm_conf_load(const char *path, lm_conf_t **out, char *err, size_t errlen)
+int lm_conf_load_ex(const char *path, int flags, lm_conf_t **out, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
     *out = NULL;
@@ -856,9 +868,14 @@ int lm_conf_load(const char *path, lm_conf_t **out, char *err, size_t errlen)
         len += n;
     }
     fclose(f);
-    int rc = lm_conf_parse(path, text ? text : "", len, out, err, errlen);
+    int rc = conf_parse(path, text ? text : "", len, flags, out, err, errlen);
     free(text);
     return rc;
+}
+
+int lm_conf_load(const char *path, lm_conf_t **out, char *err, size_t errlen)
+{
+    return lm_conf_load_ex(path, 0, out, err, errlen);
 }
 
 void lm_conf_free(lm_conf_t *c)

@@ -155,6 +155,12 @@ void lm_conf_price(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *mod
                    int64_t *output, int64_t *cached_input, int64_t *per_request);
 /* Read and parse a file. */
 int lm_conf_load(const char *path, lm_conf_t **out, char *err, size_t errlen);
+/* lm_conf_load with flags. LM_CONF_KEEP_ENV leaves every env:NAME value as
+ * its text (kv->val is "env:NAME", still marked secret) without reading the
+ * environment: for longmen -s, which needs only pid_file and is run from
+ * shells that do not hold the provider keys. Such a snapshot must not serve. */
+#define LM_CONF_KEEP_ENV 1
+int lm_conf_load_ex(const char *path, int flags, lm_conf_t **out, char *err, size_t errlen);
 void lm_conf_free(lm_conf_t *c);
 /* The built-in default config text (mock channel, demo key): used when no
  * config file exists, so `make run` answers without network or keys. */

@@ -274,6 +274,19 @@ static void whole_done(lm_relay_t *r)
     char *out = NULL;
     lm_usage usage;
     lm_err e;
+    if (status >= 300 && status < 400) {
+        /* Redirects are not followed (CURLOPT_FOLLOWLOCATION 0: a base_url
+         * must not wander to another host); a plugin's error map would call
+         * it a provider error, so name the real status here. */
+        char msg[96];
+        snprintf(msg, sizeof(msg), "upstream answered HTTP %d (redirects are not followed)",
+                 status);
+        lm_error_set(&e, -1, 502, "api_error", "upstream_error", msg);
+        lm_log(LM_LOG_WARN, "%s: upstream %d -> 502 upstream_error: redirects are not followed",
+               r->id, status);
+        attempt_failed(r, &e, 0);
+        return;
+    }
     int rc = lm_response_translate(r->route->inst, &r->call, status, body, &out, &usage, &e);
     free(out);
     if (rc == LM_ERETRY && credential_retry(r, &e))

@@ -125,7 +125,11 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     if (r->up) { /* client left mid-transfer: stop upstream tokens now */
         lm_upstream_cancel(r->up);
         r->up = NULL;
-        lm_log(LM_LOG_INFO, "%s: client went away; upstream transfer cancelled", r->id);
+        /* DONE: the client has its whole answer and the upstream merely
+         * kept its body open after the end marker; nobody went away (the
+         * access log's client_gone uses the same test). */
+        if (r->state != LM_RELAY_DONE)
+            lm_log(LM_LOG_INFO, "%s: client went away; upstream transfer cancelled", r->id);
     }
     lm_relay_maybe_free(r);
 }

@@ -105,10 +105,31 @@ void lm_settle_stream_ok(lm_relay_t *r)
     lm_out_stream_end(r, NULL);
 }
 
+#define LM_LOG_MODEL_MAX 64 /* bytes of an unknown model name shown in the access log */
+
+/* The model a client asked for, as one log word: it is client text, so
+ * spaces, control and non-ASCII bytes become '?' (no forged fields or
+ * lines) and a long name is cut, marked by "...". */
+static const char *log_word(const char *s, char *out, size_t outlen)
+{
+    size_t i = 0;
+    for (; s[i] && i < LM_LOG_MODEL_MAX && i + 4 < outlen; i++)
+        out[i] = (s[i] > 0x20 && s[i] < 0x7f) ? s[i] : '?';
+    if (s[i] && i + 4 <= outlen) {
+        memcpy(out + i, "...", 3);
+        i += 3;
+    }
+    out[i] = '\0';
+    return i ? out : "-";
+}
+
 /* One access-log line per request: who asked for what, which channel and
- * plugin version (and config generation) served it, how it ended. */
+ * plugin version (and config generation) served it, how it ended. A
+ * request no channel serves (404 model_not_found) shows the name asked,
+ * so operators see what clients want. */
 void lm_settle_access_log(lm_relay_t *r)
 {
+    char asked[LM_LOG_MODEL_MAX + 4];
     if (lm_log_level() < LM_LOG_INFO)
         return;
     const lm_usage *u = r->st_init ? &r->st.emit.usage : &r->usage;
@@ -130,7 +151,8 @@ void lm_settle_access_log(lm_relay_t *r)
     lm_log(LM_LOG_INFO,
            "access id=%s key=%s model=%s channel=%s plugin=%s/%s gen=%llu status=%d%s%s ms=%llu "
            "prompt=%lld completion=%lld charge=%lld",
-           r->id, r->gov.key_name ? r->gov.key_name : "-", r->route ? r->route->model : "-",
+           r->id, r->gov.key_name ? r->gov.key_name : "-",
+           r->route ? r->route->model : log_word(r->client_model, asked, sizeof(asked)),
            r->route ? r->route->inst->chan->name : "-", vt ? vt->name : "-",
            vt && vt->version ? vt->version : "-", (unsigned long long)r->rt->gen, r->client_status,
            r->stream_error ? " stream_error" : "",

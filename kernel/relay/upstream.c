@@ -65,6 +65,16 @@ static void finish_transfer(lm_upstream_t *t, CURLcode res)
     int ok = res == CURLE_OK;
     int timeout = res == CURLE_OPERATION_TIMEDOUT;
 
+    if (ok && t->status == 0) {
+        /* An answer without a body (a 302 with only Location, a 204) never
+         * reached write_cb: hand its status over, or it would read as 0. */
+        long code = 0;
+        curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
+        if (code > 0 && (code < 200 || code > 299)) {
+            t->status = (int)code;
+            (void)sink->on_data(arg, t->status, 0, "", 0);
+        }
+    }
     if (!ok && t->refused[0])
         snprintf(why, sizeof(why), LM_UP_REFUSED ": channel %s, %s", t->chan, t->refused);
     else

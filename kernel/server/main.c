@@ -38,7 +38,8 @@ static void usage(FILE *f)
         "Signals: SIGHUP reloads; SIGTERM/SIGINT stop accepting and drain in-flight requests.\n");
 }
 
-static lm_conf_t *load_conf(const char *path, int explicit_path, char *err, size_t errlen)
+static lm_conf_t *load_conf(const char *path, int explicit_path, int flags, char *err,
+                            size_t errlen)
 {
     lm_conf_t *conf = NULL;
     if (!explicit_path && access(path, F_OK) != 0) {
@@ -49,7 +50,7 @@ static lm_conf_t *load_conf(const char *path, int explicit_path, char *err, size
             return NULL;
         return conf;
     }
-    if (lm_conf_load(path, &conf, err, errlen) < 0)
+    if (lm_conf_load_ex(path, flags, &conf, err, errlen) < 0)
         return NULL;
     return conf;
 }
@@ -64,7 +65,9 @@ static int send_signal(const char *path, int explicit_path, const char *name)
         fprintf(stderr, "longmen: -s takes reload or stop\n");
         return 2;
     }
-    if ((conf = load_conf(path, explicit_path, err, sizeof(err))) == NULL) {
+    /* Only pid_file is needed: the provider keys (env:NAME) are not read, so
+     * an operator's shell without them can still reload or stop. */
+    if ((conf = load_conf(path, explicit_path, LM_CONF_KEEP_ENV, err, sizeof(err))) == NULL) {
         fprintf(stderr, "longmen: %s\n", err);
         return 1;
     }
@@ -117,7 +120,7 @@ int main(int argc, char **argv)
     int conf_from_file = explicit_path || access(path, F_OK) == 0;
     if (signal_name)
         return send_signal(path, explicit_path, signal_name);
-    lm_conf_t *conf = load_conf(path, explicit_path, err, sizeof(err));
+    lm_conf_t *conf = load_conf(path, explicit_path, 0, err, sizeof(err));
     if (conf == NULL) {
         fprintf(stderr, "longmen: %s\n", err);
         return 1;
@@ -125,7 +128,7 @@ int main(int argc, char **argv)
     if (conf->supervise && !test_only) {
         lm_conf_free(conf);
         lm_crash_supervise(); /* returns in the gateway process */
-        if ((conf = load_conf(path, explicit_path, err, sizeof(err))) == NULL) {
+        if ((conf = load_conf(path, explicit_path, 0, err, sizeof(err))) == NULL) {
             fprintf(stderr, "longmen: %s\n", err);
             return 1;
         }

@@ -154,6 +154,27 @@ def test_upstream_errors_mapped():
     check(st == 502 and js["error"]["type"] == "api_error", raw)
 
 
+def test_upstream_redirect_named():
+    """Redirects are not followed: the client gets a 502 naming the real
+    status (not "HTTP 0"), and the log shows it."""
+    def redirect(h, b, status, body):
+        h.send_response(status)
+        h.send_header("Location", "http://127.0.0.1:9/elsewhere")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+    for status, body, stream in ((302, b"", False), (302, b"", True),
+                                 (301, b"<html>moved</html>", False), (307, b"", True)):
+        route(lambda h, b, s=status, d=body: redirect(h, b, s, d))
+        st, js, raw, _ = gw.chat(G1(stream=stream))
+        want = "upstream answered HTTP %d (redirects are not followed)" % status
+        check(st == 502 and js and js["error"]["code"] == "upstream_error"
+              and js["error"]["message"] == want, "%d stream=%s: %s %r" % (status, stream, st, raw))
+        check("HTTP 0" not in raw.decode(), raw)
+        log = gw.logtext()
+        check("upstream %d -> 502" % status in log, "log lacks the status: " + log[-800:])
+
+
 def test_upstream_error_before_stream():
     route(lambda h, b: json_reply(h, 429, {"error": {"message": "slow", "type": "requests"}}))
     st, js, raw, _ = gw.chat(G1(stream=True))
@@ -243,6 +264,29 @@ def test_body_limit_413():
 def test_unknown_model_404():
     st, js, raw, _ = gw.chat(G1("no-such-model"))
     check(st == 404 and js["error"]["code"] == "model_not_found", raw)
+
+
+def access_line(rid):
+    deadline = time.time() + 3
+    while time.time() < deadline:
+        for l in gw.logtext().splitlines():
+            if "access id=%s " % rid in l:
+                return l
+        time.sleep(0.05)
+    raise AssertionError("no access line for %s" % rid)
+
+
+def test_unknown_model_logged_by_name():
+    """The access log names the model asked for, not "-", as one safe word."""
+    for asked, want in (("no-such-model", "no-such-model"),
+                        ("bad name\nkey=admin\x01\u00e9", "bad?name?key=admin???"),
+                        ("m" * 200, "m" * 64 + "...")):
+        st, js, raw, hdrs = gw.chat(G1(asked))
+        check(st == 404 and js["error"]["code"] == "model_not_found", raw)
+        rid = {k.lower(): v for k, v in hdrs.items()}.get("x-request-id")
+        check(rid, "no x-request-id: %s" % hdrs)
+        line = access_line(rid)
+        check(" model=%s channel=- " % want in line, "want model=%s: %s" % (want, line))
 
 
 def test_bad_key_401():
@@ -350,6 +394,39 @@ def test_disconnect_midstream_cancels_upstream():
     check(mock.events[-1][2] - t < 1.3, "closed %.2fs after the disconnect" % (mock.events[-1][2] - t))
 
 
+def test_upstream_lingering_after_done_is_not_client_gone():
+    """The upstream keeps its connection open a while after [DONE]: the
+    client got the whole answer, so no "client went away" is logged; a
+    client that really leaves early still is."""
+    def lingering(h, b):
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        for ev in (chunk("all", role="assistant"), chunk(finish="stop"), usage_chunk(3, 1), "[DONE]"):
+            d = ("data: %s\n\n" % (ev if isinstance(ev, str) else json.dumps(ev))).encode()
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(d), d))
+        h.wfile.flush()
+        time.sleep(1.0)
+        h.wfile.write(b"0\r\n\r\n")
+        h.wfile.flush()
+    route(lingering)
+    line = "client went away; upstream transfer cancelled"
+    before = gw.logtext().count(line)
+    st, ev, raw, _ = gw.stream(G1(stream=True, stream_options={"include_usage": True}))
+    check(st == 200 and content_of(ev) == "all" and ev[-1] == "[DONE]", raw)
+    time.sleep(1.5)  # the upstream body ends (or is cut) meanwhile
+    log = gw.logtext()
+    check(log.count(line) == before, "complete stream logged as client gone: " + log[-1500:])
+    rid = [l for l in log.splitlines() if "access id=" in l][-1]
+    check(" client_gone" not in rid, rid)
+    test_disconnect_midstream_cancels_upstream()  # a real early abort
+    deadline = time.time() + 3
+    while time.time() < deadline and gw.logtext().count(line) == before:
+        time.sleep(0.05)
+    check(gw.logtext().count(line) == before + 1, "early abort not logged: " + gw.logtext()[-1500:])
+
+
 def test_secret_not_logged():
     check("sk-upstream-secret" not in gw.logtext() and KEY not in gw.logtext(), "secret in log")
 
@@ -367,9 +444,10 @@ setup()
 run([test_plain, test_model_alias_maps_upstream_id, test_stream_with_usage,
      test_stream_without_usage_drops_usage_chunk, test_stream_usage_false_still_asked_upstream,
      test_stream_upstream_without_done_marker,
-     test_tool_call_passthrough, test_upstream_errors_mapped, test_upstream_error_before_stream,
+     test_tool_call_passthrough, test_upstream_errors_mapped, test_upstream_redirect_named, test_upstream_error_before_stream,
      test_upstream_timeout_504, test_upstream_refused_502, test_stream_cut_midway_gets_error_event,
      test_stream_idle_timeout, test_bad_input, test_truncated_at_every_offset, test_deep_nesting,
-     test_body_limit_413, test_unknown_model_404, test_bad_key_401, test_models_and_health,
+     test_body_limit_413, test_unknown_model_404, test_unknown_model_logged_by_name, test_bad_key_401, test_models_and_health,
      test_embeddings, test_mock_plugin_offline, test_brute_force_blocks_only_that_address, test_disconnect_midstream_cancels_upstream,
+     test_upstream_lingering_after_done_is_not_client_gone,
      test_secret_not_logged, test_clean_shutdown])

@@ -229,5 +229,41 @@ def test_reload_every_second_under_load():
     check(rc == 0, "exit %s" % rc)
 
 
+def test_signal_without_provider_keys():
+    """-s reload and -s stop need only pid_file: a shell without the env:
+    provider keys the config names can still signal the gateway."""
+    d = tempfile.mkdtemp(prefix="lm-reload-")
+    pid_file = os.path.join(d, "longmen.pid")
+    gw = Gateway(extra="pid_file %s\n" % pid_file, env={"LM_TEST_UNSET_VAR": "sk-upstream-secret"},
+                 channels="""
+channel o {
+    plugin openai
+    base_url %s/plain
+    api_key env:LM_TEST_UNSET_VAR
+    models om
+}
+""" % mock.url)
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "LM_TEST_UNSET_VAR"}
+        p = subprocess.run([os.path.join(BUILD, "longmen"), "-s", "reload", "-c", gw.conf],
+                           capture_output=True, text=True, timeout=10, env=env)
+        check(p.returncode == 0, "longmen -s reload without the key: %s" % (p.stdout + p.stderr))
+        check(wait_log(gw, "reloaded: generation 2"), "no reload in log: " + gw.logtext()[-1500:])
+        st, js, raw, _ = gw.chat({"model": "om", "messages": [{"role": "user", "content": "x"}]})
+        check(st == 200, "after reload: %s %r" % (st, raw[:300]))
+        # -t still resolves: a config check must notice the missing key.
+        p = subprocess.run([os.path.join(BUILD, "longmen"), "-t", "-c", gw.conf],
+                           capture_output=True, text=True, timeout=10, env=env)
+        check(p.returncode != 0 and "LM_TEST_UNSET_VAR" in p.stderr, "-t: %s" % (p.stdout + p.stderr))
+        p = subprocess.run([os.path.join(BUILD, "longmen"), "-s", "stop", "-c", gw.conf],
+                           capture_output=True, text=True, timeout=10, env=env)
+        check(p.returncode == 0, "longmen -s stop without the key: %s" % (p.stdout + p.stderr))
+        gw.proc.wait(15)
+        check(gw.proc.returncode == 0, "exit %s" % gw.proc.returncode)
+    finally:
+        gw.stop()
+
+
 run([test_reload_midstream_keeps_old_generation, test_broken_reloads_keep_serving,
-     test_add_and_remove_channel_by_reload, test_reload_every_second_under_load])
+     test_add_and_remove_channel_by_reload, test_reload_every_second_under_load,
+     test_signal_without_provider_keys])
