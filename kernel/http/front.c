@@ -6,6 +6,7 @@
 #include "http/conn.h"
 #include "http/http.h"
 
+#include <event2/event.h>
 #include <evhtp/evhtp.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -210,6 +211,9 @@ static void thread_exit(evhtp_t *htp, evthr_t *thr, void *arg)
      * here, then the layer above releases the rest without the loop. */
     lm_http_conn_close_all(t);
     f->calls.thread_exit(t->user, f->calls.arg);
+    /* libevent frees a bufferevent from its loop (a finalizer): run the
+     * loop once more, or the connections just closed would leak. */
+    event_base_loop(evthr_get_base(thr), EVLOOP_NONBLOCK);
     evthr_set_aux(thr, NULL);
     free(t);
 }

@@ -170,8 +170,10 @@ def test_in4_head_limits_and_bounded_memory():
         time.sleep(0.5)
         after = rss_anon_kib(gw.proc.pid)
         check(answers == [431] * 4, "endless headers answered %s" % answers)
-        check(peak - base < 16 * 1024, "RssAnon grew %d KiB for %d KiB of headers" % (peak - base, sent // 1024))
-        check(after - base < 8 * 1024, "RssAnon %d KiB above its baseline after close" % (after - base))
+        if not os.environ.get("LM_SANITIZER"):  # ASan's quarantine keeps freed memory
+            check(peak - base < 16 * 1024,
+                  "RssAnon grew %d KiB for %d KiB of headers" % (peak - base, sent // 1024))
+            check(after - base < 8 * 1024, "RssAnon %d KiB above its baseline after close" % (after - base))
     finally:
         gw.stop()
 
