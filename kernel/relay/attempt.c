@@ -61,19 +61,65 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 
 /* ---- upstream data ---- */
 
+/* The client's stream starts with the first event we have for it, not
+ * with the upstream's first bytes: until then a failure is still an HTTP
+ * error and may go to the next channel (FT-1). */
+static void start_client_stream(lm_relay_t *r)
+{
+    r->headers_sent = 1;
+    lm_relay_to(r, LM_RELAY_STREAMING);
+    r->ttft_ms = (int64_t)((uint64_t)lm_clock_ms() - r->t_start_ms);
+    lm_out_route_header(r);
+    lm_http_stream_start(r->req, r->id);
+}
+
+static int has_word(const char *s, const char *w)
+{
+    return s && strstr(s, w) != NULL;
+}
+
+/* An error event before any output (a "lazy" error in a 200) is the HTTP
+ * error it stands for: its type or code says whether the provider was
+ * overloaded, limited or broken (retryable, like a 429/5xx) or refused the
+ * request itself (4xx-like: the next channel would refuse it too). */
+static void lazy_error(lm_relay_t *r, const lm_err *src)
+{
+    static const char *const server[] = {"server",  "overload",  "unavailable",
+                                         "timeout", "internal",  "capacity",
+                                         "busy",    "api_error", "upstream_error"};
+    lm_err e = *src;
+    int status = 400;
+    if (has_word(e.type, "rate_limit") || has_word(e.code, "rate_limit") ||
+        has_word(e.type, "too_many") || has_word(e.code, "too_many")) {
+        status = 429;
+    } else {
+        for (size_t i = 0; i < sizeof(server) / sizeof(server[0]); i++)
+            if (has_word(e.type, server[i]) || has_word(e.code, server[i]))
+                status = e.http_status >= 500 ? e.http_status : 503;
+        if (status == 400 && e.http_status >= 400 && e.http_status < 500)
+            status = e.http_status;
+    }
+    e.http_status = status;
+    r->lazy_err = e;
+    r->lazy_failed = 1;
+    r->status = status;    /* the attempt's row and the channel's health see the real error */
+    lm_buf_reset(&r->out); /* events before the error were never sent */
+}
+
 static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
 {
-    if (!r->headers_sent) {
-        r->headers_sent = 1;
-        lm_relay_to(r, LM_RELAY_STREAMING);
-        r->ttft_ms = (int64_t)((uint64_t)lm_clock_ms() - r->t_start_ms);
-        lm_out_route_header(r);
-        lm_http_stream_start(r->req, r->id);
-    } else if (lm_http_out_pending(r->req) > r->rt->conf->stream_high_water) {
+    if (r->headers_sent && lm_http_out_pending(r->req) > r->rt->conf->stream_high_water) {
         r->paused = 1; /* slow reader: let the kernel socket buffer drain */
         return LM_UP_PAUSE;
     }
+    r->st_fed = 1;
     int rc = lm_stream_feed(&r->st, p, n);
+    if (rc < 0 && !r->headers_sent) {
+        lazy_error(r, &r->st.err);
+        return 0; /* abort the transfer; upstream_done fails the attempt over */
+    }
+    if (!r->headers_sent && (r->out.len > 0 || rc == LM_DONE))
+        start_client_stream(r);
     if (rc < 0) {
         lm_out_stream_end(r, &r->st.err);
         return 0; /* abort the transfer */
@@ -82,7 +128,8 @@ static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
         lm_settle_stream_ok(r);
         return n;
     }
-    lm_out_flush(r);
+    if (r->headers_sent)
+        lm_out_flush(r);
     return n;
 }
 
@@ -102,7 +149,7 @@ static size_t upstream_data(lm_relay_t *r, int status, int whole_json, const cha
     arm_timer(r, next_timeout_ms(r));
     /* An SSE body never starts with '{': that is one JSON object (an error
      * in a 200, as Baidu v1 sends), however it is labelled. */
-    int json_first = !r->headers_sent && !r->whole_body && n > 0 && p[0] == '{' &&
+    int json_first = !r->st_fed && !r->whole_body && n > 0 && p[0] == '{' &&
                      r->route->inst->plugin->vt.framing == LM_FRAME_SSE;
     if (status >= 200 && status < 300 && r->call.stream && !whole_json && !r->whole_body &&
         !json_first)
@@ -202,6 +249,8 @@ static int attempt_outcome(const lm_relay_t *r, int ok, int timeout)
 {
     if (r->req == NULL)
         return LM_ROUTE_CANCEL;
+    if (r->lazy_failed) /* we aborted the transfer: its error event decides */
+        ok = 1;
     if (!ok || timeout)
         return LM_ROUTE_FAIL;
     return (r->status == 429 || r->status >= 500) ? LM_ROUTE_FAIL : LM_ROUTE_OK;
@@ -285,12 +334,23 @@ static void whole_done(lm_relay_t *r)
 
 static void stream_done(lm_relay_t *r)
 {
-    int rc = r->headers_sent ? lm_stream_finish(&r->st) : LM_OK;
+    int rc = lm_stream_finish(&r->st);
     lm_err e;
     if (!r->headers_sent) {
-        lm_error_set(&e, -1, 502, "api_error", "upstream_error", "upstream sent an empty stream");
-        attempt_failed(r, &e, 0);
-    } else if (rc < 0) {
+        if (rc < 0) {
+            lazy_error(r, &r->st.err);
+            attempt_failed(r, &r->lazy_err, retryable(r, 1, 0));
+            return;
+        }
+        if (r->out.len == 0 && rc != LM_DONE && !r->st.emit.finish_seen) {
+            lm_error_set(&e, -1, 502, "api_error", "upstream_error",
+                         "upstream sent an empty stream");
+            attempt_failed(r, &e, 0);
+            return;
+        }
+        start_client_stream(r);
+    }
+    if (rc < 0) {
         lm_out_stream_end(r, &r->st.err);
     } else if (rc == LM_DONE || r->st.emit.finish_seen) {
         lm_settle_stream_ok(r); /* a clean end of body after a finish ends the stream */
@@ -315,7 +375,11 @@ static void upstream_done(lm_relay_t *r, int ok, int timeout, const char *why)
         evtimer_del(r->timer);
     if (r->req && r->state != LM_RELAY_DONE && r->state != LM_RELAY_SETTLING) {
         int success = r->status >= 200 && r->status < 300;
-        if (!ok && !r->headers_sent) {
+        if (r->lazy_failed) {
+            lm_log(LM_LOG_INFO, "%s: upstream 200 with an error event first -> %d %s", r->id,
+                   r->status, r->lazy_err.code);
+            attempt_failed(r, &r->lazy_err, retryable(r, 1, 0));
+        } else if (!ok && !r->headers_sent) {
             lm_log(LM_LOG_WARN, "%s: upstream failed on channel %s: %s", r->id,
                    r->route->inst->chan->name, why);
             if (timeout)
@@ -382,6 +446,9 @@ void lm_attempt_reset(lm_relay_t *r)
     lm_buf_reset(&r->body);
     r->status = 0;
     r->whole_body = 0;
+    r->st_fed = 0;
+    r->lazy_failed = 0;
+    lm_buf_reset(&r->out);
     r->up_retry_after = -1;
 }
 

@@ -1,0 +1,102 @@
+"""Billing and failover on every exit path, through the real binary:
+an error event in a 200 stream before any output fails over like a 5xx
+(FT-1); a 200 body that is not JSON is a 502 and fails over (IN-11); a
+client that leaves a non-stream request is still billed what the provider
+bills, once, with a client_aborted mark (QB-6)."""
+import json
+import threading
+
+from lib import Gateway, Mock, check, chunk, content_of, run, sse_json, sse_reply, usage_chunk
+
+mock = Mock()
+gw = None
+hits = {}
+lock = threading.Lock()
+
+
+def counted(name, fn):
+    def wrapped(h, b):
+        with lock:
+            hits[name] = hits.get(name, 0) + 1
+        fn(h, b)
+    mock.routes["/%s/chat/completions" % name] = wrapped
+
+
+def good_stream(h, b):
+    sse_reply(h, [chunk("served", role="assistant"), chunk(finish="stop"), usage_chunk(3, 1), "[DONE]"])
+
+
+def lazy(err):
+    return lambda h, b: sse_reply(h, [{"error": err}])
+
+
+counted("good", good_stream)
+counted("lazy5", lazy({"message": "overloaded", "type": "server_error"}))
+counted("lazyrl", lazy({"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}))
+counted("lazy4", lazy({"message": "context too long", "type": "invalid_request_error",
+                       "code": "context_length_exceeded"}))
+counted("late", lambda h, b: sse_reply(h, [chunk("part", role="assistant"),
+                                           {"error": {"message": "overloaded", "type": "server_error"}}]))
+
+
+def channels():
+    out = ""
+    # model -> (first channel, second channel)
+    for model, first in (("m5", "lazy5"), ("mrl", "lazyrl"), ("m4", "lazy4"), ("mlate", "late")):
+        out += "channel %s_%s {\n plugin openai\n base_url %s/%s\n models %s\n}\n" % (
+            model, first, mock.url, first, model)
+        out += "channel %s_good {\n plugin openai\n base_url %s/good\n models %s\n priority 1\n}\n" % (
+            model, mock.url, model)
+    return out
+
+
+def setup():
+    global gw
+    gw = Gateway(channels=channels())
+
+
+def body(model, stream=True):
+    return {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def reset():
+    with lock:
+        hits.clear()
+
+
+def test_ft1_lazy_server_error_fails_over():
+    for model, first in (("m5", "lazy5"), ("mrl", "lazyrl")):
+        reset()
+        st, ev, raw, hdrs = gw.stream(body(model))
+        check(st == 200, raw)
+        check(content_of(ev) == "served", "second channel served: %s" % raw)
+        check(not any("error" in e for e in sse_json(ev)), "no error event reached the client: %s" % raw)
+        check(hits.get(first) == 1 and hits.get("good") == 1, "both channels tried: %s" % hits)
+        check("attempts=2" in hdrs.get("X-Longmen-Route", ""), hdrs)
+
+
+def test_ft1_lazy_client_error_is_an_http_error():
+    reset()
+    st, js, raw, _ = gw.chat(body("m4"))
+    check(st == 400, "a 4xx-like lazy error is answered as one: %s %s" % (st, raw))
+    check(js["error"]["code"] == "context_length_exceeded", raw)
+    check(hits.get("lazy4") == 1 and not hits.get("good"), "no failover for a 4xx-like error: %s" % hits)
+
+
+def test_ft1_error_after_content_ends_the_stream():
+    reset()
+    st, ev, raw, _ = gw.stream(body("mlate"))
+    check(st == 200 and content_of(ev) == "part", raw)
+    errs = [e for e in sse_json(ev) if "error" in e]
+    check(len(errs) == 1 and ev[-1] == "[DONE]", "one error event then [DONE]: %s" % raw)
+    check(not hits.get("good"), "no failover once content was streamed: %s" % hits)
+
+
+def test_clean_shutdown():
+    check(gw.stop() == 0, "clean exit")
+    mock.close()
+
+
+setup()
+run([test_ft1_lazy_server_error_fails_over, test_ft1_lazy_client_error_is_an_http_error,
+     test_ft1_error_after_content_ends_the_stream, test_clean_shutdown])
