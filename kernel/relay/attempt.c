@@ -201,23 +201,37 @@ static int credential_retry(lm_relay_t *r, const lm_err *e)
     return 1;
 }
 
+static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry);
+
+/* A whole answer (2xx). Channel health is decided here, once the body is
+ * known to translate: a 200 that is not an answer is a failed attempt and
+ * may go to the next channel like a 5xx (IN-11). */
 static void finish_whole(lm_relay_t *r, int status, lm_str body)
 {
     char *out = NULL;
+    size_t out_len = 0;
     lm_usage usage;
     lm_err e;
-    int rc = lm_response_translate(r->route->inst, &r->call, status, body, &out, &usage, &e);
+    int rc =
+        lm_response_translate(r->route->inst, &r->call, status, body, &out, &out_len, &usage, &e);
+    lm_attempt_route_end(r, rc < 0 && e.http_status >= 500 ? LM_ROUTE_FAIL : LM_ROUTE_OK);
     if (rc == LM_ERETRY && credential_retry(r, &e)) {
         free(out);
         return;
     }
     if (rc < 0) {
         lm_log(LM_LOG_INFO, "%s: upstream %d -> %d %s", r->id, status, e.http_status, e.code);
-        lm_out_error(r, &e);
-    } else if (lm_rlua_response(r->lua, &out, &e) < 0) {
+        if (r->ureq.local_status) {
+            lm_out_error(r, &e);
+        } else {
+            r->status = e.http_status; /* the attempt's row says why it failed */
+            attempt_failed(r, &e, e.http_status == 429 || e.http_status >= 500);
+        }
+    } else if (lm_rlua_response(r->lua, &out, &out_len, &e) < 0) {
         lm_out_error(r, &e);
     } else if ((r->usage = usage, lm_settle(r, 0, 1))) {
         r->pending_body = out; /* sent by lm_settle_committed once the row is committed */
+        r->pending_len = out_len;
         out = NULL;
     } else {
         lm_relay_to(r, LM_RELAY_DONE);
@@ -225,7 +239,7 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
         r->usage = usage;
         lm_out_route_header(r);
         if (r->req)
-            lm_http_reply(r->req, 200, "application/json", out, strlen(out), r->id);
+            lm_http_reply(r->req, 200, "application/json", out, out_len, r->id);
     }
     free(out);
 }
@@ -323,7 +337,9 @@ static void whole_done(lm_relay_t *r)
     char *out = NULL;
     lm_usage usage;
     lm_err e;
-    int rc = lm_response_translate(r->route->inst, &r->call, status, body, &out, &usage, &e);
+    size_t out_len;
+    int rc =
+        lm_response_translate(r->route->inst, &r->call, status, body, &out, &out_len, &usage, &e);
     free(out);
     if (rc == LM_ERETRY && credential_retry(r, &e))
         return;
@@ -370,7 +386,12 @@ static void upstream_done(lm_relay_t *r, int ok, int timeout, const char *why)
 {
     lm_err e;
     r->up = NULL;
-    lm_attempt_route_end(r, attempt_outcome(r, ok, timeout));
+    /* A whole 2xx answer's health waits for its translation (finish_whole). */
+    int whole_ok = ok && r->req && r->state != LM_RELAY_DONE && r->state != LM_RELAY_SETTLING &&
+                   !r->lazy_failed && r->status >= 200 && r->status < 300 &&
+                   !(r->call.stream && !r->whole_body);
+    if (!whole_ok)
+        lm_attempt_route_end(r, attempt_outcome(r, ok, timeout));
     if (r->timer)
         evtimer_del(r->timer);
     if (r->req && r->state != LM_RELAY_DONE && r->state != LM_RELAY_SETTLING) {

@@ -48,6 +48,7 @@ struct lm_relay_s {
                          * a shutdown may answer the client meanwhile) */
     int settled;        /* this request's row was submitted */
     char *pending_body; /* non-stream reply held until its row is committed */
+    size_t pending_len;
     struct event *settle_ev;
     int64_t prompt_est; /* request bytes / 4: used when no usage is reported */
     int64_t ttft_ms;

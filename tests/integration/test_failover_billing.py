@@ -6,7 +6,8 @@ bills, once, with a client_aborted mark (QB-6)."""
 import json
 import threading
 
-from lib import Gateway, Mock, check, chunk, content_of, run, sse_json, sse_reply, usage_chunk
+from lib import (Gateway, Mock, check, chunk, content_of, json_reply, run, sse_json, sse_reply,
+                 usage_chunk)
 
 mock = Mock()
 gw = None
@@ -38,6 +39,15 @@ counted("lazy4", lazy({"message": "context too long", "type": "invalid_request_e
 counted("late", lambda h, b: sse_reply(h, [chunk("part", role="assistant"),
                                            {"error": {"message": "overloaded", "type": "server_error"}}]))
 
+GZIP = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xabV\xcaLQ\xb2RP\xaa\xa8\xd4\x01\x00"
+NUL = b'{"id":"x",\x00"object":"chat.completion","choices":[]}'
+counted("gzip", lambda h, b: json_reply(h, 200, GZIP))
+counted("nul", lambda h, b: json_reply(h, 200, NUL))
+counted("goodw", lambda h, b: json_reply(h, 200, {
+    "id": "w", "object": "chat.completion", "created": 1, "model": "up",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}}))
+
 
 def channels():
     out = ""
@@ -47,6 +57,14 @@ def channels():
             model, first, mock.url, first, model)
         out += "channel %s_good {\n plugin openai\n base_url %s/good\n models %s\n priority 1\n}\n" % (
             model, mock.url, model)
+    # IN-11: a lone garbage channel per model, and garbage then a good one
+    for model, first in (("gz", "gzip"), ("nul", "nul")):
+        out += "channel only_%s {\n plugin openai\n base_url %s/%s\n models %s\n}\n" % (
+            first, mock.url, first, model)
+        out += "channel fo_%s {\n plugin openai\n base_url %s/%s\n models fo-%s\n}\n" % (
+            first, mock.url, first, model)
+    out += "channel fo_goodw {\n plugin openai\n base_url %s/goodw\n models fo-gz fo-nul\n priority 1\n}\n" % (
+        mock.url)
     return out
 
 
@@ -92,6 +110,25 @@ def test_ft1_error_after_content_ends_the_stream():
     check(not hits.get("good"), "no failover once content was streamed: %s" % hits)
 
 
+def test_in11_non_json_200_is_502():
+    for model in ("gz", "nul"):
+        for stream in (False, True):
+            st, js, raw, hdrs = gw.chat(body(model, stream=stream))
+            check(st == 502, "%s stream=%s: %s %s" % (model, stream, st, raw))
+            check(hdrs.get("Content-Type", "").startswith("application/json"), hdrs)
+            check(js and js["error"]["code"] == "upstream_error" and js["error"]["message"],
+                  "OpenAI error shape: %r" % raw)
+
+
+def test_in11_non_json_200_fails_over():
+    for model, first in (("fo-gz", "gzip"), ("fo-nul", "nul")):
+        reset()
+        st, js, raw, hdrs = gw.chat(body(model, stream=False))
+        check(st == 200 and js["choices"][0]["message"]["content"] == "whole", raw)
+        check(hits.get(first) == 1 and hits.get("goodw") == 1, "both channels tried: %s" % hits)
+        check("attempts=2" in hdrs.get("X-Longmen-Route", ""), hdrs)
+
+
 def test_clean_shutdown():
     check(gw.stop() == 0, "clean exit")
     mock.close()
@@ -99,4 +136,5 @@ def test_clean_shutdown():
 
 setup()
 run([test_ft1_lazy_server_error_fails_over, test_ft1_lazy_client_error_is_an_http_error,
-     test_ft1_error_after_content_ends_the_stream, test_clean_shutdown])
+     test_ft1_error_after_content_ends_the_stream, test_in11_non_json_200_is_502,
+     test_in11_non_json_200_fails_over, test_clean_shutdown])
