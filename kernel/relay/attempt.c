@@ -47,6 +47,11 @@ static int next_timeout_ms(const lm_relay_t *r)
     return ms;
 }
 
+int lm_attempt_background(const lm_relay_t *r)
+{
+    return r->req == NULL && !r->call.stream && r->state == LM_RELAY_UPSTREAM;
+}
+
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
     lm_relay_t *r = arg;
@@ -139,8 +144,8 @@ static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
  * later). */
 static size_t upstream_data(lm_relay_t *r, int status, int whole_json, const char *p, size_t n)
 {
-    if (r->req == NULL)
-        return 0; /* client gone: abort, stop paying for tokens */
+    if (r->req == NULL && !lm_attempt_background(r))
+        return 0; /* client gone from a stream: abort, stop paying for tokens */
     if (r->state == LM_RELAY_DONE || r->state == LM_RELAY_SETTLING)
         return n; /* trailing bytes after the end marker */
     r->status = status;
@@ -259,9 +264,9 @@ void lm_attempt_route_end(lm_relay_t *r, int outcome)
 }
 
 /* What the attempt says about the channel: its failures, not the client's. */
-static int attempt_outcome(const lm_relay_t *r, int ok, int timeout)
+static int attempt_outcome(const lm_relay_t *r, int ok, int timeout, int background)
 {
-    if (r->req == NULL)
+    if (r->req == NULL && !background)
         return LM_ROUTE_CANCEL;
     if (r->lazy_failed) /* we aborted the transfer: its error event decides */
         ok = 1;
@@ -380,18 +385,53 @@ static void stream_done(lm_relay_t *r)
     }
 }
 
+/* The client left a non-stream request; the transfer ran on so that the
+ * row says what the provider bills for it (QB-6): an answer is billed
+ * from its usage (the prompt estimate without one) with the
+ * client_aborted mark; a failure is a failed attempt's row and costs
+ * nothing. The client is not answered: it is gone. */
+static void background_done(lm_relay_t *r, int ok, const char *why)
+{
+    char *out = NULL;
+    size_t out_len;
+    lm_usage usage;
+    lm_err e;
+    int rc = ok && r->status >= 200 && r->status < 300
+                 ? lm_response_translate(r->route->inst, &r->call, r->status,
+                                         (lm_str){lm_buf_cstr(&r->body), r->body.len}, &out,
+                                         &out_len, &usage, &e)
+                 : LM_ERR;
+    free(out);
+    if (rc < 0) {
+        lm_log(LM_LOG_INFO, "%s: client gone; upstream answer failed (%d, %s): nothing billed",
+               r->id, r->status, ok ? "not an answer" : why);
+        lm_attempt_record_failed(r, r->status ? r->status : 502);
+        return;
+    }
+    r->usage = usage;
+    lm_settle(r, 1, 0);
+    lm_log(LM_LOG_INFO, "%s: client gone; upstream answer billed (charge %lld)", r->id,
+           (long long)r->charge);
+}
+
 /* The transfer ended: ok (clean end of body), or an error; timeout says
  * the failure was a timeout. The pool has already released the handle. */
 static void upstream_done(lm_relay_t *r, int ok, int timeout, const char *why)
 {
     lm_err e;
+    int background = lm_attempt_background(r);
     r->up = NULL;
     /* A whole 2xx answer's health waits for its translation (finish_whole). */
     int whole_ok = ok && r->req && r->state != LM_RELAY_DONE && r->state != LM_RELAY_SETTLING &&
                    !r->lazy_failed && r->status >= 200 && r->status < 300 &&
                    !(r->call.stream && !r->whole_body);
     if (!whole_ok)
-        lm_attempt_route_end(r, attempt_outcome(r, ok, timeout));
+        lm_attempt_route_end(r, attempt_outcome(r, ok, timeout, background));
+    if (background) {
+        background_done(r, ok, why);
+        lm_relay_maybe_free(r);
+        return;
+    }
     if (r->timer)
         evtimer_del(r->timer);
     if (r->req && r->state != LM_RELAY_DONE && r->state != LM_RELAY_SETTLING) {

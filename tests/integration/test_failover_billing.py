@@ -3,11 +3,16 @@ an error event in a 200 stream before any output fails over like a 5xx
 (FT-1); a 200 body that is not JSON is a 502 and fails over (IN-11); a
 client that leaves a non-stream request is still billed what the provider
 bills, once, with a client_aborted mark (QB-6)."""
+import http.client
 import json
+import re
+import socket
+import tempfile
 import threading
+import time
 
-from lib import (Gateway, Mock, check, chunk, content_of, json_reply, run, sse_json, sse_reply,
-                 usage_chunk)
+from lib import (Gateway, Mock, check, chunk, content_of, free_port, json_reply, run, sse_json,
+                 sse_reply, usage_chunk)
 
 mock = Mock()
 gw = None
@@ -47,6 +52,20 @@ counted("goodw", lambda h, b: json_reply(h, 200, {
     "id": "w", "object": "chat.completion", "created": 1, "model": "up",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole"}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}}))
+
+SLOW_DONE = threading.Event()
+
+
+def slow_answer(h, b):
+    time.sleep(1.0)  # the client leaves meanwhile
+    json_reply(h, 200, {
+        "id": "s", "object": "chat.completion", "created": 1, "model": "up",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "late"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1234, "completion_tokens": 567, "total_tokens": 1801}})
+    SLOW_DONE.set()
+
+
+counted("slowbill", slow_answer)
 
 
 def channels():
@@ -129,6 +148,83 @@ def test_in11_non_json_200_fails_over():
         check("attempts=2" in hdrs.get("X-Longmen-Route", ""), hdrs)
 
 
+TOKEN_RE = re.compile(r"admin token \(shown once\): (lmadm-[A-Za-z0-9_-]+)")
+
+
+def test_qb6_client_gone_non_stream_billed_once():
+    data_dir = tempfile.mkdtemp(prefix="lm-qb6-")
+    admin_port = free_port()
+    g = Gateway(extra="data_dir %s\nadmin_listen 127.0.0.1:%d\n" % (data_dir, admin_port), channels="""
+channel slowbill {
+    plugin openai
+    base_url %s/slowbill
+    models sb
+    price_input 1
+    price_output 1
+    request_timeout 10s
+}
+channel other {
+    plugin openai
+    base_url %s/goodw
+    models sb
+    priority 1
+}
+""" % (mock.url, mock.url))
+    try:
+        token = TOKEN_RE.search(g.logtext()).group(1)
+
+        def admin(method, path, body=None):
+            c = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=10)
+            c.request(method, path, body=json.dumps(body) if body is not None else None,
+                      headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+            r = c.getresponse()
+            data = r.read()
+            c.close()
+            return r.status, (json.loads(data) if data else None)
+
+        st, k = admin("POST", "/admin/keys", {"name": "qb6", "quota": "0.002"})
+        check(st == 201, "key: %s %s" % (st, k))
+        reset()
+        SLOW_DONE.clear()
+        # the hold is ~(prompt estimate + max_tokens) micro: 2000 holds one, and after the
+        # 1801 billed only a released hold leaves room for the next request
+        req = json.dumps({"model": "sb", "max_tokens": 100,
+                          "messages": [{"role": "user", "content": "hi"}]}).encode()
+        s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s"
+                  % ((k.get("secret") or k.get("key")).encode(), len(req), req))
+        deadline = time.time() + 5
+        while not hits.get("slowbill") and time.time() < deadline:
+            time.sleep(0.02)
+        s.close()  # the client leaves before the answer
+        check(SLOW_DONE.wait(10), "the mock answered")
+        rows = []
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            st, js = admin("GET", "/admin/usage/rows?limit=50")
+            rows = js["data"] if st == 200 else []
+            if rows:
+                time.sleep(0.3)  # a second (double) row would land by now
+                st, js = admin("GET", "/admin/usage/rows?limit=50")
+                rows = js["data"]
+                break
+            time.sleep(0.05)
+        check(len(rows) == 1, "exactly one ledger row: %s" % rows)
+        row = rows[0]
+        check(row["prompt_tokens"] == 1234 and row["completion_tokens"] == 567, "provider's tokens: %s" % row)
+        check(row["client_aborted"] in (1, True) and row["status"] == 200 and row["channel"] == "slowbill",
+              "client_aborted row: %s" % row)
+        check(row["cost_micro"] == 1234 + 567, "priced: %s" % row)
+        st, kk = admin("GET", "/admin/keys/%s" % k["id"])
+        check(st == 200 and kk["used_micro"] == row["cost_micro"], "key used %s vs row %s" % (kk, row))
+        check(hits.get("slowbill") == 1 and not hits.get("goodw"), "no failover, no retry: %s" % hits)
+        st, js, raw, _ = g.chat(json.loads(req), key=k.get("secret") or k.get("key"))
+        check(st == 200, "the quota hold was released: %s %s" % (st, raw))
+    finally:
+        g.stop()
+
+
 def test_clean_shutdown():
     check(gw.stop() == 0, "clean exit")
     mock.close()
@@ -137,4 +233,5 @@ def test_clean_shutdown():
 setup()
 run([test_ft1_lazy_server_error_fails_over, test_ft1_lazy_client_error_is_an_http_error,
      test_ft1_error_after_content_ends_the_stream, test_in11_non_json_200_is_502,
-     test_in11_non_json_200_fails_over, test_clean_shutdown])
+     test_in11_non_json_200_fails_over, test_qb6_client_gone_non_stream_billed_once,
+     test_clean_shutdown])
