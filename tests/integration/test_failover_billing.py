@@ -68,6 +68,15 @@ def slow_answer(h, b):
 counted("slowbill", slow_answer)
 
 
+def slow_fail(h, b):
+    time.sleep(1.0)
+    json_reply(h, 500, {"error": {"message": "down", "type": "server_error"}})
+    SLOW_DONE.set()
+
+
+counted("slowfail", slow_fail)
+
+
 def channels():
     out = ""
     # model -> (first channel, second channel)
@@ -166,10 +175,17 @@ channel slowbill {
 channel other {
     plugin openai
     base_url %s/goodw
-    models sb
+    models sb sbf
     priority 1
 }
-""" % (mock.url, mock.url))
+channel slowfail {
+    plugin openai
+    base_url %s/slowfail
+    models sbf
+    price_input 1
+    price_output 1
+}
+""" % (mock.url, mock.url, mock.url))
     try:
         token = TOKEN_RE.search(g.logtext()).group(1)
 
@@ -182,44 +198,59 @@ channel other {
             c.close()
             return r.status, (json.loads(data) if data else None)
 
-        st, k = admin("POST", "/admin/keys", {"name": "qb6", "quota": "0.002"})
-        check(st == 201, "key: %s %s" % (st, k))
-        reset()
-        SLOW_DONE.clear()
         # the hold is ~(prompt estimate + max_tokens) micro: 2000 holds one, and after the
         # 1801 billed only a released hold leaves room for the next request
-        req = json.dumps({"model": "sb", "max_tokens": 100,
-                          "messages": [{"role": "user", "content": "hi"}]}).encode()
-        s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s"
-                  % ((k.get("secret") or k.get("key")).encode(), len(req), req))
-        deadline = time.time() + 5
-        while not hits.get("slowbill") and time.time() < deadline:
-            time.sleep(0.02)
-        s.close()  # the client leaves before the answer
-        check(SLOW_DONE.wait(10), "the mock answered")
-        rows = []
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            st, js = admin("GET", "/admin/usage/rows?limit=50")
-            rows = js["data"] if st == 200 else []
-            if rows:
-                time.sleep(0.3)  # a second (double) row would land by now
+        st, k = admin("POST", "/admin/keys", {"name": "qb6", "quota": "0.002"})
+        check(st == 201, "key: %s %s" % (st, k))
+        secret = k.get("secret") or k.get("key")
+
+        def leave_early(model, upstream):
+            """Send a request, close the socket once the upstream has it, wait for the
+            upstream's answer, and return the ledger rows once they settle."""
+            reset()
+            SLOW_DONE.clear()
+            req = json.dumps({"model": model, "max_tokens": 100,
+                              "messages": [{"role": "user", "content": "hi"}]}).encode()
+            s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s"
+                      % (secret.encode(), len(req), req))
+            deadline = time.time() + 5
+            while not hits.get(upstream) and time.time() < deadline:
+                time.sleep(0.02)
+            s.close()  # the client leaves before the answer
+            check(SLOW_DONE.wait(10), "the mock answered")
+            deadline = time.time() + 10
+            while time.time() < deadline:
                 st, js = admin("GET", "/admin/usage/rows?limit=50")
-                rows = js["data"]
-                break
-            time.sleep(0.05)
+                rows = [r for r in js["data"] if r["channel"] == upstream] if st == 200 else []
+                if rows:
+                    time.sleep(0.3)  # a second (double) row would land by now
+                    st, js = admin("GET", "/admin/usage/rows?limit=50")
+                    return [r for r in js["data"] if r["channel"] == upstream]
+                time.sleep(0.05)
+            return []
+
+        # the upstream fails after the client left: a failed attempt's row, free
+        rows = leave_early("sbf", "slowfail")
+        check(len(rows) == 1 and rows[0]["status"] == 500 and rows[0]["cost_micro"] == 0 and
+              rows[0]["client_aborted"] in (1, True), "one free failed row: %s" % rows)
+        check(hits.get("slowfail") == 1 and not hits.get("goodw"), "no failover once gone: %s" % hits)
+        st, kk = admin("GET", "/admin/keys/%s" % k["id"])
+        check(kk["used_micro"] == 0, "nothing billed for a failure: %s" % kk)
+
+        # the upstream answers after the client left: billed exactly once, marked
+        rows = leave_early("sb", "slowbill")
         check(len(rows) == 1, "exactly one ledger row: %s" % rows)
         row = rows[0]
         check(row["prompt_tokens"] == 1234 and row["completion_tokens"] == 567, "provider's tokens: %s" % row)
-        check(row["client_aborted"] in (1, True) and row["status"] == 200 and row["channel"] == "slowbill",
-              "client_aborted row: %s" % row)
+        check(row["client_aborted"] in (1, True) and row["status"] == 200, "client_aborted row: %s" % row)
         check(row["cost_micro"] == 1234 + 567, "priced: %s" % row)
         st, kk = admin("GET", "/admin/keys/%s" % k["id"])
         check(st == 200 and kk["used_micro"] == row["cost_micro"], "key used %s vs row %s" % (kk, row))
         check(hits.get("slowbill") == 1 and not hits.get("goodw"), "no failover, no retry: %s" % hits)
-        st, js, raw, _ = g.chat(json.loads(req), key=k.get("secret") or k.get("key"))
+        st, js, raw, _ = g.chat({"model": "sb", "max_tokens": 100,
+                                 "messages": [{"role": "user", "content": "hi"}]}, key=secret)
         check(st == 200, "the quota hold was released: %s %s" % (st, raw))
     finally:
         g.stop()
