@@ -84,26 +84,35 @@ static int has_word(const char *s, const char *w)
 }
 
 /* An error event before any output (a "lazy" error in a 200) is the HTTP
- * error it stands for: its type or code says whether the provider was
- * overloaded, limited or broken (retryable, like a 429/5xx) or refused the
- * request itself (4xx-like: the next channel would refuse it too). */
+ * error it stands for: its type or code says whether the provider refused
+ * the request itself (4xx-like: the next channel would refuse it too) or
+ * was limited, overloaded or broken (retryable, like a 429/5xx). Refusals
+ * are looked for first: plugins fill a missing type or code with a
+ * generic server-side one (api_error, upstream_error). */
 static void lazy_error(lm_relay_t *r, const lm_err *src)
 {
-    static const char *const server[] = {"server",  "overload",  "unavailable",
-                                         "timeout", "internal",  "capacity",
-                                         "busy",    "api_error", "upstream_error"};
+    static const struct {
+        const char *word;
+        int status;
+    } words[] = {
+        {"rate_limit", 429},     {"too_many", 429},       {"authentication", 401},
+        {"permission", 403},     {"not_found", 404},      {"invalid", 400},
+        {"context_length", 400}, {"content_filter", 400}, {"content_policy", 400},
+        {"server", 503},         {"overload", 503},       {"unavailable", 503},
+        {"timeout", 503},        {"internal", 503},       {"capacity", 503},
+        {"busy", 503},           {"api_error", 503},      {"upstream_error", 503},
+    };
     lm_err e = *src;
-    int status = 400;
-    if (has_word(e.type, "rate_limit") || has_word(e.code, "rate_limit") ||
-        has_word(e.type, "too_many") || has_word(e.code, "too_many")) {
-        status = 429;
-    } else {
-        for (size_t i = 0; i < sizeof(server) / sizeof(server[0]); i++)
-            if (has_word(e.type, server[i]) || has_word(e.code, server[i]))
-                status = e.http_status >= 500 ? e.http_status : 503;
-        if (status == 400 && e.http_status >= 400 && e.http_status < 500)
-            status = e.http_status;
-    }
+    /* Nothing recognisable: the plugin's 4xx if it chose one, else a refusal
+     * (an unexplained error is not worth another channel). */
+    int status = e.http_status >= 400 && e.http_status < 500 ? e.http_status : 400;
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        if (has_word(e.type, words[i].word) || has_word(e.code, words[i].word)) {
+            status = words[i].status;
+            if (status == 503 && e.http_status >= 500) /* the plugin's own 5xx stands */
+                status = e.http_status;
+            break;
+        }
     e.http_status = status;
     r->lazy_err = e;
     r->lazy_failed = 1;
@@ -421,6 +430,8 @@ static void upstream_done(lm_relay_t *r, int ok, int timeout, const char *why)
     lm_err e;
     int background = lm_attempt_background(r);
     r->up = NULL;
+    if (r->timer)
+        evtimer_del(r->timer);
     /* A whole 2xx answer's health waits for its translation (finish_whole). */
     int whole_ok = ok && r->req && r->state != LM_RELAY_DONE && r->state != LM_RELAY_SETTLING &&
                    !r->lazy_failed && r->status >= 200 && r->status < 300 &&
@@ -432,8 +443,6 @@ static void upstream_done(lm_relay_t *r, int ok, int timeout, const char *why)
         lm_relay_maybe_free(r);
         return;
     }
-    if (r->timer)
-        evtimer_del(r->timer);
     if (r->req && r->state != LM_RELAY_DONE && r->state != LM_RELAY_SETTLING) {
         int success = r->status >= 200 && r->status < 300;
         if (r->lazy_failed) {

@@ -41,6 +41,8 @@ counted("lazy5", lazy({"message": "overloaded", "type": "server_error"}))
 counted("lazyrl", lazy({"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}))
 counted("lazy4", lazy({"message": "context too long", "type": "invalid_request_error",
                        "code": "context_length_exceeded"}))
+counted("lazy4b", lazy({"message": "bad field"}))  # no type or code: the plugin's defaults
+counted("lazy4c", lazy({"message": "bad field", "type": "invalid_request_error"}))
 counted("late", lambda h, b: sse_reply(h, [chunk("part", role="assistant"),
                                            {"error": {"message": "overloaded", "type": "server_error"}}]))
 
@@ -80,7 +82,8 @@ counted("slowfail", slow_fail)
 def channels():
     out = ""
     # model -> (first channel, second channel)
-    for model, first in (("m5", "lazy5"), ("mrl", "lazyrl"), ("m4", "lazy4"), ("mlate", "late")):
+    for model, first in (("m5", "lazy5"), ("mrl", "lazyrl"), ("m4", "lazy4"), ("m4c", "lazy4c"),
+                         ("m4b", "lazy4b"), ("mlate", "late")):
         out += "channel %s_%s {\n plugin openai\n base_url %s/%s\n models %s\n}\n" % (
             model, first, mock.url, first, model)
         out += "channel %s_good {\n plugin openai\n base_url %s/good\n models %s\n priority 1\n}\n" % (
@@ -127,6 +130,19 @@ def test_ft1_lazy_client_error_is_an_http_error():
     check(st == 400, "a 4xx-like lazy error is answered as one: %s %s" % (st, raw))
     check(js["error"]["code"] == "context_length_exceeded", raw)
     check(hits.get("lazy4") == 1 and not hits.get("good"), "no failover for a 4xx-like error: %s" % hits)
+    reset()
+    st, js, raw, _ = gw.chat(body("m4c"))
+    check(st == 400 and hits.get("lazy4c") == 1 and not hits.get("good"),
+          "invalid_request_error without a code: %s %s %s" % (st, raw, hits))
+
+
+def test_ft1_lazy_error_without_type_fails_over():
+    # {"error":{"message":...}} alone says nothing of the request: treated as the
+    # upstream's failure (the plugin's api_error/upstream_error defaults)
+    reset()
+    st, ev, raw, _ = gw.stream(body("m4b"))
+    check(st == 200 and content_of(ev) == "served", raw)
+    check(hits.get("lazy4b") == 1 and hits.get("good") == 1, hits)
 
 
 def test_ft1_error_after_content_ends_the_stream():
@@ -263,6 +279,7 @@ def test_clean_shutdown():
 
 setup()
 run([test_ft1_lazy_server_error_fails_over, test_ft1_lazy_client_error_is_an_http_error,
+     test_ft1_lazy_error_without_type_fails_over,
      test_ft1_error_after_content_ends_the_stream, test_in11_non_json_200_is_502,
      test_in11_non_json_200_fails_over, test_qb6_client_gone_non_stream_billed_once,
      test_clean_shutdown])
