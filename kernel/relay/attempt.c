@@ -369,17 +369,24 @@ static void stream_done(lm_relay_t *r)
     if (!r->headers_sent) {
         if (rc < 0) {
             lazy_error(r, &r->st.err);
+            lm_attempt_route_end(r, attempt_outcome(r, 1, 0, 0));
             attempt_failed(r, &r->lazy_err, retryable(r, 1, 0));
             return;
         }
         if (r->out.len == 0 && rc != LM_DONE && !r->st.emit.finish_seen) {
+            lm_attempt_route_end(r, LM_ROUTE_FAIL);
+            /* a 200 with no event in it (nothing, comments, bytes that are
+             * not SSE) is a bad gateway like a 502, and the client has seen
+             * nothing: the next channel may answer (FT-1, IN-11) */
             lm_error_set(&e, -1, 502, "api_error", "upstream_error",
                          "upstream sent an empty stream");
-            attempt_failed(r, &e, 0);
+            r->status = 502;
+            attempt_failed(r, &e, 1);
             return;
         }
         start_client_stream(r);
     }
+    lm_attempt_route_end(r, LM_ROUTE_OK); /* the channel answered; no-op when ended before */
     if (rc < 0) {
         lm_out_stream_end(r, &r->st.err);
     } else if (rc == LM_DONE || r->st.emit.finish_seen) {
@@ -432,11 +439,11 @@ static void upstream_done(lm_relay_t *r, int ok, int timeout, const char *why)
     r->up = NULL;
     if (r->timer)
         evtimer_del(r->timer);
-    /* A whole 2xx answer's health waits for its translation (finish_whole). */
-    int whole_ok = ok && r->req && r->state != LM_RELAY_DONE && r->state != LM_RELAY_SETTLING &&
-                   !r->lazy_failed && r->status >= 200 && r->status < 300 &&
-                   !(r->call.stream && !r->whole_body);
-    if (!whole_ok)
+    /* A 2xx answer's health waits until it is known to be one: translated
+     * (finish_whole) or holding an event (stream_done). */
+    int defer = ok && r->req && r->state != LM_RELAY_DONE && r->state != LM_RELAY_SETTLING &&
+                !r->lazy_failed && r->status >= 200 && r->status < 300;
+    if (!defer)
         lm_attempt_route_end(r, attempt_outcome(r, ok, timeout, background));
     if (background) {
         background_done(r, ok, why);

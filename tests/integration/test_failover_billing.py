@@ -32,6 +32,9 @@ def good_stream(h, b):
     sse_reply(h, [chunk("served", role="assistant"), chunk(finish="stop"), usage_chunk(3, 1), "[DONE]"])
 
 
+GZIP_SSE = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xabV\xcaLQ\xb2RP\xaa\xa8\xd4\x01\x00"
+
+
 def lazy(err):
     return lambda h, b: sse_reply(h, [{"error": err}])
 
@@ -43,6 +46,7 @@ counted("lazy4", lazy({"message": "context too long", "type": "invalid_request_e
                        "code": "context_length_exceeded"}))
 counted("lazy4b", lazy({"message": "bad field"}))  # no type or code: the plugin's defaults
 counted("lazy4c", lazy({"message": "bad field", "type": "invalid_request_error"}))
+counted("sse_gz", lambda h, b: sse_reply(h, None, raw=[GZIP_SSE]))
 counted("late", lambda h, b: sse_reply(h, [chunk("part", role="assistant"),
                                            {"error": {"message": "overloaded", "type": "server_error"}}]))
 
@@ -83,7 +87,7 @@ def channels():
     out = ""
     # model -> (first channel, second channel)
     for model, first in (("m5", "lazy5"), ("mrl", "lazyrl"), ("m4", "lazy4"), ("m4c", "lazy4c"),
-                         ("m4b", "lazy4b"), ("mlate", "late")):
+                         ("m4b", "lazy4b"), ("msse", "sse_gz"), ("mlate", "late")):
         out += "channel %s_%s {\n plugin openai\n base_url %s/%s\n models %s\n}\n" % (
             model, first, mock.url, first, model)
         out += "channel %s_good {\n plugin openai\n base_url %s/good\n models %s\n priority 1\n}\n" % (
@@ -143,6 +147,14 @@ def test_ft1_lazy_error_without_type_fails_over():
     st, ev, raw, _ = gw.stream(body("m4b"))
     check(st == 200 and content_of(ev) == "served", raw)
     check(hits.get("lazy4b") == 1 and hits.get("good") == 1, hits)
+
+
+def test_in11_non_sse_200_stream_fails_over():
+    # gzip bytes labelled text/event-stream hold no event: a 502, nothing sent, failover
+    reset()
+    st, ev, raw, _ = gw.stream(body("msse"))
+    check(st == 200 and content_of(ev) == "served", raw)
+    check(hits.get("sse_gz") == 1 and hits.get("good") == 1, hits)
 
 
 def test_ft1_error_after_content_ends_the_stream():
@@ -279,7 +291,7 @@ def test_clean_shutdown():
 
 setup()
 run([test_ft1_lazy_server_error_fails_over, test_ft1_lazy_client_error_is_an_http_error,
-     test_ft1_lazy_error_without_type_fails_over,
+     test_ft1_lazy_error_without_type_fails_over, test_in11_non_sse_200_stream_fails_over,
      test_ft1_error_after_content_ends_the_stream, test_in11_non_json_200_is_502,
      test_in11_non_json_200_fails_over, test_qb6_client_gone_non_stream_billed_once,
      test_clean_shutdown])
