@@ -148,8 +148,9 @@ const char *lmt_header(const lmt_ureq *u, const char *name)
 void lmt_response(lmt_plugin *p, int status, const char *body, size_t len, lmt_result *out)
 {
     memset(out, 0, sizeof(*out));
+    size_t json_len;
     out->rc = lm_response_translate(&p->inst, &p->call, status, (lm_str){body, len}, &out->json,
-                                    &out->usage, &out->err);
+                                    &json_len, &out->usage, &out->err);
 }
 
 static int collect(void *arg, const char *json, size_t len)

@@ -47,6 +47,11 @@ static int next_timeout_ms(const lm_relay_t *r)
     return ms;
 }
 
+int lm_attempt_background(const lm_relay_t *r)
+{
+    return r->req == NULL && !r->call.stream && r->state == LM_RELAY_UPSTREAM;
+}
+
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
     lm_relay_t *r = arg;
@@ -61,19 +66,74 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 
 /* ---- upstream data ---- */
 
+/* The client's stream starts with the first event we have for it, not
+ * with the upstream's first bytes: until then a failure is still an HTTP
+ * error and may go to the next channel (FT-1). */
+static void start_client_stream(lm_relay_t *r)
+{
+    r->headers_sent = 1;
+    lm_relay_to(r, LM_RELAY_STREAMING);
+    r->ttft_ms = (int64_t)((uint64_t)lm_clock_ms() - r->t_start_ms);
+    lm_out_route_header(r);
+    lm_http_stream_start(r->req, r->id);
+}
+
+static int has_word(const char *s, const char *w)
+{
+    return s && strstr(s, w) != NULL;
+}
+
+/* An error event before any output (a "lazy" error in a 200) is the HTTP
+ * error it stands for: its type or code says whether the provider refused
+ * the request itself (4xx-like: the next channel would refuse it too) or
+ * was limited, overloaded or broken (retryable, like a 429/5xx). Refusals
+ * are looked for first: plugins fill a missing type or code with a
+ * generic server-side one (api_error, upstream_error). */
+static void lazy_error(lm_relay_t *r, const lm_err *src)
+{
+    static const struct {
+        const char *word;
+        int status;
+    } words[] = {
+        {"rate_limit", 429},     {"too_many", 429},       {"authentication", 401},
+        {"permission", 403},     {"not_found", 404},      {"invalid", 400},
+        {"context_length", 400}, {"content_filter", 400}, {"content_policy", 400},
+        {"server", 503},         {"overload", 503},       {"unavailable", 503},
+        {"timeout", 503},        {"internal", 503},       {"capacity", 503},
+        {"busy", 503},           {"api_error", 503},      {"upstream_error", 503},
+    };
+    lm_err e = *src;
+    /* Nothing recognisable: the plugin's 4xx if it chose one, else a refusal
+     * (an unexplained error is not worth another channel). */
+    int status = e.http_status >= 400 && e.http_status < 500 ? e.http_status : 400;
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        if (has_word(e.type, words[i].word) || has_word(e.code, words[i].word)) {
+            status = words[i].status;
+            if (status == 503 && e.http_status >= 500) /* the plugin's own 5xx stands */
+                status = e.http_status;
+            break;
+        }
+    e.http_status = status;
+    r->lazy_err = e;
+    r->lazy_failed = 1;
+    r->status = status;    /* the attempt's row and the channel's health see the real error */
+    lm_buf_reset(&r->out); /* events before the error were never sent */
+}
+
 static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
 {
-    if (!r->headers_sent) {
-        r->headers_sent = 1;
-        lm_relay_to(r, LM_RELAY_STREAMING);
-        r->ttft_ms = (int64_t)((uint64_t)lm_clock_ms() - r->t_start_ms);
-        lm_out_route_header(r);
-        lm_http_stream_start(r->req, r->id);
-    } else if (lm_http_out_pending(r->req) > r->rt->conf->stream_high_water) {
+    if (r->headers_sent && lm_http_out_pending(r->req) > r->rt->conf->stream_high_water) {
         r->paused = 1; /* slow reader: let the kernel socket buffer drain */
         return LM_UP_PAUSE;
     }
+    r->st_fed = 1;
     int rc = lm_stream_feed(&r->st, p, n);
+    if (rc < 0 && !r->headers_sent) {
+        lazy_error(r, &r->st.err);
+        return 0; /* abort the transfer; upstream_done fails the attempt over */
+    }
+    if (!r->headers_sent && (r->out.len > 0 || rc == LM_DONE))
+        start_client_stream(r);
     if (rc < 0) {
         lm_out_stream_end(r, &r->st.err);
         return 0; /* abort the transfer */
@@ -82,7 +142,8 @@ static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
         lm_settle_stream_ok(r);
         return n;
     }
-    lm_out_flush(r);
+    if (r->headers_sent)
+        lm_out_flush(r);
     return n;
 }
 
@@ -92,8 +153,8 @@ static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
  * later). */
 static size_t upstream_data(lm_relay_t *r, int status, int whole_json, const char *p, size_t n)
 {
-    if (r->req == NULL)
-        return 0; /* client gone: abort, stop paying for tokens */
+    if (r->req == NULL && !lm_attempt_background(r))
+        return 0; /* client gone from a stream: abort, stop paying for tokens */
     if (r->state == LM_RELAY_DONE || r->state == LM_RELAY_SETTLING)
         return n; /* trailing bytes after the end marker */
     r->status = status;
@@ -102,7 +163,7 @@ static size_t upstream_data(lm_relay_t *r, int status, int whole_json, const cha
     arm_timer(r, next_timeout_ms(r));
     /* An SSE body never starts with '{': that is one JSON object (an error
      * in a 200, as Baidu v1 sends), however it is labelled. */
-    int json_first = !r->headers_sent && !r->whole_body && n > 0 && p[0] == '{' &&
+    int json_first = !r->st_fed && !r->whole_body && n > 0 && p[0] == '{' &&
                      r->route->inst->plugin->vt.framing == LM_FRAME_SSE;
     if (status >= 200 && status < 300 && r->call.stream && !whole_json && !r->whole_body &&
         !json_first)
@@ -154,23 +215,37 @@ static int credential_retry(lm_relay_t *r, const lm_err *e)
     return 1;
 }
 
+static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry);
+
+/* A whole answer (2xx). Channel health is decided here, once the body is
+ * known to translate: a 200 that is not an answer is a failed attempt and
+ * may go to the next channel like a 5xx (IN-11). */
 static void finish_whole(lm_relay_t *r, int status, lm_str body)
 {
     char *out = NULL;
+    size_t out_len = 0;
     lm_usage usage;
     lm_err e;
-    int rc = lm_response_translate(r->route->inst, &r->call, status, body, &out, &usage, &e);
+    int rc =
+        lm_response_translate(r->route->inst, &r->call, status, body, &out, &out_len, &usage, &e);
+    lm_attempt_route_end(r, rc < 0 && e.http_status >= 500 ? LM_ROUTE_FAIL : LM_ROUTE_OK);
     if (rc == LM_ERETRY && credential_retry(r, &e)) {
         free(out);
         return;
     }
     if (rc < 0) {
         lm_log(LM_LOG_INFO, "%s: upstream %d -> %d %s", r->id, status, e.http_status, e.code);
-        lm_out_error(r, &e);
-    } else if (lm_rlua_response(r->lua, &out, &e) < 0) {
+        if (r->ureq.local_status) {
+            lm_out_error(r, &e);
+        } else {
+            r->status = e.http_status; /* the attempt's row says why it failed */
+            attempt_failed(r, &e, e.http_status == 429 || e.http_status >= 500);
+        }
+    } else if (lm_rlua_response(r->lua, &out, &out_len, &e) < 0) {
         lm_out_error(r, &e);
     } else if ((r->usage = usage, lm_settle(r, 0, 1))) {
         r->pending_body = out; /* sent by lm_settle_committed once the row is committed */
+        r->pending_len = out_len;
         out = NULL;
     } else {
         lm_relay_to(r, LM_RELAY_DONE);
@@ -178,7 +253,7 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
         r->usage = usage;
         lm_out_route_header(r);
         if (r->req)
-            lm_http_reply(r->req, 200, "application/json", out, strlen(out), r->id);
+            lm_http_reply(r->req, 200, "application/json", out, out_len, r->id);
     }
     free(out);
 }
@@ -198,10 +273,12 @@ void lm_attempt_route_end(lm_relay_t *r, int outcome)
 }
 
 /* What the attempt says about the channel: its failures, not the client's. */
-static int attempt_outcome(const lm_relay_t *r, int ok, int timeout)
+static int attempt_outcome(const lm_relay_t *r, int ok, int timeout, int background)
 {
-    if (r->req == NULL)
+    if (r->req == NULL && !background)
         return LM_ROUTE_CANCEL;
+    if (r->lazy_failed) /* we aborted the transfer: its error event decides */
+        ok = 1;
     if (!ok || timeout)
         return LM_ROUTE_FAIL;
     return (r->status == 429 || r->status >= 500) ? LM_ROUTE_FAIL : LM_ROUTE_OK;
@@ -287,7 +364,9 @@ static void whole_done(lm_relay_t *r)
         attempt_failed(r, &e, 0);
         return;
     }
-    int rc = lm_response_translate(r->route->inst, &r->call, status, body, &out, &usage, &e);
+    size_t out_len;
+    int rc =
+        lm_response_translate(r->route->inst, &r->call, status, body, &out, &out_len, &usage, &e);
     free(out);
     if (rc == LM_ERETRY && credential_retry(r, &e))
         return;
@@ -298,12 +377,30 @@ static void whole_done(lm_relay_t *r)
 
 static void stream_done(lm_relay_t *r)
 {
-    int rc = r->headers_sent ? lm_stream_finish(&r->st) : LM_OK;
+    int rc = lm_stream_finish(&r->st);
     lm_err e;
     if (!r->headers_sent) {
-        lm_error_set(&e, -1, 502, "api_error", "upstream_error", "upstream sent an empty stream");
-        attempt_failed(r, &e, 0);
-    } else if (rc < 0) {
+        if (rc < 0) {
+            lazy_error(r, &r->st.err);
+            lm_attempt_route_end(r, attempt_outcome(r, 1, 0, 0));
+            attempt_failed(r, &r->lazy_err, retryable(r, 1, 0));
+            return;
+        }
+        if (r->out.len == 0 && rc != LM_DONE && !r->st.emit.finish_seen) {
+            lm_attempt_route_end(r, LM_ROUTE_FAIL);
+            /* a 200 with no event in it (nothing, comments, bytes that are
+             * not SSE) is a bad gateway like a 502, and the client has seen
+             * nothing: the next channel may answer (FT-1, IN-11) */
+            lm_error_set(&e, -1, 502, "api_error", "upstream_error",
+                         "upstream sent an empty stream");
+            r->status = 502;
+            attempt_failed(r, &e, 1);
+            return;
+        }
+        start_client_stream(r);
+    }
+    lm_attempt_route_end(r, LM_ROUTE_OK); /* the channel answered; no-op when ended before */
+    if (rc < 0) {
         lm_out_stream_end(r, &r->st.err);
     } else if (rc == LM_DONE || r->st.emit.finish_seen) {
         lm_settle_stream_ok(r); /* a clean end of body after a finish ends the stream */
@@ -317,18 +414,62 @@ static void stream_done(lm_relay_t *r)
     }
 }
 
+/* The client left a non-stream request; the transfer ran on so that the
+ * row says what the provider bills for it (QB-6): an answer is billed
+ * from its usage (the prompt estimate without one) with the
+ * client_aborted mark; a failure is a failed attempt's row and costs
+ * nothing. The client is not answered: it is gone. */
+static void background_done(lm_relay_t *r, int ok, const char *why)
+{
+    char *out = NULL;
+    size_t out_len;
+    lm_usage usage;
+    lm_err e;
+    int rc = ok && r->status >= 200 && r->status < 300
+                 ? lm_response_translate(r->route->inst, &r->call, r->status,
+                                         (lm_str){lm_buf_cstr(&r->body), r->body.len}, &out,
+                                         &out_len, &usage, &e)
+                 : LM_ERR;
+    free(out);
+    if (rc < 0) {
+        lm_log(LM_LOG_INFO, "%s: client gone; upstream answer failed (%d, %s): nothing billed",
+               r->id, r->status, ok ? "not an answer" : why);
+        lm_attempt_record_failed(r, r->status ? r->status : 502);
+        return;
+    }
+    r->usage = usage;
+    lm_settle(r, 1, 0);
+    lm_log(LM_LOG_INFO, "%s: client gone; upstream answer billed (charge %lld)", r->id,
+           (long long)r->charge);
+}
+
 /* The transfer ended: ok (clean end of body), or an error; timeout says
  * the failure was a timeout. The pool has already released the handle. */
 static void upstream_done(lm_relay_t *r, int ok, int timeout, const char *why)
 {
     lm_err e;
+    int background = lm_attempt_background(r);
     r->up = NULL;
-    lm_attempt_route_end(r, attempt_outcome(r, ok, timeout));
     if (r->timer)
         evtimer_del(r->timer);
+    /* A 2xx answer's health waits until it is known to be one: translated
+     * (finish_whole) or holding an event (stream_done). */
+    int defer = ok && r->req && r->state != LM_RELAY_DONE && r->state != LM_RELAY_SETTLING &&
+                !r->lazy_failed && r->status >= 200 && r->status < 300;
+    if (!defer)
+        lm_attempt_route_end(r, attempt_outcome(r, ok, timeout, background));
+    if (background) {
+        background_done(r, ok, why);
+        lm_relay_maybe_free(r);
+        return;
+    }
     if (r->req && r->state != LM_RELAY_DONE && r->state != LM_RELAY_SETTLING) {
         int success = r->status >= 200 && r->status < 300;
-        if (!ok && !r->headers_sent) {
+        if (r->lazy_failed) {
+            lm_log(LM_LOG_INFO, "%s: upstream 200 with an error event first -> %d %s", r->id,
+                   r->status, r->lazy_err.code);
+            attempt_failed(r, &r->lazy_err, retryable(r, 1, 0));
+        } else if (!ok && !r->headers_sent) {
             lm_log(LM_LOG_WARN, "%s: upstream failed on channel %s: %s", r->id,
                    r->route->inst->chan->name, why);
             if (timeout)
@@ -395,6 +536,9 @@ void lm_attempt_reset(lm_relay_t *r)
     lm_buf_reset(&r->body);
     r->status = 0;
     r->whole_body = 0;
+    r->st_fed = 0;
+    r->lazy_failed = 0;
+    lm_buf_reset(&r->out);
     r->up_retry_after = -1;
 }
 

@@ -19,6 +19,10 @@ void lm_attempt_reset(lm_relay_t *r);
 void lm_attempt_route_end(lm_relay_t *r, int outcome);
 /* The failed attempt's ledger row (it costs nothing). */
 void lm_attempt_record_failed(lm_relay_t *r, int status);
+/* The client left a non-stream request whose transfer is under way: the
+ * transfer runs on, bounded by the channel's timeouts, so the answer the
+ * provider bills is billed too (QB-6). Streams are cancelled instead. */
+int lm_attempt_background(const lm_relay_t *r);
 /* Leave the worker's list of relays waiting for a side value, if on it. */
 void lm_attempt_side_unlink(lm_relay_t *r);
 #endif

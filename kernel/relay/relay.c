@@ -11,7 +11,9 @@
  *   SIDE_WAIT  -> the moves of ROUTING, once lm_relay_side_wake rebuilds
  *   UPSTREAM   -> UPSTREAM    failover: the next candidate's transfer
  *   UPSTREAM   -> SIDE_WAIT   a refused credential is refreshed
- *   UPSTREAM   -> STREAMING   the first stream bytes reach the client
+ *   UPSTREAM   -> STREAMING   the first stream event reaches the client
+ *   UPSTREAM   stays          the client left a non-stream request: the
+ *                             transfer runs on to be billed (QB-6)
  *   any active -> SETTLING    lm_settle: the last bytes wait for the ledger commit
  *   any        -> DONE        output.c: the reply or the stream's end went out;
  *                             lm_settle_committed: the held reply went out
@@ -122,7 +124,9 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     lm_relay_t *r = arg;
     (void)fd;
     (void)what;
-    if (r->up) { /* client left mid-transfer: stop upstream tokens now */
+    if (r->up && lm_attempt_background(r)) {
+        lm_log(LM_LOG_INFO, "%s: client went away; upstream answer awaited for billing", r->id);
+    } else if (r->up) { /* client left a stream: stop upstream tokens now */
         lm_upstream_cancel(r->up);
         r->up = NULL;
         /* DONE: the client has its whole answer and the upstream merely

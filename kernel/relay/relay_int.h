@@ -48,6 +48,7 @@ struct lm_relay_s {
                          * a shutdown may answer the client meanwhile) */
     int settled;        /* this request's row was submitted */
     char *pending_body; /* non-stream reply held until its row is committed */
+    size_t pending_len;
     struct event *settle_ev;
     int64_t prompt_est; /* request bytes / 4: used when no usage is reported */
     int64_t ttft_ms;
@@ -67,6 +68,9 @@ struct lm_relay_s {
     int paused;
     int too_large;
     int whole_body;    /* the upstream answered with one body (JSON), not events */
+    int st_fed;        /* this attempt fed stream bytes (the client may have seen none) */
+    int lazy_failed;   /* the stream failed before a byte reached the client (FT-1) */
+    lm_err lazy_err;   /* that failure, as the HTTP error it stands for */
     int client_status; /* what the client was answered (0: nothing yet) */
     int stream_error;  /* the stream ended with an error event */
     lm_usage usage;    /* non-stream usage (streams: st.emit.usage) */

@@ -279,16 +279,17 @@ int lm_rlua_event(lm_lua_call_t *call, const char *json, size_t len, lm_buf_t *o
     return rc == LM_LUA_OK ? 0 : to_err(rc, &res, e);
 }
 
-int lm_rlua_response(lm_lua_call_t *call, char **body, lm_err *e)
+int lm_rlua_response(lm_lua_call_t *call, char **body, size_t *len, lm_err *e)
 {
     lm_lua_result_t res;
     char *changed = NULL;
     if (!has(call, LM_LUA_STAGE_RESPONSE))
         return 0;
-    int rc = lm_lua_on_response_text(call, *body, strlen(*body), &changed, &res);
+    int rc = lm_lua_on_response_text(call, *body, *len, &changed, &res);
     if (changed) {
         free(*body);
         *body = changed;
+        *len = strlen(changed); /* Jansson's text: a NUL is always escaped in it */
     }
     return rc == LM_LUA_OK ? 0 : to_err(rc, &res, e);
 }

@@ -34,7 +34,7 @@ int lm_rlua_upstream(lm_lua_call_t *call, const lm_route_t *route, int attempt, 
 int lm_rlua_event(lm_lua_call_t *call, const char *json, size_t len, lm_buf_t *out, lm_err *e);
 /* on_response: *body (malloc'd JSON text) is replaced only when a script
  * changed it. */
-int lm_rlua_response(lm_lua_call_t *call, char **body, lm_err *e);
+int lm_rlua_response(lm_lua_call_t *call, char **body, size_t *len, lm_err *e);
 /* on_error: maps e in place; returns 1 when a script asks for the next
  * channel (only meaningful when nothing reached the client). */
 int lm_rlua_error(lm_lua_call_t *call, lm_err *e, const lm_route_t *route, int attempt,

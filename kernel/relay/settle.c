@@ -47,8 +47,7 @@ void lm_settle_committed(evutil_socket_t fd, short what, void *arg)
         r->client_status = 200;
         lm_out_route_header(r);
         if (r->req)
-            lm_http_reply(r->req, 200, "application/json", r->pending_body, strlen(r->pending_body),
-                          r->id);
+            lm_http_reply(r->req, 200, "application/json", r->pending_body, r->pending_len, r->id);
         free(r->pending_body);
         r->pending_body = NULL;
     } else if (r->state == LM_RELAY_SETTLING) { /* a stream's usage chunk and [DONE] */
