@@ -1,3 +1,6 @@
+/* relay_lua.c - the relay's side of the Lua stages: kernel objects in, stage
+ * results out as kernel decisions and OpenAI errors (relay_lua.h). Thread:
+ * the request's worker; what it returns is owned as each header says. */
 #include "relay/relay_lua.h"
 #include "core/clock.h"
 

@@ -1,3 +1,6 @@
+/* rt.c - builds and frees a runtime generation: configuration, loaded
+ * plugins, channel instances, scripts and routes (rt.h). Control thread
+ * builds and frees; workers read it through counted references. */
 #include "relay/rt.h"
 
 #include "core/log.h"
