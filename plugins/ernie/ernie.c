@@ -1,6 +1,6 @@
 /*
  * ernie.c - Baidu ERNIE through the legacy Qianfan v1 API ("wenxinworkshop")
- * with an OAuth access token (shared/providers.md section 2.1 and the Baidu
+ * with an OAuth access token (docs/wire-formats.md section 2.1 and the Baidu
  * translation notes; decisions in sdk/notes/ernie.md).
  *
  *   token       POST

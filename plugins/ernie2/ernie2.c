@@ -1,6 +1,6 @@
 /*
  * ernie2.c - Baidu ERNIE through Qianfan v2, the OpenAI-compatible API
- * (shared/providers.md section 2.2; decisions in sdk/notes/ernie2.md).
+ * (docs/wire-formats.md section 2.2; decisions in sdk/notes/ernie2.md).
  *
  *   chat        POST <base>/chat/completions   (base defaults to https://qianfan.baidubce.com/v2)
  *   embeddings  POST <base>/embeddings

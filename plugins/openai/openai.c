@@ -14,7 +14,7 @@ typedef struct preset_s {
     const char *base_url;
 } preset_t;
 
-/* Base URLs of OpenAI-compatible vendors (shared/providers.md section 8). */
+/* Base URLs of OpenAI-compatible vendors (docs/wire-formats.md section 8). */
 static const preset_t presets[] = {
     {"openai", "https://api.openai.com/v1"},
     {"deepseek", "https://api.deepseek.com/v1"},

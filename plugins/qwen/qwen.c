@@ -1,6 +1,6 @@
 /*
  * qwen.c - Alibaba Qwen through the DashScope native API
- * (shared/providers.md section 1; decisions in sdk/notes/qwen.md).
+ * (docs/wire-formats.md section 1; decisions in sdk/notes/qwen.md).
  *
  *   chat, text models   POST <base>/api/v1/services/aigc/text-generation/generation
  *   chat, vision models POST <base>/api/v1/services/aigc/multimodal-generation/generation

@@ -1,6 +1,6 @@
 /*
  * spark.c - iFlytek Spark through its HTTP OpenAI-compatible API
- * (shared/providers.md section 3.2; decisions in sdk/notes/spark.md).
+ * (docs/wire-formats.md section 3.2; decisions in sdk/notes/spark.md).
  *
  *   chat  POST <base>/chat/completions  (base defaults to https://spark-api-open.xf-yun.com/v1)
  *   Authorization: Bearer <APIPassword>  (or "<APIKey>:<APISecret>", sent the same way)

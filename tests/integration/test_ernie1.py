@@ -1,7 +1,7 @@
 """The ernie plugin (Baidu ERNIE, Qianfan v1 "wenxinworkshop" API with an
 OAuth access token) through the real gateway binary.
 
-A stdlib mock emulates the native v1 API (shared/providers.md 2.1, 9.2):
+A stdlib mock emulates the native v1 API (docs/wire-formats.md 2.1, 9.2):
   - POST /oauth/2.0/token?grant_type=client_credentials&client_id=..&client_secret=..
     checks the pair, counts calls per client, can delay its answer, and issues
     "24.test" for the golden client "ak" (then "24.<client>.<n>");

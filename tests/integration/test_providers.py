@@ -3,7 +3,7 @@
 One longmen runs with one channel per provider (plus a bad-key twin where the
 error probe is an auth failure). Each channel's base_url points at a mock of
 that provider's NATIVE API which checks auth and field placement the way the
-real service does and answers with the golden bodies of shared/providers.md
+real service does and answers with the golden bodies of docs/wire-formats.md
 section 9. The client side always speaks OpenAI.
 
 Per provider: G1 (plain), G2 (stream, with and without include_usage), G3
