@@ -115,7 +115,9 @@ static lm_lua_gen_t *gen_file(const char *path, const char *args, lm_lua_shared_
 {
     json_t *a = args ? J(args) : NULL;
     lm_lua_script_spec_t spec = {.name = "shipped", .path = path, .args = a};
-    lm_lua_gen_t *g = lm_lua_gen_load(&spec, 1, NULL, sh, err, errlen);
+    /* A sanitizer slows the step hook: the 10 ms default deadline is for real builds. */
+    lm_lua_limits_t slow = {.deadline_ms = 1000};
+    lm_lua_gen_t *g = lm_lua_gen_load(&spec, 1, UNDER_ASAN ? &slow : NULL, sh, err, errlen);
     json_decref(a);
     return g;
 }
