@@ -2,6 +2,7 @@
 #   make run        install missing Debian packages, build, start on 127.0.0.1:8080
 #   make test       install, build, run every test (ends with "N passed, N failed")
 #   make test-asan  the same suite under ASan+UBSan
+#   make tsan       the threaded tests under ThreadSanitizer (slow; not in make test)
 # Everything built goes under $(O) (default build/): plugins to $(O)/plugins/<name>.so.
 
 O        ?= build
@@ -45,7 +46,7 @@ PLUGIN_LDFLAGS := -shared -Wl,-z,defs $(SAN)
 
 FORMAT_FILES = $(wildcard kernel/*/*.[ch] sdk/*.h plugins/*/*.[ch] tests/unit/*.[ch] tests/plugins/*.c tests/fuzz/*.c)
 
-.PHONY: plugin all plugins unit test test-asan run deps bench fuzz clean format format-check check-config
+.PHONY: plugin all plugins unit test test-asan tsan run deps bench fuzz clean format format-check check-config
 
 all: $(O)/longmen $(O)/liblmtest.a plugins $(TEST_PLUGINS)
 
@@ -137,6 +138,18 @@ test-asan: deps
 	@O=build-asan PLUGIN_DIR=build-asan/plugins LM_SANITIZER=1 \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  tests/run.sh all
+
+# ThreadSanitizer over the threaded parts: the store's writer thread, side
+# values, metrics, lm.shared, and integration tests with several workers and
+# the store. Any "WARNING: ThreadSanitizer" fails it (tests/run.sh).
+TSAN_UNIT := test_store test_side test_metrics test_lua
+TSAN_INTEGRATION := test_governance.py test_reload.py test_side.py test_soak.py
+tsan: deps
+	$(MAKE) O=build-tsan PLUGIN_DIR=build-tsan/plugins OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=thread" all $(TSAN_UNIT:%=build-tsan/tests/%)
+	@O=build-tsan PLUGIN_DIR=build-tsan/plugins LM_SANITIZER=1 SOAK_SECONDS=$${SOAK_SECONDS:-30} \
+	  TEST_TIMEOUT=$${TEST_TIMEOUT:-900} TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 $${TSAN_OPTIONS:-}" \
+	  ONLY="$(TSAN_UNIT) $(TSAN_INTEGRATION)" tests/run.sh all
 
 $(O)/tests/.stamp: $(UNIT_BINS)
 	@touch $@

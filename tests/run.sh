@@ -2,6 +2,7 @@
 # tests/run.sh [unit|integration|all] - run the suite, print one line per
 # test ("PASS name" / "FAIL name: why") and end with "N passed, N failed".
 # A test program that crashes or times out counts as one failure.
+# ONLY="test_store test_reload.py ..." runs just those (by file name).
 set -u
 mode=${1:-all}
 O=${O:-build}
@@ -13,6 +14,9 @@ log=$(mktemp)
 
 run_one() { # name, command...
     local name=$1; shift
+    if [ -n "${ONLY:-}" ] && ! [[ " $ONLY " == *" $name "* ]]; then
+        return
+    fi
     local rc
     timeout -k 5 "${TEST_TIMEOUT:-300}" "$@" >"$log" 2>&1
     rc=$?
@@ -24,7 +28,7 @@ run_one() { # name, command...
         echo "FAIL $name: exited with status $rc"
         tail -n 30 "$log" | sed 's/^/    | /'
         f=1
-    elif [ "$f" -gt 0 ] || grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$log"; then
+    elif [ "$f" -gt 0 ] || grep -qE 'ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error:' "$log"; then
         if [ "$f" -eq 0 ]; then
             echo "FAIL $name: sanitizer report"; f=1
         fi
