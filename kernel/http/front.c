@@ -32,7 +32,9 @@ struct lm_http_front_s {
     atomic_int draining;
     _Atomic uint64_t max_body; /* max_body_size, read by every connection's gate */
     atomic_int next_thread;
-    evthr_t *threads[LM_HTTP_MAX_THREADS]; /* set once by each thread's init */
+    /* Set once by each thread's init and read by any thread: atomic, and a
+     * slot may be filled after a later one (inits run concurrently). */
+    _Atomic(evthr_t *) threads[LM_HTTP_MAX_THREADS];
 };
 
 static lm_http_front_t *front_of(evhtp_request_t *req)
@@ -196,7 +198,7 @@ static void thread_init(evhtp_t *htp, evthr_t *thr, void *arg)
     evthr_set_aux(thr, t);
     int i = atomic_fetch_add(&f->next_thread, 1);
     if (i < LM_HTTP_MAX_THREADS)
-        f->threads[i] = thr;
+        atomic_store_explicit(&f->threads[i], thr, memory_order_release);
     (void)lm_http_conn_sweep_start(t, evthr_get_base(thr)); /* best effort, as before */
 }
 
@@ -235,8 +237,11 @@ static void run_task(evthr_t *thr, void *cmd_arg, void *shared)
 
 void lm_http_front_each_thread(lm_http_front_t *f, const lm_http_task_t *task)
 {
-    for (int i = 0; i < LM_HTTP_MAX_THREADS && f->threads[i]; i++)
-        evthr_defer(f->threads[i], run_task, (void *)(uintptr_t)task);
+    for (int i = 0; i < LM_HTTP_MAX_THREADS; i++) {
+        evthr_t *thr = atomic_load_explicit(&f->threads[i], memory_order_acquire);
+        if (thr) /* a thread still starting has no work queued yet */
+            evthr_defer(thr, run_task, (void *)(uintptr_t)task);
+    }
 }
 
 /* ---- lifecycle ---- */
