@@ -262,3 +262,14 @@ def run(tests):
             traceback.print_exc(file=sys.stdout)
             _results["failed"] += 1
     sys.exit(1 if _results["failed"] else 0)
+
+
+def admin_call(port, token, method, path, body=None, timeout=10):
+    """One admin API call with the admin token: (status, parsed JSON or None)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request(method, path, body=json.dumps(body) if body is not None else None,
+              headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, (json.loads(data) if data else None)

@@ -3,7 +3,6 @@ authenticate the data plane; quotas are reserved atomically (QB-1), settled
 to the ledger exactly, rate limits answer 429 with Retry-After, aborted
 streams are billed for what was received, and each row is committed before
 the last byte."""
-import http.client
 import json
 import os
 import re
@@ -13,7 +12,7 @@ import tempfile
 import threading
 import time
 
-from lib import Gateway, Mock, check, chunk, free_port, json_reply, run, sse_reply, usage_chunk
+from lib import admin_call, Gateway, Mock, check, chunk, free_port, json_reply, run, sse_reply, usage_chunk
 
 mock = Mock()
 TOKEN_RE = re.compile(r"admin token \(shown once\): (lmadm-[A-Za-z0-9_-]+)")
@@ -98,13 +97,7 @@ channel permodel {
         self.token = m.group(1) if m else None
 
     def admin(self, method, path, body=None):
-        c = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
-        c.request(method, path, body=json.dumps(body) if body is not None else None,
-                  headers={"Authorization": "Bearer " + self.token, "Content-Type": "application/json"})
-        r = c.getresponse()
-        data = r.read()
-        c.close()
-        return r.status, (json.loads(data) if data else None)
+        return admin_call(self.admin_port, self.token, method, path, body, timeout=10)
 
     def new_key(self, **fields):
         body = {"name": "k%d" % time.time_ns(), "quota": "unlimited"}

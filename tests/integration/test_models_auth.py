@@ -7,7 +7,7 @@ import json
 import re
 import tempfile
 
-from lib import Gateway, check, free_port, run
+from lib import admin_call, Gateway, check, free_port, run
 
 TOKEN_RE = re.compile(r"admin token \(shown once\): (lmadm-[A-Za-z0-9_-]+)")
 MOCK = "channel m {\n plugin mock\n models mock-1\n}\n"
@@ -23,13 +23,7 @@ class Env:
         self.token = m.group(1)
 
     def admin(self, method, path, body=None):
-        c = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
-        c.request(method, path, body=json.dumps(body) if body is not None else None,
-                  headers={"Authorization": "Bearer " + self.token, "Content-Type": "application/json"})
-        r = c.getresponse()
-        data = r.read()
-        c.close()
-        return r.status, (json.loads(data) if data else None)
+        return admin_call(self.admin_port, self.token, method, path, body, timeout=10)
 
     def new_key(self):
         st, js = self.admin("POST", "/admin/keys", {"name": "lister", "quota": "unlimited"})

@@ -7,7 +7,6 @@ and the key's used amount is the sum of its rows; RssAnon and the open fds,
 sampled after a warm-up, stay flat (not under a sanitizer: its quarantine
 grows). SOAK_STORE=off runs the same traffic without data_dir (config key,
 memory only) to compare the two."""
-import http.client
 import json
 import os
 import random
@@ -17,7 +16,7 @@ import tempfile
 import threading
 import time
 
-from lib import KEY, Gateway, Mock, check, chunk, content_of, free_port, json_reply, run, sse_reply, usage_chunk
+from lib import admin_call, KEY, Gateway, Mock, check, chunk, content_of, free_port, json_reply, run, sse_reply, usage_chunk
 
 SANITIZER = os.environ.get("LM_SANITIZER") == "1"
 SECONDS = float(os.environ.get("SOAK_SECONDS") or (45 if SANITIZER else 180))
@@ -121,13 +120,7 @@ channel up {
             self.kid = js["id"]
 
     def admin(self, method, path, body=None):
-        c = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=20)
-        c.request(method, path, body=json.dumps(body) if body is not None else None,
-                  headers={"Authorization": "Bearer " + self.token, "Content-Type": "application/json"})
-        r = c.getresponse()
-        data = r.read()
-        c.close()
-        return r.status, (json.loads(data) if data else None)
+        return admin_call(self.admin_port, self.token, method, path, body, timeout=20)
 
     def rows(self):
         out, after = [], None
