@@ -50,7 +50,7 @@ extern "C" {
 #endif
 
 #define LM_ABI_MAJOR 1
-#define LM_ABI_MINOR 1
+#define LM_ABI_MINOR 2
 
 #if defined(__GNUC__)
 #define LM_EXPORT       __attribute__((visibility("default")))
@@ -130,6 +130,22 @@ typedef struct lm_usage {
 #define LM_CAP_EMBED  (1u << 2)
 #define LM_CAP_TOOLS  (1u << 3)
 #define LM_CAP_VISION (1u << 4)
+
+/* Provider flags (lm_provider.flags, ABI 1.2). */
+#define LM_PF_MULTI_CHOICE (1u << 0) /* accepts "n" > 1 (several choices per request) */
+
+/*
+ * A numeric request parameter's allowed range (ABI 1.2). The kernel clamps a
+ * top-level number of the request into [min, max] before build_request and
+ * says so in the x-longmen-clamped response header: a value below min
+ * becomes min (so a provider whose range is (0, 1] declares min 0.01 and
+ * temperature 0 is sent as 0.01, never dropped), above max becomes max.
+ * The list ends with an entry whose name is NULL.
+ */
+typedef struct lm_param_range {
+    const char *name; /* "temperature", "top_p", "presence_penalty", ... */
+    double min, max;
+} lm_param_range;
 
 /* Stream framing the kernel splits for the plugin (lm_provider.framing). */
 enum { LM_FRAME_SSE = 0, LM_FRAME_NDJSON = 1, LM_FRAME_RAW = 2 };
@@ -345,6 +361,18 @@ typedef struct lm_provider {
     int (*side_request)(void *istate, const char *name, lm_ureq *u, lm_err *e);
     int (*side_parse)(void *istate, const char *name, int status, lm_str body, char **value,
                       int64_t *ttl_s, lm_err *e);
+
+    /* ---- 1.2: the kernel owns the client protocol ----
+     * param_ranges: numeric parameters the kernel clamps (lm_param_range);
+     * NULL-name terminated, may be NULL.
+     * embed_max_inputs: the most inputs one upstream embeddings call takes;
+     * the kernel splits a larger request into concurrent calls of at most
+     * this many, joins `data` in input order and sums usage (0: no limit).
+     * flags: LM_PF_*. Without LM_PF_MULTI_CHOICE the kernel answers a
+     * request with "n" > 1 with a 400 before any upstream call. */
+    const lm_param_range *param_ranges;
+    int embed_max_inputs;
+    uint32_t flags;
 } lm_provider;
 
 /* The one exported symbol. Returns static data; must not allocate. */

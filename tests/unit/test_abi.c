@@ -85,6 +85,12 @@ static const field_t fields[] = {
     F(lm_provider, req_close),
     F(lm_provider, side_request),
     F(lm_provider, side_parse),
+    F(lm_provider, param_ranges),
+    F(lm_provider, embed_max_inputs),
+    F(lm_provider, flags),
+    F(lm_param_range, name),
+    F(lm_param_range, min),
+    F(lm_param_range, max),
 };
 
 static const field_t *find(const char *type, const char *field)
@@ -155,6 +161,7 @@ int main(int argc, char **argv)
     }
     test_offsets("tests/abi/abi-1.0.txt");
     test_offsets("tests/abi/abi-1.1.txt");
+    test_offsets("tests/abi/abi-1.2.txt");
     test_frozen_plugin();
     T_EXIT();
 }
