@@ -42,13 +42,17 @@ UNIT_BINS    := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%) \
                 $(PLUGINS:%=$(O)/tests/test_fuzz_plugin_%)
 
 PLUGIN_CFLAGS := -std=c11 $(OPT) $(WARN) -fPIC -fvisibility=hidden -I sdk $(SAN)
+# The plugin helper library (sdk/lmsdk.h), linked statically into each plugin.
+SDK_SRCS := $(wildcard sdk/lib/*.c)
+SDK_OBJS := $(SDK_SRCS:sdk/lib/%.c=$(O)/sdk/%.o)
+SDK_LIB  := $(O)/liblmsdk.a
 PLUGIN_LDFLAGS := -shared -Wl,-z,defs $(SAN)
 
-FORMAT_FILES = $(wildcard kernel/*/*.[ch] sdk/*.h plugins/*/*.[ch] tests/unit/*.[ch] tests/plugins/*.c tests/fuzz/*.c)
+FORMAT_FILES = $(wildcard kernel/*/*.[ch] sdk/*.h sdk/lib/*.c plugins/*/*.[ch] tests/unit/*.[ch] tests/plugins/*.c tests/fuzz/*.c)
 
 .PHONY: plugin all plugins unit test test-asan tsan run deps bench fuzz clean format format-check check-config
 
-all: $(O)/longmen $(O)/liblmtest.a plugins $(TEST_PLUGINS)
+all: $(O)/longmen $(O)/liblmtest.a $(SDK_LIB) plugins $(TEST_PLUGINS)
 
 plugins: $(PLUGIN_SOS)
 
@@ -72,11 +76,18 @@ $(O)/libkernel.a: $(LIB_OBJS)
 $(O)/liblmtest.a: $(KIT_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
+$(O)/sdk/%.o: sdk/lib/%.c sdk/lmsdk.h sdk/longmen.h
+	@mkdir -p $(dir $@)
+	$(CC) $(PLUGIN_CFLAGS) -c -o $@ $<
+
+$(SDK_LIB): $(SDK_OBJS)
+	rm -f $@ && ar rcs $@ $^
+
 # One folder per plugin: plugins/<name>/*.c -> $(PLUGIN_DIR)/<name>.so
 .SECONDEXPANSION:
-$(PLUGIN_DIR)/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) sdk/longmen.h
+$(PLUGIN_DIR)/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) sdk/longmen.h sdk/lmsdk.h $(SDK_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(PLUGIN_CFLAGS) $(PLUGIN_LDFLAGS) -o $@ $(filter %.c,$^) -ljansson
+	$(CC) $(PLUGIN_CFLAGS) $(PLUGIN_LDFLAGS) -o $@ $(filter %.c,$^) $(SDK_LIB) -ljansson
 
 # Two builds of one source: the hot-reload tests swap v1 for v2.
 $(O)/test-plugins/verplug_v%.so: tests/plugins/verplug.c sdk/longmen.h
@@ -90,6 +101,11 @@ $(O)/test-plugins/%.so: tests/plugins/%.c sdk/longmen.h
 $(O)/tests/%: tests/unit/%.c $(O)/liblmtest.a $(O)/libkernel.a tests/unit/t.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -I sdk -I kernel $(PKG_CFLAGS) -o $@ $< $(O)/liblmtest.a $(O)/libkernel.a $(PKG_LIBS)
+
+# The helper library's own test links it as a plugin does.
+$(O)/tests/test_lmsdk: tests/unit/test_lmsdk.c $(SDK_LIB) $(O)/liblmtest.a tests/unit/t.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -I sdk -o $@ $< $(O)/liblmtest.a $(SDK_LIB) -ljansson
 
 # Plugin tests link as a plugin author's would: the kit, Jansson, libc.
 $(O)/tests/test_plugin_%: tests/unit/test_plugin_%.c $(O)/liblmtest.a tests/unit/t.h
