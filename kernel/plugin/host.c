@@ -241,20 +241,62 @@ static uint64_t delta_chars(json_t *d)
     return n;
 }
 
-static int chunk_has_content(lm_emit_t *e, json_t *choices)
+/* Keep the client protocol for one choice: the assistant role on its
+ * first delta, tool calls turn "stop" into "tool_calls", and nothing after
+ * its finish_reason. Returns 1 when the choice is to be dropped (empty, or
+ * after the finish). */
+static int normalise_choice(lm_emit_t *e, json_t *c)
 {
-    size_t i;
-    json_t *c;
-    int content = 0;
-    json_array_foreach (choices, i, c) {
-        if (json_is_string(json_object_get(c, "finish_reason")))
-            e->finish_seen = content = 1;
-        json_t *d = json_object_get(c, "delta");
-        if (json_object_size(d) > 0)
-            content = 1;
-        e->content_chars += delta_chars(d);
+    json_t *ji = json_object_get(c, "index"), *d = json_object_get(c, "delta");
+    json_int_t idx = json_is_integer(ji) ? json_integer_value(ji) : 0;
+    uint32_t bit = idx >= 0 && idx < 32 ? 1u << idx : 0;
+    const char *fr = json_string_value(json_object_get(c, "finish_reason"));
+
+    if (bit == 0)
+        return 0; /* beyond the tracked choices: as sent */
+    if (e->finished & bit)
+        return 1;
+    if (!json_is_object(d)) {
+        d = json_object();
+        json_object_set_new(c, "delta", d);
     }
-    return content;
+    if (json_object_get(d, "role") != NULL && json_object_size(d) == 1 && !fr &&
+        (e->role_sent & bit))
+        return 1; /* a repeated bare role */
+    if (json_object_size(d) == 0 && fr == NULL)
+        return 1;
+    if (json_array_size(json_object_get(d, "tool_calls")) > 0)
+        e->tools_seen |= bit;
+    if (!(e->role_sent & bit)) {
+        e->role_sent |= bit;
+        json_object_set_new(d, "role", json_string("assistant"));
+        if (json_object_get(d, "content") == NULL && json_object_get(d, "tool_calls") == NULL)
+            json_object_set_new(d, "content", json_string(""));
+    }
+    if (fr) {
+        e->finished |= bit;
+        if ((e->tools_seen & bit) && strcmp(fr, "stop") == 0)
+            json_object_set_new(c, "finish_reason", json_string("tool_calls"));
+    }
+    return 0;
+}
+
+/* Normalise every choice; counts content. Returns the choices kept. */
+static size_t normalise_choices(lm_emit_t *e, json_t *choices)
+{
+    size_t i = 0;
+    while (i < json_array_size(choices)) {
+        json_t *c = json_array_get(choices, i);
+        if (!json_is_object(c) || normalise_choice(e, c)) {
+            json_array_remove(choices, i);
+            continue;
+        }
+        if (json_is_string(json_object_get(c, "finish_reason")))
+            e->finish_seen = 1;
+        e->content_chars += delta_chars(json_object_get(c, "delta"));
+        i++;
+    }
+    return i;
 }
 
 static int h_emit_chunk(lm_emit *e, json_t *chunk)
@@ -275,12 +317,11 @@ static int h_emit_chunk(lm_emit *e, json_t *chunk)
     /* The kernel sends its own usage chunk (only if the client asked). */
     json_object_del(chunk, "usage");
     json_t *choices = json_object_get(chunk, "choices");
-    if (!json_is_array(choices) || json_array_size(choices) == 0) {
+    if (!json_is_array(choices) || normalise_choices(e, choices) == 0) {
         json_decref(chunk); /* usage-only (or empty) chunk: nothing for the client */
         return LM_OK;
     }
-    if (chunk_has_content(e, choices))
-        e->ncontent++;
+    e->ncontent++;
     fill_chunk_ids(e, chunk);
     return deliver(e, chunk);
 }
@@ -293,11 +334,6 @@ static int h_emit_delta(lm_emit *e, int index, json_t *delta, const char *finish
         json_decref(delta);
         return LM_EINVAL;
     }
-    if (json_object_size(delta) > 0 || finish_reason)
-        e->ncontent++;
-    if (finish_reason)
-        e->finish_seen = 1;
-    e->content_chars += delta_chars(delta);
     json_t *choice = json_pack("{s:i,s:o,s:n,s:s?}", "index", index, "delta", delta, "logprobs",
                                "finish_reason", finish_reason);
     if (choice && finish_reason == NULL)
@@ -307,7 +343,26 @@ static int h_emit_delta(lm_emit *e, int index, json_t *delta, const char *finish
                   "created", (json_int_t)e->created, "model", e->model, "choices", choice);
     if (chunk == NULL)
         return LM_ENOMEM;
+    if (normalise_choices(e, json_object_get(chunk, "choices")) == 0) {
+        json_decref(chunk);
+        return LM_OK;
+    }
+    e->ncontent++;
     return deliver(e, chunk);
+}
+
+int lm_emit_close(lm_emit_t *e)
+{
+    uint32_t open = e->role_sent & ~e->finished;
+    for (int i = 0; i < 32 && open; i++) {
+        if (!(open & (1u << i)))
+            continue;
+        open &= ~(1u << i);
+        int rc = h_emit_delta(e, i, NULL, (e->tools_seen & (1u << i)) ? "tool_calls" : "stop");
+        if (rc < 0)
+            return rc;
+    }
+    return LM_OK;
 }
 
 static int h_emit_usage(lm_emit *e, const lm_usage *u)

@@ -58,11 +58,19 @@ struct lm_emit {
     int finish_seen;        /* a chunk with a finish_reason reached the sink */
     uint64_t content_chars; /* bytes of content/arguments sent: a token estimate when the provider
                                reports none */
+    /* The client protocol the kernel keeps for every plugin (ABI 1.2), per
+     * choice index < 32: the role went out on the first delta, the one
+     * finish_reason went out, the choice called tools. */
+    uint32_t role_sent, finished, tools_seen;
 };
 typedef struct lm_emit lm_emit_t;
 
 void lm_emit_init(lm_emit_t *e, int usage_mode, const char *request_id, const char *model,
                   int64_t created, lm_emit_sink_fn sink, void *arg);
+/* The upstream said the stream is complete: every choice that began and
+ * has no finish_reason gets one ("tool_calls" after tool calls, else
+ * "stop"). Returns LM_OK or the sink's failure. */
+int lm_emit_close(lm_emit_t *e);
 /* The final usage chunk as JSON text (new, free()), or NULL when no usage was
  * reported. */
 char *lm_emit_usage_chunk(lm_emit_t *e);

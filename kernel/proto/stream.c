@@ -35,6 +35,8 @@ static int on_event(void *arg, const lm_event *ev)
     lm_plugin_leave(prev);
     if (rc == LM_DONE) {
         s->done = 1;
+        if (lm_emit_close(&s->emit) < 0)
+            return lm_error_set(&s->err, LM_ERR, 500, "api_error", NULL, "client stream closed");
         return LM_DONE;
     }
     if (rc < 0) {
