@@ -27,31 +27,34 @@ static const lm_cfg_key eb1_cfg_keys[] = {
     {"client_secret", LM_CFG_STR, 1, NULL, "Baidu Secret Key; write env:VAR"},
     {NULL, 0, 0, NULL, NULL}};
 
-/* Model name -> chat endpoint (docs/wire-formats.md 2.1), matched ignoring case. */
-static const char *const eb1_chat_eps[][2] = {{"ERNIE-4.0-8K", "completions_pro"},
-                                              {"ERNIE-Bot-4", "completions_pro"},
-                                              {"ERNIE-3.5-8K", "completions"},
-                                              {"ERNIE-Bot", "completions"},
-                                              {"ERNIE-4.0-Turbo-8K", "ernie-4.0-turbo-8k"},
-                                              {"ERNIE-3.5-128K", "ernie-3.5-128k"},
-                                              {"ERNIE-Speed-8K", "ernie_speed"},
-                                              {"ERNIE-Speed-128K", "ernie-speed-128k"},
-                                              {"ERNIE-Lite-8K", "ernie-lite-8k"},
-                                              {"ERNIE-Lite-8K-0922", "eb-instant"},
-                                              {"ERNIE-Bot-turbo", "eb-instant"},
-                                              {"ERNIE-Tiny-8K", "ernie-tiny-8k"},
-                                              {"ERNIE-Functions-8K", "ernie-func-8k"},
-                                              {NULL, NULL}};
+/* Model name -> endpoint segment (docs/wire-formats.md 2.1), matched
+ * ignoring case; embeddings accept both spellings of the bge/tao names. */
+typedef struct eb1_ep {
+    const char *model, *segment;
+    int op;
+} eb1_ep;
 
-/* Embedding model -> endpoint; both spellings of the bge/tao names. */
-static const char *const eb1_embed_eps[][2] = {{"embedding-v1", "embedding-v1"},
-                                               {"bge-large-zh", "bge_large_zh"},
-                                               {"bge_large_zh", "bge_large_zh"},
-                                               {"bge-large-en", "bge_large_en"},
-                                               {"bge_large_en", "bge_large_en"},
-                                               {"tao-8k", "tao_8k"},
-                                               {"tao_8k", "tao_8k"},
-                                               {NULL, NULL}};
+static const eb1_ep eb1_endpoints[] = {{"ERNIE-4.0-8K", "completions_pro", LM_OP_CHAT},
+                                       {"ERNIE-Bot-4", "completions_pro", LM_OP_CHAT},
+                                       {"ERNIE-3.5-8K", "completions", LM_OP_CHAT},
+                                       {"ERNIE-Bot", "completions", LM_OP_CHAT},
+                                       {"ERNIE-4.0-Turbo-8K", "ernie-4.0-turbo-8k", LM_OP_CHAT},
+                                       {"ERNIE-3.5-128K", "ernie-3.5-128k", LM_OP_CHAT},
+                                       {"ERNIE-Speed-8K", "ernie_speed", LM_OP_CHAT},
+                                       {"ERNIE-Speed-128K", "ernie-speed-128k", LM_OP_CHAT},
+                                       {"ERNIE-Lite-8K", "ernie-lite-8k", LM_OP_CHAT},
+                                       {"ERNIE-Lite-8K-0922", "eb-instant", LM_OP_CHAT},
+                                       {"ERNIE-Bot-turbo", "eb-instant", LM_OP_CHAT},
+                                       {"ERNIE-Tiny-8K", "ernie-tiny-8k", LM_OP_CHAT},
+                                       {"ERNIE-Functions-8K", "ernie-func-8k", LM_OP_CHAT},
+                                       {"embedding-v1", "embedding-v1", LM_OP_EMBED},
+                                       {"bge-large-zh", "bge_large_zh", LM_OP_EMBED},
+                                       {"bge_large_zh", "bge_large_zh", LM_OP_EMBED},
+                                       {"bge-large-en", "bge_large_en", LM_OP_EMBED},
+                                       {"bge_large_en", "bge_large_en", LM_OP_EMBED},
+                                       {"tao-8k", "tao_8k", LM_OP_EMBED},
+                                       {"tao_8k", "tao_8k", LM_OP_EMBED},
+                                       {NULL, NULL, 0}};
 
 /* Ranges the kernel clamps to (docs/wire-formats.md 2.1): v1 rejects
  * temperature 0, and max_output_tokens is at least 2. */
@@ -191,16 +194,16 @@ static void eb1_req_close(void *istate, lm_call *c)
 /* The endpoint for `model`: the table's, else the lower-cased name when it
  * is one plain path segment ([a-z0-9._-], not "." or ".."): the model name
  * is client input and must not steer the URL. NULL when it cannot be one. */
-static const char *eb1_endpoint(const char *const (*map)[2], const char *model, char *buf,
-                                size_t cap)
+static const char *eb1_endpoint(int op, const char *model, char *buf, size_t cap)
 {
+    const eb1_ep *m;
     size_t i, n = strlen(model);
-    for (i = 0; map[i][0]; i++) {
+    for (m = eb1_endpoints; m->model; m++) {
         size_t k = 0;
-        while (model[k] && eb1_lower((unsigned char)model[k]) == eb1_lower(map[i][0][k]))
+        while (model[k] && eb1_lower((unsigned char)model[k]) == eb1_lower(m->model[k]))
             k++;
-        if (model[k] == '\0' && map[i][0][k] == '\0')
-            return map[i][1];
+        if (m->op == op && model[k] == '\0' && m->model[k] == '\0')
+            return m->segment;
     }
     if (n == 0 || n >= cap || strcmp(model, ".") == 0 || strcmp(model, "..") == 0)
         return NULL;
@@ -253,10 +256,7 @@ static int eb1_build_request(void *istate, lm_call *c, const json_t *canon, lm_u
     const eb1_inst *in = istate;
     const char *model = lms_nonempty(c->model) ? c->model : lms_jstr(canon, "model");
     char epbuf[EB1_MAX_EP];
-    const char *ep = model == NULL
-                         ? NULL
-                         : eb1_endpoint(c->op == LM_OP_EMBED ? eb1_embed_eps : eb1_chat_eps, model,
-                                        epbuf, sizeof epbuf);
+    const char *ep = model ? eb1_endpoint(c->op, model, epbuf, sizeof epbuf) : NULL;
     lm_str tok = {NULL, 0};
 
     if (ep == NULL)
