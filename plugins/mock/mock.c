@@ -292,13 +292,12 @@ static int mock_list_models(void *istate, json_t **out, lm_err *e)
 static const lm_provider provider = {
     .hdr = LM_ABI_HDR(lm_provider),
     .name = "mock",
-    .version = "1.0.0",
+    .version = "1.2.0",
     /* Image parts are taken (and ignored, as before), so vision clients can
      * be tried offline. */
     .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS | LM_CAP_VISION,
     .framing = LM_FRAME_SSE,
     .usage_mode = LM_USAGE_CUMULATIVE,
-    .cfg_keys = NULL,
     .init = mock_init,
     .fini = mock_fini,
     .list_models = mock_list_models,
