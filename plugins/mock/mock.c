@@ -293,11 +293,11 @@ static const lm_provider provider = {
     .hdr = LM_ABI_HDR(lm_provider),
     .name = "mock",
     .version = "1.2.0",
+    .framing = LM_FRAME_SSE, /* the bytes an OpenAI upstream sends */
+    .usage_mode = LM_USAGE_CUMULATIVE,
     /* Image parts are taken (and ignored, as before), so vision clients can
      * be tried offline. */
     .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS | LM_CAP_VISION,
-    .framing = LM_FRAME_SSE,
-    .usage_mode = LM_USAGE_CUMULATIVE,
     .init = mock_init,
     .fini = mock_fini,
     .list_models = mock_list_models,
