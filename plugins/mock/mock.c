@@ -295,9 +295,8 @@ static const lm_provider provider = {
     .version = "1.2.0",
     .framing = LM_FRAME_SSE, /* the bytes an OpenAI upstream sends */
     .usage_mode = LM_USAGE_CUMULATIVE,
-    /* Image parts are taken (and ignored, as before), so vision clients can
-     * be tried offline. */
-    .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS | LM_CAP_VISION,
+    /* No vision: mock reads text only, so the kernel refuses image parts. */
+    .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS,
     .init = mock_init,
     .fini = mock_fini,
     .list_models = mock_list_models,
