@@ -6,7 +6,7 @@
  * The fan-out (r->fan), its parts and their transfers belong to the relay;
  * r->fan is non-NULL exactly while parts are in flight.
  *
- * Decisions (docs/architecture.md, "Split embeddings"):
+ * Decisions (also in docs/architecture.md, "Split embeddings"):
  *   - The fan-out is one attempt on the channel: one in-flight slot and one
  *     health verdict, like the single call it replaces. LM_FANOUT_MAX_PARTS
  *     bounds the transfers one request opens; each part has the channel's

@@ -259,7 +259,7 @@ def leave_early(inputs, calls, answered):
         time.sleep(0.02)
     check(len(up.mock.requests) == calls and up.answered == answered,
           "calls %d answered %d" % (len(up.mock.requests), up.answered))
-    time.sleep(0.2)  # the gateway has the answers
+    time.sleep(0.5)  # the gateway has read the answers (a millisecond's work)
     s.close()
 
 
