@@ -1,6 +1,6 @@
 /*
  * relay_int.h - the relay's insides, shared by relay.c, attempt.c,
- * settle.c and output.c only: the request object and its limits.
+ * fanout.c, settle.c and output.c only: the request object and its limits.
  * Thread: the worker that accepted the request. Not for other folders.
  */
 #ifndef LM_RELAY_INT_H
