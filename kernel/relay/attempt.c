@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "proto/canon.h"
 #include "proto/response.h"
+#include "relay/fanout.h"
 #include "relay/output.h"
 #include "relay/settle.h"
 #include "relay/side_fetch.h"
@@ -560,6 +561,10 @@ static void sink_retry_after(void *arg, int64_t seconds)
 
 static const lm_upstream_sink_t relay_sink = {sink_data, sink_done, sink_retry_after};
 
+/* A split embeddings request ends through the same steps (fanout.h). */
+static const lm_fanout_ops_t fan_ops = {upstream_done, attempt_failed, lm_attempt_route_end,
+                                        lm_attempt_start};
+
 void lm_attempt_side_unlink(lm_relay_t *r)
 {
     if (r->side_name[0] == '\0')
@@ -635,6 +640,8 @@ int lm_attempt_build(lm_relay_t *r)
         json_object_set_new(r->canon, "model", json_string(r->upstream_model));
     else if (r->req && !lm_rlua_request_changed(r->lua) && !r->canon_edited)
         r->call.raw_body = lm_http_body(r->req);
+    if (lm_fanout_wanted(r)) /* more inputs than one upstream call takes */
+        return lm_fanout_start(r, &fan_ops) == LM_AGAIN ? side_wait(r) : 0;
     memset(&e, 0, sizeof(e));
     /* what this channel can take (400s before any upstream call), and its
      * parameter ranges (a clamped copy no longer means the client's bytes) */

@@ -1,6 +1,6 @@
 /*
  * relay_int.h - the relay's insides, shared by relay.c, attempt.c,
- * settle.c and output.c only: the request object and its limits.
+ * fanout.c, settle.c and output.c only: the request object and its limits.
  * Thread: the worker that accepted the request. Not for other folders.
  */
 #ifndef LM_RELAY_INT_H
@@ -94,6 +94,7 @@ struct lm_relay_s {
     int64_t up_retry_after;           /* the attempt's Retry-After in seconds (-1: none) */
     int overload;                     /* over the process-wide in-flight cap when it came */
     lm_relay_t *side_next, *side_prev;
+    struct lm_fanout_s *fan; /* a split embeddings request's parts in flight (fanout.h), or NULL */
 };
 
 /* relay.c: move r to state `to`. An illegal move is logged (and aborts
