@@ -640,8 +640,6 @@ int lm_attempt_build(lm_relay_t *r)
         json_object_set_new(r->canon, "model", json_string(r->upstream_model));
     else if (r->req && !lm_rlua_request_changed(r->lua) && !r->canon_edited)
         r->call.raw_body = lm_http_body(r->req);
-    if (lm_fanout_wanted(r)) /* more inputs than one upstream call takes */
-        return lm_fanout_start(r, &fan_ops) == LM_AGAIN ? side_wait(r) : 0;
     memset(&e, 0, sizeof(e));
     /* what this channel can take (400s before any upstream call), and its
      * parameter ranges (a clamped copy no longer means the client's bytes) */
@@ -653,6 +651,10 @@ int lm_attempt_build(lm_relay_t *r)
         snprintf(r->clamped, sizeof(r->clamped), "%s", prep.clamped);
         lm_log(LM_LOG_DEBUG, "%s: clamped for channel %s: %s", r->id, route->inst->chan->name,
                prep.clamped);
+    }
+    if (lm_fanout_wanted(r)) { /* more inputs than one upstream call takes */
+        lm_canon_prep_free(&prep);
+        return lm_fanout_start(r, &fan_ops) == LM_AGAIN ? side_wait(r) : 0;
     }
     r->call_open = 1;
     r->ureq.inst = route->inst;

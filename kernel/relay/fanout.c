@@ -197,13 +197,13 @@ static char *join_answer(lm_fanout_t *f, const lm_usage *sum, size_t *len)
         }
     }
     json_object_set_new(out, "data", data);
-    if (sum->prompt >= 0)
-        json_object_set_new(out, "usage",
-                            json_pack("{s:I,s:I}", "prompt_tokens", (json_int_t)sum->prompt,
-                                      "total_tokens",
-                                      (json_int_t)(sum->total >= 0 ? sum->total : sum->prompt)));
-    else
-        json_object_del(out, "usage");
+    json_object_del(out, "usage"); /* the first part's: the kernel writes the sum */
+    lm_usage u = *sum;
+    /* the parts were translated as floats: the client's encoding_format applies to the join */
+    if (out && lm_response_finish(out, LM_OP_EMBED, f->r->want_b64, &u) < 0) {
+        json_decref(out);
+        out = NULL;
+    }
     char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
     json_decref(out);
     *len = text ? strlen(text) : 0;
@@ -367,7 +367,7 @@ static int part_translate(fan_part_t *p)
     size_t out_len = 0;
     lm_err e;
     int rc = lm_response_translate(p->fan->inst, &p->call, p->status,
-                                   (lm_str){lm_buf_cstr(&p->body), p->body.len}, &out, &out_len,
+                                   (lm_str){lm_buf_cstr(&p->body), p->body.len}, 0, &out, &out_len,
                                    &p->usage, &e);
     if (rc < 0) {
         free(out);

@@ -5,10 +5,12 @@ inputs become calls of 3, 3 and 1 that run at the same time; the client
 gets one answer in input order with the usage summed, billed once. One
 failing part fails the request with its error and bills nothing; a client
 that leaves cancels the parts; a request that fits is one call, as before."""
+import base64
 import http.client
 import json
 import re
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -187,6 +189,20 @@ def test_split_concurrent_joined_in_order_billed_once():
           "the summed usage billed: %s (want %d)" % (rows[0], n))
 
 
+def test_split_base64_applies_to_the_join():
+    inputs = ["a", "bb", "ccc", "dddd", "eeeee"]
+    up.reset()
+    st, js, raw, _ = gw.request("POST", "/v1/embeddings",
+                                {"model": "emb", "input": inputs, "encoding_format": "base64"}, key=secret,
+                                timeout=WAIT * 2)
+    check(st == 200, "status %s %s" % (st, raw[:300]))
+    check(all("encoding_format" not in json.dumps(c) for c in up.calls()), "a part carried encoding_format")
+    for i, d in enumerate(js["data"]):
+        raw32 = base64.b64decode(d["embedding"])
+        got = list(struct.unpack("<%df" % (len(raw32) // 4), raw32))
+        check(got == vector(inputs[i]) and d["index"] == i, "input %d decodes to %s" % (i, got))
+
+
 def test_token_arrays_split():
     inputs = [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]]
     up.reset(hold=2)
@@ -320,7 +336,8 @@ def test_clean_shutdown():
 
 if __name__ == "__main__":
     setup()
-    run([test_split_concurrent_joined_in_order_billed_once, test_token_arrays_split,
+    run([test_split_concurrent_joined_in_order_billed_once, test_split_base64_applies_to_the_join,
+         test_token_arrays_split,
          test_fits_one_call_unchanged, test_one_part_400_fails_request_bills_nothing,
          test_part_5xx_fails_over_whole_request, test_too_many_parts_is_400,
          test_client_gone_cancels_parts_bills_answered, test_client_gone_before_any_answer,
