@@ -92,6 +92,8 @@ static void relay_free(lm_relay_t *r)
     free(r->pending_body);
     if (r->settle_ev)
         event_free(r->settle_ev);
+    if (r->settle_timer)
+        event_free(r->settle_timer);
     lm_attempt_reset(r); /* the plugin's request state and the stream, as between attempts */
     lm_lua_call_end(r->lua);
     json_decref(r->canon);
