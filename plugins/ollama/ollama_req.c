@@ -7,6 +7,8 @@
  */
 #include "ollama.h"
 
+#include "lmsdk_p1.h"
+
 #include <stdint.h>
 #include <string.h>
 
@@ -25,27 +27,6 @@ static const lms_rename ol_options[] = {{"temperature", NULL},
                                         {NULL, NULL}};
 
 static const lms_rename ol_embed_params[] = {{"dimensions", NULL}, {NULL, NULL}};
-
-/* URL, key and body (stolen) of the upstream call. */
-static int ol_send(const ol_inst *in, lm_ureq *u, const char *path, json_t *body, lm_err *e)
-{
-    const lm_host_api *h = in->h;
-    lms_buf url = {0};
-    int rc;
-
-    lms_buf_addf(&url, "%.*s%s", (int)in->base.n, in->base.p, path);
-    rc = url.oom ? LM_ENOMEM : h->ureq_set_url(u, (lm_str){url.p, url.n});
-    lms_buf_free(&url);
-    if (rc >= 0 && in->auth != NULL)
-        rc = h->ureq_add_header(u, LM_STR("Authorization"), (lm_str){in->auth, in->auth_n});
-    if (rc >= 0)
-        rc = h->ureq_set_json_body(u, body);
-    else
-        json_decref(body);
-    if (rc < 0)
-        return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "ollama: building the request failed");
-    return LM_OK;
-}
 
 /* ------------------------------------------------------------------ messages */
 
@@ -199,7 +180,7 @@ static int ol_build_chat(const ol_inst *in, const lm_call *c, const char *model,
         json_decref(body);
         return rc;
     }
-    return ol_send(in, u, "/api/chat", body, e);
+    return lms_p1_post_json(in->h, u, in->base, "/api/chat", in->auth, body, e);
 }
 
 /* ------------------------------------------------------------------ embeddings */
@@ -220,22 +201,21 @@ static int ol_build_embed(const ol_inst *in, const char *model, const json_t *ca
         json_decref(body);
         return lms_oom(e);
     }
-    return ol_send(in, u, "/api/embed", body, e);
+    return lms_p1_post_json(in->h, u, in->base, "/api/embed", in->auth, body, e);
 }
 
+/* c->model is the upstream model id the kernel mapped (never NULL); the
+ * request state only counts streamed tool calls. */
 int ol_build_request(void *istate, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e)
 {
     const ol_inst *in = istate;
-    const char *model = lms_nonempty(c->model) ? c->model : lms_jstr(canon, "model");
     ol_req *rs = in->h->alloc(sizeof *rs);
 
     if (rs == NULL)
         return lms_oom(e);
-    *rs = (ol_req){0};
+    rs->ntools = 0;
     c->rstate = rs;
-    if (!lms_nonempty(model))
-        return lms_bad_request(e, "model is required");
     if (c->op == LM_OP_EMBED)
-        return ol_build_embed(in, model, canon, u, e);
-    return ol_build_chat(in, c, model, canon, u, e);
+        return ol_build_embed(in, c->model, canon, u, e);
+    return ol_build_chat(in, c, c->model, canon, u, e);
 }

@@ -8,6 +8,8 @@
  */
 #include "qwen.h"
 
+#include "lmsdk_p1.h"
+
 #include <string.h>
 
 #define QW_PATH_TEXT  "/api/v1/services/aigc/text-generation/generation"
@@ -41,33 +43,25 @@ static const lms_rename qw_chat_params[] = {{"max_tokens", NULL},
 static const lms_rename qw_embed_params[] = {
     {"dimensions", "dimension"}, {"text_type", NULL}, {NULL, NULL}};
 
-/* URL, headers and body (stolen) of the upstream call. */
+/* Headers, URL and body (stolen) of the upstream call. */
 static int qw_send(const qw_inst *in, lm_ureq *u, const char *path, int stream, json_t *body,
                    lm_err *e)
 {
     const lm_host_api *h = in->h;
-    lms_buf url = {0};
-    int rc;
+    int rc = LM_OK;
 
-    lms_buf_addf(&url, "%.*s%s", (int)in->root.n, in->root.p, path);
-    rc = url.oom ? LM_ENOMEM : h->ureq_set_url(u, (lm_str){url.p, url.n});
-    lms_buf_free(&url);
-    if (rc >= 0)
-        rc = h->ureq_add_header(u, LM_STR("Authorization"), lm_cstr(in->auth));
-    if (rc >= 0 && in->workspace.n > 0)
+    if (in->workspace.n > 0)
         rc = h->ureq_add_header(u, LM_STR("X-DashScope-WorkSpace"), in->workspace);
     /* Either header enables SSE; DashScope documents both, so send both. */
     if (rc >= 0 && stream)
         rc = h->ureq_add_header(u, LM_STR("X-DashScope-SSE"), LM_STR("enable"));
     if (rc >= 0 && stream)
         rc = h->ureq_add_header(u, LM_STR("Accept"), LM_STR("text/event-stream"));
-    if (rc >= 0)
-        rc = h->ureq_set_json_body(u, body);
-    else
+    if (rc < 0) {
         json_decref(body);
-    if (rc < 0)
         return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "qwen: building the request failed");
-    return LM_OK;
+    }
+    return lms_p1_post_json(h, u, in->root, path, in->auth, body, e);
 }
 
 /* ------------------------------------------------------------------ chat */
@@ -218,19 +212,14 @@ static int qw_build_embed(const qw_inst *in, const char *model, const json_t *ca
     return qw_send(in, u, QW_PATH_EMBED, 0, body, e);
 }
 
+/* c->model is the upstream model id the kernel mapped (never NULL). */
 int qw_build_request(void *istate, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e)
 {
     const qw_inst *in = istate;
-    const char *model = lms_nonempty(c->model) ? c->model : lms_jstr(canon, "model");
-    qw_req *rs = in->h->alloc(sizeof *rs);
 
-    if (rs == NULL)
+    if ((c->rstate = in->h->alloc(sizeof(qw_req))) == NULL)
         return lms_oom(e);
-    *rs = (qw_req){0};
-    c->rstate = rs;
-    if (!lms_nonempty(model))
-        return lms_bad_request(e, "model is required");
-    if (c->op == LM_OP_EMBED)
-        return qw_build_embed(in, model, canon, u, e);
-    return qw_build_chat(in, c, model, canon, u, e);
+    *(qw_req *)c->rstate = (qw_req){0};
+    return c->op == LM_OP_EMBED ? qw_build_embed(in, c->model, canon, u, e)
+                                : qw_build_chat(in, c, c->model, canon, u, e);
 }
