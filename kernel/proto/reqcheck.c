@@ -194,8 +194,13 @@ int lm_reqcheck_chat(const json_t *req, lm_err *e)
 int lm_reqcheck_embed(const json_t *req, lm_err *e)
 {
     json_t *input = json_object_get(req, "input");
+    const char *fmt = json_string_value(json_object_get(req, "encoding_format"));
     if (check_model(req, e) < 0)
         return -1;
+    if (json_object_get(req, "encoding_format") &&
+        !json_is_null(json_object_get(req, "encoding_format")) &&
+        (fmt == NULL || (strcmp(fmt, "float") && strcmp(fmt, "base64"))))
+        return bad(e, "encoding_format", "'encoding_format' must be \"float\" or \"base64\"");
     if (json_is_string(input))
         return 0;
     if (!json_is_array(input) || json_array_size(input) == 0 || json_array_size(input) > 2048)
