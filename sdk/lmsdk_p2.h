@@ -25,6 +25,10 @@ int lms_p2_cfg_text(const lm_host_api *h, void *ictx, const char *key, const cha
  * '/' removed. */
 int lms_p2_cfg_base_url(const lm_host_api *h, void *ictx, const char *dflt, lm_str *out, lm_err *e);
 
+/* init's last step: a copy of the n bytes at `is` in host memory becomes
+ * *istate (freed with h->free in fini). LM_OK or LM_ENOMEM. */
+int lms_p2_istate(const lm_host_api *h, const void *is, size_t n, void **istate, lm_err *e);
+
 /* ---- the upstream request ---- */
 
 /* POST base+path with the headers (name/value pairs, ending with a NULL

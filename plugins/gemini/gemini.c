@@ -30,13 +30,7 @@ static int gm_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
     int rc = lms_p2_cfg_base_url(h, ictx, GM_BASE, &is.base_url, e);
     if (rc == LM_OK)
         rc = lms_p2_cfg_text(h, ictx, "api_key", NULL, 1, &is.api_key, e);
-    if (rc != LM_OK)
-        return rc;
-    *istate = h->alloc(sizeof(is));
-    if (*istate == NULL)
-        return lms_oom(e);
-    memcpy(*istate, &is, sizeof(is));
-    return LM_OK;
+    return rc == LM_OK ? lms_p2_istate(h, &is, sizeof(is), istate, e) : rc;
 }
 
 static void gm_fini(void *ist)

@@ -40,6 +40,16 @@ int lms_p2_cfg_base_url(const lm_host_api *h, void *ictx, const char *dflt, lm_s
     return LM_OK;
 }
 
+int lms_p2_istate(const lm_host_api *h, const void *is, size_t n, void **istate, lm_err *e)
+{
+    void *p = h->alloc(n);
+    if (p == NULL)
+        return lms_oom(e);
+    memcpy(p, is, n);
+    *istate = p;
+    return LM_OK;
+}
+
 int lms_p2_post_json(const lm_host_api *h, lm_ureq *u, lm_str base, const char *path,
                      const lms_p2_header *hdrs, json_t *body, lm_err *e)
 {
