@@ -26,8 +26,19 @@ int lms_p2_cfg_text(const lm_host_api *h, void *ictx, const char *key, const cha
 int lms_p2_cfg_base_url(const lm_host_api *h, void *ictx, const char *dflt, lm_str *out, lm_err *e);
 
 /* init's last step: a copy of the n bytes at `is` in host memory becomes
- * *istate (freed with h->free in fini). LM_OK or LM_ENOMEM. */
+ * *istate. Its first member must be the host table (const lm_host_api *),
+ * so lms_p2_fini can free it. LM_OK or LM_ENOMEM. */
 int lms_p2_istate(const lm_host_api *h, const void *is, size_t n, void **istate, lm_err *e);
+/* lm_provider.fini for such an istate (one block, nothing else owned). */
+void lms_p2_fini(void *istate);
+
+/* The one exported symbol, returning the plugin's static table. */
+#define LMS_P2_ENTRY(table)                                                                        \
+    LM_EXPORT const lm_provider *longmen_plugin_entry(void);                                       \
+    LM_EXPORT const lm_provider *longmen_plugin_entry(void)                                        \
+    {                                                                                              \
+        return &(table);                                                                           \
+    }
 
 /* ---- the upstream request ---- */
 

@@ -41,13 +41,6 @@ static int cl_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
     return rc == LM_OK ? lms_p2_istate(h, &is, sizeof(is), istate, e) : rc;
 }
 
-static void cl_fini(void *ist)
-{
-    cl_inst *is = ist;
-    if (is != NULL)
-        is->h->free(is);
-}
-
 static int cl_list_models(void *ist, json_t **out, lm_err *e)
 {
     (void)ist;
@@ -127,17 +120,13 @@ static const lm_provider cl_provider = {
     .framing = LM_FRAME_SSE,
     .usage_mode = LM_USAGE_CUMULATIVE, /* message_delta carries running totals */
     .init = cl_init,
-    .fini = cl_fini,
+    .fini = lms_p2_fini,
     .list_models = cl_list_models,
     .build_request = cl_build_request,
+    .req_close = cl_req_close,
     .parse_response = cl_parse_response,
     .parse_event = cl_parse_event,
     .map_error = cl_map_error,
-    .req_close = cl_req_close,
 };
 
-LM_EXPORT const lm_provider *longmen_plugin_entry(void);
-LM_EXPORT const lm_provider *longmen_plugin_entry(void)
-{
-    return &cl_provider;
-}
+LMS_P2_ENTRY(cl_provider)

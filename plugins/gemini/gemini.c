@@ -33,13 +33,6 @@ static int gm_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
     return rc == LM_OK ? lms_p2_istate(h, &is, sizeof(is), istate, e) : rc;
 }
 
-static void gm_fini(void *ist)
-{
-    gm_inst *is = ist;
-    if (is != NULL)
-        is->h->free(is);
-}
-
 static int gm_list_models(void *ist, json_t **out, lm_err *e)
 {
     (void)ist;
@@ -121,17 +114,13 @@ static const lm_provider gm_provider = {
     .framing = LM_FRAME_SSE, /* CRLF-framed; no end marker */
     .usage_mode = LM_USAGE_CUMULATIVE,
     .init = gm_init,
-    .fini = gm_fini,
+    .fini = lms_p2_fini,
     .list_models = gm_list_models,
+    .map_error = gm_map_error,
     .build_request = gm_build_request,
+    .req_close = gm_req_close,
     .parse_response = gm_parse_response,
     .parse_event = gm_parse_event,
-    .map_error = gm_map_error,
-    .req_close = gm_req_close,
 };
 
-LM_EXPORT const lm_provider *longmen_plugin_entry(void);
-LM_EXPORT const lm_provider *longmen_plugin_entry(void)
-{
-    return &gm_provider;
-}
+LMS_P2_ENTRY(gm_provider)

@@ -50,6 +50,15 @@ int lms_p2_istate(const lm_host_api *h, const void *is, size_t n, void **istate,
     return LM_OK;
 }
 
+void lms_p2_fini(void *istate)
+{
+    const lm_host_api *h;
+    if (istate == NULL)
+        return;
+    memcpy(&h, istate, sizeof(h)); /* the first member (lms_p2_istate) */
+    h->free(istate);
+}
+
 int lms_p2_post_json(const lm_host_api *h, lm_ureq *u, lm_str base, const char *path,
                      const lms_p2_header *hdrs, json_t *body, lm_err *e)
 {
