@@ -83,7 +83,9 @@ def test_base64_embeddings_decode_to_upstream_floats():
             got = decode(d["embedding"])
             check(len(got) == len(want[i]), "%s: %d dimensions, want %d" % (model, len(got), len(want[i])))
             check(got == f32(want[i]), "%s: item %d decodes to %r, want %r" % (model, i, got, want[i]))
-        check(js["usage"]["total_tokens"] >= js["usage"]["prompt_tokens"] >= 0, "usage %r" % js["usage"])
+        # Gemini reports no embedding usage (its plugin leaves lm_usage unknown): no invented zeros.
+        if up is not tp.gemini or "usage" in js:
+            check(js["usage"]["total_tokens"] >= js["usage"]["prompt_tokens"] >= 0, "usage %r" % js.get("usage"))
         # float stays float
         st, js, raw, _ = gw.request("POST", "/v1/embeddings",
                                     {"model": model, "input": inp, "encoding_format": "float"})
