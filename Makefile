@@ -83,6 +83,9 @@ $(O)/sdk/%.o: sdk/lib/%.c sdk/lmsdk.h sdk/longmen.h
 $(SDK_LIB): $(SDK_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
+# The OpenAI-compatible base (sdk/lmoai.h) is part of the library too.
+$(SDK_OBJS) $(PLUGIN_SOS): sdk/lmoai.h
+
 # One folder per plugin: plugins/<name>/*.c -> $(PLUGIN_DIR)/<name>.so
 .SECONDEXPANSION:
 $(PLUGIN_DIR)/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) sdk/longmen.h sdk/lmsdk.h $(SDK_LIB)
@@ -104,6 +107,11 @@ $(O)/tests/%: tests/unit/%.c $(O)/liblmtest.a $(O)/libkernel.a tests/unit/t.h
 
 # The helper library's own test links it as a plugin does.
 $(O)/tests/test_lmsdk: tests/unit/test_lmsdk.c $(SDK_LIB) $(O)/liblmtest.a tests/unit/t.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -I sdk -o $@ $< $(O)/liblmtest.a $(SDK_LIB) -ljansson
+
+# The OpenAI-compatible base is tested directly too, linked the same way.
+$(O)/tests/test_lmoai: tests/unit/test_lmoai.c $(SDK_LIB) $(O)/liblmtest.a tests/unit/t.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -I sdk -o $@ $< $(O)/liblmtest.a $(SDK_LIB) -ljansson
 

@@ -80,7 +80,7 @@ static void test_request(void)
     lmt_ureq_clear(&u);
     T_END();
 
-    T_BEGIN("openai_response_verbatim_usage");
+    T_BEGIN("openai_response_keeps_shape_usage_to_kernel");
     lmt_build(p, LM_OP_CHAT, G1, &u, &e);
     lmt_ureq_clear(&u);
     const char *resp = "{\"id\":\"x\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,"
@@ -91,12 +91,30 @@ static void test_request(void)
     lmt_result r;
     lmt_response(p, 200, resp, strlen(resp), &r);
     T_CHECK(r.rc == LM_OK, "rc %d", r.rc);
-    T_STREQ(r.json, resp);
+    json_t *want = json_loads(resp, 0, NULL), *got = json_loads(r.json, 0, NULL);
+    json_object_del(want, "usage"); /* the kernel writes the one usage object */
+    T_CHECK(json_equal(want, got), "shape kept, usage out: %s", r.json);
+    json_decref(want);
+    json_decref(got);
     T_CHECK(r.usage.prompt == 12 && r.usage.completion == 2 && r.usage.total == 14 &&
                 r.usage.cached == 3,
             "usage %lld/%lld/%lld", (long long)r.usage.prompt, (long long)r.usage.completion,
             (long long)r.usage.total);
     lmt_result_clear(&r);
+    T_END();
+
+    T_BEGIN("openai_response_without_usage_is_unknown");
+    lmt_build(p, LM_OP_CHAT, G1, &u, &e);
+    lmt_ureq_clear(&u);
+    const char *nousage = "{\"id\":\"x\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                          "\"assistant\",\"content\":\"a\"},\"finish_reason\":\"stop\"},"
+                          "{\"index\":1,\"message\":{\"role\":\"assistant\",\"content\":"
+                          "\"b\"},\"finish_reason\":\"stop\"}]}";
+    lmt_response(p, 200, nousage, strlen(nousage), &r);
+    T_CHECK(r.rc == LM_OK && r.usage.prompt == -1 && r.usage.completion == -1, "unknown, not 0");
+    T_CHECK(strstr(r.json, "\"index\":1") != NULL, "both choices kept");
+    lmt_result_clear(&r);
+    T_CHECK(lmt_provider(p)->flags & LM_PF_MULTI_CHOICE, "n > 1 is passed through");
     T_END();
 
     T_BEGIN("openai_error_map");
@@ -106,6 +124,12 @@ static void test_request(void)
     T_CHECK(r.rc < 0 && r.err.http_status == 429, "429 stays 429 (%d)", r.err.http_status);
     T_STREQ(r.err.code, "rate_limit_exceeded");
     T_STREQ(r.err.msg, "slow down");
+    lmt_result_clear(&r);
+    const char *echo = "{\"error\":{\"message\":\"bad key sk-test\",\"type\":"
+                       "\"invalid_request_error\"}}";
+    lmt_response(p, 400, echo, strlen(echo), &r);
+    T_CHECK(r.err.http_status == 400 && strstr(r.err.msg, "sk-test") == NULL, "scrubbed: %s",
+            r.err.msg);
     lmt_result_clear(&r);
     lmt_response(p, 503, "<html>oops</html>", 17, &r);
     T_CHECK(r.rc < 0 && r.err.http_status == 502, "5xx becomes 502 (%d)", r.err.http_status);
