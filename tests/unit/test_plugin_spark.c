@@ -1,6 +1,6 @@
 /* spark plugin (iFlytek Spark HTTP, OpenAI-compatible) through the test kit:
- * golden cases G1-G3 replayed as Spark-flavoured mocks (providers.md 9, last
- * paragraph: no finish_reason, extra code/sid), stream splits, Spark error
+ * golden cases G1-G3 replayed as Spark-flavoured mocks (docs/wire-formats.md 9,
+ * last paragraph: no finish_reason, extra code/sid), stream splits, Spark error
  * codes, quirks and bad paths. Run from the repo root. */
 #include "lmtest.h"
 #include "t.h"
@@ -517,10 +517,10 @@ static void test_requests(lmt_plugin *p)
             "\"response_format\":{\"type\":\"json_object\"},\"n\":1}";
         b = body_of(p, canon, &rc);
         T_CHECK(rc == LM_OK, "build");
-        T_CHECK(near(json_number_value(json_object_get(b, "temperature")), 1.0),
-                "temperature <= 1");
-        T_CHECK(json_integer_value(json_object_get(b, "max_tokens")) == 8192, "max_tokens <= 8192");
-        T_CHECK(json_integer_value(json_object_get(b, "top_k")) == 6, "top_k <= 6");
+        /* ranges are the kernel's to clamp (param_ranges): sent as given here */
+        T_CHECK(near(json_number_value(json_object_get(b, "temperature")), 1.5), "temperature");
+        T_CHECK(json_integer_value(json_object_get(b, "max_tokens")) == 100000, "max_tokens");
+        T_CHECK(json_integer_value(json_object_get(b, "top_k")) == 9, "top_k");
         T_CHECK(json_object_get(b, "top_p") == NULL && json_object_get(b, "stop") == NULL &&
                     json_object_get(b, "seed") == NULL &&
                     json_object_get(b, "response_format") == NULL &&
@@ -544,36 +544,39 @@ static void test_requests(lmt_plugin *p)
                     "{\"model\":\"lite\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
                     "\"temperature\":0,\"max_completion_tokens\":5,\"max_tokens\":7}",
                     &rc);
-        T_CHECK(json_number_value(json_object_get(b, "temperature")) > 0, "temperature > 0");
         T_CHECK(json_integer_value(json_object_get(b, "max_tokens")) == 5,
                 "max_completion_tokens wins");
         json_decref(b);
     }
     T_END();
 
-    T_BEGIN("spark_request_rejects");
+    T_BEGIN("spark_request_rejects_images");
     {
-        const char *bad[] = {
+        /* images, n > 1, embeddings and bad roles are the kernel's to refuse
+         * (caps, flags, validation); a text-only flattening still refuses an
+         * image part that reaches it */
+        const char *img =
             "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
-            "\"image_url\",\"image_url\":{\"url\":\"https://img/x.png\"}}]}]}",
-            "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":"
-            "2}",
-            "{\"model\":\"generalv3.5\",\"messages\":[]}",
-            "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"function\",\"content\":\"x\"}]}",
-            "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
-            "\"max_tokens\":\"many\"}",
-            NULL};
-        for (int i = 0; bad[i]; i++) {
-            rc = lmt_build(p, LM_OP_CHAT, bad[i], &u, &e);
-            T_CHECK(rc == LM_EINVAL && e.http_status == 400, "case %d: rc %d status %d", i, rc,
-                    e.http_status);
-            T_STREQ(e.type, "invalid_request_error");
-            lmt_ureq_clear(&u);
-        }
-        rc = lmt_build(p, LM_OP_EMBED, "{\"model\":\"generalv3.5\",\"input\":\"x\"}", &u, &e);
-        T_CHECK(rc == LM_ENOTSUP && e.http_status == 400, "embeddings: rc %d status %d", rc,
-                e.http_status);
+            "\"image_url\",\"image_url\":{\"url\":\"https://img/x.png\"}}]}]}";
+        rc = lmt_build(p, LM_OP_CHAT, img, &u, &e);
+        T_CHECK(rc == LM_ENOTSUP && e.http_status == 400, "rc %d status %d", rc, e.http_status);
+        T_CHECK(strstr(e.msg, "messages[0].content[0]") != NULL, "names the part: %s", e.msg);
         lmt_ureq_clear(&u);
+    }
+    T_END();
+
+    T_BEGIN("spark_table_declares_what_the_kernel_checks");
+    {
+        const lm_provider *pv = lmt_provider(p);
+        const lm_param_range *r = pv->param_ranges;
+        int temp = 0, mt = 0, tk = 0;
+        for (; r && r->name; r++) {
+            temp |= strcmp(r->name, "temperature") == 0 && near(r->min, 0.01) && near(r->max, 1);
+            mt |= strcmp(r->name, "max_tokens") == 0 && near(r->min, 1) && near(r->max, 8192);
+            tk |= strcmp(r->name, "top_k") == 0 && near(r->min, 1) && near(r->max, 6);
+        }
+        T_CHECK(temp && mt && tk, "temperature (0,1], max_tokens [1,8192], top_k [1,6]");
+        T_CHECK(!(pv->flags & LM_PF_MULTI_CHOICE), "one choice per request");
     }
     T_END();
 
