@@ -69,10 +69,13 @@ typedef struct lmo_inst lmo_inst;
 typedef struct lmo_req lmo_req;
 
 typedef struct lmo_quirks {
-    unsigned flags;                /* LMO_* */
-    const char *chat_path;         /* NULL: "/chat/completions" */
-    const char *embed_path;        /* NULL: "/embeddings" */
-    const lms_rename *params;      /* chat parameters kept (renamed); NULL: all */
+    unsigned flags;         /* LMO_* */
+    const char *chat_path;  /* NULL: "/chat/completions" */
+    const char *embed_path; /* NULL: "/embeddings" */
+    /* Chat parameters sent upstream when either is set (else all are):
+     * keep names them space-separated, params renames (to NULL: same name). */
+    const char *keep;
+    const lms_rename *params;
     const lms_rename *aliases;     /* model aliases, matched without case */
     const lms_rename *finish;      /* provider finish reasons before the OpenAI ones */
     const lms_rename *cfg_headers; /* config key -> upstream header, sent when set */
@@ -119,6 +122,12 @@ int lmo_parse_response(void *istate, lm_call *c, int status, lm_str body, json_t
 int lmo_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit *out, lm_err *e);
 int lmo_map_error(void *istate, lm_call *c, int status, lm_str body, lm_err *e);
 void lmo_req_close(void *istate, lm_call *c);
+
+/* The table fields every OpenAI-compatible plugin shares: SSE streams with
+ * cumulative usage, and the base's callbacks. */
+#define LMO_TABLE(nm, ver)                                                                         \
+    .hdr = LM_ABI_HDR(lm_provider), .name = nm, .version = ver, .framing = LM_FRAME_SSE,           \
+    .usage_mode = LM_USAGE_CUMULATIVE, LMO_CALLBACKS
 
 #define LMO_CALLBACKS                                                                              \
     .fini = lmo_fini, .build_request = lmo_build_request, .parse_response = lmo_parse_response,    \

@@ -20,30 +20,12 @@ static const lm_cfg_key eb_cfg_keys[] = {
     {"appid", LM_CFG_STR, 0, NULL, "optional Qianfan app id (appid header)"},
     {NULL, 0, 0, NULL, NULL}};
 
-/* The documented v2 chat fields; max_tokens is listed after its alias so
- * it wins when both are sent. Anything else is not sent. */
-static const lms_rename eb_params[] = {{"max_completion_tokens", "max_tokens"},
-                                       {"max_tokens", NULL},
-                                       {"temperature", NULL},
-                                       {"top_p", NULL},
-                                       {"penalty_score", NULL},
-                                       {"seed", NULL},
-                                       {"stop", NULL},
-                                       {"frequency_penalty", NULL},
-                                       {"presence_penalty", NULL},
-                                       {"repetition_penalty", NULL},
-                                       {"tools", NULL},
-                                       {"tool_choice", NULL},
-                                       {"parallel_tool_calls", NULL},
-                                       {"web_search", NULL},
-                                       {"response_format", NULL},
-                                       {"metadata", NULL},
-                                       {"enable_thinking", NULL},
-                                       {"thinking_budget", NULL},
-                                       {"thinking_strategy", NULL},
-                                       {"reasoning_effort", NULL},
-                                       {"user", NULL},
-                                       {NULL, NULL}};
+/* The documented v2 chat fields; anything else is not sent. */
+static const char eb_keep[] =
+    "max_tokens temperature top_p penalty_score seed stop "
+    "frequency_penalty presence_penalty repetition_penalty tools "
+    "tool_choice parallel_tool_calls web_search response_format metadata "
+    "enable_thinking thinking_budget thinking_strategy reasoning_effort user";
 
 /* Qianfan v2 ranges (docs/wire-formats.md 2.1-2.2): temperature is (0, 1]. */
 static const lm_param_range eb_ranges[] = {
@@ -86,15 +68,20 @@ static void eb_fix(const lmo_inst *in, lm_call *c, json_t *root, int stream)
     }
 }
 
-/* Embeddings: text input only (no token arrays), and only model, input
- * and user are documented. */
+/* Chat: max_completion_tokens -> max_tokens (max_tokens wins). Embeddings:
+ * text input only (no token arrays); only model, input and user are
+ * documented. */
 static int eb_request(const lmo_inst *in, lm_call *c, const json_t *canon, json_t *body, lm_err *e)
 {
     const json_t *inp = json_object_get(canon, "input"), *v;
     size_t i;
     (void)in;
-    if (c->op != LM_OP_EMBED)
+    if (c->op != LM_OP_EMBED) { /* v2 names max_tokens; the older alias counts when alone */
+        v = json_object_get(canon, "max_completion_tokens");
+        if (json_object_get(body, "max_tokens") == NULL && json_is_integer(v))
+            json_object_set(body, "max_tokens", (json_t *)v);
         return LM_OK;
+    }
     json_array_foreach (inp, i, v)
         if (!json_is_string(v))
             return lms_bad_request(e, "input[%zu]: Qianfan embeddings take text only", i);
@@ -107,7 +94,7 @@ static int eb_request(const lmo_inst *in, lm_call *c, const json_t *canon, json_
 
 static const lmo_quirks eb_quirks = {
     .flags = LMO_CLEAN | LMO_DEV_AS_SYSTEM | LMO_NULL_CONTENT | LMO_STOP_ARRAY,
-    .params = eb_params,
+    .keep = eb_keep,
     .finish = eb_finish,
     .cfg_headers = eb_headers,
     .code_key = "error_code",
@@ -124,15 +111,10 @@ static int eb_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 }
 
 static const lm_provider eb_provider = {
-    .hdr = LM_ABI_HDR(lm_provider),
-    .name = "ernie2",
-    .version = "1.1.0",
+    LMO_TABLE("ernie2", "1.1.0"),
     .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS | LM_CAP_VISION,
-    .framing = LM_FRAME_SSE,
-    .usage_mode = LM_USAGE_CUMULATIVE,
     .cfg_keys = eb_cfg_keys,
     .init = eb_init,
-    LMO_CALLBACKS,
     .param_ranges = eb_ranges,
 };
 

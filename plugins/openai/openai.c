@@ -23,8 +23,7 @@ static const lms_rename presets[] = {
     {"qianfan", "https://qianfan.baidubce.com/v2"},
     {"spark", "https://spark-api-open.xf-yun.com/v1"},
     {"ollama", "http://127.0.0.1:11434/v1"},
-    {NULL, NULL},
-};
+    {NULL, NULL}};
 
 static const lm_cfg_key cfg_keys[] = {
     {"base_url", LM_CFG_STR, 0, NULL, "API root, e.g. https://api.deepseek.com/v1 (or use preset)"},
@@ -63,15 +62,10 @@ static int oa_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 }
 
 static const lm_provider provider = {
-    .hdr = LM_ABI_HDR(lm_provider),
-    .name = "openai",
-    .version = "1.1.0",
+    LMO_TABLE("openai", "1.1.0"),
     .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS | LM_CAP_VISION,
-    .framing = LM_FRAME_SSE,
-    .usage_mode = LM_USAGE_CUMULATIVE,
     .cfg_keys = cfg_keys,
     .init = oa_init,
-    LMO_CALLBACKS,
     .flags = LM_PF_MULTI_CHOICE,
 };
 

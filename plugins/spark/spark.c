@@ -33,16 +33,9 @@ static const lms_rename sp_aliases[] = {
     {"4.0ultra", "4.0Ultra"},     {NULL, NULL}};
 
 /* The documented HTTP fields; max_completion_tokens wins over max_tokens. */
-static const lms_rename sp_params[] = {{"max_tokens", NULL},
-                                       {"max_completion_tokens", "max_tokens"},
-                                       {"temperature", NULL},
-                                       {"top_k", NULL},
-                                       {"presence_penalty", NULL},
-                                       {"frequency_penalty", NULL},
-                                       {"tools", NULL},
-                                       {"tool_choice", NULL},
-                                       {"user", NULL},
-                                       {NULL, NULL}};
+static const char sp_keep[] =
+    "max_tokens temperature top_k presence_penalty frequency_penalty tools tool_choice user";
+static const lms_rename sp_params[] = {{"max_completion_tokens", "max_tokens"}, {NULL, NULL}};
 
 static const lm_param_range sp_ranges[] = {{"temperature", 0.01, 1.0},
                                            {"max_tokens", 1, 8192},
@@ -85,6 +78,7 @@ static void sp_fix(const lmo_inst *in, lm_call *c, json_t *root, int stream)
 
 static const lmo_quirks sp_quirks = {
     .flags = LMO_CLEAN | LMO_DEV_AS_SYSTEM | LMO_TEXT_ONLY,
+    .keep = sp_keep,
     .params = sp_params,
     .aliases = sp_aliases,
     .code_key = "code",
@@ -108,17 +102,9 @@ static int sp_list_models(void *istate, json_t **out, lm_err *e)
 }
 
 static const lm_provider sp_provider = {
-    .hdr = LM_ABI_HDR(lm_provider),
-    .name = "spark",
-    .version = "1.1.0",
-    .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_TOOLS,
-    .framing = LM_FRAME_SSE,
-    .usage_mode = LM_USAGE_CUMULATIVE,
-    .cfg_keys = sp_cfg_keys,
-    .init = sp_init,
-    .list_models = sp_list_models,
-    LMO_CALLBACKS,
-    .param_ranges = sp_ranges,
+    LMO_TABLE("spark", "1.1.0"),   .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_TOOLS,
+    .cfg_keys = sp_cfg_keys,       .init = sp_init,
+    .list_models = sp_list_models, .param_ranges = sp_ranges,
 };
 
 LM_EXPORT const lm_provider *longmen_plugin_entry(void);

@@ -105,7 +105,8 @@ const char *lmo_model(const lmo_quirks *q, const char *model)
 static int pass_through(const lmo_inst *in, const lm_call *c)
 {
     const lmo_quirks *q = in->q;
-    return c->raw_body.n > 0 && q->params == NULL && q->aliases == NULL && q->request == NULL &&
+    return c->raw_body.n > 0 && q->params == NULL && q->keep == NULL && q->aliases == NULL &&
+           q->request == NULL &&
            (q->flags & (LMO_DEV_AS_SYSTEM | LMO_NULL_CONTENT | LMO_TEXT_ONLY | LMO_STOP_ARRAY)) ==
                0;
 }
@@ -178,15 +179,35 @@ static int messages(const lmo_inst *in, const json_t *canon, json_t *body, lm_er
     return LM_OK;
 }
 
+/* Copy the chat parameters q->keep names (space-separated). */
+static int keep_params(const char *keep, const json_t *canon, json_t *body)
+{
+    char name[64];
+    while (keep && *keep) {
+        size_t n = strcspn(keep, " ");
+        if (n > 0 && n < sizeof(name)) {
+            memcpy(name, keep, n);
+            name[n] = '\0';
+            json_t *v = json_object_get(canon, name);
+            if (v && !json_is_null(v) && json_object_set(body, name, v) < 0)
+                return -1;
+        }
+        keep += n + (keep[n] == ' ');
+    }
+    return 0;
+}
+
 /* The upstream body for a chat or embeddings call into *out (new). */
 static int body_for(const lmo_inst *in, lm_call *c, const json_t *canon, json_t **out, lm_err *e)
 {
     const lmo_quirks *q = in->q;
     int chat = c->op == LM_OP_CHAT;
-    json_t *b = chat && q->params ? json_object() : json_copy((json_t *)canon);
+    int pick = chat && (q->params || q->keep);
+    json_t *b = pick ? json_object() : json_copy((json_t *)canon);
     const char *model = lmo_model(q, c->model ? c->model : lms_jstr(canon, "model"));
     int rc = b ? LM_OK : lms_oom(e);
-    if (rc == LM_OK && chat && q->params && lms_copy_params(canon, b, q->params) < 0)
+    if (rc == LM_OK && pick &&
+        (keep_params(q->keep, canon, b) < 0 || lms_copy_params(canon, b, q->params) < 0))
         rc = lms_oom(e);
     if (rc == LM_OK && model && json_object_set_new(b, "model", json_string(model)) < 0)
         rc = lms_oom(e);
