@@ -111,7 +111,7 @@ static int eb_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 }
 
 static const lm_provider eb_provider = {
-    LMO_TABLE("ernie2", "1.1.0"),
+    LMO_TABLE("ernie2", "1.1.0"), /* SSE, cumulative usage, the base's callbacks */
     .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS | LM_CAP_VISION,
     .cfg_keys = eb_cfg_keys,
     .init = eb_init,

@@ -62,7 +62,7 @@ static int oa_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 }
 
 static const lm_provider provider = {
-    LMO_TABLE("openai", "1.1.0"),
+    LMO_TABLE("openai", "1.1.0"), /* SSE, cumulative usage, the base's callbacks */
     .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS | LM_CAP_VISION,
     .cfg_keys = cfg_keys,
     .init = oa_init,

@@ -102,9 +102,12 @@ static int sp_list_models(void *istate, json_t **out, lm_err *e)
 }
 
 static const lm_provider sp_provider = {
-    LMO_TABLE("spark", "1.1.0"),   .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_TOOLS,
-    .cfg_keys = sp_cfg_keys,       .init = sp_init,
-    .list_models = sp_list_models, .param_ranges = sp_ranges,
+    LMO_TABLE("spark", "1.1.0"), /* SSE, cumulative usage, the base's callbacks */
+    .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_TOOLS,
+    .cfg_keys = sp_cfg_keys,
+    .init = sp_init,
+    .list_models = sp_list_models,
+    .param_ranges = sp_ranges,
 };
 
 LM_EXPORT const lm_provider *longmen_plugin_entry(void);
