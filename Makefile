@@ -26,8 +26,9 @@ KERNEL_SRCS := $(filter-out kernel/kit/%,$(wildcard kernel/*/*.c))
 KERNEL_OBJS := $(KERNEL_SRCS:%.c=$(O)/%.o)
 LIB_OBJS    := $(filter-out $(O)/kernel/server/main.o,$(KERNEL_OBJS))
 # The kit needs Jansson and libc only (sdk/README.md gives the link line).
-KIT_SRCS    := core/buf core/clock core/log core/errors core/mask conf/chan plugin/host plugin/plugin \
-               plugin/side plugin/frame proto/stream proto/response kit/lmtest
+KIT_SRCS    := core/buf core/b64 core/clock core/log core/errors core/mask conf/chan plugin/host \
+               plugin/plugin plugin/side plugin/frame proto/canon proto/stream proto/response kit/lmtest \
+               kit/check
 KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o)
 
 PLUGINS      := $(patsubst plugins/%/,%,$(sort $(dir $(wildcard plugins/*/*.c))))
@@ -63,7 +64,7 @@ $(O)/kernel/%.o: kernel/%.c $(KERNEL_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(KERNEL_INC) $(PKG_CFLAGS) -c -o $@ $<
 
-$(O)/kernel/kit/lmtest.o: kernel/kit/lmtest.c sdk/lmtest.h $(KERNEL_HDRS)
+$(O)/kernel/kit/%.o: kernel/kit/%.c sdk/lmtest.h $(KERNEL_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(KERNEL_INC) $(PKG_CFLAGS) -c -o $@ $<
 

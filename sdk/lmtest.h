@@ -54,6 +54,10 @@ const lm_provider *lmt_provider(lmt_plugin *p);
  * Returns the plugin's rc; on rc < 0, *e is filled.
  */
 int lmt_build(lmt_plugin *p, int op, const char *canon_json, lmt_ureq *out, lm_err *e);
+/* The same, with canon_json also handed as the client's raw bytes
+ * (lm_call.raw_body), as the gateway does while canon still means them:
+ * exercises a plugin's pass-through path. */
+int lmt_build_raw(lmt_plugin *p, int op, const char *canon_json, lmt_ureq *out, lm_err *e);
 void lmt_ureq_clear(lmt_ureq *u);
 /* The value of header `name` (case-insensitive) in u, or NULL. Borrowed. */
 const char *lmt_header(const lmt_ureq *u, const char *name);
@@ -77,6 +81,28 @@ void lmt_result_clear(lmt_result *r);
  * rc, done, usage, error) differs from *ref, or 0 when all agree. Clear
  * *ref with lmt_result_clear. */
 size_t lmt_stream_every_split(lmt_plugin *p, const char *canon, const char *body, lmt_result *ref);
+
+/* Stream conformance, as a client library expects it: every chunk is a
+ * chat.completion.chunk with the stream's one id; per choice exactly one
+ * delta carries "role":"assistant" and it is the first; at most one
+ * finish_reason and nothing after it (exactly one when the stream ended
+ * with r->done); tool-call deltas name their call (id, type, name) on its
+ * first fragment and calls start in index order; no chunk carries usage
+ * (the kernel sends usage once, after the last choice). Returns 1, or 0
+ * with the first violation in why. */
+int lmt_stream_conforms(const lmt_result *r, char *why, size_t whylen);
+
+/* JSON assertions for plugin tests. path is dot-separated, numbers index
+ * arrays: "choices.0.message.tool_calls.0.function.name".
+ *   lmt_json_at: the value at path in json text (a new reference; NULL
+ *     when the text does not parse or the path is absent).
+ *   lmt_json_str: 1 when the value at path is the string `want`.
+ *   lmt_json_int: 1 when it is the integer `want`.
+ *   lmt_json_has: 1 when path exists. */
+json_t *lmt_json_at(const char *json, const char *path);
+int lmt_json_str(const char *json, const char *path, const char *want);
+int lmt_json_int(const char *json, const char *path, long long want);
+int lmt_json_has(const char *json, const char *path);
 
 /*
  * Side values (ABI 1.1). The kit keeps the channel's side cache exactly as

@@ -5,6 +5,7 @@
 #include "core/buf.h"
 #include "core/errors.h"
 #include "plugin/plugin.h"
+#include "proto/canon.h"
 #include "proto/response.h"
 #include "proto/stream.h"
 
@@ -18,7 +19,9 @@ struct lmt_plugin {
     lm_inst_t inst;
     lm_call call;
     int call_open;
+    int want_b64; /* the last embeddings build asked encoding_format base64 */
     char model[128];
+    char *raw; /* the raw body handed with the last build (lmt_build_raw) */
 };
 
 static void close_call(lmt_plugin *p)
@@ -27,6 +30,8 @@ static void close_call(lmt_plugin *p)
         p->plugin->vt.req_close(p->inst.istate, &p->call);
     p->call_open = 0;
     memset(&p->call, 0, sizeof(p->call));
+    free(p->raw);
+    p->raw = NULL;
 }
 
 lmt_plugin *lmt_load(const char *so_path, const char *const *cfg, char *errbuf, size_t errlen)
@@ -91,16 +96,19 @@ static void copy_ureq(const lm_ureq_t *u, lmt_ureq *out)
     out->body_len = u->body.len;
 }
 
-int lmt_build(lmt_plugin *p, int op, const char *canon_json, lmt_ureq *out, lm_err *e)
+/* Build as the relay does: encoding_format taken by the kernel, the
+ * channel's capability checks and parameter ranges applied, then the
+ * plugin's build_request. raw: hand canon_json as the client's bytes. */
+static int build(lmt_plugin *p, int op, const char *canon_json, int raw, lmt_ureq *out, lm_err *e)
 {
     lm_ureq_t u;
-    json_t *canon;
+    lm_canon_prep_t prep;
     int rc;
 
     memset(out, 0, sizeof(*out));
     memset(e, 0, sizeof(*e));
     close_call(p);
-    canon = json_loads(canon_json, JSON_REJECT_DUPLICATES, NULL);
+    json_t *canon = json_loads(canon_json, JSON_REJECT_DUPLICATES, NULL);
     if (canon == NULL)
         return lm_error_set(e, LM_EINVAL, 400, "invalid_request_error", NULL,
                             "lmt_build: canon_json is not valid JSON");
@@ -108,21 +116,39 @@ int lmt_build(lmt_plugin *p, int op, const char *canon_json, lmt_ureq *out, lm_e
              json_is_string(json_object_get(canon, "model"))
                  ? json_string_value(json_object_get(canon, "model"))
                  : "");
+    p->want_b64 = op == LM_OP_EMBED && lm_canon_take_encoding(canon);
     p->call = (lm_call){.hdr = LM_ABI_HDR(lm_call),
                         .op = op,
                         .stream = json_is_true(json_object_get(canon, "stream")),
                         .model = p->model,
                         .request_id = "lmtest-1"};
+    if ((rc = lm_canon_prepare(&p->plugin->vt, op, p->call.stream, canon, &prep, e)) < 0) {
+        json_decref(canon);
+        return rc;
+    }
+    if (raw && !prep.own && !p->want_b64 && (p->raw = strdup(canon_json)) != NULL)
+        p->call.raw_body = (lm_str){p->raw, strlen(p->raw)};
     p->call_open = 1;
     lm_ureq_init(&u);
     u.inst = &p->inst;
-    rc = p->plugin->vt.build_request(p->inst.istate, &p->call, canon, &u, e);
+    rc = p->plugin->vt.build_request(p->inst.istate, &p->call, prep.canon, &u, e);
+    lm_canon_prep_free(&prep);
     json_decref(canon);
     copy_ureq(&u, out);
     if (rc == LM_AGAIN && u.side.fetch) /* nobody fetches here: let the test do it */
         lm_side_complete(p->inst.side, u.side.name, 0, NULL, 0, NULL, 0);
     lm_ureq_free(&u);
     return rc;
+}
+
+int lmt_build(lmt_plugin *p, int op, const char *canon_json, lmt_ureq *out, lm_err *e)
+{
+    return build(p, op, canon_json, 0, out, e);
+}
+
+int lmt_build_raw(lmt_plugin *p, int op, const char *canon_json, lmt_ureq *out, lm_err *e)
+{
+    return build(p, op, canon_json, 1, out, e);
 }
 
 void lmt_ureq_clear(lmt_ureq *u)
@@ -149,8 +175,8 @@ void lmt_response(lmt_plugin *p, int status, const char *body, size_t len, lmt_r
 {
     memset(out, 0, sizeof(*out));
     size_t json_len;
-    out->rc = lm_response_translate(&p->inst, &p->call, status, (lm_str){body, len}, &out->json,
-                                    &json_len, &out->usage, &out->err);
+    out->rc = lm_response_translate(&p->inst, &p->call, status, (lm_str){body, len}, p->want_b64,
+                                    &out->json, &json_len, &out->usage, &out->err);
 }
 
 static int collect(void *arg, const char *json, size_t len)

@@ -95,6 +95,66 @@ static int check_model(const json_t *req, lm_err *e)
     return 0;
 }
 
+/* "messages[i].<field> <what>": the message names the field. */
+static int field_err(lm_err *e, const char *code, size_t i, const char *field, const char *what)
+{
+    return lm_err_set(e, -1, 400, "invalid_request_error", code, "messages[%zu].%s %s", i, field,
+                      what);
+}
+
+/* An assistant's tool_calls: each names a function and carries its
+ * arguments as text, so every provider gets the same call back. */
+static int check_tool_calls(const json_t *calls, size_t i, lm_err *e)
+{
+    size_t j;
+    json_t *tc;
+    if (!json_is_array(calls))
+        return field_err(e, "invalid_type", i, "tool_calls", "must be an array");
+    json_array_foreach (calls, j, tc) {
+        json_t *fn = json_object_get(tc, "function");
+        json_t *name = json_object_get(fn, "name"), *args = json_object_get(fn, "arguments");
+        if (!json_is_object(fn) || !json_is_string(name) || json_string_length(name) == 0)
+            return lm_err_set(e, -1, 400, "invalid_request_error", "missing_required_parameter",
+                              "messages[%zu].tool_calls[%zu].function.name is required", i, j);
+        if (!json_is_string(args))
+            return lm_err_set(e, -1, 400, "invalid_request_error", "missing_required_parameter",
+                              "messages[%zu].tool_calls[%zu].function.arguments is required "
+                              "(a JSON text)",
+                              i, j);
+    }
+    return 0;
+}
+
+/* What each role requires, the same for every channel: content for
+ * system/developer/user/tool, content or tool_calls for the assistant, and
+ * tool_call_id for a tool result. */
+static int check_message(const json_t *m, size_t i, lm_err *e)
+{
+    json_t *role = json_object_get(m, "role"), *content = json_object_get(m, "content");
+    if (!json_is_object(m) || !json_is_string(role))
+        return lm_err_set(e, -1, 400, "invalid_request_error", "invalid_value",
+                          "messages[%zu] must be an object with a string 'role'", i);
+    const char *r = json_string_value(role);
+    int assistant = !strcmp(r, "assistant"), tool = !strcmp(r, "tool");
+    if (strcmp(r, "system") && strcmp(r, "developer") && strcmp(r, "user") && !assistant && !tool &&
+        strcmp(r, "function"))
+        return lm_err_set(e, -1, 400, "invalid_request_error", "invalid_value",
+                          "messages[%zu].role '%.32s' is not a known role", i, r);
+    if (content && !json_is_string(content) && !json_is_array(content) && !json_is_null(content))
+        return field_err(e, "invalid_type", i, "content", "must be a string, an array or null");
+    json_t *calls = json_object_get(m, "tool_calls");
+    if (assistant && calls && !json_is_null(calls) && check_tool_calls(calls, i, e) < 0)
+        return -1;
+    int has_calls =
+        json_array_size(calls) > 0 || json_is_object(json_object_get(m, "function_call"));
+    if ((content == NULL || json_is_null(content)) && !(assistant && has_calls))
+        return field_err(e, "missing_required_parameter", i, "content", "is required");
+    json_t *id = json_object_get(m, "tool_call_id");
+    if (tool && (!json_is_string(id) || json_string_length(id) == 0))
+        return field_err(e, "missing_required_parameter", i, "tool_call_id", "is required");
+    return 0;
+}
+
 static int check_messages(const json_t *req, lm_err *e)
 {
     json_t *msgs = json_object_get(req, "messages");
@@ -102,22 +162,9 @@ static int check_messages(const json_t *req, lm_err *e)
     json_t *m;
     if (!json_is_array(msgs) || json_array_size(msgs) == 0)
         return bad(e, "messages", "'messages' is required and must be a non-empty array");
-    json_array_foreach (msgs, i, m) {
-        json_t *role = json_object_get(m, "role");
-        json_t *content = json_object_get(m, "content");
-        if (!json_is_object(m) || !json_is_string(role))
-            return lm_err_set(e, -1, 400, "invalid_request_error", "invalid_value",
-                              "messages[%zu] must be an object with a string 'role'", i);
-        const char *r = json_string_value(role);
-        if (strcmp(r, "system") && strcmp(r, "developer") && strcmp(r, "user") &&
-            strcmp(r, "assistant") && strcmp(r, "tool") && strcmp(r, "function"))
-            return lm_err_set(e, -1, 400, "invalid_request_error", "invalid_value",
-                              "messages[%zu].role '%.32s' is not a known role", i, r);
-        if (content && !json_is_string(content) && !json_is_array(content) &&
-            !json_is_null(content))
-            return lm_err_set(e, -1, 400, "invalid_request_error", "invalid_type",
-                              "messages[%zu].content must be a string, an array or null", i);
-    }
+    json_array_foreach (msgs, i, m)
+        if (check_message(m, i, e) < 0)
+            return -1;
     return 0;
 }
 
@@ -147,8 +194,13 @@ int lm_reqcheck_chat(const json_t *req, lm_err *e)
 int lm_reqcheck_embed(const json_t *req, lm_err *e)
 {
     json_t *input = json_object_get(req, "input");
+    const char *fmt = json_string_value(json_object_get(req, "encoding_format"));
     if (check_model(req, e) < 0)
         return -1;
+    if (json_object_get(req, "encoding_format") &&
+        !json_is_null(json_object_get(req, "encoding_format")) &&
+        (fmt == NULL || (strcmp(fmt, "float") && strcmp(fmt, "base64"))))
+        return bad(e, "encoding_format", "'encoding_format' must be \"float\" or \"base64\"");
     if (json_is_string(input))
         return 0;
     if (!json_is_array(input) || json_array_size(input) == 0 || json_array_size(input) > 2048)

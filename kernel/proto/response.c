@@ -3,6 +3,7 @@
  * the client body it returns is the caller's to free(). */
 #include "proto/response.h"
 
+#include "core/b64.h"
 #include "core/errors.h"
 #include "plugin/plugin.h"
 
@@ -23,8 +24,84 @@ static int map_error(lm_inst_t *inst, lm_call *call, int status, lm_str body, lm
     return LM_EUPSTREAM;
 }
 
-int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str body, char **out_json,
-                          size_t *out_len, lm_usage *usage, lm_err *e)
+static int known(const lm_usage *u)
+{
+    return u->prompt >= 0 || u->completion >= 0 || u->total >= 0;
+}
+
+/* The one "usage" object of a non-stream answer. */
+static int write_usage(json_t *out, int op, lm_usage *u)
+{
+    if (!known(u))
+        lm_usage_from_openai(json_object_get(out, "usage"), u);
+    if (op == LM_OP_EMBED && u->total < 0 && u->prompt >= 0)
+        u->total = u->prompt;
+    if (u->total < 0 && u->prompt >= 0 && u->completion >= 0)
+        u->total = u->prompt + u->completion;
+    if (!known(u))
+        return 0; /* nothing reported: the plugin's JSON stays as it is */
+    json_t *uj =
+        op == LM_OP_EMBED
+            ? json_pack("{s:I,s:I}", "prompt_tokens", (json_int_t)(u->prompt > 0 ? u->prompt : 0),
+                        "total_tokens", (json_int_t)(u->total > 0 ? u->total : 0))
+            : lm_usage_to_openai(u);
+    return uj ? json_object_set_new(out, "usage", uj) : -1;
+}
+
+/* A float array as base64 of little-endian float32 (a JSON string). */
+static json_t *float32_b64(const json_t *arr)
+{
+    size_t n = json_array_size(arr), i;
+    unsigned char *raw = malloc(n * 4 + 1);
+    char *txt = malloc(LM_B64_LEN(n * 4) + 1);
+    json_t *v, *s = NULL;
+    if (raw == NULL || txt == NULL)
+        goto out;
+    json_array_foreach (arr, i, v) {
+        float f = (float)json_number_value(v);
+        uint32_t bits;
+        memcpy(&bits, &f, 4);
+        for (int k = 0; k < 4; k++)
+            raw[i * 4 + (size_t)k] = (unsigned char)(bits >> (8 * k));
+    }
+    s = json_stringn(txt, lm_b64_encode(raw, n * 4, txt, 0));
+out:
+    free(raw);
+    free(txt);
+    return s;
+}
+
+static int encode_embeddings(json_t *out)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach (json_object_get(out, "data"), i, d) {
+        json_t *emb = json_object_get(d, "embedding");
+        if (!json_is_array(emb))
+            continue; /* already text (an upstream that did it itself) */
+        json_t *s = float32_b64(emb);
+        if (s == NULL || json_object_set_new(d, "embedding", s) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int lm_response_finish(json_t *out, int op, int want_base64, lm_usage *usage)
+{
+    if (write_usage(out, op, usage) < 0)
+        return -1;
+    return op == LM_OP_EMBED && want_base64 ? encode_embeddings(out) : 0;
+}
+
+/* A verbatim body that must change after all (base64 asked of floats). */
+static int reencode(lm_str body, json_t **out)
+{
+    *out = json_loadb(body.p, body.n, 0, NULL);
+    return json_is_object(*out) ? 0 : -1;
+}
+
+int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str body, int want_base64,
+                          char **out_json, size_t *out_len, lm_usage *usage, lm_err *e)
 {
     const lm_provider *vt = &inst->plugin->vt;
     json_t *out = NULL;
@@ -45,6 +122,10 @@ int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str bod
                          "the upstream response could not be translated");
         return rc;
     }
+    if (out == NULL && want_base64 && call->op == LM_OP_EMBED && reencode(body, &out) < 0) {
+        json_decref(out);
+        out = NULL;
+    }
     if (out == NULL) {
         /* Forwarded verbatim as application/json: it must be one JSON
          * object. gzip bytes, garbage or a raw NUL inside (which would cut
@@ -62,6 +143,10 @@ int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str bod
         (*out_json)[body.n] = '\0';
         *out_len = body.n;
         return LM_OK;
+    }
+    if (lm_response_finish(out, call->op, want_base64, usage) < 0) {
+        json_decref(out);
+        return lm_error_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
     }
     *out_json = json_dumps(out, JSON_COMPACT);
     json_decref(out);

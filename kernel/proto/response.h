@@ -9,7 +9,17 @@
  * body (new, free()), *out_len to its length and *usage. A body forwarded
  * verbatim must be a JSON object (else a 502 upstream_error). On failure returns < 0 with e filled;
  * LM_ERETRY means the plugin invalidated a side value (rebuild, once).
+ *
+ * The kernel is the one writer of what every client reads the same way
+ * (ABI 1.2): the "usage" object of a translated answer comes from *usage
+ * (read from the plugin's JSON when the plugin reported none; total derived
+ * from its parts), and want_base64 turns every float-array embedding into
+ * base64 of little-endian float32, as the OpenAI API does.
  */
-int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str body, char **out_json,
-                          size_t *out_len, lm_usage *usage, lm_err *e);
+int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str body, int want_base64,
+                          char **out_json, size_t *out_len, lm_usage *usage, lm_err *e);
+
+/* Exported for the unit tests: the usage writer and the base64 encoder
+ * applied to a translated answer `out` of operation op. -1 on no memory. */
+int lm_response_finish(json_t *out, int op, int want_base64, lm_usage *usage);
 #endif

@@ -6,6 +6,7 @@
 
 #include "core/errors.h"
 #include "core/log.h"
+#include "proto/canon.h"
 #include "proto/response.h"
 #include "relay/output.h"
 #include "relay/settle.h"
@@ -226,8 +227,8 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
     size_t out_len = 0;
     lm_usage usage;
     lm_err e;
-    int rc =
-        lm_response_translate(r->route->inst, &r->call, status, body, &out, &out_len, &usage, &e);
+    int rc = lm_response_translate(r->route->inst, &r->call, status, body, r->want_b64, &out,
+                                   &out_len, &usage, &e);
     lm_attempt_route_end(r, rc < 0 && e.http_status >= 500 ? LM_ROUTE_FAIL : LM_ROUTE_OK);
     if (rc == LM_ERETRY && credential_retry(r, &e)) {
         free(out);
@@ -365,8 +366,8 @@ static void whole_done(lm_relay_t *r)
         return;
     }
     size_t out_len;
-    int rc =
-        lm_response_translate(r->route->inst, &r->call, status, body, &out, &out_len, &usage, &e);
+    int rc = lm_response_translate(r->route->inst, &r->call, status, body, r->want_b64, &out,
+                                   &out_len, &usage, &e);
     free(out);
     if (rc == LM_ERETRY && credential_retry(r, &e))
         return;
@@ -427,8 +428,8 @@ static void background_done(lm_relay_t *r, int ok, const char *why)
     lm_err e;
     int rc = ok && r->status >= 200 && r->status < 300
                  ? lm_response_translate(r->route->inst, &r->call, r->status,
-                                         (lm_str){lm_buf_cstr(&r->body), r->body.len}, &out,
-                                         &out_len, &usage, &e)
+                                         (lm_str){lm_buf_cstr(&r->body), r->body.len}, r->want_b64,
+                                         &out, &out_len, &usage, &e)
                  : LM_ERR;
     free(out);
     if (rc < 0) {
@@ -625,12 +626,6 @@ int lm_attempt_build(lm_relay_t *r)
                                   json_is_true(json_object_get(r->canon, "stream")),
                         .model = r->upstream_model,
                         .request_id = r->id};
-    if (r->call.stream && !(vt->caps & LM_CAP_STREAM))
-        return lm_out_err(r, 400, "invalid_request_error", "stream_unsupported",
-                          "this model does not support streaming");
-    if (r->op == LM_OP_EMBED && !(vt->caps & LM_CAP_EMBED))
-        return lm_out_err(r, 400, "invalid_request_error", "model_not_supported",
-                          "this model does not support embeddings");
     json_t *so = json_object_get(r->canon, "stream_options");
     r->want_usage = json_is_true(json_object_get(so, "include_usage"));
     /* The client's bytes may be forwarded only while canon still means them:
@@ -638,15 +633,27 @@ int lm_attempt_build(lm_relay_t *r)
      * left it alone keeps canon as parsed). */
     if (strcmp(json_string_value(json_object_get(r->canon, "model")), r->upstream_model) != 0)
         json_object_set_new(r->canon, "model", json_string(r->upstream_model));
-    else if (r->req && !lm_rlua_request_changed(r->lua))
+    else if (r->req && !lm_rlua_request_changed(r->lua) && !r->canon_edited)
         r->call.raw_body = lm_http_body(r->req);
     memset(&e, 0, sizeof(e));
+    /* what this channel can take (400s before any upstream call), and its
+     * parameter ranges (a clamped copy no longer means the client's bytes) */
+    lm_canon_prep_t prep;
+    if (lm_canon_prepare(vt, r->op, r->call.stream, r->canon, &prep, &e) < 0)
+        return lm_out_error(r, &e);
+    if (prep.own) {
+        r->call.raw_body = (lm_str){NULL, 0};
+        snprintf(r->clamped, sizeof(r->clamped), "%s", prep.clamped);
+        lm_log(LM_LOG_DEBUG, "%s: clamped for channel %s: %s", r->id, route->inst->chan->name,
+               prep.clamped);
+    }
     r->call_open = 1;
     r->ureq.inst = route->inst;
     r->ureq.chan = route->inst->chan; /* its address policy (SS-7) */
     const lm_plugin_t *prev = lm_plugin_enter(route->inst->plugin);
-    int rc = vt->build_request(route->inst->istate, &r->call, r->canon, &r->ureq, &e);
+    int rc = vt->build_request(route->inst->istate, &r->call, prep.canon, &r->ureq, &e);
     lm_plugin_leave(prev);
+    lm_canon_prep_free(&prep);
     if (rc == LM_AGAIN && r->ureq.side.name[0])
         return side_wait(r);
     if (rc >= 0 && r->ureq.side.fetch && /* background refresh of a value near its end */

@@ -27,6 +27,8 @@ void lm_out_route_header(lm_relay_t *r)
         return;
     snprintf(v, sizeof(v), "channel=%s; attempts=%d", r->route->inst->chan->name, r->attempt);
     lm_http_add_header(r->req, "X-Longmen-Route", v);
+    if (r->clamped[0]) /* the provider's range changed what the client asked */
+        lm_http_add_header(r->req, "X-Longmen-Clamped", r->clamped);
 }
 
 int lm_out_error(lm_relay_t *r, const lm_err *e)

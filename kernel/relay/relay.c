@@ -26,6 +26,7 @@
 #include "core/log.h"
 #include "gov/auth.h"
 #include "gov/authguard.h"
+#include "proto/canon.h"
 #include "proto/reqcheck.h"
 #include "relay/attempt.h"
 #include "relay/output.h"
@@ -412,6 +413,8 @@ static int handle(lm_relay_t *r, int method_ok)
     if ((r->op == LM_OP_CHAT ? lm_reqcheck_chat(r->canon, &e) : lm_reqcheck_embed(r->canon, &e)) <
         0)
         return lm_out_error(r, &e);
+    if (r->op == LM_OP_EMBED) /* the kernel encodes; plugins always see floats */
+        r->canon_edited = r->want_b64 = lm_canon_take_encoding(r->canon);
     return route_request(r);
 }
 

@@ -59,6 +59,9 @@ struct lm_relay_s {
     int call_open;
     int op;
     int want_usage;
+    int want_b64;      /* embeddings: the client asked encoding_format base64 */
+    int canon_edited;  /* the kernel changed canon: the client's bytes no longer mean it */
+    char clamped[160]; /* parameters clamped for the answering channel ("" when none) */
     char id[40];
     char upstream_model[256];
     lm_ureq_t ureq;

@@ -1307,6 +1307,7 @@ static const lm_provider gm_provider = {
     .name = "gemini",
     .version = "1.0.0",
     .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS | LM_CAP_VISION,
+    .flags = LM_PF_MULTI_CHOICE,
     .framing = LM_FRAME_SSE,
     .usage_mode = LM_USAGE_CUMULATIVE,
     .cfg_keys = gm_cfg_keys,

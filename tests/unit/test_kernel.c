@@ -214,7 +214,22 @@ static void test_reqcheck(void)
          0},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"temperature\":\"0.5\"}", 0},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"top_p\":1.5}", 0},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"stream\":null}", 1},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":null}",
+         1},
+        /* what each role requires, for every channel (ABI 1.2) */
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}]}", 0},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":null}]}", 0},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"r\"}]}", 0},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"r\",\"tool_call_id\":"
+         "\"c\"}]}",
+         1},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c\","
+         "\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}]}",
+         1},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c\","
+         "\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}]}",
+         0},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\"}]}", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         json_t *r = lm_reqcheck_parse(cases[i].body, strlen(cases[i].body), &e);
@@ -223,6 +238,12 @@ static void test_reqcheck(void)
         T_CHECK(ok || e.http_status == 400, "case %zu: status %d", i, e.http_status);
         json_decref(r);
     }
+    const char *named = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"},"
+                        "{\"role\":\"tool\",\"content\":\"r\"}]}";
+    json_t *r = lm_reqcheck_parse(named, strlen(named), &e);
+    T_CHECK(r && lm_reqcheck_chat(r, &e) < 0 && strstr(e.msg, "messages[1].tool_call_id"),
+            "the error names the field: %s", e.msg);
+    json_decref(r);
     T_END();
 }
 
