@@ -76,6 +76,20 @@ static void sp_fix(const lmo_inst *in, lm_call *c, json_t *root, int stream)
     }
 }
 
+/* Spark documents max_tokens and top_k as integers; a value the kernel
+ * clamped arrives as a JSON real (8192.0), so send it as an integer. */
+static int sp_request(const lmo_inst *in, lm_call *c, const json_t *canon, json_t *body, lm_err *e)
+{
+    static const char *const ints[] = {"max_tokens", "top_k"};
+    (void)in, (void)c, (void)canon, (void)e;
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+        json_t *v = json_object_get(body, ints[i]);
+        if (json_is_real(v))
+            json_object_set_new(body, ints[i], json_integer((json_int_t)json_real_value(v)));
+    }
+    return LM_OK;
+}
+
 static const lmo_quirks sp_quirks = {
     .flags = LMO_CLEAN | LMO_DEV_AS_SYSTEM | LMO_TEXT_ONLY,
     .keep = sp_keep,
@@ -85,6 +99,7 @@ static const lmo_quirks sp_quirks = {
     .msg_key = "message",
     .codes = sp_codes,
     .other_status = 502,
+    .request = sp_request,
     .fix = sp_fix,
 };
 

@@ -8,6 +8,8 @@
 #include <math.h>
 #include <stdlib.h>
 
+static char why[256]; /* lmt_stream_conforms: the first violation */
+
 /* build/plugins/ernie2.so, or $PLUGIN_DIR/ernie2.so (tests/run.sh sets it). */
 static const char *so_path(void)
 {
@@ -242,7 +244,7 @@ static void test_golden(lmt_plugin *p)
         T_STREQ(json_string_value(json_object_get(m, "content")), "Hi!");
         T_STREQ(json_string_value(json_object_get(c0, "finish_reason")), "stop");
         T_CHECK(json_object_get(c0, "flag") == NULL, "Qianfan extras dropped");
-        T_CHECK(json_object_get(b, "usage") == NULL, "usage is the kernel's to write");
+        T_CHECK(lmt_json_int(r.json, "usage.total_tokens", 14), "usage written by the kernel");
     }
     T_CHECK(usage_is(&r.usage, 12, 2, 14), "usage 12/2/14");
     json_decref(b);
@@ -268,6 +270,7 @@ static void test_golden(lmt_plugin *p)
 
     T_BEGIN("ernie2_g2_stream_every_split");
     bad = lmt_stream_every_split(p, G2, G2_STREAM, &r);
+    T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
     T_CHECK(bad == 0, "split %zu gives a different result", bad);
     T_CHECK(r.rc == LM_DONE && r.done, "rc %d done %d (%s)", r.rc, r.done, r.err.msg);
     summarize(r.json, &s);
@@ -387,6 +390,7 @@ static void test_streams(lmt_plugin *p)
                     CHUNK("\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":10,"
                           "\"total_tokens\":40}") "data: [DONE]\n\n";
         bad = lmt_stream_every_split(p, G3S, body, &r);
+        T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d (%s)", r.rc, r.err.msg);
         summarize(r.json, &s);
@@ -407,6 +411,7 @@ static void test_streams(lmt_plugin *p)
                   "\"Hi!\"}}],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2,"
                   "\"total_tokens\":14}") "data: [DONE]\n\n";
         bad = lmt_stream_every_split(p, G2, body, &r);
+        T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         summarize(r.json, &s);
         T_STREQ(s.content, "Hi!");
@@ -425,6 +430,7 @@ static void test_streams(lmt_plugin *p)
                 CHUNK("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":"
                       "\"normal\",\"flag\":3,\"ban_round\":-1}]") "data: [DONE]\n\n";
         bad = lmt_stream_every_split(p, G2, body, &r);
+        T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         summarize(r.json, &s);
         T_STREQ(s.finish, "content_filter");
@@ -442,6 +448,7 @@ static void test_streams(lmt_plugin *p)
                                                 "exceeded\",\"type\":\"rate_limit_error\"}}\n\n"
                                                 "data: [DONE]\n\n";
         bad = lmt_stream_every_split(p, G2, body, &r);
+        T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM, "rc %d", r.rc);
         T_CHECK(r.err.http_status == 502, "status %d", r.err.http_status);
@@ -458,6 +465,7 @@ static void test_streams(lmt_plugin *p)
         const char *body = "data: {\"error_code\":18,\"error_msg\":\"Open api qps request limit "
                            "reached\"}\n\n";
         bad = lmt_stream_every_split(p, G2, body, &r);
+        T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 429, "rc %d status %d", r.rc,
                 r.err.http_status);
@@ -474,6 +482,7 @@ static void test_streams(lmt_plugin *p)
                                                                                 "{\"choices\":[{"
                                                                                 "\"delta\":\n\n";
         bad = lmt_stream_every_split(p, G2, body, &r);
+        T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "rc %d status %d", r.rc,
                 r.err.http_status);
@@ -600,7 +609,8 @@ static void test_embed(lmt_plugin *p)
     T_CHECK(r.rc == LM_OK, "rc %d", r.rc);
     b = jparse(r.json);
     want = jparse("{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,"
-                  "\"embedding\":[0.1,0.2]}],\"model\":\"embedding-v1\"}");
+                  "\"embedding\":[0.1,0.2]}],\"model\":\"embedding-v1\",\"usage\":"
+                  "{\"prompt_tokens\":4,\"total_tokens\":4}}");
     T_CHECK(json_equal(b, want), "got %s", r.json);
     T_CHECK(r.usage.prompt == 4 && r.usage.total == 4 && r.usage.completion == 0, "usage");
     json_decref(want);
