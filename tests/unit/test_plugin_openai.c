@@ -82,6 +82,16 @@ static void test_request(void)
     lmt_ureq_clear(&u);
     T_END();
 
+    T_BEGIN("openai_request_raw_pass_through");
+    T_CHECK(lmt_build_raw(p, LM_OP_CHAT, G2, &u, &e) == LM_OK, "build");
+    T_CHECK(strncmp(u.body, G2, strlen(G2) - 1) == 0, "the client's bytes: %s", u.body);
+    T_CHECK(lmt_json_has(u.body, "stream_options.include_usage"), "usage asked: %s", u.body);
+    lmt_ureq_clear(&u);
+    T_CHECK(lmt_build_raw(p, LM_OP_CHAT, G1, &u, &e) == LM_OK && strcmp(u.body, G1) == 0,
+            "unchanged: %s", u.body);
+    lmt_ureq_clear(&u);
+    T_END();
+
     T_BEGIN("openai_response_keeps_shape_usage_to_kernel");
     lmt_build(p, LM_OP_CHAT, G1, &u, &e);
     lmt_ureq_clear(&u);
