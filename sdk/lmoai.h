@@ -52,6 +52,8 @@ enum {
     LMO_NULL_CONTENT = 1 << 2,  /* content null (or absent) is sent as "" */
     LMO_TEXT_ONLY = 1 << 3,     /* content is flattened to one string (lmsdk text rule) */
     LMO_STOP_ARRAY = 1 << 4,    /* a string stop is sent as [stop] */
+    LMO_UPSTREAM_5XX = 1 << 5,  /* an upstream 5xx keeps its status and type (else 502 api_error,
+                                   the kernel's default mapping) */
 };
 
 /* A provider's numeric error code range -> client status and code. */

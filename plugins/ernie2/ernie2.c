@@ -93,7 +93,7 @@ static int eb_request(const lmo_inst *in, lm_call *c, const json_t *canon, json_
 }
 
 static const lmo_quirks eb_quirks = {
-    .flags = LMO_CLEAN | LMO_DEV_AS_SYSTEM | LMO_NULL_CONTENT | LMO_STOP_ARRAY,
+    .flags = LMO_CLEAN | LMO_UPSTREAM_5XX | LMO_DEV_AS_SYSTEM | LMO_NULL_CONTENT | LMO_STOP_ARRAY,
     .keep = eb_keep,
     .finish = eb_finish,
     .cfg_headers = eb_headers,

@@ -91,7 +91,7 @@ static int sp_request(const lmo_inst *in, lm_call *c, const json_t *canon, json_
 }
 
 static const lmo_quirks sp_quirks = {
-    .flags = LMO_CLEAN | LMO_DEV_AS_SYSTEM | LMO_TEXT_ONLY,
+    .flags = LMO_CLEAN | LMO_UPSTREAM_5XX | LMO_DEV_AS_SYSTEM | LMO_TEXT_ONLY,
     .keep = sp_keep,
     .params = sp_params,
     .aliases = sp_aliases,

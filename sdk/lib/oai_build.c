@@ -112,18 +112,22 @@ static int pass_through(const lmo_inst *in, const lm_call *c)
 }
 
 /* Forward the raw body; a stream gets stream_options spliced in before the
- * final '}' (saves a parse-tree copy and a serialisation per request).
- * Returns 1 when the body was set. */
+ * final '}' (saves a parse-tree copy and a serialisation per request). A
+ * stream whose client sent its own stream_options goes the JSON way, so
+ * usage is still asked for. Returns 1 when the body was set. */
 static int raw_body(const lmo_inst *in, lm_call *c, const json_t *canon, lm_ureq *u)
 {
     static const char opt[] = ",\"stream_options\":{\"include_usage\":true}";
     lm_str raw = c->raw_body;
-    int splice = c->stream && in->stream_usage && json_object_get(canon, "stream_options") == NULL;
     size_t end = raw.n;
+    if (c->stream && json_object_get(canon, "stream_options") != NULL)
+        return 0;
+    if (!c->stream || !in->stream_usage)
+        return in->h->ureq_set_body(u, raw) == LM_OK;
     while (end > 0 && raw.p[end - 1] != '}')
         end--;
-    if (!splice || end == 0)
-        return !splice && in->h->ureq_set_body(u, raw) == LM_OK;
+    if (end == 0)
+        return 0;
     char *b = join(in->h, raw.p, end - 1, opt, sizeof(opt) - 1);
     if (b == NULL)
         return 0;
@@ -161,6 +165,8 @@ static int messages(const lmo_inst *in, const json_t *canon, json_t *body, lm_er
 {
     const json_t *msgs = json_object_get(canon, "messages"), *m;
     size_t i;
+    if (msgs == NULL) /* the kernel's validation owns a missing messages */
+        return LM_OK;
     if (!(in->q->flags & (LMO_DEV_AS_SYSTEM | LMO_NULL_CONTENT | LMO_TEXT_ONLY)))
         return json_object_set(body, "messages", (json_t *)msgs) < 0 ? lms_oom(e) : LM_OK;
     json_t *arr = json_array();

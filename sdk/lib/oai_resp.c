@@ -55,6 +55,7 @@ int lmo_error(const lmo_inst *in, const json_t *j, int status, lm_err *e)
     const char *msg = NULL, *type = NULL, *code = NULL;
     char buf[32];
     long long pc = provider_code(q, j);
+    int http = status; /* the upstream's own status (< 400: inside a 2xx body or a stream) */
 
     if (json_is_object(err)) {
         msg = lms_jstr(err, "message");
@@ -73,8 +74,13 @@ int lmo_error(const lmo_inst *in, const json_t *j, int status, lm_err *e)
     } else {
         return 0;
     }
-    if (status < 400)
+    if (status < 400) {
         status = 502; /* an error inside a 2xx body or a stream */
+    } else if (http >= 500 && !(q->flags & LMO_UPSTREAM_5XX)) {
+        status = 502; /* the kernel's convention: the upstream failed, a bad gateway */
+        type = "api_error";
+        code = code ? code : "upstream_error";
+    }
     lm_err_set(e, LM_EUPSTREAM, status, lms_nonempty(type) ? type : lm_err_type_for_status(status),
                code, "%s",
                msg    ? msg

@@ -155,6 +155,13 @@ static void test_request(void)
                   "{\"include_usage\":true}}");
     lmo_req_close(st, &c);
     json_decref(j);
+    raw = "{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":false}}";
+    j = json_loads(raw, 0, NULL);
+    c = (lm_call){.op = LM_OP_CHAT, .stream = 1, .model = "m", .raw_body = lm_cstr(raw)};
+    T_CHECK(lmo_build_request(st, &c, j, NULL, &e) == LM_OK, "build");
+    T_STREQ(body, "{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+    lmo_req_close(st, &c);
+    json_decref(j);
     T_CHECK(build(st, &c, "{\"model\":\"m\",\"input\":[\"a\"]}", &e) == LM_OK, "embed");
     T_STREQ(url, "http://up/v1/embeddings");
     lmo_req_close(st, &c);
@@ -331,6 +338,11 @@ static void test_errors(void)
                 e.http_status == 500,
             "other code");
     T_CHECK(lmo_map_error(st, NULL, 503, lm_cstr("<html>"), &e) == LM_DECLINED, "not JSON");
+    T_CHECK(lmo_map_error(st, NULL, 500, lm_cstr("{\"error\":{\"message\":\"x\",\"type\":\"t\"}}"),
+                          &e) == LM_OK &&
+                e.http_status == 502 && strcmp(e.type, "api_error") == 0,
+            "an upstream 5xx is a 502 as the kernel maps it: %d %s", e.http_status, e.type);
+    T_STREQ(e.code, "upstream_error");
     lmo_fini(st);
     T_END();
 }
