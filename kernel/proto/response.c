@@ -93,11 +93,17 @@ int lm_response_finish(json_t *out, int op, int want_base64, lm_usage *usage)
     return op == LM_OP_EMBED && want_base64 ? encode_embeddings(out) : 0;
 }
 
-/* A verbatim body that must change after all (base64 asked of floats). */
-static int reencode(lm_str body, json_t **out)
+/* 1 when a pass-through body already says what the kernel would write:
+ * no base64 to apply and a usage object with its total (or none at all,
+ * when the plugin knows no more). Then its bytes go out unchanged. */
+static int verbatim_ok(const json_t *body, int op, int want_base64, const lm_usage *usage)
 {
-    *out = json_loadb(body.p, body.n, 0, NULL);
-    return json_is_object(*out) ? 0 : -1;
+    json_t *u = json_object_get(body, "usage");
+    if (op == LM_OP_EMBED && want_base64)
+        return 0;
+    if (u == NULL)
+        return !known(usage);
+    return json_is_integer(json_object_get(u, "total_tokens"));
 }
 
 int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str body, int want_base64,
@@ -122,27 +128,27 @@ int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str bod
                          "the upstream response could not be translated");
         return rc;
     }
-    if (out == NULL && want_base64 && call->op == LM_OP_EMBED && reencode(body, &out) < 0) {
-        json_decref(out);
-        out = NULL;
-    }
     if (out == NULL) {
         /* Forwarded verbatim as application/json: it must be one JSON
          * object. gzip bytes, garbage or a raw NUL inside (which would cut
          * the body short) are the upstream's failure, not an answer. */
         json_t *chk = json_loadb(body.p, body.n, 0, NULL);
-        int is_obj = json_is_object(chk);
-        json_decref(chk);
-        if (!is_obj)
+        if (!json_is_object(chk)) {
+            json_decref(chk);
             return lm_error_set(e, LM_EUPSTREAM, 502, "api_error", "upstream_error",
                                 "the upstream answered with a body that is not a JSON object");
-        *out_json = malloc(body.n + 1);
-        if (*out_json == NULL)
-            return lm_error_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
-        memcpy(*out_json, body.p, body.n);
-        (*out_json)[body.n] = '\0';
-        *out_len = body.n;
-        return LM_OK;
+        }
+        if (verbatim_ok(chk, call->op, want_base64, usage)) {
+            json_decref(chk);
+            *out_json = malloc(body.n + 1);
+            if (*out_json == NULL)
+                return lm_error_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
+            memcpy(*out_json, body.p, body.n);
+            (*out_json)[body.n] = '\0';
+            *out_len = body.n;
+            return LM_OK;
+        }
+        out = chk; /* the kernel's writer has something to change */
     }
     if (lm_response_finish(out, call->op, want_base64, usage) < 0) {
         json_decref(out);

@@ -17,8 +17,10 @@ counted per channel: one fetch for 20 concurrent requests, a refresh after an
 expired token (plain and streamed), exactly one retry when every answer is
 111, an OAuth refusal as 401, 18 as 429, and no secret in any answer or log.
 """
+import base64
 import json
 import os
+import struct
 import threading
 import time
 from http.server import ThreadingHTTPServer
@@ -386,6 +388,15 @@ def test_embeddings():
     check(js["object"] == "list" and [d["embedding"] for d in js["data"]] == [[0.1, 0.2], [0.3, 0.4]],
           "body %r" % js)
     check(js["usage"]["prompt_tokens"] == 3, "usage %r" % js["usage"])
+    # what the official openai client asks by default: base64, decoded to the
+    # same floats in full (it once came back with a quarter of its dimensions)
+    st, js, raw, _ = gw.request("POST", "/v1/embeddings", {"model": "embedding-v1", "input": ["alpha", "beta"],
+                                                           "encoding_format": "base64"}, timeout=TIMEOUT)
+    check(st == 200, "status %d: %r" % (st, raw[:300]))
+    for d, want in zip(js["data"], ([0.1, 0.2], [0.3, 0.4])):
+        raw32 = base64.b64decode(d["embedding"])
+        got = list(struct.unpack("<%df" % (len(raw32) // 4), raw32))
+        check(got == [struct.unpack("<f", struct.pack("<f", x))[0] for x in want], "base64 %r -> %r" % (d, got))
     w.clean()
 
 
