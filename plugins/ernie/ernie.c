@@ -283,22 +283,23 @@ static const lm_provider eb1_provider = {
     .hdr = LM_ABI_HDR(lm_provider),
     .name = "ernie",
     .version = "1.2.0",
-    .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS, /* v1 is text-only */
+    /* what v1 takes: text only, one choice, the ranges and batch size of 2.1 */
+    .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS,
+    .param_ranges = eb1_ranges,
+    .embed_max_inputs = 16, /* texts per v1 embeddings call */
+    .flags = 0,             /* one choice per request */
     .framing = LM_FRAME_SSE,
     .usage_mode = LM_USAGE_CUMULATIVE, /* every stream event carries the running total */
     .cfg_keys = eb1_cfg_keys,
     .init = eb1_init,
     .fini = eb1_fini,
+    .side_request = eb1_side_request, /* the token, before any request */
+    .side_parse = eb1_side_parse,
     .build_request = eb1_build_request,
     .parse_response = eb1_parse_response,
     .parse_event = eb1_parse_event,
     .map_error = eb1_map_error,
     .req_close = eb1_req_close,
-    .side_request = eb1_side_request,
-    .side_parse = eb1_side_parse,
-    .param_ranges = eb1_ranges,
-    .embed_max_inputs = 16, /* texts per v1 embeddings call */
-    .flags = 0,             /* one choice per request */
 };
 
 LM_EXPORT const lm_provider *longmen_plugin_entry(void);
