@@ -26,19 +26,19 @@ static const lm_cfg_key cl_cfg_keys[] = {
 static int cl_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 {
     cl_inst is = {.h = h, .max_tokens_default = 4096};
-    int rc = lms_p2_cfg_base_url(h, ictx, "https://api.anthropic.com", &is.base_url, e);
+    int rc = lms_cfg_base_url(h, ictx, "https://api.anthropic.com", &is.base_url, e);
     if (rc == LM_OK)
-        rc = lms_p2_cfg_text(h, ictx, "api_key", NULL, 1, &is.api_key, e);
+        rc = lms_cfg_text(h, ictx, "api_key", NULL, 1, &is.api_key, e);
     if (rc == LM_OK)
-        rc = lms_p2_cfg_text(h, ictx, "anthropic_version", "2023-06-01", 1, &is.version, e);
+        rc = lms_cfg_text(h, ictx, "anthropic_version", "2023-06-01", 1, &is.version, e);
     if (rc == LM_OK)
-        rc = lms_p2_cfg_text(h, ictx, "anthropic_beta", NULL, 0, &is.beta, e);
+        rc = lms_cfg_text(h, ictx, "anthropic_beta", NULL, 0, &is.beta, e);
     if (rc == LM_OK && LM_HOST_HAS(h, cfg_int) &&
         h->cfg_int(ictx, "max_tokens_default", &is.max_tokens_default) == LM_OK &&
         is.max_tokens_default <= 0)
         rc =
             lm_err_set(e, LM_EINVAL, 500, "api_error", NULL, "max_tokens_default must be positive");
-    return rc == LM_OK ? lms_p2_istate(h, &is, sizeof(is), istate, e) : rc;
+    return rc == LM_OK ? lms_istate(h, &is, sizeof(is), istate, e) : rc;
 }
 
 static int cl_list_models(void *ist, json_t **out, lm_err *e)
@@ -120,7 +120,7 @@ static const lm_provider cl_provider = {
     .framing = LM_FRAME_SSE,
     .usage_mode = LM_USAGE_CUMULATIVE, /* message_delta carries running totals */
     .init = cl_init,
-    .fini = lms_p2_fini,
+    .fini = lms_fini,
     .list_models = cl_list_models,
     .build_request = cl_build_request,
     .req_close = cl_req_close,
@@ -129,4 +129,4 @@ static const lm_provider cl_provider = {
     .map_error = cl_map_error,
 };
 
-LMS_P2_ENTRY(cl_provider)
+LMS_ENTRY(cl_provider)

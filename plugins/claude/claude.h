@@ -7,7 +7,7 @@
 #ifndef CLAUDE_H
 #define CLAUDE_H
 
-#include "lmsdk_p2.h"
+#include "lmsdk.h"
 
 typedef struct cl_inst {
     const lm_host_api *h;

@@ -48,7 +48,7 @@ static lm_usage usage_of(const cl_req *rs)
 
 /* content blocks: every text block (not only the first), thinking ->
  * reasoning_content, tool_use -> tool calls keeping Anthropic's ids. */
-static int read_blocks(const lm_call *c, const json_t *content, lms_p2_reply *r, lm_err *e)
+static int read_blocks(const lm_call *c, const json_t *content, lms_reply *r, lm_err *e)
 {
     size_t i;
     json_t *b;
@@ -58,15 +58,15 @@ static int read_blocks(const lm_call *c, const json_t *content, lms_p2_reply *r,
         const json_t *t = json_object_get(b, lms_streq(type, "thinking") ? "thinking" : "text");
         int rc = LM_OK;
         if (lms_streq(type, "text") || lms_streq(type, "thinking"))
-            lms_p2_reply_text(r, json_string_value(t), json_string_length(t),
-                              lms_streq(type, "thinking"));
+            lms_reply_text(r, json_string_value(t), json_string_length(t),
+                           lms_streq(type, "thinking"));
         else if (lms_streq(type, "tool_use") && (id == NULL || name == NULL))
             rc = lms_bad_upstream(e, "tool_use block without id or name");
         else if (lms_streq(type, "tool_use"))
-            rc = lms_p2_reply_call(r,
-                                   lms_tool_call(c, 0, json_string(id), name,
-                                                 lms_tool_args_text(json_object_get(b, "input"))),
-                                   e);
+            rc = lms_reply_call(r,
+                                lms_tool_call(c, 0, json_string(id), name,
+                                              lms_tool_args_text(json_object_get(b, "input"))),
+                                e);
         if (rc != LM_OK)
             return rc;
     }
@@ -78,7 +78,7 @@ int cl_parse_response(void *ist, lm_call *c, int status, lm_str body, json_t **o
 {
     cl_inst *is = ist;
     cl_req tmp = {.in = -1, .cache_create = -1, .cache_read = -1, .out = -1};
-    lms_p2_reply r = {0};
+    lms_reply r = {0};
     json_t *root = lms_parse_object(body, "body", e), *err = json_object_get(root, "error");
     int rc = root ? LM_OK : LM_EUPSTREAM;
     (void)status;
@@ -93,13 +93,13 @@ int cl_parse_response(void *ist, lm_call *c, int status, lm_str body, json_t **o
         rc = read_blocks(c, json_object_get(root, "content"), &r, e);
     if (rc == LM_OK) {
         const char *fr = lms_finish_map(cl_finish, lms_jstr(root, "stop_reason"), 0);
-        *out = lms_p2_completion(is->h, c, lms_jstr(root, "id"), lms_jstr(root, "model"),
-                                 json_pack("[o]", lms_p2_reply_choice(&r, 0, fr, e)), e);
+        *out = lms_completion(is->h, c, lms_jstr(root, "id"), lms_jstr(root, "model"),
+                              json_pack("[o]", lms_reply_choice(&r, 0, fr, e)), e);
         rc = *out ? LM_OK : LM_ENOMEM;
         read_usage(&tmp, json_object_get(root, "usage"));
         *usage = usage_of(&tmp);
     }
-    lms_p2_reply_free(&r);
+    lms_reply_free(&r);
     json_decref(root);
     return rc;
 }

@@ -72,7 +72,7 @@ static int tool_use_blocks(const json_t *calls, json_t *blocks, lm_err *e)
         json_t *fn = json_object_get(tc, "function"), *input;
         if (lms_jstr(tc, "id") == NULL)
             return lms_bad_request(e, "tool_calls[%zu].id is required by Anthropic", i);
-        if ((input = lms_p2_call_args(fn, e)) == NULL)
+        if ((input = lms_call_args(fn, e)) == NULL)
             return LM_EINVAL;
         if (lms_aadd(blocks, json_pack("{s:s,s:O,s:O,s:o}", "type", "tool_use", "id",
                                        json_object_get(tc, "id"), "name",
@@ -159,8 +159,8 @@ static int convert_messages(const json_t *in, json_t *body, lm_err *e)
         blocks = json_array();
         rc = blocks ? message_blocks(m, role, blocks, e) : lms_oom(e);
         if (rc == LM_OK)
-            rc = lms_p2_push_turn(msgs, lms_streq(role, "assistant") ? "assistant" : "user",
-                                  "content", blocks, e);
+            rc = lms_push_turn(msgs, lms_streq(role, "assistant") ? "assistant" : "user", "content",
+                               blocks, e);
         else
             json_decref(blocks);
     }
@@ -182,7 +182,7 @@ static int convert_messages(const json_t *in, json_t *body, lm_err *e)
  * schema: an empty object schema when the function has none). */
 static int convert_tools(const json_t *tools, json_t *body, lm_err *e)
 {
-    json_t *out = lms_p2_functions(tools, "input_schema", e), *t;
+    json_t *out = lms_functions(tools, "input_schema", e), *t;
     size_t i;
     if (out == NULL)
         return LM_EINVAL;
@@ -206,7 +206,7 @@ static int convert_tool_choice(const json_t *canon, json_t *body, lm_err *e)
     static const char *const types[] = {"auto", "auto", "none", "any", "tool"};
     const char *name;
     int serial = json_is_false(json_object_get(canon, "parallel_tool_calls"));
-    int tc = lms_p2_tool_choice(json_object_get(canon, "tool_choice"), &name, e);
+    int tc = lms_tool_choice(json_object_get(canon, "tool_choice"), &name, e);
     if (tc < 0)
         return tc;
     if (tc == LMS_TC_UNSET && !(serial && json_object_get(body, "tools")))
@@ -266,12 +266,12 @@ int cl_build_request(void *ist, lm_call *c, const json_t *canon, lm_ureq *u, lm_
         json_decref(body);
         return rc;
     }
-    lms_p2_header hdrs[] = {{"x-api-key", is->api_key},
-                            {"anthropic-version", is->version},
-                            {is->beta.n ? "anthropic-beta" : NULL, is->beta},
-                            {c->stream ? "accept" : NULL, LM_STR("text/event-stream")},
-                            {NULL, {NULL, 0}}};
+    lms_header hdrs[] = {{"x-api-key", is->api_key},
+                         {"anthropic-version", is->version},
+                         {is->beta.n ? "anthropic-beta" : NULL, is->beta},
+                         {c->stream ? "accept" : NULL, LM_STR("text/event-stream")},
+                         {NULL, {NULL, 0}}};
     if (hdrs[2].name == NULL) /* no beta header: the list ends earlier */
         hdrs[2] = hdrs[3], hdrs[3].name = NULL;
-    return lms_p2_post_json(is->h, u, is->base_url, "/v1/messages", hdrs, body, e);
+    return lms_post_json(is->h, u, is->base_url, "/v1/messages", hdrs, body, e);
 }

@@ -27,10 +27,10 @@ static const lm_cfg_key gm_cfg_keys[] = {
 static int gm_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 {
     gm_inst is = {.h = h};
-    int rc = lms_p2_cfg_base_url(h, ictx, GM_BASE, &is.base_url, e);
+    int rc = lms_cfg_base_url(h, ictx, GM_BASE, &is.base_url, e);
     if (rc == LM_OK)
-        rc = lms_p2_cfg_text(h, ictx, "api_key", NULL, 1, &is.api_key, e);
-    return rc == LM_OK ? lms_p2_istate(h, &is, sizeof(is), istate, e) : rc;
+        rc = lms_cfg_text(h, ictx, "api_key", NULL, 1, &is.api_key, e);
+    return rc == LM_OK ? lms_istate(h, &is, sizeof(is), istate, e) : rc;
 }
 
 static int gm_list_models(void *ist, json_t **out, lm_err *e)
@@ -114,7 +114,7 @@ static const lm_provider gm_provider = {
     .framing = LM_FRAME_SSE, /* CRLF-framed; no end marker */
     .usage_mode = LM_USAGE_CUMULATIVE,
     .init = gm_init,
-    .fini = lms_p2_fini,
+    .fini = lms_fini,
     .list_models = gm_list_models,
     .map_error = gm_map_error,
     .build_request = gm_build_request,
@@ -123,4 +123,4 @@ static const lm_provider gm_provider = {
     .parse_event = gm_parse_event,
 };
 
-LMS_P2_ENTRY(gm_provider)
+LMS_ENTRY(gm_provider)

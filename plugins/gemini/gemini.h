@@ -8,7 +8,7 @@
 #ifndef GEMINI_H
 #define GEMINI_H
 
-#include "lmsdk_p2.h"
+#include "lmsdk.h"
 
 #define GM_MAX_CAND 8 /* Gemini's candidateCount limit */
 

@@ -59,7 +59,7 @@ static int candidate_choice(const lm_call *c, const json_t *cand, size_t pos, js
                             lm_err *e)
 {
     json_t *parts = json_object_get(json_object_get(cand, "content"), "parts"), *p;
-    lms_p2_reply r = {0};
+    lms_reply r = {0};
     size_t i;
     int idx = candidate_index(cand, pos, e), rc = idx < 0 ? idx : LM_OK;
     json_array_foreach (parts, i, p) {
@@ -68,20 +68,20 @@ static int candidate_choice(const lm_call *c, const json_t *cand, size_t pos, js
         if (rc != LM_OK)
             break;
         if (json_is_string(t))
-            lms_p2_reply_text(&r, json_string_value(t), json_string_length(t),
-                              json_is_true(json_object_get(p, "thought")));
+            lms_reply_text(&r, json_string_value(t), json_string_length(t),
+                           json_is_true(json_object_get(p, "thought")));
         else if (json_is_object(fc) && name == NULL)
             rc = lms_bad_upstream(e, "functionCall without a name");
         else if (json_is_object(fc))
-            rc = lms_p2_reply_call(&r,
-                                   lms_tool_call(c, 0, call_id(c, fc), name,
-                                                 lms_tool_args_text(json_object_get(fc, "args"))),
-                                   e);
+            rc = lms_reply_call(&r,
+                                lms_tool_call(c, 0, call_id(c, fc), name,
+                                              lms_tool_args_text(json_object_get(fc, "args"))),
+                                e);
     }
-    const char *fr = map_finish(lms_jstr(cand, "finishReason"), lms_p2_reply_ncalls(&r) > 0);
-    if (rc == LM_OK && (r.text.oom || lms_aadd(choices, lms_p2_reply_choice(&r, idx, fr, e))))
+    const char *fr = map_finish(lms_jstr(cand, "finishReason"), lms_reply_ncalls(&r) > 0);
+    if (rc == LM_OK && (r.text.oom || lms_aadd(choices, lms_reply_choice(&r, idx, fr, e))))
         rc = lms_oom(e);
-    lms_p2_reply_free(&r);
+    lms_reply_free(&r);
     return rc;
 }
 
@@ -125,12 +125,12 @@ static int chat_response(const lm_host_api *h, lm_call *c, const json_t *root, j
         /* A blocked prompt (promptFeedback.blockReason) or an empty answer. */
         int blocked =
             json_object_get(json_object_get(root, "promptFeedback"), "blockReason") != NULL;
-        lms_p2_reply r = {0};
-        lms_aadd(choices, lms_p2_reply_choice(&r, 0, blocked ? "content_filter" : "stop", e));
+        lms_reply r = {0};
+        lms_aadd(choices, lms_reply_choice(&r, 0, blocked ? "content_filter" : "stop", e));
     }
     read_usage(json_object_get(root, "usageMetadata"), usage);
-    *out = lms_p2_completion(h, c, lms_jstr(root, "responseId"), lms_jstr(root, "modelVersion"),
-                             choices, e);
+    *out = lms_completion(h, c, lms_jstr(root, "responseId"), lms_jstr(root, "modelVersion"),
+                          choices, e);
     return *out ? LM_OK : LM_ENOMEM;
 }
 

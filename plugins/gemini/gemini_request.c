@@ -36,9 +36,9 @@ static int send_request(gm_inst *is, lm_ureq *u, const char *model, const char *
                         json_t *body, lm_err *e)
 {
     char path[256];
-    const lms_p2_header hdrs[] = {{"x-goog-api-key", is->api_key}, {NULL, {NULL, 0}}};
+    const lms_header hdrs[] = {{"x-goog-api-key", is->api_key}, {NULL, {NULL, 0}}};
     snprintf(path, sizeof(path), "/models/%s%s", model, suffix);
-    return lms_p2_post_json(is->h, u, is->base_url, path, hdrs, body, e);
+    return lms_post_json(is->h, u, is->base_url, path, hdrs, body, e);
 }
 
 /* Remove JSON-schema keywords outside Gemini's OpenAPI subset, in place. */
@@ -124,7 +124,7 @@ static int function_calls(const json_t *calls, json_t *parts, json_t *names, lm_
     json_t *tc;
     json_array_foreach (calls, i, tc) {
         json_t *fn = json_object_get(tc, "function");
-        json_t *args = lms_p2_call_args(fn, e);
+        json_t *args = lms_call_args(fn, e);
         if (args == NULL)
             return LM_EINVAL;
         if (lms_aadd(parts, json_pack("{s:{s:O,s:o}}", "functionCall", "name",
@@ -193,8 +193,8 @@ static int convert_messages(const json_t *in, json_t *body, lm_err *e)
         json_t *parts = json_array();
         rc = parts ? message_parts(m, role, names, parts, e) : lms_oom(e);
         if (rc == LM_OK)
-            rc = lms_p2_push_turn(contents, lms_streq(role, "assistant") ? "model" : "user",
-                                  "parts", parts, e);
+            rc = lms_push_turn(contents, lms_streq(role, "assistant") ? "model" : "user", "parts",
+                               parts, e);
         else
             json_decref(parts);
     }
@@ -216,10 +216,10 @@ static int convert_messages(const json_t *in, json_t *body, lm_err *e)
 static int convert_tools(const json_t *canon, json_t *body, lm_err *e)
 {
     static const char *const modes[] = {NULL, "AUTO", "NONE", "ANY", "ANY"};
-    json_t *decls = lms_p2_functions(json_object_get(canon, "tools"), "parameters", e), *d;
+    json_t *decls = lms_functions(json_object_get(canon, "tools"), "parameters", e), *d;
     const char *name;
     size_t i;
-    int tc = lms_p2_tool_choice(json_object_get(canon, "tool_choice"), &name, e);
+    int tc = lms_tool_choice(json_object_get(canon, "tool_choice"), &name, e);
     if (decls == NULL || tc < 0) {
         json_decref(decls);
         return decls ? tc : LM_EINVAL;

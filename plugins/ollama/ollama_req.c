@@ -7,7 +7,7 @@
  */
 #include "ollama.h"
 
-#include "lmsdk_p1.h"
+#include "lmsdk.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -180,7 +180,7 @@ static int ol_build_chat(const ol_inst *in, const lm_call *c, const char *model,
         json_decref(body);
         return rc;
     }
-    return lms_p1_post_json(in->h, u, in->base, "/api/chat", in->auth, body, e);
+    return lms_post_json_auth(in->h, u, in->base, "/api/chat", in->auth, body, e);
 }
 
 /* ------------------------------------------------------------------ embeddings */
@@ -201,7 +201,7 @@ static int ol_build_embed(const ol_inst *in, const char *model, const json_t *ca
         json_decref(body);
         return lms_oom(e);
     }
-    return lms_p1_post_json(in->h, u, in->base, "/api/embed", in->auth, body, e);
+    return lms_post_json_auth(in->h, u, in->base, "/api/embed", in->auth, body, e);
 }
 
 /* c->model is the upstream model id the kernel mapped (never NULL); the

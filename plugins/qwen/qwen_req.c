@@ -8,7 +8,7 @@
  */
 #include "qwen.h"
 
-#include "lmsdk_p1.h"
+#include "lmsdk.h"
 
 #include <string.h>
 
@@ -61,7 +61,7 @@ static int qw_send(const qw_inst *in, lm_ureq *u, const char *path, int stream, 
         json_decref(body);
         return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "qwen: building the request failed");
     }
-    return lms_p1_post_json(h, u, in->root, path, in->auth, body, e);
+    return lms_post_json_auth(h, u, in->root, path, in->auth, body, e);
 }
 
 /* ------------------------------------------------------------------ chat */

@@ -249,7 +249,9 @@ def find(obj, key):
 def test_values_clamped_into_provider_ranges():
     cases = [("claude-sonnet-4-5", tp.claude, "temperature", 1.5, 1.0, "temperature=1.5->1"),
              ("qwen-plus", tp.qwen, "temperature", 2.0, 1.99, "temperature=2->1.99"),
-             ("qwen-plus", tp.qwen, "top_p", 1.0, 0.9999, "top_p=1->0.9999")]
+             ("qwen-plus", tp.qwen, "top_p", 1.0, 0.9999, "top_p=1->0.9999"),
+             # Qianfan v2 takes temperature in (0, 1]: 0 is sent as the smallest value, never dropped
+             ("ernie-3.5-8k", tp.ernie, "temperature", 0, 0.01, "temperature=0->0.01")]
     for model, up, field, sent, want, said in cases:
         w = tp.Watch(up)
         st, js, raw, hdrs = gw.chat(tp.G1(model, **{field: sent}))

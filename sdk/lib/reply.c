@@ -1,17 +1,17 @@
-/* p2_reply.c - an assistant message gathered from provider parts and the
- * chat.completion around its choices (lmsdk_p2.h). */
-#include "lmsdk_p2.h"
+/* reply.c - an assistant message gathered from provider parts and the
+ * chat.completion around its choices (lmsdk.h). */
+#include "lmsdk.h"
 
 #include <stdio.h>
 
-void lms_p2_reply_text(lms_p2_reply *r, const char *s, size_t n, int thought)
+void lms_reply_text(lms_reply *r, const char *s, size_t n, int thought)
 {
     lms_buf_add(thought ? &r->think : &r->text, s, n);
     if (!thought)
         r->ntext++;
 }
 
-int lms_p2_reply_call(lms_p2_reply *r, json_t *call, lm_err *e)
+int lms_reply_call(lms_reply *r, json_t *call, lm_err *e)
 {
     if (r->calls == NULL)
         r->calls = json_array();
@@ -22,14 +22,14 @@ int lms_p2_reply_call(lms_p2_reply *r, json_t *call, lm_err *e)
     return lms_aadd(r->calls, call) < 0 ? lms_oom(e) : LM_OK;
 }
 
-size_t lms_p2_reply_ncalls(const lms_p2_reply *r)
+size_t lms_reply_ncalls(const lms_reply *r)
 {
     return json_array_size(r->calls);
 }
 
-json_t *lms_p2_reply_choice(const lms_p2_reply *r, int index, const char *finish, lm_err *e)
+json_t *lms_reply_choice(const lms_reply *r, int index, const char *finish, lm_err *e)
 {
-    int null_content = r->ntext == 0 && lms_p2_reply_ncalls(r) > 0;
+    int null_content = r->ntext == 0 && lms_reply_ncalls(r) > 0;
     /* json_pack steals an "o" value even when it fails (or it is NULL). */
     json_t *msg = json_pack("{s:s,s:o}", "role", "assistant", "content",
                             null_content ? json_null() : lms_buf_json(&r->text));
@@ -44,16 +44,16 @@ json_t *lms_p2_reply_choice(const lms_p2_reply *r, int index, const char *finish
     return c;
 }
 
-void lms_p2_reply_free(lms_p2_reply *r)
+void lms_reply_free(lms_reply *r)
 {
     lms_buf_free(&r->text);
     lms_buf_free(&r->think);
     json_decref(r->calls);
-    *r = (lms_p2_reply){0};
+    *r = (lms_reply){0};
 }
 
-json_t *lms_p2_completion(const lm_host_api *h, const lm_call *c, const char *id, const char *model,
-                          json_t *choices, lm_err *e)
+json_t *lms_completion(const lm_host_api *h, const lm_call *c, const char *id, const char *model,
+                       json_t *choices, lm_err *e)
 {
     char idbuf[160];
     snprintf(idbuf, sizeof(idbuf), "chatcmpl-%s",

@@ -1,6 +1,6 @@
-/* p2_request.c - channel config, the upstream POST, merged turns and the
- * OpenAI tool fields as a provider reads them (lmsdk_p2.h). */
-#include "lmsdk_p2.h"
+/* request.c - channel config, the upstream POST, merged turns and the
+ * OpenAI tool fields as a provider reads them (lmsdk.h). */
+#include "lmsdk.h"
 
 #include <string.h>
 
@@ -9,8 +9,8 @@ static int cfg_err(lm_err *e, const char *key, const char *why)
     return lm_err_set(e, LM_EINVAL, 500, "api_error", NULL, "%s %s", key, why);
 }
 
-int lms_p2_cfg_text(const lm_host_api *h, void *ictx, const char *key, const char *dflt,
-                    int required, lm_str *out, lm_err *e)
+int lms_cfg_text(const lm_host_api *h, void *ictx, const char *key, const char *dflt, int required,
+                 lm_str *out, lm_err *e)
 {
     if (h->cfg_str(ictx, key, out) != LM_OK || out->n == 0)
         *out = lm_cstr(dflt ? dflt : "");
@@ -24,10 +24,10 @@ int lms_p2_cfg_text(const lm_host_api *h, void *ictx, const char *key, const cha
     return LM_OK;
 }
 
-int lms_p2_cfg_base_url(const lm_host_api *h, void *ictx, const char *dflt, lm_str *out, lm_err *e)
+int lms_cfg_base_url(const lm_host_api *h, void *ictx, const char *dflt, lm_str *out, lm_err *e)
 {
     lm_str s;
-    int rc = lms_p2_cfg_text(h, ictx, "base_url", dflt, 1, &s, e);
+    int rc = lms_cfg_text(h, ictx, "base_url", dflt, 1, &s, e);
     if (rc != LM_OK)
         return rc;
     while (s.n > 0 && s.p[s.n - 1] == '/')
@@ -40,7 +40,7 @@ int lms_p2_cfg_base_url(const lm_host_api *h, void *ictx, const char *dflt, lm_s
     return LM_OK;
 }
 
-int lms_p2_istate(const lm_host_api *h, const void *is, size_t n, void **istate, lm_err *e)
+int lms_istate(const lm_host_api *h, const void *is, size_t n, void **istate, lm_err *e)
 {
     void *p = h->alloc(n);
     if (p == NULL)
@@ -50,17 +50,17 @@ int lms_p2_istate(const lm_host_api *h, const void *is, size_t n, void **istate,
     return LM_OK;
 }
 
-void lms_p2_fini(void *istate)
+void lms_fini(void *istate)
 {
     const lm_host_api *h;
     if (istate == NULL)
         return;
-    memcpy(&h, istate, sizeof(h)); /* the first member (lms_p2_istate) */
+    memcpy(&h, istate, sizeof(h)); /* the first member (lms_istate) */
     h->free(istate);
 }
 
-int lms_p2_post_json(const lm_host_api *h, lm_ureq *u, lm_str base, const char *path,
-                     const lms_p2_header *hdrs, json_t *body, lm_err *e)
+int lms_post_json(const lm_host_api *h, lm_ureq *u, lm_str base, const char *path,
+                  const lms_header *hdrs, json_t *body, lm_err *e)
 {
     lms_buf url = {0};
     lms_buf_add(&url, base.p, base.n);
@@ -80,7 +80,14 @@ int lms_p2_post_json(const lm_host_api *h, lm_ureq *u, lm_str base, const char *
                   : LM_OK;
 }
 
-int lms_p2_push_turn(json_t *turns, const char *role, const char *key, json_t *items, lm_err *e)
+int lms_post_json_auth(const lm_host_api *h, lm_ureq *u, lm_str base, const char *path,
+                       const char *auth, json_t *body, lm_err *e)
+{
+    lms_header hdrs[2] = {{auth ? "Authorization" : NULL, lm_cstr(auth)}, {NULL, {NULL, 0}}};
+    return lms_post_json(h, u, base, path, hdrs, body, e);
+}
+
+int lms_push_turn(json_t *turns, const char *role, const char *key, json_t *items, lm_err *e)
 {
     size_t n = json_array_size(turns);
     json_t *last = n ? json_array_get(turns, n - 1) : NULL;
@@ -97,7 +104,7 @@ int lms_p2_push_turn(json_t *turns, const char *role, const char *key, json_t *i
     return rc ? lms_oom(e) : LM_OK;
 }
 
-json_t *lms_p2_call_args(const json_t *function, lm_err *e)
+json_t *lms_call_args(const json_t *function, lm_err *e)
 {
     const json_t *a = json_object_get(function, "arguments");
     const char *name = lms_jstr(function, "name");
@@ -112,7 +119,7 @@ json_t *lms_p2_call_args(const json_t *function, lm_err *e)
     return o;
 }
 
-json_t *lms_p2_functions(const json_t *tools, const char *params_key, lm_err *e)
+json_t *lms_functions(const json_t *tools, const char *params_key, lm_err *e)
 {
     json_t *out = json_array(), *t;
     size_t i;
@@ -145,7 +152,7 @@ json_t *lms_p2_functions(const json_t *tools, const char *params_key, lm_err *e)
     return out;
 }
 
-int lms_p2_tool_choice(const json_t *tc, const char **name, lm_err *e)
+int lms_tool_choice(const json_t *tc, const char **name, lm_err *e)
 {
     static const char *const modes[] = {"auto", "none", "required"};
     *name = NULL;
