@@ -1,6 +1,6 @@
 /* ernie plugin (Baidu ERNIE, Qianfan v1 "wenxinworkshop" API with an OAuth
  * access token) through the test kit: the golden cases G1-G3 of
- * providers.md 9.2 with their exact upstream bodies, the access token as an
+ * docs/wire-formats.md 9.2 with their exact upstream bodies, the access token as an
  * ABI 1.1 side value (fetch, failure, refusal and retry), message repair,
  * tools, every error class, streams at every split, embeddings. Run from the
  * repo root. */
