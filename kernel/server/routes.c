@@ -214,9 +214,10 @@ int lm_routes_add(lm_http_front_t *f, const lm_relay_services_t *svc)
 {
     if (lm_http_front_body_route(f, "/v1/chat/completions", LM_OP_CHAT) < 0 ||
         lm_http_front_body_route(f, "/v1/embeddings", LM_OP_EMBED) < 0 ||
+        /* before /v1/messages: libevhtp takes the first path that matches */
+        lm_http_front_route(f, "/v1/messages/count_tokens", route_count_tokens, (void *)svc) < 0 ||
         lm_http_front_body_route(f, "/v1/messages", LM_INBOUND_TAG(LM_OP_CHAT, LM_API_MESSAGES)) <
             0 ||
-        lm_http_front_route(f, "/v1/messages/count_tokens", route_count_tokens, (void *)svc) < 0 ||
         lm_http_front_route(f, "/v1/models", route_models, (void *)svc) < 0 ||
         lm_http_front_route(f, "/v1/models/*", route_models, (void *)svc) < 0 ||
         lm_http_front_route(f, "/healthz", route_health, NULL) < 0 ||
