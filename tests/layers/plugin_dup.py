@@ -72,6 +72,8 @@ def main(argv):
     if limit is not None and pct > limit:
         print("FAIL plugin_dup: %.1f%% of plugin lines are shared, the bound is %.1f%%" % (pct, limit))
         return 1
+    if limit is not None:
+        print("PASS plugin_dup: %.1f%% of plugin lines are shared (bound %.1f%%)" % (pct, limit))
     return 0
 
 

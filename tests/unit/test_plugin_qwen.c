@@ -1,5 +1,5 @@
 /* qwen plugin (DashScope native) through the test kit: golden cases of
- * providers.md 9.1, stream splits, tool calls, vision, embeddings, quirks and
+ * docs/wire-formats.md 9.1, stream splits, tool calls, vision, embeddings, quirks and
  * bad paths. Run from the repo root. */
 #include "lmtest.h"
 #include "t.h"
