@@ -17,7 +17,8 @@
 #define NINTS     12
 #define NSTRS     6
 #define OLD_STRS  5 /* records written before the api string */
-#define PAY_MIN   (NINTS * 8 + OLD_STRS * 4)
+#define PAY_MIN   (NINTS * 8 + OLD_STRS * 4) /* the smallest payload decode takes */
+#define PAY_BASE  (NINTS * 8 + NSTRS * 4)    /* what put writes before the strings */
 #define REQID_MAX 256
 
 static const unsigned char magic[4] = {'L', 'M', 'S', '1'};
@@ -77,7 +78,7 @@ size_t lm_spool_size(const lm_usage_row_t *row)
     strs_of(row, s);
     if (s[0] == NULL || s[0][0] == '\0' || strlen(s[0]) > REQID_MAX)
         return 0;
-    size_t n = PAY_MIN;
+    size_t n = PAY_BASE;
     for (int i = 0; i < NSTRS; i++) {
         if (s[i] && (n += strlen(s[i]) + 1) > LM_SPOOL_REC_MAX)
             return 0;
