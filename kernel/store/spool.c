@@ -16,7 +16,7 @@
 
 #define NINTS     12
 #define NSTRS     6
-#define OLD_STRS  5 /* records written before the api string */
+#define OLD_STRS  5                          /* records written before the api string */
 #define PAY_MIN   (NINTS * 8 + OLD_STRS * 4) /* the smallest payload decode takes */
 #define PAY_BASE  (NINTS * 8 + NSTRS * 4)    /* what put writes before the strings */
 #define REQID_MAX 256
