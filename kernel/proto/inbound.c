@@ -3,6 +3,7 @@
 #include "proto/inbound.h"
 
 #include "proto/msgs.h"
+#include "proto/responses.h"
 
 /* Chat completions (and embeddings): the canonical form itself. */
 static const lm_inbound_t chat = {.name = "chat"};
@@ -10,6 +11,7 @@ static const lm_inbound_t chat = {.name = "chat"};
 static const lm_inbound_t *const apis[LM_API_COUNT] = {
     [LM_API_CHAT] = &chat,
     [LM_API_MESSAGES] = &lm_msgs_api,
+    [LM_API_RESPONSES] = &lm_resp_api,
 };
 
 const lm_inbound_t *lm_inbound_get(int id)

@@ -28,9 +28,10 @@
 
 /* The inbound APIs. Numbers are only used inside one process. */
 enum {
-    LM_API_CHAT = 0,     /* /v1/chat/completions and /v1/embeddings: identity */
-    LM_API_MESSAGES = 1, /* /v1/messages: Anthropic Messages (proto/msgs.h) */
-    LM_API_COUNT = 8     /* room for more (the table in inbound.c is sparse) */
+    LM_API_CHAT = 0,      /* /v1/chat/completions and /v1/embeddings: identity */
+    LM_API_MESSAGES = 1,  /* /v1/messages: Anthropic Messages (proto/msgs.h) */
+    LM_API_RESPONSES = 2, /* /v1/responses: OpenAI Responses (proto/responses.h) */
+    LM_API_COUNT = 8      /* room for more (the table in inbound.c is sparse) */
 };
 
 /* A body route's tag carries the operation and the inbound API. */

@@ -9,6 +9,7 @@
  *                       chat.completion -> that object
  *   responses_stream.c  canonical chunks, one by one -> the Responses SSE
  *                       events (per-request state)
+ *   responses_api.c     the inbound table the relay calls (proto/inbound.h)
  *
  * No I/O, no globals. Thread: the request's worker. Every json_t returned
  * is a new reference and every char * is the caller's to free(); inputs
@@ -19,6 +20,11 @@
 #define LM_RESPONSES_H
 #include "core/buf.h"
 #include "longmen.h"
+
+struct lm_inbound_s;
+/* responses_api.c: the inbound table (proto/inbound.h) that inbound.c
+ * lists. Not including inbound.h keeps the two modules free of a cycle. */
+extern const struct lm_inbound_s lm_resp_api;
 
 /* responses_req.c: a Responses request body -> a canonical chat request
  * (new reference), or NULL with e filled (400). When echo is not NULL,

@@ -1,7 +1,7 @@
-/* routes.c - the data-plane routes: chat, embeddings and Anthropic
- * messages handed to the relay, /v1/messages/count_tokens, /v1/models,
- * /healthz, the default 404. Thread: the connection's worker; replies are
- * sent here, nothing is returned to own. */
+/* routes.c - the data-plane routes: chat, embeddings, Anthropic messages
+ * and OpenAI responses handed to the relay, /v1/messages/count_tokens,
+ * /v1/models, /healthz, the default 404. Thread: the connection's worker;
+ * replies are sent here, nothing is returned to own. */
 #include "server/routes.h"
 
 #include "core/clock.h"
@@ -214,6 +214,8 @@ int lm_routes_add(lm_http_front_t *f, const lm_relay_services_t *svc)
 {
     if (lm_http_front_body_route(f, "/v1/chat/completions", LM_OP_CHAT) < 0 ||
         lm_http_front_body_route(f, "/v1/embeddings", LM_OP_EMBED) < 0 ||
+        lm_http_front_body_route(f, "/v1/responses", LM_INBOUND_TAG(LM_OP_CHAT, LM_API_RESPONSES)) <
+            0 ||
         /* before /v1/messages: libevhtp takes the first path that matches */
         lm_http_front_route(f, "/v1/messages/count_tokens", route_count_tokens, (void *)svc) < 0 ||
         lm_http_front_body_route(f, "/v1/messages", LM_INBOUND_TAG(LM_OP_CHAT, LM_API_MESSAGES)) <
