@@ -40,7 +40,7 @@ enum {
 #define LM_INBOUND_API(tag)     (((tag) >> 8) & 0xff)
 
 typedef struct lm_inbound_s {
-    /* "chat", "messages": what Lua sees as req.api, the ledger's api column
+    /* "chat", "messages", "responses": what Lua sees as req.api, the ledger's api column
      * and the access log's api= field. Static. */
     const char *name;
     /* A request header that may carry the gateway key when Authorization
