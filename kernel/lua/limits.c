@@ -124,7 +124,7 @@ void lm_lua_lim_start(lm_lua_vm_t *vm, size_t script, int stage)
     vm->reject_status = 0;
     vm->retry = 0;
     vm->retry_model[0] = 0;
-    vm->cur_req = vm->cur_resp = LUA_NOREF;
+    vm->has_req = vm->has_resp = 0;
     vm->running = 1;
 }
 

@@ -147,6 +147,9 @@ lm_lua_gen_t *lm_lua_vm_gen(const lm_lua_vm_t *vm); /* borrowed */
 /* Bytes currently allocated by the state, plus the JSON its lazy values
  * keep alive (for stats and tests). */
 size_t lm_lua_vm_memory(const lm_lua_vm_t *vm);
+/* Stage functions this vm has entered (one per script and stage call; a
+ * stage no applicable script defines enters none). For stats and tests. */
+uint64_t lm_lua_vm_runs(const lm_lua_vm_t *vm);
 /* A full garbage collection (e.g. when the worker is idle); returns
  * lm_lua_vm_memory afterwards. Not while a stage runs. */
 size_t lm_lua_vm_collect(lm_lua_vm_t *vm);

@@ -149,10 +149,8 @@ int lm_lua_on_event(lm_lua_call_t *call, json_t *ev, json_t **out, lm_lua_result
 
 static void push_response(lua_State *L, lm_lua_run_t *r)
 {
-    lm_lua_vm_t *vm = lm_lua_vm_of(L);
     lm_lua_push_text(L, r);
-    lua_pushvalue(L, -1);
-    vm->cur_resp = luaL_ref(L, LUA_REGISTRYINDEX);
+    lm_lua_set_response(L, -1);
     r->nargs = 1;
 }
 

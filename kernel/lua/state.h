@@ -61,8 +61,12 @@ struct lm_lua_vm_s {
     int64_t deadline_ns;
     uint32_t deadline_ms;
     lm_lua_call_t *call;
-    int cur_req;
-    int cur_resp;
+    /* What lm.request and lm.response show during the run: two registry
+     * slots made once per state (a ref per call would allocate and free a
+     * registry entry on every stage call); false when unset. */
+    int slot_req, slot_resp;
+    int has_req, has_resp;
+    uint64_t runs; /* stage calls entered (lm_lua_vm_runs) */
     /* decisions by lm.reject / lm.retry */
     int reject_status;
     char reject_code[64];

@@ -27,9 +27,14 @@ static const char base_key = 'B';
 
 static int vm_setup(lua_State *L)
 {
+    lm_lua_vm_t *vm = lm_lua_vm_of(L);
     int B, t;
 
     lua_sethook(L, lm_lua_hook, LUA_MASKCOUNT, LM_LUA_HOOK_EVERY);
+    lua_pushboolean(L, 0);
+    vm->slot_req = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushboolean(L, 0);
+    vm->slot_resp = luaL_ref(L, LUA_REGISTRYINDEX);
     /* the array marker: protected so scripts cannot share state through it */
     lua_createtable(L, 0, 1);
     lua_pushliteral(L, "json.array");
@@ -190,7 +195,7 @@ lm_lua_vm_t *lm_lua_vm_new(lm_lua_gen_t *gen, char *err, size_t errlen)
     vm->refs = 1;
     vm->gen = lm_lua_gen_acquire(gen);
     vm->mem_cap = gen->lim.memory;
-    vm->cur_req = vm->cur_resp = LUA_NOREF;
+    vm->slot_req = vm->slot_resp = LUA_NOREF;
     for (size_t i = 0; i < gen->n; i++) {
         vm->s[i].env = LUA_NOREF;
         for (int s = 0; s < LM_LUA_NSTAGES; s++)
@@ -255,6 +260,11 @@ lm_lua_gen_t *lm_lua_vm_gen(const lm_lua_vm_t *vm)
 size_t lm_lua_vm_memory(const lm_lua_vm_t *vm)
 {
     return vm->mem;
+}
+
+uint64_t lm_lua_vm_runs(const lm_lua_vm_t *vm)
+{
+    return vm->runs;
 }
 
 size_t lm_lua_vm_collect(lm_lua_vm_t *vm)
