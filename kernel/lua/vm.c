@@ -243,6 +243,13 @@ lm_lua_vm_t *lm_lua_vm_new(lm_lua_gen_t *gen, char *err, size_t errlen)
     }
     lua_settop(L, 0);
     lua_gc(L, LUA_GCCOLLECT, 0);
+    /* Generational: what a stage call allocates (argument tables and their
+     * text) almost always dies young, and a minor collection visits only
+     * young objects, where an incremental cycle re-marks the whole sandbox
+     * every time the heap doubles. The memory cap is unchanged: an
+     * allocation refused by lm_lua_alloc still triggers a full collection
+     * before the script sees the error. */
+    lua_gc(L, LUA_GCGEN, 0, 0);
     return vm;
 }
 
