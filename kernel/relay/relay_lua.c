@@ -379,8 +379,8 @@ static void usage_text(jw_t *w, const lm_usage *u)
         jw_lit(w, "}");
     }
     if (u->reasoning >= 0) {
-        jw_num_field(w, ",\"completion_tokens_details\":{\"reasoning_tokens\":",
-                     (long long)u->reasoning);
+        jw_num_field(
+            w, ",\"completion_tokens_details\":{\"reasoning_tokens\":", (long long)u->reasoning);
         jw_lit(w, "}");
     }
     jw_lit(w, "}");
