@@ -38,6 +38,16 @@ struct lm_lua_gen_s {
     unsigned stages;
 };
 
+/* Free small blocks a state keeps for reuse (limits.c): Lua allocates and
+ * frees a few dozen small objects per stage call, and a list pop is far
+ * cheaper than malloc and free. Size classes of LM_LUA_POOL_STEP bytes. */
+#define LM_LUA_POOL_STEP    16
+#define LM_LUA_POOL_CLASSES 16 /* blocks up to 256 bytes */
+typedef struct lm_lua_pool_s {
+    void *head[LM_LUA_POOL_CLASSES];
+    unsigned count[LM_LUA_POOL_CLASSES];
+} lm_lua_pool_t;
+
 typedef struct lm_lua_vm_script_s {
     int env;
     int fn[LM_LUA_NSTAGES];
@@ -49,8 +59,9 @@ struct lm_lua_vm_s {
     lm_lua_gen_t *gen;
     int refs;
     lm_lua_vm_script_t *s;
-    size_t mem;
+    size_t mem; /* bytes the state asked for and holds (the pool not included) */
     size_t mem_cap;
+    lm_lua_pool_t pool;
     /* the running stage call */
     int running;
     int stage;

@@ -174,6 +174,7 @@ static void vm_free(lm_lua_vm_t *vm)
 {
     if (vm->L)
         lua_close(vm->L);
+    lm_lua_pool_drain(vm);
     lm_lua_gen_release(vm->gen);
     free(vm->s);
     free(vm);
@@ -277,5 +278,6 @@ uint64_t lm_lua_vm_runs(const lm_lua_vm_t *vm)
 size_t lm_lua_vm_collect(lm_lua_vm_t *vm)
 {
     lua_gc(vm->L, LUA_GCCOLLECT, 0);
+    lm_lua_pool_drain(vm); /* an idle worker gives the blocks back */
     return vm->mem;
 }
