@@ -83,15 +83,13 @@ int lm_lua_drop_view(lm_lua_call_t *call)
     lua_State *L = call->vm->L;
     int rc = 0;
 
-    if (call->anchor != LUA_NOREF && lua_checkstack(L, 3)) {
-        lm_lua_anchor_t *a;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, call->anchor);
-        a = lm_lua_to_anchor(L, -1);
-        if (a && call->req && a->j[SLOT_REQ] == call->req)
+    if (call->anchor != LUA_NOREF) {
+        lm_lua_anchor_t *a = call->anchor_p;
+        if (call->req && a->j[SLOT_REQ] == call->req)
             rc = lm_lua_anchor_snapshot(a, SLOT_REQ);
-        lua_pop(L, 1);
     }
     unref(L, &call->anchor);
+    call->anchor_p = NULL;
     unref(L, &call->view);
     return rc;
 }
@@ -104,6 +102,7 @@ void lm_lua_call_end(lm_lua_call_t *call)
         if (call->ctx[i] != LUA_NOREF)
             luaL_unref(call->vm->L, LUA_REGISTRYINDEX, call->ctx[i]);
     unref(call->vm->L, &call->anchor); /* req is not changed after the end */
+    call->anchor_p = NULL;
     unref(call->vm->L, &call->view);
     json_decref(call->req);
     json_decref(call->meta);
@@ -185,7 +184,7 @@ static int anchor_current(const lm_lua_call_t *call, const lm_lua_anchor_t *a)
            a->j[SLOT_MESSAGES] == json_object_get(req, "messages") && a->j[SLOT_META] == call->meta;
 }
 
-static void push_request_anchor(lua_State *L, lm_lua_call_t *call)
+static lm_lua_anchor_t *push_request_anchor(lua_State *L, lm_lua_call_t *call)
 {
     json_t *req = json_is_object(call->req) ? call->req : NULL;
     lm_lua_anchor_t *a =
@@ -203,6 +202,7 @@ static void push_request_anchor(lua_State *L, lm_lua_call_t *call)
         lua_pushstring(L, call->key_group);
         lua_setiuservalue(L, -2, 2);
     }
+    return a;
 }
 
 /* The request as scripts see it: {model, messages, params, key, group,
@@ -213,26 +213,20 @@ static void push_request_anchor(lua_State *L, lm_lua_call_t *call)
 void lm_lua_push_reqview(lua_State *L, lm_lua_call_t *call)
 {
     luaL_checkstack(L, 4, NULL);
-    if (call->anchor != LUA_NOREF) {
-        lm_lua_anchor_t *a;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, call->anchor);
-        a = lm_lua_to_anchor(L, -1);
-        if (a == NULL || !anchor_current(call, a)) {
-            lua_pop(L, 1);
-            lm_lua_drop_view(call);
-        } else if (call->view != LUA_NOREF) {
-            lua_rawgeti(L, LUA_REGISTRYINDEX, call->view);
-            if (lm_lua_lazy_pending(L, -1)) {
-                lua_remove(L, -2);
-                return;
-            }
-            lua_pop(L, 1);
-        }
+    if (call->anchor != LUA_NOREF && !anchor_current(call, call->anchor_p))
+        lm_lua_drop_view(call);
+    if (call->anchor != LUA_NOREF && call->view != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, call->view);
+        if (lm_lua_lazy_pending(L, -1))
+            return; /* no script looked at it yet: the same view again */
+        lua_pop(L, 1);
     }
     if (call->anchor == LUA_NOREF) {
-        push_request_anchor(L, call);
+        call->anchor_p = push_request_anchor(L, call);
         lua_pushvalue(L, -1);
         call->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, call->anchor);
     }
     lm_lua_push_lazy(L, -1, LM_LUA_LAZY_VIEW);
     lua_remove(L, -2);

@@ -95,9 +95,10 @@ struct lm_lua_call_s {
     unsigned stages;
     unsigned char *applies;
     int *ctx;
-    int anchor;      /* registry ref: the anchor over req and meta (or LUA_NOREF) */
-    int view;        /* registry ref: the request view last made from it */
-    int req_changed; /* on_request rewrote req */
+    int anchor; /* registry ref: the anchor over req and meta (or LUA_NOREF) */
+    struct lm_lua_anchor_s *anchor_p; /* that anchor (kept alive by the ref) */
+    int view;                         /* registry ref: the request view last made from it */
+    int req_changed;                  /* on_request rewrote req */
 };
 
 /* Stage names ("load", "request", ...) and the functions scripts define
