@@ -59,15 +59,42 @@ int lm_rlua_request(lm_lua_call_t *call, json_t *canon, lm_err *e)
  * stage that does not look at its input then never decodes it, and writing
  * text is cheaper than building and freeing a tree (lua_host.h). */
 
+/* The text is written on the stack (no allocation for the usual sizes)
+ * and moves to b only when it outgrows fix. */
 typedef struct jw_s {
     lm_buf_t b;
     int oom;
+    size_t n; /* bytes in fix, while b is empty */
+    char fix[2048];
 } jw_t;
 
 static void jw_raw(jw_t *w, const char *p, size_t n)
 {
-    if (lm_buf_add(&w->b, p, n) < 0)
+    if (w->b.len == 0 && n <= sizeof(w->fix) - w->n) {
+        memcpy(w->fix + w->n, p, n);
+        w->n += n;
+        return;
+    }
+    if ((w->b.len == 0 && lm_buf_add(&w->b, w->fix, w->n) < 0) || lm_buf_add(&w->b, p, n) < 0)
         w->oom = 1;
+}
+
+/* fix is left as it is: clearing it would cost more than writing it */
+static void jw_init(jw_t *w)
+{
+    memset(&w->b, 0, sizeof(w->b));
+    w->oom = 0;
+    w->n = 0;
+}
+
+static const char *jw_text(const jw_t *w)
+{
+    return w->b.len ? w->b.p : w->fix;
+}
+
+static size_t jw_len(const jw_t *w)
+{
+    return w->b.len ? w->b.len : w->n;
 }
 
 static void jw_lit(jw_t *w, const char *s)
@@ -208,11 +235,12 @@ long lm_rlua_route(lm_lua_call_t *call, lm_route_t *cands, size_t n, const lm_co
 {
     lm_lua_result_t res;
     json_t *order = NULL;
-    jw_t w = {{0}, 0};
+    jw_t w;
     if (!has(call, LM_LUA_STAGE_ROUTE))
         return (long)n;
+    jw_init(&w);
     candidates_text(&w, cands, n, conf);
-    int rc = w.oom ? LM_LUA_OK : lm_lua_on_route_text(call, w.b.p, w.b.len, &order, &res);
+    int rc = w.oom ? LM_LUA_OK : lm_lua_on_route_text(call, jw_text(&w), jw_len(&w), &order, &res);
     lm_buf_free(&w.b);
     if (w.oom)
         return lm_err_set(e, -1, 500, "api_error", NULL, "out of memory");
@@ -283,12 +311,13 @@ int lm_rlua_upstream(lm_lua_call_t *call, const lm_route_t *route, int attempt, 
 {
     lm_lua_result_t res;
     json_t *headers = NULL, *body = NULL;
-    jw_t w = {{0}, 0};
+    jw_t w;
     if (!has(call, LM_LUA_STAGE_UPSTREAM_REQUEST))
         return 0;
+    jw_init(&w);
     upstream_text(&w, route, attempt, u);
     int rc = w.oom ? LM_LUA_OK
-                   : lm_lua_on_upstream_text(call, w.b.p, w.b.len, lm_buf_cstr(&u->body),
+                   : lm_lua_on_upstream_text(call, jw_text(&w), jw_len(&w), lm_buf_cstr(&u->body),
                                              u->body.len, &headers, &body, &res);
     lm_buf_free(&w.b);
     if (w.oom)
@@ -390,18 +419,19 @@ static void usage_text(jw_t *w, const lm_usage *u)
 void lm_rlua_usage(lm_lua_call_t *call, const lm_usage *u, const lm_price_t *price, int64_t *charge)
 {
     lm_lua_result_t res;
-    jw_t w = {{0}, 0};
+    jw_t w;
     if (!has(call, LM_LUA_STAGE_USAGE))
         return;
+    jw_init(&w);
     usage_text(&w, u);
-    size_t n = w.b.len;
+    size_t n = jw_len(&w);
     jw_num_field(&w, "{\"input\":", (long long)price->input);
     jw_num_field(&w, ",\"output\":", (long long)price->output);
     jw_num_field(&w, ",\"cached_input\":", (long long)price->cached_input);
     jw_num_field(&w, ",\"per_request\":", (long long)price->per_request);
     jw_lit(&w, "}");
     if (!w.oom)
-        lm_lua_on_usage_text(call, w.b.p, n, w.b.p + n, w.b.len - n, charge, &res);
+        lm_lua_on_usage_text(call, jw_text(&w), n, jw_text(&w) + n, jw_len(&w) - n, charge, &res);
     lm_buf_free(&w.b);
 }
 
