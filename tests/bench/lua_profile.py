@@ -20,7 +20,9 @@ and with --top the script variant's top functions (callgrind_annotate).
   tests/bench/lua_profile.py --top 25 --keep /tmp/prof   # keep callgrind.out files
 
 A script is "noop" (tests/bench/noop.lua), "empty" (a script that defines
-no stage), or paths joined with "+" (all loaded together). Stdlib only.
+no stage), "realistic" (scripts/route_latency.lua + scripts/pii_mask.lua, as
+make bench), or paths joined with "+" (all loaded together); stage calls per
+request are counted for the noop script's stages. Stdlib only.
 """
 import argparse
 import http.client
@@ -139,6 +141,10 @@ def script_lines(script, tmp):
         return ""
     if script == "noop":
         return "script bench-noop %s\n" % os.path.join(HERE, "noop.lua")
+    if script == "realistic":  # as tests/bench/conf.sh
+        script = "scripts/route_latency.lua+scripts/pii_mask.lua"
+        return "".join("script bench-lua%d %s\n" % (i, os.path.join(ROOT, p))
+                       for i, p in enumerate(script.split("+")))
     if script == "empty":
         path = os.path.join(tmp, "empty.lua")
         with open(path, "w") as f:
@@ -151,7 +157,10 @@ def script_lines(script, tmp):
 def write_conf(tmp, port, upstream, script):
     path = os.path.join(tmp, "lm.conf")
     with open(path, "w") as f:
+        # valgrind runs code ~50x slower: the wall-clock deadline would
+        # stop a real script (the instruction budget still holds)
         f.write("listen 127.0.0.1:%d\nworkers 1\nplugin_dir %s\nlog_level warn\n"
+                "lua_deadline 2000ms\n"
                 "key bench-wrk %s\nchannel mock-upstream {\n    plugin openai\n"
                 "    base_url %s\n    models gpt-4o-mini\n}\n%s"
                 % (port, os.path.join(ROOT, "build", "plugins"), KEY, upstream,
@@ -222,8 +231,8 @@ def profile(args, upstream, script, stream, tmp):
 
 
 def top(dump, n):
-    r = subprocess.run(["callgrind_annotate", "--inclusive=no", dump],
-                       capture_output=True, text=True)
+    r = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100",
+                        dump], capture_output=True, text=True)
     rows = [l for l in r.stdout.splitlines() if re.match(r"^\s*[\d,]+ \(", l)]
     return "\n".join(rows[:n + 1])
 
@@ -250,6 +259,17 @@ def main():
     print("| mode | script | instr/request | extra instr/request | stage calls/request "
           "| extra instr/stage call |")
     print("|---|---|---:|---:|---:|---:|")
+    try:
+        run_all(args, scripts, modes, upstream, tmp)
+    finally:
+        if args.keep:
+            os.makedirs(args.keep, exist_ok=True)
+            for f in os.listdir(tmp):
+                shutil.copy(os.path.join(tmp, f), args.keep)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_all(args, scripts, modes, upstream, tmp):
     for stream in modes:
         base, _, _ = profile(args, upstream, "none", stream, tmp)
         mode = "stream" if stream else "plain"
@@ -262,11 +282,6 @@ def main():
                                                       extra / calls), flush=True)
             if args.top:
                 print("\ntop functions (self), %s %s:\n%s\n" % (mode, s, top(dump, args.top)))
-    if args.keep:
-        os.makedirs(args.keep, exist_ok=True)
-        for f in os.listdir(tmp):
-            shutil.copy(os.path.join(tmp, f), args.keep)
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
