@@ -51,7 +51,7 @@ PLUGIN_LDFLAGS := -shared -Wl,-z,defs $(SAN)
 
 FORMAT_FILES = $(wildcard kernel/*/*.[ch] sdk/*.h sdk/lib/*.c plugins/*/*.[ch] tests/unit/*.[ch] tests/plugins/*.c tests/fuzz/*.c)
 
-.PHONY: plugin all plugins unit test test-asan tsan run deps bench fuzz clean format format-check check-config
+.PHONY: plugin test-plugin all plugins unit test test-asan tsan run deps bench fuzz clean format format-check check-config
 
 all: $(O)/longmen $(O)/liblmtest.a $(SDK_LIB) plugins $(TEST_PLUGINS)
 
@@ -84,6 +84,9 @@ $(O)/sdk/%.o: sdk/lib/%.c sdk/lmsdk.h sdk/longmen.h
 $(SDK_LIB): $(SDK_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
+# The OpenAI-compatible base (sdk/lmoai.h) is part of the library too.
+$(SDK_OBJS) $(PLUGIN_SOS): sdk/lmoai.h
+
 # One folder per plugin: plugins/<name>/*.c -> $(PLUGIN_DIR)/<name>.so
 .SECONDEXPANSION:
 $(PLUGIN_DIR)/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) sdk/longmen.h sdk/lmsdk.h $(SDK_LIB)
@@ -108,6 +111,11 @@ $(O)/tests/test_lmsdk: tests/unit/test_lmsdk.c $(SDK_LIB) $(O)/liblmtest.a tests
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -I sdk -o $@ $< $(O)/liblmtest.a $(SDK_LIB) -ljansson
 
+# The OpenAI-compatible base is tested directly too, linked the same way.
+$(O)/tests/test_lmoai: tests/unit/test_lmoai.c $(SDK_LIB) $(O)/liblmtest.a tests/unit/t.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -I sdk -o $@ $< $(O)/liblmtest.a $(SDK_LIB) -ljansson
+
 # Plugin tests link as a plugin author's would: the kit, Jansson, libc.
 $(O)/tests/test_plugin_%: tests/unit/test_plugin_%.c $(O)/liblmtest.a tests/unit/t.h
 	@mkdir -p $(dir $@)
@@ -127,15 +135,26 @@ $(O)/tests/test_fuzz_plugin_%: tests/fuzz/fuzz_plugin.c tests/fuzz/replay.c $(O)
 unit: $(UNIT_BINS) plugins $(TEST_PLUGINS)
 	@O=$(O) tests/run.sh unit
 
-# make plugin NAME=foo: a new provider plugin and its kit test from the template.
+# make plugin NAME=foo: a new provider plugin and its kit test from the
+# template (sdk/template/*.in, on the OpenAI-compatible base sdk/lmoai.h).
+# DEST=dir writes plugins/ and tests/unit/ under dir instead of the repo.
+DEST ?= .
 plugin:
-	@test -n "$(NAME)" || { echo "usage: make plugin NAME=foo"; exit 2; }
+	@test -n "$(NAME)" || { echo "usage: make plugin NAME=foo [DEST=dir]"; exit 2; }
 	@echo "$(NAME)" | grep -Eq '^[a-z][a-z0-9_]*$$' || { echo "NAME must match [a-z][a-z0-9_]*"; exit 2; }
-	@test ! -e plugins/$(NAME) || { echo "plugins/$(NAME) already exists"; exit 2; }
-	mkdir -p plugins/$(NAME)
-	sed 's/@NAME@/$(NAME)/g' sdk/template/plugin.c.in > plugins/$(NAME)/$(NAME).c
-	sed 's/@NAME@/$(NAME)/g' sdk/template/test.c.in > tests/unit/test_plugin_$(NAME).c
-	@echo "created plugins/$(NAME)/$(NAME).c and tests/unit/test_plugin_$(NAME).c; run: make unit"
+	@test ! -e $(DEST)/plugins/$(NAME) || { echo "$(DEST)/plugins/$(NAME) already exists"; exit 2; }
+	mkdir -p $(DEST)/plugins/$(NAME) $(DEST)/tests/unit
+	sed 's/@NAME@/$(NAME)/g' sdk/template/plugin.c.in > $(DEST)/plugins/$(NAME)/$(NAME).c
+	sed 's/@NAME@/$(NAME)/g' sdk/template/test.c.in > $(DEST)/tests/unit/test_plugin_$(NAME).c
+	@echo "created plugins/$(NAME)/$(NAME).c and tests/unit/test_plugin_$(NAME).c; run: make test-plugin NAME=$(NAME)"
+
+# make test-plugin NAME=foo: build plugins/foo into foo.so and run its kit
+# test, tests/unit/test_plugin_foo.c.
+test-plugin:
+	@test -n "$(NAME)" || { echo "usage: make test-plugin NAME=foo"; exit 2; }
+	@test -f tests/unit/test_plugin_$(NAME).c || { echo "no tests/unit/test_plugin_$(NAME).c"; exit 2; }
+	$(MAKE) $(PLUGIN_DIR)/$(NAME).so $(O)/tests/test_plugin_$(NAME)
+	PLUGIN_DIR=$(PLUGIN_DIR) $(O)/tests/test_plugin_$(NAME)
 
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

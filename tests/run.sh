@@ -41,6 +41,11 @@ run_one() { # name, command...
 if [ "$mode" = unit ] || [ "$mode" = all ]; then
     # the kernel's layer order (kernel/LAYERS): no upward include, no cycle
     run_one check_layers python3 tests/layers/check_layers.py
+    # the docs: links, README.md vs README.zh-CN.md, no ../shared refs, conf blocks pass longmen -t
+    run_one check_docs python3 tests/docs/check_docs.py
+    # plugins translate only what is provider-specific: at most 8% of their
+    # lines in runs shared with another plugin (prefixes normalised)
+    run_one plugin_dup python3 tests/layers/plugin_dup.py --max 8 plugins
     for t in "$O"/tests/test_*; do
         [ -x "$t" ] || continue
         run_one "$(basename "$t")" "$t"

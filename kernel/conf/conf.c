@@ -663,6 +663,17 @@ static int top_directive(parser_t *ps, char **w, int nw)
         c->data_dir = strdup(w[1]);
         return 0;
     }
+    if (!strcmp(d, "store_wait")) {
+        if (parse_duration_ms(w[1], &c->store_wait_ms) < 0 || c->store_wait_ms < 100 ||
+            c->store_wait_ms > 600000)
+            return fail(ps, "store_wait needs a duration between 100ms and 10m such as 2s");
+        return 0;
+    }
+    if (!strcmp(d, "store_spool")) {
+        free(c->store_spool);
+        c->store_spool = strdup(w[1]);
+        return 0;
+    }
     if (!strcmp(d, "pid_file")) {
         free(c->pid_file);
         c->pid_file = strdup(w[1]);
@@ -717,6 +728,7 @@ static lm_conf_t *conf_new(const char *path)
     c->max_body = 8ULL * 1024 * 1024;
     c->plugin_dir = strdup("build/plugins"); /* where make puts them */
     c->drain_timeout_ms = 30000;
+    c->store_wait_ms = 2000;
     c->client_header_timeout_ms = 10000;
     c->client_body_timeout_ms = 60000;
     c->client_send_timeout_ms = 60000;
@@ -931,6 +943,7 @@ void lm_conf_free(lm_conf_t *c)
     free(c->plugin_dir);
     free(c->pid_file);
     free(c->data_dir);
+    free(c->store_spool);
     free(c->route_strategy);
     for (size_t i = 0; i < c->nmodel_strategies; i++) {
         free(c->model_strategies[i].pattern);

@@ -21,6 +21,7 @@ int lm_gov_auth(lm_gov_t *g, const lm_conf_t *conf, lm_store_t *st, const char *
     size_t n;
     memset(g, 0, sizeof(*g));
     g->store = st;
+    g->store_wait_ms = conf->store_wait_ms;
     g->ckey = lm_auth_check(conf, authz);
     if (g->ckey) {
         g->key_name = g->ckey->name;
@@ -55,6 +56,14 @@ int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_
     if (!lm_key_model_allowed(g->key, model))
         return lm_err_set(e, -1, 403, "permission_error", "model_not_allowed",
                           "this key may not use model '%.128s'", model);
+    int64_t worst = lm_billing_worst_case(&g->price, prompt_est, max_tokens);
+    /* DB-4: a charge the store could not commit within store_wait is not
+     * taken on; requests that bill nothing go on regardless */
+    if (worst > 0 && g->store && lm_store_stall_ms(g->store) >= g->store_wait_ms) {
+        *retry_after = 1;
+        return lm_err_set(e, -1, 503, "api_error", "store_unavailable",
+                          "the usage store cannot record charges right now; retry later");
+    }
     lm_rl_limits_t lim = {g->key->rpm, g->key->tpm, g->key->max_concurrent};
     int why = 0;
     int64_t now = (int64_t)lm_clock_ms();
@@ -66,7 +75,6 @@ int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_
                           "rate limit reached for this key; retry after %lld s", (long long)wait);
     }
     g->admitted = 1;
-    int64_t worst = lm_billing_worst_case(&g->price, prompt_est, max_tokens);
     if (lm_billing_reserve(g->key, worst, now + LM_HOLD_MS, &g->res) != LM_BILLING_OK) {
         g->res = NULL;
         return lm_err_set(e, -1, 429, "insufficient_quota", "insufficient_quota",
@@ -92,13 +100,16 @@ int lm_gov_settle(lm_gov_t *g, int64_t cost, const lm_usage_row_t *row, const lm
     }
     lm_reservation_t *res = g->res;
     g->res = NULL; /* settle frees it whatever the outcome */
-    int rc = lm_billing_settle(g->store, res, cost, row, cb);
+    /* DB-4: only a charge against a stored balance is worth holding a reply
+     * for; any other row is queued and the reply goes at once */
+    int billed = res != NULL && cost > 0;
+    int rc = lm_billing_settle(g->store, res, cost, row, billed ? cb : NULL);
     if (rc != LM_STORE_OK) {
         lm_log(LM_LOG_ERROR, "%s: usage row not queued (%s): cost %lld micro-units unrecorded",
                row->request_id, lm_store_strerror(rc), (long long)cost);
         return -1;
     }
-    return 0;
+    return billed ? 0 : 1;
 }
 
 void lm_gov_record_attempt(lm_gov_t *g, const lm_usage_row_t *row)

@@ -23,6 +23,7 @@ typedef struct lm_gov_s {
     int admitted;
     lm_reservation_t *res; /* open quota hold, or NULL */
     lm_price_t price;      /* of the channel that served */
+    int store_wait_ms;     /* the generation's store_wait (DB-4) */
 } lm_gov_t;
 
 /* Who is calling: 0, or -1 with e filled (401 unknown/disabled/expired
@@ -33,16 +34,22 @@ int lm_gov_auth(lm_gov_t *g, const lm_conf_t *conf, lm_store_t *st, const char *
 void lm_gov_price(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *upstream_model,
                   lm_price_t *p);
 /* Admission for `model` at `price` (the first candidate's): model allowed
- * (403), rate limits (429 with *retry_after seconds), worst-case quota hold
- * (429 insufficient_quota). 0, or -1 with e filled. */
+ * (403), the store able to record a charge (503 store_unavailable with
+ * *retry_after 1 when a virtual key's request would cost something and the
+ * store has not committed for store_wait: DB-4), rate limits (429 with
+ * *retry_after seconds), worst-case quota hold (429 insufficient_quota).
+ * 0, or -1 with e filled. */
 int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_t prompt_est,
                  int64_t max_tokens, int64_t *retry_after, lm_err *e);
 /* The charge for usage at price p (micro-units, saturating). */
 int64_t lm_gov_cost(const lm_price_t *p, const lm_usage *u);
 /* Settle: record the row (cost from lm_gov_cost, maybe replaced by a
- * script) and release the hold. cb fires once the row is committed (DB-1);
- * returns 0 when cb will fire, -1 when nothing was queued (no store, or
- * the queue is full: the hold is released, the row is logged). */
+ * script) and release the hold. A billed row (a virtual key, cost > 0)
+ * reports to cb once it is committed or spooled (DB-1, DB-4): returns 0
+ * and cb will fire. A row that bills nothing (a config key, or cost 0) is
+ * queued without cb, so its reply never waits on the store: returns 1.
+ * -1 when nothing was queued (no store, or the queue is full: the hold is
+ * released, the row is logged). */
 int lm_gov_settle(lm_gov_t *g, int64_t cost, const lm_usage_row_t *row, const lm_store_cb_t *cb);
 /* The request ended: release what is still held. */
 void lm_gov_end(lm_gov_t *g, int64_t actual_tokens);

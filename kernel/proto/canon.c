@@ -80,7 +80,11 @@ static int clamp(const lm_provider *vt, lm_canon_prep_t *out, lm_err *e)
             if (out->canon == NULL)
                 return lm_err_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
         }
-        json_object_set_new(out->canon, r->name, json_real(to));
+        /* an integer parameter (max_tokens, top_k) stays an integer */
+        json_object_set_new(out->canon, r->name,
+                            json_is_integer(v) && to == (double)(json_int_t)to
+                                ? json_integer((json_int_t)to)
+                                : json_real(to));
         note_clamp(out, r->name, d, to);
     }
     return 0;

@@ -20,8 +20,10 @@ typedef struct lm_canon_prep_s {
  * parts and n > 1 the provider cannot take are 400s naming the field, before
  * any upstream call. Then clamp the parameters of vt->param_ranges; when
  * one moves, out->canon is a shallow copy (owned) and out->clamped says
- * what moved. Returns 0, or < 0 with e filled (LM_ENOTSUP for what the
- * provider cannot take). Free with lm_canon_prep_free.
+ * what moved. Returns 0, or < 0 with e filled (a 400 either way:
+ * LM_ENOTSUP for an operation the provider lacks, streaming or embeddings;
+ * LM_EINVAL for a request it cannot translate: tools, images, n).
+ * Free with lm_canon_prep_free.
  */
 int lm_canon_prepare(const lm_provider *vt, int op, int stream, json_t *canon, lm_canon_prep_t *out,
                      lm_err *e);

@@ -38,8 +38,15 @@ static int write_usage(json_t *out, int op, lm_usage *u)
         u->total = u->prompt;
     if (u->total < 0 && u->prompt >= 0 && u->completion >= 0)
         u->total = u->prompt + u->completion;
-    if (!known(u))
-        return 0; /* nothing reported: the plugin's JSON stays as it is */
+    if (!known(u)) { /* nothing reported: clients still read the object (billing estimates) */
+        if (json_object_get(out, "usage") != NULL)
+            return 0;
+        lm_usage zero = {0, op == LM_OP_EMBED ? -1 : 0, 0, -1, -1};
+        json_t *uj = op == LM_OP_EMBED
+                         ? json_pack("{s:i,s:i}", "prompt_tokens", 0, "total_tokens", 0)
+                         : lm_usage_to_openai(&zero);
+        return uj ? json_object_set_new(out, "usage", uj) : -1;
+    }
     json_t *uj =
         op == LM_OP_EMBED
             ? json_pack("{s:I,s:I}", "prompt_tokens", (json_int_t)(u->prompt > 0 ? u->prompt : 0),
@@ -94,16 +101,14 @@ int lm_response_finish(json_t *out, int op, int want_base64, lm_usage *usage)
 }
 
 /* 1 when a pass-through body already says what the kernel would write:
- * no base64 to apply and a usage object with its total (or none at all,
- * when the plugin knows no more). Then its bytes go out unchanged. */
-static int verbatim_ok(const json_t *body, int op, int want_base64, const lm_usage *usage)
+ * no base64 to apply and a usage object with its total. Then its bytes go
+ * out unchanged. */
+static int verbatim_ok(const json_t *body, int op, int want_base64)
 {
     json_t *u = json_object_get(body, "usage");
     if (op == LM_OP_EMBED && want_base64)
         return 0;
-    if (u == NULL)
-        return !known(usage);
-    return json_is_integer(json_object_get(u, "total_tokens"));
+    return u != NULL && json_is_integer(json_object_get(u, "total_tokens"));
 }
 
 int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str body, int want_base64,
@@ -138,7 +143,7 @@ int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str bod
             return lm_error_set(e, LM_EUPSTREAM, 502, "api_error", "upstream_error",
                                 "the upstream answered with a body that is not a JSON object");
         }
-        if (verbatim_ok(chk, call->op, want_base64, usage)) {
+        if (verbatim_ok(chk, call->op, want_base64)) {
             json_decref(chk);
             *out_json = malloc(body.n + 1);
             if (*out_json == NULL)

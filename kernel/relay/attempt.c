@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "proto/canon.h"
 #include "proto/response.h"
+#include "relay/fanout.h"
 #include "relay/output.h"
 #include "relay/settle.h"
 #include "relay/side_fetch.h"
@@ -560,6 +561,10 @@ static void sink_retry_after(void *arg, int64_t seconds)
 
 static const lm_upstream_sink_t relay_sink = {sink_data, sink_done, sink_retry_after};
 
+/* A split embeddings request ends through the same steps (fanout.h). */
+static const lm_fanout_ops_t fan_ops = {upstream_done, attempt_failed, lm_attempt_route_end,
+                                        lm_attempt_start};
+
 void lm_attempt_side_unlink(lm_relay_t *r)
 {
     if (r->side_name[0] == '\0')
@@ -646,6 +651,10 @@ int lm_attempt_build(lm_relay_t *r)
         snprintf(r->clamped, sizeof(r->clamped), "%s", prep.clamped);
         lm_log(LM_LOG_DEBUG, "%s: clamped for channel %s: %s", r->id, route->inst->chan->name,
                prep.clamped);
+    }
+    if (lm_fanout_wanted(r)) { /* more inputs than one upstream call takes */
+        lm_canon_prep_free(&prep);
+        return lm_fanout_start(r, &fan_ops) == LM_AGAIN ? side_wait(r) : 0;
     }
     r->call_open = 1;
     r->ureq.inst = route->inst;

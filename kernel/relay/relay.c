@@ -29,6 +29,7 @@
 #include "proto/canon.h"
 #include "proto/reqcheck.h"
 #include "relay/attempt.h"
+#include "relay/fanout.h"
 #include "relay/output.h"
 #include "relay/relay_int.h"
 #include "relay/settle.h"
@@ -91,6 +92,8 @@ static void relay_free(lm_relay_t *r)
     free(r->pending_body);
     if (r->settle_ev)
         event_free(r->settle_ev);
+    if (r->settle_timer)
+        event_free(r->settle_timer);
     lm_attempt_reset(r); /* the plugin's request state and the stream, as between attempts */
     lm_lua_call_end(r->lua);
     json_decref(r->canon);
@@ -116,7 +119,7 @@ static void relay_free(lm_relay_t *r)
  * released and the HTTP request object is gone. */
 void lm_relay_maybe_free(lm_relay_t *r)
 {
-    if (r->up == NULL && r->fini_seen && !r->settling)
+    if (r->up == NULL && r->fan == NULL && r->fini_seen && !r->settling)
         relay_free(r);
 }
 
@@ -125,6 +128,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     lm_relay_t *r = arg;
     (void)fd;
     (void)what;
+    lm_fanout_client_gone(r); /* a split request's parts end with the client */
     if (r->up && lm_attempt_background(r)) {
         lm_log(LM_LOG_INFO, "%s: client went away; upstream answer awaited for billing", r->id);
     } else if (r->up) { /* client left a stream: stop upstream tokens now */
@@ -201,6 +205,7 @@ void lm_relay_shutdown_all(lm_worker_t *w)
             lm_upstream_cancel(r->up);
             r->up = NULL;
         }
+        lm_fanout_cancel(r);
         if (r->timer)
             evtimer_del(r->timer);
         lm_attempt_side_unlink(r);
@@ -220,6 +225,7 @@ void lm_relay_free_all(lm_worker_t *w)
             lm_upstream_cancel(r->up);
             r->up = NULL;
         }
+        lm_fanout_cancel(r);
         relay_free(r);
     }
 }

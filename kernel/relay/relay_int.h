@@ -1,6 +1,6 @@
 /*
  * relay_int.h - the relay's insides, shared by relay.c, attempt.c,
- * settle.c and output.c only: the request object and its limits.
+ * fanout.c, settle.c and output.c only: the request object and its limits.
  * Thread: the worker that accepted the request. Not for other folders.
  */
 #ifndef LM_RELAY_INT_H
@@ -50,7 +50,8 @@ struct lm_relay_s {
     char *pending_body; /* non-stream reply held until its row is committed */
     size_t pending_len;
     struct event *settle_ev;
-    int64_t prompt_est; /* request bytes / 4: used when no usage is reported */
+    struct event *settle_timer; /* store_wait bound on a held reply (DB-4), or NULL */
+    int64_t prompt_est;         /* request bytes / 4: used when no usage is reported */
     int64_t ttft_ms;
     int64_t charge; /* micro-units billed */
     char client_model[256];
@@ -94,6 +95,7 @@ struct lm_relay_s {
     int64_t up_retry_after;           /* the attempt's Retry-After in seconds (-1: none) */
     int overload;                     /* over the process-wide in-flight cap when it came */
     lm_relay_t *side_next, *side_prev;
+    struct lm_fanout_s *fan; /* a split embeddings request's parts in flight (fanout.h), or NULL */
 };
 
 /* relay.c: move r to state `to`. An illegal move is logged (and aborts

@@ -1,6 +1,7 @@
-/* settle.c - settlement: bill, then let the last bytes go (DB-1); the
- * ledger row, the access log and request metrics. Thread: the relay's
- * worker; the store's writer thread only posts settle_ev back to it. */
+/* settle.c - settlement: bill, then let the last bytes go (DB-1), waiting
+ * for the ledger at most store_wait (DB-4); the ledger row, the access log
+ * and request metrics. Thread: the relay's worker; the store's writer
+ * thread only posts settle_ev back to it. */
 #include "relay/settle.h"
 #include "core/clock.h"
 
@@ -37,11 +38,11 @@ static void settle_post(void *ctx, lm_store_done_fn done, void *arg, int status,
     event_active(r->settle_ev, 0, 0);
 }
 
-void lm_settle_committed(evutil_socket_t fd, short what, void *arg)
+/* The held reply, or a stream's end, goes out. */
+static void release(lm_relay_t *r)
 {
-    lm_relay_t *r = arg;
-    (void)fd, (void)what;
-    r->settling = 0;
+    if (r->settle_timer)
+        event_del(r->settle_timer);
     if (r->pending_body) {
         lm_relay_to(r, LM_RELAY_DONE);
         r->client_status = 200;
@@ -53,12 +54,44 @@ void lm_settle_committed(evutil_socket_t fd, short what, void *arg)
     } else if (r->state == LM_RELAY_SETTLING) { /* a stream's usage chunk and [DONE] */
         lm_out_stream_end(r, NULL);
     }
+}
+
+void lm_settle_committed(evutil_socket_t fd, short what, void *arg)
+{
+    lm_relay_t *r = arg;
+    (void)fd, (void)what;
+    r->settling = 0;
+    release(r);
     lm_relay_maybe_free(r);
 }
 
-/* Record this request's row and release its quota hold. With wait, the
- * caller holds its last bytes until the row is committed (returns 1 and
- * lm_settle_committed continues); aborted requests never wait. */
+/* store_wait passed without the commit (DB-4): the answer goes now. The row
+ * stays with the writer, which commits it or, if the store stays stalled,
+ * spools it; `settling` keeps the relay until the writer reports. */
+static void settle_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    lm_relay_t *r = arg;
+    (void)fd, (void)what;
+    lm_log(LM_LOG_WARN, "%s: usage row not committed within %d ms; answer sent, row left queued",
+           r->id, r->gov.store_wait_ms);
+    release(r);
+}
+
+/* Bound the wait for the commit by store_wait (DB-4). */
+static void arm_timeout(lm_relay_t *r)
+{
+    if (r->settle_timer == NULL)
+        r->settle_timer = evtimer_new(r->w->base, settle_timeout, r);
+    if (r->settle_timer == NULL)
+        return; /* then the reply waits for the commit, as before */
+    struct timeval tv = {r->gov.store_wait_ms / 1000, (r->gov.store_wait_ms % 1000) * 1000};
+    evtimer_add(r->settle_timer, &tv);
+}
+
+/* Record this request's row and release its quota hold. With wait and a
+ * billed row, the caller holds its last bytes until the row is committed
+ * or store_wait passed (returns 1 and lm_settle_committed or the timeout
+ * continues); aborted requests and rows that bill nothing never wait. */
 int lm_settle(lm_relay_t *r, int aborted, int wait)
 {
     if (r->settled || r->route == NULL)
@@ -88,10 +121,11 @@ int lm_settle(lm_relay_t *r, int aborted, int wait)
         return 0;
     }
     lm_store_cb_t cb = {settle_noop, r, settle_post, r};
-    if (lm_gov_settle(&r->gov, cost, &row, &cb) < 0)
-        return 0;
+    if (lm_gov_settle(&r->gov, cost, &row, &cb) != 0)
+        return 0; /* nothing billed (DB-4), or nothing queued */
     r->settling = 1;
     lm_relay_to(r, LM_RELAY_SETTLING);
+    arm_timeout(r);
     return 1;
 }
 

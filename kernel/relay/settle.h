@@ -11,9 +11,11 @@
 
 /* The usage to bill (a value): the provider's report or an estimate. */
 lm_usage lm_settle_usage(const lm_relay_t *r);
-/* Record the request's row and release its quota hold, once. With wait,
- * the caller holds its last bytes until the row is committed (returns 1;
- * lm_settle_committed continues); aborted requests never wait. */
+/* Record the request's row and release its quota hold, once. With wait and
+ * a billed row, the caller holds its last bytes until the row is committed
+ * or store_wait passed (returns 1; lm_settle_committed or the timeout
+ * continues); aborted requests and rows that bill nothing (config keys,
+ * cost 0) never wait (DB-4). */
 int lm_settle(lm_relay_t *r, int aborted, int wait);
 /* r->settle_ev's callback (arg: the relay): the row is durable; send the
  * held reply or end the stream, then free the relay if it is done. */

@@ -577,7 +577,11 @@ static int setup_store(lm_server_t *s, char *err, size_t errlen)
     const lm_conf_t *c = s->rt->conf;
     if (c->data_dir == NULL)
         return 0;
-    lm_store_opts_t o = {.dir = c->data_dir, .log = store_log};
+    /* store_wait also paces the writer's spooling; that part is set at start */
+    lm_store_opts_t o = {.dir = c->data_dir,
+                         .log = store_log,
+                         .stall_ms = c->store_wait_ms,
+                         .spool = c->store_spool};
     s->store = lm_store_open(&o, err, errlen);
     if (s->store == NULL)
         return -1;

@@ -9,6 +9,7 @@
 #include "store/backend.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +34,15 @@ struct lm_store_s {
     pthread_mutex_t sync_mu;
     pthread_cond_t sync_cv;
 
+    /* stalls and the usage spool (DB-4; writer.c, replay.c). Times are
+     * lm_clock_ms(); the atomics are read by any thread (lm_store_stall_ms). */
+    char *spool_path;              /* NULL: rows wait in the queue (no spool) */
+    int64_t stall_ms;              /* a write pending this long stalls the store */
+    _Atomic int64_t busy_since;    /* when the running batch started; 0 = idle */
+    _Atomic int64_t stalled_since; /* when usage rows began going to the spool; 0 = not */
+    int64_t last_fail_ms;          /* writer: when the database last refused a batch */
+    int spool_dirty;               /* writer: the spool may hold rows to replay */
+
     /* key snapshot (snapshot.c) */
     pthread_rwlock_t snap_lock;
     lm_store_keyset_t *keys;
@@ -46,6 +56,12 @@ struct lm_store_s {
 /* --- writer.c --------------------------------------------------------------- */
 /* The writer thread's body (arg = the store); returns at close. */
 void *lm_store_writer_main(void *arg);
+
+/* --- replay.c --------------------------------------------------------------- */
+/* Replay the spool into the ledger and empty it. 0 (done, or nothing to
+ * do), 1 (the database is unavailable: the file stays), -1 (unreadable or
+ * refused as a whole: logged, the file stays). Writer thread, or open. */
+int lm_store_spool_replay(struct lm_store_s *st);
 
 /* --- snapshot.c ------------------------------------------------------------- */
 /* At open: the live keys from the backend into the first snapshot. 0, or

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -84,6 +85,7 @@ void lm_store_close(lm_store_t *st)
     st->be->close(st->db);
     lm_store_snapshot_free(st);
     free(st->q);
+    free(st->spool_path);
     pthread_mutex_destroy(&st->q_mu);
     pthread_cond_destroy(&st->q_cv);
     pthread_mutex_destroy(&st->sync_mu);
@@ -103,6 +105,7 @@ static lm_store_t *store_new(const lm_store_opts_t *o)
     st->log = o->log;
     st->q_cap = o->queue_max ? o->queue_max : 100000;
     st->batch_max = o->batch_max ? o->batch_max : 512;
+    st->stall_ms = o->stall_ms > 0 ? o->stall_ms : 2000;
     pthread_mutex_init(&st->q_mu, NULL);
     pthread_cond_init(&st->q_cv, NULL);
     pthread_mutex_init(&st->sync_mu, NULL);
@@ -121,6 +124,26 @@ static lm_store_t *store_new(const lm_store_opts_t *o)
     return st;
 }
 
+/* The spool's path, and its rows (left by a stall before a stop or a
+ * crash) replayed before the key snapshot reads each key's used (DB-4). */
+static int spool_init(lm_store_t *st, const lm_store_opts_t *o, char *err, size_t errlen)
+{
+    if (o->spool && o->spool[0]) {
+        st->spool_path = strdup(o->spool);
+    } else {
+        size_t n = strlen(o->dir) + sizeof("/usage.spool");
+        if ((st->spool_path = malloc(n)) != NULL)
+            snprintf(st->spool_path, n, "%s/usage.spool", o->dir);
+    }
+    if (st->spool_path == NULL) {
+        lm_store_seterr(err, errlen, "store: out of memory");
+        return -1;
+    }
+    /* 1 or -1: logged; the writer retries while it runs */
+    st->spool_dirty = lm_store_spool_replay(st) != 0;
+    return 0;
+}
+
 lm_store_t *lm_store_open(const lm_store_opts_t *o, char *err, size_t errlen)
 {
     if (err && errlen)
@@ -135,6 +158,8 @@ lm_store_t *lm_store_open(const lm_store_opts_t *o, char *err, size_t errlen)
         return NULL;
     }
     if ((st->db = st->be->open(st, o, err, errlen)) == NULL)
+        goto fail;
+    if (spool_init(st, o, err, errlen) != 0)
         goto fail;
     if (lm_store_snapshot_load(st, err, errlen) != 0)
         goto fail;

@@ -40,6 +40,8 @@ struct sockaddr;
 enum {
     LM_STORE_OK = 0,
     LM_STORE_DUP = 1,        /* usage row (request_id, attempt) already recorded: no change */
+    LM_STORE_SPOOLED = 2,    /* usage row not committed: the database is stalled, so it was
+                                written to the spool (fsync'd) and is replayed later (DB-4) */
     LM_STORE_EINVAL = -1,    /* invalid argument (text, negative amount, bad CIDR, ...) */
     LM_STORE_ENOTFOUND = -2, /* no such (live) key */
     LM_STORE_ECONFLICT = -3, /* would break an invariant (quota below what is used) */
@@ -181,6 +183,13 @@ typedef struct lm_store_opts_s {
     int busy_timeout_ms; /* 0 = 5000; open fails below 5000 (DB-2) */
     int sync_full;       /* synchronous=FULL (power-loss durable); default
                             NORMAL, which in WAL survives kill -9 */
+    /* DB-4. A batch the database has refused for stall_ms (0 = 2000) stalls
+     * the store: its usage rows, and those queued after it, are appended to
+     * the spool (fsync'd) and reported LM_STORE_SPOOLED instead of waiting;
+     * other writes keep waiting. The spool is replayed once a commit
+     * succeeds again, and at open. spool = its path; NULL = DIR/usage.spool. */
+    int stall_ms;
+    const char *spool;
     /* Log sink for errors met on the writer thread (level = the SDK's
      * LM_LOG_*: 0 error, 1 warn, 2 info); NULL = one line on stderr. Messages
      * never contain secrets. Wire it to lm_log(level, "%s", msg). */
@@ -211,6 +220,11 @@ int lm_store_settings(lm_store_t *st, lm_store_settings_t *out);
  * Admin/control threads and tests only. */
 int lm_store_flush(lm_store_t *st);
 size_t lm_store_queue_depth(lm_store_t *st);
+/* How long the store has been unable to commit (ms): the age of the batch
+ * the writer is running, or of the stall while rows go to the spool; 0
+ * when writes go through. Admission compares it with store_wait (DB-4).
+ * Any thread, non-blocking. */
+int64_t lm_store_stall_ms(lm_store_t *st);
 
 /* --- hot path (any thread, non-blocking) --------------------------------- */
 /* The live key whose secret is `secret` (len bytes, 1..512): SHA-256,

@@ -1,13 +1,23 @@
 /*
  * writer.c - the writer thread: batches from the bounded queue, one backend
  * transaction per batch (group commit), memory mirrored after the commit,
- * then each op reported (DB-1). Queue functions: any thread; frees heap ops.
+ * then each op reported (DB-1); usage rows of a stalled batch go to the
+ * spool instead of waiting (DB-4). Queue functions: any thread; frees heap
+ * ops.
  */
 #include "store/writer.h"
+#include "core/clock.h"
+#include "store/spool.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+/* While stalled, the database is asked again at most this often; rows
+ * arriving in between go straight to the spool (DB-4). */
+#define PROBE_MS 1000
 
 /* ------------------------------------------------------------------------ */
 /* queue                                                                     */
@@ -28,6 +38,24 @@ int lm_store_enqueue(lm_store_t *st, op_t *op)
     pthread_cond_signal(&st->q_cv);
     pthread_mutex_unlock(&st->q_mu);
     return LM_STORE_OK;
+}
+
+/* A non-zero lm_clock_ms() (0 marks "none" in the stall stamps). */
+static int64_t stamp(void)
+{
+    int64_t t = lm_clock_ms();
+    return t > 0 ? t : 1;
+}
+
+int64_t lm_store_stall_ms(lm_store_t *st)
+{
+    int64_t now = stamp(), age = 0;
+    int64_t s = atomic_load(&st->stalled_since), b = atomic_load(&st->busy_since);
+    if (s && now - s > age)
+        age = now - s;
+    if (b && now - b > age)
+        age = now - b;
+    return age;
 }
 
 size_t lm_store_queue_depth(lm_store_t *st)
@@ -238,12 +266,15 @@ static void undo(lm_store_t *st, op_t *op)
 static void post_usage(lm_store_t *st, op_t *op)
 {
     lm_acct_t *a = op->acct;
-    if (a == NULL && op->row.key_id > 0 && op->status == LM_STORE_OK && op->row.cost > 0)
+    /* a spooled row is spent as surely as a committed one: it is replayed,
+     * and the key's used in the database follows then */
+    int spent = op->status == LM_STORE_OK || op->status == LM_STORE_SPOOLED;
+    if (a == NULL && op->row.key_id > 0 && spent && op->row.cost > 0)
         a = lm_store_acct_find(st, op->row.key_id);
     if (a) {
         pthread_mutex_lock(&a->mu);
         a->pending -= op->pending;
-        if (op->status == LM_STORE_OK) {
+        if (spent) {
             if (a->used > INT64_MAX - op->row.cost)
                 a->used = INT64_MAX;
             else
@@ -369,10 +400,86 @@ static int is_stopping(lm_store_t *st)
     return s;
 }
 
+/* DB-4: the usage rows among ops go to the spool in one fsync'd append and
+ * are reported now (LM_STORE_SPOOLED); the other ops stay, compacted at
+ * the front. Returns how many stay (n if the spool could not take them:
+ * they keep waiting in memory, as without a spool). */
+static size_t divert(lm_store_t *st, op_t **ops, size_t n)
+{
+    size_t total = 0, off = 0, left = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ops[i]->kind == OP_USAGE)
+            total += lm_spool_size(&ops[i]->row);
+    if (st->spool_path == NULL || total == 0)
+        return n;
+    unsigned char *buf = malloc(total);
+    if (buf == NULL)
+        return n;
+    for (size_t i = 0; i < n; i++) {
+        size_t sz = ops[i]->kind == OP_USAGE ? lm_spool_size(&ops[i]->row) : 0;
+        if (sz) {
+            lm_spool_put(&ops[i]->row, buf + off);
+            off += sz;
+        }
+    }
+    int rc = lm_spool_append(st->spool_path, buf, total);
+    free(buf);
+    if (rc != 0) {
+        lm_store_log(st, 0, "cannot write the usage spool %s: %s; rows wait in memory",
+                     st->spool_path, strerror(errno));
+        return n;
+    }
+    st->spool_dirty = 1;
+    if (atomic_load(&st->stalled_since) == 0) {
+        int64_t since = atomic_load(&st->busy_since);
+        atomic_store(&st->stalled_since, since ? since : stamp());
+        lm_store_log(st, 1, "database stalled: usage rows go to the spool %s until it commits",
+                     st->spool_path);
+    }
+    size_t spooled = 0;
+    for (size_t i = 0; i < n; i++) {
+        op_t *op = ops[i];
+        if (op->kind == OP_USAGE && lm_spool_size(&op->row)) {
+            op->status = LM_STORE_SPOOLED;
+            post_commit(st, op);
+            complete(st, op);
+            spooled++;
+        } else {
+            ops[left++] = op;
+        }
+    }
+    lm_store_log(st, 2, "%zu usage rows written to the spool", spooled);
+    return left;
+}
+
+/* The database answered a batch: replay what the spool holds; the stall
+ * is over once it is empty. */
+static void stall_over(lm_store_t *st)
+{
+    int rc = st->spool_dirty ? lm_store_spool_replay(st) : 0;
+    if (rc == 1) {
+        st->last_fail_ms = stamp(); /* refused again: still stalled */
+        return;
+    }
+    if (rc == 0)
+        st->spool_dirty = 0;
+    if (atomic_exchange(&st->stalled_since, 0) != 0)
+        lm_store_log(st, 1, "database writable again");
+}
+
 static void run_batch(lm_store_t *st, op_t **ops, size_t n)
 {
     unsigned delay_ms = 50;
-    for (int attempt = 1; try_batch(st, ops, n) != 0; attempt++) {
+    int64_t t0 = stamp();
+    atomic_store(&st->busy_since, t0);
+    /* Stalled, and the database refused a batch within PROBE_MS: spool at
+     * once rather than wait busy_timeout for the same answer. */
+    if (atomic_load(&st->stalled_since) && t0 - st->last_fail_ms < PROBE_MS)
+        n = divert(st, ops, n);
+    for (int attempt = 1; n && try_batch(st, ops, n) != 0; attempt++) {
+        st->last_fail_ms = stamp();
+        if (st->last_fail_ms - t0 >= st->stall_ms && (n = divert(st, ops, n)) == 0)
+            break;
         /* while we wait the queue fills and submitters get LM_STORE_EFULL */
         if (is_stopping(st) && attempt >= 10) {
             lm_store_log(st, 0, "giving up on %zu queued operations at shutdown", n);
@@ -385,9 +492,38 @@ static void run_batch(lm_store_t *st, op_t **ops, size_t n)
         if (delay_ms < 1000)
             delay_ms *= 2;
     }
+    /* ops[0..n) are the ones the database answered (diverted ones are done) */
+    if (n && (st->spool_dirty || atomic_load(&st->stalled_since)))
+        stall_over(st);
+    atomic_store(&st->busy_since, 0);
     for (size_t i = 0; i < n; i++) {
         post_commit(st, ops[i]);
         complete(st, ops[i]);
+    }
+}
+
+/* Idle with rows in the spool: ask the database again every PROBE_MS. */
+static void idle_wait(lm_store_t *st)
+{
+    if (!st->spool_dirty) {
+        pthread_cond_wait(&st->q_cv, &st->q_mu);
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += PROBE_MS / 1000;
+    ts.tv_nsec += (long)(PROBE_MS % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    if (pthread_cond_timedwait(&st->q_cv, &st->q_mu, &ts) == ETIMEDOUT && st->q_len == 0 &&
+        !st->stopping) {
+        pthread_mutex_unlock(&st->q_mu);
+        atomic_store(&st->busy_since, stamp());
+        stall_over(st);
+        atomic_store(&st->busy_since, 0);
+        pthread_mutex_lock(&st->q_mu);
     }
 }
 
@@ -398,7 +534,7 @@ void *lm_store_writer_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&st->q_mu);
         while (st->q_len == 0 && !st->stopping)
-            pthread_cond_wait(&st->q_cv, &st->q_mu);
+            idle_wait(st);
         if (st->q_len == 0 && st->stopping) {
             pthread_mutex_unlock(&st->q_mu);
             break;

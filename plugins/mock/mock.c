@@ -10,9 +10,13 @@
  *   tools:  when the request has tools (or the model is "mock-tools"), a
  *           call to the first tool with every required string property set
  *           to the last user text
- *   embed:  a deterministic 8-dimension vector per input
+ *   embed:  a deterministic 8-dimension vector per input (floats; the kernel
+ *           applies encoding_format)
+ *
+ * The kernel owns the client protocol (ABI 1.2): stream usage goes through
+ * emit_usage, never as a chunk of its own.
  */
-#include "longmen.h"
+#include "lmsdk.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +31,7 @@ static int mock_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
     (void)ictx;
     mock_t *st = h->alloc(sizeof(*st));
     if (st == NULL)
-        return lm_err_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
+        return lms_oom(e);
     st->h = h;
     *istate = st;
     return LM_OK;
@@ -99,7 +103,7 @@ static json_t *tool_call(const json_t *canon, const char *text)
 {
     json_t *tool = json_array_get(json_object_get(canon, "tools"), 0);
     json_t *fn = json_object_get(tool, "function");
-    const char *name = json_string_value(json_object_get(fn, "name"));
+    const char *name = lms_jstr(fn, "name");
     json_t *params = json_object_get(fn, "parameters");
     json_t *args = json_object();
     size_t i;
@@ -108,13 +112,10 @@ static json_t *tool_call(const json_t *canon, const char *text)
         if (json_is_string(req))
             json_object_set_new(args, json_string_value(req), json_string(text));
     }
-    char *argstr = json_dumps(args, JSON_COMPACT);
+    json_t *argstr = lms_json_text(args);
     json_decref(args);
-    json_t *call =
-        json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", "call_mock_1", "type", "function", "function",
-                  "name", name ? name : "tool", "arguments", argstr ? argstr : "{}");
-    free(argstr);
-    return call;
+    return lms_tool_call(NULL, 0, json_string("call_mock_1"), name ? name : "tool",
+                         argstr ? argstr : json_string("{}"));
 }
 
 static json_t *chat_body(const json_t *canon, const lm_call *c, int want_tool, const char *reply)
@@ -133,21 +134,16 @@ static json_t *chat_body(const json_t *canon, const lm_call *c, int want_tool, c
                      "completion_tokens", (json_int_t)n, "total_tokens", (json_int_t)(p + n));
 }
 
-static void sse_add(char **buf, size_t *len, json_t *chunk)
+/* One "data: <chunk>" event (chunk stolen). */
+static void sse_add(lms_buf *buf, json_t *chunk)
 {
     char *s = json_dumps(chunk, JSON_COMPACT);
     json_decref(chunk);
-    if (s == NULL)
+    if (s == NULL) {
+        buf->oom = 1;
         return;
-    size_t n = strlen(s);
-    char *nb = realloc(*buf, *len + n + 9);
-    if (nb) {
-        *buf = nb;
-        memcpy(*buf + *len, "data: ", 6);
-        memcpy(*buf + *len + 6, s, n);
-        memcpy(*buf + *len + 6 + n, "\n\n", 3);
-        *len += n + 8;
     }
+    lms_buf_addf(buf, "data: %s\n\n", s);
     free(s);
 }
 
@@ -159,46 +155,34 @@ static json_t *chunk_of(const lm_call *c, json_t *delta, const char *finish)
                      finish ? json_string(finish) : json_null());
 }
 
-/* The SSE body an OpenAI upstream would send for the same answer. */
-static char *stream_body(const json_t *canon, const lm_call *c, int want_tool, const char *reply,
-                         size_t *len)
+/* The SSE body an OpenAI upstream would send for the same answer (into buf). */
+static void stream_body(const json_t *canon, const lm_call *c, int want_tool, const char *reply,
+                        lms_buf *buf)
 {
-    char *buf = NULL;
     int64_t p = prompt_words(canon), n = 0;
-    *len = 0;
-    sse_add(&buf, len,
-            chunk_of(c, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL));
+    sse_add(buf, chunk_of(c, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL));
     if (want_tool) {
         json_t *call = tool_call(canon, last_user_text(canon));
         json_object_set_new(call, "index", json_integer(0));
-        sse_add(&buf, len, chunk_of(c, json_pack("{s:[o]}", "tool_calls", call), NULL));
+        sse_add(buf, chunk_of(c, json_pack("{s:[o]}", "tool_calls", call), NULL));
         n = 5;
     } else {
         const char *w = reply;
         while (*w) {
             const char *e = strchr(w + 1, ' ');
             size_t wl = e ? (size_t)(e - w) : strlen(w);
-            json_t *d = json_object();
-            json_object_set_new(d, "content", json_stringn(w, wl));
-            sse_add(&buf, len, chunk_of(c, d, NULL));
+            sse_add(buf, chunk_of(c, json_pack("{s:s%}", "content", w, wl), NULL));
             w += wl;
             n++;
         }
     }
-    sse_add(&buf, len, chunk_of(c, json_object(), want_tool ? "tool_calls" : "stop"));
-    sse_add(&buf, len,
+    sse_add(buf, chunk_of(c, json_object(), want_tool ? "tool_calls" : "stop"));
+    sse_add(buf,
             json_pack("{s:s,s:s,s:i,s:s,s:[],s:{s:I,s:I,s:I}}", "id", "chatcmpl-mock", "object",
                       "chat.completion.chunk", "created", 1700000000, "model", c->model, "choices",
                       "usage", "prompt_tokens", (json_int_t)p, "completion_tokens", (json_int_t)n,
                       "total_tokens", (json_int_t)(p + n)));
-    char *nb = realloc(buf, *len + 15);
-    if (nb == NULL) {
-        free(buf);
-        return NULL;
-    }
-    memcpy(nb + *len, "data: [DONE]\n\n", 15);
-    *len += 14;
-    return nb;
+    lms_buf_adds(buf, "data: [DONE]\n\n");
 }
 
 static json_t *embed_body(const json_t *canon, const lm_call *c)
@@ -225,68 +209,76 @@ static json_t *embed_body(const json_t *canon, const lm_call *c)
                      (json_int_t)tokens);
 }
 
-static int mock_build(void *istate, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e)
+/* Answer locally with body (stolen) as the upstream's JSON. */
+static int answer_json(const mock_t *st, lm_ureq *u, json_t *body, lm_err *e)
 {
-    mock_t *st = istate;
-    if (c->op == LM_OP_EMBED) {
-        json_t *body = embed_body(canon, c);
-        char *s = json_dumps(body, JSON_COMPACT);
-        json_decref(body);
-        int rc = st->h->ureq_local_response(u, 200, lm_cstr(s ? s : "{}"));
-        free(s);
-        return rc;
-    }
-    int want_tool = json_array_size(json_object_get(canon, "tools")) > 0;
-    if (!want_tool && strcmp(c->model, "mock-tools") == 0)
-        return lm_err_set(e, LM_EINVAL, 400, "invalid_request_error", NULL,
-                          "mock-tools needs a tools array");
-    char reply[512];
-    snprintf(reply, sizeof(reply), "Hello from Longmen! You said: %s", last_user_text(canon));
-    if (c->stream) {
-        size_t len;
-        char *body = stream_body(canon, c, want_tool, reply, &len);
-        if (body == NULL)
-            return lm_err_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
-        int rc = st->h->ureq_local_response(u, 200, (lm_str){body, len});
-        free(body);
-        return rc;
-    }
-    json_t *body = chat_body(canon, c, want_tool, reply);
     char *s = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    int rc = st->h->ureq_local_response(u, 200, lm_cstr(s ? s : "{}"));
+    if (s == NULL)
+        return lms_oom(e);
+    int rc = st->h->ureq_local_response(u, 200, lm_cstr(s));
     free(s);
     return rc;
 }
 
+static int mock_build(void *istate, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e)
+{
+    mock_t *st = istate;
+    if (c->op == LM_OP_EMBED)
+        return answer_json(st, u, embed_body(canon, c), e);
+    int want_tool = json_array_size(json_object_get(canon, "tools")) > 0;
+    if (!want_tool && strcmp(c->model, "mock-tools") == 0)
+        return lms_bad_request(e, "mock-tools needs a tools array");
+    char reply[512];
+    snprintf(reply, sizeof(reply), "Hello from Longmen! You said: %s", last_user_text(canon));
+    if (!c->stream)
+        return answer_json(st, u, chat_body(canon, c, want_tool, reply), e);
+    lms_buf body = {0};
+    stream_body(canon, c, want_tool, reply, &body);
+    int rc = body.oom ? lms_oom(e) : st->h->ureq_local_response(u, 200, (lm_str){body.p, body.n});
+    lms_buf_free(&body);
+    return rc;
+}
+
+/* The body is already OpenAI-shaped: forwarded as is, usage read from it. */
 static int mock_parse_response(void *istate, lm_call *c, int status, lm_str body, json_t **out,
                                lm_usage *usage, lm_err *e)
 {
     (void)istate;
     (void)c;
     (void)status;
-    json_t *root = json_loadb(body.p, body.n, 0, NULL);
-    json_t *u = json_object_get(root, "usage");
+    json_t *root = lms_parse_object(body, "the mock answer", e);
     if (root == NULL)
-        return lm_err_set(e, LM_EUPSTREAM, 502, "api_error", NULL, "mock produced bad JSON");
-    usage->prompt = json_integer_value(json_object_get(u, "prompt_tokens"));
-    usage->completion = json_integer_value(json_object_get(u, "completion_tokens"));
-    usage->total = json_integer_value(json_object_get(u, "total_tokens"));
+        return LM_EUPSTREAM;
+    lm_usage_from_json(json_object_get(root, "usage"), usage);
     json_decref(root);
     *out = NULL;
     return LM_OK;
 }
 
+/* One OpenAI chunk: its usage goes to emit_usage, the rest (when it has
+ * choices) to emit_chunk. */
 static int mock_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit *out, lm_err *e)
 {
     mock_t *st = istate;
+    lm_usage u;
     (void)c;
-    if (ev->data.n == 6 && memcmp(ev->data.p, "[DONE]", 6) == 0)
+    if (lms_event_is_done(ev))
         return LM_DONE;
-    json_t *chunk = json_loadb(ev->data.p, ev->data.n, 0, NULL);
+    json_t *chunk = lms_parse_object(ev->data, "a mock chunk", e);
     if (chunk == NULL)
-        return lm_err_set(e, LM_EUPSTREAM, 502, "api_error", NULL, "mock produced bad JSON");
-    return st->h->emit_chunk(out, chunk) < 0 ? LM_ERR : LM_OK;
+        return LM_EUPSTREAM;
+    int rc = LM_OK;
+    if (lm_usage_from_json(json_object_get(chunk, "usage"), &u))
+        rc = lms_emit_usage(st->h, out, &u, e);
+    json_object_del(chunk, "usage");
+    if (rc == LM_OK && json_array_size(json_object_get(chunk, "choices")) > 0) {
+        if (st->h->emit_chunk(out, chunk) < 0) /* steals chunk */
+            return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "the client stream is closed");
+        return LM_OK;
+    }
+    json_decref(chunk);
+    return rc;
 }
 
 static int mock_list_models(void *istate, json_t **out, lm_err *e)
@@ -300,17 +292,20 @@ static int mock_list_models(void *istate, json_t **out, lm_err *e)
 static const lm_provider provider = {
     .hdr = LM_ABI_HDR(lm_provider),
     .name = "mock",
-    .version = "1.0.0",
-    .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS,
-    .framing = LM_FRAME_SSE,
+    .version = "1.2.0",
+    .framing = LM_FRAME_SSE, /* the bytes an OpenAI upstream sends */
     .usage_mode = LM_USAGE_CUMULATIVE,
-    .cfg_keys = NULL,
+    /* No vision: mock reads text only, so the kernel refuses image parts. */
+    .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS,
     .init = mock_init,
     .fini = mock_fini,
     .list_models = mock_list_models,
     .build_request = mock_build,
     .parse_response = mock_parse_response,
     .parse_event = mock_parse_event,
+    .param_ranges = NULL, /* any value is fine: nothing reaches a model */
+    .embed_max_inputs = 0,
+    .flags = 0, /* one choice per request */
 };
 
 LM_EXPORT const lm_provider *longmen_plugin_entry(void);

@@ -128,8 +128,10 @@ static int same_json(const char *a, const char *b)
  * builds `canon` first. Every run must give the identical result. */
 static void stream_all(lmt_plugin *p, const char *canon, const char *body, lmt_result *first)
 {
+    char why[256] = "";
     size_t bad = lmt_stream_every_split(p, canon, body, first);
     T_CHECK(bad == 0, "split %zu differs from split 0", bad);
+    T_CHECK(lmt_stream_conforms(first, why, sizeof why), "stream does not conform: %s", why);
 }
 
 static json_t *body_of(const lmt_ureq *u)
@@ -224,6 +226,7 @@ static void test_g1(lmt_plugin *p)
             (long long)JINT(b, "created"));
     T_STREQ(JSTR(JGET(m, "message"), "content"), "Hi!");
     T_STREQ(JSTR(m, "finish_reason"), "stop");
+    /* The kit runs the kernel's response path: "usage" is the kernel's, from r.usage. */
     T_CHECK(JINT(JGET(b, "usage"), "total_tokens") == 14, "usage object");
     T_CHECK(r.usage.prompt == 12 && r.usage.completion == 2 && r.usage.total == 14,
             "usage %lld/%lld/%lld", (long long)r.usage.prompt, (long long)r.usage.completion,
@@ -255,10 +258,7 @@ static void test_g2(lmt_plugin *p)
     T_CHECK(r.rc == LM_DONE && r.done, "rc %d done %d", r.rc, r.done);
     aggregate(r.json, 0, &a);
     T_STREQ(a.content, "Hi!");
-    T_CHECK(a.role_first, "role first");
-    T_CHECK(a.nfinish == 1, "one finish, got %d", a.nfinish);
     T_STREQ(a.finish, "stop");
-    T_CHECK(a.same_ids, "constant id");
     T_CHECK(r.usage.prompt == 12 && r.usage.completion == 2 && r.usage.total == 14,
             "usage %lld/%lld/%lld", (long long)r.usage.prompt, (long long)r.usage.completion,
             (long long)r.usage.total);
@@ -547,8 +547,11 @@ static void test_request_mapping(lmt_plugin *p)
                       &u, &e) == LM_EINVAL,
             "bad arguments -> 400");
     lmt_ureq_clear(&u);
-    T_CHECK(lmt_build(p, LM_OP_CHAT, Q("{'model':'m','messages':'hi'}"), &u, &e) == LM_EINVAL,
-            "messages not an array -> 400");
+    T_CHECK(lmt_build(p, LM_OP_CHAT,
+                      Q("{'model':'m','messages':[{'role':'function','name':'f','content':'x'}]}"),
+                      &u, &e) < 0 &&
+                e.http_status == 400,
+            "legacy function role -> 400");
     lmt_ureq_clear(&u);
     T_END();
 
@@ -609,8 +612,8 @@ static void test_embeddings(lmt_plugin *p)
             "row 1");
     T_CHECK(JINT(JGET(b, "usage"), "prompt_tokens") == 8 &&
                 JINT(JGET(b, "usage"), "total_tokens") == 8,
-            "usage");
-    T_CHECK(r.usage.prompt == 8 && r.usage.total == 8, "lm usage");
+            "usage (the kernel's)");
+    T_CHECK(r.usage.prompt == 8 && r.usage.completion == 0 && r.usage.total == 8, "lm usage");
     json_decref(b);
     lmt_result_clear(&r);
 
@@ -624,11 +627,12 @@ static void test_embeddings(lmt_plugin *p)
     lmt_ureq_clear(&u);
     lmt_response(p, 200, "{\"embeddings\":[[1.0,-2.0]]}", 27, &r);
     b = resp_json(&r);
+    /* The kernel takes encoding_format and encodes the plugin's floats. */
     T_STREQ(JSTR(json_array_get(JGET(b, "data"), 0), "embedding"), "AACAPwAAAMA=");
     json_decref(b);
     lmt_result_clear(&r);
-    T_CHECK(lmt_build(p, LM_OP_EMBED, Q("{'model':'all-minilm','input':[[1,2]]}"), &u, &e) ==
-                LM_EINVAL,
+    T_CHECK(lmt_build(p, LM_OP_EMBED, Q("{'model':'all-minilm','input':[[1,2]]}"), &u, &e) < 0 &&
+                e.http_status == 400,
             "token arrays -> 400");
     lmt_ureq_clear(&u);
     T_END();
@@ -657,6 +661,9 @@ static void test_config(void)
                 "key only in the header");
         lmt_ureq_clear(&u);
         T_CHECK(lmt_provider(p)->framing == LM_FRAME_NDJSON, "NDJSON framing");
+        T_CHECK(lmt_provider(p)->param_ranges == NULL && lmt_provider(p)->embed_max_inputs == 0,
+                "no ranges, no batch limit");
+        T_CHECK(!(lmt_provider(p)->flags & LM_PF_MULTI_CHOICE), "no n > 1");
         lmt_unload(p);
     }
     T_END();

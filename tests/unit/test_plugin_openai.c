@@ -5,6 +5,8 @@
 
 #include <stdlib.h>
 
+static char why[256]; /* lmt_stream_conforms: the first violation */
+
 static const char *G1 =
     "{\"model\":\"deepseek-chat\",\"messages\":[{\"role\":\"system\",\"content\":"
     "\"You are terse.\"},{\"role\":\"user\",\"content\":\"Say hi\"}],"
@@ -80,7 +82,17 @@ static void test_request(void)
     lmt_ureq_clear(&u);
     T_END();
 
-    T_BEGIN("openai_response_verbatim_usage");
+    T_BEGIN("openai_request_raw_pass_through");
+    T_CHECK(lmt_build_raw(p, LM_OP_CHAT, G2, &u, &e) == LM_OK, "build");
+    T_CHECK(strncmp(u.body, G2, strlen(G2) - 1) == 0, "the client's bytes: %s", u.body);
+    T_CHECK(lmt_json_has(u.body, "stream_options.include_usage"), "usage asked: %s", u.body);
+    lmt_ureq_clear(&u);
+    T_CHECK(lmt_build_raw(p, LM_OP_CHAT, G1, &u, &e) == LM_OK && strcmp(u.body, G1) == 0,
+            "unchanged: %s", u.body);
+    lmt_ureq_clear(&u);
+    T_END();
+
+    T_BEGIN("openai_response_keeps_shape_usage_to_kernel");
     lmt_build(p, LM_OP_CHAT, G1, &u, &e);
     lmt_ureq_clear(&u);
     const char *resp = "{\"id\":\"x\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,"
@@ -91,12 +103,30 @@ static void test_request(void)
     lmt_result r;
     lmt_response(p, 200, resp, strlen(resp), &r);
     T_CHECK(r.rc == LM_OK, "rc %d", r.rc);
-    T_STREQ(r.json, resp);
+    json_t *want = json_loads(resp, 0, NULL), *got = json_loads(r.json, 0, NULL);
+    /* the plugin took usage out; the kernel wrote it back from r.usage */
+    T_CHECK(json_equal(want, got), "shape kept: %s", r.json);
+    json_decref(want);
+    json_decref(got);
     T_CHECK(r.usage.prompt == 12 && r.usage.completion == 2 && r.usage.total == 14 &&
                 r.usage.cached == 3,
             "usage %lld/%lld/%lld", (long long)r.usage.prompt, (long long)r.usage.completion,
             (long long)r.usage.total);
     lmt_result_clear(&r);
+    T_END();
+
+    T_BEGIN("openai_response_without_usage_is_unknown");
+    lmt_build(p, LM_OP_CHAT, G1, &u, &e);
+    lmt_ureq_clear(&u);
+    const char *nousage = "{\"id\":\"x\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                          "\"assistant\",\"content\":\"a\"},\"finish_reason\":\"stop\"},"
+                          "{\"index\":1,\"message\":{\"role\":\"assistant\",\"content\":"
+                          "\"b\"},\"finish_reason\":\"stop\"}]}";
+    lmt_response(p, 200, nousage, strlen(nousage), &r);
+    T_CHECK(r.rc == LM_OK && r.usage.prompt == -1 && r.usage.completion == -1, "unknown, not 0");
+    T_CHECK(strstr(r.json, "\"index\":1") != NULL, "both choices kept");
+    lmt_result_clear(&r);
+    T_CHECK(lmt_provider(p)->flags & LM_PF_MULTI_CHOICE, "n > 1 is passed through");
     T_END();
 
     T_BEGIN("openai_error_map");
@@ -106,6 +136,12 @@ static void test_request(void)
     T_CHECK(r.rc < 0 && r.err.http_status == 429, "429 stays 429 (%d)", r.err.http_status);
     T_STREQ(r.err.code, "rate_limit_exceeded");
     T_STREQ(r.err.msg, "slow down");
+    lmt_result_clear(&r);
+    const char *echo = "{\"error\":{\"message\":\"bad key sk-test\",\"type\":"
+                       "\"invalid_request_error\"}}";
+    lmt_response(p, 400, echo, strlen(echo), &r);
+    T_CHECK(r.err.http_status == 400 && strstr(r.err.msg, "sk-test") == NULL, "scrubbed: %s",
+            r.err.msg);
     lmt_result_clear(&r);
     lmt_response(p, 503, "<html>oops</html>", 17, &r);
     T_CHECK(r.rc < 0 && r.err.http_status == 502, "5xx becomes 502 (%d)", r.err.http_status);
@@ -136,6 +172,7 @@ static void test_stream(void)
             T_STREQ(u.url, "https://api.deepseek.com/v1/chat/completions");
         lmt_ureq_clear(&u);
         lmt_stream(p, STREAM, len, split, &r);
+        T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "split %zu: %s", split, why);
         if (split == 0) {
             first = strdup(r.json);
             json_t *a = json_loads(r.json, 0, NULL);

@@ -1,12 +1,14 @@
 /* spark plugin (iFlytek Spark HTTP, OpenAI-compatible) through the test kit:
- * golden cases G1-G3 replayed as Spark-flavoured mocks (providers.md 9, last
- * paragraph: no finish_reason, extra code/sid), stream splits, Spark error
+ * golden cases G1-G3 replayed as Spark-flavoured mocks (docs/wire-formats.md 9,
+ * last paragraph: no finish_reason, extra code/sid), stream splits, Spark error
  * codes, quirks and bad paths. Run from the repo root. */
 #include "lmtest.h"
 #include "t.h"
 
 #include <math.h>
 #include <stdlib.h>
+
+static char why[256]; /* lmt_stream_conforms: the first violation */
 
 /* build/plugins/spark.so, or $PLUGIN_DIR/spark.so (tests/run.sh sets it). */
 static const char *so_path(void)
@@ -261,6 +263,7 @@ static void test_golden(lmt_plugin *p)
 
     T_BEGIN("spark_g2_stream_every_split");
     bad = lmt_stream_every_split(p, G2, G2_STREAM, &r);
+    T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
     T_CHECK(bad == 0, "split %zu gives a different result", bad);
     T_CHECK(r.rc == LM_DONE && r.done, "rc %d done %d (%s)", r.rc, r.done, r.err.msg);
     summarize(r.json, &s);
@@ -372,6 +375,7 @@ static void test_streams(lmt_plugin *p)
                   "]") "data:{\"code\":10110,\"message\":\"service "
                        "busy\",\"sid\":\"cha000g2@dx1\"}\n\n";
         bad = lmt_stream_every_split(p, G2, body, &r);
+        T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 503, "rc %d status %d", r.rc,
                 r.err.http_status);
@@ -390,6 +394,7 @@ static void test_streams(lmt_plugin *p)
                   "]") "data:{\"code\":10014,\"message\":\"output "
                        "moderated\",\"sid\":\"cha000g2@dx1\"}\n\n";
         bad = lmt_stream_every_split(p, G2, body, &r);
+        T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d", r.rc);
         summarize(r.json, &s);
@@ -405,6 +410,7 @@ static void test_streams(lmt_plugin *p)
         const char *body =
             "data:{\"code\":11200,\"message\":\"auth no license\",\"sid\":\"x\"}\n\n";
         bad = lmt_stream_every_split(p, G2, body, &r);
+        T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 403, "rc %d status %d", r.rc,
                 r.err.http_status);
@@ -419,6 +425,7 @@ static void test_streams(lmt_plugin *p)
         const char *body = "data: {\"error\":{\"message\":\"invalid user\",\"type\":\"api_error\","
                            "\"param\":null,\"code\":null}}\n\n";
         bad = lmt_stream_every_split(p, G2, body, &r);
+        T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "rc %d status %d", r.rc,
                 r.err.http_status);
@@ -431,6 +438,7 @@ static void test_streams(lmt_plugin *p)
     {
         const char *body = "data:{\"code\":0,\"choices\":[{\"delta\"\n\n";
         bad = lmt_stream_every_split(p, G2, body, &r);
+        T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "rc %d status %d", r.rc,
                 r.err.http_status);
@@ -446,6 +454,7 @@ static void test_streams(lmt_plugin *p)
             "\",\"name\":\"get_weather\"}}},\"index\":0}],\"usage\":{\"prompt_tokens\":30,"
             "\"completion_tokens\":10,\"total_tokens\":40}") "data: [DONE]\n\n";
         bad = lmt_stream_every_split(p, G3S, body, &r);
+        T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d", r.rc);
         summarize(r.json, &s);
@@ -466,6 +475,7 @@ static void test_streams(lmt_plugin *p)
                   "\"length\"}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,"
                   "\"total_tokens\":2}") "data: [DONE]\n\n";
         bad = lmt_stream_every_split(p, G2, body, &r);
+        T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         summarize(r.json, &s);
         T_CHECK(s.nfinish == 1, "no second finish at [DONE]");
@@ -517,10 +527,10 @@ static void test_requests(lmt_plugin *p)
             "\"response_format\":{\"type\":\"json_object\"},\"n\":1}";
         b = body_of(p, canon, &rc);
         T_CHECK(rc == LM_OK, "build");
-        T_CHECK(near(json_number_value(json_object_get(b, "temperature")), 1.0),
-                "temperature <= 1");
-        T_CHECK(json_integer_value(json_object_get(b, "max_tokens")) == 8192, "max_tokens <= 8192");
-        T_CHECK(json_integer_value(json_object_get(b, "top_k")) == 6, "top_k <= 6");
+        /* the kernel clamps the declared param_ranges (the kit does too) */
+        T_CHECK(near(json_number_value(json_object_get(b, "temperature")), 1.0), "temperature");
+        T_CHECK(json_integer_value(json_object_get(b, "max_tokens")) == 8192, "max_tokens");
+        T_CHECK(json_integer_value(json_object_get(b, "top_k")) == 6, "top_k");
         T_CHECK(json_object_get(b, "top_p") == NULL && json_object_get(b, "stop") == NULL &&
                     json_object_get(b, "seed") == NULL &&
                     json_object_get(b, "response_format") == NULL &&
@@ -544,36 +554,38 @@ static void test_requests(lmt_plugin *p)
                     "{\"model\":\"lite\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
                     "\"temperature\":0,\"max_completion_tokens\":5,\"max_tokens\":7}",
                     &rc);
-        T_CHECK(json_number_value(json_object_get(b, "temperature")) > 0, "temperature > 0");
+        T_CHECK(near(json_number_value(json_object_get(b, "temperature")), 0.01), "0 -> 0.01");
         T_CHECK(json_integer_value(json_object_get(b, "max_tokens")) == 5,
                 "max_completion_tokens wins");
         json_decref(b);
     }
     T_END();
 
-    T_BEGIN("spark_request_rejects");
+    T_BEGIN("spark_request_rejects_images");
     {
-        const char *bad[] = {
+        /* images, n > 1, embeddings and bad roles are the kernel's to refuse
+         * (caps, flags, validation): the kit refuses them as the relay does */
+        const char *img =
             "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
-            "\"image_url\",\"image_url\":{\"url\":\"https://img/x.png\"}}]}]}",
-            "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":"
-            "2}",
-            "{\"model\":\"generalv3.5\",\"messages\":[]}",
-            "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"function\",\"content\":\"x\"}]}",
-            "{\"model\":\"generalv3.5\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
-            "\"max_tokens\":\"many\"}",
-            NULL};
-        for (int i = 0; bad[i]; i++) {
-            rc = lmt_build(p, LM_OP_CHAT, bad[i], &u, &e);
-            T_CHECK(rc == LM_EINVAL && e.http_status == 400, "case %d: rc %d status %d", i, rc,
-                    e.http_status);
-            T_STREQ(e.type, "invalid_request_error");
-            lmt_ureq_clear(&u);
-        }
-        rc = lmt_build(p, LM_OP_EMBED, "{\"model\":\"generalv3.5\",\"input\":\"x\"}", &u, &e);
-        T_CHECK(rc == LM_ENOTSUP && e.http_status == 400, "embeddings: rc %d status %d", rc,
-                e.http_status);
+            "\"image_url\",\"image_url\":{\"url\":\"https://img/x.png\"}}]}]}";
+        rc = lmt_build(p, LM_OP_CHAT, img, &u, &e);
+        T_CHECK(rc < 0 && e.http_status == 400, "rc %d status %d", rc, e.http_status);
         lmt_ureq_clear(&u);
+    }
+    T_END();
+
+    T_BEGIN("spark_table_declares_what_the_kernel_checks");
+    {
+        const lm_provider *pv = lmt_provider(p);
+        const lm_param_range *r = pv->param_ranges;
+        int temp = 0, mt = 0, tk = 0;
+        for (; r && r->name; r++) {
+            temp |= strcmp(r->name, "temperature") == 0 && near(r->min, 0.01) && near(r->max, 1);
+            mt |= strcmp(r->name, "max_tokens") == 0 && near(r->min, 1) && near(r->max, 8192);
+            tk |= strcmp(r->name, "top_k") == 0 && near(r->min, 1) && near(r->max, 6);
+        }
+        T_CHECK(temp && mt && tk, "temperature (0,1], max_tokens [1,8192], top_k [1,6]");
+        T_CHECK(!(pv->flags & LM_PF_MULTI_CHOICE), "one choice per request");
     }
     T_END();
 

@@ -12,7 +12,7 @@ static json_t *J(const char *s)
 }
 
 static const lm_param_range ranges[] = {
-    {"temperature", 0.01, 1.0}, {"top_p", 0.0, 0.9}, {NULL, 0, 0}};
+    {"temperature", 0.01, 1.0}, {"top_p", 0.0, 0.9}, {"max_tokens", 1, 8192}, {NULL, 0, 0}};
 
 static lm_provider provider(uint32_t caps, uint32_t flags)
 {
@@ -43,6 +43,11 @@ static void test_clamp(void)
     T_CHECK(lm_canon_prepare(&vt, LM_OP_CHAT, 0, c, &p, &e) == 0 && !p.own && p.canon == c &&
                 p.clamped[0] == '\0',
             "in range: no copy");
+    lm_canon_prep_free(&p);
+    json_object_set_new(c, "max_tokens", json_integer(100000));
+    T_CHECK(lm_canon_prepare(&vt, LM_OP_CHAT, 0, c, &p, &e) == 0 &&
+                json_integer_value(json_object_get(p.canon, "max_tokens")) == 8192,
+            "an integer stays an integer");
     lm_canon_prep_free(&p);
     json_decref(c);
     T_END();
