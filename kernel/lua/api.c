@@ -13,7 +13,6 @@
 #include "lua/encode.h"
 #include "lua/lazy.h"
 #include "lua/limits.h"
-#include "lua/runner.h"
 #include "lua/sandbox.h"
 #include "lua/shared.h"
 

@@ -176,6 +176,22 @@ static void fill_reqview(lua_State *L, int t, int src, lm_lua_anchor_t *a)
     rawset_field(L, t, "meta");
 }
 
+void lm_lua_set_request(lua_State *L, int idx)
+{
+    lm_lua_vm_t *vm = lm_lua_vm_of(L);
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, LUA_REGISTRYINDEX, vm->slot_req);
+    vm->has_req = 1;
+}
+
+void lm_lua_set_response(lua_State *L, int idx)
+{
+    lm_lua_vm_t *vm = lm_lua_vm_of(L);
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, LUA_REGISTRYINDEX, vm->slot_resp);
+    vm->has_resp = 1;
+}
+
 /* Whether the anchor still shows what the call has now. */
 static int anchor_current(const lm_lua_call_t *call, const lm_lua_anchor_t *a)
 {

@@ -106,22 +106,6 @@ static void clear_slot(lua_State *L, int slot)
     lua_rawseti(L, LUA_REGISTRYINDEX, slot);
 }
 
-void lm_lua_set_request(lua_State *L, int idx)
-{
-    lm_lua_vm_t *vm = lm_lua_vm_of(L);
-    lua_pushvalue(L, idx);
-    lua_rawseti(L, LUA_REGISTRYINDEX, vm->slot_req);
-    vm->has_req = 1;
-}
-
-void lm_lua_set_response(lua_State *L, int idx)
-{
-    lm_lua_vm_t *vm = lm_lua_vm_of(L);
-    lua_pushvalue(L, idx);
-    lua_rawseti(L, LUA_REGISTRYINDEX, vm->slot_resp);
-    vm->has_resp = 1;
-}
-
 /* Run script i's function for r->stage. On LM_LUA_OK the outputs are in
  * r->out (new refs, caller frees; NULL when the script left the data as it
  * was); on other codes r->out is empty. */

@@ -32,9 +32,6 @@ struct lm_lua_run_s {
  * r->out (new refs, caller frees; NULL when the script left the data as it
  * was); on other codes r->out is empty. Errors are logged and counted. */
 int lm_lua_run(lm_lua_vm_t *vm, size_t i, lm_lua_run_t *r, lm_lua_result_t *res);
-/* lm.request / lm.response for the running call: the value at idx. */
-void lm_lua_set_request(lua_State *L, int idx);
-void lm_lua_set_response(lua_State *L, int idx);
 /* 1 when script i applies to the call and defines stage st. */
 int lm_lua_runs(lm_lua_call_t *call, size_t i, lm_lua_stage_t st);
 void lm_lua_res_clear(lm_lua_result_t *res);

@@ -5,6 +5,7 @@
  * Thread: the worker owning the vm. Text handed to emit is borrowed for
  * the call; a new response body is malloc'd for the caller (lua_host.h).
  */
+#include "lua/call.h"
 #include "lua/encode.h"
 #include "lua/lazy.h"
 #include "lua/runner.h"
