@@ -25,28 +25,33 @@ static int match_any(char *const *pats, size_t n, const char *s)
     return 0;
 }
 
+/* The call, its per-script arrays and its key strings in one allocation
+ * (one per request, for every request that has scripts). */
+static lm_lua_call_t *call_alloc(size_t n, const char *key_name, const char *key_group)
+{
+    size_t kn = strlen(key_name) + 1, kg = key_group ? strlen(key_group) + 1 : 0;
+    lm_lua_call_t *call = calloc(1, sizeof(*call) + n * (sizeof(int) + 1) + kn + kg);
+    char *p;
+
+    if (!call)
+        return NULL;
+    call->ctx = (int *)(call + 1);
+    call->applies = (unsigned char *)(call->ctx + n);
+    p = (char *)(call->applies + n);
+    call->key_name = memcpy(p, key_name, kn);
+    call->key_group = key_group ? memcpy(p + kn, key_group, kg) : NULL;
+    return call;
+}
+
 lm_lua_call_t *lm_lua_call_begin(lm_lua_vm_t *vm, const char *key_name, const char *key_group,
                                  json_t *req)
 {
     lm_lua_gen_t *gen = vm->gen;
-    lm_lua_call_t *call = calloc(1, sizeof(*call));
+    lm_lua_call_t *call = call_alloc(gen->n, key_name ? key_name : "", key_group);
     const char *model = NULL;
     json_t *m;
 
-    if (!call)
-        return NULL;
-    call->applies = calloc(gen->n ? gen->n : 1, 1);
-    call->ctx = calloc(gen->n ? gen->n : 1, sizeof(int));
-    call->meta = json_object();
-    call->key_name = lm_lua_dup_str(key_name ? key_name : "");
-    call->key_group = key_group ? lm_lua_dup_str(key_group) : NULL;
-    if (!call->applies || !call->ctx || !call->meta || !call->key_name ||
-        (key_group && !call->key_group)) {
-        free(call->applies);
-        free(call->ctx);
-        json_decref(call->meta);
-        free(call->key_name);
-        free(call->key_group);
+    if (!call || !(call->meta = json_object())) {
         free(call);
         return NULL;
     }
@@ -106,12 +111,8 @@ void lm_lua_call_end(lm_lua_call_t *call)
     unref(call->vm->L, &call->view);
     json_decref(call->req);
     json_decref(call->meta);
-    free(call->applies);
-    free(call->ctx);
-    free(call->key_name);
-    free(call->key_group);
     lm_lua_vm_release(call->vm);
-    free(call);
+    free(call); /* with its arrays and strings */
 }
 
 unsigned lm_lua_call_stages(const lm_lua_call_t *call)
