@@ -173,6 +173,10 @@ static void fill_reqview(lua_State *L, int t, int src, lm_lua_anchor_t *a)
         rawset_field(L, t, "group");
     else
         lua_pop(L, 1);
+    if (lua_getiuservalue(L, src, 3) == LUA_TSTRING)
+        rawset_field(L, t, "api");
+    else
+        lua_pop(L, 1);
     push_slot(L, src, a, SLOT_META, 0);
     rawset_field(L, t, "meta");
 }
@@ -205,7 +209,7 @@ static lm_lua_anchor_t *push_request_anchor(lua_State *L, lm_lua_call_t *call)
 {
     json_t *req = json_is_object(call->req) ? call->req : NULL;
     lm_lua_anchor_t *a =
-        lm_lua_push_anchor(L, lm_lua_json_cost(req) + lm_lua_json_cost(call->meta), 2);
+        lm_lua_push_anchor(L, lm_lua_json_cost(req) + lm_lua_json_cost(call->meta), 3);
 
     a->fill = fill_reqview;
     a->j[SLOT_REQ] = json_incref(req);
@@ -219,7 +223,15 @@ static lm_lua_anchor_t *push_request_anchor(lua_State *L, lm_lua_call_t *call)
         lua_pushstring(L, call->key_group);
         lua_setiuservalue(L, -2, 2);
     }
+    lua_pushstring(L, call->api ? call->api : "chat");
+    lua_setiuservalue(L, -2, 3);
     return a;
+}
+
+void lm_lua_call_set_api(lm_lua_call_t *call, const char *api)
+{
+    if (call)
+        call->api = api;
 }
 
 /* The request as scripts see it: {model, messages, params, key, group,

@@ -166,6 +166,9 @@ size_t lm_lua_vm_collect(lm_lua_vm_t *vm);
  * on_request). NULL when out of memory. */
 lm_lua_call_t *lm_lua_call_begin(lm_lua_vm_t *vm, const char *key_name, const char *key_group,
                                  json_t *req);
+/* The inbound API the request came in by ("chat", "messages"; static,
+ * borrowed): scripts read it as req.api. Before the first stage. */
+void lm_lua_call_set_api(lm_lua_call_t *call, const char *api);
 /* Releases the lm.ctx tables and the vm reference. NULL is a no-op. */
 void lm_lua_call_end(lm_lua_call_t *call);
 /* Stages that some applicable script defines (LM_LUA_BIT mask): the lead

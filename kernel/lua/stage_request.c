@@ -22,7 +22,7 @@ static void push_request(lua_State *L, lm_lua_run_t *r)
 static void check_request_fields(lua_State *L, int t)
 {
     static const char *const known[] = {"model", "messages", "params", "key",
-                                        "group", "meta",     NULL};
+                                        "group", "meta",     "api",    NULL};
 
     lua_pushnil(L);
     while (lua_next(L, t)) {

@@ -92,6 +92,7 @@ struct lm_lua_call_s {
     json_t *meta;
     char *key_name;
     char *key_group;
+    const char *api; /* the inbound API's name (static), or NULL: "chat" */
     unsigned stages;
     unsigned char *applies;
     int *ctx;

@@ -219,6 +219,19 @@ static int credential_retry(lm_relay_t *r, const lm_err *e)
 
 static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry);
 
+/* The canonical answer (after on_response: scripts see the canonical
+ * form) in the client's API. *out is replaced; -1 on no memory. */
+static int api_answer(lm_relay_t *r, char **out, size_t *out_len, const lm_usage *usage)
+{
+    lm_usage u = *usage;
+    if (u.prompt < 0) /* what the row will bill: the estimate without a report */
+        u.prompt = r->prompt_est;
+    char *t = r->api->answer(*out, *out_len, &u, out_len);
+    free(*out);
+    *out = t;
+    return t ? 0 : -1;
+}
+
 /* A whole answer (2xx). Channel health is decided here, once the body is
  * known to translate: a 200 that is not an answer is a failed attempt and
  * may go to the next channel like a 5xx (IN-11). */
@@ -245,6 +258,8 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
         }
     } else if (lm_rlua_response(r->lua, &out, &out_len, &e) < 0) {
         lm_out_error(r, &e);
+    } else if (!lm_inbound_is_chat(r->api) && api_answer(r, &out, &out_len, &usage) < 0) {
+        lm_out_err(r, 500, "api_error", NULL, "out of memory");
     } else if ((r->usage = usage, lm_settle(r, 0, 1))) {
         r->pending_body = out; /* sent by lm_settle_committed once the row is committed */
         r->pending_len = out_len;
@@ -309,7 +324,8 @@ void lm_attempt_record_failed(lm_relay_t *r, int status)
                           .latency_ms = (int64_t)((uint64_t)lm_clock_ms() - r->attempt_start_ms),
                           .ttft_ms = -1,
                           .status = r->status ? r->status : status,
-                          .client_aborted = r->req == NULL};
+                          .client_aborted = r->req == NULL,
+                          .api = r->api->name};
     lm_gov_record_attempt(&r->gov, &row);
 }
 
@@ -533,6 +549,9 @@ void lm_attempt_reset(lm_relay_t *r)
     if (r->st_init)
         lm_stream_free(&r->st);
     r->st_init = 0;
+    if (r->api_st) /* a new attempt's stream starts over in the client's API too */
+        r->api->stream_free(r->api_st);
+    r->api_st = NULL;
     lm_ureq_free(&r->ureq);
     lm_ureq_init(&r->ureq);
     lm_buf_reset(&r->body);
@@ -681,6 +700,8 @@ int lm_attempt_build(lm_relay_t *r)
     if (r->call.stream) {
         lm_stream_init(&r->st, route->inst, &r->call, (int64_t)time(NULL), lm_out_sse_sink, r);
         r->st_init = 1;
+        if (r->api->stream_new && (r->api_st = r->api->stream_new(r->client_model, r->id)) == NULL)
+            return lm_out_err(r, 500, "api_error", NULL, "out of memory");
     }
     if (r->ureq.local_status)
         return run_local(r);

@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* A copy of e with the channel's secrets masked out of the message. */
 static lm_err scrubbed(const lm_relay_t *r, const lm_err *e)
@@ -39,8 +40,17 @@ int lm_out_error(lm_relay_t *r, const lm_err *e)
     lm_relay_to(r, LM_RELAY_DONE);
     r->client_status = e->http_status;
     lm_err safe = scrubbed(r, e);
-    if (r->req)
+    if (r->req == NULL)
+        return 0;
+    if (r->api->error == NULL) {
         lm_http_reply_error(r->req, &safe, r->id);
+        return 0;
+    }
+    int status; /* the client's API shapes it, and may use its own status (529) */
+    char *body = r->api->error(&safe, &status);
+    r->client_status = status;
+    lm_http_reply(r->req, status, "application/json", body, strlen(body), r->id);
+    free(body);
     return 0;
 }
 
@@ -64,6 +74,18 @@ void lm_out_stream_end(lm_relay_t *r, const lm_err *e)
         return;
     lm_relay_to(r, LM_RELAY_DONE);
     r->client_status = 200;
+    if (r->api_st) { /* the client's API ends its stream its own way */
+        if (e)
+            r->stream_error = 1;
+        lm_err safe;
+        if (e)
+            safe = scrubbed(r, e);
+        r->api->stream_end(r->api_st, &r->st.emit.usage, e ? &safe : NULL, &r->out);
+        lm_out_flush(r);
+        if (r->req)
+            lm_http_stream_end(r->req);
+        return;
+    }
     if (e) {
         r->stream_error = 1;
         lm_err safe = scrubbed(r, e);
@@ -87,7 +109,24 @@ void lm_out_stream_end(lm_relay_t *r, const lm_err *e)
         lm_http_stream_end(r->req);
 }
 
-/* Emit sink: each canonical chunk becomes one SSE event in r->out. */
+/* on_event's output for another API: the canonical events the scripts
+ * sent ("data: {...}" blocks) go through the API's translator. */
+static int api_events(lm_relay_t *r, lm_buf_t *sse)
+{
+    const char *p = lm_buf_cstr(sse), *end = p + sse->len;
+    while (p < end) {
+        const char *next = strstr(p, "\n\n");
+        const char *stop = next ? next : end;
+        if (stop - p > 6 && strncmp(p, "data: ", 6) == 0 && strncmp(p + 6, "[DONE]", 6) != 0 &&
+            r->api->stream_chunk(r->api_st, p + 6, (size_t)(stop - p - 6), &r->out) < 0)
+            return -1;
+        p = next ? next + 2 : end;
+    }
+    return 0;
+}
+
+/* Emit sink: each canonical chunk becomes one SSE event in r->out, or the
+ * events of the client's API (r->api_st). Scripts see canonical chunks. */
 int lm_out_sse_sink(void *arg, const char *json, size_t len)
 {
     lm_relay_t *r = arg;
@@ -95,12 +134,21 @@ int lm_out_sse_sink(void *arg, const char *json, size_t len)
         return -1;
     if (r->lua && (lm_lua_call_stages(r->lua) & LM_LUA_BIT(LM_LUA_STAGE_EVENT))) {
         lm_err e;
-        if (lm_rlua_event(r->lua, json, len, &r->out, &e) < 0) {
+        lm_buf_t sse = {0};
+        int rc = lm_rlua_event(r->lua, json, len, r->api_st ? &sse : &r->out, &e);
+        if (rc == 0 && r->api_st && api_events(r, &sse) < 0) {
+            lm_error_set(&e, -1, 500, "api_error", NULL, "out of memory");
+            rc = -1;
+        }
+        lm_buf_free(&sse);
+        if (rc < 0) {
             r->st.err = e; /* reported as the stream's error event */
             return -1;
         }
         return 0;
     }
+    if (r->api_st)
+        return r->api->stream_chunk(r->api_st, json, len, &r->out);
     if (lm_buf_add(&r->out, "data: ", 6) < 0 || lm_buf_add(&r->out, json, len) < 0 ||
         lm_buf_add(&r->out, "\n\n", 2) < 0)
         return -1;

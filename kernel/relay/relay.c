@@ -163,7 +163,8 @@ static lm_relay_t *relay_new(lm_http_req_t *req, lm_worker_t *w, int op)
         return NULL;
     r->w = w;
     r->req = req;
-    r->op = op;
+    r->op = LM_INBOUND_OP(op); /* the route's tag: operation and inbound API */
+    r->api = lm_inbound_get(LM_INBOUND_API(op));
     r->usage = (lm_usage)LM_USAGE_UNKNOWN;
     r->up_retry_after = -1;
     r->t_start_ms = (uint64_t)lm_clock_ms();
@@ -338,6 +339,7 @@ static int route_request(lm_relay_t *r)
             lm_lua_call_begin(vm, r->gov.key_name, r->gov.key ? r->gov.key->group : NULL, r->canon);
         if (r->lua == NULL)
             return lm_out_err(r, 500, "api_error", NULL, "out of memory");
+        lm_lua_call_set_api(r->lua, r->api->name);
         if (lm_rlua_request(r->lua, r->canon, &e) < 0)
             return lm_out_error(r, &e);
     }
@@ -381,9 +383,23 @@ int lm_relay_body(lm_relay_t *r, size_t have, size_t n)
     return r->discarded > 64 * 1024 ? -1 : 0;
 }
 
+/* The gateway key: Authorization, or the inbound API's own key header
+ * (Anthropic's x-api-key) as a bearer token when Authorization is absent. */
+static const char *auth_header(lm_relay_t *r, char *buf, size_t n)
+{
+    const char *a = lm_http_header(r->req, "Authorization");
+    const char *k =
+        a || r->api->key_header == NULL ? NULL : lm_http_header(r->req, r->api->key_header);
+    if (k == NULL)
+        return a;
+    snprintf(buf, n, "Bearer %s", k); /* a longer value is cut: no key is that long */
+    return buf;
+}
+
 static int handle(lm_relay_t *r, int method_ok)
 {
     lm_http_req_t *req = r->req;
+    char authz[600];
     lm_err e;
     if (!method_ok)
         return lm_out_err(r, 405, "invalid_request_error", "method_not_allowed",
@@ -402,7 +418,7 @@ static int handle(lm_relay_t *r, int method_ok)
         return lm_out_err(r, 429, "rate_limit_error", "too_many_auth_failures",
                           "too many failed authentications from this address; retry later");
     }
-    if (lm_gov_auth(&r->gov, r->rt->conf, r->w->svc->store, lm_http_header(req, "Authorization"),
+    if (lm_gov_auth(&r->gov, r->rt->conf, r->w->svc->store, auth_header(r, authz, sizeof(authz)),
                     lm_http_peer(req), &e) < 0) {
         if (e.http_status == 401)
             lm_authguard_fail(guard, lm_http_peer(req), (int64_t)(uint64_t)lm_clock_ms());
@@ -413,7 +429,12 @@ static int handle(lm_relay_t *r, int method_ok)
         return lm_out_err(r, 413, "invalid_request_error", "request_too_large",
                           "request body exceeds the configured limit");
     r->prompt_est = (int64_t)body.n / 4;
-    r->canon = lm_reqcheck_parse(body.p, body.n, &e);
+    if (lm_inbound_is_chat(r->api)) {
+        r->canon = lm_reqcheck_parse(body.p, body.n, &e);
+    } else { /* the canonical form of another API's body: its bytes are never forwarded */
+        r->canon = r->api->request(body.p, body.n, &e);
+        r->canon_edited = 1;
+    }
     if (r->canon == NULL)
         return lm_out_error(r, &e);
     if ((r->op == LM_OP_CHAT ? lm_reqcheck_chat(r->canon, &e) : lm_reqcheck_embed(r->canon, &e)) <

@@ -8,6 +8,7 @@
 #include "core/buf.h"
 #include "gov/gov.h"
 #include "http/http.h"
+#include "proto/inbound.h"
 #include "proto/stream.h"
 #include "relay/relay_lua.h"
 #include "relay/upstream.h"
@@ -59,6 +60,8 @@ struct lm_relay_s {
     lm_call call;
     int call_open;
     int op;
+    const lm_inbound_t *api; /* the client's API (proto/inbound.h); chat is the identity */
+    void *api_st;            /* its stream translator's state for this attempt, or NULL */
     int want_usage;
     int want_b64;      /* embeddings: the client asked encoding_format base64 */
     int canon_edited;  /* the kernel changed canon: the client's bytes no longer mean it */

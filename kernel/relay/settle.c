@@ -115,7 +115,8 @@ int lm_settle(lm_relay_t *r, int aborted, int wait)
                           .latency_ms = (int64_t)((uint64_t)lm_clock_ms() - r->t_start_ms),
                           .ttft_ms = r->ttft_ms,
                           .status = r->status,
-                          .client_aborted = aborted};
+                          .client_aborted = aborted,
+                          .api = r->api->name};
     if (!wait || r->settle_ev == NULL) {
         lm_gov_settle(&r->gov, cost, &row, NULL);
         return 0;
@@ -170,7 +171,7 @@ void lm_settle_access_log(lm_relay_t *r)
     int64_t charge = r->charge;
     if (r->lua && (lm_lua_call_stages(r->lua) & LM_LUA_BIT(LM_LUA_STAGE_LOG))) {
         json_t *rec =
-            json_pack("{s:s,s:s,s:s,s:i,s:I,s:I,s:I}", "id", r->id, "key",
+            json_pack("{s:s,s:s,s:s,s:s,s:i,s:I,s:I,s:I}", "id", r->id, "api", r->api->name, "key",
                       r->gov.key_name ? r->gov.key_name : "", "channel",
                       r->route ? r->route->inst->chan->name : "", "status", r->client_status,
                       "prompt_tokens", (json_int_t)u->prompt, "completion_tokens",
@@ -183,7 +184,7 @@ void lm_settle_access_log(lm_relay_t *r)
     }
     lm_log(LM_LOG_INFO,
            "access id=%s key=%s model=%s channel=%s plugin=%s/%s gen=%llu status=%d%s%s ms=%llu "
-           "prompt=%lld completion=%lld charge=%lld",
+           "prompt=%lld completion=%lld charge=%lld api=%s",
            r->id, r->gov.key_name ? r->gov.key_name : "-",
            r->route ? r->route->model : log_word(r->client_model, asked, sizeof(asked)),
            r->route ? r->route->inst->chan->name : "-", vt ? vt->name : "-",
@@ -191,7 +192,7 @@ void lm_settle_access_log(lm_relay_t *r)
            r->stream_error ? " stream_error" : "",
            r->fini_seen && r->state != LM_RELAY_DONE ? " client_gone" : "",
            (unsigned long long)((uint64_t)lm_clock_ms() - r->t_start_ms), (long long)u->prompt,
-           (long long)u->completion, (long long)charge);
+           (long long)u->completion, (long long)charge, r->api->name);
 }
 
 /* Request-level metrics (names only: model, channel, status). */

@@ -15,8 +15,10 @@
 #include <unistd.h>
 
 #define NINTS     12
-#define NSTRS     5
-#define PAY_MIN   (NINTS * 8 + NSTRS * 4)
+#define NSTRS     6
+#define OLD_STRS  5                          /* records written before the api string */
+#define PAY_MIN   (NINTS * 8 + OLD_STRS * 4) /* the smallest payload decode takes */
+#define PAY_BASE  (NINTS * 8 + NSTRS * 4)    /* what put writes before the strings */
 #define REQID_MAX 256
 
 static const unsigned char magic[4] = {'L', 'M', 'S', '1'};
@@ -67,6 +69,7 @@ static void strs_of(const lm_usage_row_t *r, const char *s[NSTRS])
     s[2] = r->model_asked;
     s[3] = r->model_served;
     s[4] = r->usage_json;
+    s[5] = r->api;
 }
 
 size_t lm_spool_size(const lm_usage_row_t *row)
@@ -75,7 +78,7 @@ size_t lm_spool_size(const lm_usage_row_t *row)
     strs_of(row, s);
     if (s[0] == NULL || s[0][0] == '\0' || strlen(s[0]) > REQID_MAX)
         return 0;
-    size_t n = PAY_MIN;
+    size_t n = PAY_BASE;
     for (int i = 0; i < NSTRS; i++) {
         if (s[i] && (n += strlen(s[i]) + 1) > LM_SPOOL_REC_MAX)
             return 0;
@@ -128,6 +131,9 @@ static int decode(const unsigned char *p, size_t n, lm_usage_row_t *r)
         v[i] = get64(p + 8 * i);
     size_t off = NINTS * 8;
     for (int i = 0; i < NSTRS; i++) {
+        s[i] = NULL;
+        if (i == OLD_STRS && off == n)
+            break; /* an older record: no api string (chat) */
         if (n - off < 4)
             return -1;
         size_t len = get32(p + off);
@@ -156,6 +162,7 @@ static int decode(const unsigned char *p, size_t n, lm_usage_row_t *r)
                           .status = v[9],
                           .client_aborted = v[10] != 0,
                           .usage_json = s[4],
+                          .api = s[5],
                           .created_ms = v[11]};
     return 0;
 }

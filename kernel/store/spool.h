@@ -9,9 +9,10 @@
  *     12 x i64: attempt, key_id, prompt, completion, cached, reasoning
  *               tokens, cost, latency_ms, ttft_ms, status, client_aborted,
  *               created_ms
- *     5 strings: request_id, channel, model_asked, model_served,
- *                usage_json, each u32 length (0 = NULL) then that many
- *                bytes ending in a NUL.
+ *     6 strings: request_id, channel, model_asked, model_served,
+ *                usage_json, api, each u32 length (0 = NULL) then that
+ *                many bytes ending in a NUL. Records written before api
+ *                existed end after usage_json; they read as api NULL.
  * A crash mid-append leaves a torn last record: the scan ignores it. A
  * damaged record elsewhere is skipped up to the next "LMS1" that starts a
  * valid record, so one bad sector never hides the rows after it. The

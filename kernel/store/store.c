@@ -288,6 +288,7 @@ static void rec_free(lm_usage_rec_t *r)
     free((char *)r->row.model_asked);
     free((char *)r->row.model_served);
     free((char *)r->row.usage_json);
+    free((char *)r->row.api);
 }
 
 void lm_store_usage_list_free(lm_usage_rec_t *r, size_t n)

@@ -44,7 +44,7 @@ int lm_store_usage_submit_acct(lm_store_t *st, const lm_usage_row_t *row, lm_acc
         strnlen(row->request_id, 257) > 256 || row->cost < 0 || row->attempt < 0)
         return LM_STORE_EINVAL;
     size_t extra = slen(row->request_id) + slen(row->channel) + slen(row->model_asked) +
-                   slen(row->model_served) + slen(row->usage_json);
+                   slen(row->model_served) + slen(row->usage_json) + slen(row->api);
     op_t *op = calloc(1, sizeof(*op) + extra);
     if (op == NULL)
         return LM_STORE_ENOMEM;
@@ -56,6 +56,7 @@ int lm_store_usage_submit_acct(lm_store_t *st, const lm_usage_row_t *row, lm_acc
     op->row.model_asked = scopy(&p, row->model_asked);
     op->row.model_served = scopy(&p, row->model_served);
     op->row.usage_json = scopy(&p, row->usage_json);
+    op->row.api = scopy(&p, row->api);
     op->row.prompt_tokens = clamp0(row->prompt_tokens);
     op->row.completion_tokens = clamp0(row->completion_tokens);
     op->row.cached_tokens = clamp0(row->cached_tokens);

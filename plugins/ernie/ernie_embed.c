@@ -27,10 +27,12 @@ int eb1_embed_body(const json_t *canon, json_t **out, lm_err *e)
 int eb1_parse_embed(const lm_call *c, const json_t *j, json_t **out, lm_usage *usage, lm_err *e)
 {
     const json_t *data = json_object_get(j, "data"), *it;
-    json_t *vecs = json_array();
     size_t i;
     if (!json_is_array(data))
         return lms_bad_upstream(e, "an ERNIE v1 embeddings answer without data");
+    json_t *vecs = json_array();
+    if (vecs == NULL)
+        return lms_oom(e);
     json_array_foreach (data, i, it) {
         json_t *vec = json_object_get(it, "embedding");
         if (!json_is_array(vec)) {

@@ -38,6 +38,7 @@ SECTIONS = [
     ("Quick start (Debian 12, as root)", "快速开始（Debian 12，root 用户）"),
     ("The `longmen` command", "`longmen` 命令"),
     ("Endpoints (data plane, default 127.0.0.1:8080)", "接口（数据面，默认 127.0.0.1:8080）"),
+    ("Claude Code and the Anthropic SDK", "Claude Code 与 Anthropic SDK"),
     ("Configuration (`plugins.conf`)", "配置（`plugins.conf`）"),
     ("Keys, quotas and usage", "令牌、额度与用量"),
     ("Lua policy scripts", "Lua 策略脚本"),
