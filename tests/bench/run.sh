@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make bench: the shared side-by-side harness (../shared/bench) with Longmen
+# make bench: the side-by-side harness (tests/bench/peers) with Longmen
 # added as target "gateway". Knobs pass through (DURATION, REPEATS, TARGETS,
 # SCENARIOS, ...); defaults here are a ~4-minute run, then ~2 minutes per Lua
 # script below.
@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
-BENCH=${BENCH_DIR:-$ROOT/../shared/bench}
+BENCH=${BENCH_DIR:-$ROOT/tests/bench/peers}
 [ -x "$BENCH/run-peers.sh" ] || { echo "bench harness not found at $BENCH (set BENCH_DIR)"; exit 1; }
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || [ ! -d /tmp/peers/portkey/node_modules ]; then
     "$BENCH/setup-peers.sh"
