@@ -233,16 +233,17 @@ static int lm_index(lua_State *L)
         const char *k = lua_tostring(L, 2);
         if (strcmp(k, "request") == 0) {
             lm_lua_gate(L, REQ_STAGES, "lm.request");
-            if (vm->cur_req == LUA_NOREF) {
+            if (!vm->has_req) {
                 lm_lua_push_reqview(L, vm->call);
-                vm->cur_req = luaL_ref(L, LUA_REGISTRYINDEX);
+                lm_lua_set_request(L, -1);
+                return 1;
             }
-            lua_rawgeti(L, LUA_REGISTRYINDEX, vm->cur_req);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, vm->slot_req);
             return 1;
         }
         if (strcmp(k, "response") == 0) {
             lm_lua_gate(L, LM_LUA_BIT(LM_LUA_STAGE_RESPONSE), "lm.response");
-            lua_rawgeti(L, LUA_REGISTRYINDEX, vm->cur_resp);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, vm->slot_resp);
             return 1;
         }
         if (strcmp(k, "ctx") == 0) {

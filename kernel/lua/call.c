@@ -25,28 +25,33 @@ static int match_any(char *const *pats, size_t n, const char *s)
     return 0;
 }
 
+/* The call, its per-script arrays and its key strings in one allocation
+ * (one per request, for every request that has scripts). */
+static lm_lua_call_t *call_alloc(size_t n, const char *key_name, const char *key_group)
+{
+    size_t kn = strlen(key_name) + 1, kg = key_group ? strlen(key_group) + 1 : 0;
+    lm_lua_call_t *call = calloc(1, sizeof(*call) + n * (sizeof(int) + 1) + kn + kg);
+    char *p;
+
+    if (!call)
+        return NULL;
+    call->ctx = (int *)(call + 1);
+    call->applies = (unsigned char *)(call->ctx + n);
+    p = (char *)(call->applies + n);
+    call->key_name = memcpy(p, key_name, kn);
+    call->key_group = key_group ? memcpy(p + kn, key_group, kg) : NULL;
+    return call;
+}
+
 lm_lua_call_t *lm_lua_call_begin(lm_lua_vm_t *vm, const char *key_name, const char *key_group,
                                  json_t *req)
 {
     lm_lua_gen_t *gen = vm->gen;
-    lm_lua_call_t *call = calloc(1, sizeof(*call));
+    lm_lua_call_t *call = call_alloc(gen->n, key_name ? key_name : "", key_group);
     const char *model = NULL;
     json_t *m;
 
-    if (!call)
-        return NULL;
-    call->applies = calloc(gen->n ? gen->n : 1, 1);
-    call->ctx = calloc(gen->n ? gen->n : 1, sizeof(int));
-    call->meta = json_object();
-    call->key_name = lm_lua_dup_str(key_name ? key_name : "");
-    call->key_group = key_group ? lm_lua_dup_str(key_group) : NULL;
-    if (!call->applies || !call->ctx || !call->meta || !call->key_name ||
-        (key_group && !call->key_group)) {
-        free(call->applies);
-        free(call->ctx);
-        json_decref(call->meta);
-        free(call->key_name);
-        free(call->key_group);
+    if (!call || !(call->meta = json_object())) {
         free(call);
         return NULL;
     }
@@ -83,15 +88,13 @@ int lm_lua_drop_view(lm_lua_call_t *call)
     lua_State *L = call->vm->L;
     int rc = 0;
 
-    if (call->anchor != LUA_NOREF && lua_checkstack(L, 3)) {
-        lm_lua_anchor_t *a;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, call->anchor);
-        a = lm_lua_to_anchor(L, -1);
-        if (a && call->req && a->j[SLOT_REQ] == call->req)
+    if (call->anchor != LUA_NOREF) {
+        lm_lua_anchor_t *a = call->anchor_p;
+        if (call->req && a->j[SLOT_REQ] == call->req)
             rc = lm_lua_anchor_snapshot(a, SLOT_REQ);
-        lua_pop(L, 1);
     }
     unref(L, &call->anchor);
+    call->anchor_p = NULL;
     unref(L, &call->view);
     return rc;
 }
@@ -104,15 +107,12 @@ void lm_lua_call_end(lm_lua_call_t *call)
         if (call->ctx[i] != LUA_NOREF)
             luaL_unref(call->vm->L, LUA_REGISTRYINDEX, call->ctx[i]);
     unref(call->vm->L, &call->anchor); /* req is not changed after the end */
+    call->anchor_p = NULL;
     unref(call->vm->L, &call->view);
     json_decref(call->req);
     json_decref(call->meta);
-    free(call->applies);
-    free(call->ctx);
-    free(call->key_name);
-    free(call->key_group);
     lm_lua_vm_release(call->vm);
-    free(call);
+    free(call); /* with its arrays and strings */
 }
 
 unsigned lm_lua_call_stages(const lm_lua_call_t *call)
@@ -181,6 +181,22 @@ static void fill_reqview(lua_State *L, int t, int src, lm_lua_anchor_t *a)
     rawset_field(L, t, "meta");
 }
 
+void lm_lua_set_request(lua_State *L, int idx)
+{
+    lm_lua_vm_t *vm = lm_lua_vm_of(L);
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, LUA_REGISTRYINDEX, vm->slot_req);
+    vm->has_req = 1;
+}
+
+void lm_lua_set_response(lua_State *L, int idx)
+{
+    lm_lua_vm_t *vm = lm_lua_vm_of(L);
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, LUA_REGISTRYINDEX, vm->slot_resp);
+    vm->has_resp = 1;
+}
+
 /* Whether the anchor still shows what the call has now. */
 static int anchor_current(const lm_lua_call_t *call, const lm_lua_anchor_t *a)
 {
@@ -189,7 +205,7 @@ static int anchor_current(const lm_lua_call_t *call, const lm_lua_anchor_t *a)
            a->j[SLOT_MESSAGES] == json_object_get(req, "messages") && a->j[SLOT_META] == call->meta;
 }
 
-static void push_request_anchor(lua_State *L, lm_lua_call_t *call)
+static lm_lua_anchor_t *push_request_anchor(lua_State *L, lm_lua_call_t *call)
 {
     json_t *req = json_is_object(call->req) ? call->req : NULL;
     lm_lua_anchor_t *a =
@@ -209,6 +225,7 @@ static void push_request_anchor(lua_State *L, lm_lua_call_t *call)
     }
     lua_pushstring(L, call->api ? call->api : "chat");
     lua_setiuservalue(L, -2, 3);
+    return a;
 }
 
 void lm_lua_call_set_api(lm_lua_call_t *call, const char *api)
@@ -225,26 +242,20 @@ void lm_lua_call_set_api(lm_lua_call_t *call, const char *api)
 void lm_lua_push_reqview(lua_State *L, lm_lua_call_t *call)
 {
     luaL_checkstack(L, 4, NULL);
-    if (call->anchor != LUA_NOREF) {
-        lm_lua_anchor_t *a;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, call->anchor);
-        a = lm_lua_to_anchor(L, -1);
-        if (a == NULL || !anchor_current(call, a)) {
-            lua_pop(L, 1);
-            lm_lua_drop_view(call);
-        } else if (call->view != LUA_NOREF) {
-            lua_rawgeti(L, LUA_REGISTRYINDEX, call->view);
-            if (lm_lua_lazy_pending(L, -1)) {
-                lua_remove(L, -2);
-                return;
-            }
-            lua_pop(L, 1);
-        }
+    if (call->anchor != LUA_NOREF && !anchor_current(call, call->anchor_p))
+        lm_lua_drop_view(call);
+    if (call->anchor != LUA_NOREF && call->view != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, call->view);
+        if (lm_lua_lazy_pending(L, -1))
+            return; /* no script looked at it yet: the same view again */
+        lua_pop(L, 1);
     }
     if (call->anchor == LUA_NOREF) {
-        push_request_anchor(L, call);
+        call->anchor_p = push_request_anchor(L, call);
         lua_pushvalue(L, -1);
         call->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, call->anchor);
     }
     lm_lua_push_lazy(L, -1, LM_LUA_LAZY_VIEW);
     lua_remove(L, -2);

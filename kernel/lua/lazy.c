@@ -19,7 +19,10 @@ static const char lazy_mt_key = 'P'; /* registry: metatable of pending tables */
 
 static const char lazy_src_key = 'S'; /* in a pending table: its source */
 
-static const char lazy_kind_key = 'K'; /* in a pending table over an anchor: the kind */
+static const char lazy_kind_key = 'K'; /* in a pending table over an anchor: the kind; over
+                                         text with one more member: its name */
+
+static const char lazy_raw_key = 'W'; /* in a pending table over text: that member's value */
 
 static const char anchor_mt_key = 'R'; /* registry: metatable of anchors */
 
@@ -285,18 +288,20 @@ void lm_lua_push_lazy_text(lua_State *L, const char *json, size_t len)
     lua_remove(L, -2);
 }
 
+/* The extra member lives in the pending table itself (no table around the
+ * source): one table and two strings per call. */
 void lm_lua_push_lazy_text_with(lua_State *L, const char *json, size_t len, const char *field,
                                 const char *raw, size_t n)
 {
-    lua_createtable(L, 3, 0);
+    lua_createtable(L, 0, 3);
     lua_pushlstring(L, json, len);
-    lua_rawseti(L, -2, 1);
+    lua_rawsetp(L, -2, &lazy_src_key);
     lua_pushstring(L, field);
-    lua_rawseti(L, -2, 2);
+    lua_rawsetp(L, -2, &lazy_kind_key);
     lua_pushlstring(L, raw, n);
-    lua_rawseti(L, -2, 3);
-    lm_lua_push_lazy(L, -1, 0);
-    lua_remove(L, -2);
+    lua_rawsetp(L, -2, &lazy_raw_key);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+    lua_setmetatable(L, -2);
 }
 
 int lm_lua_lazy_pending(lua_State *L, int idx)
@@ -352,8 +357,7 @@ static int fill_anchor(lua_State *L, int t, int src, unsigned kind)
 
 void lm_lua_touch(lua_State *L, int idx)
 {
-    int t, array = 0;
-    unsigned kind;
+    int t, s, array, extra;
 
     if (lua_type(L, idx) != LUA_TTABLE)
         return;
@@ -363,28 +367,30 @@ void lm_lua_touch(lua_State *L, int idx)
         return;
     }
     luaL_checkstack(L, 8, "lazy value");
+    s = lua_gettop(L);
     lua_rawgetp(L, t, &lazy_kind_key);
-    kind = (unsigned)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        array = lm_lua_json_fill(L, t, lua_gettop(L));
-    } else if (lua_type(L, -1) == LUA_TTABLE) { /* {text, field, raw} */
-        lua_rawgeti(L, -1, 1);
-        array = lm_lua_json_fill(L, t, lua_gettop(L));
-        lua_rawgeti(L, -2, 2);
-        lua_rawgeti(L, -3, 3);
-        lua_rawset(L, t);
-        lua_pop(L, 1);
+    extra = lua_type(L, s + 1) == LUA_TSTRING;
+    if (lua_type(L, s) == LUA_TSTRING) {
+        array = lm_lua_json_fill(L, t, s);
+        if (extra) { /* the member that travels as it is */
+            lua_pushvalue(L, s + 1);
+            lua_rawgetp(L, t, &lazy_raw_key);
+            lua_rawset(L, t);
+        }
     } else {
-        array = fill_anchor(L, t, lua_gettop(L), kind);
+        array = fill_anchor(L, t, s, (unsigned)lua_tointeger(L, s + 1));
     }
-    lua_pop(L, 1);
+    lua_settop(L, s - 1);
     /* now an ordinary table: drop the source and the pending metatable
      * (none of these steps allocates, so it is never left half-way) */
     lua_pushnil(L);
     lua_rawsetp(L, t, &lazy_src_key);
     lua_pushnil(L);
     lua_rawsetp(L, t, &lazy_kind_key);
+    if (extra) {
+        lua_pushnil(L);
+        lua_rawsetp(L, t, &lazy_raw_key);
+    }
     if (array)
         lua_rawgetp(L, LUA_REGISTRYINDEX, &lm_lua_array_key);
     else

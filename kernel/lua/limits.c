@@ -11,10 +11,98 @@
 #include "core/clock.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #define LOAD_MIN_MS 100u /* top-level chunks get at least this long */
 
 enum { LIM_NONE = 0, LIM_INSTR, LIM_TIME, LIM_STEPS };
+
+/* Free blocks kept per size class: at most about 70 KB per state, which
+ * the cap does not count (like malloc's own caches). */
+#define POOL_KEEP 32u
+
+/* Sanitizers must see every block freed, so they get no pool. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define POOL_ON 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define POOL_ON 0
+#endif
+#endif
+#ifndef POOL_ON
+#define POOL_ON 1
+#endif
+
+/* The size class of an n-byte block, or -1 when the pool does not take it.
+ * Lua passes the block's exact size on every free and resize, so the class
+ * of a block is always known. */
+static int pool_class(size_t n)
+{
+    return POOL_ON && n && n <= LM_LUA_POOL_STEP * LM_LUA_POOL_CLASSES
+               ? (int)((n - 1) / LM_LUA_POOL_STEP)
+               : -1;
+}
+
+static void *block_new(lm_lua_vm_t *vm, size_t n)
+{
+    int c = pool_class(n);
+    void *p;
+
+    if (c < 0)
+        return malloc(n);
+    p = vm->pool.head[c];
+    if (p == NULL)
+        return malloc((size_t)(c + 1) * LM_LUA_POOL_STEP);
+    memcpy(&vm->pool.head[c], p, sizeof(void *));
+    vm->pool.count[c]--;
+    return p;
+}
+
+static void block_free(lm_lua_vm_t *vm, void *p, size_t n)
+{
+    int c = pool_class(n);
+
+    if (p == NULL)
+        return;
+    if (c < 0 || vm->pool.count[c] >= POOL_KEEP) {
+        free(p);
+        return;
+    }
+    memcpy(p, &vm->pool.head[c], sizeof(void *));
+    vm->pool.head[c] = p;
+    vm->pool.count[c]++;
+}
+
+static void *block_resize(lm_lua_vm_t *vm, void *p, size_t osize, size_t nsize)
+{
+    int oc = pool_class(osize), nc = pool_class(nsize);
+    void *q;
+
+    if (p == NULL)
+        return block_new(vm, nsize);
+    if (oc >= 0 && oc == nc)
+        return p; /* the block already has room */
+    if (oc < 0 && nc < 0)
+        return realloc(p, nsize);
+    q = block_new(vm, nsize);
+    if (q) {
+        memcpy(q, p, osize < nsize ? osize : nsize);
+        block_free(vm, p, osize);
+    }
+    return q;
+}
+
+void lm_lua_pool_drain(lm_lua_vm_t *vm)
+{
+    for (int c = 0; c < LM_LUA_POOL_CLASSES; c++) {
+        while (vm->pool.head[c]) {
+            void *p = vm->pool.head[c];
+            memcpy(&vm->pool.head[c], p, sizeof(void *));
+            free(p);
+        }
+        vm->pool.count[c] = 0;
+    }
+}
 
 void *lm_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -22,15 +110,15 @@ void *lm_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     void *p;
 
     if (!ptr)
-        osize = 0;
+        osize = 0; /* Lua passes the object's type here */
     if (nsize == 0) {
-        free(ptr);
+        block_free(vm, ptr, osize);
         vm->mem -= osize;
         return NULL;
     }
     if (nsize > osize && (nsize - osize > vm->mem_cap || vm->mem + (nsize - osize) > vm->mem_cap))
         return NULL;
-    p = realloc(ptr, nsize);
+    p = block_resize(vm, ptr, osize, nsize);
     if (!p)
         return NULL;
     vm->mem = vm->mem - osize + nsize;
@@ -124,7 +212,7 @@ void lm_lua_lim_start(lm_lua_vm_t *vm, size_t script, int stage)
     vm->reject_status = 0;
     vm->retry = 0;
     vm->retry_model[0] = 0;
-    vm->cur_req = vm->cur_resp = LUA_NOREF;
+    vm->has_req = vm->has_resp = 0;
     vm->running = 1;
 }
 

@@ -8,8 +8,11 @@
 
 #define LM_LUA_HOOK_EVERY 1000 /* instructions between count hook firings */
 
-/* The lua_Alloc of every state (ud: its vm): refuses growth past the cap. */
+/* The lua_Alloc of every state (ud: its vm): refuses growth past the cap.
+ * Small blocks come from and go back to the vm's pool. */
 void *lm_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+/* Frees the blocks the pool keeps (after lua_close, or when idle). */
+void lm_lua_pool_drain(lm_lua_vm_t *vm);
 /* The count hook: charges instructions, checks the deadline, raises once
  * the call has expired. Set on the state and on every coroutine. */
 void lm_lua_hook(lua_State *L, lua_Debug *ar);

@@ -41,7 +41,10 @@
  * stage that leaves its data alone costs a function call, not a conversion:
  * the request keeps its JSON (and the caller its raw body), an event or a
  * response keeps its text. Outputs then say "unchanged" (NULL, or the
- * input as it came) instead of an equal copy.
+ * input as it came) instead of an equal copy. What a call still allocates
+ * (the argument table, its text) is collected young (generational GC) from
+ * a per-state pool of small blocks; lm_lua_vm_runs counts the calls, and
+ * tests/bench/lua_profile.py measures them in instructions.
  */
 #ifndef LM_LUA_HOST_H
 #define LM_LUA_HOST_H
@@ -147,6 +150,9 @@ lm_lua_gen_t *lm_lua_vm_gen(const lm_lua_vm_t *vm); /* borrowed */
 /* Bytes currently allocated by the state, plus the JSON its lazy values
  * keep alive (for stats and tests). */
 size_t lm_lua_vm_memory(const lm_lua_vm_t *vm);
+/* Stage functions this vm has entered (one per script and stage call; a
+ * stage no applicable script defines enters none). For stats and tests. */
+uint64_t lm_lua_vm_runs(const lm_lua_vm_t *vm);
 /* A full garbage collection (e.g. when the worker is idle); returns
  * lm_lua_vm_memory afterwards. Not while a stage runs. */
 size_t lm_lua_vm_collect(lm_lua_vm_t *vm);

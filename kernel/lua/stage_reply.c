@@ -5,6 +5,7 @@
  * Thread: the worker owning the vm. Text handed to emit is borrowed for
  * the call; a new response body is malloc'd for the caller (lua_host.h).
  */
+#include "lua/call.h"
 #include "lua/encode.h"
 #include "lua/lazy.h"
 #include "lua/runner.h"
@@ -149,10 +150,8 @@ int lm_lua_on_event(lm_lua_call_t *call, json_t *ev, json_t **out, lm_lua_result
 
 static void push_response(lua_State *L, lm_lua_run_t *r)
 {
-    lm_lua_vm_t *vm = lm_lua_vm_of(L);
     lm_lua_push_text(L, r);
-    lua_pushvalue(L, -1);
-    vm->cur_resp = luaL_ref(L, LUA_REGISTRYINDEX);
+    lm_lua_set_response(L, -1);
     r->nargs = 1;
 }
 

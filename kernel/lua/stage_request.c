@@ -13,10 +13,8 @@
 
 static void push_request(lua_State *L, lm_lua_run_t *r)
 {
-    lm_lua_vm_t *vm = lm_lua_vm_of(L);
     lm_lua_push_reqview(L, r->call);
-    lua_pushvalue(L, -1);
-    vm->cur_req = luaL_ref(L, LUA_REGISTRYINDEX);
+    lm_lua_set_request(L, -1);
     r->nargs = 1;
 }
 

@@ -16,10 +16,8 @@
 /* The request view (also lm.request) and the stage's text input. */
 static void push_req_and_text(lua_State *L, lm_lua_run_t *r)
 {
-    lm_lua_vm_t *vm = lm_lua_vm_of(L);
     lm_lua_push_reqview(L, r->call);
-    lua_pushvalue(L, -1);
-    vm->cur_req = luaL_ref(L, LUA_REGISTRYINDEX);
+    lm_lua_set_request(L, -1);
     lm_lua_push_lazy_text(L, r->text, r->tlen);
     r->nargs = 2;
 }
@@ -162,10 +160,8 @@ int lm_lua_on_route(lm_lua_call_t *call, json_t *candidates, json_t **order, lm_
 /* The request view and up: its text without the body, plus the body. */
 static void push_upstream(lua_State *L, lm_lua_run_t *r)
 {
-    lm_lua_vm_t *vm = lm_lua_vm_of(L);
     lm_lua_push_reqview(L, r->call);
-    lua_pushvalue(L, -1);
-    vm->cur_req = luaL_ref(L, LUA_REGISTRYINDEX);
+    lm_lua_set_request(L, -1);
     lm_lua_push_lazy_text_with(L, r->text, r->tlen, "body", r->text2 ? r->text2 : "", r->tlen2);
     r->nargs = 2;
 }

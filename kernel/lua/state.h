@@ -38,6 +38,16 @@ struct lm_lua_gen_s {
     unsigned stages;
 };
 
+/* Free small blocks a state keeps for reuse (limits.c): Lua allocates and
+ * frees a few dozen small objects per stage call, and a list pop is far
+ * cheaper than malloc and free. Size classes of LM_LUA_POOL_STEP bytes. */
+#define LM_LUA_POOL_STEP    16
+#define LM_LUA_POOL_CLASSES 16 /* blocks up to 256 bytes */
+typedef struct lm_lua_pool_s {
+    void *head[LM_LUA_POOL_CLASSES];
+    unsigned count[LM_LUA_POOL_CLASSES];
+} lm_lua_pool_t;
+
 typedef struct lm_lua_vm_script_s {
     int env;
     int fn[LM_LUA_NSTAGES];
@@ -49,8 +59,9 @@ struct lm_lua_vm_s {
     lm_lua_gen_t *gen;
     int refs;
     lm_lua_vm_script_t *s;
-    size_t mem;
+    size_t mem; /* bytes the state asked for and holds (the pool not included) */
     size_t mem_cap;
+    lm_lua_pool_t pool;
     /* the running stage call */
     int running;
     int stage;
@@ -61,8 +72,12 @@ struct lm_lua_vm_s {
     int64_t deadline_ns;
     uint32_t deadline_ms;
     lm_lua_call_t *call;
-    int cur_req;
-    int cur_resp;
+    /* What lm.request and lm.response show during the run: two registry
+     * slots made once per state (a ref per call would allocate and free a
+     * registry entry on every stage call); false when unset. */
+    int slot_req, slot_resp;
+    int has_req, has_resp;
+    uint64_t runs; /* stage calls entered (lm_lua_vm_runs) */
     /* decisions by lm.reject / lm.retry */
     int reject_status;
     char reject_code[64];
@@ -81,9 +96,10 @@ struct lm_lua_call_s {
     unsigned stages;
     unsigned char *applies;
     int *ctx;
-    int anchor;      /* registry ref: the anchor over req and meta (or LUA_NOREF) */
-    int view;        /* registry ref: the request view last made from it */
-    int req_changed; /* on_request rewrote req */
+    int anchor; /* registry ref: the anchor over req and meta (or LUA_NOREF) */
+    struct lm_lua_anchor_s *anchor_p; /* that anchor (kept alive by the ref) */
+    int view;                         /* registry ref: the request view last made from it */
+    int req_changed;                  /* on_request rewrote req */
 };
 
 /* Stage names ("load", "request", ...) and the functions scripts define

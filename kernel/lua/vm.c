@@ -27,9 +27,14 @@ static const char base_key = 'B';
 
 static int vm_setup(lua_State *L)
 {
+    lm_lua_vm_t *vm = lm_lua_vm_of(L);
     int B, t;
 
     lua_sethook(L, lm_lua_hook, LUA_MASKCOUNT, LM_LUA_HOOK_EVERY);
+    lua_pushboolean(L, 0);
+    vm->slot_req = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushboolean(L, 0);
+    vm->slot_resp = luaL_ref(L, LUA_REGISTRYINDEX);
     /* the array marker: protected so scripts cannot share state through it */
     lua_createtable(L, 0, 1);
     lua_pushliteral(L, "json.array");
@@ -169,6 +174,7 @@ static void vm_free(lm_lua_vm_t *vm)
 {
     if (vm->L)
         lua_close(vm->L);
+    lm_lua_pool_drain(vm);
     lm_lua_gen_release(vm->gen);
     free(vm->s);
     free(vm);
@@ -190,7 +196,7 @@ lm_lua_vm_t *lm_lua_vm_new(lm_lua_gen_t *gen, char *err, size_t errlen)
     vm->refs = 1;
     vm->gen = lm_lua_gen_acquire(gen);
     vm->mem_cap = gen->lim.memory;
-    vm->cur_req = vm->cur_resp = LUA_NOREF;
+    vm->slot_req = vm->slot_resp = LUA_NOREF;
     for (size_t i = 0; i < gen->n; i++) {
         vm->s[i].env = LUA_NOREF;
         for (int s = 0; s < LM_LUA_NSTAGES; s++)
@@ -238,6 +244,13 @@ lm_lua_vm_t *lm_lua_vm_new(lm_lua_gen_t *gen, char *err, size_t errlen)
     }
     lua_settop(L, 0);
     lua_gc(L, LUA_GCCOLLECT, 0);
+    /* Generational: what a stage call allocates (argument tables and their
+     * text) almost always dies young, and a minor collection visits only
+     * young objects, where an incremental cycle re-marks the whole sandbox
+     * every time the heap doubles. The memory cap is unchanged: an
+     * allocation refused by lm_lua_alloc still triggers a full collection
+     * before the script sees the error. */
+    lua_gc(L, LUA_GCGEN, 0, 0);
     return vm;
 }
 
@@ -257,8 +270,14 @@ size_t lm_lua_vm_memory(const lm_lua_vm_t *vm)
     return vm->mem;
 }
 
+uint64_t lm_lua_vm_runs(const lm_lua_vm_t *vm)
+{
+    return vm->runs;
+}
+
 size_t lm_lua_vm_collect(lm_lua_vm_t *vm)
 {
     lua_gc(vm->L, LUA_GCCOLLECT, 0);
+    lm_lua_pool_drain(vm); /* an idle worker gives the blocks back */
     return vm->mem;
 }

@@ -59,15 +59,42 @@ int lm_rlua_request(lm_lua_call_t *call, json_t *canon, lm_err *e)
  * stage that does not look at its input then never decodes it, and writing
  * text is cheaper than building and freeing a tree (lua_host.h). */
 
+/* The text is written on the stack (no allocation for the usual sizes)
+ * and moves to b only when it outgrows fix. */
 typedef struct jw_s {
     lm_buf_t b;
     int oom;
+    size_t n; /* bytes in fix, while b is empty */
+    char fix[2048];
 } jw_t;
 
 static void jw_raw(jw_t *w, const char *p, size_t n)
 {
-    if (lm_buf_add(&w->b, p, n) < 0)
+    if (w->b.len == 0 && n <= sizeof(w->fix) - w->n) {
+        memcpy(w->fix + w->n, p, n);
+        w->n += n;
+        return;
+    }
+    if ((w->b.len == 0 && lm_buf_add(&w->b, w->fix, w->n) < 0) || lm_buf_add(&w->b, p, n) < 0)
         w->oom = 1;
+}
+
+/* fix is left as it is: clearing it would cost more than writing it */
+static void jw_init(jw_t *w)
+{
+    memset(&w->b, 0, sizeof(w->b));
+    w->oom = 0;
+    w->n = 0;
+}
+
+static const char *jw_text(const jw_t *w)
+{
+    return w->b.len ? w->b.p : w->fix;
+}
+
+static size_t jw_len(const jw_t *w)
+{
+    return w->b.len ? w->b.len : w->n;
 }
 
 static void jw_lit(jw_t *w, const char *s)
@@ -116,6 +143,44 @@ static void jw_str(jw_t *w, const char *s)
     jw_strn(w, s ? s : "", s ? strlen(s) : 0);
 }
 
+/* Numbers without snprintf: these run on every request that has a script
+ * on the stage, and printf's float path alone cost more than the stage call
+ * itself. */
+static void jw_int(jw_t *w, long long v)
+{
+    char b[24];
+    size_t n = 0;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+
+    do
+        b[sizeof(b) - ++n] = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v < 0)
+        b[sizeof(b) - ++n] = '-';
+    jw_raw(w, b + sizeof(b) - n, n);
+}
+
+/* x >= 0 with `places` decimals (1..4), rounded half up; "0" otherwise. */
+static void jw_fixed(jw_t *w, double x, int places)
+{
+    static const long long scale[] = {1, 10, 100, 1000, 10000};
+    long long v = x > 0 && x < 1e12 ? (long long)(x * (double)scale[places] + 0.5) : 0;
+    char frac[8];
+
+    jw_int(w, v / scale[places]);
+    frac[0] = '.';
+    for (int i = places; i > 0; i--, v /= 10)
+        frac[i] = (char)('0' + v % 10);
+    jw_raw(w, frac, (size_t)places + 1);
+}
+
+/* ,"name":v for a number */
+static void jw_num_field(jw_t *w, const char *name, long long v)
+{
+    jw_lit(w, name);
+    jw_int(w, v);
+}
+
 /* One candidate's live figures: health (closed and not held by a
  * Retry-After), in-flight attempts, EWMA latency and time to first token
  * (0 until sampled), the error rate over the health window, and the
@@ -131,18 +196,20 @@ static void candidate_figures(jw_t *w, const lm_route_t *c, const lm_conf_t *con
         held = lm_route_hold_left(c->stats, now) > 0;
     }
     int results = s.window_ok + s.window_fail;
-    char buf[384];
-    snprintf(buf, sizeof(buf),
-             ",\"healthy\":%s,\"state\":\"%s\",\"inflight\":%d,\"latency_ms\":%.1f,"
-             "\"ttft_ms\":%.1f,\"error_rate\":%.4f,\"price\":{\"input\":%lld,\"output\":%lld,"
-             "\"cached_input\":%lld}}",
-             s.state == LM_ROUTE_CLOSED && !held ? "true" : "false",
-             held ? "held" : lm_route_state_str(s.state), s.inflight,
-             s.ewma_latency_ms > 0 ? s.ewma_latency_ms : 0.0,
-             s.ewma_ttft_ms > 0 ? s.ewma_ttft_ms : 0.0,
-             results ? (double)s.window_fail / results : 0.0, (long long)p.input,
-             (long long)p.output, (long long)p.cached_input);
-    jw_lit(w, buf);
+    jw_lit(w, s.state == LM_ROUTE_CLOSED && !held ? ",\"healthy\":true,\"state\":"
+                                                  : ",\"healthy\":false,\"state\":");
+    jw_str(w, held ? "held" : lm_route_state_str(s.state));
+    jw_num_field(w, ",\"inflight\":", s.inflight);
+    jw_lit(w, ",\"latency_ms\":");
+    jw_fixed(w, s.ewma_latency_ms, 1);
+    jw_lit(w, ",\"ttft_ms\":");
+    jw_fixed(w, s.ewma_ttft_ms, 1);
+    jw_lit(w, ",\"error_rate\":");
+    jw_fixed(w, results ? (double)s.window_fail / results : 0.0, 4);
+    jw_num_field(w, ",\"price\":{\"input\":", (long long)p.input);
+    jw_num_field(w, ",\"output\":", (long long)p.output);
+    jw_num_field(w, ",\"cached_input\":", (long long)p.cached_input);
+    jw_lit(w, "}}");
 }
 
 /* Candidates as scripts see them, with their live figures. */
@@ -168,11 +235,12 @@ long lm_rlua_route(lm_lua_call_t *call, lm_route_t *cands, size_t n, const lm_co
 {
     lm_lua_result_t res;
     json_t *order = NULL;
-    jw_t w = {{0}, 0};
+    jw_t w;
     if (!has(call, LM_LUA_STAGE_ROUTE))
         return (long)n;
+    jw_init(&w);
     candidates_text(&w, cands, n, conf);
-    int rc = w.oom ? LM_LUA_OK : lm_lua_on_route_text(call, w.b.p, w.b.len, &order, &res);
+    int rc = w.oom ? LM_LUA_OK : lm_lua_on_route_text(call, jw_text(&w), jw_len(&w), &order, &res);
     lm_buf_free(&w.b);
     if (w.oom)
         return lm_err_set(e, -1, 500, "api_error", NULL, "out of memory");
@@ -216,14 +284,12 @@ static void apply_headers(json_t *headers, lm_ureq_t *u)
  * goes to the scripts as it is (lm_lua_on_upstream_text). */
 static void upstream_text(jw_t *w, const lm_route_t *route, int attempt, lm_ureq_t *u)
 {
-    char num[32];
-
     jw_lit(w, "{\"channel\":");
     jw_str(w, route->inst->chan->name);
     jw_lit(w, ",\"model\":");
     jw_str(w, route->upstream);
-    snprintf(num, sizeof(num), ",\"attempt\":%d,\"url\":", attempt);
-    jw_lit(w, num);
+    jw_num_field(w, ",\"attempt\":", attempt);
+    jw_lit(w, ",\"url\":");
     jw_strn(w, lm_buf_cstr(&u->url), u->url.len);
     jw_lit(w, ",\"headers\":{");
     const char *sep = "";
@@ -245,12 +311,13 @@ int lm_rlua_upstream(lm_lua_call_t *call, const lm_route_t *route, int attempt, 
 {
     lm_lua_result_t res;
     json_t *headers = NULL, *body = NULL;
-    jw_t w = {{0}, 0};
+    jw_t w;
     if (!has(call, LM_LUA_STAGE_UPSTREAM_REQUEST))
         return 0;
+    jw_init(&w);
     upstream_text(&w, route, attempt, u);
     int rc = w.oom ? LM_LUA_OK
-                   : lm_lua_on_upstream_text(call, w.b.p, w.b.len, lm_buf_cstr(&u->body),
+                   : lm_lua_on_upstream_text(call, jw_text(&w), jw_len(&w), lm_buf_cstr(&u->body),
                                              u->body.len, &headers, &body, &res);
     lm_buf_free(&w.b);
     if (w.oom)
@@ -329,38 +396,43 @@ int lm_rlua_error(lm_lua_call_t *call, lm_err *e, const lm_route_t *route, int a
 }
 
 /* The OpenAI usage object (as lm_usage_to_openai builds it), as text. */
-static int usage_text(char *dst, size_t cap, const lm_usage *u)
+static void usage_text(jw_t *w, const lm_usage *u)
 {
     long long p = u->prompt > 0 ? u->prompt : 0, c = u->completion > 0 ? u->completion : 0;
-    long long t = u->total >= 0 ? u->total : p + c;
-    char cached[96] = "", reasoning[96] = "";
 
-    if (u->cached >= 0)
-        snprintf(cached, sizeof(cached), ",\"prompt_tokens_details\":{\"cached_tokens\":%lld}",
-                 (long long)u->cached);
-    if (u->reasoning >= 0)
-        snprintf(reasoning, sizeof(reasoning),
-                 ",\"completion_tokens_details\":{\"reasoning_tokens\":%lld}",
-                 (long long)u->reasoning);
-    int n = snprintf(
-        dst, cap, "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld%s%s}",
-        p, c, t, cached, reasoning);
-    return n > 0 && (size_t)n < cap ? n : -1;
+    jw_num_field(w, "{\"prompt_tokens\":", p);
+    jw_num_field(w, ",\"completion_tokens\":", c);
+    jw_num_field(w, ",\"total_tokens\":", u->total >= 0 ? (long long)u->total : p + c);
+    if (u->cached >= 0) {
+        jw_num_field(w, ",\"prompt_tokens_details\":{\"cached_tokens\":", (long long)u->cached);
+        jw_lit(w, "}");
+    }
+    if (u->reasoning >= 0) {
+        jw_num_field(
+            w, ",\"completion_tokens_details\":{\"reasoning_tokens\":", (long long)u->reasoning);
+        jw_lit(w, "}");
+    }
+    jw_lit(w, "}");
 }
 
+/* The usage, then the price, in one buffer. */
 void lm_rlua_usage(lm_lua_call_t *call, const lm_usage *u, const lm_price_t *price, int64_t *charge)
 {
     lm_lua_result_t res;
-    char usage[512], ptext[160];
+    jw_t w;
     if (!has(call, LM_LUA_STAGE_USAGE))
         return;
-    int n = usage_text(usage, sizeof(usage), u);
-    int pn = snprintf(ptext, sizeof(ptext),
-                      "{\"input\":%lld,\"output\":%lld,\"cached_input\":%lld,\"per_request\":%lld}",
-                      (long long)price->input, (long long)price->output,
-                      (long long)price->cached_input, (long long)price->per_request);
-    if (n > 0 && pn > 0 && (size_t)pn < sizeof(ptext))
-        lm_lua_on_usage_text(call, usage, (size_t)n, ptext, (size_t)pn, charge, &res);
+    jw_init(&w);
+    usage_text(&w, u);
+    size_t n = jw_len(&w);
+    jw_num_field(&w, "{\"input\":", (long long)price->input);
+    jw_num_field(&w, ",\"output\":", (long long)price->output);
+    jw_num_field(&w, ",\"cached_input\":", (long long)price->cached_input);
+    jw_num_field(&w, ",\"per_request\":", (long long)price->per_request);
+    jw_lit(&w, "}");
+    if (!w.oom)
+        lm_lua_on_usage_text(call, jw_text(&w), n, jw_text(&w) + n, jw_len(&w) - n, charge, &res);
+    lm_buf_free(&w.b);
 }
 
 int lm_rlua_request_changed(const lm_lua_call_t *call)

@@ -2,9 +2,12 @@
 # Writes a bench config: listen on $BENCH_PORT, one openai channel to
 # $BENCH_UPSTREAM serving the model the wrk script asks for. The keys are the
 # harness's fixed bench keys (loopback only, not secrets).
-# BENCH_LUA adds a Lua policy script: "noop" is tests/bench/noop.lua (every
-# stage, doing nothing); any other value is a path to a .lua file.
+# BENCH_LUA adds Lua policy scripts: "noop" is tests/bench/noop.lua (every
+# stage, doing nothing); "realistic" is scripts/route_latency.lua (on_route)
+# plus scripts/pii_mask.lua (on_request); any other value is a path to a .lua
+# file, or several paths joined with "+" (loaded in that order).
 HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
 cat <<CONF
 listen 127.0.0.1:${BENCH_PORT:-18083}
 workers ${BENCH_WORKERS:-auto}
@@ -19,7 +22,14 @@ channel mock-upstream {
 }
 CONF
 case ${BENCH_LUA:-} in
-    "" | none) ;;
-    noop) echo "script bench-noop $HERE/noop.lua" ;;
-    *) echo "script bench-lua $(realpath "$BENCH_LUA")" ;;
+    "" | none) scripts="" ;;
+    noop) scripts=$HERE/noop.lua ;;
+    realistic) scripts="$ROOT/scripts/route_latency.lua+$ROOT/scripts/pii_mask.lua" ;;
+    *) scripts=$BENCH_LUA ;;
 esac
+i=0
+IFS=+ read -ra paths <<< "$scripts"
+for p in "${paths[@]}"; do
+    i=$((i + 1))
+    echo "script bench-lua$i $(realpath "$p")"
+done

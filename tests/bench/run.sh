@@ -1,37 +1,43 @@
 #!/usr/bin/env bash
-# make bench: the shared side-by-side harness (../shared/bench) with Longmen
+# make bench: the side-by-side harness (tests/bench/peers) with Longmen
 # added as target "gateway". Knobs pass through (DURATION, REPEATS, TARGETS,
-# SCENARIOS, ...); defaults here are a ~4-minute run.
+# SCENARIOS, ...); defaults here are a ~4-minute run, then ~2 minutes per Lua
+# script below.
 #
-# Then the Lua cost: the gateway alone, without and with the script BENCH_LUA
-# (default "noop": tests/bench/noop.lua, every stage doing nothing; or a path
-# to a .lua file; "none" skips this part), in alternating harness runs
-# (LUA_REPEATS pairs, default REPEATS) so that both variants see the same
-# machine load, and a table of what the script costs (RPS and CPU per
-# request, medians over the pairs).
+# Then the Lua cost, per script in BENCH_LUA (default "noop realistic";
+# "none" skips this part): the gateway alone, without and with the script, in
+# alternating harness runs (LUA_REPEATS pairs, default 3) so that both
+# variants see the same machine load, over LUA_SCENARIOS (default "max
+# stream"); a table per script of what it costs (RPS and CPU per request,
+# medians over the pairs). Scripts: "noop" is tests/bench/noop.lua (every
+# stage, doing nothing), "realistic" is scripts/route_latency.lua (on_route)
+# plus scripts/pii_mask.lua (on_request), or a path (paths joined with "+").
+# For the cost in instructions, which machine load does not move, see
+# tests/bench/lua_profile.py (callgrind).
 #   BENCH_PEERS=0      skip the side-by-side run (only the Lua comparison)
 #   BENCH_OUT=DIR      where results go (default /tmp/bench-results/<time>)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
-BENCH=${BENCH_DIR:-$ROOT/../shared/bench}
+BENCH=${BENCH_DIR:-$ROOT/tests/bench/peers}
 [ -x "$BENCH/run-peers.sh" ] || { echo "bench harness not found at $BENCH (set BENCH_DIR)"; exit 1; }
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || [ ! -d /tmp/peers/portkey/node_modules ]; then
     "$BENCH/setup-peers.sh"
 fi
 export DURATION=${DURATION:-5} WARMUP=${WARMUP:-2} REPEATS=${REPEATS:-1}
-BENCH_LUA=${BENCH_LUA-noop}
+BENCH_LUA=${BENCH_LUA-noop realistic}
 BENCH_PEERS=${BENCH_PEERS:-1}
-LUA_REPEATS=${LUA_REPEATS:-$REPEATS}
+LUA_REPEATS=${LUA_REPEATS:-3}
+LUA_SCENARIOS=${LUA_SCENARIOS:-max stream}
 OUT=${BENCH_OUT:-/tmp/bench-results/$(date +%Y%m%d-%H%M%S)}
 PEER_TARGETS=${TARGETS:-"direct nginx1 nginx2 portkey"}
 mkdir -p "$OUT"
 
-# gateway_env VARIANT: the harness settings that start the gateway with the
-# config for VARIANT ("plain", or "lua" = plus the BENCH_LUA script).
+# gateway_env VARIANT [SCRIPT]: the harness settings that start the gateway
+# with the config for VARIANT ("plain", or "lua" = plus SCRIPT).
 gateway_env() {
     local conf="$OUT/lm-bench-$1.conf" lua=none
-    [ "$1" = lua ] && lua=$BENCH_LUA
+    [ "$1" = lua ] && lua=$2
     export GATEWAY_CMD="$ROOT/build/longmen -c $conf"
     export GATEWAY_SETUP="BENCH_LUA=$lua BENCH_PLUGIN_DIR=$ROOT/build/plugins $ROOT/tests/bench/conf.sh > $conf"
 }
@@ -44,25 +50,23 @@ if [ "$BENCH_LUA" = none ] || [ -z "$BENCH_LUA" ]; then exit 0; fi
 
 # One gateway-only harness run per variant and pair; the order alternates
 # so that a drift in machine load does not always favour the same variant.
-lua_run() { # lua_run VARIANT PAIR
-    local dir="$OUT/lua/$1-r$2"
-    gateway_env "$1"
-    echo "[lua cost] pair $2: gateway $1 ..." >&2
-    if ! TARGETS=" " REPEATS=1 OUT_DIR="$dir" "$BENCH/run-peers.sh" > "$dir.log" 2>&1; then
-        echo "harness failed for $1 (pair $2):" >&2
+lua_run() { # lua_run DIR VARIANT PAIR SCRIPT
+    local dir="$1/$2-r$3"
+    gateway_env "$2" "$4"
+    echo "[lua cost] $4, pair $3: gateway $2 ..." >&2
+    if ! TARGETS=" " REPEATS=1 SCENARIOS=$LUA_SCENARIOS OUT_DIR="$dir" "$BENCH/run-peers.sh" > "$dir.log" 2>&1; then
+        echo "harness failed for $2 (pair $3):" >&2
         tail -n 20 "$dir.log" >&2
         exit 1
     fi
-    awk -F'\t' -v v="$1" 'FNR > 1 { printf "[lua cost]   %s %s: rps=%s cpu/req=%sus\n", v, $3, $4, $14 }' \
+    awk -F'\t' -v v="$2" 'FNR > 1 { printf "[lua cost]   %s %s: rps=%s cpu/req=%sus\n", v, $3, $4, $14 }' \
         "$dir/results.tsv" >&2
 }
-mkdir -p "$OUT/lua"
-for ((i = 1; i <= LUA_REPEATS; i++)); do
-    if ((i % 2)); then lua_run plain "$i"; lua_run lua "$i"; else lua_run lua "$i"; lua_run plain "$i"; fi
-done
 
-# results.tsv columns: repeat target scenario rps ... target_cpu_ms cpu_us_per_req
-awk -F'\t' -v script="$BENCH_LUA" '
+# lua_table SCRIPT DIR: the cost table from the pairs' results.tsv files
+# (columns: repeat target scenario rps ... target_cpu_ms cpu_us_per_req).
+lua_table() {
+    awk -F'\t' -v script="$1" '
 function median(v, k,   n, i, j, a, x) {
   n = cnt[v, k]; if (n == 0) return 0
   for (i = 1; i <= n; i++) a[i] = val[v, k, i] + 0
@@ -88,5 +92,23 @@ END {
       (c0 > 0 ? sprintf("%+.1f%%", (c1 - c0) * 100 / c0) : "-")
   }
   print "\nRPS cost = (without - with) / without; CPU cost = extra gateway CPU time per request."
-}' "$OUT"/lua/*/results.tsv | tee "$OUT/lua-cost.md"
+}' "$2"/*/results.tsv
+}
+
+: > "$OUT/lua-cost.md"
+for script in $BENCH_LUA; do
+    dir="$OUT/lua/$(basename "$script" .lua)"
+    mkdir -p "$dir"
+    for ((i = 1; i <= LUA_REPEATS; i++)); do
+        if ((i % 2)); then
+            lua_run "$dir" plain "$i" "$script"
+            lua_run "$dir" lua "$i" "$script"
+        else
+            lua_run "$dir" lua "$i" "$script"
+            lua_run "$dir" plain "$i" "$script"
+        fi
+    done
+    lua_table "$script" "$dir" | tee -a "$OUT/lua-cost.md"
+done
+printf '\nmachine load at the end: %s\n' "$(uptime)" | tee -a "$OUT/lua-cost.md"
 echo "results in $OUT" >&2

@@ -1020,6 +1020,162 @@ static void test_lazy_other_stages(void)
     T_END();
 }
 
+/* ---- what a stage call costs: counted, never timed ---- */
+
+/* Every stage entry point once, as the relay calls them (text forms) and
+ * as tests do (Jansson forms). Returns the events sent for one event. */
+static int all_stages(lm_lua_call_t *call, json_t *req)
+{
+    static const char UP[] = "{\"channel\":\"c\",\"model\":\"m\",\"attempt\":1,\"url\":\"u\","
+                             "\"headers\":{}}";
+    static const char RESP[] = "{\"id\":\"x\",\"choices\":[]}";
+    lm_lua_result_t res;
+    json_t *order, *h, *b, *out, *j;
+    int64_t charge = 7;
+    char *text;
+    sent_t s;
+
+    memset(&s, 0, sizeof(s));
+    lm_lua_on_request(call, req, &res);
+    lm_lua_on_route_text(call, "[{\"name\":\"a\"}]", 14, &order, &res);
+    json_decref(order);
+    lm_lua_on_upstream_text(call, UP, strlen(UP), "{}", 2, &h, &b, &res);
+    json_decref(h);
+    json_decref(b);
+    lm_lua_on_event_text(call, CHUNK, strlen(CHUNK), collect_sent, &s, &res);
+    lm_lua_on_response_text(call, RESP, strlen(RESP), &text, &res);
+    free(text);
+    lm_lua_on_usage_text(call, "{}", 2, "{}", 2, &charge, &res);
+    j = J("{\"status\":502,\"type\":\"api_error\",\"code\":\"x\",\"message\":\"m\"}");
+    lm_lua_on_error(call, j, 0, &res);
+    json_decref(j);
+    j = J("{\"id\":\"r\"}");
+    lm_lua_on_log(call, j);
+    json_decref(j);
+    j = J(CHUNK);
+    if (lm_lua_on_event(call, j, &out, &res) == LM_LUA_OK)
+        json_decref(out);
+    json_decref(j);
+    return s.n;
+}
+
+static void test_stage_cost(void)
+{
+    static const struct {
+        const char *src;
+        unsigned stages; /* what the call says scripts define */
+        uint64_t runs;   /* stage functions entered by all_stages() */
+    } cases[] = {
+        {"local unused = 1\n", 0, 0},
+        {"function on_request(req) end\n", LM_LUA_BIT(LM_LUA_STAGE_REQUEST), 1},
+        {"function on_event(ev) end\n", LM_LUA_BIT(LM_LUA_STAGE_EVENT), 2},
+        {"function on_route(req, c) end\nfunction on_log(r) end\n",
+         LM_LUA_BIT(LM_LUA_STAGE_ROUTE) | LM_LUA_BIT(LM_LUA_STAGE_LOG), 2},
+        /* noop.lua: every stage once, on_event twice (text and Jansson forms) */
+        {NULL, (1u << LM_LUA_NSTAGES) - 2, 9},
+    };
+    fx_t f;
+
+    T_BEGIN("lua: a stage no applicable script defines is never entered (calls counted)");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *src = cases[i].src;
+        char noop[2048];
+        FILE *fp = src ? NULL : fopen("scripts/noop.lua", "r");
+        if (fp) {
+            noop[fread(noop, 1, sizeof(noop) - 1, fp)] = 0;
+            fclose(fp);
+            src = noop;
+        }
+        if (src == NULL || fx_open(&f, src, NULL)) {
+            T_CHECK(0, "case %zu: %s", i, src ? f.err : "scripts/noop.lua unreadable");
+            fx_close(&f);
+            continue;
+        }
+        int sent = all_stages(f.call, f.req);
+        T_CHECK(lm_lua_call_stages(f.call) == cases[i].stages, "case %zu: stages %x", i,
+                lm_lua_call_stages(f.call));
+        T_CHECK(lm_lua_vm_runs(f.vm) == cases[i].runs && sent == 1,
+                "case %zu: %llu stage functions entered, %d events sent", i,
+                (unsigned long long)lm_lua_vm_runs(f.vm), sent);
+        fx_close(&f);
+    }
+    { /* a script that applies to other keys only: nothing entered either */
+        const char *keys[] = {"team-*"};
+        lm_lua_script_spec_t spec = {.name = "s",
+                                     .path = write_str("s.lua", "function on_request(req) end\n"),
+                                     .keys = keys,
+                                     .nkeys = 1};
+        memset(&f, 0, sizeof(f));
+        f.gen = lm_lua_gen_load(&spec, 1, NULL, NULL, f.err, sizeof(f.err));
+        f.vm = f.gen ? lm_lua_vm_new(f.gen, f.err, sizeof(f.err)) : NULL;
+        f.req = J(SAMPLE_REQ);
+        f.call = f.vm ? lm_lua_call_begin(f.vm, "ops-1", NULL, f.req) : NULL;
+        if (f.call)
+            all_stages(f.call, f.req);
+        T_CHECK(f.call && lm_lua_call_stages(f.call) == 0 && lm_lua_vm_runs(f.vm) == 0,
+                "filtered out: %s %llu entered", f.err,
+                f.vm ? (unsigned long long)lm_lua_vm_runs(f.vm) : 0ull);
+        fx_close(&f);
+    }
+    T_END();
+
+    T_BEGIN("lua: lm.request and lm.response are the running call's arguments");
+    if (fx_open(&f,
+                "local kept\n"
+                "function on_request(req) assert(lm.request == req); kept = req end\n"
+                "function on_route(req, c) assert(lm.request == req and req == kept) end\n"
+                "function on_response(b) assert(lm.response == b); lm.ctx.b = b end\n"
+                "function on_usage(u, p, c)\n"
+                "  assert(lm.request == kept and lm.request.model == 'qwen-max')\n"
+                "  assert(lm.ctx.b.id == 'x'); return c + 1\n"
+                "end\n",
+                NULL) == 0) {
+        lm_lua_result_t res;
+        json_t *order;
+        char *text;
+        int64_t charge = 1;
+        int rc[4];
+        rc[0] = lm_lua_on_request(f.call, f.req, &res);
+        rc[1] = lm_lua_on_route_text(f.call, "[{\"name\":\"a\"}]", 14, &order, &res);
+        rc[2] = lm_lua_on_response_text(f.call, "{\"id\":\"x\"}", 10, &text, &res);
+        rc[3] = lm_lua_on_usage_text(f.call, "{}", 2, "{}", 2, &charge, &res);
+        T_CHECK(!rc[0] && !rc[1] && !rc[2] && !rc[3] && charge == 2, "rc %d %d %d %d: %s", rc[0],
+                rc[1], rc[2], rc[3], res.message);
+        json_decref(order);
+        free(text);
+    }
+    fx_close(&f);
+    T_END();
+
+    T_BEGIN("lua: 3000 requests through every no-op stage leave memory flat");
+    if (fx_open(&f, "function on_request(req) end\n", NULL) == 0) {
+        lm_lua_call_end(f.call);
+        f.call = NULL;
+        lm_lua_gen_release(f.gen);
+        f.gen = gen_file("scripts/noop.lua", NULL, NULL, f.err, sizeof(f.err));
+        lm_lua_vm_release(f.vm);
+        f.vm = f.gen ? lm_lua_vm_new(f.gen, f.err, sizeof(f.err)) : NULL;
+    }
+    if (f.vm) {
+        size_t base = lm_lua_vm_collect(f.vm), after;
+        for (int i = 0; i < 3000; i++) {
+            json_t *req = J(SAMPLE_REQ);
+            lm_lua_call_t *c = lm_lua_call_begin(f.vm, "k", NULL, req);
+            all_stages(c, req);
+            lm_lua_call_end(c);
+            json_decref(req);
+        }
+        after = lm_lua_vm_collect(f.vm);
+        T_CHECK(after <= base + 16384 && lm_lua_vm_runs(f.vm) == 3000 * 9,
+                "memory %zu -> %zu bytes, %llu entered", base, after,
+                (unsigned long long)lm_lua_vm_runs(f.vm));
+    } else {
+        T_CHECK(0, "%s", f.err);
+    }
+    fx_close(&f);
+    T_END();
+}
+
 /* ---- the lm API ---- */
 
 static void test_api(void)
@@ -2218,6 +2374,7 @@ int main(void)
     test_lazy_request();
     test_lazy_event();
     test_lazy_other_stages();
+    test_stage_cost();
     test_api();
     test_patterns();
     test_sandbox();
