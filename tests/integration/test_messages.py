@@ -346,9 +346,16 @@ def test_errors():
 
 
 def usage_rows(rid):
-    st, js = admin_call(gw.admin_port, ADMIN, "GET", "/admin/usage/rows?limit=50")
-    check(st == 200, "admin usage %d" % st)
-    return [r for r in js["data"] if r["request_id"] == rid]
+    """The request's ledger rows, once written: a row that bills nothing is
+    committed after the reply (DB-4), so wait for it (bounded)."""
+    deadline = time.time() + 10
+    while True:
+        st, js = admin_call(gw.admin_port, ADMIN, "GET", "/admin/usage/rows?limit=50")
+        check(st == 200, "admin usage %d" % st)
+        rows = [r for r in js["data"] if r["request_id"] == rid]
+        if rows or time.time() > deadline:
+            return rows
+        time.sleep(0.05)
 
 
 def test_client_abort_billed():
