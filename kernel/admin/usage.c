@@ -74,6 +74,7 @@ static json_t *row_json(const lm_usage_rec_t *r)
     json_object_set_new(o, "ttft_ms", json_integer(u->ttft_ms));
     json_object_set_new(o, "status", json_integer(u->status));
     json_object_set_new(o, "client_aborted", json_boolean(u->client_aborted));
+    json_object_set_new(o, "cached", json_boolean(u->cached));
     json_object_set_new(o, "api", json_string(u->api && u->api[0] ? u->api : "chat"));
     json_t *raw = u->usage_json ? json_loads(u->usage_json, JSON_REJECT_DUPLICATES, NULL) : NULL;
     json_object_set_new(o, "usage", raw ? raw : json_null());

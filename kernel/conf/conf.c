@@ -591,6 +591,12 @@ static int top_directive(parser_t *ps, char **w, int nw)
         return model_strategies(ps, w, nw);
     if (!strcmp(d, "price"))
         return add_price(ps, &c->prices, &c->nprices, w, nw);
+    if (!strncmp(d, "cache", 5)) { /* conf/cacheconf.h */
+        char msg[256];
+        int rc = lm_cacheconf_directive(&c->cache, w, nw, msg, sizeof(msg));
+        if (rc <= 0)
+            return rc < 0 ? fail(ps, "%s", msg) : 0;
+    }
     if (!strcmp(d, "admin_env_allow")) /* conf/outbound.h */
         return admin_env_allow(ps, w, nw);
     if (nw != 2)
@@ -736,6 +742,7 @@ static lm_conf_t *conf_new(const char *path)
     c->stream_high_water = 256 * 1024;
     c->auth_fail_limit = 20;
     c->max_inflight = 10000;
+    lm_cacheconf_init(&c->cache);
     return c;
 }
 
@@ -951,5 +958,6 @@ void lm_conf_free(lm_conf_t *c)
     }
     free(c->model_strategies);
     free_prices(c->prices, c->nprices);
+    lm_cacheconf_free(&c->cache);
     free(c);
 }

@@ -8,6 +8,8 @@
  */
 #ifndef LM_CONF_H
 #define LM_CONF_H
+#include "conf/cacheconf.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -137,6 +139,7 @@ typedef struct lm_conf_s {
     /* Limits on the channels stored through the admin API (conf/outbound.h). */
     char **admin_env_allow; /* admin_env_allow GLOB...: env:NAME usable there; none = no env: */
     size_t nadmin_env_allow;
+    lm_cache_conf_t cache;       /* the response cache (conf/cacheconf.h) */
     int admin_private_upstreams; /* their upstreams may be loopback/private addresses; off */
 } lm_conf_t;
 

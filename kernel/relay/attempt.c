@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "proto/canon.h"
 #include "proto/response.h"
+#include "relay/cache_rec.h"
 #include "relay/fanout.h"
 #include "relay/output.h"
 #include "relay/settle.h"
@@ -244,6 +245,8 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
     int rc = lm_response_translate(r->route->inst, &r->call, status, body, r->want_b64, &out,
                                    &out_len, &usage, &e);
     lm_attempt_route_end(r, rc < 0 && e.http_status >= 500 ? LM_ROUTE_FAIL : LM_ROUTE_OK);
+    if (rc >= 0) /* the canonical answer, before on_response (cache.h) */
+        lm_cache_put_whole(r, out, out_len, &usage);
     if (rc == LM_ERETRY && credential_retry(r, &e)) {
         free(out);
         return;
@@ -561,6 +564,7 @@ void lm_attempt_reset(lm_relay_t *r)
     r->lazy_failed = 0;
     lm_buf_reset(&r->out);
     r->up_retry_after = -1;
+    lm_cache_rec_reset(r); /* only the answering attempt's chunks are stored */
 }
 
 static size_t sink_data(void *arg, int status, int whole_json, const char *p, size_t n)

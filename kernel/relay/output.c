@@ -5,6 +5,7 @@
 
 #include "core/errors.h"
 #include "proto/response.h"
+#include "relay/cache_rec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +133,7 @@ int lm_out_sse_sink(void *arg, const char *json, size_t len)
     lm_relay_t *r = arg;
     if (r->req == NULL)
         return -1;
+    lm_cache_rec_chunk(r, json, len); /* canonical, before on_event (cache.h) */
     if (r->lua && (lm_lua_call_stages(r->lua) & LM_LUA_BIT(LM_LUA_STAGE_EVENT))) {
         lm_err e;
         lm_buf_t sse = {0};

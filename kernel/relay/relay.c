@@ -29,6 +29,8 @@
 #include "proto/canon.h"
 #include "proto/reqcheck.h"
 #include "relay/attempt.h"
+#include "relay/cache.h"
+#include "relay/cache_rec.h"
 #include "relay/fanout.h"
 #include "relay/output.h"
 #include "relay/relay_int.h"
@@ -95,6 +97,7 @@ static void relay_free(lm_relay_t *r)
     if (r->settle_timer)
         event_free(r->settle_timer);
     lm_attempt_reset(r); /* the plugin's request state and the stream, as between attempts */
+    lm_cache_req_free(r);
     lm_lua_call_end(r->lua);
     json_decref(r->canon);
     lm_ureq_free(&r->ureq);
@@ -364,7 +367,9 @@ static int route_request(lm_relay_t *r)
         return lm_out_err(r, 503, "api_error", "no_channel",
                           "no channel is available for this model (policy)");
     r->ncands = (size_t)n;
-    return admit(r, model) < 0 ? 0 : lm_attempt_start(r);
+    if (admit(r, model) < 0 || lm_cache_lookup(r)) /* a cache hit is answered there */
+        return 0;
+    return lm_attempt_start(r);
 }
 
 lm_relay_t *lm_relay_begin(lm_http_req_t *req, lm_worker_t *w, int op)

@@ -99,6 +99,7 @@ struct lm_relay_s {
     int overload;                     /* over the process-wide in-flight cap when it came */
     lm_relay_t *side_next, *side_prev;
     struct lm_fanout_s *fan; /* a split embeddings request's parts in flight (fanout.h), or NULL */
+    struct lm_cache_req_s *cache; /* the response cache's view of this request (cache.h), or NULL */
 };
 
 /* relay.c: move r to state `to`. An illegal move is logged (and aborts

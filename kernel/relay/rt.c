@@ -243,6 +243,10 @@ lm_rt_t *lm_rt_build(lm_conf_t *conf, const char *plugin_dir, int strict, lm_lua
         goto fail;
     }
     rt->models_json = build_models_json(rt);
+    /* per generation: a reload starts empty, so no answer outlives the
+     * configuration (channels, mappings, prices) that produced it */
+    if (lm_cacheconf_any(&conf->cache) && (rt->cache = lm_cache_new(conf->cache.max_bytes)) == NULL)
+        rt->models_json = (free(rt->models_json), NULL);
     if (rt->models_json == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -283,6 +287,7 @@ void lm_rt_free(lm_rt_t *rt)
     free(rt->groups);
     free(rt->cstats);
     free(rt->coff);
+    lm_cache_free(rt->cache);
     lm_lua_gen_release(rt->lua);
     lm_conf_free(rt->conf);
     free(rt);

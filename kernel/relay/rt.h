@@ -8,6 +8,7 @@
 #include "conf/conf.h"
 #include "lua/lua_host.h"
 #include "plugin/plugin.h"
+#include "relay/cache_store.h"
 #include "route/route.h"
 
 #include <stdatomic.h>
@@ -46,6 +47,7 @@ struct lm_rt_s {
     lm_route_table_t *table;   /* borrowed: process-wide health state, or NULL */
     lm_route_stats_t **cstats; /* per channel x model: cstats[coff[i] + j] (insts[i], model j) */
     size_t *coff;
+    lm_cache_t *cache; /* the response cache (docs/cache.md), or NULL when no rule enables it */
 };
 
 /* Build a runtime from conf (takes ownership of conf, even on failure).

@@ -6,6 +6,7 @@
 #include "core/clock.h"
 
 #include "core/log.h"
+#include "relay/cache_rec.h"
 #include "relay/output.h"
 #include "route/metrics.h"
 
@@ -133,6 +134,7 @@ int lm_settle(lm_relay_t *r, int aborted, int wait)
 /* A stream that ended well: its usage chunk and [DONE] follow the commit. */
 void lm_settle_stream_ok(lm_relay_t *r)
 {
+    lm_cache_put_stream(r); /* a complete stream (cache.h) */
     lm_out_flush(r);
     if (lm_settle(r, 0, 1))
         return;

@@ -555,6 +555,7 @@ int lm_metrics_std_register(lm_metrics_t *m, lm_metrics_std_t *out)
     static const char *const mck[] = {"model", "channel", "kind"};
     static const char *const ch[] = {"channel"};
     static const char *const sc[] = {"script"};
+    static const char *const mo[] = {"model"};
     const double *b = lm_metrics_seconds_buckets;
     const size_t nb = LM_METRICS_SECONDS_NBUCKETS;
     *out = (lm_metrics_std_t){
@@ -584,10 +585,22 @@ int lm_metrics_std_register(lm_metrics_t *m, lm_metrics_std_t *out)
                              "Configuration and plugin generation serving requests.", NULL, 0),
         .script_errors = lm_metrics_counter(m, "longmen_script_errors_total",
                                             "Lua policy script errors, by script.", sc, 1),
+        .cache_hits = lm_metrics_counter(m, "longmen_cache_hits_total",
+                                         "Requests answered from the response cache.", mo, 1),
+        .cache_misses = lm_metrics_counter(
+            m, "longmen_cache_misses_total",
+            "Cacheable requests the response cache did not hold, sent upstream.", mo, 1),
+        .cache_evictions = lm_metrics_counter(
+            m, "longmen_cache_evictions_total",
+            "Answers dropped from the response cache to stay under its cap.", NULL, 0),
+        .cache_bytes = lm_metrics_gauge(m, "longmen_cache_bytes",
+                                        "Bytes held by the response cache.", NULL, 0),
     };
     lm_metrics_family_t *const all[] = {
-        out->requests,  out->errors,   out->tokens,  out->cost,       out->request_secs,
-        out->ttft_secs, out->inflight, out->healthy, out->generation, out->script_errors};
+        out->requests,        out->errors,        out->tokens,     out->cost,
+        out->request_secs,    out->ttft_secs,     out->inflight,   out->healthy,
+        out->generation,      out->script_errors, out->cache_hits, out->cache_misses,
+        out->cache_evictions, out->cache_bytes};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         if (all[i] == NULL)
             return -1;

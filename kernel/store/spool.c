@@ -98,7 +98,7 @@ void lm_spool_put(const lm_usage_row_t *row, unsigned char *out)
                                  row->latency_ms,
                                  row->ttft_ms,
                                  row->status,
-                                 row->client_aborted ? 1 : 0,
+                                 (row->client_aborted ? 1 : 0) | (row->cached ? 2 : 0),
                                  row->created_ms};
     const char *s[NSTRS];
     strs_of(row, s);
@@ -160,7 +160,8 @@ static int decode(const unsigned char *p, size_t n, lm_usage_row_t *r)
                           .latency_ms = v[7],
                           .ttft_ms = v[8],
                           .status = v[9],
-                          .client_aborted = v[10] != 0,
+                          .client_aborted = (v[10] & 1) != 0,
+                          .cached = (v[10] & 2) != 0,
                           .usage_json = s[4],
                           .api = s[5],
                           .created_ms = v[11]};

@@ -7,7 +7,8 @@
  *     "LMS1" | u32 payload length | u32 CRC-32 of the payload | payload
  * and the payload (integers little-endian)
  *     12 x i64: attempt, key_id, prompt, completion, cached, reasoning
- *               tokens, cost, latency_ms, ttft_ms, status, client_aborted,
+ *               tokens, cost, latency_ms, ttft_ms, status, flags
+ *               (1: client_aborted, 2: cached; older records hold 0 or 1),
  *               created_ms
  *     6 strings: request_id, channel, model_asked, model_served,
  *                usage_json, api, each u32 length (0 = NULL) then that

@@ -175,6 +175,7 @@ typedef struct lm_usage_row_s {
     const char *usage_json; /* the provider's raw usage object, or NULL */
     int64_t created_ms;     /* unix ms; 0 = now */
     const char *api;        /* the client's inbound API ("chat", "messages"); NULL: "chat" */
+    int cached;             /* answered from the response cache (docs/cache.md) */
 } lm_usage_row_t;
 
 typedef struct lm_store_opts_s {

@@ -35,7 +35,7 @@
     "prompt_tokens, "                                                                              \
     "completion_tokens, cached_tokens, reasoning_tokens, cost, latency_ms, "                       \
     "ttft_ms, status, "                                                                            \
-    "client_aborted, usage_json, created_at, api"
+    "client_aborted, usage_json, created_at, api, cached"
 #define CHAN_COLS                                                                                  \
     "id, name, plugin, models, settings, priority, weight, max_inflight, "                         \
     "connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, request_timeout_ms, "             \
@@ -63,7 +63,7 @@ static const char *const w_sql[W_COUNT] = {
     [W_DEL_KEY] = "UPDATE keys SET deleted_at = ?2, enabled = 0, updated_at = ?2 "
                   "WHERE id = ?1 AND deleted_at IS NULL",
     [W_INS_USAGE] = "INSERT INTO usage (" USAGE_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
-                    "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) "
+                    "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) "
                     "ON CONFLICT (request_id, attempt) DO NOTHING",
     [W_ADD_USED] = "UPDATE keys SET used = used + ?1 WHERE id = ?2",
     [W_LOAD_KEYS] = "SELECT " KEY_COLS " FROM keys WHERE deleted_at IS NULL ORDER BY id",
@@ -195,6 +195,9 @@ static const char *const migrations[] = {
     /* 4: the inbound API each request came in by (rows before it: chat) */
     "ALTER TABLE usage ADD COLUMN api TEXT NOT NULL DEFAULT 'chat';"
     "PRAGMA user_version = 4;",
+    /* 5: rows answered from the response cache (docs/cache.md): cost 0 */
+    "ALTER TABLE usage ADD COLUMN cached INTEGER NOT NULL DEFAULT 0 CHECK (cached IN (0, 1));"
+    "PRAGMA user_version = 5;",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -317,6 +320,7 @@ static int sq_usage_insert(lm_store_db_t *db, const lm_usage_row_t *r, int64_t *
         sqlite3_bind_null(s, 16);
     sqlite3_bind_int64(s, 17, r->created_ms);
     bind_text(s, 18, r->api ? r->api : "chat");
+    sqlite3_bind_int(s, 19, r->cached ? 1 : 0);
     if (step_once(s) != SQLITE_DONE)
         return db_status(db, "usage insert");
     if (sqlite3_changes(db->w) == 0)

@@ -313,6 +313,7 @@ static int rec_from_row(sqlite3_stmt *s, lm_usage_rec_t *r)
     u->usage_json = sqlite3_column_type(s, 16) == SQLITE_NULL ? NULL : lm_sqlite_col_text(s, 16);
     u->created_ms = sqlite3_column_int64(s, 17);
     u->api = lm_sqlite_col_text(s, 18);
+    u->cached = sqlite3_column_int(s, 19);
     if (!u->api || !u->request_id || !u->channel || !u->model_asked || !u->model_served ||
         (sqlite3_column_type(s, 16) != SQLITE_NULL && !u->usage_json))
         return -1;

@@ -1,0 +1,92 @@
+/* cache_rec.c - recording a miss's answer into the response cache
+ * (cache_rec.h). Thread: the relay's worker; the table is shared. */
+#include "relay/cache_rec.h"
+#include "core/clock.h"
+
+#include "route/metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Publish an answer under the request's key (once). */
+static void put(lm_relay_t *r, uint32_t form, const lm_usage *u, const void *payload, size_t n)
+{
+    lm_cache_t *c = r->rt->cache;
+    r->cache->store = 0;
+    lm_cache_blob_t *b = lm_cache_blob_new(NULL, sizeof(lm_cache_hdr_t) + n);
+    if (b == NULL)
+        return;
+    lm_cache_hdr_t h = {form, u->prompt, u->completion, u->cached, u->reasoning, "", ""};
+    snprintf(h.channel, sizeof(h.channel), "%s", r->route ? r->route->inst->chan->name : "");
+    snprintf(h.model, sizeof(h.model), "%s", r->upstream_model);
+    memcpy(b->data, &h, sizeof(h));
+    memcpy(b->data + sizeof(h), payload, n);
+    const lm_conf_t *conf = r->rt->conf;
+    int evicted =
+        lm_cache_put(c, r->cache->key, b, (int64_t)(uint64_t)lm_clock_ms() + conf->cache.ttl_ms);
+    lm_metrics_std_t *m = r->w->svc->metrics;
+    if (m == NULL)
+        return;
+    if (evicted > 0)
+        lm_metrics_inc(m->cache_evictions, NULL, (uint64_t)evicted);
+    lm_metrics_put(m->cache_bytes, NULL, (int64_t)lm_cache_bytes(c));
+}
+
+/* Every choice has a finish_reason: the answer is complete. */
+static int complete(const char *body, size_t len)
+{
+    json_t *j = json_loadb(body, len, 0, NULL);
+    json_t *choices = json_object_get(j, "choices");
+    size_t i, n = json_array_size(choices);
+    for (i = 0; i < n; i++) {
+        const char *f =
+            json_string_value(json_object_get(json_array_get(choices, i), "finish_reason"));
+        if (f == NULL || f[0] == '\0')
+            break;
+    }
+    json_decref(j);
+    return n > 0 && i == n;
+}
+
+void lm_cache_put_whole(lm_relay_t *r, const char *body, size_t len, const lm_usage *u)
+{
+    if (r->cache == NULL || !r->cache->store || !complete(body, len))
+        return;
+    put(r, LM_CACHE_WHOLE, u, body, len);
+}
+
+void lm_cache_rec_chunk(lm_relay_t *r, const char *json, size_t len)
+{
+    if (r->cache == NULL || !r->cache->store)
+        return;
+    uint32_t n = (uint32_t)len;
+    if (len > r->rt->conf->cache.max_bytes || r->cache->rec.len > r->rt->conf->cache.max_bytes ||
+        lm_buf_add(&r->cache->rec, &n, 4) < 0 || lm_buf_add(&r->cache->rec, json, len) < 0) {
+        r->cache->store = 0; /* larger than the whole cache: never stored */
+        lm_buf_free(&r->cache->rec);
+    }
+}
+
+void lm_cache_rec_reset(lm_relay_t *r)
+{
+    if (r->cache)
+        lm_buf_reset(&r->cache->rec);
+}
+
+void lm_cache_put_stream(lm_relay_t *r)
+{
+    if (r->cache == NULL || !r->cache->store || !r->st_init || !r->st.emit.finish_seen ||
+        r->stream_error || r->cache->rec.len == 0)
+        return;
+    put(r, LM_CACHE_STREAM, &r->st.emit.usage, r->cache->rec.p, r->cache->rec.len);
+}
+
+void lm_cache_req_free(lm_relay_t *r)
+{
+    if (r->cache == NULL)
+        return;
+    lm_buf_free(&r->cache->rec);
+    free(r->cache);
+    r->cache = NULL;
+}
