@@ -44,6 +44,7 @@ SECTIONS = [
     ("Configuration (`plugins.conf`)", "配置（`plugins.conf`）"),
     ("Keys, quotas and usage", "令牌、额度与用量"),
     ("Lua policy scripts", "Lua 策略脚本"),
+    ("Response cache", "响应缓存"),
     ("Layout", "目录结构"),
     ("Tests", "测试"),
     ("License", "许可证"),
