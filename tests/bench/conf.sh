@@ -21,6 +21,11 @@ channel mock-upstream {
     models gpt-4o-mini
 }
 CONF
+# BENCH_CACHE=1 turns the response cache on for the bench model (its bodies
+# sample at temperature 0.2, hence cache_sampled): repeated requests are hits.
+if [ "${BENCH_CACHE:-0}" = 1 ]; then
+    printf 'cache on models gpt-4o-mini\ncache_sampled on\n'
+fi
 case ${BENCH_LUA:-} in
     "" | none) scripts="" ;;
     noop) scripts=$HERE/noop.lua ;;

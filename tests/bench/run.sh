@@ -15,6 +15,7 @@
 # For the cost in instructions, which machine load does not move, see
 # tests/bench/lua_profile.py (callgrind).
 #   BENCH_PEERS=0      skip the side-by-side run (only the Lua comparison)
+#   BENCH_CACHE=0      skip the cache-hit run (gateway with the response cache on)
 #   BENCH_OUT=DIR      where results go (default /tmp/bench-results/<time>)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,15 +37,32 @@ mkdir -p "$OUT"
 # gateway_env VARIANT [SCRIPT]: the harness settings that start the gateway
 # with the config for VARIANT ("plain", or "lua" = plus SCRIPT).
 gateway_env() {
-    local conf="$OUT/lm-bench-$1.conf" lua=none
+    local conf="$OUT/lm-bench-$1.conf" lua=none cache=0
     [ "$1" = lua ] && lua=$2
+    [ "$1" = cache ] && cache=1
     export GATEWAY_CMD="$ROOT/build/longmen -c $conf"
-    export GATEWAY_SETUP="BENCH_LUA=$lua BENCH_PLUGIN_DIR=$ROOT/build/plugins $ROOT/tests/bench/conf.sh > $conf"
+    export GATEWAY_SETUP="BENCH_CACHE=$cache BENCH_LUA=$lua BENCH_PLUGIN_DIR=$ROOT/build/plugins $ROOT/tests/bench/conf.sh > $conf"
 }
 
 if [ "$BENCH_PEERS" != 0 ]; then
     gateway_env plain
     TARGETS=$PEER_TARGETS OUT_DIR="$OUT/peers" "$BENCH/run-peers.sh"
+fi
+# Cache hits (docs/cache.md): the gateway alone, with the response cache on,
+# so every request after the first is answered from it; read its rows next
+# to the plain gateway's above. BENCH_CACHE=0 skips it. For instructions per
+# hit and per miss, which machine load does not move, see
+# tests/bench/cache_profile.py (callgrind).
+if [ "${BENCH_CACHE:-1}" != 0 ]; then
+    gateway_env cache
+    echo "[cache hits] gateway with the response cache ..." >&2
+    if ! TARGETS=" " REPEATS=1 SCENARIOS=$LUA_SCENARIOS OUT_DIR="$OUT/cache" "$BENCH/run-peers.sh" > "$OUT/cache.log" 2>&1; then
+        echo "harness failed for the cache run:" >&2
+        tail -n 20 "$OUT/cache.log" >&2
+        exit 1
+    fi
+    awk -F'\t' 'FNR > 1 { printf "[cache hits]   %s: rps=%s cpu/req=%sus\n", $3, $4, $14 }' \
+        "$OUT/cache/results.tsv" | tee "$OUT/cache-hits.md" >&2
 fi
 if [ "$BENCH_LUA" = none ] || [ -z "$BENCH_LUA" ]; then exit 0; fi
 
