@@ -292,6 +292,13 @@ void lm_attempt_route_end(lm_relay_t *r, int outcome)
                lm_route_event_str(ev));
 }
 
+/* Statuses where the upstream did not serve the request and says so: 429,
+ * 5xx, and a redirect (not followed, so the channel is misconfigured). */
+static int upstream_refused(int status)
+{
+    return status == 429 || status >= 500 || (status >= 300 && status < 400);
+}
+
 /* What the attempt says about the channel: its failures, not the client's. */
 static int attempt_outcome(const lm_relay_t *r, int ok, int timeout, int background)
 {
@@ -301,18 +308,18 @@ static int attempt_outcome(const lm_relay_t *r, int ok, int timeout, int backgro
         ok = 1;
     if (!ok || timeout)
         return LM_ROUTE_FAIL;
-    return (r->status == 429 || r->status >= 500) ? LM_ROUTE_FAIL : LM_ROUTE_OK;
+    return upstream_refused(r->status) ? LM_ROUTE_FAIL : LM_ROUTE_OK;
 }
 
 /* Whether a failed attempt may go to the next channel: only while nothing
  * reached the client, only for failures where the upstream did not take
- * the request (no connection) or said so (429, 5xx); never after a timeout
+ * the request (no connection) or said so (429, 5xx, 3xx); never after a timeout
  * once the request was sent (FT-3). Scripts may ask for it (on_error). */
 static int retryable(const lm_relay_t *r, int ok, int timeout)
 {
     if (!ok)
         return !timeout && r->status == 0;
-    return r->status == 429 || r->status >= 500;
+    return upstream_refused(r->status);
 }
 
 /* Every upstream attempt has a ledger row (linked by the request id); a
@@ -382,7 +389,7 @@ static void whole_done(lm_relay_t *r)
         lm_error_set(&e, -1, 502, "api_error", "upstream_error", msg);
         lm_log(LM_LOG_WARN, "%s: upstream %d -> 502 upstream_error: redirects are not followed",
                r->id, status);
-        attempt_failed(r, &e, 0);
+        attempt_failed(r, &e, 1); /* the request was not processed there */
         return;
     }
     size_t out_len;

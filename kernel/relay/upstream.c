@@ -286,6 +286,10 @@ static void set_policy(lm_upstream_t *t, const lm_ureq_t *u)
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t);
     curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_cb);
     curl_easy_setopt(e, CURLOPT_PREREQDATA, t);
+    /* No proxy, not even from http_proxy and the like in the environment:
+     * through one, the checks above would judge the proxy's address and
+     * the proxy would reach the refused host for us. */
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
 }
 
 static int set_headers(lm_upstream_t *t, const lm_ureq_t *u)

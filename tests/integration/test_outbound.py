@@ -157,6 +157,32 @@ def test_file_channels_addresses():
         up.close()
 
 
+def test_proxy_env_ignored():
+    """http_proxy, https_proxy and all_proxy in the gateway's environment
+    are not used: through a proxy the address check would judge the
+    proxy's address, not the upstream's (a proxy could reach a refused
+    host for us). Requests go straight to the channel's host."""
+    up, proxy = upstream("D"), upstream("P")
+    env = {}
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                 "ALL_PROXY"):
+        env[name] = "http://127.0.0.1:%d" % proxy.port
+    env["no_proxy"] = env["NO_PROXY"] = ""
+    gw = Gateway(channels="channel d {\n plugin openai\n models chat-d\n base_url %s/v1\n"
+                          " api_key sk-file-0123456789\n}\n" % up.url, env=env)
+    try:
+        st, js, raw, _ = gw.chat({"model": "chat-d",
+                                  "messages": [{"role": "user", "content": "hi"}]})
+        check(st == 200 and js["choices"][0]["message"]["content"] == "D:chat-d",
+              "served directly: %d %s" % (st, raw[:300]))
+        check(len(up.requests) == 1, "the upstream saw it: %d" % len(up.requests))
+        check(not proxy.requests, "the proxy saw nothing: %r" % proxy.requests[:1])
+    finally:
+        gw.stop()
+        up.close()
+        proxy.close()
+
+
 if __name__ == "__main__":
     run([test_secret_bound_to_host, test_env_allow_list, test_admin_channel_private_address,
-         test_file_channels_addresses])
+         test_file_channels_addresses, test_proxy_env_ignored])

@@ -67,6 +67,18 @@ def flaky_upstream(h, b):
 mock.routes["/flaky/chat/completions"] = flaky_upstream
 
 
+def redirecting(h, b):
+    with lock:
+        hits["moved"] = hits.get("moved", 0) + 1
+    h.send_response(301)
+    h.send_header("Location", "https://elsewhere.example/v1/chat/completions")
+    h.send_header("Content-Length", "0")
+    h.end_headers()
+
+
+mock.routes["/moved/chat/completions"] = redirecting
+
+
 def channels(spec):
     out = ""
     for name, path, model, extra in spec:
@@ -135,6 +147,25 @@ def test_ft7_outlier_ejected_nothing_lost():
         check('longmen_errors_total{model="h",channel="bad"' in text and "longmen_request_seconds_bucket" in text,
               "errors and latency histogram")
         check(token not in text, "no secret in metrics")
+    finally:
+        gw.stop()
+
+
+def test_redirect_is_a_channel_failure():
+    """A channel answering 3xx (redirects are not followed) failed: the next
+    candidate serves the request, and the channel counts failures until it
+    is ejected, as for a 5xx."""
+    gw = Gateway(extra="route_strategy round_robin\n",
+                 channels=channels([("a", "a", "mv", ""), ("moved", "moved", "mv",
+                                    " eject_after 3\n eject_cooldown 60s\n")]))
+    try:
+        hits.clear()
+        results = [ask(gw, "mv") for _ in range(12)]
+        check(all(st == 200 and txt == "a" for st, txt, _ in results),
+              "every request served by a: %s" % [r[:2] for r in results])
+        check(hits.get("moved", 0) == 3, "ejected after 3 redirects: %d hits" % hits.get("moved", 0))
+        check("channel moved model mv: ejected: consecutive failures" in gw.logtext(),
+              "ejection logged")
     finally:
         gw.stop()
 
@@ -318,6 +349,6 @@ def test_global_inflight_cap_sheds_load():
         gw.stop()
 
 
-run([test_ft7_recovers_after_cooldown_with_health_settings, test_global_inflight_cap_sheds_load, test_several_keys_rotate, test_retry_after_respected, test_strategy_per_model_group,
+run([test_redirect_is_a_channel_failure, test_ft7_recovers_after_cooldown_with_health_settings, test_global_inflight_cap_sheds_load, test_several_keys_rotate, test_retry_after_respected, test_strategy_per_model_group,
      test_weights_and_tiers, test_wildcard_models_and_request_timeout, test_round_robin_exact, test_ft7_outlier_ejected_nothing_lost,
      test_ft8_concurrency_cap_fast_503])
