@@ -163,6 +163,15 @@ def test_inbound_api_in_the_key():
     check(st == 200 and h.get("X-Longmen-Cache") == "hit" and js2["type"] == "message", "%s %s" % (raw2, h))
     check(js2["content"] == js["content"] and js2["usage"]["input_tokens"] == 7, raw2)
     check(count("c-api") == 2, count("c-api"))
+    # a stream on /v1/messages: replayed in Anthropic's events
+    msg["stream"] = True
+    raws = []
+    for want in ("miss", "hit"):
+        st, js, raw, h = main.gw.request("POST", "/v1/messages", msg, headers=hdr)
+        check(st == 200 and h.get("X-Longmen-Cache") == want, "%s %s" % (raw[:300], h))
+        check(b"event: message_stop" in raw and b"answer 3 to hi" in raw, raw[:600])
+        raws.append(raw)
+    check(count("c-api") == 3, count("c-api"))
 
 
 def ledger_rows(env, request_ids, want):
