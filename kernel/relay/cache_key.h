@@ -4,7 +4,9 @@
  * messages, tools, tool_choice, response_format and every other
  * parameter) without the fields that do not change the answer (stream,
  * stream_options, user), with the inbound API and the answer's form
- * (whole or stream) added, as JSON with sorted keys, hashed with SHA-256.
+ * (whole or stream) added; objects in key order, every value written with
+ * a type tag and a length (nothing to escape, nothing ambiguous), the
+ * bytes hashed with SHA-256.
  * Threads: any (pure functions).
  */
 #ifndef LM_CACHE_KEY_H
@@ -13,10 +15,8 @@
 
 #include <jansson.h>
 
-/* The canonical text the key hashes (malloc'd, caller frees), or NULL
- * when out of memory. canon is not changed. */
-char *lm_cache_key_text(const json_t *canon, const char *api, int stream);
-/* SHA-256 of lm_cache_key_text into out: 0, or -1 when out of memory. */
+/* The key of a request into out: 0, or -1 when out of memory (or nested
+ * deeper than reqcheck allows). canon is not changed. */
 int lm_cache_key(const json_t *canon, const char *api, int stream,
                  unsigned char out[LM_CACHE_KEY_LEN]);
 /* 1 when the request asks for a reproducible answer: temperature 0. A

@@ -33,20 +33,24 @@ static void put(lm_relay_t *r, uint32_t form, const lm_usage *u, const void *pay
     lm_metrics_put(m->cache_bytes, NULL, (int64_t)lm_cache_bytes(c));
 }
 
-/* Every choice has a finish_reason: the answer is complete. */
+/* Every choice has a finish_reason: the answer is complete. A scan, not a
+ * parse (a parse would double a miss's cost): in JSON text a key's quotes
+ * are bare, and quotes inside a string value are escaped, so the bytes
+ * "finish_reason": mark a key and nothing else. */
 static int complete(const char *body, size_t len)
 {
-    json_t *j = json_loadb(body, len, 0, NULL);
-    json_t *choices = json_object_get(j, "choices");
-    size_t i, n = json_array_size(choices);
-    for (i = 0; i < n; i++) {
-        const char *f =
-            json_string_value(json_object_get(json_array_get(choices, i), "finish_reason"));
-        if (f == NULL || f[0] == '\0')
-            break;
+    static const char key[] = "\"finish_reason\":";
+    const char *p = body, *end = body + len;
+    int seen = 0;
+    while ((p = memmem(p, (size_t)(end - p), key, sizeof(key) - 1)) != NULL) {
+        p += sizeof(key) - 1;
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+            p++;
+        if (p + 1 >= end || p[0] != '"' || p[1] == '"')
+            return 0; /* null, or an empty reason: not finished */
+        seen = 1;
     }
-    json_decref(j);
-    return n > 0 && i == n;
+    return seen;
 }
 
 void lm_cache_put_whole(lm_relay_t *r, const char *body, size_t len, const lm_usage *u)

@@ -109,7 +109,7 @@ def main():
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--mode", choices=["plain", "stream", "both"], default="both")
-    ap.add_argument("--top", type=int, default=0, help="show the N top functions of a hit")
+    ap.add_argument("--top", type=int, default=0, help="show the N top functions of a miss and a hit")
     ap.add_argument("--bin", default=os.path.join(lp.ROOT, "build", "longmen"))
     args = ap.parse_args()
     if not shutil.which("valgrind"):
@@ -121,14 +121,14 @@ def main():
     print("|---|---:|---:|---:|")
     try:
         for stream in modes:
-            ir = {}
+            ir, dumps = {}, {}
             for v in ("off", "miss", "hit"):
-                ir[v], dump = profile(args, upstream, v, stream, tmp)
+                ir[v], dumps[v] = profile(args, upstream, v, stream, tmp)
             print("| %s | %d | %d | %d |" % ("stream" if stream else "plain",
                                              ir["off"] / args.requests, ir["miss"] / args.requests,
                                              ir["hit"] / args.requests), flush=True)
-            if args.top:
-                print("\ntop functions (self), hit:\n%s\n" % lp.top(dump, args.top))
+            for v in ("miss", "hit") if args.top else ():
+                print("\ntop functions (self), %s:\n%s\n" % (v, lp.top(dumps[v], args.top)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
