@@ -83,6 +83,14 @@ typedef struct {
     int nulls[8];
 } seen_t;
 
+static int copy_flags(void *arg, const lm_usage_row_t *r)
+{
+    lm_usage_row_t *out = arg;
+    out->client_aborted = r->client_aborted;
+    out->cached = r->cached;
+    return 0;
+}
+
 static int collect(void *arg, const lm_usage_row_t *r)
 {
     seen_t *s = arg;
@@ -109,6 +117,22 @@ static void test_format(void)
     T_CHECK(s.tokens[1] == 11 && s.nulls[1] && !s.nulls[0], "fields kept");
     lm_usage_row_t bad = {.request_id = ""};
     T_CHECK(lm_spool_size(&bad) == 0, "no request id: not spooled");
+    T_END();
+
+    T_BEGIN("spool_flags_cached_and_aborted");
+    for (int f = 0; f < 4; f++) {
+        lm_usage_row_t row = {.request_id = "req-f", .client_aborted = f & 1, .cached = f >> 1};
+        unsigned char rec[512];
+        size_t n = lm_spool_size(&row);
+        T_CHECK(n > 0 && n <= sizeof(rec), "size %zu", n);
+        if (n == 0 || n > sizeof(rec))
+            break;
+        lm_spool_put(&row, rec);
+        lm_usage_row_t back = {0};
+        T_CHECK(lm_spool_scan(rec, n, copy_flags, &back, NULL) == 0, "scan");
+        T_CHECK(back.client_aborted == (f & 1) && back.cached == (f >> 1), "flags %d: %d %d", f,
+                back.client_aborted, back.cached);
+    }
     T_END();
 
     T_BEGIN("spool_torn_trailing_record_ignored");
