@@ -144,7 +144,7 @@ static size_t blob_cost(size_t len)
     lm_cache_t *c = lm_cache_new(1 << 20);
     unsigned char k[32];
     key_n(k, 1);
-    lm_cache_put(c, k, lm_cache_blob_new("", len), 100);
+    lm_cache_put(c, k, lm_cache_blob_new(NULL, len), 100);
     size_t n = (size_t)lm_cache_bytes(c);
     lm_cache_free(c);
     return n;
