@@ -290,15 +290,20 @@ void lm_admin_http_text(lm_admin_http_req_t *req, const char *ctype, const char 
  * head limits, control-byte checks, readable 413 and pipelining. */
 static evhtp_res admin_conn_fini(evhtp_connection_t *c, void *gate)
 {
-    (void)c;
+    /* libevhtp runs this before the request's fini hook (Connection: close):
+     * the hook finds the gate through this slot, so it must not see it freed. */
+    if (c->hooks)
+        c->hooks->on_connection_fini_arg = NULL;
     lm_gate_free(gate);
     return EVHTP_RES_OK;
 }
 
-static evhtp_res admin_req_fini(evhtp_request_t *req, void *gate)
+static evhtp_res admin_req_fini(evhtp_request_t *req, void *arg)
 {
-    (void)req;
-    lm_gate_request_done(gate);
+    (void)arg;
+    evhtp_connection_t *c = evhtp_request_get_connection(req);
+    if (c && c->hooks)
+        lm_gate_request_done(c->hooks->on_connection_fini_arg);
     return EVHTP_RES_OK;
 }
 
@@ -313,7 +318,7 @@ static evhtp_res admin_accept(evhtp_connection_t *c, void *arg)
     evhtp_connection_set_hook(c, evhtp_hook_on_connection_fini,
                               (evhtp_hook)(void (*)(void))admin_conn_fini, g);
     evhtp_connection_set_hook(c, evhtp_hook_on_request_fini,
-                              (evhtp_hook)(void (*)(void))admin_req_fini, g);
+                              (evhtp_hook)(void (*)(void))admin_req_fini, NULL);
     return EVHTP_RES_OK;
 }
 
