@@ -154,6 +154,10 @@ class Gateway:
 
     def __init__(self, channels="", extra="", workers=2, plugin_dir=None, env=None):
         self.port = free_port()
+        # A store turns the admin API on, by default on port 8081: give it a
+        # free port so that tests (and parallel runs) never clash on it.
+        if "data_dir" in extra and "admin_listen" not in extra + channels:
+            extra = "admin_listen 127.0.0.1:%d\n%s" % (free_port(), extra)
         self.dir = tempfile.mkdtemp(prefix="lm-it-")
         self.conf = os.path.join(self.dir, "longmen.conf")
         with open(self.conf, "w") as f:
