@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static int has(lm_lua_call_t *call, lm_lua_stage_t stage)
 {
@@ -266,18 +267,84 @@ long lm_rlua_route(lm_lua_call_t *call, lm_route_t *cands, size_t n, const lm_co
     return (long)k;
 }
 
+/* Credentials travel to the provider, not to scripts: a header that carries
+ * one shows as LM_UP_REDACTED in up.headers (a script may log up), and keeps
+ * its real value when a script hands the placeholder back. */
+#define LM_UP_REDACTED "[redacted]"
+
+static int ci_contains(const char *s, size_t n, const char *word)
+{
+    size_t w = strlen(word);
+    for (size_t i = 0; i + w <= n; i++)
+        if (strncasecmp(s + i, word, w) == 0)
+            return 1;
+    return 0;
+}
+
+static int secret_header(const char *name, size_t n)
+{
+    return ci_contains(name, n, "authorization") || ci_contains(name, n, "key") ||
+           ci_contains(name, n, "token") || ci_contains(name, n, "secret") ||
+           ci_contains(name, n, "cookie") || ci_contains(name, n, "signature");
+}
+
+/* The value of header name among the "Name: value" lines hs[0..n), or NULL. */
+static const char *header_value(char *const *hs, size_t n, const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < n; i++)
+        if (strncasecmp(hs[i], name, len) == 0 && hs[i][len] == ':')
+            return hs[i][len + 1] == ' ' ? hs[i] + len + 2 : hs[i] + len + 1;
+    return NULL;
+}
+
 static void apply_headers(json_t *headers, lm_ureq_t *u)
 {
     const char *name;
     json_t *value;
+    size_t n = u->nheaders;
+    char **old = malloc((n ? n : 1) * sizeof(*old));
 
-    for (size_t i = 0; i < u->nheaders; i++)
-        free(u->headers[i]);
+    if (old == NULL)
+        return;
+    memcpy(old, u->headers, n * sizeof(*old));
     u->nheaders = 0;
     json_object_foreach (headers, name, value) {
-        const char *v = json_string_value(value);
+        const char *v = json_string_value(value), *orig;
+        if (v && !strcmp(v, LM_UP_REDACTED) && secret_header(name, strlen(name)) &&
+            (orig = header_value(old, n, name)) != NULL)
+            v = orig;
         lm_host_table.ureq_add_header(u, lm_cstr(name), lm_cstr(v ? v : ""));
     }
+    for (size_t i = 0; i < n; i++)
+        free(old[i]);
+    free(old);
+}
+
+/* The URL with the values of credential-like query parameters (key=,
+ * access_token=, ...) replaced by LM_UP_REDACTED. */
+static void url_redacted(jw_t *w, const char *url, size_t len)
+{
+    const char *q = memchr(url, '?', len), *end = url + len;
+    if (q == NULL) {
+        jw_strn(w, url, len);
+        return;
+    }
+    lm_buf_t b = {0};
+    lm_buf_add(&b, url, (size_t)(q - url));
+    for (const char *p = q; p < end;) {
+        const char *amp = memchr(p + 1, '&', (size_t)(end - p - 1));
+        const char *stop = amp ? amp : end, *eq = memchr(p + 1, '=', (size_t)(stop - p - 1));
+        if (eq && secret_header(p + 1, (size_t)(eq - p - 1))) {
+            lm_buf_add(&b, p, (size_t)(eq + 1 - p));
+            lm_buf_add(&b, LM_UP_REDACTED, strlen(LM_UP_REDACTED));
+        } else {
+            lm_buf_add(&b, p, (size_t)(stop - p));
+        }
+        p = stop;
+    }
+    jw_strn(w, lm_buf_cstr(&b), b.len);
+    lm_buf_free(&b);
 }
 
 /* {"channel", "model", "attempt", "url", "headers": {name: value}}; the body
@@ -290,7 +357,7 @@ static void upstream_text(jw_t *w, const lm_route_t *route, int attempt, lm_ureq
     jw_str(w, route->upstream);
     jw_num_field(w, ",\"attempt\":", attempt);
     jw_lit(w, ",\"url\":");
-    jw_strn(w, lm_buf_cstr(&u->url), u->url.len);
+    url_redacted(w, lm_buf_cstr(&u->url), u->url.len);
     jw_lit(w, ",\"headers\":{");
     const char *sep = "";
     for (size_t i = 0; i < u->nheaders; i++) {
@@ -301,7 +368,10 @@ static void upstream_text(jw_t *w, const lm_route_t *route, int attempt, lm_ureq
         sep = ",";
         jw_strn(w, h, (size_t)(colon - h));
         jw_lit(w, ":");
-        jw_str(w, colon[1] == ' ' ? colon + 2 : colon + 1);
+        if (secret_header(h, (size_t)(colon - h)))
+            jw_str(w, LM_UP_REDACTED);
+        else
+            jw_str(w, colon[1] == ' ' ? colon + 2 : colon + 1);
     }
     jw_lit(w, "}}");
 }

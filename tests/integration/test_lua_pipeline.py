@@ -496,8 +496,47 @@ end
         gw.stop()
 
 
+def test_upstream_credentials_hidden_from_scripts():
+    """up.headers and up.url show credentials as [redacted]: a script that
+    logs up leaks no provider key; the upstream still gets the real key, a
+    header handed back as [redacted] keeps it, and one a script sets wins."""
+    secret = "sk-provider-secret-0123456789abcdef"
+    d = tempfile.mkdtemp(prefix="lm-lua-")
+    path = write(d, "s.lua", r'''
+function on_upstream_request(req, up)
+  local names = {}
+  for k, v in pairs(up.headers) do names[#names + 1] = k .. "=" .. v end
+  table.sort(names)
+  lm.log("warn", "up " .. up.url .. " " .. table.concat(names, ";"))
+  up.headers["X-Seen-Auth"] = up.headers["Authorization"] or "none"
+  if req.messages[1].content == "override" then up.headers["Authorization"] = "Bearer script-set" end
+end
+''')
+    gw = Gateway(extra="script s %s\n" % path, env={"LMT_UP_SECRET": secret}, channels="""
+channel a {
+    plugin openai
+    base_url %s/a
+    api_key env:LMT_UP_SECRET
+    models m
+}""" % mock.url)
+    try:
+        st, js, raw, _ = gw.chat(body("hi"))
+        check(st == 200, raw)
+        h = mock.requests[-1]["headers"]
+        check(h.get("Authorization") == "Bearer " + secret, "upstream got %r" % h.get("Authorization"))
+        check(h.get("X-Seen-Auth") == "[redacted]", "the script saw %r" % h.get("X-Seen-Auth"))
+        st, js, raw, _ = gw.chat(body("override"))
+        check(st == 200 and mock.requests[-1]["headers"].get("Authorization") == "Bearer script-set",
+              "a header the script sets wins: %r" % mock.requests[-1]["headers"].get("Authorization"))
+        log = gw.logtext()
+        check("Authorization=[redacted]" in log, "the script's log line: %s" % log[-800:])
+        check(secret not in log, "the provider key reached the log")
+    finally:
+        gw.stop()
+
+
 run([test_route_latency_sees_live_figures_and_usage_sees_prices, test_stages_through_the_gateway, test_noop_script_changes_nothing, test_reading_the_request_keeps_it,
      test_changing_messages_turns_raw_passthrough_off, test_on_event_rewrites_only_what_it_touches,
      test_pii_mask_without_pii_keeps_the_request, test_script_reload_under_load_never_mixes, test_reject_error_and_limits, test_fallback_and_on_error_retry,
      test_reload_with_broken_script_keeps_old, test_shipped_scripts_load, test_pii_mask_script_end_to_end,
-     test_pii_mask_long_prompts_and_every_field])
+     test_pii_mask_long_prompts_and_every_field, test_upstream_credentials_hidden_from_scripts])
