@@ -135,6 +135,14 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     if (r->up && lm_attempt_background(r)) {
         lm_log(LM_LOG_INFO, "%s: client went away; upstream answer awaited for billing", r->id);
     } else if (r->up) { /* client left a stream: stop upstream tokens now */
+        /* Before its first event the provider already has the prompt and
+         * bills it: the attempt's row bills the prompt (estimated), so a
+         * client cannot leave big prompts unbilled by hanging up early. */
+        if (!r->headers_sent && r->state != LM_RELAY_DONE && !r->settled) {
+            if (r->status == 0)
+                r->status = 499; /* nginx's "client closed request" */
+            lm_settle(r, 1, 0);
+        }
         lm_upstream_cancel(r->up);
         r->up = NULL;
         /* DONE: the client has its whole answer and the upstream merely

@@ -30,6 +30,8 @@ def answer(h, b):
 
 
 def slow_stream(h, b):
+    if json.loads(b)["messages"][0]["content"].startswith("late"):
+        time.sleep(1.5)  # the client leaves before the first byte
     h.send_response(200)
     h.send_header("Content-Type", "text/event-stream")
     h.send_header("Transfer-Encoding", "chunked")
@@ -346,6 +348,39 @@ def test_prices_per_model():
         env.gw.stop()
 
 
+def test_stream_left_before_first_event_bills_the_prompt():
+    """A client that hangs up before the first event has already had its
+    prompt sent (and billed by the provider): the attempt gets an aborted
+    row billing the estimated prompt, not nothing."""
+    env = Env()
+    try:
+        k = env.new_key()
+        s = socket.create_connection(("127.0.0.1", env.gw.port))
+        body = json.dumps({"model": "s", "stream": True,
+                           "messages": [{"role": "user", "content": "late " + "word " * 400}]}).encode()
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                  % (secret_of(k).encode(), len(body), body))
+        time.sleep(0.4)
+        s.close()
+        rows = []
+        deadline = time.time() + 10
+        while not rows and time.time() < deadline:
+            time.sleep(0.1)
+            with env.db() as db:
+                rows = db.execute("select prompt_tokens, completion_tokens, cost, client_aborted, status "
+                                  "from usage").fetchall()
+        check(len(rows) == 1, "one row for the attempt: %s" % rows)
+        prompt, completion, cost, aborted, status = rows[0]
+        check(300 <= prompt <= 2000 and completion == 0 and cost == prompt and aborted == 1 and status == 499,
+              "prompt estimate billed, marked aborted: %s" % (rows[0],))
+        time.sleep(1.5)  # the upstream's late answer changes nothing
+        with env.db() as db:
+            check(db.execute("select count(*) from usage").fetchone()[0] == 1, "still one row")
+    finally:
+        env.gw.stop()
+
+
 run([test_prices_per_model, test_qb7_every_attempt_has_a_row_only_the_answer_is_billed, test_virtual_key_on_the_data_plane, test_db1_kill9_no_lost_or_duplicate_rows, test_qb1_parallel_quota_exact, test_rate_limit_429_retry_after,
      test_stream_row_committed_before_done_and_usage, test_aborted_stream_billed_for_what_was_received,
-     test_usage_via_admin_api])
+     test_usage_via_admin_api, test_stream_left_before_first_event_bills_the_prompt])
