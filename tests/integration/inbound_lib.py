@@ -42,7 +42,7 @@ class AdminGateway(Gateway):
         """POST a stream on a raw socket, read until `marker` was seen `count`
         times, hang up; returns (request id, bytes received)."""
         data = json.dumps(body)
-        h = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+        h = {"Authorization": "Bearer " + KEY, "anthropic-version": "2023-06-01"}
         h.update(headers or {})
         s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n"
@@ -133,13 +133,13 @@ def ant_stream(text_parts, model, in_tok=25, out_tok=None, thinking=None, tool=N
     return [ant_event(e) for e in evs]
 
 
-def ant_message(text, model, in_tok=25, out_tok=7, tool=None, stop="end_turn"):
+def ant_message(text, model, in_tok=25, out_tok=7, tool=None, stop="end_turn", cache_read=3):
     content = [{"type": "text", "text": text}]
     if tool:
         content.append({"type": "tool_use", "id": tool[0], "name": tool[1], "input": tool[2]})
     return {"id": "msg_up2", "type": "message", "role": "assistant", "model": model, "content": content,
             "stop_reason": stop, "stop_sequence": None,
-            "usage": {"input_tokens": in_tok, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 3,
+            "usage": {"input_tokens": in_tok, "cache_creation_input_tokens": 0, "cache_read_input_tokens": cache_read,
                       "output_tokens": out_tok}}
 
 
