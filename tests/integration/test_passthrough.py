@@ -11,7 +11,9 @@
   event before any output) fails over to the next channel, a Claude one
   (passed through) or an OpenAI one (translated);
 - /v1/responses on an OpenAI channel with `passthrough responses` goes to
-  <base>/responses unchanged but for the model, its usage billed.
+  <base>/responses unchanged but for the model, its usage billed;
+- /v1/messages/count_tokens asks a Claude channel's upstream (its refusal
+  passed on, its other failures answered by the estimate).
 """
 import json
 import threading
@@ -26,7 +28,7 @@ TIMEOUTS = "    connect_timeout 2s\n    first_byte_timeout 5s\n    idle_timeout 
 claude = Mock()      # the working Claude upstream
 claude_down = Mock()  # a Claude upstream that fails
 oai = Mock()         # an OpenAI upstream with /v1/responses and /v1/chat/completions
-state = {"stream": [], "whole": None, "status": 200, "delay": 0.0, "down": "529"}
+state = {"stream": [], "whole": None, "status": 200, "delay": 0.0, "down": "529", "count": 42}
 lock = threading.Lock()
 
 
@@ -37,6 +39,12 @@ def claude_messages(h, body):
     if b.get("stream"):
         return sse_reply(h, None, delay=state["delay"], raw=state["stream"])
     return json_reply(h, 200, state["whole"])
+
+
+def claude_count(h, body):
+    if state["status"] != 200:
+        return json_reply(h, state["status"], state["whole"])
+    return json_reply(h, 200, {"input_tokens": state["count"]})
 
 
 def down_messages(h, body):
@@ -65,6 +73,7 @@ def oai_chat(h, body):
 
 
 claude.routes["/v1/messages"] = claude_messages
+claude.routes["/v1/messages/count_tokens"] = claude_count
 claude_down.routes["/v1/messages"] = down_messages
 oai.routes["/v1/responses"] = oai_responses
 oai.routes["/v1/chat/completions"] = oai_chat
@@ -224,13 +233,39 @@ def test_responses_passthrough():
     check(r["prompt_tokens"] == 11 and r["completion_tokens"] == 6 and r["status"] == 200, "row %s" % r)
 
 
+def test_count_tokens_upstream():
+    state.update(status=200, count=1234)
+    body = '{"model": "claude-pt", "system": "x", "messages": [{"role": "user", "content": "hi"}]}'
+    st, js, raw, hdrs = gw.msgs(body, path="/v1/messages/count_tokens")
+    check(st == 200 and js == {"input_tokens": 1234}, "%d %s" % (st, raw))
+    up = last(claude, "/v1/messages/count_tokens")
+    check(up["body"].decode() == body.replace("claude-pt", "claude-up-1"), "upstream body %s" % up["body"])
+    check(up["headers"].get("x-api-key") == "sk-ant-upstream", "auth %s" % up["headers"])
+    # the upstream refuses the request: its error, in Anthropic's shape
+    state.update(status=400, whole=ant_error("invalid_request_error", "messages: bad"))
+    st, js, raw, hdrs = gw.msgs(body, path="/v1/messages/count_tokens")
+    check(st == 400 and js["error"]["message"] == "messages: bad", "%d %s" % (st, raw))
+    # the channel is in trouble (its key refused): the gateway's estimate
+    state.update(status=401, whole=ant_error("authentication_error", "invalid x-api-key"))
+    st, js, raw, hdrs = gw.msgs(body, path="/v1/messages/count_tokens")
+    check(st == 200 and 0 < js["input_tokens"] < 100, "%d %s" % (st, raw))
+    state.update(status=200)
+    # another channel's model: the estimate, no upstream call
+    n = len(oai.requests)
+    st, js, raw, hdrs = gw.msgs(body.replace("claude-pt", "gpt-pt"), path="/v1/messages/count_tokens")
+    check(st == 200 and 0 < js["input_tokens"] < 100 and len(oai.requests) == n, "%d %s" % (st, raw))
+    st, js, raw, hdrs = gw.msgs(body.replace("claude-pt", "nope"), path="/v1/messages/count_tokens")
+    check(st == 404 and js["error"]["type"] == "not_found_error", "%d %s" % (st, raw))
+
+
 def main():
     global gw
     gw = AdminGateway(CHANNELS, env=ENV)
     try:
         run([test_body_verbatim_but_model, test_stream_bytes_as_is, test_client_abort_billed,
              test_upstream_error_anthropic_shape, test_error_event_mid_stream_forwarded_once,
-             test_failover_from_failing_claude, test_responses_passthrough])
+             test_failover_from_failing_claude, test_responses_passthrough,
+             test_count_tokens_upstream])
     finally:
         gw.stop()
 
