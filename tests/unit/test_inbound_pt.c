@@ -2,6 +2,7 @@
  * model splice keeps every other byte, SSE cuts, and the usage, end and
  * error events of Anthropic Messages and OpenAI Responses streams. */
 #include "t.h"
+#include "conf/conf.h"
 #include "proto/inbound.h"
 #include "proto/inbound_pt.h"
 
@@ -117,8 +118,30 @@ static void test_responses(void)
     T_END();
 }
 
+/* The channel setting that turns the Responses pass-through on. */
+static void test_conf_passthrough(void)
+{
+    T_BEGIN("inpt_conf_passthrough");
+    static const char ok[] = "channel a {\n plugin openai\n models m\n passthrough responses\n}\n";
+    static const char bad[] = "channel a {\n plugin openai\n models m\n passthrough chat\n}\n";
+    lm_conf_t *c = NULL;
+    char err[256];
+    T_CHECK(lm_conf_parse("t.conf", ok, sizeof(ok) - 1, &c, err, sizeof(err)) == 0, "%s", err);
+    T_CHECK(c && c->nchans == 1 && c->chans[0].passthrough &&
+                strcmp(c->chans[0].passthrough, "responses") == 0,
+            "set");
+    lm_conf_free(c);
+    c = NULL;
+    T_CHECK(lm_conf_parse("t.conf", bad, sizeof(bad) - 1, &c, err, sizeof(err)) < 0 &&
+                strstr(err, "passthrough responses"),
+            "refused: %s", err);
+    lm_conf_free(c);
+    T_END();
+}
+
 int main(void)
 {
+    test_conf_passthrough();
     test_set_model();
     test_event_len();
     test_messages();
