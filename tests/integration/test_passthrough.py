@@ -258,6 +258,33 @@ def test_count_tokens_upstream():
     check(st == 404 and js["error"]["type"] == "not_found_error", "%d %s" % (st, raw))
 
 
+def test_script_reading_answers_translates():
+    """A script with on_response / on_event works on the canonical form: on
+    that gateway the Claude channel's answers are translated, and the
+    scripts' edits show."""
+    import os
+    import tempfile
+    d = tempfile.mkdtemp(prefix="lm-pt-lua-")
+    path = os.path.join(d, "upper.lua")
+    with open(path, "w") as f:
+        f.write("function on_event(ev)\n  local d = ev.choices[1] and ev.choices[1].delta\n"
+                "  if d and d.content then d.content = string.upper(d.content) end\nend\n"
+                "function on_response(body)\n  body.choices[1].message.content = "
+                "body.choices[1].message.content .. ' (checked)'\nend\n")
+    g2 = AdminGateway(CHANNELS, env=ENV, extra="script upper %s\n" % path)
+    try:
+        state.update(status=200, whole=ant_message("Hi!", "claude-up-1"),
+                     stream=ant_stream(["Hel", "lo"], "claude-up-1"))
+        st, js, raw, hdrs = g2.msgs({"model": "claude-pt", "max_tokens": 10,
+                                     "messages": [{"role": "user", "content": "x"}]})
+        check(st == 200 and js["content"][0]["text"] == "Hi! (checked)", "%d %s" % (st, raw))
+        st, js, raw, hdrs = g2.msgs({"model": "claude-pt", "max_tokens": 10, "stream": True,
+                                     "messages": [{"role": "user", "content": "x"}]})
+        check(st == 200 and msgs_text(events_of(raw)) == "HELLO", "%d %s" % (st, raw))
+    finally:
+        g2.stop()
+
+
 def main():
     global gw
     gw = AdminGateway(CHANNELS, env=ENV)
@@ -265,7 +292,7 @@ def main():
         run([test_body_verbatim_but_model, test_stream_bytes_as_is, test_client_abort_billed,
              test_upstream_error_anthropic_shape, test_error_event_mid_stream_forwarded_once,
              test_failover_from_failing_claude, test_responses_passthrough,
-             test_count_tokens_upstream])
+             test_count_tokens_upstream, test_script_reading_answers_translates])
     finally:
         gw.stop()
 
