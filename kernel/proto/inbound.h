@@ -72,6 +72,10 @@ typedef struct lm_inbound_s {
      * (relay/passthru.h). A channel's `passthrough <api>` setting says the
      * same for its own upstream. Static. */
     const char *native_plugin;
+    /* When request refused the body (400): a canonical stand-in for what
+     * only the native API takes, or NULL with e. A request served from it
+     * must pass through (NULL hook: the refusal stands). */
+    json_t *(*request_native)(const char *body, size_t n, lm_err *e);
 } lm_inbound_t;
 
 /* The table of API id (LM_API_*); the chat table for an unknown id.

@@ -136,4 +136,5 @@ const lm_inbound_t lm_msgs_api = {
     .stream_free = lm_msgs_stream_free,
     .error = lm_msgs_error,
     .native_plugin = "claude",
+    .request_native = lm_msgs_request_native,
 };

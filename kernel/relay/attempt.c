@@ -711,6 +711,17 @@ int lm_attempt_build(lm_relay_t *r)
     }
     if (lm_passthru_prepare(r, &e) < 0)
         return lm_out_error(r, &e);
+    if (r->native_only && r->pt == NULL) { /* only the native API takes this body */
+        if (r->cand + 1 < r->ncands) {
+            r->cand++;
+            r->attempt--;
+            return lm_attempt_start(r);
+        }
+        if (r->attempt > 1) /* the channels that could take it failed: say that, not the 400 */
+            return lm_out_err(r, 503, "api_error", "no_channel",
+                              "every channel that can take this request failed; retry later");
+        return lm_out_error(r, &r->native_err);
+    }
     if (lm_rlua_upstream(r->lua, route, r->attempt, &r->ureq, &e) < 0)
         return lm_out_error(r, &e);
     if (r->call.stream) {

@@ -442,6 +442,11 @@ static int handle(lm_relay_t *r, int method_ok)
     } else { /* the canonical form of another API's body: its bytes are never forwarded */
         r->canon = r->api->request(body.p, body.n, &e);
         r->canon_edited = 1;
+        if (r->canon == NULL && e.http_status == 400 && r->api->request_native &&
+            (r->canon = r->api->request_native(body.p, body.n, &r->native_err)) != NULL) {
+            r->native_err = e; /* what a channel that cannot pass it through answers */
+            r->native_only = 1;
+        }
     }
     if (r->canon == NULL)
         return lm_out_error(r, &e);

@@ -1,10 +1,12 @@
 /* Fuzz the pass-through readers (proto/inbound_pt): the input is tried as
  * a body whose model is replaced (the result must be the input with one
  * string value swapped, so it parses when the input did), as a whole
- * answer, and cut into SSE events fed to both APIs' readers. Nothing may
+ * answer, as a Messages body only Anthropic takes (its canonical
+ * stand-in), and cut into SSE events fed to both APIs' readers. Nothing may
  * read out of bounds; the counts stay sane. */
 #include "proto/inbound.h"
 #include "proto/inbound_pt.h"
+#include "proto/msgs.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -47,6 +49,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         json_decref(got);
     }
     lm_buf_free(&out);
+    lm_err e;
+    json_decref(lm_msgs_request_native(s, size, &e)); /* the stand-in of a native-only body */
     events(LM_API_MESSAGES, s, size);
     events(LM_API_RESPONSES, s, size);
     return 0;

@@ -258,6 +258,43 @@ def test_count_tokens_upstream():
     check(st == 404 and js["error"]["type"] == "not_found_error", "%d %s" % (st, raw))
 
 
+def test_native_only_body():
+    """What has no canonical form (server tools, their blocks in history, a
+    PDF) reaches a Claude channel as sent; another channel refuses it with
+    the translation's 400."""
+    state.update(status=200, whole=ant_message("Searched.", "claude-up-1"))
+    body = {"model": "claude-pt", "max_tokens": 100,
+            "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2},
+                      {"name": "get_weather", "input_schema": {"type": "object"}}],
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                                    "data": "JVBERi0xLjQK"}},
+                    {"type": "text", "text": "Search the news."}]},
+                {"role": "assistant", "content": [
+                    {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "x"}},
+                    {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+                    {"type": "text", "text": "Found it."}]},
+                {"role": "user", "content": "Thanks, and?"}]}
+    raw_body = json.dumps(body)
+    st, js, raw, hdrs = gw.msgs(raw_body)
+    check(st == 200 and js["content"][0]["text"] == "Searched.", "%d %s" % (st, raw))
+    check(last(claude, "/v1/messages")["body"].decode() == raw_body.replace('"claude-pt"', '"claude-up-1"'),
+          "sent as is")
+    st, js, raw, hdrs = gw.msgs(raw_body.replace('"claude-pt"', '"gpt-pt"'))
+    check(st == 400 and js["error"]["type"] == "invalid_request_error" and "messages.0.content.0.source" in js["error"]["message"],
+          "%d %s" % (st, raw))
+    # the Claude channel fails and only a translating one is left: overloaded
+    state["down"] = "529"
+    st, js, raw, hdrs = gw.msgs(raw_body.replace('"claude-pt"', '"claude-fo2"'))
+    check(st == 529 and js["error"]["type"] == "overloaded_error", "%d %s" % (st, raw))
+    rows = gw.usage_rows(hdrs["X-Request-Id"])
+    check([r["channel"] for r in rows] == ["cl-down"], "rows %s" % rows)
+    # a failing Claude channel fails over to another Claude channel
+    st, js, raw, hdrs = gw.msgs(raw_body.replace('"claude-pt"', '"claude-fo"'))
+    check(st == 200 and hdrs["X-Longmen-Route"].startswith("channel=cl;"), "%d %s" % (st, raw))
+
+
 def test_script_reading_answers_translates():
     """A script with on_response / on_event works on the canonical form: on
     that gateway the Claude channel's answers are translated, and the
@@ -292,7 +329,7 @@ def main():
         run([test_body_verbatim_but_model, test_stream_bytes_as_is, test_client_abort_billed,
              test_upstream_error_anthropic_shape, test_error_event_mid_stream_forwarded_once,
              test_failover_from_failing_claude, test_responses_passthrough,
-             test_count_tokens_upstream, test_script_reading_answers_translates])
+             test_count_tokens_upstream, test_native_only_body, test_script_reading_answers_translates])
     finally:
         gw.stop()
 
