@@ -101,6 +101,7 @@ int lm_passthru_prepare(lm_relay_t *r, lm_err *e)
     r->ureq.json_body = 1;
     lm_inpt_reader_init(&pt->rd, api);
     r->pt = pt;
+    r->clamped[0] = '\0'; /* the client's values go as sent: nothing was clamped */
     return 1;
 }
 
