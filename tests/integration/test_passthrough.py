@@ -295,6 +295,28 @@ def test_native_only_body():
     check(st == 200 and hdrs["X-Longmen-Route"].startswith("channel=cl;"), "%d %s" % (st, raw))
 
 
+def test_stored_channel_setting():
+    """`passthrough responses` in a stored channel's settings (admin API)."""
+    from lib import admin_call
+    g2 = AdminGateway(CHANNELS, env=ENV, extra="admin_private_upstreams on\nadmin_env_allow LMT_PT_*\n")
+    try:
+        st, js = admin_call(g2.admin_port, g2.admin, "POST", "/admin/channels", {
+            "name": "stored", "plugin": "openai", "models": ["gpt-st=gpt-up"],
+            "settings": {"base_url": oai.url + "/v1", "api_key": "env:LMT_PT_OPENAI",
+                         "passthrough": "responses"}})
+        check(st == 201, "create %d %s" % (st, js))
+        deadline = time.time() + 5
+        while True:
+            st, js, raw, hdrs = g2.request("POST", "/v1/responses", {"model": "gpt-st", "input": "hi"})
+            if st != 404 or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        check(st == 200 and raw == json.dumps(resp_object("Hello!", "gpt-up")).encode(), "%d %s" % (st, raw))
+        check(last(oai, "/v1/responses")["body"] == b'{"model": "gpt-up", "input": "hi"}', "upstream body")
+    finally:
+        g2.stop()
+
+
 def test_script_reading_answers_translates():
     """A script with on_response / on_event works on the canonical form: on
     that gateway the Claude channel's answers are translated, and the
@@ -329,7 +351,8 @@ def main():
         run([test_body_verbatim_but_model, test_stream_bytes_as_is, test_client_abort_billed,
              test_upstream_error_anthropic_shape, test_error_event_mid_stream_forwarded_once,
              test_failover_from_failing_claude, test_responses_passthrough,
-             test_count_tokens_upstream, test_native_only_body, test_script_reading_answers_translates])
+             test_count_tokens_upstream, test_native_only_body, test_stored_channel_setting,
+             test_script_reading_answers_translates])
     finally:
         gw.stop()
 
