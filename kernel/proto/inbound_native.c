@@ -1,7 +1,8 @@
-/* inbound_native.c - the canonical stand-in of a Messages request that
- * only a channel speaking Messages natively can serve (msgs.h). Thread:
- * any. */
+/* inbound_native.c - the canonical stand-in of a request that only a
+ * channel speaking the inbound API natively can serve (Messages: msgs.h;
+ * Responses: responses.h). Thread: any. */
 #include "proto/msgs.h"
+#include "proto/responses.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,42 @@ json_t *lm_msgs_request_native(const char *body, size_t n, lm_err *e)
     if (text == NULL)
         return lm_msgs_request(body, n, e);
     json_t *canon = lm_msgs_request(text, strlen(text), e);
+    free(text);
+    return canon;
+}
+
+/* Responses: what a stateless gateway refuses but an upstream that serves
+ * /responses itself takes (its state, built-in tools, include, reasoning
+ * options) is left out of the stand-in. */
+json_t *lm_resp_request_native(const char *body, size_t n, lm_err *e)
+{
+    static const char *const stateful[] = {"previous_response_id",
+                                           "conversation",
+                                           "background",
+                                           "store",
+                                           "include",
+                                           "reasoning",
+                                           "prompt"};
+    json_t *in = json_loadb(body, n, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(in)) {
+        json_decref(in);
+        return lm_resp_request(body, n, NULL, e);
+    }
+    for (size_t i = 0; i < sizeof(stateful) / sizeof(stateful[0]); i++)
+        json_object_del(in, stateful[i]);
+    json_t *tools = json_object_get(in, "tools");
+    for (size_t i = json_array_size(tools); i-- > 0;)
+        if (!is(json_array_get(tools, i), "function"))
+            json_array_remove(tools, i); /* a built-in tool */
+    if (json_is_array(tools) && json_array_size(tools) == 0) {
+        json_object_del(in, "tools");
+        json_object_del(in, "tool_choice");
+    }
+    char *text = json_dumps(in, JSON_COMPACT);
+    json_decref(in);
+    if (text == NULL)
+        return lm_resp_request(body, n, NULL, e);
+    json_t *canon = lm_resp_request(text, strlen(text), NULL, e);
     free(text);
     return canon;
 }

@@ -7,6 +7,7 @@
 #include "proto/inbound.h"
 #include "proto/inbound_pt.h"
 #include "proto/msgs.h"
+#include "proto/responses.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,7 +51,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     lm_buf_free(&out);
     lm_err e;
-    json_decref(lm_msgs_request_native(s, size, &e)); /* the stand-in of a native-only body */
+    json_decref(lm_msgs_request_native(s, size, &e)); /* the stand-ins of native-only bodies */
+    json_decref(lm_resp_request_native(s, size, &e));
     events(LM_API_MESSAGES, s, size);
     events(LM_API_RESPONSES, s, size);
     return 0;

@@ -295,6 +295,19 @@ def test_native_only_body():
     check(st == 200 and hdrs["X-Longmen-Route"].startswith("channel=cl;"), "%d %s" % (st, raw))
 
 
+def test_responses_native_only_body():
+    """Built-in tools, store and previous_response_id reach a passthrough
+    channel as sent; on a translating channel they stay a 400."""
+    raw_body = ('{"model":"gpt-pt","input":"Search","store":true,"previous_response_id":"resp_0",'
+                '"tools":[{"type":"web_search"},{"type":"function","name":"f","parameters":{"type":"object"}}],'
+                '"include":["web_search_call.action.sources"]}')
+    st, js, raw, hdrs = gw.request("POST", "/v1/responses", raw_body)
+    check(st == 200 and js["object"] == "response", "%d %s" % (st, raw))
+    check(last(oai, "/v1/responses")["body"].decode() == raw_body.replace('"gpt-pt"', '"gpt-up"'), "as sent")
+    st, js, raw, hdrs = gw.request("POST", "/v1/responses", raw_body.replace('"gpt-pt"', '"claude-pt"'))
+    check(st == 400 and "not supported" in js["error"]["message"], "%d %s" % (st, raw))
+
+
 def test_stored_channel_setting():
     """`passthrough responses` in a stored channel's settings (admin API)."""
     from lib import admin_call
@@ -351,7 +364,7 @@ def main():
         run([test_body_verbatim_but_model, test_stream_bytes_as_is, test_client_abort_billed,
              test_upstream_error_anthropic_shape, test_error_event_mid_stream_forwarded_once,
              test_failover_from_failing_claude, test_responses_passthrough,
-             test_count_tokens_upstream, test_native_only_body, test_stored_channel_setting,
+             test_count_tokens_upstream, test_native_only_body, test_responses_native_only_body, test_stored_channel_setting,
              test_script_reading_answers_translates])
     finally:
         gw.stop()
