@@ -255,6 +255,13 @@ static int chan_directive(parser_t *ps, char **w, int nw)
         ch->plugin = strdup(w[1]);
         return 0;
     }
+    if (!strcmp(w[0], "passthrough")) { /* the upstream speaks that inbound API itself */
+        if (nw != 2 || strcmp(w[1], "responses") != 0)
+            return fail(ps, "usage: passthrough responses");
+        free(ch->passthrough);
+        ch->passthrough = strdup(w[1]);
+        return 0;
+    }
     if (!strcmp(w[0], "models"))
         return directive_models(ps, w, nw);
     if (!strcmp(w[0], "connect_timeout"))
@@ -926,6 +933,7 @@ void lm_conf_free(lm_conf_t *c)
         free(ch->kv);
         free(ch->name);
         free(ch->plugin);
+        free(ch->passthrough);
     }
     for (size_t i = 0; i < c->nscripts; i++) {
         lm_script_conf_t *sc = &c->scripts[i];

@@ -70,6 +70,10 @@ typedef struct lm_chan_conf_s {
      * vLLM on loopback stay possible). */
     int from_admin;      /* defined through the admin API */
     int private_refused; /* its upstream may not be a loopback or private address */
+    /* `passthrough responses`: the upstream serves /responses itself, so a
+     * /v1/responses body goes there unchanged but for the model
+     * (relay/passthru.h). The inbound API's name, or NULL. */
+    char *passthrough;
 } lm_chan_conf_t;
 
 /* route_strategy with model patterns: that strategy for those models. */

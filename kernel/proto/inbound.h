@@ -67,6 +67,15 @@ typedef struct lm_inbound_s {
     /* e -> the API's error body (new, free(); never NULL) and the HTTP
      * status it is sent with (*status). NULL hook: OpenAI's shape. */
     char *(*error)(const lm_err *e, int *status);
+    /* The plugin whose upstream speaks this API itself ("claude" for
+     * Messages), or NULL: on its channels the body passes through
+     * (relay/passthru.h). A channel's `passthrough <api>` setting says the
+     * same for its own upstream. Static. */
+    const char *native_plugin;
+    /* When request refused the body (400): a canonical stand-in for what
+     * only the native API takes, or NULL with e. A request served from it
+     * must pass through (NULL hook: the refusal stands). */
+    json_t *(*request_native)(const char *body, size_t n, lm_err *e);
 } lm_inbound_t;
 
 /* The table of API id (LM_API_*); the chat table for an unknown id.

@@ -18,6 +18,12 @@ extern const struct lm_inbound_s lm_msgs_api;
  * reference), or NULL with e filled (400 naming the field, e.g.
  * "messages.1.content.0.source"). */
 json_t *lm_msgs_request(const char *body, size_t n, lm_err *e);
+/* inbound_native.c: the canonical stand-in of a request lm_msgs_request
+ * refused for what only Anthropic takes (server tools, their calls and
+ * results in history, PDF documents): those are dropped or replaced by a
+ * placeholder, then translated. Only a channel that passes the client's
+ * body through may serve it (relay/passthru.h). Same returns. */
+json_t *lm_msgs_request_native(const char *body, size_t n, lm_err *e);
 /* msgs_req.c: the gateway's estimate of a request's input tokens (UTF-8
  * bytes of system, messages and tools / 4, plus a little per message), for
  * count_tokens: 0 with *tokens and *model (new, free()) set, or -1 with e

@@ -135,4 +135,6 @@ const lm_inbound_t lm_msgs_api = {
     .stream_end = lm_msgs_stream_end,
     .stream_free = lm_msgs_stream_free,
     .error = lm_msgs_error,
+    .native_plugin = "claude",
+    .request_native = lm_msgs_request_native,
 };

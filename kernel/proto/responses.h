@@ -34,6 +34,11 @@ extern const struct lm_inbound_s lm_resp_api;
  * previous_response_id, conversation, background), built-in tools and
  * inputs that need stored files are refused with a 400 naming them. */
 json_t *lm_resp_request(const char *body, size_t n, json_t **echo, lm_err *e);
+/* inbound_native.c: the canonical stand-in of a body lm_resp_request
+ * refused for what only an upstream serving /responses takes (state,
+ * built-in tools, include, reasoning): left out, then translated. Only a
+ * pass-through attempt may serve it (relay/passthru.h). Same returns. */
+json_t *lm_resp_request_native(const char *body, size_t n, lm_err *e);
 
 /* responses_req.c: fill e as a 400 invalid_request_error with code and a
  * printf-style message. Returns -1. */

@@ -42,6 +42,7 @@ static void stream_free(void *st)
 /* Errors keep OpenAI's shape (error == NULL), as the SDKs expect. */
 const lm_inbound_t lm_resp_api = {.name = "responses",
                                   .request = request,
+                                  .request_native = lm_resp_request_native,
                                   .answer = answer,
                                   .stream_new = stream_new,
                                   .stream_chunk = stream_chunk,

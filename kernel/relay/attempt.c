@@ -11,6 +11,7 @@
 #include "relay/cache_rec.h"
 #include "relay/fanout.h"
 #include "relay/output.h"
+#include "relay/passthru.h"
 #include "relay/settle.h"
 #include "relay/side_fetch.h"
 #include "route/metrics.h"
@@ -130,7 +131,7 @@ static size_t on_stream_data(lm_relay_t *r, const char *p, size_t n)
         return LM_UP_PAUSE;
     }
     r->st_fed = 1;
-    int rc = lm_stream_feed(&r->st, p, n);
+    int rc = r->pt ? lm_passthru_feed(r, p, n) : lm_stream_feed(&r->st, p, n);
     if (rc < 0 && !r->headers_sent) {
         lazy_error(r, &r->st.err);
         return 0; /* abort the transfer; upstream_done fails the attempt over */
@@ -242,10 +243,11 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
     size_t out_len = 0;
     lm_usage usage;
     lm_err e;
-    int rc = lm_response_translate(r->route->inst, &r->call, status, body, r->want_b64, &out,
-                                   &out_len, &usage, &e);
+    int rc = r->pt ? lm_passthru_whole(r, body, &out, &out_len, &usage, &e)
+                   : lm_response_translate(r->route->inst, &r->call, status, body, r->want_b64,
+                                           &out, &out_len, &usage, &e);
     lm_attempt_route_end(r, rc < 0 && e.http_status >= 500 ? LM_ROUTE_FAIL : LM_ROUTE_OK);
-    if (rc >= 0) /* the canonical answer, before on_response (cache.h) */
+    if (rc >= 0 && !r->pt) /* the canonical answer, before on_response (cache.h) */
         lm_cache_put_whole(r, out, out_len, &usage);
     if (rc == LM_ERETRY && credential_retry(r, &e)) {
         free(out);
@@ -261,7 +263,7 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
         }
     } else if (lm_rlua_response(r->lua, &out, &out_len, &e) < 0) {
         lm_out_error(r, &e);
-    } else if (!lm_inbound_is_chat(r->api) && api_answer(r, &out, &out_len, &usage) < 0) {
+    } else if (!lm_inbound_is_chat(r->api) && !r->pt && api_answer(r, &out, &out_len, &usage) < 0) {
         lm_out_err(r, 500, "api_error", NULL, "out of memory");
     } else if ((r->usage = usage, lm_settle(r, 0, 1))) {
         r->pending_body = out; /* sent by lm_settle_committed once the row is committed */
@@ -405,7 +407,7 @@ static void whole_done(lm_relay_t *r)
 
 static void stream_done(lm_relay_t *r)
 {
-    int rc = lm_stream_finish(&r->st);
+    int rc = r->pt ? lm_passthru_finish(r) : lm_stream_finish(&r->st);
     lm_err e;
     if (!r->headers_sent) {
         if (rc < 0) {
@@ -453,11 +455,11 @@ static void background_done(lm_relay_t *r, int ok, const char *why)
     size_t out_len;
     lm_usage usage;
     lm_err e;
-    int rc = ok && r->status >= 200 && r->status < 300
-                 ? lm_response_translate(r->route->inst, &r->call, r->status,
-                                         (lm_str){lm_buf_cstr(&r->body), r->body.len}, r->want_b64,
-                                         &out, &out_len, &usage, &e)
-                 : LM_ERR;
+    lm_str body = {lm_buf_cstr(&r->body), r->body.len};
+    int rc = !ok || r->status < 200 || r->status >= 300 ? LM_ERR
+             : r->pt ? lm_passthru_whole(r, body, &out, &out_len, &usage, &e)
+                     : lm_response_translate(r->route->inst, &r->call, r->status, body, r->want_b64,
+                                             &out, &out_len, &usage, &e);
     free(out);
     if (rc < 0) {
         lm_log(LM_LOG_INFO, "%s: client gone; upstream answer failed (%d, %s): nothing billed",
@@ -562,6 +564,7 @@ void lm_attempt_reset(lm_relay_t *r)
     if (r->api_st) /* a new attempt's stream starts over in the client's API too */
         r->api->stream_free(r->api_st);
     r->api_st = NULL;
+    lm_passthru_free(r);
     lm_ureq_free(&r->ureq);
     lm_ureq_init(&r->ureq);
     lm_buf_reset(&r->body);
@@ -706,12 +709,26 @@ int lm_attempt_build(lm_relay_t *r)
                          "the request cannot be sent to this provider");
         return lm_out_error(r, &e);
     }
+    if (lm_passthru_prepare(r, &e) < 0)
+        return lm_out_error(r, &e);
+    if (r->native_only && r->pt == NULL) { /* only the native API takes this body */
+        if (r->cand + 1 < r->ncands) {
+            r->cand++;
+            r->attempt--;
+            return lm_attempt_start(r);
+        }
+        if (r->attempt > 1) /* the channels that could take it failed: say that, not the 400 */
+            return lm_out_err(r, 503, "api_error", "no_channel",
+                              "every channel that can take this request failed; retry later");
+        return lm_out_error(r, &r->native_err);
+    }
     if (lm_rlua_upstream(r->lua, route, r->attempt, &r->ureq, &e) < 0)
         return lm_out_error(r, &e);
     if (r->call.stream) {
         lm_stream_init(&r->st, route->inst, &r->call, (int64_t)time(NULL), lm_out_sse_sink, r);
         r->st_init = 1;
-        if (r->api->stream_new && (r->api_st = r->api->stream_new(r->client_model, r->id)) == NULL)
+        if (r->api->stream_new && !r->pt &&
+            (r->api_st = r->api->stream_new(r->client_model, r->id)) == NULL)
             return lm_out_err(r, 500, "api_error", NULL, "out of memory");
     }
     if (r->ureq.local_status)

@@ -6,6 +6,7 @@
 #include "core/errors.h"
 #include "proto/response.h"
 #include "relay/cache_rec.h"
+#include "relay/passthru.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,17 @@ void lm_out_stream_end(lm_relay_t *r, const lm_err *e)
         return;
     lm_relay_to(r, LM_RELAY_DONE);
     r->client_status = 200;
+    if (r->pt) { /* the upstream's own events ended it; only an error is ours to add */
+        lm_err safe;
+        if (e)
+            safe = scrubbed(r, e);
+        r->stream_error = e != NULL;
+        lm_passthru_end(r, e ? &safe : NULL);
+        lm_out_flush(r);
+        if (r->req)
+            lm_http_stream_end(r->req);
+        return;
+    }
     if (r->api_st) { /* the client's API ends its stream its own way */
         if (e)
             r->stream_error = 1;

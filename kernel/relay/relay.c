@@ -31,6 +31,7 @@
 #include "relay/attempt.h"
 #include "relay/cache.h"
 #include "relay/cache_rec.h"
+#include "relay/count.h"
 #include "relay/fanout.h"
 #include "relay/output.h"
 #include "relay/relay_int.h"
@@ -442,11 +443,18 @@ static int handle(lm_relay_t *r, int method_ok)
         return lm_out_err(r, 413, "invalid_request_error", "request_too_large",
                           "request body exceeds the configured limit");
     r->prompt_est = (int64_t)body.n / 4;
+    if (r->op == LM_OP_COUNT_TOKENS) /* counted, not answered (count.h) */
+        return lm_count_run(r);
     if (lm_inbound_is_chat(r->api)) {
         r->canon = lm_reqcheck_parse(body.p, body.n, &e);
     } else { /* the canonical form of another API's body: its bytes are never forwarded */
         r->canon = r->api->request(body.p, body.n, &e);
         r->canon_edited = 1;
+        if (r->canon == NULL && e.http_status == 400 && r->api->request_native &&
+            (r->canon = r->api->request_native(body.p, body.n, &r->native_err)) != NULL) {
+            r->native_err = e; /* what a channel that cannot pass it through answers */
+            r->native_only = 1;
+        }
     }
     if (r->canon == NULL)
         return lm_out_error(r, &e);

@@ -18,6 +18,7 @@
 #define LM_MAX_ATTEMPTS   2 /* upstream attempts per request (FT-1 default) */
 
 typedef struct lm_relay_s lm_relay_t;
+typedef struct lm_passthru_s lm_passthru_t;
 
 /* Where a request is; relay.c's opening comment has the transitions. */
 typedef enum lm_relay_state_e {
@@ -100,6 +101,9 @@ struct lm_relay_s {
     lm_relay_t *side_next, *side_prev;
     struct lm_fanout_s *fan; /* a split embeddings request's parts in flight (fanout.h), or NULL */
     struct lm_cache_req_s *cache; /* the response cache's view of this request (cache.h), or NULL */
+    lm_passthru_t *pt; /* this attempt passes the client's API through (passthru.h), or NULL */
+    int native_only;   /* canon is a stand-in: only a pass-through attempt may serve it */
+    lm_err native_err; /* why the body has no canonical form (for the other channels) */
 };
 
 /* relay.c: move r to state `to`. An illegal move is logged (and aborts

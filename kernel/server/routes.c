@@ -1,5 +1,5 @@
 /* routes.c - the data-plane routes: chat, embeddings, Anthropic messages
- * and OpenAI responses handed to the relay, /v1/messages/count_tokens,
+ * and OpenAI responses handed to the relay (/v1/messages/count_tokens too),
  * /v1/models, /healthz, the default 404. Thread: the connection's worker;
  * replies are sent here, nothing is returned to own. */
 #include "server/routes.h"
@@ -11,6 +11,7 @@
 #include "http/http.h"
 #include "proto/inbound.h"
 #include "proto/msgs.h"
+#include "relay/count.h"
 #include "relay/relay.h"
 #include "relay/rt.h"
 #include "relay/services.h"
@@ -106,68 +107,6 @@ static void route_default(lm_http_req_t *req, void *arg)
     lm_http_reply_simple(req, 404, "invalid_request_error", "not_found", "unknown path");
 }
 
-/* An error in the Messages API's shape (count_tokens). */
-static void msgs_reply_error(lm_http_req_t *req, const lm_err *e)
-{
-    int status;
-    char *body = lm_msgs_error(e, &status);
-    lm_http_reply(req, status, "application/json", body, strlen(body), NULL);
-    free(body);
-}
-
-/* POST /v1/messages/count_tokens: the gateway's estimate of the input
- * tokens (docs/messages.md), for any model a channel serves. The key is
- * checked as for /v1/messages (Authorization or x-api-key), behind the
- * same brute-force guard; nothing is billed. The body was buffered by
- * the front within max_body (a plain route). */
-static void route_count_tokens(lm_http_req_t *req, void *arg)
-{
-    const lm_relay_services_t *svc = arg;
-    lm_err e;
-    memset(&e, 0, sizeof(e));
-    if (lm_http_method(req) != LM_HTTP_POST) {
-        lm_error_set(&e, -1, 405, "invalid_request_error", NULL,
-                     "method not allowed for this path");
-        msgs_reply_error(req, &e);
-        return;
-    }
-    lm_rt_t *rt = svc->acquire_rt(svc->arg);
-    const struct sockaddr *peer = lm_http_peer(req);
-    const char *a = lm_http_header(req, "Authorization"), *k = lm_http_header(req, "x-api-key");
-    char authz[600];
-    if (a == NULL && k) {
-        snprintf(authz, sizeof(authz), "Bearer %s", k);
-        a = authz;
-    }
-    int64_t wait = lm_authguard_blocked(svc->authguard, peer, (int64_t)(uint64_t)lm_clock_ms());
-    lm_gov_t g;
-    int64_t tokens = 0;
-    if (wait > 0) {
-        lm_error_set(&e, -1, 429, "rate_limit_error", NULL,
-                     "too many failed authentications from this address; retry later");
-    } else if (lm_gov_auth(&g, rt->conf, svc->store, a, peer, &e) < 0) {
-        if (e.http_status == 401)
-            lm_authguard_fail(svc->authguard, peer, (int64_t)(uint64_t)lm_clock_ms());
-    } else {
-        lm_gov_end(&g, 0);
-        lm_str body = lm_http_body(req);
-        char *model = NULL;
-        if (lm_msgs_count_tokens(body.p, body.n, &tokens, &model, &e) == 0 &&
-            lm_rt_route(rt, model) == NULL)
-            lm_err_set(&e, -1, 404, "not_found_error", NULL,
-                       "The model '%.128s' does not exist or you do not have access to it.", model);
-        else if (e.http_status == 0) {
-            char out[64];
-            snprintf(out, sizeof(out), "{\"input_tokens\":%lld}", (long long)tokens);
-            lm_http_reply(req, 200, "application/json", out, strlen(out), NULL);
-        }
-        free(model);
-    }
-    if (e.http_status)
-        msgs_reply_error(req, &e);
-    lm_rt_unref(rt);
-}
-
 /* ---- the relay routes: the front's per-request calls ---- */
 
 static void relay_begin(lm_http_req_t *r, void *user, int op)
@@ -217,7 +156,8 @@ int lm_routes_add(lm_http_front_t *f, const lm_relay_services_t *svc)
         lm_http_front_body_route(f, "/v1/responses", LM_INBOUND_TAG(LM_OP_CHAT, LM_API_RESPONSES)) <
             0 ||
         /* before /v1/messages: libevhtp takes the first path that matches */
-        lm_http_front_route(f, "/v1/messages/count_tokens", route_count_tokens, (void *)svc) < 0 ||
+        lm_http_front_body_route(f, "/v1/messages/count_tokens",
+                                 LM_INBOUND_TAG(LM_OP_COUNT_TOKENS, LM_API_MESSAGES)) < 0 ||
         lm_http_front_body_route(f, "/v1/messages", LM_INBOUND_TAG(LM_OP_CHAT, LM_API_MESSAGES)) <
             0 ||
         lm_http_front_route(f, "/v1/models", route_models, (void *)svc) < 0 ||

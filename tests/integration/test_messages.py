@@ -90,13 +90,15 @@ def events_of(raw):
 
 
 def check_order(evs):
-    """message_start, ping, blocks (start, deltas, stop), message_delta,
-    message_stop: Anthropic's grammar."""
+    """message_start, blocks (start, deltas, stop), message_delta,
+    message_stop: Anthropic's grammar; pings anywhere between (the gateway
+    sends one after message_start, Anthropic itself after the first block
+    start, and a Claude channel's stream passes through as it came)."""
     names = [n for n, _ in evs]
-    check(names[:2] == ["message_start", "ping"], "opening: %s" % names)
+    check(names[:1] == ["message_start"], "opening: %s" % names)
     check(names[-2:] == ["message_delta", "message_stop"], "closing: %s" % names)
     open_idx, nxt = None, 0
-    for n, d in evs[2:-2]:
+    for n, d in evs[1:-2]:
         if n == "content_block_start":
             check(open_idx is None and d["index"] == nxt, "block start out of order: %s" % names)
             open_idx, nxt = d["index"], nxt + 1
@@ -116,7 +118,11 @@ def text_of(evs, kind="text_delta", field="text"):
 
 
 def final_usage(evs):
-    return evs[-2][1]["usage"]
+    """message_start's usage updated by message_delta's, as the SDKs read it
+    (Anthropic's message_delta carries only output_tokens)."""
+    u = dict(evs[0][1]["message"].get("usage") or {})
+    u.update(evs[-2][1]["usage"])
+    return u
 
 
 def M(model, **kw):
