@@ -11,6 +11,7 @@
 #include "proto/inbound.h"
 #include "proto/stream.h"
 #include "relay/relay_lua.h"
+#include "relay/trace_state.h"
 #include "relay/upstream.h"
 #include "relay/worker.h"
 
@@ -100,6 +101,7 @@ struct lm_relay_s {
     lm_relay_t *side_next, *side_prev;
     struct lm_fanout_s *fan; /* a split embeddings request's parts in flight (fanout.h), or NULL */
     struct lm_cache_req_s *cache; /* the response cache's view of this request (cache.h), or NULL */
+    lm_trace_t trace;             /* its trace and request-log facts (trace.h); inline */
 };
 
 /* relay.c: move r to state `to`. An illegal move is logged (and aborts
