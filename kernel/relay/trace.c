@@ -6,6 +6,8 @@
 #include "core/traceparent.h"
 #include "relay/otel.h"
 #include "relay/relay_int.h"
+#include "relay/reqlog.h"
+#include "store/reqlog.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,10 @@ static void rnd_id(lm_worker_t *w, uint8_t *p, size_t n)
 void lm_trace_begin(lm_relay_t *r)
 {
     lm_trace_t *t = &r->trace;
+    if (r->rt->conf->obs.request_log && r->w->svc->store) { /* the request log (reqlog.h) */
+        t->logged = t->collect = 1;
+        t->bodies = r->rt->conf->obs.nbody_rules ? -1 : 0;
+    }
     if (r->w->svc->otel == NULL)
         return;
     const lm_obs_conf_t *oc = &r->rt->conf->obs;
@@ -61,7 +67,7 @@ void lm_trace_begin(lm_relay_t *r)
     t->start_real_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
     t->start_mono_ns = lm_clock_ns();
     t->on = 1;
-    t->collect = t->sampled;
+    t->collect |= t->sampled;
     t->capture = t->sampled && oc->otel_capture_content;
 }
 
@@ -77,7 +83,9 @@ static void close_attempt(lm_trace_t *t, int status)
 void lm_trace_attempt(lm_relay_t *r)
 {
     lm_trace_t *t = &r->trace;
-    if (!t->on)
+    if (t->bodies < 0) /* model and key are known by now */
+        t->bodies = lm_obsconf_bodies(&r->rt->conf->obs, r->client_model, r->gov.key_name);
+    if (!t->on && !t->logged)
         return;
     close_attempt(t, 0);
     uint8_t span[8];
@@ -90,6 +98,8 @@ void lm_trace_attempt(lm_relay_t *r)
     } else {
         memcpy(span, t->span_id, 8); /* untraced attempt: the request's span is the parent */
     }
+    if (!t->on)
+        return;
     /* The upstream sees this attempt's span as its parent. */
     char **nh = realloc(r->ureq.headers, (r->ureq.nheaders + 1) * sizeof(*nh));
     char *line = malloc(sizeof("traceparent: ") + LM_TRACEPARENT_LEN);
@@ -106,7 +116,7 @@ void lm_trace_attempt(lm_relay_t *r)
 
 void lm_trace_attempt_end(lm_relay_t *r, int status)
 {
-    if (r->trace.on)
+    if (r->trace.on || r->trace.logged)
         close_attempt(&r->trace, status);
 }
 
@@ -157,6 +167,10 @@ void lm_trace_answer(lm_relay_t *r, const char *json, size_t n)
         scan_finish(t, json, n);
     if (t->capture)
         keep_text(t, json, n);
+    if (t->bodies > 0 && t->answer.len + n + 1 <= LM_REQLOG_BODY_MAX) {
+        lm_buf_add(&t->answer, json, n);
+        lm_buf_add(&t->answer, "\n", 1);
+    }
 }
 
 static char *prompt_text(const lm_relay_t *r)
@@ -223,7 +237,6 @@ static lm_otel_rec_t *build(lm_relay_t *r)
     o->ttft_ms = r->ttft_ms;
     o->status = r->client_status;
     o->stream = r->call.stream;
-    close_attempt(t, r->status);
     for (int i = 0; i < t->natt; i++) {
         const lm_trace_att_t *a = &t->att[i];
         lm_otel_attempt_t *b = &o->attempts[o->nattempts++];
@@ -247,11 +260,15 @@ static lm_otel_rec_t *build(lm_relay_t *r)
 void lm_trace_end(lm_relay_t *r)
 {
     lm_trace_t *t = &r->trace;
+    close_attempt(t, r->status); /* the last attempt ends with the request */
     if (t->on && t->sampled) {
         lm_otel_rec_t *o = build(r);
         if (o)
             lm_otel_submit(r->w->svc->otel, o);
     }
+    if (t->logged)
+        lm_reqlog_record(r);
     lm_buf_free(&t->completion);
-    t->on = t->sampled = t->collect = t->capture = 0;
+    lm_buf_free(&t->answer);
+    t->on = t->sampled = t->collect = t->capture = t->logged = 0;
 }

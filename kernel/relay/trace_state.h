@@ -29,12 +29,15 @@ typedef struct lm_trace_s {
     int sampled; /* the span is exported */
     int collect; /* answers are scanned (traced and sampled, or request-logged) */
     int capture; /* prompt and completion text are kept (otel_capture_content on) */
+    int logged;  /* a request-log row is written at the end (request_log on) */
+    int bodies;  /* -1 undecided, 0/1: the row keeps the bodies (request_log_bodies) */
     int has_parent, natt;
     uint8_t trace_id[16], span_id[8], parent_id[8];
     int64_t start_real_ns, start_mono_ns;
     char finish[32];     /* the first finish_reason seen ("" none) */
     char error_code[48]; /* the error the client was answered with ("" none) */
     lm_buf_t completion; /* capture only */
+    lm_buf_t answer;     /* the answer as sent (JSON, or chunks one a line): bodies only */
     lm_trace_att_t att[LM_TRACE_ATTEMPTS];
 } lm_trace_t;
 #endif

@@ -18,6 +18,7 @@
 #include "relay/worker.h"
 #include "route/metrics.h"
 #include "server/routes.h"
+#include "store/reqlog.h"
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -496,6 +497,10 @@ static void on_reclaim(evutil_socket_t fd, short what, void *arg)
     size_t n = lm_billing_reclaim(s->store, lm_clock_ms());
     if (n)
         lm_log(LM_LOG_WARN, "billing: %zu expired quota holds released", n);
+    const lm_obs_conf_t *oc = &s->rt->conf->obs; /* s->rt is this thread's to read */
+    if (oc->request_log) /* the request log's retention: the writer prunes */
+        lm_store_reqlog_prune(s->store, lm_store_now_ms() - oc->request_log_max_age_s * 1000,
+                              oc->request_log_max_rows);
 }
 
 static void store_log(int level, const char *msg)
