@@ -5,11 +5,10 @@
  * own thread, or the control thread for new/free. */
 #include "relay/otel.h"
 #include "core/log.h"
-#include "core/traceparent.h"
 #include "longmen.h"
+#include "relay/otel_enc.h"
 
 #include <curl/curl.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,125 +64,6 @@ void lm_otel_submit(lm_otel_t *o, lm_otel_rec_t *rec)
     pthread_mutex_unlock(&o->mu);
     if (wake)
         pthread_cond_signal(&o->cv);
-}
-
-/* ---- OTLP/JSON (opentelemetry-proto, ExportTraceServiceRequest) ---- */
-
-static void attr_str(json_t *a, const char *k, const char *v)
-{
-    if (v && *v)
-        json_array_append_new(a, json_pack("{s:s,s:{s:s}}", "key", k, "value", "stringValue", v));
-}
-
-/* int64 values are strings in OTLP/JSON */
-static void attr_int(json_t *a, const char *k, int64_t v)
-{
-    char s[24];
-    snprintf(s, sizeof(s), "%lld", (long long)v);
-    json_array_append_new(a, json_pack("{s:s,s:{s:s}}", "key", k, "value", "intValue", s));
-}
-
-static void set_hex(json_t *span, const char *k, const uint8_t *p, size_t n)
-{
-    char hex[33];
-    lm_hex_encode(p, n, hex);
-    json_object_set_new(span, k, json_string(hex));
-}
-
-static void set_ns(json_t *span, const char *k, int64_t ns)
-{
-    char s[24];
-    snprintf(s, sizeof(s), "%lld", (long long)ns);
-    json_object_set_new(span, k, json_string(s));
-}
-
-static json_t *span_new(const uint8_t trace_id[16], const uint8_t span_id[8], const uint8_t *parent,
-                        const char *name, int kind, int64_t start, int64_t end, int error)
-{
-    json_t *s = json_pack("{s:s,s:i}", "name", name, "kind", kind);
-    set_hex(s, "traceId", trace_id, 16);
-    set_hex(s, "spanId", span_id, 8);
-    if (parent)
-        set_hex(s, "parentSpanId", parent, 8);
-    set_ns(s, "startTimeUnixNano", start);
-    set_ns(s, "endTimeUnixNano", end > start ? end : start);
-    json_object_set_new(s, "status", json_pack("{s:i}", "code", error ? 2 : 1));
-    return s;
-}
-
-static json_t *request_span(const lm_otel_rec_t *r)
-{
-    char name[160];
-    snprintf(name, sizeof(name), "%s %s", r->operation, r->model_req[0] ? r->model_req : "-");
-    json_t *s = span_new(r->trace_id, r->span_id, r->has_parent ? r->parent_id : NULL, name, 2,
-                         r->start_ns, r->end_ns, r->status >= 400 || r->status == 0);
-    json_t *a = json_array();
-    attr_str(a, "gen_ai.operation.name", r->operation);
-    attr_str(a, "gen_ai.system", r->system);
-    attr_str(a, "gen_ai.request.model", r->model_req);
-    attr_str(a, "gen_ai.response.model", r->model_resp);
-    if (r->input_tokens >= 0)
-        attr_int(a, "gen_ai.usage.input_tokens", r->input_tokens);
-    if (r->output_tokens >= 0)
-        attr_int(a, "gen_ai.usage.output_tokens", r->output_tokens);
-    if (r->finish[0])
-        json_array_append_new(a, json_pack("{s:s,s:{s:{s:[{s:s}]}}}", "key",
-                                           "gen_ai.response.finish_reasons", "value", "arrayValue",
-                                           "values", "stringValue", r->finish));
-    attr_int(a, "http.response.status_code", r->status);
-    attr_str(a, "longmen.request_id", r->request_id);
-    attr_str(a, "longmen.api", r->api);
-    attr_str(a, "longmen.channel", r->channel);
-    attr_str(a, "longmen.key.name", r->key_name);
-    if (r->key_id > 0)
-        attr_int(a, "longmen.key.id", r->key_id);
-    attr_int(a, "longmen.attempts", r->nattempts);
-    attr_int(a, "longmen.cost_micros", r->cost);
-    attr_int(a, "longmen.generation", r->generation);
-    attr_int(a, "longmen.stream", r->stream);
-    if (r->ttft_ms > 0)
-        attr_int(a, "longmen.ttft_ms", r->ttft_ms);
-    attr_str(a, "error.type", r->error_code);
-    attr_str(a, "gen_ai.prompt", r->prompt);
-    attr_str(a, "gen_ai.completion", r->completion);
-    json_object_set_new(s, "attributes", a);
-    return s;
-}
-
-static json_t *attempt_span(const lm_otel_rec_t *r, int i)
-{
-    const lm_otel_attempt_t *t = &r->attempts[i];
-    char name[160];
-    snprintf(name, sizeof(name), "%s %s", r->operation, t->model);
-    json_t *s = span_new(r->trace_id, t->span_id, r->span_id, name, 3, t->start_ns, t->end_ns,
-                         t->status == 0 || t->status >= 400);
-    json_t *a = json_array();
-    attr_str(a, "gen_ai.operation.name", r->operation);
-    attr_str(a, "gen_ai.system", t->system);
-    attr_str(a, "gen_ai.request.model", t->model);
-    attr_str(a, "longmen.channel", t->channel);
-    attr_int(a, "longmen.attempt", i + 1);
-    if (t->status)
-        attr_int(a, "http.response.status_code", t->status);
-    json_object_set_new(s, "attributes", a);
-    return s;
-}
-
-char *lm_otel_encode(const lm_otel_rec_t *recs, const char *service_name)
-{
-    json_t *spans = json_array();
-    for (const lm_otel_rec_t *r = recs; r; r = r->next) {
-        json_array_append_new(spans, request_span(r));
-        for (int i = 0; i < r->nattempts; i++)
-            json_array_append_new(spans, attempt_span(r, i));
-    }
-    json_t *doc = json_pack("{s:[{s:{s:[{s:s,s:{s:s}}]},s:[{s:{s:s},s:o}]}]}", "resourceSpans",
-                            "resource", "attributes", "key", "service.name", "value", "stringValue",
-                            service_name ? service_name : "longmen", "scopeSpans", "scope", "name",
-                            "longmen", "spans", spans);
-    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-    json_decref(doc);
-    return text;
 }
 
 /* ---- the exporter thread ---- */
