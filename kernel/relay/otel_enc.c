@@ -1,13 +1,43 @@
 /* otel_enc.c - OTLP/JSON encoding of span records (otel_enc.h). Ids are
  * lowercase hex and 64-bit integers are strings, as OTLP/JSON requires. */
 #include "relay/otel_enc.h"
-#include "core/buf.h"
 #include "core/traceparent.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define ADDS(b, lit) lm_buf_add((b), (lit), sizeof(lit) - 1)
+/* The output: appends inline (some 150 per span), growth out of line. */
+typedef struct ob_s {
+    char *p;
+    size_t len, cap;
+    int failed;
+} ob_t;
+
+static void grow(ob_t *b, size_t n)
+{
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap - b->len < n)
+        cap *= 2;
+    char *np = b->failed ? NULL : realloc(b->p, cap);
+    if (np == NULL) {
+        b->failed = 1;
+        return;
+    }
+    b->p = np;
+    b->cap = cap;
+}
+
+static inline void put(ob_t *b, const void *p, size_t n)
+{
+    if (b->cap - b->len < n)
+        grow(b, n);
+    if (b->failed)
+        return;
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+}
+
+#define ADDS(b, lit) put((b), (lit), sizeof(lit) - 1)
 
 /* The length of the valid UTF-8 sequence at p (n bytes left), 0 if invalid. */
 static size_t utf8_len(const unsigned char *p, size_t n)
@@ -25,7 +55,7 @@ static size_t utf8_len(const unsigned char *p, size_t n)
 }
 
 /* s as a JSON string, quotes included. */
-static void str(lm_buf_t *b, const char *s)
+static void str(ob_t *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)(s ? s : ""), *run = p;
@@ -42,24 +72,24 @@ static void str(lm_buf_t *b, const char *s)
             p += u;
             continue;
         }
-        lm_buf_add(b, run, (size_t)(p - run));
+        put(b, run, (size_t)(p - run));
         if (*p == '"' || *p == '\\') {
             char e[2] = {'\\', (char)*p};
-            lm_buf_add(b, e, 2);
+            put(b, e, 2);
         } else if (*p < 0x20) {
             char e[6] = {'\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15]};
-            lm_buf_add(b, e, 6);
+            put(b, e, 6);
         } else {
             ADDS(b, "\\ufffd");
         }
         run = ++p;
     }
-    lm_buf_add(b, run, (size_t)(p - run));
+    put(b, run, (size_t)(p - run));
     ADDS(b, "\"");
 }
 
 /* v as a quoted decimal (OTLP/JSON's int64 and fixed64). */
-static void qint(lm_buf_t *b, int64_t v)
+static void qint(ob_t *b, int64_t v)
 {
     char d[24], *p = d + sizeof(d);
     uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
@@ -70,20 +100,20 @@ static void qint(lm_buf_t *b, int64_t v)
     if (v < 0)
         *--p = '-';
     *--p = '"';
-    lm_buf_add(b, p, (size_t)(d + sizeof(d) - p));
+    put(b, p, (size_t)(d + sizeof(d) - p));
 }
 
-static void hexid(lm_buf_t *b, const uint8_t *id, size_t n)
+static void hexid(ob_t *b, const uint8_t *id, size_t n)
 {
     char h[35];
     h[0] = '"';
     lm_hex_encode(id, n, h + 1);
     h[2 * n + 1] = '"';
-    lm_buf_add(b, h, 2 * n + 2);
+    put(b, h, 2 * n + 2);
 }
 
 /* Attributes: the caller writes "[" and "]"; *first tracks the commas. */
-static void attr_head(lm_buf_t *b, int *first, const char *k)
+static void attr_head(ob_t *b, int *first, const char *k)
 {
     if (!*first)
         ADDS(b, ",");
@@ -92,7 +122,7 @@ static void attr_head(lm_buf_t *b, int *first, const char *k)
     str(b, k);
 }
 
-static void attr_str(lm_buf_t *b, int *first, const char *k, const char *v)
+static void attr_str(ob_t *b, int *first, const char *k, const char *v)
 {
     if (v == NULL || *v == '\0')
         return;
@@ -102,7 +132,7 @@ static void attr_str(lm_buf_t *b, int *first, const char *k, const char *v)
     ADDS(b, "}}");
 }
 
-static void attr_int(lm_buf_t *b, int *first, const char *k, int64_t v)
+static void attr_int(ob_t *b, int *first, const char *k, int64_t v)
 {
     attr_head(b, first, k);
     ADDS(b, ",\"value\":{\"intValue\":");
@@ -111,9 +141,8 @@ static void attr_int(lm_buf_t *b, int *first, const char *k, int64_t v)
 }
 
 /* The fields every span has, up to the opening of "attributes". */
-static void span_head(lm_buf_t *b, const lm_otel_rec_t *r, const uint8_t *span,
-                      const uint8_t *parent, const char *model, int kind, int64_t start,
-                      int64_t end, int error)
+static void span_head(ob_t *b, const lm_otel_rec_t *r, const uint8_t *span, const uint8_t *parent,
+                      const char *model, int kind, int64_t start, int64_t end, int error)
 {
     ADDS(b, "{\"traceId\":");
     hexid(b, r->trace_id, 16);
@@ -146,7 +175,7 @@ static void span_head(lm_buf_t *b, const lm_otel_rec_t *r, const uint8_t *span,
         ADDS(b, ",\"status\":{\"code\":1},\"attributes\":[");
 }
 
-static void request_span(lm_buf_t *b, const lm_otel_rec_t *r)
+static void request_span(ob_t *b, const lm_otel_rec_t *r)
 {
     int f = 1;
     span_head(b, r, r->span_id, r->has_parent ? r->parent_id : NULL, r->model_req, 2, r->start_ns,
@@ -184,7 +213,7 @@ static void request_span(lm_buf_t *b, const lm_otel_rec_t *r)
     ADDS(b, "]}");
 }
 
-static void attempt_span(lm_buf_t *b, const lm_otel_rec_t *r, int i)
+static void attempt_span(ob_t *b, const lm_otel_rec_t *r, int i)
 {
     const lm_otel_attempt_t *t = &r->attempts[i];
     int f = 1;
@@ -202,7 +231,7 @@ static void attempt_span(lm_buf_t *b, const lm_otel_rec_t *r, int i)
 
 char *lm_otel_encode(const lm_otel_rec_t *recs, const char *service_name)
 {
-    lm_buf_t b = {0};
+    ob_t b = {0};
     int first = 1;
     ADDS(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
     attr_str(&b, &first, "service.name", service_name ? service_name : "longmen");
@@ -218,7 +247,10 @@ char *lm_otel_encode(const lm_otel_rec_t *recs, const char *service_name)
             attempt_span(&b, r, i);
         }
     }
-    ADDS(&b, "]}]}]}");
-    size_t len;
-    return lm_buf_take(&b, &len); /* NUL-terminated; NULL if an append failed */
+    put(&b, "]}]}]}", 7); /* with its NUL */
+    if (b.failed) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
 }
