@@ -145,6 +145,20 @@ static void *exporter_main(void *arg)
         if (batch)
             export_batch(o, batch); /* the queue stays open meanwhile */
         pthread_mutex_lock(&o->mu);
+        if (stop && o->failing && o->head) { /* stopping, and the collector fails: drop the
+                                              * rest rather than wait otel_timeout per batch */
+            lm_otel_rec_t *rest = o->head;
+            o->head = o->tail = NULL;
+            o->queued = 0;
+            pthread_mutex_unlock(&o->mu);
+            while (rest) {
+                lm_otel_rec_t *next = rest->next;
+                lm_metrics_add(o->dropped, rec_spans(rest));
+                lm_otel_rec_free(rest);
+                rest = next;
+            }
+            pthread_mutex_lock(&o->mu);
+        }
         if (stop && o->head == NULL)
             break;
     }
