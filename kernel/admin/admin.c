@@ -20,6 +20,7 @@
 #include "admin/channels.h"
 #include "admin/ctx.h"
 #include "admin/keys.h"
+#include "admin/requests.h"
 #include "admin/usage.h"
 #include "core/log.h"
 #include "relay/rt.h"
@@ -121,6 +122,7 @@ static const route_t routes[] = {
     {"/admin/keys/{id}", LM_ADMIN_HTTP_DELETE, "DELETE", 1, lm_admin_keys_delete},
     {"/admin/usage", LM_ADMIN_HTTP_GET, "GET", 0, lm_admin_usage_totals},
     {"/admin/usage/rows", LM_ADMIN_HTTP_GET, "GET", 0, lm_admin_usage_rows},
+    {"/admin/requests", LM_ADMIN_HTTP_GET, "GET", 0, lm_admin_requests_list},
     {"/admin/metrics", LM_ADMIN_HTTP_GET, "GET", 0, h_metrics},
     {"/admin/channels", LM_ADMIN_HTTP_GET, "GET", 0, lm_admin_channels_list},
     {"/admin/channels", LM_ADMIN_HTTP_POST, "POST", 1, lm_admin_channels_create},

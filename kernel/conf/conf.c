@@ -604,6 +604,12 @@ static int top_directive(parser_t *ps, char **w, int nw)
         if (rc <= 0)
             return rc < 0 ? fail(ps, "%s", msg) : 0;
     }
+    if (!strncmp(d, "otel_", 5) || !strncmp(d, "request_log", 11)) { /* conf/obsconf.h */
+        char msg[256];
+        int rc = lm_obsconf_directive(&c->obs, w, nw, msg, sizeof(msg));
+        if (rc <= 0)
+            return rc < 0 ? fail(ps, "%s", msg) : 0;
+    }
     if (!strcmp(d, "admin_env_allow")) /* conf/outbound.h */
         return admin_env_allow(ps, w, nw);
     if (nw != 2)
@@ -750,6 +756,7 @@ static lm_conf_t *conf_new(const char *path)
     c->auth_fail_limit = 20;
     c->max_inflight = 10000;
     lm_cacheconf_init(&c->cache);
+    lm_obsconf_init(&c->obs);
     return c;
 }
 
@@ -967,5 +974,6 @@ void lm_conf_free(lm_conf_t *c)
     free(c->model_strategies);
     free_prices(c->prices, c->nprices);
     lm_cacheconf_free(&c->cache);
+    lm_obsconf_free(&c->obs);
     free(c);
 }

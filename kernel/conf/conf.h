@@ -9,6 +9,7 @@
 #ifndef LM_CONF_H
 #define LM_CONF_H
 #include "conf/cacheconf.h"
+#include "conf/obsconf.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -144,6 +145,7 @@ typedef struct lm_conf_s {
     char **admin_env_allow; /* admin_env_allow GLOB...: env:NAME usable there; none = no env: */
     size_t nadmin_env_allow;
     lm_cache_conf_t cache;       /* the response cache (conf/cacheconf.h) */
+    lm_obs_conf_t obs;           /* traces and the request log (conf/obsconf.h) */
     int admin_private_upstreams; /* their upstreams may be loopback/private addresses; off */
 } lm_conf_t;
 

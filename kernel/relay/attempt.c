@@ -14,6 +14,7 @@
 #include "relay/passthru.h"
 #include "relay/settle.h"
 #include "relay/side_fetch.h"
+#include "relay/trace.h"
 #include "route/metrics.h"
 
 #include <event2/event.h>
@@ -249,6 +250,8 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
     lm_attempt_route_end(r, rc < 0 && e.http_status >= 500 ? LM_ROUTE_FAIL : LM_ROUTE_OK);
     if (rc >= 0 && !r->pt) /* the canonical answer, before on_response (cache.h) */
         lm_cache_put_whole(r, out, out_len, &usage);
+    if (rc >= 0 && r->trace.collect) /* its finish reason (trace.h) */
+        lm_trace_answer(r, out, out_len);
     if (rc == LM_ERETRY && credential_retry(r, &e)) {
         free(out);
         return;
@@ -339,6 +342,7 @@ void lm_attempt_record_failed(lm_relay_t *r, int status)
                           .client_aborted = r->req == NULL,
                           .api = r->api->name};
     lm_gov_record_attempt(&r->gov, &row);
+    lm_trace_attempt_end(r, row.status);
 }
 
 /* The attempt failed before the client saw a byte: map the error, let the
@@ -749,6 +753,7 @@ int lm_attempt_build(lm_relay_t *r)
     r->route_begun = route->stats != NULL;
     r->attempt_start_ms = (uint64_t)lm_clock_ms();
     r->attempt_ttft_ms = -1;
+    lm_trace_attempt(r); /* a child span, and its traceparent upstream */
     lm_relay_to(r, LM_RELAY_UPSTREAM);
     r->up = lm_upstream_start(r->w->up, &r->ureq, route->inst->chan->connect_timeout_ms, 0,
                               &relay_sink, r, why, sizeof(why));

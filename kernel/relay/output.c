@@ -2,6 +2,7 @@
  * route header, SSE events and the stream's end. Thread: the relay's
  * worker. Buffers written here belong to the relay. */
 #include "relay/output.h"
+#include "relay/trace.h"
 
 #include "core/errors.h"
 #include "proto/response.h"
@@ -41,6 +42,7 @@ int lm_out_error(lm_relay_t *r, const lm_err *e)
     lm_out_route_header(r);
     lm_relay_to(r, LM_RELAY_DONE);
     r->client_status = e->http_status;
+    lm_trace_error(r, e->code);
     lm_err safe = scrubbed(r, e);
     if (r->req == NULL)
         return 0;
@@ -146,6 +148,8 @@ int lm_out_sse_sink(void *arg, const char *json, size_t len)
     if (r->req == NULL)
         return -1;
     lm_cache_rec_chunk(r, json, len); /* canonical, before on_event (cache.h) */
+    if (r->trace.collect)
+        lm_trace_answer(r, json, len);
     if (r->lua && (lm_lua_call_stages(r->lua) & LM_LUA_BIT(LM_LUA_STAGE_EVENT))) {
         lm_err e;
         lm_buf_t sse = {0};

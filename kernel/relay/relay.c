@@ -36,6 +36,7 @@
 #include "relay/output.h"
 #include "relay/relay_int.h"
 #include "relay/settle.h"
+#include "relay/trace.h"
 
 #include <event2/event.h>
 #include <stdio.h>
@@ -89,6 +90,7 @@ static void relay_free(lm_relay_t *r)
         lm_settle(r, r->fini_seen && r->state != LM_RELAY_DONE, 0);
     lm_settle_access_log(r);
     lm_settle_metrics(r);
+    lm_trace_end(r); /* before the reset below: it reads the last attempt */
     lm_usage fin = lm_settle_usage(r);
     lm_gov_end(&r->gov,
                (fin.prompt > 0 ? fin.prompt : 0) + (fin.completion > 0 ? fin.completion : 0));
@@ -190,6 +192,7 @@ static lm_relay_t *relay_new(lm_http_req_t *req, lm_worker_t *w, int op)
     lm_ureq_init(&r->ureq);
     snprintf(r->id, sizeof(r->id), "%x%02x%08llx", (unsigned)time(NULL), (unsigned)w->index & 0xff,
              (unsigned long long)++w->next_id);
+    lm_trace_begin(r);
     r->next = w->inflight;
     if (w->inflight)
         w->inflight->prev = r;

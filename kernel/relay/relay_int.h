@@ -11,6 +11,7 @@
 #include "proto/inbound.h"
 #include "proto/stream.h"
 #include "relay/relay_lua.h"
+#include "relay/trace_state.h"
 #include "relay/upstream.h"
 #include "relay/worker.h"
 
@@ -104,6 +105,7 @@ struct lm_relay_s {
     lm_passthru_t *pt; /* this attempt passes the client's API through (passthru.h), or NULL */
     int native_only;   /* canon is a stand-in: only a pass-through attempt may serve it */
     lm_err native_err; /* why the body has no canonical form (for the other channels) */
+    lm_trace_t trace;  /* its trace and request-log facts (trace.h); inline */
 };
 
 /* relay.c: move r to state `to`. An illegal move is logged (and aborts

@@ -18,6 +18,7 @@ typedef struct lm_relay_services_s {
     lm_metrics_std_t *metrics; /* standard metric families; NULL without a registry */
     lm_authguard_t *authguard; /* failed authentications per address */
     atomic_long *inflight;     /* requests in flight, process-wide */
+    struct lm_otel_s *otel;    /* the span exporter (relay/otel.h), or NULL: tracing off */
     /* A counted reference to the current generation (any thread); the
      * caller releases it with lm_rt_unref. */
     lm_rt_t *(*acquire_rt)(void *arg);

@@ -11,12 +11,14 @@
 #include "gov/billing.h"
 #include "http/front.h"
 #include "lua/lua_host.h"
+#include "relay/otel.h"
 #include "relay/relay.h"
 #include "relay/side_fetch.h"
 #include "relay/upstream.h"
 #include "relay/worker.h"
 #include "route/metrics.h"
 #include "server/routes.h"
+#include "store/reqlog.h"
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -45,6 +47,7 @@ struct lm_server_s {
     lm_metrics_t *metrics;     /* process-wide registry */
     lm_authguard_t *authguard; /* failed logins per address (AU-4) */
     lm_metrics_std_t mstd;
+    lm_otel_t *otel; /* the span exporter (relay/otel.h), or NULL; its endpoint is read at start */
     atomic_int draining;
     int cancel_sent;
     lm_http_front_t *front; /* the data-plane listener and its workers */
@@ -494,6 +497,10 @@ static void on_reclaim(evutil_socket_t fd, short what, void *arg)
     size_t n = lm_billing_reclaim(s->store, lm_clock_ms());
     if (n)
         lm_log(LM_LOG_WARN, "billing: %zu expired quota holds released", n);
+    const lm_obs_conf_t *oc = &s->rt->conf->obs; /* s->rt is this thread's to read */
+    if (oc->request_log) /* the request log's retention: the writer prunes */
+        lm_store_reqlog_prune(s->store, lm_store_now_ms() - oc->request_log_max_age_s * 1000,
+                              oc->request_log_max_rows);
 }
 
 static void store_log(int level, const char *msg)
@@ -653,10 +660,16 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
     }
     if (setup_store(s, err, errlen) < 0)
         return -1;
+    const lm_obs_conf_t *oc = &s->rt->conf->obs;
+    if (oc->otel_endpoint && (s->otel = lm_otel_new(oc, s->metrics, err, errlen)) == NULL)
+        return -1;
+    if (s->otel)
+        lm_log(LM_LOG_INFO, "otel: traces go to %s", oc->otel_endpoint);
     s->relay_svc = (lm_relay_services_t){.store = s->store,
                                          .metrics = lm_server_metrics(s),
                                          .authguard = s->authguard,
                                          .inflight = &s->inflight,
+                                         .otel = s->otel,
                                          .acquire_rt = svc_acquire_rt,
                                          .side_wake = svc_side_wake,
                                          .arg = s};
@@ -709,6 +722,7 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
     pthread_cond_broadcast(&s.reload_cv);
     pthread_mutex_unlock(&s.reload_mu);
     lm_http_front_free(s.front); /* stops the workers; their relays drop their references */
+    lm_otel_free(s.otel);        /* what the workers queued is sent (bounded by otel_timeout) */
     if (s.admin_htp)
         evhtp_free(s.admin_htp);
     if (s.store)

@@ -22,6 +22,9 @@ struct lm_usage_row_s;
 struct lm_usage_total_s;
 struct lm_usage_rec_s;
 struct lm_chan_rec_s;
+struct lm_reqlog_row_s;
+struct lm_reqlog_rec_s;
+struct lm_reqlog_query_s;
 
 /* A backend's state (connections, statements); opaque to the core. */
 typedef struct lm_store_db_s lm_store_db_t;
@@ -114,6 +117,14 @@ typedef struct lm_store_backend_s {
     /* Into v (limit slots); before_id > 0, key_id 0 = every key. */
     int (*usage_list)(lm_store_db_t *db, int64_t key_id, int64_t before_id, size_t limit,
                       struct lm_usage_rec_s *v, size_t *n);
+
+    /* --- the request log (reqlog.h); optional: NULL in a backend without it.
+     * Insert and prune run on the writer thread inside a savepoint; list on
+     * admin threads, into v (q->limit slots), bodies only if q->bodies. */
+    int (*reqlog_insert)(lm_store_db_t *db, const struct lm_reqlog_row_s *r);
+    int (*reqlog_prune)(lm_store_db_t *db, int64_t older_than_ms, int64_t keep_rows);
+    int (*reqlog_list)(lm_store_db_t *db, const struct lm_reqlog_query_s *q,
+                       struct lm_reqlog_rec_s *v, size_t *n);
 } lm_store_backend_t;
 
 /* The SQLite backend (store_sqlite.c). */

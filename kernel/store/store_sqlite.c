@@ -36,6 +36,10 @@
     "completion_tokens, cached_tokens, reasoning_tokens, cost, latency_ms, "                       \
     "ttft_ms, status, "                                                                            \
     "client_aborted, usage_json, created_at, api, cached"
+#define REQLOG_COLS                                                                                \
+    "request_id, created_at, key_id, key_name, model_asked, model_served, channel, api, "          \
+    "finish_reason, error_code, attempts, status, latency_ms, ttft_ms, prompt_tokens, "            \
+    "completion_tokens, cost, stream, request_body, response_body"
 #define CHAN_COLS                                                                                  \
     "id, name, plugin, models, settings, priority, weight, max_inflight, "                         \
     "connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, request_timeout_ms, "             \
@@ -86,6 +90,11 @@ static const char *const w_sql[W_COUNT] = {
     [W_DEL_CHAN] = "DELETE FROM channels WHERE name = ?1",
     [W_CHAN_ID] = "SELECT id FROM channels WHERE name = ?1",
     [W_CHAN_COUNT] = "SELECT COUNT(*) FROM channels",
+    [W_INS_REQLOG] = "INSERT INTO request_log (" REQLOG_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+                     "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+    [W_PRUNE_REQLOG_AGE] = "DELETE FROM request_log WHERE created_at < ?1",
+    [W_PRUNE_REQLOG_ROWS] = "DELETE FROM request_log WHERE id <= (SELECT id FROM request_log "
+                            "ORDER BY id DESC LIMIT 1 OFFSET ?1)",
 };
 static const char *const r_sql[R_COUNT] = {
     [R_GET_KEY] = "SELECT " KEY_COLS_NOHASH " FROM keys WHERE id = ?1 AND deleted_at IS NULL",
@@ -104,6 +113,16 @@ static const char *const r_sql[R_COUNT] = {
     [R_GET_ADMIN] = "SELECT hash FROM admin_tokens WHERE role = ?1",
     [R_GET_CHAN] = "SELECT " CHAN_COLS " FROM channels WHERE name = ?1",
     [R_LIST_CHAN] = "SELECT " CHAN_COLS " FROM channels ORDER BY name LIMIT ?1",
+    /* ?1 key, ?2 model, ?3 channel ('' = any), ?4 status (0 = any), ?5..?6 created_at
+     * range, ?7 before id, ?8 limit, ?9 bodies */
+    [R_REQLOG_LIST] =
+        "SELECT id, request_id, created_at, key_id, key_name, model_asked, model_served, channel, "
+        "api, finish_reason, error_code, attempts, status, latency_ms, ttft_ms, prompt_tokens, "
+        "completion_tokens, cost, stream, CASE WHEN ?9 THEN request_body END, "
+        "CASE WHEN ?9 THEN response_body END FROM request_log "
+        "WHERE (?1 = '' OR key_name = ?1) AND (?2 = '' OR model_asked = ?2 OR model_served = ?2) "
+        "AND (?3 = '' OR channel = ?3) AND (?4 = 0 OR status = ?4) AND created_at >= ?5 "
+        "AND created_at < ?6 AND id < ?7 ORDER BY id DESC LIMIT ?8",
 };
 
 /* Versioned migrations: migrations[i] brings the schema from version i to
@@ -198,6 +217,33 @@ static const char *const migrations[] = {
     /* 5: rows answered from the response cache (docs/cache.md): cost 0 */
     "ALTER TABLE usage ADD COLUMN cached INTEGER NOT NULL DEFAULT 0 CHECK (cached IN (0, 1));"
     "PRAGMA user_version = 5;",
+    /* 6: the request log (docs/observability.md): one row per client request
+     * when request_log is on; pruned by age and row count */
+    "CREATE TABLE request_log ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  request_id TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  key_id INTEGER,"
+    "  key_name TEXT NOT NULL DEFAULT '',"
+    "  model_asked TEXT NOT NULL DEFAULT '',"
+    "  model_served TEXT NOT NULL DEFAULT '',"
+    "  channel TEXT NOT NULL DEFAULT '',"
+    "  api TEXT NOT NULL DEFAULT 'chat',"
+    "  finish_reason TEXT NOT NULL DEFAULT '',"
+    "  error_code TEXT NOT NULL DEFAULT '',"
+    "  attempts TEXT NOT NULL DEFAULT '[]',"
+    "  status INTEGER NOT NULL DEFAULT 0,"
+    "  latency_ms INTEGER NOT NULL DEFAULT 0,"
+    "  ttft_ms INTEGER NOT NULL DEFAULT 0,"
+    "  prompt_tokens INTEGER NOT NULL DEFAULT 0,"
+    "  completion_tokens INTEGER NOT NULL DEFAULT 0,"
+    "  cost INTEGER NOT NULL DEFAULT 0,"
+    "  stream INTEGER NOT NULL DEFAULT 0 CHECK (stream IN (0, 1)),"
+    "  request_body TEXT,"
+    "  response_body TEXT"
+    ");"
+    "CREATE INDEX request_log_created ON request_log (created_at);"
+    "PRAGMA user_version = 6;",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -334,6 +380,60 @@ static int sq_usage_insert(lm_store_db_t *db, const lm_usage_row_t *r, int64_t *
             return db_status(db, "usage: add to used");
         if (sqlite3_changes(db->w) != 1)
             return LM_STORE_ENOTFOUND;
+    }
+    return LM_STORE_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the request log (store/reqlog.h)                                          */
+
+static void bind_opt_text(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v)
+        bind_text(s, i, v);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+static int sq_reqlog_insert(lm_store_db_t *db, const lm_reqlog_row_t *r)
+{
+    sqlite3_stmt *s = db->ws[W_INS_REQLOG];
+    const char *texts[] = {r->key_name, r->model_asked,   r->model_served, r->channel,
+                           r->api,      r->finish_reason, r->error_code,   r->attempts_json};
+    const int64_t nums[] = {r->status,        r->latency_ms,        r->ttft_ms,
+                            r->prompt_tokens, r->completion_tokens, r->cost,
+                            r->stream ? 1 : 0};
+    bind_text(s, 1, r->request_id);
+    sqlite3_bind_int64(s, 2, r->created_ms);
+    if (r->key_id > 0)
+        sqlite3_bind_int64(s, 3, r->key_id);
+    else
+        sqlite3_bind_null(s, 3);
+    for (int i = 0; i < 8; i++)
+        bind_text(s, 4 + i, texts[i] ? texts[i] : i == 4 ? "chat" : i == 7 ? "[]" : "");
+    for (int i = 0; i < 7; i++)
+        sqlite3_bind_int64(s, 12 + i, nums[i]);
+    bind_opt_text(s, 19, r->request_body);
+    bind_opt_text(s, 20, r->response_body);
+    if (step_once(s) != SQLITE_DONE)
+        return db_status(db, "request log insert");
+    return LM_STORE_OK;
+}
+
+static int sq_reqlog_prune(lm_store_db_t *db, int64_t older_than_ms, int64_t keep_rows)
+{
+    sqlite3_stmt *s;
+    if (older_than_ms > 0) {
+        s = db->ws[W_PRUNE_REQLOG_AGE];
+        sqlite3_bind_int64(s, 1, older_than_ms);
+        if (step_once(s) != SQLITE_DONE)
+            return db_status(db, "request log prune");
+    }
+    if (keep_rows > 0) {
+        s = db->ws[W_PRUNE_REQLOG_ROWS];
+        sqlite3_bind_int64(s, 1, keep_rows);
+        if (step_once(s) != SQLITE_DONE)
+            return db_status(db, "request log prune");
     }
     return LM_STORE_OK;
 }
@@ -863,4 +963,7 @@ const lm_store_backend_t lm_store_sqlite = {
     .chan_list = lm_sqlite_chan_list,
     .usage_totals = lm_sqlite_usage_totals,
     .usage_list = lm_sqlite_usage_list,
+    .reqlog_insert = sq_reqlog_insert,
+    .reqlog_prune = sq_reqlog_prune,
+    .reqlog_list = lm_sqlite_reqlog_list,
 };

@@ -6,6 +6,7 @@
 #ifndef LM_STORE_SQLITE_INT_H
 #define LM_STORE_SQLITE_INT_H
 #include "store/backend.h"
+#include "store/reqlog.h"
 #include "store/store.h"
 
 #include <pthread.h>
@@ -33,6 +34,9 @@ enum {
     W_DEL_CHAN,
     W_CHAN_ID,
     W_CHAN_COUNT,
+    W_INS_REQLOG,
+    W_PRUNE_REQLOG_AGE,
+    W_PRUNE_REQLOG_ROWS,
     W_COUNT
 };
 
@@ -50,6 +54,7 @@ enum {
     R_GET_ADMIN,
     R_GET_CHAN,
     R_LIST_CHAN,
+    R_REQLOG_LIST,
     R_COUNT
 };
 
@@ -77,6 +82,8 @@ char *lm_sqlite_col_text(sqlite3_stmt *s, int i);
 lm_key_t *lm_sqlite_key_from_row(sqlite3_stmt *s);
 
 /* store_sqlite_read.c: the admin queries (backend.h describes each). */
+int lm_sqlite_reqlog_list(lm_store_db_t *db, const struct lm_reqlog_query_s *q,
+                          struct lm_reqlog_rec_s *v, size_t *n);
 int lm_sqlite_admin_token_get(lm_store_db_t *db, int role, unsigned char hash[32]);
 int lm_sqlite_key_get(lm_store_db_t *db, int64_t id, lm_key_t **out);
 int lm_sqlite_key_list(lm_store_db_t *db, int64_t after_id, size_t limit, lm_key_t **v, size_t *n);

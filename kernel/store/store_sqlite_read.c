@@ -342,3 +342,59 @@ int lm_sqlite_usage_list(lm_store_db_t *db, int64_t key_id, int64_t before_id, s
     *n = cnt;
     return rc;
 }
+
+/* A nullable text column as a new string, NULL when NULL. 0, or -1 on ENOMEM. */
+static int opt_text(sqlite3_stmt *s, int i, const char **out)
+{
+    *out = NULL;
+    if (sqlite3_column_type(s, i) == SQLITE_NULL)
+        return 0;
+    return (*out = lm_sqlite_col_text(s, i)) ? 0 : -1;
+}
+
+int lm_sqlite_reqlog_list(lm_store_db_t *db, const lm_reqlog_query_t *q, lm_reqlog_rec_t *v,
+                          size_t *n)
+{
+    size_t cnt = 0;
+    int rc = LM_STORE_OK, sr;
+    pthread_mutex_lock(&db->rd_mu);
+    sqlite3_stmt *s = db->rs[R_REQLOG_LIST];
+    const char *texts[] = {q->key_name, q->model, q->channel};
+    for (int i = 0; i < 3; i++)
+        sqlite3_bind_text(s, 1 + i, texts[i] ? texts[i] : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 4, q->status);
+    sqlite3_bind_int64(s, 5, q->since_ms);
+    sqlite3_bind_int64(s, 6, q->until_ms);
+    sqlite3_bind_int64(s, 7, q->before_id);
+    sqlite3_bind_int64(s, 8, (int64_t)q->limit);
+    sqlite3_bind_int(s, 9, q->bodies ? 1 : 0);
+    while ((sr = sqlite3_step(s)) == SQLITE_ROW && cnt < q->limit) {
+        lm_reqlog_rec_t *r = &v[cnt++]; /* counted: the caller frees what it holds */
+        lm_reqlog_row_t *w = &r->row;
+        const char **texts_out[] = {
+            &w->request_id,   NULL,        NULL,    &w->key_name,      &w->model_asked,
+            &w->model_served, &w->channel, &w->api, &w->finish_reason, &w->error_code,
+            &w->attempts_json};
+        int64_t *nums[] = {&w->status,        &w->latency_ms,        &w->ttft_ms,
+                           &w->prompt_tokens, &w->completion_tokens, &w->cost};
+        r->id = sqlite3_column_int64(s, 0);
+        w->created_ms = sqlite3_column_int64(s, 2);
+        w->key_id = sqlite3_column_int64(s, 3);
+        int bad = 0;
+        for (int i = 0; i < 11; i++)
+            if (texts_out[i] && opt_text(s, 1 + i, texts_out[i]) != 0)
+                bad = 1;
+        for (int i = 0; i < 6; i++)
+            *nums[i] = sqlite3_column_int64(s, 12 + i);
+        w->stream = sqlite3_column_int(s, 18);
+        if (bad || opt_text(s, 19, &w->request_body) || opt_text(s, 20, &w->response_body)) {
+            rc = LM_STORE_ENOMEM;
+            break;
+        }
+    }
+    if (rc == LM_STORE_OK && sr != SQLITE_DONE && sr != SQLITE_ROW)
+        rc = LM_STORE_EDB;
+    rd_done(db, s);
+    *n = cnt;
+    return rc;
+}

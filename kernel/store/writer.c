@@ -244,6 +244,8 @@ static int apply(lm_store_t *st, op_t *op)
     case OP_KEY_DELETE: return apply_key_delete(st, op);
     case OP_ADMIN_TOKEN:
         return st->be->admin_token_set(db, op->admin_role, op->admin_clear ? NULL : op->hash);
+    case OP_REQLOG: return st->be->reqlog_insert(db, op->rlog);
+    case OP_REQLOG_PRUNE: return st->be->reqlog_prune(db, op->prune_before_ms, op->prune_keep);
     default: return LM_STORE_OK;
     }
 }

@@ -17,7 +17,9 @@ enum {
     OP_CHAN_CREATE,
     OP_CHAN_UPDATE,
     OP_CHAN_DELETE,
-    OP_BARRIER
+    OP_BARRIER,
+    OP_REQLOG,      /* reqlog.c */
+    OP_REQLOG_PRUNE /* reqlog.c */
 };
 
 struct lm_store_op_s {
@@ -46,6 +48,9 @@ struct lm_store_op_s {
     char *chan_models, *chan_settings;
     char *err;
     size_t errlen;
+    /* OP_REQLOG: strings point into the op's allocation; OP_REQLOG_PRUNE */
+    struct lm_reqlog_row_s *rlog; /* in the op's allocation (reqlog.h; not included: a cycle) */
+    int64_t prune_before_ms, prune_keep;
 };
 typedef lm_store_op_t op_t;
 

@@ -45,6 +45,7 @@ SECTIONS = [
     ("Keys, quotas and usage", "令牌、额度与用量"),
     ("Lua policy scripts", "Lua 策略脚本"),
     ("Response cache", "响应缓存"),
+    ("Traces and the request log", "链路追踪与请求日志"),
     ("Layout", "目录结构"),
     ("Tests", "测试"),
     ("License", "许可证"),

@@ -122,7 +122,7 @@ static void test_migrations(void)
         if (st == NULL)
             break;
         lm_store_settings_t s;
-        T_CHECK(lm_store_settings(st, &s) == LM_STORE_OK && s.schema_version == 5,
+        T_CHECK(lm_store_settings(st, &s) == LM_STORE_OK && s.schema_version == 6,
                 "schema version %d", s.schema_version);
         lm_key_t *k = lm_store_key_find(st, secret, strlen(secret));
         T_CHECK(k && k->id == id && k->quota == 1000, "key survives re-open");
