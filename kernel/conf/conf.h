@@ -111,6 +111,8 @@ typedef struct lm_conf_s {
     int store_wait_ms;    /* DB-4: longest a billed reply waits for its ledger commit, and the
                              store stall beyond which billed admissions get 503; 2 s */
     char *store_spool;    /* DB-4: the usage spool file; NULL = data_dir/usage.spool */
+    char *store_pg;       /* store postgres "conninfo": the shared store (docs/scale-out.md);
+                             NULL = SQLite in data_dir; a password only as env:VAR */
     bool store_fail_open; /* on_store_failure: a shared store (PostgreSQL, Redis) unreachable ->
                              false (closed, default): billed requests get 503; true (open):
                              traffic passes and ledger rows are spooled for replay */

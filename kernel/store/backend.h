@@ -114,10 +114,18 @@ typedef struct lm_store_backend_s {
     /* Into v (limit slots); before_id > 0, key_id 0 = every key. */
     int (*usage_list)(lm_store_db_t *db, int64_t key_id, int64_t before_id, size_t limit,
                       struct lm_usage_rec_s *v, size_t *n);
+
+    /* --- shared backends only (NULL for SQLite): the watcher thread -------
+     * The change counters every admin write bumps in its transaction, read
+     * on the watcher's own connection: version[0] any write, version[1]
+     * channel writes. 0, or -1 (the database is unreachable). */
+    int (*changes)(lm_store_db_t *db, int64_t version[2]);
 } lm_store_backend_t;
 
 /* The SQLite backend (store_sqlite.c). */
 extern const lm_store_backend_t lm_store_sqlite;
+/* The PostgreSQL backend (store_pg.c): opts.pg is its conninfo. */
+extern const lm_store_backend_t lm_store_pg;
 
 /* --- lent by the core (any thread) ----------------------------------------- */
 /* One line to the store's log sink (opts.log, else stderr); level 0 error,

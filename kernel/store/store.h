@@ -196,6 +196,19 @@ typedef struct lm_store_opts_s {
      * LM_LOG_*: 0 error, 1 warn, 2 info); NULL = one line on stderr. Messages
      * never contain secrets. Wire it to lm_log(level, "%s", msg). */
     void (*log)(int level, const char *msg);
+    /* Shared store (docs/scale-out.md). pg, a PostgreSQL conninfo
+     * ("host=... dbname=... user=... password=env:VAR"; a literal password
+     * is refused), selects that backend instead of SQLite; dir (or spool)
+     * then only places the spool, and NULL for both leaves rows waiting in
+     * memory. A watcher thread polls the database's change counters every
+     * 500 ms: another instance's admin write reloads the key snapshot here,
+     * and a channel write then calls changed(changed_arg) on the watcher
+     * thread (wire it to a reload of the stored channels). An unreachable
+     * database counts as a stall (lm_store_stall_ms) from the first failed
+     * poll. */
+    const char *pg;
+    void (*changed)(void *arg);
+    void *changed_arg;
 } lm_store_opts_t;
 
 typedef struct lm_store_settings_s {

@@ -51,8 +51,11 @@ int64_t lm_store_stall_ms(lm_store_t *st)
 {
     int64_t now = stamp(), age = 0;
     int64_t s = atomic_load(&st->stalled_since), b = atomic_load(&st->busy_since);
+    int64_t d = atomic_load(&st->down_since); /* a shared database the watcher cannot reach */
     if (s && now - s > age)
         age = now - s;
+    if (d && now - d > age)
+        age = now - d;
     if (b && now - b > age)
         age = now - b;
     return age;
@@ -308,6 +311,10 @@ static void post_commit(lm_store_t *st, op_t *op)
         if (op->status == LM_STORE_OK && lm_store_snapshot_replace(st, op->key_id, NULL) != 0)
             lm_store_log(st, 0, "key %lld: snapshot not updated", (long long)op->key_id);
         break;
+    case OP_REFRESH: /* after the commit: outside the batch's transaction */
+        if (op->status == LM_STORE_OK && lm_store_snapshot_reload(st) != 0)
+            op->status = LM_STORE_EDB;
+        break;
     default: break;
     }
 }
@@ -345,7 +352,7 @@ static void abort_batch(lm_store_t *st, op_t **ops, size_t n)
 static int run_op(lm_store_t *st, op_t **ops, size_t n, op_t *op)
 {
     const lm_store_backend_t *be = st->be;
-    if (op->kind == OP_BARRIER) {
+    if (op->kind == OP_BARRIER || op->kind == OP_REFRESH) {
         op->status = LM_STORE_OK;
         return 0;
     }
@@ -386,7 +393,7 @@ static int try_batch(lm_store_t *st, op_t **ops, size_t n)
         if (be->transient(st->db))
             return 1;
         for (size_t i = 0; i < n; i++)
-            if (ops[i]->status >= 0 && ops[i]->kind != OP_BARRIER)
+            if (ops[i]->status >= 0 && ops[i]->kind != OP_BARRIER && ops[i]->kind != OP_REFRESH)
                 ops[i]->status = LM_STORE_EDB;
     }
     return 0;

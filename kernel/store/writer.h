@@ -17,7 +17,8 @@ enum {
     OP_CHAN_CREATE,
     OP_CHAN_UPDATE,
     OP_CHAN_DELETE,
-    OP_BARRIER
+    OP_BARRIER,
+    OP_REFRESH /* reload the key snapshot from the backend (watch.c) */
 };
 
 struct lm_store_op_s {
