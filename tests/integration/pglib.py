@@ -89,9 +89,13 @@ class Postgres:
 
     def sql(self, query, check_rc=True):
         """One query through psql; its unaligned output (stripped)."""
+        return self.sql_db("postgres", query, check_rc)
+
+    def sql_db(self, db, query, check_rc=True):
+        """sql() in database db."""
         e = dict(os.environ, PGPASSWORD=PASSWORD, PGCONNECT_TIMEOUT="3")
         r = subprocess.run([os.path.join(self.bin, "psql"), "-h", "127.0.0.1", "-p", str(self.port),
-                            "-U", USER, "-d", "postgres", "-X", "-A", "-t", "-q", "-c", query],
+                            "-U", USER, "-d", db, "-X", "-A", "-t", "-q", "-c", query],
                            env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
         if check_rc and r.returncode != 0:
             raise RuntimeError("psql: %s" % r.stderr.decode(errors="replace"))
