@@ -61,8 +61,8 @@ int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_
     /* DB-4: a charge the store could not commit within store_wait is not
      * taken on (on_store_failure closed, the default); requests that bill
      * nothing go on regardless, and with on_store_failure open billed ones
-     * too: their rows go to the spool and are replayed */
-    if (worst > 0 && g->store && !g->store_fail_open &&
+     * too while the spool has room: their rows go to it and are replayed */
+    if (worst > 0 && g->store && (!g->store_fail_open || lm_store_spool_full(g->store)) &&
         lm_store_stall_ms(g->store) >= g->store_wait_ms) {
         *retry_after = 1;
         return lm_err_set(e, -1, 503, "api_error", "store_unavailable",

@@ -42,6 +42,8 @@ struct lm_store_s {
     _Atomic int64_t stalled_since; /* when usage rows began going to the spool; 0 = not */
     int64_t last_fail_ms;          /* writer: when the database last refused a batch */
     int spool_dirty;               /* writer: the spool may hold rows to replay */
+    int64_t spool_max;             /* bytes the spool may grow to */
+    _Atomic int spool_full;        /* a batch did not fit under spool_max */
 
     /* change watcher (watch.c; shared backends only) */
     pthread_t watcher;

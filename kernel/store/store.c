@@ -109,6 +109,7 @@ static lm_store_t *store_new(const lm_store_opts_t *o)
     st->q_cap = o->queue_max ? o->queue_max : 100000;
     st->batch_max = o->batch_max ? o->batch_max : 512;
     st->stall_ms = o->stall_ms > 0 ? o->stall_ms : 2000;
+    st->spool_max = o->spool_max > 0 ? o->spool_max : (int64_t)256 << 20;
     pthread_mutex_init(&st->q_mu, NULL);
     pthread_cond_init(&st->q_cv, NULL);
     pthread_mutex_init(&st->sync_mu, NULL);

@@ -192,6 +192,10 @@ typedef struct lm_store_opts_s {
      * succeeds again, and at open. spool = its path; NULL = DIR/usage.spool. */
     int stall_ms;
     const char *spool;
+    /* The spool's bound in bytes (0 = 256 MiB): a batch that would grow it
+     * past this is not spooled (its rows wait in memory, logged) and
+     * lm_store_spool_full() says so until a replay empties the file. */
+    int64_t spool_max;
     /* Log sink for errors met on the writer thread (level = the SDK's
      * LM_LOG_*: 0 error, 1 warn, 2 info); NULL = one line on stderr. Messages
      * never contain secrets. Wire it to lm_log(level, "%s", msg). */
@@ -240,6 +244,9 @@ size_t lm_store_queue_depth(lm_store_t *st);
  * when writes go through. Admission compares it with store_wait (DB-4).
  * Any thread, non-blocking. */
 int64_t lm_store_stall_ms(lm_store_t *st);
+/* 1 while the spool is at its bound (opts.spool_max): on_store_failure
+ * open then refuses billed requests like closed. Any thread. */
+int lm_store_spool_full(lm_store_t *st);
 
 /* --- hot path (any thread, non-blocking) --------------------------------- */
 /* The live key whose secret is `secret` (len bytes, 1..512): SHA-256,

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,6 +60,11 @@ int64_t lm_store_stall_ms(lm_store_t *st)
     if (b && now - b > age)
         age = now - b;
     return age;
+}
+
+int lm_store_spool_full(lm_store_t *st)
+{
+    return atomic_load(&st->spool_full);
 }
 
 size_t lm_store_queue_depth(lm_store_t *st)
@@ -429,6 +435,15 @@ static size_t divert(lm_store_t *st, op_t **ops, size_t n)
             off += sz;
         }
     }
+    struct stat sb;
+    int64_t have = stat(st->spool_path, &sb) == 0 ? (int64_t)sb.st_size : 0;
+    if (have + (int64_t)total > st->spool_max) {
+        free(buf);
+        if (!atomic_exchange(&st->spool_full, 1))
+            lm_store_log(st, 0, "the usage spool %s is full (%lld bytes); rows wait in memory",
+                         st->spool_path, (long long)have);
+        return n;
+    }
     int rc = lm_spool_append(st->spool_path, buf, total);
     free(buf);
     if (rc != 0) {
@@ -468,8 +483,10 @@ static void stall_over(lm_store_t *st)
         st->last_fail_ms = stamp(); /* refused again: still stalled */
         return;
     }
-    if (rc == 0)
+    if (rc == 0) {
         st->spool_dirty = 0;
+        atomic_store(&st->spool_full, 0);
+    }
     if (atomic_exchange(&st->stalled_since, 0) != 0)
         lm_store_log(st, 1, "database writable again");
 }
