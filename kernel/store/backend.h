@@ -120,6 +120,9 @@ typedef struct lm_store_backend_s {
      * on the watcher's own connection: version[0] any write, version[1]
      * channel writes. 0, or -1 (the database is unreachable). */
     int (*changes)(lm_store_db_t *db, int64_t version[2]);
+    /* each(arg, id, used) for every live limited key with used > 0, on the
+     * watcher's connection: other instances' committed spend. 0 or -1. */
+    int (*spend)(lm_store_db_t *db, void (*each)(void *arg, int64_t id, int64_t used), void *arg);
 } lm_store_backend_t;
 
 /* The SQLite backend (store_sqlite.c). */

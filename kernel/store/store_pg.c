@@ -25,7 +25,12 @@
 /* An arbitrary constant: instances starting together migrate one at a time. */
 #define MIGRATE_LOCK "SELECT pg_advisory_xact_lock(7469323631)"
 
-/* migrations[i] brings the schema from version i to i + 1, as SQLite's. */
+/* migrations[i] brings the schema from version i to i + 1, as SQLite's.
+ * One difference: keys has no CHECK (used <= quota). Several instances
+ * admit against their own view of used, so their rows together may pass a
+ * quota; such a row must still be recorded (the ledger is the truth), and
+ * the quota then refuses further requests. Lowering a quota below used is
+ * refused by the UPDATE itself (pg_key_update). */
 static const char *const migrations[] = {
     /* 1: keys and the usage ledger */
     "CREATE TABLE keys ("
@@ -46,8 +51,7 @@ static const char *const migrations[] = {
     "  enabled SMALLINT NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),"
     "  created_at BIGINT NOT NULL,"
     "  updated_at BIGINT NOT NULL,"
-    "  deleted_at BIGINT,"
-    "  CHECK (quota IS NULL OR used <= quota)"
+    "  deleted_at BIGINT"
     ");"
     "CREATE TABLE usage ("
     "  id BIGSERIAL PRIMARY KEY,"
@@ -369,12 +373,19 @@ static int pg_key_update(lm_store_db_t *db, int64_t id, const lm_store_key_cols_
     lm_pg_params_t p = {.n = 0};
     lm_pg_i64(&p, id);
     key_params(&p, c);
-    return write_one(db, 0, "key update",
-                     "UPDATE keys SET name = $2, owner = $3, grp = $4, quota = $5, "
-                     "expires_at = $6, models = $7, cidrs = $8, rpm = $9, tpm = $10, "
-                     "max_concurrent = $11, enabled = $12, updated_at = $13 "
-                     "WHERE id = $1 AND deleted_at IS NULL",
-                     &p);
+    int rc = write_one(db, 0, "key update",
+                       "UPDATE keys SET name = $2, owner = $3, grp = $4, quota = $5, "
+                       "expires_at = $6, models = $7, cidrs = $8, rpm = $9, tpm = $10, "
+                       "max_concurrent = $11, enabled = $12, updated_at = $13 "
+                       "WHERE id = $1 AND deleted_at IS NULL AND "
+                       "($5::bigint IS NULL OR used <= $5::bigint)",
+                       &p);
+    if (rc != LM_STORE_ENOTFOUND)
+        return rc;
+    lm_key_t *k = pg_key_read(db, id); /* there, so the quota was below used */
+    rc = k ? LM_STORE_ECONFLICT : LM_STORE_ENOTFOUND;
+    lm_store_key_free(k);
+    return rc;
 }
 
 static int pg_key_delete(lm_store_db_t *db, int64_t id)
@@ -507,6 +518,20 @@ static int pg_changes(lm_store_db_t *db, int64_t version[2])
     }
     PQclear(r);
     return ok ? 0 : -1;
+}
+
+static int pg_spend(lm_store_db_t *db, void (*each)(void *arg, int64_t id, int64_t used), void *arg)
+{
+    PGresult *r = lm_pg_exec(&db->watch, "spend poll",
+                             "SELECT id, used FROM keys WHERE deleted_at IS NULL AND used > 0 "
+                             "AND quota IS NOT NULL",
+                             NULL);
+    if (r == NULL)
+        return -1;
+    for (int i = 0; i < PQntuples(r); i++)
+        each(arg, lm_pg_int(r, i, 0), lm_pg_int(r, i, 1));
+    PQclear(r);
+    return 0;
 }
 
 static int pg_load_keys(lm_store_db_t *db, int (*each)(void *arg, lm_key_t *k), void *arg,
@@ -666,4 +691,5 @@ const lm_store_backend_t lm_store_pg = {
     .usage_totals = lm_pg_usage_totals,
     .usage_list = lm_pg_usage_list,
     .changes = pg_changes,
+    .spend = pg_spend,
 };

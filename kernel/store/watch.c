@@ -6,7 +6,9 @@
  * writer (OP_REFRESH) and, for channels, the owner's changed() callback
  * rebuilds the routes. A failed poll marks the database down (down_since,
  * part of lm_store_stall_ms) so admission can refuse billed requests
- * within store_wait instead of waiting for a batch to fail.
+ * within store_wait instead of waiting for a batch to fail. Every second it
+ * also reads the limited keys' used, so a quota spent through several
+ * instances is refused by each within about a second.
  *
  * Why polling and not LISTEN/NOTIFY: a notification sent while this
  * instance's connection is down is lost, while a counter is read again
@@ -20,7 +22,8 @@
 #include <string.h>
 #include <time.h>
 
-#define WATCH_MS 500
+#define WATCH_MS    500
+#define SPEND_EVERY 2 /* polls: other instances' spend is seen within a second */
 
 static int64_t stamp(void)
 {
@@ -48,8 +51,21 @@ static int refresh_keys(lm_store_t *st)
     return lm_store_run_sync(st, &op) == LM_STORE_OK ? 0 : -1;
 }
 
-/* One poll. */
-static void poll_once(lm_store_t *st)
+/* An account's used follows the database upwards: the rows other
+ * instances committed (this one's are in used already, or pending). */
+static void follow_spend(void *arg, int64_t id, int64_t used)
+{
+    lm_acct_t *a = lm_store_acct_find(arg, id);
+    if (a == NULL)
+        return;
+    pthread_mutex_lock(&a->mu);
+    if (used > a->used)
+        a->used = used;
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* One poll; every SPEND_EVERY-th also reads the keys' spend. */
+static void poll_once(lm_store_t *st, unsigned tick)
 {
     int64_t v[2];
     if (st->be->changes(st->db, v) != 0) {
@@ -63,6 +79,8 @@ static void poll_once(lm_store_t *st)
     }
     if (atomic_exchange(&st->down_since, 0) != 0)
         lm_store_log(st, 1, "shared database reachable again");
+    if (st->be->spend && tick % SPEND_EVERY == 0)
+        st->be->spend(st->db, follow_spend, st);
     if (v[0] != st->watch_seen[0]) {
         if (refresh_keys(st) != 0)
             return; /* the counters stay: the next poll retries */
@@ -78,6 +96,7 @@ static void poll_once(lm_store_t *st)
 static void *watch_main(void *arg)
 {
     lm_store_t *st = arg;
+    unsigned tick = 0;
     pthread_mutex_lock(&st->q_mu);
     while (!st->watch_stop) {
         struct timespec ts;
@@ -90,7 +109,7 @@ static void *watch_main(void *arg)
         if (pthread_cond_timedwait(&st->watch_cv, &st->q_mu, &ts) != ETIMEDOUT || st->watch_stop)
             continue;
         pthread_mutex_unlock(&st->q_mu);
-        poll_once(st);
+        poll_once(st, ++tick);
         pthread_mutex_lock(&st->q_mu);
     }
     pthread_mutex_unlock(&st->q_mu);

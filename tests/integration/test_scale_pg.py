@@ -170,6 +170,40 @@ def test_keys_channels_and_revocation_across_instances():
             n.stop()
 
 
+def test_quota_spent_through_two_instances():
+    """Sequential spend alternating between A and B: each sees the other's
+    committed spend within about a second; every answered request has its
+    row even past the quota, and used is the sum of the rows."""
+    db = new_db()
+    a, b = Node(db, "/a"), Node(db, "/b")
+    try:
+        secret, kid = new_key(a, quota="0.0001")  # 100 micro-units; a request costs 4
+        until(lambda: b.ask(secret)[0] == 200, 5, "key on B")
+        codes, i = [], 0
+        while i < 200:
+            st, js, _, _ = (a, b)[i % 2].ask(secret)
+            codes.append((st, (js or {}).get("error", {}).get("code") if st != 200 else None))
+            i += 1
+            if st != 200 and len(codes) > 2 and all(c[0] != 200 for c in codes[-2:]):
+                break
+        time.sleep(1.5)  # both have seen the other's spend by now
+        late = [n.ask(secret) for n in (a, b)]
+        check(all(r[0] == 429 and r[1]["error"]["code"] == "insufficient_quota" for r in late),
+              "both refuse once the quota is spent: %s" % [r[:2] for r in late])
+        answered = set(a.answered) | set(b.answered)
+        rows = [r for r in ledger(db) if r[2] == kid]
+        used = int(PG.sql_db(db, "SELECT used FROM keys WHERE id = %d" % kid))
+        figure("quota 100 through A and B alternately: %d admitted (%d by cost), used %d, "
+               "%d rows, refusals %s" % (len(answered), 100 // 4, used, len(rows),
+                                         sorted(set(c[1] for c in codes if c[1]))))
+        check({r[0] for r in rows} == answered and len(rows) == len(answered),
+              "one row per answered request: %d rows, %d answered" % (len(rows), len(answered)))
+        check(used == sum(r[3] for r in rows), "used %d = sum %d" % (used, sum(r[3] for r in rows)))
+    finally:
+        a.stop()
+        b.stop()
+
+
 class Load:
     """Threads sending billed requests to one node until stopped; records
     (status, request id, error code) of every answer."""
@@ -292,6 +326,7 @@ def main():
     PG = pglib.Postgres()
     try:
         run([test_keys_channels_and_revocation_across_instances,
+             test_quota_spent_through_two_instances,
              test_pg_outage_open_spools_closed_refuses,
              test_kill9_keeps_committed_rows])
     finally:
