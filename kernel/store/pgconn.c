@@ -121,6 +121,12 @@ int lm_pgconn_ensure(lm_pgconn_t *pc, char *err, size_t errlen)
 {
     if (pc->c && PQstatus(pc->c) == CONNECTION_OK)
         return 0;
+    if (pc->in_tx) {
+        pc->lost = 1;
+        lm_store_seterr(err, errlen, "store postgres: %s connection lost in a transaction",
+                        pc->name);
+        return -1;
+    }
     int64_t now = (int64_t)lm_clock_ms();
     if (now < pc->next_try_ms) {
         pc->lost = 1;

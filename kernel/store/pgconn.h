@@ -23,7 +23,9 @@ typedef struct lm_pgconn_s {
     int64_t next_try_ms;   /* lm_clock_ms() before which no reconnect is tried */
     int backoff_ms;        /* next delay after a failed connect (100 ms .. 2 s) */
     int lost;              /* the last failure concerned the connection */
-    char sqlstate[6];      /* of the last failed statement, "" if none */
+    int in_tx;        /* a transaction is open: a lost connection fails the statement instead of
+                         reconnecting (the statements after it would run outside it) */
+    char sqlstate[6]; /* of the last failed statement, "" if none */
 } lm_pgconn_t;
 
 /* Check and parse conninfo ("key=value ..."; a password must be env:VAR,

@@ -165,9 +165,10 @@ static int pg_begin(lm_store_db_t *db)
 {
     db->w.lost = 0;
     db->w.sqlstate[0] = '\0';
+    db->w.in_tx = 0;
     if (lm_pgconn_run(&db->w, "BEGIN", "BEGIN") != 0)
         return -1;
-    db->in_tx = 1;
+    db->in_tx = db->w.in_tx = 1;
     return 0;
 }
 
@@ -191,7 +192,7 @@ static int pg_commit(lm_store_db_t *db)
 {
     db->w.sqlstate[0] = '\0';
     int rc = lm_pgconn_run(&db->w, "COMMIT", "COMMIT");
-    db->in_tx = 0;
+    db->in_tx = db->w.in_tx = 0;
     return rc;
 }
 
@@ -200,7 +201,7 @@ static void pg_rollback(lm_store_db_t *db)
     if (db->in_tx && db->w.c && PQstatus(db->w.c) == CONNECTION_OK &&
         PQtransactionStatus(db->w.c) != PQTRANS_IDLE)
         lm_pgconn_run(&db->w, "ROLLBACK", "ROLLBACK");
-    db->in_tx = 0;
+    db->in_tx = db->w.in_tx = 0;
 }
 
 /* The connection went away, or the server refused for a while (shutdown,
