@@ -519,6 +519,8 @@ static void run_batch(lm_store_t *st, op_t **ops, size_t n)
     /* ops[0..n) are the ones the database answered (diverted ones are done) */
     if (n && (st->spool_dirty || atomic_load(&st->stalled_since)))
         stall_over(st);
+    if (n && !st->spool_dirty && atomic_load(&st->spool_full))
+        atomic_store(&st->spool_full, 0); /* committed, nothing left to replay */
     atomic_store(&st->busy_since, 0);
     for (size_t i = 0; i < n; i++) {
         post_commit(st, ops[i]);
