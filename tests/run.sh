@@ -20,7 +20,7 @@ run_one() { # name, command...
     local rc
     timeout -k 5 "${TEST_TIMEOUT:-300}" "$@" >"$log" 2>&1
     rc=$?
-    grep -E '^(PASS|FAIL|     )' "$log"
+    grep -E '^(PASS|FAIL|SKIP|     )' "$log"
     local p f
     p=$(grep -c '^PASS ' "$log")
     f=$(grep -c '^FAIL ' "$log")

@@ -568,6 +568,44 @@ static int admin_env_allow(parser_t *ps, char **w, int nw)
     return 0;
 }
 
+/* store sqlite | store postgres "host=... dbname=... user=... password=env:VAR".
+ * The conninfo is kept as written (env:VAR resolved at connect, so the
+ * password is never in the configuration); a literal password is refused. */
+static int directive_store(parser_t *ps, char **w, int nw)
+{
+    lm_conf_t *c = ps->conf;
+    if (nw == 2 && !strcmp(w[1], "sqlite")) {
+        free(c->store_pg);
+        c->store_pg = NULL;
+        return 0;
+    }
+    if (nw != 3 || strcmp(w[1], "postgres"))
+        return fail(ps, "usage: store sqlite | store postgres \"host=... dbname=... user=... "
+                        "password=env:VAR\"");
+    const char *p = w[2];
+    if (strstr(p, "://"))
+        return fail(ps, "store postgres takes key=value settings, not a URI");
+    for (const char *q = strstr(p, "password"); q; q = strstr(q + 1, "password")) {
+        const char *v = q + 8;
+        while (*v == ' ')
+            v++;
+        if (*v != '=' || (q > p && q[-1] != ' '))
+            continue;
+        v++;
+        while (*v == ' ')
+            v++;
+        if (*v == '\'')
+            v++;
+        if (strncmp(v, "env:", 4) != 0)
+            return fail(ps, "store postgres: a literal password is refused; write "
+                            "password=env:VAR and set VAR in the environment");
+    }
+    free(c->store_pg);
+    if ((c->store_pg = strdup(p)) == NULL)
+        return fail(ps, "out of memory");
+    return 0;
+}
+
 static int top_directive(parser_t *ps, char **w, int nw)
 {
     lm_conf_t *c = ps->conf;
@@ -610,6 +648,8 @@ static int top_directive(parser_t *ps, char **w, int nw)
         if (rc <= 0)
             return rc < 0 ? fail(ps, "%s", msg) : 0;
     }
+    if (!strcmp(d, "store"))
+        return directive_store(ps, w, nw);
     if (!strcmp(d, "admin_env_allow")) /* conf/outbound.h */
         return admin_env_allow(ps, w, nw);
     if (nw != 2)
@@ -686,6 +726,12 @@ static int top_directive(parser_t *ps, char **w, int nw)
         if (parse_duration_ms(w[1], &c->store_wait_ms) < 0 || c->store_wait_ms < 100 ||
             c->store_wait_ms > 600000)
             return fail(ps, "store_wait needs a duration between 100ms and 10m such as 2s");
+        return 0;
+    }
+    if (!strcmp(d, "on_store_failure")) {
+        if (strcmp(w[1], "closed") && strcmp(w[1], "open"))
+            return fail(ps, "on_store_failure must be closed or open");
+        c->store_fail_open = !strcmp(w[1], "open");
         return 0;
     }
     if (!strcmp(d, "store_spool")) {
@@ -966,6 +1012,7 @@ void lm_conf_free(lm_conf_t *c)
     free(c->pid_file);
     free(c->data_dir);
     free(c->store_spool);
+    free(c->store_pg);
     free(c->route_strategy);
     for (size_t i = 0; i < c->nmodel_strategies; i++) {
         free(c->model_strategies[i].pattern);

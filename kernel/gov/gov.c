@@ -22,6 +22,7 @@ int lm_gov_auth(lm_gov_t *g, const lm_conf_t *conf, lm_store_t *st, const char *
     memset(g, 0, sizeof(*g));
     g->store = st;
     g->store_wait_ms = conf->store_wait_ms;
+    g->store_fail_open = conf->store_fail_open;
     g->ckey = lm_auth_check(conf, authz);
     if (g->ckey) {
         g->key_name = g->ckey->name;
@@ -58,8 +59,11 @@ int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_
                           "this key may not use model '%.128s'", model);
     int64_t worst = lm_billing_worst_case(&g->price, prompt_est, max_tokens);
     /* DB-4: a charge the store could not commit within store_wait is not
-     * taken on; requests that bill nothing go on regardless */
-    if (worst > 0 && g->store && lm_store_stall_ms(g->store) >= g->store_wait_ms) {
+     * taken on (on_store_failure closed, the default); requests that bill
+     * nothing go on regardless, and with on_store_failure open billed ones
+     * too while the spool has room: their rows go to it and are replayed */
+    if (worst > 0 && g->store && (!g->store_fail_open || lm_store_spool_full(g->store)) &&
+        lm_store_stall_ms(g->store) >= g->store_wait_ms) {
         *retry_after = 1;
         return lm_err_set(e, -1, 503, "api_error", "store_unavailable",
                           "the usage store cannot record charges right now; retry later");

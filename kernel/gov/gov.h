@@ -12,6 +12,8 @@
 #include "longmen.h"
 #include "store/store.h"
 
+#include <stdbool.h>
+
 struct sockaddr;
 
 typedef struct lm_gov_s {
@@ -24,6 +26,7 @@ typedef struct lm_gov_s {
     lm_reservation_t *res; /* open quota hold, or NULL */
     lm_price_t price;      /* of the channel that served */
     int store_wait_ms;     /* the generation's store_wait (DB-4) */
+    bool store_fail_open;  /* on_store_failure open: a stalled store does not refuse */
 } lm_gov_t;
 
 /* Who is calling: 0, or -1 with e filled (401 unknown/disabled/expired

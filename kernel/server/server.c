@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <evhtp/evhtp.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -136,6 +137,11 @@ static void *worker_init(struct event_base *base, void *arg)
     if (w == NULL)
         abort(); /* no way to run a worker without its state */
     w->index = atomic_fetch_add(&s->next_worker, 1);
+    /* request ids are ledger keys shared by every instance on one database:
+     * the counter starts at a random point so two processes never meet */
+    if (RAND_bytes((unsigned char *)&w->next_id, sizeof(w->next_id)) != 1)
+        w->next_id = (uint64_t)getpid() << 40 ^ (uint64_t)lm_clock_ms() << 8;
+    w->next_id >>= 8; /* room to count before the printed width grows */
     w->base = base;
     w->srv = s;
     w->svc = &s->relay_svc;
@@ -508,6 +514,14 @@ static void store_log(int level, const char *msg)
     lm_log(level, "store: %s", msg);
 }
 
+/* A shared store's channels changed through another instance (watcher
+ * thread): rebuild the routes as an admin edit here would. */
+static void store_changed(void *s)
+{
+    lm_log(LM_LOG_INFO, "stored channels changed on another instance: reloading");
+    lm_server_reload(s);
+}
+
 /* Channels stored through the admin API join the first generation before
  * anything is served: it is rebuilt from the file plus the store,
  * leniently like the first build (a stored channel that does not parse or
@@ -582,13 +596,16 @@ static int admin_reload_wait(void *s, int timeout_ms, uint64_t *gen, char *err, 
 static int setup_store(lm_server_t *s, char *err, size_t errlen)
 {
     const lm_conf_t *c = s->rt->conf;
-    if (c->data_dir == NULL)
+    if (c->data_dir == NULL && c->store_pg == NULL)
         return 0;
     /* store_wait also paces the writer's spooling; that part is set at start */
     lm_store_opts_t o = {.dir = c->data_dir,
                          .log = store_log,
                          .stall_ms = c->store_wait_ms,
-                         .spool = c->store_spool};
+                         .spool = c->store_spool,
+                         .pg = c->store_pg,
+                         .changed = store_changed,
+                         .changed_arg = s};
     s->store = lm_store_open(&o, err, errlen);
     if (s->store == NULL)
         return -1;

@@ -125,10 +125,20 @@ typedef struct lm_store_backend_s {
     int (*reqlog_prune)(lm_store_db_t *db, int64_t older_than_ms, int64_t keep_rows);
     int (*reqlog_list)(lm_store_db_t *db, const struct lm_reqlog_query_s *q,
                        struct lm_reqlog_rec_s *v, size_t *n);
+    /* --- shared backends only (NULL for SQLite): the watcher thread -------
+     * The change counters every admin write bumps in its transaction, read
+     * on the watcher's own connection: version[0] any write, version[1]
+     * channel writes. 0, or -1 (the database is unreachable). */
+    int (*changes)(lm_store_db_t *db, int64_t version[2]);
+    /* each(arg, id, used) for every live limited key with used > 0, on the
+     * watcher's connection: other instances' committed spend. 0 or -1. */
+    int (*spend)(lm_store_db_t *db, void (*each)(void *arg, int64_t id, int64_t used), void *arg);
 } lm_store_backend_t;
 
 /* The SQLite backend (store_sqlite.c). */
 extern const lm_store_backend_t lm_store_sqlite;
+/* The PostgreSQL backend (store_pg.c): opts.pg is its conninfo. */
+extern const lm_store_backend_t lm_store_pg;
 
 /* --- lent by the core (any thread) ----------------------------------------- */
 /* One line to the store's log sink (opts.log, else stderr); level 0 error,

@@ -42,6 +42,17 @@ struct lm_store_s {
     _Atomic int64_t stalled_since; /* when usage rows began going to the spool; 0 = not */
     int64_t last_fail_ms;          /* writer: when the database last refused a batch */
     int spool_dirty;               /* writer: the spool may hold rows to replay */
+    int64_t spool_max;             /* bytes the spool may grow to */
+    _Atomic int spool_full;        /* a batch did not fit under spool_max */
+
+    /* change watcher (watch.c; shared backends only) */
+    pthread_t watcher;
+    int watcher_started, watch_stop; /* watch_stop under q_mu, signalled on watch_cv */
+    pthread_cond_t watch_cv;
+    int64_t watch_seen[2];      /* change counters the snapshot/channels reflect */
+    _Atomic int64_t down_since; /* first failed poll (lm_clock_ms); 0 = reachable */
+    void (*changed)(void *arg);
+    void *changed_arg;
 
     /* key snapshot (snapshot.c) */
     pthread_rwlock_t snap_lock;
@@ -77,6 +88,21 @@ struct lm_acct_s *lm_store_acct_find(struct lm_store_s *st, int64_t id);
 /* Give a record read from the backend its account (made if new) and make
  * the account's quota follow it. k itself, or NULL (k freed) on ENOMEM. */
 struct lm_key_s *lm_store_key_attach(struct lm_store_s *st, struct lm_key_s *k);
+
+/* Writer thread: reload every live key from the backend into a new
+ * snapshot (accounts kept; an account's used follows the database when the
+ * database holds more, i.e. other instances spent). 0 or -1. */
+int lm_store_snapshot_reload(struct lm_store_s *st);
+
+/* --- watch.c ---------------------------------------------------------------- */
+/* If the backend has change counters: read them (before the snapshot
+ * loads, so no change between the two is missed). 0, or -1 with a message
+ * in err. Control thread, in open. */
+int lm_store_watch_init(struct lm_store_s *st, char *err, size_t errlen);
+/* Start the watcher thread (after the writer: it queues reloads). 0 or -1. */
+int lm_store_watch_start(struct lm_store_s *st, char *err, size_t errlen);
+/* Stop and join it (no-op if not started); st->stopping is already set. */
+void lm_store_watch_stop(struct lm_store_s *st);
 
 /* --- keys.c ----------------------------------------------------------------- */
 /* s (NULL = "") is UTF-8 without NUL of at most max bytes. */

@@ -252,6 +252,45 @@ int lm_store_snapshot_load(lm_store_t *st, char *err, size_t errlen)
     return rc;
 }
 
+/* load_one, and the account's used follows the database upwards: other
+ * instances' committed spend (this one's is already in used or pending). */
+static int reload_one(void *arg, lm_key_t *k)
+{
+    int64_t used = k->used;
+    int rc = load_one(arg, k);
+    if (rc == 0) {
+        load_t *l = arg;
+        lm_acct_t *a = l->v[l->n - 1]->acct;
+        pthread_mutex_lock(&a->mu);
+        if (used > a->used)
+            a->used = used;
+        pthread_mutex_unlock(&a->mu);
+    }
+    return rc;
+}
+
+int lm_store_snapshot_reload(lm_store_t *st)
+{
+    char err[256] = "";
+    load_t l = {st, calloc(64, sizeof(lm_key_t *)), 0, 64};
+    keyset_t *ks = NULL;
+    if (l.v != NULL && st->be->load_keys(st->db, reload_one, &l, err, sizeof(err)) == 0)
+        ks = ks_build(l.v, l.n);
+    for (size_t i = 0; i < l.n; i++)
+        lm_key_release(l.v[i]);
+    free(l.v);
+    if (ks == NULL) {
+        lm_store_log(st, 0, "key snapshot not reloaded: %s", err[0] ? err : "out of memory");
+        return -1;
+    }
+    keyset_t *old = st->keys; /* only the writer swaps */
+    pthread_rwlock_wrlock(&st->snap_lock);
+    st->keys = ks;
+    pthread_rwlock_unlock(&st->snap_lock);
+    ks_free(old);
+    return 0;
+}
+
 void lm_store_snapshot_free(lm_store_t *st)
 {
     ks_free(st->keys);

@@ -75,13 +75,13 @@ void lm_store_close(lm_store_t *st)
 {
     if (st == NULL)
         return;
-    if (st->writer_started) {
-        pthread_mutex_lock(&st->q_mu);
-        st->stopping = 1;
-        pthread_cond_broadcast(&st->q_cv);
-        pthread_mutex_unlock(&st->q_mu);
+    pthread_mutex_lock(&st->q_mu);
+    st->stopping = 1; /* first: a watcher waiting on a queued reload is answered */
+    pthread_cond_broadcast(&st->q_cv);
+    pthread_mutex_unlock(&st->q_mu);
+    lm_store_watch_stop(st);
+    if (st->writer_started)
         pthread_join(st->writer, NULL);
-    }
     st->be->close(st->db);
     lm_store_snapshot_free(st);
     free(st->q);
@@ -90,6 +90,7 @@ void lm_store_close(lm_store_t *st)
     pthread_cond_destroy(&st->q_cv);
     pthread_mutex_destroy(&st->sync_mu);
     pthread_cond_destroy(&st->sync_cv);
+    pthread_cond_destroy(&st->watch_cv);
     pthread_mutex_destroy(&st->acct_mu);
     pthread_rwlock_destroy(&st->snap_lock);
     free(st);
@@ -101,15 +102,19 @@ static lm_store_t *store_new(const lm_store_opts_t *o)
     lm_store_t *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return NULL;
-    st->be = &lm_store_sqlite;
+    st->be = o->pg ? &lm_store_pg : &lm_store_sqlite;
     st->log = o->log;
+    st->changed = o->changed;
+    st->changed_arg = o->changed_arg;
     st->q_cap = o->queue_max ? o->queue_max : 100000;
     st->batch_max = o->batch_max ? o->batch_max : 512;
     st->stall_ms = o->stall_ms > 0 ? o->stall_ms : 2000;
+    st->spool_max = o->spool_max > 0 ? o->spool_max : (int64_t)256 << 20;
     pthread_mutex_init(&st->q_mu, NULL);
     pthread_cond_init(&st->q_cv, NULL);
     pthread_mutex_init(&st->sync_mu, NULL);
     pthread_cond_init(&st->sync_cv, NULL);
+    pthread_cond_init(&st->watch_cv, NULL);
     pthread_mutex_init(&st->acct_mu, NULL);
     pthread_rwlockattr_t ra;
     pthread_rwlockattr_init(&ra);
@@ -130,6 +135,8 @@ static int spool_init(lm_store_t *st, const lm_store_opts_t *o, char *err, size_
 {
     if (o->spool && o->spool[0]) {
         st->spool_path = strdup(o->spool);
+    } else if (o->dir == NULL || o->dir[0] == '\0') {
+        return 0; /* a shared store without a local directory: rows wait in memory */
     } else {
         size_t n = strlen(o->dir) + sizeof("/usage.spool");
         if ((st->spool_path = malloc(n)) != NULL)
@@ -152,6 +159,10 @@ lm_store_t *lm_store_open(const lm_store_opts_t *o, char *err, size_t errlen)
         lm_store_seterr(err, errlen, "store: no data directory");
         return NULL;
     }
+    if (o->pg == NULL && (o->dir == NULL || o->dir[0] == '\0')) {
+        lm_store_seterr(err, errlen, "store: no data directory");
+        return NULL;
+    }
     lm_store_t *st = store_new(o);
     if (st == NULL) {
         lm_store_seterr(err, errlen, "store: out of memory");
@@ -161,6 +172,8 @@ lm_store_t *lm_store_open(const lm_store_opts_t *o, char *err, size_t errlen)
         goto fail;
     if (spool_init(st, o, err, errlen) != 0)
         goto fail;
+    if (lm_store_watch_init(st, err, errlen) != 0)
+        goto fail;
     if (lm_store_snapshot_load(st, err, errlen) != 0)
         goto fail;
     if (pthread_create(&st->writer, NULL, lm_store_writer_main, st) != 0) {
@@ -169,6 +182,8 @@ lm_store_t *lm_store_open(const lm_store_opts_t *o, char *err, size_t errlen)
     }
     st->writer_started = 1;
     pthread_setname_np(st->writer, "lm-store");
+    if (lm_store_watch_start(st, err, errlen) != 0)
+        goto fail;
     return st;
 fail:
     lm_store_close(st);

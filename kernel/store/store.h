@@ -192,10 +192,27 @@ typedef struct lm_store_opts_s {
      * succeeds again, and at open. spool = its path; NULL = DIR/usage.spool. */
     int stall_ms;
     const char *spool;
+    /* The spool's bound in bytes (0 = 256 MiB): a batch that would grow it
+     * past this is not spooled (its rows wait in memory, logged) and
+     * lm_store_spool_full() says so until a replay empties the file. */
+    int64_t spool_max;
     /* Log sink for errors met on the writer thread (level = the SDK's
      * LM_LOG_*: 0 error, 1 warn, 2 info); NULL = one line on stderr. Messages
      * never contain secrets. Wire it to lm_log(level, "%s", msg). */
     void (*log)(int level, const char *msg);
+    /* Shared store (docs/scale-out.md). pg, a PostgreSQL conninfo
+     * ("host=... dbname=... user=... password=env:VAR"; a literal password
+     * is refused), selects that backend instead of SQLite; dir (or spool)
+     * then only places the spool, and NULL for both leaves rows waiting in
+     * memory. A watcher thread polls the database's change counters every
+     * 500 ms: another instance's admin write reloads the key snapshot here,
+     * and a channel write then calls changed(changed_arg) on the watcher
+     * thread (wire it to a reload of the stored channels). An unreachable
+     * database counts as a stall (lm_store_stall_ms) from the first failed
+     * poll. */
+    const char *pg;
+    void (*changed)(void *arg);
+    void *changed_arg;
 } lm_store_opts_t;
 
 typedef struct lm_store_settings_s {
@@ -227,6 +244,9 @@ size_t lm_store_queue_depth(lm_store_t *st);
  * when writes go through. Admission compares it with store_wait (DB-4).
  * Any thread, non-blocking. */
 int64_t lm_store_stall_ms(lm_store_t *st);
+/* 1 while the spool is at its bound (opts.spool_max): on_store_failure
+ * open then refuses billed requests like closed. Any thread. */
+int lm_store_spool_full(lm_store_t *st);
 
 /* --- hot path (any thread, non-blocking) --------------------------------- */
 /* The live key whose secret is `secret` (len bytes, 1..512): SHA-256,

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,11 +52,19 @@ int64_t lm_store_stall_ms(lm_store_t *st)
 {
     int64_t now = stamp(), age = 0;
     int64_t s = atomic_load(&st->stalled_since), b = atomic_load(&st->busy_since);
+    int64_t d = atomic_load(&st->down_since); /* a shared database the watcher cannot reach */
     if (s && now - s > age)
         age = now - s;
+    if (d && now - d > age)
+        age = now - d;
     if (b && now - b > age)
         age = now - b;
     return age;
+}
+
+int lm_store_spool_full(lm_store_t *st)
+{
+    return atomic_load(&st->spool_full);
 }
 
 size_t lm_store_queue_depth(lm_store_t *st)
@@ -310,6 +319,10 @@ static void post_commit(lm_store_t *st, op_t *op)
         if (op->status == LM_STORE_OK && lm_store_snapshot_replace(st, op->key_id, NULL) != 0)
             lm_store_log(st, 0, "key %lld: snapshot not updated", (long long)op->key_id);
         break;
+    case OP_REFRESH: /* after the commit: outside the batch's transaction */
+        if (op->status == LM_STORE_OK && lm_store_snapshot_reload(st) != 0)
+            op->status = LM_STORE_EDB;
+        break;
     default: break;
     }
 }
@@ -347,7 +360,7 @@ static void abort_batch(lm_store_t *st, op_t **ops, size_t n)
 static int run_op(lm_store_t *st, op_t **ops, size_t n, op_t *op)
 {
     const lm_store_backend_t *be = st->be;
-    if (op->kind == OP_BARRIER) {
+    if (op->kind == OP_BARRIER || op->kind == OP_REFRESH) {
         op->status = LM_STORE_OK;
         return 0;
     }
@@ -388,7 +401,7 @@ static int try_batch(lm_store_t *st, op_t **ops, size_t n)
         if (be->transient(st->db))
             return 1;
         for (size_t i = 0; i < n; i++)
-            if (ops[i]->status >= 0 && ops[i]->kind != OP_BARRIER)
+            if (ops[i]->status >= 0 && ops[i]->kind != OP_BARRIER && ops[i]->kind != OP_REFRESH)
                 ops[i]->status = LM_STORE_EDB;
     }
     return 0;
@@ -423,6 +436,15 @@ static size_t divert(lm_store_t *st, op_t **ops, size_t n)
             lm_spool_put(&ops[i]->row, buf + off);
             off += sz;
         }
+    }
+    struct stat sb;
+    int64_t have = stat(st->spool_path, &sb) == 0 ? (int64_t)sb.st_size : 0;
+    if (have + (int64_t)total > st->spool_max) {
+        free(buf);
+        if (!atomic_exchange(&st->spool_full, 1))
+            lm_store_log(st, 0, "the usage spool %s is full (%lld bytes); rows wait in memory",
+                         st->spool_path, (long long)have);
+        return n;
     }
     int rc = lm_spool_append(st->spool_path, buf, total);
     free(buf);
@@ -463,8 +485,10 @@ static void stall_over(lm_store_t *st)
         st->last_fail_ms = stamp(); /* refused again: still stalled */
         return;
     }
-    if (rc == 0)
+    if (rc == 0) {
         st->spool_dirty = 0;
+        atomic_store(&st->spool_full, 0);
+    }
     if (atomic_exchange(&st->stalled_since, 0) != 0)
         lm_store_log(st, 1, "database writable again");
 }
@@ -497,6 +521,8 @@ static void run_batch(lm_store_t *st, op_t **ops, size_t n)
     /* ops[0..n) are the ones the database answered (diverted ones are done) */
     if (n && (st->spool_dirty || atomic_load(&st->stalled_since)))
         stall_over(st);
+    if (n && !st->spool_dirty && atomic_load(&st->spool_full))
+        atomic_store(&st->spool_full, 0); /* committed, nothing left to replay */
     atomic_store(&st->busy_since, 0);
     for (size_t i = 0; i < n; i++) {
         post_commit(st, ops[i]);

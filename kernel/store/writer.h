@@ -18,8 +18,9 @@ enum {
     OP_CHAN_UPDATE,
     OP_CHAN_DELETE,
     OP_BARRIER,
-    OP_REQLOG,      /* reqlog.c */
-    OP_REQLOG_PRUNE /* reqlog.c */
+    OP_REQLOG,       /* reqlog.c */
+    OP_REQLOG_PRUNE, /* reqlog.c */
+    OP_REFRESH       /* reload the key snapshot from the backend (watch.c) */
 };
 
 struct lm_store_op_s {

@@ -92,6 +92,40 @@ static void test_conf(void)
     T_END();
 }
 
+/* store postgres / on_store_failure (docs/scale-out.md) */
+static void test_conf_store(void)
+{
+    char err[256];
+    T_BEGIN("conf_store_postgres_and_failure_policy");
+    lm_conf_t *c = parse("store postgres \"host=h dbname=d user=u password=env:PGPW\"\n"
+                         "on_store_failure open\n",
+                         err, sizeof(err));
+    T_CHECK(c && c->store_pg && !strcmp(c->store_pg, "host=h dbname=d user=u password=env:PGPW") &&
+                c->store_fail_open,
+            "parsed: %s", err);
+    lm_conf_free(c);
+    c = parse("listen 127.0.0.1:1\n", err, sizeof(err));
+    T_CHECK(c && c->store_pg == NULL && !c->store_fail_open, "defaults: sqlite, closed");
+    lm_conf_free(c);
+    c = parse("store postgres \"host=h password=env:A\"\nstore sqlite\n", err, sizeof(err));
+    T_CHECK(c && c->store_pg == NULL, "store sqlite goes back");
+    lm_conf_free(c);
+    const char *bad[][2] = {
+        {"store postgres \"host=h password=s3cret\"\n", "literal password is refused"},
+        {"store postgres \"host=h password = 's3cret'\"\n", "literal password is refused"},
+        {"store postgres \"postgres://u:p@h/d\"\n", "not a URI"},
+        {"store mysql \"x\"\n", "usage: store sqlite"},
+        {"on_store_failure maybe\n", "on_store_failure must be closed or open"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        c = parse(bad[i][0], err, sizeof(err));
+        T_CHECK(c == NULL && strstr(err, bad[i][1]) && !strstr(err, "s3cret"),
+                "case %zu: got \"%s\"", i, err);
+        lm_conf_free(c);
+    }
+    T_END();
+}
+
 static void test_conf_rotation_and_strategies(void)
 {
     char err[256];
@@ -263,6 +297,7 @@ static void test_digest(void)
 int main(void)
 {
     test_conf();
+    test_conf_store();
     test_conf_rotation_and_strategies();
     test_usage();
     test_errors();

@@ -177,14 +177,20 @@ static void test_file(void)
     T_END();
 }
 
-static lm_store_t *open_store(int stall_ms)
+static lm_store_t *open_store_max(int stall_ms, int64_t spool_max)
 {
     char err[256] = "";
-    lm_store_opts_t o = {.dir = g_dir, .log = quiet_log, .stall_ms = stall_ms};
+    lm_store_opts_t o = {
+        .dir = g_dir, .log = quiet_log, .stall_ms = stall_ms, .spool_max = spool_max};
     lm_store_t *st = lm_store_open(&o, err, sizeof(err));
     if (st == NULL)
         printf("     open failed: %s\n", err);
     return st;
+}
+
+static lm_store_t *open_store(int stall_ms)
+{
+    return open_store_max(stall_ms, 0);
 }
 
 static size_t ledger_rows(lm_store_t *st)
@@ -290,11 +296,47 @@ static void test_stall(void)
     T_END();
 }
 
+/* The spool's bound: a batch that does not fit waits in memory, the store
+ * says it is full (on_store_failure open then refuses), and once the
+ * database commits the row lands and the flag clears. */
+static void test_spool_full(void)
+{
+    T_BEGIN("spool_full_rows_wait_then_commit");
+    new_dir();
+    lm_store_t *st = open_store_max(100, 16);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/longmen.db", g_dir);
+    sqlite3 *other = NULL;
+    T_CHECK(sqlite3_open(path, &other) == SQLITE_OK, "second connection");
+    T_CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK, "lock");
+    done_t d = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
+    char id[32];
+    lm_usage_row_t r = row_n(8, id, sizeof(id));
+    lm_store_cb_t cb = {on_done, &d, NULL, NULL};
+    T_CHECK(st && lm_store_usage_submit(st, &r, &cb) == LM_STORE_OK, "submit");
+    int full = 0;
+    for (int i = 0; i < 3000 && !full; i++) { /* after busy_timeout (5 s) */
+        full = lm_store_spool_full(st);
+        if (!full)
+            usleep(10000);
+    }
+    T_CHECK(full, "the spool is full");
+    T_CHECK(spool_size() <= 0 && !d.done, "the row was not spooled: it waits");
+    sqlite3_exec(other, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(other);
+    T_CHECK(wait_done(&d, 30) && d.status == LM_STORE_OK, "committed: %d", d.status);
+    T_CHECK(ledger_rows(st) == 1 && !lm_store_spool_full(st), "recorded, no longer full");
+    lm_store_close(st);
+    rm_dir();
+    T_END();
+}
+
 int main(void)
 {
     test_format();
     test_file();
     test_replay_at_open();
     test_stall();
+    test_spool_full();
     T_EXIT();
 }

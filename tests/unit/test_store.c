@@ -7,6 +7,7 @@
 #include "conf/chanconf.h"
 #include "core/clock.h"
 #include "gov/billing.h"
+#include "store/pgconn.h"
 #include "store/store.h"
 #include "t.h"
 
@@ -1581,8 +1582,39 @@ static void test_chan_conf(void)
     T_END();
 }
 
+/* The PostgreSQL connection settings: checked without connecting. */
+static void test_pg_conninfo(void)
+{
+    T_BEGIN("pgconn_password_only_from_env");
+    char err[256] = "";
+    lm_pgconn_t pc;
+    setenv("LM_UNIT_PGPW", "pw-value", 1);
+    T_CHECK(lm_pgconn_init(&pc, NULL, "t", "host=127.0.0.1 dbname=d password=env:LM_UNIT_PGPW", err,
+                           sizeof(err)) == 0,
+            "env password: %s", err);
+    int timeout = 0;
+    for (size_t i = 0; pc.keys && pc.keys[i]; i++)
+        timeout |= !strcmp(pc.keys[i], "connect_timeout") && !strcmp(pc.vals[i], "2");
+    T_CHECK(timeout, "connect_timeout 2 by default");
+    lm_pgconn_free(&pc);
+    T_CHECK(lm_pgconn_init(&pc, NULL, "t", "host=h password=s3cret", err, sizeof(err)) < 0 &&
+                strstr(err, "literal password") && !strstr(err, "s3cret"),
+            "literal: %s", err);
+    T_CHECK(lm_pgconn_init(&pc, NULL, "t", "host=h password=env:LM_UNIT_PG_UNSET", err,
+                           sizeof(err)) < 0 &&
+                strstr(err, "unset"),
+            "unset variable: %s", err);
+    T_CHECK(lm_pgconn_init(&pc, NULL, "t", "postgresql://u:s3cret@h/d", err, sizeof(err)) < 0 &&
+                !strstr(err, "s3cret"),
+            "URI: %s", err);
+    T_CHECK(lm_pgconn_init(&pc, NULL, "t", "host='unterminated", err, sizeof(err)) < 0,
+            "syntax: %s", err);
+    T_END();
+}
+
 int main(void)
 {
+    test_pg_conninfo();
     test_migrations();
     test_admin_tokens();
     test_settings();
