@@ -675,6 +675,12 @@ static int top_directive(parser_t *ps, char **w, int nw)
             return fail(ps, "store_wait needs a duration between 100ms and 10m such as 2s");
         return 0;
     }
+    if (!strcmp(d, "on_store_failure")) {
+        if (strcmp(w[1], "closed") && strcmp(w[1], "open"))
+            return fail(ps, "on_store_failure must be closed or open");
+        c->store_fail_open = !strcmp(w[1], "open");
+        return 0;
+    }
     if (!strcmp(d, "store_spool")) {
         free(c->store_spool);
         c->store_spool = strdup(w[1]);
