@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #define HOLD_MS (15 * 60 * 1000) /* as gov.c's quota holds */
 
@@ -21,6 +22,7 @@ struct lm_shared_s {
     int auth_fail_limit;
     lm_shared_hold_fn on_hold;
     void *hold_arg;
+    char node[24]; /* this process among the instances: request ids repeat across them */
 };
 
 /* Wall-clock ms: every instance must agree on the window's seconds. */
@@ -83,6 +85,17 @@ lm_shared_t *lm_shared_new(const lm_redis_url_t *u, int fail_open, lm_authguard_
     sh->auth_fail_limit = auth_fail_limit;
     sh->on_hold = on_hold;
     sh->hold_arg = hold_arg;
+    unsigned char rnd[8] = {0};
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f) {
+        if (fread(rnd, 1, sizeof(rnd), f) != sizeof(rnd))
+            memset(rnd, 0, sizeof(rnd));
+        fclose(f);
+    }
+    uint64_t v = (uint64_t)wall_ms() ^ ((uint64_t)getpid() << 32);
+    for (int i = 0; i < 8; i++)
+        v ^= (uint64_t)rnd[i] << (8 * i);
+    snprintf(sh->node, sizeof(sh->node), "%016llx", (unsigned long long)v);
     if ((sh->rd = lm_redis_start(u, tick, sh, err, errlen)) == NULL) {
         free(sh);
         return NULL;
@@ -114,7 +127,7 @@ int lm_shared_admit(lm_shared_t *sh, const lm_key_t *key, const char *req_id, in
     t->key_id = key->id;
     t->sec = now / 1000;
     t->est = est;
-    snprintf(t->req_id, sizeof(t->req_id), "%s", req_id);
+    snprintf(t->req_id, sizeof(t->req_id), "%s:%.40s", sh->node, req_id);
     key_names(key->id, &k);
     const int64_t n[] = {
         now,   key->rpm, key->tpm, key->max_concurrent, est, key->unlimited, key->quota, seed_used,

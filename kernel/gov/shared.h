@@ -34,9 +34,9 @@ int lm_shared_fail_open(const lm_shared_t *sh);
 /* What a shared admission booked (kept in lm_gov_t). */
 typedef struct lm_shared_ticket_s {
     int64_t key_id, sec, est;
-    char req_id[64];
-    int active; /* admitted by Redis: finish at the end */
-    int held;   /* a quota hold is open in Redis: settle or finish drops it */
+    char req_id[72]; /* this process's node id ":" the request id */
+    int active;      /* admitted by Redis: finish at the end */
+    int held;        /* a quota hold is open in Redis: settle or finish drops it */
 } lm_shared_ticket_t;
 
 /* Ask Redis to admit a request of key (limits, quota hold of worst).
