@@ -60,11 +60,11 @@ channel good {
 class Node:
     """One Longmen instance on the shared Redis, with its own store."""
 
-    def __init__(self, redis, policy="closed", data_dir=None):
+    def __init__(self, redis, policy="closed", data_dir=None, extra=""):
         self.dir = data_dir or tempfile.mkdtemp(prefix="lm-scale-")
         self.admin_port = free_port()
-        self.gw = Gateway(extra="data_dir %s\nadmin_listen 127.0.0.1:%d\nredis %s\non_store_failure %s\n"
-                                % (self.dir, self.admin_port, redis.url, policy),
+        self.gw = Gateway(extra="data_dir %s\nadmin_listen 127.0.0.1:%d\nredis %s\non_store_failure %s\n%s\n"
+                                % (self.dir, self.admin_port, redis.url, policy, extra),
                           channels=CHANNELS)
         m = TOKEN_RE.search(self.gw.logtext())
         self.token = m.group(1) if m else None
@@ -184,6 +184,23 @@ def test_ejection_shared():
         redis.close()
 
 
+def test_brute_force_guard_shared():
+    redis = RedisServer()
+    a, b = nodes(redis, 2, extra="auth_fail_limit 3")
+    try:
+        sa, sb = same_key([a, b])
+        check(b.chat(sb)[0] == 200, "B before")
+        for _ in range(3):
+            check(a.chat("sk-wrong")[0] == 401, "a wrong key is refused")
+        time.sleep(1.0)  # B polls the shared blocks every 250 ms
+        st, js, raw, hdrs = b.chat(sb)
+        check(st == 429 and js["error"]["code"] == "too_many_auth_failures", "B after: %s" % raw)
+    finally:
+        a.stop()
+        b.stop()
+        redis.close()
+
+
 def upstream_hits():
     with mock.lock:
         return len(mock.requests)
@@ -267,4 +284,5 @@ def test_restart_reseeds_exactly():
 
 
 run([test_quota_exact_across_instances, test_rpm_exact_across_instances, test_ejection_shared,
+     test_brute_force_guard_shared,
      test_redis_down_closed_and_open, test_restart_reseeds_exactly])
