@@ -714,7 +714,6 @@ static int top_directive(parser_t *ps, char **w, int nw)
     }
     if (!strcmp(d, "store_spool")) {
         free(c->store_spool);
-        free(c->redis);
         c->store_spool = strdup(w[1]);
         return 0;
     }
@@ -989,6 +988,9 @@ void lm_conf_free(lm_conf_t *c)
     free(c->pid_file);
     free(c->data_dir);
     free(c->store_spool);
+    if (c->redis) /* the password */
+        explicit_bzero(c->redis, sizeof(*c->redis));
+    free(c->redis);
     free(c->route_strategy);
     for (size_t i = 0; i < c->nmodel_strategies; i++) {
         free(c->model_strategies[i].pattern);
