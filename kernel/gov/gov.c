@@ -122,6 +122,9 @@ int lm_gov_shared_result(lm_gov_t *g, int64_t *retry_after, lm_err *e)
         if (lm_shared_fail_open(g->shared)) {
             lm_log(LM_LOG_WARN, "%s: shared counters unreachable; admitted on local counters",
                    g->sticket.req_id);
+            /* its spend still goes to Redis (settle is kept and replayed) */
+            g->sticket.active = 1;
+            g->sticket.held = !g->key->unlimited;
             return 0;
         }
         *retry_after = 1;

@@ -18,6 +18,7 @@
 #define RETRY_MS      500
 #define TICK_MS       250
 #define MAX_SYNC_STRS 512
+#define RETRY_MAX     100000 /* settlements kept for a Redis that comes back */
 
 typedef struct job_s {
     int id, nkeys, argc;
@@ -41,6 +42,10 @@ struct lm_redis_s {
     char sha[LM_RS_N][41];
     void (*tick)(void *arg, lm_redis_t *rd);
     void *tick_arg;
+    char run_id[48]; /* the Redis process last connected to ("" = none yet) */
+    job_t *retry;    /* SETTLE calls that failed while Redis was unreachable */
+    size_t nretry;
+    char retry_run[48]; /* ... on this Redis process: replayed only if it is still the same */
 };
 
 static void job_free(job_t *j)
@@ -89,6 +94,46 @@ static redisReply *command_ok(lm_redis_t *rd, const char *fmt, const char *a, co
     return r;
 }
 
+static redisReply *evalsha(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *argv);
+
+/* The Redis process's run_id (it changes when Redis restarts). */
+static void server_run_id(lm_redis_t *rd)
+{
+    redisReply *r = redisCommand(rd->c, "INFO server");
+    rd->run_id[0] = '\0';
+    if (r && r->type == REDIS_REPLY_STRING) {
+        const char *p = strstr(r->str, "run_id:");
+        if (p)
+            sscanf(p + 7, "%40[0-9a-f]", rd->run_id);
+    }
+    if (r)
+        freeReplyObject(r);
+}
+
+/* Settlements that failed while Redis was unreachable: apply them if the
+ * same Redis process is back (its spend lacks them); after a restart the
+ * spend is seeded from the store, which already holds them. */
+static void replay(lm_redis_t *rd)
+{
+    size_t n = 0, total = rd->nretry;
+    int same = rd->run_id[0] && !strcmp(rd->run_id, rd->retry_run);
+    while (rd->retry) {
+        job_t *j = rd->retry;
+        rd->retry = j->next;
+        if (same && rd->c) {
+            redisReply *r = evalsha(rd, j->id, j->nkeys, j->argc, (const char *const *)j->argv);
+            n += r && r->type != REDIS_REPLY_ERROR;
+            if (r)
+                freeReplyObject(r);
+        }
+        job_free(j);
+    }
+    rd->nretry = 0;
+    if (total)
+        lm_log(LM_LOG_INFO, "redis: %zu of %zu settlements made while unreachable replayed (%s)", n,
+               total, same ? "same Redis" : "Redis restarted: seeded from the store instead");
+}
+
 /* Connect (AUTH, SELECT, scripts) unless connected or waiting to retry. */
 static int ensure(lm_redis_t *rd)
 {
@@ -123,6 +168,8 @@ static int ensure(lm_redis_t *rd)
     }
     freeReplyObject(r);
     atomic_store(&rd->up, 1);
+    server_run_id(rd);
+    replay(rd);
     lm_log(LM_LOG_INFO, "redis: connected to %s:%d db %d", rd->url.host, rd->url.port, rd->url.db);
     return 0;
 }
@@ -164,8 +211,9 @@ static redisReply *evalsha(lm_redis_t *rd, int id, int nkeys, int argc, const ch
     return r;
 }
 
-void lm_redis_call_now(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *argv,
-                       lm_redis_done_fn done, void *arg)
+/* 1 when Redis answered (even with a script error), 0 when unreachable. */
+static int call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *argv,
+                lm_redis_done_fn done, void *arg)
 {
     lm_redis_ans_t a = {0};
     const char *strs[MAX_SYNC_STRS];
@@ -186,10 +234,18 @@ void lm_redis_call_now(lm_redis_t *rd, int id, int nkeys, int argc, const char *
             flatten(r, &a, strs);
         }
     }
+    int reached = r != NULL;
     if (done)
         done(arg, &a);
     if (r)
         freeReplyObject(r);
+    return reached;
+}
+
+void lm_redis_call_now(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *argv,
+                       lm_redis_done_fn done, void *arg)
+{
+    (void)call(rd, id, nkeys, argc, argv, done, arg);
 }
 
 static void *run(void *arg)
@@ -220,9 +276,17 @@ static void *run(void *arg)
         }
         pthread_mutex_unlock(&rd->mu);
         if (j) {
-            lm_redis_call_now(rd, j->id, j->nkeys, j->argc, (const char *const *)j->argv, j->done,
-                              j->arg);
-            job_free(j);
+            int ok =
+                call(rd, j->id, j->nkeys, j->argc, (const char *const *)j->argv, j->done, j->arg);
+            if (!ok && j->id == LM_RS_SETTLE && rd->nretry < RETRY_MAX) { /* keep the spend */
+                if (rd->nretry == 0)
+                    memcpy(rd->retry_run, rd->run_id, sizeof(rd->run_id));
+                j->next = rd->retry;
+                rd->retry = j; /* replay order does not matter: additions */
+                rd->nretry++;
+            } else {
+                job_free(j);
+            }
         }
         int64_t now = lm_clock_ms();
         if (now >= next_tick) {
@@ -244,6 +308,11 @@ static void *run(void *arg)
         pthread_mutex_lock(&rd->mu);
     }
     pthread_mutex_unlock(&rd->mu);
+    while (rd->retry) {
+        job_t *j = rd->retry;
+        rd->retry = j->next;
+        job_free(j);
+    }
     disconnect(rd);
     return NULL;
 }

@@ -8,6 +8,7 @@
  *   lm:k:ID:q     hash  used: spend so far (seeded from the store if absent)
  *   lm:k:ID:holds zset  request id -> expiry (open quota holds)
  *   lm:k:ID:hamt  hash  request id -> amount held
+ *   lm:s:REQ      string this request's spend is counted (10 min)
  *   lm:ag:ADDR    string failed authentications this minute; lm:agblock zset addr -> until
  *   lm:chhold     hash  channel -> held until (ejected or Retry-After) */
 #include "gov/redis.h"
@@ -63,9 +64,13 @@ static const char finish[] =
     "  redis.call('HSET',KEYS[1],f,n) end\n"
     "return {0}\n";
 
-/* KEYS q holds hamt; ARGV reqid cost seed: bill cost, drop the hold. */
+/* KEYS q holds hamt lm:s:REQ; ARGV reqid cost seed: bill cost, drop the
+ * hold. Once per request: lm:s:REQ (10 min) makes a replay after a timeout
+ * (the first call may have run) harmless. */
 static const char settle[] =
     "redis.call('ZREM',KEYS[2],ARGV[1]) redis.call('HDEL',KEYS[3],ARGV[1])\n"
+    "if not redis.call('SET',KEYS[4],'1','NX','PX',600000) then\n"
+    "  return {tonumber(redis.call('HGET',KEYS[1],'used') or '0')} end\n"
     "if redis.call('HEXISTS',KEYS[1],'used')==0 then redis.call('HSET',KEYS[1],'used',ARGV[3]) "
     "end\n"
     "return {redis.call('HINCRBY',KEYS[1],'used',ARGV[2])}\n";

@@ -142,15 +142,16 @@ int lm_shared_admit(lm_shared_t *sh, const lm_key_t *key, const char *req_id, in
 void lm_shared_settle(lm_shared_t *sh, lm_shared_ticket_t *t, int64_t cost, int64_t seed_used)
 {
     keys_t k;
-    char c[24], s[24];
+    char c[24], s[24], once[96];
     if (sh == NULL || !t->active || !t->held)
         return;
     t->held = 0;
     key_names(t->key_id, &k);
     snprintf(c, sizeof(c), "%lld", (long long)(cost < 0 ? 0 : cost));
     snprintf(s, sizeof(s), "%lld", (long long)seed_used);
-    const char *argv[] = {k.b[2], k.b[3], k.b[4], t->req_id, c, s};
-    if (lm_redis_call(sh->rd, LM_RS_SETTLE, 3, 6, argv, NULL, NULL) < 0)
+    snprintf(once, sizeof(once), "lm:s:%s", t->req_id);
+    const char *argv[] = {k.b[2], k.b[3], k.b[4], once, t->req_id, c, s};
+    if (lm_redis_call(sh->rd, LM_RS_SETTLE, 4, 7, argv, NULL, NULL) < 0)
         lm_log(LM_LOG_ERROR, "%s: shared spend of %lld not queued", t->req_id, (long long)cost);
 }
 

@@ -6,6 +6,7 @@ the same keys are created in the same order on each, so they share ids
 missing."""
 import json
 import re
+import signal
 import sys
 import tempfile
 import threading
@@ -235,6 +236,44 @@ def test_redis_down_closed_and_open():
         redis.close()
 
 
+def test_partition_settlements_replayed():
+    """Redis frozen (SIGSTOP: unreachable, not restarted) while an `open`
+    instance serves: its spend is replayed into the same Redis, once."""
+    redis = RedisServer()
+    opened, closed = Node(redis, "open"), Node(redis, "closed")
+    try:
+        k = 10
+        so, sc = same_key([opened, closed], quota="%.6f" % (WORST * k / 1e6))
+        for _ in range(2):
+            check(opened.chat(so)[0] == 200, "spend before")
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(3):
+                st, js, raw, _ = opened.chat(so)
+                check(st == 200, "open while Redis is frozen: %s" % raw)
+            st, js, raw, _ = closed.chat(sc)
+            check(st == 503 and js["error"]["code"] == "counters_unavailable", raw)
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        time.sleep(1.5)  # reconnect (every 500 ms) and replay
+        check("replayed (same Redis)" in opened.gw.logtext(), "no replay logged")
+        n = 5
+        while n < 2 * k:
+            st, js, raw, _ = closed.chat(sc)
+            if st == 200:
+                n += 1
+            elif st == 429:
+                break
+            else:
+                time.sleep(0.3)
+        check(n == k, "spent %d in all with a quota for %d (the frozen spell's spend lost or doubled)"
+              % (n, k))
+    finally:
+        opened.stop()
+        closed.stop()
+        redis.close()
+
+
 def test_restart_reseeds_exactly():
     redis = RedisServer()
     a, b = nodes(redis, 2)
@@ -285,4 +324,4 @@ def test_restart_reseeds_exactly():
 
 run([test_quota_exact_across_instances, test_rpm_exact_across_instances, test_ejection_shared,
      test_brute_force_guard_shared,
-     test_redis_down_closed_and_open, test_restart_reseeds_exactly])
+     test_redis_down_closed_and_open, test_partition_settlements_replayed, test_restart_reseeds_exactly])
