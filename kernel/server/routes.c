@@ -51,8 +51,10 @@ static int authorized(lm_http_req_t *req, const lm_relay_services_t *svc, const 
     lm_gov_end(&g, 0); /* listing models books nothing: drop the key reference */
     if (rc == 0)
         return 1;
-    if (e.http_status == 401)
+    if (e.http_status == 401) {
         lm_authguard_fail(guard, peer, (int64_t)(uint64_t)lm_clock_ms());
+        lm_shared_auth_fail(svc->shared, peer); /* every instance counts (docs/redis.md) */
+    }
     lm_http_reply_error(req, &e, NULL);
     return 0;
 }
@@ -146,8 +148,10 @@ static void route_count_tokens(lm_http_req_t *req, void *arg)
         lm_error_set(&e, -1, 429, "rate_limit_error", NULL,
                      "too many failed authentications from this address; retry later");
     } else if (lm_gov_auth(&g, rt->conf, svc->store, a, peer, &e) < 0) {
-        if (e.http_status == 401)
+        if (e.http_status == 401) {
             lm_authguard_fail(svc->authguard, peer, (int64_t)(uint64_t)lm_clock_ms());
+            lm_shared_auth_fail(svc->shared, peer);
+        }
     } else {
         lm_gov_end(&g, 0);
         lm_str body = lm_http_body(req);
