@@ -35,6 +35,7 @@ struct lm_redis_s {
     job_t *head, *tail;
     size_t n;
     int stop;
+    int joined; /* the thread has ended (lm_redis_stop) */
     atomic_int up;
     lm_redis_url_t url;
     redisContext *c;
@@ -265,8 +266,8 @@ static void *run(void *arg)
             ts.tv_nsec = ns % 1000000000;
             pthread_cond_timedwait(&rd->cv, &rd->mu, &ts);
         }
-        if (rd->stop)
-            break;
+        if (rd->stop && rd->head == NULL)
+            break; /* stopping: what was queued still runs (settlements) */
         job_t *j = rd->head;
         if (j) {
             rd->head = j->next;
@@ -274,6 +275,7 @@ static void *run(void *arg)
                 rd->tail = NULL;
             rd->n--;
         }
+        int stopping = rd->stop;
         pthread_mutex_unlock(&rd->mu);
         if (j) {
             int ok =
@@ -291,20 +293,9 @@ static void *run(void *arg)
         int64_t now = lm_clock_ms();
         if (now >= next_tick) {
             next_tick = now + TICK_MS;
-            if (rd->tick && ensure(rd) == 0)
+            if (rd->tick && !stopping && ensure(rd) == 0)
                 rd->tick(rd->tick_arg, rd);
         }
-        pthread_mutex_lock(&rd->mu);
-    }
-    /* answer what is left so no caller waits for ever */
-    while (rd->head) {
-        job_t *j = rd->head;
-        rd->head = j->next;
-        pthread_mutex_unlock(&rd->mu);
-        lm_redis_ans_t a = {0};
-        if (j->done)
-            j->done(j->arg, &a);
-        job_free(j);
         pthread_mutex_lock(&rd->mu);
     }
     pthread_mutex_unlock(&rd->mu);
@@ -342,13 +333,22 @@ lm_redis_t *lm_redis_start(const lm_redis_url_t *u, void (*tick)(void *arg, lm_r
 
 void lm_redis_stop(lm_redis_t *rd)
 {
-    if (rd == NULL)
+    if (rd == NULL || rd->joined)
         return;
     pthread_mutex_lock(&rd->mu);
     rd->stop = 1;
     pthread_cond_signal(&rd->cv);
     pthread_mutex_unlock(&rd->mu);
     pthread_join(rd->th, NULL);
+    rd->joined = 1;
+}
+
+void lm_redis_free(lm_redis_t *rd)
+{
+    if (rd == NULL)
+        return;
+    if (!rd->joined)
+        lm_redis_stop(rd);
     pthread_mutex_destroy(&rd->mu);
     pthread_cond_destroy(&rd->cv);
     memset(&rd->url, 0, sizeof(rd->url)); /* the password */

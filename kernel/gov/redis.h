@@ -50,8 +50,12 @@ typedef void (*lm_redis_done_fn)(void *arg, const lm_redis_ans_t *ans);
  * failure to start. The URL is copied. */
 lm_redis_t *lm_redis_start(const lm_redis_url_t *u, void (*tick)(void *arg, lm_redis_t *rd),
                            void *tick_arg, char *err, size_t errlen);
-/* Stop the thread: queued calls are answered with ok = 0. NULL ok. */
+/* Stop the thread once what is queued has run (settlements are not
+ * lost); later calls are refused. Settlements kept for a Redis that was
+ * unreachable are dropped (the store seeds them). NULL ok. */
 void lm_redis_stop(lm_redis_t *rd);
+/* Stop if needed, then free. NULL ok. */
+void lm_redis_free(lm_redis_t *rd);
 /* Queue script `id` with nkeys KEYS then the remaining ARGV (argv copied).
  * done (may be NULL) runs once on the Redis thread. 0, or -1 when the
  * queue is full or out of memory (done is not called). Any thread. */

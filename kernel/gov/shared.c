@@ -103,11 +103,17 @@ lm_shared_t *lm_shared_new(const lm_redis_url_t *u, int fail_open, lm_authguard_
     return sh;
 }
 
+void lm_shared_stop(lm_shared_t *sh)
+{
+    if (sh)
+        lm_redis_stop(sh->rd);
+}
+
 void lm_shared_free(lm_shared_t *sh)
 {
     if (sh == NULL)
         return;
-    lm_redis_stop(sh->rd);
+    lm_redis_free(sh->rd);
     free(sh);
 }
 

@@ -28,7 +28,10 @@ typedef void (*lm_shared_hold_fn)(void *arg, const char *channel, int64_t until_
 lm_shared_t *lm_shared_new(const lm_redis_url_t *u, int fail_open, lm_authguard_t *guard,
                            int auth_fail_limit, lm_shared_hold_fn on_hold, void *hold_arg,
                            char *err, size_t errlen);
-void lm_shared_free(lm_shared_t *sh); /* NULL ok */
+/* Run what is queued, then end the Redis thread; later calls are refused
+ * (before the workers stop: no answer reaches a freed request). NULL ok. */
+void lm_shared_stop(lm_shared_t *sh);
+void lm_shared_free(lm_shared_t *sh); /* stops if needed; NULL ok */
 int lm_shared_fail_open(const lm_shared_t *sh);
 
 /* What a shared admission booked (kept in lm_gov_t). */

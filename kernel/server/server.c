@@ -735,8 +735,9 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
     s.reload_dead = 1;
     pthread_cond_broadcast(&s.reload_cv);
     pthread_mutex_unlock(&s.reload_mu);
+    lm_shared_stop(s.shared);    /* queued settlements run; no answer outlives a request */
     lm_http_front_free(s.front); /* stops the workers; their relays drop their references */
-    lm_shared_free(s.shared);    /* after the workers: their last finish calls are queued */
+    lm_shared_free(s.shared);
     if (s.admin_htp)
         evhtp_free(s.admin_htp);
     if (s.store)
