@@ -84,6 +84,20 @@ class Node:
         self.gw.stop()
 
 
+def shutdown(redis, *ns):
+    """Stop every node and Redis even when one stop fails (a sanitizer
+    report), then raise the first failure."""
+    first = None
+    for x in ns:
+        try:
+            x.stop()
+        except Exception as e:  # noqa: BLE001
+            first = first or e
+    redis.close()
+    if first:
+        raise first
+
+
 def nodes(redis, n, **kw):
     return [Node(redis, **kw) for _ in range(n)]
 
@@ -134,9 +148,7 @@ def test_quota_exact_across_instances():
         print("FIGURE quota: %d requests at once on 3 instances, quota for %d, admitted %d"
               % (3 * k, k, ok), flush=True)
     finally:
-        for x in ns:
-            x.stop()
-        redis.close()
+        shutdown(redis, *ns)
 
 
 def test_rpm_exact_across_instances():
@@ -152,9 +164,7 @@ def test_rpm_exact_across_instances():
         print("FIGURE rpm: %d requests at once on 3 instances, rpm %d, admitted %d" % (4 * n, n, ok),
               flush=True)
     finally:
-        for x in ns:
-            x.stop()
-        redis.close()
+        shutdown(redis, *ns)
 
 
 def bad_hits():
@@ -180,9 +190,7 @@ def test_ejection_shared():
         check(bad_hits() == before, "B still sent %d requests to the ejected channel"
               % (bad_hits() - before))
     finally:
-        a.stop()
-        b.stop()
-        redis.close()
+        shutdown(redis, a, b)
 
 
 def test_brute_force_guard_shared():
@@ -197,9 +205,7 @@ def test_brute_force_guard_shared():
         st, js, raw, hdrs = b.chat(sb)
         check(st == 429 and js["error"]["code"] == "too_many_auth_failures", "B after: %s" % raw)
     finally:
-        a.stop()
-        b.stop()
-        redis.close()
+        shutdown(redis, a, b)
 
 
 def upstream_hits():
@@ -231,9 +237,7 @@ def test_redis_down_closed_and_open():
             time.sleep(0.3)
         check(st == 200, "closed instance after Redis came back: %s" % raw)
     finally:
-        closed.stop()
-        opened.stop()
-        redis.close()
+        shutdown(redis, closed, opened)
 
 
 def test_partition_settlements_replayed():
@@ -269,9 +273,7 @@ def test_partition_settlements_replayed():
         check(n == k, "spent %d in all with a quota for %d (the frozen spell's spend lost or doubled)"
               % (n, k))
     finally:
-        opened.stop()
-        closed.stop()
-        redis.close()
+        shutdown(redis, opened, closed)
 
 
 def test_restart_reseeds_exactly():
@@ -317,9 +319,7 @@ def test_restart_reseeds_exactly():
         print("FIGURE restart: instance restart %d/%d admitted, Redis restart %d/%d" % (spent, k, n, k2),
               flush=True)
     finally:
-        a.stop()
-        b.stop()
-        redis.close()
+        shutdown(redis, a, b)
 
 
 run([test_quota_exact_across_instances, test_rpm_exact_across_instances, test_ejection_shared,
