@@ -11,14 +11,15 @@ OPT      ?= -O2 -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
 CFLAGS   += -std=c11 $(OPT) $(WARN) -D_GNU_SOURCE -fno-strict-aliasing $(SAN)
 LDFLAGS  += $(SAN)
-PKGS     := evhtp libcurl jansson libevent_pthreads libcrypto sqlite3 lua5.4 libpq
+PKGS     := evhtp libcurl jansson libevent_pthreads libcrypto sqlite3 lua5.4 libpq hiredis
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -levent -lpthread -ldl
 PLUGIN_DIR ?= $(O)/plugins
 
 DEBS := build-essential pkg-config libevhtp-dev libevent-dev libcurl4-openssl-dev \
         libjansson-dev liblua5.4-dev libssl-dev libsqlite3-dev libpq-dev postgresql \
-        python3 curl clang-format
+        python3 curl clang-format \
+        libhiredis-dev redis-server
 
 # Every kernel/<layer>/*.c is part of the gateway; folders are listed in
 # kernel/LAYERS. libkernel.a is everything but main() and the plugin test kit

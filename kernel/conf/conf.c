@@ -179,6 +179,35 @@ static int hexval(int c)
     return (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
 }
 
+/* redis URL [PASSWORD]: PASSWORD is env:VAR (or a literal, discouraged);
+ * it replaces a password in the URL. */
+static int directive_redis(parser_t *ps, char **w, int nw)
+{
+    char err[160];
+    if (nw != 2 && nw != 3)
+        return fail(ps, "redis takes a URL (redis://host:port/db) and optionally env:VAR");
+    lm_redis_url_t *u = calloc(1, sizeof(*u));
+    if (u == NULL)
+        return fail(ps, "out of memory");
+    if (lm_redis_url_parse(w[1], u, err, sizeof(err)) < 0) {
+        free(u);
+        return fail(ps, "%s", err);
+    }
+    if (nw == 3) {
+        char *pw = NULL;
+        int from_env;
+        if (resolve_value(ps, w[2], &pw, &from_env) < 0) {
+            free(u);
+            return -1;
+        }
+        snprintf(u->password, sizeof(u->password), "%s", pw);
+        free(pw);
+    }
+    free(ps->conf->redis);
+    ps->conf->redis = u;
+    return 0;
+}
+
 static int directive_key(parser_t *ps, char **w, int nw)
 {
     lm_conf_t *c = ps->conf;
@@ -632,6 +661,8 @@ static int top_directive(parser_t *ps, char **w, int nw)
     }
     if (!strcmp(d, "key"))
         return directive_key(ps, w, nw);
+    if (!strcmp(d, "redis"))
+        return directive_redis(ps, w, nw);
     if (!strcmp(d, "route_strategy") && nw > 2)
         return model_strategies(ps, w, nw);
     if (!strcmp(d, "price"))
@@ -1013,6 +1044,9 @@ void lm_conf_free(lm_conf_t *c)
     free(c->data_dir);
     free(c->store_spool);
     free(c->store_pg);
+    if (c->redis) /* the password */
+        explicit_bzero(c->redis, sizeof(*c->redis));
+    free(c->redis);
     free(c->route_strategy);
     for (size_t i = 0; i < c->nmodel_strategies; i++) {
         free(c->model_strategies[i].pattern);

@@ -11,6 +11,8 @@
 #include "conf/cacheconf.h"
 #include "conf/obsconf.h"
 
+#include "core/redis_url.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -111,17 +113,20 @@ typedef struct lm_conf_s {
     int workers; /* 0 = number of cores */
     uint64_t max_body;
     char *plugin_dir;
-    char *pid_file;       /* written at start, read by longmen -s; NULL = none */
-    char *data_dir;       /* SQLite store (keys, ledger, admin); NULL = no store */
-    int store_wait_ms;    /* DB-4: longest a billed reply waits for its ledger commit, and the
-                             store stall beyond which billed admissions get 503; 2 s */
-    char *store_spool;    /* DB-4: the usage spool file; NULL = data_dir/usage.spool */
-    char *store_pg;       /* store postgres "conninfo": the shared store (docs/scale-out.md);
-                             NULL = SQLite in data_dir; a password only as env:VAR */
-    bool store_fail_open; /* on_store_failure: a shared store (PostgreSQL, Redis) unreachable ->
-                             false (closed, default): billed requests get 503; true (open):
-                             traffic passes and ledger rows are spooled for replay */
-    int supervise;        /* run under a restarting supervisor process (PL-1) */
+    char *pid_file;        /* written at start, read by longmen -s; NULL = none */
+    char *data_dir;        /* SQLite store (keys, ledger, admin); NULL = no store */
+    int store_wait_ms;     /* DB-4: longest a billed reply waits for its ledger commit, and the
+                              store stall beyond which billed admissions get 503; 2 s */
+    char *store_spool;     /* DB-4: the usage spool file; NULL = data_dir/usage.spool */
+    char *store_pg;        /* store postgres "conninfo": the shared store (docs/scale-out.md);
+                              NULL = SQLite in data_dir; a password only as env:VAR */
+    lm_redis_url_t *redis; /* `redis URL [env:VAR]`: shared counters (docs/redis.md); NULL =
+                              per-instance counters only. The password is resolved (a secret) */
+    bool store_fail_open;  /* on_store_failure: a shared store (PostgreSQL, Redis) unreachable ->
+                              false (closed, default): billed requests get 503; true (open):
+                              traffic passes on local counters and ledger rows are
+                              spooled for replay */
+    int supervise;         /* run under a restarting supervisor process (PL-1) */
     int client_header_timeout_ms; /* a connection must send complete request headers within this,
                                      at its start and between keep-alive requests; 30 s */
     int client_body_timeout_ms;   /* between two pieces of a request body; 60 s */

@@ -4,6 +4,7 @@
 
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -43,8 +44,8 @@ void lm_authguard_free(lm_authguard_t *g)
     free(g);
 }
 
-/* The address as 16 bytes (IPv4 mapped), and its slot. */
-static slot_t *slot_of(lm_authguard_t *g, const struct sockaddr *sa, unsigned char key[16])
+/* The address as 16 bytes (IPv4 mapped); -1 for another family. */
+static int addr_key(const struct sockaddr *sa, unsigned char key[16])
 {
     memset(key, 0, 16);
     if (sa && sa->sa_family == AF_INET) {
@@ -53,12 +54,24 @@ static slot_t *slot_of(lm_authguard_t *g, const struct sockaddr *sa, unsigned ch
     } else if (sa && sa->sa_family == AF_INET6) {
         memcpy(key, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
     } else {
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+/* The slot of a 16-byte address key. */
+static slot_t *slot_of_key(lm_authguard_t *g, const unsigned char key[16])
+{
     uint32_t h = 2166136261u;
     for (int i = 0; i < 16; i++)
         h = (h ^ key[i]) * 16777619u;
     return &g->slots[h % SLOTS];
+}
+
+/* The address as 16 bytes, and its slot. */
+static slot_t *slot_of(lm_authguard_t *g, const struct sockaddr *sa, unsigned char key[16])
+{
+    return addr_key(sa, key) < 0 ? NULL : slot_of_key(g, key);
 }
 
 int64_t lm_authguard_blocked(lm_authguard_t *g, const struct sockaddr *peer, int64_t now_ms)
@@ -94,5 +107,38 @@ void lm_authguard_fail(lm_authguard_t *g, const struct sockaddr *peer, int64_t n
         if (++s->fails >= g->limit)
             s->blocked_until = now_ms + BLOCK_MS;
     }
+    pthread_mutex_unlock(&g->mu);
+}
+
+int lm_authguard_addr_hex(const struct sockaddr *peer, char hex[33])
+{
+    unsigned char key[16];
+    if (addr_key(peer, key) < 0)
+        return -1;
+    for (int i = 0; i < 16; i++)
+        snprintf(hex + 2 * i, 3, "%02x", key[i]);
+    return 0;
+}
+
+void lm_authguard_block_hex(lm_authguard_t *g, const char *hex, int64_t until_ms)
+{
+    unsigned char key[16];
+    if (g == NULL || g->limit <= 0 || hex == NULL || strlen(hex) != 32)
+        return;
+    for (int i = 0; i < 16; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+            return;
+        key[i] = (unsigned char)v;
+    }
+    pthread_mutex_lock(&g->mu);
+    slot_t *s = slot_of_key(g, key);
+    if (!s->used || memcmp(s->addr, key, 16)) {
+        memset(s, 0, sizeof(*s));
+        memcpy(s->addr, key, 16);
+        s->used = 1;
+    }
+    if (s->blocked_until < until_ms)
+        s->blocked_until = until_ms;
     pthread_mutex_unlock(&g->mu);
 }

@@ -19,4 +19,10 @@ void lm_authguard_free(lm_authguard_t *g);
 int64_t lm_authguard_blocked(lm_authguard_t *g, const struct sockaddr *peer, int64_t now_ms);
 /* Record one failed authentication. */
 void lm_authguard_fail(lm_authguard_t *g, const struct sockaddr *peer, int64_t now_ms);
+/* The address as 32 hex digits (IPv4 mapped into IPv6) into hex[33];
+ * -1 for another family. */
+int lm_authguard_addr_hex(const struct sockaddr *peer, char hex[33]);
+/* Block the address (as lm_authguard_addr_hex wrote it) until until_ms:
+ * a block another instance decided (shared.h). */
+void lm_authguard_block_hex(lm_authguard_t *g, const char *hex, int64_t until_ms);
 #endif

@@ -79,12 +79,75 @@ int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_
                           "rate limit reached for this key; retry after %lld s", (long long)wait);
     }
     g->admitted = 1;
+    g->worst = worst;
     if (lm_billing_reserve(g->key, worst, now + LM_HOLD_MS, &g->res) != LM_BILLING_OK) {
         g->res = NULL;
         return lm_err_set(e, -1, 429, "insufficient_quota", "insufficient_quota",
                           "this key's quota does not cover the request");
     }
     return 0;
+}
+
+/* What the store knows this key spent (committed + queued): the seed of
+ * the shared spend when Redis has none (first use, or Redis restarted). */
+static int64_t seed_used(const lm_key_t *k)
+{
+    pthread_mutex_lock(&k->acct->mu);
+    int64_t v = lm_sat_add(k->acct->used, k->acct->pending);
+    pthread_mutex_unlock(&k->acct->mu);
+    return v;
+}
+
+int lm_gov_shared_admit(lm_gov_t *g, lm_shared_t *sh, const char *req_id, lm_redis_done_fn done,
+                        void *arg)
+{
+    if (sh == NULL || g->key == NULL)
+        return 0;
+    g->shared = sh;
+    g->sh_ok = 0;
+    int64_t est = g->ticket.active ? g->ticket.est_tokens : 0;
+    return lm_shared_admit(sh, g->key, req_id, est, g->worst, seed_used(g->key), &g->sticket, done,
+                           arg) == 0
+               ? 1
+               : -1;
+}
+
+void lm_gov_shared_answer(lm_gov_t *g, const lm_redis_ans_t *a)
+{
+    g->sh_ok = a->ok && a->nints >= 1;
+    g->sh_ints[0] = a->nints >= 1 ? a->ints[0] : -1;
+    g->sh_ints[1] = a->nints >= 2 ? a->ints[1] : 0;
+}
+
+int lm_gov_shared_result(lm_gov_t *g, int64_t *retry_after, lm_err *e)
+{
+    *retry_after = 0;
+    if (!g->sh_ok) {
+        if (lm_shared_fail_open(g->shared)) {
+            lm_log(LM_LOG_WARN, "%s: shared counters unreachable; admitted on local counters",
+                   g->sticket.req_id);
+            /* its spend still goes to Redis (settle is kept and replayed) */
+            g->sticket.active = 1;
+            g->sticket.held = !g->key->unlimited;
+            return 0;
+        }
+        *retry_after = 1;
+        return lm_err_set(e, -1, 503, "api_error", "counters_unavailable",
+                          "the shared usage counters cannot be reached; retry later");
+    }
+    if (g->sh_ints[0] == 0) {
+        g->sticket.active = 1;
+        g->sticket.held = !g->key->unlimited;
+        return 0;
+    }
+    if (g->sh_ints[0] == 1) {
+        *retry_after = g->sh_ints[1] > 0 ? g->sh_ints[1] : 1;
+        return lm_err_set(e, -1, 429, "rate_limit_error", "rate_limit_exceeded",
+                          "rate limit reached for this key; retry after %lld s",
+                          (long long)*retry_after);
+    }
+    return lm_err_set(e, -1, 429, "insufficient_quota", "insufficient_quota",
+                      "this key's quota does not cover the request");
 }
 
 int64_t lm_gov_cost(const lm_price_t *p, const lm_usage *u)
@@ -104,6 +167,8 @@ int lm_gov_settle(lm_gov_t *g, int64_t cost, const lm_usage_row_t *row, const lm
     }
     lm_reservation_t *res = g->res;
     g->res = NULL; /* settle frees it whatever the outcome */
+    if (g->key && g->sticket.held)
+        lm_shared_settle(g->shared, &g->sticket, cost, seed_used(g->key));
     /* DB-4: only a charge against a stored balance is worth holding a reply
      * for; any other row is queued and the reply goes at once */
     int billed = res != NULL && cost > 0;
@@ -136,6 +201,7 @@ void lm_gov_end(lm_gov_t *g, int64_t actual_tokens)
     g->res = NULL;
     if (g->key && g->admitted)
         lm_rl_finish(&g->key->acct->rl, &g->ticket, actual_tokens);
+    lm_shared_finish(g->shared, &g->sticket, actual_tokens);
     g->admitted = 0;
     if (g->key)
         lm_key_release(g->key);

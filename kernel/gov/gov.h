@@ -9,6 +9,7 @@
 #define LM_GOV_H
 #include "conf/conf.h"
 #include "gov/billing.h"
+#include "gov/shared.h"
 #include "longmen.h"
 #include "store/store.h"
 
@@ -27,6 +28,11 @@ typedef struct lm_gov_s {
     lm_price_t price;      /* of the channel that served */
     int store_wait_ms;     /* the generation's store_wait (DB-4) */
     bool store_fail_open;  /* on_store_failure open: a stalled store does not refuse */
+    int64_t worst;         /* the admitted worst case (the quota hold) */
+    lm_shared_t *shared;   /* borrowed: shared counters (Redis), or NULL */
+    lm_shared_ticket_t sticket;
+    int sh_ok;          /* Redis answered (written on the Redis thread, read after the */
+    int64_t sh_ints[2]; /* worker's event fires) */
 } lm_gov_t;
 
 /* Who is calling: 0, or -1 with e filled (401 unknown/disabled/expired
@@ -44,6 +50,20 @@ void lm_gov_price(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *upst
  * 0, or -1 with e filled. */
 int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_t prompt_est,
                  int64_t max_tokens, int64_t *retry_after, lm_err *e);
+/* After lm_gov_admit: ask the shared counters (docs/redis.md). Returns 1
+ * when queued (done runs on the Redis thread: call lm_gov_shared_answer
+ * there, then lm_gov_shared_result on the worker), 0 when there is nothing
+ * to ask (no Redis, a config key), -1 when it could not be queued (then
+ * call lm_gov_shared_result as if Redis were down). */
+int lm_gov_shared_admit(lm_gov_t *g, lm_shared_t *sh, const char *req_id, lm_redis_done_fn done,
+                        void *arg);
+/* Redis thread: keep the answer. */
+void lm_gov_shared_answer(lm_gov_t *g, const lm_redis_ans_t *a);
+/* Worker: the answer as admission. 0 admitted (or Redis down with
+ * on_store_failure open: local counters only), else -1 with e: 429
+ * rate_limit_exceeded (*retry_after) or insufficient_quota, or 503
+ * counters_unavailable (Redis down, closed). */
+int lm_gov_shared_result(lm_gov_t *g, int64_t *retry_after, lm_err *e);
 /* The charge for usage at price p (micro-units, saturating). */
 int64_t lm_gov_cost(const lm_price_t *p, const lm_usage *u);
 /* Settle: record the row (cost from lm_gov_cost, maybe replaced by a

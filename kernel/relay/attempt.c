@@ -199,6 +199,8 @@ static void honour_retry_after(lm_relay_t *r)
         return;
     int64_t s = r->up_retry_after < LM_RETRY_AFTER_MAX_S ? r->up_retry_after : LM_RETRY_AFTER_MAX_S;
     lm_route_hold(r->route->stats, (int64_t)(uint64_t)lm_clock_ms() + s * 1000);
+    lm_shared_hold(r->w->svc->shared, r->route->inst->chan->name,
+                   (int64_t)(uint64_t)lm_clock_ms() + s * 1000); /* other instances wait too */
     lm_log(LM_LOG_INFO, "channel %s model %s: upstream asked to retry after %llds; held",
            r->route->inst->chan->name, r->route->model, (long long)s);
 }
@@ -295,6 +297,12 @@ void lm_attempt_route_end(lm_relay_t *r, int outcome)
     if (ev != LM_ROUTE_EV_NONE)
         lm_log(LM_LOG_WARN, "channel %s model %s: %s", r->route->inst->chan->name, r->route->model,
                lm_route_event_str(ev));
+    if (ev == LM_ROUTE_EV_EJECT_CONSECUTIVE || ev == LM_ROUTE_EV_EJECT_RATE ||
+        ev == LM_ROUTE_EV_PROBE_FAILED) { /* tell other instances */
+        lm_route_snap_t snap;
+        lm_route_snapshot(r->route->stats, (int64_t)now, &snap);
+        lm_shared_hold(r->w->svc->shared, r->route->inst->chan->name, snap.ejected_until);
+    }
 }
 
 /* Statuses where the upstream did not serve the request and says so: 429,

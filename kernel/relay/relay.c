@@ -97,6 +97,8 @@ static void relay_free(lm_relay_t *r)
     free(r->pending_body);
     if (r->settle_ev)
         event_free(r->settle_ev);
+    if (r->shared_ev)
+        event_free(r->shared_ev);
     if (r->settle_timer)
         event_free(r->settle_timer);
     lm_attempt_reset(r); /* the plugin's request state and the stream, as between attempts */
@@ -125,7 +127,7 @@ static void relay_free(lm_relay_t *r)
  * released and the HTTP request object is gone. */
 void lm_relay_maybe_free(lm_relay_t *r)
 {
-    if (r->up == NULL && r->fan == NULL && r->fini_seen && !r->settling)
+    if (r->up == NULL && r->fan == NULL && r->fini_seen && !r->settling && !r->shared_wait)
         relay_free(r);
 }
 
@@ -321,6 +323,67 @@ static int admit(lm_relay_t *r, const char *model)
     return -1;
 }
 
+/* Admitted everywhere: the cache, else the first attempt. */
+static int admitted(lm_relay_t *r)
+{
+    if (lm_cache_lookup(r)) /* a cache hit is answered there */
+        return 0;
+    return lm_attempt_start(r);
+}
+
+/* Worker: the Redis thread answered the shared admission. */
+static void on_shared(evutil_socket_t fd, short what, void *arg)
+{
+    lm_relay_t *r = arg;
+    lm_err e;
+    int64_t retry = 0;
+    (void)fd, (void)what;
+    r->shared_wait = 0;
+    if (r->req == NULL || r->state != LM_RELAY_ROUTING) { /* the client left, or a drain answered */
+        lm_relay_maybe_free(r);
+        return;
+    }
+    if (lm_gov_shared_result(&r->gov, &retry, &e) == 0) {
+        (void)admitted(r);
+        return;
+    }
+    if (retry > 0) {
+        char v[32];
+        snprintf(v, sizeof(v), "%lld", (long long)retry);
+        lm_http_add_header(r->req, "Retry-After", v);
+    }
+    lm_out_error(r, &e);
+}
+
+/* Redis thread: keep the answer and wake the relay's worker. */
+static void shared_done(void *arg, const lm_redis_ans_t *a)
+{
+    lm_relay_t *r = arg;
+    lm_gov_shared_answer(&r->gov, a);
+    event_active(r->shared_ev, 0, 0);
+}
+
+/* The shared counters (docs/redis.md) admit too; the worker's loop goes
+ * on meanwhile and on_shared continues the request. */
+static int shared_admit(lm_relay_t *r)
+{
+    lm_shared_t *sh = r->w->svc->shared;
+    if (sh == NULL || r->gov.key == NULL)
+        return admitted(r);
+    if (r->shared_ev == NULL && (r->shared_ev = event_new(r->w->base, -1, 0, on_shared, r)) == NULL)
+        return lm_out_err(r, 500, "api_error", NULL, "out of memory");
+    int rc = lm_gov_shared_admit(&r->gov, sh, r->id, shared_done, r);
+    if (rc == 1) {
+        r->shared_wait = 1;
+        return 0;
+    }
+    lm_redis_ans_t down = {0};
+    lm_gov_shared_answer(&r->gov, &down); /* not queued: as if Redis were down */
+    event_active(r->shared_ev, 0, 0);
+    r->shared_wait = 1;
+    return 0;
+}
+
 /* Every channel for the model asked us (Retry-After) to wait: say so
  * without sending the provider a request it will refuse. */
 static int all_held(lm_relay_t *r)
@@ -379,9 +442,9 @@ static int route_request(lm_relay_t *r)
         return lm_out_err(r, 503, "api_error", "no_channel",
                           "no channel is available for this model (policy)");
     r->ncands = (size_t)n;
-    if (admit(r, model) < 0 || lm_cache_lookup(r)) /* a cache hit is answered there */
+    if (admit(r, model) < 0)
         return 0;
-    return lm_attempt_start(r);
+    return shared_admit(r);
 }
 
 lm_relay_t *lm_relay_begin(lm_http_req_t *req, lm_worker_t *w, int op)
@@ -437,8 +500,10 @@ static int handle(lm_relay_t *r, int method_ok)
     }
     if (lm_gov_auth(&r->gov, r->rt->conf, r->w->svc->store, auth_header(r, authz, sizeof(authz)),
                     lm_http_peer(req), &e) < 0) {
-        if (e.http_status == 401)
+        if (e.http_status == 401) {
             lm_authguard_fail(guard, lm_http_peer(req), (int64_t)(uint64_t)lm_clock_ms());
+            lm_shared_auth_fail(r->w->svc->shared, lm_http_peer(req)); /* every instance counts */
+        }
         return lm_out_error(r, &e);
     }
     lm_str body = lm_http_body(req);

@@ -53,6 +53,8 @@ struct lm_relay_s {
     char *pending_body; /* non-stream reply held until its row is committed */
     size_t pending_len;
     struct event *settle_ev;
+    struct event *shared_ev;    /* the Redis thread's admission answer arrived (gov/shared.h) */
+    int shared_wait;            /* that answer is awaited: holds the relay */
     struct event *settle_timer; /* store_wait bound on a held reply (DB-4), or NULL */
     int64_t prompt_est;         /* request bytes / 4: used when no usage is reported */
     int64_t ttft_ms;

@@ -14,11 +14,12 @@
 #include <stdatomic.h>
 
 typedef struct lm_relay_services_s {
-    lm_store_t *store;         /* NULL without data_dir */
-    lm_metrics_std_t *metrics; /* standard metric families; NULL without a registry */
-    lm_authguard_t *authguard; /* failed authentications per address */
-    atomic_long *inflight;     /* requests in flight, process-wide */
-    struct lm_otel_s *otel;    /* the span exporter (relay/otel.h), or NULL: tracing off */
+    lm_store_t *store;          /* NULL without data_dir */
+    lm_metrics_std_t *metrics;  /* standard metric families; NULL without a registry */
+    lm_authguard_t *authguard;  /* failed authentications per address */
+    struct lm_shared_s *shared; /* counters shared through Redis (gov/shared.h), or NULL */
+    atomic_long *inflight;      /* requests in flight, process-wide */
+    struct lm_otel_s *otel;     /* the span exporter (relay/otel.h), or NULL: tracing off */
     /* A counted reference to the current generation (any thread); the
      * caller releases it with lm_rt_unref. */
     lm_rt_t *(*acquire_rt)(void *arg);

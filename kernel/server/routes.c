@@ -52,8 +52,10 @@ static int authorized(lm_http_req_t *req, const lm_relay_services_t *svc, const 
     lm_gov_end(&g, 0); /* listing models books nothing: drop the key reference */
     if (rc == 0)
         return 1;
-    if (e.http_status == 401)
+    if (e.http_status == 401) {
         lm_authguard_fail(guard, peer, (int64_t)(uint64_t)lm_clock_ms());
+        lm_shared_auth_fail(svc->shared, peer); /* every instance counts (docs/redis.md) */
+    }
     lm_http_reply_error(req, &e, NULL);
     return 0;
 }

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "gov/authguard.h"
 #include "gov/billing.h"
+#include "gov/shared.h"
 #include "http/front.h"
 #include "lua/lua_host.h"
 #include "relay/otel.h"
@@ -47,6 +48,7 @@ struct lm_server_s {
     struct event *reclaim_ev;  /* expired quota holds go back to their keys */
     lm_metrics_t *metrics;     /* process-wide registry */
     lm_authguard_t *authguard; /* failed logins per address (AU-4) */
+    lm_shared_t *shared;       /* counters shared through Redis (docs/redis.md), or NULL */
     lm_metrics_std_t mstd;
     lm_otel_t *otel; /* the span exporter (relay/otel.h), or NULL; its endpoint is read at start */
     atomic_int draining;
@@ -125,6 +127,25 @@ static lm_rt_t *svc_acquire_rt(void *arg)
 static void svc_side_wake(void *arg)
 {
     lm_server_side_wake(arg);
+}
+
+/* Redis thread: another instance (or this one) held `channel`; keep
+ * traffic away from it here too (every model it serves). */
+static void on_shared_hold(void *arg, const char *channel, int64_t until_ms)
+{
+    lm_server_t *s = arg;
+    lm_rt_t *rt = lm_server_acquire_rt(s);
+    for (size_t i = 0; rt->cstats && i < rt->ninsts; i++) {
+        const lm_chan_conf_t *ch = rt->insts[i].chan;
+        if (strcmp(ch->name, channel))
+            continue;
+        for (size_t j = 0; j < ch->nmodels; j++)
+            if (rt->cstats[rt->coff[i] + j] &&
+                lm_route_hold_left(rt->cstats[rt->coff[i] + j], lm_clock_ms()) <
+                    until_ms - lm_clock_ms())
+                lm_route_hold(rt->cstats[rt->coff[i] + j], until_ms);
+    }
+    lm_rt_unref(rt);
 }
 
 /* ---- workers ---- */
@@ -682,7 +703,13 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
         return -1;
     if (s->otel)
         lm_log(LM_LOG_INFO, "otel: traces go to %s", oc->otel_endpoint);
+    const lm_conf_t *c = s->rt->conf;
+    if (c->redis &&
+        (s->shared = lm_shared_new(c->redis, c->store_fail_open, s->authguard, c->auth_fail_limit,
+                                   on_shared_hold, s, err, errlen)) == NULL)
+        return -1;
     s->relay_svc = (lm_relay_services_t){.store = s->store,
+                                         .shared = s->shared,
                                          .metrics = lm_server_metrics(s),
                                          .authguard = s->authguard,
                                          .inflight = &s->inflight,
@@ -738,8 +765,10 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
     s.reload_dead = 1;
     pthread_cond_broadcast(&s.reload_cv);
     pthread_mutex_unlock(&s.reload_mu);
+    lm_shared_stop(s.shared);    /* queued settlements run; no answer outlives a request */
     lm_http_front_free(s.front); /* stops the workers; their relays drop their references */
     lm_otel_free(s.otel);        /* what the workers queued is sent (bounded by otel_timeout) */
+    lm_shared_free(s.shared);
     if (s.admin_htp)
         evhtp_free(s.admin_htp);
     if (s.store)
