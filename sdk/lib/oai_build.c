@@ -59,13 +59,15 @@ int lmo_init(const lmo_quirks *q, const lm_host_api *h, void *ictx, void **istat
         return rc;
     }
     read_options(in);
+    in->base = url_for(h, base, "");
     in->chat_url = url_for(h, base, q->chat_path ? q->chat_path : "/chat/completions");
     in->embed_url = url_for(h, base, q->embed_path ? q->embed_path : "/embeddings");
     if (h->cfg_str(ictx, "api_key", &key) == LM_OK && key.n) {
         in->auth = join(h, "Bearer ", 7, key.p, key.n);
         in->key = in->auth ? in->auth + 7 : NULL;
     }
-    if (in->chat_url == NULL || in->embed_url == NULL || (key.n && in->auth == NULL)) {
+    if (in->chat_url == NULL || in->embed_url == NULL || in->base == NULL ||
+        (key.n && in->auth == NULL)) {
         lmo_fini(in);
         return lms_oom(e);
     }
@@ -80,6 +82,7 @@ void lmo_fini(void *istate)
         return;
     if (in->auth)
         memset(in->auth, 0, strlen(in->auth)); /* the key does not outlive the channel */
+    in->h->free(in->base);
     in->h->free(in->chat_url);
     in->h->free(in->embed_url);
     in->h->free(in->auth);
@@ -239,7 +242,13 @@ static int body_for(const lmo_inst *in, lm_call *c, const json_t *canon, json_t 
 static int headers(const lmo_inst *in, lm_call *c, lm_ureq *u)
 {
     const lm_host_api *h = in->h;
-    int rc = h->ureq_set_url(u, lm_cstr(c->op == LM_OP_EMBED ? in->embed_url : in->chat_url));
+    char *ep = lmo_is_endpoint_op(c->op) ? lmo_endpoint_url(in, c->op) : NULL;
+    if (lmo_is_endpoint_op(c->op) && ep == NULL)
+        return LM_ENOMEM;
+    int rc = h->ureq_set_url(u, lm_cstr(ep                     ? ep
+                                        : c->op == LM_OP_EMBED ? in->embed_url
+                                                               : in->chat_url));
+    h->free(ep);
     if (rc == LM_OK && in->auth)
         rc = h->ureq_add_header(u, LM_STR("Authorization"), lm_cstr(in->auth));
     for (size_t i = 0;

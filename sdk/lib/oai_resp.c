@@ -189,6 +189,8 @@ int lmo_parse_response(void *istate, lm_call *c, int status, lm_str body, json_t
                        lm_usage *usage, lm_err *e)
 {
     lmo_inst *in = istate;
+    if (lmo_is_endpoint_op(c->op))
+        return lmo_endpoint_response(in, c, body, out, usage, e);
     int embed = c->rstate && ((lmo_req *)c->rstate)->op == LM_OP_EMBED;
     const char *list = embed ? "data" : "choices";
     (void)status;

@@ -1,0 +1,264 @@
+"""The ABI 1.3 data-plane endpoints through the real binary against mock
+upstreams: GET /v1/models lists each model's endpoints; /v1/rerank on an
+OpenAI-compatible upstream (Cohere/Jina shape) and on DashScope's native
+text-rerank (qwen); /v1/moderations and /v1/images/generations passed
+through; an endpoint a channel's plugin does not declare is a 400 naming
+it; bad bodies are 400s naming the field; upstream errors keep the OpenAI
+error shape and bill nothing; answers are billed into the ledger with the
+endpoint in the row's api column."""
+import json
+import re
+import tempfile
+import time
+
+from lib import Gateway, Mock, admin_call, check, free_port, json_reply, run
+
+TOKEN_RE = re.compile(r"admin token \(shown once\): (lmadm-[A-Za-z0-9_-]+)")
+WAIT = 10
+
+up = Mock()
+gw = None
+admin_port = None
+token = None
+secret = None
+
+
+def oai_rerank(h, body):
+    req = json.loads(body)
+    if req["query"] == "FAIL":
+        return json_reply(h, 400, {"error": {"message": "query refused upstream",
+                                             "type": "invalid_request_error"}})
+    if req["query"] == "DOWN":
+        return json_reply(h, 503, {"error": {"message": "overloaded", "type": "server_error"}})
+    docs = req["documents"]
+    # scores in input order (unsorted), documents as strings: the kernel sorts
+    # and wraps them
+    res = [{"index": i, "relevance_score": round(0.1 + 0.2 * (i % 3), 2),
+            **({"document": d} if req.get("return_documents") else {})}
+           for i, d in enumerate(docs)][: req.get("top_n") or len(docs)]
+    json_reply(h, 200, {"id": "rr-1", "model": req["model"], "results": res,
+                        "usage": {"total_tokens": 11 * len(docs)}})
+
+
+def qwen_rerank(h, body):
+    req = json.loads(body)
+    docs = req["input"]["documents"]
+    res = [{"index": i, "relevance_score": 0.5 + 0.1 * i, "document": {"text": d}}
+           for i, d in enumerate(docs)]
+    res.sort(key=lambda r: -r["relevance_score"])
+    json_reply(h, 200, {"output": {"results": res[: req["parameters"].get("top_n", len(res))]},
+                        "usage": {"total_tokens": 7}, "request_id": "dash-req-1"})
+
+
+def moderations(h, body):
+    json_reply(h, 200, {"id": "modr-1", "model": "omni-moderation-latest",
+                        "results": [{"flagged": "kill" in json.loads(body)["input"],
+                                     "categories": {"violence": True}}]})
+
+
+def images(h, body):
+    req = json.loads(body)
+    if req["prompt"] == "FAIL":
+        return json_reply(h, 500, {"error": {"message": "boom", "type": "server_error"}})
+    json_reply(h, 200, {"created": 1700000000,
+                        "data": [{"url": "https://img.example/%d.png" % i} for i in range(req.get("n", 1))]})
+
+
+up.routes["/oai/rerank"] = oai_rerank
+up.routes["/oai/moderations"] = moderations
+up.routes["/oai/images/generations"] = images
+up.routes["/api/v1/services/rerank/text-rerank/text-rerank"] = qwen_rerank
+
+
+def setup():
+    global gw, admin_port, token, secret
+    admin_port = free_port()
+    data_dir = tempfile.mkdtemp(prefix="lm-ep-")
+    gw = Gateway(extra="data_dir %s\nadmin_listen 127.0.0.1:%d\n" % (data_dir, admin_port), channels="""
+channel oai {
+    plugin openai
+    base_url %s/oai
+    api_key sk-up-oai
+    models bge-reranker omni-moderation dall-e-3 gpt-x
+    price_input 1
+    price_output 1
+}
+channel dash {
+    plugin qwen
+    base_url %s
+    api_key sk-up-dash
+    models gte-rerank
+    price_input 2
+    price_output 2
+}
+channel local {
+    plugin ollama
+    base_url %s/ollama
+    models llama3
+}
+""" % (up.url, up.url, up.url))
+    token = TOKEN_RE.search(gw.logtext()).group(1)
+    st, k = admin_call(admin_port, token, "POST", "/admin/keys", {"name": "ep", "quota": "10"})
+    check(st == 201, "key: %s %s" % (st, k))
+    secret = k["secret"] if "secret" in k else k["key"]
+
+
+def rows_for(request_id, settle=0.3):
+    deadline = time.time() + WAIT
+    while time.time() < deadline:
+        st, js = admin_call(admin_port, token, "GET", "/admin/usage/rows?limit=200")
+        rows = [r for r in js["data"] if r["request_id"] == request_id] if st == 200 else []
+        if rows:
+            time.sleep(settle)
+            st, js = admin_call(admin_port, token, "GET", "/admin/usage/rows?limit=200")
+            return [r for r in js["data"] if r["request_id"] == request_id]
+        time.sleep(0.05)
+    return []
+
+
+def post(path, body):
+    return gw.request("POST", path, body, key=secret)
+
+
+def test_models_list_endpoints():
+    st, js, raw, _ = gw.request("GET", "/v1/models", key=secret)
+    check(st == 200, "models: %s %s" % (st, raw))
+    eps = {m["id"]: m["endpoints"] for m in js["data"]}
+    check(set(eps["bge-reranker"]) >= {"chat", "embeddings", "completions", "rerank", "moderations",
+                                       "images"}, "openai: %s" % eps["bge-reranker"])
+    check("rerank" in eps["gte-rerank"] and "images" not in eps["gte-rerank"],
+          "qwen: %s" % eps["gte-rerank"])
+    check(eps["llama3"] == ["chat", "embeddings", "completions"],
+          "an ABI 1.2-style table gets the default: %s" % eps["llama3"])
+    st, js, _, _ = gw.request("GET", "/v1/models/gte-rerank", key=secret)
+    check(st == 200 and "rerank" in js["endpoints"], "one model: %s %s" % (st, js))
+
+
+def test_rerank_openai_compatible():
+    up.requests.clear()
+    st, js, raw, hdrs = post("/v1/rerank", {
+        "model": "bge-reranker", "query": "capital of France",
+        "documents": ["Paris", {"text": "Berlin"}, "Lyon", "Rome"], "return_documents": True})
+    check(st == 200, "status %s %s" % (st, raw))
+    sent = up.last_json()
+    check(up.requests[-1]["path"] == "/oai/rerank", "path %s" % up.requests[-1]["path"])
+    check(sent["documents"] == ["Paris", "Berlin", "Lyon", "Rome"], "object documents sent as text: %s" % sent)
+    scores = [r["relevance_score"] for r in js["results"]]
+    check(scores == sorted(scores, reverse=True), "sorted: %s" % js["results"])
+    check([r["index"] for r in js["results"]] == [2, 1, 0, 3], "ties by index: %s" % js["results"])
+    check(js["results"][0]["document"] == {"text": "Lyon"}, "document object: %s" % js["results"][0])
+    check(js["usage"] == {"prompt_tokens": 44, "total_tokens": 44}, "usage %s" % js["usage"])
+    rows = rows_for(hdrs["X-Request-Id"])
+    check(len(rows) == 1 and rows[0]["api"] == "rerank" and rows[0]["prompt_tokens"] == 44
+          and rows[0]["cost_micro"] == 44 and rows[0]["status"] == 200, "ledger: %s" % rows)
+
+
+def test_rerank_top_n_passthrough():
+    st, js, raw, _ = post("/v1/rerank", {"model": "bge-reranker", "query": "q",
+                                         "documents": ["a", "b", "c"], "top_n": 2})
+    check(st == 200 and len(js["results"]) == 2, "top_n: %s %s" % (st, raw))
+    check(all("document" not in r for r in js["results"]), "no documents unless asked: %s" % js)
+
+
+def test_rerank_dashscope_native():
+    up.requests.clear()
+    st, js, raw, hdrs = post("/v1/rerank", {"model": "gte-rerank", "query": "q",
+                                            "documents": ["x", "y", "z"], "top_n": 2,
+                                            "return_documents": True})
+    check(st == 200, "status %s %s" % (st, raw))
+    r = up.requests[-1]
+    check(r["path"] == "/api/v1/services/rerank/text-rerank/text-rerank", "path %s" % r["path"])
+    check(r["headers"].get("Authorization") == "Bearer sk-up-dash", "auth header")
+    sent = json.loads(r["body"])
+    check(sent == {"model": "gte-rerank", "input": {"query": "q", "documents": ["x", "y", "z"]},
+                   "parameters": {"top_n": 2, "return_documents": True}}, "native body %s" % sent)
+    check([x["index"] for x in js["results"]] == [2, 1], "results %s" % js["results"])
+    check(js["results"][0]["document"] == {"text": "z"}, "document %s" % js["results"][0])
+    check(js["usage"]["total_tokens"] == 7 and js["model"] == "gte-rerank", "answer %s" % js)
+    rows = rows_for(hdrs["X-Request-Id"])
+    check(len(rows) == 1 and rows[0]["api"] == "rerank" and rows[0]["cost_micro"] == 14,
+          "ledger: %s" % rows)
+
+
+def test_rerank_undeclared_is_400_naming_endpoint():
+    n = len(up.requests)
+    st, js, raw, _ = post("/v1/rerank", {"model": "llama3", "query": "q", "documents": ["a"]})
+    check(st == 400 and "/v1/rerank" in js["error"]["message"]
+          and js["error"]["code"] == "endpoint_unsupported", "%s %s" % (st, raw))
+    st, js, raw, _ = post("/v1/images/generations", {"model": "gte-rerank", "prompt": "cat"})
+    check(st == 400 and "/v1/images/generations" in js["error"]["message"], "%s %s" % (st, raw))
+    check(len(up.requests) == n, "no upstream call")
+
+
+def test_rerank_bad_bodies():
+    cases = [({"model": "bge-reranker", "documents": ["a"]}, "query"),
+             ({"model": "bge-reranker", "query": "q"}, "documents"),
+             ({"model": "bge-reranker", "query": "q", "documents": []}, "documents"),
+             ({"model": "bge-reranker", "query": "q", "documents": [1]}, "documents[0]"),
+             ({"model": "bge-reranker", "query": "q", "documents": ["a"], "top_n": 0}, "top_n"),
+             ({"model": "bge-reranker", "query": "q", "documents": ["a"], "return_documents": "y"},
+              "return_documents"),
+             ({"query": "q", "documents": ["a"]}, "model"),
+             ({"model": "bge-reranker", "query": "q", "documents": ["d"] * 1001}, "documents")]
+    for body, field in cases:
+        st, js, raw, _ = post("/v1/rerank", body)
+        check(st == 400 and js["error"]["type"] == "invalid_request_error"
+              and field in js["error"]["message"], "%s -> %s %s" % (field, st, raw))
+    st, js, raw, _ = post("/v1/rerank", "{not json")
+    check(st == 400, "bad json %s" % st)
+    st, js, raw, _ = gw.request("GET", "/v1/rerank", key=secret)
+    check(st == 405, "GET %s" % st)
+
+
+def test_rerank_upstream_errors():
+    st, js, raw, hdrs = post("/v1/rerank", {"model": "bge-reranker", "query": "FAIL", "documents": ["a"]})
+    check(st == 400 and "query refused upstream" in js["error"]["message"], "%s %s" % (st, raw))
+    st, js, raw, hdrs = post("/v1/rerank", {"model": "bge-reranker", "query": "DOWN", "documents": ["a"]})
+    check(st >= 500 and "error" in js, "%s %s" % (st, raw))
+    rows = rows_for(hdrs["X-Request-Id"])
+    check(rows and all(r["cost_micro"] == 0 for r in rows), "nothing billed: %s" % rows)
+
+
+def test_moderations_passthrough():
+    up.requests.clear()
+    st, js, raw, hdrs = post("/v1/moderations", {"model": "omni-moderation", "input": "I will kill"})
+    check(st == 200 and js["results"][0]["flagged"] is True, "%s %s" % (st, raw))
+    check(up.requests[-1]["path"] == "/oai/moderations", "path")
+    rows = rows_for(hdrs["X-Request-Id"])
+    check(len(rows) == 1 and rows[0]["api"] == "moderations" and rows[0]["status"] == 200, "ledger %s" % rows)
+    st, js, raw, _ = post("/v1/moderations", {"model": "omni-moderation"})
+    check(st == 400 and "input" in js["error"]["message"], "%s %s" % (st, raw))
+
+
+def test_images_passthrough():
+    st, js, raw, hdrs = post("/v1/images/generations", {"model": "dall-e-3", "prompt": "a cat", "n": 2})
+    check(st == 200 and len(js["data"]) == 2, "%s %s" % (st, raw))
+    check(up.requests[-1]["path"] == "/oai/images/generations", "path")
+    rows = rows_for(hdrs["X-Request-Id"])
+    check(len(rows) == 1 and rows[0]["api"] == "images", "ledger %s" % rows)
+    for body, field in [({"model": "dall-e-3"}, "prompt"),
+                        ({"model": "dall-e-3", "prompt": "x", "n": 11}, "n"),
+                        ({"model": "dall-e-3", "prompt": "x", "response_format": "gif"}, "response_format")]:
+        st, js, raw, _ = post("/v1/images/generations", body)
+        check(st == 400 and field in js["error"]["message"], "%s -> %s %s" % (field, st, raw))
+    st, js, raw, _ = post("/v1/images/generations", {"model": "dall-e-3", "prompt": "FAIL"})
+    check(st >= 500 and js["error"]["type"], "upstream 500: %s %s" % (st, raw))
+
+
+def test_oversize_body_413():
+    st, js, raw, _ = post("/v1/rerank", {"model": "bge-reranker", "query": "q",
+                                         "documents": ["x" * 1000] * 12000})
+    check(st == 413, "oversize: %s" % st)
+
+
+def test_clean_shutdown():
+    check(gw.stop() == 0, "exit status")
+
+
+if __name__ == "__main__":
+    setup()
+    run([test_models_list_endpoints, test_rerank_openai_compatible, test_rerank_top_n_passthrough,
+         test_rerank_dashscope_native, test_rerank_undeclared_is_400_naming_endpoint,
+         test_rerank_bad_bodies, test_rerank_upstream_errors, test_moderations_passthrough,
+         test_images_passthrough, test_oversize_body_413, test_clean_shutdown])
+    up.close()
