@@ -2,6 +2,7 @@
  * thread. */
 #include "proto/inbound.h"
 
+#include "proto/completions.h"
 #include "proto/msgs.h"
 #include "proto/responses.h"
 
@@ -20,6 +21,7 @@ static const lm_inbound_t *const apis[LM_API_COUNT] = {
     [LM_API_RERANK] = &rerank,
     [LM_API_MODERATIONS] = &moderations,
     [LM_API_IMAGES] = &images,
+    [LM_API_COMPLETIONS] = &lm_cmpl_api,
 };
 
 const lm_inbound_t *lm_inbound_get(int id)

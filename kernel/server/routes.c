@@ -216,6 +216,8 @@ int lm_routes_add(lm_http_front_t *f, const lm_relay_services_t *svc)
 {
     if (lm_http_front_body_route(f, "/v1/chat/completions", LM_OP_CHAT) < 0 ||
         lm_http_front_body_route(f, "/v1/embeddings", LM_OP_EMBED) < 0 ||
+        lm_http_front_body_route(f, "/v1/completions",
+                                 LM_INBOUND_TAG(LM_OP_CHAT, LM_API_COMPLETIONS)) < 0 ||
         lm_http_front_body_route(f, "/v1/rerank", LM_INBOUND_TAG(LM_OP_RERANK, LM_API_RERANK)) <
             0 ||
         lm_http_front_body_route(f, "/v1/moderations",

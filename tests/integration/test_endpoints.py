@@ -255,10 +255,75 @@ def test_clean_shutdown():
     check(gw.stop() == 0, "exit status")
 
 
+
+# ---------------------------------------------------------------- /v1/completions through chat
+
+def chat_answer(h, body):
+    req = json.loads(body)
+    msgs = req["messages"]
+    if msgs[0]["content"] == "FAIL":
+        return json_reply(h, 429, {"error": {"message": "slow down", "type": "rate_limit_error"}})
+    if req.get("stream"):
+        from lib import chunk, sse_reply, usage_chunk
+        return sse_reply(h, [chunk(role="assistant"), chunk("Once "), chunk("upon"),
+                             chunk(finish="length"), usage_chunk(4, 2), "[DONE]"])
+    json_reply(h, 200, {"id": "chatcmpl-9", "object": "chat.completion", "created": 1700000001,
+                        "model": req["model"],
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Once upon"},
+                                     "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}})
+
+
+up.routes["/oai/chat/completions"] = chat_answer
+
+
+def test_completions_through_chat():
+    up.requests.clear()
+    st, js, raw, hdrs = post("/v1/completions", {"model": "gpt-x", "prompt": "Tell a story",
+                                                 "max_tokens": 5, "temperature": 0.5, "stop": ["\n"]})
+    check(st == 200, "%s %s" % (st, raw))
+    sent = up.last_json()
+    check(up.requests[-1]["path"] == "/oai/chat/completions", "path")
+    check(sent["messages"] == [{"role": "user", "content": "Tell a story"}] and sent["max_tokens"] == 5
+          and sent["temperature"] == 0.5 and sent["stop"] == ["\n"] and "prompt" not in sent, "mapped %s" % sent)
+    check(js["object"] == "text_completion" and js["choices"] == [
+        {"text": "Once upon", "index": 0, "logprobs": None, "finish_reason": "stop"}], "answer %s" % js)
+    check(js["usage"]["total_tokens"] == 6, "usage %s" % js)
+    rows = rows_for(hdrs["X-Request-Id"])
+    check(len(rows) == 1 and rows[0]["api"] == "completions" and rows[0]["cost_micro"] == 6, "ledger %s" % rows)
+
+
+def test_completions_stream():
+    st, _, raw, hdrs = post("/v1/completions", {"model": "gpt-x", "prompt": ["Tell"], "stream": True})
+    check(st == 200, "%s %s" % (st, raw))
+    events = [l[6:] for l in raw.decode().split("\n") if l.startswith("data: ")]
+    check(events[-1] == "[DONE]", "ends with [DONE]: %s" % events)
+    chunks = [json.loads(e) for e in events[:-1]]
+    check(all(c["object"] == "text_completion" for c in chunks), "objects %s" % chunks)
+    check("".join(c["choices"][0]["text"] for c in chunks) == "Once upon", "text %s" % chunks)
+    check(chunks[-1]["choices"][0]["finish_reason"] == "length", "finish %s" % chunks[-1])
+    rows = rows_for(hdrs["X-Request-Id"])
+    check(len(rows) == 1 and rows[0]["api"] == "completions" and rows[0]["completion_tokens"] == 2,
+          "ledger %s" % rows)
+
+
+def test_completions_bad_and_upstream_error():
+    for body, field in [({"model": "gpt-x"}, "prompt"), ({"model": "gpt-x", "prompt": ["a", "b"]}, "prompt"),
+                        ({"model": "gpt-x", "prompt": "a", "echo": True}, "echo"),
+                        ({"model": "gpt-x", "prompt": "a", "best_of": 3}, "best_of"),
+                        ({"model": "gpt-x", "prompt": "a", "suffix": "z"}, "suffix")]:
+        st, js, raw, _ = post("/v1/completions", body)
+        check(st == 400 and field in js["error"]["message"], "%s -> %s %s" % (field, st, raw))
+    st, js, raw, hdrs = post("/v1/completions", {"model": "gpt-x", "prompt": "FAIL"})
+    check(st == 429 and js["error"]["type"] == "rate_limit_error", "%s %s" % (st, raw))
+    st, js, raw, _ = post("/v1/completions", {"model": "gte-rerank-none", "prompt": "a"})
+    check(st == 404, "unknown model %s" % st)
+
 if __name__ == "__main__":
     setup()
     run([test_models_list_endpoints, test_rerank_openai_compatible, test_rerank_top_n_passthrough,
          test_rerank_dashscope_native, test_rerank_undeclared_is_400_naming_endpoint,
          test_rerank_bad_bodies, test_rerank_upstream_errors, test_moderations_passthrough,
-         test_images_passthrough, test_oversize_body_413, test_clean_shutdown])
+         test_images_passthrough, test_oversize_body_413, test_completions_through_chat,
+         test_completions_stream, test_completions_bad_and_upstream_error, test_clean_shutdown])
     up.close()
