@@ -12,9 +12,11 @@
  */
 #ifndef LM_COMPLETIONS_H
 #define LM_COMPLETIONS_H
-#include "proto/inbound.h"
+#include "core/buf.h"
+#include "longmen.h"
 
-extern const lm_inbound_t lm_cmpl_api;
+/* The inbound table (inbound.h); declared without it to keep the modules apart. */
+extern const struct lm_inbound_s lm_cmpl_api;
 
 /* The client body -> the canonical chat request (new), or NULL with e
  * filled (400 naming the field). */
