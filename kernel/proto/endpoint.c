@@ -2,6 +2,8 @@
  * operations (endpoint.h). Pure; the caller owns every JSON value. */
 #include "proto/endpoint.h"
 
+#include "conf/priceunit.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -145,4 +147,33 @@ int lm_endpoint_finish(json_t *out, int op, lm_usage *u)
         json_pack("{s:I,s:I}", "prompt_tokens", (json_int_t)(u->prompt > 0 ? u->prompt : 0),
                   "total_tokens", (json_int_t)(u->total > 0 ? u->total : 0));
     return uj ? json_object_set_new(out, "usage", uj) : -1;
+}
+
+static int64_t chars(const json_t *v)
+{
+    int64_t n = 0;
+    size_t i;
+    const json_t *it;
+    if (json_is_string(v)) {
+        const unsigned char *p = (const unsigned char *)json_string_value(v);
+        for (size_t k = 0; k < json_string_length(v); k++)
+            n += (p[k] & 0xc0) != 0x80; /* count lead bytes: code points */
+        return n;
+    }
+    json_array_foreach (v, i, it) /* strings, or {"type":"text","text":...} parts */
+        n += chars(json_is_object(it) ? json_object_get(it, "text") : it);
+    return n;
+}
+
+int64_t lm_endpoint_units(int op, const json_t *canon, int unit)
+{
+    if (op == LM_OP_RERANK && unit == LM_UNIT_1K_SEARCHES)
+        return ((int64_t)json_array_size(json_object_get(canon, "documents")) + 99) / 100;
+    if (op == LM_OP_IMAGES && unit == LM_UNIT_IMAGE) {
+        const json_t *n = json_object_get(canon, "n");
+        return json_is_integer(n) && json_integer_value(n) > 0 ? json_integer_value(n) : 1;
+    }
+    if (op == LM_OP_MODERATIONS && unit == LM_UNIT_1M_CHARS)
+        return chars(json_object_get(canon, "input"));
+    return 0;
 }

@@ -20,4 +20,9 @@ int lm_endpoint_request(int op, json_t *canon, lm_err *e);
  * {"prompt_tokens", "total_tokens"} from *u (read from out's "usage" when
  * unknown). Other ops are left as they are. 0, or -1 on no memory. */
 int lm_endpoint_finish(json_t *out, int op, lm_usage *u);
+/* How many price units (conf/priceunit.h LM_UNIT_*) request canon of op
+ * counts: rerank searches (a query over up to 100 documents each), images
+ * asked for (n, default 1), characters (UTF-8 code points) of a moderations
+ * input; 0 when the unit does not apply to op. */
+int64_t lm_endpoint_units(int op, const json_t *canon, int unit);
 #endif

@@ -79,9 +79,12 @@ channel oai {
     plugin openai
     base_url %s/oai
     api_key sk-up-oai
-    models bge-reranker omni-moderation dall-e-3 gpt-x
+    models bge-reranker omni-moderation dall-e-3 gpt-x rr-units img-units mod-units
     price_input 1
     price_output 1
+    price rr-units 2 per_1k_searches
+    price img-units 0.04 per_image
+    price mod-units 1 per_1m_chars
 }
 channel dash {
     plugin qwen
@@ -251,6 +254,37 @@ def test_oversize_body_413():
     check(st == 413, "oversize: %s" % st)
 
 
+def test_unit_prices_billed():
+    # 150 documents: 2 searches at 2 per 1k searches; the line has no token price
+    st, js, raw, hdrs = post("/v1/rerank", {"model": "rr-units", "query": "q", "documents": ["d"] * 150})
+    check(st == 200, "%s %s" % (st, raw))
+    rows = rows_for(hdrs["X-Request-Id"])
+    check(len(rows) == 1 and rows[0]["cost_micro"] == 4000, "rerank searches: %s" % rows)
+    st, js, raw, hdrs = post("/v1/images/generations", {"model": "img-units", "prompt": "a cat", "n": 3})
+    check(st == 200, "%s %s" % (st, raw))
+    rows = rows_for(hdrs["X-Request-Id"])
+    check(len(rows) == 1 and rows[0]["cost_micro"] == 120000, "3 images at 0.04: %s" % rows)
+    st, js, raw, hdrs = post("/v1/moderations", {"model": "mod-units", "input": "h\u00e9llo"})
+    check(st == 200, "%s %s" % (st, raw))
+    rows = rows_for(hdrs["X-Request-Id"])
+    check(len(rows) == 1 and rows[0]["cost_micro"] == 5, "5 characters at 1 per 1M: %s" % rows)
+
+
+def test_unit_price_line_checked():
+    import os
+    import subprocess
+    from lib import BUILD, PLUGIN_DIR
+    d = tempfile.mkdtemp(prefix="lm-ep-t-")
+    conf = os.path.join(d, "c.conf")
+    with open(conf, "w") as f:
+        f.write("listen 127.0.0.1:1\nplugin_dir %s\nkey k sk-longkey-0001\nchannel a {\n plugin openai\n"
+                " base_url http://127.0.0.1:9/v1\n models m\n price m 2 per_fortnight\n}\n" % PLUGIN_DIR)
+    p = subprocess.run([os.path.join(BUILD, "longmen"), "-t", "-c", conf], capture_output=True, text=True,
+                       timeout=20)
+    check(p.returncode != 0 and "per_1k_searches" in (p.stdout + p.stderr),
+          "an unknown unit is refused with the usage: %s %s" % (p.returncode, p.stdout + p.stderr))
+
+
 def test_clean_shutdown():
     check(gw.stop() == 0, "exit status")
 
@@ -325,5 +359,6 @@ if __name__ == "__main__":
          test_rerank_dashscope_native, test_rerank_undeclared_is_400_naming_endpoint,
          test_rerank_bad_bodies, test_rerank_upstream_errors, test_moderations_passthrough,
          test_images_passthrough, test_oversize_body_413, test_completions_through_chat,
-         test_completions_stream, test_completions_bad_and_upstream_error, test_clean_shutdown])
+         test_completions_stream, test_completions_bad_and_upstream_error, test_unit_prices_billed,
+         test_unit_price_line_checked, test_clean_shutdown])
     up.close()
