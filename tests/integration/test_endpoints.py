@@ -7,6 +7,7 @@ it; bad bodies are 400s naming the field; upstream errors keep the OpenAI
 error shape and bill nothing; answers are billed into the ledger with the
 endpoint in the row's api column."""
 import json
+import os
 import re
 import tempfile
 import time
@@ -70,11 +71,31 @@ up.routes["/oai/images/generations"] = images
 up.routes["/api/v1/services/rerank/text-rerank/text-rerank"] = qwen_rerank
 
 
+LUA = """
+-- every stage runs for every endpoint; on_request sees req.api and may refuse
+function on_request(req)
+    req.meta.api_seen = req.api
+    if req.params and req.params.query == "LUA-REJECT" then
+        return lm.reject(403, "refused by script", "script_refused")
+    end
+end
+function on_route(req, candidates) end
+function on_upstream_request(req, up) end
+function on_response(body) end
+function on_usage(usage, price, charge) end
+function on_log(record) end
+"""
+
+
 def setup():
     global gw, admin_port, token, secret
     admin_port = free_port()
     data_dir = tempfile.mkdtemp(prefix="lm-ep-")
-    gw = Gateway(extra="data_dir %s\nadmin_listen 127.0.0.1:%d\n" % (data_dir, admin_port), channels="""
+    script = os.path.join(data_dir, "tag.lua")
+    with open(script, "w") as f:
+        f.write(LUA)
+    gw = Gateway(extra="data_dir %s\nadmin_listen 127.0.0.1:%d\nscript tag %s\n" % (data_dir, admin_port, script),
+                 channels="""
 channel oai {
     plugin openai
     base_url %s/oai
@@ -254,6 +275,14 @@ def test_oversize_body_413():
     check(st == 413, "oversize: %s" % st)
 
 
+def test_lua_stages_apply():
+    st, js, raw, _ = post("/v1/rerank", {"model": "bge-reranker", "query": "LUA-REJECT", "documents": ["a"]})
+    check(st == 403 and js["error"]["code"] == "script_refused", "on_request refuses a rerank: %s %s" % (st, raw))
+    # the other requests of this file ran every stage of the script too
+    st, js, raw, _ = post("/v1/rerank", {"model": "bge-reranker", "query": "q", "documents": ["a"]})
+    check(st == 200, "a rerank through every stage: %s %s" % (st, raw))
+
+
 def test_unit_prices_billed():
     # 150 documents: 2 searches at 2 per 1k searches; the line has no token price
     st, js, raw, hdrs = post("/v1/rerank", {"model": "rr-units", "query": "q", "documents": ["d"] * 150})
@@ -359,6 +388,6 @@ if __name__ == "__main__":
          test_rerank_dashscope_native, test_rerank_undeclared_is_400_naming_endpoint,
          test_rerank_bad_bodies, test_rerank_upstream_errors, test_moderations_passthrough,
          test_images_passthrough, test_oversize_body_413, test_completions_through_chat,
-         test_completions_stream, test_completions_bad_and_upstream_error, test_unit_prices_billed,
+         test_completions_stream, test_completions_bad_and_upstream_error, test_lua_stages_apply, test_unit_prices_billed,
          test_unit_price_line_checked, test_clean_shutdown])
     up.close()
