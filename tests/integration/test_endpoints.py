@@ -326,6 +326,10 @@ def chat_answer(h, body):
     msgs = req["messages"]
     if msgs[0]["content"] == "FAIL":
         return json_reply(h, 429, {"error": {"message": "slow down", "type": "rate_limit_error"}})
+    if req.get("stream") and msgs[0]["content"] == "SLOW":
+        from lib import chunk, sse_reply
+        return sse_reply(h, [chunk(role="assistant")] + [chunk("tok ") for _ in range(40)]
+                         + [chunk(finish="stop"), "[DONE]"], delay=0.1)
     if req.get("stream"):
         from lib import chunk, sse_reply, usage_chunk
         return sse_reply(h, [chunk(role="assistant"), chunk("Once "), chunk("upon"),
@@ -370,6 +374,28 @@ def test_completions_stream():
           "ledger %s" % rows)
 
 
+def test_completions_stream_client_abort():
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=WAIT)
+    c.request("POST", "/v1/completions", body=json.dumps({"model": "gpt-x", "prompt": "SLOW", "stream": True}),
+              headers={"Authorization": "Bearer " + secret, "Content-Type": "application/json"})
+    r = c.getresponse()
+    rid = r.getheader("X-Request-Id")
+    first = r.fp.readline()
+    check(r.status == 200 and first, "stream started: %s %r" % (r.status, first))
+    c.sock.close()  # leave mid-stream
+    c.close()
+    deadline = time.time() + WAIT
+    while time.time() < deadline and not any(e[0] == "closed" for e in up.events):
+        time.sleep(0.05)
+    check(any(e[0] == "closed" for e in up.events), "the upstream transfer was cancelled")
+    rows = rows_for(rid)
+    check(len(rows) == 1 and rows[0]["api"] == "completions" and rows[0]["client_aborted"] in (1, True),
+          "one client_aborted row: %s" % rows)
+    st, js, raw, _ = post("/v1/completions", {"model": "gpt-x", "prompt": "after"})
+    check(st == 200, "still serving: %s" % st)
+
+
 def test_completions_bad_and_upstream_error():
     for body, field in [({"model": "gpt-x"}, "prompt"), ({"model": "gpt-x", "prompt": ["a", "b"]}, "prompt"),
                         ({"model": "gpt-x", "prompt": "a", "echo": True}, "echo"),
@@ -388,6 +414,7 @@ if __name__ == "__main__":
          test_rerank_dashscope_native, test_rerank_undeclared_is_400_naming_endpoint,
          test_rerank_bad_bodies, test_rerank_upstream_errors, test_moderations_passthrough,
          test_images_passthrough, test_oversize_body_413, test_completions_through_chat,
-         test_completions_stream, test_completions_bad_and_upstream_error, test_lua_stages_apply, test_unit_prices_billed,
+         test_completions_stream, test_completions_stream_client_abort,
+         test_completions_bad_and_upstream_error, test_lua_stages_apply, test_unit_prices_billed,
          test_unit_price_line_checked, test_clean_shutdown])
     up.close()
