@@ -107,6 +107,8 @@ struct lmo_inst {
     int stream_usage;            /* ask the upstream for stream usage (default 1) */
     lm_str hdr[LMO_MAX_HEADERS]; /* q->cfg_headers values (borrowed config), empty when unset */
     char *base;                  /* the API root without a trailing '/' (ABI 1.3 endpoints) */
+    int native_completions;      /* channel setting `completions native`: LM_OP_COMPLETIONS
+                                    goes to <base>/completions (else it is sent as chat) */
 };
 
 /* Per request (c->rstate). */
@@ -143,6 +145,14 @@ void lmo_req_close(void *istate, lm_call *c);
  * meta.billed_units, SiliconFlow's meta.tokens). A plugin opts in by
  * declaring the LM_EP_* bits in its table. */
 int lmo_is_endpoint_op(int op);
+/* The op this channel sends: LM_OP_COMPLETIONS without `completions native`
+ * is sent as the chat request it already is (the kernel's mapping). */
+int lmo_wire_op(const lmo_inst *in, const lm_call *c);
+/* LM_OP_COMPLETIONS: the chat body's one user message becomes "prompt"
+ * (other shapes: LM_ENOTSUP), and an upstream text_completion answer or
+ * chunk (root, mutable) is rewritten as chat (text -> message/delta content). */
+int lmo_completions_body(json_t *body, lm_err *e);
+void lmo_completion_as_chat(json_t *root, int stream);
 /* The upstream URL of op (new, host->free), or NULL on no memory. */
 char *lmo_endpoint_url(const lmo_inst *in, int op);
 int lmo_endpoint_response(lmo_inst *in, lm_call *c, lm_str body, json_t **out, lm_usage *usage,

@@ -62,3 +62,10 @@ int lm_endpoint_check(const lm_provider *vt, int op, lm_err *e)
                       "%s: this model's channel (plugin %s) does not serve this endpoint",
                       lm_endpoint_path(op), vt->name ? vt->name : "?");
 }
+
+int lm_endpoint_call_op(const lm_provider *vt, int op, int completions)
+{
+    if (completions && vt->hdr.minor >= 3 && (vt->endpoints & LM_EP_COMPLETIONS))
+        return LM_OP_COMPLETIONS;
+    return op;
+}

@@ -19,6 +19,10 @@ const char *lm_endpoint_path(int op);
 /* A new JSON array of the names of mask's endpoints ("chat", "embeddings",
  * "completions", "rerank", "moderations", "images"), or NULL on no memory. */
 json_t *lm_endpoints_json(uint32_t mask);
+/* The op a plugin's lm_call carries: LM_OP_COMPLETIONS for a /v1/completions
+ * request (completions 1) when vt declares LM_EP_COMPLETIONS itself (the
+ * canonical request is still chat; the plugin may send it natively), else op. */
+int lm_endpoint_call_op(const lm_provider *vt, int op, int completions);
 /* 0 when vt serves op; else LM_ENOTSUP with e filled: a 400
  * endpoint_unsupported naming the endpoint and the plugin. */
 int lm_endpoint_check(const lm_provider *vt, int op, lm_err *e);

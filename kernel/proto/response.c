@@ -96,7 +96,7 @@ static int encode_embeddings(json_t *out)
 
 int lm_response_finish(json_t *out, int op, int want_base64, lm_usage *usage)
 {
-    if (op != LM_OP_CHAT && op != LM_OP_EMBED) /* 1.3 endpoints (endpoint.h) */
+    if (op != LM_OP_CHAT && op != LM_OP_EMBED && op != LM_OP_COMPLETIONS) /* endpoint.h */
         return lm_endpoint_finish(out, op, usage);
     if (write_usage(out, op, usage) < 0)
         return -1;

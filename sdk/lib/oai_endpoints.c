@@ -12,7 +12,7 @@ static const char *path_of(int op)
     case LM_OP_RERANK: return "/rerank";
     case LM_OP_MODERATIONS: return "/moderations";
     case LM_OP_IMAGES: return "/images/generations";
-    case LM_OP_COMPLETIONS: return "/completions";
+    case LM_OP_COMPLETIONS: return "/completions"; /* only with `completions native` */
     default: return NULL;
     }
 }
@@ -75,4 +75,39 @@ int lmo_endpoint_response(lmo_inst *in, lm_call *c, lm_str body, json_t **out, l
     }
     json_decref(j);
     return LM_OK;
+}
+
+int lmo_wire_op(const lmo_inst *in, const lm_call *c)
+{
+    return c->op == LM_OP_COMPLETIONS && !in->native_completions ? LM_OP_CHAT : c->op;
+}
+
+int lmo_completions_body(json_t *body, lm_err *e)
+{
+    const json_t *msgs = json_object_get(body, "messages"), *m = json_array_get(msgs, 0);
+    const json_t *ct = json_object_get(m, "content");
+    if (json_array_size(msgs) != 1 || !lms_streq(lms_jstr(m, "role"), "user") ||
+        !json_is_string(ct))
+        return lms_unsupported(e, "messages: a native completions upstream takes one prompt");
+    if (json_object_set(body, "prompt", (json_t *)ct) < 0)
+        return lms_oom(e);
+    json_object_del(body, "messages");
+    return LM_OK;
+}
+
+void lmo_completion_as_chat(json_t *root, int stream)
+{
+    json_t *choices = json_object_get(root, "choices"), *ch;
+    size_t i;
+    json_object_set_new(root, "object",
+                        json_string(stream ? "chat.completion.chunk" : "chat.completion"));
+    json_array_foreach (choices, i, ch) {
+        json_t *t = json_object_get(ch, "text");
+        json_t *part = stream ? json_object() : json_pack("{s:s}", "role", "assistant");
+        if (part && json_is_string(t) && (!stream || json_string_length(t) > 0))
+            json_object_set(part, "content", t);
+        json_object_set_new(ch, stream ? "delta" : "message", part ? part : json_object());
+        json_object_del(ch, "text");
+        json_object_del(ch, "logprobs");
+    }
 }

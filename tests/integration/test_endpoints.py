@@ -115,12 +115,20 @@ channel dash {
     price_input 2
     price_output 2
 }
+channel native {
+    plugin openai
+    base_url %s/nat
+    completions native
+    models base-x
+    price_input 1
+    price_output 1
+}
 channel local {
     plugin ollama
     base_url %s/ollama
     models llama3
 }
-""" % (up.url, up.url, up.url))
+""" % (up.url, up.url, up.url, up.url))
     token = TOKEN_RE.search(gw.logtext()).group(1)
     st, k = admin_call(admin_port, token, "POST", "/admin/keys", {"name": "ep", "quota": "10"})
     check(st == 201, "key: %s %s" % (st, k))
@@ -344,6 +352,48 @@ def chat_answer(h, body):
 up.routes["/oai/chat/completions"] = chat_answer
 
 
+def native_completions(h, body):
+    req = json.loads(body)
+    if req.get("stream"):
+        from lib import sse_reply
+        ev = [{"id": "cmpl-n", "object": "text_completion", "created": 5, "model": "base-x",
+               "choices": [{"text": t, "index": 0, "logprobs": None, "finish_reason": f}]}
+              for t, f in (("Hello", None), (" world", None), ("", "length"))]
+        ev.append({"id": "cmpl-n", "object": "text_completion", "created": 5, "model": "base-x", "choices": [],
+                   "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
+        return sse_reply(h, ev + ["[DONE]"])
+    json_reply(h, 200, {"id": "cmpl-n", "object": "text_completion", "created": 5, "model": "base-x",
+                        "choices": [{"text": "Hello world", "index": 0, "logprobs": None, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
+
+
+up.routes["/nat/completions"] = native_completions
+
+
+def test_completions_native_passthrough():
+    up.requests.clear()
+    st, js, raw, hdrs = post("/v1/completions", {"model": "base-x", "prompt": "Say", "max_tokens": 7})
+    check(st == 200, "%s %s" % (st, raw))
+    r = up.requests[-1]
+    sent = json.loads(r["body"])
+    check(r["path"] == "/nat/completions" and sent["prompt"] == "Say" and "messages" not in sent
+          and sent["max_tokens"] == 7, "native request: %s %s" % (r["path"], sent))
+    check(js["object"] == "text_completion" and js["choices"][0]["text"] == "Hello world"
+          and js["usage"]["total_tokens"] == 5, "answer %s" % js)
+    rows = rows_for(hdrs["X-Request-Id"])
+    check(len(rows) == 1 and rows[0]["api"] == "completions" and rows[0]["cost_micro"] == 5, "ledger %s" % rows)
+    st, _, raw, hdrs = post("/v1/completions", {"model": "base-x", "prompt": "Say", "stream": True})
+    check(st == 200, "stream %s %s" % (st, raw))
+    sent = up.last_json()
+    check(sent["stream"] is True and sent["prompt"] == "Say", "native stream request %s" % sent)
+    events = [l[6:] for l in raw.decode().split("\n") if l.startswith("data: ")]
+    chunks = [json.loads(e) for e in events[:-1]]
+    check(events[-1] == "[DONE]" and "".join(c["choices"][0]["text"] for c in chunks) == "Hello world"
+          and chunks[-1]["choices"][0]["finish_reason"] == "length", "stream %s" % events)
+    rows = rows_for(hdrs["X-Request-Id"])
+    check(len(rows) == 1 and rows[0]["completion_tokens"] == 2, "stream ledger %s" % rows)
+
+
 def test_completions_through_chat():
     up.requests.clear()
     st, js, raw, hdrs = post("/v1/completions", {"model": "gpt-x", "prompt": "Tell a story",
@@ -414,7 +464,7 @@ if __name__ == "__main__":
          test_rerank_dashscope_native, test_rerank_undeclared_is_400_naming_endpoint,
          test_rerank_bad_bodies, test_rerank_upstream_errors, test_moderations_passthrough,
          test_images_passthrough, test_oversize_body_413, test_completions_through_chat,
-         test_completions_stream, test_completions_stream_client_abort,
+         test_completions_stream, test_completions_stream_client_abort, test_completions_native_passthrough,
          test_completions_bad_and_upstream_error, test_lua_stages_apply, test_unit_prices_billed,
          test_unit_price_line_checked, test_clean_shutdown])
     up.close()
