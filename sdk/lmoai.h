@@ -106,6 +106,9 @@ struct lmo_inst {
     const char *key;             /* the key inside auth, for scrubbing */
     int stream_usage;            /* ask the upstream for stream usage (default 1) */
     lm_str hdr[LMO_MAX_HEADERS]; /* q->cfg_headers values (borrowed config), empty when unset */
+    char *base;                  /* the API root without a trailing '/' (ABI 1.3 endpoints) */
+    int native_completions;      /* channel setting `completions native`: LM_OP_COMPLETIONS
+                                    goes to <base>/completions (else it is sent as chat) */
 };
 
 /* Per request (c->rstate). */
@@ -134,6 +137,26 @@ void lmo_req_close(void *istate, lm_call *c);
 #define LMO_CALLBACKS                                                                              \
     .fini = lmo_fini, .build_request = lmo_build_request, .parse_response = lmo_parse_response,    \
     .parse_event = lmo_parse_event, .map_error = lmo_map_error, .req_close = lmo_req_close
+
+/* ABI 1.3 endpoints (oai_endpoints.c): for an op other than chat and
+ * embeddings, <base>/rerank, /moderations, /images/generations or
+ * /completions with the client's body (model mapped); the answer is
+ * forwarded with its usage read (rerank: usage.total_tokens, Cohere's
+ * meta.billed_units, SiliconFlow's meta.tokens). A plugin opts in by
+ * declaring the LM_EP_* bits in its table. */
+int lmo_is_endpoint_op(int op);
+/* The op this channel sends: LM_OP_COMPLETIONS without `completions native`
+ * is sent as the chat request it already is (the kernel's mapping). */
+int lmo_wire_op(const lmo_inst *in, const lm_call *c);
+/* LM_OP_COMPLETIONS: the chat body's one user message becomes "prompt"
+ * (other shapes: LM_ENOTSUP), and an upstream text_completion answer or
+ * chunk (root, mutable) is rewritten as chat (text -> message/delta content). */
+int lmo_completions_body(json_t *body, lm_err *e);
+void lmo_completion_as_chat(json_t *root, int stream);
+/* The upstream URL of op (new, host->free), or NULL on no memory. */
+char *lmo_endpoint_url(const lmo_inst *in, int op);
+int lmo_endpoint_response(lmo_inst *in, lm_call *c, lm_str body, json_t **out, lm_usage *usage,
+                          lm_err *e);
 
 /* Fill e from an error body j (status < 400: reported inside a 2xx body or
  * a stream, so 502 unless a code maps it). Returns 1 when j is an error. */

@@ -50,7 +50,7 @@ extern "C" {
 #endif
 
 #define LM_ABI_MAJOR 1
-#define LM_ABI_MINOR 2
+#define LM_ABI_MINOR 3
 
 #if defined(__GNUC__)
 #define LM_EXPORT       __attribute__((visibility("default")))
@@ -156,8 +156,33 @@ enum {
     LM_USAGE_DELTA = 1       /* each report is an increment: reports are summed */
 };
 
-/* Operations (lm_call.op). */
-enum { LM_OP_CHAT = 1, LM_OP_EMBED = 2 };
+/* Operations (lm_call.op). 1.3 adds the endpoint operations; the kernel
+ * calls a plugin with one only when its lm_provider.endpoints declares the
+ * endpoint, so older plugins never see them. Their canonical request is the
+ * client's body (OpenAI's shape, or Cohere/Jina's for rerank, "model"
+ * mapped); parse_response returns that endpoint's answer (see sdk/ABI.md). */
+enum {
+    LM_OP_CHAT = 1,
+    LM_OP_EMBED = 2,
+    LM_OP_COMPLETIONS = 3, /* 1.3: POST /v1/completions (legacy text completions) */
+    LM_OP_RERANK = 4,      /* 1.3: POST /v1/rerank */
+    LM_OP_MODERATIONS = 5, /* 1.3: POST /v1/moderations */
+    LM_OP_IMAGES = 6       /* 1.3: POST /v1/images/generations */
+};
+
+/* Data-plane endpoints a provider serves (lm_provider.endpoints, ABI 1.3).
+ * A table built for 1.0-1.2, or one that leaves endpoints 0, serves chat
+ * (LM_CAP_CHAT) and embeddings (LM_CAP_EMBED) as before. /v1/completions is
+ * served for every chat provider through the chat path (docs/endpoints.md);
+ * LM_EP_COMPLETIONS declares the provider's own completions API. */
+#define LM_EP_CHAT             (1u << 0)
+#define LM_EP_EMBEDDINGS       (1u << 1)
+#define LM_EP_COMPLETIONS      (1u << 2)
+#define LM_EP_RERANK           (1u << 3)
+#define LM_EP_MODERATIONS      (1u << 4)
+#define LM_EP_IMAGES           (1u << 5)
+#define LM_EP_AUDIO_TRANSCRIBE (1u << 6) /* reserved: not routed by this kernel yet */
+#define LM_EP_AUDIO_SPEECH     (1u << 7) /* reserved: not routed by this kernel yet */
 
 /* Log levels for host->log. */
 enum { LM_LOG_ERROR = 0, LM_LOG_WARN = 1, LM_LOG_INFO = 2, LM_LOG_DEBUG = 3 };
@@ -373,6 +398,12 @@ typedef struct lm_provider {
     const lm_param_range *param_ranges;
     int embed_max_inputs;
     uint32_t flags;
+
+    /* ---- 1.3: more data-plane endpoints ----
+     * endpoints: LM_EP_* this provider serves; 0 (or a 1.0-1.2 table) means
+     * chat and embeddings as its caps say. A request for an endpoint no
+     * channel of the model declares is a 400 naming the endpoint. */
+    uint32_t endpoints;
 } lm_provider;
 
 /* The one exported symbol. Returns static data; must not allocate. */

@@ -2,6 +2,7 @@
  * lm_conf_t snapshot (conf.h). Control thread (start, reload, longmen -t);
  * the caller owns the snapshot and frees it with lm_conf_free. */
 #include "conf/conf.h"
+#include "conf/priceunit.h"
 
 #include "core/log.h"
 #include "core/money.h"
@@ -491,18 +492,31 @@ static int close_channel(parser_t *ps)
     return 0;
 }
 
-/* price GLOB INPUT OUTPUT [CACHED_INPUT [PER_REQUEST]] (money units). */
+/* price GLOB INPUT OUTPUT [CACHED_INPUT [PER_REQUEST]] (money units), or
+ * price GLOB AMOUNT UNIT (conf/priceunit.h). */
 static int add_price(parser_t *ps, lm_model_price_t **list, size_t *n, char **w, int nw)
 {
     lm_model_price_t p = {0};
     int64_t *v[] = {&p.input, &p.output, &p.cached_input, &p.per_request};
-    if (nw < 4 || nw > 6)
+    int unit = nw == 4 ? lm_price_unit_parse(w[3]) : -1;
+    if (nw == 4 && unit < 0 && strncmp(w[3], "per_", 4) == 0)
+        return fail(ps,
+                    "price: unknown unit \"%s\" (per_1k_searches, per_image, per_second, "
+                    "per_1m_chars)",
+                    w[3]);
+    if (unit > 0) { /* one amount per unit, no token prices */
+        p.unit = unit;
+        v[0] = &p.per_unit;
+        nw = 3;
+    } else if (nw < 4 || nw > 6) {
         return fail(ps, "usage: price MODEL INPUT OUTPUT [CACHED_INPUT [PER_REQUEST]] "
-                        "(money units per 1M tokens, e.g. price gpt-4o* 2.5 10 1.25)");
+                        "(money units per 1M tokens, e.g. price gpt-4o* 2.5 10 1.25), or price "
+                        "MODEL AMOUNT per_1k_searches|per_image|per_second|per_1m_chars");
+    }
     for (int i = 2; i < nw; i++)
         if (lm_money_parse(w[i], v[i - 2]) < 0 || *v[i - 2] < 0)
             return fail(ps, "price: \"%s\" is not an amount >= 0 such as 2.5", w[i]);
-    p.has_cached = nw >= 5;
+    p.has_cached = p.unit == 0 && nw >= 5;
     lm_model_price_t *nl = realloc(*list, (*n + 1) * sizeof(*nl));
     if (nl == NULL || (p.pattern = strdup(w[1])) == NULL) {
         if (nl)
@@ -539,6 +553,16 @@ void lm_conf_price(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *mod
     *output = ch->price_output;
     *cached_input = ch->price_cached_input ? ch->price_cached_input : ch->price_input;
     *per_request = ch->price_per_request;
+}
+
+void lm_conf_price_unit(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *model, int *unit,
+                        int64_t *per_unit)
+{
+    const lm_model_price_t *p = find_price(ch->prices, ch->nprices, model);
+    if (p == NULL && !ch->flat_price && c)
+        p = find_price(c->prices, c->nprices, model);
+    *unit = p ? p->unit : 0;
+    *per_unit = p ? p->per_unit : 0;
 }
 
 static void free_prices(lm_model_price_t *l, size_t n)

@@ -39,6 +39,10 @@ typedef struct lm_model_price_s {
     char *pattern; /* fnmatch pattern on the upstream model id */
     int64_t input, output, cached_input, per_request;
     int has_cached; /* cached_input was given (else it is input) */
+    /* `price GLOB AMOUNT UNIT` (conf/priceunit.h): a unit price instead of
+     * token prices; unit 0 (LM_UNIT_TOKENS) for a token price line */
+    int unit;
+    int64_t per_unit; /* micro-units per unit */
 } lm_model_price_t;
 
 typedef struct lm_chan_conf_s {
@@ -176,6 +180,11 @@ int lm_conf_parse_channels(lm_conf_t *c, const char *path, const char *text, siz
  * lines; 0 when none applies. Outputs micro-units per 1M tokens. */
 void lm_conf_price(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *model, int64_t *input,
                    int64_t *output, int64_t *cached_input, int64_t *per_request);
+/* The unit price of `model` on ch (conf/priceunit.h), found as
+ * lm_conf_price finds a price line: *unit LM_UNIT_* (0 = tokens) and
+ * *per_unit micro-units per unit; 0 and 0 when no unit line matches. */
+void lm_conf_price_unit(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *model, int *unit,
+                        int64_t *per_unit);
 /* Read and parse a file. */
 int lm_conf_load(const char *path, lm_conf_t **out, char *err, size_t errlen);
 /* lm_conf_load with flags. LM_CONF_KEEP_ENV leaves every env:NAME value as

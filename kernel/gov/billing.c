@@ -46,6 +46,16 @@ int64_t lm_billing_cost(const lm_price_t *p, const lm_tokens_t *t)
     return finish_cost(sum, p->per_request);
 }
 
+int64_t lm_billing_unit_cost(int64_t per_unit, int64_t divisor, int64_t units)
+{
+    int64_t n = units > ((int64_t)1 << 40) ? (int64_t)1 << 40 : nonneg(units);
+    if (divisor <= 0)
+        divisor = 1;
+    u128 sum = (u128)n * (u128)nonneg(per_unit); /* < 2^103: exact */
+    u128 q = sum / (u128)divisor + (sum % (u128)divisor != 0);
+    return q > (u128)INT64_MAX ? INT64_MAX : (int64_t)q;
+}
+
 int64_t lm_billing_worst_case(const lm_price_t *p, int64_t prompt_estimate, int64_t max_output)
 {
     int64_t in =

@@ -49,6 +49,10 @@ typedef struct lm_tokens_s {
     int64_t prompt, completion, cached, reasoning;
 } lm_tokens_t;
 
+/* The cost of `units` at per_unit micro-units per `divisor` units (a unit
+ * price line, conf/priceunit.h: 1000 searches, 1 image, ...), rounded up to
+ * the micro-unit; units are capped at 2^40, the result saturates. */
+int64_t lm_billing_unit_cost(int64_t per_unit, int64_t divisor, int64_t units);
 /* 0 if every price is >= 0, else -1. */
 int lm_price_check(const lm_price_t *p);
 int64_t lm_billing_cost(const lm_price_t *p, const lm_tokens_t *t);

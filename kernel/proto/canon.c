@@ -2,6 +2,8 @@
  * (canon.h). Pure; the caller owns canon and the prep. */
 #include "proto/canon.h"
 
+#include "plugin/endpoints.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -38,6 +40,8 @@ static int check_caps(const lm_provider *vt, int op, int stream, const json_t *c
     char where[64], msg[160];
     if (stream && !(vt->caps & LM_CAP_STREAM))
         return refuse(e, "stream_unsupported", "this model does not support streaming");
+    if (op != LM_OP_CHAT && op != LM_OP_EMBED) /* 1.3 endpoints: declared, or a 400 naming it */
+        return lm_endpoint_check(vt, op, e);
     if (op == LM_OP_EMBED)
         return (vt->caps & LM_CAP_EMBED)
                    ? 0

@@ -31,7 +31,13 @@ enum {
     LM_API_CHAT = 0,      /* /v1/chat/completions and /v1/embeddings: identity */
     LM_API_MESSAGES = 1,  /* /v1/messages: Anthropic Messages (proto/msgs.h) */
     LM_API_RESPONSES = 2, /* /v1/responses: OpenAI Responses (proto/responses.h) */
-    LM_API_COUNT = 8      /* room for more (the table in inbound.c is sparse) */
+    /* 1.3 endpoints: identity like chat (the body goes to the plugin as it
+     * is), named apart for Lua's req.api, the ledger and the access log */
+    LM_API_RERANK = 3,      /* /v1/rerank */
+    LM_API_MODERATIONS = 4, /* /v1/moderations */
+    LM_API_IMAGES = 5,      /* /v1/images/generations */
+    LM_API_COMPLETIONS = 6, /* /v1/completions through chat (proto/completions.h) */
+    LM_API_COUNT = 8        /* room for more (the table in inbound.c is sparse) */
 };
 
 /* A body route's tag carries the operation and the inbound API. */

@@ -6,6 +6,7 @@
 #include "core/b64.h"
 #include "core/errors.h"
 #include "plugin/plugin.h"
+#include "proto/endpoint.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,8 @@ static int encode_embeddings(json_t *out)
 
 int lm_response_finish(json_t *out, int op, int want_base64, lm_usage *usage)
 {
+    if (op != LM_OP_CHAT && op != LM_OP_EMBED && op != LM_OP_COMPLETIONS) /* endpoint.h */
+        return lm_endpoint_finish(out, op, usage);
     if (write_usage(out, op, usage) < 0)
         return -1;
     return op == LM_OP_EMBED && want_base64 ? encode_embeddings(out) : 0;
@@ -106,6 +109,10 @@ int lm_response_finish(json_t *out, int op, int want_base64, lm_usage *usage)
 static int verbatim_ok(const json_t *body, int op, int want_base64)
 {
     json_t *u = json_object_get(body, "usage");
+    if (op == LM_OP_MODERATIONS || op == LM_OP_IMAGES)
+        return 1;           /* their answers go out as the upstream wrote them */
+    if (op == LM_OP_RERANK) /* results are sorted and usage written by the kernel */
+        return 0;
     if (op == LM_OP_EMBED && want_base64)
         return 0;
     return u != NULL && json_is_integer(json_object_get(u, "total_tokens"));

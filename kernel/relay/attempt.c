@@ -3,6 +3,8 @@
  * the relay's worker. r->up belongs to the pool until upstream_done. */
 #include "relay/attempt.h"
 #include "core/clock.h"
+#include "plugin/endpoints.h"
+#include "proto/completions.h"
 
 #include "core/errors.h"
 #include "core/log.h"
@@ -671,7 +673,7 @@ int lm_attempt_build(lm_relay_t *r)
 
     snprintf(r->upstream_model, sizeof(r->upstream_model), "%s", route->upstream);
     r->call = (lm_call){.hdr = LM_ABI_HDR(lm_call),
-                        .op = r->op,
+                        .op = lm_endpoint_call_op(vt, r->op, r->api == &lm_cmpl_api),
                         .stream = r->op == LM_OP_CHAT &&
                                   json_is_true(json_object_get(r->canon, "stream")),
                         .model = r->upstream_model,

@@ -26,7 +26,9 @@
 #include "core/log.h"
 #include "gov/auth.h"
 #include "gov/authguard.h"
+#include "plugin/endpoints.h"
 #include "proto/canon.h"
+#include "proto/endpoint.h"
 #include "proto/reqcheck.h"
 #include "relay/attempt.h"
 #include "relay/cache.h"
@@ -307,9 +309,9 @@ static int admit(lm_relay_t *r, const char *model)
     json_t *mt = json_object_get(r->canon, "max_tokens");
     if (!json_is_integer(mt))
         mt = json_object_get(r->canon, "max_completion_tokens");
-    int64_t max_tokens = json_is_integer(mt)    ? json_integer_value(mt)
-                         : r->op == LM_OP_EMBED ? 0
-                                                : 4096;
+    int64_t max_tokens = json_is_integer(mt)   ? json_integer_value(mt)
+                         : r->op == LM_OP_CHAT ? 4096
+                                               : 0;
     lm_price_t price;
     lm_gov_price(r->rt->conf, r->cands[0].inst->chan, r->cands[0].upstream, &price);
     if (lm_gov_admit(&r->gov, model, &price, r->prompt_est, max_tokens, &retry, &e) == 0)
@@ -404,6 +406,22 @@ static int all_held(lm_relay_t *r)
     return 1;
 }
 
+/* Only channels whose plugin serves the endpoint stay candidates (ABI 1.3);
+ * none left is a 400 naming the endpoint. */
+static int keep_serving(lm_relay_t *r, lm_err *e)
+{
+    size_t n = 0;
+    if (r->op == LM_OP_CHAT || r->op == LM_OP_EMBED) /* canon.c's capability checks answer */
+        return 0;
+    for (size_t i = 0; i < r->ncands; i++)
+        if (lm_endpoints_of(&r->cands[i].inst->plugin->vt) & lm_endpoint_bit(r->op))
+            r->cands[n++] = r->cands[i];
+    if (n == 0)
+        return lm_endpoint_check(&r->cands[0].inst->plugin->vt, r->op, e) < 0 ? -1 : 0;
+    r->ncands = n;
+    return 0;
+}
+
 /* Scripts see the request first (on_request may reject or rewrite it,
  * including the model), then the candidate channels (on_route). */
 static int route_request(lm_relay_t *r)
@@ -432,6 +450,8 @@ static int route_request(lm_relay_t *r)
                    "The model '%.128s' does not exist or you do not have access to it.", model);
         return lm_out_error(r, &e);
     }
+    if (keep_serving(r, &e) < 0)
+        return lm_out_error(r, &e);
     order_candidates(r, model);
     if (all_held(r))
         return 0;
@@ -526,9 +546,13 @@ static int handle(lm_relay_t *r, int method_ok)
     }
     if (r->canon == NULL)
         return lm_out_error(r, &e);
-    if ((r->op == LM_OP_CHAT ? lm_reqcheck_chat(r->canon, &e) : lm_reqcheck_embed(r->canon, &e)) <
-        0)
+    int ck = r->op == LM_OP_CHAT    ? lm_reqcheck_chat(r->canon, &e)
+             : r->op == LM_OP_EMBED ? lm_reqcheck_embed(r->canon, &e)
+                                    : lm_endpoint_request(r->op, r->canon, &e);
+    if (ck < 0)
         return lm_out_error(r, &e);
+    if (ck > 0) /* a rerank document object was sent as its text */
+        r->canon_edited = 1;
     if (r->op == LM_OP_EMBED) /* the kernel encodes; plugins always see floats */
         r->canon_edited = r->want_b64 = lm_canon_take_encoding(r->canon);
     return route_request(r);

@@ -5,6 +5,7 @@
 
 #include "core/log.h"
 #include "plugin/crash.h"
+#include "plugin/endpoints.h"
 
 #include <fnmatch.h>
 #include <stdio.h>
@@ -49,14 +50,26 @@ static int add_routes(lm_rt_t *rt, lm_inst_t *inst)
     return 0;
 }
 
+uint32_t lm_rt_model_endpoints(const lm_rt_t *rt, const char *model)
+{
+    lm_route_t c[8];
+    uint32_t m = 0;
+    size_t n = lm_rt_candidates(rt, model, c, sizeof(c) / sizeof(c[0]));
+    for (size_t i = 0; i < n; i++)
+        m |= lm_endpoints_of(&c[i].inst->plugin->vt);
+    return m;
+}
+
 static char *build_models_json(const lm_rt_t *rt)
 {
     json_t *data = json_array();
     for (size_t i = 0; i < rt->nroutes; i++)
         if (!strpbrk(rt->routes[i].model, "*?[")) /* globs are not model ids */
-            json_array_append_new(data, json_pack("{s:s,s:s,s:i,s:s}", "id", rt->routes[i].model,
-                                                  "object", "model", "created", 0, "owned_by",
-                                                  rt->routes[i].inst->chan->plugin));
+            json_array_append_new(
+                data,
+                json_pack("{s:s,s:s,s:i,s:s,s:o*}", "id", rt->routes[i].model, "object", "model",
+                          "created", 0, "owned_by", rt->routes[i].inst->chan->plugin, "endpoints",
+                          lm_endpoints_json(lm_rt_model_endpoints(rt, rt->routes[i].model))));
     json_t *o = json_pack("{s:s,s:o}", "object", "list", "data", data);
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);

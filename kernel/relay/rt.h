@@ -70,4 +70,7 @@ void lm_rt_unref(lm_rt_t *rt);
 lm_route_strategy_t lm_rt_strategy(const lm_rt_t *rt, const char *model);
 /* The route for a client model name, or NULL. */
 const lm_route_t *lm_rt_route(const lm_rt_t *rt, const char *model);
+/* The LM_EP_* endpoints any channel serving `model` declares (ABI 1.3;
+ * plugin/endpoints.h), for GET /v1/models. */
+uint32_t lm_rt_model_endpoints(const lm_rt_t *rt, const char *model);
 #endif

@@ -3,7 +3,10 @@
  * and request metrics. Thread: the relay's worker; the store's writer
  * thread only posts settle_ev back to it. */
 #include "relay/settle.h"
+
+#include "conf/priceunit.h"
 #include "core/clock.h"
+#include "proto/endpoint.h"
 
 #include "core/log.h"
 #include "relay/cache_rec.h"
@@ -89,6 +92,19 @@ static void arm_timeout(lm_relay_t *r)
     evtimer_add(r->settle_timer, &tv);
 }
 
+/* A `price GLOB AMOUNT UNIT` line (conf/priceunit.h) bills what the
+ * request counts: rerank searches, images asked for, input characters. */
+static int64_t unit_cost(const lm_relay_t *r)
+{
+    int unit;
+    int64_t per_unit;
+    lm_conf_price_unit(r->rt->conf, r->route->inst->chan, r->upstream_model, &unit, &per_unit);
+    if (unit == LM_UNIT_TOKENS || per_unit == 0)
+        return 0;
+    return lm_billing_unit_cost(per_unit, lm_price_unit_divisor(unit),
+                                lm_endpoint_units(r->op, r->canon, unit));
+}
+
 /* Record this request's row and release its quota hold. With wait and a
  * billed row, the caller holds its last bytes until the row is committed
  * or store_wait passed (returns 1 and lm_settle_committed or the timeout
@@ -101,7 +117,7 @@ int lm_settle(lm_relay_t *r, int aborted, int wait)
     lm_usage u = lm_settle_usage(r);
     lm_price_t price;
     lm_gov_price(r->rt->conf, r->route->inst->chan, r->upstream_model, &price);
-    int64_t cost = lm_gov_cost(&price, &u);
+    int64_t cost = lm_sat_add(lm_gov_cost(&price, &u), unit_cost(r));
     lm_rlua_usage(r->lua, &u, &price, &cost);
     r->charge = cost;
     lm_usage_row_t row = {.request_id = r->id,

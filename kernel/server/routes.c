@@ -9,6 +9,7 @@
 #include "gov/authguard.h"
 #include "gov/gov.h"
 #include "http/http.h"
+#include "plugin/endpoints.h"
 #include "proto/inbound.h"
 #include "proto/msgs.h"
 #include "relay/count.h"
@@ -74,8 +75,9 @@ static void models_reply(lm_http_req_t *req, const lm_rt_t *rt)
                              "The model does not exist or you do not have access to it.");
         return;
     }
-    json_t *o = json_pack("{s:s,s:s,s:i,s:s}", "id", id, "object", "model", "created", 0,
-                          "owned_by", route->inst->chan->plugin);
+    json_t *o = json_pack("{s:s,s:s,s:i,s:s,s:o*}", "id", id, "object", "model", "created", 0,
+                          "owned_by", route->inst->chan->plugin, "endpoints",
+                          lm_endpoints_json(lm_rt_model_endpoints(rt, id)));
     char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (body)
@@ -155,6 +157,14 @@ int lm_routes_add(lm_http_front_t *f, const lm_relay_services_t *svc)
 {
     if (lm_http_front_body_route(f, "/v1/chat/completions", LM_OP_CHAT) < 0 ||
         lm_http_front_body_route(f, "/v1/embeddings", LM_OP_EMBED) < 0 ||
+        lm_http_front_body_route(f, "/v1/completions",
+                                 LM_INBOUND_TAG(LM_OP_CHAT, LM_API_COMPLETIONS)) < 0 ||
+        lm_http_front_body_route(f, "/v1/rerank", LM_INBOUND_TAG(LM_OP_RERANK, LM_API_RERANK)) <
+            0 ||
+        lm_http_front_body_route(f, "/v1/moderations",
+                                 LM_INBOUND_TAG(LM_OP_MODERATIONS, LM_API_MODERATIONS)) < 0 ||
+        lm_http_front_body_route(f, "/v1/images/generations",
+                                 LM_INBOUND_TAG(LM_OP_IMAGES, LM_API_IMAGES)) < 0 ||
         lm_http_front_body_route(f, "/v1/responses", LM_INBOUND_TAG(LM_OP_CHAT, LM_API_RESPONSES)) <
             0 ||
         /* before /v1/messages: libevhtp takes the first path that matches */

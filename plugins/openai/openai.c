@@ -31,6 +31,8 @@ static const lm_cfg_key cfg_keys[] = {
      "openai, deepseek, moonshot, zhipu, hunyuan, doubao, minimax, baichuan, dashscope, qianfan, "
      "spark, ollama"},
     {"api_key", LM_CFG_STR, 0, NULL, "bearer key; use env:VAR"},
+    {"completions", LM_CFG_STR, 0, "chat",
+     "/v1/completions: chat (mapped onto chat, the default) or native (<base_url>/completions)"},
     {NULL, 0, 0, NULL, NULL},
 };
 
@@ -67,6 +69,9 @@ static const lm_provider provider = {
     .cfg_keys = cfg_keys,
     .init = oa_init,
     .flags = LM_PF_MULTI_CHOICE,
+    /* rerank, moderations, images: <base_url>/rerank ... (lmoai.h) */
+    .endpoints = LM_EP_CHAT | LM_EP_EMBEDDINGS | LM_EP_COMPLETIONS | LM_EP_RERANK |
+                 LM_EP_MODERATIONS | LM_EP_IMAGES,
 };
 
 LM_EXPORT const lm_provider *longmen_plugin_entry(void);

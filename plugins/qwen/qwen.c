@@ -170,6 +170,8 @@ static const lm_provider qw_provider = {
     .param_ranges = qw_ranges,
     .embed_max_inputs = 10, /* DashScope text-embedding takes at most 10 texts a call */
     .flags = 0,             /* no "n": one choice per request */
+    /* 1.3: rerank on DashScope's text-rerank service (qwen_rerank.c) */
+    .endpoints = LM_EP_CHAT | LM_EP_EMBEDDINGS | LM_EP_RERANK,
 };
 
 LM_EXPORT const lm_provider *longmen_plugin_entry(void);

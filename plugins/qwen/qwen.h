@@ -32,6 +32,13 @@ int qw_fill_error(const qw_inst *in, const json_t *j, int status, lm_err *e);
 /* qwen_req.c */
 int qw_build_request(void *istate, lm_call *c, const json_t *canon, lm_ureq *u, lm_err *e);
 
+/* qwen_rerank.c (ABI 1.3: POST /v1/rerank on DashScope's text-rerank) */
+int qw_build_rerank(const qw_inst *in, const char *model, const json_t *canon, lm_ureq *u,
+                    lm_err *e);
+int qw_parse_rerank(lm_call *c, const json_t *j, json_t **out, lm_usage *usage, lm_err *e);
+/* qwen_req.c: headers, URL (root + path) and body (stolen) of an upstream call */
+int qw_send(const qw_inst *in, lm_ureq *u, const char *path, int stream, json_t *body, lm_err *e);
+
 /* qwen_resp.c */
 int qw_parse_response(void *istate, lm_call *c, int status, lm_str body, json_t **out,
                       lm_usage *usage, lm_err *e);

@@ -44,8 +44,7 @@ static const lms_rename qw_embed_params[] = {
     {"dimensions", "dimension"}, {"text_type", NULL}, {NULL, NULL}};
 
 /* Headers, URL and body (stolen) of the upstream call. */
-static int qw_send(const qw_inst *in, lm_ureq *u, const char *path, int stream, json_t *body,
-                   lm_err *e)
+int qw_send(const qw_inst *in, lm_ureq *u, const char *path, int stream, json_t *body, lm_err *e)
 {
     const lm_host_api *h = in->h;
     int rc = LM_OK;
@@ -220,6 +219,8 @@ int qw_build_request(void *istate, lm_call *c, const json_t *canon, lm_ureq *u, 
     if ((c->rstate = in->h->alloc(sizeof(qw_req))) == NULL)
         return lms_oom(e);
     *(qw_req *)c->rstate = (qw_req){0};
+    if (c->op == LM_OP_RERANK)
+        return qw_build_rerank(in, c->model, canon, u, e);
     return c->op == LM_OP_EMBED ? qw_build_embed(in, c->model, canon, u, e)
                                 : qw_build_chat(in, c, c->model, canon, u, e);
 }

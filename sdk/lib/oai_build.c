@@ -59,13 +59,18 @@ int lmo_init(const lmo_quirks *q, const lm_host_api *h, void *ictx, void **istat
         return rc;
     }
     read_options(in);
+    lm_str cm;
+    in->native_completions = h->cfg_str(ictx, "completions", &cm) == LM_OK && cm.n == 6 &&
+                             memcmp(cm.p, "native", 6) == 0;
+    in->base = url_for(h, base, "");
     in->chat_url = url_for(h, base, q->chat_path ? q->chat_path : "/chat/completions");
     in->embed_url = url_for(h, base, q->embed_path ? q->embed_path : "/embeddings");
     if (h->cfg_str(ictx, "api_key", &key) == LM_OK && key.n) {
         in->auth = join(h, "Bearer ", 7, key.p, key.n);
         in->key = in->auth ? in->auth + 7 : NULL;
     }
-    if (in->chat_url == NULL || in->embed_url == NULL || (key.n && in->auth == NULL)) {
+    if (in->chat_url == NULL || in->embed_url == NULL || in->base == NULL ||
+        (key.n && in->auth == NULL)) {
         lmo_fini(in);
         return lms_oom(e);
     }
@@ -80,6 +85,7 @@ void lmo_fini(void *istate)
         return;
     if (in->auth)
         memset(in->auth, 0, strlen(in->auth)); /* the key does not outlive the channel */
+    in->h->free(in->base);
     in->h->free(in->chat_url);
     in->h->free(in->embed_url);
     in->h->free(in->auth);
@@ -207,7 +213,7 @@ static int keep_params(const char *keep, const json_t *canon, json_t *body)
 static int body_for(const lmo_inst *in, lm_call *c, const json_t *canon, json_t **out, lm_err *e)
 {
     const lmo_quirks *q = in->q;
-    int chat = c->op == LM_OP_CHAT;
+    int op = lmo_wire_op(in, c), chat = op == LM_OP_CHAT || op == LM_OP_COMPLETIONS;
     int pick = chat && (q->params || q->keep);
     json_t *b = pick ? json_object() : json_copy((json_t *)canon);
     const char *model = lmo_model(q, c->model ? c->model : lms_jstr(canon, "model"));
@@ -228,6 +234,8 @@ static int body_for(const lmo_inst *in, lm_call *c, const json_t *canon, json_t 
         if (in->stream_usage)
             json_object_set_new(b, "stream_options", json_pack("{s:b}", "include_usage", 1));
     }
+    if (rc == LM_OK && op == LM_OP_COMPLETIONS)
+        rc = lmo_completions_body(b, e);
     if (rc == LM_OK && q->request)
         rc = q->request(in, c, canon, b, e);
     if (rc != LM_OK)
@@ -239,7 +247,14 @@ static int body_for(const lmo_inst *in, lm_call *c, const json_t *canon, json_t 
 static int headers(const lmo_inst *in, lm_call *c, lm_ureq *u)
 {
     const lm_host_api *h = in->h;
-    int rc = h->ureq_set_url(u, lm_cstr(c->op == LM_OP_EMBED ? in->embed_url : in->chat_url));
+    int op = lmo_wire_op(in, c);
+    char *ep = lmo_is_endpoint_op(op) ? lmo_endpoint_url(in, op) : NULL;
+    if (lmo_is_endpoint_op(op) && ep == NULL)
+        return LM_ENOMEM;
+    int rc = h->ureq_set_url(u, lm_cstr(ep                     ? ep
+                                        : c->op == LM_OP_EMBED ? in->embed_url
+                                                               : in->chat_url));
+    h->free(ep);
     if (rc == LM_OK && in->auth)
         rc = h->ureq_add_header(u, LM_STR("Authorization"), lm_cstr(in->auth));
     for (size_t i = 0;

@@ -189,6 +189,9 @@ int lmo_parse_response(void *istate, lm_call *c, int status, lm_str body, json_t
                        lm_usage *usage, lm_err *e)
 {
     lmo_inst *in = istate;
+    int op = lmo_wire_op(in, c);
+    if (lmo_is_endpoint_op(op) && op != LM_OP_COMPLETIONS)
+        return lmo_endpoint_response(in, c, body, out, usage, e);
     int embed = c->rstate && ((lmo_req *)c->rstate)->op == LM_OP_EMBED;
     const char *list = embed ? "data" : "choices";
     (void)status;
@@ -197,6 +200,8 @@ int lmo_parse_response(void *istate, lm_call *c, int status, lm_str body, json_t
         return LM_EUPSTREAM;
     if (lmo_error(in, j, 0, e))
         return json_decref(j), LM_EUPSTREAM;
+    if (op == LM_OP_COMPLETIONS) /* a native text_completion, as chat */
+        lmo_completion_as_chat(j, 0);
     if (in->q->fix)
         in->q->fix(in, c, j, 0);
     if (!json_is_array(json_object_get(j, list)))

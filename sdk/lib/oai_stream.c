@@ -119,6 +119,8 @@ int lmo_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit *out, 
     }
     if (lmo_error(in, j, 0, e))
         return json_decref(j), LM_EUPSTREAM;
+    if (lmo_wire_op(in, c) == LM_OP_COMPLETIONS) /* a native text_completion chunk, as chat */
+        lmo_completion_as_chat(j, 1);
     if (in->q->fix)
         in->q->fix(in, c, j, 1);
     if (lm_usage_from_json(json_object_get(j, "usage"), &us) && in->h->emit_usage(out, &us) < 0)

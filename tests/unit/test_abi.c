@@ -2,6 +2,7 @@
  * (tests/abi/abi-<major>.<minor>.txt for each release), and a plugin built against the frozen 1.0
  * header loads and works in this kernel. */
 #include "lmtest.h"
+#include "plugin/endpoints.h"
 #include "t.h"
 
 #include <stdlib.h>
@@ -88,6 +89,7 @@ static const field_t fields[] = {
     F(lm_provider, param_ranges),
     F(lm_provider, embed_max_inputs),
     F(lm_provider, flags),
+    F(lm_provider, endpoints),
     F(lm_param_range, name),
     F(lm_param_range, min),
     F(lm_param_range, max),
@@ -151,6 +153,25 @@ static void test_frozen_plugin(void)
     T_END();
 }
 
+/* 1.3: a table from an older minor, or one that leaves endpoints 0, serves
+ * chat and embeddings as its caps say (and completions through chat). */
+static void test_endpoints_default(void)
+{
+    lm_provider old = {.hdr = {1, 2, 144}, .name = "old", .caps = LM_CAP_CHAT | LM_CAP_EMBED};
+    lm_provider chat = {.hdr = LM_ABI_HDR(lm_provider), .name = "c", .caps = LM_CAP_CHAT};
+    lm_provider rr = {.hdr = LM_ABI_HDR(lm_provider), .name = "rr", .endpoints = LM_EP_RERANK};
+    lm_err e;
+    T_BEGIN("abi_1_3_endpoints_default");
+    T_CHECK(lm_endpoints_of(&old) == (LM_EP_CHAT | LM_EP_EMBEDDINGS | LM_EP_COMPLETIONS), "old");
+    T_CHECK(lm_endpoints_of(&chat) == (LM_EP_CHAT | LM_EP_COMPLETIONS), "chat only");
+    T_CHECK(lm_endpoints_of(&rr) == LM_EP_RERANK, "rerank only");
+    T_CHECK(lm_endpoint_check(&old, LM_OP_RERANK, &e) == LM_ENOTSUP && e.http_status == 400 &&
+                strstr(e.msg, "/v1/rerank") != NULL,
+            "400 naming the endpoint: %s", e.msg);
+    T_CHECK(lm_endpoint_check(&rr, LM_OP_RERANK, &e) == 0, "declared");
+    T_END();
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--dump")) { /* to record a new minor */
@@ -162,6 +183,8 @@ int main(int argc, char **argv)
     test_offsets("tests/abi/abi-1.0.txt");
     test_offsets("tests/abi/abi-1.1.txt");
     test_offsets("tests/abi/abi-1.2.txt");
+    test_offsets("tests/abi/abi-1.3.txt");
+    test_endpoints_default();
     test_frozen_plugin();
     T_EXIT();
 }

@@ -99,6 +99,20 @@ static void test_cost(void)
     T_END();
 }
 
+/* Unit prices (conf/priceunit.h): exact, rounded up once, saturated. */
+static void test_unit_cost(void)
+{
+    T_BEGIN("billing_unit_cost");
+    T_CHECK(lm_billing_unit_cost(2000000, 1000, 2) == 4000, "2 searches at 2 per 1k");
+    T_CHECK(lm_billing_unit_cost(40000, 1, 3) == 120000, "3 images at 0.04");
+    T_CHECK(lm_billing_unit_cost(1000000, 1000000, 5) == 5, "5 chars at 1 per 1M");
+    T_CHECK(lm_billing_unit_cost(1, 1000000, 1) == 1, "rounded up");
+    T_CHECK(lm_billing_unit_cost(5, 1, -3) == 0 && lm_billing_unit_cost(-5, 1, 3) == 0,
+            "negatives");
+    T_CHECK(lm_billing_unit_cost(INT64_MAX, 1, INT64_MAX) == INT64_MAX, "saturates");
+    T_END();
+}
+
 static void test_money(void)
 {
     T_BEGIN("billing_money_parse_format");
@@ -259,6 +273,7 @@ int main(void)
     test_saturation();
     test_cost();
     test_money();
+    test_unit_cost();
     test_rl_burst();
     test_rl_tokens_conc();
     test_rl_threads();

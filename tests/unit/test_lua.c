@@ -2353,6 +2353,38 @@ static void test_script_noop(void)
     T_END();
 }
 
+/* moderation_guard.lua: no side-call API for scripts yet, so no verdict:
+ * it fails closed (503), or passes with "fail_open". */
+static void test_script_moderation_guard(void)
+{
+    char err[512];
+    lm_lua_call_t *c;
+    lm_lua_result_t res;
+    static const char *const argv[] = {"{}", "{\"fail_open\":true}"};
+    T_BEGIN("scripts/moderation_guard.lua: fails closed without a verdict");
+    for (int i = 0; i < 2; i++) {
+        lm_lua_gen_t *g = gen_file("scripts/moderation_guard.lua", argv[i], NULL, err, sizeof(err));
+        T_CHECK(g != NULL, "%s", err);
+        if (g == NULL)
+            continue;
+        lm_lua_vm_t *vm = lm_lua_vm_new(g, err, sizeof(err));
+        json_t *req = J(SAMPLE_REQ);
+        c = lm_lua_call_begin(vm, "k", NULL, req);
+        int rc = lm_lua_on_request(c, req, &res);
+        if (i == 0)
+            T_CHECK(rc == LM_LUA_REJECT && res.status == 503 &&
+                        strcmp(res.code, "moderation_unavailable") == 0,
+                    "closed: %d %d %s", rc, res.status, res.code);
+        else
+            T_CHECK(rc == LM_LUA_OK, "fail_open passes: %d", rc);
+        lm_lua_call_end(c);
+        json_decref(req);
+        lm_lua_vm_release(vm);
+        lm_lua_gen_release(g);
+    }
+    T_END();
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/lm_test_lua.XXXXXX");
@@ -2392,6 +2424,7 @@ int main(void)
     test_script_billing();
     test_script_budget();
     test_script_noop();
+    test_script_moderation_guard();
 
     {
         char cmd[128];

@@ -954,6 +954,49 @@ static void test_table(lmt_plugin *p)
     T_END();
 }
 
+/* ABI 1.3: /v1/rerank on DashScope's native text-rerank service. */
+static void test_rerank(lmt_plugin *p)
+{
+    lmt_ureq u;
+    lm_err e;
+    lmt_result r;
+    static const char req[] =
+        "{\"model\":\"gte-rerank\",\"query\":\"q\",\"documents\":[\"a\",\"b\"],"
+        "\"top_n\":1,\"return_documents\":true}";
+    static const char ans[] =
+        "{\"output\":{\"results\":[{\"index\":1,\"relevance_score\":0.9,\"document\":{\"text\":"
+        "\"b\"}}]},\"usage\":{\"total_tokens\":12},\"request_id\":\"r-1\"}";
+    T_BEGIN("qwen_rerank_request");
+    T_CHECK(lmt_build(p, LM_OP_RERANK, req, &u, &e) == LM_OK, "build: %s", e.msg);
+    T_CHECK(u.url && strstr(u.url, "/api/v1/services/rerank/text-rerank/text-rerank") != NULL,
+            "url %s", u.url);
+    T_CHECK(lmt_json_str(u.body, "input.query", "q") &&
+                lmt_json_str(u.body, "input.documents.1", "b") &&
+                lmt_json_int(u.body, "parameters.top_n", 1) &&
+                lmt_json_str(u.body, "model", "gte-rerank"),
+            "native body %s", u.body);
+    lmt_ureq_clear(&u);
+    T_END();
+
+    T_BEGIN("qwen_rerank_response");
+    lmt_build(p, LM_OP_RERANK, req, &u, &e);
+    lmt_ureq_clear(&u);
+    lmt_response(p, 200, ans, strlen(ans), &r);
+    T_CHECK(r.rc == LM_OK, "rc %d (%s)", r.rc, r.err.msg);
+    T_CHECK(r.json && lmt_json_int(r.json, "results.0.index", 1) &&
+                lmt_json_str(r.json, "results.0.document.text", "b") &&
+                lmt_json_str(r.json, "id", "r-1"),
+            "results %s", r.json ? r.json : "(null)");
+    T_CHECK(r.usage.prompt == 12 && r.usage.total == 12, "usage %lld", (long long)r.usage.total);
+    lmt_result_clear(&r);
+    lmt_build(p, LM_OP_RERANK, req, &u, &e);
+    lmt_ureq_clear(&u);
+    lmt_response(p, 200, "{\"output\":{}}", 13, &r);
+    T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "no results: %d", r.rc);
+    lmt_result_clear(&r);
+    T_END();
+}
+
 int main(void)
 {
     lmt_plugin *p = load(CFG);
@@ -972,6 +1015,7 @@ int main(void)
     test_params(p);
     test_vision(p);
     test_embed(p);
+    test_rerank(p);
     lmt_unload(p);
     T_EXIT();
 }
