@@ -31,7 +31,7 @@ LIB_OBJS    := $(filter-out $(O)/kernel/server/main.o,$(KERNEL_OBJS))
 KIT_SRCS    := core/buf core/b64 core/clock core/log core/errors core/mask conf/chan plugin/host \
                plugin/plugin plugin/side plugin/frame proto/canon proto/stream proto/response kit/lmtest \
                kit/check
-KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o)
+KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o) $(O)/sdk/jscan.o
 
 PLUGINS      := $(patsubst plugins/%/,%,$(sort $(dir $(wildcard plugins/*/*.c))))
 PLUGIN_SOS   := $(PLUGINS:%=$(PLUGIN_DIR)/%.so)

@@ -61,6 +61,12 @@ int lm_jscan_str_is(lm_str v, const char *s);
 /* 1 when span v is the literal true. */
 int lm_jscan_true(lm_str v);
 
+/* lm_usage_from_json (longmen.h) on a span: an OpenAI "usage" object read
+ * into *out (unknown counts -1; a missing total or completion derived).
+ * Returns 1 when any of the three counts was reported, 0 otherwise (a span
+ * that is no object included). */
+int lm_jscan_usage(lm_str u, lm_usage *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -299,3 +299,34 @@ int lm_jscan_true(lm_str v)
 {
     return v.p != NULL && v.n == 4 && memcmp(v.p, "true", 4) == 0;
 }
+
+/* A member that is an integer, else -1 (unknown), as lm_json_int_or_unknown. */
+static int64_t int_or_unknown(lm_str v)
+{
+    long long x;
+    return v.p != NULL && lm_jscan_int(v, &x) == 0 ? (int64_t)x : -1;
+}
+
+int lm_jscan_usage(lm_str u, lm_usage *out)
+{
+    static const char *const keys[] = {"prompt_tokens", "completion_tokens", "total_tokens",
+                                       "prompt_tokens_details", "completion_tokens_details"};
+    lm_str v[5], d;
+    lm_usage r = LM_USAGE_UNKNOWN;
+    *out = r;
+    if (u.p == NULL || u.n == 0 || u.p[0] != '{' || lm_jscan_members(u.p, u.n, keys, 5, v) < 0)
+        return 0;
+    r.prompt = int_or_unknown(v[0]);
+    r.completion = int_or_unknown(v[1]);
+    r.total = int_or_unknown(v[2]);
+    if (r.total < 0 && r.prompt >= 0 && r.completion >= 0)
+        r.total = r.prompt + r.completion;
+    if (r.completion < 0 && r.total >= 0 && r.prompt >= 0)
+        r.completion = r.total - r.prompt;
+    if (v[3].p && v[3].p[0] == '{' && lm_jscan_get(v[3], "cached_tokens", &d) == 1)
+        r.cached = int_or_unknown(d);
+    if (v[4].p && v[4].p[0] == '{' && lm_jscan_get(v[4], "reasoning_tokens", &d) == 1)
+        r.reasoning = int_or_unknown(d);
+    *out = r;
+    return r.prompt >= 0 || r.completion >= 0 || r.total >= 0;
+}
