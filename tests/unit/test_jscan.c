@@ -1,5 +1,6 @@
 /* test_jscan.c - the zero-allocation JSON scanner (sdk/lmjscan.h). */
 #include "lmjscan.h"
+#include "proto/jparse.h"
 #include "t.h"
 
 #include <stdlib.h>
@@ -117,8 +118,29 @@ static void test_scalars(void)
     T_END();
 }
 
+static void test_jparse(void)
+{
+    const char *doc = "{\"model\":\"m\",\"n\":[1,-2,2.5e1,true,null],\"s\":\"a\\u00e9\\ud83d"
+                      "\\ude00\\n\",\"o\":{}}";
+    json_t *v = lm_jparse_object(doc, strlen(doc), 64);
+    char *out = v ? json_dumps(v, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    T_BEGIN("jparse_builds_what_jansson_builds");
+    T_STREQ(out, "{\"model\":\"m\",\"n\":[1,-2,25.0,true,null],\"s\":\"a\\u00E9\\uD83D\\uDE00\\n\","
+                 "\"o\":{}}");
+    T_CHECK(lm_jparse_object("{\"a\":1,\"a\":2}", 13, 64) == NULL,
+            "a repeated key: Jansson decides");
+    T_CHECK(lm_jparse_object("[1]", 3, 64) == NULL, "not an object");
+    T_CHECK(lm_jparse_object("{\"a\":[[1]]}", 11, 2) == NULL, "deeper than the bound");
+    T_CHECK(lm_jparse_object("{\"a\":1e999}", 11, 64) == NULL, "a real that overflows");
+    T_CHECK(lm_jparse_object("{\"a\":99999999999999999999}", 25, 64) == NULL, "a too big integer");
+    T_END();
+    free(out);
+    json_decref(v);
+}
+
 int main(void)
 {
+    test_jparse();
     test_valid();
     test_depth();
     test_members();
