@@ -1,7 +1,8 @@
 /*
  * lmjscan.h - a small zero-allocation JSON scanner (part of liblmsdk.a, and
  * linked into the gateway itself): validate a JSON text, skip a value, and
- * find the spans of top-level object members without building a tree.
+ * find the spans of top-level object members without building a tree;
+ * and, when a tree is needed, build it from the bytes in place.
  *
  * Why: a body forwarded unchanged needs only a few facts (usage, id, model,
  * stream); parsing it into Jansson and dumping it again costs most of a
@@ -14,7 +15,7 @@
  * surrogate and nesting deeper than LM_JSCAN_MAX_DEPTH are refused.
  *
  * Spans are lm_str slices borrowed from the input (a string's span includes
- * its quotes). Nothing is allocated. Thread: pure.
+ * its quotes). Nothing is allocated but lm_jparse_object's tree. Thread: pure.
  */
 #ifndef LMJSCAN_H
 #define LMJSCAN_H
@@ -66,6 +67,18 @@ int lm_jscan_true(lm_str v);
  * Returns 1 when any of the three counts was reported, 0 otherwise (a span
  * that is no object included). */
 int lm_jscan_usage(lm_str u, lm_usage *out);
+
+/*
+ * The object [p, p+n) into a Jansson tree in one pass over the bytes in
+ * place, instead of Jansson's character-at-a-time decoder (most of a
+ * pass-through request's instructions): the same tree, member order,
+ * strings, integers and reals as json_loadb(JSON_REJECT_DUPLICATES).
+ * Returns a new reference, or NULL whenever the text is not an object the
+ * fast path is sure of (invalid JSON, a repeated key, nesting deeper than
+ * max_depth, a number out of Jansson's range, no memory): the caller then
+ * runs Jansson itself, which decides and says why.
+ */
+json_t *lm_jparse_object(const char *p, size_t n, int max_depth);
 
 #ifdef __cplusplus
 }

@@ -3,7 +3,7 @@
  * is a new Jansson reference the caller releases. */
 #include "proto/reqcheck.h"
 
-#include "proto/jparse.h"
+#include "lmjscan.h"
 
 #include <math.h>
 #include <string.h>

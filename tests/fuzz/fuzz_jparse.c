@@ -1,8 +1,8 @@
-/* Fuzz the in-place request parser (proto/jparse.h) against Jansson: a
+/* Fuzz the in-place request parser (lmjscan.h) against Jansson: a
  * tree it builds is the one json_loadb(JSON_REJECT_DUPLICATES) builds, in
  * the same member order; an object Jansson accepts within the depth bound
  * it builds too (a NUL aside: Jansson's reader stops there). */
-#include "proto/jparse.h"
+#include "lmjscan.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -1,6 +1,5 @@
 /* test_jscan.c - the zero-allocation JSON scanner (sdk/lmjscan.h). */
 #include "lmjscan.h"
-#include "proto/jparse.h"
 #include "t.h"
 
 #include <stdlib.h>

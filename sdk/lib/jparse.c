@@ -1,10 +1,8 @@
-/* jparse.c - a request body into a Jansson tree in place (jparse.h). The
+/* jparse.c - a JSON object into a Jansson tree in place (lmjscan.h). The
  * scanner (lmjscan.h) validates each string (escapes, UTF-8) and finds its
  * end; a string without escapes becomes a Jansson string straight from the
  * input, one with escapes is decoded into a small buffer first. Nothing
  * here reports an error: any doubt returns NULL and Jansson decides. */
-#include "proto/jparse.h"
-
 #include "lmjscan.h"
 
 #include <math.h>
