@@ -25,13 +25,13 @@ DEBS := build-essential pkg-config libevhtp-dev libevent-dev libcurl4-openssl-de
 KERNEL_SRCS := $(filter-out kernel/kit/%,$(wildcard kernel/*/*.c))
 KERNEL_OBJS := $(KERNEL_SRCS:%.c=$(O)/%.o)
 # The JSON scanner (sdk/lmjscan.h) serves the kernel's pass-through path too.
-KERNEL_OBJS += $(O)/sdk/jscan.o $(O)/sdk/jparse.o
+KERNEL_OBJS += $(O)/sdk/jscan.o $(O)/sdk/jparse.o $(O)/sdk/jdump.o
 LIB_OBJS    := $(filter-out $(O)/kernel/server/main.o,$(KERNEL_OBJS))
 # The kit needs Jansson and libc only (sdk/README.md gives the link line).
 KIT_SRCS    := core/buf core/b64 core/clock core/log core/errors core/mask conf/chan plugin/host \
                plugin/plugin plugin/side plugin/frame proto/canon proto/stream proto/response kit/lmtest \
                kit/check
-KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o) $(O)/sdk/jscan.o
+KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o) $(O)/sdk/jscan.o $(O)/sdk/jdump.o
 
 PLUGINS      := $(patsubst plugins/%/,%,$(sort $(dir $(wildcard plugins/*/*.c))))
 PLUGIN_SOS   := $(PLUGINS:%=$(PLUGIN_DIR)/%.so)

@@ -80,6 +80,13 @@ int lm_jscan_usage(lm_str u, lm_usage *out);
  */
 json_t *lm_jparse_object(const char *p, size_t n, int max_depth);
 
+/* v as compact JSON text, byte for byte what json_dumps(v, JSON_COMPACT)
+ * writes (any value at the top), in one growing buffer instead of
+ * Jansson's per-value callbacks. Returns a new NUL-terminated string
+ * (free()) and *len its length, or NULL where Jansson would refuse too
+ * (invalid UTF-8, NaN or infinity) or on no memory: ask Jansson then. */
+char *lm_jdump(const json_t *v, size_t *len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,6 +5,7 @@
 #include "core/clock.h"
 
 #include "core/log.h"
+#include "lmjscan.h"
 #include "plugin/inst.h"
 
 #include <stdarg.h>
@@ -187,11 +188,14 @@ void lm_emit_init(lm_emit_t *e, int usage_mode, const char *request_id, const ch
 
 static int deliver(lm_emit_t *e, json_t *chunk)
 {
-    char *s = json_dumps(chunk, JSON_COMPACT);
+    size_t n = 0;
+    char *s = lm_jdump(chunk, &n); /* Jansson's bytes at a fraction of json_dumps' cost */
+    if (s == NULL && (s = json_dumps(chunk, JSON_COMPACT)) != NULL)
+        n = strlen(s);
     json_decref(chunk);
     if (s == NULL)
         return LM_ENOMEM;
-    int rc = e->sink(e->arg, s, strlen(s));
+    int rc = e->sink(e->arg, s, n);
     free(s);
     if (rc != 0)
         return LM_ERR;

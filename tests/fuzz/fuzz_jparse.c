@@ -1,7 +1,8 @@
-/* Fuzz the in-place request parser (lmjscan.h) against Jansson: a
+/* Fuzz the in-place parser and the dumper (lmjscan.h) against Jansson: a
  * tree it builds is the one json_loadb(JSON_REJECT_DUPLICATES) builds, in
  * the same member order; an object Jansson accepts within the depth bound
- * it builds too (a NUL aside: Jansson's reader stops there). */
+ * it builds too (a NUL aside: Jansson's reader stops there); and lm_jdump
+ * of any tree writes json_dumps' bytes. */
 #include "lmjscan.h"
 
 #include <stdint.h>
@@ -58,6 +59,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(b);
     } else if (ref != NULL && !nul && json_is_object(ref) && !too_deep(ref, 1)) {
         fail("Jansson builds an object the fast path refused", size);
+    }
+    if (ref != NULL) { /* the dumper writes Jansson's bytes */
+        size_t n = 0;
+        char *a = lm_jdump(ref, &n), *b = json_dumps(ref, JSON_COMPACT | JSON_ENCODE_ANY);
+        if ((a == NULL) != (b == NULL) || (a && (strlen(b) != n || memcmp(a, b, n) != 0)))
+            fail("lm_jdump differs from json_dumps", size);
+        free(a);
+        free(b);
     }
     json_decref(fast);
     json_decref(ref);

@@ -137,8 +137,33 @@ static void test_jparse(void)
     json_decref(v);
 }
 
+static void test_jdump(void)
+{
+    static const double reals[] = {25.0, 0.1, 1e20, 1e-5, -2.5e-300, 123456789.125, 0.0, -0.0};
+    json_t *o =
+        json_pack("{s:s,s:s#,s:I,s:[b,n],s:{}}", "k\"\\", "a\x01\n\t\x7f\xc3\xa9\xf0\x9f\x98\x80",
+                  "b", "z\0z", 3, "i", (json_int_t)-9007199254740993LL, "l", 1, "o");
+    json_t *arr = json_array();
+    for (size_t i = 0; i < sizeof(reals) / sizeof(*reals); i++)
+        json_array_append_new(arr, json_real(reals[i]));
+    json_object_set_new(o, "r", arr);
+    size_t n = 0;
+    char *a = lm_jdump(o, &n), *b = json_dumps(o, JSON_COMPACT);
+    T_BEGIN("jdump_writes_json_dumps_bytes");
+    T_CHECK(a && b && n == strlen(b) && memcmp(a, b, n) == 0, "%s != %s", a ? a : "(null)",
+            b ? b : "(null)");
+    json_t *bad = json_stringn_nocheck("\xff", 1);
+    T_CHECK(lm_jdump(bad, &n) == NULL, "invalid UTF-8: refused, as Jansson does");
+    T_END();
+    free(a);
+    free(b);
+    json_decref(o);
+    json_decref(bad);
+}
+
 int main(void)
 {
+    test_jdump();
     test_jparse();
     test_valid();
     test_depth();
