@@ -19,7 +19,7 @@ static int grow(jd_t *b, size_t more)
 {
     if (b->n + more <= b->cap)
         return 0;
-    size_t cap = b->cap ? b->cap : 256;
+    size_t cap = b->cap ? b->cap : 1024; /* one allocation for a typical chunk */
     while (cap < b->n + more)
         cap *= 2;
     char *p = realloc(b->p, cap);
@@ -140,9 +140,21 @@ static int real(jd_t *b, double d)
     return add(b, buf, len);
 }
 
+/* "%lld" without snprintf (a chunk has several integers). */
+static int integer(jd_t *b, json_int_t x)
+{
+    char num[24], *e = num + sizeof(num), *p = e;
+    unsigned long long u = x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x;
+    do
+        *--p = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (x < 0)
+        *--p = '-';
+    return add(b, p, (size_t)(e - p));
+}
+
 static int value(jd_t *b, const json_t *v, int depth)
 {
-    char num[32];
     if (depth > 2048)
         return -1;
     switch (json_typeof(v)) {
@@ -169,10 +181,7 @@ static int value(jd_t *b, const json_t *v, int depth)
         return add(b, "]", 1);
     }
     case JSON_STRING: return str(b, json_string_value(v), json_string_length(v));
-    case JSON_INTEGER:
-        return add(
-            b, num,
-            (size_t)snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v)));
+    case JSON_INTEGER: return integer(b, json_integer_value(v));
     case JSON_REAL: return real(b, json_real_value(v));
     case JSON_TRUE: return add(b, "true", 4);
     case JSON_FALSE: return add(b, "false", 5);

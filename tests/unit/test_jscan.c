@@ -147,6 +147,8 @@ static void test_jdump(void)
     for (size_t i = 0; i < sizeof(reals) / sizeof(*reals); i++)
         json_array_append_new(arr, json_real(reals[i]));
     json_object_set_new(o, "r", arr);
+    json_object_set_new(o, "m", json_integer(-9223372036854775807LL - 1));
+    json_object_set_new(o, "z", json_integer(0));
     size_t n = 0;
     char *a = lm_jdump(o, &n), *b = json_dumps(o, JSON_COMPACT);
     T_BEGIN("jdump_writes_json_dumps_bytes");
