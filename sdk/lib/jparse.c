@@ -137,11 +137,14 @@ static json_t *number(jp_t *j)
     lm_str t = {s, (size_t)(q - s)};
     if (memchr(s, '.', t.n) == NULL && memchr(s, 'e', t.n) == NULL && memchr(s, 'E', t.n) == NULL)
         return lm_jscan_int(t, &x) == 0 ? json_integer(x) : NULL;
-    if (t.n >= sizeof(buf))
+    char *txt = t.n < sizeof(buf) ? buf : malloc(t.n + 1); /* strtod wants a NUL */
+    if (txt == NULL)
         return NULL;
-    memcpy(buf, s, t.n);
-    buf[t.n] = '\0';
-    double d = strtod(buf, NULL);
+    memcpy(txt, s, t.n);
+    txt[t.n] = '\0';
+    double d = strtod(txt, NULL);
+    if (txt != buf)
+        free(txt);
     return isinf(d) ? NULL : json_real(d);
 }
 
