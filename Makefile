@@ -26,12 +26,14 @@ DEBS := build-essential pkg-config libevhtp-dev libevent-dev libcurl4-openssl-de
 # (unit tests and fuzz targets link it); liblmtest.a is the kit alone.
 KERNEL_SRCS := $(filter-out kernel/kit/%,$(wildcard kernel/*/*.c))
 KERNEL_OBJS := $(KERNEL_SRCS:%.c=$(O)/%.o)
+# The JSON scanner (sdk/lmjscan.h) serves the kernel's pass-through path too.
+KERNEL_OBJS += $(O)/sdk/jscan.o $(O)/sdk/jparse.o $(O)/sdk/jdump.o
 LIB_OBJS    := $(filter-out $(O)/kernel/server/main.o,$(KERNEL_OBJS))
 # The kit needs Jansson and libc only (sdk/README.md gives the link line).
 KIT_SRCS    := core/buf core/b64 core/clock core/log core/errors core/mask conf/chan plugin/host \
                plugin/plugin plugin/side plugin/frame plugin/endpoints proto/canon proto/stream proto/response proto/endpoint kit/lmtest \
                kit/check
-KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o)
+KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o) $(O)/sdk/jscan.o $(O)/sdk/jdump.o
 
 PLUGINS      := $(patsubst plugins/%/,%,$(sort $(dir $(wildcard plugins/*/*.c))))
 PLUGIN_SOS   := $(PLUGINS:%=$(PLUGIN_DIR)/%.so)
@@ -59,7 +61,7 @@ all: $(O)/longmen $(O)/liblmtest.a $(SDK_LIB) plugins $(TEST_PLUGINS)
 
 plugins: $(PLUGIN_SOS)
 
-KERNEL_HDRS := $(wildcard kernel/*/*.h) sdk/longmen.h
+KERNEL_HDRS := $(wildcard kernel/*/*.h) sdk/longmen.h sdk/lmjscan.h
 KERNEL_INC  := -I kernel -I sdk
 
 $(O)/kernel/%.o: kernel/%.c $(KERNEL_HDRS)
@@ -79,7 +81,7 @@ $(O)/libkernel.a: $(LIB_OBJS)
 $(O)/liblmtest.a: $(KIT_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
-$(O)/sdk/%.o: sdk/lib/%.c sdk/lmsdk.h sdk/longmen.h
+$(O)/sdk/%.o: sdk/lib/%.c sdk/lmsdk.h sdk/longmen.h sdk/lmjscan.h
 	@mkdir -p $(dir $@)
 	$(CC) $(PLUGIN_CFLAGS) -c -o $@ $<
 

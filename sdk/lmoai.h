@@ -24,9 +24,12 @@
  *   build     copies the canonical request (or forwards call->raw_body
  *             untouched when the plugin has no request quirk), maps the
  *             model alias, renames/keeps parameters, asks for stream usage.
- *   response  forwards (flags without LMO_CLEAN: only usage is taken out)
- *             or normalises an OpenAI-shaped body; usage goes to *usage and
- *             never into the JSON (the kernel writes it).
+ *   response  a chat answer of a base without quirks (no LMO_CLEAN, fix or
+ *             code_key) that is one object with a "choices" array and no
+ *             "error" is read with the scanner (lmjscan.h) and left to the
+ *             kernel to forward as it is (*out NULL, usage as the upstream
+ *             wrote it); otherwise forwards with usage taken out or
+ *             normalises; usage goes to *usage (the kernel writes it).
  *   event     OpenAI SSE chunks -> emit_chunk, usage -> emit_usage (the
  *             usage-only chunk is never forwarded), [DONE] -> LM_DONE.
  *   map_error OpenAI {"error":{..}} bodies, provider numeric codes through

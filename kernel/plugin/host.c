@@ -5,6 +5,7 @@
 #include "core/clock.h"
 
 #include "core/log.h"
+#include "lmjscan.h"
 #include "plugin/inst.h"
 
 #include <stdarg.h>
@@ -91,16 +92,28 @@ static int h_ureq_set_body(lm_ureq *u, lm_str body)
     return lm_buf_add(&u->body, body.p ? body.p : "", body.n) < 0 ? LM_ENOMEM : LM_OK;
 }
 
+/* v as json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) writes it (new, free()),
+ * *n its length; NULL on failure. lm_jdump first: the same bytes, a
+ * fraction of the instructions (a request body or a chunk per event). */
+static char *dump(const json_t *v, size_t *n)
+{
+    char *s = lm_jdump(v, n);
+    if (s == NULL && (s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY)) != NULL)
+        *n = strlen(s);
+    return s;
+}
+
 static int h_ureq_set_json_body(lm_ureq *u, json_t *body)
 {
+    size_t n = 0;
     if (body == NULL)
         return LM_EINVAL;
-    char *s = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *s = dump(body, &n);
     json_decref(body);
     if (s == NULL)
         return LM_ENOMEM;
     lm_buf_reset(&u->body);
-    int rc = lm_buf_adds(&u->body, s) < 0 ? LM_ENOMEM : LM_OK;
+    int rc = lm_buf_add(&u->body, s, n) < 0 ? LM_ENOMEM : LM_OK;
     free(s);
     u->has_body = 1;
     u->json_body = 1;
@@ -187,11 +200,12 @@ void lm_emit_init(lm_emit_t *e, int usage_mode, const char *request_id, const ch
 
 static int deliver(lm_emit_t *e, json_t *chunk)
 {
-    char *s = json_dumps(chunk, JSON_COMPACT);
+    size_t n = 0;
+    char *s = dump(chunk, &n);
     json_decref(chunk);
     if (s == NULL)
         return LM_ENOMEM;
-    int rc = e->sink(e->arg, s, strlen(s));
+    int rc = e->sink(e->arg, s, n);
     free(s);
     if (rc != 0)
         return LM_ERR;
@@ -383,7 +397,8 @@ char *lm_emit_usage_chunk(lm_emit_t *e)
                               e->model, "choices", "usage", lm_usage_to_openai(&e->usage));
     if (chunk == NULL)
         return NULL;
-    char *s = json_dumps(chunk, JSON_COMPACT);
+    size_t n;
+    char *s = dump(chunk, &n);
     json_decref(chunk);
     return s;
 }

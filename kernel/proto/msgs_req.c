@@ -14,6 +14,8 @@
 /* A 400 in the client's terms, naming the field. Returns NULL/-1 via the
  * callers' tail calls. */
 static int bad(lm_err *e, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int bad(lm_err *e, const char *field, const char *fmt, ...)
 {
     char msg[400];
     va_list ap;

@@ -2,8 +2,8 @@
  * openai - any OpenAI-compatible upstream, chosen by base_url or by a named
  * preset (deepseek, moonshot, zhipu, ...). Everything else is the SDK's
  * OpenAI-compatible base (sdk/lmoai.h): the client's bytes are forwarded
- * (stream usage requested), answers keep their shape and only lose the
- * usage object, which the kernel writes from what the base read.
+ * (stream usage requested), answers are forwarded as the upstream wrote
+ * them (read in place for usage, never parsed into a tree).
  */
 #include "lmoai.h"
 

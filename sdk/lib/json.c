@@ -1,5 +1,9 @@
 /* json.c - small JSON conveniences and the growable buffer (lmsdk.h). */
+#include "lmjscan.h"
 #include "lmsdk.h"
+
+/* Deeper answers go to Jansson (its own bound is 2048). */
+#define LMS_PARSE_DEPTH 256
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -41,7 +45,12 @@ json_t *lms_json_text(const json_t *v)
 
 json_t *lms_parse_object(lm_str data, const char *what, lm_err *e)
 {
-    json_t *j = json_loadb(data.p, data.n, 0, NULL);
+    /* One pass in place; Jansson decides what the fast path refuses (a
+     * repeated key is kept there, the last one winning). */
+    json_t *j = lm_jparse_object(data.p, data.n, LMS_PARSE_DEPTH);
+    if (j != NULL)
+        return j;
+    j = json_loadb(data.p, data.n, 0, NULL);
     if (json_is_object(j))
         return j;
     json_decref(j);

@@ -1,5 +1,6 @@
 /* oai_resp.c - the OpenAI-compatible base: whole responses, finish reasons
  * and errors (lmoai.h). Worker thread; the instance is only read. */
+#include "lmjscan.h"
 #include "lmoai.h"
 
 #include <stdio.h>
@@ -185,6 +186,22 @@ static void embed_usage(lm_usage *u)
     }
 }
 
+/* A chat answer of a base without quirks, when the body is one valid object
+ * with a "choices" array and no "error": usage read in place, *out left
+ * NULL so the kernel forwards the upstream's bytes (no parse, no dump).
+ * 0 when the full path must decide instead. */
+static int verbatim(const lmo_inst *in, const lm_call *c, lm_str body, lm_usage *usage)
+{
+    static const char *const keys[] = {"error", "choices", "usage"};
+    lm_str v[3];
+    const lmo_quirks *q = in->q;
+    if ((q->flags & LMO_CLEAN) || q->fix || q->code_key || c->op != LM_OP_CHAT ||
+        lm_jscan_members(body.p, body.n, keys, 3, v) < 0 || v[0].p || !v[1].p || v[1].p[0] != '[')
+        return 0;
+    lm_jscan_usage(v[2], usage);
+    return 1;
+}
+
 int lmo_parse_response(void *istate, lm_call *c, int status, lm_str body, json_t **out,
                        lm_usage *usage, lm_err *e)
 {
@@ -195,6 +212,8 @@ int lmo_parse_response(void *istate, lm_call *c, int status, lm_str body, json_t
     int embed = c->rstate && ((lmo_req *)c->rstate)->op == LM_OP_EMBED;
     const char *list = embed ? "data" : "choices";
     (void)status;
+    if (verbatim(in, c, body, usage))
+        return LM_OK;
     json_t *j = lms_parse_object(body, "the response", e);
     if (j == NULL)
         return LM_EUPSTREAM;
