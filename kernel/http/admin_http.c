@@ -268,6 +268,11 @@ const char *lm_admin_http_header(lm_admin_http_req_t *req, const char *name)
     return evhtp_header_find(req->headers_in, name);
 }
 
+const struct sockaddr *lm_admin_http_peer(lm_admin_http_req_t *req)
+{
+    return req->conn ? req->conn->saddr : NULL;
+}
+
 const char *lm_admin_http_path(lm_admin_http_req_t *req)
 {
     return (req->uri && req->uri->path && req->uri->path->full) ? req->uri->path->full : "";
