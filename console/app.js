@@ -51,6 +51,10 @@
     return el;
   }
   const $ = (sel) => document.querySelector(sel);
+  /* Replace el's children, skipping the null/false of conditional parts. */
+  function fill(el, ...kids) {
+    el.replaceChildren(...kids.flat().filter((k) => k !== null && k !== undefined && k !== false && k !== ""));
+  }
   function toast(msg, bad) {
     const el = $("#toast");
     el.textContent = msg;
@@ -113,7 +117,7 @@
       h("label", { for: "token" }, t("login.token")), input,
       h("p.hint", {}, t("login.hint")),
       h("button#login-submit", { type: "submit" }, t("login.submit")), err);
-    $("#app").replaceChildren(h("div.topbar", {}, h("span.brand", {}, "Longmen"), langSwitch()), form, h("div#toast.toast.hidden", { role: "status" }));
+    fill($("#app"), h("div.topbar", {}, h("span.brand", {}, "Longmen"), langSwitch()), form, h("div#toast.toast.hidden", { role: "status" }));
     input.focus();
   }
 
@@ -129,7 +133,7 @@
       admin && h("button#btn-check", { onclick: doCheck }, t("btn.check")),
       langSwitch(),
       h("button#btn-signout", { onclick: doSignOut }, t("btn.signout")));
-    $("#app").replaceChildren(
+    fill($("#app"), 
       h("header.topbar", {}, h("span.brand", {}, "Longmen"), nav, tools),
       h("div#checkout"),
       !admin && h("p.note#readonly-note", {}, t("msg.readonly")),
@@ -146,8 +150,8 @@
     const res = await api("POST", "/admin/check");
     const box = $("#checkout");
     if (res.status !== 200) return toast(t("msg.error", { m: errMsg(res) }), true);
-    if (res.js.ok) return box.replaceChildren(h("p.ok#check-result", {}, t("msg.check_ok")));
-    box.replaceChildren(h("div.bad#check-result", {}, h("p", {}, t("msg.check_failed")),
+    if (res.js.ok) return fill(box, h("p.ok#check-result", {}, t("msg.check_ok")));
+    fill(box, h("div.bad#check-result", {}, h("p", {}, t("msg.check_failed")),
       h("ul", {}, res.js.errors.map((e) => h("li", {}, h("code", {}, e.file ? e.file + ":" + e.line : ""), " ", e.message)))));
   }
   async function doSignOut() {
@@ -163,9 +167,9 @@
     const main = $("#main");
     if (!main) return;
     if (S.page !== "keys") S.secret = null; /* the secret is shown once */
-    main.replaceChildren(h("p.loading", {}, t("msg.loading")));
+    fill(main, h("p.loading", {}, t("msg.loading")));
     ({ overview: pageOverview, channels: pageChannels, keys: pageKeys, usage: pageUsage, requests: pageRequests })[S.page](main)
-      .catch((e) => { if (e.message !== "signed out") main.replaceChildren(h("p.error", {}, t("msg.error", { m: e.message }))); });
+      .catch((e) => { if (e.message !== "signed out") fill(main, h("p.error", {}, t("msg.error", { m: e.message }))); });
   }
   window.addEventListener("hashchange", () => S.role && route());
 
@@ -234,7 +238,7 @@
       h("label", { for: "by" }, t("ov.group_by")),
       sel("by", [["model", t("ov.by_model")], ["channel", t("ov.by_channel")]], S.by, (v) => { S.by = v; route(); }),
       h("button#ov-refresh", { onclick: route }, t("btn.refresh")));
-    main.replaceChildren(
+    fill(main, 
       h("h2", {}, t("nav.overview")),
       h("div.cards", {},
         h("div.card", {}, h("span.label", {}, t("ov.generation")), h("span.big#ov-generation", {}, fmtNum(s.generation))),
@@ -289,7 +293,7 @@
         })) : "";
       return [c.name, c.plugin, (c.models || []).join(", "), String(c.priority ?? ""), String(c.weight ?? ""), h("div", {}, hl), status, acts];
     });
-    main.replaceChildren(h("h2", {}, t("ch.title")),
+    fill(main, h("h2", {}, t("ch.title")),
       admin ? h("button#ch-add", { onclick: () => channelForm(main, null) }, t("ch.add")) : null,
       h("div#ch-form"),
       table("channels", [t("col.name"), t("col.plugin"), t("col.models"), t("col.priority"), t("col.weight"), t("col.health"), t("col.status"), t("col.actions")], rows, t("ch.empty")));
@@ -348,8 +352,8 @@
         field("cf-enabled", t("ch.f.enabled"), f.enabled)),
       formErr,
       h("div.actions", {}, h("button#cf-save", { type: "submit" }, t("btn.save")),
-        h("button", { type: "button", onclick: () => box.replaceChildren() }, t("btn.cancel"))));
-    box.replaceChildren(form);
+        h("button", { type: "button", onclick: () => fill(box) }, t("btn.cancel"))));
+    fill(box, form);
     (c ? f.plugin : f.name).focus();
   }
 
@@ -364,7 +368,7 @@
     const draw = () => {
       const q = search.value.trim().toLowerCase();
       const shown = keys.filter((k) => !q || [k.name, k.owner, k.prefix, k.group].some((x) => (x || "").toLowerCase().includes(q)));
-      list.replaceChildren(table("keys", [t("col.name"), t("col.prefix"), t("col.owner"), t("col.quota"), t("col.models"), t("col.limits"), t("col.expires"), t("col.status"), t("col.actions")],
+      fill(list, table("keys", [t("col.name"), t("col.prefix"), t("col.owner"), t("col.quota"), t("col.models"), t("col.limits"), t("col.expires"), t("col.status"), t("col.actions")],
         shown.map((k) => [k.name, k.prefix, k.owner, quotaBar(k), k.models.length ? k.models.join(", ") : t("key.all_models"),
           limits(k), k.expires_at ? fmtTime(k.expires_at * 1000) : t("key.never"), k.enabled ? "" : t("key.disabled"),
           admin ? h("div.actions", {},
@@ -379,7 +383,7 @@
     };
     search.addEventListener("input", draw);
     draw();
-    main.replaceChildren(h("h2", {}, t("key.title")), secretPanel(), search,
+    fill(main, h("h2", {}, t("key.title")), secretPanel(), search,
       admin ? h("button#key-add", { onclick: () => keyForm() }, t("key.add")) : null, h("div#key-form"), list);
   }
   function quotaBar(k) {
@@ -442,8 +446,8 @@
         field("kf-max_concurrent", t("key.f.conc"), f.max_concurrent)),
       field("kf-expires_at", t("key.f.expires"), f.expires_at), err,
       h("div.actions", {}, h("button#kf-save", { type: "submit" }, t("btn.create")),
-        h("button", { type: "button", onclick: () => $("#key-form").replaceChildren() }, t("btn.cancel"))));
-    $("#key-form").replaceChildren(form);
+        h("button", { type: "button", onclick: () => fill($("#key-form")) }, t("btn.cancel"))));
+    fill($("#key-form"), form);
     f.name.focus();
   }
 
@@ -483,7 +487,7 @@
       field("uf-to", t("use.f.to"), inp("uf-to", "to", "datetime-local")),
       h("button#uf-apply", { type: "submit" }, t("btn.apply")),
       h("button#uf-csv", { type: "button", onclick: () => exportCsv(rows, names) }, t("btn.export")));
-    main.replaceChildren(h("h2", {}, t("use.title")), filters,
+    fill(main, h("h2", {}, t("use.title")), filters,
       h("h3", {}, t("use.totals")),
       table("usage-totals", [t("col.model"), t("col.requests"), t("col.tokens"), t("col.cost")],
         Object.keys(tot).sort().map((m) => [m, fmtNum(tot[m].n), fmtNum(tot[m].p + tot[m].c), fmtMoney(tot[m].cost)]), t("use.empty")),
@@ -513,13 +517,13 @@
     const draw = () => {
       const q = filter.value.trim().toLowerCase();
       const rows = res.js.data.filter((r) => !q || [r.model_asked, r.model_served, r.channel, String(r.status), r.request_id].some((x) => (x || "").toLowerCase().includes(q)));
-      box.replaceChildren(table("requests", [t("col.time"), t("col.request_id"), t("col.key"), t("col.model"), t("col.channel"), t("col.attempt"), t("col.status"), t("col.latency"), t("col.ttft"), t("col.tokens"), t("col.cost")],
+      fill(box, table("requests", [t("col.time"), t("col.request_id"), t("col.key"), t("col.model"), t("col.channel"), t("col.attempt"), t("col.status"), t("col.latency"), t("col.ttft"), t("col.tokens"), t("col.cost")],
         rows.map((r) => [fmtTime(r.created_at_ms), r.request_id, r.key_id ? "#" + r.key_id : t("req.config_key"), r.model_asked, r.channel, String(r.attempt), String(r.status),
           fmtNum(r.latency_ms) + " ms", r.ttft_ms > 0 ? fmtNum(r.ttft_ms) + " ms" : "", fmtNum(r.prompt_tokens + r.completion_tokens), fmtMoney(r.cost_micro)]), t("req.empty")));
     };
     filter.addEventListener("input", draw);
     draw();
-    main.replaceChildren(h("h2", {}, t("req.title")), h("div.controls", {}, filter, h("button#req-refresh", { onclick: route }, t("btn.refresh"))), box);
+    fill(main, h("h2", {}, t("req.title")), h("div.controls", {}, filter, h("button#req-refresh", { onclick: route }, t("btn.refresh"))), box);
   }
 
   /* --------------------------------------------------------------- start */
