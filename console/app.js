@@ -331,7 +331,9 @@
       for (const line of f.settings.value.split("\n").map((x) => x.trim()).filter(Boolean)) {
         const i = line.indexOf("=");
         if (i <= 0) { $("#cf-settings-error").textContent = t("ch.bad_setting"); return; }
-        settings[line.slice(0, i).trim()] = line.slice(i + 1).trim();
+        const k = line.slice(0, i).trim(), val = line.slice(i + 1).trim(), was = (v.settings || {})[k];
+        /* a rotating secret is an array: unchanged text sends it back as it was */
+        settings[k] = Array.isArray(was) && was.join(",") === val ? was : val;
       }
       const body = { plugin: f.plugin.value.trim(), models: splitList(f.models.value), settings,
         priority: Number(f.priority.value), weight: Number(f.weight.value), enabled: f.enabled.checked };

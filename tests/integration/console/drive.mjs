@@ -129,6 +129,10 @@ const steps = [
     }
     check(await page.$$eval("#chart-requests polyline", (p) => p.length) >= 2, "one line for the total and one per model");
     await shot("overview");
+    await page.setViewport({ width: 390, height: 844, isMobile: true });
+    await go("channels");
+    await shot("phone-channels");
+    await page.setViewport({ width: 1280, height: 900 });
     await go("usage");
     await page.waitForSelector("#usage-rows");
     const rows = await page.$$eval("#usage-rows tbody tr", (r) => r.map((x) => [...x.cells].map((c) => c.textContent)));
