@@ -512,15 +512,17 @@
 
   /* ------------------------------------------------------------ requests */
   async function pageRequests(main) {
-    const res = await api("GET", "/admin/usage/rows?limit=200");
+    const [res, keys] = await Promise.all([api("GET", "/admin/usage/rows?limit=200"), api("GET", "/admin/keys?limit=500")]);
     if (res.status !== 200) throw new Error(errMsg(res));
+    const names = {};
+    for (const k of (keys.js && keys.js.data) || []) names[k.id] = k.name || k.prefix;
     const filter = h("input#req-filter", { type: "search", placeholder: t("req.filter"), "aria-label": t("req.filter") });
     const box = h("div");
     const draw = () => {
       const q = filter.value.trim().toLowerCase();
       const rows = res.js.data.filter((r) => !q || [r.model_asked, r.model_served, r.channel, String(r.status), r.request_id].some((x) => (x || "").toLowerCase().includes(q)));
       fill(box, table("requests", [t("col.time"), t("col.request_id"), t("col.key"), t("col.model"), t("col.channel"), t("col.attempt"), t("col.status"), t("col.latency"), t("col.ttft"), t("col.tokens"), t("col.cost")],
-        rows.map((r) => [fmtTime(r.created_at_ms), r.request_id, r.key_id ? "#" + r.key_id : t("req.config_key"), r.model_asked, r.channel, String(r.attempt), String(r.status),
+        rows.map((r) => [fmtTime(r.created_at_ms), r.request_id, r.key_id ? names[r.key_id] || "#" + r.key_id : t("req.config_key"), r.model_asked, r.channel, String(r.attempt), String(r.status),
           fmtNum(r.latency_ms) + " ms", r.ttft_ms > 0 ? fmtNum(r.ttft_ms) + " ms" : "", fmtNum(r.prompt_tokens + r.completion_tokens), fmtMoney(r.cost_micro)]), t("req.empty")));
     };
     filter.addEventListener("input", draw);

@@ -80,7 +80,7 @@ def run_flow(lang):
         conf = os.path.join(gw.dir, "drive-%s.json" % lang)
         with open(conf, "w") as f:
             json.dump({"lang": lang, "admin": "http://127.0.0.1:%d" % aport, "gw": "http://127.0.0.1:%d" % gw.port,
-                       "token": TOKEN, "readToken": READ, "upA": a.url, "chromium": chromium(), "shots": SHOTS}, f)
+                       "token": TOKEN, "readToken": READ, "upA": a.url, "conf": gw.conf, "chromium": chromium(), "shots": SHOTS}, f)
         r = subprocess.run(["node", "drive.mjs", conf], cwd=HERE, capture_output=True, text=True, timeout=240)
         out = r.stdout.strip()
         if out:

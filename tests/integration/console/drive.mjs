@@ -10,8 +10,8 @@ const C = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const ZH = C.lang === "zh";
 const XSS = "<img src=x onerror=alert(1)>";
 const L = ZH
-  ? { overview: "概览", channels: "渠道", keys: "令牌", usage: "用量", requests: "请求", signin: "登录", bad: "令牌无效。", title: "龙门控制台", ok: "配置检查通过。", disable: "停用", disabled: "已停用", readonly: "只读" }
-  : { overview: "Overview", channels: "Channels", keys: "Keys", usage: "Usage", requests: "Requests", signin: "Sign in", bad: "Invalid token.", title: "Longmen console", ok: "The configuration checks out.", disable: "Disable", disabled: "disabled", readonly: "read-only" };
+  ? { overview: "概览", channels: "渠道", keys: "令牌", usage: "用量", requests: "请求", signin: "登录", bad: "令牌无效。", title: "龙门控制台", ok: "配置检查通过。", reload: "已请求重新加载。", disable: "停用", disabled: "已停用", readonly: "只读" }
+  : { overview: "Overview", channels: "Channels", keys: "Keys", usage: "Usage", requests: "Requests", signin: "Sign in", bad: "Invalid token.", title: "Longmen console", ok: "The configuration checks out.", reload: "Reload requested.", disable: "Disable", disabled: "disabled", readonly: "read-only" };
 
 let browser, page, step = "launch";
 const alerts = [];
@@ -189,9 +189,22 @@ const steps = [
     const names = await inPage(async () => (await (await fetch("/admin/keys")).json()).data.map((k) => k.name));
     check(!names.includes("csrf") && !names.includes("cross"), "a key was created without the CSRF token: " + names + " " + st2);
   }],
-  ["check_config_button", async () => {
+  ["check_and_reload_buttons", async () => {
     await page.click("#btn-check");
     await waitText("#check-result", L.ok, 15000);
+    const orig = fs.readFileSync(C.conf, "utf8");
+    const line = orig.split("\n").length + 1;
+    fs.appendFileSync(C.conf, "\nbogus_directive 1\n");
+    try {
+      await page.click("#btn-check");
+      await waitText("#check-result", `${C.conf}:${line}`, 15000);
+      await waitText("#check-result", "bogus_directive", 1000);
+      await shot("check-error");
+    } finally {
+      fs.writeFileSync(C.conf, orig);
+    }
+    await page.click("#btn-reload");
+    await waitText("#toast", L.reload, 5000);
   }],
   ["sign_out", async () => {
     await page.click("#btn-signout");
