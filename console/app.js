@@ -374,6 +374,7 @@
         shown.map((k) => [k.name, k.prefix, k.owner, quotaBar(k), k.models.length ? k.models.join(", ") : t("key.all_models"),
           limits(k), k.expires_at ? fmtTime(k.expires_at * 1000) : t("key.never"), k.enabled ? "" : t("key.disabled"),
           admin ? h("div.actions", {},
+            h("button", { "data-act": "edit", "data-id": k.id, onclick: () => keyForm(k) }, t("btn.edit")),
             h("button", { "data-act": "toggle", "data-id": k.id, onclick: async () => {
               const r = await api("PATCH", "/admin/keys/" + k.id, { enabled: !k.enabled });
               r.status === 200 ? route() : toast(t("msg.error", { m: errMsg(r) }), true);
@@ -386,7 +387,7 @@
     search.addEventListener("input", draw);
     draw();
     fill(main, h("h2", {}, t("key.title")), secretPanel(), search,
-      admin ? h("button#key-add", { onclick: () => keyForm() }, t("key.add")) : null, h("div#key-form"), list);
+      admin ? h("button#key-add", { onclick: () => keyForm(null) }, t("key.add")) : null, h("div#key-form"), list);
   }
   function quotaBar(k) {
     if (k.unlimited) return h("span", {}, t("key.unlimited") + " · " + fmtMoney(k.used_micro));
@@ -419,35 +420,41 @@
     S.secret = null; /* gone at the next render */
     return h("div.panel.secret#secret-panel", { role: "status" }, h("h3", {}, t("key.secret_title")), h("p", {}, t("key.secret_once")), h("div.row", {}, code, copy));
   }
-  function keyForm() {
+  /* Create a key (k null) or change one (PATCH: the secret stays). */
+  function keyForm(k) {
+    const localTime = (sec) => { const d = new Date(sec * 1000); return new Date(d - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16); };
+    const v = k || { name: "", owner: "", unlimited: true, models: [], cidrs: [], rpm: 0, tpm: 0, max_concurrent: 0, expires_at: 0 };
     const f = {
-      name: h("input#kf-name"), owner: h("input#kf-owner"), quota: h("input#kf-quota", { inputmode: "decimal" }),
-      models: h("input#kf-models"), cidrs: h("input#kf-cidrs"),
-      rpm: h("input#kf-rpm", { type: "number", min: 0, value: 0 }), tpm: h("input#kf-tpm", { type: "number", min: 0, value: 0 }),
-      max_concurrent: h("input#kf-max_concurrent", { type: "number", min: 0, value: 0 }),
-      expires_at: h("input#kf-expires_at", { type: "datetime-local" }),
+      name: h("input#kf-name", { value: v.name }), owner: h("input#kf-owner", { value: v.owner }),
+      quota: h("input#kf-quota", { inputmode: "decimal", value: v.unlimited ? "" : v.quota }),
+      models: h("input#kf-models", { value: v.models.join(", ") }), cidrs: h("input#kf-cidrs", { value: v.cidrs.join(", ") }),
+      rpm: h("input#kf-rpm", { type: "number", min: 0, value: v.rpm }), tpm: h("input#kf-tpm", { type: "number", min: 0, value: v.tpm }),
+      max_concurrent: h("input#kf-max_concurrent", { type: "number", min: 0, value: v.max_concurrent }),
+      expires_at: h("input#kf-expires_at", { type: "datetime-local", value: v.expires_at ? localTime(v.expires_at) : "" }),
     };
     const err = h("p.error#kf-error", { role: "alert" });
     const form = h("form.panel#key-create", { onsubmit: async (e) => {
       e.preventDefault();
       document.querySelectorAll("#key-create .field-error").forEach((x) => (x.textContent = ""));
+      err.textContent = "";
       const body = { name: f.name.value, owner: f.owner.value, quota: f.quota.value.trim() || "unlimited",
         models: splitList(f.models.value), cidrs: splitList(f.cidrs.value), rpm: Number(f.rpm.value),
         tpm: Number(f.tpm.value), max_concurrent: Number(f.max_concurrent.value),
         expires_at: f.expires_at.value ? Math.floor(new Date(f.expires_at.value).getTime() / 1000) : 0 };
-      const res = await api("POST", "/admin/keys", body);
+      const res = k ? await api("PATCH", "/admin/keys/" + k.id, body) : await api("POST", "/admin/keys", body);
       if (res.status === 201) { S.secret = res.js.secret; return route(); }
+      if (res.status === 200) { toast(t("msg.saved")); return route(); }
       const param = (res.js && res.js.error && res.js.error.param) || "";
       ($("#kf-" + param + "-error") || err).textContent = errMsg(res);
     } },
-      h("h3", {}, t("key.add")),
+      h("h3", {}, k ? t("key.edit", { n: k.name || k.prefix }) : t("key.add")),
       field("kf-name", t("key.f.name"), f.name), field("kf-owner", t("key.f.owner"), f.owner),
       field("kf-quota", t("key.f.quota"), f.quota), field("kf-models", t("key.f.models"), f.models),
       field("kf-cidrs", t("key.f.cidrs"), f.cidrs),
       h("div.row", {}, field("kf-rpm", t("key.f.rpm"), f.rpm), field("kf-tpm", t("key.f.tpm"), f.tpm),
         field("kf-max_concurrent", t("key.f.conc"), f.max_concurrent)),
       field("kf-expires_at", t("key.f.expires"), f.expires_at), err,
-      h("div.actions", {}, h("button#kf-save", { type: "submit" }, t("btn.create")),
+      h("div.actions", {}, h("button#kf-save", { type: "submit" }, k ? t("btn.save") : t("btn.create")),
         h("button", { type: "button", onclick: () => fill($("#key-form")) }, t("btn.cancel"))));
     fill($("#key-form"), form);
     f.name.focus();

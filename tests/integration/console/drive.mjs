@@ -96,6 +96,21 @@ const steps = [
     check((await page.$$eval("#keys tbody tr", (r) => r.length)) === 1, "search");
     await shot("keys");
   }],
+  ["edit_key_limits", async () => {
+    await page.click('#keys button[data-act="edit"]');
+    await page.waitForSelector("#kf-rpm");
+    check((await page.$eval("#kf-quota", (e) => e.value)).startsWith("10"), "quota prefilled");
+    await page.$eval("#kf-rpm", (e) => (e.value = ""));
+    await page.type("#kf-rpm", "120");
+    await page.$eval("#kf-quota", (e) => (e.value = ""));
+    await page.type("#kf-quota", "-5");
+    await page.click("#kf-save");
+    await page.waitForFunction(() => document.querySelector("#kf-quota-error").textContent.length > 0 || document.querySelector("#kf-error").textContent.length > 0, { timeout: 5000 });
+    await page.$eval("#kf-quota", (e) => (e.value = ""));
+    await page.type("#kf-quota", "10");
+    await page.click("#kf-save");
+    await page.waitForFunction(() => [...document.querySelectorAll("#keys tbody tr")].some((r) => r.cells[5].textContent.includes("120 rpm")), { timeout: 8000 });
+  }],
   ["channel_bad_setting_message", async () => {
     await go("channels");
     await page.click("#ch-add");
