@@ -153,10 +153,10 @@ const steps = [
     const rows = await page.$$eval("#usage-rows tbody tr", (r) => r.map((x) => [...x.cells].map((c) => c.textContent)));
     check(rows.length >= 4 && rows.every((r) => r[3] === "webch" && r[2] === "m1"), "usage rows " + JSON.stringify(rows.slice(0, 2)));
     check(rows[0][1] === XSS, "the key's name in the usage table is text: " + rows[0][1]);
+    await shot("usage");
     await page.type("#uf-channel", "filech");
     await page.click("#uf-apply");
     await page.waitForSelector("#usage-rows-empty");
-    await shot("usage");
   }],
   ["csv_export", async () => {
     const cdp = await page.createCDPSession();
