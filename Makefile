@@ -19,13 +19,15 @@ PLUGIN_DIR ?= $(O)/plugins
 DEBS := build-essential pkg-config libevhtp-dev libevent-dev libcurl4-openssl-dev \
         libjansson-dev liblua5.4-dev libssl-dev libsqlite3-dev libpq-dev postgresql \
         python3 curl clang-format \
-        libhiredis-dev redis-server
+        libhiredis-dev redis-server \
+        chromium fonts-wqy-microhei
 
 # Every kernel/<layer>/*.c is part of the gateway; folders are listed in
 # kernel/LAYERS. libkernel.a is everything but main() and the plugin test kit
 # (unit tests and fuzz targets link it); liblmtest.a is the kit alone.
 KERNEL_SRCS := $(filter-out kernel/kit/%,$(wildcard kernel/*/*.c))
-KERNEL_OBJS := $(KERNEL_SRCS:%.c=$(O)/%.o)
+# ... plus the web console's files, embedded by a generated C file.
+KERNEL_OBJS := $(KERNEL_SRCS:%.c=$(O)/%.o) $(O)/gen/console_assets.o
 # The JSON scanner (sdk/lmjscan.h) serves the kernel's pass-through path too.
 KERNEL_OBJS += $(O)/sdk/jscan.o $(O)/sdk/jparse.o $(O)/sdk/jdump.o
 LIB_OBJS    := $(filter-out $(O)/kernel/server/main.o,$(KERNEL_OBJS))
@@ -71,6 +73,14 @@ $(O)/kernel/%.o: kernel/%.c $(KERNEL_HDRS)
 $(O)/kernel/kit/%.o: kernel/kit/%.c sdk/lmtest.h $(KERNEL_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(KERNEL_INC) $(PKG_CFLAGS) -c -o $@ $<
+
+# The web console (console/, docs/console.md) is compiled into the binary.
+$(O)/gen/console_assets.c: scripts/embed_console.py $(wildcard console/*)
+	@mkdir -p $(dir $@)
+	python3 scripts/embed_console.py console $@
+
+$(O)/gen/console_assets.o: $(O)/gen/console_assets.c kernel/admin/console_assets.h
+	$(CC) $(CFLAGS) $(KERNEL_INC) -c -o $@ $<
 
 $(O)/longmen: $(KERNEL_OBJS)
 	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(PKG_LIBS)

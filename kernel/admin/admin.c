@@ -18,9 +18,11 @@
 #include "admin/admin.h"
 #include "admin/auth.h"
 #include "admin/channels.h"
+#include "admin/console.h"
 #include "admin/ctx.h"
 #include "admin/keys.h"
 #include "admin/requests.h"
+#include "admin/status.h"
 #include "admin/usage.h"
 #include "core/log.h"
 #include "relay/rt.h"
@@ -115,6 +117,10 @@ static const route_t routes[] = {
     {"/admin/health", LM_ADMIN_HTTP_GET, "GET", 0, h_health},
     {"/admin/routes", LM_ADMIN_HTTP_GET, "GET", 0, h_routes},
     {"/admin/reload", LM_ADMIN_HTTP_POST, "POST", 1, h_reload},
+    {"/admin/check", LM_ADMIN_HTTP_POST, "POST", 1, lm_admin_check},
+    {"/admin/status", LM_ADMIN_HTTP_GET, "GET", 0, lm_admin_status},
+    {"/admin/session", LM_ADMIN_HTTP_GET, "GET", 0, lm_admin_console_whoami},
+    {"/admin/session", LM_ADMIN_HTTP_DELETE, "DELETE", 0, lm_admin_console_signout},
     {"/admin/keys", LM_ADMIN_HTTP_GET, "GET", 0, lm_admin_keys_list},
     {"/admin/keys", LM_ADMIN_HTTP_POST, "POST", 1, lm_admin_keys_create},
     {"/admin/keys/{id}", LM_ADMIN_HTTP_GET, "GET", 0, lm_admin_keys_get},
@@ -123,6 +129,7 @@ static const route_t routes[] = {
     {"/admin/usage", LM_ADMIN_HTTP_GET, "GET", 0, lm_admin_usage_totals},
     {"/admin/usage/rows", LM_ADMIN_HTTP_GET, "GET", 0, lm_admin_usage_rows},
     {"/admin/requests", LM_ADMIN_HTTP_GET, "GET", 0, lm_admin_requests_list},
+    {"/admin/usage/series", LM_ADMIN_HTTP_GET, "GET", 0, lm_admin_usage_series},
     {"/admin/metrics", LM_ADMIN_HTTP_GET, "GET", 0, h_metrics},
     {"/admin/channels", LM_ADMIN_HTTP_GET, "GET", 0, lm_admin_channels_list},
     {"/admin/channels", LM_ADMIN_HTTP_POST, "POST", 1, lm_admin_channels_create},
@@ -214,7 +221,9 @@ static void dispatch(lm_admin_ctx_t *a, const char *path)
 static void on_request(lm_admin_http_req_t *req, void *arg)
 {
     lm_admin_ctx_t a = {.env = arg, .req = req};
-    a.role = lm_admin_auth_check(a.env, req);
+    if (lm_admin_console_public(a.env, req))
+        return;
+    a.role = lm_admin_auth_check(a.env, req, &a.session);
     if (a.role < 0)
         return;
     dispatch(&a, lm_admin_http_path(req));

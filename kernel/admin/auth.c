@@ -5,6 +5,7 @@
 #include "admin/auth.h"
 #include "core/b64.h"
 #include "core/bearer.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "gov/auth.h"
 #include "relay/rt.h"
@@ -163,31 +164,82 @@ static int is_client_key(lm_admin_env_t *env, lm_admin_http_req_t *req, const ch
     return hit;
 }
 
-/* The caller's role, or -1 after replying 401/403. Both digests are
- * compared every time, in constant time. */
-int lm_admin_auth_check(lm_admin_env_t *env, lm_admin_http_req_t *req)
+/* Both digests are compared every time, in constant time. The role of
+ * tok, or -1 when it is neither token. */
+int lm_admin_auth_token_role(const lm_admin_env_t *env, const char *tok, size_t n)
 {
-    size_t n = 0;
-    const char *tok = bearer(req, &n);
-    if (tok == NULL) {
-        lm_admin_http_error(req, 401, "invalid_api_key", NULL,
-                            "missing admin token (send Authorization: Bearer <admin token>)");
-        return -1;
-    }
     unsigned char d[32];
     SHA256((const unsigned char *)tok, n, d);
     int full = CRYPTO_memcmp(d, env->token_hash, 32) == 0;
     int read = CRYPTO_memcmp(d, env->read_hash, 32) == 0 && env->has_read;
     OPENSSL_cleanse(d, sizeof(d));
-    if (full)
-        return LM_ADMIN_ROLE_FULL;
-    if (read)
-        return LM_ADMIN_ROLE_READ;
+    return full ? LM_ADMIN_ROLE_FULL : read ? LM_ADMIN_ROLE_READ : -1;
+}
+
+int lm_admin_auth_blocked(lm_admin_env_t *env, lm_admin_http_req_t *req)
+{
+    int64_t wait = lm_authguard_blocked(env->authguard, lm_admin_http_peer(req),
+                                        (int64_t)(uint64_t)lm_clock_ms());
+    if (wait <= 0)
+        return 0;
+    char v[32];
+    snprintf(v, sizeof(v), "%lld", (long long)wait);
+    lm_admin_http_add_header(req, "Retry-After", v);
+    lm_admin_http_error(req, 429, "too_many_auth_failures", NULL,
+                        "too many failed authentications from this address; retry later");
+    return 1;
+}
+
+void lm_admin_auth_failed(lm_admin_env_t *env, lm_admin_http_req_t *req)
+{
+    lm_authguard_fail(env->authguard, lm_admin_http_peer(req), (int64_t)(uint64_t)lm_clock_ms());
+}
+
+/* A console request: the session cookie, and for anything but GET the
+ * CSRF token in X-CSRF-Token (a cross-site form or fetch cannot read it). */
+static int session_check(lm_admin_env_t *env, lm_admin_http_req_t *req, lm_admin_session_t **out)
+{
+    lm_admin_session_t *s = lm_admin_session_find(
+        &env->sessions, lm_admin_http_header(req, "Cookie"), (int64_t)(uint64_t)lm_clock_ms());
+    if (s == NULL) {
+        lm_admin_http_error(req, 401, "invalid_api_key", NULL,
+                            "missing admin token (send Authorization: Bearer <admin token>, or "
+                            "sign in to the console again)");
+        return -1;
+    }
+    if (!lm_admin_http_method_is(req, LM_ADMIN_HTTP_GET) &&
+        !lm_admin_session_csrf_ok(s, lm_admin_http_header(req, "X-CSRF-Token"))) {
+        lm_admin_http_error(req, 403, "csrf_failed", NULL,
+                            "missing or wrong X-CSRF-Token for this console session");
+        return -1;
+    }
+    *out = s;
+    return s->role;
+}
+
+int lm_admin_auth_check(lm_admin_env_t *env, lm_admin_http_req_t *req, lm_admin_session_t **sess)
+{
+    size_t n = 0;
+    const char *tok = bearer(req, &n);
+    *sess = NULL;
+    if (lm_admin_auth_blocked(env, req))
+        return -1;
+    if (tok == NULL && lm_admin_http_header(req, "Authorization") == NULL)
+        return session_check(env, req, sess);
+    if (tok == NULL) {
+        lm_admin_http_error(req, 401, "invalid_api_key", NULL,
+                            "missing admin token (send Authorization: Bearer <admin token>)");
+        return -1;
+    }
+    int role = lm_admin_auth_token_role(env, tok, n);
+    if (role >= 0)
+        return role;
     if (is_client_key(env, req, tok, n)) {
         lm_admin_http_error(req, 403, "permission_denied", NULL,
                             "a data-plane key cannot call the admin API");
         return -1;
     }
+    lm_admin_auth_failed(env, req);
     lm_admin_http_error(req, 401, "invalid_api_key", NULL, "invalid admin token");
     return -1;
 }
@@ -199,6 +251,13 @@ int lm_admin_auth_setup(lm_admin_env_t *env, char *err, size_t errlen)
         token_bootstrap(env, LM_ADMIN_ROLE_READ, "LONGMEN_ADMIN_READONLY_TOKEN", env->read_hash,
                         &env->has_read, err, errlen) != 0)
         return -1;
+    const char *ttl = getenv("LONGMEN_ADMIN_SESSION_TTL");
+    int64_t sec = LM_ADMIN_SESSION_TTL_MS / 1000;
+    if (ttl && (lm_admin_http_parse_uint(ttl, 30 * 86400, &sec) != 0 || sec == 0)) {
+        snprintf(err, errlen, "LONGMEN_ADMIN_SESSION_TTL must be seconds from 1 to 2592000");
+        return -1;
+    }
+    env->sessions.ttl_ms = sec * 1000;
     if (env->has_read && CRYPTO_memcmp(env->read_hash, env->token_hash, 32) == 0) {
         snprintf(err, errlen, "admin: the read-only token must differ from the admin token");
         return -1;

@@ -23,6 +23,7 @@ typedef struct lm_admin_ctx_s {
     int64_t id;                      /* {id} routes */
     char name[LM_CHAN_NAME_MAX + 1]; /* {name} routes */
     int role;                        /* LM_ADMIN_ROLE_* */
+    lm_admin_session_t *session;     /* the console session, NULL for a bearer token */
 } lm_admin_ctx_t;
 
 /* A handler: sends exactly one reply. */

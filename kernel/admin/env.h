@@ -6,6 +6,8 @@
  */
 #ifndef LM_ADMIN_ENV_H
 #define LM_ADMIN_ENV_H
+#include "admin/session.h"
+#include "gov/authguard.h"
 #include "relay/rt.h"
 #include "store/store.h"
 
@@ -48,6 +50,13 @@ typedef struct lm_admin_env_s {
     unsigned char token_hash[32];
     unsigned char read_hash[32];
     int has_read;
+    /* The data plane's brute-force guard (AU-4), borrowed; NULL = none.
+     * Wrong admin tokens, by header or at the console's sign-in, count
+     * in it like wrong API keys. */
+    lm_authguard_t *authguard;
+    /* The console's sign-in sessions (admin thread only); ttl_ms is set at
+     * setup from LONGMEN_ADMIN_SESSION_TTL (seconds). */
+    lm_admin_sessions_t sessions;
 } lm_admin_env_t;
 
 #endif

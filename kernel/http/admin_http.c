@@ -24,9 +24,14 @@
 /* ------------------------------------------------------------------------ */
 /* replies                                                                   */
 
+/* kalloc/valloc 1: libevhtp copies both strings. With 0 it kept the
+ * caller's pointers, so a value built in a stack buffer (Allow, a cookie)
+ * dangled if the reply was sent after the caller returned. */
 void lm_admin_http_add_header(lm_admin_http_req_t *req, const char *k, const char *v)
 {
-    evhtp_headers_add_header(req->headers_out, evhtp_header_new(k, v, 0, 0));
+    evhtp_header_t *h = evhtp_header_new(k, v, 1, 1);
+    if (h)
+        evhtp_headers_add_header(req->headers_out, h);
 }
 
 void lm_admin_http_json(lm_admin_http_req_t *req, int status, json_t *body)
@@ -261,6 +266,11 @@ json_t *lm_admin_http_body_object(lm_admin_http_req_t *req)
 const char *lm_admin_http_header(lm_admin_http_req_t *req, const char *name)
 {
     return evhtp_header_find(req->headers_in, name);
+}
+
+const struct sockaddr *lm_admin_http_peer(lm_admin_http_req_t *req)
+{
+    return req->conn ? req->conn->saddr : NULL;
 }
 
 const char *lm_admin_http_path(lm_admin_http_req_t *req)

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 struct evhtp;
+struct sockaddr;
 struct evhtp_request;
 /* An admin request (opaque outside http/); borrowed by every call. */
 typedef struct evhtp_request lm_admin_http_req_t;
@@ -23,6 +24,8 @@ void lm_admin_http_serve(struct evhtp *htp, lm_admin_http_cb cb, void *arg);
 /* ---- requests (results borrowed from req) ---- */
 /* Request header value, or NULL. */
 const char *lm_admin_http_header(lm_admin_http_req_t *req, const char *name);
+/* The peer's address (borrowed), or NULL. */
+const struct sockaddr *lm_admin_http_peer(lm_admin_http_req_t *req);
 /* The decoded path ("" when absent). */
 const char *lm_admin_http_path(lm_admin_http_req_t *req);
 enum {

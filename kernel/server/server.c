@@ -640,6 +640,7 @@ static int setup_store(lm_server_t *s, char *err, size_t errlen)
         return 0;
     s->admin_htp = evhtp_new(s->base, NULL);
     s->admin_env = (lm_admin_env_t){.store = s->store,
+                                    .authguard = s->authguard,
                                     .ctl = {.arg = s,
                                             .acquire_rt = admin_acquire_rt,
                                             .reload = admin_reload,

@@ -43,6 +43,7 @@ SECTIONS = [
     ("Codex and the OpenAI Responses API", "Codex 与 OpenAI Responses API"),
     ("Configuration (`plugins.conf`)", "配置（`plugins.conf`）"),
     ("Keys, quotas and usage", "令牌、额度与用量"),
+    ("Web console", "Web 控制台"),
     ("Lua policy scripts", "Lua 策略脚本"),
     ("Response cache", "响应缓存"),
     ("Traces and the request log", "链路追踪与请求日志"),
