@@ -34,7 +34,10 @@ static int require_method(lm_http_req_t *req, int m)
 /* The caller is anyone chat accepts: a config key or a usable virtual
  * key (lm_gov_auth, same errors), behind the same brute-force guard
  * (AU-4): a blocked address gets 429, a 401 counts as a failure. */
-static int authorized(lm_http_req_t *req, const lm_relay_services_t *svc, const lm_rt_t *rt)
+/* 1 when the caller's key is good; then *key is its virtual key (one
+ * reference the caller drops with lm_key_release) or NULL for a config key. */
+static int authorized(lm_http_req_t *req, const lm_relay_services_t *svc, const lm_rt_t *rt,
+                      lm_key_t **key)
 {
     lm_authguard_t *guard = svc->authguard;
     const struct sockaddr *peer = lm_http_peer(req);
@@ -50,7 +53,9 @@ static int authorized(lm_http_req_t *req, const lm_relay_services_t *svc, const 
     lm_gov_t g;
     lm_err e;
     int rc = lm_gov_auth(&g, rt->conf, svc->store, lm_http_header(req, "Authorization"), peer, &e);
-    lm_gov_end(&g, 0); /* listing models books nothing: drop the key reference */
+    *key = rc == 0 ? g.key : NULL;
+    g.key = NULL;      /* the caller's reference now */
+    lm_gov_end(&g, 0); /* listing models books nothing */
     if (rc == 0)
         return 1;
     if (e.http_status == 401) {
@@ -61,16 +66,43 @@ static int authorized(lm_http_req_t *req, const lm_relay_services_t *svc, const 
     return 0;
 }
 
-static void models_reply(lm_http_req_t *req, const lm_rt_t *rt)
+/* The model list a key restricted to some models may see: only those. */
+static void models_list_for(lm_http_req_t *req, const lm_rt_t *rt, const lm_key_t *key)
+{
+    json_t *all = json_loads(rt->models_json, 0, NULL), *keep = json_array(), *m;
+    size_t i;
+    char *body = NULL;
+    if (all && keep) {
+        json_array_foreach (json_object_get(all, "data"), i, m)
+            if (lm_key_model_allowed(key, json_string_value(json_object_get(m, "id"))))
+                json_array_append(keep, m);
+        json_object_set(all, "data", keep);
+        body = json_dumps(all, JSON_COMPACT);
+    }
+    json_decref(keep);
+    json_decref(all);
+    if (body)
+        lm_http_reply(req, 200, "application/json", body, strlen(body), NULL);
+    else
+        lm_http_reply_simple(req, 500, "api_error", NULL, "out of memory");
+    free(body);
+}
+
+static void models_reply(lm_http_req_t *req, const lm_rt_t *rt, const lm_key_t *key)
 {
     const char *path = lm_http_path(req);
+    int restricted = key && !lm_key_model_allowed(key, NULL); /* NULL: only an open key passes */
     if (strncmp(path, "/v1/models/", strlen("/v1/models/")) != 0) {
-        lm_http_reply(req, 200, "application/json", rt->models_json, strlen(rt->models_json), NULL);
+        if (restricted)
+            models_list_for(req, rt, key);
+        else
+            lm_http_reply(req, 200, "application/json", rt->models_json, strlen(rt->models_json),
+                          NULL);
         return;
     }
     const char *id = path + strlen("/v1/models/");
     const lm_route_t *route = lm_rt_route(rt, id);
-    if (route == NULL) {
+    if (route == NULL || (restricted && !lm_key_model_allowed(key, id))) {
         lm_http_reply_simple(req, 404, "invalid_request_error", "model_not_found",
                              "The model does not exist or you do not have access to it.");
         return;
@@ -93,8 +125,11 @@ static void route_models(lm_http_req_t *req, void *arg)
     if (!require_method(req, LM_HTTP_GET))
         return;
     lm_rt_t *rt = svc->acquire_rt(svc->arg);
-    if (authorized(req, svc, rt))
-        models_reply(req, rt);
+    lm_key_t *key = NULL;
+    if (authorized(req, svc, rt, &key))
+        models_reply(req, rt, key);
+    if (key)
+        lm_key_release(key);
     lm_rt_unref(rt);
 }
 

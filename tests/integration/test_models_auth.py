@@ -10,7 +10,7 @@ import tempfile
 from lib import admin_call, Gateway, check, free_port, run
 
 TOKEN_RE = re.compile(r"admin token \(shown once\): (lmadm-[A-Za-z0-9_-]+)")
-MOCK = "channel m {\n plugin mock\n models mock-1\n}\n"
+MOCK = "channel m {\n plugin mock\n models mock-1 mock-2 other-1\n}\n"
 
 
 class Env:
@@ -25,8 +25,10 @@ class Env:
     def admin(self, method, path, body=None):
         return admin_call(self.admin_port, self.token, method, path, body, timeout=10)
 
-    def new_key(self):
-        st, js = self.admin("POST", "/admin/keys", {"name": "lister", "quota": "unlimited"})
+    def new_key(self, **fields):
+        body = {"name": "lister%d" % len(fields), "quota": "unlimited"}
+        body.update(fields)
+        st, js = self.admin("POST", "/admin/keys", body)
         check(st == 201, "create key: %s %s" % (st, js))
         return js.get("secret") or js.get("key")
 
@@ -77,5 +79,24 @@ def test_wrong_keys_feed_the_brute_force_guard():
         env.gw.stop()
 
 
+def test_restricted_key_lists_only_its_models():
+    """A key limited to some models sees only those in /v1/models, and the
+    others are 404 by id, as the chat endpoint would refuse them."""
+    env = Env()
+    try:
+        secret = env.new_key(models=["mock-*"])
+        st, js, raw, _ = models(env.gw, secret)
+        check(st == 200 and sorted(m["id"] for m in js["data"]) == ["mock-1", "mock-2"],
+              "restricted list: %s %s" % (st, raw))
+        check(models(env.gw, secret, path="/v1/models/mock-2")[0] == 200, "an allowed model by id")
+        st, js, raw, _ = models(env.gw, secret, path="/v1/models/other-1")
+        check(st == 404 and js["error"]["code"] == "model_not_found", "a model it may not use: %s" % raw)
+        st, js, raw, _ = models(env.gw, env.new_key())
+        check(st == 200 and len(js["data"]) == 3, "an open key sees all: %s" % raw)
+    finally:
+        env.gw.stop()
+
+
 if __name__ == "__main__":
-    run([test_virtual_key_lists_models, test_wrong_keys_feed_the_brute_force_guard])
+    run([test_virtual_key_lists_models, test_wrong_keys_feed_the_brute_force_guard,
+         test_restricted_key_lists_only_its_models])
