@@ -41,11 +41,13 @@ static size_t utf8_seq(const unsigned char *s)
  * when s is well formed, else a new copy with each bad byte as '?'. */
 static char *utf8_fix(const char *s)
 {
+    if (s == NULL)
+        return NULL;
     const unsigned char *p = (const unsigned char *)s;
     size_t k;
     while (*p && (k = utf8_seq(p)) > 0)
         p += k;
-    if (s == NULL || *p == '\0')
+    if (*p == '\0')
         return NULL;
     char *out = strdup(s);
     if (out == NULL)
@@ -61,7 +63,7 @@ static char *utf8_fix(const char *s)
 /* t, or its repaired copy (kept in *fix to be freed). */
 static const char *valid_text(const char *t, char **fix)
 {
-    *fix = t ? utf8_fix(t) : NULL;
+    *fix = utf8_fix(t);
     return *fix ? *fix : t;
 }
 
