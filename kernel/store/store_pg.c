@@ -108,6 +108,32 @@ static const char *const migrations[] = {
     "ALTER TABLE usage ADD COLUMN api TEXT NOT NULL DEFAULT 'chat';",
     /* 5: rows answered from the response cache: cost 0 */
     "ALTER TABLE usage ADD COLUMN cached SMALLINT NOT NULL DEFAULT 0 CHECK (cached IN (0, 1));",
+    /* 6: the request log (docs/observability.md, store_pg_reqlog.c); key_id
+     * without a reference, as in SQLite: a row outlives its key */
+    "CREATE TABLE request_log ("
+    "  id BIGSERIAL PRIMARY KEY,"
+    "  request_id TEXT NOT NULL,"
+    "  created_at BIGINT NOT NULL,"
+    "  key_id BIGINT,"
+    "  key_name TEXT NOT NULL DEFAULT '',"
+    "  model_asked TEXT NOT NULL DEFAULT '',"
+    "  model_served TEXT NOT NULL DEFAULT '',"
+    "  channel TEXT NOT NULL DEFAULT '',"
+    "  api TEXT NOT NULL DEFAULT 'chat',"
+    "  finish_reason TEXT NOT NULL DEFAULT '',"
+    "  error_code TEXT NOT NULL DEFAULT '',"
+    "  attempts TEXT NOT NULL DEFAULT '[]',"
+    "  status BIGINT NOT NULL DEFAULT 0,"
+    "  latency_ms BIGINT NOT NULL DEFAULT 0,"
+    "  ttft_ms BIGINT NOT NULL DEFAULT 0,"
+    "  prompt_tokens BIGINT NOT NULL DEFAULT 0,"
+    "  completion_tokens BIGINT NOT NULL DEFAULT 0,"
+    "  cost BIGINT NOT NULL DEFAULT 0,"
+    "  stream SMALLINT NOT NULL DEFAULT 0 CHECK (stream IN (0, 1)),"
+    "  request_body TEXT,"
+    "  response_body TEXT"
+    ");"
+    "CREATE INDEX request_log_created ON request_log (created_at);",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -691,6 +717,9 @@ const lm_store_backend_t lm_store_pg = {
     .chan_list = lm_pg_chan_list,
     .usage_totals = lm_pg_usage_totals,
     .usage_list = lm_pg_usage_list,
+    .reqlog_insert = lm_pg_reqlog_insert,
+    .reqlog_prune = lm_pg_reqlog_prune,
+    .reqlog_list = lm_pg_reqlog_list,
     .changes = pg_changes,
     .spend = pg_spend,
 };

@@ -1,7 +1,7 @@
 /*
  * store_pg_int.h - what the PostgreSQL backend's two files share: the
  * backend state (three connections), parameter lists and the row decoders.
- * Included by store_pg.c and store_pg_read.c only.
+ * Included by store_pg.c, store_pg_read.c and store_pg_reqlog.c only.
  */
 #ifndef LM_STORE_PG_INT_H
 #define LM_STORE_PG_INT_H
@@ -68,4 +68,10 @@ int lm_pg_usage_totals(lm_store_db_t *db, int by, int64_t from_ms, int64_t to_ms
 int lm_pg_usage_list(lm_store_db_t *db, int64_t key_id, int64_t before_id, size_t limit,
                      lm_usage_rec_t *v, size_t *n);
 const char *lm_pg_role_name(int role);
+
+/* store_pg_reqlog.c: the request log (backend.h, reqlog.h). */
+int lm_pg_reqlog_insert(lm_store_db_t *db, const struct lm_reqlog_row_s *r);
+int lm_pg_reqlog_prune(lm_store_db_t *db, int64_t older_than_ms, int64_t keep_rows);
+int lm_pg_reqlog_list(lm_store_db_t *db, const struct lm_reqlog_query_s *q,
+                      struct lm_reqlog_rec_s *v, size_t *n);
 #endif
