@@ -307,7 +307,8 @@ static void apply_headers(json_t *headers, lm_ureq_t *u)
 
     if (old == NULL)
         return;
-    memcpy(old, u->headers, n * sizeof(*old));
+    if (n)
+        memcpy(old, u->headers, n * sizeof(*old));
     u->nheaders = 0;
     json_object_foreach (headers, name, value) {
         const char *v = json_string_value(value), *orig;
