@@ -26,6 +26,11 @@ CONF
 if [ "${BENCH_CACHE:-0}" = 1 ]; then
     printf 'cache on models gpt-4o-mini\ncache_sampled on\n'
 fi
+# BENCH_OTEL=URL traces every request to a live collector at URL (make
+# bench's tracing run starts tests/bench/otlp_sink.py there).
+if [ -n "${BENCH_OTEL:-}" ]; then
+    printf 'otel_endpoint %s\n' "$BENCH_OTEL"
+fi
 case ${BENCH_LUA:-} in
     "" | none) scripts="" ;;
     noop) scripts=$HERE/noop.lua ;;

@@ -16,6 +16,9 @@
 # tests/bench/lua_profile.py (callgrind).
 #   BENCH_PEERS=0      skip the side-by-side run (only the Lua comparison)
 #   BENCH_CACHE=0      skip the cache-hit run (gateway with the response cache on)
+#   BENCH_OTEL=0       skip the tracing cost run (gateway without and with
+#                      otel_endpoint to a live collector, tests/bench/otlp_sink.py,
+#                      in LUA_REPEATS alternating pairs like the Lua cost)
 #   BENCH_OUT=DIR      where results go (default /tmp/bench-results/<time>)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,11 +40,12 @@ mkdir -p "$OUT"
 # gateway_env VARIANT [SCRIPT]: the harness settings that start the gateway
 # with the config for VARIANT ("plain", or "lua" = plus SCRIPT).
 gateway_env() {
-    local conf="$OUT/lm-bench-$1.conf" lua=none cache=0
+    local conf="$OUT/lm-bench-$1.conf" lua=none cache=0 otel=
     [ "$1" = lua ] && lua=$2
     [ "$1" = cache ] && cache=1
+    [ "$1" = otel ] && otel=$OTEL_URL
     export GATEWAY_CMD="$ROOT/build/longmen -c $conf"
-    export GATEWAY_SETUP="BENCH_CACHE=$cache BENCH_LUA=$lua BENCH_PLUGIN_DIR=$ROOT/build/plugins $ROOT/tests/bench/conf.sh > $conf"
+    export GATEWAY_SETUP="BENCH_CACHE=$cache BENCH_LUA=$lua BENCH_OTEL=$otel BENCH_PLUGIN_DIR=$ROOT/build/plugins $ROOT/tests/bench/conf.sh > $conf"
 }
 
 if [ "$BENCH_PEERS" != 0 ]; then
@@ -64,7 +68,7 @@ if [ "${BENCH_CACHE:-1}" != 0 ]; then
     awk -F'\t' 'FNR > 1 { printf "[cache hits]   %s: rps=%s cpu/req=%sus\n", $3, $4, $14 }' \
         "$OUT/cache/results.tsv" | tee "$OUT/cache-hits.md" >&2
 fi
-if [ "$BENCH_LUA" = none ] || [ -z "$BENCH_LUA" ]; then exit 0; fi
+
 
 # One gateway-only harness run per variant and pair; the order alternates
 # so that a drift in machine load does not always favour the same variant.
@@ -83,8 +87,8 @@ lua_run() { # lua_run DIR VARIANT PAIR SCRIPT
 
 # lua_table SCRIPT DIR: the cost table from the pairs' results.tsv files
 # (columns: repeat target scenario rps ... target_cpu_ms cpu_us_per_req).
-lua_table() {
-    awk -F'\t' -v script="$1" '
+lua_table() { # lua_table SCRIPT DIR [VARIANT TITLE]
+    awk -F'\t' -v script="$1" -v var="${3:-lua}" -v title="${4:-Lua cost}" '
 function median(v, k,   n, i, j, a, x) {
   n = cnt[v, k]; if (n == 0) return 0
   for (i = 1; i <= n; i++) a[i] = val[v, k, i] + 0
@@ -98,13 +102,13 @@ FNR == 1 { split(FILENAME, p, "/"); v = p[length(p) - 1]; sub(/-r[0-9]+$/, "", v
   add(v, $3 SUBSEP "rps", $4); if ($14 != "-") add(v, $3 SUBSEP "cpr", $14)
 }
 END {
-  printf "\n## Lua cost: gateway without and with %s (medians over %d pair(s))\n\n", script, cnt["plain", order[1] SUBSEP "rps"]
+  printf "\n## %s: gateway without and with %s (medians over %d pair(s))\n\n", title, script, cnt["plain", order[1] SUBSEP "rps"]
   print "| scenario | RPS without | RPS with | RPS cost | CPU µs/req without | CPU µs/req with | CPU cost |"
   print "|---|---:|---:|---:|---:|---:|---:|"
   for (i = 1; i <= ns; i++) {
     s = order[i]
-    r0 = median("plain", s SUBSEP "rps"); r1 = median("lua", s SUBSEP "rps")
-    c0 = median("plain", s SUBSEP "cpr"); c1 = median("lua", s SUBSEP "cpr")
+    r0 = median("plain", s SUBSEP "rps"); r1 = median(var, s SUBSEP "rps")
+    c0 = median("plain", s SUBSEP "cpr"); c1 = median(var, s SUBSEP "cpr")
     printf "| %s | %.0f | %.0f | %s | %.1f | %.1f | %s |\n", s, r0, r1,
       (r0 > 0 ? sprintf("%.1f%%", (r0 - r1) * 100 / r0) : "-"), c0, c1,
       (c0 > 0 ? sprintf("%+.1f%%", (c1 - c0) * 100 / c0) : "-")
@@ -112,6 +116,33 @@ END {
   print "\nRPS cost = (without - with) / without; CPU cost = extra gateway CPU time per request."
 }' "$2"/*/results.tsv
 }
+
+# Tracing cost (docs/observability.md): every request traced to a live
+# collector, against the same gateway without otel_endpoint, in alternating
+# pairs. For instructions per request see tests/bench/otel_profile.py.
+if [ "${BENCH_OTEL:-1}" != 0 ]; then
+    OTEL_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    OTEL_URL="http://127.0.0.1:$OTEL_PORT/v1/traces"
+    python3 "$ROOT/tests/bench/otlp_sink.py" "$OTEL_PORT" 2> "$OUT/otlp-sink.log" &
+    sink=$!
+    trap 'kill $sink 2>/dev/null || true' EXIT
+    dir="$OUT/otel/traces"
+    mkdir -p "$dir"
+    for ((i = 1; i <= LUA_REPEATS; i++)); do
+        if ((i % 2)); then
+            lua_run "$dir" plain "$i" none
+            lua_run "$dir" otel "$i" none
+        else
+            lua_run "$dir" otel "$i" none
+            lua_run "$dir" plain "$i" none
+        fi
+    done
+    kill "$sink" && wait "$sink" 2>/dev/null || true
+    trap - EXIT
+    lua_table "otel_endpoint (a live collector)" "$dir" otel "Tracing cost" | tee "$OUT/otel-cost.md"
+    cat "$OUT/otlp-sink.log" >&2
+fi
+if [ "$BENCH_LUA" = none ] || [ -z "$BENCH_LUA" ]; then exit 0; fi
 
 : > "$OUT/lua-cost.md"
 for script in $BENCH_LUA; do
