@@ -562,7 +562,8 @@ def test_connection_close():
             check(got.startswith(b"HTTP/1.1 200"), "request %d: %r" % (i, got[:80]))
         check(a.call("GET", "/admin/health")[0] == 200, "still serving")
     finally:
-        check(a.stop() == 0, "gateway exited cleanly")
+        rc = a.stop()
+        check(rc == 0, "gateway exit status %r; log tail:\n%s" % (rc, a.gw.logtext()[-3000:]))
 
 
 if __name__ == "__main__":
