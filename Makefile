@@ -131,7 +131,7 @@ $(O)/tests/test_lmoai: tests/unit/test_lmoai.c $(SDK_LIB) $(O)/liblmtest.a tests
 	$(CC) $(CFLAGS) -I sdk -o $@ $< $(O)/liblmtest.a $(SDK_LIB) -ljansson
 
 # Plugin tests link as a plugin author's would: the kit, Jansson, libc.
-$(O)/tests/test_plugin_%: tests/unit/test_plugin_%.c $(O)/liblmtest.a tests/unit/t.h
+$(O)/tests/test_plugin_%: tests/unit/test_plugin_%.c $(O)/liblmtest.a tests/unit/t.h tests/unit/plugin_t.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -I sdk -o $@ $< $(O)/liblmtest.a -ljansson
 

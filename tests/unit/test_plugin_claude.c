@@ -1,131 +1,16 @@
 /* claude plugin through the test kit: golden cases 9.4 (G1/G2/G3, 529
  * probe), request shape, SSE at every split, several tool calls, thinking,
  * merged roles, in-stream errors, cut streams, malformed bodies. */
-#include "lmtest.h"
-#include "t.h"
+#define PT_PLUGIN "claude"
+#include "plugin_t.h"
 
 #include <stdlib.h>
 
 /* Test JSON is written with ' for " to keep it readable. */
-static char *kept[512];
-static size_t nkept;
-
-static const char *Q(const char *s)
-{
-    char *d = strdup(s);
-    for (char *p = d; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    if (nkept < sizeof(kept) / sizeof(kept[0]))
-        kept[nkept++] = d;
-    return d;
-}
-
-/* build/plugins/claude.so, or $PLUGIN_DIR/claude.so (tests/run.sh sets it). */
-static const char *so_path(void)
-{
-    static char path[512];
-    const char *dir = getenv("PLUGIN_DIR");
-    snprintf(path, sizeof(path), "%s/claude.so", dir && *dir ? dir : "build/plugins");
-    return path;
-}
-
-static lmt_plugin *load(const char *const *cfg)
-{
-    char err[512];
-    lmt_plugin *p = lmt_load(so_path(), cfg, err, sizeof(err));
-    if (p == NULL)
-        printf("load failed: %s\n", err);
-    return p;
-}
 
 static const char *CFG[] = {"api_key", "k", NULL};
 
 /* ---- result helpers ---- */
-
-typedef struct tool_agg {
-    char id[128], name[64], args[1024];
-    int nid, ntype;
-} tool_agg;
-
-typedef struct agg {
-    char content[4096], reasoning[4096], finish[64];
-    int nfinish, nchunks, ntools, content_after_finish;
-    tool_agg tools[8];
-} agg;
-
-static void cat(char *dst, size_t n, const char *s)
-{
-    size_t l = strlen(dst);
-    snprintf(dst + l, n - l, "%s", s ? s : "");
-}
-
-/* Fold the stream chunks of choice `ci` into an agg. */
-static void aggregate(const char *json, int ci, agg *a)
-{
-    json_t *arr = json_loads(json, 0, NULL), *ch;
-    size_t i;
-    memset(a, 0, sizeof(*a));
-    json_array_foreach (arr, i, ch) {
-        json_t *c = json_array_get(json_object_get(ch, "choices"), 0);
-        json_t *d = json_object_get(c, "delta");
-        json_t *tcs = json_object_get(d, "tool_calls"), *tc;
-        size_t k;
-        if (json_integer_value(json_object_get(c, "index")) != ci)
-            continue;
-        a->nchunks++;
-        if (a->nfinish && json_object_size(d) > 0)
-            a->content_after_finish = 1;
-        cat(a->content, sizeof(a->content), json_string_value(json_object_get(d, "content")));
-        cat(a->reasoning, sizeof(a->reasoning),
-            json_string_value(json_object_get(d, "reasoning_content")));
-        json_array_foreach (tcs, k, tc) {
-            json_int_t ix = json_integer_value(json_object_get(tc, "index"));
-            json_t *fn = json_object_get(tc, "function");
-            tool_agg *t;
-            if (ix < 0 || ix >= 8)
-                continue;
-            t = &a->tools[ix];
-            if ((int)ix + 1 > a->ntools)
-                a->ntools = (int)ix + 1;
-            if (json_is_string(json_object_get(tc, "id"))) {
-                t->nid++;
-                cat(t->id, sizeof(t->id), json_string_value(json_object_get(tc, "id")));
-            }
-            if (json_is_string(json_object_get(tc, "type")))
-                t->ntype++;
-            cat(t->name, sizeof(t->name), json_string_value(json_object_get(fn, "name")));
-            cat(t->args, sizeof(t->args), json_string_value(json_object_get(fn, "arguments")));
-        }
-        if (json_is_string(json_object_get(c, "finish_reason"))) {
-            a->nfinish++;
-            snprintf(a->finish, sizeof(a->finish), "%s",
-                     json_string_value(json_object_get(c, "finish_reason")));
-        }
-    }
-    json_decref(arr);
-}
-
-static int same_json(const char *a, const char *b)
-{
-    json_t *x = json_loads(a, 0, NULL), *y = json_loads(b, 0, NULL);
-    int r = x && y && json_equal(x, y);
-    json_decref(x);
-    json_decref(y);
-    return r;
-}
-
-/* Run `body` at split 0 (into *first) and at every split 1..len; each run
- * builds `canon` first. Every run must give the identical result. */
-static void stream_all(lmt_plugin *p, const char *canon, const char *body, lmt_result *first)
-{
-    char why[256] = "";
-    size_t bad = lmt_stream_every_split(p, canon, body, first);
-    T_CHECK(bad == 0, "split %zu differs from split 0", bad);
-    /* One role and at most one finish per choice, ordered tool calls, no
-     * usage chunk: what a client library expects. */
-    T_CHECK(lmt_stream_conforms(first, why, sizeof(why)), "stream does not conform: %s", why);
-}
 
 static json_t *body_of(const lmt_ureq *u)
 {
@@ -142,45 +27,46 @@ static const char *G1, *G2, *G3, *G1_RESP, *G2_SSE, *G3_RESP;
 
 static void init_golden(void)
 {
-    G1 = Q("{'model':'claude-sonnet-4-5','messages':[{'role':'system','content':'You are "
-           "terse.'},{'role':'user','content':'Say hi'}],'max_tokens':16,'temperature':0.2}");
-    G2 = Q("{'model':'claude-sonnet-4-5','messages':[{'role':'system','content':'You are "
-           "terse.'},{'role':'user','content':'Say hi'}],'max_tokens':16,'temperature':0.2,"
-           "'stream':true,'stream_options':{'include_usage':true}}");
-    G3 = Q("{'model':'claude-sonnet-4-5','messages':[{'role':'user','content':'Weather in "
-           "Paris?'}],'tools':[{'type':'function','function':{'name':'get_weather','description':"
-           "'Get weather','parameters':{'type':'object','properties':{'city':{'type':'string'}},"
-           "'required':['city']}}}],'tool_choice':'auto'}");
-    G1_RESP = Q("{'id':'msg_g1','type':'message','role':'assistant','model':'claude-sonnet-4-5',"
-                "'content':[{'type':'text','text':'Hi!'}],'stop_reason':'end_turn',"
-                "'stop_sequence':null,'usage':{'input_tokens':12,'output_tokens':2}}");
-    G2_SSE =
-        Q("event: message_start\n"
-          "data: {'type':'message_start','message':{'id':'msg_g2','type':'message','role':"
-          "'assistant','content':[],'model':'claude-sonnet-4-5','stop_reason':null,"
-          "'stop_sequence':null,'usage':{'input_tokens':12,'output_tokens':1}}}\n\n"
-          "event: content_block_start\n"
-          "data: {'type':'content_block_start','index':0,'content_block':{'type':'text','text':''}}"
-          "\n\n"
-          "event: ping\n"
-          "data: {'type':'ping'}\n\n"
-          "event: content_block_delta\n"
-          "data: {'type':'content_block_delta','index':0,'delta':{'type':'text_delta','text':'Hi'}}"
-          "\n\n"
-          "event: content_block_delta\n"
-          "data: {'type':'content_block_delta','index':0,'delta':{'type':'text_delta','text':'!'}}"
-          "\n\n"
-          "event: content_block_stop\n"
-          "data: {'type':'content_block_stop','index':0}\n\n"
-          "event: message_delta\n"
-          "data: {'type':'message_delta','delta':{'stop_reason':'end_turn','stop_sequence':null},"
-          "'usage':{'output_tokens':2}}\n\n"
-          "event: message_stop\n"
-          "data: {'type':'message_stop'}\n\n");
-    G3_RESP = Q("{'id':'msg_g3','type':'message','role':'assistant','model':'claude-sonnet-4-5',"
-                "'content':[{'type':'tool_use','id':'toolu_01A','name':'get_weather','input':"
-                "{'city':'Paris'}}],'stop_reason':'tool_use','stop_sequence':null,'usage':"
-                "{'input_tokens':30,'output_tokens':10}}");
+    G1 = pt_q("{'model':'claude-sonnet-4-5','messages':[{'role':'system','content':'You are "
+              "terse.'},{'role':'user','content':'Say hi'}],'max_tokens':16,'temperature':0.2}");
+    G2 = pt_q("{'model':'claude-sonnet-4-5','messages':[{'role':'system','content':'You are "
+              "terse.'},{'role':'user','content':'Say hi'}],'max_tokens':16,'temperature':0.2,"
+              "'stream':true,'stream_options':{'include_usage':true}}");
+    G3 =
+        pt_q("{'model':'claude-sonnet-4-5','messages':[{'role':'user','content':'Weather in "
+             "Paris?'}],'tools':[{'type':'function','function':{'name':'get_weather','description':"
+             "'Get weather','parameters':{'type':'object','properties':{'city':{'type':'string'}},"
+             "'required':['city']}}}],'tool_choice':'auto'}");
+    G1_RESP = pt_q("{'id':'msg_g1','type':'message','role':'assistant','model':'claude-sonnet-4-5',"
+                   "'content':[{'type':'text','text':'Hi!'}],'stop_reason':'end_turn',"
+                   "'stop_sequence':null,'usage':{'input_tokens':12,'output_tokens':2}}");
+    G2_SSE = pt_q(
+        "event: message_start\n"
+        "data: {'type':'message_start','message':{'id':'msg_g2','type':'message','role':"
+        "'assistant','content':[],'model':'claude-sonnet-4-5','stop_reason':null,"
+        "'stop_sequence':null,'usage':{'input_tokens':12,'output_tokens':1}}}\n\n"
+        "event: content_block_start\n"
+        "data: {'type':'content_block_start','index':0,'content_block':{'type':'text','text':''}}"
+        "\n\n"
+        "event: ping\n"
+        "data: {'type':'ping'}\n\n"
+        "event: content_block_delta\n"
+        "data: {'type':'content_block_delta','index':0,'delta':{'type':'text_delta','text':'Hi'}}"
+        "\n\n"
+        "event: content_block_delta\n"
+        "data: {'type':'content_block_delta','index':0,'delta':{'type':'text_delta','text':'!'}}"
+        "\n\n"
+        "event: content_block_stop\n"
+        "data: {'type':'content_block_stop','index':0}\n\n"
+        "event: message_delta\n"
+        "data: {'type':'message_delta','delta':{'stop_reason':'end_turn','stop_sequence':null},"
+        "'usage':{'output_tokens':2}}\n\n"
+        "event: message_stop\n"
+        "data: {'type':'message_stop'}\n\n");
+    G3_RESP = pt_q("{'id':'msg_g3','type':'message','role':'assistant','model':'claude-sonnet-4-5',"
+                   "'content':[{'type':'tool_use','id':'toolu_01A','name':'get_weather','input':"
+                   "{'city':'Paris'}}],'stop_reason':'tool_use','stop_sequence':null,'usage':"
+                   "{'input_tokens':30,'output_tokens':10}}");
 }
 
 /* ---- tests ---- */
@@ -241,7 +127,7 @@ static void test_g2(lmt_plugin *p)
     lmt_ureq u;
     lm_err e;
     lmt_result r;
-    agg a;
+    pt_agg a;
     json_t *b;
 
     T_BEGIN("claude_g2_request");
@@ -255,9 +141,9 @@ static void test_g2(lmt_plugin *p)
     T_END();
 
     T_BEGIN("claude_g2_stream_every_split");
-    stream_all(p, G2, G2_SSE, &r);
+    pt_stream_all(p, G2, G2_SSE, &r);
     T_CHECK(r.rc == LM_DONE && r.done == 1, "rc %d done %d", r.rc, r.done);
-    aggregate(r.json, 0, &a);
+    pt_aggregate(r.json, 0, &a);
     T_STREQ(a.content, "Hi!");
     T_CHECK(a.nfinish == 1, "one finish chunk, got %d", a.nfinish);
     T_STREQ(a.finish, "stop");
@@ -350,16 +236,16 @@ static void test_errors(lmt_plugin *p)
     lmt_ureq u;
     lm_err e;
     lmt_result r;
-    const char *b529 = Q("{'type':'error','error':{'type':'overloaded_error','message':"
-                         "'Overloaded'}}");
-    const char *b401 = Q("{'type':'error','error':{'type':'authentication_error','message':"
-                         "'invalid x-api-key'},'request_id':'req_1'}");
-    const char *b429 = Q("{'type':'error','error':{'type':'rate_limit_error','message':"
-                         "'Number of request tokens has exceeded your rate limit'}}");
-    const char *b500 = Q("{'type':'error','error':{'type':'api_error','message':'Internal "
-                         "server error'}}");
-    const char *b404 = Q("{'type':'error','error':{'type':'not_found_error','message':"
-                         "'model: claude-9'}}");
+    const char *b529 = pt_q("{'type':'error','error':{'type':'overloaded_error','message':"
+                            "'Overloaded'}}");
+    const char *b401 = pt_q("{'type':'error','error':{'type':'authentication_error','message':"
+                            "'invalid x-api-key'},'request_id':'req_1'}");
+    const char *b429 = pt_q("{'type':'error','error':{'type':'rate_limit_error','message':"
+                            "'Number of request tokens has exceeded your rate limit'}}");
+    const char *b500 = pt_q("{'type':'error','error':{'type':'api_error','message':'Internal "
+                            "server error'}}");
+    const char *b404 = pt_q("{'type':'error','error':{'type':'not_found_error','message':"
+                            "'model: claude-9'}}");
 
     T_BEGIN("claude_error_529_overloaded");
     lmt_build(p, LM_OP_CHAT, G1, &u, &e);
@@ -419,100 +305,100 @@ static void test_errors(lmt_plugin *p)
 static void test_stream_quirks(lmt_plugin *p)
 {
     lmt_result r;
-    agg a;
-    const char *tools =
-        Q("event: message_start\n"
-          "data: {'type':'message_start','message':{'id':'msg_t','type':'message','role':"
-          "'assistant','content':[],'model':'claude-sonnet-4-5','usage':{'input_tokens':50,"
-          "'cache_read_input_tokens':8,'cache_creation_input_tokens':2,'output_tokens':1}}}\n\n"
-          "event: content_block_start\n"
-          "data: {'type':'content_block_start','index':0,'content_block':{'type':'text','text':''}}"
-          "\n\n"
-          "event: content_block_delta\n"
-          "data: {'type':'content_block_delta','index':0,'delta':{'type':'text_delta','text':"
-          "'Checking.'}}\n\n"
-          "event: content_block_stop\n"
-          "data: {'type':'content_block_stop','index':0}\n\n"
-          "event: content_block_start\n"
-          "data: {'type':'content_block_start','index':1,'content_block':{'type':'tool_use','id':"
-          "'toolu_A','name':'get_weather','input':{}}}\n\n"
-          "event: content_block_delta\n"
-          "data: {'type':'content_block_delta','index':1,'delta':{'type':'input_json_delta',"
-          "'partial_json':''}}\n\n"
-          "event: content_block_delta\n"
-          "data: {'type':'content_block_delta','index':1,'delta':{'type':'input_json_delta',"
-          "'partial_json':'{\\'city\\': \\'Par'}}\n\n"
-          "event: ping\n"
-          "data: {'type': 'ping'}\n\n"
-          "event: content_block_delta\n"
-          "data: {'type':'content_block_delta','index':1,'delta':{'type':'input_json_delta',"
-          "'partial_json':'is\\'}'}}\n\n"
-          "event: content_block_stop\n"
-          "data: {'type':'content_block_stop','index':1}\n\n"
-          "event: content_block_start\n"
-          "data: {'type':'content_block_start','index':2,'content_block':{'type':'tool_use','id':"
-          "'toolu_B','name':'get_time','input':{}}}\n\n"
-          "event: content_block_stop\n"
-          "data: {'type':'content_block_stop','index':2}\n\n"
-          "event: content_block_start\n"
-          "data: {'type':'content_block_start','index':3,'content_block':{'type':'tool_use','id':"
-          "'toolu_C','name':'get_weather','input':{}}}\n\n"
-          "event: content_block_delta\n"
-          "data: {'type':'content_block_delta','index':3,'delta':{'type':'input_json_delta',"
-          "'partial_json':'{\\'city\\':\\'Rome\\'}'}}\n\n"
-          "event: content_block_stop\n"
-          "data: {'type':'content_block_stop','index':3}\n\n"
-          "event: message_delta\n"
-          "data: {'type':'message_delta','delta':{'stop_reason':'tool_use','stop_sequence':null},"
-          "'usage':{'output_tokens':25}}\n\n"
-          "event: message_stop\n"
-          "data: {'type':'message_stop'}\n\n");
-    const char *think =
-        Q("event: message_start\n"
-          "data: {'type':'message_start','message':{'id':'msg_k','usage':{'input_tokens':5,"
-          "'output_tokens':1}}}\n\n"
-          "event: content_block_start\n"
-          "data: {'type':'content_block_start','index':0,'content_block':{'type':'thinking',"
-          "'thinking':''}}\n\n"
-          "event: content_block_delta\n"
-          "data: {'type':'content_block_delta','index':0,'delta':{'type':'thinking_delta',"
-          "'thinking':'Let me think'}}\n\n"
-          "event: content_block_delta\n"
-          "data: {'type':'content_block_delta','index':0,'delta':{'type':'thinking_delta',"
-          "'thinking':' hard.'}}\n\n"
-          "event: content_block_delta\n"
-          "data: {'type':'content_block_delta','index':0,'delta':{'type':'signature_delta',"
-          "'signature':'EqQBCgIYAhIM'}}\n\n"
-          "event: content_block_stop\n"
-          "data: {'type':'content_block_stop','index':0}\n\n"
-          "event: content_block_start\n"
-          "data: {'type':'content_block_start','index':1,'content_block':{'type':'text','text':''}}"
-          "\n\n"
-          "event: content_block_delta\n"
-          "data: {'type':'content_block_delta','index':1,'delta':{'type':'text_delta','text':"
-          "'42'}}\n\n"
-          "event: content_block_stop\n"
-          "data: {'type':'content_block_stop','index':1}\n\n"
-          "event: message_delta\n"
-          "data: {'type':'message_delta','delta':{'stop_reason':'max_tokens'},'usage':"
-          "{'output_tokens':30}}\n\n"
-          "event: message_stop\n"
-          "data: {'type':'message_stop'}\n\n");
+    pt_agg a;
+    const char *tools = pt_q(
+        "event: message_start\n"
+        "data: {'type':'message_start','message':{'id':'msg_t','type':'message','role':"
+        "'assistant','content':[],'model':'claude-sonnet-4-5','usage':{'input_tokens':50,"
+        "'cache_read_input_tokens':8,'cache_creation_input_tokens':2,'output_tokens':1}}}\n\n"
+        "event: content_block_start\n"
+        "data: {'type':'content_block_start','index':0,'content_block':{'type':'text','text':''}}"
+        "\n\n"
+        "event: content_block_delta\n"
+        "data: {'type':'content_block_delta','index':0,'delta':{'type':'text_delta','text':"
+        "'Checking.'}}\n\n"
+        "event: content_block_stop\n"
+        "data: {'type':'content_block_stop','index':0}\n\n"
+        "event: content_block_start\n"
+        "data: {'type':'content_block_start','index':1,'content_block':{'type':'tool_use','id':"
+        "'toolu_A','name':'get_weather','input':{}}}\n\n"
+        "event: content_block_delta\n"
+        "data: {'type':'content_block_delta','index':1,'delta':{'type':'input_json_delta',"
+        "'partial_json':''}}\n\n"
+        "event: content_block_delta\n"
+        "data: {'type':'content_block_delta','index':1,'delta':{'type':'input_json_delta',"
+        "'partial_json':'{\\'city\\': \\'Par'}}\n\n"
+        "event: ping\n"
+        "data: {'type': 'ping'}\n\n"
+        "event: content_block_delta\n"
+        "data: {'type':'content_block_delta','index':1,'delta':{'type':'input_json_delta',"
+        "'partial_json':'is\\'}'}}\n\n"
+        "event: content_block_stop\n"
+        "data: {'type':'content_block_stop','index':1}\n\n"
+        "event: content_block_start\n"
+        "data: {'type':'content_block_start','index':2,'content_block':{'type':'tool_use','id':"
+        "'toolu_B','name':'get_time','input':{}}}\n\n"
+        "event: content_block_stop\n"
+        "data: {'type':'content_block_stop','index':2}\n\n"
+        "event: content_block_start\n"
+        "data: {'type':'content_block_start','index':3,'content_block':{'type':'tool_use','id':"
+        "'toolu_C','name':'get_weather','input':{}}}\n\n"
+        "event: content_block_delta\n"
+        "data: {'type':'content_block_delta','index':3,'delta':{'type':'input_json_delta',"
+        "'partial_json':'{\\'city\\':\\'Rome\\'}'}}\n\n"
+        "event: content_block_stop\n"
+        "data: {'type':'content_block_stop','index':3}\n\n"
+        "event: message_delta\n"
+        "data: {'type':'message_delta','delta':{'stop_reason':'tool_use','stop_sequence':null},"
+        "'usage':{'output_tokens':25}}\n\n"
+        "event: message_stop\n"
+        "data: {'type':'message_stop'}\n\n");
+    const char *think = pt_q(
+        "event: message_start\n"
+        "data: {'type':'message_start','message':{'id':'msg_k','usage':{'input_tokens':5,"
+        "'output_tokens':1}}}\n\n"
+        "event: content_block_start\n"
+        "data: {'type':'content_block_start','index':0,'content_block':{'type':'thinking',"
+        "'thinking':''}}\n\n"
+        "event: content_block_delta\n"
+        "data: {'type':'content_block_delta','index':0,'delta':{'type':'thinking_delta',"
+        "'thinking':'Let me think'}}\n\n"
+        "event: content_block_delta\n"
+        "data: {'type':'content_block_delta','index':0,'delta':{'type':'thinking_delta',"
+        "'thinking':' hard.'}}\n\n"
+        "event: content_block_delta\n"
+        "data: {'type':'content_block_delta','index':0,'delta':{'type':'signature_delta',"
+        "'signature':'EqQBCgIYAhIM'}}\n\n"
+        "event: content_block_stop\n"
+        "data: {'type':'content_block_stop','index':0}\n\n"
+        "event: content_block_start\n"
+        "data: {'type':'content_block_start','index':1,'content_block':{'type':'text','text':''}}"
+        "\n\n"
+        "event: content_block_delta\n"
+        "data: {'type':'content_block_delta','index':1,'delta':{'type':'text_delta','text':"
+        "'42'}}\n\n"
+        "event: content_block_stop\n"
+        "data: {'type':'content_block_stop','index':1}\n\n"
+        "event: message_delta\n"
+        "data: {'type':'message_delta','delta':{'stop_reason':'max_tokens'},'usage':"
+        "{'output_tokens':30}}\n\n"
+        "event: message_stop\n"
+        "data: {'type':'message_stop'}\n\n");
 
     T_BEGIN("claude_stream_several_tool_calls");
-    stream_all(p, G2, tools, &r);
+    pt_stream_all(p, G2, tools, &r);
     T_CHECK(r.rc == LM_DONE && r.done, "rc %d", r.rc);
-    aggregate(r.json, 0, &a);
+    pt_aggregate(r.json, 0, &a);
     T_STREQ(a.content, "Checking.");
     T_CHECK(a.ntools == 3, "3 tool calls, got %d", a.ntools);
     T_STREQ(a.tools[0].id, "toolu_A");
     T_STREQ(a.tools[0].name, "get_weather");
-    T_CHECK(same_json(a.tools[0].args, "{\"city\":\"Paris\"}"), "args0 %s", a.tools[0].args);
+    T_CHECK(pt_same_json(a.tools[0].args, "{\"city\":\"Paris\"}"), "args0 %s", a.tools[0].args);
     T_STREQ(a.tools[1].id, "toolu_B");
     T_STREQ(a.tools[1].name, "get_time");
     T_STREQ(a.tools[1].args, "{}");
     T_STREQ(a.tools[2].id, "toolu_C");
-    T_CHECK(same_json(a.tools[2].args, "{\"city\":\"Rome\"}"), "args2 %s", a.tools[2].args);
+    T_CHECK(pt_same_json(a.tools[2].args, "{\"city\":\"Rome\"}"), "args2 %s", a.tools[2].args);
     for (int i = 0; i < 3; i++)
         T_CHECK(a.tools[i].nid == 1 && a.tools[i].ntype == 1, "id/type once for tool %d", i);
     T_CHECK(a.nfinish == 1, "one finish");
@@ -525,8 +411,8 @@ static void test_stream_quirks(lmt_plugin *p)
     T_END();
 
     T_BEGIN("claude_stream_thinking");
-    stream_all(p, G2, think, &r);
-    aggregate(r.json, 0, &a);
+    pt_stream_all(p, G2, think, &r);
+    pt_aggregate(r.json, 0, &a);
     T_STREQ(a.reasoning, "Let me think hard.");
     T_STREQ(a.content, "42");
     T_STREQ(a.finish, "length");
@@ -536,7 +422,7 @@ static void test_stream_quirks(lmt_plugin *p)
 
     T_BEGIN("claude_stream_error_event");
     {
-        const char *err = Q(
+        const char *err = pt_q(
             "event: message_start\n"
             "data: {'type':'message_start','message':{'id':'m','usage':{'input_tokens':3,"
             "'output_tokens':1}}}\n\n"
@@ -551,12 +437,12 @@ static void test_stream_quirks(lmt_plugin *p)
             "event: content_block_delta\n"
             "data: {'type':'content_block_delta','index':0,'delta':{'type':'text_delta','text':"
             "'NEVER'}}\n\n");
-        stream_all(p, G2, err, &r);
+        pt_stream_all(p, G2, err, &r);
         T_CHECK(r.rc == LM_EUPSTREAM, "rc %d", r.rc);
         T_CHECK(r.err.http_status == 503, "status %d", r.err.http_status);
         T_STREQ(r.err.code, "overloaded");
         T_STREQ(r.err.msg, "Overloaded");
-        aggregate(r.json, 0, &a);
+        pt_aggregate(r.json, 0, &a);
         T_STREQ(a.content, "Par");
         T_CHECK(a.nfinish == 0 && !r.done, "no finish, not done");
         lmt_result_clear(&r);
@@ -568,16 +454,16 @@ static void test_stream_quirks(lmt_plugin *p)
         /* G2 without message_delta / message_stop. */
         const char *end = strstr(G2_SSE, "event: message_delta");
         char *cut = strndup(G2_SSE, (size_t)(end - G2_SSE));
-        stream_all(p, G2, cut, &r);
+        pt_stream_all(p, G2, cut, &r);
         T_CHECK(r.rc == LM_OK && r.done == 0, "rc %d done %d", r.rc, r.done);
-        aggregate(r.json, 0, &a);
+        pt_aggregate(r.json, 0, &a);
         T_STREQ(a.content, "Hi!");
         T_CHECK(a.nfinish == 0, "no finish chunk");
         lmt_result_clear(&r);
         free(cut);
         /* cut in the middle of an event */
         cut = strndup(G2_SSE, strlen(G2_SSE) / 2);
-        stream_all(p, G2, cut, &r);
+        pt_stream_all(p, G2, cut, &r);
         T_CHECK(r.done == 0, "half stream not done");
         lmt_result_clear(&r);
         free(cut);
@@ -586,12 +472,13 @@ static void test_stream_quirks(lmt_plugin *p)
 
     T_BEGIN("claude_stream_malformed_json");
     {
-        const char *bad = Q("event: message_start\n"
-                            "data: {'type':'message_start','message':{'usage':{'input_tokens':1}}}"
-                            "\n\n"
-                            "event: content_block_delta\n"
-                            "data: {'type':'content_block_delta','index':0,'delta':{'type\n\n");
-        stream_all(p, G2, bad, &r);
+        const char *bad =
+            pt_q("event: message_start\n"
+                 "data: {'type':'message_start','message':{'usage':{'input_tokens':1}}}"
+                 "\n\n"
+                 "event: content_block_delta\n"
+                 "data: {'type':'content_block_delta','index':0,'delta':{'type\n\n");
+        pt_stream_all(p, G2, bad, &r);
         T_CHECK(r.rc == LM_EUPSTREAM, "rc %d", r.rc);
         T_CHECK(r.err.http_status == 502, "status %d", r.err.http_status);
         lmt_result_clear(&r);
@@ -605,27 +492,27 @@ static void test_request_mapping(lmt_plugin *p)
     lm_err e;
     json_t *b, *ms, *m, *c;
     const char *conv =
-        Q("{'model':'claude-sonnet-4-5','messages':["
-          "{'role':'system','content':'Rule one.'},"
-          "{'role':'developer','content':[{'type':'text','text':'Rule two.'}]},"
-          "{'role':'user','content':'Look at this.'},"
-          "{'role':'user','content':[{'type':'text','text':'And this:'},"
-          "{'type':'image_url','image_url':{'url':'data:image/png;base64,iVBORw0KGgo='}},"
-          "{'type':'image_url','image_url':{'url':'https://example.com/cat.jpg'}}]},"
-          "{'role':'assistant','content':null,'tool_calls':["
-          "{'id':'call_1','type':'function','function':{'name':'get_weather','arguments':"
-          "'{\\'city\\':\\'Paris\\'}'}},"
-          "{'id':'call_2','type':'function','function':{'name':'get_time','arguments':''}}]},"
-          "{'role':'tool','tool_call_id':'call_1','content':'18C sunny'},"
-          "{'role':'tool','tool_call_id':'call_2','content':'noon'},"
-          "{'role':'user','content':'Thanks'},"
-          "{'role':'assistant','content':'You are welcome.'},"
-          "{'role':'assistant','content':'Anything else?'}],"
-          "'stop':'END','user':'u1','temperature':1.7,'top_p':0.9,'n':1,'logprobs':true,"
-          "'presence_penalty':0.5,'max_completion_tokens':99,'max_tokens':7,"
-          "'tools':[{'type':'function','function':{'name':'get_weather','parameters':"
-          "{'type':'object','properties':{}}}}],"
-          "'tool_choice':'required','parallel_tool_calls':false}");
+        pt_q("{'model':'claude-sonnet-4-5','messages':["
+             "{'role':'system','content':'Rule one.'},"
+             "{'role':'developer','content':[{'type':'text','text':'Rule two.'}]},"
+             "{'role':'user','content':'Look at this.'},"
+             "{'role':'user','content':[{'type':'text','text':'And this:'},"
+             "{'type':'image_url','image_url':{'url':'data:image/png;base64,iVBORw0KGgo='}},"
+             "{'type':'image_url','image_url':{'url':'https://example.com/cat.jpg'}}]},"
+             "{'role':'assistant','content':null,'tool_calls':["
+             "{'id':'call_1','type':'function','function':{'name':'get_weather','arguments':"
+             "'{\\'city\\':\\'Paris\\'}'}},"
+             "{'id':'call_2','type':'function','function':{'name':'get_time','arguments':''}}]},"
+             "{'role':'tool','tool_call_id':'call_1','content':'18C sunny'},"
+             "{'role':'tool','tool_call_id':'call_2','content':'noon'},"
+             "{'role':'user','content':'Thanks'},"
+             "{'role':'assistant','content':'You are welcome.'},"
+             "{'role':'assistant','content':'Anything else?'}],"
+             "'stop':'END','user':'u1','temperature':1.7,'top_p':0.9,'n':1,'logprobs':true,"
+             "'presence_penalty':0.5,'max_completion_tokens':99,'max_tokens':7,"
+             "'tools':[{'type':'function','function':{'name':'get_weather','parameters':"
+             "{'type':'object','properties':{}}}}],"
+             "'tool_choice':'required','parallel_tool_calls':false}");
 
     T_BEGIN("claude_merged_roles_and_blocks");
     T_CHECK(lmt_build(p, LM_OP_CHAT, conv, &u, &e) == LM_OK, "build: %s", e.msg);
@@ -698,12 +585,13 @@ static void test_request_mapping(lmt_plugin *p)
     lmt_ureq_clear(&u);
 
     b = NULL;
-    T_CHECK(lmt_build(p, LM_OP_CHAT,
-                      Q("{'model':'m','messages':[{'role':'user','content':'x'}],'tools':[{'type':"
-                        "'function','function':{'name':'f'}}],'tool_choice':{'type':'function',"
-                        "'function':{'name':'f'}}}"),
-                      &u, &e) == LM_OK,
-            "build");
+    T_CHECK(
+        lmt_build(p, LM_OP_CHAT,
+                  pt_q("{'model':'m','messages':[{'role':'user','content':'x'}],'tools':[{'type':"
+                       "'function','function':{'name':'f'}}],'tool_choice':{'type':'function',"
+                       "'function':{'name':'f'}}}"),
+                  &u, &e) == LM_OK,
+        "build");
     b = body_of(&u);
     T_STREQ(JSTR(JGET(b, "tool_choice"), "type"), "tool");
     T_STREQ(JSTR(JGET(b, "tool_choice"), "name"), "f");
@@ -714,23 +602,23 @@ static void test_request_mapping(lmt_plugin *p)
 
     T_BEGIN("claude_bad_requests");
     T_CHECK(lmt_build(p, LM_OP_CHAT,
-                      Q("{'model':'m','messages':[{'role':'assistant','tool_calls':[{'id':'c',"
-                        "'type':'function','function':{'name':'f','arguments':'{oops'}}]}]}"),
+                      pt_q("{'model':'m','messages':[{'role':'assistant','tool_calls':[{'id':'c',"
+                           "'type':'function','function':{'name':'f','arguments':'{oops'}}]}]}"),
                       &u, &e) == LM_EINVAL &&
                 e.http_status == 400,
             "bad arguments JSON -> 400");
     lmt_ureq_clear(&u);
     T_CHECK(lmt_build(p, LM_OP_CHAT,
-                      Q("{'model':'m','messages':[{'role':'user','content':[{'type':'image_url',"
-                        "'image_url':{'url':'ftp://x/y.png'}}]}]}"),
+                      pt_q("{'model':'m','messages':[{'role':'user','content':[{'type':'image_url',"
+                           "'image_url':{'url':'ftp://x/y.png'}}]}]}"),
                       &u, &e) == LM_EINVAL,
             "ftp image -> 400");
     lmt_ureq_clear(&u);
-    T_CHECK(lmt_build(p, LM_OP_CHAT, Q("{'model':'m','messages':[]}"), &u, &e) == LM_EINVAL,
+    T_CHECK(lmt_build(p, LM_OP_CHAT, pt_q("{'model':'m','messages':[]}"), &u, &e) == LM_EINVAL,
             "empty messages -> 400");
     lmt_ureq_clear(&u);
     T_CHECK(lmt_build(p, LM_OP_CHAT,
-                      Q("{'model':'m','messages':[{'role':'wizard','content':'x'}]}"), &u,
+                      pt_q("{'model':'m','messages':[{'role':'wizard','content':'x'}]}"), &u,
                       &e) == LM_EINVAL,
             "unknown role -> 400");
     lmt_ureq_clear(&u);
@@ -742,12 +630,12 @@ static void test_request_mapping(lmt_plugin *p)
     T_BEGIN("claude_thinking_response");
     {
         lmt_result r;
-        const char *resp = Q("{'id':'msg_t','type':'message','content':[{'type':'thinking',"
-                             "'thinking':'Hmm.','signature':'sig'},{'type':'text','text':'A'},"
-                             "{'type':'tool_use','id':'toolu_X','name':'f','input':{}},"
-                             "{'type':'text','text':'B'}],'stop_reason':'refusal','usage':"
-                             "{'input_tokens':4,'output_tokens':6,'cache_read_input_tokens':"
-                             "10}}");
+        const char *resp = pt_q("{'id':'msg_t','type':'message','content':[{'type':'thinking',"
+                                "'thinking':'Hmm.','signature':'sig'},{'type':'text','text':'A'},"
+                                "{'type':'tool_use','id':'toolu_X','name':'f','input':{}},"
+                                "{'type':'text','text':'B'}],'stop_reason':'refusal','usage':"
+                                "{'input_tokens':4,'output_tokens':6,'cache_read_input_tokens':"
+                                "10}}");
         json_t *o, *msg;
         lmt_build(p, LM_OP_CHAT, G1, &u, &e);
         lmt_ureq_clear(&u);
@@ -779,10 +667,11 @@ static void test_config(void)
     lmt_plugin *p;
 
     T_BEGIN("claude_config");
-    p = lmt_load(so_path(), (const char *const[]){"base_url", "http://x", NULL}, err, sizeof(err));
+    p = lmt_load(pt_so_path(), (const char *const[]){"base_url", "http://x", NULL}, err,
+                 sizeof(err));
     T_CHECK(p == NULL, "api_key is required");
     lmt_unload(p);
-    p = load(cfg);
+    p = pt_load(cfg);
     T_CHECK(p != NULL, "load");
     if (p != NULL) {
         T_CHECK(lmt_build(p, LM_OP_CHAT, G3, &u, &e) == LM_OK, "build");
@@ -794,8 +683,8 @@ static void test_config(void)
         T_CHECK(JINT(b, "max_tokens") == 100, "max_tokens_default");
         json_decref(b);
         lmt_ureq_clear(&u);
-        const char *b401 = Q("{'type':'error','error':{'type':'authentication_error','message':"
-                             "'invalid x-api-key'}}");
+        const char *b401 = pt_q("{'type':'error','error':{'type':'authentication_error','message':"
+                                "'invalid x-api-key'}}");
         lmt_response(p, 401, b401, strlen(b401), &r);
         T_CHECK(strstr(r.err.msg, "SECRET") == NULL, "no key in the error");
         lmt_result_clear(&r);
@@ -811,7 +700,7 @@ int main(void)
 {
     lmt_plugin *p;
     init_golden();
-    p = load(CFG);
+    p = pt_load(CFG);
     T_BEGIN("claude_load");
     T_CHECK(p != NULL, "load");
     T_END();
@@ -825,7 +714,6 @@ int main(void)
         lmt_unload(p);
     }
     test_config();
-    for (size_t i = 0; i < nkept; i++)
-        free(kept[i]);
+    pt_q_free_all();
     T_EXIT();
 }

@@ -4,21 +4,13 @@
  * ABI 1.1 side value (fetch, failure, refusal and retry), message repair,
  * tools, every error class, streams at every split, embeddings. Run from the
  * repo root. */
-#include "lmtest.h"
-#include "t.h"
+#define PT_PLUGIN "ernie"
+#include "plugin_t.h"
 
 #include <math.h>
 #include <stdlib.h>
 
-/* build/plugins/ernie.so, or $PLUGIN_DIR/ernie.so (tests/run.sh sets it). */
-static const char *so_path(void)
-{
-    static char path[512];
-    const char *dir = getenv("PLUGIN_DIR");
-    snprintf(path, sizeof(path), "%s/ernie.so", dir && *dir ? dir : "build/plugins");
-    return path;
-}
-#define SO   so_path()
+#define SO   pt_so_path()
 #define SIDE "access_token"
 
 /* The golden channel of 9.2: client_id ak, client_secret sk. */
@@ -90,27 +82,13 @@ static const char *G3_RESP =
 
 /* ------------------------------------------------------------------ helpers */
 
-static lmt_plugin *load(const char *const *cfg)
-{
-    char err[512];
-    lmt_plugin *p = lmt_load(SO, cfg, err, sizeof(err));
-    if (p == NULL)
-        printf("load failed: %s\n", err);
-    return p;
-}
-
-static json_t *jparse(const char *s)
-{
-    return s ? json_loads(s, 0, NULL) : NULL;
-}
-
 /* The body of a chat request built for `canon` (NULL unless rc == LM_OK). */
 static json_t *built_body(lmt_plugin *p, int op, const char *canon, int *rc, lm_err *e)
 {
     lmt_ureq u;
     json_t *b;
     *rc = lmt_build(p, op, canon, &u, e);
-    b = *rc == LM_OK ? jparse(u.body) : NULL;
+    b = *rc == LM_OK ? pt_jparse(u.body) : NULL;
     lmt_ureq_clear(&u);
     return b;
 }
@@ -158,7 +136,7 @@ typedef struct {
 
 static void summarize(const char *json, summary *s)
 {
-    json_t *arr = jparse(json), *ch;
+    json_t *arr = pt_jparse(json), *ch;
     size_t i, k;
     memset(s, 0, sizeof *s);
     json_array_foreach (arr, i, ch) {
@@ -193,20 +171,6 @@ static void summarize(const char *json, summary *s)
     json_decref(arr);
 }
 
-static int usage_is(const lm_usage *u, int64_t p, int64_t c, int64_t t)
-{
-    return u->prompt == p && u->completion == c && u->total == t;
-}
-
-static int args_are_paris(const char *args)
-{
-    json_t *a = jparse(args), *want = json_pack("{s:s}", "city", "Paris");
-    int ok = a && json_equal(a, want);
-    json_decref(a);
-    json_decref(want);
-    return ok;
-}
-
 /* A growable text for building long upstream bodies. */
 typedef struct {
     char *p;
@@ -226,11 +190,6 @@ static void tb_adds(tbuf *b, const char *s)
     b->n += n;
 }
 
-static int near(double a, double b)
-{
-    return fabs(a - b) < 1e-9;
-}
-
 /* 1 when the cached token equals want (NULL: no token cached). */
 static int cached_is(lmt_plugin *p, const char *want)
 {
@@ -247,7 +206,7 @@ static int messages_are(lmt_plugin *p, const char *canon, const char *want_json,
     int rc;
     lm_err e;
     json_t *b = built_body(p, LM_OP_CHAT, canon, &rc, &e);
-    json_t *want = jparse(want_json);
+    json_t *want = pt_jparse(want_json);
     int ok = b && want && json_equal(json_object_get(b, "messages"), want);
     char *s = b ? json_dumps(json_object_get(b, "messages"), JSON_COMPACT) : NULL;
     snprintf(got, gotn, "%s", s ? s : e.msg);
@@ -261,7 +220,7 @@ static int messages_are(lmt_plugin *p, const char *canon, const char *want_json,
 
 static void test_token(void)
 {
-    lmt_plugin *p = load(CFG);
+    lmt_plugin *p = pt_load(CFG);
     lmt_ureq u, req;
     lm_err e;
     int64_t ttl = -1;
@@ -304,7 +263,7 @@ static void test_token(void)
     T_STREQ(u.method, "POST");
     T_STREQ(u.url, CHAT_URL "completions?access_token=24.test");
     {
-        json_t *b = jparse(u.body), *want = jparse(G1_BODY);
+        json_t *b = pt_jparse(u.body), *want = pt_jparse(G1_BODY);
         T_CHECK(b && json_equal(b, want), "body %s", u.body);
         json_decref(b);
         json_decref(want);
@@ -343,7 +302,7 @@ static void oauth_fails(lmt_plugin *p, int status, const char *body, int want_st
 
 static void test_token_failures(void)
 {
-    lmt_plugin *p = load(CFG_SECRET);
+    lmt_plugin *p = pt_load(CFG_SECRET);
     lmt_ureq req;
     lm_err e;
     if (p == NULL)
@@ -490,7 +449,7 @@ static void test_golden(lmt_plugin *p)
     T_BEGIN("ernie_g1_response");
     respond(p, LM_OP_CHAT, G1, 200, G1_RESP, &r);
     T_CHECK(r.rc == LM_OK, "rc %d (%s)", r.rc, r.err.msg);
-    b = jparse(r.json);
+    b = pt_jparse(r.json);
     {
         json_t *c0 = json_array_get(json_object_get(b, "choices"), 0);
         json_t *m = json_object_get(c0, "message");
@@ -506,7 +465,7 @@ static void test_golden(lmt_plugin *p)
         /* the kernel writes it from r.usage (the plugin writes none) */
         T_CHECK(lmt_json_int(r.json, "usage.total_tokens", 14), "usage in the body");
     }
-    T_CHECK(usage_is(&r.usage, 12, 2, 14), "usage 12/2/14");
+    T_CHECK(pt_usage_is(&r.usage, 12, 2, 14), "usage 12/2/14");
     json_decref(b);
     lmt_result_clear(&r);
     T_END();
@@ -514,8 +473,8 @@ static void test_golden(lmt_plugin *p)
     T_BEGIN("ernie_g2_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G2, &u, &e) == LM_OK, "build %s", e.msg);
     T_STREQ(u.url, CHAT_URL "completions?access_token=24.test");
-    b = jparse(u.body);
-    want = jparse(G2_BODY);
+    b = pt_jparse(u.body);
+    want = pt_jparse(G2_BODY);
     T_CHECK(b && json_equal(b, want), "body %s", u.body);
     T_STREQ(lmt_header(&u, "Accept"), "text/event-stream");
     json_decref(b);
@@ -533,15 +492,15 @@ static void test_golden(lmt_plugin *p)
     T_CHECK(s.nfinish == 1, "one finish chunk");
     T_STREQ(s.finish, "stop");
     T_CHECK(s.nchunks == 3, "Hi, !, finish (%d chunks): %s", s.nchunks, r.json);
-    T_CHECK(usage_is(&r.usage, 12, 2, 14), "usage 12/2/14, got %lld/%lld/%lld",
+    T_CHECK(pt_usage_is(&r.usage, 12, 2, 14), "usage 12/2/14, got %lld/%lld/%lld",
             (long long)r.usage.prompt, (long long)r.usage.completion, (long long)r.usage.total);
     lmt_result_clear(&r);
     T_END();
 
     T_BEGIN("ernie_g3_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G3, &u, &e) == LM_OK, "build %s", e.msg);
-    b = jparse(u.body);
-    want = jparse(G3_BODY);
+    b = pt_jparse(u.body);
+    want = pt_jparse(G3_BODY);
     T_CHECK(b && json_equal(b, want), "body %s", u.body);
     json_decref(want);
     json_decref(b);
@@ -551,7 +510,7 @@ static void test_golden(lmt_plugin *p)
     T_BEGIN("ernie_g3_response");
     respond(p, LM_OP_CHAT, G3, 200, G3_RESP, &r);
     T_CHECK(r.rc == LM_OK, "rc %d (%s)", r.rc, r.err.msg);
-    b = jparse(r.json);
+    b = pt_jparse(r.json);
     {
         json_t *c0 = json_array_get(json_object_get(b, "choices"), 0);
         json_t *m = json_object_get(c0, "message");
@@ -562,12 +521,13 @@ static void test_golden(lmt_plugin *p)
         T_CHECK(id && strncmp(id, "call_", 5) == 0 && strlen(id) > 5, "id %s", id ? id : "-");
         T_STREQ(json_string_value(json_object_get(tc, "type")), "function");
         T_STREQ(json_string_value(json_object_get(fn, "name")), "get_weather");
-        T_CHECK(args_are_paris(json_string_value(json_object_get(fn, "arguments"))), "arguments");
+        T_CHECK(pt_args_are_paris(json_string_value(json_object_get(fn, "arguments"))),
+                "arguments");
         T_STREQ(json_string_value(json_object_get(c0, "finish_reason")), "tool_calls");
         T_CHECK(json_is_null(json_object_get(m, "content")), "content null");
         T_CHECK(json_object_get(tc, "index") == NULL, "no index in a whole response");
     }
-    T_CHECK(usage_is(&r.usage, 30, 10, 40), "usage 30/10/40");
+    T_CHECK(pt_usage_is(&r.usage, 30, 10, 40), "usage 30/10/40");
     json_decref(b);
     lmt_result_clear(&r);
     T_END();
@@ -672,7 +632,7 @@ static void test_errors(lmt_plugin *p)
         for (int i = 0; cases[i][0]; i++) {
             json_t *b;
             respond(p, LM_OP_CHAT, G1, 200, cases[i][0], &r);
-            b = jparse(r.json);
+            b = pt_jparse(r.json);
             T_CHECK(r.rc == LM_OK, "case %d rc %d", i, r.rc);
             T_CHECK(
                 b && strcmp(json_string_value(json_object_get(
@@ -841,11 +801,12 @@ static void test_params(lmt_plugin *p)
                    &rc, &e);
     T_CHECK(rc == LM_OK, "rc %d %s", rc, e.msg);
     T_CHECK(json_integer_value(json_object_get(b, "max_output_tokens")) == 99, "max_output_tokens");
-    T_CHECK(near(json_number_value(json_object_get(b, "temperature")), 0.3), "temperature as sent");
-    T_CHECK(near(json_number_value(json_object_get(b, "top_p")), 0.5), "top_p");
+    T_CHECK(pt_near(json_number_value(json_object_get(b, "temperature")), 0.3),
+            "temperature as sent");
+    T_CHECK(pt_near(json_number_value(json_object_get(b, "top_p")), 0.5), "top_p");
     T_STREQ(json_string_value(json_array_get(json_object_get(b, "stop"), 0)), "END");
     T_STREQ(json_string_value(json_object_get(b, "user_id")), "u1");
-    T_CHECK(near(json_number_value(json_object_get(b, "penalty_score")), 1.5), "penalty 1+f/2");
+    T_CHECK(pt_near(json_number_value(json_object_get(b, "penalty_score")), 1.5), "penalty 1+f/2");
     T_CHECK(json_is_true(json_object_get(b, "disable_search")), "disable_search kept");
     {
         const char *gone[] = {"max_completion_tokens",
@@ -881,7 +842,7 @@ static void test_params(lmt_plugin *p)
         int i;
         for (i = 0; want[i].name; i++)
             T_CHECK(r && r[i].name && strcmp(r[i].name, want[i].name) == 0 &&
-                        near(r[i].min, want[i].min) && near(r[i].max, want[i].max),
+                        pt_near(r[i].min, want[i].min) && pt_near(r[i].max, want[i].max),
                     "range %d (%s)", i, want[i].name);
         T_CHECK(r && r[i].name == NULL, "%d ranges", i);
         T_CHECK(lmt_provider(p)->flags == 0,
@@ -893,18 +854,18 @@ static void test_params(lmt_plugin *p)
                    "\"q\"}],\"temperature\":0,\"max_tokens\":1,\"penalty_score\":2.5}",
                    &rc, &e);
     T_CHECK(rc == LM_OK, "rc %d %s", rc, e.msg);
-    T_CHECK(near(json_number_value(json_object_get(b, "temperature")), 0.01),
+    T_CHECK(pt_near(json_number_value(json_object_get(b, "temperature")), 0.01),
             "temperature 0->0.01");
     T_CHECK(json_is_integer(json_object_get(b, "max_output_tokens")) &&
                 json_integer_value(json_object_get(b, "max_output_tokens")) == 2,
             "max_tokens 1 -> max_output_tokens 2 (an integer)");
-    T_CHECK(near(json_number_value(json_object_get(b, "penalty_score")), 2.0), "penalty <= 2");
+    T_CHECK(pt_near(json_number_value(json_object_get(b, "penalty_score")), 2.0), "penalty <= 2");
     json_decref(b);
     b = built_body(p, LM_OP_CHAT,
                    "{\"model\":\"ERNIE-3.5-8K\",\"messages\":[{\"role\":\"user\",\"content\":"
                    "\"q\"}],\"temperature\":1.7}",
                    &rc, &e);
-    T_CHECK(near(json_number_value(json_object_get(b, "temperature")), 1.0), "temperature <= 1");
+    T_CHECK(pt_near(json_number_value(json_object_get(b, "temperature")), 1.0), "temperature <= 1");
     json_decref(b);
     T_END();
 
@@ -915,14 +876,14 @@ static void test_params(lmt_plugin *p)
                    "\"frequency_penalty\":-1,\"stop\":[\"a\",\"b\",\"c\",\"d\"]}",
                    &rc, &e);
     T_CHECK(json_integer_value(json_object_get(b, "max_output_tokens")) == 2, "max_tokens wins");
-    T_CHECK(near(json_number_value(json_object_get(b, "penalty_score")), 1.0), "f <= 0: 1.0");
+    T_CHECK(pt_near(json_number_value(json_object_get(b, "penalty_score")), 1.0), "f <= 0: 1.0");
     T_CHECK(json_array_size(json_object_get(b, "stop")) == 4, "4 stops");
     json_decref(b);
     b = built_body(p, LM_OP_CHAT,
                    "{\"model\":\"ERNIE-3.5-8K\",\"messages\":[{\"role\":\"user\",\"content\":"
                    "\"q\"}],\"penalty_score\":1.2,\"frequency_penalty\":2}",
                    &rc, &e);
-    T_CHECK(near(json_number_value(json_object_get(b, "penalty_score")), 1.2),
+    T_CHECK(pt_near(json_number_value(json_object_get(b, "penalty_score")), 1.2),
             "penalty_score wins");
     json_decref(b);
     b = built_body(p, LM_OP_CHAT,
@@ -943,7 +904,7 @@ static void test_params(lmt_plugin *p)
             {NULL, NULL}};
         for (int i = 0; cases[i][0]; i++) {
             char canon[1024];
-            json_t *want = jparse(cases[i][1]);
+            json_t *want = pt_jparse(cases[i][1]);
             snprintf(canon, sizeof canon,
                      "{\"model\":\"ERNIE-3.5-8K\",\"messages\":[{\"role\":\"user\",\"content\":"
                      "\"q\"}],\"tools\":" TOOLS ",\"tool_choice\":%s}",
@@ -1014,7 +975,7 @@ static void test_streams(lmt_plugin *p)
         summarize(r.json, &s);
         T_STREQ(s.content, "Hi there");
         T_CHECK(s.nfinish == 0, "no finish chunk");
-        T_CHECK(usage_is(&r.usage, 12, 1, 13), "usage so far");
+        T_CHECK(pt_usage_is(&r.usage, 12, 1, 13), "usage so far");
         lmt_result_clear(&r);
     }
     T_END();
@@ -1078,9 +1039,9 @@ static void test_streams(lmt_plugin *p)
         T_CHECK(s.tc_heads == 1, "one tool call head");
         T_CHECK(strncmp(s.tc_id, "call_", 5) == 0, "id %s", s.tc_id);
         T_STREQ(s.tc_name, "get_weather");
-        T_CHECK(args_are_paris(s.args), "args %s", s.args);
+        T_CHECK(pt_args_are_paris(s.args), "args %s", s.args);
         T_STREQ(s.finish, "tool_calls");
-        T_CHECK(usage_is(&r.usage, 30, 10, 40), "usage");
+        T_CHECK(pt_usage_is(&r.usage, 30, 10, 40), "usage");
         lmt_result_clear(&r);
     }
     T_END();
@@ -1149,19 +1110,19 @@ static void test_embed(lmt_plugin *p)
             "build: %s", e.msg);
     T_STREQ(u.url, "http://mock/rpc/2.0/ai_custom/v1/wenxinworkshop/embeddings/embedding-v1?"
                    "access_token=24.test");
-    b = jparse(u.body);
-    want = jparse("{\"input\":[\"text1\",\"text2\"],\"user_id\":\"u\"}");
+    b = pt_jparse(u.body);
+    want = pt_jparse("{\"input\":[\"text1\",\"text2\"],\"user_id\":\"u\"}");
     T_CHECK(json_equal(b, want), "body %s", u.body);
     json_decref(want);
     json_decref(b);
     lmt_ureq_clear(&u);
     lmt_response(p, 200, resp, strlen(resp), &r);
     T_CHECK(r.rc == LM_OK, "rc %d", r.rc);
-    b = jparse(r.json);
-    want = jparse("{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,"
-                  "\"embedding\":[0.1]},{\"object\":\"embedding\",\"index\":1,\"embedding\":"
-                  "[0.2]}],\"model\":\"embedding-v1\",\"usage\":{\"prompt_tokens\":12,"
-                  "\"total_tokens\":12}}"); /* usage: written by the kernel from r.usage */
+    b = pt_jparse(r.json);
+    want = pt_jparse("{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,"
+                     "\"embedding\":[0.1]},{\"object\":\"embedding\",\"index\":1,\"embedding\":"
+                     "[0.2]}],\"model\":\"embedding-v1\",\"usage\":{\"prompt_tokens\":12,"
+                     "\"total_tokens\":12}}"); /* usage: written by the kernel from r.usage */
     T_CHECK(json_equal(b, want), "got %s", r.json);
     T_CHECK(r.usage.prompt == 12 && r.usage.completion == 0 && r.usage.total == 12, "usage");
     json_decref(want);
@@ -1269,8 +1230,8 @@ static void test_embed_dimensions(lmt_plugin *p)
                         json_is_string(v) ? b64_len(json_string_value(v)) : -1L, DIM * 4);
             else
                 T_CHECK(json_array_size(v) == DIM &&
-                            near(json_real_value(json_array_get(v, 0)), -0.5) &&
-                            near(json_real_value(json_array_get(v, DIM - 1)), 0.015625),
+                            pt_near(json_real_value(json_array_get(v, 0)), -0.5) &&
+                            pt_near(json_real_value(json_array_get(v, DIM - 1)), 0.015625),
                         "float vector %d: %zu of %d", k, json_array_size(v), DIM);
             json_decref(v);
         }
@@ -1316,7 +1277,7 @@ static void test_config(void)
 
 int main(void)
 {
-    lmt_plugin *p = load(CFG);
+    lmt_plugin *p = pt_load(CFG);
     T_BEGIN("ernie_load");
     T_CHECK(p != NULL, "plugins/ernie.so loads");
     T_END();

@@ -2,23 +2,15 @@
  * golden cases G1-G3 replayed as OpenAI-shaped mocks (docs/wire-formats.md 9,
  * last paragraph: finish_reason "normal" tests the normal->stop map), stream
  * splits, quirks and bad paths. Run from the repo root. */
-#include "lmtest.h"
-#include "t.h"
+#define PT_PLUGIN "ernie2"
+#include "plugin_t.h"
 
 #include <math.h>
 #include <stdlib.h>
 
 static char why[256]; /* lmt_stream_conforms: the first violation */
 
-/* build/plugins/ernie2.so, or $PLUGIN_DIR/ernie2.so (tests/run.sh sets it). */
-static const char *so_path(void)
-{
-    static char path[512];
-    const char *dir = getenv("PLUGIN_DIR");
-    snprintf(path, sizeof(path), "%s/ernie2.so", dir && *dir ? dir : "build/plugins");
-    return path;
-}
-#define SO so_path()
+#define SO pt_so_path()
 
 static const char *CFG[] = {"base_url", "http://mock/v2/", "api_key", "bce-v3/ALTAK-test/secret",
                             NULL};
@@ -73,111 +65,6 @@ static const char *G3_RESP =
 
 /* ------------------------------------------------------------------ helpers */
 
-static lmt_plugin *load(const char *const *cfg)
-{
-    char err[512];
-    lmt_plugin *p = lmt_load(SO, cfg, err, sizeof(err));
-    if (p == NULL)
-        printf("load failed: %s\n", err);
-    return p;
-}
-
-static json_t *jparse(const char *s)
-{
-    return s ? json_loads(s, 0, NULL) : NULL;
-}
-
-typedef struct {
-    char content[512];
-    char args[512];  /* tool call index 0 arguments, concatenated */
-    char finish[32]; /* last finish_reason */
-    int nfinish;
-    int nchunks;
-    int ncontent;   /* chunks with non-empty content */
-    int role_first; /* first chunk's delta.role == assistant */
-    int nrole;      /* chunks carrying delta.role */
-    int tc_heads;   /* tool call fragments with an id */
-    int tc_names;   /* tool call fragments with a name */
-    char tc_id[64];
-    char tc_name[64];
-    int ids_const; /* id/created/model identical over chunks */
-} summary;
-
-static void summarize(const char *json, summary *s)
-{
-    json_t *arr = jparse(json), *ch;
-    size_t i;
-    const char *id0 = NULL;
-    memset(s, 0, sizeof *s);
-    s->ids_const = 1;
-    json_array_foreach (arr, i, ch) {
-        json_t *c0 = json_array_get(json_object_get(ch, "choices"), 0);
-        json_t *d = json_object_get(c0, "delta");
-        json_t *fr = json_object_get(c0, "finish_reason");
-        json_t *ct = json_object_get(d, "content");
-        json_t *tcs = json_object_get(d, "tool_calls"), *tc;
-        const char *role = json_string_value(json_object_get(d, "role"));
-        size_t k;
-        s->nchunks++;
-        if (i == 0)
-            id0 = json_string_value(json_object_get(ch, "id"));
-        else if (!id0 || !json_string_value(json_object_get(ch, "id")) ||
-                 strcmp(id0, json_string_value(json_object_get(ch, "id"))) != 0)
-            s->ids_const = 0;
-        if (role) {
-            s->nrole++;
-            if (i == 0 && strcmp(role, "assistant") == 0)
-                s->role_first = 1;
-        }
-        if (json_is_string(ct) && json_string_length(ct) > 0) {
-            s->ncontent++;
-            strncat(s->content, json_string_value(ct), sizeof s->content - strlen(s->content) - 1);
-        }
-        json_array_foreach (tcs, k, tc) {
-            json_t *fn = json_object_get(tc, "function");
-            const char *a = json_string_value(json_object_get(fn, "arguments"));
-            if (json_integer_value(json_object_get(tc, "index")) != 0)
-                continue;
-            if (json_object_get(tc, "id")) {
-                s->tc_heads++;
-                snprintf(s->tc_id, sizeof s->tc_id, "%s",
-                         json_string_value(json_object_get(tc, "id")));
-            }
-            if (json_object_get(fn, "name")) {
-                s->tc_names++;
-                snprintf(s->tc_name, sizeof s->tc_name, "%s",
-                         json_string_value(json_object_get(fn, "name")));
-            }
-            if (a)
-                strncat(s->args, a, sizeof s->args - strlen(s->args) - 1);
-        }
-        if (json_is_string(fr)) {
-            s->nfinish++;
-            snprintf(s->finish, sizeof s->finish, "%s", json_string_value(fr));
-        }
-    }
-    json_decref(arr);
-}
-
-static int usage_is(const lm_usage *u, int64_t p, int64_t c, int64_t t)
-{
-    return u->prompt == p && u->completion == c && u->total == t;
-}
-
-static int args_are_paris(const char *args)
-{
-    json_t *a = jparse(args), *want = json_pack("{s:s}", "city", "Paris");
-    int ok = a && json_equal(a, want);
-    json_decref(a);
-    json_decref(want);
-    return ok;
-}
-
-static int near(double a, double b)
-{
-    return fabs(a - b) < 1e-9;
-}
-
 /* ------------------------------------------------------------------ golden */
 
 static void check_error(lmt_plugin *p, int status, const char *body, int want_status,
@@ -207,7 +94,7 @@ static void test_golden(lmt_plugin *p)
     lmt_ureq u;
     lm_err e;
     lmt_result r;
-    summary s;
+    pt_summary s;
     json_t *b, *want;
     size_t bad;
 
@@ -216,14 +103,14 @@ static void test_golden(lmt_plugin *p)
     T_STREQ(u.method, "POST");
     T_STREQ(u.url, "http://mock/v2/chat/completions");
     T_STREQ(lmt_header(&u, "Authorization"), "Bearer bce-v3/ALTAK-test/secret");
-    b = jparse(u.body);
+    b = pt_jparse(u.body);
     T_STREQ(json_string_value(json_object_get(b, "model")), "ernie-3.5-8k");
-    want = jparse("[{\"role\":\"system\",\"content\":\"You are terse.\"},"
-                  "{\"role\":\"user\",\"content\":\"Say hi\"}]");
+    want = pt_jparse("[{\"role\":\"system\",\"content\":\"You are terse.\"},"
+                     "{\"role\":\"user\",\"content\":\"Say hi\"}]");
     T_CHECK(json_equal(json_object_get(b, "messages"), want), "messages");
     json_decref(want);
     T_CHECK(json_integer_value(json_object_get(b, "max_tokens")) == 16, "max_tokens");
-    T_CHECK(near(json_number_value(json_object_get(b, "temperature")), 0.2), "temperature");
+    T_CHECK(pt_near(json_number_value(json_object_get(b, "temperature")), 0.2), "temperature");
     T_CHECK(json_object_get(b, "stream") == NULL && json_object_get(b, "stream_options") == NULL,
             "no stream fields");
     json_decref(b);
@@ -235,7 +122,7 @@ static void test_golden(lmt_plugin *p)
     lmt_ureq_clear(&u);
     lmt_response(p, 200, G1_RESP, strlen(G1_RESP), &r);
     T_CHECK(r.rc == LM_OK, "rc %d (%s)", r.rc, r.err.msg);
-    b = jparse(r.json);
+    b = pt_jparse(r.json);
     {
         json_t *c0 = json_array_get(json_object_get(b, "choices"), 0);
         json_t *m = json_object_get(c0, "message");
@@ -246,7 +133,7 @@ static void test_golden(lmt_plugin *p)
         T_CHECK(json_object_get(c0, "flag") == NULL, "Qianfan extras dropped");
         T_CHECK(lmt_json_int(r.json, "usage.total_tokens", 14), "usage written by the kernel");
     }
-    T_CHECK(usage_is(&r.usage, 12, 2, 14), "usage 12/2/14");
+    T_CHECK(pt_usage_is(&r.usage, 12, 2, 14), "usage 12/2/14");
     json_decref(b);
     lmt_result_clear(&r);
     T_END();
@@ -257,7 +144,7 @@ static void test_golden(lmt_plugin *p)
         const char *canon = "{\"model\":\"ernie-3.5-8k\",\"messages\":[{\"role\":\"user\","
                             "\"content\":\"Say hi\"}],\"stream\":true}";
         T_CHECK(lmt_build(p, LM_OP_CHAT, canon, &u, &e) == LM_OK, "build");
-        b = jparse(u.body);
+        b = pt_jparse(u.body);
         T_CHECK(json_is_true(json_object_get(b, "stream")), "stream:true");
         T_CHECK(
             json_is_true(json_object_get(json_object_get(b, "stream_options"), "include_usage")),
@@ -273,21 +160,21 @@ static void test_golden(lmt_plugin *p)
     T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
     T_CHECK(bad == 0, "split %zu gives a different result", bad);
     T_CHECK(r.rc == LM_DONE && r.done, "rc %d done %d (%s)", r.rc, r.done, r.err.msg);
-    summarize(r.json, &s);
+    pt_summarize(r.json, &s);
     T_STREQ(s.content, "Hi!");
     T_CHECK(s.ncontent == 2, "two content deltas");
     T_CHECK(s.nfinish == 1, "one finish chunk");
     T_STREQ(s.finish, "stop");
     T_CHECK(s.role_first && s.nrole == 1, "role once on the first chunk");
     T_CHECK(s.nchunks == 3, "no usage-only chunk forwarded (%d chunks)", s.nchunks);
-    T_CHECK(usage_is(&r.usage, 12, 2, 14), "usage 12/2/14");
+    T_CHECK(pt_usage_is(&r.usage, 12, 2, 14), "usage 12/2/14");
     lmt_result_clear(&r);
     T_END();
 
     T_BEGIN("ernie2_g3_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G3, &u, &e) == LM_OK, "build");
-    b = jparse(u.body);
-    want = jparse(TOOLS);
+    b = pt_jparse(u.body);
+    want = pt_jparse(TOOLS);
     T_CHECK(json_equal(json_object_get(b, "tools"), want), "tools equal the inbound array");
     T_STREQ(json_string_value(json_object_get(b, "tool_choice")), "auto");
     json_decref(want);
@@ -300,7 +187,7 @@ static void test_golden(lmt_plugin *p)
     lmt_ureq_clear(&u);
     lmt_response(p, 200, G3_RESP, strlen(G3_RESP), &r);
     T_CHECK(r.rc == LM_OK, "rc %d", r.rc);
-    b = jparse(r.json);
+    b = pt_jparse(r.json);
     {
         json_t *c0 = json_array_get(json_object_get(b, "choices"), 0);
         json_t *tc =
@@ -309,12 +196,13 @@ static void test_golden(lmt_plugin *p)
         T_STREQ(json_string_value(json_object_get(tc, "id")), "04fed17840d34b1e");
         T_STREQ(json_string_value(json_object_get(tc, "type")), "function");
         T_STREQ(json_string_value(json_object_get(fn, "name")), "get_weather");
-        T_CHECK(args_are_paris(json_string_value(json_object_get(fn, "arguments"))), "arguments");
+        T_CHECK(pt_args_are_paris(json_string_value(json_object_get(fn, "arguments"))),
+                "arguments");
         T_STREQ(json_string_value(json_object_get(c0, "finish_reason")), "tool_calls");
         T_CHECK(json_is_null(json_object_get(json_object_get(c0, "message"), "content")),
                 "content null");
     }
-    T_CHECK(usage_is(&r.usage, 30, 10, 40), "usage 30/10/40");
+    T_CHECK(pt_usage_is(&r.usage, 30, 10, 40), "usage 30/10/40");
     json_decref(b);
     lmt_result_clear(&r);
     T_END();
@@ -371,7 +259,7 @@ static void test_golden(lmt_plugin *p)
 static void test_streams(lmt_plugin *p)
 {
     lmt_result r;
-    summary s;
+    pt_summary s;
     size_t bad;
 
     T_BEGIN("ernie2_stream_tool_calls_every_split");
@@ -393,13 +281,13 @@ static void test_streams(lmt_plugin *p)
         T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d (%s)", r.rc, r.err.msg);
-        summarize(r.json, &s);
+        pt_summarize(r.json, &s);
         T_CHECK(s.tc_heads == 1 && s.tc_names == 1, "id/name once (%d/%d)", s.tc_heads, s.tc_names);
         T_STREQ(s.tc_id, "call_q1");
         T_STREQ(s.tc_name, "get_weather");
-        T_CHECK(args_are_paris(s.args), "args %s", s.args);
+        T_CHECK(pt_args_are_paris(s.args), "args %s", s.args);
         T_STREQ(s.finish, "tool_calls");
-        T_CHECK(usage_is(&r.usage, 30, 10, 40), "usage");
+        T_CHECK(pt_usage_is(&r.usage, 30, 10, 40), "usage");
         lmt_result_clear(&r);
     }
     T_END();
@@ -413,11 +301,11 @@ static void test_streams(lmt_plugin *p)
         bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
-        summarize(r.json, &s);
+        pt_summarize(r.json, &s);
         T_STREQ(s.content, "Hi!");
         T_CHECK(s.nfinish == 1, "a finish chunk is synthesized");
         T_STREQ(s.finish, "stop");
-        T_CHECK(usage_is(&r.usage, 12, 2, 14), "usage with content chunk");
+        T_CHECK(pt_usage_is(&r.usage, 12, 2, 14), "usage with content chunk");
         lmt_result_clear(&r);
     }
     T_END();
@@ -432,7 +320,7 @@ static void test_streams(lmt_plugin *p)
         bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
-        summarize(r.json, &s);
+        pt_summarize(r.json, &s);
         T_STREQ(s.finish, "content_filter");
         lmt_result_clear(&r);
     }
@@ -454,7 +342,7 @@ static void test_streams(lmt_plugin *p)
         T_CHECK(r.err.http_status == 502, "status %d", r.err.http_status);
         T_STREQ(r.err.code, "tpm_rate_limit_exceeded");
         T_STREQ(r.err.msg, "Tpm limit exceeded");
-        summarize(r.json, &s);
+        pt_summarize(r.json, &s);
         T_STREQ(s.content, "Hi");
         lmt_result_clear(&r);
     }
@@ -508,7 +396,7 @@ static void test_requests(lmt_plugin *p)
             "\"top_logprobs\":2,\"penalty_score\":1.2,\"web_search\":{\"enable\":true},"
             "\"user\":\"u1\",\"n\":1,\"seed\":3,\"logit_bias\":{\"1\":2},\"top_p\":0.5}";
         T_CHECK(lmt_build(p, LM_OP_CHAT, canon, &u, &e) == LM_OK, "build: %s", e.msg);
-        b = jparse(u.body);
+        b = pt_jparse(u.body);
         T_CHECK(json_integer_value(json_object_get(b, "max_tokens")) == 99,
                 "max_completion_tokens -> max_tokens");
         T_CHECK(json_object_get(b, "max_completion_tokens") == NULL, "no max_completion_tokens");
@@ -517,12 +405,13 @@ static void test_requests(lmt_plugin *p)
                     json_object_get(b, "top_logprobs") == NULL &&
                     json_object_get(b, "logit_bias") == NULL && json_object_get(b, "n") == NULL,
                 "unsupported parameters dropped");
-        T_CHECK(near(json_number_value(json_object_get(b, "penalty_score")), 1.2), "penalty_score");
+        T_CHECK(pt_near(json_number_value(json_object_get(b, "penalty_score")), 1.2),
+                "penalty_score");
         T_CHECK(json_is_true(json_object_get(json_object_get(b, "web_search"), "enable")),
                 "web_search");
         T_STREQ(json_string_value(json_object_get(b, "user")), "u1");
         T_CHECK(json_integer_value(json_object_get(b, "seed")) == 3, "seed");
-        T_CHECK(near(json_number_value(json_object_get(b, "top_p")), 0.5), "top_p");
+        T_CHECK(pt_near(json_number_value(json_object_get(b, "top_p")), 0.5), "top_p");
         {
             json_t *ms = json_object_get(b, "messages");
             T_STREQ(json_string_value(json_object_get(json_array_get(ms, 0), "role")), "system");
@@ -542,8 +431,8 @@ static void test_requests(lmt_plugin *p)
         const lm_provider *pv = lmt_provider(p);
         const lm_param_range *t = pv->param_ranges;
         T_CHECK(!(pv->flags & LM_PF_MULTI_CHOICE), "one choice per request");
-        T_CHECK(t != NULL && strcmp(t[0].name, "temperature") == 0 && near(t[0].min, 0.01) &&
-                    near(t[0].max, 1.0),
+        T_CHECK(t != NULL && strcmp(t[0].name, "temperature") == 0 && pt_near(t[0].min, 0.01) &&
+                    pt_near(t[0].max, 1.0),
                 "temperature (0, 1] declared as [0.01, 1.0]");
     }
     T_END();
@@ -554,11 +443,12 @@ static void test_requests(lmt_plugin *p)
             "{\"model\":\"ernie-4.5-vl-28b-a3b\",\"messages\":[{\"role\":\"user\",\"content\":[{"
             "\"type\":\"image_url\",\"image_url\":{\"url\":\"https://img/x.png\"}},{\"type\":"
             "\"text\",\"text\":\"what?\"}]}]}";
-        json_t *want = jparse("[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
-                              "\"image_url\":{\"url\":\"https://img/x.png\"}},{\"type\":\"text\","
-                              "\"text\":\"what?\"}]}]");
+        json_t *want =
+            pt_jparse("[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+                      "\"image_url\":{\"url\":\"https://img/x.png\"}},{\"type\":\"text\","
+                      "\"text\":\"what?\"}]}]");
         T_CHECK(lmt_build(p, LM_OP_CHAT, canon, &u, &e) == LM_OK, "build");
-        b = jparse(u.body);
+        b = pt_jparse(u.body);
         T_CHECK(json_equal(json_object_get(b, "messages"), want), "parts unchanged");
         json_decref(want);
         json_decref(b);
@@ -599,18 +489,18 @@ static void test_embed(lmt_plugin *p)
                       &e) == LM_OK,
             "build: %s", e.msg);
     T_STREQ(u.url, "http://mock/v2/embeddings");
-    b = jparse(u.body);
-    want = jparse("{\"model\":\"embedding-v1\",\"input\":[\"a\"],\"user\":\"u\"}");
+    b = pt_jparse(u.body);
+    want = pt_jparse("{\"model\":\"embedding-v1\",\"input\":[\"a\"],\"user\":\"u\"}");
     T_CHECK(json_equal(b, want), "body %s", u.body);
     json_decref(want);
     json_decref(b);
     lmt_ureq_clear(&u);
     lmt_response(p, 200, resp, strlen(resp), &r);
     T_CHECK(r.rc == LM_OK, "rc %d", r.rc);
-    b = jparse(r.json);
-    want = jparse("{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,"
-                  "\"embedding\":[0.1,0.2]}],\"model\":\"embedding-v1\",\"usage\":"
-                  "{\"prompt_tokens\":4,\"total_tokens\":4}}");
+    b = pt_jparse(r.json);
+    want = pt_jparse("{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,"
+                     "\"embedding\":[0.1,0.2]}],\"model\":\"embedding-v1\",\"usage\":"
+                     "{\"prompt_tokens\":4,\"total_tokens\":4}}");
     T_CHECK(json_equal(b, want), "got %s", r.json);
     T_CHECK(r.usage.prompt == 4 && r.usage.total == 4 && r.usage.completion == 0, "usage");
     json_decref(want);
@@ -625,7 +515,7 @@ static void test_embed(lmt_plugin *p)
 
 int main(void)
 {
-    lmt_plugin *p = load(CFG);
+    lmt_plugin *p = pt_load(CFG);
     T_BEGIN("ernie2_load");
     T_CHECK(p != NULL, "plugins/ernie2.so loads");
     T_END();

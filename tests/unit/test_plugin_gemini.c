@@ -1,131 +1,16 @@
 /* gemini plugin through the test kit: golden cases 9.5 (G1/G2/G3, the
  * API_KEY_INVALID probe), request shape, SSE (CRLF) at every split,
  * STOP -> tool_calls, safety blocks, thinking usage, embeddings, errors. */
-#include "lmtest.h"
-#include "t.h"
+#define PT_PLUGIN "gemini"
+#include "plugin_t.h"
 
 #include <stdlib.h>
 
 /* Test JSON is written with ' for " to keep it readable. */
-static char *kept[512];
-static size_t nkept;
-
-static const char *Q(const char *s)
-{
-    char *d = strdup(s);
-    for (char *p = d; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    if (nkept < sizeof(kept) / sizeof(kept[0]))
-        kept[nkept++] = d;
-    return d;
-}
-
-/* build/plugins/gemini.so, or $PLUGIN_DIR/gemini.so (tests/run.sh sets it). */
-static const char *so_path(void)
-{
-    static char path[512];
-    const char *dir = getenv("PLUGIN_DIR");
-    snprintf(path, sizeof(path), "%s/gemini.so", dir && *dir ? dir : "build/plugins");
-    return path;
-}
-
-static lmt_plugin *load(const char *const *cfg)
-{
-    char err[512];
-    lmt_plugin *p = lmt_load(so_path(), cfg, err, sizeof(err));
-    if (p == NULL)
-        printf("load failed: %s\n", err);
-    return p;
-}
 
 static const char *CFG[] = {"api_key", "k", NULL};
 
 /* ---- result helpers ---- */
-
-typedef struct tool_agg {
-    char id[128], name[64], args[1024];
-    int nid, ntype;
-} tool_agg;
-
-typedef struct agg {
-    char content[4096], reasoning[4096], finish[64];
-    int nfinish, nchunks, ntools, content_after_finish;
-    tool_agg tools[8];
-} agg;
-
-static void cat(char *dst, size_t n, const char *s)
-{
-    size_t l = strlen(dst);
-    snprintf(dst + l, n - l, "%s", s ? s : "");
-}
-
-/* Fold the stream chunks of choice `ci` into an agg. */
-static void aggregate(const char *json, int ci, agg *a)
-{
-    json_t *arr = json_loads(json, 0, NULL), *ch;
-    size_t i;
-    memset(a, 0, sizeof(*a));
-    json_array_foreach (arr, i, ch) {
-        json_t *c = json_array_get(json_object_get(ch, "choices"), 0);
-        json_t *d = json_object_get(c, "delta");
-        json_t *tcs = json_object_get(d, "tool_calls"), *tc;
-        size_t k;
-        if (json_integer_value(json_object_get(c, "index")) != ci)
-            continue;
-        a->nchunks++;
-        if (a->nfinish && json_object_size(d) > 0)
-            a->content_after_finish = 1;
-        cat(a->content, sizeof(a->content), json_string_value(json_object_get(d, "content")));
-        cat(a->reasoning, sizeof(a->reasoning),
-            json_string_value(json_object_get(d, "reasoning_content")));
-        json_array_foreach (tcs, k, tc) {
-            json_int_t ix = json_integer_value(json_object_get(tc, "index"));
-            json_t *fn = json_object_get(tc, "function");
-            tool_agg *t;
-            if (ix < 0 || ix >= 8)
-                continue;
-            t = &a->tools[ix];
-            if ((int)ix + 1 > a->ntools)
-                a->ntools = (int)ix + 1;
-            if (json_is_string(json_object_get(tc, "id"))) {
-                t->nid++;
-                cat(t->id, sizeof(t->id), json_string_value(json_object_get(tc, "id")));
-            }
-            if (json_is_string(json_object_get(tc, "type")))
-                t->ntype++;
-            cat(t->name, sizeof(t->name), json_string_value(json_object_get(fn, "name")));
-            cat(t->args, sizeof(t->args), json_string_value(json_object_get(fn, "arguments")));
-        }
-        if (json_is_string(json_object_get(c, "finish_reason"))) {
-            a->nfinish++;
-            snprintf(a->finish, sizeof(a->finish), "%s",
-                     json_string_value(json_object_get(c, "finish_reason")));
-        }
-    }
-    json_decref(arr);
-}
-
-static int same_json(const char *a, const char *b)
-{
-    json_t *x = json_loads(a, 0, NULL), *y = json_loads(b, 0, NULL);
-    int r = x && y && json_equal(x, y);
-    json_decref(x);
-    json_decref(y);
-    return r;
-}
-
-/* Run `body` at split 0 (into *first) and at every split 1..len; each run
- * builds `canon` first. Every run must give the identical result. */
-static void stream_all(lmt_plugin *p, const char *canon, const char *body, lmt_result *first)
-{
-    char why[256] = "";
-    size_t bad = lmt_stream_every_split(p, canon, body, first);
-    T_CHECK(bad == 0, "split %zu differs from split 0", bad);
-    /* One role and at most one finish per choice, ordered tool calls, no
-     * usage chunk: what a client library expects. */
-    T_CHECK(lmt_stream_conforms(first, why, sizeof(why)), "stream does not conform: %s", why);
-}
 
 static json_t *body_of(const lmt_ureq *u)
 {
@@ -142,30 +27,31 @@ static const char *G1, *G2, *G3, *G1_RESP, *G2_SSE, *G3_RESP;
 
 static void init_golden(void)
 {
-    G1 = Q("{'model':'gemini-2.0-flash','messages':[{'role':'system','content':'You are "
-           "terse.'},{'role':'user','content':'Say hi'}],'max_tokens':16,'temperature':0.2}");
-    G2 = Q("{'model':'gemini-2.0-flash','messages':[{'role':'system','content':'You are "
-           "terse.'},{'role':'user','content':'Say hi'}],'max_tokens':16,'temperature':0.2,"
-           "'stream':true,'stream_options':{'include_usage':true}}");
-    G3 = Q("{'model':'gemini-2.0-flash','messages':[{'role':'user','content':'Weather in "
-           "Paris?'}],'tools':[{'type':'function','function':{'name':'get_weather','description':"
-           "'Get weather','parameters':{'type':'object','properties':{'city':{'type':'string'}},"
-           "'required':['city']}}}],'tool_choice':'auto'}");
-    G1_RESP = Q("{'candidates':[{'content':{'role':'model','parts':[{'text':'Hi!'}]},"
-                "'finishReason':'STOP','index':0}],'usageMetadata':{'promptTokenCount':12,"
-                "'candidatesTokenCount':2,'totalTokenCount':14},'modelVersion':"
-                "'gemini-2.0-flash','responseId':'resp-g1'}");
+    G1 = pt_q("{'model':'gemini-2.0-flash','messages':[{'role':'system','content':'You are "
+              "terse.'},{'role':'user','content':'Say hi'}],'max_tokens':16,'temperature':0.2}");
+    G2 = pt_q("{'model':'gemini-2.0-flash','messages':[{'role':'system','content':'You are "
+              "terse.'},{'role':'user','content':'Say hi'}],'max_tokens':16,'temperature':0.2,"
+              "'stream':true,'stream_options':{'include_usage':true}}");
+    G3 =
+        pt_q("{'model':'gemini-2.0-flash','messages':[{'role':'user','content':'Weather in "
+             "Paris?'}],'tools':[{'type':'function','function':{'name':'get_weather','description':"
+             "'Get weather','parameters':{'type':'object','properties':{'city':{'type':'string'}},"
+             "'required':['city']}}}],'tool_choice':'auto'}");
+    G1_RESP = pt_q("{'candidates':[{'content':{'role':'model','parts':[{'text':'Hi!'}]},"
+                   "'finishReason':'STOP','index':0}],'usageMetadata':{'promptTokenCount':12,"
+                   "'candidatesTokenCount':2,'totalTokenCount':14},'modelVersion':"
+                   "'gemini-2.0-flash','responseId':'resp-g1'}");
     /* Google frames with CRLF: data: ...\r\n\r\n */
-    G2_SSE = Q("data: {'candidates':[{'content':{'role':'model','parts':[{'text':'Hi'}]},"
-               "'index':0}],'usageMetadata':{'promptTokenCount':12,'candidatesTokenCount':1,"
-               "'totalTokenCount':13},'responseId':'resp-g2'}\r\n\r\n"
-               "data: {'candidates':[{'content':{'role':'model','parts':[{'text':'!'}]},"
-               "'finishReason':'STOP','index':0}],'usageMetadata':{'promptTokenCount':12,"
-               "'candidatesTokenCount':2,'totalTokenCount':14},'responseId':'resp-g2'}\r\n\r\n");
-    G3_RESP = Q("{'candidates':[{'content':{'role':'model','parts':[{'functionCall':{'name':"
-                "'get_weather','args':{'city':'Paris'}}}]},'finishReason':'STOP','index':0}],"
-                "'usageMetadata':{'promptTokenCount':30,'candidatesTokenCount':10,"
-                "'totalTokenCount':40}}");
+    G2_SSE = pt_q("data: {'candidates':[{'content':{'role':'model','parts':[{'text':'Hi'}]},"
+                  "'index':0}],'usageMetadata':{'promptTokenCount':12,'candidatesTokenCount':1,"
+                  "'totalTokenCount':13},'responseId':'resp-g2'}\r\n\r\n"
+                  "data: {'candidates':[{'content':{'role':'model','parts':[{'text':'!'}]},"
+                  "'finishReason':'STOP','index':0}],'usageMetadata':{'promptTokenCount':12,"
+                  "'candidatesTokenCount':2,'totalTokenCount':14},'responseId':'resp-g2'}\r\n\r\n");
+    G3_RESP = pt_q("{'candidates':[{'content':{'role':'model','parts':[{'functionCall':{'name':"
+                   "'get_weather','args':{'city':'Paris'}}}]},'finishReason':'STOP','index':0}],"
+                   "'usageMetadata':{'promptTokenCount':30,'candidatesTokenCount':10,"
+                   "'totalTokenCount':40}}");
 }
 
 static json_t *resp_json(const lmt_result *r)
@@ -230,7 +116,7 @@ static void test_g2(lmt_plugin *p)
     lmt_ureq u;
     lm_err e;
     lmt_result r;
-    agg a;
+    pt_agg a;
 
     T_BEGIN("gemini_g2_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G2, &u, &e) == LM_OK, "build");
@@ -241,10 +127,10 @@ static void test_g2(lmt_plugin *p)
     T_END();
 
     T_BEGIN("gemini_g2_stream_every_split");
-    stream_all(p, G2, G2_SSE, &r);
+    pt_stream_all(p, G2, G2_SSE, &r);
     T_CHECK(r.rc == LM_OK, "rc %d", r.rc);
     T_CHECK(r.done == 0, "no end marker: the kernel ends on a clean EOF");
-    aggregate(r.json, 0, &a);
+    pt_aggregate(r.json, 0, &a);
     T_STREQ(a.content, "Hi!");
     T_CHECK(a.nfinish == 1, "one finish, got %d", a.nfinish);
     T_STREQ(a.finish, "stop");
@@ -289,7 +175,7 @@ static void test_g3(lmt_plugin *p)
     args = json_loads(
         JSTR(JGET(tc, "function"), "arguments") ? JSTR(JGET(tc, "function"), "arguments") : "", 0,
         NULL);
-    T_CHECK(same_json(JSTR(JGET(tc, "function"), "arguments"), "{\"city\":\"Paris\"}"), "args");
+    T_CHECK(pt_same_json(JSTR(JGET(tc, "function"), "arguments"), "{\"city\":\"Paris\"}"), "args");
     T_STREQ(JSTR(m, "finish_reason"), "tool_calls");
     T_CHECK(json_is_null(JGET(JGET(m, "message"), "content")), "content null");
     T_CHECK(r.usage.prompt == 30 && r.usage.completion == 10 && r.usage.total == 40, "usage");
@@ -305,19 +191,20 @@ static void test_errors(lmt_plugin *p)
     lm_err e;
     lmt_result r;
     const char *bkey =
-        Q("{'error':{'code':400,'message':'API key not valid. Please pass a valid "
-          "API key.','status':'INVALID_ARGUMENT','details':[{'@type':"
-          "'type.googleapis.com/google.rpc.ErrorInfo','reason':'API_KEY_INVALID'}]}}");
-    const char *b400 = Q("{'error':{'code':400,'message':'Invalid JSON payload','status':"
-                         "'INVALID_ARGUMENT'}}");
-    const char *b429 = Q("{'error':{'code':429,'message':'Resource has been exhausted','status':"
-                         "'RESOURCE_EXHAUSTED'}}");
-    const char *b500 = Q("{'error':{'code':500,'message':'An internal error has occurred.',"
-                         "'status':'INTERNAL'}}");
-    const char *b404 = Q("{'error':{'code':404,'message':'models/gemini-9 is not found','status':"
-                         "'NOT_FOUND'}}");
-    const char *b403 = Q("{'error':{'code':403,'message':'Permission denied','status':"
-                         "'PERMISSION_DENIED'}}");
+        pt_q("{'error':{'code':400,'message':'API key not valid. Please pass a valid "
+             "API key.','status':'INVALID_ARGUMENT','details':[{'@type':"
+             "'type.googleapis.com/google.rpc.ErrorInfo','reason':'API_KEY_INVALID'}]}}");
+    const char *b400 = pt_q("{'error':{'code':400,'message':'Invalid JSON payload','status':"
+                            "'INVALID_ARGUMENT'}}");
+    const char *b429 = pt_q("{'error':{'code':429,'message':'Resource has been exhausted','status':"
+                            "'RESOURCE_EXHAUSTED'}}");
+    const char *b500 = pt_q("{'error':{'code':500,'message':'An internal error has occurred.',"
+                            "'status':'INTERNAL'}}");
+    const char *b404 =
+        pt_q("{'error':{'code':404,'message':'models/gemini-9 is not found','status':"
+             "'NOT_FOUND'}}");
+    const char *b403 = pt_q("{'error':{'code':403,'message':'Permission denied','status':"
+                            "'PERMISSION_DENIED'}}");
 
     T_BEGIN("gemini_error_api_key_invalid_is_401");
     lmt_build(p, LM_OP_CHAT, G1, &u, &e);
@@ -379,27 +266,27 @@ static void test_quirks(lmt_plugin *p)
     lmt_ureq u;
     lm_err e;
     lmt_result r;
-    agg a;
+    pt_agg a;
     json_t *b, *m;
 
     T_BEGIN("gemini_stream_tool_calls_after_stop");
     {
-        const char *s =
-            Q("data: {'candidates':[{'content':{'role':'model','parts':[{'text':'Let me check.'}]},"
-              "'index':0}]}\r\n\r\n"
-              "data: {'candidates':[{'content':{'role':'model','parts':[{'functionCall':{'name':"
-              "'get_weather','args':{'city':'Paris'}}},{'functionCall':{'name':'get_weather',"
-              "'args':{'city':'Rome','units':{'c':true}}}}]},'index':0}]}\r\n\r\n"
-              "data: {'candidates':[{'content':{'role':'model','parts':[{'functionCall':{'name':"
-              "'get_time'}}]},'finishReason':'STOP','index':0}],'usageMetadata':"
-              "{'promptTokenCount':30,'candidatesTokenCount':10,'totalTokenCount':40}}\r\n\r\n");
-        stream_all(p, G3, s, &r);
-        aggregate(r.json, 0, &a);
+        const char *s = pt_q(
+            "data: {'candidates':[{'content':{'role':'model','parts':[{'text':'Let me check.'}]},"
+            "'index':0}]}\r\n\r\n"
+            "data: {'candidates':[{'content':{'role':'model','parts':[{'functionCall':{'name':"
+            "'get_weather','args':{'city':'Paris'}}},{'functionCall':{'name':'get_weather',"
+            "'args':{'city':'Rome','units':{'c':true}}}}]},'index':0}]}\r\n\r\n"
+            "data: {'candidates':[{'content':{'role':'model','parts':[{'functionCall':{'name':"
+            "'get_time'}}]},'finishReason':'STOP','index':0}],'usageMetadata':"
+            "{'promptTokenCount':30,'candidatesTokenCount':10,'totalTokenCount':40}}\r\n\r\n");
+        pt_stream_all(p, G3, s, &r);
+        pt_aggregate(r.json, 0, &a);
         T_STREQ(a.content, "Let me check.");
         T_CHECK(a.ntools == 3, "3 tool calls, got %d", a.ntools);
         T_STREQ(a.tools[0].name, "get_weather");
-        T_CHECK(same_json(a.tools[0].args, "{\"city\":\"Paris\"}"), "args0 %s", a.tools[0].args);
-        T_CHECK(same_json(a.tools[1].args, "{\"city\":\"Rome\",\"units\":{\"c\":true}}"),
+        T_CHECK(pt_same_json(a.tools[0].args, "{\"city\":\"Paris\"}"), "args0 %s", a.tools[0].args);
+        T_CHECK(pt_same_json(a.tools[1].args, "{\"city\":\"Rome\",\"units\":{\"c\":true}}"),
                 "args1 %s", a.tools[1].args);
         T_STREQ(a.tools[2].args, "{}");
         T_CHECK(a.tools[0].id[0] && strcmp(a.tools[0].id, a.tools[1].id) != 0 &&
@@ -414,18 +301,19 @@ static void test_quirks(lmt_plugin *p)
 
     T_BEGIN("gemini_safety_blocks");
     {
-        const char *s1 = Q("{'candidates':[{'content':{'role':'model','parts':[]},"
-                           "'finishReason':'SAFETY','index':0,'safetyRatings':[{'category':"
-                           "'HARM_CATEGORY_HARASSMENT','probability':'HIGH','blocked':true}]}],"
-                           "'usageMetadata':{'promptTokenCount':5,'totalTokenCount':5}}");
-        const char *s2 = Q("{'promptFeedback':{'blockReason':'SAFETY','safetyRatings':[]},"
-                           "'usageMetadata':{'promptTokenCount':7,'totalTokenCount':7}}");
-        const char *s3 = Q("data: {'promptFeedback':{'blockReason':'PROHIBITED_CONTENT'},"
-                           "'usageMetadata':{'promptTokenCount':7,'totalTokenCount':7}}\r\n\r\n");
+        const char *s1 = pt_q("{'candidates':[{'content':{'role':'model','parts':[]},"
+                              "'finishReason':'SAFETY','index':0,'safetyRatings':[{'category':"
+                              "'HARM_CATEGORY_HARASSMENT','probability':'HIGH','blocked':true}]}],"
+                              "'usageMetadata':{'promptTokenCount':5,'totalTokenCount':5}}");
+        const char *s2 = pt_q("{'promptFeedback':{'blockReason':'SAFETY','safetyRatings':[]},"
+                              "'usageMetadata':{'promptTokenCount':7,'totalTokenCount':7}}");
+        const char *s3 =
+            pt_q("data: {'promptFeedback':{'blockReason':'PROHIBITED_CONTENT'},"
+                 "'usageMetadata':{'promptTokenCount':7,'totalTokenCount':7}}\r\n\r\n");
         const char *s4 =
-            Q("data: {'candidates':[{'content':{'parts':[{'text':'Once upon'}],"
-              "'role':'model'},'index':0}]}\r\n\r\n"
-              "data: {'candidates':[{'finishReason':'RECITATION','index':0}]}\r\n\r\n");
+            pt_q("data: {'candidates':[{'content':{'parts':[{'text':'Once upon'}],"
+                 "'role':'model'},'index':0}]}\r\n\r\n"
+                 "data: {'candidates':[{'finishReason':'RECITATION','index':0}]}\r\n\r\n");
         lmt_build(p, LM_OP_CHAT, G1, &u, &e);
         lmt_ureq_clear(&u);
         lmt_response(p, 200, s1, strlen(s1), &r);
@@ -444,13 +332,13 @@ static void test_quirks(lmt_plugin *p)
         T_CHECK(r.usage.prompt == 7, "usage on a blocked prompt");
         json_decref(b);
         lmt_result_clear(&r);
-        stream_all(p, G2, s3, &r);
-        aggregate(r.json, 0, &a);
+        pt_stream_all(p, G2, s3, &r);
+        pt_aggregate(r.json, 0, &a);
         T_CHECK(r.rc == LM_OK && a.nfinish == 1, "stream block finishes (rc %d)", r.rc);
         T_STREQ(a.finish, "content_filter");
         lmt_result_clear(&r);
-        stream_all(p, G2, s4, &r);
-        aggregate(r.json, 0, &a);
+        pt_stream_all(p, G2, s4, &r);
+        pt_aggregate(r.json, 0, &a);
         T_STREQ(a.content, "Once upon");
         T_STREQ(a.finish, "content_filter");
         lmt_result_clear(&r);
@@ -459,19 +347,21 @@ static void test_quirks(lmt_plugin *p)
 
     T_BEGIN("gemini_thinking_and_usage");
     {
-        const char *s = Q("{'candidates':[{'content':{'role':'model','parts':[{'text':'Plan: add.',"
-                          "'thought':true},{'text':'4'}]},'finishReason':'MAX_TOKENS','index':0}],"
-                          "'usageMetadata':{'promptTokenCount':10,'candidatesTokenCount':1,"
-                          "'thoughtsTokenCount':20,'cachedContentTokenCount':4,"
-                          "'totalTokenCount':31}}");
-        const char *st = Q("data: {'candidates':[{'content':{'role':'model','parts':[{'text':"
-                           "'Plan','thought':true}]},'index':0}],'usageMetadata':"
-                           "{'promptTokenCount':10,'thoughtsTokenCount':5,'totalTokenCount':15}}"
-                           "\r\n\r\n"
-                           "data: {'candidates':[{'content':{'role':'model','parts':[{'text':"
-                           "'4'}]},'finishReason':'STOP','index':0}],'usageMetadata':"
-                           "{'promptTokenCount':10,'candidatesTokenCount':1,'thoughtsTokenCount':"
-                           "20,'totalTokenCount':31}}\r\n\r\n");
+        const char *s =
+            pt_q("{'candidates':[{'content':{'role':'model','parts':[{'text':'Plan: add.',"
+                 "'thought':true},{'text':'4'}]},'finishReason':'MAX_TOKENS','index':0}],"
+                 "'usageMetadata':{'promptTokenCount':10,'candidatesTokenCount':1,"
+                 "'thoughtsTokenCount':20,'cachedContentTokenCount':4,"
+                 "'totalTokenCount':31}}");
+        const char *st =
+            pt_q("data: {'candidates':[{'content':{'role':'model','parts':[{'text':"
+                 "'Plan','thought':true}]},'index':0}],'usageMetadata':"
+                 "{'promptTokenCount':10,'thoughtsTokenCount':5,'totalTokenCount':15}}"
+                 "\r\n\r\n"
+                 "data: {'candidates':[{'content':{'role':'model','parts':[{'text':"
+                 "'4'}]},'finishReason':'STOP','index':0}],'usageMetadata':"
+                 "{'promptTokenCount':10,'candidatesTokenCount':1,'thoughtsTokenCount':"
+                 "20,'totalTokenCount':31}}\r\n\r\n");
         lmt_build(p, LM_OP_CHAT, G1, &u, &e);
         lmt_ureq_clear(&u);
         lmt_response(p, 200, s, strlen(s), &r);
@@ -489,8 +379,8 @@ static void test_quirks(lmt_plugin *p)
                 "reasoning_tokens in the kernel's usage object");
         json_decref(b);
         lmt_result_clear(&r);
-        stream_all(p, G2, st, &r);
-        aggregate(r.json, 0, &a);
+        pt_stream_all(p, G2, st, &r);
+        pt_aggregate(r.json, 0, &a);
         T_STREQ(a.reasoning, "Plan");
         T_STREQ(a.content, "4");
         T_CHECK(r.usage.completion == 21 && r.usage.total == 31 && r.usage.reasoning == 20,
@@ -501,16 +391,17 @@ static void test_quirks(lmt_plugin *p)
 
     T_BEGIN("gemini_two_candidates");
     {
-        const char *s = Q("{'candidates':[{'content':{'role':'model','parts':[{'text':'A'}]},"
-                          "'finishReason':'STOP','index':0},{'content':{'role':'model','parts':"
-                          "[{'text':'B'}]},'finishReason':'MAX_TOKENS','index':1}]}");
-        const char *st = Q("data: {'candidates':[{'content':{'parts':[{'text':'A'}]},'index':0},"
-                           "{'content':{'parts':[{'text':'B'}]},'index':1}]}\r\n\r\n"
-                           "data: {'candidates':[{'content':{'parts':[{'text':'a'}]},"
-                           "'finishReason':'STOP','index':0},{'content':{'parts':[{'text':'b'}]},"
-                           "'finishReason':'MAX_TOKENS','index':1}]}\r\n\r\n");
-        const char *c2 = Q("{'model':'gemini-2.0-flash','n':2,'stream':true,'messages':[{'role':"
-                           "'user','content':'x'}]}");
+        const char *s = pt_q("{'candidates':[{'content':{'role':'model','parts':[{'text':'A'}]},"
+                             "'finishReason':'STOP','index':0},{'content':{'role':'model','parts':"
+                             "[{'text':'B'}]},'finishReason':'MAX_TOKENS','index':1}]}");
+        const char *st =
+            pt_q("data: {'candidates':[{'content':{'parts':[{'text':'A'}]},'index':0},"
+                 "{'content':{'parts':[{'text':'B'}]},'index':1}]}\r\n\r\n"
+                 "data: {'candidates':[{'content':{'parts':[{'text':'a'}]},"
+                 "'finishReason':'STOP','index':0},{'content':{'parts':[{'text':'b'}]},"
+                 "'finishReason':'MAX_TOKENS','index':1}]}\r\n\r\n");
+        const char *c2 = pt_q("{'model':'gemini-2.0-flash','n':2,'stream':true,'messages':[{'role':"
+                              "'user','content':'x'}]}");
         T_CHECK(lmt_build(p, LM_OP_CHAT, c2, &u, &e) == LM_OK, "build");
         b = body_of(&u);
         T_CHECK(JINT(JGET(b, "generationConfig"), "candidateCount") == 2, "candidateCount");
@@ -525,11 +416,11 @@ static void test_quirks(lmt_plugin *p)
         T_STREQ(JSTR(m, "finish_reason"), "length");
         json_decref(b);
         lmt_result_clear(&r);
-        stream_all(p, c2, st, &r);
-        aggregate(r.json, 0, &a);
+        pt_stream_all(p, c2, st, &r);
+        pt_aggregate(r.json, 0, &a);
         T_STREQ(a.content, "Aa");
         T_STREQ(a.finish, "stop");
-        aggregate(r.json, 1, &a);
+        pt_aggregate(r.json, 1, &a);
         T_STREQ(a.content, "Bb");
         T_STREQ(a.finish, "length");
         lmt_result_clear(&r);
@@ -538,17 +429,18 @@ static void test_quirks(lmt_plugin *p)
 
     T_BEGIN("gemini_stream_error_event");
     {
-        const char *s = Q("data: {'candidates':[{'content':{'parts':[{'text':'Hel'}],'role':"
-                          "'model'},'index':0}]}\r\n\r\n"
-                          "data: {'error':{'code':503,'message':'The model is overloaded. Please "
-                          "try again later.','status':'UNAVAILABLE'}}\r\n\r\n"
-                          "data: {'candidates':[{'content':{'parts':[{'text':'NEVER'}]},"
-                          "'index':0}]}\r\n\r\n");
-        stream_all(p, G2, s, &r);
+        const char *s =
+            pt_q("data: {'candidates':[{'content':{'parts':[{'text':'Hel'}],'role':"
+                 "'model'},'index':0}]}\r\n\r\n"
+                 "data: {'error':{'code':503,'message':'The model is overloaded. Please "
+                 "try again later.','status':'UNAVAILABLE'}}\r\n\r\n"
+                 "data: {'candidates':[{'content':{'parts':[{'text':'NEVER'}]},"
+                 "'index':0}]}\r\n\r\n");
+        pt_stream_all(p, G2, s, &r);
         T_CHECK(r.rc == LM_EUPSTREAM, "rc %d", r.rc);
         T_CHECK(r.err.http_status == 503, "status %d", r.err.http_status);
         T_STREQ(r.err.msg, "The model is overloaded. Please try again later.");
-        aggregate(r.json, 0, &a);
+        pt_aggregate(r.json, 0, &a);
         T_STREQ(a.content, "Hel");
         lmt_result_clear(&r);
     }
@@ -558,17 +450,17 @@ static void test_quirks(lmt_plugin *p)
     {
         const char *end = strstr(G2_SSE, "\r\n\r\n") + 4;
         char *cut = strndup(G2_SSE, (size_t)(end - G2_SSE));
-        stream_all(p, G2, cut, &r);
+        pt_stream_all(p, G2, cut, &r);
         T_CHECK(r.rc == LM_OK && r.done == 0, "rc %d done %d", r.rc, r.done);
-        aggregate(r.json, 0, &a);
+        pt_aggregate(r.json, 0, &a);
         T_STREQ(a.content, "Hi");
         T_CHECK(a.nfinish == 0, "no finish chunk");
         lmt_result_clear(&r);
         free(cut);
         cut = strndup(G2_SSE, strlen(G2_SSE) - 40); /* inside the last event */
-        stream_all(p, G2, cut, &r);
+        pt_stream_all(p, G2, cut, &r);
         T_CHECK(r.done == 0, "not done");
-        aggregate(r.json, 0, &a);
+        pt_aggregate(r.json, 0, &a);
         T_CHECK(a.nfinish == 0, "half event gives no finish");
         lmt_result_clear(&r);
         free(cut);
@@ -577,9 +469,9 @@ static void test_quirks(lmt_plugin *p)
 
     T_BEGIN("gemini_stream_malformed_json");
     {
-        const char *s = Q("data: {'candidates':[{'content':{'parts':[{'text':'ok'}]}}]}\r\n\r\n"
-                          "data: {'candidates':[{'content'\r\n\r\n");
-        stream_all(p, G2, s, &r);
+        const char *s = pt_q("data: {'candidates':[{'content':{'parts':[{'text':'ok'}]}}]}\r\n\r\n"
+                             "data: {'candidates':[{'content'\r\n\r\n");
+        pt_stream_all(p, G2, s, &r);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "rc %d status %d", r.rc,
                 r.err.http_status);
         lmt_result_clear(&r);
@@ -592,7 +484,7 @@ static void test_request_mapping(lmt_plugin *p)
     lmt_ureq u;
     lm_err e;
     json_t *b, *cs, *c, *parts, *gc;
-    const char *conv = Q(
+    const char *conv = pt_q(
         "{'model':'models/gemini-2.5-flash','messages':["
         "{'role':'system','content':'Rule one.'},"
         "{'role':'developer','content':[{'type':'text','text':'Rule two.'}]},"
@@ -687,37 +579,39 @@ static void test_request_mapping(lmt_plugin *p)
     T_END();
 
     T_BEGIN("gemini_bad_requests");
-    T_CHECK(lmt_build(p, LM_OP_CHAT,
-                      Q("{'model':'gemini-2.0-flash','messages':[{'role':'user','content':[{'type':"
-                        "'image_url','image_url':{'url':'https://example.com/a.png'}}]}]}"),
-                      &u, &e) == LM_EINVAL &&
-                e.http_status == 400,
-            "http image URL -> 400");
+    T_CHECK(
+        lmt_build(p, LM_OP_CHAT,
+                  pt_q("{'model':'gemini-2.0-flash','messages':[{'role':'user','content':[{'type':"
+                       "'image_url','image_url':{'url':'https://example.com/a.png'}}]}]}"),
+                  &u, &e) == LM_EINVAL &&
+            e.http_status == 400,
+        "http image URL -> 400");
     lmt_ureq_clear(&u);
     T_CHECK(lmt_build(p, LM_OP_CHAT,
-                      Q("{'model':'gemini-2.0-flash','messages':[{'role':'tool','tool_call_id':"
-                        "'nope','content':'x'}]}"),
+                      pt_q("{'model':'gemini-2.0-flash','messages':[{'role':'tool','tool_call_id':"
+                           "'nope','content':'x'}]}"),
                       &u, &e) == LM_EINVAL,
             "unknown tool_call_id -> 400");
     lmt_ureq_clear(&u);
     T_CHECK(lmt_build(p, LM_OP_CHAT,
-                      Q("{'model':'../../evil?x=','messages':[{'role':'user','content':'x'}]}"), &u,
-                      &e) == LM_EINVAL,
+                      pt_q("{'model':'../../evil?x=','messages':[{'role':'user','content':'x'}]}"),
+                      &u, &e) == LM_EINVAL,
             "model with path characters -> 400");
+    lmt_ureq_clear(&u);
+    T_CHECK(lmt_build(
+                p, LM_OP_CHAT,
+                pt_q("{'model':'gemini-2.0-flash','messages':[{'role':'assistant','tool_calls':"
+                     "[{'id':'c','type':'function','function':{'name':'f','arguments':'[1]'}}]}]}"),
+                &u, &e) == LM_EINVAL,
+            "array arguments -> 400");
     lmt_ureq_clear(&u);
     T_CHECK(
         lmt_build(p, LM_OP_CHAT,
-                  Q("{'model':'gemini-2.0-flash','messages':[{'role':'assistant','tool_calls':"
-                    "[{'id':'c','type':'function','function':{'name':'f','arguments':'[1]'}}]}]}"),
-                  &u, &e) == LM_EINVAL,
-        "array arguments -> 400");
-    lmt_ureq_clear(&u);
-    T_CHECK(lmt_build(p, LM_OP_CHAT,
-                      Q("{'model':'gemini-2.0-flash','messages':[{'role':'user','content':'x'}],"
-                        "'tool_choice':'required','tools':[{'type':'function','function':{'name':"
-                        "'f'}}]}"),
-                      &u, &e) == LM_OK,
-            "required ok");
+                  pt_q("{'model':'gemini-2.0-flash','messages':[{'role':'user','content':'x'}],"
+                       "'tool_choice':'required','tools':[{'type':'function','function':{'name':"
+                       "'f'}}]}"),
+                  &u, &e) == LM_OK,
+        "required ok");
     b = body_of(&u);
     T_STREQ(JSTR(JGET(JGET(b, "toolConfig"), "functionCallingConfig"), "mode"), "ANY");
     json_decref(b);
@@ -731,9 +625,9 @@ static void test_embeddings(lmt_plugin *p)
     lm_err e;
     lmt_result r;
     json_t *b, *d;
-    const char *one = Q("{'model':'text-embedding-004','input':'hi','dimensions':256}");
-    const char *many = Q("{'model':'text-embedding-004','input':['a','b'],'encoding_format':"
-                         "'float'}");
+    const char *one = pt_q("{'model':'text-embedding-004','input':'hi','dimensions':256}");
+    const char *many = pt_q("{'model':'text-embedding-004','input':['a','b'],'encoding_format':"
+                            "'float'}");
 
     T_BEGIN("gemini_embed_single");
     T_CHECK(lmt_build(p, LM_OP_EMBED, one, &u, &e) == LM_OK, "build: %s", e.msg);
@@ -747,7 +641,7 @@ static void test_embeddings(lmt_plugin *p)
     json_decref(b);
     lmt_ureq_clear(&u);
     {
-        const char *resp = Q("{'embedding':{'values':[0.013,-0.008]}}");
+        const char *resp = pt_q("{'embedding':{'values':[0.013,-0.008]}}");
         lmt_response(p, 200, resp, strlen(resp), &r);
         b = resp_json(&r);
         d = json_array_get(JGET(b, "data"), 0);
@@ -780,7 +674,7 @@ static void test_embeddings(lmt_plugin *p)
     json_decref(b);
     lmt_ureq_clear(&u);
     {
-        const char *resp = Q("{'embeddings':[{'values':[1,2]},{'values':[3,4]}]}");
+        const char *resp = pt_q("{'embeddings':[{'values':[1,2]},{'values':[3,4]}]}");
         lmt_response(p, 200, resp, strlen(resp), &r);
         b = resp_json(&r);
         T_CHECK(json_array_size(JGET(b, "data")) == 2, "2 rows");
@@ -795,13 +689,13 @@ static void test_embeddings(lmt_plugin *p)
 
     T_BEGIN("gemini_embed_floats_and_errors");
     T_CHECK(lmt_provider(p)->embed_max_inputs == 100, "batchEmbedContents takes 100 inputs");
-    T_CHECK(lmt_build(p, LM_OP_EMBED, Q("{'model':'text-embedding-004','input':'x'}"), &u, &e) ==
+    T_CHECK(lmt_build(p, LM_OP_EMBED, pt_q("{'model':'text-embedding-004','input':'x'}"), &u, &e) ==
                 LM_OK,
             "build");
     lmt_ureq_clear(&u);
     {
         /* Always floats: the kernel base64-encodes when the client asked. */
-        const char *resp = Q("{'embedding':{'values':[1.0,-2.0]}}");
+        const char *resp = pt_q("{'embedding':{'values':[1.0,-2.0]}}");
         lmt_response(p, 200, resp, strlen(resp), &r);
         b = resp_json(&r);
         T_CHECK(json_real_value(json_array_get(
@@ -810,7 +704,7 @@ static void test_embeddings(lmt_plugin *p)
         json_decref(b);
         lmt_result_clear(&r);
     }
-    T_CHECK(lmt_build(p, LM_OP_EMBED, Q("{'model':'text-embedding-004','input':[[1,2]]}"), &u,
+    T_CHECK(lmt_build(p, LM_OP_EMBED, pt_q("{'model':'text-embedding-004','input':[[1,2]]}"), &u,
                       &e) == LM_EINVAL,
             "token arrays -> 400");
     lmt_ureq_clear(&u);
@@ -834,10 +728,11 @@ static void test_config(void)
     lmt_plugin *p;
 
     T_BEGIN("gemini_config");
-    p = lmt_load(so_path(), (const char *const[]){"base_url", "http://x", NULL}, err, sizeof(err));
+    p = lmt_load(pt_so_path(), (const char *const[]){"base_url", "http://x", NULL}, err,
+                 sizeof(err));
     T_CHECK(p == NULL, "api_key is required");
     lmt_unload(p);
-    p = load(cfg);
+    p = pt_load(cfg);
     T_CHECK(p != NULL, "load");
     if (p != NULL) {
         T_CHECK(lmt_build(p, LM_OP_CHAT, G2, &u, &e) == LM_OK, "build");
@@ -846,8 +741,8 @@ static void test_config(void)
         T_CHECK(strstr(u.url, "SECRET") == NULL, "no key in the URL");
         T_STREQ(lmt_header(&u, "x-goog-api-key"), "AIzaSECRET");
         lmt_ureq_clear(&u);
-        const char *bkey = Q("{'error':{'code':400,'message':'API key not valid.','status':"
-                             "'INVALID_ARGUMENT','details':[{'reason':'API_KEY_INVALID'}]}}");
+        const char *bkey = pt_q("{'error':{'code':400,'message':'API key not valid.','status':"
+                                "'INVALID_ARGUMENT','details':[{'reason':'API_KEY_INVALID'}]}}");
         lmt_response(p, 400, bkey, strlen(bkey), &r);
         T_CHECK(strstr(r.err.msg, "SECRET") == NULL, "no key in the error");
         lmt_result_clear(&r);
@@ -872,7 +767,7 @@ int main(void)
 {
     lmt_plugin *p;
     init_golden();
-    p = load(CFG);
+    p = pt_load(CFG);
     T_BEGIN("gemini_load");
     T_CHECK(p != NULL, "load");
     T_END();
@@ -887,7 +782,6 @@ int main(void)
         lmt_unload(p);
     }
     test_config();
-    for (size_t i = 0; i < nkept; i++)
-        free(kept[i]);
+    pt_q_free_all();
     T_EXIT();
 }

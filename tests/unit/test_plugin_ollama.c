@@ -1,138 +1,16 @@
 /* ollama plugin through the test kit: golden cases 9.6 (G1/G2/G3, the 404
  * probe), request shape, NDJSON at every split, argument objects, thinking,
  * images, embeddings, in-stream errors, cut streams, malformed lines. */
-#include "lmtest.h"
-#include "t.h"
+#define PT_PLUGIN "ollama"
+#include "plugin_t.h"
 
 #include <stdlib.h>
 
 /* Test JSON is written with ' for " to keep it readable. */
-static char *kept[512];
-static size_t nkept;
-
-static const char *Q(const char *s)
-{
-    char *d = strdup(s);
-    for (char *p = d; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    if (nkept < sizeof(kept) / sizeof(kept[0]))
-        kept[nkept++] = d;
-    return d;
-}
-
-/* build/plugins/ollama.so, or $PLUGIN_DIR/ollama.so (tests/run.sh sets it). */
-static const char *so_path(void)
-{
-    static char path[512];
-    const char *dir = getenv("PLUGIN_DIR");
-    snprintf(path, sizeof(path), "%s/ollama.so", dir && *dir ? dir : "build/plugins");
-    return path;
-}
-
-static lmt_plugin *load(const char *const *cfg)
-{
-    char err[512];
-    lmt_plugin *p = lmt_load(so_path(), cfg, err, sizeof(err));
-    if (p == NULL)
-        printf("load failed: %s\n", err);
-    return p;
-}
 
 static const char *CFG[] = {NULL};
 
 /* ---- result helpers ---- */
-
-typedef struct tool_agg {
-    char id[128], name[64], args[1024];
-    int nid, ntype;
-} tool_agg;
-
-typedef struct agg {
-    char content[4096], reasoning[4096], finish[64];
-    int nfinish, nchunks, role_first, ntools, same_ids, content_after_finish;
-    tool_agg tools[8];
-} agg;
-
-static void cat(char *dst, size_t n, const char *s)
-{
-    size_t l = strlen(dst);
-    snprintf(dst + l, n - l, "%s", s ? s : "");
-}
-
-/* Fold the stream chunks of choice `ci` into an agg. */
-static void aggregate(const char *json, int ci, agg *a)
-{
-    json_t *arr = json_loads(json, 0, NULL), *ch;
-    size_t i;
-    const char *id0 = NULL;
-    memset(a, 0, sizeof(*a));
-    a->same_ids = 1;
-    json_array_foreach (arr, i, ch) {
-        const char *id = json_string_value(json_object_get(ch, "id"));
-        json_t *c = json_array_get(json_object_get(ch, "choices"), 0);
-        json_t *d = json_object_get(c, "delta");
-        json_t *tcs = json_object_get(d, "tool_calls"), *tc;
-        size_t k;
-        if (i == 0)
-            id0 = id;
-        else if (!id || !id0 || strcmp(id, id0) != 0)
-            a->same_ids = 0;
-        if (json_integer_value(json_object_get(c, "index")) != ci)
-            continue;
-        if (a->nchunks == 0)
-            a->role_first = json_is_string(json_object_get(d, "role"));
-        a->nchunks++;
-        if (a->nfinish && json_object_size(d) > 0)
-            a->content_after_finish = 1;
-        cat(a->content, sizeof(a->content), json_string_value(json_object_get(d, "content")));
-        cat(a->reasoning, sizeof(a->reasoning),
-            json_string_value(json_object_get(d, "reasoning_content")));
-        json_array_foreach (tcs, k, tc) {
-            json_int_t ix = json_integer_value(json_object_get(tc, "index"));
-            json_t *fn = json_object_get(tc, "function");
-            tool_agg *t;
-            if (ix < 0 || ix >= 8)
-                continue;
-            t = &a->tools[ix];
-            if ((int)ix + 1 > a->ntools)
-                a->ntools = (int)ix + 1;
-            if (json_is_string(json_object_get(tc, "id"))) {
-                t->nid++;
-                cat(t->id, sizeof(t->id), json_string_value(json_object_get(tc, "id")));
-            }
-            if (json_is_string(json_object_get(tc, "type")))
-                t->ntype++;
-            cat(t->name, sizeof(t->name), json_string_value(json_object_get(fn, "name")));
-            cat(t->args, sizeof(t->args), json_string_value(json_object_get(fn, "arguments")));
-        }
-        if (json_is_string(json_object_get(c, "finish_reason"))) {
-            a->nfinish++;
-            snprintf(a->finish, sizeof(a->finish), "%s",
-                     json_string_value(json_object_get(c, "finish_reason")));
-        }
-    }
-    json_decref(arr);
-}
-
-static int same_json(const char *a, const char *b)
-{
-    json_t *x = json_loads(a, 0, NULL), *y = json_loads(b, 0, NULL);
-    int r = x && y && json_equal(x, y);
-    json_decref(x);
-    json_decref(y);
-    return r;
-}
-
-/* Run `body` at split 0 (into *first) and at every split 1..len; each run
- * builds `canon` first. Every run must give the identical result. */
-static void stream_all(lmt_plugin *p, const char *canon, const char *body, lmt_result *first)
-{
-    char why[256] = "";
-    size_t bad = lmt_stream_every_split(p, canon, body, first);
-    T_CHECK(bad == 0, "split %zu differs from split 0", bad);
-    T_CHECK(lmt_stream_conforms(first, why, sizeof why), "stream does not conform: %s", why);
-}
 
 static json_t *body_of(const lmt_ureq *u)
 {
@@ -149,32 +27,32 @@ static const char *G1, *G2, *G3, *G1_RESP, *G2_ND, *G3_RESP, *G3_TOOLS;
 
 static void init_golden(void)
 {
-    G1 = Q("{'model':'llama3.2','messages':[{'role':'system','content':'You are terse.'},"
-           "{'role':'user','content':'Say hi'}],'max_tokens':16,'temperature':0.2}");
-    G2 = Q("{'model':'llama3.2','messages':[{'role':'system','content':'You are terse.'},"
-           "{'role':'user','content':'Say hi'}],'max_tokens':16,'temperature':0.2,"
-           "'stream':true,'stream_options':{'include_usage':true}}");
-    G3_TOOLS = Q("[{'type':'function','function':{'name':'get_weather','description':"
-                 "'Get weather','parameters':{'type':'object','properties':{'city':{'type':"
-                 "'string'}},'required':['city']}}}]");
-    G3 = Q("{'model':'llama3.2','messages':[{'role':'user','content':'Weather in Paris?'}],"
-           "'tools':[{'type':'function','function':{'name':'get_weather','description':"
-           "'Get weather','parameters':{'type':'object','properties':{'city':{'type':'string'}},"
-           "'required':['city']}}}],'tool_choice':'auto'}");
-    G1_RESP = Q("{'model':'llama3.2','created_at':'2024-07-22T20:33:28.123648Z','message':"
-                "{'role':'assistant','content':'Hi!'},'done':true,'done_reason':'stop',"
-                "'total_duration':1000,'prompt_eval_count':12,'eval_count':2}");
-    G2_ND = Q("{'model':'llama3.2','created_at':'2024-07-22T20:33:28Z','message':{'role':"
-              "'assistant','content':'Hi'},'done':false}\n"
-              "{'model':'llama3.2','created_at':'2024-07-22T20:33:28Z','message':{'role':"
-              "'assistant','content':'!'},'done':false}\n"
-              "{'model':'llama3.2','created_at':'2024-07-22T20:33:29Z','message':{'role':"
-              "'assistant','content':''},'done':true,'done_reason':'stop','total_duration':1000,"
-              "'prompt_eval_count':12,'eval_count':2}\n");
-    G3_RESP = Q("{'model':'llama3.2','created_at':'2024-07-22T20:33:28Z','message':{'role':"
-                "'assistant','content':'','tool_calls':[{'function':{'name':'get_weather',"
-                "'arguments':{'city':'Paris'}}}]},'done':true,'done_reason':'stop',"
-                "'prompt_eval_count':30,'eval_count':10}");
+    G1 = pt_q("{'model':'llama3.2','messages':[{'role':'system','content':'You are terse.'},"
+              "{'role':'user','content':'Say hi'}],'max_tokens':16,'temperature':0.2}");
+    G2 = pt_q("{'model':'llama3.2','messages':[{'role':'system','content':'You are terse.'},"
+              "{'role':'user','content':'Say hi'}],'max_tokens':16,'temperature':0.2,"
+              "'stream':true,'stream_options':{'include_usage':true}}");
+    G3_TOOLS = pt_q("[{'type':'function','function':{'name':'get_weather','description':"
+                    "'Get weather','parameters':{'type':'object','properties':{'city':{'type':"
+                    "'string'}},'required':['city']}}}]");
+    G3 = pt_q("{'model':'llama3.2','messages':[{'role':'user','content':'Weather in Paris?'}],"
+              "'tools':[{'type':'function','function':{'name':'get_weather','description':"
+              "'Get weather','parameters':{'type':'object','properties':{'city':{'type':'string'}},"
+              "'required':['city']}}}],'tool_choice':'auto'}");
+    G1_RESP = pt_q("{'model':'llama3.2','created_at':'2024-07-22T20:33:28.123648Z','message':"
+                   "{'role':'assistant','content':'Hi!'},'done':true,'done_reason':'stop',"
+                   "'total_duration':1000,'prompt_eval_count':12,'eval_count':2}");
+    G2_ND = pt_q("{'model':'llama3.2','created_at':'2024-07-22T20:33:28Z','message':{'role':"
+                 "'assistant','content':'Hi'},'done':false}\n"
+                 "{'model':'llama3.2','created_at':'2024-07-22T20:33:28Z','message':{'role':"
+                 "'assistant','content':'!'},'done':false}\n"
+                 "{'model':'llama3.2','created_at':'2024-07-22T20:33:29Z','message':{'role':"
+                 "'assistant','content':''},'done':true,'done_reason':'stop','total_duration':1000,"
+                 "'prompt_eval_count':12,'eval_count':2}\n");
+    G3_RESP = pt_q("{'model':'llama3.2','created_at':'2024-07-22T20:33:28Z','message':{'role':"
+                   "'assistant','content':'','tool_calls':[{'function':{'name':'get_weather',"
+                   "'arguments':{'city':'Paris'}}}]},'done':true,'done_reason':'stop',"
+                   "'prompt_eval_count':30,'eval_count':10}");
 }
 
 static json_t *resp_json(const lmt_result *r)
@@ -198,8 +76,8 @@ static void test_g1(lmt_plugin *p)
     T_CHECK(lmt_header(&u, "Authorization") == NULL, "no auth without api_key");
     b = body_of(&u);
     T_STREQ(JSTR(b, "model"), "llama3.2");
-    want = json_loads(Q("[{'role':'system','content':'You are terse.'},{'role':'user',"
-                        "'content':'Say hi'}]"),
+    want = json_loads(pt_q("[{'role':'system','content':'You are terse.'},{'role':'user',"
+                           "'content':'Say hi'}]"),
                       0, NULL);
     T_CHECK(json_equal(JGET(b, "messages"), want), "messages");
     json_decref(want);
@@ -241,7 +119,7 @@ static void test_g2(lmt_plugin *p)
     lmt_ureq u;
     lm_err e;
     lmt_result r;
-    agg a;
+    pt_agg a;
     json_t *b;
 
     T_BEGIN("ollama_g2_request");
@@ -254,9 +132,9 @@ static void test_g2(lmt_plugin *p)
     T_END();
 
     T_BEGIN("ollama_g2_stream_every_split");
-    stream_all(p, G2, G2_ND, &r);
+    pt_stream_all(p, G2, G2_ND, &r);
     T_CHECK(r.rc == LM_DONE && r.done, "rc %d done %d", r.rc, r.done);
-    aggregate(r.json, 0, &a);
+    pt_aggregate(r.json, 0, &a);
     T_STREQ(a.content, "Hi!");
     T_STREQ(a.finish, "stop");
     T_CHECK(r.usage.prompt == 12 && r.usage.completion == 2 && r.usage.total == 14,
@@ -297,7 +175,7 @@ static void test_g3(lmt_plugin *p)
     T_STREQ(JSTR(tc, "type"), "function");
     T_STREQ(JSTR(JGET(tc, "function"), "name"), "get_weather");
     T_CHECK(json_is_string(JGET(JGET(tc, "function"), "arguments")), "arguments is a string");
-    T_CHECK(same_json(JSTR(JGET(tc, "function"), "arguments"), "{\"city\":\"Paris\"}"), "args");
+    T_CHECK(pt_same_json(JSTR(JGET(tc, "function"), "arguments"), "{\"city\":\"Paris\"}"), "args");
     T_STREQ(JSTR(m, "finish_reason"), "tool_calls");
     T_CHECK(json_is_null(JGET(JGET(m, "message"), "content")), "content null");
     T_CHECK(r.usage.prompt == 30 && r.usage.completion == 10 && r.usage.total == 40, "usage");
@@ -311,7 +189,7 @@ static void test_errors(lmt_plugin *p)
     lmt_ureq u;
     lm_err e;
     lmt_result r;
-    const char *b404 = Q("{'error':'model \\'llama9\\' not found, try pulling it first'}");
+    const char *b404 = pt_q("{'error':'model \\'llama9\\' not found, try pulling it first'}");
 
     T_BEGIN("ollama_error_404_model_not_found");
     lmt_build(p, LM_OP_CHAT, G1, &u, &e);
@@ -364,26 +242,26 @@ static void test_errors(lmt_plugin *p)
 static void test_quirks(lmt_plugin *p)
 {
     lmt_result r;
-    agg a;
+    pt_agg a;
 
     T_BEGIN("ollama_stream_tool_call_objects");
     {
-        const char *s =
-            Q("{'model':'llama3.2','message':{'role':'assistant','content':'','tool_calls':[{"
-              "'function':{'name':'get_weather','arguments':{'city':'Paris'}}}]},'done':false}\n"
-              "{'model':'llama3.2','message':{'role':'assistant','content':'','tool_calls':[{'id':"
-              "'call_srv','function':{'index':0,'name':'get_weather','arguments':{'city':'Rome',"
-              "'days':[1,2]}}}]},'done':false}\n"
-              "{'model':'llama3.2','message':{'role':'assistant','content':''},'done':true,"
-              "'done_reason':'stop','prompt_eval_count':30,'eval_count':10}\n");
-        stream_all(p, G3, s, &r);
+        const char *s = pt_q(
+            "{'model':'llama3.2','message':{'role':'assistant','content':'','tool_calls':[{"
+            "'function':{'name':'get_weather','arguments':{'city':'Paris'}}}]},'done':false}\n"
+            "{'model':'llama3.2','message':{'role':'assistant','content':'','tool_calls':[{'id':"
+            "'call_srv','function':{'index':0,'name':'get_weather','arguments':{'city':'Rome',"
+            "'days':[1,2]}}}]},'done':false}\n"
+            "{'model':'llama3.2','message':{'role':'assistant','content':''},'done':true,"
+            "'done_reason':'stop','prompt_eval_count':30,'eval_count':10}\n");
+        pt_stream_all(p, G3, s, &r);
         T_CHECK(r.rc == LM_DONE && r.done, "rc %d", r.rc);
-        aggregate(r.json, 0, &a);
+        pt_aggregate(r.json, 0, &a);
         T_CHECK(a.ntools == 2, "2 tool calls, got %d", a.ntools);
         T_CHECK(a.tools[0].id[0] != '\0', "synthesized id");
         T_STREQ(a.tools[1].id, "call_srv");
-        T_CHECK(same_json(a.tools[0].args, "{\"city\":\"Paris\"}"), "args0 %s", a.tools[0].args);
-        T_CHECK(same_json(a.tools[1].args, "{\"city\":\"Rome\",\"days\":[1,2]}"), "args1 %s",
+        T_CHECK(pt_same_json(a.tools[0].args, "{\"city\":\"Paris\"}"), "args0 %s", a.tools[0].args);
+        T_CHECK(pt_same_json(a.tools[1].args, "{\"city\":\"Rome\",\"days\":[1,2]}"), "args1 %s",
                 a.tools[1].args);
         T_CHECK(a.tools[0].nid == 1 && a.tools[1].nid == 1, "id once per call");
         T_STREQ(a.finish, "tool_calls");
@@ -394,15 +272,15 @@ static void test_quirks(lmt_plugin *p)
 
     T_BEGIN("ollama_stream_thinking_and_length");
     {
-        const char *s = Q("{'message':{'role':'assistant','content':'','thinking':'Hmm'},"
-                          "'done':false}\n"
-                          "{'message':{'role':'assistant','content':'','thinking':', ok.'},"
-                          "'done':false}\n"
-                          "{'message':{'role':'assistant','content':'Yes'},'done':false}\n"
-                          "{'message':{'role':'assistant','content':''},'done':true,"
-                          "'done_reason':'length','eval_count':3}\n");
-        stream_all(p, G2, s, &r);
-        aggregate(r.json, 0, &a);
+        const char *s = pt_q("{'message':{'role':'assistant','content':'','thinking':'Hmm'},"
+                             "'done':false}\n"
+                             "{'message':{'role':'assistant','content':'','thinking':', ok.'},"
+                             "'done':false}\n"
+                             "{'message':{'role':'assistant','content':'Yes'},'done':false}\n"
+                             "{'message':{'role':'assistant','content':''},'done':true,"
+                             "'done_reason':'length','eval_count':3}\n");
+        pt_stream_all(p, G2, s, &r);
+        pt_aggregate(r.json, 0, &a);
         T_STREQ(a.reasoning, "Hmm, ok.");
         T_STREQ(a.content, "Yes");
         T_STREQ(a.finish, "length");
@@ -414,14 +292,14 @@ static void test_quirks(lmt_plugin *p)
 
     T_BEGIN("ollama_stream_error_line");
     {
-        const char *s = Q("{'message':{'role':'assistant','content':'Hel'},'done':false}\n"
-                          "{'error':'an error was encountered while running the model'}\n"
-                          "{'message':{'role':'assistant','content':'NEVER'},'done':false}\n");
-        stream_all(p, G2, s, &r);
+        const char *s = pt_q("{'message':{'role':'assistant','content':'Hel'},'done':false}\n"
+                             "{'error':'an error was encountered while running the model'}\n"
+                             "{'message':{'role':'assistant','content':'NEVER'},'done':false}\n");
+        pt_stream_all(p, G2, s, &r);
         T_CHECK(r.rc == LM_EUPSTREAM, "rc %d", r.rc);
         T_STREQ(r.err.msg, "an error was encountered while running the model");
         T_CHECK(r.err.http_status >= 500, "status %d", r.err.http_status);
-        aggregate(r.json, 0, &a);
+        pt_aggregate(r.json, 0, &a);
         T_STREQ(a.content, "Hel");
         T_CHECK(a.nfinish == 0, "no finish");
         lmt_result_clear(&r);
@@ -436,15 +314,15 @@ static void test_quirks(lmt_plugin *p)
         char *nl = strrchr(cut, '\n');
         if (nl)
             nl[1] = '\0';
-        stream_all(p, G2, cut, &r);
+        pt_stream_all(p, G2, cut, &r);
         T_CHECK(r.rc == LM_OK && r.done == 0, "rc %d done %d", r.rc, r.done);
-        aggregate(r.json, 0, &a);
+        pt_aggregate(r.json, 0, &a);
         T_STREQ(a.content, "Hi!");
         T_CHECK(a.nfinish == 0, "no finish chunk");
         lmt_result_clear(&r);
         free(cut);
         cut = strndup(G2_ND, strlen(G2_ND) - 30); /* inside the done line */
-        stream_all(p, G2, cut, &r);
+        pt_stream_all(p, G2, cut, &r);
         T_CHECK(r.done == 0 && r.rc < 0, "a half line is malformed, not done (rc %d)", r.rc);
         lmt_result_clear(&r);
         free(cut);
@@ -454,7 +332,7 @@ static void test_quirks(lmt_plugin *p)
     T_BEGIN("ollama_stream_malformed_line");
     {
         const char *s = "{\"message\":{\"content\":\"a\"},\"done\":false}\nnot json at all\n";
-        stream_all(p, G2, s, &r);
+        pt_stream_all(p, G2, s, &r);
         T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "rc %d status %d", r.rc,
                 r.err.http_status);
         lmt_result_clear(&r);
@@ -467,7 +345,7 @@ static void test_request_mapping(lmt_plugin *p)
     lmt_ureq u;
     lm_err e;
     json_t *b, *ms, *m, *o;
-    const char *conv = Q(
+    const char *conv = pt_q(
         "{'model':'llava','messages':["
         "{'role':'developer','content':'Rule.'},"
         "{'role':'user','content':[{'type':'text','text':'What is'},{'type':'text','text':"
@@ -521,9 +399,9 @@ static void test_request_mapping(lmt_plugin *p)
     lmt_ureq_clear(&u);
 
     T_CHECK(lmt_build(p, LM_OP_CHAT,
-                      Q("{'model':'m','messages':[{'role':'user','content':'x'}],"
-                        "'response_format':{'type':'json_schema','json_schema':{'name':'n',"
-                        "'schema':{'type':'object','properties':{'a':{'type':'string'}}}}}}"),
+                      pt_q("{'model':'m','messages':[{'role':'user','content':'x'}],"
+                           "'response_format':{'type':'json_schema','json_schema':{'name':'n',"
+                           "'schema':{'type':'object','properties':{'a':{'type':'string'}}}}}}"),
                       &u, &e) == LM_OK,
             "build");
     b = body_of(&u);
@@ -535,34 +413,36 @@ static void test_request_mapping(lmt_plugin *p)
 
     T_BEGIN("ollama_bad_requests");
     T_CHECK(lmt_build(p, LM_OP_CHAT,
-                      Q("{'model':'m','messages':[{'role':'user','content':[{'type':'image_url',"
-                        "'image_url':{'url':'https://example.com/a.png'}}]}]}"),
+                      pt_q("{'model':'m','messages':[{'role':'user','content':[{'type':'image_url',"
+                           "'image_url':{'url':'https://example.com/a.png'}}]}]}"),
                       &u, &e) == LM_EINVAL &&
                 e.http_status == 400,
             "http image -> 400");
     lmt_ureq_clear(&u);
     T_CHECK(lmt_build(p, LM_OP_CHAT,
-                      Q("{'model':'m','messages':[{'role':'assistant','tool_calls':[{'id':'c',"
-                        "'function':{'name':'f','arguments':'nope'}}]}]}"),
+                      pt_q("{'model':'m','messages':[{'role':'assistant','tool_calls':[{'id':'c',"
+                           "'function':{'name':'f','arguments':'nope'}}]}]}"),
                       &u, &e) == LM_EINVAL,
             "bad arguments -> 400");
     lmt_ureq_clear(&u);
-    T_CHECK(lmt_build(p, LM_OP_CHAT,
-                      Q("{'model':'m','messages':[{'role':'function','name':'f','content':'x'}]}"),
-                      &u, &e) < 0 &&
-                e.http_status == 400,
-            "legacy function role -> 400");
+    T_CHECK(
+        lmt_build(p, LM_OP_CHAT,
+                  pt_q("{'model':'m','messages':[{'role':'function','name':'f','content':'x'}]}"),
+                  &u, &e) < 0 &&
+            e.http_status == 400,
+        "legacy function role -> 400");
     lmt_ureq_clear(&u);
     T_END();
 
     T_BEGIN("ollama_done_reasons");
     {
         lmt_result r;
-        const char *load = Q("{'model':'m','message':{'role':'assistant','content':''},'done':"
-                             "true,'done_reason':'load'}");
-        const char *len = Q("{'model':'m','message':{'role':'assistant','content':'a','thinking':"
-                            "'t'},'done':true,'done_reason':'length','prompt_eval_count':1,"
-                            "'eval_count':1}");
+        const char *load = pt_q("{'model':'m','message':{'role':'assistant','content':''},'done':"
+                                "true,'done_reason':'load'}");
+        const char *len =
+            pt_q("{'model':'m','message':{'role':'assistant','content':'a','thinking':"
+                 "'t'},'done':true,'done_reason':'length','prompt_eval_count':1,"
+                 "'eval_count':1}");
         lmt_build(p, LM_OP_CHAT, G1, &u, &e);
         lmt_ureq_clear(&u);
         lmt_response(p, 200, load, strlen(load), &r);
@@ -587,10 +467,10 @@ static void test_embeddings(lmt_plugin *p)
     lm_err e;
     lmt_result r;
     json_t *b, *d;
-    const char *req = Q("{'model':'all-minilm','input':['a','b']}");
-    const char *resp = Q("{'model':'all-minilm','embeddings':[[0.01,-0.0017],[1,2]],"
-                         "'total_duration':14143917,'load_duration':1019500,"
-                         "'prompt_eval_count':8}");
+    const char *req = pt_q("{'model':'all-minilm','input':['a','b']}");
+    const char *resp = pt_q("{'model':'all-minilm','embeddings':[[0.01,-0.0017],[1,2]],"
+                            "'total_duration':14143917,'load_duration':1019500,"
+                            "'prompt_eval_count':8}");
 
     T_BEGIN("ollama_embed");
     T_CHECK(lmt_build(p, LM_OP_EMBED, req, &u, &e) == LM_OK, "build: %s", e.msg);
@@ -618,7 +498,7 @@ static void test_embeddings(lmt_plugin *p)
     lmt_result_clear(&r);
 
     T_CHECK(lmt_build(p, LM_OP_EMBED,
-                      Q("{'model':'all-minilm','input':'x','encoding_format':'base64'}"), &u,
+                      pt_q("{'model':'all-minilm','input':'x','encoding_format':'base64'}"), &u,
                       &e) == LM_OK,
             "build");
     b = body_of(&u);
@@ -631,7 +511,7 @@ static void test_embeddings(lmt_plugin *p)
     T_STREQ(JSTR(json_array_get(JGET(b, "data"), 0), "embedding"), "AACAPwAAAMA=");
     json_decref(b);
     lmt_result_clear(&r);
-    T_CHECK(lmt_build(p, LM_OP_EMBED, Q("{'model':'all-minilm','input':[[1,2]]}"), &u, &e) < 0 &&
+    T_CHECK(lmt_build(p, LM_OP_EMBED, pt_q("{'model':'all-minilm','input':[[1,2]]}"), &u, &e) < 0 &&
                 e.http_status == 400,
             "token arrays -> 400");
     lmt_ureq_clear(&u);
@@ -647,11 +527,11 @@ static void test_config(void)
     lmt_plugin *p;
 
     T_BEGIN("ollama_config");
-    p = lmt_load(so_path(), (const char *const[]){"base_url", "gpu-box:11434", NULL}, err,
+    p = lmt_load(pt_so_path(), (const char *const[]){"base_url", "gpu-box:11434", NULL}, err,
                  sizeof(err));
     T_CHECK(p == NULL, "base_url must be http(s)");
     lmt_unload(p);
-    p = load(cfg);
+    p = pt_load(cfg);
     T_CHECK(p != NULL, "load");
     if (p != NULL) {
         T_CHECK(lmt_build(p, LM_OP_CHAT, G1, &u, &e) == LM_OK, "build");
@@ -673,7 +553,7 @@ int main(void)
 {
     lmt_plugin *p;
     init_golden();
-    p = load(CFG);
+    p = pt_load(CFG);
     T_BEGIN("ollama_load");
     T_CHECK(p != NULL, "load");
     T_END();
@@ -688,7 +568,6 @@ int main(void)
         lmt_unload(p);
     }
     test_config();
-    for (size_t i = 0; i < nkept; i++)
-        free(kept[i]);
+    pt_q_free_all();
     T_EXIT();
 }

@@ -1,7 +1,7 @@
 /* openai plugin through the test kit: request shape, verbatim responses,
  * usage scan, stream chunks at every split, in-stream errors, presets. */
-#include "lmtest.h"
-#include "t.h"
+#define PT_PLUGIN "openai"
+#include "plugin_t.h"
 
 #include <stdlib.h>
 
@@ -31,28 +31,10 @@ static const char *STREAM =
     "\n\n"
     "data: [DONE]\n\n";
 
-/* build/plugins/openai.so, or $PLUGIN_DIR/openai.so (tests/run.sh sets it). */
-static const char *so_path(void)
-{
-    static char path[512];
-    const char *dir = getenv("PLUGIN_DIR");
-    snprintf(path, sizeof(path), "%s/openai.so", dir && *dir ? dir : "build/plugins");
-    return path;
-}
-
-static lmt_plugin *load(const char *const *cfg)
-{
-    char err[512];
-    lmt_plugin *p = lmt_load(so_path(), cfg, err, sizeof(err));
-    if (p == NULL)
-        printf("load failed: %s\n", err);
-    return p;
-}
-
 static void test_request(void)
 {
     const char *cfg[] = {"base_url", "http://127.0.0.1:9/v1/", "api_key", "sk-test", NULL};
-    lmt_plugin *p = load(cfg);
+    lmt_plugin *p = pt_load(cfg);
     lmt_ureq u;
     lm_err e;
     T_BEGIN("openai_request_plain");
@@ -154,7 +136,7 @@ static void test_request(void)
 static void test_stream(void)
 {
     const char *cfg[] = {"preset", "deepseek", "api_key", "k", NULL};
-    lmt_plugin *p = load(cfg);
+    lmt_plugin *p = pt_load(cfg);
     lmt_ureq u;
     lm_err e;
     lmt_result r;
@@ -226,10 +208,10 @@ static void test_bad_config(void)
     char err[512];
     const char *cfg[] = {"preset", "nope", NULL};
     T_BEGIN("openai_bad_config");
-    lmt_plugin *p = lmt_load(so_path(), cfg, err, sizeof(err));
+    lmt_plugin *p = lmt_load(pt_so_path(), cfg, err, sizeof(err));
     T_CHECK(p == NULL && strstr(err, "unknown preset"), "err: %s", err);
     const char *cfg2[] = {"base_url", "http://x", "colour", "blue", NULL};
-    p = lmt_load(so_path(), cfg2, err, sizeof(err));
+    p = lmt_load(pt_so_path(), cfg2, err, sizeof(err));
     T_CHECK(p == NULL && strstr(err, "unknown setting \"colour\""), "err: %s", err);
     T_END();
 }

@@ -1,21 +1,13 @@
 /* qwen plugin (DashScope native) through the test kit: golden cases of
  * docs/wire-formats.md 9.1, stream splits, tool calls, vision, embeddings, quirks and
  * bad paths. Run from the repo root. */
-#include "lmtest.h"
-#include "t.h"
+#define PT_PLUGIN "qwen"
+#include "plugin_t.h"
 
 #include <math.h>
 #include <stdlib.h>
 
-/* build/plugins/qwen.so, or $PLUGIN_DIR/qwen.so (tests/run.sh sets it). */
-static const char *so_path(void)
-{
-    static char path[512];
-    const char *dir = getenv("PLUGIN_DIR");
-    snprintf(path, sizeof(path), "%s/qwen.so", dir && *dir ? dir : "build/plugins");
-    return path;
-}
-#define SO so_path()
+#define SO pt_so_path()
 
 static const char *CFG[] = {"base_url", "http://mock", "api_key", "sk-test", NULL};
 
@@ -60,76 +52,6 @@ static const char *G3_RESP =
 
 /* ------------------------------------------------------------------ helpers */
 
-static lmt_plugin *load(const char *const *cfg)
-{
-    char err[512];
-    lmt_plugin *p = lmt_load(SO, cfg, err, sizeof(err));
-    if (p == NULL)
-        printf("load failed: %s\n", err);
-    return p;
-}
-
-static json_t *jparse(const char *s)
-{
-    return s ? json_loads(s, 0, NULL) : NULL;
-}
-
-typedef struct {
-    char content[512];
-    char args[512];  /* tool call index 0 arguments, concatenated */
-    char finish[32]; /* last finish_reason */
-    int nfinish;
-    int nchunks;
-    int ncontent; /* chunks with non-empty content */
-    int tc_heads; /* tool call fragments with an id */
-    int tc_names; /* tool call fragments with a name */
-    char tc_id[64];
-    char tc_name[64];
-} summary;
-
-static void summarize(const char *json, summary *s)
-{
-    json_t *arr = jparse(json), *ch;
-    size_t i;
-    memset(s, 0, sizeof *s);
-    json_array_foreach (arr, i, ch) {
-        json_t *c0 = json_array_get(json_object_get(ch, "choices"), 0);
-        json_t *d = json_object_get(c0, "delta");
-        json_t *fr = json_object_get(c0, "finish_reason");
-        json_t *ct = json_object_get(d, "content");
-        json_t *tcs = json_object_get(d, "tool_calls"), *tc;
-        size_t k;
-        s->nchunks++;
-        if (json_is_string(ct) && json_string_length(ct) > 0) {
-            s->ncontent++;
-            strncat(s->content, json_string_value(ct), sizeof s->content - strlen(s->content) - 1);
-        }
-        json_array_foreach (tcs, k, tc) {
-            json_t *fn = json_object_get(tc, "function");
-            const char *a = json_string_value(json_object_get(fn, "arguments"));
-            if (json_integer_value(json_object_get(tc, "index")) != 0)
-                continue;
-            if (json_object_get(tc, "id")) {
-                s->tc_heads++;
-                snprintf(s->tc_id, sizeof s->tc_id, "%s",
-                         json_string_value(json_object_get(tc, "id")));
-            }
-            if (json_object_get(fn, "name")) {
-                s->tc_names++;
-                snprintf(s->tc_name, sizeof s->tc_name, "%s",
-                         json_string_value(json_object_get(fn, "name")));
-            }
-            if (a)
-                strncat(s->args, a, sizeof s->args - strlen(s->args) - 1);
-        }
-        if (json_is_string(fr)) {
-            s->nfinish++;
-            snprintf(s->finish, sizeof s->finish, "%s", json_string_value(fr));
-        }
-    }
-    json_decref(arr);
-}
-
 /* lmt_stream_every_split, and the kit's conformance check on the result
  * (one role first, one finish per choice, ordered tool calls, no usage). */
 static size_t every_split(lmt_plugin *p, const char *canon, const char *body, lmt_result *r)
@@ -138,25 +60,6 @@ static size_t every_split(lmt_plugin *p, const char *canon, const char *body, lm
     size_t bad = lmt_stream_every_split(p, canon, body, r);
     T_CHECK(lmt_stream_conforms(r, why, sizeof why), "stream does not conform: %s", why);
     return bad;
-}
-
-static int usage_is(const lm_usage *u, int64_t p, int64_t c, int64_t t)
-{
-    return u->prompt == p && u->completion == c && u->total == t;
-}
-
-static int args_are_paris(const char *args)
-{
-    json_t *a = jparse(args), *want = json_pack("{s:s}", "city", "Paris");
-    int ok = a && json_equal(a, want);
-    json_decref(a);
-    json_decref(want);
-    return ok;
-}
-
-static int near(double a, double b)
-{
-    return fabs(a - b) < 1e-9;
 }
 
 /* ------------------------------------------------------------------ golden */
@@ -174,11 +77,11 @@ static void test_g1(lmt_plugin *p)
     T_STREQ(u.url, "http://mock/api/v1/services/aigc/text-generation/generation");
     T_STREQ(lmt_header(&u, "Authorization"), "Bearer sk-test");
     T_CHECK(lmt_header(&u, "X-DashScope-SSE") == NULL, "no SSE header without stream");
-    b = jparse(u.body);
+    b = pt_jparse(u.body);
     T_CHECK(b != NULL, "body is JSON");
     T_STREQ(json_string_value(json_object_get(b, "model")), "qwen-plus");
-    want = jparse("[{\"role\":\"system\",\"content\":\"You are terse.\"},"
-                  "{\"role\":\"user\",\"content\":\"Say hi\"}]");
+    want = pt_jparse("[{\"role\":\"system\",\"content\":\"You are terse.\"},"
+                     "{\"role\":\"user\",\"content\":\"Say hi\"}]");
     T_CHECK(json_equal(json_object_get(json_object_get(b, "input"), "messages"), want),
             "input.messages");
     json_decref(want);
@@ -186,7 +89,7 @@ static void test_g1(lmt_plugin *p)
     params = json_object_get(b, "parameters");
     T_STREQ(json_string_value(json_object_get(params, "result_format")), "message");
     T_CHECK(json_integer_value(json_object_get(params, "max_tokens")) == 16, "max_tokens");
-    T_CHECK(near(json_number_value(json_object_get(params, "temperature")), 0.2), "temperature");
+    T_CHECK(pt_near(json_number_value(json_object_get(params, "temperature")), 0.2), "temperature");
     T_CHECK(json_object_get(params, "incremental_output") == NULL, "no incremental_output");
     T_CHECK(json_object_get(b, "stream") == NULL && json_object_get(params, "stream") == NULL,
             "no stream flag");
@@ -199,7 +102,7 @@ static void test_g1(lmt_plugin *p)
     lmt_ureq_clear(&u);
     lmt_response(p, 200, G1_RESP, strlen(G1_RESP), &r);
     T_CHECK(r.rc == LM_OK, "rc %d (%s)", r.rc, r.err.msg);
-    b = jparse(r.json);
+    b = pt_jparse(r.json);
     {
         json_t *c0 = json_array_get(json_object_get(b, "choices"), 0);
         json_t *m = json_object_get(c0, "message");
@@ -217,7 +120,7 @@ static void test_g1(lmt_plugin *p)
                     json_integer_value(json_object_get(us, "total_tokens")) == 14,
                 "body usage 12/2/14");
     }
-    T_CHECK(usage_is(&r.usage, 12, 2, 14), "usage %lld/%lld/%lld", (long long)r.usage.prompt,
+    T_CHECK(pt_usage_is(&r.usage, 12, 2, 14), "usage %lld/%lld/%lld", (long long)r.usage.prompt,
             (long long)r.usage.completion, (long long)r.usage.total);
     json_decref(b);
     lmt_result_clear(&r);
@@ -229,7 +132,7 @@ static void test_g2(lmt_plugin *p)
     lmt_ureq u;
     lm_err e;
     lmt_result r;
-    summary s;
+    pt_summary s;
     json_t *b;
     size_t bad;
 
@@ -238,7 +141,7 @@ static void test_g2(lmt_plugin *p)
     T_STREQ(u.url, "http://mock/api/v1/services/aigc/text-generation/generation");
     T_STREQ(lmt_header(&u, "X-DashScope-SSE"), "enable");
     T_STREQ(lmt_header(&u, "Accept"), "text/event-stream");
-    b = jparse(u.body);
+    b = pt_jparse(u.body);
     T_CHECK(json_is_true(json_object_get(json_object_get(b, "parameters"), "incremental_output")),
             "incremental_output:true");
     T_CHECK(json_object_get(b, "stream_options") == NULL &&
@@ -252,14 +155,14 @@ static void test_g2(lmt_plugin *p)
     bad = every_split(p, G2, G2_STREAM, &r);
     T_CHECK(bad == 0, "split %zu gives a different result", bad);
     T_CHECK(r.rc == LM_DONE && r.done, "rc %d done %d (%s)", r.rc, r.done, r.err.msg);
-    summarize(r.json, &s);
+    pt_summarize(r.json, &s);
     T_STREQ(s.content, "Hi!");
     T_CHECK(s.ncontent == 2, "two content deltas, got %d", s.ncontent);
     T_STREQ(s.finish, "stop");
-    T_CHECK(usage_is(&r.usage, 12, 2, 14), "usage (running total, last wins) %lld/%lld/%lld",
+    T_CHECK(pt_usage_is(&r.usage, 12, 2, 14), "usage (running total, last wins) %lld/%lld/%lld",
             (long long)r.usage.prompt, (long long)r.usage.completion, (long long)r.usage.total);
     {
-        json_t *arr = jparse(r.json);
+        json_t *arr = pt_jparse(r.json);
         json_t *first = json_array_get(arr, 0);
         json_t *c0 = json_array_get(json_object_get(first, "choices"), 0);
         T_STREQ(json_string_value(json_object_get(first, "object")), "chat.completion.chunk");
@@ -285,10 +188,10 @@ static void test_g2(lmt_plugin *p)
             "\"output_tokens\":2,\"total_tokens\":14},\"request_id\":\"req-g2\"}\r\n\r\n";
         bad = every_split(p, G2, crlf, &r);
         T_CHECK(bad == 0, "split %zu gives a different result", bad);
-        summarize(r.json, &s);
+        pt_summarize(r.json, &s);
         T_STREQ(s.content, "Hi!");
         T_STREQ(s.finish, "stop");
-        T_CHECK(usage_is(&r.usage, 12, 2, 14), "usage");
+        T_CHECK(pt_usage_is(&r.usage, 12, 2, 14), "usage");
         lmt_result_clear(&r);
     }
     T_END();
@@ -303,8 +206,8 @@ static void test_g3(lmt_plugin *p)
 
     T_BEGIN("qwen_g3_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G3, &u, &e) == LM_OK, "build: %s", e.msg);
-    b = jparse(u.body);
-    tools = jparse(TOOLS);
+    b = pt_jparse(u.body);
+    tools = pt_jparse(TOOLS);
     T_CHECK(json_equal(json_object_get(json_object_get(b, "parameters"), "tools"), tools),
             "parameters.tools equals the inbound tools");
     T_STREQ(json_string_value(json_object_get(json_object_get(b, "parameters"), "tool_choice")),
@@ -319,7 +222,7 @@ static void test_g3(lmt_plugin *p)
     lmt_ureq_clear(&u);
     lmt_response(p, 200, G3_RESP, strlen(G3_RESP), &r);
     T_CHECK(r.rc == LM_OK, "rc %d (%s)", r.rc, r.err.msg);
-    b = jparse(r.json);
+    b = pt_jparse(r.json);
     {
         json_t *c0 = json_array_get(json_object_get(b, "choices"), 0);
         json_t *m = json_object_get(c0, "message");
@@ -328,13 +231,13 @@ static void test_g3(lmt_plugin *p)
         T_STREQ(json_string_value(json_object_get(tc, "id")), "call_abc");
         T_STREQ(json_string_value(json_object_get(tc, "type")), "function");
         T_STREQ(json_string_value(json_object_get(fn, "name")), "get_weather");
-        T_CHECK(args_are_paris(json_string_value(json_object_get(fn, "arguments"))),
+        T_CHECK(pt_args_are_paris(json_string_value(json_object_get(fn, "arguments"))),
                 "arguments parse to {city:Paris}");
         T_CHECK(json_object_get(tc, "index") == NULL, "no index in a non-stream tool call");
         T_CHECK(json_is_null(json_object_get(m, "content")), "content null with tool calls");
         T_STREQ(json_string_value(json_object_get(c0, "finish_reason")), "tool_calls");
     }
-    T_CHECK(usage_is(&r.usage, 30, 10, 40), "usage 30/10/40");
+    T_CHECK(pt_usage_is(&r.usage, 30, 10, 40), "usage 30/10/40");
     json_decref(b);
     lmt_result_clear(&r);
     T_END();
@@ -464,7 +367,7 @@ static void test_errors(lmt_plugin *p)
 static void test_stream_paths(lmt_plugin *p)
 {
     lmt_result r;
-    summary s;
+    pt_summary s;
     size_t bad;
 
     T_BEGIN("qwen_stream_tool_calls_every_split");
@@ -491,14 +394,14 @@ static void test_stream_paths(lmt_plugin *p)
         bad = every_split(p, G3S, body, &r);
         T_CHECK(bad == 0, "split %zu gives a different result", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d (%s)", r.rc, r.err.msg);
-        summarize(r.json, &s);
+        pt_summarize(r.json, &s);
         T_CHECK(s.tc_heads == 1 && s.tc_names == 1, "id/name only on the first fragment (%d/%d)",
                 s.tc_heads, s.tc_names);
         T_STREQ(s.tc_id, "call_1");
         T_STREQ(s.tc_name, "get_weather");
-        T_CHECK(args_are_paris(s.args), "arguments concatenate to {city:Paris}: %s", s.args);
+        T_CHECK(pt_args_are_paris(s.args), "arguments concatenate to {city:Paris}: %s", s.args);
         T_STREQ(s.finish, "tool_calls"); /* upstream said "stop" after tool calls */
-        T_CHECK(usage_is(&r.usage, 30, 10, 40), "usage 30/10/40");
+        T_CHECK(pt_usage_is(&r.usage, 30, 10, 40), "usage 30/10/40");
         lmt_result_clear(&r);
     }
     T_END();
@@ -520,7 +423,7 @@ static void test_stream_paths(lmt_plugin *p)
         T_STREQ(r.err.type, "invalid_request_error");
         T_STREQ(r.err.code, "InvalidParameter");
         T_STREQ(r.err.msg, "Range of input length should be [1, 6000]");
-        summarize(r.json, &s);
+        pt_summarize(r.json, &s);
         T_STREQ(s.content, "Hi");
         T_CHECK(!r.done, "not done");
         lmt_result_clear(&r);
@@ -555,10 +458,10 @@ static void test_stream_paths(lmt_plugin *p)
         bad = every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d", r.rc);
-        summarize(r.json, &s);
+        pt_summarize(r.json, &s);
         T_STREQ(s.content, "Hi");
         T_STREQ(s.finish, "content_filter");
-        T_CHECK(usage_is(&r.usage, 12, 1, 13), "usage so far");
+        T_CHECK(pt_usage_is(&r.usage, 12, 1, 13), "usage so far");
         lmt_result_clear(&r);
     }
     T_END();
@@ -596,13 +499,13 @@ static void test_stream_paths(lmt_plugin *p)
             "id\":\"r\"}\n\n";
         bad = every_split(p, G2, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
-        summarize(r.json, &s);
+        pt_summarize(r.json, &s);
         T_STREQ(s.content, "ok");
         T_STREQ(s.finish, "length");
         T_CHECK(s.nchunks == 3, "reasoning, content, finish chunks: %d", s.nchunks);
         T_CHECK(strstr(r.json, "\"reasoning_content\":\"think\"") != NULL, "reasoning delta");
         /* total_tokens absent upstream: computed */
-        T_CHECK(usage_is(&r.usage, 5, 2, 7) && r.usage.reasoning == 1, "usage 5/2/7 r1");
+        T_CHECK(pt_usage_is(&r.usage, 5, 2, 7) && r.usage.reasoning == 1, "usage 5/2/7 r1");
         lmt_result_clear(&r);
     }
     T_END();
@@ -629,20 +532,21 @@ static void test_params(lmt_plugin *p)
             "\"user\":\"u1\",\"n\":1,\"top_k\":20,\"enable_search\":true,\"logprobs\":true,"
             "\"response_format\":{\"type\":\"json_object\"},\"parallel_tool_calls\":false}";
         T_CHECK(lmt_build(p, LM_OP_CHAT, canon, &u, &e) == LM_OK, "build: %s", e.msg);
-        b = jparse(u.body);
+        b = pt_jparse(u.body);
         pa = json_object_get(b, "parameters");
         T_CHECK(json_integer_value(json_object_get(pa, "max_tokens")) == 99,
                 "max_completion_tokens wins");
         /* The kernel (here the kit) clamps into the declared param_ranges. */
-        T_CHECK(near(json_number_value(json_object_get(pa, "temperature")), 1.99),
+        T_CHECK(pt_near(json_number_value(json_object_get(pa, "temperature")), 1.99),
                 "temperature 2 -> 1.99 (DashScope: [0, 2))");
-        T_CHECK(near(json_number_value(json_object_get(pa, "top_p")), 0.9999),
+        T_CHECK(pt_near(json_number_value(json_object_get(pa, "top_p")), 0.9999),
                 "top_p 1 -> 0.9999 (DashScope: (0, 1))");
         T_CHECK(json_object_get(pa, "frequency_penalty") == NULL, "frequency_penalty dropped");
         T_CHECK(json_object_get(pa, "user") == NULL && json_object_get(pa, "n") == NULL &&
                     json_object_get(pa, "logprobs") == NULL,
                 "user/n/logprobs dropped");
-        T_CHECK(near(json_number_value(json_object_get(pa, "presence_penalty")), 0.1), "presence");
+        T_CHECK(pt_near(json_number_value(json_object_get(pa, "presence_penalty")), 0.1),
+                "presence");
         T_CHECK(json_integer_value(json_object_get(pa, "seed")) == 7, "seed");
         T_CHECK(json_integer_value(json_object_get(pa, "top_k")) == 20, "top_k passes");
         T_CHECK(json_is_true(json_object_get(pa, "enable_search")), "enable_search passes");
@@ -690,7 +594,7 @@ static void test_params(lmt_plugin *p)
                              "api_key",   "sk-x",
                              "workspace", "ws-1",
                              NULL};
-        lmt_plugin *q = load(cfg);
+        lmt_plugin *q = pt_load(cfg);
         T_CHECK(q != NULL, "load");
         if (q) {
             T_CHECK(lmt_build(q, LM_OP_CHAT, G1, &u, &e) == LM_OK, "build");
@@ -709,7 +613,7 @@ static void test_params(lmt_plugin *p)
         const char *cfg1[] = {"api_key", "sk-x", NULL};
         const char *cfg2[] = {"base_url", "http://mock", NULL};
         char err[512] = "";
-        lmt_plugin *q = load(cfg1);
+        lmt_plugin *q = pt_load(cfg1);
         T_CHECK(q != NULL, "load with defaults");
         if (q) {
             lmt_build(q, LM_OP_CHAT, G1, &u, &e);
@@ -742,10 +646,10 @@ static void test_vision(lmt_plugin *p)
             "this?\"}]}],\"max_tokens\":50}";
         T_CHECK(lmt_build(p, LM_OP_CHAT, canon, &u, &e) == LM_OK, "build: %s", e.msg);
         T_STREQ(u.url, "http://mock/api/v1/services/aigc/multimodal-generation/generation");
-        b = jparse(u.body);
-        want = jparse("[{\"role\":\"system\",\"content\":[{\"text\":\"S\"}]},{\"role\":\"user\","
-                      "\"content\":[{\"image\":\"https://img/x.png\"},{\"text\":\"what is "
-                      "this?\"}]}]");
+        b = pt_jparse(u.body);
+        want = pt_jparse("[{\"role\":\"system\",\"content\":[{\"text\":\"S\"}]},{\"role\":\"user\","
+                         "\"content\":[{\"image\":\"https://img/x.png\"},{\"text\":\"what is "
+                         "this?\"}]}]");
         T_CHECK(json_equal(json_object_get(json_object_get(b, "input"), "messages"), want),
                 "multimodal content shape");
         json_decref(want);
@@ -761,7 +665,7 @@ static void test_vision(lmt_plugin *p)
             "\"image_url\",\"image_url\":\"data:image/png;base64,AAAA\"}]}]}";
         T_CHECK(lmt_build(p, LM_OP_CHAT, canon, &u, &e) == LM_OK, "build: %s", e.msg);
         T_STREQ(u.url, "http://mock/api/v1/services/aigc/multimodal-generation/generation");
-        b = jparse(u.body);
+        b = pt_jparse(u.body);
         T_STREQ(
             json_string_value(json_object_get(
                 json_array_get(
@@ -787,8 +691,8 @@ static void test_vision(lmt_plugin *p)
             "\"request_id\":\"v\"}";
         lmt_build(p, LM_OP_CHAT, canon, &u, &e);
         T_STREQ(u.url, "http://mock/api/v1/services/aigc/multimodal-generation/generation");
-        b = jparse(u.body);
-        want = jparse("[{\"role\":\"user\",\"content\":[{\"text\":\"hi\"}]}]");
+        b = pt_jparse(u.body);
+        want = pt_jparse("[{\"role\":\"user\",\"content\":[{\"text\":\"hi\"}]}]");
         T_CHECK(json_equal(json_object_get(json_object_get(b, "input"), "messages"), want),
                 "vl model: text becomes a text item");
         json_decref(want);
@@ -796,12 +700,12 @@ static void test_vision(lmt_plugin *p)
         lmt_ureq_clear(&u);
         lmt_response(p, 200, resp, strlen(resp), &r);
         T_CHECK(r.rc == LM_OK, "rc %d", r.rc);
-        b = jparse(r.json);
+        b = pt_jparse(r.json);
         T_STREQ(json_string_value(json_object_get(
                     json_object_get(json_array_get(json_object_get(b, "choices"), 0), "message"),
                     "content")),
                 "A cat on a mat.");
-        T_CHECK(usage_is(&r.usage, 1200, 5, 1205), "total computed when absent");
+        T_CHECK(pt_usage_is(&r.usage, 1200, 5, 1205), "total computed when absent");
         json_decref(b);
         lmt_result_clear(&r);
     }
@@ -820,13 +724,13 @@ static void test_vision(lmt_plugin *p)
             "data:{\"output\":{\"choices\":[{\"message\":{\"content\":[{\"text\":\"cat\"}],"
             "\"role\":\"assistant\"},\"finish_reason\":\"stop\"}]},\"usage\":{\"input_tokens\":9,"
             "\"output_tokens\":2},\"request_id\":\"v\"}\n\n";
-        summary s;
+        pt_summary s;
         size_t bad = every_split(p, canon, body, &r);
         T_CHECK(bad == 0, "split %zu differs", bad);
-        summarize(r.json, &s);
+        pt_summarize(r.json, &s);
         T_STREQ(s.content, "A cat");
         T_STREQ(s.finish, "stop");
-        T_CHECK(usage_is(&r.usage, 9, 2, 11), "usage");
+        T_CHECK(pt_usage_is(&r.usage, 9, 2, 11), "usage");
         lmt_result_clear(&r);
     }
     T_END();
@@ -851,9 +755,9 @@ static void test_embed(lmt_plugin *p)
             "build: %s", e.msg);
     T_STREQ(u.url, "http://mock/api/v1/services/embeddings/text-embedding/text-embedding");
     T_STREQ(lmt_header(&u, "Authorization"), "Bearer sk-test");
-    b = jparse(u.body);
-    want = jparse("{\"model\":\"text-embedding-v3\",\"input\":{\"texts\":[\"a\",\"b\"]},"
-                  "\"parameters\":{\"dimension\":256}}");
+    b = pt_jparse(u.body);
+    want = pt_jparse("{\"model\":\"text-embedding-v3\",\"input\":{\"texts\":[\"a\",\"b\"]},"
+                     "\"parameters\":{\"dimension\":256}}");
     T_CHECK(json_equal(b, want), "body %s", u.body);
     json_decref(want);
     json_decref(b);
@@ -865,13 +769,14 @@ static void test_embed(lmt_plugin *p)
     lmt_ureq_clear(&u);
     lmt_response(p, 200, resp, strlen(resp), &r);
     T_CHECK(r.rc == LM_OK, "rc %d (%s)", r.rc, r.err.msg);
-    b = jparse(r.json);
-    want = jparse("{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,"
+    b = pt_jparse(r.json);
+    want =
+        pt_jparse("{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,"
                   "\"embedding\":[1.0,0.25]},{\"object\":\"embedding\",\"index\":1,\"embedding\":"
                   "[0.5,-2]}],\"model\":\"text-embedding-v3\",\"usage\":{\"prompt_tokens\":3,"
                   "\"total_tokens\":3}}");
     T_CHECK(json_equal(b, want), "got %s", r.json);
-    T_CHECK(usage_is(&r.usage, 3, 0, 3), "usage");
+    T_CHECK(pt_usage_is(&r.usage, 3, 0, 3), "usage");
     json_decref(want);
     json_decref(b);
     lmt_result_clear(&r);
@@ -882,7 +787,7 @@ static void test_embed(lmt_plugin *p)
     lmt_build(p, LM_OP_EMBED,
               "{\"model\":\"text-embedding-v3\",\"input\":\"a\",\"encoding_format\":\"base64\"}",
               &u, &e);
-    b = jparse(u.body);
+    b = pt_jparse(u.body);
     T_STREQ(
         json_string_value(json_array_get(json_object_get(json_object_get(b, "input"), "texts"), 0)),
         "a");
@@ -894,7 +799,7 @@ static void test_embed(lmt_plugin *p)
         const char *r1 = "{\"output\":{\"embeddings\":[{\"text_index\":0,\"embedding\":[1.0,"
                          "-2.0]}]},\"usage\":{\"total_tokens\":1},\"request_id\":\"x\"}";
         lmt_response(p, 200, r1, strlen(r1), &r);
-        b = jparse(r.json);
+        b = pt_jparse(r.json);
         /* 1.0f = 00 00 80 3f, -2.0f = 00 00 00 c0 (little endian) */
         T_STREQ(json_string_value(
                     json_object_get(json_array_get(json_object_get(b, "data"), 0), "embedding")),
@@ -999,7 +904,7 @@ static void test_rerank(lmt_plugin *p)
 
 int main(void)
 {
-    lmt_plugin *p = load(CFG);
+    lmt_plugin *p = pt_load(CFG);
     T_BEGIN("qwen_load");
     T_CHECK(p != NULL, "plugins/qwen.so loads");
     T_END();

@@ -2,23 +2,15 @@
  * golden cases G1-G3 replayed as Spark-flavoured mocks (docs/wire-formats.md 9,
  * last paragraph: no finish_reason, extra code/sid), stream splits, Spark error
  * codes, quirks and bad paths. Run from the repo root. */
-#include "lmtest.h"
-#include "t.h"
+#define PT_PLUGIN "spark"
+#include "plugin_t.h"
 
 #include <math.h>
 #include <stdlib.h>
 
 static char why[256]; /* lmt_stream_conforms: the first violation */
 
-/* build/plugins/spark.so, or $PLUGIN_DIR/spark.so (tests/run.sh sets it). */
-static const char *so_path(void)
-{
-    static char path[512];
-    const char *dir = getenv("PLUGIN_DIR");
-    snprintf(path, sizeof(path), "%s/spark.so", dir && *dir ? dir : "build/plugins");
-    return path;
-}
-#define SO so_path()
+#define SO pt_so_path()
 
 static const char *CFG[] = {"base_url", "http://mock/v1", "api_key", "pw-test-123", NULL};
 
@@ -62,111 +54,6 @@ static const char *G3_RESP =
 
 /* ------------------------------------------------------------------ helpers */
 
-static lmt_plugin *load(const char *const *cfg)
-{
-    char err[512];
-    lmt_plugin *p = lmt_load(SO, cfg, err, sizeof(err));
-    if (p == NULL)
-        printf("load failed: %s\n", err);
-    return p;
-}
-
-static json_t *jparse(const char *s)
-{
-    return s ? json_loads(s, 0, NULL) : NULL;
-}
-
-typedef struct {
-    char content[512];
-    char args[512];  /* tool call index 0 arguments, concatenated */
-    char finish[32]; /* last finish_reason */
-    int nfinish;
-    int nchunks;
-    int ncontent;   /* chunks with non-empty content */
-    int role_first; /* first chunk's delta.role == assistant */
-    int nrole;      /* chunks carrying delta.role */
-    int tc_heads;   /* tool call fragments with an id */
-    int tc_names;   /* tool call fragments with a name */
-    char tc_id[64];
-    char tc_name[64];
-    int ids_const; /* id/created/model identical over chunks */
-} summary;
-
-static void summarize(const char *json, summary *s)
-{
-    json_t *arr = jparse(json), *ch;
-    size_t i;
-    const char *id0 = NULL;
-    memset(s, 0, sizeof *s);
-    s->ids_const = 1;
-    json_array_foreach (arr, i, ch) {
-        json_t *c0 = json_array_get(json_object_get(ch, "choices"), 0);
-        json_t *d = json_object_get(c0, "delta");
-        json_t *fr = json_object_get(c0, "finish_reason");
-        json_t *ct = json_object_get(d, "content");
-        json_t *tcs = json_object_get(d, "tool_calls"), *tc;
-        const char *role = json_string_value(json_object_get(d, "role"));
-        size_t k;
-        s->nchunks++;
-        if (i == 0)
-            id0 = json_string_value(json_object_get(ch, "id"));
-        else if (!id0 || !json_string_value(json_object_get(ch, "id")) ||
-                 strcmp(id0, json_string_value(json_object_get(ch, "id"))) != 0)
-            s->ids_const = 0;
-        if (role) {
-            s->nrole++;
-            if (i == 0 && strcmp(role, "assistant") == 0)
-                s->role_first = 1;
-        }
-        if (json_is_string(ct) && json_string_length(ct) > 0) {
-            s->ncontent++;
-            strncat(s->content, json_string_value(ct), sizeof s->content - strlen(s->content) - 1);
-        }
-        json_array_foreach (tcs, k, tc) {
-            json_t *fn = json_object_get(tc, "function");
-            const char *a = json_string_value(json_object_get(fn, "arguments"));
-            if (json_integer_value(json_object_get(tc, "index")) != 0)
-                continue;
-            if (json_object_get(tc, "id")) {
-                s->tc_heads++;
-                snprintf(s->tc_id, sizeof s->tc_id, "%s",
-                         json_string_value(json_object_get(tc, "id")));
-            }
-            if (json_object_get(fn, "name")) {
-                s->tc_names++;
-                snprintf(s->tc_name, sizeof s->tc_name, "%s",
-                         json_string_value(json_object_get(fn, "name")));
-            }
-            if (a)
-                strncat(s->args, a, sizeof s->args - strlen(s->args) - 1);
-        }
-        if (json_is_string(fr)) {
-            s->nfinish++;
-            snprintf(s->finish, sizeof s->finish, "%s", json_string_value(fr));
-        }
-    }
-    json_decref(arr);
-}
-
-static int usage_is(const lm_usage *u, int64_t p, int64_t c, int64_t t)
-{
-    return u->prompt == p && u->completion == c && u->total == t;
-}
-
-static int args_are_paris(const char *args)
-{
-    json_t *a = jparse(args), *want = json_pack("{s:s}", "city", "Paris");
-    int ok = a && json_equal(a, want);
-    json_decref(a);
-    json_decref(want);
-    return ok;
-}
-
-static int near(double a, double b)
-{
-    return fabs(a - b) < 1e-9;
-}
-
 /* ------------------------------------------------------------------ golden */
 
 static void check_error(lmt_plugin *p, int status, const char *body, int want_status,
@@ -195,7 +82,7 @@ static json_t *body_of(lmt_plugin *p, const char *canon, int *rc)
     lm_err e;
     json_t *b;
     *rc = lmt_build(p, LM_OP_CHAT, canon, &u, &e);
-    b = jparse(u.body);
+    b = pt_jparse(u.body);
     lmt_ureq_clear(&u);
     return b;
 }
@@ -207,7 +94,7 @@ static void test_golden(lmt_plugin *p)
     lmt_ureq u;
     lm_err e;
     lmt_result r;
-    summary s;
+    pt_summary s;
     json_t *b, *want;
     size_t bad;
 
@@ -216,14 +103,14 @@ static void test_golden(lmt_plugin *p)
     T_STREQ(u.method, "POST");
     T_STREQ(u.url, "http://mock/v1/chat/completions");
     T_STREQ(lmt_header(&u, "Authorization"), "Bearer pw-test-123");
-    b = jparse(u.body);
+    b = pt_jparse(u.body);
     T_STREQ(json_string_value(json_object_get(b, "model")), "generalv3.5");
-    want = jparse("[{\"role\":\"system\",\"content\":\"You are terse.\"},"
-                  "{\"role\":\"user\",\"content\":\"Say hi\"}]");
+    want = pt_jparse("[{\"role\":\"system\",\"content\":\"You are terse.\"},"
+                     "{\"role\":\"user\",\"content\":\"Say hi\"}]");
     T_CHECK(json_equal(json_object_get(b, "messages"), want), "messages");
     json_decref(want);
     T_CHECK(json_integer_value(json_object_get(b, "max_tokens")) == 16, "max_tokens");
-    T_CHECK(near(json_number_value(json_object_get(b, "temperature")), 0.2), "temperature");
+    T_CHECK(pt_near(json_number_value(json_object_get(b, "temperature")), 0.2), "temperature");
     T_CHECK(json_object_get(b, "stream") == NULL && json_object_get(b, "stream_options") == NULL,
             "no stream fields");
     json_decref(b);
@@ -235,7 +122,7 @@ static void test_golden(lmt_plugin *p)
     lmt_ureq_clear(&u);
     lmt_response(p, 200, G1_RESP, strlen(G1_RESP), &r);
     T_CHECK(r.rc == LM_OK, "rc %d (%s)", r.rc, r.err.msg);
-    b = jparse(r.json);
+    b = pt_jparse(r.json);
     {
         json_t *c0 = json_array_get(json_object_get(b, "choices"), 0);
         T_STREQ(json_string_value(json_object_get(b, "object")), "chat.completion");
@@ -246,14 +133,14 @@ static void test_golden(lmt_plugin *p)
         T_CHECK(json_object_get(b, "code") == NULL && json_object_get(b, "sid") == NULL,
                 "Spark fields dropped");
     }
-    T_CHECK(usage_is(&r.usage, 12, 2, 14), "usage 12/2/14");
+    T_CHECK(pt_usage_is(&r.usage, 12, 2, 14), "usage 12/2/14");
     json_decref(b);
     lmt_result_clear(&r);
     T_END();
 
     T_BEGIN("spark_g2_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G2, &u, &e) == LM_OK, "build");
-    b = jparse(u.body);
+    b = pt_jparse(u.body);
     T_CHECK(json_is_true(json_object_get(b, "stream")), "stream");
     T_CHECK(json_is_true(json_object_get(json_object_get(b, "stream_options"), "include_usage")),
             "include_usage asked upstream");
@@ -266,20 +153,20 @@ static void test_golden(lmt_plugin *p)
     T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
     T_CHECK(bad == 0, "split %zu gives a different result", bad);
     T_CHECK(r.rc == LM_DONE && r.done, "rc %d done %d (%s)", r.rc, r.done, r.err.msg);
-    summarize(r.json, &s);
+    pt_summarize(r.json, &s);
     T_STREQ(s.content, "Hi!");
     T_CHECK(s.ncontent == 2, "two content deltas");
     T_CHECK(s.nfinish == 1, "one finish chunk (synthesized at [DONE])");
     T_STREQ(s.finish, "stop");
     T_CHECK(s.role_first && s.nrole == 1, "role once (Spark repeats it)");
-    T_CHECK(usage_is(&r.usage, 12, 2, 14), "usage 12/2/14");
+    T_CHECK(pt_usage_is(&r.usage, 12, 2, 14), "usage 12/2/14");
     lmt_result_clear(&r);
     T_END();
 
     T_BEGIN("spark_g3_request");
     T_CHECK(lmt_build(p, LM_OP_CHAT, G3, &u, &e) == LM_OK, "build");
-    b = jparse(u.body);
-    want = jparse(TOOLS);
+    b = pt_jparse(u.body);
+    want = pt_jparse(TOOLS);
     T_CHECK(json_equal(json_object_get(b, "tools"), want), "tools");
     T_STREQ(json_string_value(json_object_get(b, "tool_choice")), "auto");
     json_decref(want);
@@ -292,7 +179,7 @@ static void test_golden(lmt_plugin *p)
     lmt_ureq_clear(&u);
     lmt_response(p, 200, G3_RESP, strlen(G3_RESP), &r);
     T_CHECK(r.rc == LM_OK, "rc %d (%s)", r.rc, r.err.msg);
-    b = jparse(r.json);
+    b = pt_jparse(r.json);
     {
         json_t *c0 = json_array_get(json_object_get(b, "choices"), 0);
         json_t *tc =
@@ -303,10 +190,11 @@ static void test_golden(lmt_plugin *p)
                 id ? id : "(null)");
         T_STREQ(json_string_value(json_object_get(tc, "type")), "function");
         T_STREQ(json_string_value(json_object_get(fn, "name")), "get_weather");
-        T_CHECK(args_are_paris(json_string_value(json_object_get(fn, "arguments"))), "arguments");
+        T_CHECK(pt_args_are_paris(json_string_value(json_object_get(fn, "arguments"))),
+                "arguments");
         T_STREQ(json_string_value(json_object_get(c0, "finish_reason")), "tool_calls");
     }
-    T_CHECK(usage_is(&r.usage, 30, 10, 40), "usage 30/10/40");
+    T_CHECK(pt_usage_is(&r.usage, 30, 10, 40), "usage 30/10/40");
     json_decref(b);
     lmt_result_clear(&r);
     T_END();
@@ -365,7 +253,7 @@ static void test_golden(lmt_plugin *p)
 static void test_streams(lmt_plugin *p)
 {
     lmt_result r;
-    summary s;
+    pt_summary s;
     size_t bad;
 
     T_BEGIN("spark_stream_code_midway_every_split");
@@ -381,7 +269,7 @@ static void test_streams(lmt_plugin *p)
                 r.err.http_status);
         T_STREQ(r.err.code, "10110");
         T_STREQ(r.err.msg, "service busy");
-        summarize(r.json, &s);
+        pt_summarize(r.json, &s);
         T_STREQ(s.content, "Hi");
         lmt_result_clear(&r);
     }
@@ -397,7 +285,7 @@ static void test_streams(lmt_plugin *p)
         T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d", r.rc);
-        summarize(r.json, &s);
+        pt_summarize(r.json, &s);
         T_STREQ(s.content, "Hi");
         T_STREQ(s.finish, "content_filter");
         T_CHECK(s.nfinish == 1, "one finish");
@@ -457,12 +345,12 @@ static void test_streams(lmt_plugin *p)
         T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
         T_CHECK(r.rc == LM_DONE, "rc %d", r.rc);
-        summarize(r.json, &s);
+        pt_summarize(r.json, &s);
         T_CHECK(s.tc_heads == 1 && strncmp(s.tc_id, "call_", 5) == 0, "one head, id %s", s.tc_id);
         T_STREQ(s.tc_name, "get_weather");
-        T_CHECK(args_are_paris(s.args), "args %s", s.args);
+        T_CHECK(pt_args_are_paris(s.args), "args %s", s.args);
         T_STREQ(s.finish, "tool_calls");
-        T_CHECK(usage_is(&r.usage, 30, 10, 40), "usage");
+        T_CHECK(pt_usage_is(&r.usage, 30, 10, 40), "usage");
         lmt_result_clear(&r);
     }
     T_END();
@@ -477,7 +365,7 @@ static void test_streams(lmt_plugin *p)
         bad = lmt_stream_every_split(p, G2, body, &r);
         T_CHECK(lmt_stream_conforms(&r, why, sizeof(why)), "%s", why);
         T_CHECK(bad == 0, "split %zu differs", bad);
-        summarize(r.json, &s);
+        pt_summarize(r.json, &s);
         T_CHECK(s.nfinish == 1, "no second finish at [DONE]");
         T_STREQ(s.finish, "length");
         lmt_result_clear(&r);
@@ -528,7 +416,7 @@ static void test_requests(lmt_plugin *p)
         b = body_of(p, canon, &rc);
         T_CHECK(rc == LM_OK, "build");
         /* the kernel clamps the declared param_ranges (the kit does too) */
-        T_CHECK(near(json_number_value(json_object_get(b, "temperature")), 1.0), "temperature");
+        T_CHECK(pt_near(json_number_value(json_object_get(b, "temperature")), 1.0), "temperature");
         T_CHECK(json_integer_value(json_object_get(b, "max_tokens")) == 8192, "max_tokens");
         T_CHECK(json_integer_value(json_object_get(b, "top_k")) == 6, "top_k");
         T_CHECK(json_object_get(b, "top_p") == NULL && json_object_get(b, "stop") == NULL &&
@@ -537,7 +425,8 @@ static void test_requests(lmt_plugin *p)
                     json_object_get(b, "n") == NULL,
                 "undocumented parameters dropped");
         T_CHECK(json_number_value(json_object_get(b, "presence_penalty")) == 1.0, "presence");
-        T_CHECK(near(json_number_value(json_object_get(b, "frequency_penalty")), 0.5), "frequency");
+        T_CHECK(pt_near(json_number_value(json_object_get(b, "frequency_penalty")), 0.5),
+                "frequency");
         T_STREQ(json_string_value(json_object_get(b, "user")), "u1");
         {
             json_t *ms = json_object_get(b, "messages");
@@ -554,7 +443,7 @@ static void test_requests(lmt_plugin *p)
                     "{\"model\":\"lite\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
                     "\"temperature\":0,\"max_completion_tokens\":5,\"max_tokens\":7}",
                     &rc);
-        T_CHECK(near(json_number_value(json_object_get(b, "temperature")), 0.01), "0 -> 0.01");
+        T_CHECK(pt_near(json_number_value(json_object_get(b, "temperature")), 0.01), "0 -> 0.01");
         T_CHECK(json_integer_value(json_object_get(b, "max_tokens")) == 5,
                 "max_completion_tokens wins");
         json_decref(b);
@@ -580,9 +469,10 @@ static void test_requests(lmt_plugin *p)
         const lm_param_range *r = pv->param_ranges;
         int temp = 0, mt = 0, tk = 0;
         for (; r && r->name; r++) {
-            temp |= strcmp(r->name, "temperature") == 0 && near(r->min, 0.01) && near(r->max, 1);
-            mt |= strcmp(r->name, "max_tokens") == 0 && near(r->min, 1) && near(r->max, 8192);
-            tk |= strcmp(r->name, "top_k") == 0 && near(r->min, 1) && near(r->max, 6);
+            temp |=
+                strcmp(r->name, "temperature") == 0 && pt_near(r->min, 0.01) && pt_near(r->max, 1);
+            mt |= strcmp(r->name, "max_tokens") == 0 && pt_near(r->min, 1) && pt_near(r->max, 8192);
+            tk |= strcmp(r->name, "top_k") == 0 && pt_near(r->min, 1) && pt_near(r->max, 6);
         }
         T_CHECK(temp && mt && tk, "temperature (0,1], max_tokens [1,8192], top_k [1,6]");
         T_CHECK(!(pv->flags & LM_PF_MULTI_CHOICE), "one choice per request");
@@ -611,7 +501,7 @@ static void test_requests(lmt_plugin *p)
 
 int main(void)
 {
-    lmt_plugin *p = load(CFG);
+    lmt_plugin *p = pt_load(CFG);
     T_BEGIN("spark_load");
     T_CHECK(p != NULL, "plugins/spark.so loads");
     T_END();
