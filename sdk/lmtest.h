@@ -77,10 +77,11 @@ void lmt_result_clear(lmt_result *r);
 
 /* Asynchronous tasks (ABI 1.4), on the call of the last lmt_build after
  * lmt_response returned LM_PENDING: run poll_request (what it built goes to
- * *req) and then poll_parse on (status, body) the way the gateway does.
+ * *req) and then poll_parse on (status, body of len bytes) the way the gateway does.
  * Returns (and sets out->rc to) LM_PENDING, LM_OK with out->json, or < 0
  * with out->err filled. */
-int lmt_poll(lmt_plugin *p, int status, const char *body, lmt_ureq *req, lmt_result *out);
+int lmt_poll(lmt_plugin *p, int status, const char *body, size_t len, lmt_ureq *req,
+             lmt_result *out);
 /* The call of the last lmt_build (borrowed): what the plugin wrote into it,
  * e.g. task_poll_ms and task_timeout_ms. */
 const lm_call *lmt_call(lmt_plugin *p);

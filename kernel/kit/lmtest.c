@@ -179,7 +179,8 @@ void lmt_response(lmt_plugin *p, int status, const char *body, size_t len, lmt_r
                                     &out->json, &json_len, &out->usage, &out->err);
 }
 
-int lmt_poll(lmt_plugin *p, int status, const char *body, lmt_ureq *req, lmt_result *out)
+int lmt_poll(lmt_plugin *p, int status, const char *body, size_t len, lmt_ureq *req,
+             lmt_result *out)
 {
     const lm_provider *vt = &p->plugin->vt;
     lm_ureq_t u;
@@ -196,8 +197,8 @@ int lmt_poll(lmt_plugin *p, int status, const char *body, lmt_ureq *req, lmt_res
     lm_ureq_free(&u);
     if (out->rc < 0)
         return out->rc;
-    out->rc = lm_response_poll(&p->inst, &p->call, status, (lm_str){body, body ? strlen(body) : 0},
-                               &out->json, &json_len, &out->usage, &units, &out->err);
+    out->rc = lm_response_poll(&p->inst, &p->call, status, (lm_str){body, len}, &out->json,
+                               &json_len, &out->usage, &units, &out->err);
     return out->rc;
 }
 

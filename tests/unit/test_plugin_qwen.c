@@ -997,6 +997,12 @@ static void test_rerank(lmt_plugin *p)
     T_END();
 }
 
+/* One poll answered with `body` (NUL-terminated). */
+static int poll_with(lmt_plugin *p, int status, const char *body, lmt_ureq *q, lmt_result *r)
+{
+    return lmt_poll(p, status, body, strlen(body), q, r);
+}
+
 /* ABI 1.4: /v1/images/generations on DashScope's asynchronous image
  * synthesis: the submit, the size/n mapping, then the polls. */
 static void test_images(lmt_plugin *p)
@@ -1076,10 +1082,10 @@ static void test_images(lmt_plugin *p)
     T_CHECK(lmt_call(p)->task_timeout_ms == 120000, "default timeout %u",
             lmt_call(p)->task_timeout_ms);
     lmt_result_clear(&r);
-    lmt_poll(p, 200,
-             "{\"output\":{\"task_id\":\"0385dc79-5ff8-4d82-bcb6-5a7a8d2bf111\","
-             "\"task_status\":\"RUNNING\"}}",
-             &q, &r);
+    poll_with(p, 200,
+              "{\"output\":{\"task_id\":\"0385dc79-5ff8-4d82-bcb6-5a7a8d2bf111\","
+              "\"task_status\":\"RUNNING\"}}",
+              &q, &r);
     T_CHECK(r.rc == LM_PENDING, "running rc %d (%s)", r.rc, r.err.msg);
     T_CHECK(q.method && !strcmp(q.method, "GET") && q.url &&
                 !strcmp(q.url, "http://mock/api/v1/tasks/0385dc79-5ff8-4d82-bcb6-5a7a8d2bf111") &&
@@ -1088,11 +1094,11 @@ static void test_images(lmt_plugin *p)
             "poll %s %s", q.method, q.url);
     lmt_ureq_clear(&q);
     lmt_result_clear(&r);
-    lmt_poll(p, 503, "{\"code\":\"Throttling\"}", &q, &r);
+    poll_with(p, 503, "{\"code\":\"Throttling\"}", &q, &r);
     T_CHECK(r.rc == LM_PENDING, "a busy status endpoint is asked again: %d", r.rc);
     lmt_ureq_clear(&q);
     lmt_result_clear(&r);
-    lmt_poll(
+    poll_with(
         p, 200,
         "{\"output\":{\"task_status\":\"SUCCEEDED\",\"results\":[{\"url\":\"https://x/1.png\"},"
         "{\"code\":\"DataInspectionFailed\",\"message\":\"no\"},{\"url\":\"https://x/2.png\"}]},"
@@ -1111,21 +1117,21 @@ static void test_images(lmt_plugin *p)
     lmt_ureq_clear(&u);
     lmt_response(p, 200, pending, strlen(pending), &r);
     lmt_result_clear(&r);
-    lmt_poll(p, 200,
-             "{\"output\":{\"task_status\":\"FAILED\",\"code\":\"InvalidParameter\","
-             "\"message\":\"prompt too long sk-test\"}}",
-             &q, &r);
+    poll_with(p, 200,
+              "{\"output\":{\"task_status\":\"FAILED\",\"code\":\"InvalidParameter\","
+              "\"message\":\"prompt too long sk-test\"}}",
+              &q, &r);
     T_CHECK(r.rc < 0 && r.err.http_status == 502 && !strcmp(r.err.code, "upstream_task_failed") &&
                 strstr(r.err.msg, "prompt too long") && strstr(r.err.msg, "FAILED") &&
                 !strstr(r.err.msg, "sk-test"),
             "failed: %d %s %s", r.err.http_status, r.err.code, r.err.msg);
     lmt_ureq_clear(&q);
     lmt_result_clear(&r);
-    lmt_poll(p, 200, "{\"output\":{\"task_status\":\"SUCCEEDED\",\"results\":[]}}", &q, &r);
+    poll_with(p, 200, "{\"output\":{\"task_status\":\"SUCCEEDED\",\"results\":[]}}", &q, &r);
     T_CHECK(r.rc < 0 && r.err.http_status == 502, "no image made: %d", r.rc);
     lmt_ureq_clear(&q);
     lmt_result_clear(&r);
-    lmt_poll(p, 404, "{\"code\":\"NotFound\",\"message\":\"task not found\"}", &q, &r);
+    poll_with(p, 404, "{\"code\":\"NotFound\",\"message\":\"task not found\"}", &q, &r);
     T_CHECK(r.rc < 0 && r.err.http_status == 502 && strstr(r.err.msg, "task not found"),
             "404: %d %s", r.err.http_status, r.err.msg);
     lmt_ureq_clear(&q);
