@@ -75,6 +75,17 @@ void lmt_stream(lmt_plugin *p, const char *body, size_t len, size_t split, lmt_r
 
 void lmt_result_clear(lmt_result *r);
 
+/* Asynchronous tasks (ABI 1.4), on the call of the last lmt_build after
+ * lmt_response returned LM_PENDING: run poll_request (what it built goes to
+ * *req) and then poll_parse on (status, body of len bytes) the way the gateway does.
+ * Returns (and sets out->rc to) LM_PENDING, LM_OK with out->json, or < 0
+ * with out->err filled. */
+int lmt_poll(lmt_plugin *p, int status, const char *body, size_t len, lmt_ureq *req,
+             lmt_result *out);
+/* The call of the last lmt_build (borrowed): what the plugin wrote into it,
+ * e.g. task_poll_ms and task_timeout_ms. */
+const lm_call *lmt_call(lmt_plugin *p);
+
 /* The split-invariance check every plugin test wants: build `canon` and
  * stream `body` (NUL-terminated) whole into *ref, then again, freshly built,
  * at every split size 1..len. Returns the first split whose result (json,

@@ -50,7 +50,7 @@ extern "C" {
 #endif
 
 #define LM_ABI_MAJOR 1
-#define LM_ABI_MINOR 3
+#define LM_ABI_MINOR 4
 
 #if defined(__GNUC__)
 #define LM_EXPORT       __attribute__((visibility("default")))
@@ -85,6 +85,10 @@ enum {
     LM_AGAIN = 1,    /* reserved for LM_FRAME_RAW: need more bytes */
     LM_DECLINED = 2, /* not handled here; the host applies its default */
     LM_DONE = 3,     /* parse_event: the upstream stream is complete */
+    /* 1.4 (async tasks): parse_response/poll_parse: the upstream accepted an
+     * asynchronous task and the answer is not ready; the host waits
+     * lm_call.task_poll_ms and calls poll_request/poll_parse. */
+    LM_PENDING = 4,
     LM_ERR = -1,
     LM_ENOMEM = -2,
     LM_EINVAL = -3,    /* the client request cannot be translated (400) */
@@ -224,6 +228,19 @@ typedef struct lm_call {
      * pass-through plugin can forward it without re-serialising. Empty
      * otherwise. Borrowed; duplicate keys were already rejected. */
     lm_str raw_body;
+
+    /* minor >= 4: append below this line, never above. */
+
+    /* ---- 1.4: asynchronous tasks (see lm_provider.poll_request) ----
+     * Written by the plugin in parse_response or poll_parse before it
+     * returns LM_PENDING; a plugin writes them only when hdr.size covers
+     * them (an older host cannot poll: answer an error instead).
+     * task_poll_ms: wait before the next poll (0: the host's backoff,
+     * 500 ms doubling to 4 s). task_timeout_ms: how long the task may take
+     * from the first LM_PENDING (0: 120 s); past it the client gets a 504
+     * upstream_task_timeout. */
+    uint32_t task_poll_ms;
+    uint32_t task_timeout_ms;
 } lm_call;
 
 /* One stream event after the host split the frames. Borrowed. */
@@ -404,6 +421,24 @@ typedef struct lm_provider {
      * chat and embeddings as its caps say. A request for an endpoint no
      * channel of the model declares is a 400 naming the endpoint. */
     uint32_t endpoints;
+
+    /* ---- 1.4: asynchronous tasks (DashScope image synthesis and the like) ----
+     * A non-stream parse_response may return LM_PENDING: the upstream took
+     * a task (its id kept in c->rstate) and answers later. The host then
+     * polls on the worker's event loop, never blocking: after
+     * c->task_poll_ms it calls poll_request to describe one poll (through
+     * host->ureq_*, as in build_request; no ureq_local_response, no side
+     * values), sends it, and hands the answer (any status) to poll_parse,
+     * which returns LM_PENDING (poll again), LM_OK with *out and *usage as
+     * parse_response sets them (the task's answer; *out must be set), or
+     * < 0 with e filled (the task failed: e is the client's error, e.g.
+     * 502 upstream_task_failed). A client that leaves stops the polling;
+     * nothing is billed for a task that did not answer. Both are required
+     * when parse_response can return LM_PENDING; setting one requires the
+     * other. Worker thread; istate is shared, so only read it. */
+    int (*poll_request)(void *istate, lm_call *c, lm_ureq *u, lm_err *e);
+    int (*poll_parse)(void *istate, lm_call *c, int status, lm_str body, json_t **out,
+                      lm_usage *usage, lm_err *e);
 } lm_provider;
 
 /* The one exported symbol. Returns static data; must not allocate. */

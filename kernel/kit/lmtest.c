@@ -179,6 +179,34 @@ void lmt_response(lmt_plugin *p, int status, const char *body, size_t len, lmt_r
                                     &out->json, &json_len, &out->usage, &out->err);
 }
 
+int lmt_poll(lmt_plugin *p, int status, const char *body, size_t len, lmt_ureq *req,
+             lmt_result *out)
+{
+    const lm_provider *vt = &p->plugin->vt;
+    lm_ureq_t u;
+    size_t json_len;
+    int64_t units;
+    memset(req, 0, sizeof(*req));
+    memset(out, 0, sizeof(*out));
+    if (vt->poll_request == NULL || vt->poll_parse == NULL)
+        return out->rc = lm_error_set(&out->err, LM_ENOTSUP, 500, "api_error", NULL,
+                                      "lmt_poll: the plugin has no poll_request/poll_parse");
+    lm_ureq_init(&u);
+    out->rc = vt->poll_request(p->inst.istate, &p->call, &u, &out->err);
+    copy_ureq(&u, req);
+    lm_ureq_free(&u);
+    if (out->rc < 0)
+        return out->rc;
+    out->rc = lm_response_poll(&p->inst, &p->call, status, (lm_str){body, len}, &out->json,
+                               &json_len, &out->usage, &units, &out->err);
+    return out->rc;
+}
+
+const lm_call *lmt_call(lmt_plugin *p)
+{
+    return &p->call;
+}
+
 static int collect(void *arg, const char *json, size_t len)
 {
     lm_buf_t *b = arg;

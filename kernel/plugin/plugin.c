@@ -109,6 +109,10 @@ static int validate_callbacks(const lm_provider *vt, const char *path, char *err
         missing = "side_parse (side_request is set)";
     else if (vt->side_parse != NULL && vt->side_request == NULL)
         missing = "side_request (side_parse is set)";
+    else if (vt->poll_request != NULL && vt->poll_parse == NULL) /* 1.4 */
+        missing = "poll_parse (poll_request is set)";
+    else if (vt->poll_parse != NULL && vt->poll_request == NULL)
+        missing = "poll_request (poll_parse is set)";
     if (missing) {
         snprintf(err, errlen, "%s: provider table lacks %s", path, missing);
         return -1;

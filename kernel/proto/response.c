@@ -129,6 +129,24 @@ static int verbatim_ok(lm_str body, int op, int want_base64, lm_usage *usage)
            lm_jscan_int(total, &t) == 0;
 }
 
+/* The kernel's writer on a translated answer, then its bytes. Steals out. */
+static int dump_answer(json_t *out, int op, int want_base64, char **out_json, size_t *out_len,
+                       lm_usage *usage, lm_err *e)
+{
+    if (lm_response_finish(out, op, want_base64, usage) < 0) {
+        json_decref(out);
+        return lm_error_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
+    }
+    /* json_dumps' bytes, written by lm_jdump at a fraction of the cost */
+    if ((*out_json = lm_jdump(out, out_len)) == NULL &&
+        (*out_json = json_dumps(out, JSON_COMPACT)) != NULL)
+        *out_len = strlen(*out_json); /* Jansson's own text: a NUL is always escaped in it */
+    json_decref(out);
+    if (*out_json == NULL)
+        return lm_error_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
+    return LM_OK;
+}
+
 int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str body, int want_base64,
                           char **out_json, size_t *out_len, lm_usage *usage, lm_err *e)
 {
@@ -150,6 +168,13 @@ int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str bod
             lm_error_set(e, rc, 502, "api_error", "upstream_error",
                          "the upstream response could not be translated");
         return rc;
+    }
+    if (rc == LM_PENDING) { /* 1.4: an asynchronous task to poll (relay/poll.h) */
+        json_decref(out);
+        if (call->stream || vt->poll_request == NULL)
+            return lm_error_set(e, LM_EUPSTREAM, 502, "api_error", "upstream_error",
+                                "the provider answered with a task this gateway cannot poll");
+        return LM_PENDING;
     }
     if (out == NULL) {
         /* Forwarded verbatim as application/json: it must be one JSON
@@ -176,16 +201,36 @@ int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str bod
         }
         out = chk; /* the kernel's writer has something to change */
     }
-    if (lm_response_finish(out, call->op, want_base64, usage) < 0) {
+    return dump_answer(out, call->op, want_base64, out_json, out_len, usage, e);
+}
+
+int lm_response_poll(lm_inst_t *inst, lm_call *call, int status, lm_str body, char **out_json,
+                     size_t *out_len, lm_usage *usage, int64_t *units, lm_err *e)
+{
+    const lm_provider *vt = &inst->plugin->vt;
+    json_t *out = NULL;
+
+    *out_json = NULL;
+    *out_len = 0;
+    *usage = (lm_usage)LM_USAGE_UNKNOWN;
+    *units = -1;
+    memset(e, 0, sizeof(*e));
+    const lm_plugin_t *prev = lm_plugin_enter(inst->plugin);
+    int rc = vt->poll_parse(inst->istate, call, status, body, &out, usage, e);
+    lm_plugin_leave(prev);
+    if (rc < 0 || rc == LM_PENDING || out == NULL) {
         json_decref(out);
-        return lm_error_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
+        if (rc == LM_PENDING)
+            return LM_PENDING;
+        if (rc >= 0)
+            rc = LM_EUPSTREAM; /* done without an answer: the plugin's bug, the client's 502 */
+        if (e->http_status == 0)
+            lm_error_set(e, rc, 502, "api_error", "upstream_task_failed",
+                         "the upstream task's answer could not be read");
+        return rc;
     }
-    /* json_dumps' bytes, written by lm_jdump at a fraction of the cost */
-    if ((*out_json = lm_jdump(out, out_len)) == NULL &&
-        (*out_json = json_dumps(out, JSON_COMPACT)) != NULL)
-        *out_len = strlen(*out_json); /* Jansson's own text: a NUL is always escaped in it */
-    json_decref(out);
-    if (*out_json == NULL)
-        return lm_error_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
-    return LM_OK;
+    const json_t *data = json_object_get(out, "data");
+    if (call->op == LM_OP_IMAGES && json_is_array(data)) /* what was delivered is billed */
+        *units = (int64_t)json_array_size(data);
+    return dump_answer(out, call->op, 0, out_json, out_len, usage, e);
 }

@@ -19,6 +19,18 @@
 int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str body, int want_base64,
                           char **out_json, size_t *out_len, lm_usage *usage, lm_err *e);
 
+/* ABI 1.4: a non-stream parse_response may return LM_PENDING (an
+ * asynchronous task, out and usage unset): lm_response_translate returns it
+ * as is, or a 502 when the plugin cannot poll (no poll_request).
+ *
+ * lm_response_poll: read one poll's answer (any status) with poll_parse.
+ * Returns LM_PENDING (poll again), LM_OK with *out_json (new, free()),
+ * *out_len and *usage like lm_response_translate, or < 0 with e filled (a
+ * 502 upstream_task_failed when the plugin left it empty). *units is the
+ * number of images an LM_OP_IMAGES answer delivered (-1: not known). */
+int lm_response_poll(lm_inst_t *inst, lm_call *call, int status, lm_str body, char **out_json,
+                     size_t *out_len, lm_usage *usage, int64_t *units, lm_err *e);
+
 /* Exported for the unit tests: the usage writer and the base64 encoder
  * applied to a translated answer `out` of operation op. -1 on no memory. */
 int lm_response_finish(json_t *out, int op, int want_base64, lm_usage *usage);

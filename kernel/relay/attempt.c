@@ -14,6 +14,7 @@
 #include "relay/fanout.h"
 #include "relay/output.h"
 #include "relay/passthru.h"
+#include "relay/poll.h"
 #include "relay/settle.h"
 #include "relay/side_fetch.h"
 #include "relay/trace.h"
@@ -225,6 +226,11 @@ static int credential_retry(lm_relay_t *r, const lm_err *e)
 }
 
 static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry);
+static void deliver(lm_relay_t *r, char *out, size_t out_len, const lm_usage *uin);
+static void poll_failed(lm_relay_t *r, lm_err *e);
+
+/* An asynchronous task ends through the same steps (poll.h). */
+static const lm_poll_ops_t poll_ops = {deliver, poll_failed, lm_attempt_record_failed};
 
 /* The canonical answer (after on_response: scripts see the canonical
  * form) in the client's API. *out is replaced; -1 on no memory. */
@@ -252,6 +258,10 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
                    : lm_response_translate(r->route->inst, &r->call, status, body, r->want_b64,
                                            &out, &out_len, &usage, &e);
     lm_attempt_route_end(r, rc < 0 && e.http_status >= 500 ? LM_ROUTE_FAIL : LM_ROUTE_OK);
+    if (rc == LM_PENDING) { /* an asynchronous task: its answer comes by polling (poll.h) */
+        lm_poll_start(r, &poll_ops);
+        return;
+    }
     if (rc >= 0 && !r->pt) /* the canonical answer, before on_response (cache.h) */
         lm_cache_put_whole(r, out, out_len, &usage);
     if (rc >= 0 && r->trace.collect) /* its finish reason (trace.h) */
@@ -268,7 +278,19 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
             r->status = e.http_status; /* the attempt's row says why it failed */
             attempt_failed(r, &e, e.http_status == 429 || e.http_status >= 500);
         }
-    } else if (lm_rlua_response(r->lua, &out, &out_len, &e) < 0) {
+        free(out);
+        return;
+    }
+    deliver(r, out, out_len, &usage);
+}
+
+/* A translated whole answer (stolen) through on_response, the client's API
+ * and the ledger, to the client. */
+static void deliver(lm_relay_t *r, char *out, size_t out_len, const lm_usage *uin)
+{
+    lm_usage usage = *uin;
+    lm_err e;
+    if (lm_rlua_response(r->lua, &out, &out_len, &e) < 0) {
         lm_out_error(r, &e);
     } else if (!lm_inbound_is_chat(r->api) && !r->pt && api_answer(r, &out, &out_len, &usage) < 0) {
         lm_out_err(r, 500, "api_error", NULL, "out of memory");
@@ -384,6 +406,13 @@ static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry)
     lm_out_error(r, e);
 }
 
+/* A polled task failed: the upstream took the request, so only a script
+ * sends it to the next channel. */
+static void poll_failed(lm_relay_t *r, lm_err *e)
+{
+    attempt_failed(r, e, 0);
+}
+
 static void whole_done(lm_relay_t *r)
 {
     int status = r->status;
@@ -475,6 +504,8 @@ static void background_done(lm_relay_t *r, int ok, const char *why)
                      : lm_response_translate(r->route->inst, &r->call, r->status, body, r->want_b64,
                                              &out, &out_len, &usage, &e);
     free(out);
+    if (rc == LM_PENDING) /* a task nobody waits for: not polled, nothing billed */
+        rc = LM_ERR;
     if (rc < 0) {
         lm_log(LM_LOG_INFO, "%s: client gone; upstream answer failed (%d, %s): nothing billed",
                r->id, r->status, ok ? "not an answer" : why);
@@ -579,6 +610,7 @@ void lm_attempt_reset(lm_relay_t *r)
         r->api->stream_free(r->api_st);
     r->api_st = NULL;
     lm_passthru_free(r);
+    lm_poll_free(r);
     lm_ureq_free(&r->ureq);
     lm_ureq_init(&r->ureq);
     lm_buf_reset(&r->body);

@@ -36,6 +36,7 @@
 #include "relay/count.h"
 #include "relay/fanout.h"
 #include "relay/output.h"
+#include "relay/poll.h"
 #include "relay/relay_int.h"
 #include "relay/settle.h"
 #include "relay/trace.h"
@@ -139,6 +140,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     lm_fanout_client_gone(r); /* a split request's parts end with the client */
+    lm_poll_client_gone(r);   /* so does the polling of an asynchronous task */
     if (r->up && lm_attempt_background(r)) {
         lm_log(LM_LOG_INFO, "%s: client went away; upstream answer awaited for billing", r->id);
     } else if (r->up) { /* client left a stream: stop upstream tokens now */
@@ -226,6 +228,7 @@ void lm_relay_shutdown_all(lm_worker_t *w)
             r->up = NULL;
         }
         lm_fanout_cancel(r);
+        lm_poll_free(r);
         if (r->timer)
             evtimer_del(r->timer);
         lm_attempt_side_unlink(r);

@@ -104,10 +104,11 @@ struct lm_relay_s {
     lm_relay_t *side_next, *side_prev;
     struct lm_fanout_s *fan; /* a split embeddings request's parts in flight (fanout.h), or NULL */
     struct lm_cache_req_s *cache; /* the response cache's view of this request (cache.h), or NULL */
-    lm_passthru_t *pt; /* this attempt passes the client's API through (passthru.h), or NULL */
-    int native_only;   /* canon is a stand-in: only a pass-through attempt may serve it */
-    lm_err native_err; /* why the body has no canonical form (for the other channels) */
-    lm_trace_t trace;  /* its trace and request-log facts (trace.h); inline */
+    lm_passthru_t *pt;      /* this attempt passes the client's API through (passthru.h), or NULL */
+    int native_only;        /* canon is a stand-in: only a pass-through attempt may serve it */
+    lm_err native_err;      /* why the body has no canonical form (for the other channels) */
+    lm_trace_t trace;       /* its trace and request-log facts (trace.h); inline */
+    struct lm_poll_s *poll; /* an asynchronous task being polled (poll.h), or NULL */
 };
 
 /* relay.c: move r to state `to`. An illegal move is logged (and aborts

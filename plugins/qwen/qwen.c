@@ -21,6 +21,8 @@ static const lm_cfg_key qw_cfg_keys[] = {
      "accepted"},
     {"api_key", LM_CFG_STR, 1, NULL, "DashScope API key (sent as Authorization: Bearer)"},
     {"workspace", LM_CFG_STR, 0, NULL, "optional X-DashScope-WorkSpace id"},
+    {"image_task_timeout", LM_CFG_INT, 0, "120",
+     "seconds an image synthesis task may take (1..3600); then 504 upstream_task_timeout"},
     {NULL, 0, 0, NULL, NULL}};
 
 /* DashScope's documented ranges: temperature [0, 2), top_p (0, 1) exclusive
@@ -111,6 +113,7 @@ static int qw_map_error(void *istate, lm_call *c, int status, lm_str body, lm_er
 static int qw_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
 {
     lm_str base = {NULL, 0}, key = {NULL, 0}, ws = {NULL, 0};
+    int64_t task_s = 120;
     qw_inst *in;
 
     if (h->cfg_str(ictx, "base_url", &base) != LM_OK || base.n == 0)
@@ -119,6 +122,11 @@ static int qw_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
         return lm_err_set(e, LM_EINVAL, 500, "api_error", NULL, "qwen: api_key is required");
     if (h->cfg_str(ictx, "workspace", &ws) != LM_OK)
         ws.n = 0;
+    if (h->cfg_int(ictx, "image_task_timeout", &task_s) != LM_OK)
+        task_s = 120;
+    if (task_s < 1 || task_s > 3600)
+        return lm_err_set(e, LM_EINVAL, 500, "api_error", NULL,
+                          "qwen: image_task_timeout must be 1..3600 seconds");
     if (!(base.n > 7 && strncmp(base.p, "http://", 7) == 0) &&
         !(base.n > 8 && strncmp(base.p, "https://", 8) == 0))
         return lm_err_set(e, LM_EINVAL, 500, "api_error", NULL,
@@ -130,7 +138,8 @@ static int qw_init(const lm_host_api *h, void *ictx, void **istate, lm_err *e)
     in = h->alloc(sizeof *in + 8 + key.n);
     if (in == NULL)
         return lms_oom(e);
-    *in = (qw_inst){.h = h, .root = base, .workspace = ws};
+    *in = (qw_inst){
+        .h = h, .root = base, .workspace = ws, .task_timeout_ms = (uint32_t)task_s * 1000};
     in->auth = (char *)(in + 1);
     snprintf(in->auth, 8 + key.n, "Bearer %.*s", (int)key.n, key.p);
     in->key = (lm_str){in->auth + 7, key.n};
@@ -155,7 +164,7 @@ static void qw_req_close(void *istate, lm_call *c)
 static const lm_provider qw_provider = {
     .hdr = LM_ABI_HDR(lm_provider),
     .name = "qwen",
-    .version = "1.2.0",
+    .version = "1.3.0",
     .caps = LM_CAP_CHAT | LM_CAP_STREAM | LM_CAP_EMBED | LM_CAP_TOOLS | LM_CAP_VISION,
     .framing = LM_FRAME_SSE,
     .usage_mode = LM_USAGE_CUMULATIVE, /* every event repeats the running total */
@@ -170,8 +179,11 @@ static const lm_provider qw_provider = {
     .param_ranges = qw_ranges,
     .embed_max_inputs = 10, /* DashScope text-embedding takes at most 10 texts a call */
     .flags = 0,             /* no "n": one choice per request */
-    /* 1.3: rerank on DashScope's text-rerank service (qwen_rerank.c) */
-    .endpoints = LM_EP_CHAT | LM_EP_EMBEDDINGS | LM_EP_RERANK,
+    /* 1.3: rerank on DashScope's text-rerank service (qwen_rerank.c);
+     * 1.4: images on its asynchronous image synthesis (qwen_image.c) */
+    .endpoints = LM_EP_CHAT | LM_EP_EMBEDDINGS | LM_EP_RERANK | LM_EP_IMAGES,
+    .poll_request = qw_poll_request,
+    .poll_parse = qw_poll_parse,
 };
 
 LM_EXPORT const lm_provider *longmen_plugin_entry(void);

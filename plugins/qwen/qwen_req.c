@@ -221,6 +221,8 @@ int qw_build_request(void *istate, lm_call *c, const json_t *canon, lm_ureq *u, 
     *(qw_req *)c->rstate = (qw_req){0};
     if (c->op == LM_OP_RERANK)
         return qw_build_rerank(in, c->model, canon, u, e);
+    if (c->op == LM_OP_IMAGES)
+        return qw_build_image(in, c->model, canon, u, e);
     return c->op == LM_OP_EMBED ? qw_build_embed(in, c->model, canon, u, e)
                                 : qw_build_chat(in, c, c->model, canon, u, e);
 }

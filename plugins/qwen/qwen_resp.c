@@ -186,6 +186,8 @@ int qw_parse_response(void *istate, lm_call *c, int status, lm_str body, json_t 
         rc = qw_parse_embed(c, j, out, usage, e);
     else if (c->op == LM_OP_RERANK)
         rc = qw_parse_rerank(c, j, out, usage, e);
+    else if (c->op == LM_OP_IMAGES)
+        rc = qw_parse_image(istate, c, j, out, e);
     else if ((rc = qw_parse_chat(istate, c, j, out, e)) == LM_OK)
         qw_usage(json_object_get(j, "usage"), usage);
     json_decref(j);

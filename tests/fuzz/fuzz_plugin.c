@@ -42,29 +42,33 @@ typedef struct fz_plugin {
     const char *model;
     const char *embed_model;
     const char *side_name, *side_value;
+    const char *image_model; /* an asynchronous image model (ABI 1.4 tasks), or NULL */
 } fz_plugin;
 
 static const fz_plugin plugins[] = {
-    {"claude", {"api_key", "k", NULL}, "claude-sonnet-4-5", NULL, NULL, NULL},
+    {"claude", {"api_key", "k", NULL}, "claude-sonnet-4-5", NULL, NULL, NULL, NULL},
     {"ernie",
      {"base_url", "http://mock/", "client_id", "ak", "client_secret", "sk", NULL},
      "ERNIE-3.5-8K",
      "embedding-v1",
      "access_token",
-     "24.test"},
+     "24.test",
+     NULL},
     {"ernie2",
      {"base_url", "http://mock/v2/", "api_key", "bce-v3/ALTAK-test/secret", NULL},
      "ernie-3.5-8k",
      "embedding-v1",
      NULL,
+     NULL,
      NULL},
-    {"gemini", {"api_key", "k", NULL}, "gemini-2.0-flash", "text-embedding-004", NULL, NULL},
-    {"mock", {NULL}, "mock", "mock-embed", NULL, NULL},
-    {"ollama", {NULL}, "llama3.2", "all-minilm", NULL, NULL},
+    {"gemini", {"api_key", "k", NULL}, "gemini-2.0-flash", "text-embedding-004", NULL, NULL, NULL},
+    {"mock", {NULL}, "mock", "mock-embed", NULL, NULL, NULL},
+    {"ollama", {NULL}, "llama3.2", "all-minilm", NULL, NULL, NULL},
     {"openai",
      {"base_url", "http://127.0.0.1:9/v1", "api_key", "sk-test", NULL},
      "gpt-4o-mini",
      "text-embedding-3-small",
+     NULL,
      NULL,
      NULL},
     {"qwen",
@@ -72,10 +76,12 @@ static const fz_plugin plugins[] = {
      "qwen-plus",
      "text-embedding-v3",
      NULL,
-     NULL},
+     NULL,
+     "wanx-v1"},
     {"spark",
      {"base_url", "http://mock/v1", "api_key", "pw-test-123", NULL},
      "generalv3.5",
+     NULL,
      NULL,
      NULL,
      NULL},
@@ -137,6 +143,28 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+/* Submit an image task (answered PENDING), then feed the input as one
+ * poll's answer: the plugin's task-status reader. */
+static int fuzz_poll(const char *body, size_t len, unsigned sel)
+{
+    static const char pending[] = "{\"output\":{\"task_id\":\"t-1\",\"task_status\":\"PENDING\"}}";
+    char req[256];
+    lmt_ureq u;
+    lm_err e;
+    lmt_result r;
+    snprintf(req, sizeof(req), "{\"model\":\"%s\",\"prompt\":\"a cat\",\"size\":\"512x512\"}",
+             spec->image_model);
+    if (lmt_build(plugin, LM_OP_IMAGES, req, &u, &e) != LM_OK)
+        abort(); /* the fixed request must be taken */
+    lmt_ureq_clear(&u);
+    lmt_response(plugin, 200, pending, strlen(pending), &r);
+    lmt_result_clear(&r);
+    lmt_poll(plugin, (sel >> 2) & 1 ? errs[(sel >> 3) % 8] : 200, body, len, &u, &r);
+    lmt_ureq_clear(&u);
+    lmt_result_clear(&r);
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     lmt_ureq u;
@@ -151,6 +179,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned sel = data[0];
     int op = LM_OP_CHAT;
     const char *req = chat_req;
+    if ((sel & 0x83) == 0x81 && spec->image_model) /* a task's poll answers (ABI 1.4) */
+        return fuzz_poll(body, len, sel);
     if ((sel & 3) == 0)
         req = stream_req;
     else if ((sel & 3) == 3 && spec->embed_model) {

@@ -158,8 +158,8 @@ def test_models_list_endpoints():
     eps = {m["id"]: m["endpoints"] for m in js["data"]}
     check(set(eps["bge-reranker"]) >= {"chat", "embeddings", "completions", "rerank", "moderations",
                                        "images"}, "openai: %s" % eps["bge-reranker"])
-    check("rerank" in eps["gte-rerank"] and "images" not in eps["gte-rerank"],
-          "qwen: %s" % eps["gte-rerank"])
+    check("rerank" in eps["gte-rerank"] and "images" in eps["gte-rerank"]  # ABI 1.4 image tasks
+          and "moderations" not in eps["gte-rerank"], "qwen: %s" % eps["gte-rerank"])
     check(eps["llama3"] == ["chat", "embeddings", "completions"],
           "an ABI 1.2-style table gets the default: %s" % eps["llama3"])
     st, js, _, _ = gw.request("GET", "/v1/models/gte-rerank", key=secret)
@@ -217,7 +217,7 @@ def test_rerank_undeclared_is_400_naming_endpoint():
     st, js, raw, _ = post("/v1/rerank", {"model": "llama3", "query": "q", "documents": ["a"]})
     check(st == 400 and "/v1/rerank" in js["error"]["message"]
           and js["error"]["code"] == "endpoint_unsupported", "%s %s" % (st, raw))
-    st, js, raw, _ = post("/v1/images/generations", {"model": "gte-rerank", "prompt": "cat"})
+    st, js, raw, _ = post("/v1/images/generations", {"model": "llama3", "prompt": "cat"})
     check(st == 400 and "/v1/images/generations" in js["error"]["message"], "%s %s" % (st, raw))
     check(len(up.requests) == n, "no upstream call")
 

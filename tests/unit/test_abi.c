@@ -44,6 +44,8 @@ static const field_t fields[] = {
     F(lm_call, request_id),
     F(lm_call, rstate),
     F(lm_call, raw_body),
+    F(lm_call, task_poll_ms),    /* 1.4 (async tasks) */
+    F(lm_call, task_timeout_ms), /* 1.4 (async tasks) */
     F(lm_event, event),
     F(lm_event, data),
     F(lm_event, id),
@@ -90,6 +92,8 @@ static const field_t fields[] = {
     F(lm_provider, embed_max_inputs),
     F(lm_provider, flags),
     F(lm_provider, endpoints),
+    F(lm_provider, poll_request), /* 1.4 (async tasks) */
+    F(lm_provider, poll_parse),   /* 1.4 (async tasks) */
     F(lm_param_range, name),
     F(lm_param_range, min),
     F(lm_param_range, max),
@@ -184,6 +188,7 @@ int main(int argc, char **argv)
     test_offsets("tests/abi/abi-1.1.txt");
     test_offsets("tests/abi/abi-1.2.txt");
     test_offsets("tests/abi/abi-1.3.txt");
+    test_offsets("tests/abi/abi-1.4.txt");
     test_endpoints_default();
     test_frozen_plugin();
     T_EXIT();

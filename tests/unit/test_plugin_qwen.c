@@ -902,6 +902,161 @@ static void test_rerank(lmt_plugin *p)
     T_END();
 }
 
+/* One poll answered with `body` (NUL-terminated). */
+static int poll_with(lmt_plugin *p, int status, const char *body, lmt_ureq *q, lmt_result *r)
+{
+    return lmt_poll(p, status, body, strlen(body), q, r);
+}
+
+/* ABI 1.4: /v1/images/generations on DashScope's asynchronous image
+ * synthesis: the submit, the size/n mapping, then the polls. */
+static void test_images(lmt_plugin *p)
+{
+    lmt_ureq u, q;
+    lm_err e;
+    lmt_result r;
+    static const char req[] = "{\"model\":\"wanx2.1-t2i-turbo\",\"prompt\":\"a cat\",\"n\":2,"
+                              "\"size\":\"1024x768\",\"negative_prompt\":\"dogs\",\"seed\":7}";
+    static const char pending[] =
+        "{\"output\":{\"task_id\":\"0385dc79-5ff8-4d82-bcb6-5a7a8d2bf111\",\"task_status\":"
+        "\"PENDING\"},\"request_id\":\"r-1\"}";
+    T_BEGIN("qwen_image_request");
+    T_CHECK(lmt_build(p, LM_OP_IMAGES, req, &u, &e) == LM_OK, "build: %s", e.msg);
+    T_CHECK(u.url && !strcmp(u.url, "http://mock/api/v1/services/aigc/text2image/image-synthesis"),
+            "url %s", u.url);
+    T_CHECK(lmt_header(&u, "X-DashScope-Async") &&
+                !strcmp(lmt_header(&u, "X-DashScope-Async"), "enable"),
+            "async header");
+    T_CHECK(lmt_json_str(u.body, "model", "wanx2.1-t2i-turbo") &&
+                lmt_json_str(u.body, "input.prompt", "a cat") &&
+                lmt_json_str(u.body, "input.negative_prompt", "dogs") &&
+                lmt_json_str(u.body, "parameters.size", "1024*768") &&
+                lmt_json_int(u.body, "parameters.n", 2) &&
+                lmt_json_int(u.body, "parameters.seed", 7),
+            "native body %s", u.body);
+    lmt_ureq_clear(&u);
+    T_END();
+
+    T_BEGIN("qwen_image_size_mapping");
+    static const struct {
+        const char *size, *want; /* want NULL: a 400 */
+    } sizes[] = {{"1024x1024", "1024*1024"},
+                 {"720X1280", "720*1280"},
+                 {"512*512", "512*512"},
+                 {"1024", NULL},
+                 {"x1024", NULL},
+                 {"1024x", NULL},
+                 {"axb", NULL},
+                 {"1024x1024x1", NULL},
+                 {"0100x100", NULL},
+                 {"100x0100", NULL},
+                 {"123456x1", NULL},
+                 {"10 x 10", NULL}};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        char body[160];
+        snprintf(body, sizeof body, "{\"model\":\"wanx-v1\",\"prompt\":\"p\",\"size\":\"%s\"}",
+                 sizes[i].size);
+        int rc = lmt_build(p, LM_OP_IMAGES, body, &u, &e);
+        if (sizes[i].want)
+            T_CHECK(rc == LM_OK && lmt_json_str(u.body, "parameters.size", sizes[i].want),
+                    "%s -> %s", sizes[i].size, u.body ? u.body : e.msg);
+        else
+            T_CHECK(rc < 0 && e.http_status == 400 && strstr(e.msg, "size") != NULL, "%s: %d %s",
+                    sizes[i].size, rc, e.msg);
+        lmt_ureq_clear(&u);
+    }
+    /* no size and no n: DashScope's defaults, nothing sent */
+    T_CHECK(lmt_build(p, LM_OP_IMAGES, "{\"model\":\"wanx-v1\",\"prompt\":\"p\"}", &u, &e) ==
+                    LM_OK &&
+                !lmt_json_has(u.body, "parameters.size") && !lmt_json_has(u.body, "parameters.n"),
+            "defaults %s", u.body);
+    lmt_ureq_clear(&u);
+    T_CHECK(lmt_build(p, LM_OP_IMAGES,
+                      "{\"model\":\"wanx-v1\",\"prompt\":\"p\",\"response_format\":\"b64_json\"}",
+                      &u, &e) < 0 &&
+                e.http_status == 400 && !strcmp(e.code, "unsupported"),
+            "b64_json: %d %s", e.http_status, e.code);
+    lmt_ureq_clear(&u);
+    T_END();
+
+    T_BEGIN("qwen_image_task_polled");
+    lmt_build(p, LM_OP_IMAGES, req, &u, &e);
+    lmt_ureq_clear(&u);
+    lmt_response(p, 200, pending, strlen(pending), &r);
+    T_CHECK(r.rc == LM_PENDING, "submit rc %d (%s)", r.rc, r.err.msg);
+    T_CHECK(lmt_call(p)->task_timeout_ms == 120000, "default timeout %u",
+            lmt_call(p)->task_timeout_ms);
+    lmt_result_clear(&r);
+    poll_with(p, 200,
+              "{\"output\":{\"task_id\":\"0385dc79-5ff8-4d82-bcb6-5a7a8d2bf111\","
+              "\"task_status\":\"RUNNING\"}}",
+              &q, &r);
+    T_CHECK(r.rc == LM_PENDING, "running rc %d (%s)", r.rc, r.err.msg);
+    T_CHECK(q.method && !strcmp(q.method, "GET") && q.url &&
+                !strcmp(q.url, "http://mock/api/v1/tasks/0385dc79-5ff8-4d82-bcb6-5a7a8d2bf111") &&
+                lmt_header(&q, "Authorization") &&
+                !strcmp(lmt_header(&q, "Authorization"), "Bearer sk-test"),
+            "poll %s %s", q.method, q.url);
+    lmt_ureq_clear(&q);
+    lmt_result_clear(&r);
+    poll_with(p, 503, "{\"code\":\"Throttling\"}", &q, &r);
+    T_CHECK(r.rc == LM_PENDING, "a busy status endpoint is asked again: %d", r.rc);
+    lmt_ureq_clear(&q);
+    lmt_result_clear(&r);
+    poll_with(
+        p, 200,
+        "{\"output\":{\"task_status\":\"SUCCEEDED\",\"results\":[{\"url\":\"https://x/1.png\"},"
+        "{\"code\":\"DataInspectionFailed\",\"message\":\"no\"},{\"url\":\"https://x/2.png\"}]},"
+        "\"usage\":{\"image_count\":2}}",
+        &q, &r);
+    T_CHECK(r.rc == LM_OK && r.json && lmt_json_str(r.json, "data.0.url", "https://x/1.png") &&
+                lmt_json_str(r.json, "data.1.url", "https://x/2.png") &&
+                !lmt_json_has(r.json, "data.2") && lmt_json_has(r.json, "created"),
+            "answer %d %s", r.rc, r.json ? r.json : r.err.msg);
+    lmt_ureq_clear(&q);
+    lmt_result_clear(&r);
+    T_END();
+
+    T_BEGIN("qwen_image_task_failed");
+    lmt_build(p, LM_OP_IMAGES, req, &u, &e);
+    lmt_ureq_clear(&u);
+    lmt_response(p, 200, pending, strlen(pending), &r);
+    lmt_result_clear(&r);
+    poll_with(p, 200,
+              "{\"output\":{\"task_status\":\"FAILED\",\"code\":\"InvalidParameter\","
+              "\"message\":\"prompt too long sk-test\"}}",
+              &q, &r);
+    T_CHECK(r.rc < 0 && r.err.http_status == 502 && !strcmp(r.err.code, "upstream_task_failed") &&
+                strstr(r.err.msg, "prompt too long") && strstr(r.err.msg, "FAILED") &&
+                !strstr(r.err.msg, "sk-test"),
+            "failed: %d %s %s", r.err.http_status, r.err.code, r.err.msg);
+    lmt_ureq_clear(&q);
+    lmt_result_clear(&r);
+    poll_with(p, 200, "{\"output\":{\"task_status\":\"SUCCEEDED\",\"results\":[]}}", &q, &r);
+    T_CHECK(r.rc < 0 && r.err.http_status == 502, "no image made: %d", r.rc);
+    lmt_ureq_clear(&q);
+    lmt_result_clear(&r);
+    poll_with(p, 404, "{\"code\":\"NotFound\",\"message\":\"task not found\"}", &q, &r);
+    T_CHECK(r.rc < 0 && r.err.http_status == 502 && strstr(r.err.msg, "task not found"),
+            "404: %d %s", r.err.http_status, r.err.msg);
+    lmt_ureq_clear(&q);
+    lmt_result_clear(&r);
+    /* a task id that would leave the URL path, or none: not polled */
+    lmt_build(p, LM_OP_IMAGES, req, &u, &e);
+    lmt_ureq_clear(&u);
+    static const char bad_id[] = "{\"output\":{\"task_id\":\"../x\",\"task_status\":\"PENDING\"}}";
+    lmt_response(p, 200, bad_id, strlen(bad_id), &r);
+    T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "bad id: %d", r.rc);
+    lmt_result_clear(&r);
+    lmt_build(p, LM_OP_IMAGES, req, &u, &e);
+    lmt_ureq_clear(&u);
+    static const char no_id[] = "{\"output\":{\"task_status\":\"PENDING\"}}";
+    lmt_response(p, 200, no_id, strlen(no_id), &r);
+    T_CHECK(r.rc == LM_EUPSTREAM && r.err.http_status == 502, "no id: %d", r.rc);
+    lmt_result_clear(&r);
+    T_END();
+}
+
 int main(void)
 {
     lmt_plugin *p = pt_load(CFG);
@@ -921,6 +1076,7 @@ int main(void)
     test_vision(p);
     test_embed(p);
     test_rerank(p);
+    test_images(p);
     lmt_unload(p);
     T_EXIT();
 }
