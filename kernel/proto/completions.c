@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const kept[] = {"model", "max_tokens", "temperature",      "top_p",
-                                   "stop",  "n",          "presence_penalty", "frequency_penalty",
-                                   "seed",  "user",       "logit_bias",       "stream",
-                                   NULL};
+static const char *const kept[] = {
+    "model",      "max_tokens",       "temperature",       "top_p", "stop",
+    "n",          "presence_penalty", "frequency_penalty", "seed",  "user",
+    "logit_bias", "stream",           "stream_options",    NULL};
 
 static json_t *refuse(lm_err *e, const char *field, const char *why)
 {
@@ -131,6 +131,22 @@ int lm_cmpl_stream_chunk(const char *json, size_t n, lm_buf_t *out)
     }
 out:
     json_decref(j);
+    json_decref(o);
+    return rc;
+}
+
+int lm_cmpl_usage_chunk(const char *id, int64_t created, const char *model, const lm_usage *u,
+                        lm_buf_t *out)
+{
+    json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", id ? id : "cmpl", "object",
+                          "text_completion", "created", (json_int_t)created, "model",
+                          model ? model : "", "choices", "usage", lm_usage_to_json(u));
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    int rc = s && lm_buf_adds(out, "data: ") == 0 && lm_buf_adds(out, s) == 0 &&
+                     lm_buf_adds(out, "\n\n") == 0
+                 ? 0
+                 : -1;
+    free(s);
     json_decref(o);
     return rc;
 }

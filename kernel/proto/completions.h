@@ -4,7 +4,8 @@
  * (docs/endpoints.md):
  *   prompt (a string, or an array of one string) -> one user message;
  *   max_tokens, temperature, top_p, stop, n, presence_penalty,
- *   frequency_penalty, seed, user, logit_bias, stream kept as they are;
+ *   frequency_penalty, seed, user, logit_bias, stream, stream_options kept
+ *   as they are (stream_options.include_usage: a last chunk with usage);
  *   echo, best_of > 1, suffix and logprobs are refused (400 naming them);
  *   the answer's choices[].message.content -> choices[].text, object
  *   "text_completion"; each stream chunk's delta.content -> choices[].text.
@@ -27,4 +28,9 @@ char *lm_cmpl_answer(const char *json, size_t n, const lm_usage *u, size_t *out_
 /* One canonical chunk -> a text_completion chunk as an SSE event appended
  * to out (nothing for a chunk without text or finish). 0, or -1. */
 int lm_cmpl_stream_chunk(const char *json, size_t n, lm_buf_t *out);
+/* The usage chunk of a stream (include_usage): a text_completion chunk with
+ * id, created and model (NULL: "cmpl", 0, ""), no choices, and usage u,
+ * appended to out as an SSE event. 0, or -1 on no memory. */
+int lm_cmpl_usage_chunk(const char *id, int64_t created, const char *model, const lm_usage *u,
+                        lm_buf_t *out);
 #endif

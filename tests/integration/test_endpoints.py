@@ -419,9 +419,31 @@ def test_completions_stream():
     check(all(c["object"] == "text_completion" for c in chunks), "objects %s" % chunks)
     check("".join(c["choices"][0]["text"] for c in chunks) == "Once upon", "text %s" % chunks)
     check(chunks[-1]["choices"][0]["finish_reason"] == "length", "finish %s" % chunks[-1])
+    check(not any("usage" in c for c in chunks), "no usage chunk unless asked: %s" % chunks)
     rows = rows_for(hdrs["X-Request-Id"])
     check(len(rows) == 1 and rows[0]["api"] == "completions" and rows[0]["completion_tokens"] == 2,
           "ledger %s" % rows)
+
+
+def test_completions_stream_include_usage():
+    for model in ("gpt-x", "base-x"):  # through chat, and a native completions channel
+        for asked in (True, False):
+            st, _, raw, hdrs = post("/v1/completions", {"model": model, "prompt": "Tell", "stream": True,
+                                                        "stream_options": {"include_usage": asked}})
+            check(st == 200, "%s %s %s" % (model, st, raw))
+            events = [l[6:] for l in raw.decode().split("\n") if l.startswith("data: ")]
+            check(events[-1] == "[DONE]", "ends with [DONE]: %s" % events)
+            chunks = [json.loads(e) for e in events[:-1]]
+            with_usage = [c for c in chunks if "usage" in c]
+            if not asked:
+                check(not with_usage, "%s: not asked, none: %s" % (model, chunks))
+                continue
+            u = chunks[-1].get("usage") or {}
+            want = (4, 2) if model == "gpt-x" else (3, 2)
+            check(len(with_usage) == 1 and chunks[-1]["choices"] == [] and
+                  chunks[-1]["object"] == "text_completion" and chunks[-1]["id"] == chunks[0]["id"] and
+                  (u.get("prompt_tokens"), u.get("completion_tokens")) == want and
+                  u.get("total_tokens") == sum(want), "%s: the last chunk has the usage: %s" % (model, chunks))
 
 
 def test_completions_stream_client_abort():
@@ -464,7 +486,7 @@ if __name__ == "__main__":
          test_rerank_dashscope_native, test_rerank_undeclared_is_400_naming_endpoint,
          test_rerank_bad_bodies, test_rerank_upstream_errors, test_moderations_passthrough,
          test_images_passthrough, test_oversize_body_413, test_completions_through_chat,
-         test_completions_stream, test_completions_stream_client_abort, test_completions_native_passthrough,
+         test_completions_stream, test_completions_stream_include_usage, test_completions_stream_client_abort, test_completions_native_passthrough,
          test_completions_bad_and_upstream_error, test_lua_stages_apply, test_unit_prices_billed,
          test_unit_price_line_checked, test_clean_shutdown])
     up.close()
