@@ -22,6 +22,13 @@ extern const struct lm_inbound_s lm_cmpl_api;
 /* The client body -> the canonical chat request (new), or NULL with e
  * filled (400 naming the field). */
 json_t *lm_cmpl_request(const char *body, size_t n, lm_err *e);
+/* A body lm_cmpl_request refused for what only an upstream serving
+ * /v1/completions itself takes (echo, suffix, logprobs, best_of, several or
+ * token prompts) -> a canonical stand-in (new: those fields left out, the
+ * prompts joined by newlines, a token prompt as "[tokens]") for routing,
+ * limits and scripts; the request is then served only by a channel with
+ * `passthrough completions` (relay/passthru.h). NULL with e otherwise. */
+json_t *lm_cmpl_request_native(const char *body, size_t n, lm_err *e);
 /* A canonical chat.completion (JSON text) with usage u -> the
  * text_completion body (new, free(); *out_len set), or NULL on no memory. */
 char *lm_cmpl_answer(const char *json, size_t n, const lm_usage *u, size_t *out_len);

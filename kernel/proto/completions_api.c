@@ -78,4 +78,5 @@ const lm_inbound_t lm_cmpl_api = {.name = "completions",
                                   .stream_chunk = stream_chunk,
                                   .stream_end = stream_end,
                                   .stream_free = stream_free,
+                                  .request_native = lm_cmpl_request_native,
                                   .usage_if_asked = 1};
