@@ -6,6 +6,7 @@
  */
 #include "conf/chanconf.h"
 #include "conf/outbound.h"
+#include "conf/priceunit.h"
 #include "core/buf.h"
 #include "core/mask.h"
 
@@ -139,14 +140,17 @@ lm_chan_rec_t *lm_chan_rec_dup(const lm_chan_rec_t *c)
         return NULL;
     *d = *c;
     d->name = d->plugin = NULL;
-    d->models = NULL;
-    d->nmodels = d->nsettings = 0;
+    d->models = d->prices = NULL;
+    d->nmodels = d->nsettings = d->nprices = 0;
     d->settings = NULL;
     int bad = (c->name && (d->name = strdup(c->name)) == NULL) ||
               (c->plugin && (d->plugin = strdup(c->plugin)) == NULL);
     if (!bad && (d->models = strv_dup(c->models, c->nmodels)) != NULL)
         d->nmodels = c->nmodels;
     bad |= d->models == NULL;
+    if (!bad && (d->prices = strv_dup(c->prices, c->nprices)) != NULL)
+        d->nprices = c->nprices;
+    bad |= d->prices == NULL;
     d->settings = calloc(c->nsettings + 1, sizeof(*d->settings));
     bad |= d->settings == NULL;
     for (size_t i = 0; !bad && i < c->nsettings; i++) {
@@ -196,17 +200,18 @@ static int json_text(json_t *v, const char *k, char **out, const char **param, c
     return 0;
 }
 
-static int json_models(lm_chan_rec_t *c, json_t *v, const char **param, char *err, size_t errlen)
+/* A list member ("models", "prices"): an array of at most
+ * LM_STORE_LIST_MAX strings without NUL, replacing *list. */
+static int json_list(json_t *v, const char *k, const char *what, char ***list, size_t *nlist,
+                     const char **param, char *err, size_t errlen)
 {
     if (!json_is_array(v) || json_array_size(v) > LM_STORE_LIST_MAX)
-        return fail(param, "models", err, errlen,
-                    "models must be an array of at most %d strings (\"name\" or "
-                    "\"alias=upstream\")",
-                    LM_STORE_LIST_MAX);
+        return fail(param, k, err, errlen, "%s must be an array of at most %d strings (%s)", k,
+                    LM_STORE_LIST_MAX, what);
     size_t n = json_array_size(v);
     char **m = calloc(n ? n : 1, sizeof(char *));
     if (m == NULL)
-        return fail(param, "models", err, errlen, "out of memory");
+        return fail(param, k, err, errlen, "out of memory");
     for (size_t i = 0; i < n; i++) {
         json_t *it = json_array_get(v, i);
         if (!json_is_string(it) || (m[i] = strdup(json_string_value(it))) == NULL ||
@@ -214,15 +219,14 @@ static int json_models(lm_chan_rec_t *c, json_t *v, const char **param, char *er
             for (size_t j = 0; j <= i; j++)
                 free(m[j]);
             free(m);
-            return fail(param, "models", err, errlen, "models[%zu] must be a string without NUL",
-                        i);
+            return fail(param, k, err, errlen, "%s[%zu] must be a string without NUL", k, i);
         }
     }
-    for (size_t i = 0; i < c->nmodels; i++)
-        free(c->models[i]);
-    free(c->models);
-    c->models = m;
-    c->nmodels = n;
+    for (size_t i = 0; i < *nlist; i++)
+        free((*list)[i]);
+    free(*list);
+    *list = m;
+    *nlist = n;
     return 0;
 }
 
@@ -366,7 +370,13 @@ int lm_chan_from_json(lm_chan_rec_t *c, json_t *body, int merge, const lm_chan_r
         else if (!strcmp(k, "plugin"))
             rc = json_text(v, "plugin", &c->plugin, param, err, errlen);
         else if (!strcmp(k, "models"))
-            rc = json_models(c, v, param, err, errlen);
+            rc = json_list(v, "models", "\"name\" or \"alias=upstream\"", &c->models, &c->nmodels,
+                           param, err, errlen);
+        else if (!strcmp(k, "prices"))
+            rc = json_list(v, "prices",
+                           "a price line's arguments: \"MODEL AMOUNT UNIT\" or \"MODEL INPUT "
+                           "OUTPUT [CACHED_INPUT [PER_REQUEST]]\"",
+                           &c->prices, &c->nprices, param, err, errlen);
         else if (!strcmp(k, "settings"))
             rc = json_settings(c, v, merge, cur, param, err, errlen);
         else if (!strcmp(k, "enabled"))
@@ -412,7 +422,7 @@ static size_t quoted_len(const char *v)
 
 static int reserved_name(const char *k)
 {
-    if (!strcmp(k, "plugin") || !strcmp(k, "models"))
+    if (!strcmp(k, "plugin") || !strcmp(k, "models") || !strcmp(k, "price"))
         return 1;
     for (size_t i = 0; i < CHAN_NNUMS; i++)
         if (!strcmp(k, chan_nums[i].directive))
@@ -463,6 +473,10 @@ int lm_chan_check(const lm_chan_rec_t *c, const char **param, char *err, size_t 
         if (has_ctl(c->models[i]))
             return fail(param, "models", err, errlen,
                         "models[%zu]: control characters are not allowed", i);
+    for (size_t i = 0; i < c->nprices; i++)
+        if (has_ctl(c->prices[i]))
+            return fail(param, "prices", err, errlen,
+                        "prices[%zu]: control characters are not allowed", i);
     return check_settings(c, param, err, errlen);
 }
 
@@ -502,8 +516,11 @@ static void put_nums(json_t *o, const lm_chan_rec_t *c)
 json_t *lm_chan_to_json(const lm_chan_rec_t *c)
 {
     json_t *o = json_object(), *models = json_array(), *settings = json_object();
+    json_t *prices = json_array();
     for (size_t i = 0; i < c->nmodels; i++)
         json_array_append_new(models, jstr(c->models[i]));
+    for (size_t i = 0; i < c->nprices; i++)
+        json_array_append_new(prices, jstr(c->prices[i]));
     for (size_t i = 0; i < c->nsettings; i++) {
         const lm_chan_setting_t *kv = &c->settings[i];
         json_t *v = kv->nvals == 1 ? masked(kv->key, kv->vals[0]) : json_array();
@@ -519,10 +536,38 @@ json_t *lm_chan_to_json(const lm_chan_rec_t *c)
     json_object_set_new(o, "models", models);
     json_object_set_new(o, "settings", settings);
     put_nums(o, c);
+    json_object_set_new(o, "prices", prices);
     json_object_set_new(o, "enabled", json_boolean(c->enabled));
     json_object_set_new(o, "created_at", json_integer(c->created_at));
     json_object_set_new(o, "updated_at", json_integer(c->updated_at));
     return o;
+}
+
+/* A file channel's `price` lines as the admin API writes them. */
+static json_t *conf_prices(const lm_chan_conf_t *ch)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < ch->nprices; i++) {
+        const lm_model_price_t *p = &ch->prices[i];
+        char m[5][48], line[LM_STORE_ITEM_MAX + 256];
+        const char *unit = lm_price_unit_name(p->unit);
+        if (unit) {
+            snprintf(line, sizeof(line), "%s %s %s", p->pattern,
+                     lm_money_format(p->per_unit, m[0], sizeof(m[0])), unit);
+        } else {
+            int n = p->per_request ? 4 : p->has_cached ? 3 : 2;
+            const int64_t v[4] = {p->input, p->output, p->has_cached ? p->cached_input : p->input,
+                                  p->per_request};
+            snprintf(line, sizeof(line), "%s", p->pattern);
+            for (int j = 0; j < n; j++) {
+                size_t l = strlen(line);
+                snprintf(line + l, sizeof(line) - l, " %s",
+                         lm_money_format(v[j], m[j], sizeof(m[j])));
+            }
+        }
+        json_array_append_new(a, jstr(line));
+    }
+    return a;
 }
 
 json_t *lm_chan_conf_to_json(const lm_chan_conf_t *ch)
@@ -573,6 +618,7 @@ json_t *lm_chan_conf_to_json(const lm_chan_conf_t *ch)
     json_object_set_new(o, "models", models);
     json_object_set_new(o, "settings", settings);
     put_nums(o, &r);
+    json_object_set_new(o, "prices", conf_prices(ch));
     json_object_set_new(o, "enabled", json_true());
     return o;
 }
@@ -590,6 +636,23 @@ static void sb_quoted(lm_buf_t *b, const char *v)
         lm_buf_add(b, p, 1);
     }
     lm_buf_add(b, "\"", 1);
+}
+
+/* Each blank-separated word of line, quoted: the words of a price line
+ * stay words (a quote inside one is escaped, never a delimiter). */
+static void sb_words(lm_buf_t *b, const char *line)
+{
+    char w[LM_STORE_ITEM_MAX + 1];
+    while (*line) {
+        size_t n = strcspn(line, " \t");
+        if (n > 0 && n < sizeof(w)) {
+            memcpy(w, line, n);
+            w[n] = '\0';
+            sb_quoted(b, w);
+        }
+        line += n;
+        line += strspn(line, " \t");
+    }
 }
 
 char *lm_chan_render(const lm_chan_rec_t *c, size_t *len)
@@ -619,6 +682,11 @@ char *lm_chan_render(const lm_chan_rec_t *c, size_t *len)
         }
         lm_buf_adds(&b, "\n");
     }
+    for (size_t i = 0; i < c->nprices; i++) {
+        lm_buf_adds(&b, "price");
+        sb_words(&b, c->prices[i]);
+        lm_buf_adds(&b, "\n");
+    }
     for (size_t i = 0; i < c->nsettings; i++) {
         lm_buf_adds(&b, c->settings[i].key);
         for (size_t j = 0; j < c->settings[i].nvals; j++)
@@ -636,10 +704,13 @@ const char *lm_chan_line_field(const lm_chan_rec_t *c, int line, char *buf, size
         return "plugin";
     if (l >= 3 && l < 3 + c->nmodels)
         return "models";
-    l = l >= 3 ? l - 3 - c->nmodels : CHAN_NNUMS + c->nsettings;
+    l = l >= 3 ? l - 3 - c->nmodels : CHAN_NNUMS + c->nprices + c->nsettings;
     if (l < CHAN_NNUMS)
         return chan_nums[l].field;
     l -= CHAN_NNUMS;
+    if (l < c->nprices)
+        return "prices";
+    l -= c->nprices;
     if (l < c->nsettings) {
         snprintf(buf, len, "settings.%s", c->settings[l].key);
         return buf;

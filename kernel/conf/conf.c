@@ -286,8 +286,8 @@ static int chan_directive(parser_t *ps, char **w, int nw)
         return 0;
     }
     if (!strcmp(w[0], "passthrough")) { /* the upstream speaks that inbound API itself */
-        if (nw != 2 || strcmp(w[1], "responses") != 0)
-            return fail(ps, "usage: passthrough responses");
+        if (nw != 2 || (strcmp(w[1], "responses") != 0 && strcmp(w[1], "completions") != 0))
+            return fail(ps, "usage: passthrough responses|completions");
         free(ch->passthrough);
         ch->passthrough = strdup(w[1]);
         return 0;

@@ -21,6 +21,14 @@ int lm_price_unit_parse(const char *word)
     return -1;
 }
 
+const char *lm_price_unit_name(int unit)
+{
+    for (size_t i = 0; i < NUNITS; i++)
+        if (units[i].unit == unit)
+            return units[i].word;
+    return NULL;
+}
+
 int64_t lm_price_unit_divisor(int unit)
 {
     for (size_t i = 0; i < NUNITS; i++)

@@ -22,6 +22,8 @@ enum {
 
 /* The unit a `price` line names (LM_UNIT_*), or -1 for another word. */
 int lm_price_unit_parse(const char *word);
+/* The word of unit (static), or NULL for LM_UNIT_TOKENS and others. */
+const char *lm_price_unit_name(int unit);
 /* How many units one money amount covers (1000 searches, 1 image, ...). */
 int64_t lm_price_unit_divisor(int unit);
 #endif

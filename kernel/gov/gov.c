@@ -5,9 +5,11 @@
 #include "core/bearer.h"
 #include "core/clock.h"
 
+#include "conf/priceunit.h"
 #include "core/errors.h"
 #include "core/log.h"
 #include "gov/auth.h"
+#include "proto/endpoint.h"
 
 #include <string.h>
 #include <strings.h>
@@ -47,8 +49,20 @@ void lm_gov_price(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *upst
     lm_conf_price(c, ch, upstream_model, &p->input, &p->output, &p->cached_input, &p->per_request);
 }
 
-int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_t prompt_est,
-                 int64_t max_tokens, int64_t *retry_after, lm_err *e)
+int64_t lm_gov_unit_cost(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *upstream_model,
+                         int op, const json_t *canon)
+{
+    int unit;
+    int64_t per_unit;
+    lm_conf_price_unit(c, ch, upstream_model, &unit, &per_unit);
+    if (unit == LM_UNIT_TOKENS || per_unit == 0)
+        return 0;
+    return lm_billing_unit_cost(per_unit, lm_price_unit_divisor(unit),
+                                lm_endpoint_units(op, canon, unit));
+}
+
+int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_t unit_cost,
+                 int64_t prompt_est, int64_t max_tokens, int64_t *retry_after, lm_err *e)
 {
     *retry_after = 0;
     g->price = *price;
@@ -57,7 +71,10 @@ int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_
     if (!lm_key_model_allowed(g->key, model))
         return lm_err_set(e, -1, 403, "permission_error", "model_not_allowed",
                           "this key may not use model '%.128s'", model);
-    int64_t worst = lm_billing_worst_case(&g->price, prompt_est, max_tokens);
+    /* unit prices (images, searches, characters) are known before the
+     * call: held in full, so a small balance cannot start what it cannot pay */
+    int64_t worst = lm_sat_add(lm_billing_worst_case(&g->price, prompt_est, max_tokens),
+                               unit_cost > 0 ? unit_cost : 0);
     /* DB-4: a charge the store could not commit within store_wait is not
      * taken on (on_store_failure closed, the default); requests that bill
      * nothing go on regardless, and with on_store_failure open billed ones

@@ -42,14 +42,22 @@ int lm_gov_auth(lm_gov_t *g, const lm_conf_t *conf, lm_store_t *st, const char *
 /* The prices of upstream_model on channel ch (lm_conf_price's order). */
 void lm_gov_price(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *upstream_model,
                   lm_price_t *p);
-/* Admission for `model` at `price` (the first candidate's): model allowed
+/* The unit-priced part of a request's cost (a `price GLOB AMOUNT UNIT`
+ * line of ch matching upstream_model, conf/priceunit.h): the units request
+ * canon of op counts (proto/endpoint.h) at that price; 0 without such a
+ * line. The units come from the request alone, so the admission hold and
+ * the settled charge agree. */
+int64_t lm_gov_unit_cost(const lm_conf_t *c, const lm_chan_conf_t *ch, const char *upstream_model,
+                         int op, const json_t *canon);
+/* Admission for `model` at `price` (the first candidate's) plus unit_cost
+ * (lm_gov_unit_cost, held on top of the token worst case): model allowed
  * (403), the store able to record a charge (503 store_unavailable with
  * *retry_after 1 when a virtual key's request would cost something and the
  * store has not committed for store_wait: DB-4), rate limits (429 with
  * *retry_after seconds), worst-case quota hold (429 insufficient_quota).
  * 0, or -1 with e filled. */
-int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_t prompt_est,
-                 int64_t max_tokens, int64_t *retry_after, lm_err *e);
+int lm_gov_admit(lm_gov_t *g, const char *model, const lm_price_t *price, int64_t unit_cost,
+                 int64_t prompt_est, int64_t max_tokens, int64_t *retry_after, lm_err *e);
 /* After lm_gov_admit: ask the shared counters (docs/redis.md). Returns 1
  * when queued (done runs on the Redis thread: call lm_gov_shared_answer
  * there, then lm_gov_shared_result on the worker), 0 when there is nothing

@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const kept[] = {"model", "max_tokens", "temperature",      "top_p",
-                                   "stop",  "n",          "presence_penalty", "frequency_penalty",
-                                   "seed",  "user",       "logit_bias",       "stream",
-                                   NULL};
+static const char *const kept[] = {
+    "model",      "max_tokens",       "temperature",       "top_p", "stop",
+    "n",          "presence_penalty", "frequency_penalty", "seed",  "user",
+    "logit_bias", "stream",           "stream_options",    NULL};
 
 static json_t *refuse(lm_err *e, const char *field, const char *why)
 {
@@ -63,6 +63,47 @@ json_t *lm_cmpl_request(const char *body, size_t n, lm_err *e)
     }
     json_decref(req);
     return out;
+}
+
+/* One prompt of a stand-in: a string as it is, anything else (tokens) as
+ * a placeholder. */
+static const char *prompt_text(const json_t *p)
+{
+    return json_is_string(p) ? json_string_value(p) : "[tokens]";
+}
+
+json_t *lm_cmpl_request_native(const char *body, size_t n, lm_err *e)
+{
+    static const char *const native[] = {"echo", "suffix", "logprobs", "best_of"};
+    json_t *in = json_loadb(body, n, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(in)) {
+        json_decref(in);
+        return lm_cmpl_request(body, n, e);
+    }
+    for (size_t i = 0; i < sizeof(native) / sizeof(native[0]); i++)
+        json_object_del(in, native[i]);
+    json_t *p = json_object_get(in, "prompt");
+    if (json_is_array(p) && json_array_size(p) > 0) {
+        lm_buf_t b = {0};
+        size_t i;
+        json_t *it;
+        int tokens = json_is_integer(json_array_get(p, 0)); /* one prompt of tokens */
+        json_array_foreach (p, i, it) {
+            if (tokens)
+                break;
+            if ((i > 0 && lm_buf_adds(&b, "\n") < 0) || lm_buf_adds(&b, prompt_text(it)) < 0)
+                break;
+        }
+        json_object_set_new(in, "prompt", json_string(tokens ? "[tokens]" : lm_buf_cstr(&b)));
+        lm_buf_free(&b);
+    }
+    char *text = json_dumps(in, JSON_COMPACT);
+    json_decref(in);
+    if (text == NULL)
+        return lm_cmpl_request(body, n, e);
+    json_t *canon = lm_cmpl_request(text, strlen(text), e);
+    free(text);
+    return canon;
 }
 
 /* A text_completion choice from a chat choice (its message or delta). */
@@ -131,6 +172,22 @@ int lm_cmpl_stream_chunk(const char *json, size_t n, lm_buf_t *out)
     }
 out:
     json_decref(j);
+    json_decref(o);
+    return rc;
+}
+
+int lm_cmpl_usage_chunk(const char *id, int64_t created, const char *model, const lm_usage *u,
+                        lm_buf_t *out)
+{
+    json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", id ? id : "cmpl", "object",
+                          "text_completion", "created", (json_int_t)created, "model",
+                          model ? model : "", "choices", "usage", lm_usage_to_json(u));
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    int rc = s && lm_buf_adds(out, "data: ") == 0 && lm_buf_adds(out, s) == 0 &&
+                     lm_buf_adds(out, "\n\n") == 0
+                 ? 0
+                 : -1;
+    free(s);
     json_decref(o);
     return rc;
 }

@@ -82,6 +82,9 @@ typedef struct lm_inbound_s {
      * only the native API takes, or NULL with e. A request served from it
      * must pass through (NULL hook: the refusal stands). */
     json_t *(*request_native)(const char *body, size_t n, lm_err *e);
+    /* 1: stream_end gets u only when the client asked for usage
+     * (stream_options.include_usage), else NULL; 0: always. */
+    int usage_if_asked;
 } lm_inbound_t;
 
 /* The table of API id (LM_API_*); the chat table for an unknown id.

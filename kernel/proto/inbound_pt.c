@@ -253,13 +253,49 @@ static int resp_event(lm_inpt_reader_t *rd, const char *type, const json_t *d, l
     return LM_OK;
 }
 
+/* OpenAI's legacy completions: usage (the include_usage chunk, or a whole
+ * answer), text, finish_reason, an {"error": ...} chunk. */
+static void cmpl_usage(lm_inpt_reader_t *rd, const json_t *u)
+{
+    take(&rd->in, u, "prompt_tokens");
+    take(&rd->out, u, "completion_tokens");
+    take(&rd->cache_read, json_object_get(u, "prompt_tokens_details"), "cached_tokens");
+}
+
+static int cmpl_event(lm_inpt_reader_t *rd, const json_t *d, lm_err *e)
+{
+    const json_t *err = json_object_get(d, "error");
+    if (json_is_object(err)) {
+        const char *type = json_string_value(json_object_get(err, "type"));
+        const char *code = json_string_value(json_object_get(err, "code"));
+        const char *msg = json_string_value(json_object_get(err, "message"));
+        return lm_error_set(e, LM_EUPSTREAM, 500, type ? type : "api_error",
+                            code ? code : "upstream_error", msg ? msg : "upstream stream error");
+    }
+    size_t i;
+    const json_t *c;
+    json_array_foreach (json_object_get(d, "choices"), i, c) {
+        rd->chars += str_len(c, "text");
+        if (json_is_string(json_object_get(c, "finish_reason")))
+            rd->finished = 1;
+    }
+    if (json_is_object(json_object_get(d, "usage")))
+        cmpl_usage(rd, json_object_get(d, "usage"));
+    return LM_OK;
+}
+
 int lm_inpt_reader_event(lm_inpt_reader_t *rd, const char *ev, size_t n, lm_err *e)
 {
     char name[64];
     lm_buf_t data = {0};
     event_fields(ev, n, name, sizeof(name), &data);
     json_t *d = data.len ? json_loadb(data.p, data.len, 0, NULL) : NULL;
+    int end = rd->api == LM_API_COMPLETIONS && data.len == 6 && memcmp(data.p, "[DONE]", 6) == 0;
     lm_buf_free(&data);
+    if (end) {
+        rd->done = 1;
+        return LM_DONE;
+    }
     if (!json_is_object(d)) { /* [DONE], comments, keep-alives */
         json_decref(d);
         return LM_OK;
@@ -267,7 +303,9 @@ int lm_inpt_reader_event(lm_inpt_reader_t *rd, const char *ev, size_t n, lm_err 
     const char *type = json_string_value(json_object_get(d, "type"));
     if (type == NULL)
         type = name;
-    int rc = rd->api == LM_API_RESPONSES ? resp_event(rd, type, d, e) : msgs_event(rd, type, d, e);
+    int rc = rd->api == LM_API_RESPONSES     ? resp_event(rd, type, d, e)
+             : rd->api == LM_API_COMPLETIONS ? cmpl_event(rd, d, e)
+                                             : msgs_event(rd, type, d, e);
     json_decref(d);
     return rc;
 }
@@ -280,7 +318,10 @@ int lm_inpt_reader_whole(lm_inpt_reader_t *rd, const char *body, size_t n)
     if (rd->api == LM_API_RESPONSES && str_is(type, "response")) {
         resp_usage(rd, json_object_get(d, "usage"));
         ok = 1;
-    } else if (rd->api != LM_API_RESPONSES &&
+    } else if (rd->api == LM_API_COMPLETIONS && str_is(type, "text_completion")) {
+        cmpl_usage(rd, json_object_get(d, "usage"));
+        ok = 1;
+    } else if (rd->api == LM_API_MESSAGES &&
                str_is(json_string_value(json_object_get(d, "type")), "message")) {
         msgs_usage(rd, json_object_get(d, "usage"), 1);
         ok = 1;
@@ -293,7 +334,7 @@ int lm_inpt_reader_whole(lm_inpt_reader_t *rd, const char *body, size_t n)
 lm_usage lm_inpt_reader_usage(const lm_inpt_reader_t *rd)
 {
     lm_usage u = LM_USAGE_UNKNOWN;
-    if (rd->api == LM_API_RESPONSES) {
+    if (rd->api != LM_API_MESSAGES) {
         u.prompt = rd->in;
     } else if (rd->in >= 0 || rd->cache_create >= 0 || rd->cache_read >= 0) {
         u.prompt = (rd->in > 0 ? rd->in : 0) + (rd->cache_create > 0 ? rd->cache_create : 0) +

@@ -26,7 +26,7 @@ size_t lm_inpt_event_len(const char *p, size_t n);
  * came), whether the answer finished and whether the upstream's end marker
  * was seen. */
 typedef struct lm_inpt_reader_s {
-    int api; /* LM_API_MESSAGES or LM_API_RESPONSES (proto/inbound.h) */
+    int api; /* LM_API_MESSAGES, LM_API_RESPONSES or LM_API_COMPLETIONS (proto/inbound.h) */
     int64_t in, cache_create, cache_read, out, reasoning;
     uint64_t chars;
     int finished;
@@ -36,8 +36,9 @@ typedef struct lm_inpt_reader_s {
 void lm_inpt_reader_init(lm_inpt_reader_t *rd, int api);
 /* One complete SSE event (as lm_inpt_event_len cut it). LM_OK, LM_DONE at
  * the upstream's end marker (message_stop; response.completed /
- * .incomplete), or LM_EUPSTREAM with e filled for the upstream's error
- * event (error; response.failed). Unparsable data is skipped. */
+ * .incomplete; completions: data: [DONE]), or LM_EUPSTREAM with e filled
+ * for the upstream's error event (error; response.failed; completions: an
+ * {"error": ...} chunk). Unparsable data is skipped. */
 int lm_inpt_reader_event(lm_inpt_reader_t *rd, const char *ev, size_t n, lm_err *e);
 /* A whole (non-stream) 2xx answer: 0 with the counts read, -1 when it is
  * not a JSON object of the API's answer type. */
@@ -45,6 +46,8 @@ int lm_inpt_reader_whole(lm_inpt_reader_t *rd, const char *body, size_t n);
 /* The counts as the ledger bills them, the same as the plugins' chat path:
  * Messages: prompt = input + cache creation + cache reads, cached = cache
  * reads; Responses: prompt = input_tokens, cached = its cached_tokens,
- * reasoning = reasoning_tokens. A count never reported stays -1. */
+ * reasoning = reasoning_tokens; completions: prompt_tokens,
+ * completion_tokens, prompt_tokens_details.cached_tokens. A count never
+ * reported stays -1. */
 lm_usage lm_inpt_reader_usage(const lm_inpt_reader_t *rd);
 #endif

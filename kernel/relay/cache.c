@@ -152,7 +152,8 @@ static void end_stream(lm_relay_t *r, const lm_err *e, const char *first, size_t
     r->client_status = 200;
     r->stream_error = e != NULL;
     if (r->api_st) {
-        r->api->stream_end(r->api_st, u, e, &r->out);
+        r->api->stream_end(r->api_st, r->want_usage || !r->api->usage_if_asked ? u : NULL, e,
+                           &r->out);
     } else {
         if (e) {
             char *body = lm_error_body(e);

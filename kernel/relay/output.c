@@ -95,7 +95,9 @@ void lm_out_stream_end(lm_relay_t *r, const lm_err *e)
         lm_err safe;
         if (e)
             safe = scrubbed(r, e);
-        r->api->stream_end(r->api_st, &r->st.emit.usage, e ? &safe : NULL, &r->out);
+        r->api->stream_end(r->api_st,
+                           r->want_usage || !r->api->usage_if_asked ? &r->st.emit.usage : NULL,
+                           e ? &safe : NULL, &r->out);
         lm_out_flush(r);
         if (r->req)
             lm_http_stream_end(r->req);

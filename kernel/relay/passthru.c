@@ -31,22 +31,28 @@ static int wanted(const lm_relay_t *r)
     if (!(r->api->native_plugin && ch->plugin && strcmp(ch->plugin, r->api->native_plugin) == 0) &&
         !(ch->passthrough && strcmp(ch->passthrough, r->api->name) == 0))
         return 0;
+    /* completions: only what the chat path cannot serve (echo, suffix,
+     * logprobs, best_of, several prompts) passes; the rest is translated,
+     * so its usage and include_usage are the chat path's */
+    if (r->api == lm_inbound_get(LM_API_COMPLETIONS) && !r->native_only)
+        return 0;
     unsigned reads = LM_LUA_BIT(LM_LUA_STAGE_EVENT) | LM_LUA_BIT(LM_LUA_STAGE_RESPONSE);
     return !lm_rlua_request_changed(r->lua) && !(r->lua && (lm_lua_call_stages(r->lua) & reads));
 }
 
-/* Responses: the OpenAI plugin built <base>/chat/completions; the same
- * root serves /responses. Another path (a custom chat_path) is not known
- * to have one: 0, and the request is translated. */
-static int responses_url(lm_ureq_t *u)
+/* Responses and completions: the OpenAI plugin built <base>/chat/completions
+ * (or, `completions native`, <base>/completions: kept); the same root serves
+ * /responses and /completions. Another path (a custom chat_path) is not
+ * known to have one: 0, and the request is translated. */
+static int native_url(lm_ureq_t *u, const char *path)
 {
     static const char chat[] = "/chat/completions";
     const char *url = lm_buf_cstr(&u->url);
     size_t n = u->url.len, k = sizeof(chat) - 1;
     if (n < k || strcmp(url + n - k, chat) != 0)
-        return 0;
+        return !strcmp(path, "/completions") && n >= 12 && !strcmp(url + n - 12, "/completions");
     u->url.len = n - k;
-    return lm_buf_adds(&u->url, "/responses") == 0;
+    return lm_buf_adds(&u->url, path) == 0;
 }
 
 static int has_header(const lm_ureq_t *u, const char *name)
@@ -81,11 +87,14 @@ int lm_passthru_prepare(lm_relay_t *r, lm_err *e)
 {
     if (!wanted(r))
         return 0;
-    int api = r->api == lm_inbound_get(LM_API_RESPONSES) ? LM_API_RESPONSES : LM_API_MESSAGES;
+    int api = r->api == lm_inbound_get(LM_API_RESPONSES)     ? LM_API_RESPONSES
+              : r->api == lm_inbound_get(LM_API_COMPLETIONS) ? LM_API_COMPLETIONS
+                                                             : LM_API_MESSAGES;
     lm_str body = lm_http_body(r->req);
     lm_buf_t nb = {0};
     if (lm_inpt_set_model(body.p, body.n, r->upstream_model, &nb) < 0 ||
-        (api == LM_API_RESPONSES && !responses_url(&r->ureq))) {
+        (api == LM_API_RESPONSES && !native_url(&r->ureq, "/responses")) ||
+        (api == LM_API_COMPLETIONS && !native_url(&r->ureq, "/completions"))) {
         lm_buf_free(&nb);
         return 0;
     }
@@ -166,6 +175,14 @@ void lm_passthru_end(lm_relay_t *r, const lm_err *e)
         return;
     int status;
     char *body;
+    if (r->pt->rd.api == LM_API_COMPLETIONS) { /* as chat streams end: error, [DONE] */
+        body = lm_error_body(e);
+        lm_buf_adds(&r->out, "data: ");
+        lm_buf_adds(&r->out, body ? body : "{\"error\":{}}");
+        lm_buf_adds(&r->out, "\n\ndata: [DONE]\n\n");
+        free(body);
+        return;
+    }
     if (r->api->error) { /* Anthropic's error event carries its error body */
         body = r->api->error(e, &status);
     } else { /* Responses' "error" event */

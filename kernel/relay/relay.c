@@ -317,7 +317,9 @@ static int admit(lm_relay_t *r, const char *model)
                                                : 0;
     lm_price_t price;
     lm_gov_price(r->rt->conf, r->cands[0].inst->chan, r->cands[0].upstream, &price);
-    if (lm_gov_admit(&r->gov, model, &price, r->prompt_est, max_tokens, &retry, &e) == 0)
+    int64_t units = lm_gov_unit_cost(r->rt->conf, r->cands[0].inst->chan, r->cands[0].upstream,
+                                     r->op, r->canon);
+    if (lm_gov_admit(&r->gov, model, &price, units, r->prompt_est, max_tokens, &retry, &e) == 0)
         return 0;
     if (retry > 0) {
         char v[32];

@@ -4,9 +4,7 @@
  * thread only posts settle_ev back to it. */
 #include "relay/settle.h"
 
-#include "conf/priceunit.h"
 #include "core/clock.h"
-#include "proto/endpoint.h"
 
 #include "core/log.h"
 #include "relay/cache_rec.h"
@@ -96,13 +94,7 @@ static void arm_timeout(lm_relay_t *r)
  * request counts: rerank searches, images asked for, input characters. */
 static int64_t unit_cost(const lm_relay_t *r)
 {
-    int unit;
-    int64_t per_unit;
-    lm_conf_price_unit(r->rt->conf, r->route->inst->chan, r->upstream_model, &unit, &per_unit);
-    if (unit == LM_UNIT_TOKENS || per_unit == 0)
-        return 0;
-    return lm_billing_unit_cost(per_unit, lm_price_unit_divisor(unit),
-                                lm_endpoint_units(r->op, r->canon, unit));
+    return lm_gov_unit_cost(r->rt->conf, r->route->inst->chan, r->upstream_model, r->op, r->canon);
 }
 
 /* Record this request's row and release its quota hold. With wait and a

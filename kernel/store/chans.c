@@ -30,6 +30,9 @@ void lm_chan_rec_free(lm_chan_rec_t *c)
     for (size_t i = 0; i < c->nmodels; i++)
         free(c->models[i]);
     free(c->models);
+    for (size_t i = 0; i < c->nprices; i++)
+        free(c->prices[i]);
+    free(c->prices);
     for (size_t i = 0; i < c->nsettings; i++) {
         free(c->settings[i].key);
         for (size_t j = 0; j < c->settings[i].nvals; j++)
@@ -40,7 +43,39 @@ void lm_chan_rec_free(lm_chan_rec_t *c)
     free(c);
 }
 
-/* settings -> {"key": "value" | ["v1", "v2"], ...} (new text; wipe it). */
+#define CHAN_PRICES_KEY "@prices" /* store.h: the price lines, inside settings */
+
+/* prices -> o["@prices"] (none: left out). 0, or -1 on ENOMEM. */
+static int prices_encode(const lm_chan_rec_t *c, json_t *o)
+{
+    if (c->nprices == 0)
+        return 0;
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < c->nprices; i++)
+        if (json_array_append_new(a, json_string(c->prices[i])) != 0) {
+            json_decref(a);
+            a = NULL;
+        }
+    return a && json_object_set_new(o, CHAN_PRICES_KEY, a) == 0 ? 0 : -1;
+}
+
+/* o["@prices"] -> c->prices. 0, or -1 on bad data or ENOMEM. */
+static int prices_decode(json_t *a, lm_chan_rec_t *c)
+{
+    size_t n = json_array_size(a);
+    if (!json_is_array(a) || (c->prices = calloc(n + 1, sizeof(char *))) == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const char *v = json_string_value(json_array_get(a, i));
+        if (v == NULL || (c->prices[i] = strdup(v)) == NULL)
+            return -1;
+        c->nprices++;
+    }
+    return 0;
+}
+
+/* settings -> {"key": "value" | ["v1", "v2"], ..., "@prices": [...]} (new
+ * text; wipe it). */
 char *lm_store_chan_settings_encode(const lm_chan_rec_t *c)
 {
     json_t *o = json_object();
@@ -62,6 +97,10 @@ char *lm_store_chan_settings_encode(const lm_chan_rec_t *c)
             o = NULL;
         }
     }
+    if (o && prices_encode(c, o) != 0) {
+        json_decref(o);
+        o = NULL;
+    }
     char *t = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o); /* jansson does not wipe: the values were copies anyway */
     return t;
@@ -81,6 +120,11 @@ int lm_store_chan_settings_decode(const char *text, lm_chan_rec_t *c)
         goto out;
     json_object_foreach (o, k, v) {
         lm_chan_setting_t *kv = &c->settings[c->nsettings];
+        if (!strcmp(k, CHAN_PRICES_KEY)) {
+            if (c->prices != NULL || prices_decode(v, c) != 0)
+                goto out;
+            continue;
+        }
         size_t n = json_is_array(v) ? json_array_size(v) : 1;
         if ((kv->key = strdup(k)) == NULL || (kv->vals = calloc(n, sizeof(char *))) == NULL) {
             free(kv->key);
@@ -217,5 +261,14 @@ int lm_store_chan_check(const lm_chan_rec_t *c, const char **param, char *err, s
     }
     if (c->enabled != 0 && c->enabled != 1)
         return chan_fail(param, "enabled", err, errlen, "enabled must be true or false");
+    if (c->nprices > LM_STORE_LIST_MAX || (c->nprices && c->prices == NULL))
+        return chan_fail(param, "prices", err, errlen, "prices has at most %d lines",
+                         LM_STORE_LIST_MAX);
+    for (size_t i = 0; i < c->nprices; i++)
+        if (c->prices[i] == NULL || c->prices[i][0] == '\0' ||
+            !lm_store_cstr_ok(c->prices[i], LM_STORE_ITEM_MAX))
+            return chan_fail(param, "prices", err, errlen,
+                             "prices[%zu] must be non-empty UTF-8 of at most %d bytes", i,
+                             LM_STORE_ITEM_MAX);
     return chan_settings_check(c, param, err, errlen);
 }

@@ -376,6 +376,13 @@ typedef struct lm_chan_rec_s {
     int64_t priority, weight, max_inflight;
     int64_t connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, request_timeout_ms;
     int64_t price_input, price_output, price_cached_input, price_per_request;
+    /* The arguments of the channel's `price` lines, as in the file: "GLOB
+     * AMOUNT UNIT" (conf/priceunit.h) or "GLOB INPUT OUTPUT [CACHED_INPUT
+     * [PER_REQUEST]]". Stored inside the settings JSON column under the
+     * key "@prices" (no setting can have that name), so both backends keep
+     * them without a schema change. */
+    char **prices;
+    size_t nprices;
     int enabled;
     int64_t created_at, updated_at; /* unix seconds; set by the store */
 } lm_chan_rec_t;

@@ -2,8 +2,10 @@
  * a body whose model is replaced (the result must be the input with one
  * string value swapped, so it parses when the input did), as a whole
  * answer, as a Messages body only Anthropic takes (its canonical
- * stand-in), and cut into SSE events fed to both APIs' readers. Nothing may
- * read out of bounds; the counts stay sane. */
+ * stand-in, and a completions body only a native upstream takes), and cut
+ * into SSE events fed to every API's reader. Nothing may read out of
+ * bounds; the counts stay sane. */
+#include "proto/completions.h"
 #include "proto/inbound.h"
 #include "proto/inbound_pt.h"
 #include "proto/msgs.h"
@@ -53,7 +55,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lm_err e;
     json_decref(lm_msgs_request_native(s, size, &e)); /* the stand-ins of native-only bodies */
     json_decref(lm_resp_request_native(s, size, &e));
+    json_decref(lm_cmpl_request_native(s, size, &e));
     events(LM_API_MESSAGES, s, size);
     events(LM_API_RESPONSES, s, size);
+    events(LM_API_COMPLETIONS, s, size);
     return 0;
 }

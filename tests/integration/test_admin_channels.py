@@ -520,6 +520,10 @@ def test_shell_client():
         check(sh("channel", "get", "cli")["name"] == "cli", "get")
         c = sh("channel", "set", "cli", "--models", "cli-c", "--priority", "1")
         check(c["models"] == ["cli-c"] and c["priority"] == 1 and c["weight"] == 3, "set %r" % c)
+        c = sh("channel", "set", "cli", "--price", "cli-img 0.04 per_image", "--price", "cli-* 1 2")
+        check(c["prices"] == ["cli-img 0.04 per_image", "cli-* 1 2"] and c["models"] == ["cli-c"],
+              "prices %r" % c)
+        sh("channel", "set", "cli", "--price", "cli-img 1 per_week", ok=False)
         check(sh("channel", "disable", "cli")["enabled"] is False, "disable")
         check(ask(a, "cli-c")[0] == 404, "disabled")
         check(sh("channel", "enable", "cli")["enabled"] is True, "enable")

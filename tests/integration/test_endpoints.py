@@ -362,8 +362,9 @@ def native_completions(h, body):
         ev.append({"id": "cmpl-n", "object": "text_completion", "created": 5, "model": "base-x", "choices": [],
                    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
         return sse_reply(h, ev + ["[DONE]"])
+    lp = {"tokens": ["Hello", " world"], "token_logprobs": [-0.1, -0.2]} if req.get("logprobs") else None
     json_reply(h, 200, {"id": "cmpl-n", "object": "text_completion", "created": 5, "model": "base-x",
-                        "choices": [{"text": "Hello world", "index": 0, "logprobs": None, "finish_reason": "stop"}],
+                        "choices": [{"text": "Hello world", "index": 0, "logprobs": lp, "finish_reason": "stop"}],
                         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
 
 
@@ -394,6 +395,86 @@ def test_completions_native_passthrough():
     check(len(rows) == 1 and rows[0]["completion_tokens"] == 2, "stream ledger %s" % rows)
 
 
+def test_completions_native_only_fields_pass_through():
+    # what the chat path cannot serve goes, as sent, to a channel with
+    # `passthrough completions`; its answer comes back as it is. A gateway of
+    # its own: scripts that read answers (setup's) keep requests translated.
+    aport = free_port()
+    g = Gateway(extra="data_dir %s\nadmin_listen 127.0.0.1:%d\n" % (tempfile.mkdtemp(prefix="lm-ep-pt-"), aport),
+                env={"LONGMEN_ADMIN_TOKEN": "ep-pt-admin-token-0123456789"}, channels="""
+channel native {
+    plugin openai
+    base_url %s/nat
+    completions native
+    passthrough completions
+    models base-x
+    price_input 1
+    price_output 1
+}
+channel viachat {
+    plugin openai
+    base_url %s/oai
+    passthrough completions
+    models base-y
+}
+channel plain {
+    plugin openai
+    base_url %s/oai
+    models gpt-x
+}
+""" % (up.url, up.url, up.url))
+
+    def rows(rid):
+        deadline = time.time() + WAIT
+        while time.time() < deadline:
+            st, js = admin_call(aport, "ep-pt-admin-token-0123456789", "GET", "/admin/usage/rows?limit=50")
+            got = [r for r in js["data"] if r["request_id"] == rid] if st == 200 else []
+            if got:
+                return got
+            time.sleep(0.05)
+        return []
+
+    try:
+        body = {"model": "base-x", "prompt": ["Say", "Tell"], "echo": True, "logprobs": 2, "suffix": "!",
+                "best_of": 2, "max_tokens": 3}
+        st, js, raw, hdrs = g.request("POST", "/v1/completions", body)
+        check(st == 200, "%s %s" % (st, raw))
+        r = up.requests[-1]
+        check(r["path"] == "/nat/completions" and json.loads(r["body"]) == body,
+              "sent as given: %s %s" % (r["path"], r["body"]))
+        check(js["choices"][0]["logprobs"]["token_logprobs"] == [-0.1, -0.2] and js["usage"]["total_tokens"] == 5,
+              "the upstream's answer: %s" % js)
+        got = rows(hdrs["X-Request-Id"])
+        check(len(got) == 1 and got[0]["api"] == "completions" and got[0]["prompt_tokens"] == 3
+              and got[0]["completion_tokens"] == 2, "ledger %s" % got)
+        st, _, raw, hdrs = g.request("POST", "/v1/completions",
+                                     {"model": "base-x", "prompt": [[1, 2, 3]], "echo": True, "stream": True})
+        check(st == 200, "stream %s %s" % (st, raw))
+        sent = up.last_json()
+        check(sent["prompt"] == [[1, 2, 3]] and sent["echo"] is True and sent["stream"] is True, "sent %s" % sent)
+        events = [l[6:] for l in raw.decode().split("\n") if l.startswith("data: ")]
+        chunks = [json.loads(e) for e in events[:-1]]
+        check(events[-1] == "[DONE]" and chunks[-1]["usage"]["total_tokens"] == 5 and
+              "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == "Hello world",
+              "the upstream's events: %s" % events)
+        got = rows(hdrs["X-Request-Id"])
+        check(len(got) == 1 and got[0]["prompt_tokens"] == 3 and got[0]["completion_tokens"] == 2,
+              "stream ledger %s" % got)
+        # a channel that translates to chat: <base>/chat/completions -> <base>/completions
+        st, js, raw, _ = g.request("POST", "/v1/completions", {"model": "base-y", "prompt": "a", "suffix": "z"})
+        check(up.requests[-1]["path"] == "/oai/completions", "native path: %s" % up.requests[-1]["path"])
+        # an ordinary request on a pass-through channel is still translated
+        # (translated: no usage chunk unless asked; the mock always sends one)
+        st, js, raw, _ = g.request("POST", "/v1/completions", {"model": "base-x", "prompt": "Say", "stream": True})
+        check(st == 200 and b'"usage"' not in raw and b"Hello" in raw, "%s %s" % (st, raw))
+        # no channel that can take it: 400 naming the field, no upstream call
+        n = len(up.requests)
+        st, js, raw, _ = g.request("POST", "/v1/completions", {"model": "gpt-x", "prompt": "a", "echo": True})
+        check(st == 400 and "echo" in js["error"]["message"] and len(up.requests) == n, "%s %s" % (st, raw))
+    finally:
+        g.stop()
+
+
 def test_completions_through_chat():
     up.requests.clear()
     st, js, raw, hdrs = post("/v1/completions", {"model": "gpt-x", "prompt": "Tell a story",
@@ -419,9 +500,31 @@ def test_completions_stream():
     check(all(c["object"] == "text_completion" for c in chunks), "objects %s" % chunks)
     check("".join(c["choices"][0]["text"] for c in chunks) == "Once upon", "text %s" % chunks)
     check(chunks[-1]["choices"][0]["finish_reason"] == "length", "finish %s" % chunks[-1])
+    check(not any("usage" in c for c in chunks), "no usage chunk unless asked: %s" % chunks)
     rows = rows_for(hdrs["X-Request-Id"])
     check(len(rows) == 1 and rows[0]["api"] == "completions" and rows[0]["completion_tokens"] == 2,
           "ledger %s" % rows)
+
+
+def test_completions_stream_include_usage():
+    for model in ("gpt-x", "base-x"):  # through chat, and a native completions channel
+        for asked in (True, False):
+            st, _, raw, hdrs = post("/v1/completions", {"model": model, "prompt": "Tell", "stream": True,
+                                                        "stream_options": {"include_usage": asked}})
+            check(st == 200, "%s %s %s" % (model, st, raw))
+            events = [l[6:] for l in raw.decode().split("\n") if l.startswith("data: ")]
+            check(events[-1] == "[DONE]", "ends with [DONE]: %s" % events)
+            chunks = [json.loads(e) for e in events[:-1]]
+            with_usage = [c for c in chunks if "usage" in c]
+            if not asked:
+                check(not with_usage, "%s: not asked, none: %s" % (model, chunks))
+                continue
+            u = chunks[-1].get("usage") or {}
+            want = (4, 2) if model == "gpt-x" else (3, 2)
+            check(len(with_usage) == 1 and chunks[-1]["choices"] == [] and
+                  chunks[-1]["object"] == "text_completion" and chunks[-1]["id"] == chunks[0]["id"] and
+                  (u.get("prompt_tokens"), u.get("completion_tokens")) == want and
+                  u.get("total_tokens") == sum(want), "%s: the last chunk has the usage: %s" % (model, chunks))
 
 
 def test_completions_stream_client_abort():
@@ -464,7 +567,8 @@ if __name__ == "__main__":
          test_rerank_dashscope_native, test_rerank_undeclared_is_400_naming_endpoint,
          test_rerank_bad_bodies, test_rerank_upstream_errors, test_moderations_passthrough,
          test_images_passthrough, test_oversize_body_413, test_completions_through_chat,
-         test_completions_stream, test_completions_stream_client_abort, test_completions_native_passthrough,
+         test_completions_stream, test_completions_stream_include_usage, test_completions_stream_client_abort, test_completions_native_passthrough,
+         test_completions_native_only_fields_pass_through,
          test_completions_bad_and_upstream_error, test_lua_stages_apply, test_unit_prices_billed,
          test_unit_price_line_checked, test_clean_shutdown])
     up.close()

@@ -1,6 +1,7 @@
 /* test_inbound_pt.c - the pass-through readers (proto/inbound_pt.h): the
  * model splice keeps every other byte, SSE cuts, and the usage, end and
- * error events of Anthropic Messages and OpenAI Responses streams. */
+ * error events of Anthropic Messages, OpenAI Responses and legacy
+ * completions streams. */
 #include "t.h"
 #include "conf/conf.h"
 #include "proto/inbound.h"
@@ -118,6 +119,42 @@ static void test_responses(void)
     T_END();
 }
 
+static void test_completions(void)
+{
+    T_BEGIN("inpt_completions_stream");
+    lm_inpt_reader_t rd;
+    lm_err e;
+    lm_inpt_reader_init(&rd, LM_API_COMPLETIONS);
+    T_CHECK(feed(&rd,
+                 "data: {\"object\":\"text_completion\",\"choices\":[{\"text\":\"abc\","
+                 "\"index\":0,\"finish_reason\":null}]}\n\n",
+                 &e) == LM_OK &&
+                rd.chars == 3 && !rd.finished,
+            "text");
+    feed(&rd, "data: {\"choices\":[{\"text\":\"\",\"finish_reason\":\"stop\"}]}\n\n", &e);
+    feed(&rd,
+         "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,"
+         "\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\n",
+         &e);
+    T_CHECK(rd.finished && feed(&rd, "data: [DONE]\n\n", &e) == LM_DONE && rd.done, "end");
+    lm_usage u = lm_inpt_reader_usage(&rd);
+    T_CHECK(u.prompt == 7 && u.completion == 3 && u.cached == 4 && u.total == 10, "usage");
+    lm_inpt_reader_init(&rd, LM_API_COMPLETIONS);
+    T_CHECK(feed(&rd, "data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}\n\n",
+                 &e) == LM_EUPSTREAM &&
+                strcmp(e.msg, "boom") == 0,
+            "error chunk");
+    static const char whole[] = "{\"object\":\"text_completion\",\"choices\":[],\"usage\":"
+                                "{\"prompt_tokens\":2,\"completion_tokens\":1}}";
+    static const char chat[] = "{\"object\":\"chat.completion\"}";
+    lm_inpt_reader_init(&rd, LM_API_COMPLETIONS);
+    T_CHECK(lm_inpt_reader_whole(&rd, whole, sizeof(whole) - 1) == 0 &&
+                lm_inpt_reader_usage(&rd).total == 3,
+            "whole");
+    T_CHECK(lm_inpt_reader_whole(&rd, chat, sizeof(chat) - 1) < 0, "not one");
+    T_END();
+}
+
 /* The channel setting that turns the Responses pass-through on. */
 static void test_conf_passthrough(void)
 {
@@ -126,10 +163,17 @@ static void test_conf_passthrough(void)
     static const char bad[] = "channel a {\n plugin openai\n models m\n passthrough chat\n}\n";
     lm_conf_t *c = NULL;
     char err[256];
+    static const char cmpl[] =
+        "channel a {\n plugin openai\n models m\n passthrough completions\n}\n";
     T_CHECK(lm_conf_parse("t.conf", ok, sizeof(ok) - 1, &c, err, sizeof(err)) == 0, "%s", err);
     T_CHECK(c && c->nchans == 1 && c->chans[0].passthrough &&
                 strcmp(c->chans[0].passthrough, "responses") == 0,
             "set");
+    lm_conf_free(c);
+    c = NULL;
+    T_CHECK(lm_conf_parse("t.conf", cmpl, sizeof(cmpl) - 1, &c, err, sizeof(err)) == 0 && c &&
+                strcmp(c->chans[0].passthrough, "completions") == 0,
+            "completions: %s", err);
     lm_conf_free(c);
     c = NULL;
     T_CHECK(lm_conf_parse("t.conf", bad, sizeof(bad) - 1, &c, err, sizeof(err)) < 0 &&
@@ -146,5 +190,6 @@ int main(void)
     test_event_len();
     test_messages();
     test_responses();
+    test_completions();
     T_EXIT();
 }

@@ -5,6 +5,7 @@
  * stored through the admin API (CRUD, hostile values, rendering into the
  * configuration parser, secrets masked, file modes). */
 #include "conf/chanconf.h"
+#include "conf/priceunit.h"
 #include "core/clock.h"
 #include "gov/billing.h"
 #include "store/pgconn.h"
@@ -1445,6 +1446,10 @@ static void test_chan_hostile_render(void)
                                          "龙门 # not a comment", "}", "{"};
     static const char *const kv[] = {"base_url", "\" OR 1=1 -- #x { }", "api_key", "sk-'\"\\;DROP"};
     lm_chan_rec_t *c = chan_rec("hostile", "mock", models, 5, kv, 2);
+    /* price lines: stored in the settings column, rendered word by word */
+    static const char *const prices[] = {"x\"}{'* 0.04 per_image", "  gpt-* 2\t8 "};
+    c->prices = strv(prices, 2);
+    c->nprices = 2;
     char err[512] = "", param[96] = "";
     T_CHECK(st && lm_store_chan_create(st, c, NULL, err, sizeof(err)) == LM_STORE_OK, "create: %s",
             err);
@@ -1454,6 +1459,9 @@ static void test_chan_hostile_render(void)
         T_STREQ(g->models[i], models[i]);
     T_CHECK(g && !strcmp(g->settings[0].vals[0], kv[1]) && !strcmp(g->settings[1].vals[0], kv[3]),
             "settings exact");
+    T_CHECK(g && g->nsettings == 2 && g->nprices == 2 && !strcmp(g->prices[0], prices[0]) &&
+                !strcmp(g->prices[1], prices[1]),
+            "prices exact, apart from the settings");
     lm_conf_t *conf = NULL;
     T_CHECK(lm_conf_parse("t.conf", "listen 127.0.0.1:1\n", 19, &conf, err, sizeof(err)) == 0,
             "base conf");
@@ -1475,6 +1483,11 @@ static void test_chan_hostile_render(void)
         T_CHECK(ch->weight == 1 && ch->max_inflight == 1024 && ch->connect_timeout_ms == 5000 &&
                     ch->request_timeout_ms == 600000,
                 "defaults survive rendering");
+        T_CHECK(ch->nprices == 2 && !strcmp(ch->prices[0].pattern, "x\"}{'*") &&
+                    ch->prices[0].unit == LM_UNIT_IMAGE && ch->prices[0].per_unit == 40000 &&
+                    !strcmp(ch->prices[1].pattern, "gpt-*") && ch->prices[1].unit == 0 &&
+                    ch->prices[1].input == 2000000 && ch->prices[1].output == 8000000,
+                "price lines parsed");
     }
     lm_conf_free(conf);
     lm_chan_rec_free(g);
