@@ -230,7 +230,7 @@ static void deliver(lm_relay_t *r, char *out, size_t out_len, const lm_usage *ui
 static void poll_failed(lm_relay_t *r, lm_err *e);
 
 /* An asynchronous task ends through the same steps (poll.h). */
-static const lm_poll_ops_t poll_ops = {deliver, poll_failed, lm_attempt_record_failed};
+static const lm_poll_ops_t poll_ops = {deliver, poll_failed};
 
 /* The canonical answer (after on_response: scripts see the canonical
  * form) in the client's API. *out is replaced; -1 on no memory. */
@@ -290,6 +290,15 @@ static void deliver(lm_relay_t *r, char *out, size_t out_len, const lm_usage *ui
 {
     lm_usage usage = *uin;
     lm_err e;
+    if (r->req == NULL) { /* a task's answer after its client left: billed, not sent (QB-6) */
+        free(out);
+        r->usage = usage;
+        lm_settle(r, 1, 0);
+        lm_log(LM_LOG_INFO, "%s: client gone; upstream task's answer billed (charge %lld)", r->id,
+               (long long)r->charge);
+        lm_relay_maybe_free(r);
+        return;
+    }
     if (lm_rlua_response(r->lua, &out, &out_len, &e) < 0) {
         lm_out_error(r, &e);
     } else if (!lm_inbound_is_chat(r->api) && !r->pt && api_answer(r, &out, &out_len, &usage) < 0) {
@@ -410,6 +419,12 @@ static void attempt_failed(lm_relay_t *r, lm_err *e, int kernel_retry)
  * sends it to the next channel. */
 static void poll_failed(lm_relay_t *r, lm_err *e)
 {
+    if (r->req ==
+        NULL) { /* polled on for a client that left (poll.h): a failed task costs nothing */
+        lm_attempt_record_failed(r, e->http_status);
+        lm_relay_maybe_free(r);
+        return;
+    }
     attempt_failed(r, e, 0);
 }
 
@@ -504,8 +519,10 @@ static void background_done(lm_relay_t *r, int ok, const char *why)
                      : lm_response_translate(r->route->inst, &r->call, r->status, body, r->want_b64,
                                              &out, &out_len, &usage, &e);
     free(out);
-    if (rc == LM_PENDING) /* a task nobody waits for: not polled, nothing billed */
-        rc = LM_ERR;
+    if (rc == LM_PENDING) { /* the provider makes it anyway: poll it so that its row bills it */
+        lm_poll_start(r, &poll_ops);
+        return;
+    }
     if (rc < 0) {
         lm_log(LM_LOG_INFO, "%s: client gone; upstream answer failed (%d, %s): nothing billed",
                r->id, r->status, ok ? "not an answer" : why);

@@ -236,16 +236,14 @@ int lm_poll_start(lm_relay_t *r, const lm_poll_ops_t *ops)
     return 0;
 }
 
-void lm_poll_client_gone(lm_relay_t *r)
+int lm_poll_client_gone(lm_relay_t *r)
 {
     lm_poll_t *p = r->poll;
     if (p == NULL || r->req != NULL)
-        return;
-    const lm_poll_ops_t *ops = p->ops;
-    int polls = p->polls;
-    lm_poll_free(r); /* cancels a poll in flight */
-    r->status = 499; /* nginx's "client closed request" */
-    ops->record_failed(r, 499);
-    lm_log(LM_LOG_INFO, "%s: client went away; upstream task polling stopped after %d polls", r->id,
-           polls);
+        return 0;
+    lm_log(LM_LOG_INFO,
+           "%s: client went away; the upstream task is polled on so that its row bills what "
+           "the provider made (after %d polls)",
+           r->id, p->polls);
+    return 1;
 }

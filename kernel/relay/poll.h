@@ -21,8 +21,11 @@
  *     delivered (canon "n" is set to their number before settling).
  *   - A failed task is the failed attempt's error (no failover by the
  *     kernel: the upstream did take the request). A client that leaves
- *     stops the polling; the attempt's row says 499, client_aborted, and
- *     nothing is billed (no answer was seen).
+ *     does not stop the polling: the provider makes (and charges for) the
+ *     task anyway, so it is polled on to its end or deadline and its answer
+ *     is billed with the client_aborted mark, as a non-stream chat answer
+ *     whose client left (QB-6); a failed task's row costs nothing. The same
+ *     holds for a task accepted after its client left.
  */
 #ifndef LM_RELAY_POLL_H
 #define LM_RELAY_POLL_H
@@ -41,17 +44,16 @@ typedef struct lm_poll_ops_s {
     void (*answer)(lm_relay_t *r, char *out, size_t out_len, const lm_usage *usage);
     /* The task failed: the attempt fails with e (r->status is set). */
     void (*failed)(lm_relay_t *r, lm_err *e);
-    /* The attempt's row for a task the client left (it costs nothing). */
-    void (*record_failed)(lm_relay_t *r, int status);
 } lm_poll_ops_t;
 
 /* parse_response returned LM_PENDING for r's attempt: arm the first poll.
  * Returns 0 (polling, or the client was answered with an error). ops is
  * borrowed for the poll's life. */
 int lm_poll_start(lm_relay_t *r, const lm_poll_ops_t *ops);
-/* The client left: stop the poll (its transfer is cancelled), record the
- * attempt's row (499, client_aborted, nothing billed). No-op without one. */
-void lm_poll_client_gone(lm_relay_t *r);
+/* The client left (r->req is NULL): 1 when a task is being polled, which
+ * goes on (its answer or failure then frees the relay through
+ * lm_relay_maybe_free); 0 without one. */
+int lm_poll_client_gone(lm_relay_t *r);
 /* Free the poll: its timer stops. A poll transfer in flight is cancelled
  * too (never call this from inside that transfer's callbacks). Nothing is
  * recorded. No-op without one. */

@@ -130,7 +130,8 @@ static void relay_free(lm_relay_t *r)
  * released and the HTTP request object is gone. */
 void lm_relay_maybe_free(lm_relay_t *r)
 {
-    if (r->up == NULL && r->fan == NULL && r->fini_seen && !r->settling && !r->shared_wait)
+    if (r->up == NULL && r->fan == NULL && r->poll == NULL && r->fini_seen && !r->settling &&
+        !r->shared_wait)
         relay_free(r);
 }
 
@@ -140,8 +141,9 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     lm_fanout_client_gone(r); /* a split request's parts end with the client */
-    lm_poll_client_gone(r);   /* so does the polling of an asynchronous task */
-    if (r->up && lm_attempt_background(r)) {
+    if (lm_poll_client_gone(r)) {
+        /* an asynchronous task is polled on: its answer is billed (poll.h) */
+    } else if (r->up && lm_attempt_background(r)) {
         lm_log(LM_LOG_INFO, "%s: client went away; upstream answer awaited for billing", r->id);
     } else if (r->up) { /* client left a stream: stop upstream tokens now */
         /* Before its first event the provider already has the prompt and

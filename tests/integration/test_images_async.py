@@ -62,7 +62,8 @@ def submit(h, body):
         seq[0] += 1
         tid = "task-%04d-%s" % (seq[0], "a" * 8)
         script = {"FAIL": ["RUNNING", "FAILED"], "NEVER": ["RUNNING"],
-                  "LEAVE": ["RUNNING"], "SHUTDOWN": ["RUNNING"]}.get(prompt, ["RUNNING", "SUCCEEDED"])
+                  "LEAVE": ["RUNNING", "RUNNING", "SUCCEEDED"], "LEAVEFAIL": ["RUNNING", "FAILED"],
+                  "SHUTDOWN": ["RUNNING"]}.get(prompt, ["RUNNING", "SUCCEEDED"])
         tasks[tid] = {"prompt": prompt, "n": req["parameters"].get("n", 1), "polls": [],
                       "auth": [], "methods": [], "script": script, "submit": req,
                       "headers": dict(h.headers), "submitted": time.time()}
@@ -190,31 +191,56 @@ def test_task_timeout():
           "nothing billed: %s" % rows)
 
 
-def test_client_leaves_stops_polling():
-    body = json.dumps({"model": "wanx2.1-t2i-turbo", "prompt": "LEAVE"}).encode()
+def leave_after_first_poll(prompt, n):
+    """Submit a task on a raw socket and hang up once it has been polled."""
+    body = json.dumps({"model": "wanx2.1-t2i-turbo", "prompt": prompt, "n": n}).encode()
     s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
     s.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
               % (secret.encode(), len(body), body))
     deadline = time.time() + WAIT
-    while time.time() < deadline and not (task_for("LEAVE") and task_for("LEAVE")["polls"]):
+    while time.time() < deadline and not (task_for(prompt) and task_for(prompt)["polls"]):
         time.sleep(0.05)
-    t = task_for("LEAVE")
+    t = task_for(prompt)
     check(t and t["polls"], "the task is polled")
     s.close()
-    time.sleep(0.5)  # a poll in flight when the client left may still land
-    n = len(t["polls"])
-    time.sleep(3.5)  # the next polls were due 1 s and 3 s after the first
-    check(len(t["polls"]) == n, "polling stopped with the client: %d -> %d" % (n, len(t["polls"])))
+    return t
+
+
+def aborted_image_rows(count):
     deadline = time.time() + WAIT
     rows = []
-    while time.time() < deadline and not rows:
+    while time.time() < deadline and len(rows) < count:
         st, js = admin_call(admin_port, token, "GET", "/admin/usage/rows?limit=200")
         rows = [r for r in js["data"] if r.get("client_aborted") and r["api"] == "images"]
         time.sleep(0.1)
-    check(len(rows) == 1 and rows[0]["status"] == 499 and rows[0]["cost_micro"] == 0,
-          "the attempt's row: %s" % rows)
-    check("upstream task polling stopped" in gw.logtext(), "logged")
+    return rows
+
+
+def test_client_leaves_task_polled_and_billed():
+    """The provider makes (and charges for) a task whose client left: the
+    gateway polls it to its end and bills the images with client_aborted,
+    as a non-stream chat answer whose client left."""
+    t = leave_after_first_poll("LEAVE", 2)
+    deadline = time.time() + WAIT
+    while time.time() < deadline and len(t["polls"]) < 3:
+        time.sleep(0.05)
+    check(len(t["polls"]) == 3, "polled on to SUCCEEDED after the client left: %d" % len(t["polls"]))
+    rows = aborted_image_rows(1)
+    check(len(rows) == 1 and rows[0]["cost_micro"] == 80000 and rows[0]["status"] != 499,
+          "the task's row bills 2 images: %s" % rows)
+    check("client gone; upstream task's answer billed" in gw.logtext(), "logged")
+    def failed_rows():
+        st, js = admin_call(admin_port, token, "GET", "/admin/usage/rows?limit=200")
+        return [r for r in js["data"] if r["api"] == "images" and r["status"] == 502]
+    before = len(failed_rows())
+    t = leave_after_first_poll("LEAVEFAIL", 1)
+    deadline = time.time() + WAIT
+    while time.time() < deadline and len(failed_rows()) == before:
+        time.sleep(0.05)
+    rows = failed_rows()
+    check(len(t["polls"]) == 2 and len(rows) == before + 1 and rows[0]["cost_micro"] == 0,
+          "a task that fails after its client left costs nothing: %s" % rows[:1])
 
 
 def test_b64_json_unsupported():
@@ -279,7 +305,7 @@ if __name__ == "__main__":
     setup()
     try:
         run([test_task_succeeds, test_task_failed, test_submit_refused, test_task_timeout,
-             test_client_leaves_stops_polling, test_b64_json_unsupported,
+             test_client_leaves_task_polled_and_billed, test_b64_json_unsupported,
              test_one_worker_serves_while_polling, test_shutdown_while_polling])
     finally:
         if gw:
