@@ -108,6 +108,7 @@ struct lm_relay_s {
     int native_only;   /* canon is a stand-in: only a pass-through attempt may serve it */
     lm_err native_err; /* why the body has no canonical form (for the other channels) */
     lm_trace_t trace;  /* its trace and request-log facts (trace.h); inline */
+    struct lm_audio_s *audio; /* an audio request's state (audio.h), or NULL */
 };
 
 /* relay.c: move r to state `to`. An illegal move is logged (and aborts

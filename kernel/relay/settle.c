@@ -9,6 +9,7 @@
 #include "proto/endpoint.h"
 
 #include "core/log.h"
+#include "relay/audiobill.h"
 #include "relay/cache_rec.h"
 #include "relay/output.h"
 #include "route/metrics.h"
@@ -52,7 +53,8 @@ static void release(lm_relay_t *r)
         r->client_status = 200;
         lm_out_route_header(r);
         if (r->req)
-            lm_http_reply(r->req, 200, "application/json", r->pending_body, r->pending_len, r->id);
+            lm_http_reply(r->req, 200, lm_audio_ctype(r) ? lm_audio_ctype(r) : "application/json",
+                          r->pending_body, r->pending_len, r->id);
         free(r->pending_body);
         r->pending_body = NULL;
     } else if (r->state == LM_RELAY_SETTLING) { /* a stream's usage chunk and [DONE] */
@@ -101,6 +103,8 @@ static int64_t unit_cost(const lm_relay_t *r)
     lm_conf_price_unit(r->rt->conf, r->route->inst->chan, r->upstream_model, &unit, &per_unit);
     if (unit == LM_UNIT_TOKENS || per_unit == 0)
         return 0;
+    if (r->audio) /* seconds from the answer, characters of speech's input */
+        return lm_audio_cost(r, unit, per_unit);
     return lm_billing_unit_cost(per_unit, lm_price_unit_divisor(unit),
                                 lm_endpoint_units(r->op, r->canon, unit));
 }
