@@ -113,6 +113,30 @@ static int part_head(const char *h, const char *he, lm_mp_part_t *p)
     return named ? 0 : -1;
 }
 
+/* A delimiter ends a line: "--" (the close) or padding then CRLF follow. */
+static int delim_ends(const char *p, const char *end)
+{
+    if (end - p >= 2 && p[0] == '-' && p[1] == '-')
+        return 1;
+    while (p < end && is_ws(*p))
+        p++;
+    return end - p >= 2 && p[0] == '\r' && p[1] == '\n';
+}
+
+/* The next delimiter at or after p, or NULL. "\r\n--boundary" followed by
+ * anything else is data (a file may hold it; RFC 2046 forbids it, clients
+ * differ). */
+static const char *next_delim(const char *p, const char *end, const char *delim, size_t dn)
+{
+    while (p < end) {
+        const char *d = memmem(p, (size_t)(end - p), delim, dn);
+        if (d == NULL || delim_ends(d + dn, end))
+            return d;
+        p = d + 1;
+    }
+    return NULL;
+}
+
 static int fail(const char **why, const char *msg)
 {
     *why = msg;
@@ -131,7 +155,7 @@ int lm_mp_parse(const char *body, size_t n, const char *boundary, lm_mp_part_fn 
     if (n >= dn - 2 && memcmp(body, delim + 2, dn - 2) == 0) {
         pos = body + dn - 2;
     } else { /* a preamble before the first delimiter */
-        const char *d = n ? memmem(body, n, delim, dn) : NULL;
+        const char *d = next_delim(body, end, delim, dn);
         if (d == NULL)
             return fail(why, "the body is not multipart/form-data with the declared boundary");
         pos = d + dn;
@@ -161,7 +185,7 @@ int lm_mp_parse(const char *body, size_t n, const char *boundary, lm_mp_part_fn 
         lm_mp_part_t part = {{"", 0}, {"", 0}, 0, {"", 0}, {"", 0}};
         if (part_head(h, he, &part) < 0)
             return fail(why, "a form part has no Content-Disposition: form-data name");
-        const char *de = memmem(data, (size_t)(end - data), delim, dn);
+        const char *de = next_delim(data, end, delim, dn);
         if (de == NULL)
             return fail(why, "the form has no closing delimiter");
         part.data = (lm_str){data, (size_t)(de - data)};
