@@ -479,6 +479,10 @@ static void background_done(lm_relay_t *r, int ok, const char *why)
     lm_usage usage;
     lm_err e;
     lm_str body = {lm_buf_cstr(&r->body), r->body.len};
+    if (r->audio && ok && r->status >= 200 && r->status < 300) {
+        lm_audio_background(r, body); /* billed from its duration (audio.h) */
+        return;
+    }
     int rc = !ok || r->status < 200 || r->status >= 300 ? LM_ERR
              : r->pt ? lm_passthru_whole(r, body, &out, &out_len, &usage, &e)
                      : lm_response_translate(r->route->inst, &r->call, r->status, body, r->want_b64,

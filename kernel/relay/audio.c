@@ -297,6 +297,15 @@ void lm_audio_finish(lm_relay_t *r, lm_str body)
                       r->id);
 }
 
+void lm_audio_background(lm_relay_t *r, lm_str body)
+{
+    read_duration(r, r->audio, body);
+    r->usage = (lm_usage){0, 0, 0, -1, -1};
+    lm_settle(r, 1, 0);
+    lm_log(LM_LOG_INFO, "%s: client gone; audio answer billed (charge %lld)", r->id,
+           (long long)r->charge);
+}
+
 void lm_audio_free(lm_relay_t *r)
 {
     if (r->audio)

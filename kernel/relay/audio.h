@@ -33,5 +33,8 @@ int lm_audio_data(lm_relay_t *r, int status, const char *p, size_t n, size_t *re
 /* A 2xx answer ended (the caller ended the attempt for channel health): body (the whole answer, or
  * nothing after a streamed speech answer) is billed and goes out with its Content-Type. */
 void lm_audio_finish(lm_relay_t *r, lm_str body);
+/* The client left an upload and its 2xx answer came: billed from the
+ * answer's duration, with the client_aborted mark; nobody is answered. */
+void lm_audio_background(lm_relay_t *r, lm_str body);
 void lm_audio_free(lm_relay_t *r);
 #endif

@@ -55,6 +55,8 @@ def field(body, name):
 
 def transcribe(h, body):
     fmt = field(body, "response_format") or "json"
+    if field(body, "prompt") == "SLOW":
+        time.sleep(1.0)  # the client hangs up meanwhile
     if field(body, "prompt") == "FAIL":
         return json_reply(h, 500, {"error": {"message": "boom", "type": "server_error"}})
     if fmt == "text":
@@ -110,8 +112,9 @@ channel a1 {
     plugin openai
     base_url %s/a1
     api_key sk-up-a1
-    models whisper-1 tts-1 whisper-alias=whisper-up
+    models whisper-1 tts-1 whisper-alias=whisper-up whisper-slow
     price whisper-1 0.006 per_second
+    price whisper-slow 0.006 per_second
     price whisper-up 0.006 per_second
     price tts-1 15 per_1m_chars
 }
@@ -356,6 +359,22 @@ def test_speech_failover_and_bad_bodies():
     check(st >= 500 and js["error"]["type"], "upstream 500 %s %s" % (st, raw))
 
 
+def test_client_gone_upload_still_billed():
+    body, ct = form([("model", "whisper-slow"), ("prompt", "SLOW")])
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=WAIT)
+    s.sendall(("POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Content-Type: %s\r\nContent-Length: %d\r\n\r\n" % (secret, ct, len(body))).encode() + body)
+    time.sleep(0.3)
+    s.close()
+    deadline, rows = time.time() + WAIT, []
+    while time.time() < deadline and not rows:
+        st, js = admin_call(admin_port, token, "GET", "/admin/usage/rows?limit=200")
+        rows = [r for r in js["data"] if r["model_asked"] == "whisper-slow"]
+        time.sleep(0.1)
+    check(len(rows) == 1 and rows[0]["client_aborted"] in (1, True) and rows[0]["cost_micro"] == 72000,
+          "the answer is billed from its duration: %s" % rows)
+
+
 def test_models_list_audio():
     st, js, raw, _ = gw.request("GET", "/v1/models/whisper-1", key=secret)
     check(st == 200 and {"audio_transcriptions", "audio_translations", "audio_speech"} <= set(js["endpoints"]),
@@ -371,5 +390,5 @@ if __name__ == "__main__":
     run([test_transcription_forwarded_byte_exact, test_translation_text_and_verbose,
          test_model_mapped_in_the_form, test_bad_forms, test_too_large_413_without_reading_it_all,
          test_key_without_quota, test_upstream_500_goes_to_next_channel, test_speech_streamed_byte_exact,
-         test_speech_failover_and_bad_bodies, test_models_list_audio, test_clean_shutdown])
+         test_speech_failover_and_bad_bodies, test_client_gone_upload_still_billed, test_models_list_audio, test_clean_shutdown])
     up.close()
