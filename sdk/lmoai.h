@@ -137,13 +137,19 @@ void lmo_req_close(void *istate, lm_call *c);
     .hdr = LM_ABI_HDR(lm_provider), .name = nm, .version = ver, .framing = LM_FRAME_SSE,           \
     .usage_mode = LM_USAGE_CUMULATIVE, LMO_CALLBACKS
 
+/* The endpoints the base serves for any OpenAI-compatible API: chat,
+ * embeddings and audio (<base>/audio/transcriptions, /audio/translations,
+ * /audio/speech). A plugin adds the others its upstream has. */
+#define LMO_ENDPOINTS (LM_EP_CHAT | LM_EP_EMBEDDINGS | LM_EP_AUDIO_TRANSCRIBE | LM_EP_AUDIO_SPEECH)
+
 #define LMO_CALLBACKS                                                                              \
     .fini = lmo_fini, .build_request = lmo_build_request, .parse_response = lmo_parse_response,    \
     .parse_event = lmo_parse_event, .map_error = lmo_map_error, .req_close = lmo_req_close
 
 /* ABI 1.3 endpoints (oai_endpoints.c): for an op other than chat and
- * embeddings, <base>/rerank, /moderations, /images/generations or
- * /completions with the client's body (model mapped); the answer is
+ * embeddings, <base>/rerank, /moderations, /images/generations,
+ * /completions or /audio/... (speech: JSON; the uploads: no body, the
+ * kernel sends the client's form) with the client's body (model mapped); the answer is
  * forwarded with its usage read (rerank: usage.total_tokens, Cohere's
  * meta.billed_units, SiliconFlow's meta.tokens). A plugin opts in by
  * declaring the LM_EP_* bits in its table. */

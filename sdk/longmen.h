@@ -171,7 +171,17 @@ enum {
     LM_OP_COMPLETIONS = 3, /* 1.3: POST /v1/completions (legacy text completions) */
     LM_OP_RERANK = 4,      /* 1.3: POST /v1/rerank */
     LM_OP_MODERATIONS = 5, /* 1.3: POST /v1/moderations */
-    LM_OP_IMAGES = 6       /* 1.3: POST /v1/images/generations */
+    LM_OP_IMAGES = 6,      /* 1.3: POST /v1/images/generations */
+    /* 1.3 (constants, no layout change): audio. For the two upload ops the
+     * canonical request is the form's text fields ("model" mapped, no file);
+     * build_request sets the URL and headers only and the kernel sends the
+     * client's multipart body itself, unchanged but for the model. The kernel
+     * answers with the upstream's body and Content-Type (parse_response is
+     * not called on a 2xx; map_error is). Speech's canon is OpenAI's JSON
+     * body; its 2xx answer (binary audio) is streamed to the client. */
+    LM_OP_AUDIO_TRANSCRIBE = 7, /* POST /v1/audio/transcriptions (multipart) */
+    LM_OP_AUDIO_TRANSLATE = 8,  /* POST /v1/audio/translations (multipart) */
+    LM_OP_AUDIO_SPEECH = 9      /* POST /v1/audio/speech (JSON in, audio out) */
 };
 
 /* Data-plane endpoints a provider serves (lm_provider.endpoints, ABI 1.3).
@@ -185,8 +195,8 @@ enum {
 #define LM_EP_RERANK           (1u << 3)
 #define LM_EP_MODERATIONS      (1u << 4)
 #define LM_EP_IMAGES           (1u << 5)
-#define LM_EP_AUDIO_TRANSCRIBE (1u << 6) /* reserved: not routed by this kernel yet */
-#define LM_EP_AUDIO_SPEECH     (1u << 7) /* reserved: not routed by this kernel yet */
+#define LM_EP_AUDIO_TRANSCRIBE (1u << 6) /* transcriptions and translations */
+#define LM_EP_AUDIO_SPEECH     (1u << 7) /* text to speech */
 
 /* Log levels for host->log. */
 enum { LM_LOG_ERROR = 0, LM_LOG_WARN = 1, LM_LOG_INFO = 2, LM_LOG_DEBUG = 3 };

@@ -724,6 +724,11 @@ static int top_directive(parser_t *ps, char **w, int nw)
             c->workers = (int)n;
         return 0;
     }
+    if (!strcmp(d, "audio_max_bytes")) {
+        if (parse_size(w[1], &c->audio_max_bytes) < 0 || c->audio_max_bytes < 1024)
+            return fail(ps, "audio_max_bytes must be a size >= 1k such as 25m");
+        return 0;
+    }
     if (!strcmp(d, "max_body_size")) {
         if (parse_size(w[1], &c->max_body) < 0 || c->max_body < 1024)
             return fail(ps, "max_body_size must be a size >= 1k such as 8m");
@@ -846,6 +851,7 @@ static lm_conf_t *conf_new(const char *path)
     c->admin_host = strdup("127.0.0.1");
     c->admin_port = 8081;
     c->max_body = 8ULL * 1024 * 1024;
+    c->audio_max_bytes = 25ULL * 1024 * 1024;
     c->plugin_dir = strdup("build/plugins"); /* where make puts them */
     c->drain_timeout_ms = 30000;
     c->store_wait_ms = 2000;

@@ -116,6 +116,7 @@ typedef struct lm_conf_s {
     int admin_port;
     int workers; /* 0 = number of cores */
     uint64_t max_body;
+    uint64_t audio_max_bytes; /* /v1/audio/ uploads (default 25m, as OpenAI's) */
     char *plugin_dir;
     char *pid_file;        /* written at start, read by longmen -s; NULL = none */
     char *data_dir;        /* SQLite store (keys, ledger, admin); NULL = no store */

@@ -4,8 +4,8 @@
  * bills AMOUNT money units per UNIT instead of per token:
  *   per_1k_searches  rerank: a search is a query over up to 100 documents
  *   per_image        image generation: each image asked for (n)
- *   per_second       audio seconds (reserved: no audio endpoint yet)
- *   per_1m_chars     moderations: characters of the input
+ *   per_second       audio transcriptions/translations: seconds the answer reports
+ *   per_1m_chars     moderations, audio speech: characters of the input
  * Pure; any thread.
  */
 #ifndef LM_PRICEUNIT_H

@@ -180,6 +180,8 @@ evhtp_res lm_http_conn_accept(evhtp_connection_t *conn, void *arg)
                               (evhtp_hook)(void (*)(void))on_conn_req_fini, NULL);
     lm_head_limits_t lim;
     lm_head_limits_default(&lim, t->max_body ? atomic_load(t->max_body) : UINT64_MAX);
+    if (t->max_body)
+        lim.max_body_audio = atomic_load(&t->max_body[1]);
     n->gate = lm_gate_attach(conn, &lim);
     struct bufferevent *bev = evhtp_connection_get_bev(conn);
     n->on_out = bev ? evbuffer_add_cb(bufferevent_get_output(bev), on_out, n) : NULL;

@@ -22,7 +22,7 @@ typedef struct lm_http_thread_s {
     int header_timeout_ms;            /* client_header_timeout */
     int body_timeout_ms;              /* client_body_timeout */
     int send_timeout_ms;              /* client_send_timeout */
-    const _Atomic uint64_t *max_body; /* the front's max_body_size (live across reloads) */
+    const _Atomic uint64_t *max_body; /* the front's [max_body_size, audio_max_bytes] (live) */
 } lm_http_thread_t;
 
 /* The thread state of the request's connection (borrowed), or NULL. */

@@ -30,7 +30,7 @@ struct lm_http_front_s {
     int nroutes;
     int header_timeout_ms, body_timeout_ms, send_timeout_ms;
     atomic_int draining;
-    _Atomic uint64_t max_body; /* max_body_size, read by every connection's gate */
+    _Atomic uint64_t max_body[2]; /* max_body_size, audio_max_bytes: read by every gate */
     atomic_int next_thread;
     /* Set once by each thread's init and read by any thread: atomic, and a
      * slot may be filled after a later one (inits run concurrently). */
@@ -191,7 +191,7 @@ static void thread_init(evhtp_t *htp, evthr_t *thr, void *arg)
     t->header_timeout_ms = f->header_timeout_ms;
     t->body_timeout_ms = f->body_timeout_ms;
     t->send_timeout_ms = f->send_timeout_ms;
-    t->max_body = &f->max_body;
+    t->max_body = f->max_body;
     t->user = f->calls.thread_init(evthr_get_base(thr), f->calls.arg);
     if (t->user == NULL)
         abort();
@@ -248,7 +248,12 @@ void lm_http_front_each_thread(lm_http_front_t *f, const lm_http_task_t *task)
 
 void lm_http_front_set_max_body(lm_http_front_t *f, uint64_t max_body)
 {
-    atomic_store(&f->max_body, max_body);
+    atomic_store(&f->max_body[0], max_body);
+}
+
+void lm_http_front_set_max_audio(lm_http_front_t *f, uint64_t max_audio)
+{
+    atomic_store(&f->max_body[1], max_audio);
 }
 
 lm_http_front_t *lm_http_front_new(struct event_base *base, const lm_http_calls_t *calls,
@@ -261,7 +266,8 @@ lm_http_front_t *lm_http_front_new(struct event_base *base, const lm_http_calls_
     f->header_timeout_ms = header_timeout_ms;
     f->body_timeout_ms = body_timeout_ms;
     f->send_timeout_ms = send_timeout_ms;
-    atomic_init(&f->max_body, UINT64_MAX);
+    atomic_init(&f->max_body[0], UINT64_MAX);
+    atomic_init(&f->max_body[1], UINT64_MAX);
     f->htp = evhtp_new(base, f);
     if (f->htp == NULL) {
         free(f);

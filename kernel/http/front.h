@@ -48,6 +48,8 @@ lm_http_front_t *lm_http_front_new(struct event_base *base, const lm_http_calls_
 /* Any thread: the request body limit (max_body_size) the front enforces
  * before reading a body; a reload sets the new generation's. */
 void lm_http_front_set_max_body(lm_http_front_t *f, uint64_t max_body);
+/* The same for requests to /v1/audio/... (audio_max_bytes). */
+void lm_http_front_set_max_audio(lm_http_front_t *f, uint64_t max_audio);
 /* A route answered once the request is complete. A path ending in * is a
  * prefix; NULL matches every other path. 0, or -1. */
 int lm_http_front_route(lm_http_front_t *f, const char *path, lm_http_handler_fn fn, void *arg);

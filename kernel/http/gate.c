@@ -37,7 +37,8 @@ struct lm_gate_s {
     bufferevent_event_cb evhtp_event;
     void *evhtp_arg;
     lm_head_limits_t lim;
-    const _Atomic uint64_t *max_body; /* live value (reloads), or NULL */
+    const _Atomic uint64_t *max_body; /* live values (reloads): [0] max_body, [1] audio; or NULL */
+    uint64_t body_cap;                /* the request in flight's chunked-data cap */
     gate_state_t state;
     int discard;
     lm_head_t head;           /* scan state of the head in `pending` */
@@ -121,6 +122,12 @@ static void deliver(lm_gate_t *g)
     g->evhtp_read(g->bev, g->evhtp_arg);
 }
 
+static void load_caps(lm_gate_t *g)
+{
+    g->lim.max_body = atomic_load_explicit(&g->max_body[0], memory_order_relaxed);
+    g->lim.max_body_audio = atomic_load_explicit(&g->max_body[1], memory_order_relaxed);
+}
+
 /* Move the body bytes of the request in flight from pending to out (or
  * drop them when discarding). Returns 1 once the body is complete, 0 if
  * more is to come, -1 after refusing the connection. */
@@ -135,7 +142,7 @@ static int take_body(lm_gate_t *g, struct evbuffer *out)
     } else if (g->body == LM_BODY_CHUNKED) {
         int too_big = 0;
         const char *p = have ? (const char *)evbuffer_pullup(g->pending, (ssize_t)have) : "";
-        k = lm_chunked_feed(&g->chunked, p, have, g->lim.max_body, &done, &too_big);
+        k = lm_chunked_feed(&g->chunked, p, have, g->body_cap, &done, &too_big);
         if (k == (size_t)-1) {
             if (too_big)
                 refuse(g, 413, "request_too_large", "request body is larger than max_body_size");
@@ -163,6 +170,7 @@ static int take_request(lm_gate_t *g)
     evbuffer_remove_buffer(g->pending, g->feed, h.head_len - h.skip);
     g->body = h.body;
     g->left = h.content_length;
+    g->body_cap = h.audio ? g->lim.max_body_audio : g->lim.max_body;
     memset(&g->chunked, 0, sizeof(g->chunked));
     g->discard = 0;
     int rc = take_body(g, g->feed);
@@ -199,7 +207,7 @@ static void pump(lm_gate_t *g)
         return;
     }
     if (g->max_body && g->head.pos == 0)
-        g->lim.max_body = atomic_load_explicit(g->max_body, memory_order_relaxed);
+        load_caps(g);
     size_t look = have < g->lim.max_head + 1 ? have : g->lim.max_head + 1;
     const char *p = (const char *)evbuffer_pullup(g->pending, (ssize_t)look);
     int rc = lm_head_scan(p, look, &g->lim, &g->head);
@@ -220,7 +228,7 @@ static int fast_path(lm_gate_t *g, struct evbuffer *in)
     if (g->state != GATE_HEAD || evbuffer_get_length(g->pending) != 0 || have == 0)
         return 0;
     if (g->max_body && g->head.pos == 0)
-        g->lim.max_body = atomic_load_explicit(g->max_body, memory_order_relaxed);
+        load_caps(g);
     size_t look = have < g->lim.max_head + 1 ? have : g->lim.max_head + 1;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)look);
     lm_head_t h = g->head;

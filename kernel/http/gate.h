@@ -24,8 +24,8 @@ typedef struct lm_gate_s lm_gate_t;
  * caller owns the gate and frees it with lm_gate_free when c is freed (its
  * connection-fini hook). NULL when out of memory: c then reads unguarded. */
 lm_gate_t *lm_gate_attach(evhtp_connection_t *c, const lm_head_limits_t *lim);
-/* Read max_body from *live before each head (a reload may change it); the
- * pointer must outlive the gate. */
+/* Read max_body from live[0] and max_body_audio from live[1] before each
+ * head (a reload may change them); the array must outlive the gate. */
 void lm_gate_max_body_from(lm_gate_t *g, const _Atomic uint64_t *live);
 /* The request in flight on the connection ended (request-fini hook): the
  * next buffered request may go in, from the event loop (not from inside the

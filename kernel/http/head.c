@@ -13,6 +13,7 @@ void lm_head_limits_default(lm_head_limits_t *l, uint64_t max_body)
     l->max_fields = 100;
     l->max_head = 32768;
     l->max_body = max_body;
+    l->max_body_audio = max_body;
 }
 
 static int bad(lm_head_t *h, int status, const char *code, const char *msg)
@@ -104,6 +105,9 @@ static int request_line(lm_head_t *h, const char *line, size_t len)
                        "the request line holds a control character");
     if (len == 0 || memchr(line, ' ', len) == NULL)
         return bad(h, 400, "invalid_request_line", "malformed request line");
+    const char *sp = memchr(line, ' ', len);
+    size_t rest = len - (size_t)(sp + 1 - line);
+    h->audio = rest >= 10 && memcmp(sp + 1, "/v1/audio/", 10) == 0;
     return LM_HEAD_MORE;
 }
 
@@ -113,7 +117,9 @@ static int finish(lm_head_t *h, const lm_head_limits_t *lim)
         return bad(h, 400, "ambiguous_framing",
                    "Content-Length and Transfer-Encoding must not be combined");
     h->body = h->te_seen ? LM_BODY_CHUNKED : h->cl_seen ? LM_BODY_LENGTH : LM_BODY_NONE;
-    if (h->body == LM_BODY_LENGTH && h->content_length > lim->max_body)
+    if (h->body == LM_BODY_LENGTH && h->audio && h->content_length > lim->max_body_audio)
+        return bad(h, 413, "request_too_large", "the audio upload is larger than audio_max_bytes");
+    if (h->body == LM_BODY_LENGTH && !h->audio && h->content_length > lim->max_body)
         return bad(h, 413, "request_too_large", "request body is larger than max_body_size");
     return LM_HEAD_DONE;
 }

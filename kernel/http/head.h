@@ -17,6 +17,9 @@ typedef struct lm_head_limits_s {
     size_t max_fields; /* header count: over -> 431 */
     size_t max_head;   /* the whole head: over -> 431 */
     uint64_t max_body; /* Content-Length or chunked data: over -> 413 */
+    /* The same for a request whose target starts with /v1/audio/ (uploads
+     * have their own cap, audio_max_bytes); the default is max_body. */
+    uint64_t max_body_audio;
 } lm_head_limits_t;
 
 /* The defaults: 8 KiB line, 8 KiB field, 100 fields, 32 KiB head. */
@@ -30,6 +33,7 @@ typedef struct lm_head_s {
     int body;                /* DONE: LM_BODY_* */
     uint64_t content_length; /* LM_BODY_LENGTH */
     int expect_continue;     /* Expect: 100-continue was sent */
+    int audio;               /* the target starts with /v1/audio/ (max_body_audio applies) */
     int status;              /* BAD: 400, 413, 414 or 431 */
     const char *code;        /* BAD: OpenAI-style error code (static) */
     const char *message;     /* BAD: for the client (static, never echoes input) */

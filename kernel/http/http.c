@@ -85,17 +85,49 @@ void lm_http_reply_error(lm_http_req_t *r, const lm_err *e, const char *request_
     free(body);
 }
 
-void lm_http_stream_start(lm_http_req_t *r, const char *request_id)
+lm_http_body_t *lm_http_body_take(lm_http_req_t *r, lm_str *s)
+{
+    struct evbuffer *b = evbuffer_new();
+    *s = (lm_str){"", 0};
+    if (b == NULL || evbuffer_add_buffer(b, r->buffer_in) < 0) {
+        if (b)
+            evbuffer_free(b);
+        return NULL;
+    }
+    size_t n = evbuffer_get_length(b);
+    if (n) { /* one chain already (lm_http_body pulled it up): no copy */
+        const char *p = (const char *)evbuffer_pullup(b, -1);
+        if (p == NULL) {
+            evbuffer_free(b);
+            return NULL;
+        }
+        *s = (lm_str){p, n};
+    }
+    return (lm_http_body_t *)b;
+}
+
+void lm_http_body_free(lm_http_body_t *b)
+{
+    if (b)
+        evbuffer_free((struct evbuffer *)b);
+}
+
+void lm_http_stream_start_as(lm_http_req_t *r, const char *ctype, const char *request_id)
 {
     if (r == NULL)
         return;
     if (draining(r))
         evhtp_request_set_keepalive(r, 0);
-    add_header(r, "Content-Type", "text/event-stream");
+    add_header(r, "Content-Type", ctype);
     add_header(r, "Cache-Control", "no-cache");
     if (request_id && *request_id)
         add_header(r, "X-Request-Id", request_id);
     evhtp_send_reply_chunk_start(r, EVHTP_RES_OK);
+}
+
+void lm_http_stream_start(lm_http_req_t *r, const char *request_id)
+{
+    lm_http_stream_start_as(r, "text/event-stream", request_id);
 }
 
 void lm_http_stream_write(lm_http_req_t *r, const char *p, size_t n)

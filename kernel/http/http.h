@@ -34,8 +34,16 @@ void lm_http_reply_error(lm_http_req_t *r, const lm_err *e, const char *request_
 /* An OpenAI error reply built from its parts (no request id). */
 void lm_http_reply_simple(lm_http_req_t *r, int status, const char *type, const char *code,
                           const char *msg);
+/* Move the buffered request body out of r without copying it (its memory
+ * changes owner): *s views it, contiguous, until lm_http_body_free; r's
+ * body is empty afterwards. NULL on no memory (then r keeps its body). */
+typedef struct lm_http_body_s lm_http_body_t;
+lm_http_body_t *lm_http_body_take(lm_http_req_t *r, lm_str *s);
+void lm_http_body_free(lm_http_body_t *b);
 /* Streaming: 200 text/event-stream, then chunks, then the end. */
 void lm_http_stream_start(lm_http_req_t *r, const char *request_id);
+/* The same with another Content-Type (a binary body relayed as it comes). */
+void lm_http_stream_start_as(lm_http_req_t *r, const char *ctype, const char *request_id);
 void lm_http_stream_write(lm_http_req_t *r, const char *p, size_t n);
 void lm_http_stream_end(lm_http_req_t *r);
 /* Bytes queued for the client and not yet written to the socket. */

@@ -14,6 +14,10 @@ static const struct {
     {LM_OP_RERANK, LM_EP_RERANK, "rerank", "/v1/rerank"},
     {LM_OP_MODERATIONS, LM_EP_MODERATIONS, "moderations", "/v1/moderations"},
     {LM_OP_IMAGES, LM_EP_IMAGES, "images", "/v1/images/generations"},
+    {LM_OP_AUDIO_TRANSCRIBE, LM_EP_AUDIO_TRANSCRIBE, "audio_transcriptions",
+     "/v1/audio/transcriptions"},
+    {LM_OP_AUDIO_TRANSLATE, LM_EP_AUDIO_TRANSCRIBE, "audio_translations", "/v1/audio/translations"},
+    {LM_OP_AUDIO_SPEECH, LM_EP_AUDIO_SPEECH, "audio_speech", "/v1/audio/speech"},
 };
 #define NEPS (sizeof(eps) / sizeof(eps[0]))
 

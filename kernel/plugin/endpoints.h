@@ -17,7 +17,8 @@ uint32_t lm_endpoint_bit(int op);
 /* The client path of op ("/v1/rerank"); static. */
 const char *lm_endpoint_path(int op);
 /* A new JSON array of the names of mask's endpoints ("chat", "embeddings",
- * "completions", "rerank", "moderations", "images"), or NULL on no memory. */
+ * "completions", "rerank", "moderations", "images", "audio_transcriptions",
+ * "audio_translations", "audio_speech"), or NULL on no memory. */
 json_t *lm_endpoints_json(uint32_t mask);
 /* The op a plugin's lm_call carries: LM_OP_COMPLETIONS for a /v1/completions
  * request (completions 1) when vt declares LM_EP_COMPLETIONS itself (the

@@ -33,6 +33,11 @@ struct lm_ureq {
      * caller before lm_upstream_start; NULL gets the strictest policy.
      * Borrowed from the generation the caller holds. */
     const lm_chan_conf_t *chan;
+    /* Kernel only, never set by a plugin: a body lent by the caller, sent
+     * as these pieces in order when has_body is 0 (an audio upload: the
+     * client's bytes, not copied). They must outlive the transfer. */
+    lm_str lent[3];
+    size_t nlent;
 };
 typedef struct lm_ureq lm_ureq_t;
 

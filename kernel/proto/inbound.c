@@ -13,6 +13,7 @@ static const lm_inbound_t chat = {.name = "chat"};
 static const lm_inbound_t rerank = {.name = "rerank"};
 static const lm_inbound_t moderations = {.name = "moderations"};
 static const lm_inbound_t images = {.name = "images"};
+static const lm_inbound_t audio = {.name = "audio"};
 
 static const lm_inbound_t *const apis[LM_API_COUNT] = {
     [LM_API_CHAT] = &chat,
@@ -22,6 +23,7 @@ static const lm_inbound_t *const apis[LM_API_COUNT] = {
     [LM_API_MODERATIONS] = &moderations,
     [LM_API_IMAGES] = &images,
     [LM_API_COMPLETIONS] = &lm_cmpl_api,
+    [LM_API_AUDIO] = &audio,
 };
 
 const lm_inbound_t *lm_inbound_get(int id)

@@ -37,6 +37,7 @@ enum {
     LM_API_MODERATIONS = 4, /* /v1/moderations */
     LM_API_IMAGES = 5,      /* /v1/images/generations */
     LM_API_COMPLETIONS = 6, /* /v1/completions through chat (proto/completions.h) */
+    LM_API_AUDIO = 7,       /* /v1/audio/...: identity, the relay's audio.h reads the body */
     LM_API_COUNT = 8        /* room for more (the table in inbound.c is sparse) */
 };
 

@@ -5,6 +5,7 @@
 #include "core/clock.h"
 #include "plugin/endpoints.h"
 #include "proto/completions.h"
+#include "relay/audio.h"
 
 #include "core/errors.h"
 #include "core/log.h"
@@ -169,6 +170,9 @@ static size_t upstream_data(lm_relay_t *r, int status, int whole_json, const cha
     if (r->attempt_ttft_ms < 0)
         r->attempt_ttft_ms = (int64_t)((uint64_t)lm_clock_ms() - r->attempt_start_ms);
     arm_timer(r, next_timeout_ms(r));
+    size_t taken;
+    if (r->audio && lm_audio_data(r, status, p, n, &taken)) /* speech streams as it comes */
+        return taken;
     /* An SSE body never starts with '{': that is one JSON object (an error
      * in a 200, as Baidu v1 sends), however it is labelled. */
     int json_first = !r->st_fed && !r->whole_body && n > 0 && p[0] == '{' &&
@@ -254,6 +258,11 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
     size_t out_len = 0;
     lm_usage usage;
     lm_err e;
+    if (r->audio) { /* audio answers go back as they came (audio.h) */
+        lm_attempt_route_end(r, LM_ROUTE_OK);
+        lm_audio_finish(r, body);
+        return;
+    }
     int rc = r->pt ? lm_passthru_whole(r, body, &out, &out_len, &usage, &e)
                    : lm_response_translate(r->route->inst, &r->call, status, body, r->want_b64,
                                            &out, &out_len, &usage, &e);
@@ -514,6 +523,10 @@ static void background_done(lm_relay_t *r, int ok, const char *why)
     lm_usage usage;
     lm_err e;
     lm_str body = {lm_buf_cstr(&r->body), r->body.len};
+    if (r->audio && ok && r->status >= 200 && r->status < 300) {
+        lm_audio_background(r, body); /* billed from its duration (audio.h) */
+        return;
+    }
     int rc = !ok || r->status < 200 || r->status >= 300 ? LM_ERR
              : r->pt ? lm_passthru_whole(r, body, &out, &out_len, &usage, &e)
                      : lm_response_translate(r->route->inst, &r->call, r->status, body, r->want_b64,
@@ -772,7 +785,7 @@ int lm_attempt_build(lm_relay_t *r)
                          "the request cannot be sent to this provider");
         return lm_out_error(r, &e);
     }
-    if (lm_passthru_prepare(r, &e) < 0)
+    if (lm_passthru_prepare(r, &e) < 0 || lm_audio_attach(r, &e) < 0)
         return lm_out_error(r, &e);
     if (r->native_only && r->pt == NULL) { /* only the native API takes this body */
         if (r->cand + 1 < r->ncands) {

@@ -78,6 +78,12 @@ void lm_out_stream_end(lm_relay_t *r, const lm_err *e)
         return;
     lm_relay_to(r, LM_RELAY_DONE);
     r->client_status = 200;
+    if (r->audio) { /* binary audio: the chunked body just ends (cut short) */
+        r->stream_error = e != NULL;
+        if (r->req)
+            lm_http_stream_end(r->req);
+        return;
+    }
     if (r->pt) { /* the upstream's own events ended it; only an error is ours to add */
         lm_err safe;
         if (e)

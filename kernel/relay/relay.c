@@ -24,6 +24,7 @@
 
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/money.h"
 #include "gov/auth.h"
 #include "gov/authguard.h"
 #include "plugin/endpoints.h"
@@ -31,6 +32,8 @@
 #include "proto/endpoint.h"
 #include "proto/reqcheck.h"
 #include "relay/attempt.h"
+#include "relay/audio.h"
+#include "relay/audiobill.h"
 #include "relay/cache.h"
 #include "relay/cache_rec.h"
 #include "relay/count.h"
@@ -89,7 +92,7 @@ static void relay_free(lm_relay_t *r)
     lm_attempt_route_end(r, LM_ROUTE_CANCEL);
     /* A stream cut short (client gone, upstream cut) is billed for what was
      * received; failures before any output bill nothing. */
-    if (!r->settled && r->st_init && r->headers_sent)
+    if (!r->settled && (r->st_init || r->audio) && r->headers_sent)
         lm_settle(r, r->fini_seen && r->state != LM_RELAY_DONE, 0);
     lm_settle_access_log(r);
     lm_settle_metrics(r);
@@ -109,6 +112,7 @@ static void relay_free(lm_relay_t *r)
     lm_lua_call_end(r->lua);
     json_decref(r->canon);
     lm_ureq_free(&r->ureq);
+    lm_audio_free(r); /* after the transfer: it may have lent the upload */
     lm_buf_free(&r->body);
     lm_buf_free(&r->out);
     if (r->timer)
@@ -321,6 +325,9 @@ static int admit(lm_relay_t *r, const char *model)
     lm_gov_price(r->rt->conf, r->cands[0].inst->chan, r->cands[0].upstream, &price);
     int64_t units = lm_gov_unit_cost(r->rt->conf, r->cands[0].inst->chan, r->cands[0].upstream,
                                      r->op, r->canon);
+    if (r->audio) /* its unit price, held like a per-request price (audio.h) */
+        price.per_request = lm_sat_add(
+            price.per_request, lm_audio_hold(r, r->cands[0].inst->chan, r->cands[0].upstream));
     if (lm_gov_admit(&r->gov, model, &price, units, r->prompt_est, max_tokens, &retry, &e) == 0)
         return 0;
     if (retry > 0) {
@@ -483,7 +490,8 @@ lm_relay_t *lm_relay_begin(lm_http_req_t *req, lm_worker_t *w, int op)
  * 413) for up to 64 KiB more, then the connection is closed (IN-3). */
 int lm_relay_body(lm_relay_t *r, size_t have, size_t n)
 {
-    if (!r->too_large && have + n <= r->rt->conf->max_body)
+    uint64_t cap = lm_audio_op(r->op) ? r->rt->conf->audio_max_bytes : r->rt->conf->max_body;
+    if (!r->too_large && have + n <= cap)
         return 1;
     r->too_large = 1;
     r->discarded += n;
@@ -534,12 +542,19 @@ static int handle(lm_relay_t *r, int method_ok)
         return lm_out_error(r, &e);
     }
     lm_str body = lm_http_body(req);
-    if (r->too_large || body.n > r->rt->conf->max_body)
+    if (r->too_large ||
+        body.n > (lm_audio_op(r->op) ? r->rt->conf->audio_max_bytes : r->rt->conf->max_body))
         return lm_out_err(r, 413, "invalid_request_error", "request_too_large",
                           "request body exceeds the configured limit");
     r->prompt_est = (int64_t)body.n / 4;
     if (r->op == LM_OP_COUNT_TOKENS) /* counted, not answered (count.h) */
         return lm_count_run(r);
+    if (lm_audio_op(r->op)) { /* its own checks; the upload's bytes are forwarded (audio.h) */
+        if ((r->canon = lm_audio_request(r, &e)) == NULL)
+            return lm_out_error(r, &e);
+        r->canon_edited = 1;
+        return route_request(r);
+    }
     if (lm_inbound_is_chat(r->api)) {
         r->canon = lm_reqcheck_parse(body.p, body.n, &e);
     } else { /* the canonical form of another API's body: its bytes are never forwarded */

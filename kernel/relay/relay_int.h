@@ -109,6 +109,7 @@ struct lm_relay_s {
     lm_err native_err;      /* why the body has no canonical form (for the other channels) */
     lm_trace_t trace;       /* its trace and request-log facts (trace.h); inline */
     struct lm_poll_s *poll; /* an asynchronous task being polled (poll.h), or NULL */
+    struct lm_audio_s *audio; /* an audio request's state (audio.h), or NULL */
 };
 
 /* relay.c: move r to state `to`. An illegal move is logged (and aborts

@@ -4,9 +4,11 @@
  * thread only posts settle_ev back to it. */
 #include "relay/settle.h"
 
+#include "conf/priceunit.h"
 #include "core/clock.h"
 
 #include "core/log.h"
+#include "relay/audiobill.h"
 #include "relay/cache_rec.h"
 #include "relay/output.h"
 #include "route/metrics.h"
@@ -50,7 +52,8 @@ static void release(lm_relay_t *r)
         r->client_status = 200;
         lm_out_route_header(r);
         if (r->req)
-            lm_http_reply(r->req, 200, "application/json", r->pending_body, r->pending_len, r->id);
+            lm_http_reply(r->req, 200, lm_audio_ctype(r) ? lm_audio_ctype(r) : "application/json",
+                          r->pending_body, r->pending_len, r->id);
         free(r->pending_body);
         r->pending_body = NULL;
     } else if (r->state == LM_RELAY_SETTLING) { /* a stream's usage chunk and [DONE] */
@@ -94,6 +97,12 @@ static void arm_timeout(lm_relay_t *r)
  * request counts: rerank searches, images asked for, input characters. */
 static int64_t unit_cost(const lm_relay_t *r)
 {
+    if (r->audio) { /* seconds from the answer, characters of speech's input */
+        int unit;
+        int64_t per_unit;
+        lm_conf_price_unit(r->rt->conf, r->route->inst->chan, r->upstream_model, &unit, &per_unit);
+        return unit == LM_UNIT_TOKENS || per_unit == 0 ? 0 : lm_audio_cost(r, unit, per_unit);
+    }
     return lm_gov_unit_cost(r->rt->conf, r->route->inst->chan, r->upstream_model, r->op, r->canon);
 }
 

@@ -40,6 +40,9 @@ struct lm_upstream_s {
     int allow_private;
     char chan[64];
     char refused[128]; /* "ADDRESS (class)" of the last refused address, or "" */
+    lm_str lent[3];    /* a lent request body (host.h), sent by read_cb */
+    size_t nlent;
+    curl_off_t sent; /* read_cb's offset into the lent pieces */
 };
 
 /* Per-socket event, attached with curl_multi_assign. */
@@ -211,6 +214,37 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *userdata)
     return rc;
 }
 
+/* A lent body, piece after piece, from t->sent. */
+static size_t read_cb(char *buf, size_t size, size_t nitems, void *userdata)
+{
+    lm_upstream_t *t = userdata;
+    size_t want = size * nitems, got = 0;
+    curl_off_t off = t->sent;
+    for (size_t i = 0; i < t->nlent && got < want; i++) {
+        curl_off_t n = (curl_off_t)t->lent[i].n;
+        if (off >= n) {
+            off -= n;
+            continue;
+        }
+        size_t k = (size_t)(n - off) < want - got ? (size_t)(n - off) : want - got;
+        memcpy(buf + got, t->lent[i].p + off, k);
+        got += k;
+        off = 0;
+    }
+    t->sent += (curl_off_t)got;
+    return got;
+}
+
+/* A resend on a new connection starts over (curl rewinds to 0). */
+static int seek_cb(void *userdata, curl_off_t offset, int origin)
+{
+    lm_upstream_t *t = userdata;
+    if (origin != SEEK_SET)
+        return CURL_SEEKFUNC_CANTSEEK;
+    t->sent = offset;
+    return CURL_SEEKFUNC_OK;
+}
+
 /* Only Retry-After is read (delta-seconds or an HTTP date). */
 static size_t header_cb(char *p, size_t size, size_t nmemb, void *userdata)
 {
@@ -353,7 +387,20 @@ lm_upstream_t *lm_upstream_start(lm_upstream_pool_t *pool, const lm_ureq_t *u,
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL); /* no decompression bombs */
-    if (strcmp(u->method, "POST") == 0 || u->has_body) {
+    if (!u->has_body && u->nlent > 0) {
+        curl_off_t total = 0;
+        t->nlent = u->nlent < 3 ? u->nlent : 3;
+        for (size_t i = 0; i < t->nlent; i++) {
+            t->lent[i] = u->lent[i];
+            total += (curl_off_t)u->lent[i].n;
+        }
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, total);
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
+        curl_easy_setopt(e, CURLOPT_READDATA, t);
+        curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
+        curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+    } else if (strcmp(u->method, "POST") == 0 || u->has_body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, u->body.p ? u->body.p : "");
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)u->body.len);
     }
@@ -388,6 +435,14 @@ void lm_upstream_cancel(lm_upstream_t *t)
     }
     curl_slist_free_all(t->headers);
     free(t);
+}
+
+const char *lm_upstream_content_type(lm_upstream_t *t)
+{
+    char *ct = NULL;
+    if (t && curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK)
+        ct = NULL;
+    return ct;
 }
 
 void lm_upstream_resume(lm_upstream_t *t)

@@ -52,6 +52,9 @@ lm_upstream_t *lm_upstream_start(lm_upstream_pool_t *pool, const lm_ureq_t *u,
                                  size_t errlen);
 /* Abort and free a transfer. Never call from inside a curl callback. */
 void lm_upstream_cancel(lm_upstream_t *t);
+/* The answer's Content-Type (borrowed until the next callback returns), or
+ * NULL; call from the sink's on_data. */
+const char *lm_upstream_content_type(lm_upstream_t *t);
 /* Resume a transfer paused by LM_UP_PAUSE. */
 void lm_upstream_resume(lm_upstream_t *t);
 #endif

@@ -200,6 +200,12 @@ int lm_routes_add(lm_http_front_t *f, const lm_relay_services_t *svc)
                                  LM_INBOUND_TAG(LM_OP_MODERATIONS, LM_API_MODERATIONS)) < 0 ||
         lm_http_front_body_route(f, "/v1/images/generations",
                                  LM_INBOUND_TAG(LM_OP_IMAGES, LM_API_IMAGES)) < 0 ||
+        lm_http_front_body_route(f, "/v1/audio/transcriptions",
+                                 LM_INBOUND_TAG(LM_OP_AUDIO_TRANSCRIBE, LM_API_AUDIO)) < 0 ||
+        lm_http_front_body_route(f, "/v1/audio/translations",
+                                 LM_INBOUND_TAG(LM_OP_AUDIO_TRANSLATE, LM_API_AUDIO)) < 0 ||
+        lm_http_front_body_route(f, "/v1/audio/speech",
+                                 LM_INBOUND_TAG(LM_OP_AUDIO_SPEECH, LM_API_AUDIO)) < 0 ||
         lm_http_front_body_route(f, "/v1/responses", LM_INBOUND_TAG(LM_OP_CHAT, LM_API_RESPONSES)) <
             0 ||
         /* before /v1/messages: libevhtp takes the first path that matches */

@@ -367,6 +367,7 @@ static int reload_swap(lm_server_t *s, char *err, size_t errlen)
     pthread_mutex_lock(&s->rt_lock);
     s->rt = next;
     lm_http_front_set_max_body(s->front, next->conf->max_body);
+    lm_http_front_set_max_audio(s->front, next->conf->audio_max_bytes);
     pthread_mutex_unlock(&s->rt_lock);
     for (size_t i = 0; i < next->nplugins; i++)
         lm_log(LM_LOG_INFO, "generation %llu: plugin %s %s", (unsigned long long)next->gen,
@@ -678,6 +679,7 @@ static int setup_front(lm_server_t *s, char *err, size_t errlen)
         return -1;
     }
     lm_http_front_set_max_body(s->front, c->max_body);
+    lm_http_front_set_max_audio(s->front, c->audio_max_bytes);
     if (lm_routes_add(s->front, &s->relay_svc) < 0) {
         snprintf(err, errlen, "cannot register routes");
         return -1;

@@ -69,9 +69,9 @@ static const lm_provider provider = {
     .cfg_keys = cfg_keys,
     .init = oa_init,
     .flags = LM_PF_MULTI_CHOICE,
-    /* rerank, moderations, images: <base_url>/rerank ... (lmoai.h) */
-    .endpoints = LM_EP_CHAT | LM_EP_EMBEDDINGS | LM_EP_COMPLETIONS | LM_EP_RERANK |
-                 LM_EP_MODERATIONS | LM_EP_IMAGES,
+    /* audio, rerank, moderations, images: <base_url>/audio/speech, /rerank ... (lmoai.h) */
+    .endpoints =
+        LMO_ENDPOINTS | LM_EP_COMPLETIONS | LM_EP_RERANK | LM_EP_MODERATIONS | LM_EP_IMAGES,
 };
 
 LM_EXPORT const lm_provider *longmen_plugin_entry(void);

@@ -277,6 +277,8 @@ int lmo_build_request(void *istate, lm_call *c, const json_t *canon, lm_ureq *u,
     c->rstate = rs;
     if (headers(in, c, u) != LM_OK)
         return lm_err_set(e, LM_ERR, 500, "api_error", NULL, "the upstream request is invalid");
+    if (c->op == LM_OP_AUDIO_TRANSCRIBE || c->op == LM_OP_AUDIO_TRANSLATE)
+        return LM_OK; /* the kernel sends the client's multipart body (longmen.h) */
     if (pass_through(in, c) && raw_body(in, c, canon, u))
         return in->h->ureq_add_header(u, LM_STR("Content-Type"), LM_STR("application/json"));
     json_t *body = NULL;

@@ -13,6 +13,9 @@ static const char *path_of(int op)
     case LM_OP_MODERATIONS: return "/moderations";
     case LM_OP_IMAGES: return "/images/generations";
     case LM_OP_COMPLETIONS: return "/completions"; /* only with `completions native` */
+    case LM_OP_AUDIO_TRANSCRIBE: return "/audio/transcriptions";
+    case LM_OP_AUDIO_TRANSLATE: return "/audio/translations";
+    case LM_OP_AUDIO_SPEECH: return "/audio/speech";
     default: return NULL;
     }
 }

@@ -202,6 +202,29 @@ static void test_chunked(void)
     T_END();
 }
 
+/* /v1/audio/ uploads have their own cap (audio_max_bytes). */
+static void test_audio_cap(void)
+{
+    lm_head_t h;
+    lm_head_limits_t keep = lim;
+    lim.max_body = 1000;
+    lim.max_body_audio = 5000;
+    static const char up[] =
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nContent-Length: 4000\r\n\r\n";
+    static const char big[] = "POST /v1/audio/speech HTTP/1.1\r\nContent-Length: 5001\r\n\r\n";
+    static const char chat[] = "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 4000\r\n\r\n";
+    static const char near[] = "POST /v1/audiox HTTP/1.1\r\nContent-Length: 4000\r\n\r\n";
+    T_BEGIN("head: /v1/audio/ bodies are capped by max_body_audio, others by max_body");
+    T_CHECK(scan_once(up, sizeof(up) - 1, &h) == LM_HEAD_DONE && h.audio, "upload under the cap");
+    T_CHECK(scan_once(big, sizeof(big) - 1, &h) == LM_HEAD_BAD && h.status == 413 &&
+                strstr(h.message, "audio_max_bytes"),
+            "over the audio cap %d", h.status);
+    T_CHECK(scan_once(chat, sizeof(chat) - 1, &h) == LM_HEAD_BAD && h.status == 413, "chat");
+    T_CHECK(scan_once(near, sizeof(near) - 1, &h) == LM_HEAD_BAD && !h.audio, "prefix only");
+    T_END();
+    lim = keep;
+}
+
 int main(void)
 {
     lm_head_limits_default(&lim, 8 * 1024 * 1024);
@@ -209,5 +232,6 @@ int main(void)
     test_refusals();
     test_limits();
     test_chunked();
+    test_audio_cap();
     T_EXIT();
 }

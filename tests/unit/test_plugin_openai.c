@@ -216,8 +216,48 @@ static void test_bad_config(void)
     T_END();
 }
 
+/* Audio (1.3 constants): the uploads get the URL and the key only (the
+ * kernel sends the client's form); speech is JSON to <base>/audio/speech. */
+static void test_audio(void)
+{
+    const char *cfg[] = {"base_url", "http://127.0.0.1:9/v1/", "api_key", "sk-test", NULL};
+    lmt_plugin *p = pt_load(cfg);
+    lmt_ureq u;
+    lm_err e;
+    T_BEGIN("openai_audio_requests");
+    T_CHECK(p != NULL, "load");
+    if (p == NULL) {
+        T_END();
+        return;
+    }
+    uint32_t eps = lmt_provider(p)->endpoints;
+    T_CHECK((eps & LM_EP_AUDIO_TRANSCRIBE) && (eps & LM_EP_AUDIO_SPEECH), "declared 0x%x", eps);
+    static const char form[] = "{\"model\":\"whisper-1\",\"language\":\"en\"}";
+    static const int ups[] = {LM_OP_AUDIO_TRANSCRIBE, LM_OP_AUDIO_TRANSLATE};
+    static const char *const paths[] = {"http://127.0.0.1:9/v1/audio/transcriptions",
+                                        "http://127.0.0.1:9/v1/audio/translations"};
+    for (int i = 0; i < 2; i++) {
+        T_CHECK(lmt_build(p, ups[i], form, &u, &e) == LM_OK, "build: %s", e.msg);
+        T_STREQ(u.url, paths[i]);
+        T_STREQ(lmt_header(&u, "Authorization"), "Bearer sk-test");
+        T_CHECK(u.body_len == 0 && lmt_header(&u, "Content-Type") == NULL,
+                "no body of its own: %zu", u.body_len);
+        lmt_ureq_clear(&u);
+    }
+    static const char tts[] = "{\"model\":\"tts-1\",\"input\":\"hi\",\"voice\":\"alloy\"}";
+    T_CHECK(lmt_build(p, LM_OP_AUDIO_SPEECH, tts, &u, &e) == LM_OK, "build: %s", e.msg);
+    T_STREQ(u.url, "http://127.0.0.1:9/v1/audio/speech");
+    T_CHECK(lmt_json_str(u.body, "input", "hi") && lmt_json_str(u.body, "voice", "alloy") &&
+                lmt_json_str(u.body, "model", "tts-1"),
+            "speech body %s", u.body);
+    lmt_ureq_clear(&u);
+    T_END();
+    lmt_unload(p);
+}
+
 int main(void)
 {
+    test_audio();
     test_request();
     test_stream();
     test_bad_config();
