@@ -13,7 +13,7 @@ from lib import ROOT, Gateway, Mock, check, json_reply, run
 NAME = "tmpl_check"
 # What `make plugin` and `make test-plugin` read: the kit is built from the
 # kernel's sources, the plugin against sdk/ (headers, library, template).
-NEEDED = ["Makefile", ".clang-format", "sdk", "kernel", "tests/unit/t.h"]
+NEEDED = ["Makefile", ".clang-format", "sdk", "kernel", "tests/unit/t.h", "tests/unit/plugin_t.h"]
 
 
 def sh(cmd, cwd):
