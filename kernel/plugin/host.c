@@ -1,4 +1,4 @@
-/* host.c - the host table plugins call (ABI 1.0/1.1), the upstream request
+/* host.c - the host table plugins call (ABI 1.0-1.4), the upstream request
  * builder and the stream sink (host.h). Thread: the request's worker (log
  * and allocation from any); lm_ureq_t / lm_emit_t are owned by the caller. */
 #include "plugin/host.h"
@@ -552,4 +552,5 @@ const lm_host_api lm_host_table = {
     .ureq_local_response = h_ureq_local_response,
     .side_get = h_side_get,
     .side_invalidate = h_side_invalidate,
+    .emit_raw = lm_emit_raw, /* 1.4 (emit_raw.c) */
 };

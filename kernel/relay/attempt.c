@@ -741,6 +741,10 @@ int lm_attempt_build(lm_relay_t *r)
     if (r->call.stream) {
         lm_stream_init(&r->st, route->inst, &r->call, (int64_t)time(NULL), lm_out_sse_sink, r);
         r->st_init = 1;
+        /* the upstream's own chunk bytes may reach the client (emit_raw),
+         * unless a script's on_event is to see the chunks as before */
+        r->st.emit.raw_ok =
+            !(r->lua && (lm_lua_call_stages(r->lua) & LM_LUA_BIT(LM_LUA_STAGE_EVENT)));
         if (r->api->stream_new && !r->pt &&
             (r->api_st = r->api->stream_new(r->client_model, r->id)) == NULL)
             return lm_out_err(r, 500, "api_error", NULL, "out of memory");

@@ -69,6 +69,7 @@ static const field_t fields[] = {
     F(lm_host_api, ureq_local_response),
     F(lm_host_api, side_get),
     F(lm_host_api, side_invalidate),
+    F(lm_host_api, emit_raw), /* 1.4 */
     F(lm_provider, hdr),
     F(lm_provider, name),
     F(lm_provider, version),
@@ -184,6 +185,7 @@ int main(int argc, char **argv)
     test_offsets("tests/abi/abi-1.1.txt");
     test_offsets("tests/abi/abi-1.2.txt");
     test_offsets("tests/abi/abi-1.3.txt");
+    test_offsets("tests/abi/abi-1.4.txt");
     test_endpoints_default();
     test_frozen_plugin();
     T_EXIT();
