@@ -242,15 +242,21 @@ static int api_answer(lm_relay_t *r, char **out, size_t *out_len, const lm_usage
 /* A whole answer (2xx). Channel health is decided here, once the body is
  * known to translate: a 200 that is not an answer is a failed attempt and
  * may go to the next channel like a 5xx (IN-11). */
-static void finish_whole(lm_relay_t *r, int status, lm_str body)
+static void finish_whole(lm_relay_t *r, int status, lm_str body, lm_buf_t *own)
 {
     char *out = NULL;
     size_t out_len = 0;
     lm_usage usage;
     lm_err e;
-    int rc = r->pt ? lm_passthru_whole(r, body, &out, &out_len, &usage, &e)
-                   : lm_response_translate(r->route->inst, &r->call, status, body, r->want_b64,
-                                           &out, &out_len, &usage, &e);
+    int rc;
+    if (r->pt)
+        rc = lm_passthru_whole(r, body, &out, &out_len, &usage, &e);
+    else if (own) /* a verbatim answer takes own's bytes instead of a copy */
+        rc = lm_response_translate_buf(r->route->inst, &r->call, status, own, r->want_b64, &out,
+                                       &out_len, &usage, &e);
+    else
+        rc = lm_response_translate(r->route->inst, &r->call, status, body, r->want_b64, &out,
+                                   &out_len, &usage, &e);
     lm_attempt_route_end(r, rc < 0 && e.http_status >= 500 ? LM_ROUTE_FAIL : LM_ROUTE_OK);
     if (rc >= 0 && !r->pt) /* the canonical answer, before on_response (cache.h) */
         lm_cache_put_whole(r, out, out_len, &usage);
@@ -389,7 +395,7 @@ static void whole_done(lm_relay_t *r)
     int status = r->status;
     lm_str body = {lm_buf_cstr(&r->body), r->body.len};
     if (status >= 200 && status < 300) {
-        finish_whole(r, status, body);
+        finish_whole(r, status, body, &r->body);
         return;
     }
     char *out = NULL;
@@ -559,7 +565,7 @@ static int run_local(lm_relay_t *r)
             lm_settle_stream_ok(r);
         return 0;
     }
-    finish_whole(r, status, body);
+    finish_whole(r, status, body, NULL);
     return 0;
 }
 
