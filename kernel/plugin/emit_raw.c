@@ -24,57 +24,61 @@ static const char *ws(const char *p, const char *end)
     return p;
 }
 
-/* Members of an object span in order. Each value is validated by the
- * scanner; a key is its raw text between the quotes. */
+/* A container walked in place, once: each byte is validated by the one
+ * walk that reaches it (nested members the bookkeeping reads are walked,
+ * the rest skipped by the scanner), never scanned twice. */
 typedef struct walk {
-    const char *p, *end;
-    const char *key_at; /* the current member's opening quote */
-    const char *before; /* the comma before it (NULL for the first) */
-    const char *comma;  /* the last comma passed */
-    const char *next;   /* after the value: the next key, or NULL when last */
+    const char *p, *end; /* p: the next key or element, or after the close */
+    const char *key_at;  /* the current member's opening quote */
+    const char *before;  /* the comma before it (NULL for the first) */
+    const char *comma;   /* the last comma passed */
+    const char *next;    /* after the current value: the next key, or NULL */
+    char close;
     int done;
 } walk_t;
 
-static int walk_open(walk_t *w, lm_str o, char open)
+static int walk_open(walk_t *w, const char *p, const char *end, char open)
 {
-    const char *end = o.p + o.n, *p = ws(o.p, end);
     memset(w, 0, sizeof(*w));
+    p = ws(p, end);
     if (p == end || *p != open)
         return -1;
-    w->p = ws(p + 1, end);
+    w->close = open == '{' ? '}' : ']';
     w->end = end;
-    if (w->p < end && *w->p == (open == '{' ? '}' : ']')) {
+    w->p = ws(p + 1, end);
+    if (w->p < end && *w->p == w->close) {
         w->done = 1;
         w->p++;
     }
     return 0;
 }
 
-/* After a member or element: ',' (another follows) or the close. */
-static int walk_sep(walk_t *w, const char *after, char close)
+/* After a value ending at `after`: ',' (another follows) or the close. */
+static int walk_sep(walk_t *w, const char *after)
 {
     const char *p = ws(after, w->end);
     if (p < w->end && *p == ',') {
         w->comma = p;
         w->p = w->next = ws(p + 1, w->end);
-        return 1;
+        return w->p < w->end && *w->p != w->close ? 0 : -1;
     }
-    if (p < w->end && *p == close) {
+    if (p < w->end && *p == w->close) {
         w->done = 1;
         w->p = p + 1;
         w->next = NULL;
-        return 1;
+        return 0;
     }
     return -1;
 }
 
-/* 1 with the next member's key (raw, no quotes) and value; 0 at the end;
- * -1 invalid, or a key with an escape (its meaning is not its bytes). */
-static int walk_member(walk_t *w, lm_str *key, lm_str *val)
+/* 1 with the next member's key (raw, no quotes) and w->p at its value; 0
+ * at the end; -1 invalid, or a key with an escape (its meaning is not its
+ * bytes). */
+static int walk_key(walk_t *w, lm_str *key)
 {
     if (w->done)
         return 0;
-    const char *p = w->p, *ke, *vs, *ve;
+    const char *p = w->p, *ke;
     if (p >= w->end || *p != '"' || (ke = lm_jscan_skip(p, w->end)) == NULL ||
         memchr(p, '\\', (size_t)(ke - p)) != NULL)
         return -1;
@@ -84,22 +88,18 @@ static int walk_member(walk_t *w, lm_str *key, lm_str *val)
     p = ws(ke, w->end);
     if (p >= w->end || *p != ':')
         return -1;
-    vs = ws(p + 1, w->end);
-    if ((ve = lm_jscan_skip(vs, w->end)) == NULL)
-        return -1;
-    *val = (lm_str){vs, (size_t)(ve - vs)};
-    return walk_sep(w, ve, '}');
+    w->p = ws(p + 1, w->end);
+    return w->p < w->end ? 1 : -1;
 }
 
-static int walk_elem(walk_t *w, lm_str *val)
+/* The value (or element) at w->p skipped by the scanner: its span. */
+static int walk_skip(walk_t *w, lm_str *val)
 {
-    if (w->done)
-        return 0;
     const char *ve = lm_jscan_skip(w->p, w->end);
     if (ve == NULL)
         return -1;
     *val = (lm_str){w->p, (size_t)(ve - w->p)};
-    return walk_sep(w, ve, ']');
+    return walk_sep(w, ve);
 }
 
 static int key_is(lm_str k, const char *s)
@@ -107,30 +107,13 @@ static int key_is(lm_str k, const char *s)
     return k.n == strlen(s) && memcmp(k.p, s, k.n) == 0;
 }
 
-/* The members named in names[] (NULL-terminated, at most 8) into vals;
- * *count the members seen. -1 when invalid or a named member repeats. */
-static int members(lm_str o, const char *const *names, lm_str *vals, size_t *count)
+/* Index of k in names[n], or -1. */
+static int key_index(lm_str k, const char *const *names, int n)
 {
-    walk_t w;
-    lm_str k, v;
-    int rc;
-    size_t n = 0;
-    if (walk_open(&w, o, '{') < 0)
-        return -1;
-    for (size_t i = 0; names[i]; i++)
-        vals[i] = (lm_str){NULL, 0};
-    while ((rc = walk_member(&w, &k, &v)) > 0) {
-        n++;
-        for (size_t i = 0; names[i]; i++)
-            if (key_is(k, names[i])) {
-                if (vals[i].p != NULL)
-                    return -1;
-                vals[i] = v;
-            }
-    }
-    if (count)
-        *count = n;
-    return rc;
+    for (int i = 0; i < n; i++)
+        if (key_is(k, names[i]))
+            return i;
+    return -1;
 }
 
 static int is_str(lm_str v)
@@ -176,9 +159,9 @@ static uint64_t tool_chars(lm_str tcs, int *any)
     lm_str tc, fn, args;
     uint64_t n = 0;
     *any = 0;
-    if (tcs.p == NULL || walk_open(&w, tcs, '[') < 0)
+    if (tcs.p == NULL || walk_open(&w, tcs.p, tcs.p + tcs.n, '[') < 0)
         return 0; /* not an array: json_array_size() is 0 */
-    while (walk_elem(&w, &tc) > 0) {
+    while (!w.done && walk_skip(&w, &tc) == 0) {
         *any = 1;
         if (lm_jscan_get(tc, "function", &fn) == 1 && lm_jscan_get(fn, "arguments", &args) == 1)
             n += str_len(args);
@@ -186,26 +169,64 @@ static uint64_t tool_chars(lm_str tcs, int *any)
     return n;
 }
 
-static int raw_choice(raw_state_t *s, lm_str c)
+/* The delta object at cw->p, walked in place: the members the bookkeeping
+ * reads (role, content, tool_calls, reasoning_content) and their count. */
+static int raw_delta(walk_t *cw, lm_str *d, size_t *nd)
 {
-    static const char *const names[] = {"index", "delta", "finish_reason", NULL};
-    static const char *const dnames[] = {"role", "content", "tool_calls", "reasoning_content",
-                                         NULL};
-    lm_str v[3], d[4];
+    static const char *const names[] = {"role", "content", "tool_calls", "reasoning_content"};
+    walk_t w;
+    lm_str k, v;
+    int rc;
+    if (walk_open(&w, cw->p, cw->end, '{') < 0)
+        return -1;
+    while ((rc = walk_key(&w, &k)) > 0) {
+        int i = key_index(k, names, 4);
+        if (walk_skip(&w, &v) < 0 || (i >= 0 && d[i].p != NULL))
+            return -1; /* invalid, or a repeated member (the tree keeps the last) */
+        if (i >= 0)
+            d[i] = v;
+        (*nd)++;
+    }
+    return rc < 0 ? -1 : walk_sep(cw, w.p);
+}
+
+/* The choice at aw->p, walked in place: what normalise_choice would do to
+ * it, on s (a copy of the stream state). 0 when it goes out unchanged (s
+ * updated), -1 otherwise. */
+static int raw_choice(raw_state_t *s, walk_t *aw)
+{
+    walk_t w;
+    lm_str k, v, ix = {NULL, 0}, fin = {NULL, 0}, d[4] = {{NULL, 0}};
     size_t nd = 0;
     long long idx = 0;
-    int tools = 0;
-    if (members(c, names, v, NULL) < 0)
+    int rc, dobj = 0, dseen = 0, tools = 0;
+    if (walk_open(&w, aw->p, aw->end, '{') < 0)
         return -1; /* not an object (dropped by the tree path) */
-    if (v[0].p && lm_jscan_int(v[0], &idx) < 0)
+    while ((rc = walk_key(&w, &k)) > 0) {
+        if (key_is(k, "delta") && dseen++)
+            return -1;
+        if (key_is(k, "delta") && *w.p == '{') {
+            if (raw_delta(&w, d, &nd) < 0)
+                return -1;
+            dobj = 1;
+            continue;
+        }
+        if (walk_skip(&w, &v) < 0)
+            return -1;
+        lm_str *slot = key_is(k, "index") ? &ix : key_is(k, "finish_reason") ? &fin : NULL;
+        if (slot && slot->p)
+            return -1;
+        if (slot)
+            *slot = v;
+    }
+    if (rc < 0 || walk_sep(aw, w.p) < 0)
         return -1;
-    if (v[2].p && v[2].p[0] != 'n' && (!is_str(v[2]) || memchr(v[2].p, '\\', v[2].n)))
+    if (ix.p && lm_jscan_int(ix, &idx) < 0)
         return -1;
-    int fr = is_str(v[2]);
+    if (fin.p && fin.p[0] != 'n' && (!is_str(fin) || memchr(fin.p, '\\', fin.n)))
+        return -1;
+    int fr = is_str(fin);
     uint32_t bit = idx >= 0 && idx < 32 ? 1u << idx : 0;
-    int dobj = v[1].p && v[1].p[0] == '{';
-    if (dobj && members(v[1], dnames, d, &nd) < 0)
-        return -1;
     if (bit) {
         if ((s->finished & bit) || !dobj)
             return -1; /* dropped after its finish, or a delta to create */
@@ -223,7 +244,7 @@ static int raw_choice(raw_state_t *s, lm_str c)
         }
         if (fr) {
             s->finished |= bit;
-            if ((s->tools_seen & bit) && lm_jscan_str_is(v[2], "stop"))
+            if ((s->tools_seen & bit) && lm_jscan_str_is(fin, "stop"))
                 return -1; /* becomes "tool_calls" */
         }
     }
@@ -267,55 +288,58 @@ static int deliver_raw(lm_emit_t *e, const char *p, size_t n, const char *cut, c
 int lm_emit_raw(lm_emit *e, lm_str chunk)
 {
     static const char *const names[] = {"id",      "object", "created", "model",
-                                        "choices", "usage",  "error",   NULL};
-    lm_str v[7], c;
-    walk_t w, cw;
-    const char *cut = NULL, *cut_end = NULL;
-    raw_state_t s;
-    int rc;
+                                        "choices", "usage",  "error"};
+    lm_str v[7] = {{NULL, 0}}, k, val;
+    walk_t w, aw;
+    const char *cut = NULL, *cut_end = NULL, *end = chunk.p + chunk.n;
+    int rc, nchoices = 0;
+    long long t;
     if (e == NULL || !e->raw_ok || chunk.p == NULL || chunk.n == 0 ||
         memchr(chunk.p, '\n', chunk.n) || memchr(chunk.p, '\r', chunk.n))
         return LM_DECLINED; /* a line break would end the client's SSE event */
-    /* The top level, noting where "usage" sits so it can be cut out. */
-    if (walk_open(&w, chunk, '{') < 0)
+    raw_state_t s = {e->role_sent, e->finished, e->tools_seen, 0, 0};
+    if (walk_open(&w, chunk.p, end, '{') < 0)
         return LM_DECLINED;
-    for (size_t i = 0; names[i]; i++)
-        v[i] = (lm_str){NULL, 0};
-    lm_str k, val;
-    while ((rc = walk_member(&w, &k, &val)) > 0)
-        for (size_t i = 0; names[i]; i++) {
-            if (!key_is(k, names[i]))
-                continue;
-            if (v[i].p != NULL)
-                return LM_DECLINED; /* a repeated member: the tree keeps the last */
-            v[i] = val;
-            if (i == 5) { /* the member, and a comma on one side */
-                cut = w.next ? w.key_at : w.before ? w.before : w.key_at;
-                cut_end = w.next ? w.next : val.p + val.n;
-            }
+    while ((rc = walk_key(&w, &k)) > 0) {
+        int i = key_index(k, names, 7);
+        if (i >= 0 && v[i].p != NULL)
+            return LM_DECLINED;      /* a repeated member: the tree keeps the last */
+        if (i == 4 && *w.p == '[') { /* the choices, walked in place */
+            const char *start = w.p;
+            if (walk_open(&aw, start, end, '[') < 0)
+                return LM_DECLINED;
+            for (; !aw.done; nchoices++)
+                if (raw_choice(&s, &aw) < 0)
+                    return LM_DECLINED;
+            v[4] = (lm_str){start, (size_t)(aw.p - start)};
+            if (walk_sep(&w, aw.p) < 0)
+                return LM_DECLINED;
+            continue;
         }
-    if (rc < 0 || ws(w.p, chunk.p + chunk.n) != chunk.p + chunk.n || v[6].p != NULL)
+        if (walk_skip(&w, &val) < 0)
+            return LM_DECLINED;
+        if (i >= 0)
+            v[i] = val;
+        if (i == 5) { /* usage: the member, and a comma on one side */
+            cut = w.next ? w.key_at : w.before ? w.before : w.key_at;
+            cut_end = w.next ? w.next : val.p + val.n;
+        }
+    }
+    if (rc < 0 || ws(w.p, end) != end || v[6].p != NULL)
         return LM_DECLINED; /* invalid (the plugin's parse says so), or an error */
     if (v[5].p && chunk.n > RAW_SPLICE_MAX)
         return LM_DECLINED;
-    long long t;
-    int empty = v[4].p == NULL || walk_open(&cw, v[4], '[') < 0 || cw.done;
-    if (!empty && (!is_str(v[0]) || !is_str(v[1]) || !is_str(v[3]) || v[2].p == NULL ||
-                   lm_jscan_int(v[2], &t) < 0))
+    if (nchoices > 0 &&
+        (!is_str(v[0]) || !is_str(v[1]) || !is_str(v[3]) || v[2].p == NULL ||
+         lm_jscan_int(v[2], &t) < 0 || (!e->ids_adopted && adopt(e, v[0], t, v[3]) < 0)))
         return LM_DECLINED; /* the host would fill one in */
-    s = (raw_state_t){e->role_sent, e->finished, e->tools_seen, 0, 0};
-    while (!empty && (rc = walk_elem(&cw, &c)) > 0)
-        if (raw_choice(&s, c) < 0)
-            return LM_DECLINED;
-    if (!empty && (rc < 0 || (!e->ids_adopted && adopt(e, v[0], t, v[3]) < 0)))
-        return LM_DECLINED;
     /* Committed: from here on this is what the tree path would have done. */
     lm_usage u;
     if (v[5].p && lm_jscan_usage(v[5], &u)) {
         lm_usage_merge(&e->usage, &u, e->usage_mode);
         e->usage_seen = 1;
     }
-    if (empty)
+    if (nchoices == 0)
         return LM_OK; /* the usage-only chunk: never forwarded */
     e->role_sent = s.role_sent;
     e->finished = s.finished;
