@@ -146,6 +146,24 @@ def test_malformed_event_is_the_error_path():
     check(st == 200 and ev[0] == C0 and "overloaded" in json.loads(ev[1])["error"]["message"], raw)
 
 
+def test_cache_replays_the_forwarded_bytes():
+    """The response cache records the chunks the client got (the upstream's bytes, usage cut
+    out) and a hit replays them as they were."""
+    cached = Gateway(channels=CHAN % mock.url, extra="cache on models gpt-x\n")
+    try:
+        b = body(temperature=0, stream_options={"include_usage": True})
+        route([C0, C1, C3, USAGE, "[DONE]"])
+        st, ev, raw, h1 = cached.stream(b)
+        check(st == 200 and h1.get("X-Longmen-Cache") == "miss" and ev[:3] == [C0, C1, C3], raw)
+        route([])  # a hit never reaches the upstream
+        st, ev2, raw2, h2 = cached.stream(b)
+        check(st == 200 and h2.get("X-Longmen-Cache") == "hit", "%s %s" % (raw2, h2))
+        check(ev2[:3] == [C0, C1, C3] and json.loads(ev2[3])["usage"]["total_tokens"] == 15 and
+              ev2[-1] == "[DONE]", "replay: %r" % ev2)
+    finally:
+        cached.stop()
+
+
 def test_lua_on_event_sees_the_tree_path():
     d = tempfile.mkdtemp(prefix="lm-stream-")
     path = os.path.join(d, "ev.lua")
@@ -173,4 +191,4 @@ if __name__ == "__main__":
     run([test_chunks_forwarded_byte_for_byte, test_include_usage_gets_the_kernels_usage_chunk,
          test_usage_member_cut_out_of_the_bytes, test_alias_and_missing_ids_as_before,
          test_protocol_fixed_where_the_bytes_must_change, test_malformed_event_is_the_error_path,
-         test_lua_on_event_sees_the_tree_path, test_clean_shutdown])
+         test_cache_replays_the_forwarded_bytes, test_lua_on_event_sees_the_tree_path, test_clean_shutdown])
