@@ -61,7 +61,11 @@ def test_chunks_forwarded_byte_for_byte():
 
 def test_include_usage_gets_the_kernels_usage_chunk():
     route([C0, C1, C2, C3, USAGE, "[DONE]"])
-    st, ev, raw, _ = gw.stream(body(stream_options={"include_usage": True}))
+    sent = '{"model": "gpt-x", "stream": true, "stream_options": {"include_usage": true}, ' \
+           '"messages": [{"role": "user", "content": "hi"}]}'
+    st, ev, raw, _ = gw.stream(sent)
+    check(mock.requests[-1]["body"] == sent.encode(),
+          "a client that asked for usage: its bytes go upstream as they are: %r" % mock.requests[-1]["body"])
     check(st == 200 and ev[:4] == [C0, C1, C2, C3] and ev[-1] == "[DONE]" and len(ev) == 6, raw)
     u = json.loads(ev[4])
     check(u["choices"] == [] and u["usage"] == {"prompt_tokens": 11, "completion_tokens": 4,

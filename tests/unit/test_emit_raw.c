@@ -7,6 +7,7 @@
 #include "plugin/host.h"
 #include "t.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -250,8 +251,41 @@ static void test_tools_and_choices(void)
     T_END();
 }
 
+/* The usage chunk written by printf is byte for byte what Jansson writes
+ * for the same tree (and an id that needs escaping still comes out right). */
+static void test_usage_chunk_bytes(void)
+{
+    static const lm_usage us[] = {{9, 2, 11, -1, -1},
+                                  {9, -1, -1, 4, -1},
+                                  {-1, -1, 7, -1, 3},
+                                  {1, 2, 3, 0, 0},
+                                  {INT64_MAX, 0, -1, -1, -1}};
+    static const char *const ids[] = {"chatcmpl-up1", "id \"q\" \\ caf\xc3\xa9"};
+    T_BEGIN("emit_usage_chunk_bytes_as_jansson");
+    for (size_t i = 0; i < sizeof(us) / sizeof(us[0]); i++)
+        for (size_t k = 0; k < 2; k++) {
+            lm_emit_t e;
+            lm_emit_init(&e, LM_USAGE_CUMULATIVE, "r", "m/x", -5, sink, NULL);
+            snprintf(e.id, sizeof(e.id), "%s", ids[k]);
+            e.usage = us[i];
+            e.usage_seen = 1;
+            json_t *ref =
+                json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", e.id, "object",
+                          "chat.completion.chunk", "created", (json_int_t)e.created, "model",
+                          e.model, "choices", "usage", lm_usage_to_openai(&e.usage));
+            char *want = json_dumps(ref, JSON_COMPACT), *got = lm_emit_usage_chunk(&e);
+            T_CHECK(want && got && !strcmp(want, got), "%s != %s", got ? got : "(null)",
+                    want ? want : "(null)");
+            free(want);
+            free(got);
+            json_decref(ref);
+        }
+    T_END();
+}
+
 int main(void)
 {
+    test_usage_chunk_bytes();
     test_plain_stream_verbatim();
     test_usage_cut_out();
     test_declines();
