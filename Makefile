@@ -32,7 +32,7 @@ KERNEL_OBJS := $(KERNEL_SRCS:%.c=$(O)/%.o) $(O)/gen/console_assets.o
 KERNEL_OBJS += $(O)/sdk/jscan.o $(O)/sdk/jparse.o $(O)/sdk/jdump.o
 LIB_OBJS    := $(filter-out $(O)/kernel/server/main.o,$(KERNEL_OBJS))
 # The kit needs Jansson and libc only (sdk/README.md gives the link line).
-KIT_SRCS    := core/buf core/b64 core/clock core/log core/errors core/mask conf/chan plugin/host \
+KIT_SRCS    := core/buf core/b64 core/clock core/log core/errors core/mask conf/chan plugin/host plugin/emit_raw \
                plugin/plugin plugin/side plugin/frame plugin/endpoints proto/canon proto/stream proto/response proto/endpoint kit/lmtest \
                kit/check
 KIT_OBJS    := $(KIT_SRCS:%=$(O)/kernel/%.o) $(O)/sdk/jscan.o $(O)/sdk/jdump.o

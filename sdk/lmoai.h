@@ -30,8 +30,12 @@
  *             kernel to forward as it is (*out NULL, usage as the upstream
  *             wrote it); otherwise forwards with usage taken out or
  *             normalises; usage goes to *usage (the kernel writes it).
- *   event     OpenAI SSE chunks -> emit_chunk, usage -> emit_usage (the
- *             usage-only chunk is never forwarded), [DONE] -> LM_DONE.
+ *   event     OpenAI SSE chunks -> emit_raw first when the host has it
+ *             (ABI 1.4) and no event quirk applies (no LMO_CLEAN, fix or
+ *             code_key): the upstream's bytes go to the client when nothing
+ *             in them must change; otherwise (and for what the host
+ *             declines) emit_chunk, usage -> emit_usage (the usage-only
+ *             chunk is never forwarded), [DONE] -> LM_DONE.
  *   map_error OpenAI {"error":{..}} bodies, provider numeric codes through
  *             q->codes, the channel key scrubbed from every message.
  *

@@ -70,7 +70,9 @@ const char *lmt_header(const lmt_ureq *u, const char *name);
 void lmt_response(lmt_plugin *p, int status, const char *body, size_t len, lmt_result *out);
 
 /* Feed a streamed upstream body through the kernel splitter in pieces of
- * `split` bytes (0 = all at once) and collect what the client would get. */
+ * `split` bytes (0 = all at once) and collect what the client would get
+ * (emit_raw enabled, as in the gateway without a Lua on_event: a chunk the
+ * host takes verbatim is collected as the upstream wrote it). */
 void lmt_stream(lmt_plugin *p, const char *body, size_t len, size_t split, lmt_result *out);
 
 void lmt_result_clear(lmt_result *r);

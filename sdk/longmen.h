@@ -339,6 +339,23 @@ typedef struct lm_host_api {
      * request is kept. Thread-safe. */
     int (*side_get)(lm_ureq *u, const char *name, lm_str *out);
     void (*side_invalidate)(void *ictx, const char *name, lm_str used);
+
+    /* ---- 1.4: verbatim stream events (emit_raw) ----
+     * emit_raw (only inside parse_event): `chunk` is the JSON text of one
+     * upstream event that already is an OpenAI chat.completion.chunk. The
+     * host sends the client these bytes as they are when its stream
+     * bookkeeping needs no change to them: id, object, created and model
+     * present, the assistant role on each choice's first delta, one
+     * finish_reason per choice, no "error" member, no line break. A "usage"
+     * member is read as lm_usage_from_json() reads it, reported as
+     * emit_usage would, and cut out of the bytes (the kernel writes its own
+     * usage chunk); a chunk with no choices is reported and not forwarded.
+     * Returns LM_OK when the chunk was handled, LM_DECLINED when nothing
+     * was done: the plugin then parses the event and calls emit_chunk as
+     * before (so emit_raw is only ever a shortcut: a plugin must keep its
+     * tree path for hosts without it and for declined chunks). < 0: the
+     * client is gone. `chunk` is borrowed. */
+    int (*emit_raw)(lm_emit *e, lm_str chunk);
 } lm_host_api;
 
 #define LM_HOST_HAS(h, fn)                                                                         \

@@ -224,6 +224,7 @@ void lmt_stream(lmt_plugin *p, const char *body, size_t len, size_t split, lmt_r
     memset(out, 0, sizeof(*out));
     lm_buf_add(&chunks, "[", 1);
     lm_stream_init(&s, &p->inst, &p->call, 1700000000, collect, &chunks);
+    s.emit.raw_ok = 1; /* as the gateway runs it (ABI 1.4 emit_raw) */
     if (split == 0)
         split = len ? len : 1;
     for (size_t off = 0; off < len && rc == LM_OK; off += split) {

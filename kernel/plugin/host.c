@@ -1,4 +1,4 @@
-/* host.c - the host table plugins call (ABI 1.0/1.1), the upstream request
+/* host.c - the host table plugins call (ABI 1.0-1.4), the upstream request
  * builder and the stream sink (host.h). Thread: the request's worker (log
  * and allocation from any); lm_ureq_t / lm_emit_t are owned by the caller. */
 #include "plugin/host.h"
@@ -388,10 +388,51 @@ static int h_emit_usage(lm_emit *e, const lm_usage *u)
     return LM_OK;
 }
 
+/* 1 when s goes into JSON text as it is (printable ASCII, no quote or
+ * backslash): Jansson writes it unescaped, so printf can. */
+static int plain_ascii(const char *s)
+{
+    for (; *s; s++)
+        if (*s < 0x20 || *s > 0x7e || *s == '"' || *s == '\\')
+            return 0;
+    return 1;
+}
+
+/* The usage chunk by printf: the bytes lm_jdump writes for the tree below
+ * (members in that order), without building it (a tree, two json_pack
+ * format parses and a dump were about 20k instructions). NULL: build it. */
+static char *usage_chunk_text(const lm_emit_t *e)
+{
+    const lm_usage *u = &e->usage;
+    long long p = u->prompt > 0 ? u->prompt : 0, c = u->completion > 0 ? u->completion : 0;
+    long long t = u->total >= 0 ? u->total : p + c;
+    char cached[96] = "", reasoning[96] = "", *s = NULL;
+    if (!plain_ascii(e->id) || !plain_ascii(e->model))
+        return NULL;
+    if (u->cached >= 0)
+        snprintf(cached, sizeof(cached), ",\"prompt_tokens_details\":{\"cached_tokens\":%lld}",
+                 (long long)u->cached);
+    if (u->reasoning >= 0)
+        snprintf(reasoning, sizeof(reasoning),
+                 ",\"completion_tokens_details\":{\"reasoning_tokens\":%lld}",
+                 (long long)u->reasoning);
+    if (asprintf(
+            &s,
+            "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":"
+            "\"%s\",\"choices\":[],\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,"
+            "\"total_tokens\":%lld%s%s}}",
+            e->id, (long long)e->created, e->model, p, c, t, cached, reasoning) < 0)
+        return NULL;
+    return s;
+}
+
 char *lm_emit_usage_chunk(lm_emit_t *e)
 {
     if (!e->usage_seen)
         return NULL;
+    char *text = usage_chunk_text(e);
+    if (text != NULL)
+        return text;
     json_t *chunk = json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", e->id, "object",
                               "chat.completion.chunk", "created", (json_int_t)e->created, "model",
                               e->model, "choices", "usage", lm_usage_to_openai(&e->usage));
@@ -552,4 +593,5 @@ const lm_host_api lm_host_table = {
     .ureq_local_response = h_ureq_local_response,
     .side_get = h_side_get,
     .side_invalidate = h_side_invalidate,
+    .emit_raw = lm_emit_raw, /* 1.4 (emit_raw.c) */
 };

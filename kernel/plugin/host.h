@@ -67,6 +67,12 @@ struct lm_emit {
      * choice index < 32: the role went out on the first delta, the one
      * finish_reason went out, the choice called tools. */
     uint32_t role_sent, finished, tools_seen;
+    /* ABI 1.4 emit_raw: set by the caller when the sink may get the
+     * upstream's own bytes (0 after lm_emit_init: emit_raw declines, as
+     * when nothing downstream must see the tree path's chunks, e.g. a Lua
+     * on_event); nraw counts the chunks that went out so. */
+    int raw_ok;
+    unsigned nraw;
 };
 typedef struct lm_emit lm_emit_t;
 
@@ -76,6 +82,10 @@ void lm_emit_init(lm_emit_t *e, int usage_mode, const char *request_id, const ch
  * has no finish_reason gets one ("tool_calls" after tool calls, else
  * "stop"). Returns LM_OK or the sink's failure. */
 int lm_emit_close(lm_emit_t *e);
+/* emit_raw (ABI 1.4, emit_raw.c): chunk's bytes to the sink as they are
+ * when the bookkeeping above needs no change to them but cutting out a
+ * "usage" member; else LM_DECLINED and nothing done. chunk is borrowed. */
+int lm_emit_raw(lm_emit *e, lm_str chunk);
 /* The final usage chunk as JSON text (new, free()), or NULL when no usage was
  * reported. */
 char *lm_emit_usage_chunk(lm_emit_t *e);

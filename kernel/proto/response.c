@@ -147,8 +147,24 @@ static int dump_answer(json_t *out, int op, int want_base64, char **out_json, si
     return LM_OK;
 }
 
-int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str body, int want_base64,
-                          char **out_json, size_t *out_len, lm_usage *usage, lm_err *e)
+/* The verbatim answer: own's bytes handed over when the caller gave the
+ * buffer that holds body (no copy of a body that may be megabytes), else a
+ * copy. */
+static int verbatim_out(lm_str body, lm_buf_t *own, char **out_json, size_t *out_len, lm_err *e)
+{
+    if (own != NULL && own->len == body.n && (*out_json = lm_buf_take(own, out_len)) != NULL)
+        return LM_OK; /* lm_buf_cstr already ended it with a NUL */
+    *out_json = malloc(body.n + 1);
+    if (*out_json == NULL)
+        return lm_error_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
+    memcpy(*out_json, body.p, body.n);
+    (*out_json)[body.n] = '\0';
+    *out_len = body.n;
+    return LM_OK;
+}
+
+static int translate(lm_inst_t *inst, lm_call *call, int status, lm_str body, lm_buf_t *own,
+                     int want_base64, char **out_json, size_t *out_len, lm_usage *usage, lm_err *e)
 {
     const lm_provider *vt = &inst->plugin->vt;
     json_t *out = NULL;
@@ -184,15 +200,8 @@ int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str bod
         if (ok < 0)
             return lm_error_set(e, LM_EUPSTREAM, 502, "api_error", "upstream_error",
                                 "the upstream answered with a body that is not a JSON object");
-        if (ok) {
-            *out_json = malloc(body.n + 1);
-            if (*out_json == NULL)
-                return lm_error_set(e, LM_ENOMEM, 500, "api_error", NULL, "out of memory");
-            memcpy(*out_json, body.p, body.n);
-            (*out_json)[body.n] = '\0';
-            *out_len = body.n;
-            return LM_OK;
-        }
+        if (ok)
+            return verbatim_out(body, own, out_json, out_len, e);
         json_t *chk = json_loadb(body.p, body.n, 0, NULL);
         if (!json_is_object(chk)) { /* valid for the scanner, not for Jansson: a huge number */
             json_decref(chk);
@@ -233,4 +242,18 @@ int lm_response_poll(lm_inst_t *inst, lm_call *call, int status, lm_str body, ch
     if (call->op == LM_OP_IMAGES && json_is_array(data)) /* what was delivered is billed */
         *units = (int64_t)json_array_size(data);
     return dump_answer(out, call->op, 0, out_json, out_len, usage, e);
+}
+
+int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str body, int want_base64,
+                          char **out_json, size_t *out_len, lm_usage *usage, lm_err *e)
+{
+    return translate(inst, call, status, body, NULL, want_base64, out_json, out_len, usage, e);
+}
+
+int lm_response_translate_buf(lm_inst_t *inst, lm_call *call, int status, lm_buf_t *body,
+                              int want_base64, char **out_json, size_t *out_len, lm_usage *usage,
+                              lm_err *e)
+{
+    lm_str b = {lm_buf_cstr(body), body->len};
+    return translate(inst, call, status, b, body, want_base64, out_json, out_len, usage, e);
 }

@@ -31,6 +31,13 @@ int lm_response_translate(lm_inst_t *inst, lm_call *call, int status, lm_str bod
 int lm_response_poll(lm_inst_t *inst, lm_call *call, int status, lm_str body, char **out_json,
                      size_t *out_len, lm_usage *usage, int64_t *units, lm_err *e);
 
+/* The same for a body held in a buffer: a verbatim answer takes the
+ * buffer's bytes as *out_json (body is then left empty) instead of copying
+ * them; otherwise body is unchanged. */
+int lm_response_translate_buf(lm_inst_t *inst, lm_call *call, int status, lm_buf_t *body,
+                              int want_base64, char **out_json, size_t *out_len, lm_usage *usage,
+                              lm_err *e);
+
 /* Exported for the unit tests: the usage writer and the base64 encoder
  * applied to a translated answer `out` of operation op. -1 on no memory. */
 int lm_response_finish(json_t *out, int op, int want_base64, lm_usage *usage);

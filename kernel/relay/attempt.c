@@ -252,7 +252,7 @@ static int api_answer(lm_relay_t *r, char **out, size_t *out_len, const lm_usage
 /* A whole answer (2xx). Channel health is decided here, once the body is
  * known to translate: a 200 that is not an answer is a failed attempt and
  * may go to the next channel like a 5xx (IN-11). */
-static void finish_whole(lm_relay_t *r, int status, lm_str body)
+static void finish_whole(lm_relay_t *r, int status, lm_str body, lm_buf_t *own)
 {
     char *out = NULL;
     size_t out_len = 0;
@@ -263,9 +263,15 @@ static void finish_whole(lm_relay_t *r, int status, lm_str body)
         lm_audio_finish(r, body);
         return;
     }
-    int rc = r->pt ? lm_passthru_whole(r, body, &out, &out_len, &usage, &e)
-                   : lm_response_translate(r->route->inst, &r->call, status, body, r->want_b64,
-                                           &out, &out_len, &usage, &e);
+    int rc;
+    if (r->pt)
+        rc = lm_passthru_whole(r, body, &out, &out_len, &usage, &e);
+    else if (own) /* a verbatim answer takes own's bytes instead of a copy */
+        rc = lm_response_translate_buf(r->route->inst, &r->call, status, own, r->want_b64, &out,
+                                       &out_len, &usage, &e);
+    else
+        rc = lm_response_translate(r->route->inst, &r->call, status, body, r->want_b64, &out,
+                                   &out_len, &usage, &e);
     lm_attempt_route_end(r, rc < 0 && e.http_status >= 500 ? LM_ROUTE_FAIL : LM_ROUTE_OK);
     if (rc == LM_PENDING) { /* an asynchronous task: its answer comes by polling (poll.h) */
         lm_poll_start(r, &poll_ops);
@@ -442,7 +448,7 @@ static void whole_done(lm_relay_t *r)
     int status = r->status;
     lm_str body = {lm_buf_cstr(&r->body), r->body.len};
     if (status >= 200 && status < 300) {
-        finish_whole(r, status, body);
+        finish_whole(r, status, body, &r->body);
         return;
     }
     char *out = NULL;
@@ -620,7 +626,7 @@ static int run_local(lm_relay_t *r)
             lm_settle_stream_ok(r);
         return 0;
     }
-    finish_whole(r, status, body);
+    finish_whole(r, status, body, NULL);
     return 0;
 }
 
@@ -803,6 +809,10 @@ int lm_attempt_build(lm_relay_t *r)
     if (r->call.stream) {
         lm_stream_init(&r->st, route->inst, &r->call, (int64_t)time(NULL), lm_out_sse_sink, r);
         r->st_init = 1;
+        /* the upstream's own chunk bytes may reach the client (emit_raw),
+         * unless a script's on_event is to see the chunks as before */
+        r->st.emit.raw_ok =
+            !(r->lua && (lm_lua_call_stages(r->lua) & LM_LUA_BIT(LM_LUA_STAGE_EVENT)));
         if (r->api->stream_new && !r->pt &&
             (r->api_st = r->api->stream_new(r->client_model, r->id)) == NULL)
             return lm_out_err(r, 500, "api_error", NULL, "out of memory");

@@ -4,6 +4,7 @@
 #include "lmjscan.h"
 
 #include <limits.h>
+#include <stdint.h>
 #include <string.h>
 
 static const char *ws(const char *p, const char *end)
@@ -90,11 +91,43 @@ static const char *utf8(const char *p, const char *end)
     return p + 1 + need;
 }
 
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define ONES  0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+/* The first byte at or after p that is not plain ASCII text (a quote, a
+ * backslash, a control or a non-ASCII byte), eight bytes a step: most of a
+ * JSON text is string bytes, and this is most of a scan's instructions.
+ * Each mask flags exactly its bytes from the lowest up to the first one
+ * found, so the lowest flag is that byte. */
+static const char *plain_run(const char *p, const char *end)
+{
+    while (end - p >= 8) {
+        uint64_t x, q, b;
+        memcpy(&x, p, 8);
+        q = x ^ (ONES * '"');
+        b = x ^ (ONES * '\\');
+        uint64_t m = (x | ((x - ONES * 0x20) & ~x) | ((q - ONES) & ~q) | ((b - ONES) & ~b)) & HIGHS;
+        if (m != 0)
+            return p + (__builtin_ctzll(m) >> 3);
+        p += 8;
+    }
+    return p;
+}
+#else
+static const char *plain_run(const char *p, const char *end)
+{
+    (void)end;
+    return p;
+}
+#endif
+
 /* A string whose opening quote is at p; returns the byte after the closing one. */
 static const char *string(const char *p, const char *end)
 {
     p++;
     while (p < end) {
+        if ((p = plain_run(p, end)) >= end)
+            break;
         unsigned char c = (unsigned char)*p;
         if (c == '"')
             return p + 1;

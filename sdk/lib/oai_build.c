@@ -119,15 +119,19 @@ static int pass_through(const lmo_inst *in, const lm_call *c)
 
 /* Forward the raw body; a stream gets stream_options spliced in before the
  * final '}' (saves a parse-tree copy and a serialisation per request). A
- * stream whose client sent its own stream_options goes the JSON way, so
- * usage is still asked for. Returns 1 when the body was set. */
+ * stream whose client sent its own stream_options goes as it is when that
+ * is exactly {"include_usage":true} (what the JSON way writes), else the
+ * JSON way, so usage is still asked for. Returns 1 when the body was set. */
 static int raw_body(const lmo_inst *in, lm_call *c, const json_t *canon, lm_ureq *u)
 {
     static const char opt[] = ",\"stream_options\":{\"include_usage\":true}";
     lm_str raw = c->raw_body;
     size_t end = raw.n;
-    if (c->stream && json_object_get(canon, "stream_options") != NULL)
-        return 0;
+    const json_t *so = json_object_get(canon, "stream_options");
+    if (c->stream && so != NULL)
+        return in->stream_usage && json_object_size(so) == 1 &&
+               json_is_true(json_object_get(so, "include_usage")) &&
+               in->h->ureq_set_body(u, raw) == LM_OK;
     if (!c->stream || !in->stream_usage)
         return in->h->ureq_set_body(u, raw) == LM_OK;
     while (end > 0 && raw.p[end - 1] != '}')

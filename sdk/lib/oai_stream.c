@@ -99,6 +99,21 @@ static const char *code_finish(const lmo_inst *in, const lmo_req *rs, const json
     return NULL;
 }
 
+/* ABI 1.4: a base without event quirks (no LMO_CLEAN, fix or code_key; a
+ * chat wire format) hands the event's bytes to the host, which forwards
+ * them unchanged when the client may get them as they are: no parse, no
+ * tree, no dump. LM_DECLINED (an older host, a quirk, or a chunk the host
+ * must change, an error event or invalid JSON) takes the tree path below,
+ * which answers exactly as before. */
+static int raw(const lmo_inst *in, lm_call *c, const lm_event *ev, lm_emit *out)
+{
+    const lmo_quirks *q = in->q;
+    if (!LM_HOST_HAS(in->h, emit_raw) || (q->flags & LMO_CLEAN) || q->fix || q->code_key ||
+        lmo_wire_op(in, c) != LM_OP_CHAT)
+        return LM_DECLINED;
+    return in->h->emit_raw(out, ev->data);
+}
+
 int lmo_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit *out, lm_err *e)
 {
     lmo_inst *in = istate;
@@ -108,13 +123,16 @@ int lmo_parse_event(void *istate, lm_call *c, const lm_event *ev, lm_emit *out, 
         return LM_DONE;
     if (ev->data.n == 0 || rs == NULL)
         return LM_OK;
+    int rc = raw(in, c, ev, out);
+    if (rc != LM_DECLINED)
+        return rc == LM_OK ? LM_OK : closed(e);
     json_t *j = lms_parse_object(ev->data, "a stream event", e);
     if (j == NULL)
         return LM_EUPSTREAM;
     const char *fin = code_finish(in, rs, j);
     if (fin != NULL) {
         json_decref(j);
-        int rc = lms_emit_finish(in->h, out, 0, fin, e);
+        rc = lms_emit_finish(in->h, out, 0, fin, e);
         return rc == LM_OK ? LM_DONE : rc;
     }
     if (lmo_error(in, j, 0, e))

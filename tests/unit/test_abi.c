@@ -71,6 +71,7 @@ static const field_t fields[] = {
     F(lm_host_api, ureq_local_response),
     F(lm_host_api, side_get),
     F(lm_host_api, side_invalidate),
+    F(lm_host_api, emit_raw), /* 1.4 */
     F(lm_provider, hdr),
     F(lm_provider, name),
     F(lm_provider, version),
