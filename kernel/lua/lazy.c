@@ -11,6 +11,7 @@
 #include "lua/limits.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- lazy values: keys ---- */
@@ -126,7 +127,7 @@ static int same_table(lua_State *L, int idx, const json_t *j, unsigned flags, in
     /* the walk follows j, which is finite; the guard only bounds the C stack */
     if (depth > LM_LUA_JSON_DEPTH + 1)
         return 0;
-    if (lua_rawgetp(L, idx, &lazy_src_key) == LUA_TUSERDATA) {
+    if (lua_rawgetp(L, idx, &lazy_src_key) == LUA_TUSERDATA && lm_lua_to_anchor(L, -1)) {
         const lm_lua_anchor_t *a = lua_touserdata(L, -1);
         unsigned how;
         int same;
@@ -267,6 +268,65 @@ int lm_lua_anchor_snapshot(lm_lua_anchor_t *a, int slot)
     return 0;
 }
 
+/* A box (lm_lua_push_box): a userdata without a metatable, its bytes
+ * after the header (aligned for the structs callers keep there). */
+typedef struct box_s {
+    lm_lua_write_fn write;
+    const char *raw_name; /* static, or NULL: no raw member */
+    size_t n, rn;         /* data bytes, raw bytes (after the data) */
+} box_t;
+#define BOX_HDR ((sizeof(box_t) + 15) & ~(size_t)15)
+
+void lm_lua_push_box(lua_State *L, const lm_lua_input_t *in, const char *raw_name)
+{
+    size_t rn = in->raw ? in->rn : 0;
+    box_t *b = lua_newuserdatauv(L, BOX_HDR + in->n + rn, 0);
+
+    b->write = in->write;
+    b->raw_name = in->raw ? raw_name : NULL;
+    b->n = in->n;
+    b->rn = rn;
+    if (in->n)
+        memcpy((char *)b + BOX_HDR, in->data, in->n);
+    if (rn)
+        memcpy((char *)b + BOX_HDR + in->n, in->raw, rn);
+}
+
+static int push_text_p(lua_State *L)
+{
+    lua_pushlstring(L, lua_touserdata(L, 1), (size_t)lua_tointeger(L, 2));
+    return 1;
+}
+
+/* Fills t from the box at src, part `part`; returns 1 for an array. The
+ * writer's text is malloc'd: it becomes a Lua string in a nested protected
+ * call, so a memory error there does not leak it. */
+static int fill_box(lua_State *L, int t, int src, int part)
+{
+    box_t *b = lua_touserdata(L, src);
+    const char *data = (const char *)b + BOX_HDR;
+    size_t len = 0;
+    char *text = b->write(data, b->n, part, &len);
+    int st, array;
+
+    if (text == NULL)
+        luaL_error(L, "out of memory");
+    lua_pushcfunction(L, push_text_p);
+    lua_pushlightuserdata(L, text);
+    lua_pushinteger(L, (lua_Integer)len);
+    st = lua_pcall(L, 2, 1, 0);
+    free(text);
+    if (st != LUA_OK)
+        lua_error(L);
+    array = lm_lua_json_fill(L, t, lua_gettop(L));
+    if (b->raw_name) {
+        lua_pushstring(L, b->raw_name);
+        lua_pushlstring(L, data + b->n, b->rn);
+        lua_rawset(L, t);
+    }
+    return array;
+}
+
 void lm_lua_push_lazy(lua_State *L, int src, unsigned kind)
 {
     src = lua_absindex(L, src);
@@ -377,7 +437,10 @@ void lm_lua_touch(lua_State *L, int idx)
             lua_rawgetp(L, t, &lazy_raw_key);
             lua_rawset(L, t);
         }
+    } else if (!lua_getmetatable(L, s)) {
+        array = fill_box(L, t, s, (int)lua_tointeger(L, s + 1));
     } else {
+        lua_pop(L, 1);
         array = fill_anchor(L, t, s, (unsigned)lua_tointeger(L, s + 1));
     }
     lua_settop(L, s - 1);
