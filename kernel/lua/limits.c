@@ -17,9 +17,11 @@
 
 enum { LIM_NONE = 0, LIM_INSTR, LIM_TIME, LIM_STEPS };
 
-/* Free blocks kept per size class: at most about 70 KB per state, which
- * the cap does not count (like malloc's own caches). */
-#define POOL_KEEP 32u
+/* Free blocks kept per size class: at most about 70 KB of small blocks
+ * and 150 KB of larger ones per state, which the cap does not count (like
+ * malloc's own caches). */
+#define POOL_KEEP       32u
+#define POOL_KEEP_LARGE 4u
 
 /* Sanitizers must see every block freed, so they get no pool. */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -38,9 +40,23 @@ enum { LIM_NONE = 0, LIM_INSTR, LIM_TIME, LIM_STEPS };
  * of a block is always known. */
 static int pool_class(size_t n)
 {
-    return POOL_ON && n && n <= LM_LUA_POOL_STEP * LM_LUA_POOL_CLASSES
-               ? (int)((n - 1) / LM_LUA_POOL_STEP)
-               : -1;
+    const size_t small = LM_LUA_POOL_STEP * LM_LUA_POOL_SMALL;
+
+    if (!POOL_ON || n == 0)
+        return -1;
+    if (n <= small)
+        return (int)((n - 1) / LM_LUA_POOL_STEP);
+    if (n <= small + LM_LUA_POOL_STEP2 * (LM_LUA_POOL_CLASSES - LM_LUA_POOL_SMALL))
+        return LM_LUA_POOL_SMALL + (int)((n - small - 1) / LM_LUA_POOL_STEP2);
+    return -1;
+}
+
+/* Bytes of a block of class c. */
+static size_t class_size(int c)
+{
+    return c < LM_LUA_POOL_SMALL ? (size_t)(c + 1) * LM_LUA_POOL_STEP
+                                 : LM_LUA_POOL_STEP * LM_LUA_POOL_SMALL +
+                                       (size_t)(c - LM_LUA_POOL_SMALL + 1) * LM_LUA_POOL_STEP2;
 }
 
 static void *block_new(lm_lua_vm_t *vm, size_t n)
@@ -52,7 +68,7 @@ static void *block_new(lm_lua_vm_t *vm, size_t n)
         return malloc(n);
     p = vm->pool.head[c];
     if (p == NULL)
-        return malloc((size_t)(c + 1) * LM_LUA_POOL_STEP);
+        return malloc(class_size(c));
     memcpy(&vm->pool.head[c], p, sizeof(void *));
     vm->pool.count[c]--;
     return p;
@@ -64,7 +80,7 @@ static void block_free(lm_lua_vm_t *vm, void *p, size_t n)
 
     if (p == NULL)
         return;
-    if (c < 0 || vm->pool.count[c] >= POOL_KEEP) {
+    if (c < 0 || vm->pool.count[c] >= (c < LM_LUA_POOL_SMALL ? POOL_KEEP : POOL_KEEP_LARGE)) {
         free(p);
         return;
     }

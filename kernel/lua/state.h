@@ -38,11 +38,15 @@ struct lm_lua_gen_s {
     unsigned stages;
 };
 
-/* Free small blocks a state keeps for reuse (limits.c): Lua allocates and
- * frees a few dozen small objects per stage call, and a list pop is far
- * cheaper than malloc and free. Size classes of LM_LUA_POOL_STEP bytes. */
+/* Free blocks a state keeps for reuse (limits.c): Lua allocates and frees
+ * a few dozen objects per stage call, and a list pop is far cheaper than
+ * malloc and free. Size classes of LM_LUA_POOL_STEP bytes up to 256, then
+ * of LM_LUA_POOL_STEP2 bytes up to 2 KiB (stage inputs: an upstream body,
+ * a response, an event). */
 #define LM_LUA_POOL_STEP    16
-#define LM_LUA_POOL_CLASSES 16 /* blocks up to 256 bytes */
+#define LM_LUA_POOL_SMALL   16 /* classes of blocks up to 256 bytes */
+#define LM_LUA_POOL_STEP2   64
+#define LM_LUA_POOL_CLASSES (LM_LUA_POOL_SMALL + 28) /* blocks up to 2048 bytes */
 typedef struct lm_lua_pool_s {
     void *head[LM_LUA_POOL_CLASSES];
     unsigned count[LM_LUA_POOL_CLASSES];
