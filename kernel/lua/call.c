@@ -106,6 +106,11 @@ void lm_lua_call_end(lm_lua_call_t *call)
     for (size_t i = 0; i < call->vm->gen->n; i++)
         if (call->ctx[i] != LUA_NOREF)
             luaL_unref(call->vm->L, LUA_REGISTRYINDEX, call->ctx[i]);
+    if (call->vm->req_set) { /* so that the collector can have what the slot showed */
+        lua_pushboolean(call->vm->L, 0);
+        lua_rawseti(call->vm->L, LUA_REGISTRYINDEX, call->vm->slot_req);
+        call->vm->req_set = 0;
+    }
     unref(call->vm->L, &call->anchor); /* req is not changed after the end */
     call->anchor_p = NULL;
     unref(call->vm->L, &call->view);
@@ -181,12 +186,22 @@ static void fill_reqview(lua_State *L, int t, int src, lm_lua_anchor_t *a)
     rawset_field(L, t, "meta");
 }
 
+/* The slot keeps the view after the run (the stages of a request share
+ * one view): written only when it changes, emptied by lm_lua_call_end. */
 void lm_lua_set_request(lua_State *L, int idx)
 {
     lm_lua_vm_t *vm = lm_lua_vm_of(L);
-    lua_pushvalue(L, idx);
-    lua_rawseti(L, LUA_REGISTRYINDEX, vm->slot_req);
-    vm->has_req = 1;
+    int same;
+
+    idx = lua_absindex(L, idx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->slot_req);
+    same = lua_rawequal(L, -1, idx);
+    lua_pop(L, 1);
+    if (!same) {
+        lua_pushvalue(L, idx);
+        lua_rawseti(L, LUA_REGISTRYINDEX, vm->slot_req);
+    }
+    vm->has_req = vm->req_set = 1;
 }
 
 void lm_lua_set_response(lua_State *L, int idx)

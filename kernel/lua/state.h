@@ -81,6 +81,7 @@ struct lm_lua_vm_s {
      * registry entry on every stage call); false when unset. */
     int slot_req, slot_resp;
     int has_req, has_resp;
+    int req_set;   /* slot_req holds a view (kept between runs, see call.c) */
     uint64_t runs; /* stage calls entered (lm_lua_vm_runs) */
     /* decisions by lm.reject / lm.retry */
     int reject_status;
