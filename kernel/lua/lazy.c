@@ -16,7 +16,10 @@
 
 /* ---- lazy values: keys ---- */
 
-static const char lazy_mt_key = 'P'; /* registry: metatable of pending tables */
+/* The metatables of pending tables and of anchors are registry refs kept
+ * in the vm (vm->ref_lazy_mt, vm->ref_anchor_mt): an integer key reads the
+ * registry's array part, cheaper than a pointer key's hash lookup, and a
+ * stage call makes several pending tables. */
 
 static const char lazy_src_key = 'S'; /* in a pending table: its source */
 
@@ -24,8 +27,6 @@ static const char lazy_kind_key = 'K'; /* in a pending table over an anchor: the
                                          text with one more member: its name */
 
 static const char lazy_raw_key = 'W'; /* in a pending table over text: that member's value */
-
-static const char anchor_mt_key = 'R'; /* registry: metatable of anchors */
 
 static int params_key(const char *k, size_t n)
 {
@@ -234,7 +235,7 @@ lm_lua_anchor_t *lm_lua_push_anchor(lua_State *L, size_t cost, int nuv)
     lm_lua_anchor_t *a = lua_newuserdatauv(L, sizeof(*a), nuv);
 
     memset(a, 0, sizeof(*a));
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_mt_key);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lm_lua_vm_of(L)->ref_anchor_mt);
     lua_setmetatable(L, -2);
     lm_lua_mem_charge(L, cost); /* may raise: the anchor holds nothing yet */
     a->charged = cost;
@@ -248,7 +249,7 @@ lm_lua_anchor_t *lm_lua_to_anchor(lua_State *L, int idx)
 
     if (a == NULL || lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
         return NULL;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_mt_key);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lm_lua_vm_of(L)->ref_anchor_mt);
     ok = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
     return ok ? a : NULL;
@@ -337,7 +338,7 @@ void lm_lua_push_lazy(lua_State *L, int src, unsigned kind)
         lua_pushinteger(L, (lua_Integer)kind);
         lua_rawsetp(L, -2, &lazy_kind_key);
     }
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lm_lua_vm_of(L)->ref_lazy_mt);
     lua_setmetatable(L, -2);
 }
 
@@ -360,7 +361,7 @@ void lm_lua_push_lazy_text_with(lua_State *L, const char *json, size_t len, cons
     lua_rawsetp(L, -2, &lazy_kind_key);
     lua_pushlstring(L, raw, n);
     lua_rawsetp(L, -2, &lazy_raw_key);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lm_lua_vm_of(L)->ref_lazy_mt);
     lua_setmetatable(L, -2);
 }
 
@@ -516,11 +517,11 @@ void lm_lua_lazy_open(lua_State *L)
     luaL_setfuncs(L, mt, 0);
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+    lm_lua_vm_of(L)->ref_lazy_mt = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_createtable(L, 0, 2);
     lua_pushcfunction(L, anchor_gc);
     lua_setfield(L, -2, "__gc");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &anchor_mt_key);
+    lm_lua_vm_of(L)->ref_anchor_mt = luaL_ref(L, LUA_REGISTRYINDEX);
 }

@@ -80,6 +80,7 @@ struct lm_lua_vm_s {
      * slots made once per state (a ref per call would allocate and free a
      * registry entry on every stage call); false when unset. */
     int slot_req, slot_resp;
+    int ref_lazy_mt, ref_anchor_mt; /* registry refs: metatables (lazy.c) */
     int has_req, has_resp;
     int req_set;   /* slot_req holds a view (kept between runs, see call.c) */
     uint64_t runs; /* stage calls entered (lm_lua_vm_runs) */
