@@ -186,17 +186,16 @@ int lm_lua_same_json(lua_State *L, int idx, const json_t *j, unsigned flags)
 static size_t json_cost(json_t *j, int depth)
 {
     size_t n = 16, i;
-    const char *k;
     json_t *v;
 
     if (j == NULL || depth > LM_LUA_JSON_DEPTH)
         return n;
     switch (json_typeof(j)) {
-    case JSON_OBJECT:
+    case JSON_OBJECT: /* the iterator itself: json_object_foreach makes twice the calls */
         n += 56;
-        json_object_foreach (j, k, v)
-            n +=
-                40 + json_object_iter_key_len(json_object_key_to_iter(k)) + json_cost(v, depth + 1);
+        for (void *it = json_object_iter(j); it; it = json_object_iter_next(j, it))
+            n += 40 + json_object_iter_key_len(it) +
+                 json_cost(json_object_iter_value(it), depth + 1);
         return n;
     case JSON_ARRAY:
         n += 56;
