@@ -104,7 +104,6 @@ struct lm_lua_call_s {
     int *ctx;
     int anchor; /* registry ref: the anchor over req and meta (or LUA_NOREF) */
     struct lm_lua_anchor_s *anchor_p; /* that anchor (kept alive by the ref) */
-    int view;                         /* registry ref: the request view last made from it */
     int req_changed;                  /* on_request rewrote req */
 };
 
