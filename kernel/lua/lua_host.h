@@ -40,7 +40,8 @@
  * them, and converted back only when it changed them (see lua/lazy.h), so a
  * stage that leaves its data alone costs a function call, not a conversion:
  * the request keeps its JSON (and the caller its raw body), an event or a
- * response keeps its text. Outputs then say "unchanged" (NULL, or the
+ * response keeps its text, and inputs given as bytes (lm_lua_input_t) are
+ * never written as JSON at all. Outputs then say "unchanged" (NULL, or the
  * input as it came) instead of an equal copy. What a call still allocates
  * (the argument table, its text) is collected young (generational GC) from
  * a per-state pool of small blocks; lm_lua_vm_runs counts the calls, and
@@ -192,7 +193,7 @@ int lm_lua_call_request_changed(const lm_lua_call_t *call);
  * raw, when not NULL, is one more member that travels as it is (the
  * upstream body: never escaped or decoded unless a script reads it). The
  * cost is one allocation and a copy, so a stage that never looks at its
- * input never writes it (docs/lua.md, "What a stage call costs"). */
+ * input never writes it (scripts/README.md, "What a stage costs"). */
 typedef char *(*lm_lua_write_fn)(const void *data, size_t n, int part, size_t *len);
 typedef struct lm_lua_input_s {
     const void *data; /* borrowed for the call (copied) */
