@@ -38,7 +38,7 @@ enum { LIM_NONE = 0, LIM_INSTR, LIM_TIME, LIM_STEPS };
 /* The size class of an n-byte block, or -1 when the pool does not take it.
  * Lua passes the block's exact size on every free and resize, so the class
  * of a block is always known. */
-static int pool_class(size_t n)
+static inline int pool_class(size_t n)
 {
     const size_t small = LM_LUA_POOL_STEP * LM_LUA_POOL_SMALL;
 
@@ -52,14 +52,19 @@ static int pool_class(size_t n)
 }
 
 /* Bytes of a block of class c. */
-static size_t class_size(int c)
+static inline size_t class_size(int c)
 {
     return c < LM_LUA_POOL_SMALL ? (size_t)(c + 1) * LM_LUA_POOL_STEP
                                  : LM_LUA_POOL_STEP * LM_LUA_POOL_SMALL +
                                        (size_t)(c - LM_LUA_POOL_SMALL + 1) * LM_LUA_POOL_STEP2;
 }
 
-static void *block_new(lm_lua_vm_t *vm, size_t n)
+/* Inlined into lm_lua_alloc: Lua calls it for every object it makes and
+ * frees (a few dozen per stage call), and the calls cost as much as the
+ * work. */
+#define POOL_INLINE static inline __attribute__((always_inline))
+
+POOL_INLINE void *block_new(lm_lua_vm_t *vm, size_t n)
 {
     int c = pool_class(n);
     void *p;
@@ -74,7 +79,7 @@ static void *block_new(lm_lua_vm_t *vm, size_t n)
     return p;
 }
 
-static void block_free(lm_lua_vm_t *vm, void *p, size_t n)
+POOL_INLINE void block_free(lm_lua_vm_t *vm, void *p, size_t n)
 {
     int c = pool_class(n);
 
@@ -125,8 +130,16 @@ void *lm_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     lm_lua_vm_t *vm = ud;
     void *p;
 
-    if (!ptr)
-        osize = 0; /* Lua passes the object's type here */
+    if (!ptr) { /* a new object (Lua passes its type in osize) */
+        if (nsize == 0)
+            return NULL;
+        if (nsize > vm->mem_cap || vm->mem + nsize > vm->mem_cap)
+            return NULL;
+        p = block_new(vm, nsize);
+        if (p)
+            vm->mem += nsize;
+        return p;
+    }
     if (nsize == 0) {
         block_free(vm, ptr, osize);
         vm->mem -= osize;
