@@ -12,8 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Slots of a request anchor (push_reqview). */
+/* Slots of a request anchor (push_reqview), and its user values: 1 key
+ * name, 2 key group, 3 api, 4 the latest view made from it. */
 enum { SLOT_REQ, SLOT_MODEL, SLOT_MESSAGES, SLOT_META };
+enum { SLOT_UV_VIEW = 4 };
 
 static int match_any(char *const *pats, size_t n, const char *s)
 {
@@ -56,7 +58,7 @@ lm_lua_call_t *lm_lua_call_begin(lm_lua_vm_t *vm, const char *key_name, const ch
         return NULL;
     }
     call->req = json_incref(req);
-    call->anchor = call->view = LUA_NOREF;
+    call->anchor = LUA_NOREF;
     if (req && (m = json_object_get(req, "model")) && json_is_string(m))
         model = json_string_value(m);
     for (size_t i = 0; i < gen->n; i++) {
@@ -95,7 +97,6 @@ int lm_lua_drop_view(lm_lua_call_t *call)
     }
     unref(L, &call->anchor);
     call->anchor_p = NULL;
-    unref(L, &call->view);
     return rc;
 }
 
@@ -106,9 +107,13 @@ void lm_lua_call_end(lm_lua_call_t *call)
     for (size_t i = 0; i < call->vm->gen->n; i++)
         if (call->ctx[i] != LUA_NOREF)
             luaL_unref(call->vm->L, LUA_REGISTRYINDEX, call->ctx[i]);
+    if (call->vm->req_set) { /* so that the collector can have what the slot showed */
+        lua_pushboolean(call->vm->L, 0);
+        lua_rawseti(call->vm->L, LUA_REGISTRYINDEX, call->vm->slot_req);
+        call->vm->req_set = 0;
+    }
     unref(call->vm->L, &call->anchor); /* req is not changed after the end */
     call->anchor_p = NULL;
-    unref(call->vm->L, &call->view);
     json_decref(call->req);
     json_decref(call->meta);
     lm_lua_vm_release(call->vm);
@@ -181,12 +186,22 @@ static void fill_reqview(lua_State *L, int t, int src, lm_lua_anchor_t *a)
     rawset_field(L, t, "meta");
 }
 
+/* The slot keeps the view after the run (the stages of a request share
+ * one view): written only when it changes, emptied by lm_lua_call_end. */
 void lm_lua_set_request(lua_State *L, int idx)
 {
     lm_lua_vm_t *vm = lm_lua_vm_of(L);
-    lua_pushvalue(L, idx);
-    lua_rawseti(L, LUA_REGISTRYINDEX, vm->slot_req);
-    vm->has_req = 1;
+    int same;
+
+    idx = lua_absindex(L, idx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->slot_req);
+    same = lua_rawequal(L, -1, idx);
+    lua_pop(L, 1);
+    if (!same) {
+        lua_pushvalue(L, idx);
+        lua_rawseti(L, LUA_REGISTRYINDEX, vm->slot_req);
+    }
+    vm->has_req = vm->req_set = 1;
 }
 
 void lm_lua_set_response(lua_State *L, int idx)
@@ -209,7 +224,7 @@ static lm_lua_anchor_t *push_request_anchor(lua_State *L, lm_lua_call_t *call)
 {
     json_t *req = json_is_object(call->req) ? call->req : NULL;
     lm_lua_anchor_t *a =
-        lm_lua_push_anchor(L, lm_lua_json_cost(req) + lm_lua_json_cost(call->meta), 3);
+        lm_lua_push_anchor(L, lm_lua_json_cost(req) + lm_lua_json_cost(call->meta), SLOT_UV_VIEW);
 
     a->fill = fill_reqview;
     a->j[SLOT_REQ] = json_incref(req);
@@ -244,22 +259,21 @@ void lm_lua_push_reqview(lua_State *L, lm_lua_call_t *call)
     luaL_checkstack(L, 4, NULL);
     if (call->anchor != LUA_NOREF && !anchor_current(call, call->anchor_p))
         lm_lua_drop_view(call);
-    if (call->anchor != LUA_NOREF && call->view != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, call->view);
-        if (lm_lua_lazy_pending(L, -1))
-            return; /* no script looked at it yet: the same view again */
-        lua_pop(L, 1);
-    }
     if (call->anchor == LUA_NOREF) {
         call->anchor_p = push_request_anchor(L, call);
         lua_pushvalue(L, -1);
         call->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
     } else {
         lua_rawgeti(L, LUA_REGISTRYINDEX, call->anchor);
+        if (lua_getiuservalue(L, -1, SLOT_UV_VIEW) == LUA_TTABLE && lm_lua_lazy_pending(L, -1)) {
+            lua_remove(L, -2);
+            return; /* no script looked at it yet: the same view again */
+        }
+        lua_pop(L, 1);
     }
+    /* the anchor keeps its latest view (a user value, not a registry ref) */
     lm_lua_push_lazy(L, -1, LM_LUA_LAZY_VIEW);
-    lua_remove(L, -2);
-    unref(L, &call->view);
     lua_pushvalue(L, -1);
-    call->view = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_setiuservalue(L, -3, SLOT_UV_VIEW);
+    lua_remove(L, -2);
 }

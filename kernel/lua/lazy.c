@@ -11,11 +11,15 @@
 #include "lua/limits.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- lazy values: keys ---- */
 
-static const char lazy_mt_key = 'P'; /* registry: metatable of pending tables */
+/* The metatables of pending tables and of anchors are registry refs kept
+ * in the vm (vm->ref_lazy_mt, vm->ref_anchor_mt): an integer key reads the
+ * registry's array part, cheaper than a pointer key's hash lookup, and a
+ * stage call makes several pending tables. */
 
 static const char lazy_src_key = 'S'; /* in a pending table: its source */
 
@@ -23,8 +27,6 @@ static const char lazy_kind_key = 'K'; /* in a pending table over an anchor: the
                                          text with one more member: its name */
 
 static const char lazy_raw_key = 'W'; /* in a pending table over text: that member's value */
-
-static const char anchor_mt_key = 'R'; /* registry: metatable of anchors */
 
 static int params_key(const char *k, size_t n)
 {
@@ -126,7 +128,7 @@ static int same_table(lua_State *L, int idx, const json_t *j, unsigned flags, in
     /* the walk follows j, which is finite; the guard only bounds the C stack */
     if (depth > LM_LUA_JSON_DEPTH + 1)
         return 0;
-    if (lua_rawgetp(L, idx, &lazy_src_key) == LUA_TUSERDATA) {
+    if (lua_rawgetp(L, idx, &lazy_src_key) == LUA_TUSERDATA && lm_lua_to_anchor(L, -1)) {
         const lm_lua_anchor_t *a = lua_touserdata(L, -1);
         unsigned how;
         int same;
@@ -184,17 +186,16 @@ int lm_lua_same_json(lua_State *L, int idx, const json_t *j, unsigned flags)
 static size_t json_cost(json_t *j, int depth)
 {
     size_t n = 16, i;
-    const char *k;
     json_t *v;
 
     if (j == NULL || depth > LM_LUA_JSON_DEPTH)
         return n;
     switch (json_typeof(j)) {
-    case JSON_OBJECT:
+    case JSON_OBJECT: /* the iterator itself: json_object_foreach makes twice the calls */
         n += 56;
-        json_object_foreach (j, k, v)
-            n +=
-                40 + json_object_iter_key_len(json_object_key_to_iter(k)) + json_cost(v, depth + 1);
+        for (void *it = json_object_iter(j); it; it = json_object_iter_next(j, it))
+            n += 40 + json_object_iter_key_len(it) +
+                 json_cost(json_object_iter_value(it), depth + 1);
         return n;
     case JSON_ARRAY:
         n += 56;
@@ -233,7 +234,7 @@ lm_lua_anchor_t *lm_lua_push_anchor(lua_State *L, size_t cost, int nuv)
     lm_lua_anchor_t *a = lua_newuserdatauv(L, sizeof(*a), nuv);
 
     memset(a, 0, sizeof(*a));
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_mt_key);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lm_lua_vm_of(L)->ref_anchor_mt);
     lua_setmetatable(L, -2);
     lm_lua_mem_charge(L, cost); /* may raise: the anchor holds nothing yet */
     a->charged = cost;
@@ -247,7 +248,7 @@ lm_lua_anchor_t *lm_lua_to_anchor(lua_State *L, int idx)
 
     if (a == NULL || lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
         return NULL;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_mt_key);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lm_lua_vm_of(L)->ref_anchor_mt);
     ok = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
     return ok ? a : NULL;
@@ -267,6 +268,65 @@ int lm_lua_anchor_snapshot(lm_lua_anchor_t *a, int slot)
     return 0;
 }
 
+/* A box (lm_lua_push_box): a userdata without a metatable, its bytes
+ * after the header (aligned for the structs callers keep there). */
+typedef struct box_s {
+    lm_lua_write_fn write;
+    const char *raw_name; /* static, or NULL: no raw member */
+    size_t n, rn;         /* data bytes, raw bytes (after the data) */
+} box_t;
+#define BOX_HDR ((sizeof(box_t) + 15) & ~(size_t)15)
+
+void lm_lua_push_box(lua_State *L, const lm_lua_input_t *in, const char *raw_name)
+{
+    size_t rn = in->raw ? in->rn : 0;
+    box_t *b = lua_newuserdatauv(L, BOX_HDR + in->n + rn, 0);
+
+    b->write = in->write;
+    b->raw_name = in->raw ? raw_name : NULL;
+    b->n = in->n;
+    b->rn = rn;
+    if (in->n)
+        memcpy((char *)b + BOX_HDR, in->data, in->n);
+    if (rn)
+        memcpy((char *)b + BOX_HDR + in->n, in->raw, rn);
+}
+
+static int push_text_p(lua_State *L)
+{
+    lua_pushlstring(L, lua_touserdata(L, 1), (size_t)lua_tointeger(L, 2));
+    return 1;
+}
+
+/* Fills t from the box at src, part `part`; returns 1 for an array. The
+ * writer's text is malloc'd: it becomes a Lua string in a nested protected
+ * call, so a memory error there does not leak it. */
+static int fill_box(lua_State *L, int t, int src, int part)
+{
+    box_t *b = lua_touserdata(L, src);
+    const char *data = (const char *)b + BOX_HDR;
+    size_t len = 0;
+    char *text = b->write(data, b->n, part, &len);
+    int st, array;
+
+    if (text == NULL)
+        luaL_error(L, "out of memory");
+    lua_pushcfunction(L, push_text_p);
+    lua_pushlightuserdata(L, text);
+    lua_pushinteger(L, (lua_Integer)len);
+    st = lua_pcall(L, 2, 1, 0);
+    free(text);
+    if (st != LUA_OK)
+        lua_error(L);
+    array = lm_lua_json_fill(L, t, lua_gettop(L));
+    if (b->raw_name) {
+        lua_pushstring(L, b->raw_name);
+        lua_pushlstring(L, data + b->n, b->rn);
+        lua_rawset(L, t);
+    }
+    return array;
+}
+
 void lm_lua_push_lazy(lua_State *L, int src, unsigned kind)
 {
     src = lua_absindex(L, src);
@@ -277,7 +337,7 @@ void lm_lua_push_lazy(lua_State *L, int src, unsigned kind)
         lua_pushinteger(L, (lua_Integer)kind);
         lua_rawsetp(L, -2, &lazy_kind_key);
     }
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lm_lua_vm_of(L)->ref_lazy_mt);
     lua_setmetatable(L, -2);
 }
 
@@ -300,7 +360,7 @@ void lm_lua_push_lazy_text_with(lua_State *L, const char *json, size_t len, cons
     lua_rawsetp(L, -2, &lazy_kind_key);
     lua_pushlstring(L, raw, n);
     lua_rawsetp(L, -2, &lazy_raw_key);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lm_lua_vm_of(L)->ref_lazy_mt);
     lua_setmetatable(L, -2);
 }
 
@@ -377,7 +437,10 @@ void lm_lua_touch(lua_State *L, int idx)
             lua_rawgetp(L, t, &lazy_raw_key);
             lua_rawset(L, t);
         }
+    } else if (!lua_getmetatable(L, s)) {
+        array = fill_box(L, t, s, (int)lua_tointeger(L, s + 1));
     } else {
+        lua_pop(L, 1);
         array = fill_anchor(L, t, s, (unsigned)lua_tointeger(L, s + 1));
     }
     lua_settop(L, s - 1);
@@ -453,11 +516,11 @@ void lm_lua_lazy_open(lua_State *L)
     luaL_setfuncs(L, mt, 0);
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+    lm_lua_vm_of(L)->ref_lazy_mt = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_createtable(L, 0, 2);
     lua_pushcfunction(L, anchor_gc);
     lua_setfield(L, -2, "__gc");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &anchor_mt_key);
+    lm_lua_vm_of(L)->ref_anchor_mt = luaL_ref(L, LUA_REGISTRYINDEX);
 }

@@ -4,6 +4,7 @@
  */
 #ifndef LM_LUA_LAZY_H
 #define LM_LUA_LAZY_H
+#include "lua/lua_host.h"
 #include "lua/values.h"
 
 #include <lauxlib.h>
@@ -65,6 +66,11 @@ void lm_lua_push_lazy_text(lua_State *L, const char *json, size_t len);
  * member such as a request body is only copied, never escaped or decoded). */
 void lm_lua_push_lazy_text_with(lua_State *L, const char *json, size_t len, const char *field,
                                 const char *raw, size_t n);
+/* Push a box: a copy of in's bytes (and of its raw member, named
+ * raw_name) that in->write turns into JSON text only when a pending table
+ * over it (lm_lua_push_lazy with kind = the part) is materialised. One
+ * allocation; no metatable, no finalizer (it holds nothing outside). */
+void lm_lua_push_box(lua_State *L, const lm_lua_input_t *in, const char *raw_name);
 /* 1 when the value at idx is a table not materialised yet. */
 int lm_lua_lazy_pending(lua_State *L, int idx);
 /* Materialise the value at idx if it is pending (no-op otherwise). */

@@ -17,9 +17,11 @@
 
 enum { LIM_NONE = 0, LIM_INSTR, LIM_TIME, LIM_STEPS };
 
-/* Free blocks kept per size class: at most about 70 KB per state, which
- * the cap does not count (like malloc's own caches). */
-#define POOL_KEEP 32u
+/* Free blocks kept per size class: at most about 70 KB of small blocks
+ * and 150 KB of larger ones per state, which the cap does not count (like
+ * malloc's own caches). */
+#define POOL_KEEP       32u
+#define POOL_KEEP_LARGE 4u
 
 /* Sanitizers must see every block freed, so they get no pool. */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -36,14 +38,33 @@ enum { LIM_NONE = 0, LIM_INSTR, LIM_TIME, LIM_STEPS };
 /* The size class of an n-byte block, or -1 when the pool does not take it.
  * Lua passes the block's exact size on every free and resize, so the class
  * of a block is always known. */
-static int pool_class(size_t n)
+static inline int pool_class(size_t n)
 {
-    return POOL_ON && n && n <= LM_LUA_POOL_STEP * LM_LUA_POOL_CLASSES
-               ? (int)((n - 1) / LM_LUA_POOL_STEP)
-               : -1;
+    const size_t small = LM_LUA_POOL_STEP * LM_LUA_POOL_SMALL;
+
+    if (!POOL_ON || n == 0)
+        return -1;
+    if (n <= small)
+        return (int)((n - 1) / LM_LUA_POOL_STEP);
+    if (n <= small + LM_LUA_POOL_STEP2 * (LM_LUA_POOL_CLASSES - LM_LUA_POOL_SMALL))
+        return LM_LUA_POOL_SMALL + (int)((n - small - 1) / LM_LUA_POOL_STEP2);
+    return -1;
 }
 
-static void *block_new(lm_lua_vm_t *vm, size_t n)
+/* Bytes of a block of class c. */
+static inline size_t class_size(int c)
+{
+    return c < LM_LUA_POOL_SMALL ? (size_t)(c + 1) * LM_LUA_POOL_STEP
+                                 : LM_LUA_POOL_STEP * LM_LUA_POOL_SMALL +
+                                       (size_t)(c - LM_LUA_POOL_SMALL + 1) * LM_LUA_POOL_STEP2;
+}
+
+/* Inlined into lm_lua_alloc: Lua calls it for every object it makes and
+ * frees (a few dozen per stage call), and the calls cost as much as the
+ * work. */
+#define POOL_INLINE static inline __attribute__((always_inline))
+
+POOL_INLINE void *block_new(lm_lua_vm_t *vm, size_t n)
 {
     int c = pool_class(n);
     void *p;
@@ -52,19 +73,19 @@ static void *block_new(lm_lua_vm_t *vm, size_t n)
         return malloc(n);
     p = vm->pool.head[c];
     if (p == NULL)
-        return malloc((size_t)(c + 1) * LM_LUA_POOL_STEP);
+        return malloc(class_size(c));
     memcpy(&vm->pool.head[c], p, sizeof(void *));
     vm->pool.count[c]--;
     return p;
 }
 
-static void block_free(lm_lua_vm_t *vm, void *p, size_t n)
+POOL_INLINE void block_free(lm_lua_vm_t *vm, void *p, size_t n)
 {
     int c = pool_class(n);
 
     if (p == NULL)
         return;
-    if (c < 0 || vm->pool.count[c] >= POOL_KEEP) {
+    if (c < 0 || vm->pool.count[c] >= (c < LM_LUA_POOL_SMALL ? POOL_KEEP : POOL_KEEP_LARGE)) {
         free(p);
         return;
     }
@@ -109,8 +130,16 @@ void *lm_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     lm_lua_vm_t *vm = ud;
     void *p;
 
-    if (!ptr)
-        osize = 0; /* Lua passes the object's type here */
+    if (!ptr) { /* a new object (Lua passes its type in osize) */
+        if (nsize == 0)
+            return NULL;
+        if (nsize > vm->mem_cap || vm->mem + nsize > vm->mem_cap)
+            return NULL;
+        p = block_new(vm, nsize);
+        if (p)
+            vm->mem += nsize;
+        return p;
+    }
     if (nsize == 0) {
         block_free(vm, ptr, osize);
         vm->mem -= osize;

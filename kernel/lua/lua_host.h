@@ -40,7 +40,8 @@
  * them, and converted back only when it changed them (see lua/lazy.h), so a
  * stage that leaves its data alone costs a function call, not a conversion:
  * the request keeps its JSON (and the caller its raw body), an event or a
- * response keeps its text. Outputs then say "unchanged" (NULL, or the
+ * response keeps its text, and inputs given as bytes (lm_lua_input_t) are
+ * never written as JSON at all. Outputs then say "unchanged" (NULL, or the
  * input as it came) instead of an equal copy. What a call still allocates
  * (the argument table, its text) is collected young (generational GC) from
  * a per-state pool of small blocks; lm_lua_vm_runs counts the calls, and
@@ -182,6 +183,26 @@ json_t *lm_lua_call_meta(lm_lua_call_t *call);
  * so the client's original bytes still mean it (raw body passthrough). */
 int lm_lua_call_request_changed(const lm_lua_call_t *call);
 
+/* A stage input kept as bytes instead of JSON text: the host copies
+ * data[0..n) (and raw[0..rn), see below) into the state in one allocation,
+ * without escaping anything, and asks write for the JSON text (an object or
+ * an array) only when a script looks at the input, maybe after the stage
+ * call: write may read nothing but data (the caller's objects may be gone
+ * by then) and returns malloc'd text (*len set), or NULL when out of
+ * memory. part says which input of the stage (on_usage: 0 usage, 1 price).
+ * raw, when not NULL, is one more member that travels as it is (the
+ * upstream body: never escaped or decoded unless a script reads it). The
+ * cost is one allocation and a copy, so a stage that never looks at its
+ * input never writes it (scripts/README.md, "What a stage costs"). */
+typedef char *(*lm_lua_write_fn)(const void *data, size_t n, int part, size_t *len);
+typedef struct lm_lua_input_s {
+    const void *data; /* borrowed for the call (copied) */
+    size_t n;
+    lm_lua_write_fn write;
+    const char *raw; /* borrowed for the call (copied), or NULL */
+    size_t rn;
+} lm_lua_input_t;
+
 /* ---- stages (worker only; res may not be NULL) ---- */
 
 /* After auth, before admission. req (in-out, the same object given to
@@ -200,6 +221,9 @@ int lm_lua_on_route(lm_lua_call_t *call, json_t *candidates, json_t **order, lm_
  * not look at it never decode it. */
 int lm_lua_on_route_text(lm_lua_call_t *call, const char *candidates, size_t len, json_t **order,
                          lm_lua_result_t *res);
+/* The same with the candidates kept as bytes (part 0; see lm_lua_input_t). */
+int lm_lua_on_route_input(lm_lua_call_t *call, const lm_lua_input_t *candidates, json_t **order,
+                          lm_lua_result_t *res);
 
 /* Per attempt, after plugin.build_request. up (in-out): {"channel", "model",
  * "attempt", "url", "headers": {name: value}, "body": "<string>"}; scripts may
@@ -213,6 +237,9 @@ int lm_lua_on_upstream_request(lm_lua_call_t *call, json_t *up, lm_lua_result_t 
  * both NULL means "send the request as built". */
 int lm_lua_on_upstream_text(lm_lua_call_t *call, const char *up, size_t len, const char *body,
                             size_t blen, json_t **headers, json_t **new_body, lm_lua_result_t *res);
+/* The same with up kept as bytes (part 0) and the body as its raw member. */
+int lm_lua_on_upstream_input(lm_lua_call_t *call, const lm_lua_input_t *up, json_t **headers,
+                             json_t **new_body, lm_lua_result_t *res);
 
 /* Receives one event to send, as compact JSON text (borrowed for the call). */
 typedef void (*lm_lua_emit_fn)(void *arg, const char *json, size_t len);
@@ -250,6 +277,9 @@ int lm_lua_on_usage(lm_lua_call_t *call, json_t *usage, json_t *price, int64_t *
 /* The same with usage and price as JSON text (borrowed; NULL: nil). */
 int lm_lua_on_usage_text(lm_lua_call_t *call, const char *usage, size_t ulen, const char *price,
                          size_t plen, int64_t *charge, lm_lua_result_t *res);
+/* The same with usage (part 0) and price (part 1) kept as bytes. */
+int lm_lua_on_usage_input(lm_lua_call_t *call, const lm_lua_input_t *in, int64_t *charge,
+                          lm_lua_result_t *res);
 
 /* An attempt failed. err (in-out): {"status", "type", "code", "message",
  * "channel", "model", "attempt"}; scripts may map status/type/code/message.

@@ -153,8 +153,6 @@ int lm_lua_run(lm_lua_vm_t *vm, size_t i, lm_lua_run_t *r, lm_lua_result_t *res)
         lm_lua_copy_str(res->script, sizeof(res->script), vm->gen->s[i].name);
         rc = LM_LUA_RETRY;
     }
-    if (vm->has_req)
-        clear_slot(L, vm->slot_req);
     if (vm->has_resp)
         clear_slot(L, vm->slot_resp);
     vm->has_req = vm->has_resp = 0;

@@ -17,9 +17,10 @@ struct lm_lua_run_s {
     size_t tlen;
     const char *text2; /* a second one (usage: the price) */
     size_t tlen2;
-    int64_t charge; /* usage: in and out */
-    int started;    /* error: bytes reached the client */
-    int keep;       /* event: send the input as it came (out[0] unused) */
+    const lm_lua_input_t *input; /* instead of text: kept as bytes (lua_host.h) */
+    int64_t charge;              /* usage: in and out */
+    int started;                 /* error: bytes reached the client */
+    int keep;                    /* event: send the input as it came (out[0] unused) */
     int changed;
     json_t *out[2]; /* new refs made by collect */
     json_t *tmp;    /* made by push for this call only; released after it */

@@ -18,8 +18,24 @@ static void push_req_and_text(lua_State *L, lm_lua_run_t *r)
 {
     lm_lua_push_reqview(L, r->call);
     lm_lua_set_request(L, -1);
-    lm_lua_push_lazy_text(L, r->text, r->tlen);
+    if (r->input) {
+        lm_lua_push_box(L, r->input, NULL);
+        lm_lua_push_lazy(L, -1, 0);
+        lua_remove(L, -2);
+    } else {
+        lm_lua_push_lazy_text(L, r->text, r->tlen);
+    }
     r->nargs = 2;
+}
+
+/* The JSON an input kept as bytes stands for (part 0), or NULL. */
+static json_t *input_json(const lm_lua_input_t *in)
+{
+    size_t n = 0;
+    char *t = in->write(in->data, in->n, 0, &n);
+    json_t *j = t ? json_loadb(t, n, 0, NULL) : NULL;
+    free(t);
+    return j;
 }
 
 static void collect_route(lua_State *L, lm_lua_run_t *r, int args, int res, int nres)
@@ -84,8 +100,8 @@ static json_t *reorder(json_t *cur, json_t *names)
     return next;
 }
 
-int lm_lua_on_route_text(lm_lua_call_t *call, const char *cands, size_t len, json_t **order,
-                         lm_lua_result_t *res)
+static int route_run(lm_lua_call_t *call, const char *cands, size_t len, const lm_lua_input_t *in,
+                     json_t **order, lm_lua_result_t *res)
 {
     json_t *cur = NULL; /* the candidates as JSON, once a script reordered them */
     char *text = NULL;  /* and as text, for the scripts after it */
@@ -94,13 +110,15 @@ int lm_lua_on_route_text(lm_lua_call_t *call, const char *cands, size_t len, jso
 
     lm_lua_res_clear(res);
     *order = NULL;
-    if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_ROUTE)) || lm_lua_first_char(cands, len) != '[')
+    if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_ROUTE)) ||
+        (!in && lm_lua_first_char(cands, len) != '['))
         return LM_LUA_OK;
     for (size_t i = 0; i < call->vm->gen->n; i++) {
         lm_lua_run_t r = {.call = call,
                           .stage = LM_LUA_STAGE_ROUTE,
                           .text = text ? text : cands,
                           .tlen = text ? strlen(text) : len,
+                          .input = text ? NULL : in,
                           .push = push_req_and_text,
                           .collect = collect_route};
         json_t *next;
@@ -116,7 +134,7 @@ int lm_lua_on_route_text(lm_lua_call_t *call, const char *cands, size_t len, jso
         if (!r.changed)
             continue;
         if (!cur)
-            cur = json_loadb(cands, len, 0, NULL);
+            cur = in ? input_json(in) : json_loadb(cands, len, 0, NULL);
         next = cur ? reorder(cur, r.out[0]) : NULL;
         json_decref(r.out[0]);
         json_decref(cur);
@@ -138,6 +156,18 @@ int lm_lua_on_route_text(lm_lua_call_t *call, const char *cands, size_t len, jso
             return lm_lua_host_oom(res);
     }
     return LM_LUA_OK;
+}
+
+int lm_lua_on_route_text(lm_lua_call_t *call, const char *cands, size_t len, json_t **order,
+                         lm_lua_result_t *res)
+{
+    return route_run(call, cands, len, NULL, order, res);
+}
+
+int lm_lua_on_route_input(lm_lua_call_t *call, const lm_lua_input_t *cands, json_t **order,
+                          lm_lua_result_t *res)
+{
+    return route_run(call, NULL, 0, cands, order, res);
 }
 
 int lm_lua_on_route(lm_lua_call_t *call, json_t *candidates, json_t **order, lm_lua_result_t *res)
@@ -162,7 +192,13 @@ static void push_upstream(lua_State *L, lm_lua_run_t *r)
 {
     lm_lua_push_reqview(L, r->call);
     lm_lua_set_request(L, -1);
-    lm_lua_push_lazy_text_with(L, r->text, r->tlen, "body", r->text2 ? r->text2 : "", r->tlen2);
+    if (r->input) { /* one copy of up and its body, written only if a script looks */
+        lm_lua_push_box(L, r->input, "body");
+        lm_lua_push_lazy(L, -1, 0);
+        lua_remove(L, -2);
+    } else {
+        lm_lua_push_lazy_text_with(L, r->text, r->tlen, "body", r->text2 ? r->text2 : "", r->tlen2);
+    }
     r->nargs = 2;
 }
 
@@ -234,11 +270,11 @@ typedef struct up_state_s {
 /* Applies one script's headers and body (stolen). Returns 1 when they
  * differ from what the request had, 0 when the script only read them, -1
  * when out of memory. */
-static int upstream_apply(up_state_t *st, const char *up, size_t len, const char *body, size_t blen,
-                          json_t *h, json_t *b)
+static int upstream_apply(up_state_t *st, const char *up, size_t len, const lm_lua_input_t *in,
+                          const char *body, size_t blen, json_t *h, json_t *b)
 {
     if (!st->up) {
-        st->up = json_loadb(up, len, 0, NULL);
+        st->up = in ? input_json(in) : json_loadb(up, len, 0, NULL);
         st->body = json_stringn_nocheck(body, blen);
     }
     if (!st->up || !st->body ||
@@ -256,8 +292,9 @@ static int upstream_apply(up_state_t *st, const char *up, size_t len, const char
     return st->text ? 1 : -1;
 }
 
-int lm_lua_on_upstream_text(lm_lua_call_t *call, const char *up, size_t len, const char *body,
-                            size_t blen, json_t **headers, json_t **new_body, lm_lua_result_t *res)
+static int upstream_run(lm_lua_call_t *call, const char *up, size_t len, const char *body,
+                        size_t blen, const lm_lua_input_t *in, json_t **headers, json_t **new_body,
+                        lm_lua_result_t *res)
 {
     up_state_t st = {NULL, NULL, NULL};
     int changed = 0, rc = LM_LUA_OK;
@@ -265,8 +302,12 @@ int lm_lua_on_upstream_text(lm_lua_call_t *call, const char *up, size_t len, con
     lm_lua_res_clear(res);
     *headers = *new_body = NULL;
     if (!(call->stages & LM_LUA_BIT(LM_LUA_STAGE_UPSTREAM_REQUEST)) ||
-        lm_lua_first_char(up, len) != '{')
+        (!in && lm_lua_first_char(up, len) != '{'))
         return LM_LUA_OK;
+    if (in) {
+        body = in->raw ? in->raw : "";
+        blen = in->raw ? in->rn : 0;
+    }
     for (size_t i = 0; i < call->vm->gen->n && rc == LM_LUA_OK; i++) {
         lm_lua_run_t r = {.call = call,
                           .stage = LM_LUA_STAGE_UPSTREAM_REQUEST,
@@ -274,6 +315,7 @@ int lm_lua_on_upstream_text(lm_lua_call_t *call, const char *up, size_t len, con
                           .tlen = st.text ? strlen(st.text) : len,
                           .text2 = st.text ? json_string_value(st.body) : body,
                           .tlen2 = st.text ? json_string_length(st.body) : blen,
+                          .input = st.text ? NULL : in,
                           .push = push_upstream,
                           .collect = collect_upstream};
         int applied = 0;
@@ -281,7 +323,7 @@ int lm_lua_on_upstream_text(lm_lua_call_t *call, const char *up, size_t len, con
             continue;
         rc = lm_lua_run(call->vm, i, &r, res);
         if (rc == LM_LUA_OK && r.out[0])
-            applied = upstream_apply(&st, up, len, body, blen, r.out[0], r.out[1]);
+            applied = upstream_apply(&st, up, len, in, body, blen, r.out[0], r.out[1]);
         changed |= applied == 1;
         if (applied < 0)
             rc = lm_lua_host_oom(res);
@@ -294,6 +336,18 @@ int lm_lua_on_upstream_text(lm_lua_call_t *call, const char *up, size_t len, con
     json_decref(st.body);
     free(st.text);
     return rc;
+}
+
+int lm_lua_on_upstream_text(lm_lua_call_t *call, const char *up, size_t len, const char *body,
+                            size_t blen, json_t **headers, json_t **new_body, lm_lua_result_t *res)
+{
+    return upstream_run(call, up, len, body, blen, NULL, headers, new_body, res);
+}
+
+int lm_lua_on_upstream_input(lm_lua_call_t *call, const lm_lua_input_t *up, json_t **headers,
+                             json_t **new_body, lm_lua_result_t *res)
+{
+    return upstream_run(call, NULL, 0, NULL, 0, up, headers, new_body, res);
 }
 
 int lm_lua_on_upstream_request(lm_lua_call_t *call, json_t *up, lm_lua_result_t *res)

@@ -15,14 +15,21 @@
 
 static void push_usage(lua_State *L, lm_lua_run_t *r)
 {
-    if (r->text)
-        lm_lua_push_lazy_text(L, r->text, r->tlen);
-    else
-        lua_pushnil(L);
-    if (r->text2)
-        lm_lua_push_lazy_text(L, r->text2, r->tlen2);
-    else
-        lua_pushnil(L);
+    if (r->input) { /* one box for both, written only if a script looks */
+        lm_lua_push_box(L, r->input, NULL);
+        lm_lua_push_lazy(L, -1, 0);
+        lm_lua_push_lazy(L, -2, 1);
+        lua_remove(L, -3);
+    } else {
+        if (r->text)
+            lm_lua_push_lazy_text(L, r->text, r->tlen);
+        else
+            lua_pushnil(L);
+        if (r->text2)
+            lm_lua_push_lazy_text(L, r->text2, r->tlen2);
+        else
+            lua_pushnil(L);
+    }
     lua_pushinteger(L, (lua_Integer)r->charge);
     r->nargs = 3;
 }
@@ -44,8 +51,8 @@ static void collect_usage(lua_State *L, lm_lua_run_t *r, int args, int res, int 
     r->changed = 1;
 }
 
-int lm_lua_on_usage_text(lm_lua_call_t *call, const char *usage, size_t ulen, const char *price,
-                         size_t plen, int64_t *charge, lm_lua_result_t *res)
+static int usage_run(lm_lua_call_t *call, const char *usage, size_t ulen, const char *price,
+                     size_t plen, const lm_lua_input_t *in, int64_t *charge, lm_lua_result_t *res)
 {
     int64_t c = *charge;
 
@@ -59,6 +66,7 @@ int lm_lua_on_usage_text(lm_lua_call_t *call, const char *usage, size_t ulen, co
                           .tlen = ulen,
                           .text2 = price && lm_lua_first_char(price, plen) == '{' ? price : NULL,
                           .tlen2 = plen,
+                          .input = in,
                           .charge = c,
                           .push = push_usage,
                           .collect = collect_usage};
@@ -72,6 +80,18 @@ int lm_lua_on_usage_text(lm_lua_call_t *call, const char *usage, size_t ulen, co
     }
     *charge = c;
     return LM_LUA_OK;
+}
+
+int lm_lua_on_usage_text(lm_lua_call_t *call, const char *usage, size_t ulen, const char *price,
+                         size_t plen, int64_t *charge, lm_lua_result_t *res)
+{
+    return usage_run(call, usage, ulen, price, plen, NULL, charge, res);
+}
+
+int lm_lua_on_usage_input(lm_lua_call_t *call, const lm_lua_input_t *in, int64_t *charge,
+                          lm_lua_result_t *res)
+{
+    return usage_run(call, NULL, 0, NULL, 0, in, charge, res);
 }
 
 int lm_lua_on_usage(lm_lua_call_t *call, json_t *usage, json_t *price, int64_t *charge,

@@ -38,11 +38,15 @@ struct lm_lua_gen_s {
     unsigned stages;
 };
 
-/* Free small blocks a state keeps for reuse (limits.c): Lua allocates and
- * frees a few dozen small objects per stage call, and a list pop is far
- * cheaper than malloc and free. Size classes of LM_LUA_POOL_STEP bytes. */
+/* Free blocks a state keeps for reuse (limits.c): Lua allocates and frees
+ * a few dozen objects per stage call, and a list pop is far cheaper than
+ * malloc and free. Size classes of LM_LUA_POOL_STEP bytes up to 256, then
+ * of LM_LUA_POOL_STEP2 bytes up to 2 KiB (stage inputs: an upstream body,
+ * a response, an event). */
 #define LM_LUA_POOL_STEP    16
-#define LM_LUA_POOL_CLASSES 16 /* blocks up to 256 bytes */
+#define LM_LUA_POOL_SMALL   16 /* classes of blocks up to 256 bytes */
+#define LM_LUA_POOL_STEP2   64
+#define LM_LUA_POOL_CLASSES (LM_LUA_POOL_SMALL + 28) /* blocks up to 2048 bytes */
 typedef struct lm_lua_pool_s {
     void *head[LM_LUA_POOL_CLASSES];
     unsigned count[LM_LUA_POOL_CLASSES];
@@ -76,7 +80,9 @@ struct lm_lua_vm_s {
      * slots made once per state (a ref per call would allocate and free a
      * registry entry on every stage call); false when unset. */
     int slot_req, slot_resp;
+    int ref_lazy_mt, ref_anchor_mt; /* registry refs: metatables (lazy.c) */
     int has_req, has_resp;
+    int req_set;   /* slot_req holds a view (kept between runs, see call.c) */
     uint64_t runs; /* stage calls entered (lm_lua_vm_runs) */
     /* decisions by lm.reject / lm.retry */
     int reject_status;
@@ -98,7 +104,6 @@ struct lm_lua_call_s {
     int *ctx;
     int anchor; /* registry ref: the anchor over req and meta (or LUA_NOREF) */
     struct lm_lua_anchor_s *anchor_p; /* that anchor (kept alive by the ref) */
-    int view;                         /* registry ref: the request view last made from it */
     int req_changed;                  /* on_request rewrote req */
 };
 

@@ -98,6 +98,27 @@ static size_t jw_len(const jw_t *w)
     return w->b.len ? w->b.len : w->n;
 }
 
+/* The text, malloc'd for the caller (lm_lua_write_fn), or NULL. */
+static char *jw_take(jw_t *w, size_t *len)
+{
+    char *s;
+
+    if (w->oom) {
+        lm_buf_free(&w->b);
+        return NULL;
+    }
+    if (w->b.len) {
+        *len = w->b.len;
+        return w->b.p;
+    }
+    s = malloc(w->n ? w->n : 1);
+    if (s) {
+        memcpy(s, w->fix, w->n);
+        *len = w->n;
+    }
+    return s;
+}
+
 static void jw_lit(jw_t *w, const char *s)
 {
     jw_raw(w, s, strlen(s));
@@ -182,53 +203,107 @@ static void jw_num_field(jw_t *w, const char *name, long long v)
     jw_int(w, v);
 }
 
+/* ---- stage inputs kept as bytes ----
+ * on_route, on_upstream_request and on_usage get their inputs as packed
+ * records (lm_lua_input_t): copying them costs far less than writing JSON,
+ * and the writers below run only when a script looks at the input. A
+ * writer reads nothing but the record (the input may outlive the call). */
+
+/* Reads n bytes at *p into dst and moves on (records need not be aligned). */
+static void rd(void *dst, const char **p, size_t n)
+{
+    memcpy(dst, *p, n);
+    *p += n;
+}
+
+/* One candidate: its live figures, then name, model and plugin. */
+typedef struct cand_rec_s {
+    int64_t inflight, price_in, price_out, price_cached;
+    double latency, ttft, error_rate;
+    int state, held;
+    uint32_t name_len, model_len, plugin_len;
+} cand_rec_t;
+
+static uint32_t slen(const char *s)
+{
+    return s ? (uint32_t)strlen(s) : 0;
+}
+
 /* One candidate's live figures: health (closed and not held by a
  * Retry-After), in-flight attempts, EWMA latency and time to first token
  * (0 until sampled), the error rate over the health window, and the
  * channel's prices in micro-units per 1M tokens. */
-static void candidate_figures(jw_t *w, const lm_route_t *c, const lm_conf_t *conf, int64_t now)
+static void candidate_pack(jw_t *w, const lm_route_t *c, const lm_conf_t *conf, int64_t now)
 {
+    const lm_chan_conf_t *ch = c->inst->chan;
     lm_price_t p;
-    lm_gov_price(conf, c->inst->chan, c->upstream, &p);
     lm_route_snap_t s = {LM_ROUTE_CLOSED, 0, 0, 0, 0, -1, -1, 0, 0};
+    cand_rec_t r;
     int held = 0;
+
+    lm_gov_price(conf, ch, c->upstream, &p);
     if (c->stats) {
         lm_route_snapshot(c->stats, now, &s);
         held = lm_route_hold_left(c->stats, now) > 0;
     }
-    int results = s.window_ok + s.window_fail;
-    jw_lit(w, s.state == LM_ROUTE_CLOSED && !held ? ",\"healthy\":true,\"state\":"
-                                                  : ",\"healthy\":false,\"state\":");
-    jw_str(w, held ? "held" : lm_route_state_str(s.state));
-    jw_num_field(w, ",\"inflight\":", s.inflight);
-    jw_lit(w, ",\"latency_ms\":");
-    jw_fixed(w, s.ewma_latency_ms, 1);
-    jw_lit(w, ",\"ttft_ms\":");
-    jw_fixed(w, s.ewma_ttft_ms, 1);
-    jw_lit(w, ",\"error_rate\":");
-    jw_fixed(w, results ? (double)s.window_fail / results : 0.0, 4);
-    jw_num_field(w, ",\"price\":{\"input\":", (long long)p.input);
-    jw_num_field(w, ",\"output\":", (long long)p.output);
-    jw_num_field(w, ",\"cached_input\":", (long long)p.cached_input);
-    jw_lit(w, "}}");
+    memset(&r, 0, sizeof(r));
+    r.inflight = s.inflight;
+    r.price_in = p.input;
+    r.price_out = p.output;
+    r.price_cached = p.cached_input;
+    r.latency = s.ewma_latency_ms;
+    r.ttft = s.ewma_ttft_ms;
+    r.error_rate =
+        s.window_ok + s.window_fail ? (double)s.window_fail / (s.window_ok + s.window_fail) : 0.0;
+    r.state = (int)s.state;
+    r.held = held;
+    r.name_len = slen(ch->name);
+    r.model_len = slen(c->upstream);
+    r.plugin_len = slen(ch->plugin);
+    jw_raw(w, (const char *)&r, sizeof(r));
+    jw_raw(w, ch->name ? ch->name : "", r.name_len);
+    jw_raw(w, c->upstream ? c->upstream : "", r.model_len);
+    jw_raw(w, ch->plugin ? ch->plugin : "", r.plugin_len);
 }
 
-/* Candidates as scripts see them, with their live figures. */
-static void candidates_text(jw_t *w, const lm_route_t *cands, size_t n, const lm_conf_t *conf)
+/* lm_lua_write_fn: the candidates as scripts see them, with their figures. */
+static char *candidates_write(const void *data, size_t n, int part, size_t *len)
 {
-    int64_t now = lm_clock_ms();
-    jw_lit(w, "[");
-    for (size_t i = 0; i < n; i++) {
-        const lm_chan_conf_t *ch = cands[i].inst->chan;
-        jw_lit(w, i ? ",{\"name\":" : "{\"name\":");
-        jw_str(w, ch->name);
-        jw_lit(w, ",\"model\":");
-        jw_str(w, cands[i].upstream);
-        jw_lit(w, ",\"plugin\":");
-        jw_str(w, ch->plugin);
-        candidate_figures(w, &cands[i], conf, now);
+    const char *p = data, *end = p + n;
+    jw_t w;
+
+    (void)part;
+    jw_init(&w);
+    jw_lit(&w, "[");
+    for (int i = 0; p + sizeof(cand_rec_t) <= end; i++) {
+        cand_rec_t r;
+        rd(&r, &p, sizeof(r));
+        jw_lit(&w, i ? ",{\"name\":" : "{\"name\":");
+        jw_strn(&w, p, r.name_len);
+        p += r.name_len;
+        jw_lit(&w, ",\"model\":");
+        jw_strn(&w, p, r.model_len);
+        p += r.model_len;
+        jw_lit(&w, ",\"plugin\":");
+        jw_strn(&w, p, r.plugin_len);
+        p += r.plugin_len;
+        jw_lit(&w, r.state == LM_ROUTE_CLOSED && !r.held ? ",\"healthy\":true,\"state\":"
+                                                         : ",\"healthy\":false,\"state\":");
+        jw_str(&w, r.held ? "held" : lm_route_state_str((lm_route_state_t)r.state));
+        jw_num_field(&w, ",\"inflight\":", (long long)r.inflight);
+        jw_lit(&w, ",\"latency_ms\":");
+        jw_fixed(&w, r.latency, 1);
+        jw_lit(&w, ",\"ttft_ms\":");
+        jw_fixed(&w, r.ttft, 1);
+        jw_lit(&w, ",\"error_rate\":");
+        jw_fixed(&w, r.error_rate, 4);
+        jw_num_field(&w, ",\"price\":{\"input\":", (long long)r.price_in);
+        jw_num_field(&w, ",\"output\":", (long long)r.price_out);
+        jw_num_field(&w, ",\"cached_input\":", (long long)r.price_cached);
+        jw_lit(&w, "}}");
     }
-    jw_lit(w, "]");
+    jw_lit(&w, "]");
+    return jw_take(&w, len);
 }
 
 long lm_rlua_route(lm_lua_call_t *call, lm_route_t *cands, size_t n, const lm_conf_t *conf,
@@ -240,8 +315,11 @@ long lm_rlua_route(lm_lua_call_t *call, lm_route_t *cands, size_t n, const lm_co
     if (!has(call, LM_LUA_STAGE_ROUTE))
         return (long)n;
     jw_init(&w);
-    candidates_text(&w, cands, n, conf);
-    int rc = w.oom ? LM_LUA_OK : lm_lua_on_route_text(call, jw_text(&w), jw_len(&w), &order, &res);
+    int64_t now = lm_clock_ms();
+    for (size_t i = 0; i < n; i++)
+        candidate_pack(&w, &cands[i], conf, now);
+    lm_lua_input_t in = {jw_text(&w), jw_len(&w), candidates_write, NULL, 0};
+    int rc = w.oom ? LM_LUA_OK : lm_lua_on_route_input(call, &in, &order, &res);
     lm_buf_free(&w.b);
     if (w.oom)
         return lm_err_set(e, -1, 500, "api_error", NULL, "out of memory");
@@ -323,58 +401,110 @@ static void apply_headers(json_t *headers, lm_ureq_t *u)
 }
 
 /* The URL with the values of credential-like query parameters (key=,
- * access_token=, ...) replaced by LM_UP_REDACTED. */
-static void url_redacted(jw_t *w, const char *url, size_t len)
+ * access_token=, ...) replaced by LM_UP_REDACTED, into b (only URLs with a
+ * query need it). */
+static void url_redacted(lm_buf_t *b, const char *url, size_t len)
 {
     const char *q = memchr(url, '?', len), *end = url + len;
-    if (q == NULL) {
-        jw_strn(w, url, len);
-        return;
-    }
-    lm_buf_t b = {0};
-    lm_buf_add(&b, url, (size_t)(q - url));
+    lm_buf_add(b, url, (size_t)(q - url));
     for (const char *p = q; p < end;) {
         const char *amp = memchr(p + 1, '&', (size_t)(end - p - 1));
         const char *stop = amp ? amp : end, *eq = memchr(p + 1, '=', (size_t)(stop - p - 1));
         if (eq && secret_header(p + 1, (size_t)(eq - p - 1))) {
-            lm_buf_add(&b, p, (size_t)(eq + 1 - p));
-            lm_buf_add(&b, LM_UP_REDACTED, strlen(LM_UP_REDACTED));
+            lm_buf_add(b, p, (size_t)(eq + 1 - p));
+            lm_buf_add(b, LM_UP_REDACTED, strlen(LM_UP_REDACTED));
         } else {
-            lm_buf_add(&b, p, (size_t)(stop - p));
+            lm_buf_add(b, p, (size_t)(stop - p));
         }
         p = stop;
     }
-    jw_strn(w, lm_buf_cstr(&b), b.len);
-    lm_buf_free(&b);
 }
 
-/* {"channel", "model", "attempt", "url", "headers": {name: value}}; the body
- * goes to the scripts as it is (lm_lua_on_upstream_text). */
-static void upstream_text(jw_t *w, const lm_route_t *route, int attempt, lm_ureq_t *u)
+/* up as a record: the attempt and the lengths, then channel, model and the
+ * redacted URL, then each header. Credentials are redacted here, when the
+ * record is made: the state never holds them, looked at or not. */
+typedef struct up_rec_s {
+    int64_t attempt;
+    uint32_t channel_len, model_len, url_len, nheaders;
+} up_rec_t;
+typedef struct hdr_rec_s {
+    uint32_t name_len, value_len;
+    int secret;
+} hdr_rec_t;
+
+static void upstream_pack(jw_t *w, const lm_route_t *route, int attempt, lm_ureq_t *u)
 {
-    jw_lit(w, "{\"channel\":");
-    jw_str(w, route->inst->chan->name);
-    jw_lit(w, ",\"model\":");
-    jw_str(w, route->upstream);
-    jw_num_field(w, ",\"attempt\":", attempt);
-    jw_lit(w, ",\"url\":");
-    url_redacted(w, lm_buf_cstr(&u->url), u->url.len);
-    jw_lit(w, ",\"headers\":{");
-    const char *sep = "";
+    const char *url = lm_buf_cstr(&u->url), *chan = route->inst->chan->name;
+    lm_buf_t red = {0};
+    up_rec_t r = {attempt, slen(chan), slen(route->upstream), (uint32_t)u->url.len, 0};
+
+    if (memchr(url, '?', u->url.len)) {
+        url_redacted(&red, url, u->url.len);
+        if (red.failed)
+            w->oom = 1;
+        url = lm_buf_cstr(&red);
+        r.url_len = (uint32_t)red.len;
+    }
+    for (size_t i = 0; i < u->nheaders; i++)
+        r.nheaders += strchr(u->headers[i], ':') != NULL;
+    jw_raw(w, (const char *)&r, sizeof(r));
+    jw_raw(w, chan ? chan : "", r.channel_len);
+    jw_raw(w, route->upstream ? route->upstream : "", r.model_len);
+    jw_raw(w, url, r.url_len);
+    lm_buf_free(&red);
     for (size_t i = 0; i < u->nheaders; i++) {
-        const char *h = u->headers[i], *colon = strchr(h, ':');
+        const char *h = u->headers[i], *colon = strchr(h, ':'), *v;
+        hdr_rec_t hr;
         if (colon == NULL)
             continue;
-        jw_lit(w, sep);
-        sep = ",";
-        jw_strn(w, h, (size_t)(colon - h));
-        jw_lit(w, ":");
-        if (secret_header(h, (size_t)(colon - h)))
-            jw_str(w, LM_UP_REDACTED);
-        else
-            jw_str(w, colon[1] == ' ' ? colon + 2 : colon + 1);
+        v = colon[1] == ' ' ? colon + 2 : colon + 1;
+        hr.name_len = (uint32_t)(colon - h);
+        hr.secret = secret_header(h, hr.name_len);
+        hr.value_len = hr.secret ? 0 : (uint32_t)strlen(v);
+        jw_raw(w, (const char *)&hr, sizeof(hr));
+        jw_raw(w, h, hr.name_len);
+        jw_raw(w, v, hr.value_len);
     }
-    jw_lit(w, "}}");
+}
+
+/* lm_lua_write_fn: {"channel", "model", "attempt", "url", "headers": {name:
+ * value}}; the body travels beside it as it is (lm_lua_input_t.raw). */
+static char *upstream_write(const void *data, size_t n, int part, size_t *len)
+{
+    const char *p = data;
+    up_rec_t r;
+    jw_t w;
+
+    (void)n;
+    (void)part;
+    jw_init(&w);
+    rd(&r, &p, sizeof(r));
+    jw_lit(&w, "{\"channel\":");
+    jw_strn(&w, p, r.channel_len);
+    p += r.channel_len;
+    jw_lit(&w, ",\"model\":");
+    jw_strn(&w, p, r.model_len);
+    p += r.model_len;
+    jw_num_field(&w, ",\"attempt\":", (long long)r.attempt);
+    jw_lit(&w, ",\"url\":");
+    jw_strn(&w, p, r.url_len);
+    p += r.url_len;
+    jw_lit(&w, ",\"headers\":{");
+    for (uint32_t i = 0; i < r.nheaders; i++) {
+        hdr_rec_t hr;
+        rd(&hr, &p, sizeof(hr));
+        jw_lit(&w, i ? "," : "");
+        jw_strn(&w, p, hr.name_len);
+        p += hr.name_len;
+        jw_lit(&w, ":");
+        if (hr.secret)
+            jw_str(&w, LM_UP_REDACTED);
+        else
+            jw_strn(&w, p, hr.value_len);
+        p += hr.value_len;
+    }
+    jw_lit(&w, "}}");
+    return jw_take(&w, len);
 }
 
 int lm_rlua_upstream(lm_lua_call_t *call, const lm_route_t *route, int attempt, lm_ureq_t *u,
@@ -386,10 +516,10 @@ int lm_rlua_upstream(lm_lua_call_t *call, const lm_route_t *route, int attempt, 
     if (!has(call, LM_LUA_STAGE_UPSTREAM_REQUEST))
         return 0;
     jw_init(&w);
-    upstream_text(&w, route, attempt, u);
-    int rc = w.oom ? LM_LUA_OK
-                   : lm_lua_on_upstream_text(call, jw_text(&w), jw_len(&w), lm_buf_cstr(&u->body),
-                                             u->body.len, &headers, &body, &res);
+    upstream_pack(&w, route, attempt, u);
+    lm_lua_input_t in = {jw_text(&w), jw_len(&w), upstream_write, lm_buf_cstr(&u->body),
+                         u->body.len};
+    int rc = w.oom ? LM_LUA_OK : lm_lua_on_upstream_input(call, &in, &headers, &body, &res);
     lm_buf_free(&w.b);
     if (w.oom)
         return lm_err_set(e, -1, 500, "api_error", NULL, "out of memory");
@@ -486,24 +616,43 @@ static void usage_text(jw_t *w, const lm_usage *u)
     jw_lit(w, "}");
 }
 
-/* The usage, then the price, in one buffer. */
+/* on_usage's inputs as a record: written as text only if a script looks. */
+typedef struct usage_rec_s {
+    lm_usage u;
+    lm_price_t p;
+} usage_rec_t;
+
+/* lm_lua_write_fn: part 0 the usage, part 1 the price. */
+static char *usage_write(const void *data, size_t n, int part, size_t *len)
+{
+    usage_rec_t r;
+    jw_t w;
+
+    (void)n;
+    memcpy(&r, data, sizeof(r));
+    jw_init(&w);
+    if (part == 0) {
+        usage_text(&w, &r.u);
+    } else {
+        jw_num_field(&w, "{\"input\":", (long long)r.p.input);
+        jw_num_field(&w, ",\"output\":", (long long)r.p.output);
+        jw_num_field(&w, ",\"cached_input\":", (long long)r.p.cached_input);
+        jw_num_field(&w, ",\"per_request\":", (long long)r.p.per_request);
+        jw_lit(&w, "}");
+    }
+    return jw_take(&w, len);
+}
+
 void lm_rlua_usage(lm_lua_call_t *call, const lm_usage *u, const lm_price_t *price, int64_t *charge)
 {
     lm_lua_result_t res;
-    jw_t w;
+    usage_rec_t r;
     if (!has(call, LM_LUA_STAGE_USAGE))
         return;
-    jw_init(&w);
-    usage_text(&w, u);
-    size_t n = jw_len(&w);
-    jw_num_field(&w, "{\"input\":", (long long)price->input);
-    jw_num_field(&w, ",\"output\":", (long long)price->output);
-    jw_num_field(&w, ",\"cached_input\":", (long long)price->cached_input);
-    jw_num_field(&w, ",\"per_request\":", (long long)price->per_request);
-    jw_lit(&w, "}");
-    if (!w.oom)
-        lm_lua_on_usage_text(call, jw_text(&w), n, jw_text(&w) + n, jw_len(&w) - n, charge, &res);
-    lm_buf_free(&w.b);
+    r.u = *u;
+    r.p = *price;
+    lm_lua_input_t in = {&r, sizeof(r), usage_write, NULL, 0};
+    lm_lua_on_usage_input(call, &in, charge, &res);
 }
 
 int lm_rlua_request_changed(const lm_lua_call_t *call)

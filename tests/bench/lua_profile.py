@@ -13,11 +13,15 @@ request for each variant, the script's extra instructions per request and
 per stage call (stage calls per request as the noop script makes them:
 on_request, on_route, on_upstream_request, on_response or one on_event per
 event the client receives, on_usage; on_log runs only at log_level info),
-and with --top the script variant's top functions (callgrind_annotate).
+and with --top the script variant's top functions (callgrind_annotate),
+with --diff the functions whose own instructions per request grow most
+from the variant without a script to the script's (where the script's
+cost goes, without the kernel's own work that --top also lists).
 
   tests/bench/lua_profile.py                       # none vs noop, plain and stream
   tests/bench/lua_profile.py --script scripts/route_latency.lua+scripts/pii_mask.lua
   tests/bench/lua_profile.py --top 25 --keep /tmp/prof   # keep callgrind.out files
+  tests/bench/lua_profile.py --diff 30 --bin build/longmen-slua   # Lua's own functions named
 
 A script is "noop" (tests/bench/noop.lua), "empty" (a script that defines
 no stage), "realistic" (scripts/route_latency.lua + scripts/pii_mask.lua, as
@@ -237,6 +241,27 @@ def top(dump, n):
     return "\n".join(rows[:n + 1])
 
 
+def self_costs(dump):
+    """Own instructions per function (callgrind_annotate, exclusive)."""
+    r = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100",
+                        dump], capture_output=True, text=True)
+    out = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"^\s*([\d,]+) \([^)]*\)\s+(.*?)(?: \[.*\])?$", line)
+        if m and "PROGRAM TOTALS" not in m.group(2):
+            name = re.sub(r"^.*/", "", m.group(2))
+            out[name] = out.get(name, 0) + int(m.group(1).replace(",", ""))
+    return out
+
+
+def diff(base_dump, dump, n, requests, total):
+    a, b = self_costs(base_dump), self_costs(dump)
+    # the thread's entry points show the whole run as their own: left out
+    rows = sorted(((b.get(k, 0) - a.get(k, 0)) / requests, k) for k in set(a) | set(b)
+                  if b.get(k, 0) < total * 0.9)
+    return "\n".join("%9.0f  %s" % (d, k) for d, k in reversed(rows[-n:]))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--script", action="append",
@@ -245,6 +270,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--mode", choices=["plain", "stream", "both"], default="both")
     ap.add_argument("--top", type=int, default=0, help="show the N top functions")
+    ap.add_argument("--diff", type=int, default=0,
+                    help="show the N functions whose own instructions per request grow most "
+                    "with the script")
     ap.add_argument("--keep", help="copy the callgrind dumps to this folder")
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "longmen"),
                     help="the gateway binary (e.g. one linked with liblua5.4.a, whose "
@@ -271,7 +299,7 @@ def main():
 
 def run_all(args, scripts, modes, upstream, tmp):
     for stream in modes:
-        base, _, _ = profile(args, upstream, "none", stream, tmp)
+        base, base_dump, _ = profile(args, upstream, "none", stream, tmp)
         mode = "stream" if stream else "plain"
         print("| %s | none | %d | - | - | - |" % (mode, base / args.requests), flush=True)
         for s in scripts:
@@ -282,6 +310,9 @@ def run_all(args, scripts, modes, upstream, tmp):
                                                       extra / calls), flush=True)
             if args.top:
                 print("\ntop functions (self), %s %s:\n%s\n" % (mode, s, top(dump, args.top)))
+            if args.diff:
+                print("\nextra instructions per request by function (self), %s %s:\n%s\n"
+                      % (mode, s, diff(base_dump, dump, args.diff, args.requests, ir)))
 
 
 if __name__ == "__main__":

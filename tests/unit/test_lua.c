@@ -1059,6 +1059,81 @@ static int all_stages(lm_lua_call_t *call, json_t *req)
     return s.n;
 }
 
+/* Inputs kept as bytes (lm_lua_input_t): the writer runs only when a
+ * script looks, reads only the copy (the caller's bytes are gone after the
+ * call), and a kept table still shows them in a later stage. */
+static int input_writes; /* how often input_write ran */
+
+static char *input_write(const void *data, size_t n, int part, size_t *len)
+{
+    char *t = malloc(n + 32);
+    input_writes++;
+    if (t)
+        *len = (size_t)snprintf(t, n + 32, "{\"part\":%d,\"v\":\"%.*s\"}", part, (int)n,
+                                (const char *)data);
+    return t;
+}
+
+static void test_stage_inputs(void)
+{
+    lm_lua_result_t res;
+    fx_t f;
+    char data[16];
+    json_t *h, *b, *order, *rec;
+    int64_t charge = 7;
+    int rc;
+
+    T_BEGIN("lua: inputs kept as bytes are written only when looked at, from their copy");
+    if (fx_open(&f,
+                "function on_upstream_request(req, up)\n"
+                "  lm.ctx.n = (lm.ctx.n or 0) + 1\n"
+                "  if lm.ctx.n == 1 then lm.ctx.up = up end\n"
+                "  if lm.ctx.n == 2 then up.headers = {['X-B'] = up.v} end\n"
+                "end\n"
+                "function on_usage(u, p, c) lm.ctx.u = u; lm.ctx.p = p; return c + 1 end\n"
+                "function on_route(req, c) lm.ctx.c = c end\n"
+                "function on_log(r) r.up = lm.ctx.up.v .. '/' .. lm.ctx.up.body\n"
+                "  r.u = lm.ctx.u.v .. lm.ctx.u.part .. lm.ctx.p.v .. lm.ctx.p.part\n"
+                "  r.c = lm.ctx.c.v end\n",
+                NULL) == 0) {
+        lm_lua_input_t in = {data, 0, input_write, "BODY", 4};
+        input_writes = 0;
+        snprintf(data, sizeof(data), "first");
+        in.n = strlen(data);
+        rc = lm_lua_on_upstream_input(f.call, &in, &h, &b, &res);
+        T_CHECK(rc == LM_LUA_OK && !h && !b && input_writes == 0, "untouched: rc %d writes %d %s",
+                rc, input_writes, res.message);
+        snprintf(data, sizeof(data), "second");
+        in.n = strlen(data);
+        rc = lm_lua_on_upstream_input(f.call, &in, &h, &b, &res);
+        T_CHECK(rc == LM_LUA_OK && h && json_eq_text(h, "{\"X-B\":\"second\"}") &&
+                    json_eq_text(b, "\"BODY\""),
+                "changed: rc %d headers %s body %s", rc, dump(h), dump(b));
+        json_decref(h);
+        json_decref(b);
+        snprintf(data, sizeof(data), "usage");
+        in.n = strlen(data);
+        in.raw = NULL;
+        rc = lm_lua_on_usage_input(f.call, &in, &charge, &res);
+        T_CHECK(rc == LM_LUA_OK && charge == 8, "usage: rc %d charge %lld", rc, (long long)charge);
+        snprintf(data, sizeof(data), "route");
+        in.n = strlen(data);
+        rc = lm_lua_on_route_input(f.call, &in, &order, &res);
+        T_CHECK(rc == LM_LUA_OK && order == NULL, "route: rc %d", rc);
+        memset(data, 'X', sizeof(data)); /* the caller's bytes are gone */
+        input_writes = 0;
+        rec = J("{}");
+        lm_lua_on_log(f.call, rec);
+        T_CHECK(
+            json_eq_text(rec, "{\"up\":\"first/BODY\",\"u\":\"usage0usage1\",\"c\":\"route\"}") &&
+                input_writes == 4,
+            "kept inputs: %s (writes %d)", dump(rec), input_writes);
+        json_decref(rec);
+    }
+    fx_close(&f);
+    T_END();
+}
+
 static void test_stage_cost(void)
 {
     static const struct {
@@ -2407,6 +2482,7 @@ int main(void)
     test_lazy_event();
     test_lazy_other_stages();
     test_stage_cost();
+    test_stage_inputs();
     test_api();
     test_patterns();
     test_sandbox();
