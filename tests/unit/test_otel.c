@@ -28,7 +28,7 @@ int main(void)
     memset(r.span_id, 0xab, 8);
     memset(r.parent_id, 0x01, 8);
     r.has_parent = 1;
-    r.start_ns = 1700000000000000000;
+    r.start_ns = 1700000000000000000 - 1000; /* monotonic; the batch's shift adds 1000 */
     r.end_ns = r.start_ns + 5000000;
     strcpy(r.operation, "chat");
     strcpy(r.model_req, "m\"od\\el\n\x01");
@@ -39,6 +39,8 @@ int main(void)
     r.output_tokens = -1; /* unknown: left out */
     r.cost = -3;          /* negative integers still encode */
     r.status = 200;
+    r.key_id = 10;
+    r.generation = 100;
     r.nattempts = 1;
     memset(r.attempts[0].span_id, 0xcd, 8);
     r.attempts[0].status = 502;
@@ -46,10 +48,13 @@ int main(void)
     strcpy(r.attempts[0].model, "up");
 
     T_BEGIN("otel_encode");
-    char *text = lm_otel_encode(&r, NULL);
+    lm_otel_buf_t b = {0};
+    const lm_otel_rec_t *recs[1] = {&r};
+    lm_otel_batch_t meta = {NULL, 1000};
+    T_CHECK(lm_otel_encode_json(&b, recs, 1, &meta) == 0, "encode failed");
     json_error_t je;
-    json_t *doc = text ? json_loads(text, 0, &je) : NULL;
-    T_CHECK(doc != NULL, "not JSON: %s (%s)", text ? text : "(null)", je.text);
+    json_t *doc = json_loadb(b.p, b.len, 0, &je);
+    T_CHECK(doc != NULL, "not JSON: %.*s (%s)", (int)b.len, b.p, je.text);
     json_t *rs = json_array_get(json_object_get(doc, "resourceSpans"), 0);
     json_t *svc = json_array_get(json_object_get(json_object_get(rs, "resource"), "attributes"), 0);
     T_STREQ(json_string_value(json_object_get(json_object_get(svc, "value"), "stringValue")),
@@ -69,6 +74,9 @@ int main(void)
     T_STREQ(json_string_value(json_object_get(attr(s, "gen_ai.usage.input_tokens"), "intValue")),
             "7");
     T_STREQ(json_string_value(json_object_get(attr(s, "longmen.cost_micros"), "intValue")), "-3");
+    T_STREQ(json_string_value(json_object_get(attr(s, "longmen.key.id"), "intValue")), "10");
+    T_STREQ(json_string_value(json_object_get(attr(s, "longmen.generation"), "intValue")), "100");
+    T_STREQ(json_string_value(json_object_get(attr(s, "longmen.stream"), "intValue")), "0");
     T_CHECK(attr(s, "gen_ai.usage.output_tokens") == NULL, "unknown count exported");
     T_CHECK(attr(s, "gen_ai.prompt") == NULL, "no content without capture");
     json_t *fr = json_object_get(
@@ -78,7 +86,7 @@ int main(void)
     T_CHECK(json_integer_value(json_object_get(json_object_get(c, "status"), "code")) == 2,
             "a 502 attempt is an error");
     json_decref(doc);
-    free(text);
+    free(b.p);
     T_END();
     T_EXIT();
 }
