@@ -126,6 +126,12 @@ static int one_value(lm_obs_conf_t *oc, const char *d, const char *v, char *err,
         free(oc->otel_endpoint);
         return (oc->otel_endpoint = strdup(v)) ? 0 : bad(err, errlen, "out of memory");
     }
+    if (!strcmp(d, "otel_protocol")) {
+        if (strcmp(v, "http/protobuf") && strcmp(v, "http/json"))
+            return bad(err, errlen, "otel_protocol takes http/protobuf or http/json");
+        oc->otel_protocol = !strcmp(v, "http/json") ? LM_OTEL_JSON : LM_OTEL_PROTOBUF;
+        return 0;
+    }
     if (!strcmp(d, "otel_service_name")) {
         free(oc->otel_service_name);
         return (oc->otel_service_name = strdup(v)) ? 0 : bad(err, errlen, "out of memory");
@@ -175,9 +181,9 @@ int lm_obsconf_directive(lm_obs_conf_t *oc, char **w, int nw, char *err, size_t 
     if (!strcmp(d, "request_log_bodies"))
         return add_rule(oc, w, nw, err, errlen);
     static const char *const names[] = {
-        "otel_endpoint",        "otel_service_name",   "otel_sample_ratio",
-        "otel_capture_content", "otel_queue",          "otel_timeout",
-        "request_log",          "request_log_max_age", "request_log_max_rows"};
+        "otel_endpoint",        "otel_protocol",       "otel_service_name", "otel_sample_ratio",
+        "otel_capture_content", "otel_queue",          "otel_timeout",      "request_log",
+        "request_log_max_age",  "request_log_max_rows"};
     size_t i = 0;
     while (i < sizeof(names) / sizeof(names[0]) && strcmp(d, names[i]))
         i++;

@@ -38,7 +38,7 @@ struct lm_otel_s {
     size_t cap;
     int stop;
     char *url, *service;
-    int timeout_ms;
+    int timeout_ms, protocol;
     CURL *curl;                                      /* the exporter thread's own */
     int failing;                                     /* the last export failed (log once) */
     lm_otel_buf_t body;                              /* the request body, reused */
@@ -105,7 +105,8 @@ static uint64_t encode_release(lm_otel_t *o, size_t n, int *ok)
         spans += 1 + (uint64_t)r->nattempts;
     }
     lm_otel_batch_t meta = {o->service, clock_of(CLOCK_REALTIME) - clock_of(CLOCK_MONOTONIC)};
-    *ok = lm_otel_encode_json(&o->body, o->batch, n, &meta) == 0;
+    *ok = (o->protocol == LM_OTEL_JSON ? lm_otel_encode_json
+                                       : lm_otel_encode_pb)(&o->body, o->batch, n, &meta) == 0;
     for (size_t i = 0; i < n; i++) {
         slot_t *s = &o->ring[(o->head + i) % o->cap];
         free(s->rec.prompt);
@@ -127,8 +128,9 @@ static void export_batch(lm_otel_t *o, size_t n)
     long code = 0;
     CURLcode rc = CURLE_OUT_OF_MEMORY;
     if (ok && o->curl) {
-        curl_easy_setopt(o->curl, CURLOPT_POSTFIELDS, o->body.p);
-        curl_easy_setopt(o->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body.len);
+        curl_easy_setopt(o->curl, CURLOPT_POSTFIELDS, o->body.p + o->body.off);
+        curl_easy_setopt(o->curl, CURLOPT_POSTFIELDSIZE_LARGE,
+                         (curl_off_t)(o->body.len - o->body.off));
         rc = curl_easy_perform(o->curl);
         curl_easy_getinfo(o->curl, CURLINFO_RESPONSE_CODE, &code);
     }
@@ -205,10 +207,13 @@ lm_otel_t *lm_otel_new(const lm_obs_conf_t *oc, lm_metrics_t *m, char *err, size
     o->cap = (size_t)oc->otel_queue;
     o->ring = calloc(o->cap, sizeof(*o->ring)); /* pages are touched as slots fill */
     o->timeout_ms = oc->otel_timeout_ms;
+    o->protocol = oc->otel_protocol;
     o->url = strdup(oc->otel_endpoint);
     o->service = strdup(oc->otel_service_name ? oc->otel_service_name : "longmen");
     o->curl = curl_easy_init();
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    struct curl_slist *h = curl_slist_append(NULL, o->protocol == LM_OTEL_JSON
+                                                       ? "Content-Type: application/json"
+                                                       : "Content-Type: application/x-protobuf");
     if (o->ring == NULL || o->url == NULL || o->service == NULL || o->curl == NULL || h == NULL) {
         curl_slist_free_all(h);
         lm_otel_free(o);

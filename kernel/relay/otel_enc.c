@@ -22,21 +22,6 @@ void lm_otel_buf_grow(lm_otel_buf_t *b, size_t n)
 
 #define ADDS(b, lit) lm_otel_put((b), (lit), sizeof(lit) - 1)
 
-/* The length of the valid UTF-8 sequence at p (n bytes left), 0 if invalid. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    size_t len = p[0] < 0xc2 ? 0 : p[0] < 0xe0 ? 2 : p[0] < 0xf0 ? 3 : p[0] < 0xf5 ? 4 : 0;
-    if (len == 0 || len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f) ||
-        (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f))
-        return 0; /* overlong, surrogate, beyond U+10FFFF */
-    return len;
-}
-
 /* 1: the byte is copied as is inside a JSON string (printable ASCII but
  * the quote and the backslash). */
 static const unsigned char plain[256] = {
@@ -63,7 +48,7 @@ static void strn(lm_otel_buf_t *b, const char *s, size_t n)
             p++;
             continue;
         }
-        size_t u = *p >= 0x80 ? utf8_len(p, (size_t)(end - p)) : 0;
+        size_t u = *p >= 0x80 ? lm_otel_utf8_len(p, (size_t)(end - p)) : 0;
         if (u) {
             p += u;
             continue;
@@ -245,7 +230,7 @@ static void attempt_span(lm_otel_buf_t *b, const lm_otel_rec_t *r, int i, int64_
 int lm_otel_encode_json(lm_otel_buf_t *b, const lm_otel_rec_t *const *recs, size_t n,
                         const lm_otel_batch_t *batch)
 {
-    b->len = 0;
+    b->off = b->len = 0;
     b->failed = 0;
     int first = 1;
     ADDS(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
