@@ -5,7 +5,8 @@
  * own libcurl easy handle. A full ring, a slow or a dead collector drop
  * spans (longmen_otel_spans_dropped_total); a worker never waits for more
  * than the ring's mutex, and allocates nothing.
- * Threads: reserve/commit on any thread; new/free on the control thread.
+ * Threads: reserve/commit on any thread; new/configure/free on the control
+ * thread.
  */
 #ifndef LM_OTEL_H
 #define LM_OTEL_H
@@ -18,9 +19,16 @@
 
 typedef struct lm_otel_s lm_otel_t;
 
-/* Start the exporter for oc->otel_endpoint (which must be set); counters
- * go to m (may be NULL). NULL with a message in err. */
+/* Start the exporter for oc (otel_endpoint NULL: idle until a reload sets
+ * one; otel_queue is read here only); counters go to m (may be NULL).
+ * NULL with a message in err. */
 lm_otel_t *lm_otel_new(const lm_obs_conf_t *oc, lm_metrics_t *m, char *err, size_t errlen);
+/* A reload: oc's endpoint, protocol, headers, service name and timeout
+ * from the next batch on. Records already queued go to the previous
+ * collector first (dropped and counted if it fails). Nothing changes when
+ * they are the same. 0, or -1 with a message (the old target stays).
+ * Control thread. */
+int lm_otel_configure(lm_otel_t *o, const lm_obs_conf_t *oc, char *err, size_t errlen);
 /* A free slot of the ring for one request's record, to be filled by the
  * caller (every field: the slot holds a previous record's bytes) and
  * handed back with lm_otel_commit, soon and on any path. NULL when the

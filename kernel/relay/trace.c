@@ -46,9 +46,9 @@ void lm_trace_begin(lm_relay_t *r)
         t->logged = t->collect = 1;
         t->bodies = r->rt->conf->obs.nbody_rules ? -1 : 0;
     }
-    if (r->w->svc->otel == NULL)
-        return;
     const lm_obs_conf_t *oc = &r->rt->conf->obs;
+    if (oc->otel_endpoint == NULL || r->w->svc->otel == NULL) /* a reload may turn it on */
+        return;
     const char *h = r->req ? lm_http_header(r->req, "traceparent") : NULL;
     lm_traceparent_t tp;
     if (h && lm_traceparent_parse(h, strlen(h), &tp) == 0) { /* the caller decided sampling */

@@ -2,6 +2,7 @@
  * as JSON, carries the ids as hex, int64 values as strings, the parent
  * links and the attributes, and hostile text (quotes, control bytes,
  * invalid or cut UTF-8) stays valid JSON. */
+#include "conf/obsconf.h"
 #include "relay/otel_enc.h"
 #include "t.h"
 
@@ -87,6 +88,29 @@ int main(void)
             "a 502 attempt is an error");
     json_decref(doc);
     free(b.p);
+    T_END();
+
+    T_BEGIN("obsconf_protocol_and_headers");
+    lm_obs_conf_t oc;
+    char err[256];
+    lm_obsconf_init(&oc);
+    T_CHECK(oc.otel_protocol == LM_OTEL_PROTOBUF, "protobuf is the default");
+    char *p1[] = {"otel_protocol", "http/json"}, *p2[] = {"otel_protocol", "grpc"};
+    T_CHECK(lm_obsconf_directive(&oc, p1, 2, err, sizeof(err)) == 0 &&
+                oc.otel_protocol == LM_OTEL_JSON,
+            "http/json");
+    T_CHECK(lm_obsconf_directive(&oc, p2, 2, err, sizeof(err)) < 0, "grpc accepted");
+    char *h1[] = {"otel_header", "X-Api-Key", "abc", "def"},
+         *h2[] = {"otel_header", "Bad:Name", "v"},
+         *h3[] = {"otel_header", "content-type", "text/plain"}, *h4[] = {"otel_header", "X-Only"};
+    T_CHECK(lm_obsconf_directive(&oc, h1, 4, err, sizeof(err)) == 0 && oc.notel_headers == 1, "%s",
+            err);
+    T_STREQ(oc.otel_headers[0], "X-Api-Key: abc def");
+    T_CHECK(lm_obsconf_directive(&oc, h2, 3, err, sizeof(err)) < 0, "a colon in a name");
+    T_CHECK(lm_obsconf_directive(&oc, h3, 3, err, sizeof(err)) < 0, "Content-Type overridden");
+    T_CHECK(lm_obsconf_directive(&oc, h4, 2, err, sizeof(err)) < 0, "no value");
+    T_CHECK(oc.notel_headers == 1, "%zu headers", oc.notel_headers);
+    lm_obsconf_free(&oc);
     T_END();
     T_EXIT();
 }
