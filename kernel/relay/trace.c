@@ -123,25 +123,32 @@ void lm_trace_error(lm_relay_t *r, const char *code)
         snprintf(r->trace.error_code, sizeof(r->trace.error_code), "%s", code);
 }
 
-/* The first "finish_reason": "..." with a string value in json. */
+/* The first "finish_reason": "..." with a string value in json. Searched
+ * backwards for '_' (rare in an answer, and the key sits near a chunk's
+ * end): memrchr runs over a stream's every chunk faster than memmem. */
 static void scan_finish(lm_trace_t *t, const char *json, size_t n)
 {
-    static const char key[] = "\"finish_reason\"";
-    const char *p = json, *end = json + n;
-    while ((p = memmem(p, (size_t)(end - p), key, sizeof(key) - 1)) != NULL) {
-        p += sizeof(key) - 1;
-        while (p < end && (*p == ' ' || *p == ':' || *p == '\t' || *p == '\n' || *p == '\r'))
+    static const char key[] = "\"finish_reason\""; /* its '_' at 7 */
+    const char *found = NULL, *u, *e = json + n;
+    size_t left = n, flen = 0;
+    while ((u = memrchr(json, '_', left)) != NULL) {
+        left = (size_t)(u - json);
+        if (left < 7 || n - left < sizeof(key) - 1 - 7 || memcmp(u - 7, key, sizeof(key) - 1))
+            continue;
+        left -= 7;
+        const char *p = u - 7 + sizeof(key) - 1;
+        while (p < e && (*p == ' ' || *p == ':' || *p == '\t' || *p == '\n' || *p == '\r'))
             p++;
-        if (p >= end || *p != '"')
-            continue; /* null: not finished in this chunk */
-        p++;
-        const char *q = memchr(p, '"', (size_t)(end - p));
-        if (q == NULL)
-            return;
-        size_t len = (size_t)(q - p) < sizeof(t->finish) ? (size_t)(q - p) : sizeof(t->finish) - 1;
-        memcpy(t->finish, p, len);
+        const char *q = p < e && *p == '"' ? memchr(p + 1, '"', (size_t)(e - p - 1)) : NULL;
+        if (q) { /* null: not finished in this chunk */
+            found = p + 1;
+            flen = (size_t)(q - found);
+        }
+    }
+    if (found) {
+        size_t len = flen < sizeof(t->finish) ? flen : sizeof(t->finish) - 1;
+        memcpy(t->finish, found, len);
         t->finish[len] = '\0';
-        return;
     }
 }
 

@@ -163,7 +163,7 @@ def main():
                 off, on = ir["off"][th] / args.requests, ir["on"][th] / args.requests
                 print("| %s | %s | %d | %d | %s |" % (
                     "stream" if stream else "plain", th, off, on,
-                    "%+.1f%%" % (100.0 * (on - off) / off) if off else "%+d" % (on - off)),
+                    "%+.1f%%" % (100.0 * (on - off) / off) if th != "exporter" else "%+d" % (on - off)),
                     flush=True)
             if args.diff:
                 print("\nworker thread, instructions/request added by tracing (self):\n%s\n"
