@@ -230,12 +230,13 @@ static void export_batch(lm_otel_t *o, size_t n)
     }
 }
 
-/* Stopping with a failing collector: drop the ready rest rather than wait
- * otel_timeout per batch. Call with mu held. */
-static void drop_rest(lm_otel_t *o)
+/* Stopping or switching away from a failing collector: drop the ready
+ * records reserved before upto rather than wait otel_timeout per batch.
+ * Call with mu held. */
+static void drop_upto(lm_otel_t *o, uint64_t upto)
 {
     size_t n;
-    while ((n = ready_run(o, o->tail)) > 0) {
+    while ((n = ready_run(o, upto)) > 0) {
         uint64_t spans = 0;
         for (size_t i = 0; i < n; i++) {
             slot_t *s = &o->ring[(o->head + i) % o->cap];
@@ -261,6 +262,8 @@ static void switch_target(lm_otel_t *o, target_t *next)
         pthread_mutex_unlock(&o->mu);
         export_batch(o, n);
         pthread_mutex_lock(&o->mu);
+        if (o->failing)
+            drop_upto(o, upto);
     }
     pthread_mutex_unlock(&o->mu);
     target_apply(o, next);
@@ -295,7 +298,7 @@ static void *exporter_main(void *arg)
             export_batch(o, n); /* the ring stays open meanwhile */
         pthread_mutex_lock(&o->mu);
         if (stop && o->failing)
-            drop_rest(o);
+            drop_upto(o, o->tail);
         if (stop && !o->pending && ready_run(o, o->tail) == 0) /* no worker is left */
             break;
     }
