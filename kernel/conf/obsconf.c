@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void lm_obsconf_init(lm_obs_conf_t *oc)
 {
@@ -115,6 +116,37 @@ static int on_off(const char *s, int *out)
     return 0;
 }
 
+/* otel_header NAME VALUE...: one "Name: value" line for every export
+ * (an API key for a hosted collector, say; never logged). */
+static int add_header(lm_obs_conf_t *oc, char **w, int nw, char *err, size_t errlen)
+{
+    if (nw < 3)
+        return bad(err, errlen, "usage: otel_header NAME VALUE");
+    const char *n = w[1];
+    size_t len = strlen(n) + 2;
+    for (const char *p = n; *p; p++)
+        if (!strchr("!#$%&'*+-.^_`|~", *p) && !(*p >= '0' && *p <= '9') &&
+            !((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z'))
+            return bad(err, errlen, "otel_header: \"%s\" is not a header name", n);
+    if (!strcasecmp(n, "Content-Type") || !strcasecmp(n, "Content-Length"))
+        return bad(err, errlen, "otel_header: %s is set by otel_protocol", n);
+    for (int i = 2; i < nw; i++)
+        len += strlen(w[i]) + 1;
+    char *line = malloc(len + 1),
+         **v = realloc(oc->otel_headers, (oc->notel_headers + 1) * sizeof(*v));
+    if (v)
+        oc->otel_headers = v;
+    if (line == NULL || v == NULL) {
+        free(line);
+        return bad(err, errlen, "out of memory");
+    }
+    char *p = line + sprintf(line, "%s:", n);
+    for (int i = 2; i < nw; i++)
+        p += sprintf(p, " %s", w[i]);
+    oc->otel_headers[oc->notel_headers++] = line;
+    return 0;
+}
+
 /* One-value directives: 0, 1 when not one of ours, -1 with a message. */
 static int one_value(lm_obs_conf_t *oc, const char *d, const char *v, char *err, size_t errlen)
 {
@@ -125,6 +157,12 @@ static int one_value(lm_obs_conf_t *oc, const char *d, const char *v, char *err,
             return bad(err, errlen, "otel_endpoint needs an http:// or https:// URL");
         free(oc->otel_endpoint);
         return (oc->otel_endpoint = strdup(v)) ? 0 : bad(err, errlen, "out of memory");
+    }
+    if (!strcmp(d, "otel_protocol")) {
+        if (strcmp(v, "http/protobuf") && strcmp(v, "http/json"))
+            return bad(err, errlen, "otel_protocol takes http/protobuf or http/json");
+        oc->otel_protocol = !strcmp(v, "http/json") ? LM_OTEL_JSON : LM_OTEL_PROTOBUF;
+        return 0;
     }
     if (!strcmp(d, "otel_service_name")) {
         free(oc->otel_service_name);
@@ -174,10 +212,12 @@ int lm_obsconf_directive(lm_obs_conf_t *oc, char **w, int nw, char *err, size_t 
         return 1;
     if (!strcmp(d, "request_log_bodies"))
         return add_rule(oc, w, nw, err, errlen);
+    if (!strcmp(d, "otel_header"))
+        return add_header(oc, w, nw, err, errlen);
     static const char *const names[] = {
-        "otel_endpoint",        "otel_service_name",   "otel_sample_ratio",
-        "otel_capture_content", "otel_queue",          "otel_timeout",
-        "request_log",          "request_log_max_age", "request_log_max_rows"};
+        "otel_endpoint",        "otel_protocol",       "otel_service_name", "otel_sample_ratio",
+        "otel_capture_content", "otel_queue",          "otel_timeout",      "request_log",
+        "request_log_max_age",  "request_log_max_rows"};
     size_t i = 0;
     while (i < sizeof(names) / sizeof(names[0]) && strcmp(d, names[i]))
         i++;
@@ -214,6 +254,9 @@ void lm_obsconf_free(lm_obs_conf_t *oc)
     for (size_t i = 0; i < oc->nbody_rules; i++)
         rule_free(&oc->body_rules[i]);
     free(oc->body_rules);
+    for (size_t i = 0; i < oc->notel_headers; i++)
+        free(oc->otel_headers[i]);
+    free(oc->otel_headers);
     free(oc->otel_endpoint);
     free(oc->otel_service_name);
     memset(oc, 0, sizeof(*oc));

@@ -2,8 +2,10 @@
  * obsconf.h - the observability part of plugins.conf (docs/observability.md):
  * OpenTelemetry traces and the request log.
  *
- *   otel_endpoint URL            OTLP/HTTP JSON traces endpoint, e.g.
+ *   otel_endpoint URL            OTLP/HTTP traces endpoint, e.g.
  *                                http://127.0.0.1:4318/v1/traces (none: off)
+ *   otel_protocol P              http/protobuf (default) or http/json
+ *   otel_header NAME VALUE...    sent with every export (repeatable)
  *   otel_service_name NAME       resource service.name (longmen)
  *   otel_sample_ratio R          0..1: share of requests without an incoming
  *                                traceparent that are traced (1)
@@ -31,8 +33,13 @@ typedef struct lm_obs_rule_s {
     size_t nmodels, nkeys;
 } lm_obs_rule_t;
 
+enum { LM_OTEL_PROTOBUF = 0, LM_OTEL_JSON = 1 }; /* otel_protocol */
+
 typedef struct lm_obs_conf_s {
-    char *otel_endpoint;     /* owned; NULL: tracing off */
+    char *otel_endpoint; /* owned; NULL: tracing off */
+    int otel_protocol;   /* LM_OTEL_PROTOBUF or LM_OTEL_JSON */
+    char **otel_headers; /* "Name: value" lines; owned */
+    size_t notel_headers;
     char *otel_service_name; /* owned; NULL reads as "longmen" */
     double otel_sample_ratio;
     int otel_capture_content;

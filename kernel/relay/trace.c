@@ -46,9 +46,9 @@ void lm_trace_begin(lm_relay_t *r)
         t->logged = t->collect = 1;
         t->bodies = r->rt->conf->obs.nbody_rules ? -1 : 0;
     }
-    if (r->w->svc->otel == NULL)
-        return;
     const lm_obs_conf_t *oc = &r->rt->conf->obs;
+    if (oc->otel_endpoint == NULL || r->w->svc->otel == NULL) /* a reload may turn it on */
+        return;
     const char *h = r->req ? lm_http_header(r->req, "traceparent") : NULL;
     lm_traceparent_t tp;
     if (h && lm_traceparent_parse(h, strlen(h), &tp) == 0) { /* the caller decided sampling */
@@ -62,10 +62,7 @@ void lm_trace_begin(lm_relay_t *r)
                      (double)(rnd(r->w) >> 11) * 0x1.0p-53 < oc->otel_sample_ratio;
     }
     rnd_id(r->w, t->span_id, 8);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    t->start_real_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-    t->start_mono_ns = lm_clock_ns();
+    t->start_mono_ns = lm_clock_ns(); /* the exporter shifts it to Unix time per batch */
     t->on = 1;
     t->collect |= t->sampled;
     t->capture = t->sampled && oc->otel_capture_content;
@@ -126,23 +123,32 @@ void lm_trace_error(lm_relay_t *r, const char *code)
         snprintf(r->trace.error_code, sizeof(r->trace.error_code), "%s", code);
 }
 
-/* The first "finish_reason": "..." with a string value in json. */
+/* The first "finish_reason": "..." with a string value in json. Searched
+ * backwards for '_' (rare in an answer, and the key sits near a chunk's
+ * end): memrchr runs over a stream's every chunk faster than memmem. */
 static void scan_finish(lm_trace_t *t, const char *json, size_t n)
 {
-    static const char key[] = "\"finish_reason\"";
-    const char *p = json, *end = json + n;
-    while ((p = memmem(p, (size_t)(end - p), key, sizeof(key) - 1)) != NULL) {
-        p += sizeof(key) - 1;
-        while (p < end && (*p == ' ' || *p == ':' || *p == '\t' || *p == '\n' || *p == '\r'))
+    static const char key[] = "\"finish_reason\""; /* its '_' at 7 */
+    const char *found = NULL, *u, *e = json + n;
+    size_t left = n, flen = 0;
+    while ((u = memrchr(json, '_', left)) != NULL) {
+        left = (size_t)(u - json);
+        if (left < 7 || n - left < sizeof(key) - 1 - 7 || memcmp(u - 7, key, sizeof(key) - 1))
+            continue;
+        left -= 7;
+        const char *p = u - 7 + sizeof(key) - 1;
+        while (p < e && (*p == ' ' || *p == ':' || *p == '\t' || *p == '\n' || *p == '\r'))
             p++;
-        if (p >= end || *p != '"')
-            continue; /* null: not finished in this chunk */
-        p++;
-        const char *q = memchr(p, '"', (size_t)(end - p));
-        if (q == NULL)
-            return;
-        snprintf(t->finish, sizeof(t->finish), "%.*s", (int)(q - p), p);
-        return;
+        const char *q = p < e && *p == '"' ? memchr(p + 1, '"', (size_t)(e - p - 1)) : NULL;
+        if (q) { /* null: not finished in this chunk */
+            found = p + 1;
+            flen = (size_t)(q - found);
+        }
+    }
+    if (found) {
+        size_t len = flen < sizeof(t->finish) ? flen : sizeof(t->finish) - 1;
+        memcpy(t->finish, found, len);
+        t->finish[len] = '\0';
     }
 }
 
@@ -190,31 +196,25 @@ static void copy(char *d, size_t n, const char *s)
     d[len] = '\0';
 }
 
-static int64_t real_ns(const lm_trace_t *t, int64_t mono)
-{
-    return t->start_real_ns + (mono - t->start_mono_ns);
-}
-
-/* The request's record, copied out of the relay. */
-static lm_otel_rec_t *build(lm_relay_t *r)
+/* The request's record, written into its exporter slot o (every field:
+ * the slot holds an older record's bytes). */
+static void build(lm_relay_t *r, lm_otel_rec_t *o)
 {
     lm_trace_t *t = &r->trace;
-    lm_otel_rec_t *o = calloc(1, sizeof(*o));
-    if (o == NULL)
-        return NULL;
     memcpy(o->trace_id, t->trace_id, 16);
     memcpy(o->span_id, t->span_id, 8);
     memcpy(o->parent_id, t->parent_id, 8);
     o->has_parent = t->has_parent;
-    o->start_ns = t->start_real_ns;
-    o->end_ns = real_ns(t, lm_clock_ns());
+    o->start_ns = t->start_mono_ns;
+    o->end_ns = lm_clock_ns();
     copy(o->request_id, sizeof(o->request_id), r->id);
     copy(o->api, sizeof(o->api), r->api->name);
     copy(o->operation, sizeof(o->operation), r->op == LM_OP_EMBED ? "embeddings" : "chat");
-    copy(o->key_name, sizeof(o->key_name), r->gov.key_name ? r->gov.key_name : "");
+    copy(o->key_name, sizeof(o->key_name), r->gov.key_name);
     o->key_id = r->gov.key ? r->gov.key->id : 0;
     copy(o->model_req, sizeof(o->model_req), r->client_model);
     o->input_tokens = o->output_tokens = -1;
+    o->channel[0] = o->system[0] = o->model_resp[0] = '\0';
     if (r->route) {
         /* what the provider reported; settle.c's estimate when it did not
          * (repeated here: including settle.h would close an include cycle) */
@@ -237,24 +237,26 @@ static lm_otel_rec_t *build(lm_relay_t *r)
     o->ttft_ms = r->ttft_ms;
     o->status = r->client_status;
     o->stream = r->call.stream;
+    o->nattempts = 0;
     for (int i = 0; i < t->natt; i++) {
         const lm_trace_att_t *a = &t->att[i];
         lm_otel_attempt_t *b = &o->attempts[o->nattempts++];
         memcpy(b->span_id, a->span_id, 8);
-        b->start_ns = real_ns(t, a->start_ns);
-        b->end_ns = real_ns(t, a->end_ns);
+        b->start_ns = a->start_ns;
+        b->end_ns = a->end_ns;
         b->status = a->status;
+        b->channel[0] = b->system[0] = b->model[0] = '\0';
         if (a->route) {
             copy(b->channel, sizeof(b->channel), a->route->inst->chan->name);
             copy(b->system, sizeof(b->system), a->route->inst->plugin->vt.name);
             copy(b->model, sizeof(b->model), a->route->upstream);
         }
     }
+    o->prompt = o->completion = NULL;
     if (t->capture) {
         o->prompt = prompt_text(r);
         o->completion = t->completion.len ? strndup(t->completion.p, t->completion.len) : NULL;
     }
-    return o;
 }
 
 void lm_trace_end(lm_relay_t *r)
@@ -262,9 +264,12 @@ void lm_trace_end(lm_relay_t *r)
     lm_trace_t *t = &r->trace;
     close_attempt(t, r->status); /* the last attempt ends with the request */
     if (t->on && t->sampled) {
-        lm_otel_rec_t *o = build(r);
-        if (o)
-            lm_otel_submit(r->w->svc->otel, o);
+        lm_otel_t *ex = r->w->svc->otel;
+        lm_otel_rec_t *o = lm_otel_reserve(ex, 1 + t->natt);
+        if (o) {
+            build(r, o);
+            lm_otel_commit(ex, o);
+        }
     }
     if (t->logged)
         lm_reqlog_record(r);

@@ -33,7 +33,7 @@ typedef struct lm_trace_s {
     int bodies;  /* -1 undecided, 0/1: the row keeps the bodies (request_log_bodies) */
     int has_parent, natt;
     uint8_t trace_id[16], span_id[8], parent_id[8];
-    int64_t start_real_ns, start_mono_ns;
+    int64_t start_mono_ns;
     char finish[32];     /* the first finish_reason seen ("" none) */
     char error_code[48]; /* the error the client was answered with ("" none) */
     lm_buf_t completion; /* capture only */

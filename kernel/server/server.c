@@ -50,7 +50,7 @@ struct lm_server_s {
     lm_authguard_t *authguard; /* failed logins per address (AU-4) */
     lm_shared_t *shared;       /* counters shared through Redis (docs/redis.md), or NULL */
     lm_metrics_std_t mstd;
-    lm_otel_t *otel; /* the span exporter (relay/otel.h), or NULL; its endpoint is read at start */
+    lm_otel_t *otel; /* the span exporter (relay/otel.h); re-pointed at each reload */
     atomic_int draining;
     int cancel_sent;
     lm_http_front_t *front; /* the data-plane listener and its workers */
@@ -369,6 +369,8 @@ static int reload_swap(lm_server_t *s, char *err, size_t errlen)
     lm_http_front_set_max_body(s->front, next->conf->max_body);
     lm_http_front_set_max_audio(s->front, next->conf->audio_max_bytes);
     pthread_mutex_unlock(&s->rt_lock);
+    if (s->otel && lm_otel_configure(s->otel, &next->conf->obs, err, errlen) < 0)
+        lm_log(LM_LOG_ERROR, "reload: %s; traces keep their previous collector", err);
     for (size_t i = 0; i < next->nplugins; i++)
         lm_log(LM_LOG_INFO, "generation %llu: plugin %s %s", (unsigned long long)next->gen,
                next->plugins[i]->vt.name,
@@ -702,9 +704,9 @@ static int setup(lm_server_t *s, char *err, size_t errlen)
     if (setup_store(s, err, errlen) < 0)
         return -1;
     const lm_obs_conf_t *oc = &s->rt->conf->obs;
-    if (oc->otel_endpoint && (s->otel = lm_otel_new(oc, s->metrics, err, errlen)) == NULL)
+    if ((s->otel = lm_otel_new(oc, s->metrics, err, errlen)) == NULL)
         return -1;
-    if (s->otel)
+    if (oc->otel_endpoint)
         lm_log(LM_LOG_INFO, "otel: traces go to %s", oc->otel_endpoint);
     const lm_conf_t *c = s->rt->conf;
     if (c->redis &&

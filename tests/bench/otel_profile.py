@@ -14,8 +14,9 @@ After --warmup requests the counters are zeroed, --requests requests are
 sent one after another on one keep-alive connection; the script then waits
 for the exporter's next flush (1 s) so its serialisation and POSTs are in
 the count, and dumps the counters. Printed: instructions per request for
-every thread together, per variant and mode (plain and stream), and the
-difference.
+every thread together, for the worker thread alone and for the exporter's
+thread alone (--separate-threads), per variant and mode (plain and stream),
+and the difference.
 
   tests/bench/otel_profile.py                  # plain and stream
   tests/bench/otel_profile.py --mode plain --requests 100 --top 20
@@ -73,8 +74,9 @@ def profile(args, upstream, collector, variant, stream, tmp):
             f.write("otel_endpoint %s\notel_timeout 10s\n" % collector.url)
     out = os.path.join(tmp, "cg.%s.%s" % (variant, "stream" if stream else "plain"))
     log = open(out + ".log", "w")
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
-                             args.bin, "-c", conf], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                             "--callgrind-out-file=" + out, args.bin, "-c", conf],
+                            stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 120
         while True:
@@ -95,12 +97,41 @@ def profile(args, upstream, collector, variant, stream, tmp):
         proc.terminate()
         proc.wait(60)
         log.close()
+    # one dump per thread (cg.X.pid.1-NN): the exporter is the one that ran
+    # exporter_main, the worker the busiest of the others
     dumps = sorted(f for f in os.listdir(tmp) if f.startswith(os.path.basename(out) + ".")
-                   and re.search(r"\.\d+$", f))
-    dump = os.path.join(tmp, dumps[0])
-    with open(dump) as f:
-        m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
-    return int(m.group(1)), dump
+                   and re.search(r"\.\d+-\d+$", f))
+    total, worker, exporter, wdump, edump = 0, 0, 0, None, None
+    for name in dumps:
+        with open(os.path.join(tmp, name)) as f:
+            text = f.read()
+        m = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+        n = int(m.group(1)) if m else 0
+        total += n
+        if re.search(r"^fn=\(\d+\) exporter_main", text, re.M):
+            exporter, edump = exporter + n, os.path.join(tmp, name)
+        elif n > worker:  # the busiest other thread: the only worker (workers 1)
+            worker, wdump = n, os.path.join(tmp, name)
+    return {"total": total, "worker": worker, "exporter": exporter}, (wdump, edump)
+
+
+def self_costs(dump):
+    """{function: self instructions} of one callgrind dump."""
+    r = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100",
+                        dump], capture_output=True, text=True)
+    out = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"^\s*([\d,]+) \([^)]*\)\s+(.*?)(?: \[.*\])?$", line)
+        if m and "PROGRAM TOTALS" not in m.group(2):
+            out[m.group(2)] = out.get(m.group(2), 0) + int(m.group(1).replace(",", ""))
+    return out
+
+
+def diff(off_dump, on_dump, n, requests):
+    """The n functions whose self cost grew most with tracing on, per request."""
+    a, b = self_costs(off_dump), self_costs(on_dump)
+    rows = sorted(((b.get(k, 0) - a.get(k, 0)) / requests, k) for k in set(a) | set(b))
+    return "\n".join("%8.0f  %s" % (d, k) for d, k in reversed(rows[-n:]))
 
 
 def main():
@@ -109,7 +140,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--mode", choices=["plain", "stream", "both"], default="both")
     ap.add_argument("--top", type=int, default=0, help="show the N top functions with tracing on")
-    ap.add_argument("--variants", default="off,on")
+    ap.add_argument("--keep", help="copy the callgrind dumps to this folder")
+    ap.add_argument("--diff", type=int, default=0,
+                    help="show the N functions of the worker thread that grew most")
     ap.add_argument("--settle", type=float, default=2.5)
     ap.add_argument("--bin", default=os.path.join(lp.ROOT, "build", "longmen"))
     args = ap.parse_args()
@@ -119,21 +152,33 @@ def main():
     upstream = lp.Upstream()
     collector = Collector()
     tmp = tempfile.mkdtemp(prefix="lm-otelprof-")
-    print("| mode | off instr/request | on instr/request | on - off |")
-    print("|---|---:|---:|---:|")
+    print("| mode | thread | off instr/request | on instr/request | on - off |")
+    print("|---|---|---:|---:|---:|")
     try:
         for stream in modes:
             ir, dumps = {}, {}
             for v in ("off", "on"):
                 ir[v], dumps[v] = profile(args, upstream, collector, v, stream, tmp)
-            off, on = ir["off"] / args.requests, ir["on"] / args.requests
-            print("| %s | %d | %d | %+.1f%% |" % ("stream" if stream else "plain", off, on,
-                                                 100.0 * (on - off) / off), flush=True)
+            for th in ("total", "worker", "exporter"):
+                off, on = ir["off"][th] / args.requests, ir["on"][th] / args.requests
+                print("| %s | %s | %d | %d | %s |" % (
+                    "stream" if stream else "plain", th, off, on,
+                    "%+.1f%%" % (100.0 * (on - off) / off) if th != "exporter" else "%+d" % (on - off)),
+                    flush=True)
+            if args.diff:
+                print("\nworker thread, instructions/request added by tracing (self):\n%s\n"
+                      % diff(dumps["off"][0], dumps["on"][0], args.diff, args.requests))
             if args.top:
-                print("\ntop functions (self), on:\n%s\n" % lp.top(dumps["on"], args.top))
+                print("\ntop functions (self), worker thread, on:\n%s\n"
+                      % lp.top(dumps["on"][0], args.top))
+                if dumps["on"][1]:
+                    print("top functions (self), exporter thread, on:\n%s\n"
+                          % lp.top(dumps["on"][1], args.top))
         if collector.posts == 0:
             sys.exit("the collector received nothing: tracing was not on")
     finally:
+        if args.keep:
+            shutil.copytree(tmp, args.keep, dirs_exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -7,12 +7,16 @@ slow collector that changes nothing for clients while the drop counter
 counts."""
 import http.client
 import json
+import os
 import re
+import sys
 import socket
 import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import otlp_pb  # noqa: E402  the protobuf decoder
 from lib import Gateway, Mock, check, chunk, free_port, json_reply, run, sse_reply, usage_chunk
 
 TOKEN_RE = re.compile(r"admin token \(shown once\): (lmadm-[A-Za-z0-9_-]+)")
@@ -40,9 +44,15 @@ def refuse(h, b):
     json_reply(h, 500, {"error": {"message": "down", "type": "server_error"}})
 
 
+content_types = []
+
+
 def collect(h, b):
+    ctype = h.headers.get("Content-Type")
+    doc = otlp_pb.export_request(b) if ctype == "application/x-protobuf" else json.loads(b)
     with spans_lock:
-        batches.append(json.loads(b))
+        content_types.append(ctype)
+        batches.append(doc)
     json_reply(h, 200, {})
 
 
@@ -152,6 +162,11 @@ def test_request_and_attempt_spans():
     check(tps == ["00-%s-%s-01" % (s["traceId"], kids[0]["spanId"])], "upstream saw %s" % tps)
     check(int(s["endTimeUnixNano"]) >= int(s["startTimeUnixNano"]) > 1.6e18, s)
     check("sk-" not in json.dumps(s), "a secret in the span")
+    with spans_lock:
+        check(content_types and set(content_types) == {"application/x-protobuf"},
+              "by default protobuf: %s" % content_types)
+        svc = batches[-1]["resourceSpans"][0]["resource"]["attributes"]
+    check(svc == [{"key": "service.name", "value": {"stringValue": "lm-test"}}], svc)
 
 
 def find_rid(raw_headers, js):
@@ -196,6 +211,26 @@ def test_stream_span():
     a = attrs(s)
     check(a.get("gen_ai.response.finish_reasons") == ["length"] and a.get("longmen.stream") == 1, a)
     check(a.get("gen_ai.usage.output_tokens") == 2 and len(kids) == 1, a)
+
+
+def test_json_protocol():
+    """otel_protocol http/json: the same span, as OTLP/JSON."""
+    env = Env("otel_endpoint %s/v1/traces\notel_protocol http/json\n" % collector.url)
+    try:
+        n = len(content_types)
+        st, js, raw, h = env.gw.chat(body("m-1"))
+        check(st == 200, raw)
+        s, kids = wait_request_span(find_rid(h, js))
+        a = attrs(s)
+        for k, v in {"gen_ai.system": "openai", "gen_ai.usage.input_tokens": 7,
+                     "gen_ai.response.finish_reasons": ["stop"], "longmen.channel": "good",
+                     "http.response.status_code": 200, "longmen.attempts": 1}.items():
+            check(a.get(k) == v, "%s = %r, want %r" % (k, a.get(k), v))
+        check(s["kind"] == 2 and len(kids) == 1 and kids[0]["kind"] == 3, s)
+        with spans_lock:
+            check("application/json" in content_types[n:], content_types[n:])
+    finally:
+        env.gw.stop()
 
 
 def test_content_capture_on():
@@ -260,7 +295,8 @@ if __name__ == "__main__":
     main = Env("otel_endpoint %s/v1/traces\notel_service_name lm-test\n" % collector.url)
     try:
         run([test_request_and_attempt_spans, test_traceparent_honoured_over_failover,
-             test_unsampled_parent_not_exported, test_stream_span, test_content_capture_on,
+             test_unsampled_parent_not_exported, test_stream_span, test_json_protocol,
+             test_content_capture_on,
              test_dead_collector, test_slow_collector])
     finally:
         main.gw.stop()
