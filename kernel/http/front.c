@@ -105,8 +105,27 @@ static int ambiguous_framing(evhtp_headers_t *hdrs)
     return ncl > 1 || nte > 1 || (ncl && nte);
 }
 
+/* The Content-Length the body buffer is reserved to, or 0 (chunked, none,
+ * or over both caps: the gate refused those from the head already). */
+static uint64_t reserved_len(evhtp_request_t *req)
+{
+    const char *v = evhtp_header_find(req->headers_in, "Content-Length");
+    if (v == NULL || *v < '0' || *v > '9')
+        return 0;
+    char *end;
+    unsigned long long cl = strtoull(v, &end, 10);
+    lm_http_front_t *f = front_of(req);
+    uint64_t cap = atomic_load(&f->max_body[0]), audio = atomic_load(&f->max_body[1]);
+    if (audio > cap)
+        cap = audio;
+    return *end == '\0' && cl <= cap && cl < SIZE_MAX / 2 ? (uint64_t)cl : 0;
+}
+
 /* Headers complete on a body route: the context exists from here on, so
- * the body can be capped as it arrives. */
+ * the body can be capped as it arrives. A body of known length gets one
+ * chunk of that size up front, so that it arrives contiguous and the pull-up
+ * to one piece (lm_http_body) copies nothing: the body is in memory once,
+ * not once in the parser's pieces and again pulled up. */
 static evhtp_res on_body_headers(evhtp_request_t *req, evhtp_headers_t *hdrs, void *arg)
 {
     lm_http_conn_busy(req);
@@ -114,7 +133,26 @@ static evhtp_res on_body_headers(evhtp_request_t *req, evhtp_headers_t *hdrs, vo
         return EVHTP_RES_BADREQ;
     lm_http_conn_body(req, 0);
     front_of(req)->calls.begin(req, lm_http_thread_user(req), (int)(intptr_t)arg);
+    uint64_t cl = reserved_len(req);
+    if (cl > 0 && evbuffer_get_length(req->buffer_in) == 0)
+        evbuffer_expand(req->buffer_in, (size_t)cl); /* on failure: pieces, pulled up later */
     return EVHTP_RES_OK;
+}
+
+/* A body piece into the request's buffer: copied into the reserved chunk
+ * when there is one (the parser's piece is freed at once), else the piece
+ * itself is linked in (pulled up later). */
+static void keep_piece(evhtp_request_t *req, struct evbuffer *buf)
+{
+    size_t n = evbuffer_get_length(buf);
+    struct evbuffer_iovec v;
+    if (reserved_len(req) == 0 ||
+        evbuffer_reserve_space(req->buffer_in, (ev_ssize_t)n, &v, 1) != 1) {
+        evbuffer_add_buffer(req->buffer_in, buf);
+        return;
+    }
+    v.iov_len = (size_t)evbuffer_remove(buf, v.iov_base, n);
+    evbuffer_commit_space(req->buffer_in, &v, 1);
 }
 
 static evhtp_res on_body(evhtp_request_t *req, struct evbuffer *buf, void *ctx)
@@ -125,7 +163,7 @@ static evhtp_res on_body(evhtp_request_t *req, struct evbuffer *buf, void *ctx)
     if (keep < 0)
         return EVHTP_RES_DATA_TOO_LONG;
     if (keep)
-        evbuffer_add_buffer(req->buffer_in, buf);
+        keep_piece(req, buf);
     else
         evbuffer_drain(buf, n);
     return EVHTP_RES_OK;

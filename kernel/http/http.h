@@ -25,7 +25,9 @@ const char *lm_http_header(lm_http_req_t *r, const char *name);
 const struct sockaddr *lm_http_peer(lm_http_req_t *r);
 /* Add a response header before the reply is sent (copied). */
 void lm_http_add_header(lm_http_req_t *r, const char *name, const char *value);
-/* The buffered request body (borrowed, contiguous). */
+/* The buffered request body (borrowed, contiguous). A body with a
+ * Content-Length arrived into one chunk reserved to it (front.c), so this
+ * copies nothing; a chunked one is pulled up to one piece here. */
 lm_str lm_http_body(lm_http_req_t *r);
 /* A complete reply with a body. */
 void lm_http_reply(lm_http_req_t *r, int status, const char *ctype, const char *body, size_t n,

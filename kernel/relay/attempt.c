@@ -58,7 +58,10 @@ static int next_timeout_ms(const lm_relay_t *r)
 
 int lm_attempt_background(const lm_relay_t *r)
 {
-    return r->req == NULL && !r->call.stream && r->state == LM_RELAY_UPSTREAM;
+    /* Speech streams its audio as it comes: a client gone before the first
+     * byte is a stream left before its first event (relay.c on_reap). */
+    return r->req == NULL && !r->call.stream && r->op != LM_OP_AUDIO_SPEECH &&
+           r->state == LM_RELAY_UPSTREAM;
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)

@@ -21,7 +21,8 @@ void lm_attempt_route_end(lm_relay_t *r, int outcome);
 void lm_attempt_record_failed(lm_relay_t *r, int status);
 /* The client left a non-stream request whose transfer is under way: the
  * transfer runs on, bounded by the channel's timeouts, so the answer the
- * provider bills is billed too (QB-6). Streams are cancelled instead. */
+ * provider bills is billed too (QB-6). Streams and speech are cancelled
+ * instead (their row bills what the provider already has). */
 int lm_attempt_background(const lm_relay_t *r);
 /* Leave the worker's list of relays waiting for a side value, if on it. */
 void lm_attempt_side_unlink(lm_relay_t *r);

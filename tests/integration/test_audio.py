@@ -79,6 +79,8 @@ def speech(h, body):
     req = json.loads(body)
     if req["input"] == "FAIL":
         return json_reply(h, 500, {"error": {"message": "boom", "type": "server_error"}})
+    if req["model"] == "tts-late":
+        time.sleep(1.0)  # the client hangs up before the first audio byte
     h.send_response(200)
     h.send_header("Content-Type", "audio/mpeg")
     h.send_header("Transfer-Encoding", "chunked")
@@ -89,6 +91,8 @@ def speech(h, body):
         if i == 0 and req["input"] == "stream me":
             # the client must hold the first part before the second is made
             speech_waited["timeout"] = not speech_gate.wait(WAIT)
+        if i == 0 and req["model"] == "tts-stall":
+            time.sleep(1.0)  # mid-audio: the client hangs up meanwhile
     h.wfile.write(b"0\r\n\r\n")
 
 
@@ -113,11 +117,13 @@ channel a1 {
     plugin openai
     base_url %s/a1
     api_key sk-up-a1
-    models whisper-1 tts-1 whisper-alias=whisper-up whisper-slow
+    models whisper-1 tts-1 whisper-alias=whisper-up whisper-slow tts-late tts-stall
     price whisper-1 0.006 per_second
     price whisper-slow 0.006 per_second
     price whisper-up 0.006 per_second
     price tts-1 15 per_1m_chars
+    price tts-late 15 per_1m_chars
+    price tts-stall 15 per_1m_chars
 }
 channel bad {
     plugin openai
@@ -378,6 +384,50 @@ def test_client_gone_upload_still_billed():
           "the answer is billed from its duration: %s" % rows)
 
 
+def rows_of_model(model):
+    deadline, rows = time.time() + WAIT, []
+    while time.time() < deadline and not rows:
+        st, js = admin_call(admin_port, token, "GET", "/admin/usage/rows?limit=200")
+        rows = [r for r in js["data"] if r["model_asked"] == model]
+        time.sleep(0.1)
+    time.sleep(0.3)  # no second row may follow
+    st, js = admin_call(admin_port, token, "GET", "/admin/usage/rows?limit=200")
+    return [r for r in js["data"] if r["model_asked"] == model]
+
+
+def speech_raw(model, text):
+    body = json.dumps({"model": model, "input": text, "voice": "a"}).encode()
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=WAIT)
+    s.sendall(("POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (secret, len(body))).encode()
+              + body)
+    return s
+
+
+def test_speech_client_gone_before_audio_billed():
+    # The provider has the input and bills its characters: a client that
+    # leaves before the first audio byte is billed like a chat stream left
+    # before its first event (499, client_aborted).
+    s = speech_raw("tts-late", "late speech")  # 11 code points at 15 per 1M = 165 micro
+    time.sleep(0.3)
+    s.close()
+    rows = rows_of_model("tts-late")
+    check(len(rows) == 1 and rows[0]["client_aborted"] in (1, True) and rows[0]["cost_micro"] == 165
+          and rows[0]["status"] == 499, "billed on abort: %s" % rows)
+
+
+def test_speech_client_gone_mid_audio_billed():
+    s = speech_raw("tts-stall", "stall speech")  # 12 code points = 180 micro
+    got, deadline = b"", time.time() + WAIT
+    while SPEECH[0] not in got and time.time() < deadline:
+        got += s.recv(65536)
+    s.close()  # the upstream holds the rest
+    check(b" 200 " in got.split(b"\r\n", 1)[0] and SPEECH[0] in got, "first part %r" % got[:80])
+    rows = rows_of_model("tts-stall")
+    check(len(rows) == 1 and rows[0]["client_aborted"] in (1, True) and rows[0]["cost_micro"] == 180,
+          "billed mid-audio: %s" % rows)
+
+
 def test_models_list_audio():
     st, js, raw, _ = gw.request("GET", "/v1/models/whisper-1", key=secret)
     check(st == 200 and {"audio_transcriptions", "audio_translations", "audio_speech"} <= set(js["endpoints"]),
@@ -393,5 +443,6 @@ if __name__ == "__main__":
     run([test_transcription_forwarded_byte_exact, test_translation_text_and_verbose,
          test_model_mapped_in_the_form, test_bad_forms, test_too_large_413_without_reading_it_all,
          test_key_without_quota, test_upstream_500_goes_to_next_channel, test_speech_streamed_byte_exact,
-         test_speech_failover_and_bad_bodies, test_client_gone_upload_still_billed, test_models_list_audio, test_clean_shutdown])
+         test_speech_failover_and_bad_bodies, test_client_gone_upload_still_billed,
+         test_speech_client_gone_before_audio_billed, test_speech_client_gone_mid_audio_billed, test_models_list_audio, test_clean_shutdown])
     up.close()
