@@ -7,13 +7,14 @@ Node SDK tests share (installing the SDKs, a DashScope native answer).
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from lib import KEY, Gateway, Mock, admin_call, check, free_port, json_reply, sse_reply, usage_chunk
+from lib import KEY, Gateway, Mock, admin_call, check, free_port, json_reply, run, sse_reply, usage_chunk
 from lib import chunk as oa_chunk
 
 SDK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "anthropic_sdk")
@@ -334,3 +335,25 @@ def run_sdk_script(gw, script, cases):
     check(r.returncode == 0, "the SDK failed:\n%s\n%s" % (r.stdout, r.stderr[-3000:]))
     for case in cases:
         check("OK " + case in r.stdout, "case %s did not run" % case)
+
+
+def sdk_test_main(name, qwen, packages, script, cases, what):
+    """The main of an SDK test: a gateway with one Qwen channel on the mock
+    qwen, then the case `name` runs node `script` (run_sdk_script) once the
+    SDK `packages` are installed. Without node it prints a SKIP line."""
+    import test_providers as tp  # imported by every caller already
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        print("SKIP %s: node/npm not installed (%s needs Node 18+)" % (name, what))
+        return
+    gw = Gateway(channels=tp.channel("qwen", "qwen", "qwen-plus",
+                                     ["base_url " + qwen.url, "api_key env:LMT_QWEN"]), env=tp.ENV)
+
+    def case():
+        sdk_ready(*packages)
+        run_sdk_script(gw, script, cases)
+
+    case.__name__ = name
+    try:
+        run([case])
+    finally:
+        gw.stop()

@@ -300,3 +300,16 @@ def ledger_rows(port, token, request_id, wait=10, settle=0.3):
             return [r for r in js["data"] if r["request_id"] == request_id]
         time.sleep(0.05)
     return []
+
+
+def request_log(admin, query="", want=None, timeout=10):
+    """GET /admin/requests?query through admin(method, path) -> (status,
+    JSON); waits (request-log writers are asynchronous) until `want` rows
+    are there when want is given, at most `timeout` seconds."""
+    deadline = time.time() + timeout
+    while True:
+        st, js = admin("GET", "/admin/requests" + ("?" + query if query else ""))
+        check(st == 200, "admin/requests: %s %s" % (st, js))
+        if want is None or len(js["data"]) >= want or time.time() > deadline:
+            return js
+        time.sleep(0.1)

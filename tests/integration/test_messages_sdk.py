@@ -9,11 +9,8 @@ The SDK is installed with `npm ci` from the lock file when node_modules is
 missing. Without node the test prints a SKIP line and passes; without
 network for a first install it fails (never a silent pass).
 """
-import shutil
-
-import test_providers as tp
-from inbound_lib import D, qw_ev, qw_sdk_chat, run_sdk_script, sdk_ready
-from lib import Gateway, Mock, json_reply, run
+from inbound_lib import D, qw_ev, qw_sdk_chat, sdk_test_main
+from lib import Mock, json_reply
 from test_providers import chunked
 
 QW_CHAT = "/api/v1/services/aigc/text-generation/generation"
@@ -34,26 +31,7 @@ def long_answer(h, msgs):
 
 
 qwen.routes[QW_CHAT] = lambda h, body: qw_sdk_chat(h, body, first=long_answer)
-gw = None
-
-
-def test_anthropic_sdk():
-    sdk_ready("@anthropic-ai/sdk")
-    run_sdk_script(gw, "sdk_check.mjs", ("create", "stream", "tools", "tools-stream", "claude-code", "auth-error"))
-
-
-def main():
-    global gw
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        print("SKIP test_anthropic_sdk: node/npm not installed (the Anthropic SDK test needs Node 18+)")
-        return
-    gw = Gateway(channels=tp.channel("qwen", "qwen", "qwen-plus",
-                                     ["base_url " + qwen.url, "api_key env:LMT_QWEN"]), env=tp.ENV)
-    try:
-        run([test_anthropic_sdk])
-    finally:
-        gw.stop()
-
 
 if __name__ == "__main__":
-    main()
+    sdk_test_main("test_anthropic_sdk", qwen, ["@anthropic-ai/sdk"], "sdk_check.mjs",
+                  ("create", "stream", "tools", "tools-stream", "claude-code", "auth-error"), "the Anthropic SDK test")

@@ -9,11 +9,8 @@ The SDKs are installed with `npm ci` from the lock file when node_modules
 lacks them. Without node the test prints a SKIP line and passes; without
 network for a first install it fails (never a silent pass).
 """
-import shutil
-
-import test_providers as tp
-from inbound_lib import qw_sdk_chat, run_sdk_script, sdk_ready
-from lib import Gateway, Mock, run
+from inbound_lib import qw_sdk_chat, sdk_test_main
+from lib import Mock
 
 QW_CHAT = "/api/v1/services/aigc/text-generation/generation"
 qwen = Mock()
@@ -25,26 +22,7 @@ def call_named(msgs):
 
 
 qwen.routes[QW_CHAT] = lambda h, body: qw_sdk_chat(h, body, turn_ok=call_named)
-gw = None
-
-
-def test_openai_sdk_responses():
-    sdk_ready("openai")
-    run_sdk_script(gw, "openai_check.mjs", ("create", "stream", "stream-events", "tools", "tools-stream", "errors"))
-
-
-def main():
-    global gw
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        print("SKIP test_openai_sdk_responses: node/npm not installed (the OpenAI SDK test needs Node 18+)")
-        return
-    gw = Gateway(channels=tp.channel("qwen", "qwen", "qwen-plus",
-                                     ["base_url " + qwen.url, "api_key env:LMT_QWEN"]), env=tp.ENV)
-    try:
-        run([test_openai_sdk_responses])
-    finally:
-        gw.stop()
-
 
 if __name__ == "__main__":
-    main()
+    sdk_test_main("test_openai_sdk_responses", qwen, ["openai"], "openai_check.mjs",
+                  ("create", "stream", "stream-events", "tools", "tools-stream", "errors"), "the OpenAI SDK test")
