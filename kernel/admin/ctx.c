@@ -58,3 +58,26 @@ json_t *lm_admin_body(lm_admin_ctx_t *a)
     }
     return body;
 }
+
+int lm_admin_page_query(lm_admin_ctx_t *a, const lm_admin_http_query_t *q, const char *cursor,
+                        int64_t cursor_min, int64_t *after, int64_t *limit)
+{
+    if (lm_admin_http_query_int(a->req, q, cursor, cursor_min, INT64_MAX, 0, after) != 0)
+        return -1;
+    return lm_admin_http_query_int(a->req, q, "limit", 1, ADMIN_PAGE_MAX, ADMIN_PAGE_DEFAULT,
+                                   limit);
+}
+
+json_t *lm_admin_page_json(const void *v, size_t n, size_t size, int64_t limit,
+                           lm_admin_page_item_fn item, const void *arg, const void **last,
+                           int *more)
+{
+    *more = n > (size_t)limit;
+    if (*more)
+        n = (size_t)limit;
+    json_t *data = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(data, item((const char *)v + i * size, arg));
+    *last = n ? (const char *)v + (n - 1) * size : NULL;
+    return json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", *more);
+}

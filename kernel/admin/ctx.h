@@ -46,4 +46,19 @@ void lm_admin_store_error(lm_admin_http_req_t *req, int rc, const char *msg);
 json_t *lm_admin_jtext(const char *s);
 /* Micro-units as a decimal string of currency units: new reference. */
 json_t *lm_admin_jmoney(int64_t micro);
+
+/* The paging parameters of a list: `cursor` in [cursor_min, INT64_MAX]
+ * (absent: 0) and limit in [1, ADMIN_PAGE_MAX] (absent:
+ * ADMIN_PAGE_DEFAULT). 0, or -1 after replying 400. */
+int lm_admin_page_query(lm_admin_ctx_t *a, const lm_admin_http_query_t *q, const char *cursor,
+                        int64_t cursor_min, int64_t *after, int64_t *limit);
+/* One listed item as JSON (new reference); item points into the page's array. */
+typedef json_t *(*lm_admin_page_item_fn)(const void *item, const void *arg);
+/* A page read as limit + 1 items (the one more says a next page exists):
+ * {"object":"list","data":[the first min(n, limit) of the n items of v,
+ * each `size` bytes],"has_more":...}, a new reference. *last is the last
+ * item listed (borrowed from v) or NULL, *more whether there was one more. */
+json_t *lm_admin_page_json(const void *v, size_t n, size_t size, int64_t limit,
+                           lm_admin_page_item_fn item, const void *arg, const void **last,
+                           int *more);
 #endif

@@ -295,6 +295,13 @@ void lm_admin_keys_create(lm_admin_ctx_t *a)
     json_decref(body);
 }
 
+/* lm_admin_page_item_fn over lm_key_t *. */
+static json_t *key_item(const void *item, const void *arg)
+{
+    (void)arg;
+    return key_json(*(lm_key_t *const *)item);
+}
+
 void lm_admin_keys_list(lm_admin_ctx_t *a)
 {
     static const char *const params[] = {"after", "limit", NULL};
@@ -302,9 +309,7 @@ void lm_admin_keys_list(lm_admin_ctx_t *a)
     int64_t after, limit;
     if (lm_admin_http_query_parse(a->req, params, &q) != 0)
         return;
-    if (lm_admin_http_query_int(a->req, &q, "after", 0, INT64_MAX, 0, &after) != 0 ||
-        lm_admin_http_query_int(a->req, &q, "limit", 1, ADMIN_PAGE_MAX, ADMIN_PAGE_DEFAULT,
-                                &limit) != 0) {
+    if (lm_admin_page_query(a, &q, "after", 0, &after, &limit) != 0) {
         lm_admin_http_query_free(&q);
         return;
     }
@@ -316,15 +321,12 @@ void lm_admin_keys_list(lm_admin_ctx_t *a)
         lm_admin_store_error(a->req, rc, NULL);
         return;
     }
-    int more = n > (size_t)limit;
-    if (more)
-        n = (size_t)limit;
-    json_t *data = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(data, key_json(keys[i]));
-    json_t *o = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", more);
-    json_object_set_new(o, "last_id", n ? json_integer(keys[n - 1]->id) : json_null());
-    lm_store_key_list_free(keys, more ? n + 1 : n);
+    int more;
+    const void *last;
+    json_t *o = lm_admin_page_json(keys, n, sizeof(*keys), limit, key_item, NULL, &last, &more);
+    json_object_set_new(o, "last_id",
+                        last ? json_integer((*(lm_key_t *const *)last)->id) : json_null());
+    lm_store_key_list_free(keys, n);
     lm_admin_http_json(a->req, 200, o);
 }
 

@@ -14,8 +14,11 @@ static json_t *opt_text(const char *s)
     return s && *s ? lm_admin_jtext(s) : json_null();
 }
 
-static json_t *rec_json(const lm_reqlog_rec_t *r, int bodies)
+/* lm_admin_page_item_fn over lm_reqlog_rec_t; arg points at bodies. */
+static json_t *rec_json(const void *item, const void *arg)
 {
+    const lm_reqlog_rec_t *r = item;
+    int bodies = *(const int *)arg;
     const lm_reqlog_row_t *w = &r->row;
     json_t *o = json_object();
     json_t *att = w->attempts_json ? json_loads(w->attempts_json, 0, NULL) : NULL;
@@ -57,9 +60,7 @@ void lm_admin_requests_list(lm_admin_ctx_t *a)
     if (lm_admin_http_query_int(a->req, &q, "status", 100, 599, 0, &status) != 0 ||
         lm_admin_http_query_int(a->req, &q, "since", 0, ADMIN_TIME_MAX * 1000, 0, &since) != 0 ||
         lm_admin_http_query_int(a->req, &q, "until", 1, ADMIN_TIME_MAX * 1000, 0, &until) != 0 ||
-        lm_admin_http_query_int(a->req, &q, "cursor", 1, INT64_MAX, 0, &cursor) != 0 ||
-        lm_admin_http_query_int(a->req, &q, "limit", 1, ADMIN_PAGE_MAX, ADMIN_PAGE_DEFAULT,
-                                &limit) != 0 ||
+        lm_admin_page_query(a, &q, "cursor", 1, &cursor, &limit) != 0 ||
         lm_admin_http_query_int(a->req, &q, "bodies", 0, 1, 0, &bodies) != 0) {
         lm_admin_http_query_free(&q);
         return;
@@ -81,15 +82,11 @@ void lm_admin_requests_list(lm_admin_ctx_t *a)
         lm_admin_store_error(a->req, rc, NULL);
         return;
     }
-    size_t total = n;
-    int more = n > (size_t)limit;
-    if (more)
-        n = (size_t)limit;
-    json_t *data = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(data, rec_json(&r[i], (int)bodies));
-    json_t *o = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", more);
-    json_object_set_new(o, "next_cursor", more ? json_integer(r[n - 1].id) : json_null());
-    lm_store_reqlog_list_free(r, total);
+    int with_bodies = (int)bodies, more;
+    const void *last;
+    json_t *o = lm_admin_page_json(r, n, sizeof(*r), limit, rec_json, &with_bodies, &last, &more);
+    json_object_set_new(o, "next_cursor",
+                        more ? json_integer(((const lm_reqlog_rec_t *)last)->id) : json_null());
+    lm_store_reqlog_list_free(r, n);
     lm_admin_http_json(a->req, 200, o);
 }

@@ -53,9 +53,12 @@ static json_t *total_json(const lm_usage_total_t *t, int by)
     return o;
 }
 
-static json_t *row_json(const lm_usage_rec_t *r)
+/* lm_admin_page_item_fn over lm_usage_rec_t. */
+static json_t *row_json(const void *item, const void *arg)
 {
+    const lm_usage_rec_t *r = item;
     const lm_usage_row_t *u = &r->row;
+    (void)arg;
     json_t *o = json_object();
     json_object_set_new(o, "id", json_integer(r->id));
     json_object_set_new(o, "request_id", lm_admin_jtext(u->request_id));
@@ -178,9 +181,7 @@ void lm_admin_usage_rows(lm_admin_ctx_t *a)
     int64_t after, limit, key_id;
     if (lm_admin_http_query_parse(a->req, params, &q) != 0)
         return;
-    if (lm_admin_http_query_int(a->req, &q, "after", 1, INT64_MAX, 0, &after) != 0 ||
-        lm_admin_http_query_int(a->req, &q, "limit", 1, ADMIN_PAGE_MAX, ADMIN_PAGE_DEFAULT,
-                                &limit) != 0 ||
+    if (lm_admin_page_query(a, &q, "after", 1, &after, &limit) != 0 ||
         lm_admin_http_query_int(a->req, &q, "key_id", 1, INT64_MAX, 0, &key_id) != 0) {
         lm_admin_http_query_free(&q);
         return;
@@ -193,15 +194,11 @@ void lm_admin_usage_rows(lm_admin_ctx_t *a)
         lm_admin_store_error(a->req, rc, NULL);
         return;
     }
-    size_t total = n;
-    int more = n > (size_t)limit;
-    if (more)
-        n = (size_t)limit;
-    json_t *data = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(data, row_json(&r[i]));
-    json_t *o = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", more);
-    json_object_set_new(o, "last_id", n ? json_integer(r[n - 1].id) : json_null());
-    lm_store_usage_list_free(r, total);
+    int more;
+    const void *last;
+    json_t *o = lm_admin_page_json(r, n, sizeof(*r), limit, row_json, NULL, &last, &more);
+    json_object_set_new(o, "last_id",
+                        last ? json_integer(((const lm_usage_rec_t *)last)->id) : json_null());
+    lm_store_usage_list_free(r, n);
     lm_admin_http_json(a->req, 200, o);
 }

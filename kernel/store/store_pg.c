@@ -481,8 +481,8 @@ static void chan_params(lm_pg_params_t *p, const lm_chan_rec_t *c, const char *m
     lm_pg_text(p, c->plugin);
     lm_pg_text(p, models_json);
     lm_pg_text(p, settings_json);
-    for (size_t i = 0; i < PG_CHAN_NNUMS; i++)
-        lm_pg_i64(p, *(const int64_t *)(const void *)((const char *)c + lm_pg_chan_num_off[i]));
+    for (size_t i = 0; i < LM_ROWDEC_CHAN_NNUMS; i++)
+        lm_pg_i64(p, *(const int64_t *)(const void *)((const char *)c + lm_rowdec_chan_num_off[i]));
     lm_pg_i64(p, c->enabled ? 1 : 0);
     lm_pg_i64(p, now_s());
 }

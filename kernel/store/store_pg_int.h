@@ -7,6 +7,7 @@
 #define LM_STORE_PG_INT_H
 #include "store/backend.h"
 #include "store/pgconn.h"
+#include "store/rowdec.h"
 #include "store/store.h"
 
 #include <pthread.h>
@@ -53,9 +54,8 @@ PGresult *lm_pg_exec(lm_pgconn_t *c, const char *what, const char *sql, const lm
 int64_t lm_pg_int(const PGresult *r, int row, int col);
 /* A new key record (refs 1, acct NULL) from row of PG_KEY_COLS(_NOHASH). */
 lm_key_t *lm_pg_key_from_row(const PGresult *r, int row);
-/* The numeric channel fields in PG_CHAN_COLS order (columns 5..15). */
-extern const size_t lm_pg_chan_num_off[11];
-#define PG_CHAN_NNUMS 11
+/* A decoder (rowdec.h) over row `row` of r; valid while r is. */
+lm_rowdec_t lm_pg_rowdec(const PGresult *r, int row);
 
 /* store_pg_read.c: the admin queries (backend.h describes each). */
 int lm_pg_admin_token_get(lm_store_db_t *db, int role, unsigned char hash[32]);

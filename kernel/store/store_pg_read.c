@@ -5,8 +5,7 @@
  */
 #include "store/store_pg_int.h"
 
-#include <stdatomic.h>
-#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,11 +16,6 @@
 int64_t lm_pg_int(const PGresult *r, int row, int col)
 {
     return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
-}
-
-static char *col_text(const PGresult *r, int row, int col)
-{
-    return strdup(PQgetisnull(r, row, col) ? "" : PQgetvalue(r, row, col));
 }
 
 static int hexval(int c)
@@ -43,79 +37,50 @@ static int unhex32(const char *t, unsigned char out[32])
     return 0;
 }
 
-lm_key_t *lm_pg_key_from_row(const PGresult *r, int i)
+/* The column getters of rowdec.h over one row of a PGresult. */
+static int get_null(const lm_rowdec_t *d, int col)
 {
-    lm_key_t *k = calloc(1, sizeof(*k));
-    if (k == NULL)
-        return NULL;
-    atomic_init(&k->refs, 1);
-    k->id = lm_pg_int(r, i, 0);
-    int bad = !PQgetisnull(r, i, 1) && unhex32(PQgetvalue(r, i, 1), k->hash) != 0;
-    snprintf(k->prefix, sizeof(k->prefix), "%s", PQgetvalue(r, i, 2));
-    k->name = col_text(r, i, 3);
-    k->owner = col_text(r, i, 4);
-    k->group = col_text(r, i, 5);
-    k->unlimited = PQgetisnull(r, i, 6);
-    k->quota = lm_pg_int(r, i, 6);
-    k->used = lm_pg_int(r, i, 7);
-    k->expires_at = lm_pg_int(r, i, 8);
-    bad |= k->name == NULL || k->owner == NULL || k->group == NULL;
-    bad |= lm_store_list_decode(PQgetvalue(r, i, 9), &k->models, &k->nmodels);
-    bad |= lm_store_list_decode(PQgetvalue(r, i, 10), &k->cidrs, &k->ncidrs);
-    k->rpm = lm_pg_int(r, i, 11);
-    k->tpm = lm_pg_int(r, i, 12);
-    k->max_concurrent = lm_pg_int(r, i, 13);
-    k->enabled = lm_pg_int(r, i, 14) != 0;
-    k->created_at = lm_pg_int(r, i, 15);
-    k->updated_at = lm_pg_int(r, i, 16);
-    if (!bad && k->ncidrs) {
-        k->nets = calloc(k->ncidrs, sizeof(*k->nets));
-        bad = k->nets == NULL;
-        for (size_t j = 0; !bad && j < k->ncidrs; j++)
-            bad = lm_store_cidr_parse(k->cidrs[j], &k->nets[j]) != 0;
-    }
-    if (bad) {
-        lm_store_key_free(k);
-        return NULL;
-    }
-    return k;
+    return PQgetisnull(d->res, d->row, col);
 }
 
-const size_t lm_pg_chan_num_off[11] = {
-    offsetof(lm_chan_rec_t, priority),
-    offsetof(lm_chan_rec_t, weight),
-    offsetof(lm_chan_rec_t, max_inflight),
-    offsetof(lm_chan_rec_t, connect_timeout_ms),
-    offsetof(lm_chan_rec_t, first_byte_timeout_ms),
-    offsetof(lm_chan_rec_t, idle_timeout_ms),
-    offsetof(lm_chan_rec_t, request_timeout_ms),
-    offsetof(lm_chan_rec_t, price_input),
-    offsetof(lm_chan_rec_t, price_output),
-    offsetof(lm_chan_rec_t, price_cached_input),
-    offsetof(lm_chan_rec_t, price_per_request),
-};
+static int64_t get_num(const lm_rowdec_t *d, int col)
+{
+    return lm_pg_int(d->res, d->row, col);
+}
+
+static const char *get_text(const lm_rowdec_t *d, int col)
+{
+    return PQgetisnull(d->res, d->row, col) ? NULL : PQgetvalue(d->res, d->row, col);
+}
+
+/* The hash comes as hex text (NULL where the query leaves it out). */
+static int get_hash(const lm_rowdec_t *d, int col, unsigned char out[32])
+{
+    if (PQgetisnull(d->res, d->row, col))
+        return 1;
+    return unhex32(PQgetvalue(d->res, d->row, col), out);
+}
+
+lm_rowdec_t lm_pg_rowdec(const PGresult *r, int row)
+{
+    return (lm_rowdec_t){.res = (void *)(uintptr_t)r,
+                         .row = row,
+                         .is_null = get_null,
+                         .num = get_num,
+                         .text = get_text,
+                         .hash = get_hash};
+}
+
+lm_key_t *lm_pg_key_from_row(const PGresult *r, int i)
+{
+    lm_rowdec_t d = lm_pg_rowdec(r, i);
+    return lm_rowdec_key(&d);
+}
 
 static lm_chan_rec_t *chan_from_row(const PGresult *r, int i)
 {
-    lm_chan_rec_t *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return NULL;
-    c->id = lm_pg_int(r, i, 0);
-    c->name = col_text(r, i, 1);
-    c->plugin = col_text(r, i, 2);
-    int bad = c->name == NULL || c->plugin == NULL;
-    bad |= lm_store_list_decode(PQgetvalue(r, i, 3), &c->models, &c->nmodels);
-    bad |= lm_store_chan_settings_decode(PQgetvalue(r, i, 4), c);
-    for (size_t j = 0; j < PG_CHAN_NNUMS; j++)
-        *(int64_t *)(void *)((char *)c + lm_pg_chan_num_off[j]) = lm_pg_int(r, i, 5 + (int)j);
-    c->enabled = lm_pg_int(r, i, 16) != 0;
-    c->created_at = lm_pg_int(r, i, 17);
-    c->updated_at = lm_pg_int(r, i, 18);
-    if (bad) {
-        lm_chan_rec_free(c);
-        return NULL;
-    }
-    return c;
+    lm_rowdec_t d = lm_pg_rowdec(r, i);
+    return lm_rowdec_chan(&d);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -269,54 +234,16 @@ int lm_pg_usage_totals(lm_store_db_t *db, int by, int64_t from_ms, int64_t to_ms
     if (v == NULL)
         rc = LM_STORE_ENOMEM;
     for (int i = 0; v && i < rows; i++) {
-        lm_usage_total_t *t = &v[i];
-        if ((t->group = col_text(r, i, 0)) == NULL) {
+        lm_rowdec_t d = lm_pg_rowdec(r, i);
+        if (lm_rowdec_total(&d, &v[i]) != 0) {
             rc = LM_STORE_ENOMEM;
             break;
         }
-        t->key_id = lm_pg_int(r, i, 1);
-        t->requests = lm_pg_int(r, i, 2);
-        t->prompt_tokens = lm_pg_int(r, i, 3);
-        t->completion_tokens = lm_pg_int(r, i, 4);
-        t->cached_tokens = lm_pg_int(r, i, 5);
-        t->reasoning_tokens = lm_pg_int(r, i, 6);
-        t->cost = lm_pg_int(r, i, 7);
-        t->aborted = lm_pg_int(r, i, 8);
         (*n)++;
     }
     PQclear(r);
     *out = v;
     return rc;
-}
-
-/* One ledger row into rec (strings new); 0, or -1 on ENOMEM. */
-static int rec_from_row(const PGresult *r, int i, lm_usage_rec_t *rec)
-{
-    lm_usage_row_t *u = &rec->row;
-    rec->id = lm_pg_int(r, i, 0);
-    u->request_id = col_text(r, i, 1);
-    u->attempt = lm_pg_int(r, i, 2);
-    u->key_id = lm_pg_int(r, i, 3);
-    u->channel = col_text(r, i, 4);
-    u->model_asked = col_text(r, i, 5);
-    u->model_served = col_text(r, i, 6);
-    u->prompt_tokens = lm_pg_int(r, i, 7);
-    u->completion_tokens = lm_pg_int(r, i, 8);
-    u->cached_tokens = lm_pg_int(r, i, 9);
-    u->reasoning_tokens = lm_pg_int(r, i, 10);
-    u->cost = lm_pg_int(r, i, 11);
-    u->latency_ms = lm_pg_int(r, i, 12);
-    u->ttft_ms = lm_pg_int(r, i, 13);
-    u->status = lm_pg_int(r, i, 14);
-    u->client_aborted = (int)lm_pg_int(r, i, 15);
-    u->usage_json = PQgetisnull(r, i, 16) ? NULL : col_text(r, i, 16);
-    u->created_ms = lm_pg_int(r, i, 17);
-    u->api = col_text(r, i, 18);
-    u->cached = (int)lm_pg_int(r, i, 19);
-    if (!u->api || !u->request_id || !u->channel || !u->model_asked || !u->model_served ||
-        (!PQgetisnull(r, i, 16) && !u->usage_json))
-        return -1;
-    return 0;
 }
 
 int lm_pg_usage_list(lm_store_db_t *db, int64_t key_id, int64_t before_id, size_t limit,
@@ -336,7 +263,8 @@ int lm_pg_usage_list(lm_store_db_t *db, int64_t key_id, int64_t before_id, size_
         return LM_STORE_EDB;
     int rc = LM_STORE_OK;
     for (int i = 0; i < PQntuples(r) && *n < limit; i++) {
-        if (rec_from_row(r, i, &v[(*n)++]) != 0) { /* counted: the caller frees it */
+        lm_rowdec_t d = lm_pg_rowdec(r, i);
+        if (lm_rowdec_usage(&d, &v[(*n)++]) != 0) { /* counted: the caller frees it */
             rc = LM_STORE_ENOMEM;
             break;
         }

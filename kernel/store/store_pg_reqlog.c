@@ -152,41 +152,6 @@ int lm_pg_reqlog_prune(lm_store_db_t *db, int64_t older_than_ms, int64_t keep_ro
     return rc;
 }
 
-/* A nullable text column as a new string (NULL stays NULL); 0 or -1. */
-static int opt_text(const PGresult *r, int row, int col, const char **out)
-{
-    *out = NULL;
-    if (PQgetisnull(r, row, col))
-        return 0;
-    return (*out = strdup(PQgetvalue(r, row, col))) ? 0 : -1;
-}
-
-/* Row `row` of the list query into rec; 0, or -1 on ENOMEM (what was
- * made stays in rec for the caller to free). */
-static int rec_from_row(const PGresult *r, int row, lm_reqlog_rec_t *rec)
-{
-    lm_reqlog_row_t *w = &rec->row;
-    const char **texts[] = {
-        &w->request_id,   NULL,        NULL,    &w->key_name,      &w->model_asked,
-        &w->model_served, &w->channel, &w->api, &w->finish_reason, &w->error_code,
-        &w->attempts_json};
-    int64_t *nums[] = {&w->status,        &w->latency_ms,        &w->ttft_ms,
-                       &w->prompt_tokens, &w->completion_tokens, &w->cost};
-    rec->id = lm_pg_int(r, row, 0);
-    w->created_ms = lm_pg_int(r, row, 2);
-    w->key_id = lm_pg_int(r, row, 3);
-    int bad = 0;
-    for (int i = 0; i < 11; i++)
-        if (texts[i] && opt_text(r, row, 1 + i, texts[i]) != 0)
-            bad = 1;
-    for (int i = 0; i < 6; i++)
-        *nums[i] = lm_pg_int(r, row, 12 + i);
-    w->stream = (int)lm_pg_int(r, row, 18);
-    if (opt_text(r, row, 19, &w->request_body) || opt_text(r, row, 20, &w->response_body))
-        bad = 1;
-    return bad ? -1 : 0;
-}
-
 int lm_pg_reqlog_list(lm_store_db_t *db, const lm_reqlog_query_t *q, lm_reqlog_rec_t *v, size_t *n)
 {
     /* $1 key, $2 model, $3 channel ('' = any), $4 status (0 = any), $5..$6
@@ -223,7 +188,8 @@ int lm_pg_reqlog_list(lm_store_db_t *db, const lm_reqlog_query_t *q, lm_reqlog_r
         return LM_STORE_EDB;
     int rc = LM_STORE_OK;
     for (int i = 0; i < PQntuples(r) && *n < q->limit; i++) {
-        if (rec_from_row(r, i, &v[(*n)++]) != 0) { /* counted: the caller frees it */
+        lm_rowdec_t d = lm_pg_rowdec(r, i);
+        if (lm_rowdec_reqlog(&d, &v[(*n)++]) != 0) { /* counted: the caller frees it */
             rc = LM_STORE_ENOMEM;
             break;
         }

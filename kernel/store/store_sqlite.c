@@ -554,10 +554,10 @@ static void bind_chan(sqlite3_stmt *s, const lm_chan_rec_t *c, const char *model
     bind_text(s, 2, c->plugin);
     bind_text(s, 3, models_json);
     bind_text(s, 4, settings_json);
-    for (size_t i = 0; i < CHAN_NNUMS; i++)
+    for (size_t i = 0; i < LM_ROWDEC_CHAN_NNUMS; i++)
         sqlite3_bind_int64(
             s, 5 + (int)i,
-            *(const int64_t *)(const void *)((const char *)c + lm_sqlite_chan_num_off[i]));
+            *(const int64_t *)(const void *)((const char *)c + lm_rowdec_chan_num_off[i]));
     sqlite3_bind_int(s, 16, c->enabled ? 1 : 0);
     sqlite3_bind_int64(s, 17, now_s());
 }

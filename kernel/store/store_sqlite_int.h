@@ -7,6 +7,7 @@
 #define LM_STORE_SQLITE_INT_H
 #include "store/backend.h"
 #include "store/reqlog.h"
+#include "store/rowdec.h"
 #include "store/store.h"
 
 #include <pthread.h>
@@ -71,12 +72,6 @@ struct lm_store_db_s {
     pthread_mutex_t rd_mu;
 };
 
-/* The numeric fields of a channel in CHAN_COLS order (columns 5.., binds ?5..). */
-extern const size_t lm_sqlite_chan_num_off[11];
-#define CHAN_NNUMS (sizeof(lm_sqlite_chan_num_off) / sizeof(lm_sqlite_chan_num_off[0]))
-
-/* Column i as a new NUL-terminated string (caller frees); NULL on ENOMEM. */
-char *lm_sqlite_col_text(sqlite3_stmt *s, int i);
 /* A new key record (refs 1, acct NULL) from a row of KEY_COLS or
  * KEY_COLS_NOHASH; NULL on bad data or ENOMEM. */
 lm_key_t *lm_sqlite_key_from_row(sqlite3_stmt *s);

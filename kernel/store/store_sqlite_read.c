@@ -4,109 +4,56 @@
  */
 #include "store/store_sqlite_int.h"
 
-#include <stdatomic.h>
-#include <stddef.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------------ */
 /* rows into records                                                         */
 
-char *lm_sqlite_col_text(sqlite3_stmt *s, int i)
+/* The column getters of rowdec.h over the current row of a statement. */
+static int get_null(const lm_rowdec_t *d, int col)
 {
-    const unsigned char *t = sqlite3_column_text(s, i);
-    int n = sqlite3_column_bytes(s, i);
-    char *r = malloc((size_t)n + 1);
-    if (r == NULL)
-        return NULL;
-    if (t)
-        memcpy(r, t, (size_t)n);
-    r[n] = '\0';
-    return r;
+    return sqlite3_column_type(d->res, col) == SQLITE_NULL;
+}
+
+static int64_t get_num(const lm_rowdec_t *d, int col)
+{
+    return sqlite3_column_int64(d->res, col);
+}
+
+static const char *get_text(const lm_rowdec_t *d, int col)
+{
+    return (const char *)sqlite3_column_text(d->res, col);
+}
+
+/* The hash is a 32-byte blob; anything else (NULL where the query leaves
+ * it out) leaves the record's zeroes. */
+static int get_hash(const lm_rowdec_t *d, int col, unsigned char out[32])
+{
+    if (sqlite3_column_type(d->res, col) != SQLITE_BLOB || sqlite3_column_bytes(d->res, col) != 32)
+        return 1;
+    memcpy(out, sqlite3_column_blob(d->res, col), 32);
+    return 0;
+}
+
+/* A decoder over the current row of s. */
+static lm_rowdec_t dec(sqlite3_stmt *s)
+{
+    return (lm_rowdec_t){
+        .res = s, .is_null = get_null, .num = get_num, .text = get_text, .hash = get_hash};
 }
 
 lm_key_t *lm_sqlite_key_from_row(sqlite3_stmt *s)
 {
-    lm_key_t *k = calloc(1, sizeof(*k));
-    if (k == NULL)
-        return NULL;
-    atomic_init(&k->refs, 1);
-    k->id = sqlite3_column_int64(s, 0);
-    if (sqlite3_column_type(s, 1) == SQLITE_BLOB && sqlite3_column_bytes(s, 1) == 32)
-        memcpy(k->hash, sqlite3_column_blob(s, 1), 32);
-    const unsigned char *pfx = sqlite3_column_text(s, 2);
-    snprintf(k->prefix, sizeof(k->prefix), "%s", pfx ? (const char *)pfx : "");
-    k->name = lm_sqlite_col_text(s, 3);
-    k->owner = lm_sqlite_col_text(s, 4);
-    k->group = lm_sqlite_col_text(s, 5);
-    if (sqlite3_column_type(s, 6) == SQLITE_NULL) {
-        k->unlimited = 1;
-        k->quota = 0;
-    } else {
-        k->quota = sqlite3_column_int64(s, 6);
-    }
-    k->used = sqlite3_column_int64(s, 7);
-    k->expires_at = sqlite3_column_int64(s, 8);
-    int bad = k->name == NULL || k->owner == NULL || k->group == NULL;
-    bad |= lm_store_list_decode((const char *)sqlite3_column_text(s, 9), &k->models, &k->nmodels);
-    bad |= lm_store_list_decode((const char *)sqlite3_column_text(s, 10), &k->cidrs, &k->ncidrs);
-    k->rpm = sqlite3_column_int64(s, 11);
-    k->tpm = sqlite3_column_int64(s, 12);
-    k->max_concurrent = sqlite3_column_int64(s, 13);
-    k->enabled = sqlite3_column_int(s, 14) != 0;
-    k->created_at = sqlite3_column_int64(s, 15);
-    k->updated_at = sqlite3_column_int64(s, 16);
-    if (!bad && k->ncidrs) {
-        k->nets = calloc(k->ncidrs, sizeof(*k->nets));
-        bad = k->nets == NULL;
-        for (size_t i = 0; !bad && i < k->ncidrs; i++)
-            bad = lm_store_cidr_parse(k->cidrs[i], &k->nets[i]) != 0;
-    }
-    if (bad) {
-        lm_store_key_free(k);
-        return NULL;
-    }
-    return k;
+    lm_rowdec_t d = dec(s);
+    return lm_rowdec_key(&d);
 }
-
-const size_t lm_sqlite_chan_num_off[11] = {
-    offsetof(lm_chan_rec_t, priority),
-    offsetof(lm_chan_rec_t, weight),
-    offsetof(lm_chan_rec_t, max_inflight),
-    offsetof(lm_chan_rec_t, connect_timeout_ms),
-    offsetof(lm_chan_rec_t, first_byte_timeout_ms),
-    offsetof(lm_chan_rec_t, idle_timeout_ms),
-    offsetof(lm_chan_rec_t, request_timeout_ms),
-    offsetof(lm_chan_rec_t, price_input),
-    offsetof(lm_chan_rec_t, price_output),
-    offsetof(lm_chan_rec_t, price_cached_input),
-    offsetof(lm_chan_rec_t, price_per_request),
-};
 
 /* A new record from a row of CHAN_COLS, or NULL. */
 static lm_chan_rec_t *chan_from_row(sqlite3_stmt *s)
 {
-    lm_chan_rec_t *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return NULL;
-    c->id = sqlite3_column_int64(s, 0);
-    c->name = lm_sqlite_col_text(s, 1);
-    c->plugin = lm_sqlite_col_text(s, 2);
-    int bad = c->name == NULL || c->plugin == NULL;
-    bad |= lm_store_list_decode((const char *)sqlite3_column_text(s, 3), &c->models, &c->nmodels);
-    bad |= lm_store_chan_settings_decode((const char *)sqlite3_column_text(s, 4), c);
-    for (size_t i = 0; i < CHAN_NNUMS; i++)
-        *(int64_t *)(void *)((char *)c + lm_sqlite_chan_num_off[i]) =
-            sqlite3_column_int64(s, 5 + (int)i);
-    c->enabled = sqlite3_column_int(s, 16) != 0;
-    c->created_at = sqlite3_column_int64(s, 17);
-    c->updated_at = sqlite3_column_int64(s, 18);
-    if (bad) {
-        lm_chan_rec_free(c);
-        return NULL;
-    }
-    return c;
+    lm_rowdec_t d = dec(s);
+    return lm_rowdec_chan(&d);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -232,24 +179,6 @@ int lm_sqlite_chan_list(lm_store_db_t *db, lm_chan_rec_t ***out, size_t *n)
     return rc;
 }
 
-/* One row of a totals statement into t; 0, or -1 on ENOMEM. */
-static int total_from_row(sqlite3_stmt *s, lm_usage_total_t *t)
-{
-    memset(t, 0, sizeof(*t));
-    t->group = lm_sqlite_col_text(s, 0);
-    if (t->group == NULL)
-        return -1;
-    t->key_id = sqlite3_column_int64(s, 1);
-    t->requests = sqlite3_column_int64(s, 2);
-    t->prompt_tokens = sqlite3_column_int64(s, 3);
-    t->completion_tokens = sqlite3_column_int64(s, 4);
-    t->cached_tokens = sqlite3_column_int64(s, 5);
-    t->reasoning_tokens = sqlite3_column_int64(s, 6);
-    t->cost = sqlite3_column_int64(s, 7);
-    t->aborted = sqlite3_column_int64(s, 8);
-    return 0;
-}
-
 int lm_sqlite_usage_totals(lm_store_db_t *db, int by, int64_t from_ms, int64_t to_ms,
                            int64_t key_id, lm_usage_total_t **out, size_t *n)
 {
@@ -274,7 +203,8 @@ int lm_sqlite_usage_totals(lm_store_db_t *db, int by, int64_t from_ms, int64_t t
             v = nv;
             cap = nc;
         }
-        if (total_from_row(s, &v[cnt]) != 0) {
+        lm_rowdec_t d = dec(s);
+        if (lm_rowdec_total(&d, &v[cnt]) != 0) {
             rc = LM_STORE_ENOMEM;
             break;
         }
@@ -290,36 +220,6 @@ int lm_sqlite_usage_totals(lm_store_db_t *db, int by, int64_t from_ms, int64_t t
     return rc;
 }
 
-/* One ledger row into r (strings new); 0, or -1 on ENOMEM. */
-static int rec_from_row(sqlite3_stmt *s, lm_usage_rec_t *r)
-{
-    lm_usage_row_t *u = &r->row;
-    r->id = sqlite3_column_int64(s, 0);
-    u->request_id = lm_sqlite_col_text(s, 1);
-    u->attempt = sqlite3_column_int64(s, 2);
-    u->key_id = sqlite3_column_int64(s, 3);
-    u->channel = lm_sqlite_col_text(s, 4);
-    u->model_asked = lm_sqlite_col_text(s, 5);
-    u->model_served = lm_sqlite_col_text(s, 6);
-    u->prompt_tokens = sqlite3_column_int64(s, 7);
-    u->completion_tokens = sqlite3_column_int64(s, 8);
-    u->cached_tokens = sqlite3_column_int64(s, 9);
-    u->reasoning_tokens = sqlite3_column_int64(s, 10);
-    u->cost = sqlite3_column_int64(s, 11);
-    u->latency_ms = sqlite3_column_int64(s, 12);
-    u->ttft_ms = sqlite3_column_int64(s, 13);
-    u->status = sqlite3_column_int64(s, 14);
-    u->client_aborted = sqlite3_column_int(s, 15);
-    u->usage_json = sqlite3_column_type(s, 16) == SQLITE_NULL ? NULL : lm_sqlite_col_text(s, 16);
-    u->created_ms = sqlite3_column_int64(s, 17);
-    u->api = lm_sqlite_col_text(s, 18);
-    u->cached = sqlite3_column_int(s, 19);
-    if (!u->api || !u->request_id || !u->channel || !u->model_asked || !u->model_served ||
-        (sqlite3_column_type(s, 16) != SQLITE_NULL && !u->usage_json))
-        return -1;
-    return 0;
-}
-
 int lm_sqlite_usage_list(lm_store_db_t *db, int64_t key_id, int64_t before_id, size_t limit,
                          lm_usage_rec_t *v, size_t *n)
 {
@@ -331,7 +231,8 @@ int lm_sqlite_usage_list(lm_store_db_t *db, int64_t key_id, int64_t before_id, s
     sqlite3_bind_int64(s, 2, before_id);
     sqlite3_bind_int64(s, 3, (int64_t)limit);
     while ((sr = sqlite3_step(s)) == SQLITE_ROW && cnt < limit) {
-        if (rec_from_row(s, &v[cnt++]) != 0) { /* counted: the caller frees it */
+        lm_rowdec_t d = dec(s);
+        if (lm_rowdec_usage(&d, &v[cnt++]) != 0) { /* counted: the caller frees it */
             rc = LM_STORE_ENOMEM;
             break;
         }
@@ -341,15 +242,6 @@ int lm_sqlite_usage_list(lm_store_db_t *db, int64_t key_id, int64_t before_id, s
     rd_done(db, s);
     *n = cnt;
     return rc;
-}
-
-/* A nullable text column as a new string, NULL when NULL. 0, or -1 on ENOMEM. */
-static int opt_text(sqlite3_stmt *s, int i, const char **out)
-{
-    *out = NULL;
-    if (sqlite3_column_type(s, i) == SQLITE_NULL)
-        return 0;
-    return (*out = lm_sqlite_col_text(s, i)) ? 0 : -1;
 }
 
 int lm_sqlite_reqlog_list(lm_store_db_t *db, const lm_reqlog_query_t *q, lm_reqlog_rec_t *v,
@@ -369,25 +261,8 @@ int lm_sqlite_reqlog_list(lm_store_db_t *db, const lm_reqlog_query_t *q, lm_reql
     sqlite3_bind_int64(s, 8, (int64_t)q->limit);
     sqlite3_bind_int(s, 9, q->bodies ? 1 : 0);
     while ((sr = sqlite3_step(s)) == SQLITE_ROW && cnt < q->limit) {
-        lm_reqlog_rec_t *r = &v[cnt++]; /* counted: the caller frees what it holds */
-        lm_reqlog_row_t *w = &r->row;
-        const char **texts_out[] = {
-            &w->request_id,   NULL,        NULL,    &w->key_name,      &w->model_asked,
-            &w->model_served, &w->channel, &w->api, &w->finish_reason, &w->error_code,
-            &w->attempts_json};
-        int64_t *nums[] = {&w->status,        &w->latency_ms,        &w->ttft_ms,
-                           &w->prompt_tokens, &w->completion_tokens, &w->cost};
-        r->id = sqlite3_column_int64(s, 0);
-        w->created_ms = sqlite3_column_int64(s, 2);
-        w->key_id = sqlite3_column_int64(s, 3);
-        int bad = 0;
-        for (int i = 0; i < 11; i++)
-            if (texts_out[i] && opt_text(s, 1 + i, texts_out[i]) != 0)
-                bad = 1;
-        for (int i = 0; i < 6; i++)
-            *nums[i] = sqlite3_column_int64(s, 12 + i);
-        w->stream = sqlite3_column_int(s, 18);
-        if (bad || opt_text(s, 19, &w->request_body) || opt_text(s, 20, &w->response_body)) {
+        lm_rowdec_t d = dec(s);
+        if (lm_rowdec_reqlog(&d, &v[cnt++]) != 0) { /* counted: the caller frees it */
             rc = LM_STORE_ENOMEM;
             break;
         }

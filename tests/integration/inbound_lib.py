@@ -1,15 +1,23 @@
 """Shared setup for the inbound-API tests (/v1/messages, /v1/responses):
 a gateway with an admin listener (for the ledger), Anthropic requests and
-SSE parsing, ledger rows, a raw-socket client that leaves mid-stream, and
-scripted Anthropic / Responses upstreams.
+SSE parsing, ledger rows, a raw-socket client that leaves mid-stream,
+scripted Anthropic / Responses / OpenAI-compatible upstreams, and what the
+Node SDK tests share (installing the SDKs, a DashScope native answer).
 """
 import json
+import os
 import re
+import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 
-from lib import KEY, Gateway, admin_call, check, free_port
+from lib import KEY, Gateway, Mock, admin_call, check, free_port, json_reply, run, sse_reply, usage_chunk
+from lib import chunk as oa_chunk
+
+SDK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "anthropic_sdk")
 
 
 class AdminGateway(Gateway):
@@ -38,11 +46,13 @@ class AdminGateway(Gateway):
                 return sorted(rows, key=lambda r: r["attempt"])
             time.sleep(0.05)
 
-    def leave_mid_stream(self, path, body, marker, count, headers=None):
+    def leave_mid_stream(self, path, body, marker, count, headers=None, bearer=True):
         """POST a stream on a raw socket, read until `marker` was seen `count`
-        times, hang up; returns (request id, bytes received)."""
+        times, hang up; returns (request id, bytes received). Without bearer
+        only `headers` carry the key."""
         data = json.dumps(body)
-        h = {"Authorization": "Bearer " + KEY, "anthropic-version": "2023-06-01"}
+        h = {"Authorization": "Bearer " + KEY} if bearer else {}
+        h["anthropic-version"] = "2023-06-01"
         h.update(headers or {})
         s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n"
@@ -182,3 +192,168 @@ def resp_stream(parts, model, in_tok=11, out_tok=6):
             {"type": "response.completed", "sequence_number": n + 1,
              "response": resp_object(full, model, in_tok, out_tok)}]
     return [resp_event(e) for e in evs]
+
+
+# ---- a scripted OpenAI-compatible upstream (the "own" channel) ----
+
+class OwnUpstream(Mock):
+    """/v1/chat/completions answering `reply` (plain), `script` (streamed,
+    `delay` apart) or, when `status` is not 200, a rate-limit error."""
+
+    def __init__(self):
+        super().__init__()
+        self.script, self.reply, self.delay, self.status = [], {}, 0.0, 200
+        self.routes["/v1/chat/completions"] = self.chat
+
+    def chat(self, h, body):
+        if self.status != 200:
+            return json_reply(h, self.status, {"error": {"message": "Rate limit reached", "type": "requests",
+                                                         "code": "rate_limit_exceeded"}}, headers={"Retry-After": "1"})
+        b = json.loads(body)
+        if b.get("stream"):
+            return sse_reply(h, self.script, delay=self.delay)
+        return json_reply(h, 200, self.reply)
+
+    def last_body(self):
+        with self.lock:
+            return json.loads(self.requests[-1]["body"])
+
+
+def own_tool_call_reply():
+    """A chat completion that calls get_weather for Paris."""
+    return {"id": "chatcmpl-t1", "object": "chat.completion", "created": 1, "model": "own-model",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None, "tool_calls": [{
+                    "id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}}
+
+
+def own_reasoning_chunks():
+    """The two reasoning_content chunks that open a thinking answer."""
+    return [
+        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "own-model",
+         "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Let me think."}, "finish_reason": None}]},
+        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "own-model",
+         "choices": [{"index": 0, "delta": {"reasoning_content": " Done."}, "finish_reason": None}]}]
+
+
+def no_violations(golden):
+    """No upstream of golden [(model, mock)] saw a bad request (and none is remembered)."""
+    for _, up in golden:
+        with up.lock:
+            v, up.violations[:] = list(up.violations), []
+        check(not v, "upstream saw a bad request: %s" % v)
+
+
+def check_abort_billed(gw, own, path, body, marker, count, api, **kw):
+    """A stream of 42 words the client leaves after `count` markers: one
+    ledger row, client_aborted, billed for what was received."""
+    own.script = [oa_chunk("word ", role="assistant")] + [oa_chunk("word ") for _ in range(40)] + \
+        [oa_chunk("end", finish="stop"), usage_chunk(10, 42), "[DONE]"]
+    own.delay = 0.05
+    try:
+        rid, _ = gw.leave_mid_stream(path, body, marker, count, **kw)
+    finally:
+        own.delay = 0
+    rows = gw.usage_rows(rid)
+    check(len(rows) == 1, "rows %s" % rows)
+    r = rows[0]
+    check(r["client_aborted"] and r["api"] == api, "row %s" % r)
+    check(0 < r["completion_tokens"] < 42 and r["status"] == 200, "billed for what was received: %s" % r)
+
+
+# ---- the Node SDK tests ----
+
+def sdk_ready(*packages):
+    """The SDKs under anthropic_sdk/node_modules, installed by `npm ci` from
+    the lock file when one of `packages` is missing."""
+    if all(os.path.isdir(os.path.join(SDK_DIR, "node_modules", p)) for p in packages):
+        return
+    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=SDK_DIR, capture_output=True, text=True,
+                       timeout=300)
+    check(r.returncode == 0, "npm ci failed (network?): %s" % (r.stdout + r.stderr)[-2000:])
+
+
+def D(o):
+    """Compact JSON."""
+    return json.dumps(o, separators=(",", ":"))
+
+
+def qw_ev(i, msg, finish, out, request_id):
+    """One DashScope native SSE event of an answer with 12 input tokens."""
+    d = {"output": {"choices": [{"message": dict(msg, role="assistant"), "finish_reason": finish}]},
+         "usage": {"input_tokens": 12, "output_tokens": out, "total_tokens": 12 + out}, "request_id": request_id}
+    return "id:%d\nevent:result\n:HTTP_STATUS/200\ndata:%s\n\n" % (i, D(d))
+
+
+SDK_CALL = [{"index": 0, "id": "call_sdk1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]
+
+
+def qw_sdk_chat(h, body, first=None, turn_ok=None):
+    """The DashScope native answers of the SDK tests: the tool result of
+    call_sdk1 ("sunny, 21C", and turn_ok(messages) when given) gets the
+    weather, else first(h, messages) may answer (True when it did), offered
+    tools get the call SDK_CALL, anything else a greeting."""
+    from test_providers import chunked  # imported by every caller already
+    b = json.loads(body)
+    p = b.get("parameters") or {}
+    msgs = b["input"]["messages"]
+    stream = h.headers.get("X-DashScope-SSE") == "enable"
+    last = msgs[-1]
+    if last["role"] == "tool":
+        if last.get("tool_call_id") != "call_sdk1" or last.get("content") != "sunny, 21C" or \
+                (turn_ok and not turn_ok(msgs)):
+            return json_reply(h, 400, {"code": "InvalidParameter", "message": "tool turn: %s" % D(msgs)})
+        msg, out, finish = {"content": "It is sunny in Paris."}, 6, "stop"
+    elif first and first(h, msgs):
+        return None
+    elif "tools" in p:
+        msg, out, finish = {"content": "", "tool_calls": SDK_CALL}, 10, "tool_calls"
+    else:
+        msg, out, finish = {"content": "Hello from Qwen."}, 4, "stop"
+    if not stream:
+        return json_reply(h, 200, {"output": {"choices": [{"finish_reason": finish,
+                                                           "message": dict(msg, role="assistant")}]},
+                                   "usage": {"input_tokens": 12, "output_tokens": out, "total_tokens": 12 + out},
+                                   "request_id": "req-sdk"})
+    if "tool_calls" in msg:
+        return chunked(h, "text/event-stream", [qw_ev(1, msg, "null", 5, "req-sdk"),
+                                                qw_ev(2, {"content": ""}, finish, out, "req-sdk")])
+    text = msg["content"]
+    return chunked(h, "text/event-stream", [qw_ev(1, {"content": text[:6]}, "null", 2, "req-sdk"),
+                                            qw_ev(2, {"content": text[6:]}, finish, out, "req-sdk")])
+
+
+def run_sdk_script(gw, script, cases):
+    """node `script` (in anthropic_sdk/) against gw with the test key and
+    qwen-plus; its output is echoed, and every case must report OK."""
+    r = subprocess.run(["node", script, "http://127.0.0.1:%d" % gw.port, KEY, "qwen-plus"], cwd=SDK_DIR,
+                       capture_output=True, text=True, timeout=120)
+    sys.stdout.write(r.stdout)
+    check(r.returncode == 0, "the SDK failed:\n%s\n%s" % (r.stdout, r.stderr[-3000:]))
+    for case in cases:
+        check("OK " + case in r.stdout, "case %s did not run" % case)
+
+
+def sdk_test_main(name, qwen, packages, script, cases, what):
+    """The main of an SDK test: a gateway with one Qwen channel on the mock
+    qwen, then the case `name` runs node `script` (run_sdk_script) once the
+    SDK `packages` are installed. Without node it prints a SKIP line."""
+    import test_providers as tp  # imported by every caller already
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        print("SKIP %s: node/npm not installed (%s needs Node 18+)" % (name, what))
+        return
+    gw = Gateway(channels=tp.channel("qwen", "qwen", "qwen-plus",
+                                     ["base_url " + qwen.url, "api_key env:LMT_QWEN"]), env=tp.ENV)
+
+    def case():
+        sdk_ready(*packages)
+        run_sdk_script(gw, script, cases)
+
+    case.__name__ = name
+    try:
+        run([case])
+    finally:
+        gw.stop()

@@ -277,3 +277,39 @@ def admin_call(port, token, method, path, body=None, timeout=10):
     data = r.read()
     c.close()
     return r.status, (json.loads(data) if data else None)
+
+
+def admin_key(port, token, name, quota):
+    """A new store key made through the admin API: its secret."""
+    st, k = admin_call(port, token, "POST", "/admin/keys", {"name": name, "quota": quota})
+    check(st == 201, "key: %s %s" % (st, k))
+    return k["secret"] if "secret" in k else k["key"]
+
+
+def ledger_rows(port, token, request_id, wait=10, settle=0.3):
+    """The ledger rows of one request once they have landed (within `wait`
+    seconds; [] after): read again `settle` seconds after the first shows,
+    so a second (double) row would be there too."""
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        st, js = admin_call(port, token, "GET", "/admin/usage/rows?limit=200")
+        rows = [r for r in js["data"] if r["request_id"] == request_id] if st == 200 else []
+        if rows:
+            time.sleep(settle)
+            st, js = admin_call(port, token, "GET", "/admin/usage/rows?limit=200")
+            return [r for r in js["data"] if r["request_id"] == request_id]
+        time.sleep(0.05)
+    return []
+
+
+def request_log(admin, query="", want=None, timeout=10):
+    """GET /admin/requests?query through admin(method, path) -> (status,
+    JSON); waits (request-log writers are asynchronous) until `want` rows
+    are there when want is given, at most `timeout` seconds."""
+    deadline = time.time() + timeout
+    while True:
+        st, js = admin("GET", "/admin/requests" + ("?" + query if query else ""))
+        check(st == 200, "admin/requests: %s %s" % (st, js))
+        if want is None or len(js["data"]) >= want or time.time() > deadline:
+            return js
+        time.sleep(0.1)

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 
-from lib import TEST_PLUGIN_DIR, Gateway, Mock, admin_call, check, free_port, json_reply, run
+from lib import TEST_PLUGIN_DIR, Gateway, Mock, admin_call, check, free_port, json_reply, ledger_rows, run
 
 TOKEN_RE = re.compile(r"admin token \(shown once\): (lmadm-[A-Za-z0-9_-]+)")
 WAIT = 10  # seconds: generous bounds for things that take milliseconds
@@ -148,16 +148,7 @@ def embed(inputs, model="emb", timeout=WAIT * 2):
 
 def rows_for(request_id, settle=0.3):
     """The ledger rows of one request, once its rows have landed."""
-    deadline = time.time() + WAIT
-    while time.time() < deadline:
-        st, js = admin_call(admin_port, token, "GET", "/admin/usage/rows?limit=200")
-        rows = [r for r in js["data"] if r["request_id"] == request_id] if st == 200 else []
-        if rows:
-            time.sleep(settle)  # a second (double) row would land by now
-            st, js = admin_call(admin_port, token, "GET", "/admin/usage/rows?limit=200")
-            return [r for r in js["data"] if r["request_id"] == request_id]
-        time.sleep(0.05)
-    return []
+    return ledger_rows(admin_port, token, request_id, WAIT, settle)
 
 
 def check_answer(js, inputs):

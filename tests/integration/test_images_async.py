@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 
-from lib import Gateway, Mock, admin_call, check, free_port, json_reply, run
+from lib import Gateway, Mock, admin_call, admin_key, check, free_port, json_reply, ledger_rows, run
 
 TOKEN_RE = re.compile(r"admin token \(shown once\): (lmadm-[A-Za-z0-9_-]+)")
 SUBMIT = "/api/v1/services/aigc/text2image/image-synthesis"
@@ -110,22 +110,11 @@ channel dashfast {
 }
 """ % (up.url, up.url))
     token = TOKEN_RE.search(gw.logtext()).group(1)
-    st, k = admin_call(admin_port, token, "POST", "/admin/keys", {"name": "img", "quota": "10"})
-    check(st == 201, "key: %s %s" % (st, k))
-    secret = k["secret"] if "secret" in k else k["key"]
+    secret = admin_key(admin_port, token, "img", "10")
 
 
 def rows_for(request_id, settle=0.3):
-    deadline = time.time() + WAIT
-    while time.time() < deadline:
-        st, js = admin_call(admin_port, token, "GET", "/admin/usage/rows?limit=200")
-        rows = [r for r in js["data"] if r["request_id"] == request_id] if st == 200 else []
-        if rows:
-            time.sleep(settle)
-            st, js = admin_call(admin_port, token, "GET", "/admin/usage/rows?limit=200")
-            return [r for r in js["data"] if r["request_id"] == request_id]
-        time.sleep(0.05)
-    return []
+    return ledger_rows(admin_port, token, request_id, WAIT, settle)
 
 
 def post(body, timeout=30):

@@ -15,27 +15,21 @@ The SDKs are installed with `npm ci` from the lock file when node_modules
 lacks them. Without node the test prints a SKIP line and passes.
 """
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
 
-from inbound_lib import AdminGateway, ant_error, ant_message, ant_stream
+from inbound_lib import SDK_DIR, AdminGateway, D, ant_error, ant_message, ant_stream, qw_ev, sdk_ready
 from lib import KEY, Mock, check, json_reply, run, sse_reply
 from lib import chunk as oa_chunk
 from lib import usage_chunk
 
-HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "anthropic_sdk")
 HELLO = ["Hello ", "there, ", "friend."]
 PNG_HEAD = "iVBORw0KGgo"
 WORDS = ["word "] * 199 + ["word"]
 SLOW = ["word "] * 40
 ARGS = {"city": "Paris"}
-
-
-def D(o):
-    return json.dumps(o, separators=(",", ":"))
 
 
 def scenario(text):
@@ -89,12 +83,6 @@ ds.routes["/v1/chat/completions"] = ds_chat
 qw = Mock()
 
 
-def qw_ev(i, msg, finish, out):
-    d = {"output": {"choices": [{"message": dict(msg, role="assistant"), "finish_reason": finish}]},
-         "usage": {"input_tokens": 12, "output_tokens": out, "total_tokens": 12 + out}, "request_id": "req-q"}
-    return "id:%d\nevent:result\n:HTTP_STATUS/200\ndata:%s\n\n" % (i, D(d))
-
-
 def qw_chat(h, body, mm=False):
     kind, parts, out = scenario(body.decode())
     if kind == "error":
@@ -110,10 +98,11 @@ def qw_chat(h, body, mm=False):
                                    "usage": {"input_tokens": 12, "output_tokens": out, "total_tokens": 12 + out},
                                    "request_id": "req-q"})
     if kind == "tool":
-        evs = [qw_ev(1, {"content": "", "tool_calls": call}, "null", 5), qw_ev(2, {"content": ""}, "tool_calls", out)]
+        evs = [qw_ev(1, {"content": "", "tool_calls": call}, "null", 5, "req-q"),
+               qw_ev(2, {"content": ""}, "tool_calls", out, "req-q")]
     else:
         n = len(parts)
-        evs = [qw_ev(i + 1, {"content": p}, "stop" if i == n - 1 else "null", out if i == n - 1 else i + 1)
+        evs = [qw_ev(i + 1, {"content": p}, "stop" if i == n - 1 else "null", out if i == n - 1 else i + 1, "req-q")
                for i, p in enumerate(parts)]
     return sse_reply(h, None, raw=evs, delay=0.05 if kind == "slow" else 0)
 
@@ -185,15 +174,6 @@ MODELS = ["claude-sonnet-4-5", "deepseek-chat", "qwen-plus", "gemini-2.0-flash"]
 gw = None
 
 
-def sdk_ready():
-    if os.path.isdir(os.path.join(HERE, "node_modules", "openai")) and \
-            os.path.isdir(os.path.join(HERE, "node_modules", "@anthropic-ai", "sdk")):
-        return
-    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, capture_output=True, text=True,
-                       timeout=300)
-    check(r.returncode == 0, "npm ci failed (network?): %s" % (r.stdout + r.stderr)[-2000:])
-
-
 def chat_stream_result():
     """The chat endpoint's text and usage for the same prompt and upstream answer."""
     return lambda model: _chat(model)
@@ -216,10 +196,10 @@ def _chat(model):
 
 
 def sdk_case(model):
-    sdk_ready()
+    sdk_ready("openai", "@anthropic-ai/sdk")
     want = {"hello": "".join(HELLO), "usage": [12, 4], "long_out": 200, "responses": True}
     r = subprocess.run(["node", "inbound_check.mjs", "http://127.0.0.1:%d" % gw.port, KEY, model, json.dumps(want)],
-                       cwd=HERE, capture_output=True, text=True, timeout=120)
+                       cwd=SDK_DIR, capture_output=True, text=True, timeout=120)
     sys.stdout.write("".join("  %s: %s\n" % (model, ln) for ln in r.stdout.splitlines() if ln.startswith("OK")))
     check(r.returncode == 0, "%s: the SDK failed:\n%s\n%s" % (model, r.stdout, r.stderr[-3000:]))
     for case in ("create", "stream", "tools", "image", "error", "claude-code", "responses-create",

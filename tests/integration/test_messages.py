@@ -17,35 +17,16 @@ reasoning, two-turn tools and client aborts:
 - count_tokens (an estimate).
 """
 import json
-import re
-import socket
-import tempfile
 import time
 
 import test_providers as tp
-from lib import KEY, Gateway, Mock, admin_call, check, free_port, json_reply, run, sse_reply, usage_chunk
+from inbound_lib import (AdminGateway, OwnUpstream, check_abort_billed, no_violations, own_reasoning_chunks,
+                         own_tool_call_reply)
+from lib import KEY, check, run, usage_chunk
 from lib import chunk as oa_chunk
 
-own = Mock()
-own.script = []
-own.reply = {}
-own.delay = 0.0
-own.status = 200
+own = OwnUpstream()
 
-
-def own_chat(h, body):
-    if own.status != 200:
-        return json_reply(h, own.status, {"error": {"message": "Rate limit reached", "type": "requests",
-                                                    "code": "rate_limit_exceeded"}}, headers={"Retry-After": "1"})
-    b = json.loads(body)
-    if b.get("stream"):
-        return sse_reply(h, own.script, delay=own.delay)
-    return json_reply(h, 200, own.reply)
-
-
-own.routes["/v1/chat/completions"] = own_chat
-
-ADMIN = None
 EXTRA = "".join([
     tp.channel("own", "openai", "own-model own-vision",
                ["base_url " + own.url + "/v1", "api_key env:LMT_OPENAI", "price_input 1", "price_output 2"]),
@@ -54,12 +35,8 @@ gw = None
 
 
 def setup():
-    global gw, ADMIN
-    admin_port = free_port()
-    gw = Gateway(channels=tp.CHANNELS + EXTRA, env=tp.ENV, workers=2,
-                 extra="data_dir %s\nadmin_listen 127.0.0.1:%d\n" % (tempfile.mkdtemp(prefix="lm-msgs-"), admin_port))
-    gw.admin_port = admin_port
-    ADMIN = re.search(r"admin token \(shown once\): (lmadm-[A-Za-z0-9_-]+)", gw.logtext()).group(1)
+    global gw
+    gw = AdminGateway(channels=tp.CHANNELS + EXTRA, env=tp.ENV, workers=2)
 
 
 # ------------------------------------------------------------------ helpers
@@ -139,13 +116,6 @@ GOLDEN = [("qwen-plus", tp.qwen), ("gemini-2.0-flash", tp.gemini), ("claude-sonn
           ("deepseek-chat", tp.openai)]
 
 
-def no_violations():
-    for _, up in GOLDEN:
-        with up.lock:
-            v, up.violations[:] = list(up.violations), []
-        check(not v, "upstream saw a bad request: %s" % v)
-
-
 # ------------------------------------------------------------------ tests
 
 def test_plain_every_channel():
@@ -163,7 +133,7 @@ def test_plain_every_channel():
               js["usage"]["output_tokens"] == u["completion_tokens"],
               "%s: usage %s vs chat %s" % (model, js["usage"], u))
         check(cjs["choices"][0]["message"]["content"] == "Hi!", "chat text")
-    no_violations()
+    no_violations(GOLDEN)
 
 
 def test_stream_every_channel():
@@ -184,7 +154,7 @@ def test_stream_every_channel():
         mu = final_usage(evs)
         check(mu["input_tokens"] == u["prompt_tokens"] and mu["output_tokens"] == u["completion_tokens"],
               "%s: usage %s vs chat %s" % (model, mu, u))
-    no_violations()
+    no_violations(GOLDEN)
 
 
 def test_tools_first_turn_every_channel():
@@ -218,23 +188,13 @@ def test_tools_first_turn_every_channel():
         check(not bad, "tools not forwarded: %s" % bad)
 
 
-def last_body():
-    with own.lock:
-        return json.loads(own.requests[-1]["body"])
-
-
 def test_tools_two_turns():
-    own.reply = {"id": "chatcmpl-t1", "object": "chat.completion", "created": 1, "model": "own-model",
-                 "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-                     "role": "assistant", "content": None, "tool_calls": [{
-                         "id": "call_1", "type": "function",
-                         "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}}],
-                 "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}}
+    own.reply = own_tool_call_reply()
     turn1 = [{"role": "user", "content": "Weather in Paris?"}]
     st, js, raw, _ = msgs({"model": "own-model", "max_tokens": 50, "tools": ANT_TOOLS,
                            "tool_choice": {"type": "tool", "name": "get_weather"}, "messages": turn1})
     check(st == 200, "turn 1: %d %s" % (st, raw[:300]))
-    sent = last_body()
+    sent = own.last_body()
     check(sent["tools"][0]["function"]["parameters"] == ANT_TOOLS[0]["input_schema"], "tools %s" % sent)
     check(sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}, "tool_choice")
     tu = js["content"][0]
@@ -250,7 +210,7 @@ def test_tools_two_turns():
                          {"type": "text", "text": "Answer briefly."}]}]
     st, js, raw, _ = msgs({"model": "own-model", "max_tokens": 50, "tools": ANT_TOOLS, "messages": turn2})
     check(st == 200 and js["content"] == [{"type": "text", "text": "Sunny, 21C."}], "turn 2: %s" % raw[:300])
-    m = last_body()["messages"]
+    m = own.last_body()["messages"]
     check(m[1]["role"] == "assistant" and m[1]["tool_calls"][0]["id"] == "call_1" and
           json.loads(m[1]["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}, "assistant %s" % m[1])
     check(m[2] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny 21"}, "tool msg %s" % m[2])
@@ -268,7 +228,7 @@ def test_images_and_documents():
         {"type": "text", "text": "What is it?"}]}]}
     st, js, raw, _ = msgs(body)
     check(st == 200 and js["content"][0]["text"] == "A cat.", "%d %s" % (st, raw[:300]))
-    parts = last_body()["messages"][0]["content"]
+    parts = own.last_body()["messages"][0]["content"]
     check(parts[0] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}, "b64 %s" % parts[0])
     check(parts[1] == {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}, "url %s" % parts[1])
     check(parts[2] == {"type": "text", "text": "doc text"} and parts[3]["text"] == "What is it?", "doc %s" % parts)
@@ -283,11 +243,7 @@ def test_images_and_documents():
 
 def test_reasoning_to_thinking():
     own.delay = 0
-    own.script = [
-        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "own-model",
-         "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Let me think."}, "finish_reason": None}]},
-        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "own-model",
-         "choices": [{"index": 0, "delta": {"reasoning_content": " Done."}, "finish_reason": None}]},
+    own.script = own_reasoning_chunks() + [
         oa_chunk("Answer"), oa_chunk(" here.", finish="stop"), usage_chunk(11, 7), "[DONE]"]
     body = {"model": "own-model", "max_tokens": 2000, "stream": True,
             "thinking": {"type": "enabled", "budget_tokens": 1024},
@@ -300,7 +256,7 @@ def test_reasoning_to_thinking():
     check(text_of(evs, "thinking_delta", "thinking") == "Let me think. Done.", "thinking text")
     check(text_of(evs) == "Answer here.", "text")
     check(final_usage(evs) == {"input_tokens": 11, "output_tokens": 7}, "usage %s" % final_usage(evs))
-    check("thinking" not in last_body(), "thinking forwarded to an OpenAI-compatible upstream")
+    check("thinking" not in own.last_body(), "thinking forwarded to an OpenAI-compatible upstream")
 
 
 def test_errors():
@@ -351,55 +307,19 @@ def test_errors():
         tp.claude.violations[:] = []
 
 
-def usage_rows(rid):
-    """The request's ledger rows, once written: a row that bills nothing is
-    committed after the reply (DB-4), so wait for it (bounded)."""
-    deadline = time.time() + 10
-    while True:
-        st, js = admin_call(gw.admin_port, ADMIN, "GET", "/admin/usage/rows?limit=50")
-        check(st == 200, "admin usage %d" % st)
-        rows = [r for r in js["data"] if r["request_id"] == rid]
-        if rows or time.time() > deadline:
-            return rows
-        time.sleep(0.05)
-
-
 def test_client_abort_billed():
-    own.script = [oa_chunk("word ", role="assistant")] + [oa_chunk("word ") for _ in range(40)] + \
-        [oa_chunk("end", finish="stop"), usage_chunk(10, 42), "[DONE]"]
-    own.delay = 0.05
-    try:
-        body = json.dumps({"model": "own-model", "max_tokens": 100, "stream": True,
-                           "messages": [{"role": "user", "content": "Talk."}]})
-        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
-        s.sendall(("POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\nanthropic-version: 2023-06-01\r\n"
-                   "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (KEY, len(body), body)).encode())
-        got = b""
-        while got.count(b"text_delta") < 3:
-            got += s.recv(65536)
-        rid = [ln.split(b":", 1)[1].strip().decode() for ln in got.split(b"\r\n")
-               if ln.lower().startswith(b"x-request-id:")][0]
-        s.close()
-    finally:
-        own.delay = 0
-    for _ in range(50):
-        rows = usage_rows(rid)
-        if rows:
-            break
-        time.sleep(0.1)
-    check(len(rows) == 1, "rows %s" % rows)
-    r = rows[0]
-    check(r["client_aborted"] and r["api"] == "messages", "row %s" % r)
-    check(0 < r["completion_tokens"] < 42 and r["status"] == 200, "billed for what was received: %s" % r)
+    check_abort_billed(gw, own, "/v1/messages", {"model": "own-model", "max_tokens": 100, "stream": True,
+                                                  "messages": [{"role": "user", "content": "Talk."}]},
+                       b"text_delta", 3, "messages", headers={"x-api-key": KEY}, bearer=False)
 
 
 def test_ledger_and_count_tokens():
     st, js, raw, hdrs = msgs(M("qwen-plus"))
     rid = hdrs.get("X-Request-Id")
-    rows = usage_rows(rid)
+    rows = gw.usage_rows(rid)
     check(rows and rows[0]["api"] == "messages", "messages row %s" % rows)
     st, js, raw, hdrs = gw.chat(tp.G1("qwen-plus"))
-    rows = usage_rows(hdrs.get("X-Request-Id"))
+    rows = gw.usage_rows(hdrs.get("X-Request-Id"))
     check(rows and rows[0]["api"] == "chat", "chat row %s" % rows)
     check("api=messages" in gw.logtext() and "api=chat" in gw.logtext(), "access log api field")
     st, js, raw, _ = gw.request("POST", "/v1/messages/count_tokens",

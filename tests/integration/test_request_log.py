@@ -8,8 +8,8 @@ import re
 import tempfile
 import time
 
-from lib import (KEY, Gateway, Mock, admin_call, check, chunk, free_port, json_reply, run, sse_reply,
-                 usage_chunk)
+from lib import (KEY, Gateway, Mock, admin_call, check, chunk, free_port, json_reply, request_log, run,
+                 sse_reply, usage_chunk)
 
 TOKEN_RE = re.compile(r"admin token \(shown once\): (lmadm-[A-Za-z0-9_-]+)")
 up = Mock()
@@ -52,15 +52,7 @@ class Env:
         return admin_call(self.admin_port, self.token, method, path, body)
 
     def rows(self, query="", want=None, timeout=8):
-        """GET /admin/requests?query; waits (the writer is asynchronous) until
-        want rows are there when want is given."""
-        deadline = time.time() + timeout
-        while True:
-            st, js = self.admin("GET", "/admin/requests" + ("?" + query if query else ""))
-            check(st == 200, "%s %s" % (st, js))
-            if want is None or len(js["data"]) >= want or time.time() > deadline:
-                return js
-            time.sleep(0.1)
+        return request_log(self.admin, query, want, timeout)
 
 
 main = None

@@ -17,47 +17,24 @@ two-turn function calls, truncated answers and client aborts:
   ledger row says api "responses".
 """
 import json
-import re
-import socket
-import tempfile
 import time
 
 import test_providers as tp
-from lib import KEY, Gateway, Mock, admin_call, check, free_port, json_reply, run, sse_reply, usage_chunk
+from inbound_lib import (AdminGateway, OwnUpstream, check_abort_billed, no_violations, own_reasoning_chunks,
+                         own_tool_call_reply)
+from lib import KEY, check, run, usage_chunk
 from lib import chunk as oa_chunk
 
-own = Mock()
-own.script = []
-own.reply = {}
-own.delay = 0.0
-own.status = 200
+own = OwnUpstream()
 
-
-def own_chat(h, body):
-    if own.status != 200:
-        return json_reply(h, own.status, {"error": {"message": "Rate limit reached", "type": "requests",
-                                                    "code": "rate_limit_exceeded"}}, headers={"Retry-After": "1"})
-    b = json.loads(body)
-    if b.get("stream"):
-        return sse_reply(h, own.script, delay=own.delay)
-    return json_reply(h, 200, own.reply)
-
-
-own.routes["/v1/chat/completions"] = own_chat
-
-ADMIN = None
 EXTRA = tp.channel("own", "openai", "own-model",
                    ["base_url " + own.url + "/v1", "api_key env:LMT_OPENAI", "price_input 1", "price_output 2"])
 gw = None
 
 
 def setup():
-    global gw, ADMIN
-    admin_port = free_port()
-    gw = Gateway(channels=tp.CHANNELS + EXTRA, env=tp.ENV, workers=2,
-                 extra="data_dir %s\nadmin_listen 127.0.0.1:%d\n" % (tempfile.mkdtemp(prefix="lm-resp-"), admin_port))
-    gw.admin_port = admin_port
-    ADMIN = re.search(r"admin token \(shown once\): (lmadm-[A-Za-z0-9_-]+)", gw.logtext()).group(1)
+    global gw
+    gw = AdminGateway(channels=tp.CHANNELS + EXTRA, env=tp.ENV, workers=2)
 
 
 # ------------------------------------------------------------------ helpers
@@ -139,18 +116,6 @@ GOLDEN = [("qwen-plus", tp.qwen), ("gemini-2.0-flash", tp.gemini), ("claude-sonn
           ("deepseek-chat", tp.openai)]
 
 
-def no_violations():
-    for _, up in GOLDEN:
-        with up.lock:
-            v, up.violations[:] = list(up.violations), []
-        check(not v, "upstream saw a bad request: %s" % v)
-
-
-def last_body():
-    with own.lock:
-        return json.loads(own.requests[-1]["body"])
-
-
 # ------------------------------------------------------------------ tests
 
 def test_plain_every_channel():
@@ -172,7 +137,7 @@ def test_plain_every_channel():
               ru["total_tokens"] == u["total_tokens"], "%s: usage %s vs chat %s" % (model, ru, u))
         check("cached_tokens" in ru["input_tokens_details"] and
               "reasoning_tokens" in ru["output_tokens_details"], "%s: usage details %s" % (model, ru))
-    no_violations()
+    no_violations(GOLDEN)
 
 
 def test_stream_every_channel():
@@ -195,7 +160,7 @@ def test_stream_every_channel():
         ru = final["usage"]
         check(ru["input_tokens"] == u["prompt_tokens"] and ru["output_tokens"] == u["completion_tokens"],
               "%s: usage %s vs chat %s" % (model, ru, u))
-    no_violations()
+    no_violations(GOLDEN)
 
 
 def test_tools_first_turn_every_channel():
@@ -219,21 +184,16 @@ def test_tools_first_turn_every_channel():
         check(len(adone) == 1 and json.loads(adone[0]["arguments"]) == {"city": "Paris"}, "%s: done %s" % (model, adone))
         fin = [it for it in evs[-1][1]["response"]["output"] if it["type"] == "function_call"]
         check(len(fin) == 1 and json.loads(fin[0]["arguments"]) == {"city": "Paris"}, "%s: final %s" % (model, fin))
-    no_violations()
+    no_violations(GOLDEN)
 
 
 def test_tools_two_turns():
-    own.reply = {"id": "chatcmpl-t1", "object": "chat.completion", "created": 1, "model": "own-model",
-                 "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-                     "role": "assistant", "content": None, "tool_calls": [{
-                         "id": "call_1", "type": "function",
-                         "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}}],
-                 "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}}
+    own.reply = own_tool_call_reply()
     turn1 = [{"role": "user", "content": "Weather in Paris?"}]
     st, js, raw, _ = resp({"model": "own-model", "input": turn1, "tools": RESP_TOOLS,
                            "tool_choice": {"type": "function", "name": "get_weather"}, "store": False})
     check(st == 200, "turn 1: %d %s" % (st, raw[:300]))
-    sent = last_body()
+    sent = own.last_body()
     check(sent["tools"] == tp.TOOLS, "tools %s" % sent["tools"])
     check(sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}, "tool_choice %s" % sent)
     check([it["type"] for it in js["output"]] == ["function_call"], "only a call: %s" % js["output"])
@@ -246,7 +206,7 @@ def test_tools_two_turns():
     turn2 = turn1 + js["output"] + [{"type": "function_call_output", "call_id": "call_1", "output": "sunny 21"}]
     st, js, raw, _ = resp({"model": "own-model", "input": turn2, "tools": RESP_TOOLS})
     check(st == 200 and output_text(js) == "Sunny, 21C.", "turn 2: %s" % raw[:300])
-    m = last_body()["messages"]
+    m = own.last_body()["messages"]
     check(m[1]["role"] == "assistant" and m[1]["tool_calls"][0]["id"] == "call_1" and
           json.loads(m[1]["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}, "assistant %s" % m[1])
     check(m[2] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny 21"}, "tool msg %s" % m[2])
@@ -255,11 +215,7 @@ def test_tools_two_turns():
 
 def test_reasoning_and_incomplete():
     own.delay = 0
-    own.script = [
-        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "own-model",
-         "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Let me think."}, "finish_reason": None}]},
-        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "own-model",
-         "choices": [{"index": 0, "delta": {"reasoning_content": " Done."}, "finish_reason": None}]},
+    own.script = own_reasoning_chunks() + [
         oa_chunk("Answer"), oa_chunk(" here.", finish="length"), usage_chunk(11, 7), "[DONE]"]
     st, _, raw, _ = resp({"model": "own-model", "input": "Think.", "stream": True, "max_output_tokens": 7,
                           "reasoning": {"effort": "low"}})
@@ -277,7 +233,7 @@ def test_reasoning_and_incomplete():
     check(final["usage"]["input_tokens"] == 11 and final["usage"]["output_tokens"] == 7, "usage %s" % final["usage"])
     check(final["output"][0]["content"][0] == {"type": "reasoning_text", "text": "Let me think. Done."},
           "reasoning item %s" % final["output"][0])
-    sent = last_body()
+    sent = own.last_body()
     check(sent.get("reasoning_effort") == "low" and sent.get("max_tokens") == 7, "sent %s" % sent)
     own.reply = {"id": "chatcmpl-l", "object": "chat.completion", "created": 1, "model": "own-model",
                  "choices": [{"index": 0, "finish_reason": "length",
@@ -357,52 +313,17 @@ def test_errors():
             up.violations[:] = []
 
 
-def usage_rows(rid):
-    """The request's ledger rows, once written: a row that bills nothing is
-    committed after the reply (DB-4), so wait for it (bounded)."""
-    deadline = time.time() + 10
-    while True:
-        st, js = admin_call(gw.admin_port, ADMIN, "GET", "/admin/usage/rows?limit=50")
-        check(st == 200, "admin usage %d" % st)
-        rows = [r for r in js["data"] if r["request_id"] == rid]
-        if rows or time.time() > deadline:
-            return rows
-        time.sleep(0.05)
-
-
 def test_client_abort_billed():
-    own.script = [oa_chunk("word ", role="assistant")] + [oa_chunk("word ") for _ in range(40)] + \
-        [oa_chunk("end", finish="stop"), usage_chunk(10, 42), "[DONE]"]
-    own.delay = 0.05
-    try:
-        body = json.dumps({"model": "own-model", "input": "Talk.", "stream": True})
-        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
-        s.sendall(("POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
-                   "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (KEY, len(body), body)).encode())
-        got = b""
-        while got.count(b"response.output_text.delta") < 6:  # "event:" and "type" name it: 3 deltas
-            got += s.recv(65536)
-        rid = [ln.split(b":", 1)[1].strip().decode() for ln in got.split(b"\r\n")
-               if ln.lower().startswith(b"x-request-id:")][0]
-        s.close()
-    finally:
-        own.delay = 0
-    for _ in range(50):
-        rows = usage_rows(rid)
-        if rows:
-            break
-        time.sleep(0.1)
-    check(len(rows) == 1, "rows %s" % rows)
-    r = rows[0]
-    check(r["client_aborted"] and r["api"] == "responses", "row %s" % r)
-    check(0 < r["completion_tokens"] < 42 and r["status"] == 200, "billed for what was received: %s" % r)
+    # "event:" and "type" name each delta: 3 deltas
+    check_abort_billed(gw, own, "/v1/responses", {"model": "own-model", "input": "Talk.", "stream": True},
+                       b"response.output_text.delta", 6, "responses")
 
 
 def test_ledger_and_log():
     st, js, raw, hdrs = resp(R("qwen-plus"))
     rid = hdrs.get("X-Request-Id")
     check(st == 200 and js["id"].startswith("resp_"), "id %s / %s" % (js["id"], rid))
-    rows = usage_rows(rid)
+    rows = gw.usage_rows(rid)
     check(rows and rows[0]["api"] == "responses", "responses row %s" % rows)
     check("api=responses" in gw.logtext(), "access log api field")
 

@@ -9,94 +9,20 @@ The SDKs are installed with `npm ci` from the lock file when node_modules
 lacks them. Without node the test prints a SKIP line and passes; without
 network for a first install it fails (never a silent pass).
 """
-import json
-import os
-import shutil
-import subprocess
-import sys
+from inbound_lib import qw_sdk_chat, sdk_test_main
+from lib import Mock
 
-import test_providers as tp
-from lib import KEY, Gateway, Mock, check, json_reply, run
-from test_providers import chunked
-
-HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "anthropic_sdk")
 QW_CHAT = "/api/v1/services/aigc/text-generation/generation"
 qwen = Mock()
-CALL = [{"index": 0, "id": "call_sdk1", "type": "function",
-         "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]
 
 
-def D(o):
-    return json.dumps(o, separators=(",", ":"))
+def call_named(msgs):
+    """The tool turn follows the assistant's call of get_weather."""
+    return msgs[-2]["tool_calls"][0]["function"]["name"] == "get_weather"
 
 
-def qw_ev(i, msg, finish, out):
-    d = {"output": {"choices": [{"message": dict(msg, role="assistant"), "finish_reason": finish}]},
-         "usage": {"input_tokens": 12, "output_tokens": out, "total_tokens": 12 + out}, "request_id": "req-sdk"}
-    return "id:%d\nevent:result\n:HTTP_STATUS/200\ndata:%s\n\n" % (i, D(d))
-
-
-def qw_chat(h, body):
-    b = json.loads(body)
-    p = b.get("parameters") or {}
-    msgs = b["input"]["messages"]
-    stream = h.headers.get("X-DashScope-SSE") == "enable"
-    last = msgs[-1]
-    if last["role"] == "tool":
-        if last.get("tool_call_id") != "call_sdk1" or last.get("content") != "sunny, 21C" or \
-                msgs[-2]["tool_calls"][0]["function"]["name"] != "get_weather":
-            return json_reply(h, 400, {"code": "InvalidParameter", "message": "tool turn: %s" % D(msgs)})
-        msg, out, finish = {"content": "It is sunny in Paris."}, 6, "stop"
-    elif "tools" in p:
-        msg, out, finish = {"content": "", "tool_calls": CALL}, 10, "tool_calls"
-    else:
-        msg, out, finish = {"content": "Hello from Qwen."}, 4, "stop"
-    if not stream:
-        return json_reply(h, 200, {"output": {"choices": [{"finish_reason": finish,
-                                                           "message": dict(msg, role="assistant")}]},
-                                   "usage": {"input_tokens": 12, "output_tokens": out, "total_tokens": 12 + out},
-                                   "request_id": "req-sdk"})
-    if "tool_calls" in msg:
-        return chunked(h, "text/event-stream", [qw_ev(1, msg, "null", 5), qw_ev(2, {"content": ""}, finish, out)])
-    text = msg["content"]
-    return chunked(h, "text/event-stream", [qw_ev(1, {"content": text[:6]}, "null", 2),
-                                            qw_ev(2, {"content": text[6:]}, finish, out)])
-
-
-qwen.routes[QW_CHAT] = qw_chat
-gw = None
-
-
-def sdk_ready():
-    if os.path.isdir(os.path.join(HERE, "node_modules", "openai")):
-        return
-    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, capture_output=True, text=True,
-                       timeout=300)
-    check(r.returncode == 0, "npm ci failed (network?): %s" % (r.stdout + r.stderr)[-2000:])
-
-
-def test_openai_sdk_responses():
-    sdk_ready()
-    r = subprocess.run(["node", "openai_check.mjs", "http://127.0.0.1:%d" % gw.port, KEY, "qwen-plus"], cwd=HERE,
-                       capture_output=True, text=True, timeout=120)
-    sys.stdout.write(r.stdout)
-    check(r.returncode == 0, "the SDK failed:\n%s\n%s" % (r.stdout, r.stderr[-3000:]))
-    for case in ("create", "stream", "stream-events", "tools", "tools-stream", "errors"):
-        check("OK " + case in r.stdout, "case %s did not run" % case)
-
-
-def main():
-    global gw
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        print("SKIP test_openai_sdk_responses: node/npm not installed (the OpenAI SDK test needs Node 18+)")
-        return
-    gw = Gateway(channels=tp.channel("qwen", "qwen", "qwen-plus",
-                                     ["base_url " + qwen.url, "api_key env:LMT_QWEN"]), env=tp.ENV)
-    try:
-        run([test_openai_sdk_responses])
-    finally:
-        gw.stop()
-
+qwen.routes[QW_CHAT] = lambda h, body: qw_sdk_chat(h, body, turn_ok=call_named)
 
 if __name__ == "__main__":
-    main()
+    sdk_test_main("test_openai_sdk_responses", qwen, ["openai"], "openai_check.mjs",
+                  ("create", "stream", "stream-events", "tools", "tools-stream", "errors"), "the OpenAI SDK test")

@@ -31,7 +31,8 @@ import threading
 import time
 
 import pglib
-from lib import KEY, Gateway, Mock, admin_call, check, chunk, free_port, json_reply, run, sse_reply, usage_chunk
+from lib import (KEY, Gateway, Mock, admin_call, check, chunk, free_port, json_reply, request_log, run, sse_reply,
+                 usage_chunk)
 
 OUTAGE = float(os.environ.get("LM_PG_OUTAGE", "10"))
 TOKEN = "lmadm-scale-test-token-0123456789abcdef"
@@ -326,15 +327,7 @@ REQLOG = "request_log on\nrequest_log_bodies on models m\n"
 
 
 def reqlog_rows(node, query="", want=None, timeout=10):
-    """GET /admin/requests?query on node; waits for want rows when given
-    (each instance's writer commits on its own time)."""
-    deadline = time.time() + timeout
-    while True:
-        st, js = node.admin("GET", "/admin/requests" + ("?" + query if query else ""))
-        check(st == 200, "admin/requests: %s %s" % (st, js))
-        if want is None or len(js["data"]) >= want or time.time() > deadline:
-            return js
-        time.sleep(0.1)
+    return request_log(node.admin, query, want, timeout)
 
 
 def test_request_log_shared_by_two_instances():
