@@ -10,6 +10,7 @@
 #include "store/store.h"
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <evhtp/evhtp.h>
 #include <openssl/crypto.h>
 #include <stdarg.h>
@@ -296,15 +297,32 @@ void lm_admin_http_text(lm_admin_http_req_t *req, const char *ctype, const char 
     evhtp_send_reply(req, EVHTP_RES_OK);
 }
 
+/* The admin thread's open connections, so that the thread closes them
+ * when it stops: left to evhtp_free they would outlive the thread's loop
+ * (their gates and sockets leaked, their fini hooks never run). */
+typedef struct admin_conn_s {
+    evhtp_connection_t *conn;
+    lm_gate_t *gate; /* owned */
+    struct admin_conn_s **head, *prev, *next;
+} admin_conn_t;
+
 /* The admin listener's connections get the data plane's gate: the same
  * head limits, control-byte checks, readable 413 and pipelining. */
-static evhtp_res admin_conn_fini(evhtp_connection_t *c, void *gate)
+static evhtp_res admin_conn_fini(evhtp_connection_t *c, void *arg)
 {
+    admin_conn_t *n = arg;
     /* libevhtp runs this before the request's fini hook (Connection: close):
      * the hook finds the gate through this slot, so it must not see it freed. */
     if (c->hooks)
         c->hooks->on_connection_fini_arg = NULL;
-    lm_gate_free(gate);
+    if (n->prev)
+        n->prev->next = n->next;
+    else if (n->head)
+        *n->head = n->next;
+    if (n->next)
+        n->next->prev = n->prev;
+    lm_gate_free(n->gate);
+    free(n);
     return EVHTP_RES_OK;
 }
 
@@ -312,8 +330,9 @@ static evhtp_res admin_req_fini(evhtp_request_t *req, void *arg)
 {
     (void)arg;
     evhtp_connection_t *c = evhtp_request_get_connection(req);
-    if (c && c->hooks)
-        lm_gate_request_done(c->hooks->on_connection_fini_arg);
+    admin_conn_t *n = c && c->hooks ? c->hooks->on_connection_fini_arg : NULL;
+    if (n)
+        lm_gate_request_done(n->gate);
     return EVHTP_RES_OK;
 }
 
@@ -322,14 +341,49 @@ static evhtp_res admin_accept(evhtp_connection_t *c, void *arg)
     lm_head_limits_t lim;
     (void)arg;
     lm_head_limits_default(&lim, ADMIN_BODY_MAX);
-    lm_gate_t *g = lm_gate_attach(c, &lim);
-    if (g == NULL)
+    admin_conn_t *n = calloc(1, sizeof(*n));
+    lm_gate_t *g = n ? lm_gate_attach(c, &lim) : NULL;
+    if (g == NULL) {
+        free(n);
         return EVHTP_RES_ERROR;
+    }
+    n->conn = c;
+    n->gate = g;
+    n->head = c->thread ? evthr_get_aux(c->thread) : NULL;
+    if (n->head) {
+        n->next = *n->head;
+        if (n->next)
+            n->next->prev = n;
+        *n->head = n;
+    }
     evhtp_connection_set_hook(c, evhtp_hook_on_connection_fini,
-                              (evhtp_hook)(void (*)(void))admin_conn_fini, g);
+                              (evhtp_hook)(void (*)(void))admin_conn_fini, n);
     evhtp_connection_set_hook(c, evhtp_hook_on_request_fini,
                               (evhtp_hook)(void (*)(void))admin_req_fini, NULL);
     return EVHTP_RES_OK;
+}
+
+void lm_admin_http_thread_init(struct evhtp *htp, struct evthr *thr, void *arg)
+{
+    (void)htp;
+    (void)arg;
+    evthr_set_aux(thr, calloc(1, sizeof(admin_conn_t *))); /* NULL: connections untracked */
+}
+
+void lm_admin_http_thread_exit(struct evhtp *htp, struct evthr *thr, void *arg)
+{
+    admin_conn_t **head = evthr_get_aux(thr);
+    (void)htp;
+    (void)arg;
+    if (head == NULL)
+        return;
+    while (*head)
+        evhtp_connection_free((*head)->conn); /* admin_conn_fini unlinks it */
+    /* libevent frees a bufferevent from its loop (a finalizer): run the
+     * loop once more, or the connections just closed would leak. */
+    event_base_loop(evthr_get_base(thr), EVLOOP_NONBLOCK);
+    evthr_set_aux(thr, NULL);
+    free(head);
 }
 
 void lm_admin_http_serve(struct evhtp *htp, lm_admin_http_cb cb, void *arg)

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 struct evhtp;
+struct evthr;
 struct sockaddr;
 struct evhtp_request;
 /* An admin request (opaque outside http/); borrowed by every call. */
@@ -20,6 +21,12 @@ typedef void (*lm_admin_http_cb)(lm_admin_http_req_t *req, void *arg);
 /* Serve every request of htp with cb(req, arg), bodies capped at 1 MiB.
  * Control thread, before the admin thread starts; arg outlives htp. */
 void lm_admin_http_serve(struct evhtp *htp, lm_admin_http_cb cb, void *arg);
+
+/* The admin thread's init and exit (evhtp_use_threads_wexit, arg unused):
+ * the thread keeps a list of its open connections, and its exit closes
+ * them (their fini hooks run there) and frees the list. Admin thread. */
+void lm_admin_http_thread_init(struct evhtp *htp, struct evthr *thr, void *arg);
+void lm_admin_http_thread_exit(struct evhtp *htp, struct evthr *thr, void *arg);
 
 /* ---- requests (results borrowed from req) ---- */
 /* Request header value, or NULL. */

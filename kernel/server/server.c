@@ -10,6 +10,7 @@
 #include "gov/authguard.h"
 #include "gov/billing.h"
 #include "gov/shared.h"
+#include "http/admin_http.h"
 #include "http/front.h"
 #include "lua/lua_host.h"
 #include "relay/otel.h"
@@ -653,7 +654,8 @@ static int setup_store(lm_server_t *s, char *err, size_t errlen)
                                             .reload_wait = admin_reload_wait}};
     if (s->admin_htp == NULL || lm_admin_setup(s->admin_htp, &s->admin_env, err, errlen) < 0)
         return -1;
-    if (evhtp_use_threads_wexit(s->admin_htp, NULL, NULL, 1, s) != 0 ||
+    if (evhtp_use_threads_wexit(s->admin_htp, lm_admin_http_thread_init, lm_admin_http_thread_exit,
+                                1, s) != 0 ||
         evhtp_bind_socket(s->admin_htp, c->admin_host, (uint16_t)c->admin_port, 64) != 0) {
         snprintf(err, errlen, "cannot listen on admin %s:%d", c->admin_host, c->admin_port);
         return -1;
@@ -775,7 +777,7 @@ int lm_server_run(lm_rt_t *rt, const lm_server_opts_t *opts, char *err, size_t e
     lm_otel_free(s.otel);        /* what the workers queued is sent (bounded by otel_timeout) */
     lm_shared_free(s.shared);
     if (s.admin_htp)
-        evhtp_free(s.admin_htp);
+        evhtp_free(s.admin_htp); /* its thread closes the admin connections left open */
     if (s.store)
         lm_store_close(s.store); /* commits what workers queued */
     /* What workers retired, and the registry's own reference, go now. */
