@@ -41,13 +41,14 @@ static void arm_timer(lm_relay_t *r, int ms)
         evtimer_add(r->timer, &tv);
 }
 
-/* Streams get only the idle timeout (no absolute cap, FT-4); a whole
- * (non-stream) answer must also arrive within request_timeout. */
+/* Streams get only the idle timeout (no absolute cap, FT-4), and so does
+ * audio once it streams to the client (headers_sent); a whole (non-stream)
+ * answer must also arrive within request_timeout. */
 static int next_timeout_ms(const lm_relay_t *r)
 {
     const lm_chan_conf_t *ch = r->route->inst->chan;
     int ms = ch->idle_timeout_ms;
-    if (!r->call.stream && ch->request_timeout_ms > 0) {
+    if (!r->call.stream && !r->headers_sent && ch->request_timeout_ms > 0) {
         int64_t left = (int64_t)r->attempt_start_ms + ch->request_timeout_ms -
                        (int64_t)(uint64_t)lm_clock_ms();
         if (left < ms)
@@ -174,7 +175,7 @@ static size_t upstream_data(lm_relay_t *r, int status, int whole_json, const cha
         r->attempt_ttft_ms = (int64_t)((uint64_t)lm_clock_ms() - r->attempt_start_ms);
     arm_timer(r, next_timeout_ms(r));
     size_t taken;
-    if (r->audio && lm_audio_data(r, status, p, n, &taken)) /* speech streams as it comes */
+    if (r->audio && lm_audio_data(r, status, p, n, &taken)) /* speech, transcript streams */
         return taken;
     /* An SSE body never starts with '{': that is one JSON object (an error
      * in a 200, as Baidu v1 sends), however it is labelled. */

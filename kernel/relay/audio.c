@@ -7,12 +7,14 @@
 #include "core/log.h"
 #include "proto/multipart.h"
 #include "relay/audiobill.h"
+#include "relay/audiosse.h"
 #include "relay/output.h"
 #include "relay/settle.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int lm_audio_op(int op)
 {
@@ -185,8 +187,11 @@ int lm_audio_attach(lm_relay_t *r, lm_err *e)
 {
     struct lm_audio_s *a = r->audio;
     lm_ureq_t *u = &r->ureq;
-    if (a)
-        a->ctype[0] = '\0'; /* this attempt's answer says its own */
+    if (a) { /* this attempt's answer says its own */
+        a->ctype[0] = '\0';
+        lm_audiosse_free(a->sse);
+        a->sse = NULL;
+    }
     if (a == NULL || a->held == NULL || u->has_body || u->local_status)
         return 0;
     const char *m = r->upstream_model;
@@ -218,6 +223,49 @@ static void start_stream(lm_relay_t *r, struct lm_audio_s *a)
     lm_http_stream_start_as(r->req, a->ctype[0] ? a->ctype : "application/octet-stream", r->id);
 }
 
+static int64_t millis_up(double secs)
+{
+    double ms = secs * 1000.0;
+    int64_t k = (int64_t)ms;
+    return (double)k < ms ? k + 1 : k;
+}
+
+/* What a streamed transcript bills so far (audiosse.h): a cut stream's
+ * row bills what the client was sent. */
+static void transcript_usage(lm_relay_t *r, struct lm_audio_s *a)
+{
+    double secs;
+    lm_audiosse_usage(a->sse, &r->usage, &secs);
+    if (secs > 0)
+        a->millis = millis_up(secs);
+}
+
+/* A 2xx text/event-stream answer to an upload (stream=true) goes to the
+ * client as it comes, unchanged, its events read on the way for the bill;
+ * with the client gone before its first byte, it is only read. */
+static int transcript_data(lm_relay_t *r, struct lm_audio_s *a, const char *p, size_t n,
+                           size_t *ret)
+{
+    if (r->headers_sent && r->req && lm_http_out_pending(r->req) > r->rt->conf->stream_high_water) {
+        r->paused = 1; /* slow reader: let the socket buffer drain */
+        *ret = LM_UP_PAUSE;
+        return 1;
+    }
+    if (a->sse == NULL && (a->sse = lm_audiosse_new()) == NULL) {
+        *ret = 0; /* abort: the attempt fails before any output */
+        return 1;
+    }
+    lm_audiosse_feed(a->sse, p, n);
+    transcript_usage(r, a);
+    if (r->req) {
+        if (!r->headers_sent)
+            start_stream(r, a);
+        lm_http_stream_write(r->req, p, n);
+    }
+    *ret = n;
+    return 1;
+}
+
 int lm_audio_data(lm_relay_t *r, int status, const char *p, size_t n, size_t *ret)
 {
     struct lm_audio_s *a = r->audio;
@@ -228,8 +276,11 @@ int lm_audio_data(lm_relay_t *r, int status, const char *p, size_t n, size_t *re
         if (ct && !strpbrk(ct, "\r\n"))
             snprintf(a->ctype, sizeof(a->ctype), "%s", ct);
     }
-    if (r->op != LM_OP_AUDIO_SPEECH || status < 200 || status >= 300)
+    if (status < 200 || status >= 300)
         return 0;
+    if (r->op != LM_OP_AUDIO_SPEECH)
+        return strncasecmp(a->ctype, "text/event-stream", 17) == 0 &&
+               transcript_data(r, a, p, n, ret);
     if (r->req == NULL) { /* the client left before the audio began: stop */
         *ret = 0;
         return 1;
@@ -246,19 +297,22 @@ int lm_audio_data(lm_relay_t *r, int status, const char *p, size_t n, size_t *re
     return 1;
 }
 
-static int64_t millis_up(double secs)
-{
-    double ms = secs * 1000.0;
-    int64_t k = (int64_t)ms;
-    return (double)k < ms ? k + 1 : k;
-}
-
-/* The duration an upload's answer reports: usage {"type":"duration",
- * "seconds":N} (OpenAI's current answers), else verbose_json's "duration". */
-static void read_duration(lm_relay_t *r, struct lm_audio_s *a, lm_str body)
+/* What an upload's whole answer reports: usage {"type":"duration",
+ * "seconds":N} (OpenAI's current answers), else verbose_json's "duration";
+ * usage {"type":"tokens","input_tokens","output_tokens"} (gpt-4o-transcribe)
+ * goes to the row as tokens. */
+static void read_answer(lm_relay_t *r, struct lm_audio_s *a, lm_str body)
 {
     json_t *j = body.n && body.p[0] == '{' ? json_loadb(body.p, body.n, 0, NULL) : NULL;
     const json_t *u = json_object_get(j, "usage"), *s = json_object_get(u, "seconds");
+    const json_t *in = json_object_get(u, "input_tokens"),
+                 *out = json_object_get(u, "output_tokens");
+    if (json_is_integer(in) && json_is_integer(out) && json_integer_value(in) >= 0 &&
+        json_integer_value(out) >= 0) {
+        r->usage.prompt = (int64_t)json_integer_value(in);
+        r->usage.completion = (int64_t)json_integer_value(out);
+        r->usage.total = r->usage.prompt + r->usage.completion;
+    }
     if (!json_is_number(s))
         s = json_object_get(j, "duration");
     if (json_is_number(s) && json_number_value(s) > 0 && json_number_value(s) < 1e9)
@@ -268,20 +322,33 @@ static void read_duration(lm_relay_t *r, struct lm_audio_s *a, lm_str body)
     json_decref(j);
 }
 
+/* r->usage and the duration of an upload's answer, whole or streamed. */
+static void answer_usage(lm_relay_t *r, struct lm_audio_s *a, lm_str body)
+{
+    r->usage = (lm_usage){0, 0, 0, -1, -1};
+    if (a->sse) {
+        lm_audiosse_finish(a->sse);
+        transcript_usage(r, a);
+        if (!a->sse->done)
+            lm_log(LM_LOG_INFO, "%s: transcript stream ended without transcript.text.done", r->id);
+    } else if (r->op != LM_OP_AUDIO_SPEECH) {
+        read_answer(r, a, body);
+    }
+}
+
 void lm_audio_finish(lm_relay_t *r, lm_str body)
 {
     struct lm_audio_s *a = r->audio;
-    r->usage = (lm_usage){0, 0, 0, -1, -1};
-    if (r->op == LM_OP_AUDIO_SPEECH) {
+    answer_usage(r, a, body);
+    if (r->op == LM_OP_AUDIO_SPEECH || a->sse) {
         if (!a->streaming && r->req)
             start_stream(r, a); /* an empty answer is still one */
-        lm_settle(r, 0, 0);     /* the audio went out as it came: nothing is held back */
+        lm_settle(r, 0, 0);     /* the bytes went out as they came: nothing is held back */
         lm_relay_to(r, LM_RELAY_DONE);
         if (r->req)
             lm_http_stream_end(r->req);
         return;
     }
-    read_duration(r, a, body);
     if (lm_settle(r, 0, 1)) { /* sent by lm_settle_committed once the row is committed */
         r->pending_body = malloc(body.n + 1);
         if (r->pending_body)
@@ -299,8 +366,7 @@ void lm_audio_finish(lm_relay_t *r, lm_str body)
 
 void lm_audio_background(lm_relay_t *r, lm_str body)
 {
-    read_duration(r, r->audio, body);
-    r->usage = (lm_usage){0, 0, 0, -1, -1};
+    answer_usage(r, r->audio, body);
     lm_settle(r, 1, 0);
     lm_log(LM_LOG_INFO, "%s: client gone; audio answer billed (charge %lld)", r->id,
            (long long)r->charge);
@@ -308,8 +374,10 @@ void lm_audio_background(lm_relay_t *r, lm_str body)
 
 void lm_audio_free(lm_relay_t *r)
 {
-    if (r->audio)
+    if (r->audio) {
         lm_http_body_free(r->audio->held);
+        lm_audiosse_free(r->audio->sse);
+    }
     free(r->audio);
     r->audio = NULL;
 }

@@ -10,14 +10,15 @@
 #include "relay/relay_int.h"
 
 struct lm_audio_s {
-    lm_http_body_t *held; /* the upload, moved out of the request; NULL for speech */
-    lm_str body;          /* its bytes */
-    char form_ctype[160]; /* the upload's Content-Type (its boundary) */
-    lm_str model_val;     /* the model part's data, inside body */
-    char ctype[128];      /* the upstream answer's Content-Type ("" unknown) */
-    int streaming;        /* speech bytes went to the client */
-    int64_t millis;       /* the answer's audio duration (0 unknown) */
-    int64_t chars;        /* speech input code points */
+    lm_http_body_t *held;      /* the upload, moved out of the request; NULL for speech */
+    lm_str body;               /* its bytes */
+    char form_ctype[160];      /* the upload's Content-Type (its boundary) */
+    lm_str model_val;          /* the model part's data, inside body */
+    char ctype[128];           /* the upstream answer's Content-Type ("" unknown) */
+    int streaming;             /* speech or transcript bytes went to the client */
+    struct lm_audiosse_s *sse; /* a streamed transcript's reader (audiosse.h), or NULL */
+    int64_t millis;            /* the answer's audio duration (0 unknown) */
+    int64_t chars;             /* speech input code points */
 };
 
 /* The cost of r's audio units at per_unit for `unit` (conf/priceunit.h):

@@ -6,7 +6,11 @@ model part replaced when the channel maps it, with the channel's key),
 upstream's Content-Type), the bad paths (no file, no model, unknown model,
 too large: 413 without reading it all, a key without quota, an upstream 500
 going to the next channel) and the ledger rows (per_second from the
-answer's duration, per_1m_chars from speech's input)."""
+answer's duration, per_1m_chars from speech's input), and stream=true
+transcriptions (OpenAI's SSE transcript events passed through as they
+come, billed from the done event's usage, a client leaving mid-stream
+billed what it was sent, an upstream error before the stream an OpenAI
+error)."""
 import http.client
 import json
 import os
@@ -34,6 +38,11 @@ AUDIO = bytes(range(256)) * 8 + b"\r\n--not-the-boundary\r\n\x00\x00RIFF\r\n\r\n
 SPEECH = [b"ID3\x00\x01\r\n" + bytes(range(200)), b"\xff\xfb\x00\r\n\r\n" * 50]
 speech_gate = threading.Event()
 speech_waited = {"timeout": None}
+# stream=true transcripts: OpenAI's SSE events, the usage in the done event
+DELTAS = ["hello", " wörld", " again"]
+TOKENS_USAGE = {"type": "tokens", "input_tokens": 100, "output_tokens": 20, "total_tokens": 120}
+transcript_gate = threading.Event()
+transcript_waited = {"timeout": None}
 
 
 def form(fields, file_bytes=AUDIO, boundary="----lmTestBoundary7MA4YWxk", filename="a.wav"):
@@ -54,8 +63,48 @@ def field(body, name):
     return m.group(1).decode() if m else None
 
 
+def sse_event(obj):
+    return b"data: %s\n\n" % json.dumps(obj).encode()
+
+
+def transcript_events(usage):
+    out = [sse_event({"type": "transcript.text.delta", "delta": d}) for d in DELTAS]
+    done = {"type": "transcript.text.done", "text": "".join(DELTAS)}
+    if usage:
+        done["usage"] = usage
+    return out + [sse_event(done)]
+
+
+def transcribe_stream(h, body):
+    model, prompt = field(body, "model"), field(body, "prompt")
+    if prompt == "BAD":
+        return json_reply(h, 400, {"error": {"message": "bad audio", "type": "invalid_request_error",
+                                             "code": "invalid_value"}})
+    if prompt == "FAIL":
+        return json_reply(h, 500, {"error": {"message": "boom", "type": "server_error"}})
+    usage = {"type": "duration", "seconds": 12} if model == "whisper-1" else TOKENS_USAGE
+    h.send_response(200)
+    h.send_header("Content-Type", "text/event-stream")
+    h.send_header("Transfer-Encoding", "chunked")
+    h.end_headers()
+    for i, ev in enumerate(transcript_events(usage)):
+        try:
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+            h.wfile.flush()
+        except OSError:
+            return
+        if i == 0 and prompt == "GATE":
+            # the client must hold the first delta before the next is made
+            transcript_waited["timeout"] = not transcript_gate.wait(WAIT)
+        if i == 0 and prompt == "STALL":
+            time.sleep(1.0)  # mid-stream: the client hangs up meanwhile
+    h.wfile.write(b"0\r\n\r\n")
+
+
 def transcribe(h, body):
     fmt = field(body, "response_format") or "json"
+    if field(body, "stream") == "true":
+        return transcribe_stream(h, body)
     if field(body, "prompt") == "SLOW":
         time.sleep(1.0)  # the client hangs up meanwhile
     if field(body, "prompt") == "FAIL":
@@ -117,7 +166,8 @@ channel a1 {
     plugin openai
     base_url %s/a1
     api_key sk-up-a1
-    models whisper-1 tts-1 whisper-alias=whisper-up whisper-slow tts-late tts-stall
+    models whisper-1 tts-1 whisper-alias=whisper-up whisper-slow tts-late tts-stall gpt-4o-transcribe
+    price gpt-4o-transcribe 2.5 10
     price whisper-1 0.006 per_second
     price whisper-slow 0.006 per_second
     price whisper-up 0.006 per_second
@@ -371,15 +421,15 @@ def test_client_gone_upload_still_billed():
           "the answer is billed from its duration: %s" % rows)
 
 
-def rows_of_model(model):
+def rows_of_model(model, keep=lambda r: True):
     deadline, rows = time.time() + WAIT, []
     while time.time() < deadline and not rows:
         st, js = admin_call(admin_port, token, "GET", "/admin/usage/rows?limit=200")
-        rows = [r for r in js["data"] if r["model_asked"] == model]
+        rows = [r for r in js["data"] if r["model_asked"] == model and keep(r)]
         time.sleep(0.1)
     time.sleep(0.3)  # no second row may follow
     st, js = admin_call(admin_port, token, "GET", "/admin/usage/rows?limit=200")
-    return [r for r in js["data"] if r["model_asked"] == model]
+    return [r for r in js["data"] if r["model_asked"] == model and keep(r)]
 
 
 def speech_raw(model, text):
@@ -415,6 +465,65 @@ def test_speech_client_gone_mid_audio_billed():
           "billed mid-audio: %s" % rows)
 
 
+def test_transcription_streamed():
+    up.requests.clear()
+    transcript_gate.clear()
+    body, ct = form([("model", "gpt-4o-transcribe"), ("stream", "true"), ("prompt", "GATE")])
+    c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=WAIT)
+    c.request("POST", "/v1/audio/transcriptions", body=body,
+              headers={"Authorization": "Bearer " + secret, "Content-Type": ct})
+    r = c.getresponse()
+    check(r.status == 200 and r.getheader("Content-Type", "").startswith("text/event-stream"),
+          "head %s %s" % (r.status, r.getheaders()))
+    want = transcript_events(TOKENS_USAGE)
+    first = r.read(len(want[0]))  # arrives while the upstream holds the rest
+    transcript_gate.set()
+    rest = r.read()
+    rid = r.getheader("X-Request-Id")
+    c.close()
+    check(first == want[0] and rest == b"".join(want[1:]), "events unchanged: %r %r" % (first, rest))
+    check(transcript_waited["timeout"] is False, "the first delta reached the client before the upstream went on")
+    check(up.requests[-1]["body"] == body, "the form went upstream as it was")
+    rows = rows_for(rid)
+    # 100 input tokens at 2.5 per 1M + 20 output at 10 per 1M = 250 + 200 micro
+    check(len(rows) == 1 and rows[0]["prompt_tokens"] == 100 and rows[0]["completion_tokens"] == 20
+          and rows[0]["cost_micro"] == 450 and rows[0]["status"] == 200
+          and rows[0]["client_aborted"] in (0, False), "billed from the done event's tokens: %s" % rows)
+    # seconds in the done event: per_second as for a whole answer
+    body, ct = form([("model", "whisper-1"), ("stream", "true")])
+    st, js, raw, hdrs = upload("/v1/audio/transcriptions", body, ct)
+    check(st == 200 and raw == b"".join(transcript_events({"type": "duration", "seconds": 12})),
+          "seconds stream %s %r" % (st, raw))
+    rows = rows_for(hdrs["X-Request-Id"])
+    check(len(rows) == 1 and rows[0]["cost_micro"] == 72000, "12 s billed: %s" % rows)
+
+
+def test_transcription_stream_client_gone_mid_stream():
+    body, ct = form([("model", "gpt-4o-transcribe"), ("stream", "true"), ("prompt", "STALL")])
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=WAIT)
+    s.sendall(("POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Content-Type: %s\r\nContent-Length: %d\r\n\r\n" % (secret, ct, len(body))).encode() + body)
+    got, deadline = b"", time.time() + WAIT
+    while b"transcript.text.delta" not in got and time.time() < deadline:
+        got += s.recv(65536)
+    s.close()  # the upstream holds the rest
+    check(b" 200 " in got.split(b"\r\n", 1)[0] and b'"hello"' in got, "first delta %r" % got[:200])
+    rows = rows_of_model("gpt-4o-transcribe", lambda r: r["client_aborted"] in (1, True))
+    # what was delivered: "hello" = 2 tokens (4 code points a token) at 10 per 1M
+    check(len(rows) == 1 and rows[0]["completion_tokens"] == 2 and rows[0]["cost_micro"] == 20,
+          "billed what was delivered: %s" % rows)
+
+
+def test_transcription_stream_upstream_error():
+    for prompt, status, code in [("BAD", 400, "invalid_value"), ("FAIL", 502, "upstream_error")]:
+        body, ct = form([("model", "whisper-1"), ("stream", "true"), ("prompt", prompt)])
+        st, js, raw, hdrs = upload("/v1/audio/transcriptions", body, ct)
+        check(st == status and js and js["error"]["message"] and js["error"]["type"]
+              and (code is None or js["error"]["code"] == code)
+              and not hdrs.get("Content-Type", "").startswith("text/event-stream"),
+              "%s -> %s %s" % (prompt, st, raw))
+
+
 def test_models_list_audio():
     st, js, raw, _ = gw.request("GET", "/v1/models/whisper-1", key=secret)
     check(st == 200 and {"audio_transcriptions", "audio_translations", "audio_speech"} <= set(js["endpoints"]),
@@ -431,5 +540,7 @@ if __name__ == "__main__":
          test_model_mapped_in_the_form, test_bad_forms, test_too_large_413_without_reading_it_all,
          test_key_without_quota, test_upstream_500_goes_to_next_channel, test_speech_streamed_byte_exact,
          test_speech_failover_and_bad_bodies, test_client_gone_upload_still_billed,
-         test_speech_client_gone_before_audio_billed, test_speech_client_gone_mid_audio_billed, test_models_list_audio, test_clean_shutdown])
+         test_speech_client_gone_before_audio_billed, test_speech_client_gone_mid_audio_billed,
+         test_transcription_streamed, test_transcription_stream_client_gone_mid_stream,
+         test_transcription_stream_upstream_error, test_models_list_audio, test_clean_shutdown])
     up.close()
