@@ -178,7 +178,7 @@ static uint64_t encode_release(lm_otel_t *o, size_t n, int *ok)
     for (size_t i = 0; i < n; i++) {
         const lm_otel_rec_t *r = &o->ring[(o->head + i) % o->cap].rec;
         o->batch[i] = r;
-        spans += 1 + (uint64_t)r->nattempts;
+        spans += LM_OTEL_SPANS(r);
     }
     lm_otel_batch_t meta = {o->cur->service, clock_of(CLOCK_REALTIME) - clock_of(CLOCK_MONOTONIC)};
     *ok = (o->cur->protocol == LM_OTEL_JSON ? lm_otel_encode_json
@@ -240,7 +240,7 @@ static void drop_upto(lm_otel_t *o, uint64_t upto)
         uint64_t spans = 0;
         for (size_t i = 0; i < n; i++) {
             slot_t *s = &o->ring[(o->head + i) % o->cap];
-            spans += 1 + (uint64_t)s->rec.nattempts;
+            spans += LM_OTEL_SPANS(&s->rec);
             free(s->rec.prompt);
             free(s->rec.completion);
             atomic_store_explicit(&s->ready, 0, memory_order_relaxed);

@@ -138,7 +138,7 @@ static void attr_open(lm_otel_buf_t *b, int *first, const char *head, size_t n)
     } while (0)
 
 /* The fields every span has, up to the opening of "attributes". */
-static void span_head(lm_otel_buf_t *b, const lm_otel_rec_t *r, const uint8_t *span,
+static void span_head(lm_otel_buf_t *b, const lm_otel_rec_t *r, const char *op, const uint8_t *span,
                       const uint8_t *parent, const char *model, int kind, int64_t start,
                       int64_t end, int error)
 {
@@ -151,16 +151,18 @@ static void span_head(lm_otel_buf_t *b, const lm_otel_rec_t *r, const uint8_t *s
         hexid(b, parent, 8);
     }
     char name[sizeof(r->operation) + sizeof(r->model_req) + 2];
-    size_t on = strlen(r->operation), mn = model && *model ? strlen(model) : 1;
+    size_t on = strnlen(op, sizeof(r->operation) - 1), mn = model && *model ? strlen(model) : 1;
     if (mn > sizeof(name) - on - 2)
         mn = sizeof(name) - on - 2;
-    memcpy(name, r->operation, on);
+    memcpy(name, op, on);
     name[on] = ' ';
     memcpy(name + on + 1, model && *model ? model : "-", mn);
     ADDS(b, ",\"name\":");
     strn(b, name, on + 1 + mn);
     if (kind == 2)
         ADDS(b, ",\"kind\":2,\"startTimeUnixNano\":"); /* SPAN_KIND_SERVER */
+    else if (kind == 1)
+        ADDS(b, ",\"kind\":1,\"startTimeUnixNano\":"); /* SPAN_KIND_INTERNAL */
     else
         ADDS(b, ",\"kind\":3,\"startTimeUnixNano\":"); /* SPAN_KIND_CLIENT */
     qint(b, start);
@@ -175,7 +177,7 @@ static void span_head(lm_otel_buf_t *b, const lm_otel_rec_t *r, const uint8_t *s
 static void request_span(lm_otel_buf_t *b, const lm_otel_rec_t *r, int64_t shift)
 {
     int f = 1;
-    span_head(b, r, r->span_id, r->has_parent ? r->parent_id : NULL, r->model_req, 2,
+    span_head(b, r, r->operation, r->span_id, r->has_parent ? r->parent_id : NULL, r->model_req, 2,
               r->start_ns + shift, r->end_ns + shift, r->status >= 400 || r->status == 0);
     ATTR_S(b, &f, "gen_ai.operation.name", r->operation);
     ATTR_S(b, &f, "gen_ai.system", r->system);
@@ -215,8 +217,8 @@ static void attempt_span(lm_otel_buf_t *b, const lm_otel_rec_t *r, int i, int64_
 {
     const lm_otel_attempt_t *t = &r->attempts[i];
     int f = 1;
-    span_head(b, r, t->span_id, r->span_id, t->model, 3, t->start_ns + shift, t->end_ns + shift,
-              t->status == 0 || t->status >= 400);
+    span_head(b, r, r->operation, t->span_id, r->span_id, t->model, 3, t->start_ns + shift,
+              t->end_ns + shift, t->status == 0 || t->status >= 400);
     ATTR_S(b, &f, "gen_ai.operation.name", r->operation);
     ATTR_S(b, &f, "gen_ai.system", t->system);
     ATTR_S(b, &f, "gen_ai.request.model", t->model);
@@ -224,6 +226,22 @@ static void attempt_span(lm_otel_buf_t *b, const lm_otel_rec_t *r, int i, int64_
     ATTR_I(b, &f, "longmen.attempt", i + 1);
     if (t->status)
         ATTR_I(b, &f, "http.response.status_code", t->status);
+    ADDS(b, "]}");
+}
+
+/* An asynchronous task's polling, named "task MODEL". */
+static void task_span(lm_otel_buf_t *b, const lm_otel_rec_t *r, int64_t shift)
+{
+    const lm_otel_task_t *t = &r->task;
+    int f = 1;
+    span_head(b, r, "task", t->span_id, r->span_id, t->model, 1, t->start_ns + shift,
+              t->end_ns + shift, strcmp(t->outcome, "succeeded") != 0);
+    ATTR_S(b, &f, "gen_ai.operation.name", r->operation);
+    ATTR_S(b, &f, "gen_ai.system", t->system);
+    ATTR_S(b, &f, "gen_ai.request.model", t->model);
+    ATTR_S(b, &f, "longmen.channel", t->channel);
+    ATTR_I(b, &f, "longmen.task.polls", t->polls);
+    ATTR_S(b, &f, "longmen.task.outcome", t->outcome);
     ADDS(b, "]}");
 }
 
@@ -244,6 +262,10 @@ int lm_otel_encode_json(lm_otel_buf_t *b, const lm_otel_rec_t *const *recs, size
         for (int i = 0; i < r->nattempts; i++) {
             ADDS(b, ",");
             attempt_span(b, r, i, batch->shift_ns);
+        }
+        if (r->task.start_ns) {
+            ADDS(b, ",");
+            task_span(b, r, batch->shift_ns);
         }
     }
     ADDS(b, "]}]}]}");

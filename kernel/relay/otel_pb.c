@@ -262,7 +262,7 @@ static void span_close(lm_otel_buf_t *b, size_t at)
 }
 
 /* The fields every span has, before its attributes. */
-static void span_head(lm_otel_buf_t *b, const lm_otel_rec_t *r, const uint8_t *span,
+static void span_head(lm_otel_buf_t *b, const lm_otel_rec_t *r, const char *op, const uint8_t *span,
                       const uint8_t *parent, const char *model, int kind, int64_t start,
                       int64_t end)
 {
@@ -278,14 +278,14 @@ static void span_head(lm_otel_buf_t *b, const lm_otel_rec_t *r, const uint8_t *s
         lm_otel_put(b, p, sizeof(p));
     }
     char name[sizeof(r->operation) + sizeof(r->model_req) + 2];
-    size_t on = strlen(r->operation), mn = model && *model ? strlen(model) : 1;
+    size_t on = strnlen(op, sizeof(r->operation) - 1), mn = model && *model ? strlen(model) : 1;
     if (mn > sizeof(name) - on - 2)
         mn = sizeof(name) - on - 2;
-    memcpy(name, r->operation, on);
+    memcpy(name, op, on);
     name[on] = ' ';
     memcpy(name + on + 1, model && *model ? model : "-", mn);
     str_field(b, T_NAME, name, on + 1 + mn);
-    tag_varint(b, T_KIND, (uint64_t)kind); /* 2 SERVER, 3 CLIENT */
+    tag_varint(b, T_KIND, (uint64_t)kind); /* 1 INTERNAL, 2 SERVER, 3 CLIENT */
     tag_fixed64(b, T_START, (uint64_t)start);
     tag_fixed64(b, T_END, (uint64_t)(end > start ? end : start));
 }
@@ -299,7 +299,7 @@ static void status(lm_otel_buf_t *b, int error)
 static void request_span(lm_otel_buf_t *b, const lm_otel_rec_t *r, int64_t shift)
 {
     size_t at = span_open(b);
-    span_head(b, r, r->span_id, r->has_parent ? r->parent_id : NULL, r->model_req, 2,
+    span_head(b, r, r->operation, r->span_id, r->has_parent ? r->parent_id : NULL, r->model_req, 2,
               r->start_ns + shift, r->end_ns + shift);
     ATTR_S(b, "gen_ai.operation.name", r->operation);
     ATTR_S(b, "gen_ai.system", r->system);
@@ -338,7 +338,8 @@ static void attempt_span(lm_otel_buf_t *b, const lm_otel_rec_t *r, int i, int64_
 {
     const lm_otel_attempt_t *t = &r->attempts[i];
     size_t at = span_open(b);
-    span_head(b, r, t->span_id, r->span_id, t->model, 3, t->start_ns + shift, t->end_ns + shift);
+    span_head(b, r, r->operation, t->span_id, r->span_id, t->model, 3, t->start_ns + shift,
+              t->end_ns + shift);
     ATTR_S(b, "gen_ai.operation.name", r->operation);
     ATTR_S(b, "gen_ai.system", t->system);
     ATTR_S(b, "gen_ai.request.model", t->model);
@@ -347,6 +348,23 @@ static void attempt_span(lm_otel_buf_t *b, const lm_otel_rec_t *r, int i, int64_
     if (t->status)
         ATTR_I(b, "http.response.status_code", t->status);
     status(b, t->status == 0 || t->status >= 400);
+    span_close(b, at);
+}
+
+/* An asynchronous task's polling, named "task MODEL". */
+static void task_span(lm_otel_buf_t *b, const lm_otel_rec_t *r, int64_t shift)
+{
+    const lm_otel_task_t *t = &r->task;
+    size_t at = span_open(b);
+    span_head(b, r, "task", t->span_id, r->span_id, t->model, 1, t->start_ns + shift,
+              t->end_ns + shift);
+    ATTR_S(b, "gen_ai.operation.name", r->operation);
+    ATTR_S(b, "gen_ai.system", t->system);
+    ATTR_S(b, "gen_ai.request.model", t->model);
+    ATTR_S(b, "longmen.channel", t->channel);
+    ATTR_I(b, "longmen.task.polls", t->polls);
+    ATTR_S(b, "longmen.task.outcome", t->outcome);
+    status(b, strcmp(t->outcome, "succeeded") != 0);
     span_close(b, at);
 }
 
@@ -375,6 +393,8 @@ int lm_otel_encode_pb(lm_otel_buf_t *b, const lm_otel_rec_t *const *recs, size_t
         request_span(b, r, batch->shift_ns);
         for (int i = 0; i < r->nattempts; i++)
             attempt_span(b, r, i, batch->shift_ns);
+        if (r->task.start_ns)
+            task_span(b, r, batch->shift_ns);
     }
     if (b->failed)
         return -1;

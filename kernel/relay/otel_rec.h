@@ -18,6 +18,16 @@ typedef struct lm_otel_attempt_s {
     char channel[64], system[32], model[128];
 } lm_otel_attempt_t;
 
+/* An asynchronous task's polling (relay/poll.h): an INTERNAL span under
+ * the request's span, after the attempt that submitted it. */
+typedef struct lm_otel_task_s {
+    uint8_t span_id[8];
+    int64_t start_ns, end_ns; /* start 0: the request had no task */
+    int polls;
+    char outcome[16]; /* succeeded, failed, timeout, cancelled */
+    char channel[64], system[32], model[128];
+} lm_otel_task_t;
+
 /* One request: a SERVER span plus its attempts. Everything is copied in
  * (the generation that named the channels may be gone by export time).
  * Times are monotonic nanoseconds: the exporter turns them into Unix time
@@ -33,5 +43,9 @@ typedef struct lm_otel_rec_s {
     lm_otel_attempt_t attempts[LM_OTEL_MAX_ATTEMPTS]; /* [0, nattempts) are set */
     char *prompt, *completion;                        /* malloc'd, the exporter frees; only with
                                                        * otel_capture_content on, else NULL */
+    lm_otel_task_t task;
 } lm_otel_rec_t;
+
+/* The spans of one record: the request's, its attempts', its task's. */
+#define LM_OTEL_SPANS(r) (1 + (uint64_t)(r)->nattempts + ((r)->task.start_ns != 0))
 #endif

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "proto/response.h"
 #include "relay/output.h"
+#include "relay/trace.h"
 
 #include <event2/event.h>
 #include <stdio.h>
@@ -26,11 +27,27 @@ typedef struct lm_poll_s {
     int polls;
     int status;
     int too_large;
+    int ended; /* the task's outcome was counted */
     lm_ureq_t ureq;
     lm_buf_t body;
 } lm_poll_t;
 
 static void poll_arm(lm_poll_t *p);
+
+/* The task ended (succeeded, failed, timeout): counted and its span closed. */
+static void task_end(lm_poll_t *p, const char *outcome)
+{
+    lm_relay_t *r = p->r;
+    lm_metrics_std_t *m = r->w->svc->metrics;
+    if (p->ended)
+        return;
+    p->ended = 1;
+    if (m) {
+        const char *labels[] = {r->route->model, r->route->inst->chan->name, outcome};
+        lm_metrics_inc(m->tasks, labels, 1);
+    }
+    lm_trace_task_end(r, p->polls, outcome);
+}
 
 void lm_poll_free(lm_relay_t *r)
 {
@@ -44,6 +61,7 @@ void lm_poll_free(lm_relay_t *r)
     }
     if (p->timer)
         event_free(p->timer);
+    lm_trace_task_end(r, p->polls, "cancelled"); /* no-op after task_end */
     lm_ureq_free(&p->ureq);
     lm_buf_free(&p->body);
     free(p);
@@ -55,6 +73,7 @@ static void poll_fail(lm_poll_t *p, lm_err *e)
 {
     lm_relay_t *r = p->r;
     const lm_poll_ops_t *ops = p->ops;
+    task_end(p, "failed"); /* no-op after a timeout's */
     lm_poll_free(r);
     r->status = e->http_status;
     ops->failed(r, e);
@@ -67,6 +86,7 @@ static void poll_timeout(lm_poll_t *p)
            p->r->id, p->r->route->inst->chan->name, p->polls);
     lm_error_set(&e, -1, 504, "api_error", "upstream_task_timeout",
                  "the upstream task did not finish in time");
+    task_end(p, "timeout");
     poll_fail(p, &e);
 }
 
@@ -82,6 +102,7 @@ static void poll_done(lm_poll_t *p, char *out, size_t out_len, const lm_usage *u
     const lm_poll_ops_t *ops = p->ops;
     r->status = p->status;
     lm_log(LM_LOG_INFO, "%s: upstream task answered after %d polls", r->id, p->polls);
+    task_end(p, "succeeded");
     lm_poll_free(r);
     if (units > 0 && r->op == LM_OP_IMAGES) /* bill what was delivered (settle.c unit_cost) */
         json_object_set_new(r->canon, "n", json_integer(units));
@@ -188,6 +209,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         total = inst->chan->request_timeout_ms;
     p->polls++;
     p->status = 0;
+    lm_metrics_std_t *m = r->w->svc->metrics;
+    if (m) {
+        const char *labels[] = {r->route->model, inst->chan->name};
+        lm_metrics_inc(m->task_polls, labels, 1);
+    }
     r->up = lm_upstream_start(r->w->up, &p->ureq, inst->chan->connect_timeout_ms,
                               total > 1 ? (int)total : 1, &poll_sink, p, why, sizeof(why));
     if (r->up == NULL) {
@@ -230,6 +256,7 @@ int lm_poll_start(lm_relay_t *r, const lm_poll_ops_t *ops)
     p->wait_ms = LM_POLL_FIRST_MS;
     lm_ureq_init(&p->ureq);
     r->poll = p;
+    lm_trace_task_begin(r);
     lm_log(LM_LOG_INFO, "%s: channel %s took an asynchronous task; polling it (up to %u ms)", r->id,
            r->route->inst->chan->name, (unsigned)limit);
     poll_arm(p);

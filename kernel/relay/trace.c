@@ -117,6 +117,28 @@ void lm_trace_attempt_end(lm_relay_t *r, int status)
         close_attempt(&r->trace, status);
 }
 
+void lm_trace_task_begin(lm_relay_t *r)
+{
+    lm_trace_t *t = &r->trace;
+    if (!t->on)
+        return;
+    close_attempt(t, r->status); /* the submit ended with its answer */
+    rnd_id(r->w, t->task.span_id, 8);
+    t->task.start_ns = lm_clock_ns();
+    t->task.end_ns = 0;
+    t->task.route = r->route;
+}
+
+void lm_trace_task_end(lm_relay_t *r, int polls, const char *outcome)
+{
+    lm_trace_task_t *k = &r->trace.task;
+    if (k->start_ns == 0 || k->end_ns != 0)
+        return;
+    k->end_ns = lm_clock_ns();
+    k->polls = polls;
+    snprintf(k->outcome, sizeof(k->outcome), "%s", outcome);
+}
+
 void lm_trace_error(lm_relay_t *r, const char *code)
 {
     if (code && *code && r->trace.error_code[0] == '\0')
@@ -252,6 +274,18 @@ static void build(lm_relay_t *r, lm_otel_rec_t *o)
             copy(b->model, sizeof(b->model), a->route->upstream);
         }
     }
+    o->task.start_ns = 0;
+    if (t->task.start_ns) {
+        lm_otel_task_t *k = &o->task;
+        memcpy(k->span_id, t->task.span_id, 8);
+        k->start_ns = t->task.start_ns;
+        k->end_ns = t->task.end_ns;
+        k->polls = t->task.polls;
+        copy(k->outcome, sizeof(k->outcome), t->task.outcome);
+        copy(k->channel, sizeof(k->channel), t->task.route->inst->chan->name);
+        copy(k->system, sizeof(k->system), t->task.route->inst->plugin->vt.name);
+        copy(k->model, sizeof(k->model), t->task.route->upstream);
+    }
     o->prompt = o->completion = NULL;
     if (t->capture) {
         o->prompt = prompt_text(r);
@@ -262,10 +296,11 @@ static void build(lm_relay_t *r, lm_otel_rec_t *o)
 void lm_trace_end(lm_relay_t *r)
 {
     lm_trace_t *t = &r->trace;
-    close_attempt(t, r->status); /* the last attempt ends with the request */
+    close_attempt(t, r->status);          /* the last attempt ends with the request */
+    lm_trace_task_end(r, 0, "cancelled"); /* still polled: the request ended first */
     if (t->on && t->sampled) {
         lm_otel_t *ex = r->w->svc->otel;
-        lm_otel_rec_t *o = lm_otel_reserve(ex, 1 + t->natt);
+        lm_otel_rec_t *o = lm_otel_reserve(ex, 1 + t->natt + (t->task.start_ns != 0));
         if (o) {
             build(r, o);
             lm_otel_commit(ex, o);
@@ -276,4 +311,5 @@ void lm_trace_end(lm_relay_t *r)
     lm_buf_free(&t->completion);
     lm_buf_free(&t->answer);
     t->on = t->sampled = t->collect = t->capture = t->logged = 0;
+    t->task.start_ns = 0;
 }

@@ -20,6 +20,12 @@ void lm_trace_begin(struct lm_relay_s *r);
 void lm_trace_attempt(struct lm_relay_s *r);
 /* The current attempt failed with this status. */
 void lm_trace_attempt_end(struct lm_relay_s *r, int status);
+/* An asynchronous task is polled (poll.h): the submitting attempt's span
+ * ends with r->status, the task's begins. */
+void lm_trace_task_begin(struct lm_relay_s *r);
+/* The task ended after `polls` polls; outcome ("succeeded", "failed",
+ * "timeout") is copied. */
+void lm_trace_task_end(struct lm_relay_s *r, int polls, const char *outcome);
 /* An answer (a whole JSON reply, or one canonical stream chunk) passed:
  * its finish reason, and with capture its text. Call only when
  * r->trace.collect (a branch at the call site keeps it free otherwise). */

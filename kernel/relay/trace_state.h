@@ -24,6 +24,16 @@ typedef struct lm_trace_att_s {
     const struct lm_route_s *route; /* borrowed from the relay's candidates */
 } lm_trace_att_t;
 
+/* An asynchronous task's polling (poll.h): one span from the first poll's
+ * wait to the task's end. */
+typedef struct lm_trace_task_s {
+    uint8_t span_id[8];
+    int64_t start_ns, end_ns; /* monotonic; start 0: no task, end 0: still polled */
+    int polls;
+    char outcome[16];
+    const struct lm_route_s *route; /* borrowed from the relay's candidates */
+} lm_trace_task_t;
+
 typedef struct lm_trace_s {
     int on;      /* traced: ids exist, traceparent goes upstream */
     int sampled; /* the span is exported */
@@ -39,5 +49,6 @@ typedef struct lm_trace_s {
     lm_buf_t completion; /* capture only */
     lm_buf_t answer;     /* the answer as sent (JSON, or chunks one a line): bodies only */
     lm_trace_att_t att[LM_TRACE_ATTEMPTS];
+    lm_trace_task_t task;
 } lm_trace_t;
 #endif

@@ -553,6 +553,7 @@ int lm_metrics_std_register(lm_metrics_t *m, lm_metrics_std_t *out)
     static const char *const mcs[] = {"model", "channel", "status"};
     static const char *const mcc[] = {"model", "channel", "code"};
     static const char *const mck[] = {"model", "channel", "kind"};
+    static const char *const mco[] = {"model", "channel", "outcome"};
     static const char *const ch[] = {"channel"};
     static const char *const sc[] = {"script"};
     static const char *const mo[] = {"model"};
@@ -595,7 +596,14 @@ int lm_metrics_std_register(lm_metrics_t *m, lm_metrics_std_t *out)
             "Answers dropped from the response cache to stay under its cap.", NULL, 0),
         .cache_bytes = lm_metrics_gauge(m, "longmen_cache_bytes",
                                         "Bytes held by the response cache.", NULL, 0),
+        .task_polls = lm_metrics_counter(m, "longmen_task_polls_total",
+                                         "Polls sent for asynchronous upstream tasks.", mcs, 2),
+        .tasks = lm_metrics_counter(
+            m, "longmen_tasks_total",
+            "Asynchronous upstream tasks ended, by outcome (succeeded, failed, timeout).", mco, 3),
     };
+    if (out->task_polls == NULL || out->tasks == NULL)
+        return -1;
     lm_metrics_family_t *const all[] = {
         out->requests,        out->errors,        out->tokens,     out->cost,
         out->request_secs,    out->ttft_secs,     out->inflight,   out->healthy,

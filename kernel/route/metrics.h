@@ -102,6 +102,10 @@ typedef struct lm_metrics_std_s {
     lm_metrics_family_t *cache_misses;    /* longmen_cache_misses_total{model} */
     lm_metrics_family_t *cache_evictions; /* longmen_cache_evictions_total */
     lm_metrics_family_t *cache_bytes;     /* longmen_cache_bytes gauge */
+    /* Asynchronous upstream tasks (relay/poll.h). */
+    lm_metrics_family_t *task_polls; /* longmen_task_polls_total{model,channel} */
+    lm_metrics_family_t
+        *tasks; /* longmen_tasks_total{model,channel,outcome} succeeded|failed|timeout */
 } lm_metrics_std_t;
 
 /* Register all of the above into m: 0, or -1 (out of memory). */

@@ -6,7 +6,10 @@ on the worker's event loop until SUCCEEDED (OpenAI's {created, data[{url}]},
 billed per image), FAILED (502 upstream_task_failed with the upstream's
 message) or the channel's image_task_timeout (504 upstream_task_timeout); a
 client that leaves stops the polling; one worker keeps answering other
-requests while tasks are polled; b64_json is a 400 unsupported."""
+requests while tasks are polled; b64_json is a 400 unsupported. Polls and
+task outcomes are counted in /admin/metrics, and each task is one span
+(kind INTERNAL, "task MODEL") beside its submit attempt's."""
+import http.client
 import json
 import os
 import re
@@ -23,6 +26,10 @@ CHAT = "/api/v1/services/aigc/text-generation/generation"
 WAIT = 10
 
 up = Mock()
+collector = Mock()  # OTLP/HTTP JSON
+spans_lock = threading.Lock()
+spans = []
+rids = {}  # test -> the request id it answered
 gw = None
 admin_port = None
 token = None
@@ -79,8 +86,18 @@ def chat(h, body):
                         "usage": {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}})
 
 
+def collect(h, body):
+    doc = json.loads(body)
+    with spans_lock:
+        for rs in doc["resourceSpans"]:
+            for ss in rs["scopeSpans"]:
+                spans.extend(ss["spans"])
+    json_reply(h, 200, {})
+
+
 up.routes[SUBMIT] = submit
 up.routes[CHAT] = chat
+collector.routes["/v1/traces"] = collect
 
 
 def setup():
@@ -90,7 +107,8 @@ def setup():
     # One worker: every request below shares one event loop, so a task that
     # blocked it would hold up the chat request of the concurrency case.
     gw = Gateway(workers=1, extra="data_dir %s\nadmin_listen 127.0.0.1:%d\ndrain_timeout 1s\n"
-                 % (data_dir, admin_port),
+                 "otel_endpoint %s/v1/traces\notel_protocol http/json\n"
+                 % (data_dir, admin_port, collector.url),
                  channels="""
 channel dash {
     plugin qwen
@@ -143,6 +161,7 @@ def test_task_succeeds():
           set(t["auth"]) == {"Bearer sk-up-dash"}, "polls %s %s" % (t["methods"], t["auth"]))
     gap1, gap2 = t["polls"][0] - t["submitted"], t["polls"][1] - t["polls"][0]
     check(gap1 >= 0.4 and gap2 >= 0.8, "the wait grows (0.5 s, then 1 s): %.2f %.2f" % (gap1, gap2))
+    rids["succeeded"] = hdrs["X-Request-Id"]
     rows = rows_for(hdrs["X-Request-Id"])
     check(len(rows) == 1 and rows[0]["status"] == 200 and rows[0]["api"] == "images" and
           rows[0]["cost_micro"] == 80000, "2 images at 0.04: %s" % rows)
@@ -170,6 +189,7 @@ def test_task_timeout():
     took = time.time() - t0
     check(st == 504 and js["error"]["code"] == "upstream_task_timeout", "%s %s" % (st, raw))
     check(1.5 <= took < 20, "image_task_timeout 2 s: answered after %.1f s" % took)
+    rids["timeout"] = hdrs["X-Request-Id"]
     t = task_for("NEVER")
     n = len(t["polls"])
     check(n >= 1, "polled %d times" % n)
@@ -178,6 +198,66 @@ def test_task_timeout():
     rows = rows_for(hdrs["X-Request-Id"])
     check(len(rows) == 1 and rows[0]["status"] == 504 and rows[0]["cost_micro"] == 0,
           "nothing billed: %s" % rows)
+
+
+def metric(name, labels):
+    c = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=WAIT)
+    c.request("GET", "/admin/metrics", headers={"Authorization": "Bearer " + token})
+    text = c.getresponse().read().decode()
+    c.close()
+    want = "%s{%s} " % (name, ",".join('%s="%s"' % kv for kv in labels))
+    line = [l for l in text.splitlines() if l.startswith(want)]
+    return int(line[0].split()[-1]) if line else 0
+
+
+def attrs(span):
+    out = {}
+    for a in span.get("attributes", []):
+        v = a["value"]
+        out[a["key"]] = v["stringValue"] if "stringValue" in v else int(v["intValue"])
+    return out
+
+
+def request_spans(rid):
+    """The request span with longmen.request_id rid and its children."""
+    deadline = time.time() + WAIT
+    while time.time() < deadline:
+        with spans_lock:
+            sp = list(spans)
+        for s in sp:
+            if attrs(s).get("longmen.request_id") == rid:
+                return s, [k for k in sp if k.get("parentSpanId") == s["spanId"]]
+        time.sleep(0.1)
+    return None, []
+
+
+def test_task_metrics_and_spans():
+    # so far: a red fox (2 polls, succeeded), FAIL (2 polls, failed) on dash;
+    # NEVER (timeout) on dashfast
+    fox = (("model", "wanx2.1-t2i-turbo"), ("channel", "dash"))
+    never = (("model", "wanx-v1"), ("channel", "dashfast"))
+    check(metric("longmen_task_polls_total", fox) == 4, "polls on dash: %d" % metric("longmen_task_polls_total", fox))
+    check(metric("longmen_task_polls_total", never) == len(task_for("NEVER")["polls"]), "polls on dashfast")
+    for labels, outcome, want in [(fox, "succeeded", 1), (fox, "failed", 1), (never, "timeout", 1),
+                                  (never, "succeeded", 0)]:
+        got = metric("longmen_tasks_total", labels + (("outcome", outcome),))
+        check(got == want, "%s %s: %d, want %d" % (labels[0][1], outcome, got, want))
+    for case, outcome, polls in [("succeeded", "succeeded", 2), ("timeout", "timeout", None)]:
+        s, kids = request_spans(rids[case])
+        check(s is not None, "a request span for %s" % case)
+        att = [k for k in kids if k["kind"] == 3]
+        task = [k for k in kids if k["kind"] == 1]
+        check(len(att) == 1 and len(task) == 1, "one attempt and one task span: %s" % kids)
+        a, t = attrs(task[0]), task[0]
+        check(t["name"].startswith("task wanx") and a["longmen.task.outcome"] == outcome
+              and a["longmen.channel"] in ("dash", "dashfast")
+              and (polls is None or a["longmen.task.polls"] == polls) and a["longmen.task.polls"] >= 1,
+              "task span %s" % t)
+        check(t["traceId"] == s["traceId"] and (t["status"]["code"] == 1) == (outcome == "succeeded"),
+              "task span status %s" % t["status"])
+        check(int(att[0]["endTimeUnixNano"]) <= int(t["startTimeUnixNano"]) <= int(t["endTimeUnixNano"]),
+              "the submit ends before the task's polling begins")
+        check(attrs(att[0]).get("http.response.status_code") == 200, "the submit answered 200")
 
 
 def leave_after_first_poll(prompt, n):
@@ -294,9 +374,11 @@ if __name__ == "__main__":
     setup()
     try:
         run([test_task_succeeds, test_task_failed, test_submit_refused, test_task_timeout,
+             test_task_metrics_and_spans,
              test_client_leaves_task_polled_and_billed, test_b64_json_unsupported,
              test_one_worker_serves_while_polling, test_shutdown_while_polling])
     finally:
         if gw:
             gw.stop()
         up.close()
+        collector.close()
