@@ -332,6 +332,21 @@ def test_too_large_413_without_reading_it_all():
     check(st == 413 and "max_body_size" in js["error"]["message"], "chat keeps max_body_size: %s %s" % (st, raw))
 
 
+def test_chunked_upload_byte_exact():
+    # no Content-Length: the pieces are copied into the request's buffer
+    body, ct = form([("model", "whisper-1")], file_bytes=AUDIO * 90)
+    check(64 * 1024 < len(body) < MAX, "size %d" % len(body))
+    up.requests.clear()
+    c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=WAIT)
+    c.request("POST", "/v1/audio/transcriptions", body=iter([body[i:i + 7001] for i in range(0, len(body), 7001)]),
+              headers={"Authorization": "Bearer " + secret, "Content-Type": ct}, encode_chunked=True)
+    r = c.getresponse()
+    raw = r.read()
+    c.close()
+    check(r.status == 200 and up.requests and up.requests[-1]["body"] == body,
+          "a chunked upload arrives whole upstream: %s %s" % (r.status, raw[:200]))
+
+
 def test_key_without_quota():
     up.requests.clear()
     st, js, raw, _ = upload("/v1/audio/transcriptions", *form([("model", "whisper-1")]), key=broke)
@@ -538,7 +553,7 @@ if __name__ == "__main__":
     setup()
     run([test_transcription_forwarded_byte_exact, test_translation_text_and_verbose,
          test_model_mapped_in_the_form, test_bad_forms, test_too_large_413_without_reading_it_all,
-         test_key_without_quota, test_upstream_500_goes_to_next_channel, test_speech_streamed_byte_exact,
+         test_chunked_upload_byte_exact, test_key_without_quota, test_upstream_500_goes_to_next_channel, test_speech_streamed_byte_exact,
          test_speech_failover_and_bad_bodies, test_client_gone_upload_still_billed,
          test_speech_client_gone_before_audio_billed, test_speech_client_gone_mid_audio_billed,
          test_transcription_streamed, test_transcription_stream_client_gone_mid_stream,
