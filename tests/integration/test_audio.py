@@ -82,6 +82,8 @@ def transcribe_stream(h, body):
                                              "code": "invalid_value"}})
     if prompt == "FAIL":
         return json_reply(h, 500, {"error": {"message": "boom", "type": "server_error"}})
+    if prompt == "LATE":
+        time.sleep(1.0)  # the client hangs up before the first event
     usage = {"type": "duration", "seconds": 12} if model == "whisper-1" else TOKENS_USAGE
     h.send_response(200)
     h.send_header("Content-Type", "text/event-stream")
@@ -529,6 +531,19 @@ def test_transcription_stream_client_gone_mid_stream():
           "billed what was delivered: %s" % rows)
 
 
+def test_transcription_stream_client_gone_before_first_event():
+    # like a whole answer whose client left: read to its end, billed from the done event
+    body, ct = form([("model", "gpt-4o-transcribe"), ("stream", "true"), ("prompt", "LATE")])
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=WAIT)
+    s.sendall(("POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Content-Type: %s\r\nContent-Length: %d\r\n\r\n" % (secret, ct, len(body))).encode() + body)
+    time.sleep(0.3)
+    s.close()
+    rows = rows_of_model("gpt-4o-transcribe", lambda r: r["client_aborted"] in (1, True) and r["prompt_tokens"])
+    check(len(rows) == 1 and rows[0]["prompt_tokens"] == 100 and rows[0]["cost_micro"] == 450,
+          "billed from the done event: %s" % rows)
+
+
 def test_transcription_stream_upstream_error():
     for prompt, status, code in [("BAD", 400, "invalid_value"), ("FAIL", 502, "upstream_error")]:
         body, ct = form([("model", "whisper-1"), ("stream", "true"), ("prompt", prompt)])
@@ -557,5 +572,6 @@ if __name__ == "__main__":
          test_speech_failover_and_bad_bodies, test_client_gone_upload_still_billed,
          test_speech_client_gone_before_audio_billed, test_speech_client_gone_mid_audio_billed,
          test_transcription_streamed, test_transcription_stream_client_gone_mid_stream,
+         test_transcription_stream_client_gone_before_first_event,
          test_transcription_stream_upstream_error, test_models_list_audio, test_clean_shutdown])
     up.close()
