@@ -204,6 +204,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         poll_fail(p, &e);
         return;
     }
+    lm_trace_task_poll(r, &p->ureq);
     int64_t total = left_ms(p);
     if (inst->chan->request_timeout_ms > 0 && inst->chan->request_timeout_ms < total)
         total = inst->chan->request_timeout_ms;

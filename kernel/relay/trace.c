@@ -77,6 +77,22 @@ static void close_attempt(lm_trace_t *t, int status)
     }
 }
 
+/* A traceparent naming span, added to u's headers (none on no memory). */
+static void add_traceparent(const lm_trace_t *t, lm_ureq_t *u, const uint8_t *span)
+{
+    char **nh = realloc(u->headers, (u->nheaders + 1) * sizeof(*nh));
+    char *line = malloc(sizeof("traceparent: ") + LM_TRACEPARENT_LEN);
+    if (nh)
+        u->headers = nh;
+    if (nh == NULL || line == NULL) {
+        free(line);
+        return;
+    }
+    memcpy(line, "traceparent: ", 13);
+    lm_traceparent_format(t->trace_id, span, t->sampled ? 1 : 0, line + 13);
+    u->headers[u->nheaders++] = line;
+}
+
 void lm_trace_attempt(lm_relay_t *r)
 {
     lm_trace_t *t = &r->trace;
@@ -95,20 +111,14 @@ void lm_trace_attempt(lm_relay_t *r)
     } else {
         memcpy(span, t->span_id, 8); /* untraced attempt: the request's span is the parent */
     }
-    if (!t->on)
-        return;
-    /* The upstream sees this attempt's span as its parent. */
-    char **nh = realloc(r->ureq.headers, (r->ureq.nheaders + 1) * sizeof(*nh));
-    char *line = malloc(sizeof("traceparent: ") + LM_TRACEPARENT_LEN);
-    if (nh)
-        r->ureq.headers = nh;
-    if (nh == NULL || line == NULL) {
-        free(line);
-        return;
-    }
-    memcpy(line, "traceparent: ", 13);
-    lm_traceparent_format(t->trace_id, span, t->sampled ? 1 : 0, line + 13);
-    r->ureq.headers[r->ureq.nheaders++] = line;
+    if (t->on) /* the upstream sees this attempt's span as its parent */
+        add_traceparent(t, &r->ureq, span);
+}
+
+void lm_trace_task_poll(lm_relay_t *r, struct lm_ureq *u)
+{
+    if (r->trace.on && r->trace.task.start_ns)
+        add_traceparent(&r->trace, u, r->trace.task.span_id);
 }
 
 void lm_trace_attempt_end(lm_relay_t *r, int status)

@@ -11,6 +11,7 @@
 #include "relay/trace_state.h"
 
 #include <stddef.h>
+struct lm_ureq;
 #include <stdint.h>
 
 /* The request began: pick up an incoming traceparent, decide sampling. */
@@ -23,6 +24,9 @@ void lm_trace_attempt_end(struct lm_relay_s *r, int status);
 /* An asynchronous task is polled (poll.h): the submitting attempt's span
  * ends with r->status, the task's begins. */
 void lm_trace_task_begin(struct lm_relay_s *r);
+/* A poll of the task is about to be sent: a traceparent naming the task's
+ * span is added to u's headers. */
+void lm_trace_task_poll(struct lm_relay_s *r, struct lm_ureq *u);
 /* The task ended after `polls` polls; outcome ("succeeded", "failed",
  * "timeout") is copied. */
 void lm_trace_task_end(struct lm_relay_s *r, int polls, const char *outcome);

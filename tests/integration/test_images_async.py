@@ -46,6 +46,7 @@ def task_reply(h, tid):
         auth = h.headers.get("Authorization")
         t["auth"].append(auth)
         t["methods"].append(h.command)
+        t["tp"].append(h.headers.get("traceparent"))
         st = t["script"][min(len(t["polls"]) - 1, len(t["script"]) - 1)]
     out = {"task_id": tid, "task_status": st}
     if st == "SUCCEEDED":
@@ -72,7 +73,7 @@ def submit(h, body):
                   "LEAVE": ["RUNNING", "RUNNING", "SUCCEEDED"], "LEAVEFAIL": ["RUNNING", "FAILED"],
                   "SHUTDOWN": ["RUNNING"]}.get(prompt, ["RUNNING", "SUCCEEDED"])
         tasks[tid] = {"prompt": prompt, "n": req["parameters"].get("n", 1), "polls": [],
-                      "auth": [], "methods": [], "script": script, "submit": req,
+                      "auth": [], "methods": [], "tp": [], "script": script, "submit": req,
                       "headers": dict(h.headers), "submitted": time.time()}
     up.routes["/api/v1/tasks/" + tid] = lambda hh, _b, tid=tid: task_reply(hh, tid)
     json_reply(h, 200, {"request_id": "sub-" + tid,
@@ -258,6 +259,11 @@ def test_task_metrics_and_spans():
         check(int(att[0]["endTimeUnixNano"]) <= int(t["startTimeUnixNano"]) <= int(t["endTimeUnixNano"]),
               "the submit ends before the task's polling begins")
         check(attrs(att[0]).get("http.response.status_code") == 200, "the submit answered 200")
+        t = task_for("a red fox" if case == "succeeded" else "NEVER")
+        tp = "00-%s-%%s-01" % s["traceId"]
+        check(t["headers"].get("traceparent") == tp % att[0]["spanId"]
+              and set(t["tp"]) == {tp % task[0]["spanId"]},
+              "the submit names its attempt's span, the polls the task's: %s %s" % (t["headers"].get("traceparent"), t["tp"]))
 
 
 def leave_after_first_poll(prompt, n):
