@@ -21,8 +21,9 @@
 #define RETRY_MAX     100000 /* settlements kept for a Redis that comes back */
 
 typedef struct job_s {
-    int id, nkeys, argc;
+    int id, nkeys, argc; /* id < 0: a plain command (lm_redis_cmd) */
     char **argv;
+    size_t *lens; /* plain commands: each argument's length */
     lm_redis_done_fn done;
     void *arg;
     struct job_s *next;
@@ -54,6 +55,7 @@ static void job_free(job_t *j)
     for (int i = 0; i < j->argc; i++)
         free(j->argv[i]);
     free(j->argv);
+    free(j->lens);
     free(j);
 }
 
@@ -179,6 +181,11 @@ static int ensure(lm_redis_t *rd)
 static void flatten(redisReply *r, lm_redis_ans_t *a, const char **strs)
 {
     a->ok = 1;
+    if (r->type == REDIS_REPLY_STRING) {
+        a->bulk = r->str;
+        a->bulklen = r->len;
+        return;
+    }
     if (r->type == REDIS_REPLY_INTEGER) {
         a->ints[a->nints++] = r->integer;
         return;
@@ -214,14 +221,15 @@ static redisReply *evalsha(lm_redis_t *rd, int id, int nkeys, int argc, const ch
 
 /* 1 when Redis answered (even with a script error), 0 when unreachable. */
 static int call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *argv,
-                lm_redis_done_fn done, void *arg)
+                const size_t *lens, lm_redis_done_fn done, void *arg)
 {
     lm_redis_ans_t a = {0};
     const char *strs[MAX_SYNC_STRS];
     redisReply *r = NULL;
     if (ensure(rd) == 0) {
-        r = evalsha(rd, id, nkeys, argc, argv);
-        if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
+        r = id < 0 ? redisCommandArgv(rd->c, argc, (const char **)argv, lens)
+                   : evalsha(rd, id, nkeys, argc, argv);
+        if (id >= 0 && r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
             freeReplyObject(r); /* Redis restarted under us: load again, once */
             r = load_scripts(rd) == 0 ? evalsha(rd, id, nkeys, argc, argv) : NULL;
         }
@@ -229,7 +237,8 @@ static int call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *
             lm_log(LM_LOG_WARN, "redis: connection lost (%s)", rd->c ? rd->c->errstr : "");
             disconnect(rd);
         } else if (r->type == REDIS_REPLY_ERROR) {
-            lm_log(LM_LOG_ERROR, "redis: script %d failed: %s", id, r->str);
+            lm_log(LM_LOG_ERROR, "redis: %s %d failed: %s", id < 0 ? "command" : "script", id,
+                   r->str);
         } else {
             a.strs = strs;
             flatten(r, &a, strs);
@@ -246,7 +255,7 @@ static int call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *
 void lm_redis_call_now(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *argv,
                        lm_redis_done_fn done, void *arg)
 {
-    (void)call(rd, id, nkeys, argc, argv, done, arg);
+    (void)call(rd, id, nkeys, argc, argv, NULL, done, arg);
 }
 
 static void *run(void *arg)
@@ -278,8 +287,8 @@ static void *run(void *arg)
         int stopping = rd->stop;
         pthread_mutex_unlock(&rd->mu);
         if (j) {
-            int ok =
-                call(rd, j->id, j->nkeys, j->argc, (const char *const *)j->argv, j->done, j->arg);
+            int ok = call(rd, j->id, j->nkeys, j->argc, (const char *const *)j->argv, j->lens,
+                          j->done, j->arg);
             if (!ok && j->id == LM_RS_SETTLE && rd->nretry < RETRY_MAX) { /* keep the spend */
                 if (rd->nretry == 0)
                     memcpy(rd->retry_run, rd->run_id, sizeof(rd->run_id));
@@ -355,6 +364,8 @@ void lm_redis_free(lm_redis_t *rd)
     free(rd);
 }
 
+static int enqueue(lm_redis_t *rd, job_t *j);
+
 int lm_redis_call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *argv,
                   lm_redis_done_fn done, void *arg)
 {
@@ -372,6 +383,12 @@ int lm_redis_call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const
             job_free(j);
             return -1;
         }
+    return enqueue(rd, j);
+}
+
+/* Append j to the queue (owned by it from here): 0, or -1 (freed). */
+static int enqueue(lm_redis_t *rd, job_t *j)
+{
     pthread_mutex_lock(&rd->mu);
     if (rd->n >= QUEUE_MAX || rd->stop) {
         pthread_mutex_unlock(&rd->mu);
@@ -387,6 +404,32 @@ int lm_redis_call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const
     pthread_cond_signal(&rd->cv);
     pthread_mutex_unlock(&rd->mu);
     return 0;
+}
+
+int lm_redis_cmd(lm_redis_t *rd, int argc, const char *const *argv, const size_t *lens,
+                 lm_redis_done_fn done, void *arg)
+{
+    job_t *j = calloc(1, sizeof(*j));
+    if (j == NULL || (j->argv = calloc((size_t)argc + 1, sizeof(char *))) == NULL ||
+        (j->lens = calloc((size_t)argc + 1, sizeof(size_t))) == NULL) {
+        if (j)
+            free(j->argv);
+        free(j);
+        return -1;
+    }
+    j->id = -1;
+    j->done = done;
+    j->arg = arg;
+    for (; j->argc < argc; j->argc++) {
+        if ((j->argv[j->argc] = malloc(lens[j->argc] + 1)) == NULL) {
+            job_free(j);
+            return -1;
+        }
+        memcpy(j->argv[j->argc], argv[j->argc], lens[j->argc]);
+        j->argv[j->argc][lens[j->argc]] = '\0';
+        j->lens[j->argc] = lens[j->argc];
+    }
+    return enqueue(rd, j);
 }
 
 int lm_redis_up(lm_redis_t *rd)

@@ -7,13 +7,15 @@
  */
 #ifndef LM_RELAY_CACHE_REC_H
 #define LM_RELAY_CACHE_REC_H
+#include "relay/cache_redis.h"
 #include "relay/cache_store.h"
 #include "relay/relay_int.h"
 
 struct lm_cache_req_s {
     unsigned char key[LM_CACHE_KEY_LEN];
-    int store;    /* record and store this request's answer (a miss or a bypass) */
-    lm_buf_t rec; /* stream chunks, each a u32 length and its bytes */
+    int store;             /* record and store this request's answer (a miss or a bypass) */
+    lm_buf_t rec;          /* stream chunks, each a u32 length and its bytes */
+    lm_cache_wait_t redis; /* a lookup in Redis (cache_redis.h) */
 };
 
 enum { LM_CACHE_WHOLE = 0, LM_CACHE_STREAM = 1 };
