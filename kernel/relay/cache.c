@@ -219,18 +219,6 @@ static void replay(lm_relay_t *r, const lm_cache_blob_t *b)
         replay_whole(r, &h, p, n);
 }
 
-/* A record read from Redis (another gateway wrote it): checked before it
- * is replayed; the stream's chunks are bounds-checked by the replay. */
-static int valid(const lm_cache_blob_t *b)
-{
-    lm_cache_hdr_t h;
-    if (b->len < sizeof(h))
-        return 0;
-    memcpy(&h, b->data, sizeof(h));
-    return (h.form == LM_CACHE_WHOLE || h.form == LM_CACHE_STREAM) &&
-           memchr(h.channel, '\0', sizeof(h.channel)) && memchr(h.model, '\0', sizeof(h.model));
-}
-
 static void redis_error(lm_relay_t *r)
 {
     lm_metrics_std_t *m = r->w->svc->metrics;
@@ -253,7 +241,7 @@ static void on_redis(evutil_socket_t fd, short what, void *arg)
     r->cache->redis.got = NULL;
     if (r->cache->redis.failed)
         redis_error(r);
-    if (b && !valid(b)) { /* not a record this version wrote: a miss */
+    if (b && !lm_cache_rec_valid(b->data, b->len)) { /* not a record this version wrote: a miss */
         lm_cache_blob_release(b);
         b = NULL;
     }

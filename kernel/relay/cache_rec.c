@@ -9,6 +9,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+int lm_cache_rec_valid(const void *p, size_t n)
+{
+    lm_cache_hdr_t h;
+    if (p == NULL || n < sizeof(h))
+        return 0;
+    memcpy(&h, p, sizeof(h));
+    if ((h.form != LM_CACHE_WHOLE && h.form != LM_CACHE_STREAM) ||
+        !memchr(h.channel, '\0', sizeof(h.channel)) || !memchr(h.model, '\0', sizeof(h.model)))
+        return 0;
+    if (h.form == LM_CACHE_WHOLE)
+        return 1;
+    const char *c = (const char *)p + sizeof(h);
+    size_t left = n - sizeof(h), chunks = 0;
+    while (left >= 4) {
+        uint32_t len;
+        memcpy(&len, c, 4);
+        if (len > left - 4)
+            return 0;
+        c += 4 + len;
+        left -= 4 + (size_t)len;
+        chunks++;
+    }
+    return left == 0 && chunks > 0;
+}
+
 /* Publish an answer under the request's key (once). */
 static void put(lm_relay_t *r, uint32_t form, const lm_usage *u, const void *payload, size_t n)
 {

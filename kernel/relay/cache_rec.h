@@ -28,6 +28,12 @@ typedef struct lm_cache_hdr_s {
     char model[256];
 } lm_cache_hdr_t;
 
+/* 1 when the n bytes at p are a record this version writes: a header with
+ * a known form and NUL-terminated names; a stream's chunks (u32 length,
+ * bytes) exactly fill the rest, at least one. Records from Redis (written by
+ * another gateway) are checked with it before they are replayed. Pure. */
+int lm_cache_rec_valid(const void *p, size_t n);
+
 /* A whole answer translated (before on_response: a hit runs the scripts
  * again): stored when it is complete (every choice finished). */
 void lm_cache_put_whole(lm_relay_t *r, const char *body, size_t len, const lm_usage *u);
