@@ -18,12 +18,14 @@
 #define RETRY_MS      500
 #define TICK_MS       250
 #define MAX_SYNC_STRS 512
-#define RETRY_MAX     100000 /* settlements kept for a Redis that comes back */
+#define RETRY_MAX     100000      /* settlements kept for a Redis that comes back */
+#define BYTES_MAX     (64u << 20) /* plain commands' queued bytes (cached answers) */
 
 typedef struct job_s {
     int id, nkeys, argc; /* id < 0: a plain command (lm_redis_cmd) */
     char **argv;
     size_t *lens; /* plain commands: each argument's length */
+    size_t bytes; /* plain commands: their arguments' total */
     lm_redis_done_fn done;
     void *arg;
     struct job_s *next;
@@ -35,8 +37,10 @@ struct lm_redis_s {
     pthread_cond_t cv;
     job_t *head, *tail;
     size_t n;
+    size_t bytes; /* queued plain commands' bytes: a slow Redis must not pile up answers */
     int stop;
-    int joined; /* the thread has ended (lm_redis_stop) */
+    int cmd_failing; /* the last plain command got an error reply (log once) */
+    int joined;      /* the thread has ended (lm_redis_stop) */
     atomic_int up;
     lm_redis_url_t url;
     redisContext *c;
@@ -236,10 +240,14 @@ static int call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *
         if (r == NULL) {
             lm_log(LM_LOG_WARN, "redis: connection lost (%s)", rd->c ? rd->c->errstr : "");
             disconnect(rd);
+        } else if (r->type == REDIS_REPLY_ERROR && id < 0) {
+            if (!rd->cmd_failing) /* e.g. OOM under noeviction: once, not per answer */
+                lm_log(LM_LOG_ERROR, "redis: command %s refused: %s", argv[0], r->str);
+            rd->cmd_failing = 1;
         } else if (r->type == REDIS_REPLY_ERROR) {
-            lm_log(LM_LOG_ERROR, "redis: %s %d failed: %s", id < 0 ? "command" : "script", id,
-                   r->str);
+            lm_log(LM_LOG_ERROR, "redis: script %d failed: %s", id, r->str);
         } else {
+            rd->cmd_failing = id < 0 ? 0 : rd->cmd_failing;
             a.strs = strs;
             flatten(r, &a, strs);
         }
@@ -283,6 +291,7 @@ static void *run(void *arg)
             if (rd->head == NULL)
                 rd->tail = NULL;
             rd->n--;
+            rd->bytes -= j->bytes;
         }
         int stopping = rd->stop;
         pthread_mutex_unlock(&rd->mu);
@@ -390,7 +399,7 @@ int lm_redis_call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const
 static int enqueue(lm_redis_t *rd, job_t *j)
 {
     pthread_mutex_lock(&rd->mu);
-    if (rd->n >= QUEUE_MAX || rd->stop) {
+    if (rd->n >= QUEUE_MAX || rd->stop || (j->bytes && rd->bytes + j->bytes > BYTES_MAX)) {
         pthread_mutex_unlock(&rd->mu);
         job_free(j);
         return -1;
@@ -401,6 +410,7 @@ static int enqueue(lm_redis_t *rd, job_t *j)
         rd->head = j;
     rd->tail = j;
     rd->n++;
+    rd->bytes += j->bytes;
     pthread_cond_signal(&rd->cv);
     pthread_mutex_unlock(&rd->mu);
     return 0;
@@ -428,6 +438,7 @@ int lm_redis_cmd(lm_redis_t *rd, int argc, const char *const *argv, const size_t
         memcpy(j->argv[j->argc], argv[j->argc], lens[j->argc]);
         j->argv[j->argc][lens[j->argc]] = '\0';
         j->lens[j->argc] = lens[j->argc];
+        j->bytes += lens[j->argc];
     }
     return enqueue(rd, j);
 }

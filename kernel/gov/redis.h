@@ -64,7 +64,8 @@ void lm_redis_free(lm_redis_t *rd);
 int lm_redis_call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *argv,
                   lm_redis_done_fn done, void *arg);
 /* Queue a plain command (GET, SET ... PX): argc arguments, lens[i] bytes
- * each (binary-safe; copied). done (may be NULL) runs once on the Redis
+ * each (binary-safe; copied; plain commands queued at once hold at most
+ * 64 MiB). done (may be NULL) runs once on the Redis
  * thread: a string reply in ans->bulk/bulklen, an integer in ints[0],
  * ok = 0 when Redis could not be asked or answered an error. 0, or -1 when
  * the queue is full or out of memory (done is not called). Any thread. */

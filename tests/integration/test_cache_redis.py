@@ -36,6 +36,8 @@ def answer(h, b):
         hits[req["model"]] = hits.get(req["model"], 0) + 1
         n = hits[req["model"]]
     text = "answer %d to %s" % (n, req["messages"][-1]["content"])
+    if req["model"] == "c-big":
+        text += " " + "x" * 3000  # over cache_max_entry 2k
     if req.get("stream"):
         return sse_reply(h, [chunk(text, role="assistant"), chunk(finish="stop"), usage_chunk(7, 3), "[DONE]"])
     json_reply(h, 200, {"id": "up-1", "object": "chat.completion", "created": 1, "model": req["model"],
@@ -56,7 +58,7 @@ class Node:
         self.dir = tempfile.mkdtemp(prefix="lm-rcache-")
         self.admin_port = free_port()
         self.gw = Gateway(extra="data_dir %s\nadmin_listen 127.0.0.1:%d\nredis %s\non_store_failure open\n"
-                                "cache on models c-*\ncache_ttl %s\n"
+                                "cache on models c-*\ncache_ttl %s\ncache_max_entry 2k\n"
                                 % (self.dir, self.admin_port, redis.url, ttl),
                           channels=CHANNELS)
         m = TOKEN_RE.search(self.gw.logtext())
@@ -181,6 +183,16 @@ def test_hit_billed_zero_with_cached_flag():
     check(hit["prompt_tokens"] == 7 and hit["completion_tokens"] == 3 and hit["channel"] == "up", hit)
 
 
+def test_entry_cap():
+    n = len(cache_keys())
+    for gw in (A.gw, B.gw):
+        st, js, raw, h = gw.chat(body("c-big"))
+        check(st == 200 and h.get("X-Longmen-Cache") == "miss", h)
+    check(count("c-big") == 2, "an answer over cache_max_entry is not stored: %d" % count("c-big"))
+    time.sleep(0.2)
+    check(len(cache_keys()) <= n, "nothing stored in Redis")  # B's 1 s records may expire meanwhile
+
+
 def parked_request(gw, model, result):
     """A request whose Redis lookup is parked (Redis is stopped)."""
     try:
@@ -236,7 +248,8 @@ def main():
         A = Node(redis, "60s")
         B = Node(redis, "1s")
         run([test_miss_on_a_hit_on_b, test_stream_replayed_from_redis, test_ttl_expiry, test_bypass_no_cache,
-             test_hit_billed_zero_with_cached_flag, test_client_leaves_while_parked, test_redis_down_is_a_miss])
+             test_hit_billed_zero_with_cached_flag, test_entry_cap, test_client_leaves_while_parked,
+             test_redis_down_is_a_miss])
     finally:
         for n in (A, B):
             if n:
