@@ -15,6 +15,7 @@ void lm_cacheconf_init(lm_cache_conf_t *cc)
     memset(cc, 0, sizeof(*cc));
     cc->ttl_ms = 300000;
     cc->max_bytes = 64ULL * 1024 * 1024;
+    cc->max_entry = 1024 * 1024;
 }
 
 static int bad(char *err, size_t errlen, const char *fmt, ...)
@@ -139,7 +140,8 @@ int lm_cacheconf_directive(lm_cache_conf_t *cc, char **w, int nw, char *err, siz
     const char *d = w[0];
     if (!strcmp(d, "cache"))
         return add_rule(cc, w, nw, err, errlen);
-    if (strcmp(d, "cache_ttl") && strcmp(d, "cache_max_bytes") && strcmp(d, "cache_sampled"))
+    if (strcmp(d, "cache_ttl") && strcmp(d, "cache_max_bytes") && strcmp(d, "cache_sampled") &&
+        strcmp(d, "cache_max_entry"))
         return 1;
     if (nw != 2)
         return bad(err, errlen, "%s takes exactly one value", d);
@@ -149,6 +151,10 @@ int lm_cacheconf_directive(lm_cache_conf_t *cc, char **w, int nw, char *err, siz
     } else if (!strcmp(d, "cache_max_bytes")) {
         if (size_bytes(w[1], &cc->max_bytes) < 0 || cc->max_bytes < 1024)
             return bad(err, errlen, "cache_max_bytes must be a size >= 1k such as 64m");
+    } else if (!strcmp(d, "cache_max_entry")) {
+        if (size_bytes(w[1], &cc->max_entry) < 0 || cc->max_entry < 1024 ||
+            cc->max_entry > 512ULL * 1024 * 1024)
+            return bad(err, errlen, "cache_max_entry must be a size from 1k to 512m such as 1m");
     } else {
         if (strcmp(w[1], "on") && strcmp(w[1], "off"))
             return bad(err, errlen, "cache_sampled takes on or off");

@@ -7,6 +7,8 @@
  *                           no rule, or none matching: not cached
  *   cache_ttl DURATION      how long an answer is served (300s)
  *   cache_max_bytes SIZE    the whole cache's cap, LRU beyond it (64m)
+ *   cache_max_entry SIZE    one answer's cap: larger ones are not stored,
+ *                           in memory or in Redis (1m)
  *   cache_sampled on|off    also cache requests sampled at temperature > 0
  *                           (or without temperature: the providers' default
  *                           is 1); off
@@ -32,6 +34,7 @@ typedef struct lm_cache_conf_s {
     size_t nrules;
     int ttl_ms;         /* 300 s */
     uint64_t max_bytes; /* 64 MiB */
+    uint64_t max_entry; /* 1 MiB: one stored answer (header included) */
     int sampled;        /* cache temperature > 0 too */
 } lm_cache_conf_t;
 

@@ -18,11 +18,14 @@
 #define RETRY_MS      500
 #define TICK_MS       250
 #define MAX_SYNC_STRS 512
-#define RETRY_MAX     100000 /* settlements kept for a Redis that comes back */
+#define RETRY_MAX     100000      /* settlements kept for a Redis that comes back */
+#define BYTES_MAX     (64u << 20) /* plain commands' queued bytes (cached answers) */
 
 typedef struct job_s {
-    int id, nkeys, argc;
+    int id, nkeys, argc; /* id < 0: a plain command (lm_redis_cmd) */
     char **argv;
+    size_t *lens; /* plain commands: each argument's length */
+    size_t bytes; /* plain commands: their arguments' total */
     lm_redis_done_fn done;
     void *arg;
     struct job_s *next;
@@ -34,8 +37,10 @@ struct lm_redis_s {
     pthread_cond_t cv;
     job_t *head, *tail;
     size_t n;
+    size_t bytes; /* queued plain commands' bytes: a slow Redis must not pile up answers */
     int stop;
-    int joined; /* the thread has ended (lm_redis_stop) */
+    int cmd_failing; /* the last plain command got an error reply (log once) */
+    int joined;      /* the thread has ended (lm_redis_stop) */
     atomic_int up;
     lm_redis_url_t url;
     redisContext *c;
@@ -54,6 +59,7 @@ static void job_free(job_t *j)
     for (int i = 0; i < j->argc; i++)
         free(j->argv[i]);
     free(j->argv);
+    free(j->lens);
     free(j);
 }
 
@@ -179,6 +185,11 @@ static int ensure(lm_redis_t *rd)
 static void flatten(redisReply *r, lm_redis_ans_t *a, const char **strs)
 {
     a->ok = 1;
+    if (r->type == REDIS_REPLY_STRING) {
+        a->bulk = r->str;
+        a->bulklen = r->len;
+        return;
+    }
     if (r->type == REDIS_REPLY_INTEGER) {
         a->ints[a->nints++] = r->integer;
         return;
@@ -214,23 +225,29 @@ static redisReply *evalsha(lm_redis_t *rd, int id, int nkeys, int argc, const ch
 
 /* 1 when Redis answered (even with a script error), 0 when unreachable. */
 static int call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *argv,
-                lm_redis_done_fn done, void *arg)
+                const size_t *lens, lm_redis_done_fn done, void *arg)
 {
     lm_redis_ans_t a = {0};
     const char *strs[MAX_SYNC_STRS];
     redisReply *r = NULL;
     if (ensure(rd) == 0) {
-        r = evalsha(rd, id, nkeys, argc, argv);
-        if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
+        r = id < 0 ? redisCommandArgv(rd->c, argc, (const char **)argv, lens)
+                   : evalsha(rd, id, nkeys, argc, argv);
+        if (id >= 0 && r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
             freeReplyObject(r); /* Redis restarted under us: load again, once */
             r = load_scripts(rd) == 0 ? evalsha(rd, id, nkeys, argc, argv) : NULL;
         }
         if (r == NULL) {
             lm_log(LM_LOG_WARN, "redis: connection lost (%s)", rd->c ? rd->c->errstr : "");
             disconnect(rd);
+        } else if (r->type == REDIS_REPLY_ERROR && id < 0) {
+            if (!rd->cmd_failing) /* e.g. OOM under noeviction: once, not per answer */
+                lm_log(LM_LOG_ERROR, "redis: command %s refused: %s", argv[0], r->str);
+            rd->cmd_failing = 1;
         } else if (r->type == REDIS_REPLY_ERROR) {
             lm_log(LM_LOG_ERROR, "redis: script %d failed: %s", id, r->str);
         } else {
+            rd->cmd_failing = id < 0 ? 0 : rd->cmd_failing;
             a.strs = strs;
             flatten(r, &a, strs);
         }
@@ -246,7 +263,7 @@ static int call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *
 void lm_redis_call_now(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *argv,
                        lm_redis_done_fn done, void *arg)
 {
-    (void)call(rd, id, nkeys, argc, argv, done, arg);
+    (void)call(rd, id, nkeys, argc, argv, NULL, done, arg);
 }
 
 static void *run(void *arg)
@@ -274,12 +291,13 @@ static void *run(void *arg)
             if (rd->head == NULL)
                 rd->tail = NULL;
             rd->n--;
+            rd->bytes -= j->bytes;
         }
         int stopping = rd->stop;
         pthread_mutex_unlock(&rd->mu);
         if (j) {
-            int ok =
-                call(rd, j->id, j->nkeys, j->argc, (const char *const *)j->argv, j->done, j->arg);
+            int ok = call(rd, j->id, j->nkeys, j->argc, (const char *const *)j->argv, j->lens,
+                          j->done, j->arg);
             if (!ok && j->id == LM_RS_SETTLE && rd->nretry < RETRY_MAX) { /* keep the spend */
                 if (rd->nretry == 0)
                     memcpy(rd->retry_run, rd->run_id, sizeof(rd->run_id));
@@ -355,6 +373,8 @@ void lm_redis_free(lm_redis_t *rd)
     free(rd);
 }
 
+static int enqueue(lm_redis_t *rd, job_t *j);
+
 int lm_redis_call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *argv,
                   lm_redis_done_fn done, void *arg)
 {
@@ -372,8 +392,14 @@ int lm_redis_call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const
             job_free(j);
             return -1;
         }
+    return enqueue(rd, j);
+}
+
+/* Append j to the queue (owned by it from here): 0, or -1 (freed). */
+static int enqueue(lm_redis_t *rd, job_t *j)
+{
     pthread_mutex_lock(&rd->mu);
-    if (rd->n >= QUEUE_MAX || rd->stop) {
+    if (rd->n >= QUEUE_MAX || rd->stop || (j->bytes && rd->bytes + j->bytes > BYTES_MAX)) {
         pthread_mutex_unlock(&rd->mu);
         job_free(j);
         return -1;
@@ -384,9 +410,37 @@ int lm_redis_call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const
         rd->head = j;
     rd->tail = j;
     rd->n++;
+    rd->bytes += j->bytes;
     pthread_cond_signal(&rd->cv);
     pthread_mutex_unlock(&rd->mu);
     return 0;
+}
+
+int lm_redis_cmd(lm_redis_t *rd, int argc, const char *const *argv, const size_t *lens,
+                 lm_redis_done_fn done, void *arg)
+{
+    job_t *j = calloc(1, sizeof(*j));
+    if (j == NULL || (j->argv = calloc((size_t)argc + 1, sizeof(char *))) == NULL ||
+        (j->lens = calloc((size_t)argc + 1, sizeof(size_t))) == NULL) {
+        if (j)
+            free(j->argv);
+        free(j);
+        return -1;
+    }
+    j->id = -1;
+    j->done = done;
+    j->arg = arg;
+    for (; j->argc < argc; j->argc++) {
+        if ((j->argv[j->argc] = malloc(lens[j->argc] + 1)) == NULL) {
+            job_free(j);
+            return -1;
+        }
+        memcpy(j->argv[j->argc], argv[j->argc], lens[j->argc]);
+        j->argv[j->argc][lens[j->argc]] = '\0';
+        j->lens[j->argc] = lens[j->argc];
+        j->bytes += lens[j->argc];
+    }
+    return enqueue(rd, j);
 }
 
 int lm_redis_up(lm_redis_t *rd)

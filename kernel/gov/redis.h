@@ -42,6 +42,8 @@ typedef struct lm_redis_ans_s {
     size_t nints;
     const char *const *strs;
     size_t nstrs;
+    const char *bulk; /* a bulk-string reply (lm_redis_cmd's GET): NULL for nil; borrowed */
+    size_t bulklen;
 } lm_redis_ans_t;
 
 typedef void (*lm_redis_done_fn)(void *arg, const lm_redis_ans_t *ans);
@@ -61,6 +63,14 @@ void lm_redis_free(lm_redis_t *rd);
  * queue is full or out of memory (done is not called). Any thread. */
 int lm_redis_call(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *argv,
                   lm_redis_done_fn done, void *arg);
+/* Queue a plain command (GET, SET ... PX): argc arguments, lens[i] bytes
+ * each (binary-safe; copied; plain commands queued at once hold at most
+ * 64 MiB). done (may be NULL) runs once on the Redis
+ * thread: a string reply in ans->bulk/bulklen, an integer in ints[0],
+ * ok = 0 when Redis could not be asked or answered an error. 0, or -1 when
+ * the queue is full or out of memory (done is not called). Any thread. */
+int lm_redis_cmd(lm_redis_t *rd, int argc, const char *const *argv, const size_t *lens,
+                 lm_redis_done_fn done, void *arg);
 /* Run script id now (from tick only, on the Redis thread). */
 void lm_redis_call_now(lm_redis_t *rd, int id, int nkeys, int argc, const char *const *argv,
                        lm_redis_done_fn done, void *arg);

@@ -117,6 +117,11 @@ void lm_shared_free(lm_shared_t *sh)
     free(sh);
 }
 
+lm_redis_t *lm_shared_redis(lm_shared_t *sh)
+{
+    return sh ? sh->rd : NULL;
+}
+
 int lm_shared_fail_open(const lm_shared_t *sh)
 {
     return sh && sh->fail_open;

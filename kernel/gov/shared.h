@@ -33,6 +33,9 @@ lm_shared_t *lm_shared_new(const lm_redis_url_t *u, int fail_open, lm_authguard_
 void lm_shared_stop(lm_shared_t *sh);
 void lm_shared_free(lm_shared_t *sh); /* stops if needed; NULL ok */
 int lm_shared_fail_open(const lm_shared_t *sh);
+/* The process's Redis connection, for other users of the same Redis (the
+ * response cache, docs/cache.md); borrowed, NULL when sh is NULL. */
+lm_redis_t *lm_shared_redis(lm_shared_t *sh);
 
 /* What a shared admission booked (kept in lm_gov_t). */
 typedef struct lm_shared_ticket_s {

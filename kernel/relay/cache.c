@@ -10,7 +10,9 @@
 #include "conf/cacheconf.h"
 #include "core/errors.h"
 #include "plugin/host.h"
+#include "relay/attempt.h"
 #include "relay/cache_key.h"
+#include "relay/cache_redis.h"
 #include "relay/output.h"
 #include "route/metrics.h"
 
@@ -217,6 +219,43 @@ static void replay(lm_relay_t *r, const lm_cache_blob_t *b)
         replay_whole(r, &h, p, n);
 }
 
+static void redis_error(lm_relay_t *r)
+{
+    lm_metrics_std_t *m = r->w->svc->metrics;
+    if (m)
+        lm_metrics_inc(m->cache_redis_errors, NULL, 1);
+}
+
+/* Worker: Redis answered the lookup (cache_redis.h); hit or miss as for
+ * the memory tier. A Redis error or timeout is a miss. */
+static void on_redis(evutil_socket_t fd, short what, void *arg)
+{
+    lm_relay_t *r = arg;
+    (void)fd, (void)what;
+    r->shared_wait = 0;
+    if (r->req == NULL || r->state != LM_RELAY_ROUTING) { /* the client left, or a drain answered */
+        lm_relay_maybe_free(r);
+        return;
+    }
+    lm_cache_blob_t *b = r->cache->redis.got;
+    r->cache->redis.got = NULL;
+    if (r->cache->redis.failed)
+        redis_error(r);
+    if (b && !lm_cache_rec_valid(b->data, b->len)) { /* not a record this version wrote: a miss */
+        lm_cache_blob_release(b);
+        b = NULL;
+    }
+    count(r, b != NULL);
+    if (b) {
+        r->cache->store = 0;
+        replay(r, b);
+        lm_cache_blob_release(b);
+        return;
+    }
+    header(r, "miss");
+    (void)lm_attempt_start(r);
+}
+
 int lm_cache_lookup(lm_relay_t *r)
 {
     lm_cache_t *c = r->rt->cache;
@@ -240,6 +279,11 @@ int lm_cache_lookup(lm_relay_t *r)
     r->cache->store = !no_store;
     if (!bypass) {
         lm_cache_blob_t *b = lm_cache_get(c, r->cache->key, (int64_t)(uint64_t)lm_clock_ms());
+        if (b == NULL && lm_cache_redis_on(r)) { /* the shared tier: parked until it answers */
+            if (lm_cache_redis_get(r, r->cache->key, &r->cache->redis, on_redis) == 0)
+                return 1;
+            redis_error(r);
+        }
         count(r, b != NULL);
         if (b) {
             r->cache->store = 0;

@@ -11,6 +11,8 @@
 
 /* After admission (key, limits and the quota hold apply to hits too):
  * 1 when the request was answered from the cache (the relay is done with
- * it but for freeing), 0 to go upstream (miss, bypass or not cacheable). */
+ * it but for freeing) or is parked on a lookup in Redis (which answers it
+ * or starts the first attempt itself), 0 to go upstream (miss, bypass or
+ * not cacheable). */
 int lm_cache_lookup(lm_relay_t *r);
 #endif

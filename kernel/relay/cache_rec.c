@@ -9,20 +9,55 @@
 #include <stdlib.h>
 #include <string.h>
 
+int lm_cache_rec_valid(const void *p, size_t n)
+{
+    lm_cache_hdr_t h;
+    if (p == NULL || n < sizeof(h))
+        return 0;
+    memcpy(&h, p, sizeof(h));
+    if ((h.form != LM_CACHE_WHOLE && h.form != LM_CACHE_STREAM) ||
+        !memchr(h.channel, '\0', sizeof(h.channel)) || !memchr(h.model, '\0', sizeof(h.model)))
+        return 0;
+    if (h.form == LM_CACHE_WHOLE)
+        return 1;
+    const char *c = (const char *)p + sizeof(h);
+    size_t left = n - sizeof(h), chunks = 0;
+    while (left >= 4) {
+        uint32_t len;
+        memcpy(&len, c, 4);
+        if (len > left - 4)
+            return 0;
+        c += 4 + len;
+        left -= 4 + (size_t)len;
+        chunks++;
+    }
+    return left == 0 && chunks > 0;
+}
+
 /* Publish an answer under the request's key (once). */
 static void put(lm_relay_t *r, uint32_t form, const lm_usage *u, const void *payload, size_t n)
 {
     lm_cache_t *c = r->rt->cache;
+    const lm_conf_t *conf = r->rt->conf;
     r->cache->store = 0;
+    if (n > conf->cache.max_entry - sizeof(lm_cache_hdr_t))
+        return; /* over cache_max_entry: kept nowhere */
     lm_cache_blob_t *b = lm_cache_blob_new(NULL, sizeof(lm_cache_hdr_t) + n);
     if (b == NULL)
         return;
-    lm_cache_hdr_t h = {form, u->prompt, u->completion, u->cached, u->reasoning, "", ""};
+    lm_cache_hdr_t h;
+    memset(&h, 0, sizeof(h)); /* no stray padding bytes go to Redis */
+    h.form = form;
+    h.prompt = u->prompt;
+    h.completion = u->completion;
+    h.cached = u->cached;
+    h.reasoning = u->reasoning;
     snprintf(h.channel, sizeof(h.channel), "%s", r->route ? r->route->inst->chan->name : "");
     snprintf(h.model, sizeof(h.model), "%s", r->upstream_model);
     memcpy(b->data, &h, sizeof(h));
     memcpy(b->data + sizeof(h), payload, n);
-    const lm_conf_t *conf = r->rt->conf;
+    if (lm_cache_redis_on(r))
+        lm_cache_redis_put(r, r->cache->key, b->data, b->len, conf->cache.ttl_ms);
     int evicted =
         lm_cache_put(c, r->cache->key, b, (int64_t)(uint64_t)lm_clock_ms() + conf->cache.ttl_ms);
     lm_metrics_std_t *m = r->w->svc->metrics;
@@ -65,9 +100,10 @@ void lm_cache_rec_chunk(lm_relay_t *r, const char *json, size_t len)
     if (r->cache == NULL || !r->cache->store)
         return;
     uint32_t n = (uint32_t)len;
-    if (len > r->rt->conf->cache.max_bytes || r->cache->rec.len > r->rt->conf->cache.max_bytes ||
-        lm_buf_add(&r->cache->rec, &n, 4) < 0 || lm_buf_add(&r->cache->rec, json, len) < 0) {
-        r->cache->store = 0; /* larger than the whole cache: never stored */
+    uint64_t cap = r->rt->conf->cache.max_entry;
+    if (len > cap || r->cache->rec.len > cap || lm_buf_add(&r->cache->rec, &n, 4) < 0 ||
+        lm_buf_add(&r->cache->rec, json, len) < 0) {
+        r->cache->store = 0; /* larger than cache_max_entry: never stored */
         lm_buf_free(&r->cache->rec);
     }
 }
@@ -91,6 +127,7 @@ void lm_cache_req_free(lm_relay_t *r)
     if (r->cache == NULL)
         return;
     lm_buf_free(&r->cache->rec);
+    lm_cache_wait_free(&r->cache->redis);
     free(r->cache);
     r->cache = NULL;
 }

@@ -7,13 +7,15 @@
  */
 #ifndef LM_RELAY_CACHE_REC_H
 #define LM_RELAY_CACHE_REC_H
+#include "relay/cache_redis.h"
 #include "relay/cache_store.h"
 #include "relay/relay_int.h"
 
 struct lm_cache_req_s {
     unsigned char key[LM_CACHE_KEY_LEN];
-    int store;    /* record and store this request's answer (a miss or a bypass) */
-    lm_buf_t rec; /* stream chunks, each a u32 length and its bytes */
+    int store;             /* record and store this request's answer (a miss or a bypass) */
+    lm_buf_t rec;          /* stream chunks, each a u32 length and its bytes */
+    lm_cache_wait_t redis; /* a lookup in Redis (cache_redis.h) */
 };
 
 enum { LM_CACHE_WHOLE = 0, LM_CACHE_STREAM = 1 };
@@ -25,6 +27,12 @@ typedef struct lm_cache_hdr_s {
     char channel[64]; /* the channel and model that produced the answer */
     char model[256];
 } lm_cache_hdr_t;
+
+/* 1 when the n bytes at p are a record this version writes: a header with
+ * a known form and NUL-terminated names; a stream's chunks (u32 length,
+ * bytes) exactly fill the rest, at least one. Records from Redis (written by
+ * another gateway) are checked with it before they are replayed. Pure. */
+int lm_cache_rec_valid(const void *p, size_t n);
 
 /* A whole answer translated (before on_response: a hit runs the scripts
  * again): stored when it is complete (every choice finished). */

@@ -6,6 +6,10 @@
  * finished with; a slot in [head, tail) is either being filled by a worker
  * (ready 0) or waiting for export (ready 1). Only the exporter moves head,
  * so the slots it reads stay put while the mutex is free.
+ * A reload that changes otel_queue never moves a slot a worker may hold:
+ * the exporter installs a second ring (`next`) that takes the new
+ * reservations while the old one drains, and makes it the ring once the
+ * old one is empty (every slot reserved in it committed and exported).
  * Thread: workers call reserve/commit; everything else is the exporter's
  * own thread, or the control thread for new/free. */
 #include "relay/otel.h"
@@ -27,6 +31,7 @@
 typedef struct slot_s {
     lm_otel_rec_t rec; /* first: a rec pointer is its slot's */
     atomic_int ready;
+    size_t pos; /* its index in its ring, set at reservation (the commit's batch test) */
 } slot_t;
 
 /* Where and how batches go: what otel_endpoint, otel_protocol,
@@ -45,6 +50,10 @@ struct lm_otel_s {
     slot_t *ring;
     uint64_t head, tail; /* under mu; head moves only on the exporter's thread */
     size_t cap;
+    size_t want_cap; /* under mu: the last otel_queue configured */
+    slot_t *next;    /* under mu: the ring being switched to, or NULL */
+    size_t next_cap;
+    uint64_t next_tail; /* reservations in next (it starts at head 0) */
     int stop;
     target_t *cur;          /* the exporter thread's (the control thread's before it starts) */
     target_t *pending;      /* under mu: lm_otel_configure's, applied between batches */
@@ -59,24 +68,34 @@ struct lm_otel_s {
 
 lm_otel_rec_t *lm_otel_reserve(lm_otel_t *o, int spans)
 {
+    slot_t *s = NULL;
     pthread_mutex_lock(&o->mu);
-    if (o->tail - o->head >= o->cap || o->stop) {
-        pthread_mutex_unlock(&o->mu);
+    if (o->stop) {
+    } else if (o->next) { /* a resize: new records go to the next ring */
+        if (o->next_tail < o->next_cap) {
+            s = &o->next[o->next_tail];
+            s->pos = (size_t)o->next_tail++;
+        }
+    } else if (o->tail - o->head < o->cap) {
+        s = &o->ring[o->tail % o->cap];
+        s->pos = (size_t)(o->tail++ % o->cap);
+    }
+    pthread_mutex_unlock(&o->mu);
+    if (s == NULL) {
         lm_metrics_add(o->dropped, (uint64_t)spans);
         return NULL;
     }
-    slot_t *s = &o->ring[o->tail++ % o->cap];
-    pthread_mutex_unlock(&o->mu);
     return &s->rec;
 }
 
 void lm_otel_commit(lm_otel_t *o, lm_otel_rec_t *rec)
 {
     slot_t *s = (slot_t *)(void *)rec;
+    int wake = s->pos % LM_OTEL_BATCH == LM_OTEL_BATCH - 1; /* before the slot is handed over */
     atomic_store_explicit(&s->ready, 1, memory_order_release);
     /* A full batch wakes the exporter early; else its timed wait picks the
-     * slot up. Read without the mutex: a missed wake costs one period. */
-    if ((size_t)(s - o->ring) % LM_OTEL_BATCH == LM_OTEL_BATCH - 1)
+     * slot up. */
+    if (wake)
         pthread_cond_signal(&o->cv);
 }
 
@@ -275,11 +294,46 @@ static void switch_target(lm_otel_t *o, target_t *next)
     o->failing = 0;
 }
 
+/* otel_queue changed: allocate the next ring (without mu), then install
+ * it for new reservations. Exporter thread; call with mu held. */
+static void resize_begin(lm_otel_t *o)
+{
+    size_t cap = o->want_cap;
+    pthread_mutex_unlock(&o->mu);
+    slot_t *ring = calloc(cap, sizeof(*ring)); /* pages are touched as slots fill */
+    pthread_mutex_lock(&o->mu);
+    if (ring == NULL) {
+        lm_log(LM_LOG_ERROR, "otel: out of memory for otel_queue %zu; it stays %zu", cap, o->cap);
+        o->want_cap = o->cap;
+        return;
+    }
+    o->next = ring;
+    o->next_cap = cap;
+    o->next_tail = 0;
+}
+
+/* The old ring is empty (no worker holds a slot of it, nothing waits for
+ * export): the next one takes its place. Call with mu held. */
+static void resize_end(lm_otel_t *o)
+{
+    free(o->ring);
+    lm_log(LM_LOG_INFO, "otel: the queue now holds %zu records (was %zu)", o->next_cap, o->cap);
+    o->ring = o->next;
+    o->cap = o->next_cap;
+    o->head = 0;
+    o->tail = o->next_tail;
+    o->next = NULL;
+}
+
 static void *exporter_main(void *arg)
 {
     lm_otel_t *o = arg;
     pthread_mutex_lock(&o->mu);
     for (;;) {
+        if (o->next == NULL && o->want_cap != o->cap && !o->stop)
+            resize_begin(o);
+        if (o->next && o->head == o->tail)
+            resize_end(o);
         size_t n = ready_run(o, o->tail);
         if (!o->stop && !o->pending && n < LM_OTEL_BATCH) {
             struct timespec until;
@@ -299,6 +353,8 @@ static void *exporter_main(void *arg)
         pthread_mutex_lock(&o->mu);
         if (stop && o->failing)
             drop_upto(o, o->tail);
+        if (o->next && o->head == o->tail)
+            resize_end(o); /* before the test below: the next ring's records count */
         if (stop && !o->pending && ready_run(o, o->tail) == 0) /* no worker is left */
             break;
     }
@@ -313,7 +369,7 @@ lm_otel_t *lm_otel_new(const lm_obs_conf_t *oc, lm_metrics_t *m, char *err, size
         snprintf(err, errlen, "otel: out of memory");
         return NULL;
     }
-    o->cap = (size_t)oc->otel_queue;
+    o->cap = o->want_cap = (size_t)oc->otel_queue;
     o->ring = calloc(o->cap, sizeof(*o->ring)); /* pages are touched as slots fill */
     o->cur = target_new(oc);
     o->curl = curl_easy_init();
@@ -367,6 +423,8 @@ int lm_otel_configure(lm_otel_t *o, const lm_obs_conf_t *oc, char *err, size_t e
         return -1;
     }
     pthread_mutex_lock(&o->mu);
+    int resize = o->want_cap != (size_t)oc->otel_queue;
+    o->want_cap = (size_t)oc->otel_queue; /* the exporter switches rings (resize_begin) */
     int same = target_same(o->latest, t), was_on = o->latest->url != NULL;
     if (!same) {
         target_free(o->pending);
@@ -376,6 +434,8 @@ int lm_otel_configure(lm_otel_t *o, const lm_obs_conf_t *oc, char *err, size_t e
     }
     pthread_mutex_unlock(&o->mu);
     target_free(t);
+    if (resize)
+        pthread_cond_signal(&o->cv);
     if (same)
         return 0;
     pthread_cond_signal(&o->cv);
@@ -405,6 +465,7 @@ void lm_otel_free(lm_otel_t *o)
     target_free(o->cur);
     target_free(o->pending);
     free(o->ring);
+    free(o->next);
     free(o->body.p);
     free(o);
 }

@@ -20,14 +20,14 @@
 typedef struct lm_otel_s lm_otel_t;
 
 /* Start the exporter for oc (otel_endpoint NULL: idle until a reload sets
- * one; otel_queue is read here only); counters go to m (may be NULL).
+ * one); counters go to m (may be NULL).
  * NULL with a message in err. */
 lm_otel_t *lm_otel_new(const lm_obs_conf_t *oc, lm_metrics_t *m, char *err, size_t errlen);
 /* A reload: oc's endpoint, protocol, headers, service name and timeout
- * from the next batch on. Records already queued go to the previous
- * collector first (dropped and counted if it fails). Nothing changes when
- * they are the same. 0, or -1 with a message (the old target stays).
- * Control thread. */
+ * from the next batch on; a new otel_queue once the exporter has drained
+ * the records queued before (new ones go to the new queue meanwhile). Records already queued go to
+ * the previous collector first (dropped and counted if it fails). Nothing changes when they are the
+ * same. 0, or -1 with a message (the old target stays). Control thread. */
 int lm_otel_configure(lm_otel_t *o, const lm_obs_conf_t *oc, char *err, size_t errlen);
 /* A free slot of the ring for one request's record, to be filled by the
  * caller (every field: the slot holds a previous record's bytes) and

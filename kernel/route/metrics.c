@@ -596,6 +596,10 @@ int lm_metrics_std_register(lm_metrics_t *m, lm_metrics_std_t *out)
             "Answers dropped from the response cache to stay under its cap.", NULL, 0),
         .cache_bytes = lm_metrics_gauge(m, "longmen_cache_bytes",
                                         "Bytes held by the response cache.", NULL, 0),
+        .cache_redis_errors = lm_metrics_counter(
+            m, "longmen_cache_redis_errors_total",
+            "Response cache lookups in Redis that failed or timed out (served as misses).", NULL,
+            0),
         .task_polls = lm_metrics_counter(m, "longmen_task_polls_total",
                                          "Polls sent for asynchronous upstream tasks.", mcs, 2),
         .tasks = lm_metrics_counter(
@@ -604,11 +608,21 @@ int lm_metrics_std_register(lm_metrics_t *m, lm_metrics_std_t *out)
     };
     if (out->task_polls == NULL || out->tasks == NULL)
         return -1;
-    lm_metrics_family_t *const all[] = {
-        out->requests,        out->errors,        out->tokens,     out->cost,
-        out->request_secs,    out->ttft_secs,     out->inflight,   out->healthy,
-        out->generation,      out->script_errors, out->cache_hits, out->cache_misses,
-        out->cache_evictions, out->cache_bytes};
+    lm_metrics_family_t *const all[] = {out->requests,
+                                        out->errors,
+                                        out->tokens,
+                                        out->cost,
+                                        out->request_secs,
+                                        out->ttft_secs,
+                                        out->inflight,
+                                        out->healthy,
+                                        out->generation,
+                                        out->script_errors,
+                                        out->cache_hits,
+                                        out->cache_misses,
+                                        out->cache_evictions,
+                                        out->cache_bytes,
+                                        out->cache_redis_errors};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         if (all[i] == NULL)
             return -1;

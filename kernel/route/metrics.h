@@ -98,10 +98,11 @@ typedef struct lm_metrics_std_s {
     lm_metrics_family_t *generation;    /* longmen_generation gauge */
     lm_metrics_family_t *script_errors; /* longmen_script_errors_total{script} */
     /* The response cache (docs/cache.md). */
-    lm_metrics_family_t *cache_hits;      /* longmen_cache_hits_total{model} */
-    lm_metrics_family_t *cache_misses;    /* longmen_cache_misses_total{model} */
-    lm_metrics_family_t *cache_evictions; /* longmen_cache_evictions_total */
-    lm_metrics_family_t *cache_bytes;     /* longmen_cache_bytes gauge */
+    lm_metrics_family_t *cache_hits;         /* longmen_cache_hits_total{model} */
+    lm_metrics_family_t *cache_misses;       /* longmen_cache_misses_total{model} */
+    lm_metrics_family_t *cache_evictions;    /* longmen_cache_evictions_total */
+    lm_metrics_family_t *cache_bytes;        /* longmen_cache_bytes gauge */
+    lm_metrics_family_t *cache_redis_errors; /* longmen_cache_redis_errors_total */
     /* Asynchronous upstream tasks (relay/poll.h). */
     lm_metrics_family_t *task_polls; /* longmen_task_polls_total{model,channel} */
     lm_metrics_family_t

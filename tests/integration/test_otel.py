@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import sys
 import socket
 import tempfile
@@ -290,6 +291,34 @@ def test_slow_collector():
         check(env.gw.stop() == 0, "unclean stop")
 
 
+def test_queue_follows_reload():
+    """otel_queue changes on a reload: a queue of 1 behind a slow collector
+    drops; once reloaded to 1000 the same traffic queues without a drop."""
+    env = Env("otel_endpoint %s/v1/traces\notel_timeout 5s\notel_queue 1\n" % slow.url)
+    try:
+        check(answered_while(env, 10) == 10, "a request failed")
+        check(env.metric("longmen_otel_spans_dropped_total") > 0, "a queue of 1 drops")
+        with open(env.gw.conf) as f:
+            conf = f.read()
+        with open(env.gw.conf, "w") as f:
+            f.write(conf.replace("otel_queue 1\n", "otel_queue 1000\n"))
+        env.gw.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 15  # the old queue drains first (one slow export)
+        while time.time() < deadline and "queue now holds 1000" not in env.gw.logtext():
+            time.sleep(0.1)
+        check("queue now holds 1000" in env.gw.logtext(), "resized: %s" % env.gw.logtext()[-600:])
+        dropped, exported = env.metric("longmen_otel_spans_dropped_total"), env.metric(
+            "longmen_otel_spans_exported_total")
+        check(answered_while(env, 20) == 20, "a request failed")
+        deadline = time.time() + 20
+        while time.time() < deadline and env.metric("longmen_otel_spans_exported_total") < exported + 40:
+            time.sleep(0.2)
+        check(env.metric("longmen_otel_spans_exported_total") >= exported + 40, "all exported")
+        check(env.metric("longmen_otel_spans_dropped_total") == dropped, "none dropped after the reload")
+    finally:
+        check(env.gw.stop() == 0, "unclean stop")
+
+
 if __name__ == "__main__":
     from lib import KEY as KEY_
     main = Env("otel_endpoint %s/v1/traces\notel_service_name lm-test\n" % collector.url)
@@ -297,7 +326,7 @@ if __name__ == "__main__":
         run([test_request_and_attempt_spans, test_traceparent_honoured_over_failover,
              test_unsampled_parent_not_exported, test_stream_span, test_json_protocol,
              test_content_capture_on,
-             test_dead_collector, test_slow_collector])
+             test_dead_collector, test_slow_collector, test_queue_follows_reload])
     finally:
         main.gw.stop()
         up.close()

@@ -5,11 +5,13 @@
  * many threads at once. */
 #include "conf/cacheconf.h"
 #include "relay/cache_key.h"
+#include "relay/cache_rec.h"
 #include "relay/cache_store.h"
 #include "t.h"
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int key_of(const char *json, const char *api, int stream, unsigned char out[32])
 {
@@ -109,6 +111,8 @@ static void test_conf(void)
     T_CHECK(directive(&cc, "cache_ttl 5m") == 0 && cc.ttl_ms == 300000, "ttl");
     T_CHECK(directive(&cc, "cache_max_bytes 2m") == 0 && cc.max_bytes == 2u * 1024 * 1024, "size");
     T_CHECK(directive(&cc, "cache_sampled on") == 0 && cc.sampled, "sampled");
+    T_CHECK(cc.max_entry == 1024 * 1024, "cache_max_entry 1m by default");
+    T_CHECK(directive(&cc, "cache_max_entry 64k") == 0 && cc.max_entry == 64 * 1024, "entry cap");
     T_CHECK(directive(&cc, "listen x") == 1, "not a cache directive");
     const char *bad[] = {"cache",
                          "cache yes",
@@ -118,6 +122,8 @@ static void test_conf(void)
                          "cache_ttl 0",
                          "cache_ttl soon",
                          "cache_max_bytes 10",
+                         "cache_max_entry 10",
+                         "cache_max_entry 1g",
                          "cache_sampled maybe",
                          "cache_ttl 1 2"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -235,11 +241,58 @@ static void test_threads(void)
     T_END();
 }
 
+/* A record as cache_rec.c writes it: header, then a body or chunks. */
+static size_t record(char *out, uint32_t form, const char *const *chunks, size_t n)
+{
+    lm_cache_hdr_t h;
+    memset(&h, 0, sizeof(h));
+    h.form = form;
+    memcpy(out, &h, sizeof(h));
+    size_t len = sizeof(h);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t l = (uint32_t)strlen(chunks[i]);
+        if (form == LM_CACHE_STREAM) {
+            memcpy(out + len, &l, 4);
+            len += 4;
+        }
+        memcpy(out + len, chunks[i], l);
+        len += l;
+    }
+    return len;
+}
+
+static void test_record_check(void)
+{
+    T_BEGIN("cache_record_valid");
+    char buf[1024];
+    const char *two[] = {"{\"a\":1}", "{\"b\":2}"};
+    size_t n = record(buf, LM_CACHE_STREAM, two, 2);
+    T_CHECK(lm_cache_rec_valid(buf, n), "a stream of two chunks");
+    T_CHECK(!lm_cache_rec_valid(buf, n - 1), "a cut chunk");
+    T_CHECK(!lm_cache_rec_valid(buf, n + 3), "trailing bytes short of a length");
+    T_CHECK(!lm_cache_rec_valid(buf, sizeof(lm_cache_hdr_t)), "a stream with no chunk");
+    n = record(buf, LM_CACHE_WHOLE, two, 1);
+    T_CHECK(lm_cache_rec_valid(buf, n), "a whole answer");
+    T_CHECK(!lm_cache_rec_valid(buf, sizeof(lm_cache_hdr_t) - 1) && !lm_cache_rec_valid(NULL, 0),
+            "shorter than a header");
+    lm_cache_hdr_t h;
+    memcpy(&h, buf, sizeof(h));
+    h.form = 7;
+    memcpy(buf, &h, sizeof(h));
+    T_CHECK(!lm_cache_rec_valid(buf, n), "an unknown form");
+    h.form = LM_CACHE_WHOLE;
+    memset(h.model, 'x', sizeof(h.model));
+    memcpy(buf, &h, sizeof(h));
+    T_CHECK(!lm_cache_rec_valid(buf, n), "a model name without its NUL");
+    T_END();
+}
+
 int main(void)
 {
     test_key();
     test_conf();
     test_table();
     test_threads();
+    test_record_check();
     T_EXIT();
 }
