@@ -255,6 +255,11 @@ void lm_lua_call_set_side(lm_lua_call_t *call, lm_lua_side_fn fn, void *arg)
     }
 }
 
+int lm_lua_call_side_count(const lm_lua_call_t *call)
+{
+    return call ? call->nside : 0;
+}
+
 void lm_lua_call_set_api(lm_lua_call_t *call, const char *api)
 {
     if (call)

@@ -182,6 +182,8 @@ void lm_lua_call_set_api(lm_lua_call_t *call, const char *api);
 typedef int (*lm_lua_side_fn)(void *arg, const char *model, const char *text, size_t len, char *err,
                               size_t errlen);
 void lm_lua_call_set_side(lm_lua_call_t *call, lm_lua_side_fn fn, void *arg);
+/* Side calls started for this request so far. */
+int lm_lua_call_side_count(const lm_lua_call_t *call);
 /* Releases the lm.ctx tables, a waiting stage (its thread; no resume) and
  * the vm reference. NULL is a no-op. */
 void lm_lua_call_end(lm_lua_call_t *call);
@@ -220,7 +222,8 @@ typedef struct lm_lua_input_s {
 
 /* After auth, before admission. req (in-out, the same object given to
  * call_begin or a later one): model, messages and parameters as rewritten.
- * OK, REJECT or ERROR. */
+ * OK, REJECT, ERROR, or PENDING: a script waits on a side call (see
+ * lm_lua_call_set_side), to be continued by lm_lua_on_request_resume. */
 int lm_lua_on_request(lm_lua_call_t *call, json_t *req, lm_lua_result_t *res);
 
 /* The side call on_request waits on ended: verdict (borrowed; the
