@@ -155,6 +155,15 @@ def test_no_verdict_fails_closed_or_open():
     check(len(chat_calls) == n_chat + 1, "fail_open reached the chat upstream")
 
 
+def test_quota_covers_the_side_call_first():
+    broke = admin_key(admin_port, token, "modg-broke", "0")
+    n_mod, n_chat = len(mod_calls()), len(chat_calls)
+    st, js, raw, _ = gw.chat(body("hello"), key=broke)
+    check(st == 503 and js["error"]["code"] == "moderation_unavailable"
+          and "insufficient quota" in js["error"]["message"], "no quota, no side call: %s %s" % (st, raw))
+    check(len(mod_calls()) == n_mod and len(chat_calls) == n_chat, "neither upstream called")
+
+
 def test_client_leaves_while_parked():
     n_chat = len(chat_calls)
     slow_gate.clear()
@@ -166,12 +175,14 @@ def test_client_leaves_while_parked():
     while len(mod_calls()) == n_mod and time.time() < deadline:
         time.sleep(0.02)
     check(len(mod_calls()) == n_mod + 1, "the side call started")
+    billed = gw.logtext().count("moderation side call 1: channel mod")
     c.sock.shutdown(socket.SHUT_RDWR)
     c.close()
     time.sleep(0.3)
     slow_gate.set()  # the moderation channel answers to nobody
     time.sleep(0.3)
     check(len(chat_calls) == n_chat, "chat upstream never called")
+    check(gw.logtext().count("moderation side call 1: channel mod") == billed, "the cancelled call is not billed")
     st, js, raw, _ = gw.chat(body("still fine"), key=secret)
     check(st == 200, "the gateway goes on: %s %s" % (st, raw))
 
@@ -209,6 +220,7 @@ def test_clean_shutdown():
 if __name__ == "__main__":
     setup()
     run([test_not_flagged_is_answered_and_billed, test_flagged_is_refused_before_the_chat_upstream,
-         test_stream_request, test_no_verdict_fails_closed_or_open, test_client_leaves_while_parked,
+         test_stream_request, test_no_verdict_fails_closed_or_open, test_quota_covers_the_side_call_first,
+         test_client_leaves_while_parked,
          test_reload_while_parked, test_clean_shutdown])
     up.close()
