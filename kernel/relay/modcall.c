@@ -34,14 +34,31 @@ typedef struct lm_modcall_s {
     lm_reservation_t *hold; /* the quota hold, or NULL (config key, no store) */
     int64_t chars;          /* of the text: the token estimate */
     uint64_t start_ms;
-    int n; /* 1-based: the call's number in this request */
+    int n;     /* 1-based: the call's number in this request */
+    int begun; /* lm_route_begin admitted the call: end it once */
 } lm_modcall_t;
+
+/* The call is over for the channel's health and in-flight count, as an
+ * attempt is (outcome: LM_ROUTE_OK, _FAIL or _CANCEL). */
+static void mod_route_end(lm_modcall_t *m, int outcome)
+{
+    if (!m->begun)
+        return;
+    m->begun = 0;
+    int64_t now = (int64_t)(uint64_t)lm_clock_ms();
+    lm_route_event_t ev =
+        lm_route_end(m->route.stats, now, outcome, now - (int64_t)m->start_ms, -1);
+    if (ev != LM_ROUTE_EV_NONE)
+        lm_log(LM_LOG_WARN, "channel %s model %s: %s", m->route.inst->chan->name, m->route.model,
+               lm_route_event_str(ev));
+}
 
 static void mod_free(lm_modcall_t *m)
 {
     const lm_provider *vt = &m->route.inst->plugin->vt;
     if (m->up)
         lm_upstream_cancel(m->up);
+    mod_route_end(m, LM_ROUTE_CANCEL); /* still begun: nobody waits for the answer */
     if (m->call_open && vt->req_close) {
         const lm_plugin_t *prev = lm_plugin_enter(m->route.inst->plugin);
         vt->req_close(m->route.inst->istate, &m->call);
@@ -146,6 +163,9 @@ static void mod_end(lm_modcall_t *m, int ok, int timeout)
                          : "the moderation channel did not answer");
     else if (m->status < 200 || m->status >= 300)
         snprintf(why, sizeof(why), "the moderation channel answered %d", m->status);
+    /* a 4xx is the request's fault (the text), not the channel's */
+    mod_route_end(m, ok && !m->too_large && m->status < 500 && m->status != 429 ? LM_ROUTE_OK
+                                                                                : LM_ROUTE_FAIL);
     if (why[0] == '\0') {
         verdict = mod_verdict(m, &u, why, sizeof(why));
         mod_bill(m, u); /* the channel answered: its work is billed, verdict or not */
@@ -279,12 +299,18 @@ static int mod_start(void *arg, const char *model, const char *text, size_t len,
     if (mod_build(m, why, wlen) < 0)
         goto fail;
     const lm_chan_conf_t *ch = m->route.inst->chan;
+    if (m->route.stats && lm_route_begin(m->route.stats, (int64_t)m->start_ms) < 0) {
+        snprintf(why, wlen, "the moderation channel is at its concurrency limit");
+        goto fail;
+    }
+    m->begun = m->route.stats != NULL;
     int total = ch->request_timeout_ms > 0 && ch->request_timeout_ms < LM_MODCALL_TIMEOUT_MS
                     ? ch->request_timeout_ms
                     : LM_MODCALL_TIMEOUT_MS;
     m->up = lm_upstream_start(r->w->up, &m->ureq, ch->connect_timeout_ms, total, &mod_sink, m, uwhy,
                               sizeof(uwhy));
     if (m->up == NULL) {
+        mod_route_end(m, LM_ROUTE_FAIL);
         lm_log(LM_LOG_WARN, "%s: moderation side call on channel %s: %s", r->id, ch->name, uwhy);
         snprintf(why, wlen, "the moderation channel cannot be reached");
         goto fail;

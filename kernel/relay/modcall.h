@@ -10,7 +10,9 @@
  *   - The channel: the first candidate of the moderation model whose
  *     plugin serves /v1/moderations (ABI 1.3). No failover: a failed call
  *     is a missing verdict, and the script decides (the shipped guard
- *     fails closed).
+ *     fails closed). The call counts like an attempt for the channel's
+ *     in-flight cap (refused at the cap) and health (5xx, 429, timeouts
+ *     and lost connections are failures).
  *   - Bounds: LM_MODCALL_TIMEOUT_MS per call (the channel's
  *     request_timeout when shorter, connect included), at most
  *     LM_LUA_SIDE_MAX calls per request, answers above
