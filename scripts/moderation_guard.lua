@@ -1,17 +1,17 @@
 -- moderation_guard.lua - refuse a request that a moderation channel flags,
 -- failing closed: no verdict, no answer.
 --
--- THE GAP (read before use). Scripts cannot make side calls today: the
--- lm API has no call to another channel, and a blocking HTTP call on a
--- worker's event loop is not allowed. A verdict needs a non-blocking side
--- call (park the request like a credential fetch, resume on the answer),
--- which the kernel does not have yet. So this guard asks for `lm.moderate`
--- and, while the kernel does not provide it, refuses every request it is
--- configured for with 503 moderation_unavailable (fail closed). Use
--- /v1/moderations from the application meanwhile, or set "fail_open": true
--- to let requests through with a warning. Once a kernel provides
--- lm.moderate(model, text) -> {flagged = bool, categories = {...}} (or nil,
--- err), the guard works unchanged.
+-- lm.moderate(model, text) asks a channel serving `model` (its plugin must
+-- serve /v1/moderations) without blocking the worker: the request is parked
+-- while the side call runs and this stage resumes with the verdict
+-- {flagged = bool, categories = {...}, ...}, or nil, err when the channel
+-- failed, timed out (10 s, or the channel's request_timeout when shorter),
+-- is missing, or the key's quota does not cover the call. The call is billed
+-- as its own ledger row under the same key (request id "<id>-mod1", api
+-- "moderations", at the moderation channel's prices, e.g. per_1m_chars).
+-- A flagged request never reaches the chat channel (400 content_flagged);
+-- no verdict answers 503 moderation_unavailable, or passes with a warning
+-- when "fail_open" is true.
 --
 -- args: {"model": "omni-moderation-latest"  -- the moderation model to ask
 --        "fail_open": false}                 -- true: pass when no verdict

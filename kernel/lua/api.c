@@ -13,6 +13,7 @@
 #include "lua/encode.h"
 #include "lua/lazy.h"
 #include "lua/limits.h"
+#include "lua/moderate.h"
 #include "lua/sandbox.h"
 #include "lua/shared.h"
 
@@ -310,6 +311,7 @@ int lm_lua_api_open(lua_State *L, int B)
     lm_lua_set_fn(L, "hmac_sha256", lm_hmac_fn);
     lm_lua_set_fn(L, "reject", lm_reject_fn);
     lm_lua_set_fn(L, "retry", lm_retry_fn);
+    lm_lua_set_fn(L, "moderate", lm_lua_moderate_fn);
     lm_lua_pushnull(L);
     lua_setfield(L, t, "null");
     lua_newtable(L);

@@ -58,7 +58,7 @@ lm_lua_call_t *lm_lua_call_begin(lm_lua_vm_t *vm, const char *key_name, const ch
         return NULL;
     }
     call->req = json_incref(req);
-    call->anchor = LUA_NOREF;
+    call->anchor = call->park_ref = LUA_NOREF;
     if (req && (m = json_object_get(req, "model")) && json_is_string(m))
         model = json_string_value(m);
     for (size_t i = 0; i < gen->n; i++) {
@@ -104,6 +104,10 @@ void lm_lua_call_end(lm_lua_call_t *call)
 {
     if (!call)
         return;
+    if (call->park) { /* a stage still waiting (park.c): its thread goes to the collector */
+        luaL_unref(call->vm->L, LUA_REGISTRYINDEX, call->park_ref);
+        free(call->park); /* holds no references while waiting */
+    }
     for (size_t i = 0; i < call->vm->gen->n; i++)
         if (call->ctx[i] != LUA_NOREF)
             luaL_unref(call->vm->L, LUA_REGISTRYINDEX, call->ctx[i]);
@@ -241,6 +245,19 @@ static lm_lua_anchor_t *push_request_anchor(lua_State *L, lm_lua_call_t *call)
     lua_pushstring(L, call->api ? call->api : "chat");
     lua_setiuservalue(L, -2, 3);
     return a;
+}
+
+void lm_lua_call_set_side(lm_lua_call_t *call, lm_lua_side_fn fn, void *arg)
+{
+    if (call) {
+        call->side = fn;
+        call->side_arg = arg;
+    }
+}
+
+int lm_lua_call_side_count(const lm_lua_call_t *call)
+{
+    return call ? call->nside : 0;
 }
 
 void lm_lua_call_set_api(lm_lua_call_t *call, const char *api)

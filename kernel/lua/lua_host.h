@@ -62,6 +62,7 @@ enum {
     LM_LUA_OK = 0,
     LM_LUA_REJECT = 1,
     LM_LUA_RETRY = 2,
+    LM_LUA_PENDING = 3, /* on_request waits on a side call (lm.moderate) */
     LM_LUA_ERROR = -1,
 };
 
@@ -170,7 +171,21 @@ lm_lua_call_t *lm_lua_call_begin(lm_lua_vm_t *vm, const char *key_name, const ch
 /* The inbound API the request came in by ("chat", "messages"; static,
  * borrowed): scripts read it as req.api. Before the first stage. */
 void lm_lua_call_set_api(lm_lua_call_t *call, const char *api);
-/* Releases the lm.ctx tables and the vm reference. NULL is a no-op. */
+/* Side calls (lm.moderate): a script's on_request asks the host for a
+ * moderation verdict. fn starts it without blocking (text[0..len) and
+ * model are borrowed for the call) and returns 0, or -1 with err filled
+ * (the script then gets nil, err at once). A started call makes
+ * lm_lua_on_request return LM_LUA_PENDING: the caller parks the request
+ * and, when the answer came, calls lm_lua_on_request_resume. Without fn
+ * lm.moderate answers nil, "...". At most LM_LUA_SIDE_MAX per request. */
+#define LM_LUA_SIDE_MAX 4
+typedef int (*lm_lua_side_fn)(void *arg, const char *model, const char *text, size_t len, char *err,
+                              size_t errlen);
+void lm_lua_call_set_side(lm_lua_call_t *call, lm_lua_side_fn fn, void *arg);
+/* Side calls started for this request so far. */
+int lm_lua_call_side_count(const lm_lua_call_t *call);
+/* Releases the lm.ctx tables, a waiting stage (its thread; no resume) and
+ * the vm reference. NULL is a no-op. */
 void lm_lua_call_end(lm_lua_call_t *call);
 /* Stages that some applicable script defines (LM_LUA_BIT mask): the lead
  * may skip building stage inputs (candidate figures, log records) that no
@@ -207,8 +222,17 @@ typedef struct lm_lua_input_s {
 
 /* After auth, before admission. req (in-out, the same object given to
  * call_begin or a later one): model, messages and parameters as rewritten.
- * OK, REJECT or ERROR. */
+ * OK, REJECT, ERROR, or PENDING: a script waits on a side call (see
+ * lm_lua_call_set_side), to be continued by lm_lua_on_request_resume. */
 int lm_lua_on_request(lm_lua_call_t *call, json_t *req, lm_lua_result_t *res);
+
+/* The side call on_request waits on ended: verdict (borrowed; the
+ * moderation result object {flagged, categories, ...}) or NULL with why
+ * (the script gets nil, why). The waiting script goes on, then the scripts
+ * after it; the same returns as lm_lua_on_request (PENDING again when a
+ * script waits again). req as given to lm_lua_on_request. */
+int lm_lua_on_request_resume(lm_lua_call_t *call, json_t *req, json_t *verdict, const char *why,
+                             lm_lua_result_t *res);
 
 /* After the candidate list is built. candidates (borrowed): array of
  * objects, each with at least "name" (see scripts/README.md for the

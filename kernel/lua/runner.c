@@ -112,7 +112,7 @@ static void clear_slot(lua_State *L, int slot)
 int lm_lua_run(lm_lua_vm_t *vm, size_t i, lm_lua_run_t *r, lm_lua_result_t *res)
 {
     lua_State *L = vm->L;
-    int base = lua_gettop(L), st, rc = LM_LUA_OK;
+    int base = lua_gettop(L), st, rc;
 
     r->out[0] = r->out[1] = r->tmp = NULL;
     r->changed = r->keep = 0;
@@ -127,11 +127,23 @@ int lm_lua_run(lm_lua_vm_t *vm, size_t i, lm_lua_run_t *r, lm_lua_result_t *res)
     lua_pushcfunction(L, run_protected);
     lua_pushlightuserdata(L, r);
     st = lua_pcall(L, 1, 0, base + 1);
+    rc = lm_lua_run_end(vm, i, r, res, st,
+                        lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error");
+    lua_settop(L, base);
+    return rc;
+}
+
+/* What a stage call decided, once its protected call or its thread ended
+ * with status st (msg: the error text when st is not LUA_OK). */
+int lm_lua_run_end(lm_lua_vm_t *vm, size_t i, lm_lua_run_t *r, lm_lua_result_t *res, int st,
+                   const char *m)
+{
+    int rc = LM_LUA_OK;
+
     vm->running = 0;
     json_decref(r->tmp);
     r->tmp = NULL;
     if (st != LUA_OK) {
-        const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error";
         if (st == LUA_ERRMEM)
             m = "not enough memory (the script's memory cap was reached)";
         json_decref(r->out[0]);
@@ -154,10 +166,9 @@ int lm_lua_run(lm_lua_vm_t *vm, size_t i, lm_lua_run_t *r, lm_lua_result_t *res)
         rc = LM_LUA_RETRY;
     }
     if (vm->has_resp)
-        clear_slot(L, vm->slot_resp);
+        clear_slot(vm->L, vm->slot_resp);
     vm->has_req = vm->has_resp = 0;
     vm->call = NULL;
-    lua_settop(L, base);
     return rc;
 }
 

@@ -33,6 +33,11 @@ struct lm_lua_run_s {
  * r->out (new refs, caller frees; NULL when the script left the data as it
  * was); on other codes r->out is empty. Errors are logged and counted. */
 int lm_lua_run(lm_lua_vm_t *vm, size_t i, lm_lua_run_t *r, lm_lua_result_t *res);
+/* The end of a stage call (lm_lua_run, or a thread's in park.c): st is
+ * its status, m the error text when st is not LUA_OK. Fills res and
+ * returns the code as lm_lua_run does; leaves the stack alone. */
+int lm_lua_run_end(lm_lua_vm_t *vm, size_t i, lm_lua_run_t *r, lm_lua_result_t *res, int st,
+                   const char *m);
 /* 1 when script i applies to the call and defines stage st. */
 int lm_lua_runs(lm_lua_call_t *call, size_t i, lm_lua_stage_t st);
 void lm_lua_res_clear(lm_lua_result_t *res);

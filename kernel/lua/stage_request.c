@@ -7,6 +7,7 @@
 #include "lua/call.h"
 #include "lua/encode.h"
 #include "lua/lazy.h"
+#include "lua/park.h"
 #include "lua/runner.h"
 
 #include <string.h>
@@ -219,6 +220,44 @@ static int rewrite_request(lm_lua_call_t *call, json_t *req, json_t *body)
     return rc;
 }
 
+/* What script i's run decided, applied to req and meta. */
+static int request_ran(lm_lua_call_t *call, json_t *req, lm_lua_run_t *r, int rc,
+                       lm_lua_result_t *res)
+{
+    if (rc != LM_LUA_OK)
+        return rc;
+    if (r->out[0] && rewrite_request(call, req, r->out[0])) {
+        json_decref(r->out[1]);
+        return lm_lua_host_oom(res);
+    }
+    if (r->out[1]) {
+        json_decref(call->meta); /* anchors hold their own reference */
+        call->meta = r->out[1];
+    }
+    return LM_LUA_OK;
+}
+
+/* Scripts from `first` on; each may wait on a side call (park.h). */
+static int request_from(lm_lua_call_t *call, json_t *req, size_t first, lm_lua_result_t *res)
+{
+    for (size_t i = first; i < call->vm->gen->n; i++) {
+        lm_lua_run_t r = {.call = call,
+                          .stage = LM_LUA_STAGE_REQUEST,
+                          .push = push_request,
+                          .collect = collect_request};
+        int rc;
+        if (!lm_lua_runs(call, i, LM_LUA_STAGE_REQUEST))
+            continue;
+        rc = lm_lua_run_parkable(call->vm, i, &r, res);
+        if (rc == LM_LUA_PENDING)
+            return rc;
+        rc = request_ran(call, req, &r, rc, res);
+        if (rc != LM_LUA_OK)
+            return rc;
+    }
+    return LM_LUA_OK;
+}
+
 int lm_lua_on_request(lm_lua_call_t *call, json_t *req, lm_lua_result_t *res)
 {
     lm_lua_res_clear(res);
@@ -230,25 +269,22 @@ int lm_lua_on_request(lm_lua_call_t *call, json_t *req, lm_lua_result_t *res)
         json_decref(call->req);
         call->req = req;
     }
-    for (size_t i = 0; i < call->vm->gen->n; i++) {
-        lm_lua_run_t r = {.call = call,
-                          .stage = LM_LUA_STAGE_REQUEST,
-                          .push = push_request,
-                          .collect = collect_request};
-        int rc;
-        if (!lm_lua_runs(call, i, LM_LUA_STAGE_REQUEST))
-            continue;
-        rc = lm_lua_run(call->vm, i, &r, res);
-        if (rc != LM_LUA_OK)
-            return rc;
-        if (r.out[0] && rewrite_request(call, req, r.out[0])) {
-            json_decref(r.out[1]);
-            return lm_lua_host_oom(res);
-        }
-        if (r.out[1]) {
-            json_decref(call->meta); /* anchors hold their own reference */
-            call->meta = r.out[1];
-        }
-    }
-    return LM_LUA_OK;
+    return request_from(call, req, 0, res);
+}
+
+int lm_lua_on_request_resume(lm_lua_call_t *call, json_t *req, json_t *verdict, const char *why,
+                             lm_lua_result_t *res)
+{
+    lm_lua_run_t r;
+    size_t i;
+    int rc;
+
+    lm_lua_res_clear(res);
+    if (call->park == NULL || req != call->req)
+        return lm_lua_host_oom(res); /* a host bug: nothing waits */
+    rc = lm_lua_park_resume(call, verdict, why, &i, &r, res);
+    if (rc == LM_LUA_PENDING)
+        return rc;
+    rc = request_ran(call, req, &r, rc, res);
+    return rc == LM_LUA_OK ? request_from(call, req, i + 1, res) : rc;
 }

@@ -90,6 +90,14 @@ struct lm_lua_vm_s {
     char reject_msg[512];
     int retry;
     char retry_model[128];
+    /* stages that may wait (park.c): a spare thread to run them in (a
+     * registry ref, made on first use), the thread running a stage now and
+     * that stage's run */
+    int co_ref;
+    lua_State *co_spare;
+    lua_State *co_cur;
+    struct lm_lua_run_s *co_run;
+    int co_wait; /* the thread yielded in lm.moderate (not a stray yield) */
 };
 
 struct lm_lua_call_s {
@@ -105,6 +113,11 @@ struct lm_lua_call_s {
     int anchor; /* registry ref: the anchor over req and meta (or LUA_NOREF) */
     struct lm_lua_anchor_s *anchor_p; /* that anchor (kept alive by the ref) */
     int req_changed;                  /* on_request rewrote req */
+    lm_lua_side_fn side;              /* starts a side call (lm.moderate), or NULL */
+    void *side_arg;
+    struct lm_lua_park_s *park; /* on_request waiting on a side call (park.c), or NULL */
+    int park_ref;               /* registry ref of the waiting stage's thread */
+    int nside;                  /* side calls started for this request */
 };
 
 /* Stage names ("load", "request", ...) and the functions scripts define

@@ -196,7 +196,7 @@ lm_lua_vm_t *lm_lua_vm_new(lm_lua_gen_t *gen, char *err, size_t errlen)
     vm->refs = 1;
     vm->gen = lm_lua_gen_acquire(gen);
     vm->mem_cap = gen->lim.memory;
-    vm->slot_req = vm->slot_resp = LUA_NOREF;
+    vm->slot_req = vm->slot_resp = vm->co_ref = LUA_NOREF;
     for (size_t i = 0; i < gen->n; i++) {
         vm->s[i].env = LUA_NOREF;
         for (int s = 0; s < LM_LUA_NSTAGES; s++)

@@ -38,6 +38,7 @@
 #include "relay/cache_rec.h"
 #include "relay/count.h"
 #include "relay/fanout.h"
+#include "relay/modcall.h"
 #include "relay/output.h"
 #include "relay/poll.h"
 #include "relay/relay_int.h"
@@ -89,6 +90,7 @@ static void relay_free(lm_relay_t *r)
 {
     lm_worker_t *w = r->w;
     lm_attempt_side_unlink(r);
+    lm_modcall_cancel(r);
     lm_attempt_route_end(r, LM_ROUTE_CANCEL);
     /* A stream cut short (client gone, upstream cut) is billed for what was
      * received; failures before any output bill nothing. */
@@ -145,6 +147,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     lm_fanout_client_gone(r); /* a split request's parts end with the client */
+    lm_modcall_cancel(r);     /* a script's side call too (modcall.h) */
     if (lm_poll_client_gone(r)) {
         /* an asynchronous task is polled on: its answer is billed (poll.h) */
     } else if (r->up && lm_attempt_background(r)) {
@@ -234,6 +237,7 @@ void lm_relay_shutdown_all(lm_worker_t *w)
             r->up = NULL;
         }
         lm_fanout_cancel(r);
+        lm_modcall_cancel(r);
         lm_poll_free(r);
         if (r->timer)
             evtimer_del(r->timer);
@@ -450,9 +454,19 @@ static int route_request(lm_relay_t *r)
         if (r->lua == NULL)
             return lm_out_err(r, 500, "api_error", NULL, "out of memory");
         lm_lua_call_set_api(r->lua, r->api->name);
-        if (lm_rlua_request(r->lua, r->canon, &e) < 0)
+        lm_modcall_arm(r);
+        int rc = lm_rlua_request(r->lua, r->canon, &e);
+        if (rc < 0)
             return lm_out_error(r, &e);
+        if (rc > 0) /* a script waits on lm.moderate: modcall.c continues */
+            return 0;
     }
+    return lm_relay_routed(r);
+}
+
+int lm_relay_routed(lm_relay_t *r)
+{
+    lm_err e;
     const char *model = json_string_value(json_object_get(r->canon, "model"));
     if (model == NULL)
         return lm_out_err(r, 400, "invalid_request_error", "invalid_value", "'model' is required");

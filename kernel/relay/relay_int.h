@@ -110,6 +110,7 @@ struct lm_relay_s {
     lm_trace_t trace;       /* its trace and request-log facts (trace.h); inline */
     struct lm_poll_s *poll; /* an asynchronous task being polled (poll.h), or NULL */
     struct lm_audio_s *audio; /* an audio request's state (audio.h), or NULL */
+    struct lm_modcall_s *mod; /* a script's moderation side call in flight (modcall.h), or NULL */
 };
 
 /* relay.c: move r to state `to`. An illegal move is logged (and aborts
@@ -120,4 +121,7 @@ void lm_relay_to(lm_relay_t *r, lm_relay_state_t to);
  * is released, the HTTP request object is gone, no ledger commit pending);
  * otherwise does nothing. r may be freed on return. */
 void lm_relay_maybe_free(lm_relay_t *r);
+/* relay.c: the pipeline after on_request (model, candidates, on_route,
+ * admission); modcall.c continues there once a waiting script finished. */
+int lm_relay_routed(lm_relay_t *r);
 #endif

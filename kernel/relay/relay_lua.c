@@ -52,7 +52,15 @@ int lm_rlua_request(lm_lua_call_t *call, json_t *canon, lm_err *e)
     if (!has(call, LM_LUA_STAGE_REQUEST))
         return 0;
     int rc = lm_lua_on_request(call, canon, &res);
-    return rc == LM_LUA_OK ? 0 : to_err(rc, &res, e);
+    return rc == LM_LUA_OK ? 0 : rc == LM_LUA_PENDING ? 1 : to_err(rc, &res, e);
+}
+
+int lm_rlua_request_resume(lm_lua_call_t *call, json_t *canon, json_t *verdict, const char *why,
+                           lm_err *e)
+{
+    lm_lua_result_t res;
+    int rc = lm_lua_on_request_resume(call, canon, verdict, why, &res);
+    return rc == LM_LUA_OK ? 0 : rc == LM_LUA_PENDING ? 1 : to_err(rc, &res, e);
 }
 
 /* ---- stage inputs as JSON text ----

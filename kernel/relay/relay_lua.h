@@ -16,8 +16,13 @@
 /* The worker's state for the generation's scripts (created or switched on
  * demand; the worker keeps one reference). NULL with e filled (500). */
 lm_lua_vm_t *lm_rlua_vm(lm_worker_t *w, lm_lua_gen_t *gen, lm_err *e);
-/* on_request: may rewrite canon in place. 0, or -1 with e filled. */
+/* on_request: may rewrite canon in place. 0, 1 when a script waits on a
+ * side call (modcall.h resumes it), or -1 with e filled. */
 int lm_rlua_request(lm_lua_call_t *call, json_t *canon, lm_err *e);
+/* The side call ended (verdict borrowed, or NULL with why): on_request
+ * goes on. Returns as lm_rlua_request. */
+int lm_rlua_request_resume(lm_lua_call_t *call, json_t *canon, json_t *verdict, const char *why,
+                           lm_err *e);
 /* 1 when on_request changed canon's model, messages or parameters: the
  * client's raw body no longer means canon. 0 without scripts. */
 int lm_rlua_request_changed(const lm_lua_call_t *call);

@@ -2428,8 +2428,31 @@ static void test_script_noop(void)
     T_END();
 }
 
-/* moderation_guard.lua: no side-call API for scripts yet, so no verdict:
- * it fails closed (503), or passes with "fail_open". */
+/* A fake host side call: records what the script asked, starts or fails. */
+typedef struct side_rec_s {
+    int calls;
+    int fail;
+    char model[64];
+    char text[64];
+} side_rec_t;
+
+static int fake_side(void *arg, const char *model, const char *text, size_t len, char *err,
+                     size_t errlen)
+{
+    side_rec_t *s = arg;
+    s->calls++;
+    snprintf(s->model, sizeof(s->model), "%s", model);
+    snprintf(s->text, sizeof(s->text), "%.*s", (int)(len < 63 ? len : 63), text);
+    if (s->fail) {
+        snprintf(err, errlen, "no channel");
+        return -1;
+    }
+    return 0;
+}
+
+/* moderation_guard.lua: without a side call it fails closed (503) or
+ * passes with "fail_open"; with one it waits (PENDING) and the verdict
+ * decides; a missing verdict fails closed. */
 static void test_script_moderation_guard(void)
 {
     char err[512];
@@ -2457,6 +2480,133 @@ static void test_script_moderation_guard(void)
         lm_lua_vm_release(vm);
         lm_lua_gen_release(g);
     }
+    T_END();
+
+    /* verdict JSON (NULL: nil, "timed out"), fail_open, want rc/status/code */
+    static const struct {
+        const char *verdict;
+        int open, rc, status;
+        const char *code;
+    } cases[] = {
+        {"{\"flagged\":true,\"categories\":{\"violence\":true}}", 0, LM_LUA_REJECT, 400,
+         "content_flagged"},
+        {"{\"flagged\":false,\"categories\":{}}", 0, LM_LUA_OK, 0, ""},
+        {NULL, 0, LM_LUA_REJECT, 503, "moderation_unavailable"},
+        {NULL, 1, LM_LUA_OK, 0, ""},
+        {"drop", 0, 0, 0, ""}, /* the request ends while the script waits */
+    };
+    T_BEGIN("scripts/moderation_guard.lua: waits on lm.moderate and obeys the verdict");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        side_rec_t side = {0};
+        lm_lua_gen_t *g =
+            gen_file("scripts/moderation_guard.lua", argv[cases[i].open], NULL, err, sizeof(err));
+        lm_lua_vm_t *vm = g ? lm_lua_vm_new(g, err, sizeof(err)) : NULL;
+        T_CHECK(vm != NULL, "%s", err);
+        if (vm == NULL) {
+            lm_lua_gen_release(g);
+            continue;
+        }
+        json_t *req = J(SAMPLE_REQ);
+        c = lm_lua_call_begin(vm, "k", NULL, req);
+        lm_lua_call_set_side(c, fake_side, &side);
+        int rc = lm_lua_on_request(c, req, &res);
+        T_CHECK(rc == LM_LUA_PENDING && side.calls == 1 &&
+                    strcmp(side.model, "omni-moderation-latest") == 0 &&
+                    strcmp(side.text, "hi") == 0,
+                "%zu: waits: %d calls %d %s %s", i, rc, side.calls, side.model, side.text);
+        if (rc == LM_LUA_PENDING && strcmp(cases[i].verdict ? cases[i].verdict : "", "drop")) {
+            /* another request runs on the same vm meanwhile */
+            json_t *req2 = J(SAMPLE_REQ);
+            lm_lua_call_t *c2 = lm_lua_call_begin(vm, "k", NULL, req2);
+            side_rec_t side2 = {.fail = 1};
+            lm_lua_call_set_side(c2, fake_side, &side2);
+            lm_lua_result_t res2;
+            int rc2 = lm_lua_on_request(c2, req2, &res2);
+            T_CHECK(cases[i].open ? rc2 == LM_LUA_OK : rc2 == LM_LUA_REJECT && res2.status == 503,
+                    "%zu: other: %d", i, rc2);
+            lm_lua_call_end(c2);
+            json_decref(req2);
+            json_t *v = cases[i].verdict ? J(cases[i].verdict) : NULL;
+            rc = lm_lua_on_request_resume(c, req, v, "the moderation call timed out", &res);
+            json_decref(v);
+            T_CHECK(rc == cases[i].rc && res.status == cases[i].status &&
+                        strcmp(res.code, cases[i].code) == 0,
+                    "%zu: %d %d %s %s", i, rc, res.status, res.code, res.message);
+            if (cases[i].rc == LM_LUA_OK && cases[i].verdict) {
+                json_t *mod = json_object_get(lm_lua_call_meta(c), "moderation");
+                T_CHECK(json_is_string(mod) && strcmp(json_string_value(mod), "passed") == 0,
+                        "%zu: meta", i);
+            }
+        }
+        lm_lua_call_end(c); /* "drop": the waiting thread goes with the call */
+        json_decref(req);
+        lm_lua_vm_release(vm);
+        lm_lua_gen_release(g);
+    }
+    T_END();
+}
+
+/* lm.moderate's bounds: a cap per request, not inside a coroutine of the
+ * script's own, no stray yields; scripts after a waiting one run after it. */
+static void test_side_calls(void)
+{
+    static const char *const src =
+        "function on_request(req)\n"
+        "  local co = coroutine.wrap(function() return lm.moderate('m', 'x') end)\n"
+        "  local v, e = co()\n"
+        "  req.meta.co = e\n"
+        "  local n = 0\n"
+        "  for i = 1, 6 do\n"
+        "    local v, e = lm.moderate('m', 'x' .. i)\n"
+        "    if v then n = n + 1 else req.meta.last = e end\n"
+        "  end\n"
+        "  req.meta.n = n\n"
+        "end\n";
+    fx_t f;
+    side_rec_t side = {0};
+    lm_lua_result_t res;
+    T_BEGIN("lua: lm.moderate is capped per request and waits only in the stage's thread");
+    T_CHECK(fx_open(&f, src, NULL) == 0, "%s", f.err);
+    if (f.call) {
+        lm_lua_call_set_side(f.call, fake_side, &side);
+        int rc = lm_lua_on_request(f.call, f.req, &res), waits = 0;
+        json_t *v = J("{\"flagged\":false}");
+        while (rc == LM_LUA_PENDING && waits < 10) {
+            waits++;
+            rc = lm_lua_on_request_resume(f.call, f.req, v, NULL, &res);
+        }
+        json_decref(v);
+        json_t *meta = lm_lua_call_meta(f.call);
+        T_CHECK(rc == LM_LUA_OK && waits == LM_LUA_SIDE_MAX && side.calls == LM_LUA_SIDE_MAX,
+                "rc %d waits %d calls %d %s", rc, waits, side.calls, res.message);
+        T_CHECK(json_integer_value(json_object_get(meta, "n")) == LM_LUA_SIDE_MAX, "n");
+        T_CHECK(strstr(json_string_value(json_object_get(meta, "co")), "cannot wait here") != NULL,
+                "co");
+        T_CHECK(strstr(json_string_value(json_object_get(meta, "last")), "too many") != NULL,
+                "last");
+    }
+    fx_close(&f);
+    T_CHECK(fx_open(&f, "function on_request(req) coroutine.yield() end", NULL) == 0, "%s", f.err);
+    if (f.call) {
+        lm_lua_call_set_side(f.call, fake_side, &side);
+        int rc = lm_lua_on_request(f.call, f.req, &res);
+        T_CHECK(rc == LM_LUA_ERROR && strstr(res.message, "yield") != NULL, "stray yield: %d %s",
+                rc, res.message);
+        rc = lm_lua_on_request(f.call, f.req, &res); /* the state is still usable */
+        T_CHECK(rc == LM_LUA_ERROR, "again: %d", rc);
+    }
+    fx_close(&f);
+    T_CHECK(fx_open(&f, "function on_route(req, c) return lm.moderate('m', 'x') end", NULL) == 0,
+            "%s", f.err);
+    if (f.call) {
+        json_t *order = NULL, *cands = json_array();
+        int rc = lm_lua_on_route(f.call, cands, &order, &res);
+        json_decref(cands);
+        T_CHECK(rc == LM_LUA_ERROR && strstr(res.message, "not allowed") != NULL, "route: %d %s",
+                rc, res.message);
+        json_decref(order);
+    }
+    fx_close(&f);
     T_END();
 }
 
@@ -2501,6 +2651,7 @@ int main(void)
     test_script_budget();
     test_script_noop();
     test_script_moderation_guard();
+    test_side_calls();
 
     {
         char cmd[128];
