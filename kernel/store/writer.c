@@ -366,6 +366,8 @@ static int run_op(lm_store_t *st, op_t **ops, size_t n, op_t *op, int sp)
         op->status = LM_STORE_OK;
         return 0;
     }
+    if (op->failed)
+        return 0; /* same state before it as in the first run: it fails again */
     if (sp && be->savepoint(st->db) != 0) {
         abort_batch(st, ops, n);
         return 1;
@@ -378,6 +380,7 @@ static int run_op(lm_store_t *st, op_t **ops, size_t n, op_t *op, int sp)
         }
         if (!sp) {
             abort_batch(st, ops, n);
+            op->failed = 1; /* keeps its status; undone with the batch */
             return 2;
         }
         be->rollback_to(st->db);
@@ -421,9 +424,13 @@ static int try_batch_sp(lm_store_t *st, op_t **ops, size_t n, int sp)
  * first runs without a savepoint per op (two statements each, two round
  * trips on PostgreSQL); only when one op fails is the batch rolled back and
  * run again with them, and a lone op keeps its failure: its rollback was
- * the transaction's. Same results and atomicity as savepoints throughout. */
+ * the transaction's. The op that failed is not run again (the ops before it
+ * leave the same state, so it would fail the same way, logged twice).
+ * Same results and atomicity as savepoints throughout. */
 static int try_batch(lm_store_t *st, op_t **ops, size_t n)
 {
+    for (size_t i = 0; i < n; i++)
+        ops[i]->failed = 0;
     int rc = try_batch_sp(st, ops, n, 0);
     if (rc != 2)
         return rc;
