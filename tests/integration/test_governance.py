@@ -331,33 +331,37 @@ def test_group_commit_many_rows_exact_then_kill9():
                                  "where key_id=?) from keys where id=?", (kid, kid)).fetchone()
         return rows, used, total
 
-    threads = [threading.Thread(target=client, args=(8,)) for _ in range(24)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    check(len(done) == 24 * 8, "all answered: %d of %d" % (len(done), 24 * 8))
-    st, js = env.admin("GET", "/admin/keys/%s" % k["id"])
-    with env.db() as db:
-        kid = db.execute("select id from keys where name=?", (k["name"],)).fetchone()[0]
-        rows, used, total = ledger(db, kid)
-    check(sorted(rows) == sorted(done) and all(n == 1 for n in rows.values()),
-          "one row per answer: %d rows for %d answers" % (len(rows), len(done)))
-    check(used == total == 1010 * len(done), "used %d, ledger %d, answers %d" % (used, total, len(done)))
-    check(st == 200 and round(float(js.get("used", -1)) * 1e6) == used,
-          "admin view of used: %s %s" % (st, js.get("used")))
+    try:
+        threads = [threading.Thread(target=client, args=(8,)) for _ in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        check(len(done) == 24 * 8, "all answered: %d of %d" % (len(done), 24 * 8))
+        st, js = env.admin("GET", "/admin/keys/%s" % k["id"])
+        with env.db() as db:
+            kid = db.execute("select id from keys where name=?", (k["name"],)).fetchone()[0]
+            rows, used, total = ledger(db, kid)
+        check(sorted(rows) == sorted(done) and all(n == 1 for n in rows.values()),
+              "one row per answer: %d rows for %d answers" % (len(rows), len(done)))
+        check(used == total == 1010 * len(done), "used %d, ledger %d, answers %d" % (used, total, len(done)))
+        check(st == 200 and round(float(js.get("used", -1)) * 1e6) == used,
+              "admin view of used: %s %s" % (st, js.get("used")))
 
-    before = len(done)
-    threads = [threading.Thread(target=client, args=(1000,)) for _ in range(16)]
-    for t in threads:
-        t.start()
-    time.sleep(1.5)
-    env.gw.proc.kill()  # kill -9 while batches are in flight
-    env.gw.proc.wait()
-    stop.set()
-    for t in threads:
-        t.join(15)
-    check(len(done) > before + 16, "second load ran: %d answers" % (len(done) - before))
+        before = len(done)
+        threads = [threading.Thread(target=client, args=(1000,)) for _ in range(16)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        env.gw.proc.kill()  # kill -9 while batches are in flight
+        env.gw.proc.wait()
+        stop.set()
+        for t in threads:
+            t.join(15)
+        check(len(done) > before + 16, "second load ran: %d answers" % (len(done) - before))
+    finally:
+        stop.set()
+        env.gw.stop()  # already killed unless a check failed first
     env2 = Env(data_dir=env.dir)
     try:
         with env2.db() as db:
