@@ -11,4 +11,7 @@ int lm_auth_digest_eq(const unsigned char *a, const unsigned char *b);
 /* The key matching "Bearer <secret>" in `authz` (may be NULL), or NULL.
  * Borrowed from conf. */
 const lm_key_conf_t *lm_auth_check(const lm_conf_t *conf, const char *authz);
+/* The same for a token's SHA-256 already computed (one hash serves the
+ * configuration keys and the store's snapshot). Borrowed from conf. */
+const lm_key_conf_t *lm_auth_check_digest(const lm_conf_t *conf, const unsigned char digest[32]);
 #endif

@@ -9,9 +9,12 @@
  * Threads
  *   - One writer thread, owned by the store, performs every write. Callers
  *     submit operations through a bounded queue; the writer groups them
- *     (up to batch_max per BEGIN IMMEDIATE ... COMMIT, one SAVEPOINT per
- *     operation so one bad row never fails its neighbours) and reports each
- *     one after the COMMIT returned, i.e. once it is durable (DB-1).
+ *     (whatever is queued, up to batch_max, per BEGIN IMMEDIATE ... COMMIT;
+ *     an empty queue means a lone row commits at once) and reports each
+ *     one after the COMMIT returned, i.e. once it is durable (DB-1). One
+ *     bad row never fails its neighbours: a batch runs without savepoints
+ *     and, if an operation fails, is rolled back and run again with one
+ *     SAVEPOINT per operation (writer.c).
  *   - Data-plane workers never block on the database: key lookups read an
  *     in-memory snapshot (copy-on-write hash table swapped under a
  *     writer-preferring rwlock held only for a probe), and usage rows are

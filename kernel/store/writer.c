@@ -355,16 +355,20 @@ static void abort_batch(lm_store_t *st, op_t **ops, size_t n)
         undo(st, ops[i]);
 }
 
-/* One savepoint per op so one bad row never fails its neighbours. 0: the
- * op has its status; 1: transient failure, the batch was aborted. */
-static int run_op(lm_store_t *st, op_t **ops, size_t n, op_t *op)
+/* One op of a batch; with sp, inside its own savepoint so one bad row
+ * never fails its neighbours. 0: the op has its status; 1: transient
+ * failure, the batch was aborted; 2 (only without sp): the op failed, the
+ * batch was aborted, run it again with savepoints. */
+static int run_op(lm_store_t *st, op_t **ops, size_t n, op_t *op, int sp)
 {
     const lm_store_backend_t *be = st->be;
     if (op->kind == OP_BARRIER || op->kind == OP_REFRESH) {
         op->status = LM_STORE_OK;
         return 0;
     }
-    if (be->savepoint(st->db) != 0) {
+    if (op->failed)
+        return 0; /* same state before it as in the first run: it fails again */
+    if (sp && be->savepoint(st->db) != 0) {
         abort_batch(st, ops, n);
         return 1;
     }
@@ -374,16 +378,23 @@ static int run_op(lm_store_t *st, op_t **ops, size_t n, op_t *op)
             abort_batch(st, ops, n);
             return 1;
         }
+        if (!sp) {
+            abort_batch(st, ops, n);
+            op->failed = 1; /* keeps its status; undone with the batch */
+            return 2;
+        }
         be->rollback_to(st->db);
         undo(st, op);
     }
-    be->release(st->db);
+    if (sp)
+        be->release(st->db);
     return 0;
 }
 
 /* One transaction over the batch. 0: done (each op has its status);
- * 1: transient failure, everything rolled back and undone, try again. */
-static int try_batch(lm_store_t *st, op_t **ops, size_t n)
+ * 1: transient failure, everything rolled back and undone, try again;
+ * 2 (only without sp): an op failed, everything rolled back and undone. */
+static int try_batch_sp(lm_store_t *st, op_t **ops, size_t n, int sp)
 {
     const lm_store_backend_t *be = st->be;
     if (be->begin(st->db) != 0) {
@@ -393,9 +404,11 @@ static int try_batch(lm_store_t *st, op_t **ops, size_t n)
             ops[i]->status = LM_STORE_EDB;
         return 0;
     }
-    for (size_t i = 0; i < n; i++)
-        if (run_op(st, ops, n, ops[i]) != 0)
-            return 1;
+    for (size_t i = 0; i < n; i++) {
+        int rc = run_op(st, ops, n, ops[i], sp);
+        if (rc != 0)
+            return rc;
+    }
     if (be->commit(st->db) != 0) {
         abort_batch(st, ops, n);
         if (be->transient(st->db))
@@ -405,6 +418,25 @@ static int try_batch(lm_store_t *st, op_t **ops, size_t n)
                 ops[i]->status = LM_STORE_EDB;
     }
     return 0;
+}
+
+/* Ops rarely fail on their own (a constraint, a missing key), so a batch
+ * first runs without a savepoint per op (two statements each, two round
+ * trips on PostgreSQL); only when one op fails is the batch rolled back and
+ * run again with them, and a lone op keeps its failure: its rollback was
+ * the transaction's. The op that failed is not run again (the ops before it
+ * leave the same state, so it would fail the same way, logged twice).
+ * Same results and atomicity as savepoints throughout. */
+static int try_batch(lm_store_t *st, op_t **ops, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ops[i]->failed = 0;
+    int rc = try_batch_sp(st, ops, n, 0);
+    if (rc != 2)
+        return rc;
+    if (n == 1)
+        return 0; /* its status stands; nothing was written */
+    return try_batch_sp(st, ops, n, 1);
 }
 
 static int is_stopping(lm_store_t *st)

@@ -30,6 +30,7 @@ struct lm_store_op_s {
     lm_store_cb_t cb;
     int sync; /* waiter on st->sync_cv; the op lives on its stack */
     int done;
+    int failed; /* writer.c: failed in the batch's run without savepoints */
     /* OP_USAGE */
     lm_usage_row_t row; /* strings point into the op's allocation */
     lm_acct_t *acct;

@@ -18,6 +18,7 @@ dumped, and instructions per request are printed.
 
   tests/bench/path_profile.py                          # every scenario
   tests/bench/path_profile.py --scenario plain --top 25
+  tests/bench/path_profile.py --scenario governance --threads   # worker and writer apart
 Stdlib only; needs valgrind."""
 import argparse
 import http.client
@@ -136,8 +137,10 @@ def profile(args, upstream, scenario, tmp):
     conf = write_conf(tmp, port, admin_port, upstream.url, scenario)
     out = os.path.join(tmp, "cg." + scenario)
     log = open(out + ".log", "w")
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
-                             args.bin, "-c", conf], stdout=log, stderr=subprocess.STDOUT)
+    vg = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
+    if args.threads:
+        vg.append("--separate-threads=yes")
+    proc = subprocess.Popen(vg + [args.bin, "-c", conf], stdout=log, stderr=subprocess.STDOUT)
     stream = scenario == "stream"
     try:
         wait_port(proc, port, out + ".log")
@@ -154,13 +157,19 @@ def profile(args, upstream, scenario, tmp):
         proc.wait(60)
         log.close()
     dumps = sorted(f for f in os.listdir(tmp) if f.startswith(os.path.basename(out) + ".")
-                   and re.search(r"\.\d+$", f))
+                   and re.search(r"\.\d+(-\d+)?$", f))
     if not dumps:
         raise RuntimeError("no callgrind dump for " + out)
-    dump = os.path.join(tmp, dumps[0])
-    with open(dump) as f:
-        m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
-    return int(m.group(1)), dump
+    counts = []  # one dump, or one per thread with --threads
+    for d in dumps:
+        with open(os.path.join(tmp, d)) as f:
+            m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
+        counts.append((int(m.group(1)), os.path.join(tmp, d)))
+    if args.threads:
+        print("  %s per thread: %s" % (scenario, ", ".join(
+            "%s %d" % (d.rsplit(".", 1)[1], ir / args.requests) for ir, d in counts
+            if ir >= args.requests)), flush=True)
+    return sum(c for c, _ in counts), max(counts)[1]
 
 
 def main():
@@ -169,6 +178,9 @@ def main():
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--top", type=int, default=0, help="show the N top functions (self)")
+    ap.add_argument("--threads", action="store_true",
+                    help="count each thread apart (the worker; with governance the store's "
+                    "writer); --top then shows the busiest thread")
     ap.add_argument("--keep", help="copy the callgrind dumps to this folder")
     ap.add_argument("--bin", default=os.path.join(lp.ROOT, "build", "longmen"))
     args = ap.parse_args()

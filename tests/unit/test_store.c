@@ -1057,6 +1057,97 @@ static void test_queue(void)
     T_END();
 }
 
+/* One completion status per row (arg = its slot). */
+static int g_batch_status[32];
+
+static void batch_done(void *arg, int status, int64_t id)
+{
+    (void)id;
+    g_batch_status[(intptr_t)arg] = status;
+}
+
+static int batch_submit(lm_store_t *st, const char *rid, int64_t key_id, int64_t cost, int slot)
+{
+    lm_usage_row_t row = {.request_id = rid, .channel = "c", .key_id = key_id, .cost = cost};
+    lm_store_cb_t cb = {.done = batch_done, .arg = (void *)(intptr_t)slot};
+    g_batch_status[slot] = 99;
+    return lm_store_usage_submit(st, &row, &cb);
+}
+
+/* Group commit: rows queued while the writer is busy commit as one batch,
+ * which runs without savepoints; a row that fails (no such key, over the
+ * quota) sends the batch back for a run with one savepoint per row, so its
+ * neighbours still commit, exactly once. A lone failing row writes nothing. */
+static void test_batch_failures(void)
+{
+    T_BEGIN("store_group_commit_failures_isolated");
+    new_dir();
+    lm_store_t *st = open_store(64);
+    if (st == NULL) {
+        T_CHECK(0, "open");
+        T_END();
+        return;
+    }
+    char secret[LM_KEY_SECRET_SIZE], err[128];
+    int64_t id = 0;
+    lm_key_spec_t sp = spec_quota("batch", 100);
+    T_CHECK(lm_store_key_create(st, &sp, secret, &id, err, sizeof(err)) == LM_STORE_OK, "key");
+    gate_t g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    lm_usage_row_t row = {.request_id = "gate", .channel = "c"};
+    lm_store_cb_t cb = {.done = gate_done, .arg = &g};
+    T_CHECK(lm_store_usage_submit(st, &row, &cb) == LM_STORE_OK, "gate");
+    pthread_mutex_lock(&g.mu);
+    while (!g.entered)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    /* one batch: 10 good rows of 7, a missing key, a duplicate, one over quota */
+    char rid[10][16];
+    int ok = 1;
+    for (int i = 0; i < 10; i++) {
+        snprintf(rid[i], sizeof(rid[i]), "b-%d", i);
+        ok &= batch_submit(st, rid[i], id, 7, i) == LM_STORE_OK;
+        if (i == 3)
+            ok &= batch_submit(st, "no-key", 999999, 5, 10) == LM_STORE_OK;
+        if (i == 5)
+            ok &= batch_submit(st, "b-2", id, 7, 11) == LM_STORE_OK;
+        if (i == 7)
+            ok &= batch_submit(st, "too-much", id, 50, 12) == LM_STORE_OK;
+    }
+    T_CHECK(ok && lm_store_queue_depth(st) == 13, "queued %zu", lm_store_queue_depth(st));
+    pthread_mutex_lock(&g.mu);
+    g.release = 1;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    lm_store_flush(st);
+    int good = 0;
+    for (int i = 0; i < 10; i++)
+        good += g_batch_status[i] == LM_STORE_OK;
+    T_CHECK(good == 10, "good rows committed: %d", good);
+    T_CHECK(g_batch_status[10] == LM_STORE_ECONFLICT, "missing key: %d", g_batch_status[10]);
+    T_CHECK(g_batch_status[11] == LM_STORE_DUP, "duplicate: %d", g_batch_status[11]);
+    T_CHECK(g_batch_status[12] == LM_STORE_ECONFLICT, "over quota: %d", g_batch_status[12]);
+    int64_t rows = 0;
+    T_CHECK(ledger_sum(st, id, &rows) == 70 && rows == 10, "ledger %lld rows", (long long)rows);
+    T_CHECK(db_used(st, id) == 70, "used %lld", (long long)db_used(st, id));
+
+    /* a lone failing row: its own transaction is rolled back */
+    T_CHECK(batch_submit(st, "lone", id, 40, 13) == LM_STORE_OK, "lone");
+    lm_store_flush(st);
+    T_CHECK(g_batch_status[13] == LM_STORE_ECONFLICT, "lone over quota: %d", g_batch_status[13]);
+    T_CHECK(batch_submit(st, "lone-ok", id, 30, 14) == LM_STORE_OK, "lone ok");
+    lm_store_flush(st);
+    T_CHECK(g_batch_status[14] == LM_STORE_OK, "lone ok: %d", g_batch_status[14]);
+    T_CHECK(ledger_sum(st, id, &rows) == 100 && rows == 11 && db_used(st, id) == 100,
+            "after lone rows: %lld rows", (long long)rows);
+    lm_key_t *k = lm_store_key_find(st, secret, strlen(secret));
+    T_CHECK(k && k->acct && k->acct->used == 100 && k->acct->pending == 0, "memory follows");
+    lm_key_release(k);
+    atomic_store(&g_errlogs, 0); /* the failures above were logged on purpose */
+    lm_store_close(st);
+    rm_dir(g_dir);
+    T_END();
+}
+
 static void test_totals(void)
 {
     T_BEGIN("store_usage_totals");
@@ -1636,6 +1727,7 @@ int main(void)
     test_hostile_text();
     test_reserve_rules();
     test_queue();
+    test_batch_failures();
     test_totals();
     test_qb1();
     test_mix();
