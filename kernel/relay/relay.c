@@ -85,6 +85,34 @@ void lm_relay_to(lm_relay_t *r, lm_relay_state_t to)
 
 /* ---- lifecycle ---- */
 
+/* One freed relay is kept per worker: the next request reuses it instead
+ * of a 4.4 KB calloc (about 5k instructions with the allocator's bin work,
+ * a memset is a few hundred). Not under AddressSanitizer, which must see
+ * every relay freed. */
+#if defined(__SANITIZE_ADDRESS__)
+#define LM_RELAY_SPARE 0
+#else
+#define LM_RELAY_SPARE 1
+#endif
+
+static lm_relay_t *relay_alloc(lm_worker_t *w)
+{
+    lm_relay_t *r = w->spare;
+    if (r == NULL)
+        return calloc(1, sizeof(*r));
+    w->spare = NULL;
+    memset(r, 0, sizeof(*r));
+    return r;
+}
+
+static void relay_release(lm_worker_t *w, lm_relay_t *r)
+{
+    if (LM_RELAY_SPARE && w->spare == NULL)
+        w->spare = r;
+    else
+        free(r);
+}
+
 static void relay_free(lm_relay_t *r)
 {
     lm_worker_t *w = r->w;
@@ -127,7 +155,7 @@ static void relay_free(lm_relay_t *r)
         r->next->prev = r->prev;
     lm_relay_inflight_add(w->svc, -1);
     lm_rt_unref(r->rt); /* may retire an old generation (on the control thread) */
-    free(r);
+    relay_release(w, r);
 }
 
 /* Frees the relay once both sides are done: the upstream transfer is
@@ -210,7 +238,7 @@ static void request_id(char *out, uint64_t secs, unsigned worker, uint64_t count
 
 static lm_relay_t *relay_new(lm_http_req_t *req, lm_worker_t *w, int op)
 {
-    lm_relay_t *r = calloc(1, sizeof(*r));
+    lm_relay_t *r = relay_alloc(w);
     if (r == NULL)
         return NULL;
     r->w = w;
@@ -222,7 +250,7 @@ static lm_relay_t *relay_new(lm_http_req_t *req, lm_worker_t *w, int op)
     r->t_start_ms = (uint64_t)lm_clock_ms();
     r->reap = event_new(w->base, -1, 0, on_reap, r);
     if (r->reap == NULL) {
-        free(r);
+        relay_release(w, r);
         return NULL;
     }
     r->settle_ev = event_new(w->base, -1, 0, lm_settle_committed, r);
@@ -282,6 +310,8 @@ void lm_relay_free_all(lm_worker_t *w)
         lm_fanout_cancel(r);
         relay_free(r);
     }
+    free(w->spare);
+    w->spare = NULL;
 }
 
 void lm_relay_side_wake(lm_worker_t *w)
