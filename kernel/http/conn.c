@@ -56,6 +56,13 @@ void lm_http_conn_body(evhtp_request_t *req, int body_done)
         n->body_read_ms = body_done ? 0 : lm_clock_ms();
 }
 
+void lm_http_conn_reply_now(evhtp_request_t *req)
+{
+    lm_http_conn_t *n = node_of(req);
+    if (n)
+        lm_gate_reply_now(n->gate);
+}
+
 /* A request ended: a keep-alive connection waits for the next one. */
 void lm_http_conn_idle(evhtp_request_t *req)
 {

@@ -35,6 +35,9 @@ evhtp_res lm_http_conn_accept(evhtp_connection_t *conn, void *arg);
 void lm_http_conn_busy(evhtp_request_t *req);
 /* A body piece arrived (body_done: the whole body is in). */
 void lm_http_conn_body(evhtp_request_t *req, int body_done);
+/* The next bytes queued on req's connection are a whole answer: written at
+ * once (lm_gate_reply_now). */
+void lm_http_conn_reply_now(evhtp_request_t *req);
 /* A request ended (every request-fini hook must call this): a keep-alive
  * connection waits for the next one, which its gate may now let in. */
 void lm_http_conn_idle(evhtp_request_t *req);

@@ -6,6 +6,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h> /* enabled, ev_write: the write-now path */
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,14 +42,18 @@ struct lm_gate_s {
     uint64_t body_cap;                /* the request in flight's chunked-data cap */
     gate_state_t state;
     int discard;
-    lm_head_t head;           /* scan state of the head in `pending` */
-    int body;                 /* LM_BODY_* of the request in flight */
-    uint64_t left;            /* LM_BODY_LENGTH: bytes still to come */
-    lm_chunked_t chunked;     /* LM_BODY_CHUNKED framing */
-    struct evbuffer *pending; /* read from the socket, not given yet (owned) */
-    struct evbuffer *feed;    /* scratch: what goes to libevhtp now (owned) */
-    struct event *kick;       /* runs pump() from the loop (owned) */
-    struct event *linger;     /* linger timer (owned) */
+    lm_head_t head;                   /* scan state of the head in `pending` */
+    int body;                         /* LM_BODY_* of the request in flight */
+    uint64_t left;                    /* LM_BODY_LENGTH: bytes still to come */
+    lm_chunked_t chunked;             /* LM_BODY_CHUNKED framing */
+    struct evbuffer *pending;         /* read from the socket, not given yet (owned) */
+    struct evbuffer *feed;            /* scratch: what goes to libevhtp now (owned) */
+    struct event *kick;               /* runs pump() from the loop (owned) */
+    struct event *linger;             /* linger timer (owned) */
+    struct event *flush;              /* runs write_now() later in this loop pass (owned) */
+    struct evbuffer_cb_entry *on_out; /* output callback entry (removed on free) */
+    int reply_next;                   /* the next bytes queued are a whole answer */
+    int held;                         /* EV_WRITE taken off bev->enabled until flush */
     long lingered_ms, idle_ms;
     size_t discarded;
     int shut;
@@ -279,6 +284,62 @@ static void gate_event(struct bufferevent *bev, short events, void *arg)
     g->evhtp_event(bev, events, g->evhtp_arg); /* may free the connection and g */
 }
 
+/*
+ * A whole answer is written now. libevent writes a socket bufferevent's
+ * output only once the loop sees the socket writable: per answer an
+ * epoll_ctl to add EPOLLOUT, an epoll_wait, the write and an epoll_ctl to
+ * drop EPOLLOUT. When the front announced a whole answer
+ * (lm_gate_reply_now) and the bufferevent is not already waiting to write,
+ * its bytes keep the bufferevent from arming its write event (EV_WRITE is
+ * held off `enabled`; this callback runs before libevent's own, as
+ * evbuffer_add_cb puts the newest first) and are written from the loop in
+ * this same pass, once the caller's stack has unwound. What the socket does
+ * not take goes back to libevent's path. When everything went, libevhtp's
+ * write callback runs as libevent would have run it (it may end the request
+ * and free the connection). Stream events keep libevent's path: written
+ * one by one as they came, a slow reader's userland queue stopped moving
+ * while the kernel's send buffer grew, and client_send_timeout cut it off
+ * (test_http_hardening's slow reader).
+ */
+static void on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    lm_gate_t *g = arg;
+    struct bufferevent *bev = g->bev;
+    (void)buf;
+    if (info->n_added == 0 || !g->reply_next)
+        return;
+    g->reply_next = 0;
+    if (g->held || !(bev->enabled & EV_WRITE) || event_pending(&bev->ev_write, EV_WRITE, NULL))
+        return;
+    bev->enabled &= (short)~EV_WRITE;
+    g->held = 1;
+    event_active(g->flush, EV_TIMEOUT, 0);
+}
+
+static void write_now(evutil_socket_t fd, short what, void *arg)
+{
+    lm_gate_t *g = arg;
+    struct bufferevent *bev = g->bev;
+    struct evbuffer *out = bufferevent_get_output(bev);
+    (void)fd;
+    (void)what;
+    if (!g->held)
+        return;
+    g->held = 0;
+    bev->enabled |= EV_WRITE;
+    if (evbuffer_get_length(out) == 0)
+        return;
+    evbuffer_unfreeze(out, 1); /* only the bufferevent drains it otherwise */
+    int n = evbuffer_write(out, bufferevent_getfd(bev));
+    evbuffer_freeze(out, 1);
+    if (n <= 0 || evbuffer_get_length(out) > 0) {
+        bufferevent_enable(bev, EV_WRITE); /* the rest, or the error, the usual way */
+        return;
+    }
+    event_del(&bev->ev_write); /* as libevent does once the output is empty */
+    gate_write(bev, g);
+}
+
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     lm_gate_t *g = arg;
@@ -299,7 +360,11 @@ lm_gate_t *lm_gate_attach(evhtp_connection_t *c, const lm_head_limits_t *lim)
     g->pending = evbuffer_new();
     g->feed = evbuffer_new();
     g->kick = event_new(bufferevent_get_base(bev), -1, 0, on_kick, g);
-    if (g->pending == NULL || g->feed == NULL || g->kick == NULL)
+    g->flush = event_new(bufferevent_get_base(bev), -1, 0, write_now, g);
+    if (g->pending == NULL || g->feed == NULL || g->kick == NULL || g->flush == NULL)
+        goto fail;
+    g->on_out = evbuffer_add_cb(bufferevent_get_output(bev), on_output, g);
+    if (g->on_out == NULL)
         goto fail;
     bufferevent_getcb(bev, &g->evhtp_read, &g->evhtp_write, &g->evhtp_event, &g->evhtp_arg);
     bufferevent_setcb(bev, gate_read, gate_write, gate_event, g);
@@ -315,10 +380,17 @@ void lm_gate_max_body_from(lm_gate_t *g, const _Atomic uint64_t *live)
         g->max_body = live;
 }
 
+void lm_gate_reply_now(lm_gate_t *g)
+{
+    if (g && g->state != GATE_LINGER)
+        g->reply_next = 1;
+}
+
 void lm_gate_request_done(lm_gate_t *g)
 {
     if (g == NULL || g->state == GATE_LINGER)
         return;
+    g->reply_next = 0; /* an answer that never got queued */
     if (g->state == GATE_BODY) {
         g->discard = 1; /* answered early: the rest of its body is not a request */
     } else {
@@ -335,6 +407,12 @@ void lm_gate_free(lm_gate_t *g)
         return;
     if (g->kick)
         event_free(g->kick);
+    if (g->flush)
+        event_free(g->flush);
+    if (g->on_out) /* the bufferevent is freed after the connection-fini hook */
+        evbuffer_remove_cb_entry(bufferevent_get_output(g->bev), g->on_out);
+    if (g->held)
+        g->bev->enabled |= EV_WRITE;
     if (g->linger)
         event_free(g->linger);
     if (g->pending)

@@ -31,6 +31,11 @@ void lm_gate_max_body_from(lm_gate_t *g, const _Atomic uint64_t *live);
  * next buffered request may go in, from the event loop (not from inside the
  * hook, while libevhtp still resets its parser). */
 void lm_gate_request_done(lm_gate_t *g);
+/* The next bytes queued on the connection are a whole answer (headers and
+ * body in one go): they are written from the loop in this pass rather than
+ * after the socket is next seen writable (one epoll_wait and two epoll_ctl
+ * less an answer). */
+void lm_gate_reply_now(lm_gate_t *g);
 /* Connection-fini: stop every timer and free what the gate holds. */
 void lm_gate_free(lm_gate_t *g);
 #endif

@@ -74,6 +74,7 @@ void lm_http_reply(lm_http_req_t *r, int status, const char *ctype, const char *
     if (request_id && *request_id)
         add_header(r, "X-Request-Id", request_id);
     evbuffer_add(r->buffer_out, body, n);
+    lm_http_conn_reply_now(r);
     evhtp_send_reply(r, (evhtp_res)status);
 }
 

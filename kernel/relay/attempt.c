@@ -743,7 +743,7 @@ int lm_attempt_build(lm_relay_t *r)
     const lm_provider *vt = &route->inst->plugin->vt;
     lm_err e;
 
-    snprintf(r->upstream_model, sizeof(r->upstream_model), "%s", route->upstream);
+    lm_relay_copy(r->upstream_model, sizeof(r->upstream_model), route->upstream);
     r->call = (lm_call){.hdr = LM_ABI_HDR(lm_call),
                         .op = lm_endpoint_call_op(vt, r->op, r->api == &lm_cmpl_api),
                         .stream = r->op == LM_OP_CHAT &&

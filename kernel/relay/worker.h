@@ -29,5 +29,6 @@ typedef struct lm_worker_s {
     struct lm_lua_vm_s *vm;         /* Lua state of the newest generation seen (one reference) */
     struct lm_side_fetch_s *side_fetches; /* side-value fetches this worker runs */
     struct lm_relay_s *side_waiters;      /* relays waiting for a side value */
+    struct lm_relay_s *spare;             /* one freed relay for the next request (relay.c) */
 } lm_worker_t;
 #endif
