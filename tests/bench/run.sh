@@ -69,7 +69,7 @@ started=$(date +%s)
 # with the config for VARIANT: plain, cache, gov, qwen, otel, or lua (plus
 # SCRIPT). Only the governance variant authenticates with the virtual key.
 gateway_env() {
-    local conf="$OUT/lm-bench-$1.conf" lua=none cache=0 otel= plugin=openai data=
+    local conf="$OUT/lm-bench-$1.conf" lua=none cache=0 otel='' plugin=openai data=''
     case $1 in
         lua) lua=$2 ;;
         cache) cache=1 ;;
