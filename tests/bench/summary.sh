@@ -56,7 +56,7 @@ for s in max stream; do
     if [ -s "$q" ] && [ -n "$(med "$q" "$s" 2)" ]; then
         c=$(cost "$(med "$q" "$s" 2)" "$(med "$q" "$s" 3)")
         goal "translating (qwen, DashScope): throughput vs pass-through ($s)" "within 20%" \
-            "$c% below ($(med "$q" "$s" 2) → $(med "$q" "$s" 3) req/s)" "$(le "$c" 20)"
+            "$(awk -v c="$c" 'BEGIN { printf (c < 0 ? "%.1f%% above" : "%.1f%% below"), (c < 0 ? -c : c) }') ($(med "$q" "$s" 2) → $(med "$q" "$s" 3) req/s)" "$(le "$c" 20)"
     else
         goal "translating (qwen, DashScope): throughput vs pass-through ($s)" "within 20%" "not run" ""
     fi
