@@ -208,6 +208,12 @@ int lm_gov_settle(lm_gov_t *g, int64_t cost, const lm_usage_row_t *row, const lm
     return billed ? 0 : 1;
 }
 
+void lm_gov_shared_charge(lm_gov_t *g, lm_shared_t *sh, const char *req_id, int64_t cost)
+{
+    if (sh != NULL && g->key != NULL && cost > 0)
+        lm_shared_charge(sh, g->key->id, req_id, cost, seed_used(g->key));
+}
+
 void lm_gov_record_attempt(lm_gov_t *g, const lm_usage_row_t *row)
 {
     if (g->store == NULL)

@@ -82,6 +82,12 @@ int64_t lm_gov_cost(const lm_price_t *p, const lm_usage *u);
  * -1 when nothing was queued (no store, or the queue is full: the hold is
  * released, the row is logged). */
 int lm_gov_settle(lm_gov_t *g, int64_t cost, const lm_usage_row_t *row, const lm_store_cb_t *cb);
+/* A charge under g's key with no shared admission of its own (a script's
+ * side call) added to the key's shared spend in sh (docs/redis.md), once
+ * per req_id. Call before the charge is settled locally, as lm_gov_settle
+ * does, so the seed of an empty Redis does not count it twice. No-op
+ * without sh, a key or a cost. */
+void lm_gov_shared_charge(lm_gov_t *g, lm_shared_t *sh, const char *req_id, int64_t cost);
 /* The request ended: release what is still held. */
 void lm_gov_end(lm_gov_t *g, int64_t actual_tokens);
 /* A ledger row for an attempt that failed before any output (cost 0, the

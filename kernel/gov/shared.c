@@ -166,6 +166,21 @@ void lm_shared_settle(lm_shared_t *sh, lm_shared_ticket_t *t, int64_t cost, int6
         lm_log(LM_LOG_ERROR, "%s: shared spend of %lld not queued", t->req_id, (long long)cost);
 }
 
+void lm_shared_charge(lm_shared_t *sh, int64_t key_id, const char *req_id, int64_t cost,
+                      int64_t seed_used)
+{
+    lm_shared_ticket_t t;
+    if (sh == NULL || cost <= 0)
+        return;
+    memset(&t, 0, sizeof(t));
+    t.key_id = key_id;
+    t.active = t.held = 1; /* no hold in Redis: the settle script's drops are no-ops */
+    /* the whole id: a side call's "-modN" suffix must not be cut off, or two
+     * charges of one request would share a once-key and the second be lost */
+    snprintf(t.req_id, sizeof(t.req_id), "%s:%s", sh->node, req_id);
+    lm_shared_settle(sh, &t, cost, seed_used);
+}
+
 void lm_shared_finish(lm_shared_t *sh, lm_shared_ticket_t *t, int64_t actual_tokens)
 {
     keys_t k;

@@ -55,6 +55,11 @@ int lm_shared_admit(lm_shared_t *sh, const lm_key_t *key, const char *req_id, in
                     void *arg);
 /* Bill cost against the key's shared spend and drop the hold. */
 void lm_shared_settle(lm_shared_t *sh, lm_shared_ticket_t *t, int64_t cost, int64_t seed_used);
+/* Bill cost against key_id's shared spend for a charge that had no shared
+ * admission of its own (a script's side call, billed under the caller's
+ * key): once per req_id, like a settle. No-op when sh is NULL or cost <= 0. */
+void lm_shared_charge(lm_shared_t *sh, int64_t key_id, const char *req_id, int64_t cost,
+                      int64_t seed_used);
 /* The request ended: concurrency slot and hold released, tokens corrected. */
 void lm_shared_finish(lm_shared_t *sh, lm_shared_ticket_t *t, int64_t actual_tokens);
 /* A failed authentication from peer (shared brute-force count). */

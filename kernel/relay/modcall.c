@@ -116,6 +116,8 @@ static void mod_bill(lm_modcall_t *m, lm_usage u)
            r->id, m->n, row.channel, row.model_served, m->status, (long long)cost);
     if (r->gov.store == NULL)
         return;
+    /* other gateways sharing the key's spend see this charge too */
+    lm_gov_shared_charge(&r->gov, r->w->svc->shared, id, cost);
     int rc = lm_billing_settle(r->gov.store, m->hold, cost, &row, NULL); /* frees the hold */
     m->hold = NULL;
     if (rc != LM_STORE_OK)

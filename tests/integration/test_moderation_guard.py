@@ -14,6 +14,7 @@ import time
 
 from lib import (ROOT, Gateway, Mock, admin_key, check, content_of, free_port, json_reply,
                  ledger_rows, run, sse_reply, chunk, usage_chunk)
+from redis_server import RedisServer, available as redis_available
 
 TOKEN_RE = re.compile(r"admin token \(shown once\): (lmadm-[A-Za-z0-9_-]+)")
 WAIT = 10
@@ -56,12 +57,12 @@ up.routes["/m/moderations"] = moderations
 up.routes["/c/chat/completions"] = chat
 
 
-def setup():
-    global gw, admin_port, token, secret
-    admin_port = free_port()
-    data_dir = tempfile.mkdtemp(prefix="lm-modg-")
-    gw = Gateway(extra="""data_dir %s
+def guard_conf(data_dir, port, extra=""):
+    """The gateway's settings: a ledger, the admin API, the guard on chat-*
+    (fails closed) and open-* (fail_open), a moderation channel."""
+    return dict(extra="""data_dir %s
 admin_listen 127.0.0.1:%d
+%s
 script guard %s {
     models chat-*
     args {"model": "omni-mod"}
@@ -70,7 +71,7 @@ script guard_open %s {
     models open-*
     args {"model": "omni-mod", "fail_open": true}
 }
-""" % (data_dir, admin_port, GUARD, GUARD), channels="""
+""" % (data_dir, port, extra, GUARD, GUARD), channels="""
 channel chat {
     plugin openai
     base_url %s/c
@@ -86,6 +87,12 @@ channel mod {
     request_timeout 1s
 }
 """ % (up.url, up.url))
+
+
+def setup():
+    global gw, admin_port, token, secret
+    admin_port = free_port()
+    gw = Gateway(**guard_conf(tempfile.mkdtemp(prefix="lm-modg-"), admin_port))
     token = TOKEN_RE.search(gw.logtext()).group(1)
     secret = admin_key(admin_port, token, "modg", "10")
 
@@ -213,6 +220,55 @@ def test_reload_while_parked():
     check(st == 400 and js["error"]["code"] == "content_flagged", "the new generation guards too: %s" % raw)
 
 
+def redis_cmd(port, *args):
+    """One command to a Redis (RESP by hand): the raw reply."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a), a) for a in args)).encode())
+    data = s.recv(65536)
+    s.close()
+    return data
+
+
+def shared_used(port):
+    """The key's spend in Redis (lm:k:ID:q used), or None before the first."""
+    names = re.findall(rb"lm:k:\d+:q", redis_cmd(port, "KEYS", "lm:k:*:q"))
+    if len(names) != 1:
+        return None
+    m = re.search(rb"^:?\$?\d+\r\n(\d+)\r\n", redis_cmd(port, "HGET", names[0].decode(), "used"))
+    return int(m.group(1)) if m else None
+
+
+def test_side_call_counts_in_shared_spend():
+    """With Redis (scale-out), a side call's charge is in the key's shared
+    spend too, even for a request the guard refuses (never admitted)."""
+    if not redis_available():
+        print("SKIP test_side_call_counts_in_shared_spend: no redis-server")
+        return
+    redis = RedisServer()
+    port = free_port()
+    g = None
+    try:
+        g = Gateway(**guard_conf(tempfile.mkdtemp(prefix="lm-modg-"), port, "redis " + redis.url))
+        tok = TOKEN_RE.search(g.logtext()).group(1)
+        sec = admin_key(port, tok, "shared", "10")
+        expect = 0
+        for text, status in (("hello there", 200), ("something BAD", 400)):
+            st, js, raw, _ = g.chat(body(text), key=sec)
+            check(st == status, "%s: %s %s" % (text, st, raw))
+            expect += len(text)  # 1 micro-unit per character; the chat channel is free
+            deadline = time.time() + WAIT  # the settle is queued to the Redis thread
+            while shared_used(redis.port) != expect and time.time() < deadline:
+                time.sleep(0.02)
+            check(shared_used(redis.port) == expect,
+                  "shared spend %s after %r, want %d" % (shared_used(redis.port), text, expect))
+        check(g.stop() == 0, "exit code")
+        g = None
+    finally:
+        if g:
+            g.stop()
+        redis.close()
+
+
 def test_clean_shutdown():
     check(gw.stop() == 0, "exit code")
 
@@ -222,5 +278,5 @@ if __name__ == "__main__":
     run([test_not_flagged_is_answered_and_billed, test_flagged_is_refused_before_the_chat_upstream,
          test_stream_request, test_no_verdict_fails_closed_or_open, test_quota_covers_the_side_call_first,
          test_client_leaves_while_parked,
-         test_reload_while_parked, test_clean_shutdown])
+         test_reload_while_parked, test_side_call_counts_in_shared_spend, test_clean_shutdown])
     up.close()
