@@ -46,6 +46,14 @@ class RedisServer:
             time.sleep(0.05)
         raise RuntimeError("redis-server did not start on port %d" % self.port)
 
+    def cmd(self, *args):
+        """One command (RESP written by hand, no client library): the raw reply."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        s.sendall(("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a), a) for a in args)).encode())
+        data = s.recv(65536)
+        s.close()
+        return data
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

@@ -220,21 +220,12 @@ def test_reload_while_parked():
     check(st == 400 and js["error"]["code"] == "content_flagged", "the new generation guards too: %s" % raw)
 
 
-def redis_cmd(port, *args):
-    """One command to a Redis (RESP by hand): the raw reply."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a), a) for a in args)).encode())
-    data = s.recv(65536)
-    s.close()
-    return data
-
-
-def shared_used(port):
+def shared_used(redis):
     """The key's spend in Redis (lm:k:ID:q used), or None before the first."""
-    names = re.findall(rb"lm:k:\d+:q", redis_cmd(port, "KEYS", "lm:k:*:q"))
+    names = re.findall(rb"lm:k:\d+:q", redis.cmd("KEYS", "lm:k:*:q"))
     if len(names) != 1:
         return None
-    m = re.search(rb"^:?\$?\d+\r\n(\d+)\r\n", redis_cmd(port, "HGET", names[0].decode(), "used"))
+    m = re.search(rb"^:?\$?\d+\r\n(\d+)\r\n", redis.cmd("HGET", names[0].decode(), "used"))
     return int(m.group(1)) if m else None
 
 
@@ -257,10 +248,10 @@ def test_side_call_counts_in_shared_spend():
             check(st == status, "%s: %s %s" % (text, st, raw))
             expect += len(text)  # 1 micro-unit per character; the chat channel is free
             deadline = time.time() + WAIT  # the settle is queued to the Redis thread
-            while shared_used(redis.port) != expect and time.time() < deadline:
+            while shared_used(redis) != expect and time.time() < deadline:
                 time.sleep(0.02)
-            check(shared_used(redis.port) == expect,
-                  "shared spend %s after %r, want %d" % (shared_used(redis.port), text, expect))
+            check(shared_used(redis) == expect,
+                  "shared spend %s after %r, want %d" % (shared_used(redis), text, expect))
         check(g.stop() == 0, "exit code")
         g = None
     finally:
