@@ -6,17 +6,27 @@
 #include "http/conn.h"
 #include "http/http.h"
 
+#include "core/log.h"
+
 #include <event2/event.h>
 #include <evhtp/evhtp.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #define LM_HTTP_MAX_THREADS 256
 #define LM_HTTP_MAX_ROUTES  16
+/* How long the listener (or a thread posting a task) waits for a worker's
+ * hand-off queue to have room before the old drop applies: far above one
+ * loop turn of a busy worker, short enough that a wedged worker stalls
+ * nobody for long. */
+#define LM_HTTP_HANDOFF_WAIT_MS 100
 
 typedef struct lm_http_route_s {
     lm_http_handler_fn fn;
@@ -235,6 +245,41 @@ int lm_http_front_body_route(lm_http_front_t *f, const char *path, int tag)
 
 /* ---- worker threads ---- */
 
+static int is_unix_stream(int fd)
+{
+    int domain = 0, type = 0;
+    socklen_t dl = sizeof(domain), tl = sizeof(type);
+    return fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) == 0 &&
+           getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && domain == AF_UNIX &&
+           type == SOCK_STREAM;
+}
+
+/* libevhtp hands each accepted connection to a worker as a small command
+ * on the worker's socketpair, sent non-blocking; when a burst of accepts
+ * outruns the worker (a few hundred commands fill the pair), libevhtp
+ * closes the connection and the client gets a reset with its request
+ * unread. Let the send block for a bounded time instead: the listener waits
+ * for the worker and the kernel's accept backlog holds the rest of the
+ * burst. The pair is the first two fields of libevhtp 1.2's (private) evthr
+ * struct; both are checked to be Unix stream sockets before use, and any
+ * other layout leaves the old behaviour. */
+static void thread_backpressure(evthr_t *thr)
+{
+    const int *fds = (const int *)(const void *)thr;
+    int rdr = fds[0], wdr = fds[1];
+    struct timeval tv = {.tv_sec = 0, .tv_usec = LM_HTTP_HANDOFF_WAIT_MS * 1000};
+    if (rdr == wdr || !is_unix_stream(rdr) || !is_unix_stream(wdr)) {
+        lm_log(LM_LOG_WARN, "worker hand-off: unknown libevhtp thread layout; bursts of "
+                            "connections may be reset");
+        return;
+    }
+    int fl = fcntl(wdr, F_GETFL);
+    if (fl < 0 || setsockopt(wdr, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0 ||
+        fcntl(wdr, F_SETFL, fl & ~O_NONBLOCK) != 0)
+        lm_log(LM_LOG_WARN, "worker hand-off: cannot make it wait; bursts of connections may "
+                            "be reset");
+}
+
 static void thread_init(evhtp_t *htp, evthr_t *thr, void *arg)
 {
     lm_http_front_t *f = arg;
@@ -256,6 +301,7 @@ static void thread_init(evhtp_t *htp, evthr_t *thr, void *arg)
     if (i < LM_HTTP_MAX_THREADS)
         atomic_store_explicit(&f->threads[i], thr, memory_order_release);
     (void)lm_http_conn_sweep_start(t, evthr_get_base(thr)); /* best effort, as before */
+    thread_backpressure(thr);
 }
 
 static void thread_exit(evhtp_t *htp, evthr_t *thr, void *arg)
