@@ -26,9 +26,18 @@ async function waitText(sel, want, ms = 8000) {
   await page.waitForFunction((s, w) => { const e = document.querySelector(s); return e && e.textContent.includes(w); }, { timeout: ms }, sel, want)
     .catch(async () => { throw new Error(`${sel} never showed ${JSON.stringify(want)}; it has ${JSON.stringify(await page.$eval(sel, (e) => e.textContent).catch(() => "(missing)"))}`); });
 }
+// Opens page p and waits until it is drawn. route() marks the nav link and
+// shows "loading" in one step, so waiting for both cannot see the previous
+// page. A click on the current page's link changes no hash, so that case
+// re-runs route() itself to fetch fresh data.
 async function go(p) {
-  await page.click(`#nav-${p}`);
-  await page.waitForFunction(() => !document.querySelector("#main .loading"), { timeout: 8000 });
+  const same = await inPage((id) => location.hash === "#" + id, p);
+  if (same) await inPage(() => window.dispatchEvent(new HashChangeEvent("hashchange")));
+  else await page.click(`#nav-${p}`);
+  await page.waitForFunction((id) => document.querySelector("#nav-" + id).getAttribute("aria-current") === "page" &&
+    !document.querySelector("#main .loading"), { timeout: 15000 }, p);
+  const err = await page.$eval("#main > p.error", (e) => e.textContent).catch(() => null);
+  check(err === null, `page ${p} failed: ${err}`);
 }
 async function chat(key, n) {
   const out = [];
