@@ -69,10 +69,12 @@ static void h_health(lm_admin_ctx_t *a)
         return;
     }
     lm_admin_http_json(a->req, 200,
-                       json_pack("{s:s, s:s, s:{s:s, s:i, s:I}}", "status", "ok", "role",
-                                 a->role == LM_ADMIN_ROLE_READ ? "read" : "admin", "store",
+                       json_pack("{s:s, s:s, s:{s:s, s:i, s:I, s:{s:I, s:I}}}", "status", "ok",
+                                 "role", a->role == LM_ADMIN_ROLE_READ ? "read" : "admin", "store",
                                  "journal_mode", s.journal_mode, "schema_version", s.schema_version,
-                                 "queue_depth", (json_int_t)lm_store_queue_depth(a->env->store)));
+                                 "queue_depth", (json_int_t)lm_store_queue_depth(a->env->store),
+                                 "checkpoints", "background", (json_int_t)s.checkpoints_background,
+                                 "writer", (json_int_t)s.checkpoints_inline));
 }
 
 /* Prometheus text exposition (longmen_* series; no secrets, names only). */

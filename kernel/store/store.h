@@ -222,6 +222,9 @@ typedef struct lm_store_settings_s {
     char journal_mode[16];
     int busy_timeout_ms, foreign_keys, synchronous; /* synchronous: 1 NORMAL, 2 FULL */
     int schema_version;
+    /* SQLite: WAL checkpoints by the checkpointer thread, and by the writer
+     * itself when the checkpointer fell behind (sqlite_ckpt.h); 0 on PG */
+    int64_t checkpoints_background, checkpoints_inline;
 } lm_store_settings_t;
 
 typedef struct lm_store_s lm_store_t;

@@ -822,6 +822,7 @@ static void sq_close(lm_store_db_t *db)
 {
     if (db == NULL)
         return;
+    lm_sqlite_ckpt_stop(db->ckpt);
     for (int i = 0; i < W_COUNT; i++)
         sqlite3_finalize(db->ws[i]);
     for (int i = 0; i < R_COUNT; i++)
@@ -933,7 +934,8 @@ static lm_store_db_t *sq_open(lm_store_t *st, const lm_store_opts_t *o, char *er
     db->sync_full = o->sync_full;
     db->busy_ms = o->busy_timeout_ms ? o->busy_timeout_ms : 5000;
     pthread_mutex_init(&db->rd_mu, NULL);
-    if (connect_both(db, path, err, errlen) != 0 || prepare_all(db, err, errlen) != 0) {
+    if (connect_both(db, path, err, errlen) != 0 || prepare_all(db, err, errlen) != 0 ||
+        (db->ckpt = lm_sqlite_ckpt_start(st, db->w, path, db->sync_full, err, errlen)) == NULL) {
         sq_close(db);
         return NULL;
     }
@@ -947,6 +949,7 @@ static int sq_settings(lm_store_db_t *db, lm_store_settings_t *out)
     pthread_mutex_unlock(&db->rd_mu);
     if (rc != 0)
         return LM_STORE_EDB;
+    lm_sqlite_ckpt_counts(db->ckpt, &out->checkpoints_background, &out->checkpoints_inline);
     /* the write connection must agree (checked at open, owned by the writer now) */
     if (strcmp(db->wset.journal_mode, out->journal_mode) != 0 || db->wset.busy_timeout_ms < 5000 ||
         db->wset.foreign_keys != 1 || db->wset.synchronous < 1)

@@ -41,10 +41,11 @@ if [ "${BENCH_CACHE:-0}" = 1 ]; then
     printf 'cache on models gpt-4o-mini\ncache_sampled on\n'
 fi
 # BENCH_OTEL=URL traces every request to a live collector at URL (make
-# bench's tracing run starts tests/bench/otlp_sink.py there).
-if [ -n "${BENCH_OTEL:-}" ]; then
-    printf 'otel_endpoint %s\n' "$BENCH_OTEL"
-fi
+# bench's tracing run starts tests/bench/otlp_sink.py there). Anything else
+# (make bench's knob BENCH_OTEL=0, which skips the tracing run) is no URL.
+case ${BENCH_OTEL:-} in
+    http://* | https://*) printf 'otel_endpoint %s\n' "$BENCH_OTEL" ;;
+esac
 case ${BENCH_LUA:-} in
     "" | none) scripts="" ;;
     noop) scripts=$HERE/noop.lua ;;

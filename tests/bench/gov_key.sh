@@ -16,7 +16,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 port=$(free_port)
 admin=$(free_port)
 conf="$data/gov-key.conf"
-BENCH_PORT=$port BENCH_DATA_DIR=$data BENCH_ADMIN=127.0.0.1:$admin \
+BENCH_PORT=$port BENCH_DATA_DIR=$data BENCH_OTEL= BENCH_CACHE=0 BENCH_LUA=none BENCH_PLUGIN=openai BENCH_ADMIN=127.0.0.1:$admin \
     BENCH_PLUGIN_DIR=${BENCH_PLUGIN_DIR:-$ROOT/build/plugins} "$HERE/conf.sh" > "$conf"
 token=lmadm-bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 LONGMEN_ADMIN_TOKEN=$token "$ROOT/build/longmen" -c "$conf" > "$data/gov-key.log" 2>&1 &
