@@ -12,6 +12,9 @@
 struct lm_http_front_s;
 struct lm_http_conn_s;
 
+#define LM_HTTP_MAIL_SLOTS 8
+struct lm_http_task_s;
+
 /* Per worker thread, the evthr's aux; allocated and freed by front.c. */
 typedef struct lm_http_thread_s {
     struct lm_http_front_s *front;    /* borrowed; outlives its threads */
@@ -23,6 +26,11 @@ typedef struct lm_http_thread_s {
     int body_timeout_ms;              /* client_body_timeout */
     int send_timeout_ms;              /* client_send_timeout */
     const _Atomic uint64_t *max_body; /* the front's [max_body_size, audio_max_bytes] (live) */
+    /* Tasks posted by other threads (front.c): slots for distinct tasks,
+     * run by mail_ev on this thread. A post never waits and is never lost. */
+    int slot;              /* index in the front's thread table, -1 if none */
+    struct event *mail_ev; /* owned */
+    _Atomic(const struct lm_http_task_s *) mail[LM_HTTP_MAIL_SLOTS];
 } lm_http_thread_t;
 
 /* The thread state of the request's connection (borrowed), or NULL. */

@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <evhtp/evhtp.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,10 +23,9 @@
 
 #define LM_HTTP_MAX_THREADS 256
 #define LM_HTTP_MAX_ROUTES  16
-/* How long the listener (or a thread posting a task) waits for a worker's
- * hand-off queue to have room before the old drop applies: far above one
- * loop turn of a busy worker, short enough that a wedged worker stalls
- * nobody for long. */
+/* How long the listener waits for a worker's hand-off queue to have room
+ * before the old drop applies: far above one loop turn of a busy worker,
+ * short enough that a wedged worker stalls nobody for long. */
 #define LM_HTTP_HANDOFF_WAIT_MS 100
 
 typedef struct lm_http_route_s {
@@ -42,9 +42,11 @@ struct lm_http_front_s {
     atomic_int draining;
     _Atomic uint64_t max_body[2]; /* max_body_size, audio_max_bytes: read by every gate */
     atomic_int next_thread;
-    /* Set once by each thread's init and read by any thread: atomic, and a
-     * slot may be filled after a later one (inits run concurrently). */
-    _Atomic(evthr_t *) threads[LM_HTTP_MAX_THREADS];
+    /* Filled by each thread's init, emptied by its exit, read by posters,
+     * all under mail_mu (so a thread never exits under a post). A slot may
+     * be filled after a later one (inits run concurrently). */
+    pthread_mutex_t mail_mu;
+    lm_http_thread_t *threads[LM_HTTP_MAX_THREADS];
 };
 
 static lm_http_front_t *front_of(evhtp_request_t *req)
@@ -280,6 +282,46 @@ static void thread_backpressure(evthr_t *thr)
                             "be reset");
 }
 
+/* Worker thread: run what other threads posted (lm_http_front_each_thread). */
+static void on_mail(evutil_socket_t fd, short what, void *arg)
+{
+    lm_http_thread_t *t = arg;
+    (void)fd;
+    (void)what;
+    for (int i = 0; i < LM_HTTP_MAIL_SLOTS; i++) {
+        const lm_http_task_t *task = atomic_exchange(&t->mail[i], NULL);
+        if (task)
+            task->run(t->user);
+    }
+}
+
+/* The thread's table slot and mailbox event, or -1 (no way to post to it). */
+static int mail_open(lm_http_front_t *f, lm_http_thread_t *t, struct event_base *base)
+{
+    t->slot = -1;
+    if ((t->mail_ev = event_new(base, -1, 0, on_mail, t)) == NULL)
+        return -1;
+    int i = atomic_fetch_add(&f->next_thread, 1);
+    if (i >= LM_HTTP_MAX_THREADS)
+        return -1;
+    pthread_mutex_lock(&f->mail_mu);
+    f->threads[i] = t;
+    t->slot = i;
+    pthread_mutex_unlock(&f->mail_mu);
+    return 0;
+}
+
+static void mail_close(lm_http_front_t *f, lm_http_thread_t *t)
+{
+    pthread_mutex_lock(&f->mail_mu);
+    if (t->slot >= 0)
+        f->threads[t->slot] = NULL;
+    pthread_mutex_unlock(&f->mail_mu);
+    if (t->mail_ev)
+        event_free(t->mail_ev); /* also out of the active queue: nothing runs on freed state */
+    t->mail_ev = NULL;
+}
+
 static void thread_init(evhtp_t *htp, evthr_t *thr, void *arg)
 {
     lm_http_front_t *f = arg;
@@ -297,9 +339,11 @@ static void thread_init(evhtp_t *htp, evthr_t *thr, void *arg)
     if (t->user == NULL)
         abort();
     evthr_set_aux(thr, t);
-    int i = atomic_fetch_add(&f->next_thread, 1);
-    if (i < LM_HTTP_MAX_THREADS)
-        atomic_store_explicit(&f->threads[i], thr, memory_order_release);
+    if (mail_open(f, t, evthr_get_base(thr)) != 0)
+        lm_log(LM_LOG_WARN,
+               "worker thread %d: no mailbox; credential waits and drain "
+               "cancels do not reach it",
+               t->slot);
     (void)lm_http_conn_sweep_start(t, evthr_get_base(thr)); /* best effort, as before */
     thread_backpressure(thr);
 }
@@ -311,6 +355,7 @@ static void thread_exit(evhtp_t *htp, evthr_t *thr, void *arg)
     (void)htp;
     if (t == NULL)
         return;
+    mail_close(f, t); /* before the state its tasks use is released */
     /* Close connections clients left open; their requests' fini hooks run
      * here, then the layer above releases the rest without the loop. */
     lm_http_conn_close_all(t);
@@ -328,22 +373,38 @@ void *lm_http_thread_user(lm_http_req_t *r)
     return t ? t->user : NULL;
 }
 
-static void run_task(evthr_t *thr, void *cmd_arg, void *shared)
+/* Post task in one of the slots: a free one, or the one where it still
+ * waits. That one is written again (not just read) so that the run that
+ * takes it sees what this poster did before posting. 0: every slot holds
+ * another task. */
+static int mail_put(lm_http_thread_t *t, const lm_http_task_t *task)
 {
-    const lm_http_task_t *task = cmd_arg;
-    lm_http_thread_t *t = evthr_get_aux(thr);
-    (void)shared;
-    if (t)
-        task->run(t->user);
+    for (int i = 0; i < LM_HTTP_MAIL_SLOTS; i++) {
+        const lm_http_task_t *seen = atomic_load(&t->mail[i]);
+        while (seen == NULL || seen == task)
+            if (atomic_compare_exchange_weak(&t->mail[i], &seen, task))
+                return 1;
+    }
+    return 0;
 }
 
+/* Before: a command on libevhtp's hand-off socketpair, which (made to wait
+ * for room, thread_backpressure) could stall the poster's own loop, and was
+ * dropped when the pair stayed full. A post now only sets a slot and wakes
+ * the loop; several posts of one task before it runs make one run. */
 void lm_http_front_each_thread(lm_http_front_t *f, const lm_http_task_t *task)
 {
+    pthread_mutex_lock(&f->mail_mu);
     for (int i = 0; i < LM_HTTP_MAX_THREADS; i++) {
-        evthr_t *thr = atomic_load_explicit(&f->threads[i], memory_order_acquire);
-        if (thr) /* a thread still starting has no work queued yet */
-            evthr_defer(thr, run_task, (void *)(uintptr_t)task);
+        lm_http_thread_t *t = f->threads[i];
+        if (t == NULL) /* a thread still starting has no work queued yet */
+            continue;
+        if (mail_put(t, task))
+            event_active(t->mail_ev, EV_READ, 0);
+        else
+            lm_log(LM_LOG_ERROR, "worker thread %d: mailbox full; a task was not posted", i);
     }
+    pthread_mutex_unlock(&f->mail_mu);
 }
 
 /* ---- lifecycle ---- */
@@ -370,8 +431,10 @@ lm_http_front_t *lm_http_front_new(struct event_base *base, const lm_http_calls_
     f->send_timeout_ms = send_timeout_ms;
     atomic_init(&f->max_body[0], UINT64_MAX);
     atomic_init(&f->max_body[1], UINT64_MAX);
+    pthread_mutex_init(&f->mail_mu, NULL);
     f->htp = evhtp_new(base, f);
     if (f->htp == NULL) {
+        pthread_mutex_destroy(&f->mail_mu);
         free(f);
         return NULL;
     }
@@ -405,5 +468,6 @@ void lm_http_front_free(lm_http_front_t *f)
     if (f == NULL)
         return;
     evhtp_free(f->htp); /* stops the workers: thread_exit runs on each */
+    pthread_mutex_destroy(&f->mail_mu);
     free(f);
 }
