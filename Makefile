@@ -189,10 +189,10 @@ test-asan: deps
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  tests/run.sh all
 
-# ThreadSanitizer over the threaded parts: the store's writer thread, side
-# values, metrics, lm.shared, and integration tests with several workers and
-# the store. Any "WARNING: ThreadSanitizer" fails it (tests/run.sh).
-TSAN_UNIT := test_store test_side test_metrics test_lua
+# ThreadSanitizer over the threaded parts: the store's writer and checkpoint
+# threads, side values, metrics, lm.shared, the workers' mailboxes, and
+# integration tests with several workers and the store. Any "WARNING: ThreadSanitizer" fails it (tests/run.sh).
+TSAN_UNIT := test_store test_side test_metrics test_lua test_front_mail
 TSAN_INTEGRATION := test_governance.py test_reload.py test_side.py test_soak.py
 tsan: deps
 	$(MAKE) O=build-tsan PLUGIN_DIR=build-tsan/plugins OPT="-O1 -g -fno-omit-frame-pointer" \

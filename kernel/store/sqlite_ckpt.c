@@ -23,6 +23,10 @@ struct lm_sqlite_ckpt_s {
      * run; commits add frames past it. A restarted WAL counts from 0 again,
      * which the hook sees as fewer frames than this. */
     atomic_llong backfilled;
+    /* A background run finished since the writer last copied a tail: at
+     * most one tail per run, so a WAL held by a reader (it cannot start
+     * over) does not make every commit checkpoint. */
+    atomic_int tail_ok;
     atomic_llong n_background, n_inline;
 };
 
@@ -37,7 +41,8 @@ static int on_commit(void *arg, sqlite3 *w, const char *dbname, int frames)
         done = 0;
     }
     if (frames >= LM_CKPT_HARD_FRAMES ||
-        (frames >= LM_CKPT_RESTART_FRAMES && frames - done <= LM_CKPT_TAIL_FRAMES)) {
+        (frames >= LM_CKPT_RESTART_FRAMES && frames - done <= LM_CKPT_TAIL_FRAMES &&
+         atomic_exchange(&c->tail_ok, 0))) {
         /* the next write starts the WAL over (sqlite_ckpt.h) */
         int log = 0, copied = 0;
         if (sqlite3_wal_checkpoint_v2(w, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied) ==
@@ -70,6 +75,7 @@ static void *ckpt_main(void *arg)
         int rc = sqlite3_wal_checkpoint_v2(c->conn, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
         if (rc == SQLITE_OK) {
             atomic_store(&c->backfilled, done);
+            atomic_store(&c->tail_ok, 1);
             atomic_fetch_add(&c->n_background, 1);
         } else if (rc != SQLITE_BUSY) {
             lm_store_log(c->st, 1, "WAL checkpoint failed: %s", sqlite3_errmsg(c->conn));
