@@ -1,7 +1,8 @@
 /*
  * conn.h - a worker thread's share of the HTTP front: its open client
  * connections (so shutdown can close what clients left open) and the sweep
- * that cuts off slow senders (IN-7). Touched only by the owning thread.
+ * that cuts off slow senders (IN-7). Touched only by the owning thread,
+ * except the mailbox slots, which posters set atomically (front.c).
  */
 #ifndef LM_HTTP_CONN_H
 #define LM_HTTP_CONN_H

@@ -71,7 +71,7 @@ struct lm_store_db_s {
     int last_ext;             /* writer thread: extended code of the last failed statement */
     lm_store_settings_t wset; /* read back on `w` at open */
     pthread_mutex_t rd_mu;
-    lm_sqlite_ckpt_t *ckpt; /* WAL checkpoints off the writer thread */
+    lm_sqlite_ckpt_t *ckpt; /* owned: started by open, stopped first by close */
 };
 
 /* A new key record (refs 1, acct NULL) from a row of KEY_COLS or
